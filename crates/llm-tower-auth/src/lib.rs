@@ -1,0 +1,1 @@
+//! llm-tower-auth (work in progress).

@@ -1,0 +1,1 @@
+//! llm-tower-core (work in progress).

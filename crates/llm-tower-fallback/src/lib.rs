@@ -1,0 +1,1 @@
+//! llm-tower-fallback (work in progress).

@@ -1,0 +1,1 @@
+//! llm-tower-mock (work in progress).

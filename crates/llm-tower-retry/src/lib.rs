@@ -1,0 +1,1 @@
+//! llm-tower-retry (work in progress).

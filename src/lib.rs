@@ -1,0 +1,1 @@
+//! llm-tower facade (work in progress).
