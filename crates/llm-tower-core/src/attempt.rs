@@ -1,0 +1,255 @@
+//! Attempt records: what was tried, where, when, and how it went.
+
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use http::{Response, StatusCode};
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::endpoint::EndpointId;
+use crate::error::{BoxError, ErrorKind};
+
+/// Why an attempt was made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptKind {
+    /// The first attempt of the request.
+    First,
+    /// Another attempt on the same endpoint after a retryable failure.
+    Retry,
+    /// The first attempt on another endpoint after the previous one failed.
+    Fallback,
+}
+
+/// How an attempt ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// A response head arrived with this status.
+    Status(#[serde(serialize_with = "ser_status")] StatusCode),
+    /// No response: a transport failure of this kind.
+    Error(ErrorKind),
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn ser_status<S: serde::Serializer>(status: &StatusCode, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u16(status.as_u16())
+}
+
+impl Outcome {
+    /// The outcome of a result from an inner service.
+    pub fn of<B>(result: &Result<Response<B>, BoxError>) -> Self {
+        match result {
+            Ok(response) => Self::Status(response.status()),
+            Err(err) => Self::Error(ErrorKind::of(&**err)),
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Status(status) => write!(f, "{}", status.as_u16()),
+            Self::Error(kind) => write!(f, "{kind}"),
+        }
+    }
+}
+
+/// One upstream attempt.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Attempt {
+    /// The endpoint tried.
+    pub endpoint: EndpointId,
+    /// First try, retry or fallback.
+    pub kind: AttemptKind,
+    /// Position in the request's attempt list (0-based).
+    pub index: u32,
+    /// When the attempt started, relative to the start of the request.
+    #[serde(serialize_with = "ser_ms")]
+    pub started: Duration,
+    /// Time until the response head (or the failure).
+    #[serde(serialize_with = "ser_ms")]
+    pub latency: Duration,
+    /// How it ended.
+    pub outcome: Outcome,
+}
+
+fn ser_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64() * 1000.0)
+}
+
+impl fmt::Display for Attempt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.kind {
+            AttemptKind::First => "first",
+            AttemptKind::Retry => "retry",
+            AttemptKind::Fallback => "fallback",
+        };
+        write!(
+            f,
+            "{}({kind})={} in {:.1}ms",
+            self.endpoint,
+            self.outcome,
+            self.latency.as_secs_f64() * 1000.0
+        )
+    }
+}
+
+/// The shared attempt log of one request. The balancer (or whoever starts the request) puts
+/// it in the request extensions; the retry layer appends to it; the final response carries
+/// it in its extensions. Cloning shares the same log.
+#[derive(Clone)]
+pub struct Attempts(Arc<Inner>);
+
+struct Inner {
+    start: Instant,
+    list: Mutex<Vec<Attempt>>,
+}
+
+impl Attempts {
+    /// A new empty log whose clock starts now.
+    pub fn new() -> Self {
+        Self(Arc::new(Inner {
+            start: Instant::now(),
+            list: Mutex::new(Vec::new()),
+        }))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<Attempt>> {
+        // Recording never panics while holding the lock, but stay usable if a caller did.
+        self.0
+            .list
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records an attempt on `endpoint` that started at `started` and ended now. The kind is
+    /// derived: `Retry` when `retry` is set, else `First` for the first entry and `Fallback`
+    /// after that.
+    pub fn record(
+        &self,
+        endpoint: &EndpointId,
+        retry: bool,
+        started: Instant,
+        outcome: Outcome,
+    ) -> Attempt {
+        let now = Instant::now();
+        let mut list = self.lock();
+        let kind = if retry {
+            AttemptKind::Retry
+        } else if list.is_empty() {
+            AttemptKind::First
+        } else {
+            AttemptKind::Fallback
+        };
+        let attempt = Attempt {
+            endpoint: endpoint.clone(),
+            kind,
+            index: list.len() as u32,
+            started: started.saturating_duration_since(self.0.start),
+            latency: now.saturating_duration_since(started),
+            outcome,
+        };
+        list.push(attempt.clone());
+        attempt
+    }
+
+    /// When the request started.
+    pub fn start(&self) -> Instant {
+        self.0.start
+    }
+
+    /// A copy of the attempts so far.
+    pub fn to_vec(&self) -> Vec<Attempt> {
+        self.lock().clone()
+    }
+
+    /// The number of attempts so far.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no attempt was recorded yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The latest attempt.
+    pub fn last(&self) -> Option<Attempt> {
+        self.lock().last().cloned()
+    }
+}
+
+impl Default for Attempts {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for Attempts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.lock().iter()).finish()
+    }
+}
+
+impl fmt::Display for Attempts {
+    /// `primary(first)=503 in 1.2ms, backup(fallback)=200 in 3.4ms`
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, attempt) in self.lock().iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{attempt}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for Attempts {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.to_vec().serialize(serializer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn kinds_indexes_and_timing() {
+        let log = Attempts::new();
+        let a = EndpointId::from("a");
+        let b = EndpointId::from("b");
+        tokio::time::advance(Duration::from_millis(5)).await;
+        let t0 = Instant::now();
+        tokio::time::advance(Duration::from_millis(20)).await;
+        log.record(
+            &a,
+            false,
+            t0,
+            Outcome::Status(StatusCode::SERVICE_UNAVAILABLE),
+        );
+        let t1 = Instant::now();
+        log.record(&a, true, t1, Outcome::Error(ErrorKind::Connect));
+        log.record(&b, false, Instant::now(), Outcome::Status(StatusCode::OK));
+        let list = log.to_vec();
+        assert_eq!(list.len(), 3);
+        assert_eq!(list[0].kind, AttemptKind::First);
+        assert_eq!(list[0].started, Duration::from_millis(5));
+        assert_eq!(list[0].latency, Duration::from_millis(20));
+        assert_eq!(list[1].kind, AttemptKind::Retry);
+        assert_eq!(list[2].kind, AttemptKind::Fallback);
+        assert_eq!(list[2].index, 2);
+        let clone = log.clone();
+        assert_eq!(clone.len(), 3);
+        assert_eq!(
+            log.to_string(),
+            "a(first)=503 in 20.0ms, a(retry)=upstream_connect_failed in 0.0ms, b(fallback)=200 in 0.0ms"
+        );
+        let json = serde_json::to_value(&log).unwrap();
+        assert_eq!(json[0]["outcome"]["status"], 503);
+        assert_eq!(json[1]["outcome"]["error"], "connect");
+    }
+}

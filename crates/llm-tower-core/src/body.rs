@@ -1,0 +1,177 @@
+//! The replayable request body: buffered once, capped, cheap to clone.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::Request;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+
+use crate::error::{BoxError, Error, ErrorKind};
+
+/// Default cap for buffered request bodies: 32 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+/// A fully buffered request body. Cloning is cheap (reference counted) and every clone
+/// yields the same bytes, so each attempt sends an identical body.
+#[derive(Clone, Debug, Default)]
+pub struct BufferedBody {
+    data: Option<Bytes>,
+}
+
+impl BufferedBody {
+    /// A body of these bytes.
+    pub fn new(data: Bytes) -> Self {
+        Self {
+            data: (!data.is_empty()).then_some(data),
+        }
+    }
+
+    /// The bytes not yet read from this instance.
+    pub fn bytes(&self) -> &[u8] {
+        self.data.as_deref().unwrap_or_default()
+    }
+}
+
+impl From<Bytes> for BufferedBody {
+    fn from(data: Bytes) -> Self {
+        Self::new(data)
+    }
+}
+
+impl Body for BufferedBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(self.get_mut().data.take().map(|d| Ok(Frame::data(d))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.bytes().len() as u64)
+    }
+}
+
+/// Reads a whole body, failing with [`ErrorKind::BodyTooLarge`] as soon as it exceeds `limit`
+/// bytes (a body of exactly `limit` bytes is accepted).
+pub async fn buffer_body<B>(body: B, limit: usize) -> Result<BufferedBody, Error>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    if body.size_hint().lower() > limit as u64 {
+        return Err(Error::body_too_large(limit));
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(BufferedBody::new(collected.to_bytes())),
+        Err(err) if err.is::<LengthLimitError>() => Err(Error::body_too_large(limit)),
+        Err(err) => Err(Error::new(
+            ErrorKind::InvalidRequest,
+            format!("could not read the request body: {err}"),
+        )),
+    }
+}
+
+/// Buffers a request's body (see [`buffer_body`]), rejecting a declared `content-length`
+/// over the limit before reading anything.
+pub async fn buffer_request<B>(
+    request: Request<B>,
+    limit: usize,
+) -> Result<Request<BufferedBody>, Error>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    let declared = request
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(Error::body_too_large(limit));
+    }
+    let (parts, body) = request.into_parts();
+    let body = buffer_body(body, limit).await?;
+    Ok(Request::from_parts(parts, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::Full;
+
+    async fn read(body: BufferedBody) -> Bytes {
+        body.collect().await.unwrap().to_bytes()
+    }
+
+    /// A body of several frames with no size hint, like a chunked upload.
+    struct Chunks(std::collections::VecDeque<Bytes>);
+    impl Body for Chunks {
+        type Data = Bytes;
+        type Error = Infallible;
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            Poll::Ready(self.get_mut().0.pop_front().map(|b| Ok(Frame::data(b))))
+        }
+    }
+    fn chunked(parts: &[&'static [u8]]) -> Chunks {
+        Chunks(parts.iter().map(|p| Bytes::from_static(p)).collect())
+    }
+
+    #[tokio::test]
+    async fn at_cap_accepted_one_over_rejected() {
+        let ok = buffer_body(chunked(&[b"12345", b"67890"]), 10)
+            .await
+            .unwrap();
+        assert_eq!(read(ok).await, "1234567890");
+        let err = buffer_body(chunked(&[b"12345", b"678901"]), 10)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::BodyTooLarge);
+        assert_eq!(err.status(), http::StatusCode::PAYLOAD_TOO_LARGE);
+        // A known size over the cap fails before reading.
+        let err = buffer_body(Full::new(Bytes::from_static(b"12345678901")), 10)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::BodyTooLarge);
+    }
+
+    #[tokio::test]
+    async fn declared_length_over_cap_rejected_up_front() {
+        let req = Request::builder()
+            .header("content-length", "11")
+            .body(chunked(&[]))
+            .unwrap();
+        assert_eq!(
+            buffer_request(req, 10).await.unwrap_err().kind(),
+            ErrorKind::BodyTooLarge
+        );
+    }
+
+    #[tokio::test]
+    async fn replay_is_identical() {
+        let body = buffer_body(chunked(&[b"{\"a\":", b"1}"]), 100)
+            .await
+            .unwrap();
+        assert_eq!(body.size_hint().exact(), Some(7));
+        let clones: Vec<_> = (0..3).map(|_| body.clone()).collect();
+        for clone in clones {
+            assert_eq!(read(clone).await, "{\"a\":1}");
+        }
+        assert_eq!(read(body).await, "{\"a\":1}");
+        let empty = BufferedBody::default();
+        assert!(empty.is_end_stream());
+        assert_eq!(read(empty).await, "");
+    }
+}

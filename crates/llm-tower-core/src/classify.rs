@@ -1,0 +1,120 @@
+//! Outcome classification: the one function that decides what a result means.
+
+use std::error::Error as StdError;
+
+use http::{Response, StatusCode};
+
+use crate::error::{BoxError, ErrorKind};
+
+/// What an upstream outcome means for retry, health and fallback (DESIGN's table).
+///
+/// | outcome | retry same endpoint | counts against health | fall back |
+/// |---|---|---|---|
+/// | 1xx, 2xx, 3xx | no (success) | resets | no |
+/// | transport error, 408, 429, 500, 502, 503, 504, 529 | yes | yes | yes |
+/// | 401, 403 | no | yes | yes |
+/// | other 4xx and 5xx | no | no | no |
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Classification {
+    /// The endpoint answered; return the response.
+    Success,
+    /// A transient failure: retry on the same endpoint, then fall back.
+    Retryable,
+    /// The endpoint rejected its own key (401, 403): no retry, but fall back.
+    BadCredentials,
+    /// The client's request is at fault (400, 404, 413, 422, ...): return it as is.
+    ClientError,
+}
+
+impl Classification {
+    /// Whether another attempt on the same endpoint may help.
+    pub fn retry_same_endpoint(self) -> bool {
+        self == Self::Retryable
+    }
+
+    /// Whether the outcome counts as a failure of the endpoint.
+    pub fn counts_against_health(self) -> bool {
+        matches!(self, Self::Retryable | Self::BadCredentials)
+    }
+
+    /// Whether another endpoint should be tried.
+    pub fn falls_back(self) -> bool {
+        self.counts_against_health()
+    }
+}
+
+/// Classifies a response status.
+pub fn classify_status(status: StatusCode) -> Classification {
+    match status.as_u16() {
+        100..=399 => Classification::Success,
+        408 | 429 | 500 | 502 | 503 | 504 | 529 => Classification::Retryable,
+        401 | 403 => Classification::BadCredentials,
+        _ => Classification::ClientError,
+    }
+}
+
+/// Classifies an error from the inner service: transport failures (connect, timeout, reset
+/// before the head, ...) are retryable; errors about the client's own request are not.
+pub fn classify_error(err: &(dyn StdError + 'static)) -> Classification {
+    match ErrorKind::of(err) {
+        ErrorKind::BodyTooLarge | ErrorKind::InvalidRequest => Classification::ClientError,
+        _ => Classification::Retryable,
+    }
+}
+
+/// Classifies the result of one upstream attempt.
+pub fn classify<B>(result: &Result<Response<B>, BoxError>) -> Classification {
+    match result {
+        Ok(response) => classify_status(response.status()),
+        Err(err) => classify_error(&**err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+
+    #[test]
+    fn every_row_of_the_table() {
+        use Classification::*;
+        for code in [200, 201, 204, 301, 302, 304] {
+            assert_eq!(
+                classify_status(StatusCode::from_u16(code).unwrap()),
+                Success,
+                "{code}"
+            );
+        }
+        for code in [408, 429, 500, 502, 503, 504, 529] {
+            let c = classify_status(StatusCode::from_u16(code).unwrap());
+            assert_eq!(c, Retryable, "{code}");
+            assert!(c.retry_same_endpoint() && c.counts_against_health() && c.falls_back());
+        }
+        for code in [401, 403] {
+            let c = classify_status(StatusCode::from_u16(code).unwrap());
+            assert_eq!(c, BadCredentials, "{code}");
+            assert!(!c.retry_same_endpoint() && c.counts_against_health() && c.falls_back());
+        }
+        for code in [400, 404, 405, 409, 413, 415, 422, 451, 501, 505] {
+            let c = classify_status(StatusCode::from_u16(code).unwrap());
+            assert_eq!(c, ClientError, "{code}");
+            assert!(!c.retry_same_endpoint() && !c.counts_against_health() && !c.falls_back());
+        }
+        assert!(!Success.retry_same_endpoint() && !Success.counts_against_health());
+    }
+
+    #[test]
+    fn errors() {
+        let connect: BoxError =
+            Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert_eq!(classify::<()>(&Err(connect)), Classification::Retryable);
+        let timeout: BoxError = Box::new(Error::new(ErrorKind::Timeout, "t"));
+        assert_eq!(classify::<()>(&Err(timeout)), Classification::Retryable);
+        let reset: BoxError = Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert_eq!(classify::<()>(&Err(reset)), Classification::Retryable);
+        let too_big: BoxError = Box::new(Error::body_too_large(1));
+        assert_eq!(classify::<()>(&Err(too_big)), Classification::ClientError);
+        let ok = Ok(Response::new(()));
+        assert_eq!(classify(&ok), Classification::Success);
+    }
+}

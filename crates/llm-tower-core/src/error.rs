@@ -1,0 +1,316 @@
+//! The error type shared by the layers, and its client-facing OpenAI-style JSON form.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+
+use crate::attempt::Attempts;
+
+/// The boxed error type passed between layers (the tower convention).
+pub type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// What went wrong, coarsely. Decides the status code a client sees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The upstream could not be connected to (refused, unreachable, DNS, TLS). 502.
+    Connect,
+    /// The connection closed or reset before a complete response head. 502.
+    Closed,
+    /// The per-try timeout passed before the response head arrived. 504.
+    Timeout,
+    /// A 2xx head arrived but no body byte within `first_byte_timeout`. 504.
+    FirstByteTimeout,
+    /// Any other upstream or transport failure. 502.
+    Upstream,
+    /// The request body is larger than the buffer cap. 413; nothing was sent upstream.
+    BodyTooLarge,
+    /// The request could not be read or forwarded as sent. 400.
+    InvalidRequest,
+    /// No endpoint may be tried now (all cooling down, `when_all_unhealthy: fail`). 503.
+    NoEndpointAvailable,
+    /// A bug or misuse inside the stack. 500.
+    Internal,
+}
+
+impl ErrorKind {
+    /// The HTTP status a client sees for this kind.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::Connect | Self::Closed | Self::Upstream => StatusCode::BAD_GATEWAY,
+            Self::Timeout | Self::FirstByteTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::InvalidRequest => StatusCode::BAD_REQUEST,
+            Self::NoEndpointAvailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable machine-readable code (`"upstream_timeout"`, ...), used as the JSON `code`.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Connect => "upstream_connect_failed",
+            Self::Closed => "upstream_connection_closed",
+            Self::Timeout => "upstream_timeout",
+            Self::FirstByteTimeout => "upstream_first_byte_timeout",
+            Self::Upstream => "upstream_error",
+            Self::BodyTooLarge => "request_too_large",
+            Self::InvalidRequest => "invalid_request",
+            Self::NoEndpointAvailable => "no_endpoint_available",
+            Self::Internal => "internal_error",
+        }
+    }
+
+    fn error_type(self) -> &'static str {
+        match self {
+            Self::BodyTooLarge | Self::InvalidRequest => "invalid_request_error",
+            Self::NoEndpointAvailable => "service_unavailable",
+            Self::Internal => "server_error",
+            _ => "upstream_error",
+        }
+    }
+
+    /// Classifies any error by walking its source chain: an llm-tower [`Error`] keeps its
+    /// kind; I/O errors map by their [`std::io::ErrorKind`]; hyper's connect and
+    /// incomplete-message errors map to [`Connect`](Self::Connect) and [`Closed`](Self::Closed).
+    pub fn of(err: &(dyn StdError + 'static)) -> Self {
+        let mut found = None;
+        let mut current = Some(err);
+        while let Some(e) = current {
+            if let Some(e) = e.downcast_ref::<Error>() {
+                return e.kind;
+            }
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                use std::io::ErrorKind as Io;
+                let kind = match io.kind() {
+                    Io::ConnectionRefused | Io::AddrNotAvailable | Io::NotFound => Self::Connect,
+                    Io::ConnectionReset
+                    | Io::ConnectionAborted
+                    | Io::BrokenPipe
+                    | Io::UnexpectedEof => Self::Closed,
+                    Io::TimedOut => Self::Timeout,
+                    _ => Self::Upstream,
+                };
+                found.get_or_insert(kind);
+            } else {
+                // hyper and hyper-util expose these conditions only through their messages.
+                let text = e.to_string();
+                if text.contains("(Connect)") || text.contains("connect error") {
+                    return Self::Connect;
+                }
+                if text.contains("closed before message completed")
+                    || text.contains("connection closed")
+                    || text.contains("connection reset")
+                {
+                    found.get_or_insert(Self::Closed);
+                }
+            }
+            current = e.source();
+        }
+        found.unwrap_or(Self::Upstream)
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+/// An llm-tower error: a kind, a message safe to show a client, the attempts made, and an
+/// optional `Retry-After` hint. Renders as an OpenAI-style JSON error response with
+/// [`Error::to_response`].
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+    retry_after: Option<Duration>,
+    attempts: Option<Attempts>,
+    source: Option<BoxError>,
+}
+
+impl Error {
+    /// A new error of `kind` with a message (never put secrets in it).
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            retry_after: None,
+            attempts: None,
+            source: None,
+        }
+    }
+
+    /// Wraps an upstream/transport error, classifying it with [`ErrorKind::of`].
+    pub fn upstream(source: BoxError) -> Self {
+        match source.downcast::<Error>() {
+            Ok(err) => *err,
+            Err(source) => Self::upstream_with_kind(ErrorKind::of(&*source), source),
+        }
+    }
+
+    fn upstream_with_kind(kind: ErrorKind, source: BoxError) -> Self {
+        let what = match kind {
+            ErrorKind::Connect => "could not connect to the upstream",
+            ErrorKind::Closed => "the upstream closed the connection before responding",
+            ErrorKind::Timeout => "the upstream did not respond in time",
+            ErrorKind::FirstByteTimeout => "the upstream sent no body in time",
+            _ => "the upstream request failed",
+        };
+        let mut message = String::from(what);
+        let mut current: Option<&(dyn StdError + 'static)> = Some(&*source);
+        while let Some(e) = current {
+            message.push_str(": ");
+            message.push_str(&e.to_string());
+            current = e.source();
+        }
+        Self {
+            source: Some(source),
+            ..Self::new(kind, message)
+        }
+    }
+
+    /// The request body exceeded `limit` bytes.
+    pub fn body_too_large(limit: usize) -> Self {
+        Self::new(
+            ErrorKind::BodyTooLarge,
+            format!("request body is larger than the limit of {limit} bytes"),
+        )
+    }
+
+    /// Attaches a `Retry-After` hint (sent to the client as whole seconds, rounded up).
+    #[must_use]
+    pub fn with_retry_after(mut self, retry_after: Duration) -> Self {
+        self.retry_after = Some(retry_after);
+        self
+    }
+
+    /// Attaches the attempt log.
+    #[must_use]
+    pub fn with_attempts(mut self, attempts: Attempts) -> Self {
+        self.attempts = Some(attempts);
+        self
+    }
+
+    /// The kind.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+    /// The client-safe message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+    /// The status code a client sees.
+    pub fn status(&self) -> StatusCode {
+        self.kind.status()
+    }
+    /// The `Retry-After` hint, if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+    /// The attempts made before failing, if recorded.
+    pub fn attempts(&self) -> Option<&Attempts> {
+        self.attempts.as_ref()
+    }
+
+    /// The JSON body: `{"error":{"message":...,"type":...,"code":...}}`.
+    pub fn to_json(&self) -> Bytes {
+        serde_json::json!({
+            "error": {
+                "message": self.message,
+                "type": self.kind.error_type(),
+                "code": self.kind.code(),
+            }
+        })
+        .to_string()
+        .into()
+    }
+
+    /// A complete response: status, `content-type: application/json`, `Retry-After` when
+    /// known, the JSON body, and the [`Attempts`] in the extensions.
+    pub fn to_response<B: From<Bytes>>(&self) -> Response<B> {
+        let mut response = Response::new(B::from(self.to_json()));
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if let Some(wait) = self.retry_after {
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let Some(attempts) = &self.attempts {
+            response.extensions_mut().insert(attempts.clone());
+        }
+        response
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Error")
+            .field("kind", &self.kind)
+            .field("message", &self.message)
+            .field("retry_after", &self.retry_after)
+            .field("attempts", &self.attempts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl StdError for Error {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn StdError + 'static))
+    }
+}
+
+/// Response extension set by the retry layer when the upstream asked for a wait
+/// (`Retry-After`) that it did not sleep: the balancer cools the endpoint for this long.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CooldownHint(pub Duration);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_shape_and_status() {
+        let err = Error::body_too_large(10).with_retry_after(Duration::from_millis(1500));
+        let resp: Response<Bytes> = err.to_response();
+        assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(resp.headers()["retry-after"], "2");
+        assert_eq!(resp.headers()["content-type"], "application/json");
+        let v: serde_json::Value = serde_json::from_slice(resp.body()).unwrap();
+        assert_eq!(v["error"]["code"], "request_too_large");
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert!(v["error"]["message"].as_str().unwrap().contains("10 bytes"));
+    }
+
+    #[test]
+    fn kinds_from_io_errors() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let err = Error::upstream(Box::new(refused));
+        assert_eq!(err.kind(), ErrorKind::Connect);
+        assert_eq!(err.status(), StatusCode::BAD_GATEWAY);
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert_eq!(ErrorKind::of(&reset), ErrorKind::Closed);
+        let inner = Error::new(ErrorKind::Timeout, "slow");
+        assert_eq!(Error::upstream(Box::new(inner)).kind(), ErrorKind::Timeout);
+        assert_eq!(ErrorKind::Timeout.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(
+            ErrorKind::NoEndpointAvailable.status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+}
