@@ -1,0 +1,551 @@
+//! Retry behaviour against a scripted inner service, on paused time.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body::{Body, Frame};
+use http_body_util::BodyExt;
+use llm_tower_core::{
+    AttemptKind, Attempts, BoxError, BufferedBody, CooldownHint, CountBased, Endpoint, ErrorKind,
+    ExponentialBackoff, Outcome, RetryBudgetConfig, RetryPolicy, Selected,
+};
+use llm_tower_retry::RetryLayer;
+use tokio::time::{Instant, Sleep};
+use tower::{Layer, Service, ServiceExt};
+
+/// What the scripted upstream does for one call.
+#[derive(Clone)]
+enum Step {
+    Status(u16),
+    StatusWith(u16, &'static str, String),
+    Fail(std::io::ErrorKind),
+    /// Wait before answering with the inner step.
+    Delay(Duration, Box<Step>),
+    /// 200 whose first body frame ("hello") comes after this long.
+    SlowBody(Duration),
+}
+
+/// A response body that may wait before its only frame.
+struct TestBody {
+    wait: Option<Pin<Box<Sleep>>>,
+    data: Option<Bytes>,
+}
+
+impl Body for TestBody {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        if let Some(wait) = &mut this.wait {
+            std::task::ready!(wait.as_mut().poll(cx));
+            this.wait = None;
+        }
+        Poll::Ready(this.data.take().map(|d| Ok(Frame::data(d))))
+    }
+}
+
+#[derive(Clone, Default)]
+struct Upstream {
+    script: Arc<Mutex<VecDeque<Step>>>,
+    /// (when, body bytes) of every call.
+    calls: Arc<Mutex<Vec<(Instant, Bytes)>>>,
+}
+
+impl Upstream {
+    fn new(steps: impl IntoIterator<Item = Step>) -> Self {
+        let upstream = Self::default();
+        upstream.script.lock().unwrap().extend(steps);
+        upstream
+    }
+    fn calls(&self) -> usize {
+        self.calls.lock().unwrap().len()
+    }
+    fn call_times(&self) -> Vec<Instant> {
+        self.calls.lock().unwrap().iter().map(|c| c.0).collect()
+    }
+
+    fn service(&self) -> Self {
+        self.clone()
+    }
+}
+
+impl Service<Request<BufferedBody>> for Upstream {
+    type Response = Response<TestBody>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<TestBody>, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<BufferedBody>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            this.calls.lock().unwrap().push((Instant::now(), body));
+            // An empty script answers 200.
+            let step = this
+                .script
+                .lock()
+                .unwrap()
+                .pop_front()
+                .unwrap_or(Step::Status(200));
+            run(step).await
+        })
+    }
+}
+
+fn run(step: Step) -> Pin<Box<dyn Future<Output = Result<Response<TestBody>, BoxError>> + Send>> {
+    Box::pin(async move {
+        let body = |wait: Option<Duration>| TestBody {
+            wait: wait.map(|w| Box::pin(tokio::time::sleep(w))),
+            data: Some(Bytes::from_static(b"hello")),
+        };
+        match step {
+            Step::Status(code) => Ok(Response::builder().status(code).body(body(None)).unwrap()),
+            Step::StatusWith(code, name, value) => Ok(Response::builder()
+                .status(code)
+                .header(name, value)
+                .body(body(None))
+                .unwrap()),
+            Step::Fail(kind) => Err(std::io::Error::from(kind).into()),
+            Step::Delay(wait, then) => {
+                tokio::time::sleep(wait).await;
+                run(*then).await
+            }
+            Step::SlowBody(wait) => Ok(Response::new(body(Some(wait)))),
+        }
+    })
+}
+
+fn endpoint(policy: RetryPolicy) -> Endpoint {
+    Endpoint::builder("ep", "http://127.0.0.1:9")
+        .retry_policy(policy)
+        .build()
+        .unwrap()
+}
+
+fn count(times: u32) -> RetryPolicy {
+    RetryPolicy::CountBased(CountBased { times })
+}
+
+fn request(endpoint: &Endpoint, log: &Attempts) -> Request<BufferedBody> {
+    let mut req = Request::post("/v1/chat/completions")
+        .body(BufferedBody::from(Bytes::from_static(
+            br#"{"model":"m","messages":[]}"#,
+        )))
+        .unwrap();
+    req.extensions_mut()
+        .insert(Selected(Arc::new(endpoint.clone())));
+    req.extensions_mut().insert(log.clone());
+    req
+}
+
+async fn send(
+    layer: &RetryLayer,
+    upstream: &Upstream,
+    endpoint: &Endpoint,
+) -> (
+    Result<Response<llm_tower_retry::ResponseBody<TestBody>>, BoxError>,
+    Attempts,
+) {
+    let log = Attempts::new();
+    let result = layer
+        .layer(upstream.service())
+        .oneshot(request(endpoint, &log))
+        .await;
+    (result, log)
+}
+
+#[tokio::test(start_paused = true)]
+async fn retryable_statuses_are_retried_until_times() {
+    for code in [408, 429, 500, 502, 503, 504, 529] {
+        let upstream = Upstream::new([
+            Step::Status(code),
+            Step::Status(code),
+            Step::Status(code),
+            Step::Status(200),
+        ]);
+        let (result, log) = send(&RetryLayer::new(), &upstream, &endpoint(count(2))).await;
+        assert_eq!(upstream.calls(), 3, "{code}: times 2 means three attempts");
+        assert_eq!(
+            result.unwrap().status().as_u16(),
+            code,
+            "{code}: last response returned"
+        );
+        assert_eq!(log.len(), 3);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn non_retryable_statuses_are_not() {
+    for code in [200, 201, 400, 401, 403, 404, 413, 422, 501] {
+        let upstream = Upstream::new([Step::Status(code)]);
+        let (result, _) = send(&RetryLayer::new(), &upstream, &endpoint(count(3))).await;
+        assert_eq!(upstream.calls(), 1, "{code}");
+        assert_eq!(result.unwrap().status().as_u16(), code);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn connect_errors_and_resets_are_retried() {
+    let upstream = Upstream::new([
+        Step::Fail(std::io::ErrorKind::ConnectionRefused),
+        Step::Fail(std::io::ErrorKind::ConnectionReset),
+        Step::Status(200),
+    ]);
+    let (result, log) = send(&RetryLayer::new(), &upstream, &endpoint(count(2))).await;
+    assert_eq!(result.unwrap().status(), StatusCode::OK);
+    let outcomes: Vec<_> = log.to_vec().iter().map(|a| a.outcome).collect();
+    assert_eq!(
+        outcomes,
+        [
+            Outcome::Error(ErrorKind::Connect),
+            Outcome::Error(ErrorKind::Closed),
+            Outcome::Status(StatusCode::OK)
+        ]
+    );
+    // Exhausted: the last error is returned.
+    let upstream = Upstream::new(vec![Step::Fail(std::io::ErrorKind::ConnectionRefused); 3]);
+    let (result, _) = send(&RetryLayer::new(), &upstream, &endpoint(count(1))).await;
+    assert_eq!(upstream.calls(), 2);
+    assert_eq!(ErrorKind::of(&*result.unwrap_err()), ErrorKind::Connect);
+}
+
+#[tokio::test(start_paused = true)]
+async fn attempt_counts_per_policy() {
+    let always_503 = || Upstream::new(vec![Step::Status(503); 20]);
+    let cases = [
+        (RetryPolicy::NoRetry, 1),
+        (count(0), 1),
+        (count(3), 4),
+        (RetryPolicy::default(), 3),
+        (
+            RetryPolicy::ExponentialBackoff(ExponentialBackoff {
+                times: 5,
+                ..ExponentialBackoff::default()
+            }),
+            6,
+        ),
+    ];
+    for (policy, expected) in cases {
+        let upstream = always_503();
+        send(&RetryLayer::new(), &upstream, &endpoint(policy.clone()))
+            .await
+            .0
+            .unwrap();
+        assert_eq!(upstream.calls(), expected, "{policy:?}");
+    }
+    // Without Selected, the layer default applies.
+    let upstream = always_503();
+    let svc = RetryLayer::new()
+        .default_policy(count(1))
+        .layer(upstream.service());
+    svc.oneshot(Request::new(BufferedBody::default()))
+        .await
+        .unwrap();
+    assert_eq!(upstream.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn backoff_delays_stay_within_jitter_bounds() {
+    let policy = RetryPolicy::ExponentialBackoff(ExponentialBackoff {
+        times: 4,
+        initial_interval: Duration::from_millis(100),
+        max_interval: Duration::from_millis(300),
+        multiplier: 2.0,
+    });
+    let ceilings = [100, 200, 300, 300].map(Duration::from_millis);
+    let mut total = Duration::ZERO;
+    for _ in 0..25 {
+        let upstream = Upstream::new(vec![Step::Status(503); 5]);
+        send(&RetryLayer::new(), &upstream, &endpoint(policy.clone()))
+            .await
+            .0
+            .unwrap();
+        let times = upstream.call_times();
+        assert_eq!(times.len(), 5);
+        for (i, pair) in times.windows(2).enumerate() {
+            let gap = pair[1] - pair[0];
+            assert!(gap <= ceilings[i], "retry {i}: {gap:?} > {:?}", ceilings[i]);
+            total += gap;
+        }
+    }
+    // Full jitter: on average about half the ceilings, certainly not zero or the maximum.
+    let max_total: Duration = ceilings.iter().sum::<Duration>() * 25;
+    assert!(
+        total > max_total / 5 && total < max_total * 4 / 5,
+        "{total:?} of at most {max_total:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn count_based_retries_immediately() {
+    let upstream = Upstream::new(vec![Step::Status(503); 3]);
+    send(&RetryLayer::new(), &upstream, &endpoint(count(2)))
+        .await
+        .0
+        .unwrap();
+    let times = upstream.call_times();
+    assert_eq!(times[0], times[2]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_is_honoured() {
+    let no_backoff = RetryPolicy::ExponentialBackoff(ExponentialBackoff {
+        times: 1,
+        initial_interval: Duration::ZERO,
+        max_interval: Duration::from_secs(5),
+        multiplier: 1.0,
+    });
+    let date = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(4));
+    let cases = [
+        (
+            "retry-after",
+            "2".to_owned(),
+            Duration::from_secs(2),
+            Duration::from_secs(2),
+        ),
+        (
+            "retry-after-ms",
+            "1500".to_owned(),
+            Duration::from_millis(1500),
+            Duration::from_millis(1500),
+        ),
+        (
+            "x-ms-retry-after-ms",
+            "700".to_owned(),
+            Duration::from_millis(700),
+            Duration::from_millis(700),
+        ),
+        // An HTTP-date has whole seconds: between 3 and 4 s from now.
+        (
+            "retry-after",
+            date,
+            Duration::from_secs(3),
+            Duration::from_secs(4),
+        ),
+    ];
+    for (name, value, at_least, at_most) in cases {
+        let upstream = Upstream::new([
+            Step::StatusWith(429, name, value.clone()),
+            Step::Status(200),
+        ]);
+        let (result, _) = send(&RetryLayer::new(), &upstream, &endpoint(no_backoff.clone())).await;
+        assert_eq!(result.unwrap().status(), StatusCode::OK);
+        let times = upstream.call_times();
+        let gap = times[1] - times[0];
+        assert!(
+            gap >= at_least && gap <= at_most,
+            "{name}: {value}: waited {gap:?}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_over_the_cap_becomes_a_cooldown_hint() {
+    // Default cap: the policy's max_interval (5 s).
+    let upstream = Upstream::new([
+        Step::StatusWith(503, "retry-after", "30".into()),
+        Step::Status(200),
+    ]);
+    let (result, log) = send(
+        &RetryLayer::new(),
+        &upstream,
+        &endpoint(RetryPolicy::default()),
+    )
+    .await;
+    let response = result.unwrap();
+    assert_eq!(upstream.calls(), 1, "no further attempt");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        response.extensions().get::<CooldownHint>(),
+        Some(&CooldownHint(Duration::from_secs(30)))
+    );
+    assert_eq!(log.len(), 1);
+    // An explicit cap; CountBased has no max_interval so 5 s applies by default.
+    let upstream = Upstream::new([Step::StatusWith(429, "retry-after-ms", "1500".into())]);
+    let layer = RetryLayer::new().max_retry_after(Duration::from_secs(1));
+    let (result, _) = send(&layer, &upstream, &endpoint(count(3))).await;
+    assert_eq!(
+        result.unwrap().extensions().get::<CooldownHint>(),
+        Some(&CooldownHint(Duration::from_millis(1500)))
+    );
+    assert_eq!(upstream.calls(), 1);
+    let upstream = Upstream::new([Step::StatusWith(429, "retry-after", "6".into())]);
+    let (result, _) = send(&RetryLayer::new(), &upstream, &endpoint(count(3))).await;
+    assert!(result.unwrap().extensions().get::<CooldownHint>().is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn budget_exhaustion_stops_retries() {
+    // No percentage, one retry per second over one second: a reserve of exactly one retry.
+    let layer = RetryLayer::new().budget(RetryBudgetConfig {
+        percent: 0.0,
+        min_per_second: 1,
+        ttl: Duration::from_secs(1),
+    });
+    let upstream = Upstream::new(vec![Step::Status(503); 20]);
+    let ep = endpoint(count(5));
+    send(&layer, &upstream, &ep).await.0.unwrap();
+    assert_eq!(upstream.calls(), 2, "one retry from the reserve");
+    send(&layer, &upstream, &ep).await.0.unwrap();
+    assert_eq!(upstream.calls(), 3, "budget empty: no retry");
+    // Budgets are per endpoint: another endpoint still has its reserve.
+    let other = Endpoint::builder("other", "http://127.0.0.1:9")
+        .retry_policy(count(5))
+        .build()
+        .unwrap();
+    send(&layer, &upstream, &other).await.0.unwrap();
+    assert_eq!(upstream.calls(), 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn per_try_timeout_is_retried() {
+    let ep = Endpoint::builder("ep", "http://127.0.0.1:9")
+        .retry_policy(count(1))
+        .timeout(Some(Duration::from_secs(1)))
+        .build()
+        .unwrap();
+    let upstream = Upstream::new([
+        Step::Delay(Duration::from_secs(10), Box::new(Step::Status(200))),
+        Step::Status(200),
+    ]);
+    let started = Instant::now();
+    let (result, log) = send(&RetryLayer::new(), &upstream, &ep).await;
+    assert_eq!(result.unwrap().status(), StatusCode::OK);
+    assert_eq!(started.elapsed(), Duration::from_secs(1));
+    let attempts = log.to_vec();
+    assert_eq!(attempts[0].outcome, Outcome::Error(ErrorKind::Timeout));
+    assert_eq!(attempts[0].latency, Duration::from_secs(1));
+    assert_eq!(attempts[1].outcome, Outcome::Status(StatusCode::OK));
+}
+
+#[tokio::test(start_paused = true)]
+async fn per_try_timeout_does_not_cut_a_started_body() {
+    let ep = Endpoint::builder("ep", "http://127.0.0.1:9")
+        .retry_policy(count(1))
+        .timeout(Some(Duration::from_secs(1)))
+        .build()
+        .unwrap();
+    let upstream = Upstream::new([Step::SlowBody(Duration::from_secs(30))]);
+    let (result, _) = send(&RetryLayer::new(), &upstream, &ep).await;
+    let body = result
+        .unwrap()
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(body, "hello");
+    assert_eq!(upstream.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn first_byte_timeout_retries_and_delivers_the_first_frame_once() {
+    let ep = Endpoint::builder("ep", "http://127.0.0.1:9")
+        .retry_policy(count(2))
+        .first_byte_timeout(Some(Duration::from_secs(2)))
+        .build()
+        .unwrap();
+    let upstream = Upstream::new([
+        Step::SlowBody(Duration::from_secs(60)),
+        Step::SlowBody(Duration::from_millis(500)),
+    ]);
+    let (result, log) = send(&RetryLayer::new(), &upstream, &ep).await;
+    let body = result
+        .unwrap()
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(body, "hello", "first frame delivered exactly once");
+    assert_eq!(upstream.calls(), 2);
+    let attempts = log.to_vec();
+    assert_eq!(
+        attempts[0].outcome,
+        Outcome::Error(ErrorKind::FirstByteTimeout)
+    );
+    assert_eq!(attempts[1].outcome, Outcome::Status(StatusCode::OK));
+    // Error statuses do not wait for a body.
+    let upstream = Upstream::new([Step::Status(400)]);
+    let (result, _) = send(&RetryLayer::new(), &upstream, &ep).await;
+    assert_eq!(result.unwrap().status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_attempt_sends_identical_bytes() {
+    let upstream = Upstream::new(vec![Step::Status(502); 3]);
+    send(&RetryLayer::new(), &upstream, &endpoint(count(2)))
+        .await
+        .0
+        .unwrap();
+    let calls = upstream.calls.lock().unwrap();
+    assert_eq!(calls.len(), 3);
+    assert!(
+        calls
+            .iter()
+            .all(|(_, body)| body == &br#"{"model":"m","messages":[]}"#[..])
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_the_future_stops_everything() {
+    let upstream = Upstream::new([
+        Step::StatusWith(503, "retry-after", "3".into()),
+        Step::Status(200),
+    ]);
+    let ep = endpoint(RetryPolicy::default());
+    let log = Attempts::new();
+    let future = RetryLayer::new()
+        .layer(upstream.service())
+        .oneshot(request(&ep, &log));
+    // The client goes away during the 3 s backoff.
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), future)
+            .await
+            .is_err()
+    );
+    assert_eq!(upstream.calls(), 1);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(upstream.calls(), 1, "no attempt after the client left");
+    assert_eq!(log.len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn attempt_log_records_every_try() {
+    let upstream = Upstream::new([
+        Step::Delay(Duration::from_millis(30), Box::new(Step::Status(503))),
+        Step::Delay(Duration::from_millis(20), Box::new(Step::Status(200))),
+    ]);
+    let (result, log) = send(&RetryLayer::new(), &upstream, &endpoint(count(2))).await;
+    assert_eq!(result.unwrap().status(), StatusCode::OK);
+    let attempts = log.to_vec();
+    assert_eq!(attempts.len(), 2);
+    assert_eq!(
+        (attempts[0].kind, attempts[0].index),
+        (AttemptKind::First, 0)
+    );
+    assert_eq!(
+        (attempts[1].kind, attempts[1].index),
+        (AttemptKind::Retry, 1)
+    );
+    assert_eq!(attempts[0].endpoint.as_str(), "ep");
+    assert_eq!(attempts[0].latency, Duration::from_millis(30));
+    assert_eq!(attempts[1].latency, Duration::from_millis(20));
+    assert_eq!(attempts[1].started, Duration::from_millis(30));
+    assert_eq!(
+        attempts[0].outcome,
+        Outcome::Status(StatusCode::SERVICE_UNAVAILABLE)
+    );
+}
