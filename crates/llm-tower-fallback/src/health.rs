@@ -1,0 +1,399 @@
+//! Per-endpoint health: the state machine and the shared registry.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use llm_tower_core::EndpointId;
+use serde::Serialize;
+use tokio::time::Instant;
+
+/// Health of every endpoint, keyed by id. `Clone` shares the same state, so one registry can
+/// serve several stacks (and an admin endpoint through [`HealthRegistry::snapshot`]).
+#[derive(Clone, Default)]
+pub struct HealthRegistry {
+    map: Arc<DashMap<EndpointId, Arc<EndpointHealth>>>,
+}
+
+impl fmt::Debug for HealthRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HealthRegistry")
+            .field("endpoints", &self.map.len())
+            .finish()
+    }
+}
+
+impl HealthRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The health cell of `id`, created healthy on first use. The DashMap guard is released
+    /// before this returns.
+    pub(crate) fn cell(&self, id: &EndpointId) -> Arc<EndpointHealth> {
+        if let Some(cell) = self.map.get(id) {
+            return cell.clone();
+        }
+        self.map.entry(id.clone()).or_default().clone()
+    }
+
+    /// The state of every known endpoint, sorted by id.
+    pub fn snapshot(&self) -> Vec<EndpointSnapshot> {
+        // Copy the cells out first: no map guard is held while a cell is locked.
+        let cells: Vec<(EndpointId, Arc<EndpointHealth>)> = self
+            .map
+            .iter()
+            .map(|entry| (entry.key().clone(), entry.value().clone()))
+            .collect();
+        let now = Instant::now();
+        let mut snapshot: Vec<_> = cells
+            .into_iter()
+            .map(|(id, cell)| cell.snapshot(id, now))
+            .collect();
+        snapshot.sort_by(|a, b| a.id.cmp(&b.id));
+        snapshot
+    }
+
+    /// The state of one endpoint, if it is known.
+    pub fn get(&self, id: &str) -> Option<EndpointSnapshot> {
+        let cell = self.map.get(id).map(|c| c.clone())?;
+        Some(cell.snapshot(EndpointId::from(id), Instant::now()))
+    }
+}
+
+/// Health status of an endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Taking traffic.
+    Healthy,
+    /// Cooling down: skipped until its cooldown ends.
+    Ejected,
+    /// Cooldown over: the next request is a probe (or one is in flight).
+    HalfOpen,
+}
+
+/// A serialisable view of one endpoint's health, for admin endpoints.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct EndpointSnapshot {
+    /// The endpoint.
+    pub id: EndpointId,
+    /// Its status.
+    pub status: Status,
+    /// Failed requests since the last success.
+    pub consecutive_failures: u32,
+    /// Ejections since the last success (each doubles the cooldown).
+    pub ejections: u32,
+    /// Seconds until the cooldown ends (0 when not cooling down).
+    pub seconds_until_return: f64,
+    /// Whether a probe request is in flight.
+    pub probe_in_flight: bool,
+    /// Attempts in flight right now.
+    pub in_flight: usize,
+}
+
+/// Health settings of a balancer.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct HealthPolicy {
+    pub(crate) unhealthy_threshold: u32,
+    pub(crate) max_cooldown: Duration,
+}
+
+#[derive(Default)]
+struct State {
+    /// Ejections since the last success.
+    ejections: u32,
+    /// `Some` while ejected or half-open: when the cooldown ends.
+    until: Option<Instant>,
+    /// Token of the probe in flight.
+    probe: Option<u64>,
+    next_token: u64,
+}
+
+/// One endpoint's health. Lock-free reads on the healthy path; a small mutex for transitions.
+#[derive(Default)]
+pub(crate) struct EndpointHealth {
+    /// `true` while `state.until` is `Some`; read without locking on the hot path.
+    unhealthy: AtomicBool,
+    consecutive_failures: AtomicU32,
+    in_flight: AtomicUsize,
+    state: Mutex<State>,
+}
+
+/// Whether a request may go to an endpoint.
+#[derive(Debug)]
+pub(crate) enum Admission {
+    /// Healthy.
+    Open,
+    /// The request is the half-open probe.
+    Probe(ProbeGuard),
+    /// Cooling down until then (or a probe is already in flight and the cooldown has ended).
+    Closed(Instant),
+}
+
+impl EndpointHealth {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn is_healthy(&self) -> bool {
+        !self.unhealthy.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Decides whether a request may go here now; takes the probe slot when half-open.
+    pub(crate) fn admit(self: &Arc<Self>, now: Instant) -> Admission {
+        if self.is_healthy() {
+            return Admission::Open;
+        }
+        let mut state = self.lock();
+        match state.until {
+            None => Admission::Open,
+            Some(until) if now < until || state.probe.is_some() => Admission::Closed(until),
+            Some(_) => {
+                state.next_token += 1;
+                let token = state.next_token;
+                state.probe = Some(token);
+                Admission::Probe(ProbeGuard {
+                    cell: self.clone(),
+                    token,
+                })
+            }
+        }
+    }
+
+    /// Counts an attempt in flight until the guard drops.
+    pub(crate) fn start_attempt(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.clone())
+    }
+
+    /// A request succeeded here: everything resets.
+    pub(crate) fn record_success(&self, probe: Option<ProbeGuard>) {
+        // Resetting the state below clears the probe slot; a healthy cell has none to clear.
+        if let Some(probe) = probe {
+            probe.resolved();
+        }
+        if self.is_healthy() && self.consecutive_failures.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let mut state = self.lock();
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+        *state = State {
+            next_token: state.next_token,
+            ..State::default()
+        };
+        self.unhealthy.store(false, Ordering::Release);
+    }
+
+    /// A request exhausted its retries here with a health-relevant failure. Returns the
+    /// cooldown when this failure ejected the endpoint.
+    pub(crate) fn record_failure(
+        &self,
+        now: Instant,
+        interval: Duration,
+        hint: Option<Duration>,
+        probe: Option<ProbeGuard>,
+        policy: HealthPolicy,
+    ) -> Option<Duration> {
+        let mut state = self.lock();
+        let was_probe = probe.is_some_and(|p| {
+            let current = state.probe == Some(p.token);
+            if current {
+                state.probe = None;
+            }
+            p.resolved();
+            current
+        });
+        let failures = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        let hint = hint.map(|h| h.min(policy.max_cooldown));
+        if state.until.is_some() && !was_probe {
+            // A late failure of a request sent before the ejection, or a forced attempt:
+            // only an explicit Retry-After may push the deadline out.
+            if let Some(hint) = hint {
+                extend(&mut state.until, now + hint);
+            }
+            return None;
+        }
+        if !was_probe && failures < policy.unhealthy_threshold {
+            return None;
+        }
+        state.ejections = state.ejections.saturating_add(1);
+        let doubling = 2u32.saturating_pow(state.ejections - 1);
+        let cooldown = interval
+            .saturating_mul(doubling)
+            .min(policy.max_cooldown)
+            .max(hint.unwrap_or(Duration::ZERO));
+        extend(&mut state.until, now + cooldown);
+        self.unhealthy.store(true, Ordering::Release);
+        Some(cooldown)
+    }
+
+    fn release_probe(&self, token: u64) {
+        let mut state = self.lock();
+        if state.probe == Some(token) {
+            state.probe = None;
+        }
+    }
+
+    fn snapshot(&self, id: EndpointId, now: Instant) -> EndpointSnapshot {
+        let state = self.lock();
+        let (status, remaining) = match state.until {
+            None => (Status::Healthy, Duration::ZERO),
+            Some(until) if until > now => (Status::Ejected, until - now),
+            Some(_) => (Status::HalfOpen, Duration::ZERO),
+        };
+        EndpointSnapshot {
+            id,
+            status,
+            consecutive_failures: self.consecutive_failures.load(Ordering::Relaxed),
+            ejections: state.ejections,
+            seconds_until_return: remaining.as_secs_f64(),
+            probe_in_flight: state.probe.is_some(),
+            in_flight: self.in_flight(),
+        }
+    }
+}
+
+/// A later deadline never shortens an existing one.
+fn extend(until: &mut Option<Instant>, deadline: Instant) {
+    *until = Some(until.map_or(deadline, |u| u.max(deadline)));
+}
+
+/// The half-open probe slot. Dropping it unresolved (the request was cancelled, or ended
+/// with an outcome that says nothing about health) frees the slot for the next request.
+pub(crate) struct ProbeGuard {
+    cell: Arc<EndpointHealth>,
+    token: u64,
+}
+
+impl ProbeGuard {
+    /// The cell's state has been updated by the caller: nothing to release.
+    fn resolved(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for ProbeGuard {
+    fn drop(&mut self) {
+        self.cell.release_probe(self.token);
+    }
+}
+
+impl fmt::Debug for ProbeGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProbeGuard")
+            .field("token", &self.token)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Counts an attempt in flight while alive.
+pub(crate) struct InFlight(Arc<EndpointHealth>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::float_cmp)] // paused time makes these exact
+mod tests {
+    use super::*;
+
+    const POLICY: HealthPolicy = HealthPolicy {
+        unhealthy_threshold: 1,
+        max_cooldown: Duration::from_secs(60),
+    };
+    const FIVE: Duration = Duration::from_secs(5);
+
+    fn probe(cell: &Arc<EndpointHealth>, now: Instant) -> ProbeGuard {
+        match cell.admit(now) {
+            Admission::Probe(p) => p,
+            other => panic!("expected a probe, got {other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn eject_probe_and_recover() {
+        let cell = Arc::new(EndpointHealth::default());
+        let t0 = Instant::now();
+        assert!(matches!(cell.admit(t0), Admission::Open));
+        assert_eq!(
+            cell.record_failure(t0, FIVE, None, None, POLICY),
+            Some(FIVE)
+        );
+        assert!(
+            matches!(cell.admit(t0 + Duration::from_secs(4)), Admission::Closed(u) if u == t0 + FIVE)
+        );
+        let later = t0 + FIVE;
+        let p = probe(&cell, later);
+        // Only one probe.
+        assert!(matches!(cell.admit(later), Admission::Closed(_)));
+        cell.record_success(Some(p));
+        assert!(cell.is_healthy());
+        assert!(matches!(cell.admit(later), Admission::Open));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn probe_failure_doubles_and_caps() {
+        let cell = Arc::new(EndpointHealth::default());
+        let policy = HealthPolicy {
+            max_cooldown: Duration::from_secs(18),
+            ..POLICY
+        };
+        let mut now = Instant::now();
+        assert_eq!(
+            cell.record_failure(now, FIVE, None, None, policy),
+            Some(FIVE)
+        );
+        for expected in [10, 18, 18] {
+            now += Duration::from_secs(60);
+            let p = probe(&cell, now);
+            let cooldown = cell.record_failure(now, FIVE, None, Some(p), policy);
+            assert_eq!(cooldown, Some(Duration::from_secs(expected)));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dropped_probe_frees_the_slot() {
+        let cell = Arc::new(EndpointHealth::default());
+        let now = Instant::now();
+        cell.record_failure(now, FIVE, None, None, POLICY);
+        let p = probe(&cell, now + FIVE);
+        drop(p);
+        let _again = probe(&cell, now + FIVE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_later_deadline_never_shortens_an_existing_one() {
+        let cell = Arc::new(EndpointHealth::default());
+        let now = Instant::now();
+        let ten = Duration::from_secs(10);
+        assert_eq!(
+            cell.record_failure(now, FIVE, Some(ten), None, POLICY),
+            Some(ten)
+        );
+        let until = |cell: &EndpointHealth| {
+            cell.snapshot(EndpointId::from("x"), now)
+                .seconds_until_return
+        };
+        // A late failure with a shorter Retry-After leaves the deadline alone.
+        assert_eq!(
+            cell.record_failure(now, FIVE, Some(Duration::from_secs(2)), None, POLICY),
+            None
+        );
+        assert_eq!(until(&cell), 10.0);
+        // A longer one pushes it out, without counting as another ejection.
+        cell.record_failure(now, FIVE, Some(Duration::from_secs(20)), None, POLICY);
+        assert_eq!(until(&cell), 20.0);
+        assert_eq!(cell.snapshot(EndpointId::from("x"), now).ejections, 1);
+    }
+}
