@@ -125,6 +125,41 @@ impl Default for RetryBudgetConfig {
     }
 }
 
+/// Settings of the pooled HTTP client (used by the `llm-tower` facade).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// Limit for establishing a TCP connection (default 5 s).
+    #[serde(default = "default_connect_timeout", with = "crate::duration")]
+    pub connect_timeout: Duration,
+    /// Idle pooled connections are closed after this long (default 90 s).
+    #[serde(default = "default_pool_idle_timeout", with = "crate::duration")]
+    pub pool_idle_timeout: Duration,
+    /// Idle connections kept per host (default 64).
+    #[serde(default = "default_pool_max_idle_per_host")]
+    pub pool_max_idle_per_host: usize,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: default_connect_timeout(),
+            pool_idle_timeout: default_pool_idle_timeout(),
+            pool_max_idle_per_host: default_pool_max_idle_per_host(),
+        }
+    }
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_pool_idle_timeout() -> Duration {
+    Duration::from_secs(90)
+}
+fn default_pool_max_idle_per_host() -> usize {
+    64
+}
+
 fn default_percent() -> f32 {
     20.0
 }
@@ -177,6 +212,9 @@ pub struct Config {
     /// Retry budget per endpoint.
     #[serde(default)]
     pub retry_budget: RetryBudgetConfig,
+    /// Settings of the HTTP client that talks to the endpoints.
+    #[serde(default)]
+    pub client: ClientConfig,
     /// The endpoints, in order.
     pub endpoints: Vec<EndpointConfig>,
 }
@@ -343,6 +381,7 @@ impl Config {
             unhealthy_threshold: 1,
             max_cooldown: default_max_cooldown(),
             retry_budget: RetryBudgetConfig::default(),
+            client: ClientConfig::default(),
             endpoints,
         }
     }
@@ -418,6 +457,12 @@ impl Config {
             return Err(ConfigError::invalid(
                 "retry_budget.ttl",
                 "must be between 1s and 60s",
+            ));
+        }
+        if self.client.connect_timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                "client.connect_timeout",
+                "must be greater than zero",
             ));
         }
         self.build_endpoints().map(drop)
@@ -597,6 +642,7 @@ max_body_bytes: 1048576
 unhealthy_threshold: 2
 max_cooldown: 30s
 retry_budget: { percent: 25, min_per_second: 5, ttl: 5s }
+client: { connect_timeout: 2s, pool_idle_timeout: 30s }
 endpoints:
   - id: openai-main
     base_url: https://api.openai.com/v1
@@ -635,6 +681,7 @@ max_body_bytes = 1048576
 unhealthy_threshold = 2
 max_cooldown = "30s"
 retry_budget = { percent = 25, min_per_second = 5, ttl = "5s" }
+client = { connect_timeout = "2s", pool_idle_timeout = "30s" }
 
 [[endpoints]]
 id = "openai-main"
@@ -708,6 +755,8 @@ retry_policy = { name = "NoRetry" }
         assert_eq!(c.when_all_unhealthy, WhenAllUnhealthy::Fail);
         assert_eq!(c.max_cooldown, Duration::from_secs(30));
         assert_eq!(c.retry_budget.ttl, Duration::from_secs(5));
+        assert_eq!(c.client.connect_timeout, Duration::from_secs(2));
+        assert_eq!(c.client.pool_max_idle_per_host, 64);
         let eps = c.build_endpoints().unwrap();
         assert_eq!(eps[0].credential().unwrap().1, "Bearer sk-from-env");
         assert_eq!(eps[0].health_check_interval(), Duration::from_millis(2500));

@@ -1,7 +1,7 @@
 //! Per-endpoint health: the state machine and the shared registry.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -87,6 +87,8 @@ pub struct EndpointSnapshot {
     pub consecutive_failures: u32,
     /// Ejections since the last success (each doubles the cooldown).
     pub ejections: u32,
+    /// Ejections since the process started (a counter for metrics).
+    pub total_ejections: u64,
     /// Seconds until the cooldown ends (0 when not cooling down).
     pub seconds_until_return: f64,
     /// Whether a probe request is in flight.
@@ -119,6 +121,7 @@ pub(crate) struct EndpointHealth {
     /// `true` while `state.until` is `Some`; read without locking on the hot path.
     unhealthy: AtomicBool,
     consecutive_failures: AtomicU32,
+    total_ejections: AtomicU64,
     in_flight: AtomicUsize,
     state: Mutex<State>,
 }
@@ -232,6 +235,7 @@ impl EndpointHealth {
             .max(hint.unwrap_or(Duration::ZERO));
         extend(&mut state.until, now + cooldown);
         self.unhealthy.store(true, Ordering::Release);
+        self.total_ejections.fetch_add(1, Ordering::Relaxed);
         Some(cooldown)
     }
 
@@ -254,6 +258,7 @@ impl EndpointHealth {
             status,
             consecutive_failures: self.consecutive_failures.load(Ordering::Relaxed),
             ejections: state.ejections,
+            total_ejections: self.total_ejections.load(Ordering::Relaxed),
             seconds_until_return: remaining.as_secs_f64(),
             probe_in_flight: state.probe.is_some(),
             in_flight: self.in_flight(),
