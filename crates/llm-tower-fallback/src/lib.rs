@@ -387,6 +387,8 @@ where
         .map_err(|err| fail(err, &log))?;
     let (mut parts, body) = request.into_parts();
     parts.headers.remove(http::header::HOST);
+    // The buffered body knows its exact length; the client derives the framing from it.
+    parts.headers.remove(http::header::CONTENT_LENGTH);
     let original_uri = std::mem::take(&mut parts.uri);
     let pool = &shared.pool;
 

@@ -1,0 +1,334 @@
+//! The outermost wrapper: hop-by-hop headers, errors as responses, response headers, metrics.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use axum_core::body::Body;
+use bytes::Bytes;
+use http::header::{CONNECTION, CONTENT_LENGTH};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
+use llm_tower_core::{AttemptKind, Attempts, BoxError, Error};
+use pin_project_lite::pin_project;
+use tower::{Layer, Service};
+
+/// Headers that describe one connection, not the message; never forwarded either way.
+pub const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authenticate",
+    "proxy-authorization",
+];
+
+/// Response header naming the endpoint whose response this is.
+pub const ENDPOINT_HEADER: &str = "x-llm-tower-endpoint";
+/// Response header counting the upstream attempts made.
+pub const ATTEMPTS_HEADER: &str = "x-llm-tower-attempts";
+
+/// Removes hop-by-hop headers and every header that `connection` names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Settings {
+    response_headers: bool,
+    metrics: bool,
+    access_log: bool,
+}
+
+/// Layer for [`Proxy`].
+#[derive(Clone, Debug, Default)]
+pub struct ProxyLayer {
+    settings: Settings,
+}
+
+impl ProxyLayer {
+    /// Hop-by-hop stripping and error responses only.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Adds `x-llm-tower-endpoint` and `x-llm-tower-attempts` to responses.
+    #[must_use]
+    pub fn response_headers(mut self, on: bool) -> Self {
+        self.settings.response_headers = on;
+        self
+    }
+    /// Records attempts, retries, fallbacks and latency through the `metrics` facade.
+    #[must_use]
+    pub fn metrics(mut self, on: bool) -> Self {
+        self.settings.metrics = on;
+        self
+    }
+    /// Logs one `info` line per request with its status and attempts (target
+    /// `llm_tower::access`).
+    #[must_use]
+    pub fn access_log(mut self, on: bool) -> Self {
+        self.settings.access_log = on;
+        self
+    }
+}
+
+impl<S> Layer<S> for ProxyLayer {
+    type Service = Proxy<S>;
+    fn layer(&self, inner: S) -> Proxy<S> {
+        Proxy {
+            inner,
+            settings: Arc::new(self.settings),
+            not_ready: None,
+        }
+    }
+}
+
+/// Outermost service of the stack: strips hop-by-hop headers both ways, turns errors into
+/// OpenAI-style JSON responses (so its error type is [`Infallible`] and it fits axum's
+/// `nest_service`, `route_service` and `fallback_service`), and adds optional response
+/// headers, metrics and an access log.
+#[derive(Debug)]
+pub struct Proxy<S> {
+    inner: S,
+    settings: Arc<Settings>,
+    not_ready: Option<BoxError>,
+}
+
+impl<S: Clone> Clone for Proxy<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            settings: self.settings.clone(),
+            not_ready: None,
+        }
+    }
+}
+
+impl<S> Proxy<S> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+    /// Consumes the wrapper, returning the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, B, RB> Service<Request<B>> for Proxy<S>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+    S::Error: Into<BoxError>,
+    RB: http_body::Body<Data = Bytes> + Send + 'static,
+    RB::Error: Into<BoxError>,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        if let Err(err) = ready!(self.inner.poll_ready(cx)) {
+            // Answered as an error response by the next call.
+            self.not_ready = Some(err.into());
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        if let Some(err) = self.not_ready.take() {
+            return ResponseFuture::Failed { error: Some(err) };
+        }
+        strip_hop_by_hop(request.headers_mut());
+        ResponseFuture::Inner {
+            future: self.inner.call(request),
+            settings: self.settings.clone(),
+        }
+    }
+}
+
+pin_project! {
+    /// Future of [`Proxy`].
+    #[project = Projection]
+    #[allow(missing_docs)]
+    pub enum ResponseFuture<F> {
+        Inner { #[pin] future: F, settings: Arc<Settings> },
+        Failed { error: Option<BoxError> },
+    }
+}
+
+impl<F, RB, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<RB>, E>>,
+    E: Into<BoxError>,
+    RB: http_body::Body<Data = Bytes> + Send + 'static,
+    RB::Error: Into<BoxError>,
+{
+    type Output = Result<Response<Body>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let (result, settings) = match self.project() {
+            Projection::Inner { future, settings } => (ready!(future.poll(cx)).map_err(Into::into), **settings),
+            Projection::Failed { error } => {
+                let err = error.take().unwrap_or_else(|| "polled after completion".into());
+                (Err(err), Settings::default())
+            }
+        };
+        Poll::Ready(Ok(finish(result, settings)))
+    }
+}
+
+fn finish<RB>(result: Result<Response<RB>, BoxError>, settings: Settings) -> Response<Body>
+where
+    RB: http_body::Body<Data = Bytes> + Send + 'static,
+    RB::Error: Into<BoxError>,
+{
+    let mut response = match result {
+        Ok(response) => {
+            let mut response = response.map(Body::new);
+            strip_hop_by_hop(response.headers_mut());
+            drop_inconsistent_length(&mut response);
+            response
+        }
+        Err(err) => error_response(err),
+    };
+    let attempts = response.extensions().get::<Attempts>().cloned();
+    if let Some(attempts) = attempts {
+        if settings.response_headers {
+            add_attempt_headers(&mut response, &attempts);
+        }
+        if settings.metrics {
+            record_metrics(&attempts);
+        }
+        if settings.access_log {
+            tracing::info!(
+                target: "llm_tower::access",
+                status = response.status().as_u16(),
+                attempts = %attempts,
+                "request"
+            );
+        }
+    }
+    response
+}
+
+/// An error as the client sees it: OpenAI-style JSON with the right status.
+fn error_response(err: BoxError) -> Response<Body> {
+    match err.downcast::<Error>() {
+        Ok(err) => err.to_response(),
+        Err(err) => Error::upstream(err).to_response(),
+    }
+}
+
+/// Keeps `content-length` only when it matches what the body says about itself; hyper derives
+/// the framing from the body otherwise.
+fn drop_inconsistent_length(response: &mut Response<Body>) {
+    use http_body::Body as _;
+    let declared = response
+        .headers()
+        .get(CONTENT_LENGTH)
+        .map(|v| v.to_str().ok().and_then(|v| v.parse::<u64>().ok()));
+    if let Some(declared) = declared {
+        if declared != response.body().size_hint().exact() {
+            response.headers_mut().remove(CONTENT_LENGTH);
+        }
+    }
+}
+
+fn add_attempt_headers(response: &mut Response<Body>, attempts: &Attempts) {
+    let list = attempts.to_vec();
+    if let Some(last) = list.last() {
+        if let Ok(value) = HeaderValue::from_str(last.endpoint.as_str()) {
+            response.headers_mut().insert(ENDPOINT_HEADER, value);
+        }
+    }
+    response
+        .headers_mut()
+        .insert(ATTEMPTS_HEADER, HeaderValue::from(list.len()));
+}
+
+fn record_metrics(attempts: &Attempts) {
+    for attempt in attempts.to_vec() {
+        let endpoint = attempt.endpoint.to_string();
+        metrics::counter!(
+            "llm_tower_attempts_total",
+            "endpoint" => endpoint.clone(),
+            "outcome" => attempt.outcome.to_string()
+        )
+        .increment(1);
+        metrics::histogram!("llm_tower_upstream_latency_seconds", "endpoint" => endpoint.clone())
+            .record(attempt.latency.as_secs_f64());
+        match attempt.kind {
+            AttemptKind::Retry => {
+                metrics::counter!("llm_tower_retries_total", "endpoint" => endpoint).increment(1);
+            }
+            AttemptKind::Fallback => {
+                metrics::counter!("llm_tower_fallbacks_total", "endpoint" => endpoint).increment(1);
+            }
+            AttemptKind::First => {}
+        }
+    }
+}
+
+/// Publishes per-endpoint health (`llm_tower_endpoint_healthy` 1/0) and the ejection counter
+/// (`llm_tower_ejections_total`) from a registry snapshot; call it before rendering metrics.
+pub fn record_health_metrics(registry: &llm_tower_fallback::HealthRegistry) {
+    for snapshot in registry.snapshot() {
+        let endpoint = snapshot.id.to_string();
+        let healthy = snapshot.status == llm_tower_fallback::Status::Healthy;
+        metrics::gauge!("llm_tower_endpoint_healthy", "endpoint" => endpoint.clone())
+            .set(if healthy { 1.0 } else { 0.0 });
+        metrics::counter!("llm_tower_ejections_total", "endpoint" => endpoint)
+            .absolute(snapshot.total_ejections);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_hop_by_hop_and_named_headers() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("connection", "keep-alive, x-secret-hop"),
+            ("connection", "upgrade"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret-hop", "1"),
+            ("te", "trailers"),
+            ("trailer", "x"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("proxy-authorization", "Basic x"),
+            ("proxy-authenticate", "Basic"),
+            ("proxy-connection", "keep-alive"),
+            ("content-type", "application/json"),
+        ] {
+            headers.append(name, HeaderValue::from_static(value));
+        }
+        strip_hop_by_hop(&mut headers);
+        let left: Vec<_> = headers.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["content-type"]);
+    }
+}
