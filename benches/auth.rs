@@ -56,9 +56,7 @@ fn auth(c: &mut Criterion) {
         black_box(request);
         Ok::<_, Infallible>(Response::new(()))
     });
-    let with_auth = ServiceBuilder::new()
-        .layer(AuthLayer::new())
-        .service(inner);
+    let with_auth = ServiceBuilder::new().layer(AuthLayer::new()).service(inner);
 
     let mut group = c.benchmark_group("auth");
     group.bench_function("inner alone", |b| {

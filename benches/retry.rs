@@ -42,9 +42,13 @@ where
     let ready = service
         .ready()
         .await
-        .map_err(Into::into)
+        .map_err(Into::<BoxError>::into)
         .expect("ready");
-    let response = ready.call(request).await.map_err(Into::into).expect("200");
+    let response = ready
+        .call(request)
+        .await
+        .map_err(Into::<BoxError>::into)
+        .expect("200");
     assert!(response.status().is_success());
     response
 }
