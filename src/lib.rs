@@ -45,8 +45,8 @@ pub use llm_tower_retry as retry;
 pub use client::{HttpClient, http_client};
 pub use llm_tower_auth::{Auth, AuthLayer};
 pub use llm_tower_core::{
-    Attempt, AttemptKind, Attempts, ClientConfig, Config, ConfigError, Endpoint, EndpointId,
-    Error, ErrorKind, Outcome, Provider, RetryBudgetConfig, Selected, Strategy, WhenAllUnhealthy,
+    Attempt, AttemptKind, Attempts, ClientConfig, Config, ConfigError, Endpoint, EndpointId, Error,
+    ErrorKind, Outcome, Provider, RetryBudgetConfig, Selected, Strategy, WhenAllUnhealthy,
 };
 pub use llm_tower_fallback::{Fallback, FallbackLayer, HealthRegistry};
 pub use llm_tower_retry::{Retry, RetryLayer};
@@ -216,7 +216,9 @@ impl<S> Layer<S> for UpstreamLayer {
     type Service = Proxy<Fallback<Retry<Auth<S>>>>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        self.proxy
-            .layer(self.fallback.layer(self.retry.layer(self.auth.layer(inner))))
+        self.proxy.layer(
+            self.fallback
+                .layer(self.retry.layer(self.auth.layer(inner))),
+        )
     }
 }

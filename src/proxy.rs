@@ -189,9 +189,13 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let (result, settings) = match self.project() {
-            Projection::Inner { future, settings } => (ready!(future.poll(cx)).map_err(Into::into), **settings),
+            Projection::Inner { future, settings } => {
+                (ready!(future.poll(cx)).map_err(Into::into), **settings)
+            }
             Projection::Failed { error } => {
-                let err = error.take().unwrap_or_else(|| "polled after completion".into());
+                let err = error
+                    .take()
+                    .unwrap_or_else(|| "polled after completion".into());
                 (Err(err), Settings::default())
             }
         };

@@ -312,6 +312,25 @@ pub struct EndpointConfig {
 }
 
 impl EndpointConfig {
+    /// An entry with every optional field at its default.
+    pub fn new(id: impl Into<String>, base_url: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            base_url: base_url.into(),
+            provider: ProviderName::default(),
+            api_key: None,
+            auth_header: None,
+            auth_prefix: None,
+            priority: 0,
+            weight: 1,
+            fallback: true,
+            health_check_interval: default_health_check_interval(),
+            timeout: default_timeout(),
+            first_byte_timeout: None,
+            retry_policy: RetryPolicy::default(),
+        }
+    }
+
     /// Validates this entry and builds the endpoint.
     ///
     /// # Errors
@@ -795,7 +814,10 @@ retry_policy = { name = "NoRetry" }
     #[test]
     fn defaults() {
         let c = yaml("endpoints: [{ id: a, base_url: 'http://localhost:1' }]").unwrap();
-        assert_eq!(c, Config::with_endpoints(c.endpoints.clone()));
+        assert_eq!(
+            c,
+            Config::with_endpoints(vec![EndpointConfig::new("a", "http://localhost:1")])
+        );
         let e = &c.build_endpoints().unwrap()[0];
         assert_eq!(e.health_check_interval(), Duration::from_secs(5));
         assert_eq!(e.retry_policy(), &RetryPolicy::default());

@@ -1,0 +1,475 @@
+//! The gateway's router in-process, over real loopback sockets, against llm-tower-mock.
+//!
+//! Everything runs on one current-thread runtime with paused time: cooldowns are crossed with
+//! `tokio::time::advance`, never with wall-clock sleeps. Endpoints have no per-try timeout so
+//! the paused clock's auto-advance cannot fire one while a socket is being read.
+#![allow(clippy::float_cmp)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use llm_tower::core::{Config, EndpointConfig, RetryPolicy, Secret};
+use llm_tower::gateway::{self, GatewayConfig};
+use llm_tower_mock::{Behavior, MockProvider};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+struct Gateway {
+    addr: SocketAddr,
+    client: Client<HttpConnector, Full<Bytes>>,
+    _server: tokio::task::JoinHandle<()>,
+}
+
+fn endpoint(id: &str, base_url: String, priority: u32) -> EndpointConfig {
+    EndpointConfig {
+        priority,
+        api_key: Some(Secret::new(format!("sk-upstream-{id}"))),
+        timeout: None,
+        retry_policy: RetryPolicy::CountBased(llm_tower::core::CountBased { times: 1 }),
+        ..EndpointConfig::new(id, base_url)
+    }
+}
+
+async fn start(config: Config) -> Gateway {
+    let mut config = GatewayConfig::new(config);
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    let (router, _registry) = gateway::router(&config, None).unwrap();
+    let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        gateway::serve(listener, router, std::future::pending())
+            .await
+            .unwrap();
+    });
+    Gateway {
+        addr,
+        client: Client::builder(TokioExecutor::new()).build_http(),
+        _server: server,
+    }
+}
+
+impl Gateway {
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    async fn post(&self, body: &str) -> Response<Incoming> {
+        self.send(chat(self, body)).await
+    }
+
+    async fn send(&self, request: Request<Full<Bytes>>) -> Response<Incoming> {
+        self.client.request(request).await.unwrap()
+    }
+
+    async fn json(&self, path: &str) -> Value {
+        let response = self
+            .client
+            .get(self.url(path).parse().unwrap())
+            .await
+            .unwrap();
+        serde_json::from_slice(&body(response).await).unwrap()
+    }
+
+    async fn upstream(&self, id: &str) -> Value {
+        let all = self.json("/upstreams").await;
+        all.as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["id"] == id)
+            .unwrap()
+            .clone()
+    }
+}
+
+fn chat(gateway: &Gateway, body: &str) -> Request<Full<Bytes>> {
+    Request::post(gateway.url("/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .unwrap()
+}
+
+async fn body(response: Response<Incoming>) -> Bytes {
+    response.into_body().collect().await.unwrap().to_bytes()
+}
+
+fn header<'a>(response: &'a Response<Incoming>, name: &str) -> &'a str {
+    response
+        .headers()
+        .get(name)
+        .map_or("", |v| v.to_str().unwrap())
+}
+
+const CHAT: &str = r#"{"model":"mock-model","messages":[{"role":"user","content":"hi"}]}"#;
+
+#[tokio::test(start_paused = true)]
+async fn plain_json_and_streaming_pass_through() {
+    let mock = MockProvider::start().await.unwrap();
+    let gw = start(Config::with_endpoints(vec![endpoint(
+        "only",
+        mock.base_url(),
+        0,
+    )]))
+    .await;
+
+    let response = gw.post(CHAT).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(header(&response, "x-llm-tower-endpoint"), "only");
+    assert_eq!(header(&response, "x-llm-tower-attempts"), "1");
+    let json: Value = serde_json::from_slice(&body(response).await).unwrap();
+    assert_eq!(json["object"], "chat.completion");
+    assert_eq!(mock.requests()[0].uri.path(), "/v1/chat/completions");
+
+    // SSE: the first chunk reaches the client while the upstream is still streaming.
+    mock.push(Behavior::Stream {
+        chunks: 3,
+        interval: Duration::from_secs(10),
+    });
+    let started = tokio::time::Instant::now();
+    let response = gw.post(r#"{"stream":true}"#).await;
+    assert_eq!(header(&response, "content-type"), "text/event-stream");
+    let mut stream = response.into_body();
+    let first = stream.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert!(
+        String::from_utf8_lossy(&first).starts_with("data: {"),
+        "{first:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "first chunk before the upstream finished"
+    );
+    let rest = stream.collect().await.unwrap().to_bytes();
+    assert!(
+        String::from_utf8_lossy(&rest)
+            .trim_end()
+            .ends_with("data: [DONE]")
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(20),
+        "streamed, not buffered"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_then_success() {
+    let mock = MockProvider::start().await.unwrap();
+    mock.push(Behavior::status(503));
+    let gw = start(Config::with_endpoints(vec![endpoint(
+        "only",
+        mock.base_url(),
+        0,
+    )]))
+    .await;
+    let response = gw.post(CHAT).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(header(&response, "x-llm-tower-attempts"), "2");
+    assert_eq!(mock.request_count(), 2);
+    let bodies: Vec<_> = mock.requests().into_iter().map(|r| r.body).collect();
+    assert_eq!(
+        bodies,
+        [Bytes::from(CHAT), Bytes::from(CHAT)],
+        "identical bytes on the retry"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn fallback_ejection_probe_and_recovery() {
+    let primary = MockProvider::start().await.unwrap();
+    let backup = MockProvider::start().await.unwrap();
+    primary.script([Behavior::CloseBeforeHead, Behavior::CloseBeforeHead]);
+    let gw = start(Config::with_endpoints(vec![
+        EndpointConfig {
+            health_check_interval: Duration::from_secs(4),
+            ..endpoint("primary", primary.base_url(), 0)
+        },
+        endpoint("backup", backup.base_url(), 1),
+    ]))
+    .await;
+
+    // Connection closed twice (first try and retry), then the backup answers.
+    let response = gw.post(CHAT).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(header(&response, "x-llm-tower-endpoint"), "backup");
+    assert_eq!(header(&response, "x-llm-tower-attempts"), "3");
+    assert_eq!(primary.request_count(), 2);
+    let state = gw.upstream("primary").await;
+    assert_eq!(state["status"], "ejected");
+    assert_eq!(state["consecutive_failures"], 1);
+
+    // Skipped while cooling down.
+    let response = gw.post(CHAT).await;
+    assert_eq!(header(&response, "x-llm-tower-endpoint"), "backup");
+    assert_eq!(header(&response, "x-llm-tower-attempts"), "1");
+    assert_eq!(primary.request_count(), 2);
+
+    // After the cooldown one probe goes to the primary and restores it.
+    tokio::time::advance(Duration::from_secs(4)).await;
+    assert_eq!(gw.upstream("primary").await["status"], "half_open");
+    let response = gw.post(CHAT).await;
+    assert_eq!(header(&response, "x-llm-tower-endpoint"), "primary");
+    assert_eq!(primary.request_count(), 3);
+    assert_eq!(gw.upstream("primary").await["status"], "healthy");
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_cools_the_endpoint_down() {
+    let primary = MockProvider::start().await.unwrap();
+    let backup = MockProvider::start().await.unwrap();
+    primary.push(Behavior::retry_after(429, "30"));
+    let gw = start(Config::with_endpoints(vec![
+        endpoint("primary", primary.base_url(), 0),
+        endpoint("backup", backup.base_url(), 1),
+    ]))
+    .await;
+    let response = gw.post(CHAT).await;
+    assert_eq!(header(&response, "x-llm-tower-endpoint"), "backup");
+    assert_eq!(
+        primary.request_count(),
+        1,
+        "a 30 s wait is not slept: no retry"
+    );
+    let state = gw.upstream("primary").await;
+    assert_eq!(state["status"], "ejected");
+    assert_eq!(state["seconds_until_return"], 30.0);
+    tokio::time::advance(Duration::from_secs(29)).await;
+    gw.post(CHAT).await;
+    assert_eq!(primary.request_count(), 1);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let response = gw.post(CHAT).await;
+    assert_eq!(header(&response, "x-llm-tower-endpoint"), "primary");
+}
+
+#[tokio::test(start_paused = true)]
+async fn all_endpoints_down_gives_an_error_json() {
+    // Ports that refuse connections: bound, then released.
+    let closed =
+        |listener: std::net::TcpListener| format!("http://{}/v1", listener.local_addr().unwrap());
+    let a = closed(std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    let b = closed(std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    let gw = start(Config::with_endpoints(vec![
+        endpoint("a", a, 0),
+        endpoint("b", b, 0),
+    ]))
+    .await;
+    let response = gw.post(CHAT).await;
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(header(&response, "content-type"), "application/json");
+    assert_eq!(header(&response, "x-llm-tower-attempts"), "4");
+    let json: Value = serde_json::from_slice(&body(response).await).unwrap();
+    assert_eq!(json["error"]["code"], "upstream_connect_failed");
+    assert_eq!(json["error"]["type"], "upstream_error");
+    assert!(
+        json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("could not connect")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn upstream_sees_only_the_endpoints_credentials() {
+    let mock = MockProvider::start().await.unwrap();
+    mock.push(Behavior::Status {
+        status: 200,
+        retry_after: None,
+        headers: vec![
+            ("connection".into(), "x-hop-out".into()),
+            ("x-hop-out".into(), "1".into()),
+            ("keep-alive".into(), "timeout=5".into()),
+            ("proxy-authenticate".into(), "Basic".into()),
+        ],
+        body: None,
+    });
+    let gw = start(Config::with_endpoints(vec![endpoint(
+        "only",
+        mock.base_url(),
+        0,
+    )]))
+    .await;
+    let request = Request::post(gw.url("/v1/chat/completions"))
+        .header("authorization", "Bearer client-secret")
+        .header("x-api-key", "client-secret")
+        .header("api-key", "client-secret")
+        .header("x-goog-api-key", "client-secret")
+        .header("proxy-authorization", "Basic client-secret")
+        .header("user-agent", "curl/8")
+        .header("connection", "x-hop-in")
+        .header("x-hop-in", "1")
+        .header("te", "trailers")
+        .header("x-client-header", "kept")
+        .body(Full::new(Bytes::from(CHAT)))
+        .unwrap();
+    let response = gw.send(request).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    for name in ["x-hop-out", "keep-alive", "proxy-authenticate"] {
+        assert!(
+            response.headers().get(name).is_none(),
+            "{name} reached the client"
+        );
+    }
+    let seen = &mock.requests()[0];
+    assert_eq!(
+        seen.header("authorization"),
+        Some("Bearer sk-upstream-only")
+    );
+    assert!(seen.header("user-agent").unwrap().starts_with("llm-tower/"));
+    assert_eq!(seen.header("x-client-header"), Some("kept"));
+    for name in [
+        "x-api-key",
+        "api-key",
+        "x-goog-api-key",
+        "proxy-authorization",
+        "x-hop-in",
+        "te",
+    ] {
+        assert_eq!(seen.header(name), None, "{name} reached the upstream");
+    }
+    for value in seen.headers.values() {
+        assert!(!value.to_str().unwrap_or_default().contains("client-secret"));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn body_over_the_cap_is_rejected_before_upstream() {
+    let mock = MockProvider::start().await.unwrap();
+    let mut config = Config::with_endpoints(vec![endpoint("only", mock.base_url(), 0)]);
+    config.max_body_bytes = 64;
+    let gw = start(config).await;
+    let response = gw.post(&"x".repeat(64)).await;
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "exactly the cap is accepted"
+    );
+    let response = gw.post(&"x".repeat(65)).await;
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        mock.request_count(),
+        1,
+        "the upstream received nothing more"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn absolute_form_target_still_reaches_the_configured_endpoint() {
+    let mock = MockProvider::start().await.unwrap();
+    let gw = start(Config::with_endpoints(vec![endpoint(
+        "only",
+        mock.base_url(),
+        0,
+    )]))
+    .await;
+    let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let raw = format!(
+        "POST http://evil.example:9/v1/chat/completions HTTP/1.1\r\nhost: evil.example:9\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{CHAT}",
+        CHAT.len()
+    );
+    stream.write_all(raw.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let seen = &mock.requests()[0];
+    assert_eq!(seen.uri.path(), "/v1/chat/completions");
+    assert_eq!(seen.header("host"), Some(mock.addr().to_string().as_str()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn admin_routes() {
+    let mock = MockProvider::start().await.unwrap();
+    let gw = start(Config::with_endpoints(vec![endpoint(
+        "only",
+        mock.base_url(),
+        0,
+    )]))
+    .await;
+    let response = gw
+        .client
+        .get(gw.url("/healthz").parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let upstreams = gw.json("/upstreams").await;
+    assert_eq!(upstreams[0]["id"], "only");
+    assert_eq!(upstreams[0]["status"], "healthy");
+    assert!(!upstreams.to_string().contains("sk-upstream"));
+    // Not under the mount: not forwarded.
+    let response = gw
+        .client
+        .get(gw.url("/elsewhere").parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert_eq!(mock.request_count(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn demo_serves_a_request() {
+    let demo = gateway::demo("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let (router, _) = gateway::router(&demo.config, None).unwrap();
+    let listener = tokio::net::TcpListener::bind(demo.config.listen)
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(gateway::serve(listener, router, std::future::pending()));
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let request = Request::post(format!("http://{addr}/v1/chat/completions"))
+        .body(Full::new(Bytes::from(CHAT)))
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(demo.primary.request_count(), 1);
+}
+
+#[test]
+fn gateway_config_file_with_listen_and_mount() {
+    let dir = std::env::temp_dir().join(format!("llm-tower-gw-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("gw.yaml");
+    std::fs::write(
+        &path,
+        "listen: 127.0.0.1:9999\nmount: /openai\nendpoints:\n  - id: a\n    base_url: https://api.openai.com/v1\n",
+    )
+    .unwrap();
+    let config = GatewayConfig::from_path(&path).unwrap();
+    assert_eq!(config.listen.port(), 9999);
+    assert_eq!(config.mount, "/openai");
+    assert_eq!(config.upstream.endpoints[0].id, "a");
+    std::fs::write(
+        &path,
+        "listen: nowhere\nendpoints: [{ id: a, base_url: 'http://h' }]\n",
+    )
+    .unwrap();
+    let err = GatewayConfig::from_path(&path).unwrap_err().to_string();
+    assert!(err.contains("listen"), "{err}");
+    std::fs::write(
+        &path,
+        "mount: v1\nendpoints: [{ id: a, base_url: 'http://h' }]\n",
+    )
+    .unwrap();
+    assert!(
+        GatewayConfig::from_path(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("mount")
+    );
+    std::fs::write(
+        &path,
+        "endpoints: [{ id: a, base_url: 'http://h', provider: nope }]\n",
+    )
+    .unwrap();
+    assert!(
+        GatewayConfig::from_path(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("endpoints[0].provider")
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
