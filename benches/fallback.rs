@@ -1,0 +1,117 @@
+//! Cost of [`FallbackLayer`]: the healthy path with 2, 64 and 1024 endpoints (it should stay
+//! flat), and a request that falls back once.
+//!
+//! ```text
+//! cargo bench --bench fallback -- --warm-up-time 1 --measurement-time 3
+//! ```
+
+use std::convert::Infallible;
+use std::hint::black_box;
+
+use bytes::Bytes;
+use criterion::{BatchSize, BenchmarkId, Criterion, criterion_main};
+use http::{Request, Response, StatusCode};
+use http_body_util::{Empty, Full};
+use llm_tower_core::{BufferedBody, Endpoint, Selected};
+use llm_tower_fallback::{FallbackLayer, HealthRegistry};
+use tower::{Layer, Service, ServiceExt, service_fn};
+
+const BODY: &[u8] = br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
+
+fn request() -> Request<Full<Bytes>> {
+    Request::post("/chat/completions")
+        .header("content-type", "application/json")
+        .header("authorization", "Bearer client")
+        .body(Full::new(Bytes::from_static(BODY)))
+        .expect("valid request")
+}
+
+fn endpoints(n: usize) -> Vec<Endpoint> {
+    (0..n)
+        .map(|i| {
+            Endpoint::builder(format!("ep-{i}"), format!("https://ep-{i}.example/v1"))
+                .build()
+                .expect("valid endpoint")
+        })
+        .collect()
+}
+
+async fn call<S>(mut service: S) -> StatusCode
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<Empty<Bytes>>>,
+    S::Error: std::fmt::Debug,
+{
+    let ready = service.ready().await.expect("ready");
+    ready.call(request()).await.expect("response").status()
+}
+
+fn fallback(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let ok = service_fn(|request: Request<BufferedBody>| async move {
+        black_box(request);
+        Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))
+    });
+
+    let mut group = c.benchmark_group("fallback");
+    group.bench_function("inner alone (buffered request)", |b| {
+        b.to_async(&runtime).iter_batched(
+            || {
+                let mut request = Request::new(BufferedBody::from(Bytes::from_static(BODY)));
+                *request.uri_mut() = "/chat/completions".parse().expect("uri");
+                request
+            },
+            |request| ok.oneshot(request),
+            BatchSize::SmallInput,
+        );
+    });
+    for n in [2, 64, 1024] {
+        let service = FallbackLayer::builder(endpoints(n))
+            .build(HealthRegistry::new())
+            .expect("valid layer")
+            .layer(ok);
+        group.bench_with_input(BenchmarkId::new("healthy path", n), &n, |b, _| {
+            b.to_async(&runtime).iter(|| call(service.clone()));
+        });
+    }
+    // The first endpoint tried answers 503 (NoRetry inside), the next one 200.
+    let flaky = service_fn(|request: Request<BufferedBody>| async move {
+        let selected = request.extensions().get::<Selected>().expect("selected");
+        let status = if selected.id().as_str() == "ep-0" { 503 } else { 200 };
+        let mut response = Response::new(Empty::<Bytes>::new());
+        *response.status_mut() = StatusCode::from_u16(status).expect("status");
+        Ok::<_, Infallible>(response)
+    });
+    // A tiny cooldown cap keeps ep-0 tried on every iteration (try_soonest when it cools).
+    let two = FallbackLayer::builder(endpoints(2).into_iter().map(|e| {
+        let priority = u32::from(e.id().as_str() != "ep-0");
+        Endpoint::builder(e.id().clone(), e.base_url().to_string())
+            .priority(priority)
+            .health_check_interval(std::time::Duration::from_nanos(1))
+            .build()
+            .expect("valid endpoint")
+    }))
+    .max_cooldown(std::time::Duration::from_nanos(1))
+    .build(HealthRegistry::new())
+    .expect("valid layer")
+    .layer(flaky);
+    group.bench_function("one fallback", |b| {
+        b.to_async(&runtime).iter(|| async {
+            let status = call(two.clone()).await;
+            assert_eq!(status, StatusCode::OK);
+        });
+    });
+    group.finish();
+}
+
+/// The benchmark group; in a module because `criterion_group!` generates an undocumented
+/// `pub fn`.
+mod group {
+    use criterion::criterion_group;
+
+    criterion_group!(benches, super::fallback);
+}
+
+criterion_main!(group::benches);
