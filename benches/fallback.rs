@@ -79,7 +79,11 @@ fn fallback(c: &mut Criterion) {
     // The first endpoint tried answers 503 (NoRetry inside), the next one 200.
     let flaky = service_fn(|request: Request<BufferedBody>| async move {
         let selected = request.extensions().get::<Selected>().expect("selected");
-        let status = if selected.id().as_str() == "ep-0" { 503 } else { 200 };
+        let status = if selected.id().as_str() == "ep-0" {
+            503
+        } else {
+            200
+        };
         let mut response = Response::new(Empty::<Bytes>::new());
         *response.status_mut() = StatusCode::from_u16(status).expect("status");
         Ok::<_, Infallible>(response)

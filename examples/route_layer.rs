@@ -10,11 +10,11 @@
 //! It starts two mock providers (the first failing three times), serves the app on a loopback port,
 //! sends a few requests to it and exits.
 
+use axum::Router;
 use axum::body::Body;
 use axum::extract::{Extension, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::Router;
 use http::StatusCode;
 use http_body_util::BodyExt;
 use llm_tower::core::{BufferedBody, EndpointConfig};
@@ -35,10 +35,17 @@ async fn chat(
         request.uri()
     );
     let (parts, body) = request.into_parts();
-    let Ok(bytes) = body.collect().await.map(http_body_util::Collected::to_bytes) else {
+    let Ok(bytes) = body
+        .collect()
+        .await
+        .map(http_body_util::Collected::to_bytes)
+    else {
         return StatusCode::BAD_REQUEST.into_response();
     };
-    match client.request(http::Request::from_parts(parts, BufferedBody::from(bytes))).await {
+    match client
+        .request(http::Request::from_parts(parts, BufferedBody::from(bytes)))
+        .await
+    {
         Ok(response) => response.map(Body::new),
         // A 502 here is retried and falls back like any upstream 502.
         Err(_) => StatusCode::BAD_GATEWAY.into_response(),
@@ -50,7 +57,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let flaky = MockProvider::start().await?;
     let steady = MockProvider::start().await?;
     // Three 503s: the first try and both retries fail, so the request falls back.
-    flaky.script([Behavior::status(503), Behavior::status(503), Behavior::status(503)]);
+    flaky.script([
+        Behavior::status(503),
+        Behavior::status(503),
+        Behavior::status(503),
+    ]);
 
     // The route is not nested, so the request path (`/v1/chat/completions`) is appended to
     // the base URL as it is: the base URLs stop at the authority.
@@ -65,7 +76,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let client = http_client(&config.client);
 
     let app = Router::new()
-        .route("/", get(|| async { "the app's own route, untouched by llm-tower\n" }))
+        .route(
+            "/",
+            get(|| async { "the app's own route, untouched by llm-tower\n" }),
+        )
         .route("/v1/chat/completions", post(chat))
         .route_layer(upstream.layer()?)
         .with_state(client);
@@ -82,7 +96,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("POST /v1/chat/completions #{i}");
         let request = http::Request::post(format!("http://{addr}/v1/chat/completions"))
             .header("content-type", "application/json")
-            .body(http_body_util::Full::new(bytes::Bytes::from_static(br#"{"model":"m","messages":[]}"#)))?;
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                br#"{"model":"m","messages":[]}"#,
+            )))?;
         let response = http.request(request).await?;
         println!(
             "  -> {} from `{}` after {} attempt(s)",

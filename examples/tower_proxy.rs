@@ -35,7 +35,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { break };
+            let Ok((stream, _)) = listener.accept().await else {
+                break;
+            };
             let service = TowerToHyperService::new(service.clone());
             tokio::spawn(async move {
                 let _ = hyper::server::conn::http1::Builder::new()
@@ -50,10 +52,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_http::<Full<Bytes>>();
     let request = http::Request::post(format!("http://{addr}/chat/completions"))
         .header("authorization", "Bearer the-clients-token")
-        .body(Full::new(Bytes::from_static(br#"{"model":"m","messages":[]}"#)))?;
+        .body(Full::new(Bytes::from_static(
+            br#"{"model":"m","messages":[]}"#,
+        )))?;
     let response = tokio::time::timeout(Duration::from_secs(5), client.request(request)).await??;
     println!("status: {}", response.status());
-    println!("served by: {:?}", response.headers().get("x-llm-tower-endpoint"));
+    println!(
+        "served by: {:?}",
+        response.headers().get("x-llm-tower-endpoint")
+    );
     let body = response.into_body().collect().await?.to_bytes();
     println!("body: {}", String::from_utf8_lossy(&body));
     let seen = &mock.requests()[0];
