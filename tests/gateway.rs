@@ -5,108 +5,21 @@
 //! the paused clock's auto-advance cannot fire one while a socket is being read.
 #![allow(clippy::float_cmp)]
 
-use std::net::SocketAddr;
+mod common;
+
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
+use common::{CHAT, body, endpoint, header, refusing_base_url, start};
+use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use llm_tower::core::{Config, EndpointConfig, RetryPolicy, Secret};
+use llm_tower::core::{Config, EndpointConfig};
 use llm_tower::gateway::{self, GatewayConfig};
 use llm_tower_mock::{Behavior, MockProvider};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-struct Gateway {
-    addr: SocketAddr,
-    client: Client<HttpConnector, Full<Bytes>>,
-    _server: tokio::task::JoinHandle<()>,
-}
-
-fn endpoint(id: &str, base_url: String, priority: u32) -> EndpointConfig {
-    EndpointConfig {
-        priority,
-        api_key: Some(Secret::new(format!("sk-upstream-{id}"))),
-        timeout: None,
-        retry_policy: RetryPolicy::CountBased(llm_tower::core::CountBased { times: 1 }),
-        ..EndpointConfig::new(id, base_url)
-    }
-}
-
-async fn start(config: Config) -> Gateway {
-    let mut config = GatewayConfig::new(config);
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    let (router, _registry) = gateway::router(&config, None).unwrap();
-    let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(async move {
-        gateway::serve(listener, router, std::future::pending())
-            .await
-            .unwrap();
-    });
-    Gateway {
-        addr,
-        client: Client::builder(TokioExecutor::new()).build_http(),
-        _server: server,
-    }
-}
-
-impl Gateway {
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    async fn post(&self, body: &str) -> Response<Incoming> {
-        self.send(chat(self, body)).await
-    }
-
-    async fn send(&self, request: Request<Full<Bytes>>) -> Response<Incoming> {
-        self.client.request(request).await.unwrap()
-    }
-
-    async fn json(&self, path: &str) -> Value {
-        let response = self
-            .client
-            .get(self.url(path).parse().unwrap())
-            .await
-            .unwrap();
-        serde_json::from_slice(&body(response).await).unwrap()
-    }
-
-    async fn upstream(&self, id: &str) -> Value {
-        let all = self.json("/upstreams").await;
-        all.as_array()
-            .unwrap()
-            .iter()
-            .find(|e| e["id"] == id)
-            .unwrap()
-            .clone()
-    }
-}
-
-fn chat(gateway: &Gateway, body: &str) -> Request<Full<Bytes>> {
-    Request::post(gateway.url("/v1/chat/completions"))
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_owned())))
-        .unwrap()
-}
-
-async fn body(response: Response<Incoming>) -> Bytes {
-    response.into_body().collect().await.unwrap().to_bytes()
-}
-
-fn header<'a>(response: &'a Response<Incoming>, name: &str) -> &'a str {
-    response
-        .headers()
-        .get(name)
-        .map_or("", |v| v.to_str().unwrap())
-}
-
-const CHAT: &str = r#"{"model":"mock-model","messages":[{"role":"user","content":"hi"}]}"#;
 
 #[tokio::test(start_paused = true)]
 async fn plain_json_and_streaming_pass_through() {
@@ -247,11 +160,7 @@ async fn retry_after_cools_the_endpoint_down() {
 
 #[tokio::test(start_paused = true)]
 async fn all_endpoints_down_gives_an_error_json() {
-    // Ports that refuse connections: bound, then released.
-    let closed =
-        |listener: std::net::TcpListener| format!("http://{}/v1", listener.local_addr().unwrap());
-    let a = closed(std::net::TcpListener::bind("127.0.0.1:0").unwrap());
-    let b = closed(std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    let (a, b) = (refusing_base_url(), refusing_base_url());
     let gw = start(Config::with_endpoints(vec![
         endpoint("a", a, 0),
         endpoint("b", b, 0),
@@ -365,15 +274,12 @@ async fn absolute_form_target_still_reaches_the_configured_endpoint() {
         0,
     )]))
     .await;
-    let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let raw = format!(
-        "POST http://evil.example:9/v1/chat/completions HTTP/1.1\r\nhost: evil.example:9\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{CHAT}",
-        CHAT.len()
-    );
-    stream.write_all(raw.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).await.unwrap();
-    let answer = String::from_utf8_lossy(&answer);
+    let answer = gw
+        .raw(&format!(
+            "POST http://evil.example:9/v1/chat/completions HTTP/1.1\r\nhost: evil.example:9\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{CHAT}",
+            CHAT.len()
+        ))
+        .await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     let seen = &mock.requests()[0];
     assert_eq!(seen.uri.path(), "/v1/chat/completions");

@@ -145,4 +145,53 @@ mod tests {
             None
         );
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn never_panics_on_any_text(text in "\\PC*") {
+                if let Ok(value) = HeaderValue::from_str(&text) {
+                    let mut map = HeaderMap::new();
+                    map.insert("retry-after", value.clone());
+                    map.insert("retry-after-ms", value);
+                    let _ = retry_after_at(&map, SystemTime::now());
+                }
+            }
+
+            #[test]
+            fn whole_seconds_round_trip(secs in 0u64..10_000_000) {
+                let map = headers(&[("retry-after", &secs.to_string())]);
+                prop_assert_eq!(retry_after_at(&map, SystemTime::now()), Some(Duration::from_secs(secs)));
+            }
+
+            #[test]
+            fn milliseconds_round_trip(ms in 0u64..10_000_000, azure in any::<bool>()) {
+                let name = if azure { "x-ms-retry-after-ms" } else { "retry-after-ms" };
+                let map = headers(&[(name, &ms.to_string())]);
+                prop_assert_eq!(retry_after_at(&map, SystemTime::now()), Some(Duration::from_millis(ms)));
+            }
+
+            #[test]
+            fn http_dates_are_relative_to_now(offset in -100_000i64..100_000) {
+                let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+                let at = if offset >= 0 {
+                    now + Duration::from_secs(offset.unsigned_abs())
+                } else {
+                    now - Duration::from_secs(offset.unsigned_abs())
+                };
+                let map = headers(&[("retry-after", &httpdate::fmt_http_date(at))]);
+                let expected = Duration::from_secs(u64::try_from(offset).unwrap_or(0));
+                prop_assert_eq!(retry_after_at(&map, now), Some(expected));
+            }
+
+            #[test]
+            fn negative_numbers_are_ignored(value in 1i64..1_000_000) {
+                let map = headers(&[("retry-after", &format!("-{value}"))]);
+                prop_assert_eq!(retry_after_at(&map, SystemTime::now()), None);
+            }
+        }
+    }
 }

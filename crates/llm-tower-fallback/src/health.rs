@@ -401,4 +401,108 @@ mod tests {
         assert_eq!(until(&cell), 20.0);
         assert_eq!(cell.snapshot(EndpointId::from("x"), now).ejections, 1);
     }
+
+    mod model {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Clone, Debug)]
+        enum Op {
+            Advance(u64),
+            Admit,
+            ProbeSucceeds,
+            ProbeFails(Option<u64>),
+            ProbeCancelled,
+            LateFailure(Option<u64>),
+            LateSuccess,
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            let hint = proptest::option::of(0u64..120_000);
+            prop_oneof![
+                (0u64..20_000).prop_map(Op::Advance),
+                Just(Op::Admit),
+                Just(Op::ProbeSucceeds),
+                hint.clone().prop_map(Op::ProbeFails),
+                Just(Op::ProbeCancelled),
+                hint.prop_map(Op::LateFailure),
+                Just(Op::LateSuccess),
+            ]
+        }
+
+        proptest! {
+            /// Whatever happens, at most one probe is out, a deadline only moves later while
+            /// the endpoint stays unhealthy, cooldowns stay within [interval, max_cooldown],
+            /// and a success makes the endpoint healthy.
+            #[test]
+            fn health_state_machine_invariants(
+                ops in proptest::collection::vec(op(), 1..200),
+                threshold in 1u32..4,
+                interval_ms in 1u64..10_000,
+            ) {
+                let policy = HealthPolicy { unhealthy_threshold: threshold, max_cooldown: Duration::from_secs(60) };
+                let interval = Duration::from_millis(interval_ms);
+                let cell = Arc::new(EndpointHealth::default());
+                let start = Instant::now();
+                let mut now = start;
+                let mut probe: Option<ProbeGuard> = None;
+                let mut last_until: Option<Instant> = None;
+                for op in ops {
+                    match op {
+                        Op::Advance(ms) => now += Duration::from_millis(ms),
+                        Op::Admit => match cell.admit(now) {
+                            Admission::Open => prop_assert!(cell.is_healthy()),
+                            Admission::Probe(guard) => {
+                                prop_assert!(probe.is_none(), "a second probe while one is out");
+                                probe = Some(guard);
+                            }
+                            Admission::Closed(until) => {
+                                prop_assert!(until > now || probe.is_some(), "closed without reason");
+                            }
+                        },
+                        Op::ProbeSucceeds => {
+                            if let Some(guard) = probe.take() {
+                                cell.record_success(Some(guard));
+                                prop_assert!(cell.is_healthy());
+                            }
+                        }
+                        Op::ProbeFails(hint) => {
+                            if let Some(guard) = probe.take() {
+                                let cooldown = cell.record_failure(now, interval, hint.map(Duration::from_millis), Some(guard), policy);
+                                let cooldown = cooldown.expect("a failed probe always ejects again");
+                                prop_assert!(cooldown >= interval.min(policy.max_cooldown));
+                                prop_assert!(cooldown <= policy.max_cooldown);
+                            }
+                        }
+                        Op::ProbeCancelled => drop(probe.take()),
+                        Op::LateFailure(hint) => {
+                            if let Some(cooldown) = cell.record_failure(now, interval, hint.map(Duration::from_millis), None, policy) {
+                                prop_assert!(cooldown >= interval.min(policy.max_cooldown));
+                                prop_assert!(cooldown <= policy.max_cooldown);
+                            }
+                        }
+                        Op::LateSuccess => {
+                            cell.record_success(None);
+                            prop_assert!(cell.is_healthy());
+                            // A stale success clears the probe slot with everything else.
+                            if let Some(guard) = probe.take() {
+                                guard.resolved();
+                            }
+                        }
+                    }
+                    let state = cell.lock();
+                    prop_assert_eq!(state.until.is_some(), !cell.is_healthy());
+                    prop_assert_eq!(state.probe.is_some(), probe.is_some());
+                    match (last_until, state.until) {
+                        (Some(before), Some(after)) => prop_assert!(after >= before, "deadline moved earlier"),
+                        (_, until) => last_until = until,
+                    }
+                    if let Some(until) = state.until {
+                        last_until = Some(until);
+                        prop_assert!(until <= now + policy.max_cooldown);
+                    }
+                }
+            }
+        }
+    }
 }

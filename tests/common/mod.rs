@@ -1,0 +1,129 @@
+//! Shared helpers for the black-box tests: a gateway router served in-process on loopback.
+#![allow(dead_code, unreachable_pub)] // each test file uses a different part
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use llm_tower::core::{Config, CountBased, EndpointConfig, RetryPolicy, Secret};
+use llm_tower::gateway::{self, GatewayConfig};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub const CHAT: &str = r#"{"model":"mock-model","messages":[{"role":"user","content":"hi"}]}"#;
+
+pub struct Gateway {
+    pub addr: SocketAddr,
+    pub client: Client<HttpConnector, Full<Bytes>>,
+    _server: tokio::task::JoinHandle<()>,
+}
+
+/// An endpoint with a key `sk-upstream-<id>`, one immediate retry and no per-try timeout
+/// (paused-time tests must not have timers that fire while a socket is read).
+pub fn endpoint(id: &str, base_url: String, priority: u32) -> EndpointConfig {
+    EndpointConfig {
+        priority,
+        api_key: Some(Secret::new(format!("sk-upstream-{id}"))),
+        timeout: None,
+        retry_policy: RetryPolicy::CountBased(CountBased { times: 1 }),
+        ..EndpointConfig::new(id, base_url)
+    }
+}
+
+/// A base URL whose port refuses connections (bound, then released).
+pub fn refusing_base_url() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("http://{}/v1", listener.local_addr().unwrap())
+}
+
+pub async fn start(config: Config) -> Gateway {
+    start_mounted(config, "/v1").await
+}
+
+pub async fn start_mounted(config: Config, mount: &str) -> Gateway {
+    let mut config = GatewayConfig::new(config);
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.mount = mount.to_owned();
+    let (router, _registry) = gateway::router(&config, None).unwrap();
+    let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        gateway::serve(listener, router, std::future::pending())
+            .await
+            .unwrap();
+    });
+    Gateway {
+        addr,
+        client: Client::builder(TokioExecutor::new()).build_http(),
+        _server: server,
+    }
+}
+
+impl Gateway {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn chat(&self, body: &str) -> Request<Full<Bytes>> {
+        Request::post(self.url("/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.to_owned())))
+            .unwrap()
+    }
+
+    pub async fn post(&self, body: &str) -> Response<Incoming> {
+        self.send(self.chat(body)).await
+    }
+
+    pub async fn send(&self, request: Request<Full<Bytes>>) -> Response<Incoming> {
+        self.client.request(request).await.unwrap()
+    }
+
+    pub async fn json(&self, path: &str) -> Value {
+        let response = self
+            .client
+            .get(self.url(path).parse().unwrap())
+            .await
+            .unwrap();
+        serde_json::from_slice(&body(response).await).unwrap()
+    }
+
+    pub async fn upstream(&self, id: &str) -> Value {
+        let all = self.json("/upstreams").await;
+        all.as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["id"] == id)
+            .unwrap()
+            .clone()
+    }
+
+    /// Sends raw bytes on a new connection and reads until the server closes it.
+    pub async fn raw(&self, request: &str) -> String {
+        let mut stream = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.unwrap();
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+}
+
+pub async fn body(response: Response<Incoming>) -> Bytes {
+    response.into_body().collect().await.unwrap().to_bytes()
+}
+
+pub fn header<'a>(response: &'a Response<Incoming>, name: &str) -> &'a str {
+    response
+        .headers()
+        .get(name)
+        .map_or("", |v| v.to_str().unwrap())
+}
+
+pub async fn error_json(response: Response<Incoming>) -> Value {
+    serde_json::from_slice(&body(response).await).unwrap()
+}
