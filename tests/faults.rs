@@ -1,0 +1,339 @@
+//! The fault matrix: for each failure, what the client gets, what each upstream received, the
+//! attempt list (`x-llm-tower-attempts`, `x-llm-tower-endpoint`) and the health afterwards.
+//! Real sockets, llm-tower-mock upstreams, paused time (cooldowns and backoffs are crossed by
+//! the clock, never by wall-clock sleeps).
+#![allow(clippy::float_cmp)]
+
+mod common;
+
+use std::time::{Duration, SystemTime};
+
+use common::{CHAT, body, endpoint, error_json, header, refusing_base_url, start};
+use http::StatusCode;
+use http_body_util::BodyExt;
+use llm_tower::core::{
+    Config, ExponentialBackoff, RetryBudgetConfig, RetryPolicy, WhenAllUnhealthy,
+};
+use llm_tower_mock::{Behavior, MockProvider};
+
+async fn two_mocks() -> (MockProvider, MockProvider) {
+    (
+        MockProvider::start().await.unwrap(),
+        MockProvider::start().await.unwrap(),
+    )
+}
+
+fn pair(a: &MockProvider, b: &MockProvider) -> Config {
+    Config::with_endpoints(vec![
+        endpoint("a", a.base_url(), 0),
+        endpoint("b", b.base_url(), 1),
+    ])
+}
+
+#[tokio::test(start_paused = true)]
+async fn connection_refused_falls_back() {
+    let b = MockProvider::start().await.unwrap();
+    let gw = start(Config::with_endpoints(vec![
+        endpoint("a", refusing_base_url(), 0),
+        endpoint("b", b.base_url(), 1),
+    ]))
+    .await;
+    let response = gw.post(CHAT).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(header(&response, "x-llm-tower-endpoint"), "b");
+    assert_eq!(
+        header(&response, "x-llm-tower-attempts"),
+        "3",
+        "a, a (retry), b"
+    );
+    assert_eq!(b.request_count(), 1);
+    assert_eq!(gw.upstream("a").await["status"], "ejected");
+    assert_eq!(gw.upstream("b").await["status"], "healthy");
+}
+
+#[tokio::test(start_paused = true)]
+async fn reset_mid_stream_fails_the_stream_and_is_not_retried() {
+    let (a, b) = two_mocks().await;
+    a.push(Behavior::ResetAfterChunks(2));
+    let gw = start(pair(&a, &b)).await;
+    let response = gw.post(r#"{"stream":true}"#).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(header(&response, "x-llm-tower-attempts"), "1");
+    let mut stream = response.into_body();
+    let mut chunks = 0;
+    let outcome = loop {
+        match stream.frame().await {
+            Some(Ok(frame)) if frame.is_data() => chunks += 1,
+            Some(Ok(_)) => {}
+            Some(Err(err)) => break Err(err),
+            None => break Ok(()),
+        }
+    };
+    assert!(
+        outcome.is_err(),
+        "the client must see the stream fail, not a short clean stream"
+    );
+    assert!(chunks >= 1, "the chunks sent before the reset arrived");
+    assert_eq!(
+        a.request_count(),
+        1,
+        "nothing retried after bytes reached the client"
+    );
+    assert_eq!(b.request_count(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_head_beyond_the_per_try_timeout() {
+    let (a, b) = two_mocks().await;
+    a.set_default(Behavior::delay(Duration::from_secs(30), Behavior::Reply));
+    let mut config = pair(&a, &b);
+    config.endpoints[0].timeout = Some(Duration::from_secs(2));
+    let gw = start(config).await;
+    let started = tokio::time::Instant::now();
+    let response = gw.post(CHAT).await;
+    assert_eq!(header(&response, "x-llm-tower-endpoint"), "b");
+    assert_eq!(header(&response, "x-llm-tower-attempts"), "3");
+    assert_eq!(
+        a.request_count(),
+        2,
+        "first try and one retry, each cut at 2 s"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(4) && started.elapsed() < Duration::from_secs(30)
+    );
+    assert_eq!(gw.upstream("a").await["status"], "ejected");
+}
+
+#[tokio::test(start_paused = true)]
+async fn stalled_body_with_first_byte_timeout() {
+    let (a, b) = two_mocks().await;
+    a.set_default(Behavior::StallBody);
+    let mut config = pair(&a, &b);
+    config.endpoints[0].first_byte_timeout = Some(Duration::from_secs(1));
+    let gw = start(config).await;
+    let response = gw.post(r#"{"stream":true}"#).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(header(&response, "x-llm-tower-endpoint"), "b");
+    assert_eq!(header(&response, "x-llm-tower-attempts"), "3");
+    let text = String::from_utf8(body(response).await.to_vec()).unwrap();
+    assert!(
+        text.trim_end().ends_with("data: [DONE]"),
+        "the backup's stream arrives whole"
+    );
+    assert_eq!(a.request_count(), 2);
+    assert_eq!(gw.upstream("a").await["status"], "ejected");
+}
+
+#[tokio::test(start_paused = true)]
+async fn rate_limited_with_retry_after_in_every_form() {
+    let in_20s = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(20));
+    let long_waits = [
+        Behavior::retry_after(429, "20"),
+        Behavior::retry_after(429, in_20s),
+        Behavior::Status {
+            status: 429,
+            retry_after: None,
+            headers: vec![("retry-after-ms".into(), "20000".into())],
+            body: None,
+        },
+    ];
+    for wait in long_waits {
+        let (a, b) = two_mocks().await;
+        a.push(wait.clone());
+        let gw = start(pair(&a, &b)).await;
+        let response = gw.post(CHAT).await;
+        assert_eq!(header(&response, "x-llm-tower-endpoint"), "b", "{wait:?}");
+        assert_eq!(
+            a.request_count(),
+            1,
+            "a wait over the cap is not slept: {wait:?}"
+        );
+        let a_state = gw.upstream("a").await;
+        assert_eq!(a_state["status"], "ejected");
+        let remaining = a_state["seconds_until_return"].as_f64().unwrap();
+        assert!((18.0..=20.0).contains(&remaining), "{wait:?}: {remaining}");
+    }
+    // A short wait is slept, on the same endpoint.
+    let (a, b) = two_mocks().await;
+    a.push(Behavior::Status {
+        status: 429,
+        retry_after: None,
+        headers: vec![("retry-after-ms".into(), "300".into())],
+        body: None,
+    });
+    let mut config = pair(&a, &b);
+    config.endpoints[0].retry_policy = RetryPolicy::default();
+    let gw = start(config).await;
+    let started = tokio::time::Instant::now();
+    let response = gw.post(CHAT).await;
+    assert_eq!(header(&response, "x-llm-tower-endpoint"), "a");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!((a.request_count(), b.request_count()), (2, 0));
+}
+
+/// Every endpoint answers 503. The retry budget keeps the load on the upstreams near the
+/// offered load; `when_all_unhealthy` decides what happens once all are cooling down.
+#[tokio::test(start_paused = true)]
+async fn storm_of_503_on_every_endpoint() {
+    const REQUESTS: usize = 200;
+    for mode in [WhenAllUnhealthy::TrySoonest, WhenAllUnhealthy::Fail] {
+        let (a, b) = two_mocks().await;
+        a.set_default(Behavior::status(503));
+        b.set_default(Behavior::status(503));
+        let mut config = pair(&a, &b);
+        config.when_all_unhealthy = mode;
+        config.retry_budget = RetryBudgetConfig {
+            percent: 10.0,
+            min_per_second: 1,
+            ttl: Duration::from_secs(1),
+        };
+        for ep in &mut config.endpoints {
+            ep.retry_policy = RetryPolicy::ExponentialBackoff(ExponentialBackoff {
+                times: 3,
+                ..ExponentialBackoff::default()
+            });
+        }
+        let gw = start(config).await;
+        let mut statuses = Vec::new();
+        for _ in 0..REQUESTS {
+            statuses.push(gw.post(CHAT).await.status());
+        }
+        let upstream_calls = a.request_count() + b.request_count();
+        eprintln!("503 storm, {mode:?}: {upstream_calls} upstream calls for {REQUESTS} requests");
+        match mode {
+            WhenAllUnhealthy::TrySoonest => {
+                assert!(
+                    statuses
+                        .iter()
+                        .all(|s| *s == StatusCode::SERVICE_UNAVAILABLE)
+                );
+                // Without a budget: 2 endpoints x 4 attempts = 8 calls per request.
+                let offered = REQUESTS * 2;
+                assert!(
+                    upstream_calls <= offered + offered / 5,
+                    "{upstream_calls} upstream calls for {REQUESTS} requests"
+                );
+            }
+            WhenAllUnhealthy::Fail => {
+                // The first request ejects both endpoints; the rest are refused locally
+                // (the paused clock does not move between requests).
+                assert_eq!(statuses[0], StatusCode::SERVICE_UNAVAILABLE);
+                assert!(upstream_calls <= 8, "{upstream_calls}");
+                let response = gw.post(CHAT).await;
+                assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+                assert_eq!(header(&response, "retry-after"), "5");
+                assert_eq!(header(&response, "x-llm-tower-attempts"), "0");
+                let json = error_json(response).await;
+                assert_eq!(json["error"]["code"], "no_endpoint_available");
+            }
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn bad_request_is_returned_as_is_and_bad_key_falls_back() {
+    let (a, b) = two_mocks().await;
+    a.push(Behavior::Status {
+        status: 400,
+        retry_after: None,
+        headers: vec![],
+        body: Some(r#"{"error":{"message":"bad prompt","type":"invalid_request_error"}}"#.into()),
+    });
+    let gw = start(pair(&a, &b)).await;
+    let response = gw.post(CHAT).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(header(&response, "x-llm-tower-attempts"), "1");
+    assert_eq!(error_json(response).await["error"]["message"], "bad prompt");
+    assert_eq!((a.request_count(), b.request_count()), (1, 0));
+    assert_eq!(gw.upstream("a").await["status"], "healthy");
+
+    a.push(Behavior::status(401));
+    let response = gw.post(CHAT).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(header(&response, "x-llm-tower-endpoint"), "b");
+    assert_eq!(
+        header(&response, "x-llm-tower-attempts"),
+        "2",
+        "401 is not retried"
+    );
+    assert_eq!((a.request_count(), b.request_count()), (2, 1));
+    assert_eq!(gw.upstream("a").await["status"], "ejected");
+}
+
+#[tokio::test(start_paused = true)]
+async fn client_disconnect_during_backoff_stops_all_attempts() {
+    let (a, b) = two_mocks().await;
+    a.push(Behavior::retry_after(503, "3"));
+    let mut config = pair(&a, &b);
+    config.endpoints[0].retry_policy = RetryPolicy::default();
+    let gw = start(config).await;
+    // The client gives up after one second, during the 3 s backoff.
+    let gave_up = tokio::time::timeout(Duration::from_secs(1), gw.post(CHAT)).await;
+    assert!(gave_up.is_err());
+    assert_eq!(a.request_count(), 1);
+    tokio::time::advance(Duration::from_secs(30)).await;
+    // Let anything still scheduled run.
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        (a.request_count(), b.request_count()),
+        (1, 0),
+        "no attempt after the client left"
+    );
+    let a_state = gw.upstream("a").await;
+    assert_eq!(a_state["in_flight"], 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn recovery_after_the_cooldown_with_exactly_one_probe() {
+    let (a, b) = two_mocks().await;
+    a.push(Behavior::CloseBeforeHead);
+    a.push(Behavior::CloseBeforeHead);
+    let mut config = pair(&a, &b);
+    config.endpoints[0].health_check_interval = Duration::from_secs(5);
+    let gw = start(config).await;
+    gw.post(CHAT).await;
+    assert_eq!(gw.upstream("a").await["status"], "ejected");
+    tokio::time::advance(Duration::from_secs(5)).await;
+    // The probe is slow, so the other requests arrive while it is in flight.
+    a.push(Behavior::delay(Duration::from_secs(1), Behavior::Reply));
+    let before = a.request_count();
+    let requests: Vec<_> = (0..20).map(|_| gw.post(CHAT)).collect();
+    let responses = futures_join_all(requests).await;
+    assert_eq!(a.request_count() - before, 1, "exactly one probe");
+    let from_a = responses
+        .iter()
+        .filter(|r| header(r, "x-llm-tower-endpoint") == "a")
+        .count();
+    assert_eq!(from_a, 1);
+    assert!(responses.iter().all(|r| r.status() == StatusCode::OK));
+    assert_eq!(gw.upstream("a").await["status"], "healthy");
+}
+
+/// Runs futures concurrently on the current task (no extra dependency).
+async fn futures_join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut pinned: Vec<_> = futures.into_iter().map(Box::pin).map(Some).collect();
+    let mut results: Vec<Option<F::Output>> = (0..pinned.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (slot, result) in pinned.iter_mut().zip(results.iter_mut()) {
+            if let Some(future) = slot {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(output) => {
+                        *result = Some(output);
+                        *slot = None;
+                    }
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    results.into_iter().map(Option::unwrap).collect()
+}
