@@ -1,0 +1,308 @@
+//! Security suite: credentials, secrets in output, request targets, message framing.
+
+mod common;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use common::{CHAT, body, endpoint, refusing_base_url, start, start_mounted};
+use http::{Request, Response, StatusCode};
+use http_body_util::{Empty, Full};
+use llm_tower::core::{
+    BufferedBody, Config, ConfigError, EndpointConfig, ProviderName, Secret, WhenAllUnhealthy,
+};
+use llm_tower::gateway::GatewayConfig;
+use llm_tower::{FallbackLayer, HealthRegistry, RetryLayer, Upstream};
+use llm_tower_mock::{Behavior, MockProvider};
+use tower::{Layer, ServiceExt, service_fn};
+
+const CLIENT_SECRET: &str = "client-secret-c4f3";
+
+fn keyed(id: &str, base_url: String, provider: ProviderName) -> EndpointConfig {
+    EndpointConfig {
+        provider,
+        ..endpoint(id, base_url, 0)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn client_credentials_never_reach_any_provider() {
+    for provider in [
+        ProviderName::Openai,
+        ProviderName::Azure,
+        ProviderName::Anthropic,
+        ProviderName::Gemini,
+    ] {
+        let mock = MockProvider::start().await.unwrap();
+        let gw = start(Config::with_endpoints(vec![keyed(
+            "p",
+            mock.base_url(),
+            provider,
+        )]))
+        .await;
+        let request = Request::post(gw.url("/v1/chat/completions?key=client-secret-c4f3&alt=sse"))
+            .header("Authorization", format!("Bearer {CLIENT_SECRET}"))
+            .header("authorization", format!("Bearer {CLIENT_SECRET}-2"))
+            .header("X-API-Key", CLIENT_SECRET)
+            .header("Api-Key", CLIENT_SECRET)
+            .header("X-Goog-Api-Key", CLIENT_SECRET)
+            .header("Proxy-Authorization", format!("Basic {CLIENT_SECRET}"))
+            .body(Full::new(Bytes::from(CHAT)))
+            .unwrap();
+        assert_eq!(gw.send(request).await.status(), StatusCode::OK);
+        let seen = &mock.requests()[0];
+        let everything = format!("{:?} {}", seen.headers, seen.uri);
+        assert!(
+            !everything.contains(CLIENT_SECRET),
+            "{provider:?}: {everything}"
+        );
+        let expected = match provider {
+            ProviderName::Openai => ("authorization", "Bearer sk-upstream-p"),
+            ProviderName::Azure => ("api-key", "sk-upstream-p"),
+            ProviderName::Anthropic => ("x-api-key", "sk-upstream-p"),
+            _ => ("x-goog-api-key", "sk-upstream-p"),
+        };
+        assert_eq!(seen.header(expected.0), Some(expected.1), "{provider:?}");
+        assert_eq!(seen.headers.get_all(expected.0).iter().count(), 1);
+        assert_eq!(seen.uri.query(), Some("alt=sse"));
+    }
+}
+
+/// A `MakeWriter` that keeps everything written to it.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn upstream_key_never_in_responses_or_trace_logs() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let mock = MockProvider::start().await.unwrap();
+    let mut config = Config::with_endpoints(vec![
+        endpoint("live", mock.base_url(), 0),
+        endpoint("dead", refusing_base_url(), 1),
+    ]);
+    config.max_body_bytes = 256;
+    config.when_all_unhealthy = WhenAllUnhealthy::Fail;
+    let gw = start(config).await;
+    let mut shown = String::new();
+    // Success, a 400 from upstream, 413, connect failures and "no endpoint available".
+    for behaviour in [Behavior::Reply, Behavior::status(400)] {
+        mock.push(behaviour);
+        shown.push_str(&everything(gw.post(CHAT).await).await);
+    }
+    let response = gw.post(&"x".repeat(300)).await;
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    shown.push_str(&everything(response).await);
+    mock.set_default(Behavior::CloseBeforeHead);
+    for _ in 0..3 {
+        shown.push_str(&everything(gw.post(CHAT).await).await);
+    }
+    assert!(shown.contains("upstream_connect_failed") || shown.contains("no_endpoint_available"));
+    let logs = logs.text();
+    assert!(
+        logs.contains("TRACE") || logs.contains("DEBUG"),
+        "captured at trace level"
+    );
+    for secret in ["sk-upstream-live", "sk-upstream-dead"] {
+        assert!(!shown.contains(secret), "{secret} in a response: {shown}");
+        assert!(!logs.contains(secret), "{secret} in the logs");
+    }
+}
+
+/// The response as a client could see it: head (with `Debug`) and body.
+async fn everything(response: Response<hyper::body::Incoming>) -> String {
+    let head = format!("{response:?}");
+    head + &String::from_utf8_lossy(&body(response).await)
+}
+
+#[tokio::test]
+async fn debug_of_configuration_endpoints_requests_and_errors_hides_keys() {
+    let yaml = "endpoints:\n  - id: a\n    base_url: http://127.0.0.1:9/v1\n    api_key: sk-debug-secret\n";
+    let config = Config::from_yaml_str(yaml).unwrap();
+    let endpoints = config.build_endpoints().unwrap();
+    let upstream = Upstream::from_config(&config).unwrap();
+    let mut shown = format!(
+        "{config:?} {endpoints:?} {upstream:?} {:?}",
+        upstream.layer().unwrap()
+    );
+    shown.push_str(&serde_json::to_string(&config).unwrap());
+
+    // The request as the stack hands it to the client.
+    let captured = Arc::new(Mutex::new(String::new()));
+    let sink = captured.clone();
+    let inner = service_fn(move |request: Request<BufferedBody>| {
+        sink.lock().unwrap().push_str(&format!("{request:?}"));
+        async { Ok::<_, std::convert::Infallible>(Response::new(Empty::<Bytes>::new())) }
+    });
+    let response = upstream
+        .layer()
+        .unwrap()
+        .layer(inner)
+        .oneshot(Request::new(Full::new(Bytes::from(CHAT))))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let request_debug = captured.lock().unwrap().clone();
+    assert!(request_debug.contains("authorization"), "{request_debug}");
+    shown.push_str(&request_debug);
+
+    // An error from the layers.
+    let failing = service_fn(|_: Request<BufferedBody>| async {
+        Err::<Response<Empty<Bytes>>, _>(std::io::Error::from(
+            std::io::ErrorKind::ConnectionRefused,
+        ))
+    });
+    let stack = FallbackLayer::from_config(&config, HealthRegistry::new())
+        .unwrap()
+        .layer(RetryLayer::new().layer(llm_tower::AuthLayer::new().layer(failing)));
+    let err = stack
+        .oneshot(Request::new(Full::new(Bytes::new())))
+        .await
+        .unwrap_err();
+    shown.push_str(&format!("{err:?} {err}"));
+
+    assert!(!shown.contains("sk-debug-secret"), "{shown}");
+}
+
+#[test]
+fn keys_with_control_characters_are_rejected_at_load() {
+    for key in [
+        "sk\\r\\nx-injected: 1",
+        "sk\\nabc",
+        "sk\\u0000",
+        "sk\\tkey",
+        "sk\\u007f",
+    ] {
+        let yaml =
+            format!("endpoints:\n  - id: a\n    base_url: http://h/v1\n    api_key: \"{key}\"\n");
+        let err = Config::from_yaml_str(&yaml).unwrap_err();
+        let message = err.to_string();
+        assert!(matches!(err, ConfigError::Invalid { .. }), "{message}");
+        assert!(
+            message.contains("api_key") && message.contains("control character"),
+            "{message}"
+        );
+        assert!(
+            !message.contains("injected"),
+            "the key is not echoed: {message}"
+        );
+    }
+    let mut config = Config::with_endpoints(vec![EndpointConfig {
+        api_key: Some(Secret::new("sk-fine\r\n")),
+        ..EndpointConfig::new("a", "http://h/v1")
+    }]);
+    assert!(Upstream::from_config(&config).is_err());
+    config.endpoints[0].api_key = Some(Secret::new("sk-fine"));
+    assert!(GatewayConfig::new(config).validate().is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn request_targets_cannot_change_the_upstream() {
+    let mock = MockProvider::start().await.unwrap();
+    // Mounted at the root, so every target reaches the balancer.
+    let gw = start_mounted(
+        Config::with_endpoints(vec![endpoint("only", mock.base_url(), 0)]),
+        "/",
+    )
+    .await;
+    let targets = [
+        "http://evil.example/chat/completions",
+        "https://evil.example:443/chat/completions",
+        "//evil.example/chat/completions",
+        "//evil.example:80",
+    ];
+    for target in targets {
+        let answer = gw
+            .raw(&format!(
+                "POST {target} HTTP/1.1\r\nhost: evil.example\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{{}}"
+            ))
+            .await;
+        assert!(
+            answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.1 4"),
+            "{target}: {answer}"
+        );
+    }
+    let expected_host = mock.addr().to_string();
+    assert!(mock.request_count() >= 2);
+    for seen in mock.requests() {
+        assert_eq!(
+            seen.header("host"),
+            Some(expected_host.as_str()),
+            "{}",
+            seen.uri
+        );
+        assert!(seen.uri.path().starts_with("/v1/"), "{}", seen.uri);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn framing_headers_are_never_copied_blindly() {
+    let mock = MockProvider::start().await.unwrap();
+    let gw = start(Config::with_endpoints(vec![endpoint(
+        "only",
+        mock.base_url(),
+        0,
+    )]))
+    .await;
+    // A chunked upload: the upstream gets a fresh content-length and no transfer-encoding.
+    let answer = gw
+        .raw(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n5\r\n{\"a\":\r\n2\r\n1}\r\n0\r\n\r\n",
+        )
+        .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let seen = &mock.requests()[0];
+    assert_eq!(seen.body, "{\"a\":1}");
+    assert_eq!(seen.header("content-length"), Some("7"));
+    assert_eq!(seen.header("transfer-encoding"), None);
+    // A smuggling attempt (both framings): whatever the server answers, the smuggled request
+    // never reaches the upstream.
+    let _ = gw
+        .raw(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\ncontent-length: 4\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n0\r\n\r\nGET /admin HTTP/1.1\r\n\r\n",
+        )
+        .await;
+    assert!(
+        !answer.starts_with("HTTP/1.1 200") || mock.request_count() <= 2,
+        "{answer}"
+    );
+    for seen in mock.requests() {
+        assert_ne!(seen.uri.path(), "/admin");
+    }
+    // The response side: what the client gets has consistent framing.
+    mock.push(Behavior::Reply);
+    let response = gw.post(CHAT).await;
+    let declared: Option<usize> = response
+        .headers()
+        .get("content-length")
+        .map(|v| v.to_str().unwrap().parse().unwrap());
+    assert_eq!(response.headers().get("transfer-encoding"), None);
+    let bytes = body(response).await;
+    if let Some(declared) = declared {
+        assert_eq!(declared, bytes.len());
+    }
+}
