@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::fmt::Write as _;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
@@ -155,7 +156,7 @@ async fn debug_of_configuration_endpoints_requests_and_errors_hides_keys() {
     let captured = Arc::new(Mutex::new(String::new()));
     let sink = captured.clone();
     let inner = service_fn(move |request: Request<BufferedBody>| {
-        sink.lock().unwrap().push_str(&format!("{request:?}"));
+        let _ = write!(sink.lock().unwrap(), "{request:?}");
         async { Ok::<_, std::convert::Infallible>(Response::new(Empty::<Bytes>::new())) }
     });
     let response = upstream
@@ -183,7 +184,7 @@ async fn debug_of_configuration_endpoints_requests_and_errors_hides_keys() {
         .oneshot(Request::new(Full::new(Bytes::new())))
         .await
         .unwrap_err();
-    shown.push_str(&format!("{err:?} {err}"));
+    let _ = write!(shown, "{err:?} {err}");
 
     assert!(!shown.contains("sk-debug-secret"), "{shown}");
 }
