@@ -11,8 +11,11 @@
 //! | `GET /metrics` | Prometheus text (when a recorder handle is given) |
 
 use std::future::Future;
+use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -30,7 +33,7 @@ use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use tower_http::ServiceBuilderExt;
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::request_id::MakeRequestUuid;
+use tower_http::request_id::{MakeRequestId, RequestId};
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
@@ -150,6 +153,7 @@ pub fn router(
             }),
         );
     if let Some(handle) = metrics {
+        spawn_metrics_upkeep(handle.clone());
         let metrics_registry = registry.clone();
         router = router.route(
             "/metrics",
@@ -184,7 +188,7 @@ pub fn router(
     ];
     let middleware = ServiceBuilder::new()
         .sensitive_request_headers(sensitive.into())
-        .set_x_request_id(MakeRequestUuid)
+        .set_x_request_id(SequentialRequestId::new())
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
@@ -193,6 +197,46 @@ pub fn router(
         .propagate_x_request_id()
         .layer(RequestBodyLimitLayer::new(config.upstream.max_body_bytes));
     Ok((router.layer(middleware), registry))
+}
+
+/// Histogram samples are kept until upkeep folds them into buckets; without it they pile up.
+fn spawn_metrics_upkeep(handle: PrometheusHandle) {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                handle.run_upkeep();
+            }
+        });
+    }
+}
+
+/// `x-request-id` values: a random per-process prefix and a counter. Unique and cheap: no
+/// system call per request, unlike a fresh random UUID.
+#[derive(Clone, Debug)]
+struct SequentialRequestId {
+    prefix: Arc<str>,
+    next: Arc<AtomicU64>,
+}
+
+impl SequentialRequestId {
+    fn new() -> Self {
+        let seed = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
+        Self {
+            prefix: format!("{seed:016x}").into(),
+            next: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+impl MakeRequestId for SequentialRequestId {
+    fn make_request_id<B>(&mut self, _: &http::Request<B>) -> Option<RequestId> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        HeaderValue::from_str(&format!("{}-{n:x}", self.prefix))
+            .ok()
+            .map(RequestId::new)
+    }
 }
 
 fn json_response(value: &impl serde::Serialize) -> Response<Body> {
@@ -214,6 +258,11 @@ pub async fn serve(
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    // Responses are written whole; Nagle's algorithm would only hold them back.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await

@@ -8,9 +8,10 @@ use std::task::{Context, Poll, ready};
 
 use axum_core::body::Body;
 use bytes::Bytes;
+use dashmap::DashMap;
 use http::header::{CONNECTION, CONTENT_LENGTH};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
-use llm_tower_core::{AttemptKind, Attempts, BoxError, Error};
+use llm_tower_core::{Attempt, AttemptKind, Attempts, BoxError, EndpointId, Error, Outcome};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
@@ -58,10 +59,75 @@ struct Settings {
     access_log: bool,
 }
 
+/// Metric handles, registered once per endpoint (and outcome) instead of once per request.
+#[derive(Default)]
+struct MetricHandles {
+    endpoints: DashMap<EndpointId, EndpointMetrics>,
+    attempts: DashMap<(EndpointId, Outcome), metrics::Counter>,
+}
+
+#[derive(Clone)]
+struct EndpointMetrics {
+    latency: metrics::Histogram,
+    retries: metrics::Counter,
+    fallbacks: metrics::Counter,
+}
+
+impl MetricHandles {
+    fn record(&self, attempt: &Attempt) {
+        let id = &attempt.endpoint;
+        let endpoint = self.endpoints.get(id).map_or_else(
+            || {
+                let label = || ("endpoint", id.to_string());
+                let handles = EndpointMetrics {
+                    latency: metrics::histogram!("llm_tower_upstream_latency_seconds", &[label()]),
+                    retries: metrics::counter!("llm_tower_retries_total", &[label()]),
+                    fallbacks: metrics::counter!("llm_tower_fallbacks_total", &[label()]),
+                };
+                self.endpoints.insert(id.clone(), handles.clone());
+                handles
+            },
+            |m| m.clone(),
+        );
+        endpoint.latency.record(attempt.latency.as_secs_f64());
+        match attempt.kind {
+            AttemptKind::Retry => endpoint.retries.increment(1),
+            AttemptKind::Fallback => endpoint.fallbacks.increment(1),
+            AttemptKind::First => {}
+        }
+        let key = (id.clone(), attempt.outcome);
+        if let Some(counter) = self.attempts.get(&key) {
+            counter.increment(1);
+            return;
+        }
+        let counter = metrics::counter!(
+            "llm_tower_attempts_total",
+            "endpoint" => id.to_string(),
+            "outcome" => attempt.outcome.to_string()
+        );
+        counter.increment(1);
+        self.attempts.insert(key, counter);
+    }
+}
+
 /// Layer for [`Proxy`].
 #[derive(Clone, Debug, Default)]
 pub struct ProxyLayer {
     settings: Settings,
+}
+
+/// What every clone of a [`Proxy`] shares.
+struct Shared {
+    settings: Settings,
+    metrics: MetricHandles,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ProxyLayer {
@@ -95,7 +161,10 @@ impl<S> Layer<S> for ProxyLayer {
     fn layer(&self, inner: S) -> Proxy<S> {
         Proxy {
             inner,
-            settings: Arc::new(self.settings),
+            shared: Arc::new(Shared {
+                settings: self.settings,
+                metrics: MetricHandles::default(),
+            }),
             not_ready: None,
         }
     }
@@ -108,7 +177,7 @@ impl<S> Layer<S> for ProxyLayer {
 #[derive(Debug)]
 pub struct Proxy<S> {
     inner: S,
-    settings: Arc<Settings>,
+    shared: Arc<Shared>,
     not_ready: Option<BoxError>,
 }
 
@@ -116,7 +185,7 @@ impl<S: Clone> Clone for Proxy<S> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
-            settings: self.settings.clone(),
+            shared: self.shared.clone(),
             not_ready: None,
         }
     }
@@ -163,7 +232,7 @@ where
         strip_hop_by_hop(request.headers_mut());
         ResponseFuture::Inner {
             future: self.inner.call(request),
-            settings: self.settings.clone(),
+            shared: self.shared.clone(),
         }
     }
 }
@@ -173,7 +242,7 @@ pin_project! {
     #[project = Projection]
     #[allow(missing_docs)]
     pub enum ResponseFuture<F> {
-        Inner { #[pin] future: F, settings: Arc<Settings> },
+        Inner { #[pin] future: F, shared: Arc<Shared> },
         Failed { error: Option<BoxError> },
     }
 }
@@ -188,22 +257,20 @@ where
     type Output = Result<Response<Body>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let (result, settings) = match self.project() {
-            Projection::Inner { future, settings } => {
-                (ready!(future.poll(cx)).map_err(Into::into), **settings)
+        Poll::Ready(Ok(match self.project() {
+            Projection::Inner { future, shared } => {
+                finish(ready!(future.poll(cx)).map_err(Into::into), shared)
             }
-            Projection::Failed { error } => {
-                let err = error
+            Projection::Failed { error } => error_response(
+                error
                     .take()
-                    .unwrap_or_else(|| "polled after completion".into());
-                (Err(err), Settings::default())
-            }
-        };
-        Poll::Ready(Ok(finish(result, settings)))
+                    .unwrap_or_else(|| "polled after completion".into()),
+            ),
+        }))
     }
 }
 
-fn finish<RB>(result: Result<Response<RB>, BoxError>, settings: Settings) -> Response<Body>
+fn finish<RB>(result: Result<Response<RB>, BoxError>, shared: &Shared) -> Response<Body>
 where
     RB: http_body::Body<Data = Bytes> + Send + 'static,
     RB::Error: Into<BoxError>,
@@ -217,13 +284,19 @@ where
         }
         Err(err) => error_response(err),
     };
+    let settings = shared.settings;
     let attempts = response.extensions().get::<Attempts>().cloned();
     if let Some(attempts) = attempts {
-        if settings.response_headers {
-            add_attempt_headers(&mut response, &attempts);
-        }
-        if settings.metrics {
-            record_metrics(&attempts);
+        if settings.response_headers || settings.metrics {
+            let list = attempts.to_vec();
+            if settings.response_headers {
+                add_attempt_headers(&mut response, &list);
+            }
+            if settings.metrics {
+                for attempt in &list {
+                    shared.metrics.record(attempt);
+                }
+            }
         }
         if settings.access_log {
             tracing::info!(
@@ -260,8 +333,7 @@ fn drop_inconsistent_length(response: &mut Response<Body>) {
     }
 }
 
-fn add_attempt_headers(response: &mut Response<Body>, attempts: &Attempts) {
-    let list = attempts.to_vec();
+fn add_attempt_headers(response: &mut Response<Body>, list: &[Attempt]) {
     if let Some(last) = list.last() {
         if let Ok(value) = HeaderValue::from_str(last.endpoint.as_str()) {
             response.headers_mut().insert(ENDPOINT_HEADER, value);
@@ -270,29 +342,6 @@ fn add_attempt_headers(response: &mut Response<Body>, attempts: &Attempts) {
     response
         .headers_mut()
         .insert(ATTEMPTS_HEADER, HeaderValue::from(list.len()));
-}
-
-fn record_metrics(attempts: &Attempts) {
-    for attempt in attempts.to_vec() {
-        let endpoint = attempt.endpoint.to_string();
-        metrics::counter!(
-            "llm_tower_attempts_total",
-            "endpoint" => endpoint.clone(),
-            "outcome" => attempt.outcome.to_string()
-        )
-        .increment(1);
-        metrics::histogram!("llm_tower_upstream_latency_seconds", "endpoint" => endpoint.clone())
-            .record(attempt.latency.as_secs_f64());
-        match attempt.kind {
-            AttemptKind::Retry => {
-                metrics::counter!("llm_tower_retries_total", "endpoint" => endpoint).increment(1);
-            }
-            AttemptKind::Fallback => {
-                metrics::counter!("llm_tower_fallbacks_total", "endpoint" => endpoint).increment(1);
-            }
-            AttemptKind::First => {}
-        }
-    }
 }
 
 /// Publishes per-endpoint health (`llm_tower_endpoint_healthy` 1/0) and the ejection counter

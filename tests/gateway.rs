@@ -379,3 +379,50 @@ fn gateway_config_file_with_listen_and_mount() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn metrics_route_reports_attempts_and_health() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    // A current-thread runtime runs every task on this thread, so a local recorder sees all.
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    let mock = MockProvider::start().await.unwrap();
+    mock.push(Behavior::status(503));
+    let mut config = GatewayConfig::new(Config::with_endpoints(vec![endpoint(
+        "only",
+        mock.base_url(),
+        0,
+    )]));
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    let (router, _) = gateway::router(&config, Some(handle)).unwrap();
+    let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(gateway::serve(listener, router, std::future::pending()));
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let request = Request::post(format!("http://{addr}/v1/chat/completions"))
+        .body(Full::new(Bytes::from(CHAT)))
+        .unwrap();
+    assert_eq!(
+        client.request(request).await.unwrap().status(),
+        StatusCode::OK
+    );
+    let response = client
+        .get(format!("http://{addr}/metrics").parse().unwrap())
+        .await
+        .unwrap();
+    let text = String::from_utf8(body(response).await.to_vec()).unwrap();
+    for line in [
+        r#"llm_tower_attempts_total{endpoint="only",outcome="503"} 1"#,
+        r#"llm_tower_attempts_total{endpoint="only",outcome="200"} 1"#,
+        r#"llm_tower_retries_total{endpoint="only"} 1"#,
+        r#"llm_tower_endpoint_healthy{endpoint="only"} 1"#,
+        r#"llm_tower_ejections_total{endpoint="only"} 0"#,
+    ] {
+        assert!(text.contains(line), "missing {line} in\n{text}");
+    }
+    assert!(
+        text.contains("llm_tower_upstream_latency_seconds"),
+        "{text}"
+    );
+}

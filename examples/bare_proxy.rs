@@ -1,0 +1,61 @@
+//! The baseline of the end-to-end benchmark (`benches/e2e.sh`): a bare pass-through proxy
+//! with the same hyper server stack as the gateway and the same pooled hyper-util client as
+//! llm-tower, but none of its layers. It buffers the request body (as the balancer does, for
+//! replay), rewrites the URI to the upstream and streams the response back.
+//!
+//! ```text
+//! cargo run --release --example bare_proxy -- 127.0.0.1:18090 http://127.0.0.1:18081/v1
+//! ```
+
+use std::net::SocketAddr;
+
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use llm_tower::HttpClient;
+use llm_tower::core::{BaseUrl, BoxError, BufferedBody, ClientConfig};
+
+async fn forward(
+    client: HttpClient,
+    upstream: BaseUrl,
+    request: Request<Incoming>,
+) -> Result<Response<Incoming>, BoxError> {
+    let (mut parts, body) = request.into_parts();
+    let bytes = body.collect().await?.to_bytes();
+    parts.uri = upstream.join(&parts.uri)?;
+    parts.headers.remove(http::header::HOST);
+    let request = Request::from_parts(parts, BufferedBody::from(bytes));
+    Ok(client.request(request).await?)
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let (Some(listen), Some(upstream)) = (args.next(), args.next()) else {
+        return Err("usage: bare_proxy LISTEN_ADDR UPSTREAM_BASE_URL".into());
+    };
+    let listen: SocketAddr = listen.parse()?;
+    let upstream = BaseUrl::parse(&upstream)?;
+    let client = llm_tower::http_client(&ClientConfig::default());
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    println!("bare proxy on http://{listen} -> {upstream}");
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => accepted?,
+            () = llm_tower::gateway::shutdown_signal() => return Ok(()),
+        };
+        let _ = stream.set_nodelay(true);
+        let client = client.clone();
+        let upstream = upstream.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                forward(client.clone(), upstream.clone(), request)
+            });
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
