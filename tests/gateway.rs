@@ -426,3 +426,45 @@ async fn metrics_route_reports_attempts_and_health() {
         "{text}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn graceful_shutdown_lets_streams_finish() {
+    let mock = MockProvider::start().await.unwrap();
+    mock.push(Behavior::Stream {
+        chunks: 3,
+        interval: Duration::from_secs(2),
+    });
+    let mut config = GatewayConfig::new(Config::with_endpoints(vec![endpoint(
+        "only",
+        mock.base_url(),
+        0,
+    )]));
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    let (router, _) = gateway::router(&config, None).unwrap();
+    let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(gateway::serve(listener, router, async {
+        let _ = stopped.await;
+    }));
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let request = Request::post(format!("http://{addr}/v1/chat/completions"))
+        .body(Full::new(Bytes::from(r#"{"stream":true}"#)))
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    // The stream has started; now the process is asked to stop.
+    stop.send(()).unwrap();
+    let text = String::from_utf8(body(response).await.to_vec()).unwrap();
+    assert!(
+        text.trim_end().ends_with("data: [DONE]"),
+        "the stream finished: {text}"
+    );
+    assert_eq!(text.matches("data: {").count(), 3);
+    drop(client);
+    tokio::time::timeout(Duration::from_secs(60), server)
+        .await
+        .expect("the server stops once the stream is done")
+        .unwrap()
+        .unwrap();
+}
