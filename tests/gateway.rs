@@ -13,9 +13,6 @@ use bytes::Bytes;
 use common::{CHAT, body, endpoint, header, refusing_base_url, start};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use llm_tower::core::{Config, EndpointConfig};
 use llm_tower::gateway::{self, GatewayConfig};
 use llm_tower_mock::{Behavior, MockProvider};
@@ -318,18 +315,8 @@ async fn admin_routes() {
 #[tokio::test(start_paused = true)]
 async fn demo_serves_a_request() {
     let demo = gateway::demo("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let (router, _) = gateway::router(&demo.config, None).unwrap();
-    let listener = tokio::net::TcpListener::bind(demo.config.listen)
-        .await
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(gateway::serve(listener, router, std::future::pending()));
-    let client: Client<HttpConnector, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build_http();
-    let request = Request::post(format!("http://{addr}/v1/chat/completions"))
-        .body(Full::new(Bytes::from(CHAT)))
-        .unwrap();
-    let response = client.request(request).await.unwrap();
+    let gw = common::serve(demo.config.clone(), None, std::future::pending()).await;
+    let response = gw.post(CHAT).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(demo.primary.request_count(), 1);
 }
@@ -388,27 +375,16 @@ async fn metrics_route_reports_attempts_and_health() {
     let _guard = metrics::set_default_local_recorder(&recorder);
     let mock = MockProvider::start().await.unwrap();
     mock.push(Behavior::status(503));
-    let mut config = GatewayConfig::new(Config::with_endpoints(vec![endpoint(
+    let config = GatewayConfig::new(Config::with_endpoints(vec![endpoint(
         "only",
         mock.base_url(),
         0,
     )]));
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    let (router, _) = gateway::router(&config, Some(handle)).unwrap();
-    let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(gateway::serve(listener, router, std::future::pending()));
-    let client: Client<HttpConnector, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build_http();
-    let request = Request::post(format!("http://{addr}/v1/chat/completions"))
-        .body(Full::new(Bytes::from(CHAT)))
-        .unwrap();
-    assert_eq!(
-        client.request(request).await.unwrap().status(),
-        StatusCode::OK
-    );
-    let response = client
-        .get(format!("http://{addr}/metrics").parse().unwrap())
+    let gw = common::serve(config, Some(handle), std::future::pending()).await;
+    assert_eq!(gw.post(CHAT).await.status(), StatusCode::OK);
+    let response = gw
+        .client
+        .get(gw.url("/metrics").parse().unwrap())
         .await
         .unwrap();
     let text = String::from_utf8(body(response).await.to_vec()).unwrap();
@@ -434,25 +410,17 @@ async fn graceful_shutdown_lets_streams_finish() {
         chunks: 3,
         interval: Duration::from_secs(2),
     });
-    let mut config = GatewayConfig::new(Config::with_endpoints(vec![endpoint(
+    let config = GatewayConfig::new(Config::with_endpoints(vec![endpoint(
         "only",
         mock.base_url(),
         0,
     )]));
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    let (router, _) = gateway::router(&config, None).unwrap();
-    let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(gateway::serve(listener, router, async {
+    let gw = common::serve(config, None, async {
         let _ = stopped.await;
-    }));
-    let client: Client<HttpConnector, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build_http();
-    let request = Request::post(format!("http://{addr}/v1/chat/completions"))
-        .body(Full::new(Bytes::from(r#"{"stream":true}"#)))
-        .unwrap();
-    let response = client.request(request).await.unwrap();
+    })
+    .await;
+    let response = gw.post(r#"{"stream":true}"#).await;
     // The stream has started; now the process is asked to stop.
     stop.send(()).unwrap();
     let text = String::from_utf8(body(response).await.to_vec()).unwrap();
@@ -461,7 +429,8 @@ async fn graceful_shutdown_lets_streams_finish() {
         "the stream finished: {text}"
     );
     assert_eq!(text.matches("data: {").count(), 3);
-    drop(client);
+    let server = gw.server;
+    drop(gw.client);
     tokio::time::timeout(Duration::from_secs(60), server)
         .await
         .expect("the server stops once the stream is done")

@@ -12,6 +12,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use llm_tower::core::{Config, CountBased, EndpointConfig, RetryPolicy, Secret};
 use llm_tower::gateway::{self, GatewayConfig};
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -20,7 +21,7 @@ pub const CHAT: &str = r#"{"model":"mock-model","messages":[{"role":"user","cont
 pub struct Gateway {
     pub addr: SocketAddr,
     pub client: Client<HttpConnector, Full<Bytes>>,
-    _server: tokio::task::JoinHandle<()>,
+    pub server: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 /// An endpoint with a key `sk-upstream-<id>`, one immediate retry and no per-try timeout
@@ -47,20 +48,24 @@ pub async fn start(config: Config) -> Gateway {
 
 pub async fn start_mounted(config: Config, mount: &str) -> Gateway {
     let mut config = GatewayConfig::new(config);
-    config.listen = "127.0.0.1:0".parse().unwrap();
     config.mount = mount.to_owned();
-    let (router, _registry) = gateway::router(&config, None).unwrap();
+    serve(config, None, std::future::pending()).await
+}
+
+/// Serves the gateway router for `config` on a free loopback port until `shutdown`.
+pub async fn serve(
+    mut config: GatewayConfig,
+    metrics: Option<PrometheusHandle>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Gateway {
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    let (router, _registry) = gateway::router(&config, metrics).unwrap();
     let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(async move {
-        gateway::serve(listener, router, std::future::pending())
-            .await
-            .unwrap();
-    });
     Gateway {
         addr,
         client: Client::builder(TokioExecutor::new()).build_http(),
-        _server: server,
+        server: tokio::spawn(gateway::serve(listener, router, shutdown)),
     }
 }
 
