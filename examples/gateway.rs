@@ -45,6 +45,10 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
+// A faster allocator than glibc's for many small, short-lived allocations per request.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
