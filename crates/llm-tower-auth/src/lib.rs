@@ -51,18 +51,18 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::header::{PROXY_AUTHORIZATION, USER_AGENT};
+use http::header::{AUTHORIZATION, PROXY_AUTHORIZATION, USER_AGENT};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Uri};
 use llm_tower_core::{Endpoint, Provider, Selected};
 use tower::{Layer, Service};
 
 /// Inbound headers that carry credentials and are always removed.
-pub const CREDENTIAL_HEADERS: [&str; 5] = [
-    "authorization",
-    "proxy-authorization",
-    "x-api-key",
-    "api-key",
-    "x-goog-api-key",
+pub const CREDENTIAL_HEADERS: [HeaderName; 5] = [
+    AUTHORIZATION,
+    PROXY_AUTHORIZATION,
+    HeaderName::from_static("x-api-key"),
+    HeaderName::from_static("api-key"),
+    HeaderName::from_static("x-goog-api-key"),
 ];
 
 /// The `anthropic-version` sent to Anthropic endpoints when the client sent none.
@@ -199,7 +199,7 @@ fn rewrite_headers(
 ) {
     headers.remove(PROXY_AUTHORIZATION);
     if !keep_client {
-        for name in CREDENTIAL_HEADERS {
+        for name in &CREDENTIAL_HEADERS {
             headers.remove(name);
         }
         if let Some(Provider::Custom { header, .. }) = endpoint.map(Endpoint::provider) {
