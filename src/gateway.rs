@@ -22,9 +22,10 @@ use axum::Router;
 use axum::body::Body;
 use axum::routing::get;
 use http::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE, PROXY_AUTHORIZATION};
-use http::{HeaderName, HeaderValue, Response};
+use http::{HeaderName, HeaderValue, Response, StatusCode};
 use llm_tower_core::{
-    Config, ConfigError, EndpointConfig, ExponentialBackoff, RetryPolicy, Secret, read_document,
+    Config, ConfigError, EndpointConfig, Error, ExponentialBackoff, RetryPolicy, Secret,
+    read_document,
 };
 use llm_tower_fallback::HealthRegistry;
 use llm_tower_mock::{Behavior, MockProvider};
@@ -186,6 +187,7 @@ pub fn router(
         HeaderName::from_static("api-key"),
         HeaderName::from_static("x-goog-api-key"),
     ];
+    let max_body_bytes = config.upstream.max_body_bytes;
     let middleware = ServiceBuilder::new()
         .sensitive_request_headers(sensitive.into())
         .set_x_request_id(SequentialRequestId::new())
@@ -195,8 +197,21 @@ pub fn router(
                 .on_response(DefaultOnResponse::new().level(Level::DEBUG)),
         )
         .propagate_x_request_id()
-        .layer(RequestBodyLimitLayer::new(config.upstream.max_body_bytes));
-    Ok((router.layer(middleware), registry))
+        .layer(RequestBodyLimitLayer::new(max_body_bytes));
+    // tower-http answers a declared length over the limit itself, in plain text; clients of
+    // an OpenAI-compatible API expect the JSON error shape.
+    let json_413 = axum::middleware::map_response(move |response: Response<Body>| async move {
+        let plain = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .is_none_or(|v| !v.as_bytes().starts_with(b"application/json"));
+        if response.status() == StatusCode::PAYLOAD_TOO_LARGE && plain {
+            Error::body_too_large(max_body_bytes).to_response()
+        } else {
+            response
+        }
+    });
+    Ok((router.layer(middleware).layer(json_413), registry))
 }
 
 /// Histogram samples are kept until upkeep folds them into buckets; without it they pile up.

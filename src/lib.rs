@@ -48,11 +48,11 @@ pub use llm_tower_core::{
     Attempt, AttemptKind, Attempts, ClientConfig, Config, ConfigError, Endpoint, EndpointId, Error,
     ErrorKind, Outcome, Provider, RetryBudgetConfig, Selected, Strategy, WhenAllUnhealthy,
 };
+pub use llm_tower_core::{HOP_BY_HOP, strip_hop_by_hop};
 pub use llm_tower_fallback::{Fallback, FallbackLayer, HealthRegistry};
 pub use llm_tower_retry::{Retry, RetryLayer};
 pub use proxy::{
-    ATTEMPTS_HEADER, ENDPOINT_HEADER, HOP_BY_HOP, Proxy, ProxyLayer, ResponseFuture,
-    record_health_metrics, strip_hop_by_hop,
+    ATTEMPTS_HEADER, ENDPOINT_HEADER, Proxy, ProxyLayer, ResponseFuture, record_health_metrics,
 };
 use tower::Layer;
 

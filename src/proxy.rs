@@ -9,48 +9,18 @@ use std::task::{Context, Poll, ready};
 use axum_core::body::Body;
 use bytes::Bytes;
 use dashmap::DashMap;
-use http::header::{CONNECTION, CONTENT_LENGTH};
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
-use llm_tower_core::{Attempt, AttemptKind, Attempts, BoxError, EndpointId, Error, Outcome};
+use http::header::CONTENT_LENGTH;
+use http::{HeaderValue, Request, Response};
+use llm_tower_core::{
+    Attempt, AttemptKind, Attempts, BoxError, EndpointId, Error, Outcome, strip_hop_by_hop,
+};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
-
-/// Headers that describe one connection, not the message; never forwarded either way.
-pub const HOP_BY_HOP: [HeaderName; 9] = [
-    CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    http::header::TE,
-    http::header::TRAILER,
-    http::header::TRANSFER_ENCODING,
-    http::header::UPGRADE,
-    http::header::PROXY_AUTHENTICATE,
-    http::header::PROXY_AUTHORIZATION,
-];
 
 /// Response header naming the endpoint whose response this is.
 pub const ENDPOINT_HEADER: &str = "x-llm-tower-endpoint";
 /// Response header counting the upstream attempts made.
 pub const ATTEMPTS_HEADER: &str = "x-llm-tower-attempts";
-
-/// Removes hop-by-hop headers and every header that `connection` names.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(CONNECTION)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
-            headers.remove(name);
-        }
-    }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
-    }
-}
 
 #[derive(Clone, Copy, Debug, Default)]
 struct Settings {
@@ -354,34 +324,5 @@ pub fn record_health_metrics(registry: &llm_tower_fallback::HealthRegistry) {
             .set(if healthy { 1.0 } else { 0.0 });
         metrics::counter!("llm_tower_ejections_total", "endpoint" => endpoint)
             .absolute(snapshot.total_ejections);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn strips_hop_by_hop_and_named_headers() {
-        let mut headers = HeaderMap::new();
-        for (name, value) in [
-            ("connection", "keep-alive, x-secret-hop"),
-            ("connection", "upgrade"),
-            ("keep-alive", "timeout=5"),
-            ("x-secret-hop", "1"),
-            ("te", "trailers"),
-            ("trailer", "x"),
-            ("transfer-encoding", "chunked"),
-            ("upgrade", "websocket"),
-            ("proxy-authorization", "Basic x"),
-            ("proxy-authenticate", "Basic"),
-            ("proxy-connection", "keep-alive"),
-            ("content-type", "application/json"),
-        ] {
-            headers.append(name, HeaderValue::from_static(value));
-        }
-        strip_hop_by_hop(&mut headers);
-        let left: Vec<_> = headers.keys().map(HeaderName::as_str).collect();
-        assert_eq!(left, ["content-type"]);
     }
 }

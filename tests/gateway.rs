@@ -13,6 +13,9 @@ use bytes::Bytes;
 use common::{CHAT, body, endpoint, header, refusing_base_url, start};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use llm_tower::core::{Config, EndpointConfig};
 use llm_tower::gateway::{self, GatewayConfig};
 use llm_tower_mock::{Behavior, MockProvider};
@@ -253,12 +256,46 @@ async fn body_over_the_cap_is_rejected_before_upstream() {
         StatusCode::OK,
         "exactly the cap is accepted"
     );
-    let response = gw.post(&"x".repeat(65)).await;
-    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    // Declared length over the cap, and a chunked upload that grows over it.
+    let declared = gw.post(&"x".repeat(65)).await;
+    let chunk = "x".repeat(40);
+    let chunked = gw
+        .raw(&format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n28\r\n{chunk}\r\n28\r\n{chunk}\r\n0\r\n\r\n"
+        ))
+        .await;
+    assert_eq!(declared.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(header(&declared, "content-type"), "application/json");
+    let json: Value = serde_json::from_slice(&body(declared).await).unwrap();
+    assert_eq!(json["error"]["code"], "request_too_large");
+    assert!(chunked.starts_with("HTTP/1.1 413"), "{chunked}");
+    assert!(chunked.contains("request_too_large"), "{chunked}");
     assert_eq!(
         mock.request_count(),
         1,
         "the upstream received nothing more"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn http2_clients_reach_http1_endpoints() {
+    let mock = MockProvider::start().await.unwrap();
+    let gw = start(Config::with_endpoints(vec![endpoint(
+        "only",
+        mock.base_url(),
+        0,
+    )]))
+    .await;
+    let h2: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let response = h2.request(gw.chat(CHAT)).await.unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(header(&response, "x-llm-tower-attempts"), "1");
+    assert_eq!(
+        mock.requests()[0].header("host"),
+        Some(mock.addr().to_string().as_str())
     );
 }
 

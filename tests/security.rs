@@ -261,6 +261,36 @@ async fn request_targets_cannot_change_the_upstream() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn dot_segments_cannot_climb_out_of_the_base_path() {
+    let mock = MockProvider::start().await.unwrap();
+    let base = format!("http://{}/openai/deployments/small", mock.addr());
+    let gw = start(Config::with_endpoints(vec![endpoint("only", base, 0)])).await;
+    for target in [
+        "/v1/../large/chat/completions",
+        "/v1/%2e%2e/large/chat/completions",
+        "/v1/.%2E/large/chat/completions",
+        "/v1/x%2f..%2f..%2flarge/chat/completions",
+    ] {
+        let answer = gw
+            .raw(&format!(
+                "POST {target} HTTP/1.1\r\nhost: gw\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{{}}"
+            ))
+            .await;
+        assert!(answer.starts_with("HTTP/1.1 4"), "{target}: {answer}");
+    }
+    assert_eq!(
+        mock.request_count(),
+        0,
+        "nothing outside the base path was called"
+    );
+    assert_eq!(gw.post(CHAT).await.status(), StatusCode::OK);
+    assert_eq!(
+        mock.requests()[0].uri.path(),
+        "/openai/deployments/small/chat/completions"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn framing_headers_are_never_copied_blindly() {
     let mock = MockProvider::start().await.unwrap();
     let gw = start(Config::with_endpoints(vec![endpoint(

@@ -73,12 +73,24 @@ where
     }
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(BufferedBody::new(collected.to_bytes())),
-        Err(err) if err.is::<LengthLimitError>() => Err(Error::body_too_large(limit)),
+        // A limit further out (tower-http's, wrapped by axum) counts the same as ours.
+        Err(err) if is_length_limit(&*err) => Err(Error::body_too_large(limit)),
         Err(err) => Err(Error::new(
             ErrorKind::InvalidRequest,
             format!("could not read the request body: {err}"),
         )),
     }
+}
+
+fn is_length_limit(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(err);
+    while let Some(e) = current {
+        if e.is::<LengthLimitError>() {
+            return true;
+        }
+        current = e.source();
+    }
+    false
 }
 
 /// Buffers a request's body (see [`buffer_body`]), rejecting a declared `content-length`

@@ -231,27 +231,54 @@ impl BaseUrl {
     }
 
     /// `base + path_and_query` of `uri`. Only the path and query of `uri` are used: its scheme
-    /// and authority (absolute-form requests) never change the destination.
+    /// and authority (absolute-form requests) never change the destination, and a path with
+    /// `.` or `..` segments (also percent-encoded, or behind an encoded slash or a backslash)
+    /// is refused, so a client cannot climb out of the base URL's path prefix.
     ///
     /// # Errors
     ///
-    /// When the joined URI is invalid (it cannot be, for a `uri` that parsed).
-    pub fn join(&self, uri: &Uri) -> Result<Uri, http::Error> {
+    /// A message for a path with dot segments, or one that does not make a valid URI.
+    pub fn join(&self, uri: &Uri) -> Result<Uri, String> {
+        if has_dot_segment(uri.path()) {
+            return Err(format!(
+                "the request path `{}` has `.` or `..` segments",
+                uri.path()
+            ));
+        }
         let tail = uri.path_and_query().map_or("/", PathAndQuery::as_str);
         let path_and_query = if self.path.is_empty() {
-            PathAndQuery::try_from(tail)?
+            PathAndQuery::try_from(tail)
         } else {
             let mut joined = String::with_capacity(self.path.len() + tail.len());
             joined.push_str(&self.path);
             joined.push_str(tail);
-            PathAndQuery::try_from(joined)?
-        };
+            PathAndQuery::try_from(joined)
+        }
+        .map_err(|e| e.to_string())?;
         Uri::builder()
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())
             .path_and_query(path_and_query)
             .build()
+            .map_err(|e| e.to_string())
     }
+}
+
+/// Whether a path has a `.` or `..` segment once `%2e`, `%2f`, `%5c` and `\` are decoded the
+/// way lenient servers do.
+fn has_dot_segment(path: &str) -> bool {
+    if !path.contains('.') && !path.contains('%') {
+        return false;
+    }
+    let decoded = path
+        .to_ascii_lowercase()
+        .replace("%2e", ".")
+        .replace("%2f", "/")
+        .replace("%5c", "/")
+        .replace('\\', "/");
+    decoded
+        .split('/')
+        .any(|segment| segment == "." || segment == "..")
 }
 
 impl fmt::Debug for BaseUrl {
@@ -534,6 +561,34 @@ mod tests {
             base.join(&uri).unwrap().authority().unwrap(),
             "api.openai.com"
         );
+    }
+
+    #[test]
+    fn dot_segments_cannot_climb_out_of_the_base_path() {
+        let base = BaseUrl::parse("https://res.example/openai/deployments/small").unwrap();
+        for path in [
+            "/../large/chat/completions",
+            "/./x",
+            "/a/..",
+            "/%2e%2e/large",
+            "/%2E%2e/large",
+            "/.%2e/large",
+            "/a%2f..%2flarge",
+            "/a%5c..%5clarge",
+        ] {
+            let uri: Uri = path.parse().unwrap();
+            assert!(base.join(&uri).unwrap_err().contains("segments"), "{path}");
+        }
+        for path in [
+            "/chat/completions",
+            "/v1.2/x.json",
+            "/a..b/c",
+            "/...",
+            "/%41",
+        ] {
+            let uri: Uri = path.parse().unwrap();
+            assert!(base.join(&uri).is_ok(), "{path}");
+        }
     }
 
     #[test]

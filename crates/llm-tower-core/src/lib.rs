@@ -41,6 +41,7 @@ mod config;
 pub mod duration;
 mod endpoint;
 mod error;
+mod headers;
 mod policy;
 mod retry_after;
 
@@ -53,6 +54,7 @@ pub use config::{
 };
 pub use endpoint::{ApiKey, BaseUrl, Endpoint, EndpointBuilder, EndpointId, Provider, Selected};
 pub use error::{BoxError, CooldownHint, Error, ErrorKind};
+pub use headers::{HOP_BY_HOP, strip_hop_by_hop};
 pub use policy::{CountBased, ExponentialBackoff, RetryPolicy};
 pub use retry_after::{retry_after, retry_after_at};
 

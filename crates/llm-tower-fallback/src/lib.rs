@@ -70,7 +70,7 @@ use http_body::Body;
 use llm_tower_core::{
     Attempts, BoxError, BufferedBody, Classification, Config, ConfigError, CooldownHint,
     DEFAULT_MAX_BODY_BYTES, Endpoint, Error, ErrorKind, Outcome, Selected, Strategy,
-    WhenAllUnhealthy, buffer_request, classify, retry_after,
+    WhenAllUnhealthy, buffer_request, classify, retry_after, strip_hop_by_hop,
 };
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
@@ -387,6 +387,11 @@ where
         .map_err(|err| fail(err, &log))?;
     let (mut parts, body) = request.into_parts();
     parts.headers.remove(http::header::HOST);
+    strip_hop_by_hop(&mut parts.headers);
+    // The client's HTTP version says nothing about the upstream's: the pool picks HTTP/1.1 or
+    // HTTP/2 per connection (ALPN). Forwarding an h2 client's version to an HTTP/1-only
+    // endpoint would fail every attempt.
+    parts.version = http::Version::HTTP_11;
     // The buffered body knows its exact length; the client derives the framing from it.
     parts.headers.remove(http::header::CONTENT_LENGTH);
     let original_uri = std::mem::take(&mut parts.uri);
