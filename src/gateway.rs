@@ -35,7 +35,7 @@ use tower::ServiceBuilder;
 use tower_http::ServiceBuilderExt;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestId, RequestId};
-use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::{Upstream, record_health_metrics};
@@ -193,7 +193,14 @@ pub fn router(
         .set_x_request_id(SequentialRequestId::new())
         .layer(
             TraceLayer::new_for_http()
-                .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+                .make_span_with(|request: &http::Request<Body>| {
+                    // Method and path only: a query string may carry a client's `?key=`.
+                    tracing::info_span!(
+                        "request",
+                        method = %request.method(),
+                        path = request.uri().path(),
+                    )
+                })
                 .on_response(DefaultOnResponse::new().level(Level::DEBUG)),
         )
         .propagate_x_request_id()

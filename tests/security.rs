@@ -115,6 +115,11 @@ async fn upstream_key_never_in_responses_or_trace_logs() {
         mock.push(behaviour);
         shown.push_str(&everything(gw.post(CHAT).await).await);
     }
+    // A client key in the query string is stripped before upstream and never logged.
+    let with_query = Request::post(gw.url("/v1/chat/completions?key=client-query-secret"))
+        .body(Full::new(Bytes::from(CHAT)))
+        .unwrap();
+    shown.push_str(&everything(gw.send(with_query).await).await);
     let response = gw.post(&"x".repeat(300)).await;
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
     shown.push_str(&everything(response).await);
@@ -128,7 +133,7 @@ async fn upstream_key_never_in_responses_or_trace_logs() {
         logs.contains("TRACE") || logs.contains("DEBUG"),
         "captured at trace level"
     );
-    for secret in ["sk-upstream-live", "sk-upstream-dead"] {
+    for secret in ["sk-upstream-live", "sk-upstream-dead", "client-query-secret"] {
         assert!(!shown.contains(secret), "{secret} in a response: {shown}");
         assert!(!logs.contains(secret), "{secret} in the logs");
     }

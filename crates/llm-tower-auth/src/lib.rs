@@ -4,7 +4,9 @@
 //! For every request the layer
 //!
 //! 1. removes every inbound credential: `authorization`, `proxy-authorization`, `x-api-key`,
-//!    `api-key`, `x-goog-api-key`, the endpoint's custom header, and a `key` query parameter;
+//!    `api-key`, `x-goog-api-key`, the endpoint's custom header, and a `key` query parameter,
+//!    and the headers that pick whose account is billed (`openai-organization`,
+//!    `openai-project`) or carry the client's session (`cookie`);
 //! 2. sets the endpoint's credential header (prebuilt when the endpoint was built, marked
 //!    sensitive, so `Debug` of the request and tower-http's `TraceLayer` never show it):
 //!    `authorization: Bearer` (OpenAI-compatible), `api-key` (Azure), `x-api-key` plus
@@ -51,7 +53,7 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::header::{AUTHORIZATION, PROXY_AUTHORIZATION, USER_AGENT};
+use http::header::{AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION, USER_AGENT};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Uri};
 use llm_tower_core::{Endpoint, Provider, Selected};
 use tower::{Layer, Service};
@@ -63,6 +65,14 @@ pub const CREDENTIAL_HEADERS: [HeaderName; 5] = [
     HeaderName::from_static("x-api-key"),
     HeaderName::from_static("api-key"),
     HeaderName::from_static("x-goog-api-key"),
+];
+
+/// Inbound headers that pick whose account a key bills or carry the client's session; removed
+/// like credentials (kept in bring-your-own-key mode, where the account is the client's).
+pub const ACCOUNT_HEADERS: [HeaderName; 3] = [
+    COOKIE,
+    HeaderName::from_static("openai-organization"),
+    HeaderName::from_static("openai-project"),
 ];
 
 /// The `anthropic-version` sent to Anthropic endpoints when the client sent none.
@@ -199,7 +209,7 @@ fn rewrite_headers(
 ) {
     headers.remove(PROXY_AUTHORIZATION);
     if !keep_client {
-        for name in &CREDENTIAL_HEADERS {
+        for name in CREDENTIAL_HEADERS.iter().chain(&ACCOUNT_HEADERS) {
             headers.remove(name);
         }
         if let Some(Provider::Custom { header, .. }) = endpoint.map(Endpoint::provider) {

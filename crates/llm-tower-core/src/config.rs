@@ -160,6 +160,9 @@ fn default_pool_max_idle_per_host() -> usize {
     64
 }
 
+/// The longest cooldown that may be configured (`max_cooldown`, `health_check_interval`).
+pub const MAX_COOLDOWN_LIMIT: Duration = Duration::from_secs(24 * 3600);
+
 fn default_percent() -> f32 {
     20.0
 }
@@ -236,10 +239,31 @@ pub enum ProviderName {
     Custom,
 }
 
-/// A secret string from configuration: `Debug` and serialisation print `***`.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
+/// A secret string from configuration: `Debug` and serialisation print `***`, and a value
+/// of the wrong type is rejected without being repeated in the error.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SecretVisitor;
+        impl serde::de::Visitor<'_> for SecretVisitor {
+            type Value = Secret;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("the key as a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<Secret, E> {
+                Ok(Secret(value.to_owned()))
+            }
+            fn visit_string<E: serde::de::Error>(self, value: String) -> Result<Secret, E> {
+                Ok(Secret(value))
+            }
+        }
+        deserializer
+            .deserialize_string(SecretVisitor)
+            .map_err(|_| serde::de::Error::custom("expected the key as a quoted string"))
+    }
+}
 
 impl Secret {
     /// Wraps a secret.
@@ -459,10 +483,10 @@ impl Config {
                 "must be at least 1",
             ));
         }
-        if self.max_cooldown.is_zero() {
+        if self.max_cooldown.is_zero() || self.max_cooldown > MAX_COOLDOWN_LIMIT {
             return Err(ConfigError::invalid(
                 "max_cooldown",
-                "must be greater than zero",
+                "must be greater than zero and at most 24h",
             ));
         }
         let budget = &self.retry_budget;
@@ -576,9 +600,15 @@ fn interpolate_value(
     use serde_json::Value;
     match value {
         Value::String(text) if text.contains('$') => {
-            *text = interpolate_env(text, lookup).map_err(|var| ConfigError::MissingEnv {
-                field: path.clone(),
-                var,
+            *text = interpolate_env(text, lookup).map_err(|err| match err {
+                InterpolationError::Unset(var) => ConfigError::MissingEnv {
+                    field: path.clone(),
+                    var,
+                },
+                // The text may be a key: it is not repeated in the message.
+                InterpolationError::Unterminated => {
+                    ConfigError::invalid(path.clone(), "has a `${` without its closing `}`")
+                }
             })?;
         }
         Value::Array(items) => {
@@ -605,17 +635,25 @@ fn interpolate_value(
     Ok(())
 }
 
+/// Why [`interpolate_env`] failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InterpolationError {
+    /// This variable is not set and has no default.
+    Unset(String),
+    /// A `${` has no closing `}`.
+    Unterminated,
+}
+
 /// Replaces `${VAR}` with `lookup(VAR)`, `${VAR:-default}` with the default when `VAR` is
 /// unset or empty, and `$${` with a literal `${`. Other `$` signs are left alone.
 ///
 /// # Errors
 ///
-/// The name of the first variable that is unset and has no default (or an unterminated
-/// `${`, reported as its text).
+/// The first variable that is unset and has no default, or an unterminated `${`.
 pub fn interpolate_env(
     text: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
-) -> Result<String, String> {
+) -> Result<String, InterpolationError> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(pos) = rest.find('$') {
@@ -625,7 +663,7 @@ pub fn interpolate_env(
             out.push_str("${");
             rest = after;
         } else if let Some(after) = tail.strip_prefix("${") {
-            let end = after.find('}').ok_or_else(|| tail.to_owned())?;
+            let end = after.find('}').ok_or(InterpolationError::Unterminated)?;
             let expr = &after[..end];
             let (name, default) = match expr.split_once(":-") {
                 Some((name, default)) => (name, Some(default)),
@@ -637,7 +675,7 @@ pub fn interpolate_env(
             ) {
                 (Some(value), _) => out.push_str(&value),
                 (None, Some(default)) => out.push_str(default),
-                (None, None) => return Err(name.to_owned()),
+                (None, None) => return Err(InterpolationError::Unset(name.to_owned())),
             }
             rest = &after[end + 1..];
         } else {
@@ -862,6 +900,14 @@ retry_policy = { name = "NoRetry" }
                 &["endpoints[0].retry_policy", "unknown variant `Sometimes`"],
             ),
             (
+                "endpoints: [{ id: a, base_url: 'http://h', api_key: 12345678901234 }]",
+                &["endpoints[0].api_key", "quoted string"],
+            ),
+            (
+                "endpoints: [{ id: a, base_url: 'http://h', api_key: 'sk-${X' }]",
+                &["endpoints[0].api_key", "closing"],
+            ),
+            (
                 "endpoints: [{ id: a, base_url: 'http://h', weight: 0 }]",
                 &["endpoint `a`: weight", "at least 1"],
             ),
@@ -881,6 +927,14 @@ retry_policy = { name = "NoRetry" }
             (
                 "unhealthy_threshold: 0\nendpoints: [{ id: a, base_url: 'http://h' }]",
                 &["unhealthy_threshold"],
+            ),
+            (
+                "max_cooldown: 5000000000000h\nendpoints: [{ id: a, base_url: 'http://h' }]",
+                &["max_cooldown", "24h"],
+            ),
+            (
+                "endpoints: [{ id: a, base_url: 'http://h', health_check_interval: 48h }]",
+                &["endpoint `a`: health_check_interval", "24h"],
             ),
             (
                 "retry_budget: { ttl: 2m }\nendpoints: [{ id: a, base_url: 'http://h' }]",
@@ -904,6 +958,10 @@ retry_policy = { name = "NoRetry" }
                 );
             }
             assert!(!message.contains("sk\r\n"), "{message}");
+            assert!(
+                !message.contains("12345678901234") && !message.contains("sk-"),
+                "{message}"
+            );
         }
     }
 
@@ -919,8 +977,14 @@ retry_policy = { name = "NoRetry" }
         assert_eq!(interpolate_env("${EMPTY:-dflt}", &env).unwrap(), "dflt");
         assert_eq!(interpolate_env("${EMPTY}", &env).unwrap(), "");
         assert_eq!(interpolate_env("$${A} $5 $", &env).unwrap(), "${A} $5 $");
-        assert_eq!(interpolate_env("${B}", &env).unwrap_err(), "B");
-        assert!(interpolate_env("${A", &env).is_err());
+        assert_eq!(
+            interpolate_env("${B}", &env).unwrap_err(),
+            InterpolationError::Unset("B".into())
+        );
+        assert_eq!(
+            interpolate_env("sk-secret${A", &env).unwrap_err(),
+            InterpolationError::Unterminated
+        );
     }
 
     #[test]

@@ -478,10 +478,12 @@ impl EndpointBuilder {
         if self.weight == 0 {
             return Err(ConfigError::invalid(field("weight"), "must be at least 1"));
         }
-        if self.health_check_interval.is_zero() {
+        if self.health_check_interval.is_zero()
+            || self.health_check_interval > crate::config::MAX_COOLDOWN_LIMIT
+        {
             return Err(ConfigError::invalid(
                 field("health_check_interval"),
-                "must be greater than zero",
+                "must be greater than zero and at most 24h",
             ));
         }
         if self.timeout.is_some_and(|t| t.is_zero()) {

@@ -49,8 +49,9 @@ pub use attempt::{Attempt, AttemptKind, Attempts, Outcome};
 pub use body::{BufferedBody, DEFAULT_MAX_BODY_BYTES, buffer_body, buffer_request};
 pub use classify::{Classification, classify, classify_error, classify_status};
 pub use config::{
-    ClientConfig, Config, ConfigError, EndpointConfig, ProviderName, RetryBudgetConfig, Secret,
-    Strategy, WhenAllUnhealthy, interpolate_env, read_document,
+    ClientConfig, Config, ConfigError, EndpointConfig, InterpolationError, MAX_COOLDOWN_LIMIT,
+    ProviderName, RetryBudgetConfig, Secret, Strategy, WhenAllUnhealthy, interpolate_env,
+    read_document,
 };
 pub use endpoint::{ApiKey, BaseUrl, Endpoint, EndpointBuilder, EndpointId, Provider, Selected};
 pub use error::{BoxError, CooldownHint, Error, ErrorKind};

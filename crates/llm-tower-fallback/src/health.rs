@@ -196,7 +196,8 @@ impl EndpointHealth {
     }
 
     /// A request exhausted its retries here with a health-relevant failure. Returns the
-    /// cooldown when this failure ejected the endpoint.
+    /// cooldown when this failure ejected the endpoint or (below the threshold) when the
+    /// upstream's `Retry-After` hint cooled it down.
     pub(crate) fn record_failure(
         &self,
         now: Instant,
@@ -225,7 +226,12 @@ impl EndpointHealth {
             return None;
         }
         if !was_probe && failures < policy.unhealthy_threshold {
-            return None;
+            // Below the threshold, but the upstream asked for a pause: honour it, without
+            // counting an ejection.
+            let hint = hint.filter(|h| !h.is_zero())?;
+            extend(&mut state.until, now + hint);
+            self.unhealthy.store(true, Ordering::Release);
+            return Some(hint);
         }
         state.ejections = state.ejections.saturating_add(1);
         let doubling = 2u32.saturating_pow(state.ejections - 1);
@@ -476,8 +482,10 @@ mod tests {
                         }
                         Op::ProbeCancelled => drop(probe.take()),
                         Op::LateFailure(hint) => {
-                            if let Some(cooldown) = cell.record_failure(now, interval, hint.map(Duration::from_millis), None, policy) {
-                                prop_assert!(cooldown >= interval.min(policy.max_cooldown));
+                            let hint = hint.map(Duration::from_millis);
+                            if let Some(cooldown) = cell.record_failure(now, interval, hint, None, policy) {
+                                let from_hint = hint.is_some_and(|h| cooldown == h.min(policy.max_cooldown));
+                                prop_assert!(from_hint || cooldown >= interval.min(policy.max_cooldown));
                                 prop_assert!(cooldown <= policy.max_cooldown);
                             }
                         }

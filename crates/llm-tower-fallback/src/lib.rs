@@ -69,8 +69,8 @@ use http::{Request, Response};
 use http_body::Body;
 use llm_tower_core::{
     Attempts, BoxError, BufferedBody, Classification, Config, ConfigError, CooldownHint,
-    DEFAULT_MAX_BODY_BYTES, Endpoint, Error, ErrorKind, Outcome, Selected, Strategy,
-    WhenAllUnhealthy, buffer_request, classify, retry_after, strip_hop_by_hop,
+    DEFAULT_MAX_BODY_BYTES, Endpoint, Error, ErrorKind, MAX_COOLDOWN_LIMIT, Outcome, Selected,
+    Strategy, WhenAllUnhealthy, buffer_request, classify, retry_after, strip_hop_by_hop,
 };
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
@@ -149,8 +149,11 @@ impl FallbackBuilder {
         if self.max_body_bytes == 0 {
             return Err(invalid("max_body_bytes", "must be at least 1"));
         }
-        if self.max_cooldown.is_zero() {
-            return Err(invalid("max_cooldown", "must be greater than zero"));
+        if self.max_cooldown.is_zero() || self.max_cooldown > MAX_COOLDOWN_LIMIT {
+            return Err(invalid(
+                "max_cooldown",
+                "must be greater than zero and at most 24h",
+            ));
         }
         Ok(FallbackLayer {
             shared: Arc::new(Shared {

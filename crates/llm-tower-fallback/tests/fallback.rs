@@ -372,6 +372,33 @@ async fn ejection_after_threshold() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn retry_after_cools_down_even_below_the_threshold() {
+    let stack = Stack::with(vec![ep("a"), with("b", |b| b.priority(1))], |b| {
+        b.unhealthy_threshold(3)
+    });
+    stack
+        .upstream
+        .script("a", [Step::StatusWith(429, "retry-after", "30")]);
+    assert_eq!(stack.ok().await.body(), "b:200");
+    let snap = stack.registry.get("a").unwrap();
+    assert_eq!(snap.status, Status::Ejected);
+    assert_eq!(snap.seconds_until_return, 30.0);
+    assert_eq!(
+        snap.ejections, 0,
+        "a pause the upstream asked for, not an ejection"
+    );
+    stack.ok().await;
+    assert_eq!(
+        stack.upstream.count("a"),
+        1,
+        "skipped while the upstream asked for a pause"
+    );
+    tokio::time::advance(Duration::from_secs(30)).await;
+    assert_eq!(stack.ok().await.body(), "a:200");
+    assert_eq!(stack.status("a"), Status::Healthy);
+}
+
+#[tokio::test(start_paused = true)]
 async fn cooldown_from_health_check_interval_then_probe_and_recovery() {
     let stack = Stack::new(vec![
         with("a", |b| b.health_check_interval(Duration::from_secs(3))),
