@@ -36,9 +36,9 @@ fn endpoints(n: usize) -> Vec<Endpoint> {
         .collect()
 }
 
-async fn call<S>(mut service: S) -> StatusCode
+async fn call<S, RB>(mut service: S) -> StatusCode
 where
-    S: Service<Request<Full<Bytes>>, Response = Response<Empty<Bytes>>>,
+    S: Service<Request<Full<Bytes>>, Response = Response<RB>>,
     S::Error: std::fmt::Debug,
 {
     let ready = service.ready().await.expect("ready");

@@ -133,7 +133,11 @@ async fn upstream_key_never_in_responses_or_trace_logs() {
         logs.contains("TRACE") || logs.contains("DEBUG"),
         "captured at trace level"
     );
-    for secret in ["sk-upstream-live", "sk-upstream-dead", "client-query-secret"] {
+    for secret in [
+        "sk-upstream-live",
+        "sk-upstream-dead",
+        "client-query-secret",
+    ] {
         assert!(!shown.contains(secret), "{secret} in a response: {shown}");
         assert!(!logs.contains(secret), "{secret} in the logs");
     }

@@ -49,7 +49,7 @@
 //!
 //! let response = service.oneshot(Request::new(String::from("{}"))).await.unwrap();
 //! assert_eq!(response.status(), StatusCode::OK);
-//! assert_eq!(response.body(), "backup");
+//! assert_eq!(response.body().get_ref(), "backup");
 //! // The primary is now cooling down.
 //! assert_eq!(registry.get("primary").unwrap().status, llm_tower_fallback::Status::Ejected);
 //! # }
@@ -72,6 +72,7 @@ use llm_tower_core::{
     DEFAULT_MAX_BODY_BYTES, Endpoint, Error, ErrorKind, MAX_COOLDOWN_LIMIT, Outcome, Selected,
     Strategy, WhenAllUnhealthy, buffer_request, classify, retry_after, strip_hop_by_hop,
 };
+use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
 
@@ -353,9 +354,9 @@ where
     B::Error: Into<BoxError>,
     RB: Send + 'static,
 {
-    type Response = Response<RB>;
+    type Response = Response<ResponseBody<RB>>;
     type Error = BoxError;
-    type Future = ResponseFuture<RB>;
+    type Future = ResponseFuture<ResponseBody<RB>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -374,7 +375,7 @@ async fn run<S, B, RB>(
     shared: Arc<Shared>,
     mut inner: S,
     request: Request<B>,
-) -> Result<Response<RB>, BoxError>
+) -> Result<Response<ResponseBody<RB>>, BoxError>
 where
     S: Service<Request<BufferedBody>, Response = Response<RB>> + Send,
     S::Error: Into<BoxError>,
@@ -404,7 +405,7 @@ where
         .first_pick(Instant::now())
         .map_err(|err| fail(err, &log))?;
     let mut tried: Vec<bool> = Vec::new();
-    let mut last_response: Option<Response<RB>> = None;
+    let mut last_response: Option<Response<ResponseBody<RB>>> = None;
     let mut last_error: Option<BoxError> = None;
     loop {
         let member = &pool.members[pick.index];
@@ -425,17 +426,22 @@ where
 
         let recorded = log.len();
         let started = Instant::now();
-        let result = {
-            let _in_flight = member.health.start_attempt();
-            let call = match inner.ready().await {
-                Ok(service) => Ok(service.call(attempt)),
-                Err(err) => Err(err.into()),
-            };
-            match call {
-                Ok(future) => future.await.map_err(Into::into),
-                Err(err) => Err(err),
-            }
+        // The attempt counts as in flight until its response body ends (streams included).
+        let in_flight = member.health.start_attempt();
+        let call = match inner.ready().await {
+            Ok(service) => Ok(service.call(attempt)),
+            Err(err) => Err(err.into()),
         };
+        let result = match call {
+            Ok(future) => future.await.map_err(Into::into),
+            Err(err) => Err(err),
+        }
+        .map(|response: Response<RB>| {
+            response.map(|body| ResponseBody {
+                inner: body,
+                in_flight: Some(in_flight),
+            })
+        });
         if log.len() == recorded {
             // No retry layer inside: record the attempt here.
             log.record(endpoint.id(), false, started, Outcome::of(&result));
@@ -479,6 +485,62 @@ where
             }
             None => return all_failed(last_response, last_error, &log),
         }
+    }
+}
+
+pin_project! {
+    /// The response body of [`Fallback`]: the upstream body, unchanged, keeping its endpoint's
+    /// in-flight count (used by `least_in_flight` and shown in snapshots) until the body ends
+    /// or is dropped.
+    pub struct ResponseBody<B> {
+        #[pin]
+        inner: B,
+        in_flight: Option<health::InFlight>,
+    }
+}
+
+impl<B> ResponseBody<B> {
+    /// The upstream body.
+    pub fn get_ref(&self) -> &B {
+        &self.inner
+    }
+
+    /// The upstream body, dropping the in-flight count.
+    pub fn into_inner(self) -> B {
+        self.inner
+    }
+}
+
+impl<B: fmt::Debug> fmt::Debug for ResponseBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseBody")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: Body> Body for ResponseBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        let this = self.project();
+        let frame = this.inner.poll_frame(cx);
+        if matches!(frame, Poll::Ready(None | Some(Err(_)))) {
+            this.in_flight.take();
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

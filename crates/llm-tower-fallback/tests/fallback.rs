@@ -9,11 +9,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, Uri};
+use http_body_util::BodyExt;
 use llm_tower_core::{
     AttemptKind, Attempts, BoxError, BufferedBody, CooldownHint, CountBased, Endpoint, Error,
     ErrorKind, Outcome, RetryPolicy, Selected, Strategy, WhenAllUnhealthy,
 };
-use llm_tower_fallback::{FallbackBuilder, FallbackLayer, HealthRegistry, Status};
+use llm_tower_fallback::{FallbackBuilder, FallbackLayer, HealthRegistry, ResponseBody, Status};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
@@ -184,7 +185,8 @@ impl Stack {
         .await
     }
     async fn send_request(&self, request: Request<String>) -> Result<Response<String>, BoxError> {
-        self.service.clone().oneshot(request).await
+        let response = self.service.clone().oneshot(request).await?;
+        Ok(response.map(ResponseBody::into_inner))
     }
     async fn ok(&self) -> Response<String> {
         self.send().await.expect("a response")
@@ -256,6 +258,35 @@ async fn least_in_flight_avoids_the_busy_endpoint() {
     gate.notify_waiters();
     first.await.unwrap().unwrap();
     second.await.unwrap().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_is_in_flight_until_its_body_ends() {
+    let stack = Stack::new(vec![ep("a")]);
+    let response = stack
+        .service
+        .clone()
+        .oneshot(Request::new(String::new()))
+        .await
+        .unwrap();
+    assert_eq!(
+        stack.registry.get("a").unwrap().in_flight,
+        1,
+        "head received, body not read"
+    );
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, "a:200");
+    assert_eq!(stack.registry.get("a").unwrap().in_flight, 0);
+    // A body dropped unread ends the count too.
+    drop(
+        stack
+            .service
+            .clone()
+            .oneshot(Request::new(String::new()))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(stack.registry.get("a").unwrap().in_flight, 0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -502,7 +533,7 @@ async fn exactly_one_probe_among_concurrent_requests() {
     gate.notify_one();
     let mut bodies = Vec::new();
     for task in tasks {
-        bodies.push(task.await.unwrap().unwrap().into_body());
+        bodies.push(task.await.unwrap().unwrap().into_body().into_inner());
     }
     assert_eq!(bodies.iter().filter(|b| *b == "a:200").count(), 1);
     assert_eq!(bodies.iter().filter(|b| *b == "b:200").count(), 99);
@@ -796,7 +827,12 @@ async fn stress_flapping_endpoints() {
                     let attempts = response.extensions().get::<Attempts>().unwrap().to_vec();
                     let last = attempts.last().unwrap();
                     assert_eq!(last.outcome, Outcome::Status(response.status()));
-                    assert!(response.body().starts_with(last.endpoint.as_str()));
+                    assert!(
+                        response
+                            .body()
+                            .get_ref()
+                            .starts_with(last.endpoint.as_str())
+                    );
                     // Every endpoint at most once per request.
                     let mut ids: Vec<_> = attempts.iter().map(|a| a.endpoint.clone()).collect();
                     ids.sort();
