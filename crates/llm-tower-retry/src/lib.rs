@@ -273,10 +273,9 @@ impl fmt::Debug for EndpointPolicy {
     }
 }
 
-impl EndpointPolicy {
-    fn policy<'a>(&'a self, selected: Option<&'a Selected>) -> &'a RetryPolicy {
-        selected.map_or(&self.shared.default_policy, |s| s.retry_policy())
-    }
+/// The endpoint's policy, or the layer's default for requests without [`Selected`].
+fn policy_for<'a>(default: &'a RetryPolicy, selected: Option<&'a Selected>) -> &'a RetryPolicy {
+    selected.map_or(default, |s| s.retry_policy())
 }
 
 impl<B, RB> tower::retry::Policy<Request<B>, Response<ResponseBody<RB>>, BoxError>
@@ -305,7 +304,7 @@ where
         if !classify(result).retry_same_endpoint() {
             return None;
         }
-        let policy = selected.map_or(&self.shared.default_policy, |s| s.retry_policy());
+        let policy = policy_for(&self.shared.default_policy, selected);
         let wait = result.as_ref().ok().and_then(|r| retry_after(r.headers()));
         let max_wait = self
             .shared
@@ -343,7 +342,10 @@ where
     }
 
     fn clone_request(&mut self, request: &Request<B>) -> Option<Request<B>> {
-        let policy = self.policy(request.extensions().get::<Selected>());
+        let policy = policy_for(
+            &self.shared.default_policy,
+            request.extensions().get::<Selected>(),
+        );
         if self.retries >= policy.max_retries() {
             // No retry can follow this attempt: skip the copy.
             return None;
