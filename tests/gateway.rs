@@ -10,7 +10,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{CHAT, body, endpoint, header, refusing_base_url, start};
+use common::{CHAT, body, endpoint, header, only, refusing_base_url, start};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -24,12 +24,7 @@ use serde_json::Value;
 #[tokio::test(start_paused = true)]
 async fn plain_json_and_streaming_pass_through() {
     let mock = MockProvider::start().await.unwrap();
-    let gw = start(Config::with_endpoints(vec![endpoint(
-        "only",
-        mock.base_url(),
-        0,
-    )]))
-    .await;
+    let gw = start(only(&mock)).await;
 
     let response = gw.post(CHAT).await;
     assert_eq!(response.status(), StatusCode::OK);
@@ -73,12 +68,7 @@ async fn plain_json_and_streaming_pass_through() {
 async fn retry_then_success() {
     let mock = MockProvider::start().await.unwrap();
     mock.push(Behavior::status(503));
-    let gw = start(Config::with_endpoints(vec![endpoint(
-        "only",
-        mock.base_url(),
-        0,
-    )]))
-    .await;
+    let gw = start(only(&mock)).await;
     let response = gw.post(CHAT).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(header(&response, "x-llm-tower-attempts"), "2");
@@ -195,12 +185,7 @@ async fn upstream_sees_only_the_endpoints_credentials() {
         ],
         body: None,
     });
-    let gw = start(Config::with_endpoints(vec![endpoint(
-        "only",
-        mock.base_url(),
-        0,
-    )]))
-    .await;
+    let gw = start(only(&mock)).await;
     let request = Request::post(gw.url("/v1/chat/completions"))
         .header("authorization", "Bearer client-secret")
         .header("x-api-key", "client-secret")
@@ -247,7 +232,7 @@ async fn upstream_sees_only_the_endpoints_credentials() {
 #[tokio::test(start_paused = true)]
 async fn body_over_the_cap_is_rejected_before_upstream() {
     let mock = MockProvider::start().await.unwrap();
-    let mut config = Config::with_endpoints(vec![endpoint("only", mock.base_url(), 0)]);
+    let mut config = only(&mock);
     config.max_body_bytes = 64;
     let gw = start(config).await;
     let response = gw.post(&"x".repeat(64)).await;
@@ -280,12 +265,7 @@ async fn body_over_the_cap_is_rejected_before_upstream() {
 #[tokio::test(start_paused = true)]
 async fn http2_clients_reach_http1_endpoints() {
     let mock = MockProvider::start().await.unwrap();
-    let gw = start(Config::with_endpoints(vec![endpoint(
-        "only",
-        mock.base_url(),
-        0,
-    )]))
-    .await;
+    let gw = start(only(&mock)).await;
     let h2: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
         .http2_only(true)
         .build_http();
@@ -302,12 +282,7 @@ async fn http2_clients_reach_http1_endpoints() {
 #[tokio::test(start_paused = true)]
 async fn absolute_form_target_still_reaches_the_configured_endpoint() {
     let mock = MockProvider::start().await.unwrap();
-    let gw = start(Config::with_endpoints(vec![endpoint(
-        "only",
-        mock.base_url(),
-        0,
-    )]))
-    .await;
+    let gw = start(only(&mock)).await;
     let answer = gw
         .raw(&format!(
             "POST http://evil.example:9/v1/chat/completions HTTP/1.1\r\nhost: evil.example:9\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{CHAT}",
@@ -323,12 +298,7 @@ async fn absolute_form_target_still_reaches_the_configured_endpoint() {
 #[tokio::test(start_paused = true)]
 async fn admin_routes() {
     let mock = MockProvider::start().await.unwrap();
-    let gw = start(Config::with_endpoints(vec![endpoint(
-        "only",
-        mock.base_url(),
-        0,
-    )]))
-    .await;
+    let gw = start(only(&mock)).await;
     let response = gw
         .client
         .get(gw.url("/healthz").parse().unwrap())
@@ -412,11 +382,7 @@ async fn metrics_route_reports_attempts_and_health() {
     let _guard = metrics::set_default_local_recorder(&recorder);
     let mock = MockProvider::start().await.unwrap();
     mock.push(Behavior::status(503));
-    let config = GatewayConfig::new(Config::with_endpoints(vec![endpoint(
-        "only",
-        mock.base_url(),
-        0,
-    )]));
+    let config = GatewayConfig::new(only(&mock));
     let gw = common::serve(config, Some(handle), std::future::pending()).await;
     assert_eq!(gw.post(CHAT).await.status(), StatusCode::OK);
     let response = gw
@@ -447,11 +413,7 @@ async fn graceful_shutdown_lets_streams_finish() {
         chunks: 3,
         interval: Duration::from_secs(2),
     });
-    let config = GatewayConfig::new(Config::with_endpoints(vec![endpoint(
-        "only",
-        mock.base_url(),
-        0,
-    )]));
+    let config = GatewayConfig::new(only(&mock));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let gw = common::serve(config, None, async {
         let _ = stopped.await;

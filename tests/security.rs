@@ -7,7 +7,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use common::{CHAT, body, endpoint, refusing_base_url, start, start_mounted};
+use common::{CHAT, body, endpoint, only, refusing_base_url, start, start_mounted};
 use http::{Request, Response, StatusCode};
 use http_body_util::{Empty, Full};
 use llm_tower::core::{
@@ -234,11 +234,7 @@ fn keys_with_control_characters_are_rejected_at_load() {
 async fn request_targets_cannot_change_the_upstream() {
     let mock = MockProvider::start().await.unwrap();
     // Mounted at the root, so every target reaches the balancer.
-    let gw = start_mounted(
-        Config::with_endpoints(vec![endpoint("only", mock.base_url(), 0)]),
-        "/",
-    )
-    .await;
+    let gw = start_mounted(only(&mock), "/").await;
     let targets = [
         "http://evil.example/chat/completions",
         "https://evil.example:443/chat/completions",
@@ -302,12 +298,7 @@ async fn dot_segments_cannot_climb_out_of_the_base_path() {
 #[tokio::test(start_paused = true)]
 async fn framing_headers_are_never_copied_blindly() {
     let mock = MockProvider::start().await.unwrap();
-    let gw = start(Config::with_endpoints(vec![endpoint(
-        "only",
-        mock.base_url(),
-        0,
-    )]))
-    .await;
+    let gw = start(only(&mock)).await;
     // A chunked upload: the upstream gets a fresh content-length and no transfer-encoding.
     let answer = gw
         .raw(

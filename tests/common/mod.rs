@@ -12,6 +12,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use llm_tower::core::{Config, CountBased, EndpointConfig, RetryPolicy, Secret};
 use llm_tower::gateway::{self, GatewayConfig};
+use llm_tower_mock::MockProvider;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -34,6 +35,11 @@ pub fn endpoint(id: &str, base_url: String, priority: u32) -> EndpointConfig {
         retry_policy: RetryPolicy::CountBased(CountBased { times: 1 }),
         ..EndpointConfig::new(id, base_url)
     }
+}
+
+/// A configuration with the single endpoint `only` in front of `mock`.
+pub fn only(mock: &MockProvider) -> Config {
+    Config::with_endpoints(vec![endpoint("only", mock.base_url(), 0)])
 }
 
 /// A base URL whose port refuses connections (bound, then released).
