@@ -282,10 +282,13 @@ where
 
 /// An error as the client sees it: OpenAI-style JSON with the right status.
 fn error_response(err: BoxError) -> Response<Body> {
-    match err.downcast::<Error>() {
-        Ok(err) => err.to_response(),
-        Err(err) => Error::upstream(err).to_response(),
+    let err = err
+        .downcast::<Error>()
+        .map_or_else(Error::upstream, |err| *err);
+    if err.status().is_server_error() {
+        tracing::warn!(kind = %err.kind(), detail = %err.detail(), "request failed");
     }
+    err.to_response()
 }
 
 /// Keeps `content-length` only when it matches what the body says about itself; hyper derives

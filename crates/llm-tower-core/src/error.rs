@@ -160,17 +160,24 @@ impl Error {
             ErrorKind::FirstByteTimeout => "the upstream sent no body in time",
             _ => "the upstream request failed",
         };
-        let mut message = String::from(what);
-        let mut current: Option<&(dyn StdError + 'static)> = Some(&*source);
-        while let Some(e) = current {
-            message.push_str(": ");
-            message.push_str(&e.to_string());
-            current = e.source();
-        }
+        // The cause stays out of the client's message (it can name internal hosts or
+        // certificate details); `detail()` has it for logs.
         Self {
             source: Some(source),
-            ..Self::new(kind, message)
+            ..Self::new(kind, what)
         }
+    }
+
+    /// The message followed by the whole chain of causes, for logs (never sent to clients).
+    pub fn detail(&self) -> String {
+        let mut detail = self.message.clone();
+        let mut current = StdError::source(self);
+        while let Some(e) = current {
+            detail.push_str(": ");
+            detail.push_str(&e.to_string());
+            current = e.source();
+        }
+        detail
     }
 
     /// The request body exceeded `limit` bytes.
@@ -299,9 +306,12 @@ mod tests {
 
     #[test]
     fn kinds_from_io_errors() {
-        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "internal.host");
         let err = Error::upstream(Box::new(refused));
         assert_eq!(err.kind(), ErrorKind::Connect);
+        assert_eq!(err.message(), "could not connect to the upstream");
+        assert!(!String::from_utf8_lossy(&err.to_json()).contains("internal.host"));
+        assert!(err.detail().contains("internal.host"), "{}", err.detail());
         assert_eq!(err.status(), StatusCode::BAD_GATEWAY);
         let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
         assert_eq!(ErrorKind::of(&reset), ErrorKind::Closed);
