@@ -451,6 +451,9 @@ where
         match class {
             Classification::Success | Classification::ClientError => {
                 if class == Classification::Success {
+                    if pick.probe.is_some() {
+                        tracing::info!(endpoint = %endpoint.id(), "probe succeeded; endpoint restored");
+                    }
                     member.health.record_success(pick.probe);
                 }
                 // A client error says nothing about the endpoint: a probe slot is released.
