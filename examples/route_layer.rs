@@ -17,8 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http::StatusCode;
 use http_body_util::BodyExt;
-use llm_tower::core::{BufferedBody, EndpointConfig};
-use llm_tower::{Attempts, Config, HttpClient, Selected, Upstream, http_client};
+use llm_tower::{Attempts, BufferedBody, Config, EndpointConfig, HttpClient, Selected, Upstream};
 use llm_tower_mock::{Behavior, MockProvider};
 
 /// The route's handler: called once per upstream attempt by the stack around it.
@@ -73,7 +72,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
     ]);
     let upstream = Upstream::from_config(&config)?.response_headers(true);
-    let client = http_client(&config.client);
+    let client = HttpClient::new(&config.client)?;
 
     let app = Router::new()
         .route(

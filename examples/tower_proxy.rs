@@ -13,8 +13,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
-use llm_tower::core::EndpointConfig;
-use llm_tower::{Config, Upstream, http_client};
+use llm_tower::{Config, EndpointConfig, HttpClient, Upstream};
 use llm_tower_mock::MockProvider;
 use tower::ServiceBuilder;
 use tower::limit::ConcurrencyLimitLayer;
@@ -29,7 +28,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let service = ServiceBuilder::new()
         .layer(ConcurrencyLimitLayer::new(256))
         .layer(upstream.layer()?)
-        .service(http_client(&config.client));
+        .service(HttpClient::new(&config.client)?);
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;

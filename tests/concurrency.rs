@@ -7,8 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
-use llm_tower::core::{Config, CountBased, EndpointConfig, RetryPolicy};
-use llm_tower::{Attempts, Outcome, Upstream};
+use llm_tower::{Attempts, Config, CountBased, EndpointConfig, Outcome, RetryPolicy, Upstream};
 use llm_tower_mock::{Behavior, MockProvider};
 use tower::ServiceExt;
 

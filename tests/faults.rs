@@ -11,9 +11,7 @@ use std::time::{Duration, SystemTime};
 use common::{CHAT, body, endpoint, error_json, header, refusing_base_url, start};
 use http::StatusCode;
 use http_body_util::BodyExt;
-use llm_tower::core::{
-    Config, ExponentialBackoff, RetryBudgetConfig, RetryPolicy, WhenAllUnhealthy,
-};
+use llm_tower::{Config, ExponentialBackoff, RetryBudget, RetryPolicy, WhenAllUnhealthy};
 use llm_tower_mock::{Behavior, MockProvider};
 
 async fn two_mocks() -> (MockProvider, MockProvider) {
@@ -181,8 +179,8 @@ async fn storm_of_503_on_every_endpoint() {
         a.set_default(Behavior::status(503));
         b.set_default(Behavior::status(503));
         let mut config = pair(&a, &b);
-        config.when_all_unhealthy = mode;
-        config.retry_budget = RetryBudgetConfig {
+        config.fallback.when_all_unhealthy = mode;
+        config.retry.budget = RetryBudget {
             percent: 10.0,
             min_per_second: 1,
             ttl: Duration::from_secs(1),

@@ -16,8 +16,8 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use llm_tower::core::{Config, EndpointConfig};
-use llm_tower::gateway::{self, GatewayConfig};
+use llm_tower::{Config, EndpointConfig};
+use llm_tower_gateway::{self as gateway, GatewayConfig};
 use llm_tower_mock::{Behavior, MockProvider};
 use serde_json::Value;
 
@@ -233,7 +233,7 @@ async fn upstream_sees_only_the_endpoints_credentials() {
 async fn body_over_the_cap_is_rejected_before_upstream() {
     let mock = MockProvider::start().await.unwrap();
     let mut config = only(&mock);
-    config.max_body_bytes = 64;
+    config.fallback.max_body_bytes = 64;
     let gw = start(config).await;
     let response = gw.post(&"x".repeat(64)).await;
     assert_eq!(

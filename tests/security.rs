@@ -10,11 +10,11 @@ use bytes::Bytes;
 use common::{CHAT, body, endpoint, only, refusing_base_url, start, start_mounted};
 use http::{Request, Response, StatusCode};
 use http_body_util::{Empty, Full};
-use llm_tower::core::{
+use llm_tower::{
     BufferedBody, Config, ConfigError, EndpointConfig, ProviderName, Secret, WhenAllUnhealthy,
 };
-use llm_tower::gateway::GatewayConfig;
 use llm_tower::{FallbackLayer, HealthRegistry, RetryLayer, Upstream};
+use llm_tower_gateway::GatewayConfig;
 use llm_tower_mock::{Behavior, MockProvider};
 use tower::{Layer, ServiceExt, service_fn};
 
@@ -106,8 +106,8 @@ async fn upstream_key_never_in_responses_or_trace_logs() {
         endpoint("live", mock.base_url(), 0),
         endpoint("dead", refusing_base_url(), 1),
     ]);
-    config.max_body_bytes = 256;
-    config.when_all_unhealthy = WhenAllUnhealthy::Fail;
+    config.fallback.max_body_bytes = 256;
+    config.fallback.when_all_unhealthy = WhenAllUnhealthy::Fail;
     let gw = start(config).await;
     let mut shown = String::new();
     // Success, a 400 from upstream, 413, connect failures and "no endpoint available".
@@ -186,7 +186,9 @@ async fn debug_of_configuration_endpoints_requests_and_errors_hides_keys() {
             std::io::ErrorKind::ConnectionRefused,
         ))
     });
-    let stack = FallbackLayer::from_config(&config, HealthRegistry::new())
+    let stack = FallbackLayer::builder(config.build_endpoints().unwrap())
+        .settings(config.fallback)
+        .build(HealthRegistry::new())
         .unwrap()
         .layer(RetryLayer::new().layer(llm_tower::AuthLayer::new().layer(failing)));
     let err = stack

@@ -19,7 +19,11 @@ fn endpoint(provider: Provider, key: Option<&str>) -> Arc<Endpoint> {
 /// Sends `request` through `layer` and returns what the inner service saw.
 async fn seen(layer: AuthLayer, request: Request<()>) -> Request<()> {
     let inner = service_fn(|req: Request<()>| async move { Ok::<_, Infallible>(req) });
-    layer.layer(inner).oneshot(request).await.unwrap()
+    layer
+        .layer(inner)
+        .oneshot(request)
+        .await
+        .expect("the request was forwarded")
 }
 
 fn client_request_with_credentials() -> Request<()> {
@@ -201,22 +205,43 @@ async fn fixed_endpoint_and_no_endpoint() {
     let req = seen(layer, with_selected(Request::new(()), selected)).await;
     assert_eq!(req.headers()["x-goog-api-key"], "sk-selected");
     assert!(!req.headers().contains_key("api-key"));
-    // Neither: only stripping (and the user agent).
-    let req = seen(AuthLayer::new(), client_request_with_credentials()).await;
-    assert_no_client_credentials(req.headers());
-    assert!(!req.headers().contains_key("authorization"));
+}
+
+#[tokio::test]
+async fn no_endpoint_is_an_error_and_nothing_is_sent() {
+    // An AuthLayer outside the balancer sees no `Selected`: it must not forward the request
+    // without a key (nor with the client's), but say what is wrong.
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let inner = {
+        let calls = calls.clone();
+        service_fn(move |req: Request<()>| {
+            calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async move { Ok::<_, Infallible>(req) }
+        })
+    };
+    let err = AuthLayer::new()
+        .layer(inner)
+        .oneshot(client_request_with_credentials())
+        .await
+        .unwrap_err();
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 0);
+    let err = err.downcast::<llm_tower_core::Error>().unwrap();
+    assert_eq!(err.kind(), llm_tower_core::ErrorKind::Internal);
+    assert!(err.message().contains("FallbackLayer"), "{err}");
+    assert!(!err.message().contains("client"), "{err}");
 }
 
 #[tokio::test]
 async fn user_agent_configurable() {
     let req = seen(
-        AuthLayer::new().user_agent(None),
+        AuthLayer::for_endpoint(endpoint(Provider::OpenAi, Some("sk-upstream"))).user_agent(None),
         client_request_with_credentials(),
     )
     .await;
     assert_eq!(req.headers()["user-agent"], "curl/8.0");
     let req = seen(
-        AuthLayer::new().user_agent(Some("my-gateway/1".parse().unwrap())),
+        AuthLayer::for_endpoint(endpoint(Provider::OpenAi, Some("sk-upstream")))
+            .user_agent(Some("my-gateway/1".parse().unwrap())),
         client_request_with_credentials(),
     )
     .await;
@@ -241,7 +266,8 @@ async fn key_query_parameter_is_removed() {
     assert_eq!(req.uri(), "/m");
     // A parameter that merely ends in "key" is kept.
     let req = Request::builder().uri("/m?monkey=1").body(()).unwrap();
-    assert_eq!(seen(AuthLayer::new(), req).await.uri(), "/m?monkey=1");
+    let fixed = AuthLayer::for_endpoint(endpoint(Provider::Gemini, Some("sk-upstream")));
+    assert_eq!(seen(fixed, req).await.uri(), "/m?monkey=1");
 }
 
 #[tokio::test]
@@ -257,8 +283,10 @@ async fn debug_of_the_rewritten_request_shows_no_key() {
 async fn inside_an_axum_router() {
     use axum::Router;
     use axum::body::Body;
+    use axum::error_handling::HandleErrorLayer;
     use axum::routing::post;
     use http_body_util::BodyExt;
+    use tower::ServiceBuilder;
 
     async fn echo(headers: HeaderMap) -> String {
         let mut seen: Vec<String> = headers
@@ -269,13 +297,24 @@ async fn inside_an_axum_router() {
         seen.join("\n")
     }
 
+    // The layer's error type is `BoxError` (it refuses requests without an endpoint), so in
+    // an axum router it sits behind an error handler, as every fallible tower layer does.
     let ep = endpoint(Provider::OpenAi, Some("sk-upstream"));
+    let layer = || {
+        ServiceBuilder::new()
+            .layer(HandleErrorLayer::new(
+                |err: llm_tower_core::BoxError| async move {
+                    (http::StatusCode::INTERNAL_SERVER_ERROR, err.to_string())
+                },
+            ))
+            .layer(AuthLayer::for_endpoint(ep.clone()))
+    };
     let app: Router = Router::new()
         .route("/v1/chat/completions", post(echo))
-        .route_layer(AuthLayer::for_endpoint(ep.clone()));
+        .route_layer(layer());
     let app2: Router = Router::new()
         .route("/v1/chat/completions", post(echo))
-        .layer(AuthLayer::for_endpoint(ep));
+        .layer(layer());
     for app in [app, app2] {
         let request = Request::post("/v1/chat/completions")
             .header("authorization", "Bearer client-token")

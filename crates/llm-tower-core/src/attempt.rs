@@ -1,6 +1,7 @@
 //! Attempt records: what was tried, where, when, and how it went.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -98,14 +99,31 @@ impl fmt::Display for Attempt {
 }
 
 /// The shared attempt log of one request. The balancer (or whoever starts the request) puts
-/// it in the request extensions; the retry layer appends to it; the final response carries
+/// it in the request extensions; the retry layer declares that it records
+/// ([`record_inside`](Self::record_inside)) and appends every try; the final response carries
 /// it in its extensions. Cloning shares the same log.
+///
+/// ```
+/// use http::StatusCode;
+/// use llm_tower_core::{AttemptKind, Attempts, EndpointId, Outcome};
+/// use tokio::time::Instant;
+///
+/// let log = Attempts::new();
+/// let id = EndpointId::from("primary");
+/// log.record(&id, false, Instant::now(), Outcome::Status(StatusCode::SERVICE_UNAVAILABLE));
+/// log.record(&id, true, Instant::now(), Outcome::Status(StatusCode::OK));
+/// assert_eq!(log.len(), 2);
+/// assert_eq!(log.last().unwrap().kind, AttemptKind::Retry);
+/// assert!(log.to_string().starts_with("primary(first)=503"));
+/// ```
 #[derive(Clone)]
 pub struct Attempts(Arc<Inner>);
 
 struct Inner {
     start: Instant,
     list: Mutex<Vec<Attempt>>,
+    /// Set by a layer inside the balancer that records every try itself (the retry layer).
+    recorded_inside: AtomicBool,
 }
 
 impl Attempts {
@@ -114,6 +132,7 @@ impl Attempts {
         Self(Arc::new(Inner {
             start: Instant::now(),
             list: Mutex::new(Vec::new()),
+            recorded_inside: AtomicBool::new(false),
         }))
     }
 
@@ -154,6 +173,19 @@ impl Attempts {
         };
         list.push(attempt.clone());
         attempt
+    }
+
+    /// Declares that the calling layer records every try it makes (the retry layer does this
+    /// for each request it handles), so the layer that started the log (the balancer) must
+    /// not record the same tries again.
+    pub fn record_inside(&self) {
+        self.0.recorded_inside.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a layer inside declared with [`record_inside`](Self::record_inside) that it
+    /// records the tries.
+    pub fn is_recorded_inside(&self) -> bool {
+        self.0.recorded_inside.load(Ordering::Relaxed)
     }
 
     /// When the request started.

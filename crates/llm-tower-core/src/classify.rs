@@ -6,14 +6,17 @@ use http::{Response, StatusCode};
 
 use crate::error::{BoxError, ErrorKind};
 
-/// What an upstream outcome means for retry, health and fallback (DESIGN's table).
+/// What an upstream outcome means for retry, health and fallback.
 ///
 /// | outcome | retry same endpoint | counts against health | fall back |
 /// |---|---|---|---|
 /// | 1xx, 2xx, 3xx | no (success) | resets | no |
-/// | transport error, 408, 429, 500, 502, 503, 504, 529 | yes | yes | yes |
+/// | connect error, timeout, reset before the head, 408, 429, 500, 502, 503, 504, 529 | yes | yes | yes |
 /// | 401, 403 | no | yes | yes |
 /// | other 4xx and 5xx | no | no | no |
+/// | an inner error no classifier recognised ([`ErrorKind::Unrecognized`]) | no | no | no |
+///
+/// The same table, with the reasons, is in the repository's `ARCHITECTURE.md`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Classification {
     /// The endpoint answered; return the response.
@@ -24,6 +27,9 @@ pub enum Classification {
     BadCredentials,
     /// The client's request is at fault (400, 404, 413, 422, ...): return it as is.
     ClientError,
+    /// An inner error that nothing recognised: return it, without retry, health change or
+    /// fallback, since nobody can tell whether another try would help.
+    Unrecognized,
 }
 
 impl Classification {
@@ -53,12 +59,25 @@ pub fn classify_status(status: StatusCode) -> Classification {
     }
 }
 
-/// Classifies an error from the inner service: transport failures (connect, timeout, reset
-/// before the head, ...) are retryable; errors about the client's own request are not.
+/// Classifies an error from the inner service by its [`ErrorKind`]: transport failures
+/// (connect, timeout, reset before the head, ...) are retryable; errors about the client's own
+/// request are not; an error nothing recognised is [`Classification::Unrecognized`].
 pub fn classify_error(err: &(dyn StdError + 'static)) -> Classification {
-    match ErrorKind::of(err) {
+    classify_error_kind(ErrorKind::of(err))
+}
+
+/// Classifies an error of a known [`ErrorKind`].
+pub fn classify_error_kind(kind: ErrorKind) -> Classification {
+    match kind {
         ErrorKind::BodyTooLarge | ErrorKind::InvalidRequest => Classification::ClientError,
-        _ => Classification::Retryable,
+        ErrorKind::Unrecognized | ErrorKind::Internal | ErrorKind::NoEndpointAvailable => {
+            Classification::Unrecognized
+        }
+        ErrorKind::Connect
+        | ErrorKind::Closed
+        | ErrorKind::Timeout
+        | ErrorKind::FirstByteTimeout
+        | ErrorKind::Upstream => Classification::Retryable,
     }
 }
 
@@ -114,6 +133,12 @@ mod tests {
         assert_eq!(classify::<()>(&Err(reset)), Classification::Retryable);
         let too_big: BoxError = Box::new(Error::body_too_large(1));
         assert_eq!(classify::<()>(&Err(too_big)), Classification::ClientError);
+        // An error of a type nobody recognises is not retried, whatever its message says.
+        let unknown: BoxError = "connect error: connection refused (Connect)".into();
+        let class = classify::<()>(&Err(unknown));
+        assert_eq!(class, Classification::Unrecognized);
+        assert!(!class.retry_same_endpoint() && !class.counts_against_health());
+        assert!(!class.falls_back());
         let ok = Ok(Response::new(()));
         assert_eq!(classify(&ok), Classification::Success);
     }

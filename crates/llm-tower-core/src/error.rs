@@ -25,8 +25,14 @@ pub enum ErrorKind {
     Timeout,
     /// A 2xx head arrived but no body byte within `first_byte_timeout`. 504.
     FirstByteTimeout,
-    /// Any other upstream or transport failure. 502.
+    /// Another recognised upstream or transport failure (a malformed response head, an I/O
+    /// error on the connection). 502.
     Upstream,
+    /// An error of the inner service that no classifier recognised. It is not retried, does
+    /// not count against the endpoint and does not fall back: llm-tower cannot tell whether
+    /// another try would help. Map your own errors to a kind with
+    /// [`ClassifyErrorsLayer`](crate::ClassifyErrorsLayer) to change that. 502.
+    Unrecognized,
     /// The request body is larger than the buffer cap. 413; nothing was sent upstream.
     BodyTooLarge,
     /// The request could not be read or forwarded as sent. 400.
@@ -41,7 +47,9 @@ impl ErrorKind {
     /// The HTTP status a client sees for this kind.
     pub fn status(self) -> StatusCode {
         match self {
-            Self::Connect | Self::Closed | Self::Upstream => StatusCode::BAD_GATEWAY,
+            Self::Connect | Self::Closed | Self::Upstream | Self::Unrecognized => {
+                StatusCode::BAD_GATEWAY
+            }
             Self::Timeout | Self::FirstByteTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::InvalidRequest => StatusCode::BAD_REQUEST,
@@ -58,6 +66,7 @@ impl ErrorKind {
             Self::Timeout => "upstream_timeout",
             Self::FirstByteTimeout => "upstream_first_byte_timeout",
             Self::Upstream => "upstream_error",
+            Self::Unrecognized => "unrecognized_upstream_error",
             Self::BodyTooLarge => "request_too_large",
             Self::InvalidRequest => "invalid_request",
             Self::NoEndpointAvailable => "no_endpoint_available",
@@ -75,43 +84,35 @@ impl ErrorKind {
     }
 
     /// Classifies any error by walking its source chain: an llm-tower [`Error`] keeps its
-    /// kind; I/O errors map by their [`std::io::ErrorKind`]; hyper's connect and
-    /// incomplete-message errors map to [`Connect`](Self::Connect) and [`Closed`](Self::Closed).
+    /// kind, and an [`std::io::Error`] maps by its [`std::io::ErrorKind`]. Anything else is
+    /// [`Unrecognized`](Self::Unrecognized): errors are classified from their types, never
+    /// from their messages. (llm-tower's HTTP client turns hyper's errors into typed
+    /// [`Error`]s before they get here.)
     pub fn of(err: &(dyn StdError + 'static)) -> Self {
-        let mut found = None;
         let mut current = Some(err);
         while let Some(e) = current {
             if let Some(e) = e.downcast_ref::<Error>() {
                 return e.kind;
             }
             if let Some(io) = e.downcast_ref::<std::io::Error>() {
-                use std::io::ErrorKind as Io;
-                let kind = match io.kind() {
-                    Io::ConnectionRefused | Io::AddrNotAvailable | Io::NotFound => Self::Connect,
-                    Io::ConnectionReset
-                    | Io::ConnectionAborted
-                    | Io::BrokenPipe
-                    | Io::UnexpectedEof => Self::Closed,
-                    Io::TimedOut => Self::Timeout,
-                    _ => Self::Upstream,
-                };
-                found.get_or_insert(kind);
-            } else {
-                // hyper and hyper-util expose these conditions only through their messages.
-                let text = e.to_string();
-                if text.contains("(Connect)") || text.contains("connect error") {
-                    return Self::Connect;
-                }
-                if text.contains("closed before message completed")
-                    || text.contains("connection closed")
-                    || text.contains("connection reset")
-                {
-                    found.get_or_insert(Self::Closed);
-                }
+                return Self::of_io(io.kind());
             }
             current = e.source();
         }
-        found.unwrap_or(Self::Upstream)
+        Self::Unrecognized
+    }
+
+    /// The kind of a failed I/O operation on an upstream connection.
+    pub fn of_io(kind: std::io::ErrorKind) -> Self {
+        use std::io::ErrorKind as Io;
+        match kind {
+            Io::ConnectionRefused | Io::AddrNotAvailable | Io::NotFound => Self::Connect,
+            Io::ConnectionReset | Io::ConnectionAborted | Io::BrokenPipe | Io::UnexpectedEof => {
+                Self::Closed
+            }
+            Io::TimedOut => Self::Timeout,
+            _ => Self::Upstream,
+        }
     }
 }
 
@@ -148,11 +149,14 @@ impl Error {
     pub fn upstream(source: BoxError) -> Self {
         match source.downcast::<Error>() {
             Ok(err) => *err,
-            Err(source) => Self::upstream_with_kind(ErrorKind::of(&*source), source),
+            Err(source) => Self::classified(ErrorKind::of(&*source), source),
         }
     }
 
-    fn upstream_with_kind(kind: ErrorKind, source: BoxError) -> Self {
+    /// Wraps `source` as an error of `kind`, with a client-safe message for that kind. This is
+    /// how a classifier (see [`ClassifyErrorsLayer`](crate::ClassifyErrorsLayer)) tells the
+    /// retry and fallback layers what an error of its own means.
+    pub fn classified(kind: ErrorKind, source: impl Into<BoxError>) -> Self {
         let what = match kind {
             ErrorKind::Connect => "could not connect to the upstream",
             ErrorKind::Closed => "the upstream closed the connection before responding",
@@ -163,7 +167,7 @@ impl Error {
         // The cause stays out of the client's message (it can name internal hosts or
         // certificate details); `detail()` has it for logs.
         Self {
-            source: Some(source),
+            source: Some(source.into()),
             ..Self::new(kind, what)
         }
     }

@@ -1,59 +1,68 @@
-//! Shared model of [llm-tower](https://example.invalid/llm-tower): endpoints, configuration,
-//! outcome classification, `Retry-After` parsing, attempt records, the replayable request body
-//! and the error type.
+//! Shared model of llm-tower: endpoints, outcome classification, `Retry-After` parsing,
+//! attempt records, the replayable request body and the error type. It knows no file format:
+//! configuration files are read by the `llm-tower` facade (features `yaml`, `toml`).
 //!
 //! Every other llm-tower crate builds on these types. The main entry points are:
 //!
-//! - [`Endpoint`] (built with [`Endpoint::builder`] or loaded from a [`Config`]) and the
+//! - [`Endpoint`] (built with [`Endpoint::builder`] or from an [`EndpointConfig`]) and the
 //!   [`Selected`] request extension that tells inner layers which endpoint a request goes to;
-//! - [`classify`] / [`classify_status`], the one place that decides whether an outcome is a
-//!   success, worth a retry, a bad key, or the client's own fault;
+//! - [`classify`] / [`classify_status`] / [`classify_error`], the one place that decides
+//!   whether an outcome is a success, worth a retry, a bad key, or the client's own fault;
+//!   [`ClassifyErrorsLayer`] is the hook for errors of your own types;
 //! - [`retry_after`], which reads `retry-after`, `retry-after-ms` and `x-ms-retry-after-ms`;
 //! - [`Attempts`], the per-request log of upstream attempts;
 //! - [`BufferedBody`] and [`buffer_request`], the size-capped, cheaply clonable request body;
-//! - [`Error`], which renders as an OpenAI-style JSON error response.
+//! - [`Error`], which renders as an OpenAI-style JSON error response, and [`ConfigError`],
+//!   which every settings check returns, naming the field.
+//!
+//! How the pieces fit together is described in the repository's `ARCHITECTURE.md`.
 //!
 //! ```
-//! use llm_tower_core::{Config, Provider};
+//! use llm_tower_core::{ApiKey, Endpoint, EndpointConfig, Provider, ProviderName, Secret};
 //!
-//! let yaml = r#"
-//! endpoints:
-//!   - id: main
-//!     base_url: https://api.openai.com/v1
-//!     api_key: sk-not-a-real-key
-//!   - id: backup
-//!     base_url: https://example-resource.openai.azure.com/openai
-//!     provider: azure
-//!     api_key: not-a-real-key-either
-//!     priority: 1
-//! "#;
-//! let config = Config::from_yaml_str(yaml).unwrap();
-//! let endpoints = config.build_endpoints().unwrap();
-//! assert_eq!(endpoints[1].provider(), &Provider::Azure);
+//! // In code, with typed values...
+//! let main = Endpoint::builder("main", "https://api.openai.com/v1")
+//!     .api_key(ApiKey::new("sk-not-a-real-key").unwrap())
+//!     .build()
+//!     .unwrap();
+//! // ...or as a configuration file says it.
+//! let backup = EndpointConfig {
+//!     provider: ProviderName::Azure,
+//!     api_key: Some(Secret::new("not-a-real-key-either")),
+//!     priority: 1,
+//!     ..EndpointConfig::new("backup", "https://example-resource.openai.azure.com/openai")
+//! }
+//! .build()
+//! .unwrap();
+//! assert_eq!(backup.provider(), &Provider::Azure);
 //! // Keys never show up in Debug output.
-//! assert!(!format!("{endpoints:?}").contains("not-a-real-key"));
+//! assert!(!format!("{main:?} {backup:?}").contains("not-a-real-key"));
 //! ```
 
 mod attempt;
 mod body;
 mod classify;
-mod config;
+mod classify_errors;
+mod config_error;
 pub mod duration;
 mod endpoint;
 mod error;
 mod headers;
+mod macros;
 mod policy;
 mod retry_after;
 
 pub use attempt::{Attempt, AttemptKind, Attempts, Outcome};
 pub use body::{BufferedBody, DEFAULT_MAX_BODY_BYTES, buffer_body, buffer_request};
-pub use classify::{Classification, classify, classify_error, classify_status};
-pub use config::{
-    ClientConfig, Config, ConfigError, EndpointConfig, InterpolationError, MAX_COOLDOWN_LIMIT,
-    ProviderName, RetryBudgetConfig, Secret, Strategy, WhenAllUnhealthy, interpolate_env,
-    read_document,
+pub use classify::{
+    Classification, classify, classify_error, classify_error_kind, classify_status,
 };
-pub use endpoint::{ApiKey, BaseUrl, Endpoint, EndpointBuilder, EndpointId, Provider, Selected};
+pub use classify_errors::{ClassifyErrors, ClassifyErrorsFuture, ClassifyErrorsLayer};
+pub use config_error::{ConfigError, MAX_COOLDOWN_LIMIT};
+pub use endpoint::{
+    ApiKey, BaseUrl, Endpoint, EndpointBuilder, EndpointConfig, EndpointId, Provider, ProviderName,
+    Secret, Selected,
+};
 pub use error::{BoxError, CooldownHint, Error, ErrorKind};
 pub use headers::{HOP_BY_HOP, strip_hop_by_hop};
 pub use policy::{CountBased, ExponentialBackoff, RetryPolicy};

@@ -4,10 +4,12 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use llm_tower_core::{Endpoint, Strategy};
+use llm_tower_core::Endpoint;
 use tokio::time::Instant;
 
-use crate::health::{Admission, EndpointHealth, HealthRegistry, ProbeGuard};
+use crate::health::{Admission, EndpointHealth, ProbeGuard};
+use crate::registry::HealthRegistry;
+use crate::settings::Strategy;
 
 /// Longest weighted schedule; larger weight totals are scaled down proportionally.
 const MAX_SCHEDULE: u64 = 4096;

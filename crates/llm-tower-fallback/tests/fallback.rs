@@ -12,9 +12,12 @@ use http::{Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use llm_tower_core::{
     AttemptKind, Attempts, BoxError, BufferedBody, CooldownHint, CountBased, Endpoint, Error,
-    ErrorKind, Outcome, RetryPolicy, Selected, Strategy, WhenAllUnhealthy,
+    ErrorKind, Outcome, RetryPolicy, Selected,
 };
-use llm_tower_fallback::{FallbackBuilder, FallbackLayer, HealthRegistry, ResponseBody, Status};
+use llm_tower_fallback::{
+    FallbackBuilder, FallbackLayer, HealthRegistry, ResponseBody, Status, Strategy,
+    WhenAllUnhealthy,
+};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};

@@ -13,9 +13,9 @@ use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use llm_tower_core::{
     AttemptKind, Attempts, BoxError, BufferedBody, CooldownHint, CountBased, Endpoint, ErrorKind,
-    ExponentialBackoff, Outcome, RetryBudgetConfig, RetryPolicy, Selected,
+    ExponentialBackoff, Outcome, RetryPolicy, Selected,
 };
-use llm_tower_retry::RetryLayer;
+use llm_tower_retry::{RetryBudget, RetryLayer};
 use tokio::time::{Instant, Sleep};
 use tower::{Layer, Service, ServiceExt};
 
@@ -25,6 +25,8 @@ enum Step {
     Status(u16),
     StatusWith(u16, &'static str, String),
     Fail(std::io::ErrorKind),
+    /// An error of a type llm-tower does not know.
+    Unknown,
     /// Wait before answering with the inner step.
     Delay(Duration, Box<Step>),
     /// 200 whose first body frame ("hello") comes after this long.
@@ -118,6 +120,8 @@ fn run(step: Step) -> Pin<Box<dyn Future<Output = Result<Response<TestBody>, Box
                 .body(body(None))
                 .unwrap()),
             Step::Fail(kind) => Err(std::io::Error::from(kind).into()),
+            // Worded like a connect error: classification must not read messages.
+            Step::Unknown => Err("error trying to connect: connection refused (Connect)".into()),
             Step::Delay(wait, then) => {
                 tokio::time::sleep(wait).await;
                 run(*then).await
@@ -219,6 +223,40 @@ async fn connect_errors_and_resets_are_retried() {
     let (result, _) = send(&RetryLayer::new(), &upstream, &endpoint(count(1))).await;
     assert_eq!(upstream.calls(), 2);
     assert_eq!(ErrorKind::of(&*result.unwrap_err()), ErrorKind::Connect);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unknown_inner_error_is_not_retried() {
+    let upstream = Upstream::new([Step::Unknown, Step::Status(200)]);
+    let (result, log) = send(&RetryLayer::new(), &upstream, &endpoint(count(2))).await;
+    assert_eq!(upstream.calls(), 1, "an unrecognised error was retried");
+    assert_eq!(
+        ErrorKind::of(&*result.unwrap_err()),
+        ErrorKind::Unrecognized
+    );
+    assert_eq!(
+        log.to_vec()[0].outcome,
+        Outcome::Error(ErrorKind::Unrecognized)
+    );
+    assert!(log.is_recorded_inside());
+
+    // Classified by the user's hook, the same error is retried like a reset connection.
+    let upstream = Upstream::new([Step::Unknown, Step::Status(200)]);
+    let log = Attempts::new();
+    let service = tower::ServiceBuilder::new()
+        .layer(RetryLayer::new())
+        .layer(llm_tower_core::ClassifyErrorsLayer::new(|err| {
+            err.to_string()
+                .contains("(Connect)")
+                .then_some(ErrorKind::Connect)
+        }))
+        .service(upstream.service());
+    let response = service
+        .oneshot(request(&endpoint(count(2)), &log))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(upstream.calls(), 2);
 }
 
 #[tokio::test(start_paused = true)]
@@ -389,11 +427,13 @@ async fn retry_after_over_the_cap_becomes_a_cooldown_hint() {
 #[tokio::test(start_paused = true)]
 async fn budget_exhaustion_stops_retries() {
     // No percentage, one retry per second over one second: a reserve of exactly one retry.
-    let layer = RetryLayer::new().budget(RetryBudgetConfig {
-        percent: 0.0,
-        min_per_second: 1,
-        ttl: Duration::from_secs(1),
-    });
+    let layer = RetryLayer::new()
+        .budget(RetryBudget {
+            percent: 0.0,
+            min_per_second: 1,
+            ttl: Duration::from_secs(1),
+        })
+        .unwrap();
     let upstream = Upstream::new(vec![Step::Status(503); 20]);
     let ep = endpoint(count(5));
     send(&layer, &upstream, &ep).await.0.unwrap();

@@ -25,6 +25,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if providers.is_empty() {
         return Err("usage: bench_upstream IP:PORT [IP:PORT ...]".into());
     }
-    llm_tower::gateway::shutdown_signal().await;
+    llm_tower_gateway::shutdown_signal().await;
     Ok(())
 }

@@ -14,8 +14,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use llm_tower::HttpClient;
-use llm_tower::core::{BaseUrl, BoxError, BufferedBody, ClientConfig};
+use llm_tower::{BaseUrl, BoxError, BufferedBody, ClientSettings, HttpClient};
 
 async fn forward(
     client: HttpClient,
@@ -42,13 +41,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let listen: SocketAddr = listen.parse()?;
     let upstream = BaseUrl::parse(&upstream)?;
-    let client = llm_tower::http_client(&ClientConfig::default());
+    let client = HttpClient::new(&ClientSettings::default())?;
     let listener = tokio::net::TcpListener::bind(listen).await?;
     println!("bare proxy on http://{listen} -> {upstream}");
     loop {
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => accepted?,
-            () = llm_tower::gateway::shutdown_signal() => return Ok(()),
+            () = llm_tower_gateway::shutdown_signal() => return Ok(()),
         };
         let _ = stream.set_nodelay(true);
         let client = client.clone();

@@ -1,0 +1,98 @@
+//! The error every settings check and configuration loader returns: it names the field.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A configuration error. Its message names the offending field (and endpoint), never a key.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file extension is not `.yaml`, `.yml` or `.toml`.
+    #[error("{}: unknown configuration format (use a .yaml, .yml or .toml file)", path.display())]
+    UnknownFormat {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The text is not valid YAML/TOML, or does not match the schema.
+    #[error("{}", join_field(field, message))]
+    Parse {
+        /// Path of the offending field, such as `endpoints[1].provider` (empty for the document).
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("{field}: {message}")]
+    Invalid {
+        /// The offending field, such as ``endpoint `backup`: base_url``.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// `${VAR}` names an environment variable that is not set.
+    #[error("{field}: environment variable `{var}` is not set")]
+    MissingEnv {
+        /// Where the reference is.
+        field: String,
+        /// The variable.
+        var: String,
+    },
+}
+
+fn join_field(field: &str, message: &str) -> String {
+    if field.is_empty() || field == "." {
+        message.to_owned()
+    } else {
+        format!("{field}: {message}")
+    }
+}
+
+impl ConfigError {
+    /// An [`Invalid`](Self::Invalid) error for `field`.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The longest cooldown that may be configured (`max_cooldown`, `health_check_interval`).
+pub const MAX_COOLDOWN_LIMIT: Duration = Duration::from_secs(24 * 3600);
+
+impl ConfigError {
+    /// Checks that a cooldown setting is greater than zero and at most [`MAX_COOLDOWN_LIMIT`].
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] naming `field`.
+    pub fn check_cooldown(field: impl Into<String>, cooldown: Duration) -> Result<(), Self> {
+        if cooldown.is_zero() || cooldown > MAX_COOLDOWN_LIMIT {
+            return Err(Self::invalid(
+                field,
+                "must be greater than zero and at most 24h",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks that an optional timeout, when set, is greater than zero.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] naming `field`.
+    pub fn check_timeout(field: impl Into<String>, timeout: Option<Duration>) -> Result<(), Self> {
+        if timeout.is_some_and(|t| t.is_zero()) {
+            return Err(Self::invalid(field, "must be greater than zero"));
+        }
+        Ok(())
+    }
+}

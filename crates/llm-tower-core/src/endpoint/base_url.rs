@@ -1,0 +1,204 @@
+//! Base URLs and how request targets are joined to them.
+
+use std::fmt;
+
+use http::Uri;
+use http::uri::{Authority, PathAndQuery, Scheme};
+
+/// A parsed endpoint base URL: scheme, authority and a path prefix without trailing slash.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BaseUrl {
+    scheme: Scheme,
+    authority: Authority,
+    path: String,
+}
+
+impl BaseUrl {
+    /// Parses an absolute `http` or `https` URL without query or fragment.
+    ///
+    /// # Errors
+    ///
+    /// A message naming what is wrong with the URL.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|e| format!("`{url}` is not a valid URL: {e}"))?;
+        let scheme = uri
+            .scheme()
+            .cloned()
+            .ok_or_else(|| format!("`{url}` has no scheme (expected http:// or https://)"))?;
+        if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
+            return Err(format!("`{url}` must use http or https, not {scheme}"));
+        }
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| format!("`{url}` has no host"))?;
+        if authority.as_str().contains('@') {
+            return Err(format!(
+                "`{url}` must not carry user information; use api_key for credentials"
+            ));
+        }
+        if uri.query().is_some() {
+            return Err(format!("`{url}` must not have a query string"));
+        }
+        let path = uri.path().trim_end_matches('/').to_owned();
+        Ok(Self {
+            scheme,
+            authority,
+            path,
+        })
+    }
+
+    /// The scheme (`http` or `https`).
+    pub fn scheme(&self) -> &Scheme {
+        &self.scheme
+    }
+
+    /// Host and port.
+    pub fn authority(&self) -> &Authority {
+        &self.authority
+    }
+
+    /// The path prefix, without trailing slash (empty for the root).
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// `base + path_and_query` of `uri`. Only the path and query of `uri` are used: its scheme
+    /// and authority (absolute-form requests) never change the destination, and a path with
+    /// `.` or `..` segments (also percent-encoded, or behind an encoded slash or a backslash)
+    /// is refused, so a client cannot climb out of the base URL's path prefix.
+    ///
+    /// # Errors
+    ///
+    /// A message for a path with dot segments, or one that does not make a valid URI.
+    pub fn join(&self, uri: &Uri) -> Result<Uri, String> {
+        if has_dot_segment(uri.path()) {
+            return Err(format!(
+                "the request path `{}` has `.` or `..` segments",
+                uri.path()
+            ));
+        }
+        let tail = uri.path_and_query().map_or("/", PathAndQuery::as_str);
+        let path_and_query = if self.path.is_empty() {
+            PathAndQuery::try_from(tail)
+        } else {
+            let mut joined = String::with_capacity(self.path.len() + tail.len());
+            joined.push_str(&self.path);
+            joined.push_str(tail);
+            PathAndQuery::try_from(joined)
+        }
+        .map_err(|e| e.to_string())?;
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Whether a path has a `.` or `..` segment once `%2e`, `%2f`, `%5c` and `\` are decoded the
+/// way lenient servers do.
+fn has_dot_segment(path: &str) -> bool {
+    if !path.contains('.') && !path.contains('%') {
+        return false;
+    }
+    let decoded = path
+        .to_ascii_lowercase()
+        .replace("%2e", ".")
+        .replace("%2f", "/")
+        .replace("%5c", "/")
+        .replace('\\', "/");
+    decoded
+        .split('/')
+        .any(|segment| segment == "." || segment == "..")
+}
+
+impl fmt::Debug for BaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for BaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}{}", self.scheme, self.authority, self.path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_ignores_client_scheme_and_authority() {
+        let base = BaseUrl::parse("https://api.openai.com/v1/").unwrap();
+        let uri: Uri = "http://evil.example/chat/completions?x=1".parse().unwrap();
+        assert_eq!(
+            base.join(&uri).unwrap().to_string(),
+            "https://api.openai.com/v1/chat/completions?x=1"
+        );
+        let uri: Uri = "//evil.example/x"
+            .parse()
+            .unwrap_or_else(|_| Uri::from_static("/"));
+        assert_eq!(
+            base.join(&uri).unwrap().authority().unwrap(),
+            "api.openai.com"
+        );
+    }
+
+    #[test]
+    fn dot_segments_cannot_climb_out_of_the_base_path() {
+        let base = BaseUrl::parse("https://res.example/openai/deployments/small").unwrap();
+        for path in [
+            "/../large/chat/completions",
+            "/./x",
+            "/a/..",
+            "/%2e%2e/large",
+            "/%2E%2e/large",
+            "/.%2e/large",
+            "/a%2f..%2flarge",
+            "/a%5c..%5clarge",
+        ] {
+            let uri: Uri = path.parse().unwrap();
+            assert!(base.join(&uri).unwrap_err().contains("segments"), "{path}");
+        }
+        for path in [
+            "/chat/completions",
+            "/v1.2/x.json",
+            "/a..b/c",
+            "/...",
+            "/%41",
+        ] {
+            let uri: Uri = path.parse().unwrap();
+            assert!(base.join(&uri).is_ok(), "{path}");
+        }
+    }
+
+    #[test]
+    fn base_url_rejections() {
+        assert!(
+            BaseUrl::parse("ftp://x/")
+                .unwrap_err()
+                .contains("http or https")
+        );
+        assert!(
+            BaseUrl::parse("/relative")
+                .unwrap_err()
+                .contains("no scheme")
+        );
+        assert!(
+            BaseUrl::parse("https://u:p@host/")
+                .unwrap_err()
+                .contains("user information")
+        );
+        assert!(
+            BaseUrl::parse("https://host/?a=1")
+                .unwrap_err()
+                .contains("query")
+        );
+        assert!(BaseUrl::parse("not a url").is_err());
+    }
+}

@@ -1,0 +1,167 @@
+//! One endpoint as a configuration file writes it, validated into an [`Endpoint`].
+
+use std::time::Duration;
+
+use http::HeaderName;
+use serde::{Deserialize, Serialize};
+
+use super::{ApiKey, Endpoint, Provider, Secret};
+use crate::config_error::ConfigError;
+use crate::policy::RetryPolicy;
+
+/// Provider names accepted in configuration.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderName {
+    /// OpenAI and OpenAI-compatible servers.
+    #[default]
+    Openai,
+    /// Azure OpenAI.
+    Azure,
+    /// Anthropic.
+    Anthropic,
+    /// Google Gemini.
+    Gemini,
+    /// A custom header (`auth_header`, optional `auth_prefix`).
+    Custom,
+}
+
+/// One endpoint in configuration; [`EndpointConfig::build`] validates it into an [`Endpoint`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointConfig {
+    /// Unique id.
+    pub id: String,
+    /// Base URL; requests go to `base_url + path_and_query`.
+    pub base_url: String,
+    /// Provider (default `openai`).
+    #[serde(default)]
+    pub provider: ProviderName,
+    /// The key sent upstream (usually `${ENV_VAR}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<Secret>,
+    /// Header carrying the key, for `provider: custom`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_header: Option<String>,
+    /// Text before the key in `auth_header`, for `provider: custom` (such as `"Token "`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_prefix: Option<String>,
+    /// Lower is tried first (default 0).
+    #[serde(default)]
+    pub priority: u32,
+    /// Relative weight for the weighted strategy (default 1, at least 1).
+    #[serde(default = "default_one")]
+    pub weight: u32,
+    /// Whether failures here may fall back to another endpoint (default true).
+    #[serde(default = "default_true")]
+    pub fallback: bool,
+    /// Base cooldown after an ejection (default 5000 ms).
+    #[serde(default = "default_health_check_interval", with = "crate::duration")]
+    pub health_check_interval: Duration,
+    /// Per-try timeout until the response head (default 600 s; `null` for none).
+    #[serde(default = "default_timeout", with = "crate::duration::option")]
+    pub timeout: Option<Duration>,
+    /// Wait for the first body byte of a 2xx response (default none).
+    #[serde(
+        default,
+        with = "crate::duration::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub first_byte_timeout: Option<Duration>,
+    /// Retry policy (default `ExponentialBackoff` with its defaults).
+    #[serde(default)]
+    pub retry_policy: RetryPolicy,
+}
+
+impl EndpointConfig {
+    /// An entry with every optional field at its default.
+    pub fn new(id: impl Into<String>, base_url: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            base_url: base_url.into(),
+            provider: ProviderName::default(),
+            api_key: None,
+            auth_header: None,
+            auth_prefix: None,
+            priority: 0,
+            weight: 1,
+            fallback: true,
+            health_check_interval: default_health_check_interval(),
+            timeout: default_timeout(),
+            first_byte_timeout: None,
+            retry_policy: RetryPolicy::default(),
+        }
+    }
+
+    /// Validates this entry and builds the endpoint.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] naming the endpoint and field.
+    pub fn build(&self) -> Result<Endpoint, ConfigError> {
+        let field = |name: &str| format!("endpoint `{}`: {name}", self.id);
+        let provider = match self.provider {
+            ProviderName::Openai => Provider::OpenAi,
+            ProviderName::Azure => Provider::Azure,
+            ProviderName::Anthropic => Provider::Anthropic,
+            ProviderName::Gemini => Provider::Gemini,
+            ProviderName::Custom => {
+                let header = self.auth_header.as_deref().ok_or_else(|| {
+                    ConfigError::invalid(field("auth_header"), "is required for provider `custom`")
+                })?;
+                let header = HeaderName::try_from(header).map_err(|_| {
+                    ConfigError::invalid(
+                        field("auth_header"),
+                        format!("`{header}` is not a valid header name"),
+                    )
+                })?;
+                Provider::Custom {
+                    header,
+                    prefix: self.auth_prefix.clone(),
+                }
+            }
+        };
+        if self.provider != ProviderName::Custom {
+            for (name, set) in [
+                ("auth_header", self.auth_header.is_some()),
+                ("auth_prefix", self.auth_prefix.is_some()),
+            ] {
+                if set {
+                    return Err(ConfigError::invalid(
+                        field(name),
+                        "is only used with provider `custom`",
+                    ));
+                }
+            }
+        }
+        let mut builder = Endpoint::builder(self.id.as_str(), self.base_url.as_str())
+            .provider(provider)
+            .priority(self.priority)
+            .weight(self.weight)
+            .fallback(self.fallback)
+            .health_check_interval(self.health_check_interval)
+            .timeout(self.timeout)
+            .first_byte_timeout(self.first_byte_timeout)
+            .retry_policy(self.retry_policy.clone());
+        if let Some(secret) = &self.api_key {
+            let key = ApiKey::new(secret.expose_secret())
+                .map_err(|msg| ConfigError::invalid(field("api_key"), msg))?;
+            builder = builder.api_key(key);
+        }
+        builder.build()
+    }
+}
+
+fn default_one() -> u32 {
+    1
+}
+fn default_true() -> bool {
+    true
+}
+fn default_health_check_interval() -> Duration {
+    Endpoint::DEFAULT_HEALTH_CHECK_INTERVAL
+}
+#[allow(clippy::unnecessary_wraps)]
+fn default_timeout() -> Option<Duration> {
+    Some(Endpoint::DEFAULT_TIMEOUT)
+}

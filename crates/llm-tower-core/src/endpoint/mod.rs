@@ -1,0 +1,286 @@
+//! The endpoint model: identity, address, provider, credential and per-endpoint policy.
+
+mod api_key;
+mod base_url;
+mod config;
+mod id;
+mod provider;
+
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue};
+
+pub use api_key::{ApiKey, Secret};
+pub use base_url::BaseUrl;
+pub use config::{EndpointConfig, ProviderName};
+pub use id::EndpointId;
+pub use provider::Provider;
+
+use crate::config_error::ConfigError;
+use crate::policy::RetryPolicy;
+
+/// One upstream: where it is, how to authenticate, and how to treat its failures.
+///
+/// Build it with [`Endpoint::builder`] or from configuration
+/// ([`EndpointConfig::build`]). Its credential header is
+/// built once here, marked sensitive, and only cloned per request.
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    id: EndpointId,
+    base_url: BaseUrl,
+    provider: Provider,
+    api_key: Option<ApiKey>,
+    credential: Option<(HeaderName, HeaderValue)>,
+    priority: u32,
+    weight: u32,
+    fallback: bool,
+    health_check_interval: Duration,
+    timeout: Option<Duration>,
+    first_byte_timeout: Option<Duration>,
+    retry_policy: RetryPolicy,
+}
+
+impl Endpoint {
+    /// Default cooldown after an ejection (pixiu's `health_check_interval`): 5 s.
+    pub const DEFAULT_HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+    /// Default per-try timeout until the response head: 600 s (what OpenAI's SDKs use; long
+    /// non-streaming completions send their head only when done).
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+
+    /// Starts building an endpoint. Defaults: provider `OpenAi`, no key, priority 0, weight 1,
+    /// fallback on, 5 s cooldown, 600 s per-try timeout, no first-byte timeout,
+    /// `ExponentialBackoff` retries with pixiu's defaults.
+    pub fn builder(id: impl Into<EndpointId>, base_url: impl Into<String>) -> EndpointBuilder {
+        EndpointBuilder {
+            id: id.into(),
+            base_url: base_url.into(),
+            provider: Provider::OpenAi,
+            api_key: None,
+            priority: 0,
+            weight: 1,
+            fallback: true,
+            health_check_interval: Self::DEFAULT_HEALTH_CHECK_INTERVAL,
+            timeout: Some(Self::DEFAULT_TIMEOUT),
+            first_byte_timeout: None,
+            retry_policy: RetryPolicy::default(),
+        }
+    }
+
+    /// The endpoint's id.
+    pub fn id(&self) -> &EndpointId {
+        &self.id
+    }
+    /// The base URL requests are sent under.
+    pub fn base_url(&self) -> &BaseUrl {
+        &self.base_url
+    }
+    /// The provider.
+    pub fn provider(&self) -> &Provider {
+        &self.provider
+    }
+    /// The API key, if any.
+    pub fn api_key(&self) -> Option<&ApiKey> {
+        self.api_key.as_ref()
+    }
+    /// The prebuilt credential header (name and sensitive value), if the endpoint has a key.
+    pub fn credential(&self) -> Option<(&HeaderName, &HeaderValue)> {
+        self.credential.as_ref().map(|(n, v)| (n, v))
+    }
+    /// Lower is tried first.
+    pub fn priority(&self) -> u32 {
+        self.priority
+    }
+    /// Relative share for the weighted strategy (at least 1).
+    pub fn weight(&self) -> u32 {
+        self.weight
+    }
+    /// Whether a failure here may fall back to another endpoint.
+    pub fn fallback(&self) -> bool {
+        self.fallback
+    }
+    /// Base cooldown after an ejection.
+    pub fn health_check_interval(&self) -> Duration {
+        self.health_check_interval
+    }
+    /// Per-try timeout until the response head.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+    /// Optional wait for the first body byte of a 2xx response.
+    pub fn first_byte_timeout(&self) -> Option<Duration> {
+        self.first_byte_timeout
+    }
+    /// The retry policy for this endpoint.
+    pub fn retry_policy(&self) -> &RetryPolicy {
+        &self.retry_policy
+    }
+}
+
+/// Builder for [`Endpoint`]; see [`Endpoint::builder`].
+#[derive(Clone, Debug)]
+pub struct EndpointBuilder {
+    id: EndpointId,
+    base_url: String,
+    provider: Provider,
+    api_key: Option<ApiKey>,
+    priority: u32,
+    weight: u32,
+    fallback: bool,
+    health_check_interval: Duration,
+    timeout: Option<Duration>,
+    first_byte_timeout: Option<Duration>,
+    retry_policy: RetryPolicy,
+}
+
+impl EndpointBuilder {
+    /// Sets the provider.
+    #[must_use]
+    pub fn provider(mut self, provider: Provider) -> Self {
+        self.provider = provider;
+        self
+    }
+    /// Sets the API key.
+    #[must_use]
+    pub fn api_key(mut self, key: ApiKey) -> Self {
+        self.api_key = Some(key);
+        self
+    }
+    /// Sets the priority (lower first).
+    #[must_use]
+    pub fn priority(mut self, priority: u32) -> Self {
+        self.priority = priority;
+        self
+    }
+    /// Sets the weight (must be at least 1).
+    #[must_use]
+    pub fn weight(mut self, weight: u32) -> Self {
+        self.weight = weight;
+        self
+    }
+    /// Allows or forbids falling back to another endpoint after this one failed.
+    #[must_use]
+    pub fn fallback(mut self, fallback: bool) -> Self {
+        self.fallback = fallback;
+        self
+    }
+    /// Sets the base cooldown after an ejection.
+    #[must_use]
+    pub fn health_check_interval(mut self, interval: Duration) -> Self {
+        self.health_check_interval = interval;
+        self
+    }
+    /// Sets (or removes) the per-try timeout until the response head.
+    #[must_use]
+    pub fn timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.timeout = timeout;
+        self
+    }
+    /// Sets (or removes) the first-byte timeout for 2xx responses.
+    #[must_use]
+    pub fn first_byte_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.first_byte_timeout = timeout;
+        self
+    }
+    /// Sets the retry policy.
+    #[must_use]
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.retry_policy = policy;
+        self
+    }
+
+    /// Validates and builds the endpoint.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] naming the field: empty id, bad base URL, zero weight, a
+    /// custom header that is not a valid header name, an invalid retry policy.
+    pub fn build(self) -> Result<Endpoint, ConfigError> {
+        let field = |name: &str| format!("endpoint `{}`: {name}", self.id);
+        if self.id.as_str().trim().is_empty() {
+            return Err(ConfigError::invalid("id", "must not be empty"));
+        }
+        let base_url = BaseUrl::parse(&self.base_url)
+            .map_err(|msg| ConfigError::invalid(field("base_url"), msg))?;
+        if self.weight == 0 {
+            return Err(ConfigError::invalid(field("weight"), "must be at least 1"));
+        }
+        ConfigError::check_cooldown(field("health_check_interval"), self.health_check_interval)?;
+        ConfigError::check_timeout(field("timeout"), self.timeout)?;
+        ConfigError::check_timeout(field("first_byte_timeout"), self.first_byte_timeout)?;
+        self.retry_policy
+            .validate()
+            .map_err(|msg| ConfigError::invalid(field("retry_policy"), msg))?;
+        let credential = match &self.api_key {
+            None => None,
+            Some(key) => {
+                let prefix = self.provider.credential_prefix();
+                let mut bytes = Vec::with_capacity(prefix.len() + key.expose_secret().len());
+                bytes.extend_from_slice(prefix.as_bytes());
+                bytes.extend_from_slice(key.expose_secret());
+                let mut value = HeaderValue::from_bytes(&bytes).map_err(|_| {
+                    ConfigError::invalid(field("auth_prefix"), "is not a valid header value")
+                })?;
+                value.set_sensitive(true);
+                Some((self.provider.credential_header(), value))
+            }
+        };
+        Ok(Endpoint {
+            id: self.id,
+            base_url,
+            provider: self.provider,
+            api_key: self.api_key,
+            credential,
+            priority: self.priority,
+            weight: self.weight,
+            fallback: self.fallback,
+            health_check_interval: self.health_check_interval,
+            timeout: self.timeout,
+            first_byte_timeout: self.first_byte_timeout,
+            retry_policy: self.retry_policy,
+        })
+    }
+}
+
+/// Request extension naming the endpoint a request is sent to. The balancer inserts it; the
+/// retry and auth layers read it.
+#[derive(Clone, Debug)]
+pub struct Selected(pub Arc<Endpoint>);
+
+impl Deref for Selected {
+    type Target = Endpoint;
+    fn deref(&self) -> &Endpoint {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credential_is_prebuilt_and_sensitive() {
+        let ep = Endpoint::builder("a", "https://h/v1")
+            .api_key(ApiKey::new("sk-secret").unwrap())
+            .build()
+            .unwrap();
+        let (name, value) = ep.credential().unwrap();
+        assert_eq!(name, "authorization");
+        assert_eq!(value, "Bearer sk-secret");
+        assert!(value.is_sensitive());
+        let dbg = format!("{ep:?} {:?} {}", ep.api_key(), ep.api_key().unwrap());
+        assert!(!dbg.contains("sk-secret"), "{dbg}");
+    }
+
+    #[test]
+    fn api_key_validation() {
+        assert!(ApiKey::new("").is_err());
+        assert!(ApiKey::new("abc\r\nx-evil: 1").is_err());
+        assert!(ApiKey::new("abc\n").is_err());
+        assert!(ApiKey::new("ab\tc").is_err());
+        assert!(ApiKey::new(" abc").is_err());
+        assert!(ApiKey::new("abcé").is_err());
+        assert!(ApiKey::new("sk-proj_AZaz09-._~+/=").is_ok());
+    }
+}

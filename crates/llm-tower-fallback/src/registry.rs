@@ -1,0 +1,98 @@
+//! [`HealthRegistry`]: every endpoint's health, shared between stacks and shown to operators.
+
+use std::fmt;
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use llm_tower_core::EndpointId;
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::health::EndpointHealth;
+
+/// Health of every endpoint, keyed by id. `Clone` shares the same state, so one registry can
+/// serve several stacks (and an admin endpoint through [`HealthRegistry::snapshot`]).
+#[derive(Clone, Default)]
+pub struct HealthRegistry {
+    map: Arc<DashMap<EndpointId, Arc<EndpointHealth>>>,
+}
+
+impl fmt::Debug for HealthRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HealthRegistry")
+            .field("endpoints", &self.map.len())
+            .finish()
+    }
+}
+
+impl HealthRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The health cell of `id`, created healthy on first use. The DashMap guard is released
+    /// before this returns.
+    pub(crate) fn cell(&self, id: &EndpointId) -> Arc<EndpointHealth> {
+        if let Some(cell) = self.map.get(id) {
+            return cell.clone();
+        }
+        self.map.entry(id.clone()).or_default().clone()
+    }
+
+    /// The state of every known endpoint, sorted by id.
+    pub fn snapshot(&self) -> Vec<EndpointSnapshot> {
+        // Copy the cells out first: no map guard is held while a cell is locked.
+        let cells: Vec<(EndpointId, Arc<EndpointHealth>)> = self
+            .map
+            .iter()
+            .map(|entry| (entry.key().clone(), entry.value().clone()))
+            .collect();
+        let now = Instant::now();
+        let mut snapshot: Vec<_> = cells
+            .into_iter()
+            .map(|(id, cell)| cell.snapshot(id, now))
+            .collect();
+        snapshot.sort_by(|a, b| a.id.cmp(&b.id));
+        snapshot
+    }
+
+    /// The state of one endpoint, if it is known.
+    pub fn get(&self, id: &str) -> Option<EndpointSnapshot> {
+        let cell = self.map.get(id).map(|c| c.clone())?;
+        Some(cell.snapshot(EndpointId::from(id), Instant::now()))
+    }
+}
+
+/// Health status of an endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Taking traffic.
+    Healthy,
+    /// Cooling down: skipped until its cooldown ends.
+    Ejected,
+    /// Cooldown over: the next request is a probe (or one is in flight).
+    HalfOpen,
+}
+
+/// A serialisable view of one endpoint's health, for admin endpoints.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct EndpointSnapshot {
+    /// The endpoint.
+    pub id: EndpointId,
+    /// Its status.
+    pub status: Status,
+    /// Failed requests since the last success.
+    pub consecutive_failures: u32,
+    /// Ejections since the last success (each doubles the cooldown).
+    pub ejections: u32,
+    /// Ejections since the process started (a counter for metrics).
+    pub total_ejections: u64,
+    /// Seconds until the cooldown ends (0 when not cooling down).
+    pub seconds_until_return: f64,
+    /// Whether a probe request is in flight.
+    pub probe_in_flight: bool,
+    /// Attempts in flight right now.
+    pub in_flight: usize,
+}

@@ -1,0 +1,231 @@
+//! The balancer's control loop for one request, as named steps: prepare the request once,
+//! pick an endpoint, send one attempt, judge the outcome, then finish or fall back.
+
+use std::sync::Arc;
+
+use http::request::Parts;
+use http::{Request, Response, Uri};
+use http_body::Body;
+use llm_tower_core::{
+    Attempts, BoxError, BufferedBody, Classification, Error, ErrorKind, Outcome, Selected,
+    buffer_request, classify, strip_hop_by_hop,
+};
+use tokio::time::Instant;
+use tower::{Service, ServiceExt};
+
+use crate::balancer::Balancer;
+use crate::body::ResponseBody;
+use crate::select::Member;
+
+/// One request: buffer, pick, call, judge, fall back. This is the future of
+/// [`Fallback`](crate::Fallback).
+pub(crate) async fn run<S, B, RB>(
+    balancer: Arc<Balancer>,
+    mut inner: S,
+    request: Request<B>,
+) -> Result<Response<ResponseBody<RB>>, BoxError>
+where
+    S: Service<Request<BufferedBody>, Response = Response<RB>> + Send,
+    S::Error: Into<BoxError>,
+    S::Future: Send,
+    B: Body + Send,
+    B::Error: Into<BoxError>,
+{
+    let log = Attempts::new();
+    let fail = |err: Error| -> BoxError { Box::new(err.with_attempts(log.clone())) };
+    let prepared = Prepared::new(request, balancer.settings.max_body_bytes)
+        .await
+        .map_err(fail)?;
+    let mut pick = balancer.first_pick(Instant::now()).map_err(fail)?;
+    let mut failed = Failed::new();
+    loop {
+        let member = &balancer.pool.members[pick.index];
+        let attempt = prepared.attempt(member, &log).map_err(fail)?;
+        let result = send(&mut inner, attempt, member, &log).await;
+
+        match classify(&result) {
+            Classification::Success => {
+                if pick.probe.is_some() {
+                    tracing::info!(endpoint = %member.endpoint.id(), "probe succeeded; endpoint restored");
+                }
+                member.health.record_success(pick.probe);
+                return finish(result, member, &log);
+            }
+            // Neither says anything about the endpoint: a probe slot is released on drop.
+            Classification::ClientError | Classification::Unrecognized => {
+                return finish(result, member, &log);
+            }
+            Classification::Retryable | Classification::BadCredentials => {}
+        }
+
+        let now = Instant::now();
+        balancer.record_failure(member, pick.probe, &result, now);
+        failed.keep(result, member);
+        if !member.endpoint.fallback() {
+            return failed.into_result(&log);
+        }
+        let Some(next) =
+            balancer.fallback_pick(pick.index, failed.mark_tried(&balancer, pick.index), now)
+        else {
+            return failed.into_result(&log);
+        };
+        tracing::info!(
+            from = %member.endpoint.id(),
+            to = %balancer.pool.members[next.index].endpoint.id(),
+            "falling back"
+        );
+        pick = next;
+    }
+}
+
+/// The request as every attempt sends it: buffered once, with the client's connection
+/// headers removed.
+struct Prepared {
+    parts: Parts,
+    body: BufferedBody,
+    /// The client's request target; each attempt joins it to its endpoint's base URL.
+    target: Uri,
+}
+
+impl Prepared {
+    async fn new<B>(request: Request<B>, max_body_bytes: usize) -> Result<Self, Error>
+    where
+        B: Body,
+        B::Error: Into<BoxError>,
+    {
+        let request = buffer_request(request, max_body_bytes).await?;
+        let (mut parts, body) = request.into_parts();
+        parts.headers.remove(http::header::HOST);
+        strip_hop_by_hop(&mut parts.headers);
+        // The client's HTTP version says nothing about the upstream's: the pool picks HTTP/1.1
+        // or HTTP/2 per connection (ALPN). Forwarding an h2 client's version to an HTTP/1-only
+        // endpoint would fail every attempt.
+        parts.version = http::Version::HTTP_11;
+        // The buffered body knows its exact length; the client derives the framing from it.
+        parts.headers.remove(http::header::CONTENT_LENGTH);
+        let target = std::mem::take(&mut parts.uri);
+        Ok(Self {
+            parts,
+            body,
+            target,
+        })
+    }
+
+    /// The request for one attempt on `member`: its URI, [`Selected`] and the shared log.
+    fn attempt(&self, member: &Member, log: &Attempts) -> Result<Request<BufferedBody>, Error> {
+        let endpoint = &member.endpoint;
+        let uri = endpoint.base_url().join(&self.target).map_err(|err| {
+            Error::new(
+                ErrorKind::InvalidRequest,
+                format!("cannot forward this request target: {err}"),
+            )
+        })?;
+        let mut attempt = Request::from_parts(self.parts.clone(), self.body.clone());
+        *attempt.uri_mut() = uri;
+        attempt.extensions_mut().insert(Selected(endpoint.clone()));
+        attempt.extensions_mut().insert(log.clone());
+        Ok(attempt)
+    }
+}
+
+/// Sends one attempt (which the retry layer inside may turn into several tries) and records
+/// it when no layer inside records tries itself.
+async fn send<S, RB>(
+    inner: &mut S,
+    attempt: Request<BufferedBody>,
+    member: &Member,
+    log: &Attempts,
+) -> Result<Response<ResponseBody<RB>>, BoxError>
+where
+    S: Service<Request<BufferedBody>, Response = Response<RB>>,
+    S::Error: Into<BoxError>,
+{
+    let started = Instant::now();
+    // The attempt counts as in flight until its response body ends (streams included).
+    let in_flight = member.health.start_attempt();
+    // The readiness error is converted before the call is awaited: `S::Error` need not be
+    // `Send`.
+    let call = match inner.ready().await {
+        Ok(service) => Ok(service.call(attempt)),
+        Err(err) => Err(err.into()),
+    };
+    let result = match call {
+        Ok(future) => future.await.map_err(Into::into),
+        Err(err) => Err(err),
+    }
+    .map(|response| response.map(|body| ResponseBody::new(body, in_flight)));
+    if !log.is_recorded_inside() {
+        log.record(member.endpoint.id(), false, started, Outcome::of(&result));
+    }
+    result
+}
+
+/// The failures of one request so far, and which endpoints it tried.
+struct Failed<RB> {
+    /// The latest upstream response and who sent it: what the client gets if nothing succeeds.
+    response: Option<(Response<RB>, Selected)>,
+    /// The latest error; it only matters while no response arrived.
+    error: Option<BoxError>,
+    tried: Vec<bool>,
+}
+
+impl<RB> Failed<RB> {
+    fn new() -> Self {
+        Self {
+            response: None,
+            error: None,
+            tried: Vec::new(),
+        }
+    }
+
+    fn keep(&mut self, result: Result<Response<RB>, BoxError>, member: &Member) {
+        match result {
+            Ok(response) => self.response = Some((response, Selected(member.endpoint.clone()))),
+            Err(err) => self.error = Some(err),
+        }
+    }
+
+    fn mark_tried(&mut self, balancer: &Balancer, index: usize) -> &[bool] {
+        if self.tried.is_empty() {
+            self.tried = vec![false; balancer.pool.members.len()];
+        }
+        self.tried[index] = true;
+        &self.tried
+    }
+
+    /// Every attempt failed: the last upstream response as it came, else the last error.
+    fn into_result(self, log: &Attempts) -> Result<Response<RB>, BoxError> {
+        match (self.response, self.error) {
+            (Some((response, selected)), _) => Ok(annotate(response, selected, log)),
+            (None, Some(err)) => Err(upstream_error(err, log)),
+            (None, None) => Err(Box::new(
+                Error::new(ErrorKind::Internal, "no upstream attempt was made")
+                    .with_attempts(log.clone()),
+            )),
+        }
+    }
+}
+
+/// The response carries the attempt log and the endpoint that answered.
+fn annotate<RB>(mut response: Response<RB>, selected: Selected, log: &Attempts) -> Response<RB> {
+    let extensions = response.extensions_mut();
+    extensions.insert(log.clone());
+    extensions.insert(selected);
+    response
+}
+
+fn upstream_error(err: BoxError, log: &Attempts) -> BoxError {
+    Box::new(Error::upstream(err).with_attempts(log.clone()))
+}
+
+/// A success, client error or unrecognised error, returned as it came.
+fn finish<RB>(
+    result: Result<Response<RB>, BoxError>,
+    member: &Member,
+    log: &Attempts,
+) -> Result<Response<RB>, BoxError> {
+    match result {
+        Ok(response) => Ok(annotate(response, Selected(member.endpoint.clone()), log)),
+        Err(err) => Err(upstream_error(err, log)),
+    }
+}

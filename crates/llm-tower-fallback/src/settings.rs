@@ -1,0 +1,146 @@
+//! The balancer's settings: one owner for each default and range check.
+
+use std::time::Duration;
+
+use llm_tower_core::{ConfigError, DEFAULT_MAX_BODY_BYTES};
+use serde::{Deserialize, Serialize};
+
+/// How the balancer picks among the available endpoints of the best priority tier.
+///
+/// ```
+/// use llm_tower_fallback::Strategy;
+///
+/// let strategy: Strategy = serde_json::from_str("\"least_in_flight\"").unwrap();
+/// assert_eq!(strategy, Strategy::LeastInFlight);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Each endpoint in turn.
+    #[default]
+    RoundRobin,
+    /// Smooth weighted round-robin by `weight`.
+    Weighted,
+    /// The less busy of two endpoints drawn at random (power of two choices).
+    LeastInFlight,
+}
+
+/// What to do when every candidate endpoint is cooling down.
+///
+/// ```
+/// use llm_tower_fallback::WhenAllUnhealthy;
+///
+/// assert_eq!(WhenAllUnhealthy::default(), WhenAllUnhealthy::TrySoonest);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenAllUnhealthy {
+    /// Try the endpoint whose cooldown ends first rather than failing without trying.
+    #[default]
+    TrySoonest,
+    /// Answer 503 with `Retry-After` without contacting anyone.
+    Fail,
+}
+
+/// Everything the balancer can be told besides its endpoints. In a configuration file these
+/// are top-level keys (`strategy`, `when_all_unhealthy`, `max_body_bytes`,
+/// `unhealthy_threshold`, `max_cooldown`).
+///
+/// ```
+/// use std::time::Duration;
+/// use llm_tower_fallback::{FallbackSettings, Strategy};
+///
+/// let settings = FallbackSettings {
+///     strategy: Strategy::LeastInFlight,
+///     max_cooldown: Duration::from_secs(30),
+///     ..FallbackSettings::default()
+/// };
+/// settings.validate().unwrap();
+/// let bad = FallbackSettings { unhealthy_threshold: 0, ..settings };
+/// assert!(bad.validate().unwrap_err().to_string().starts_with("unhealthy_threshold"));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FallbackSettings {
+    /// Selection strategy (default `round_robin`).
+    pub strategy: Strategy,
+    /// Behaviour when every endpoint is cooling down (default `try_soonest`).
+    pub when_all_unhealthy: WhenAllUnhealthy,
+    /// Request bodies are buffered for replay up to this size (default 32 MiB); larger ones
+    /// get 413 and nothing is sent upstream.
+    pub max_body_bytes: usize,
+    /// Consecutive exhausted requests before an endpoint is ejected (default 1).
+    pub unhealthy_threshold: u32,
+    /// Cap for escalating cooldowns and `Retry-After` hints (default 60 s, at most 24 h).
+    #[serde(with = "llm_tower_core::duration")]
+    pub max_cooldown: Duration,
+}
+
+impl Default for FallbackSettings {
+    fn default() -> Self {
+        Self {
+            strategy: Strategy::default(),
+            when_all_unhealthy: WhenAllUnhealthy::default(),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            unhealthy_threshold: 1,
+            max_cooldown: Duration::from_secs(60),
+        }
+    }
+}
+
+impl FallbackSettings {
+    /// Checks every setting.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] naming the field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_body_bytes == 0 {
+            return Err(ConfigError::invalid("max_body_bytes", "must be at least 1"));
+        }
+        if self.unhealthy_threshold == 0 {
+            return Err(ConfigError::invalid(
+                "unhealthy_threshold",
+                "must be at least 1",
+            ));
+        }
+        ConfigError::check_cooldown("max_cooldown", self.max_cooldown)
+    }
+}
+
+/// Checks a balancer's endpoint list: at least one endpoint, and no id used twice. Errors
+/// name the position in the list, as a configuration file's `endpoints` would.
+///
+/// ```
+/// use llm_tower_core::Endpoint;
+/// use llm_tower_fallback::check_endpoints;
+///
+/// let a = Endpoint::builder("a", "http://127.0.0.1:1").build().unwrap();
+/// let err = check_endpoints(&[a.clone(), a]).unwrap_err();
+/// assert_eq!(err.to_string(), "endpoints[1].id: duplicate id `a` (already used by endpoints[0])");
+/// ```
+///
+/// # Errors
+///
+/// [`ConfigError::Invalid`] for an empty list or a duplicate id.
+pub fn check_endpoints(endpoints: &[llm_tower_core::Endpoint]) -> Result<(), ConfigError> {
+    if endpoints.is_empty() {
+        return Err(ConfigError::invalid(
+            "endpoints",
+            "at least one endpoint is required",
+        ));
+    }
+    let mut seen = std::collections::HashMap::with_capacity(endpoints.len());
+    for (index, endpoint) in endpoints.iter().enumerate() {
+        if let Some(first) = seen.insert(endpoint.id().as_str(), index) {
+            return Err(ConfigError::invalid(
+                format!("endpoints[{index}].id"),
+                format!(
+                    "duplicate id `{}` (already used by endpoints[{first}])",
+                    endpoint.id()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}

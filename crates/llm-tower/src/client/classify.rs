@@ -1,0 +1,89 @@
+//! Transport errors of the hyper client, classified from their types: the one place that
+//! knows what hyper's and hyper-util's errors mean for retry and fallback.
+
+use std::error::Error as StdError;
+
+use hyper_util::client::legacy;
+use llm_tower_core::{Error, ErrorKind};
+
+/// An llm-tower [`Error`] of the right kind for a failed request of the hyper-util client.
+pub(crate) fn transport_error(err: legacy::Error) -> Error {
+    Error::classified(transport_kind(&err), err)
+}
+
+fn transport_kind(err: &legacy::Error) -> ErrorKind {
+    if err.is_connect() {
+        return ErrorKind::Connect;
+    }
+    let mut current = err.source();
+    while let Some(e) = current {
+        if let Some(hyper) = e.downcast_ref::<hyper::Error>() {
+            if hyper.is_timeout() {
+                return ErrorKind::Timeout;
+            }
+            if hyper.is_incomplete_message() || hyper.is_canceled() || hyper.is_closed() {
+                return ErrorKind::Closed;
+            }
+            // A malformed or oversized response head: the upstream's fault, worth another try.
+            if hyper.is_parse() {
+                return ErrorKind::Upstream;
+            }
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return ErrorKind::of_io(io.kind());
+        }
+        current = e.source();
+    }
+    // hyper-util's own conditions without a cause (the pooled connection closed before the
+    // request was sent): a transport failure like the others.
+    ErrorKind::Upstream
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http_body_util::Empty;
+    use hyper_util::rt::TokioExecutor;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn kind_of_reply(reply: &'static [u8]) -> ErrorKind {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = socket.read(&mut buf).await;
+            socket.write_all(reply).await.unwrap();
+        });
+        let client = legacy::Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+        let err = client
+            .get(format!("http://{addr}/").parse().unwrap())
+            .await
+            .unwrap_err();
+        transport_kind(&err)
+    }
+
+    #[tokio::test]
+    async fn refused_closed_and_malformed() {
+        let refused = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap()
+        };
+        let client = legacy::Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+        let err = client
+            .get(format!("http://{refused}/").parse().unwrap())
+            .await
+            .unwrap_err();
+        assert_eq!(transport_kind(&err), ErrorKind::Connect);
+        assert_eq!(kind_of_reply(b"").await, ErrorKind::Closed);
+        assert_eq!(
+            kind_of_reply(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r").await,
+            ErrorKind::Closed
+        );
+        assert_eq!(
+            kind_of_reply(b"NOT HTTP AT ALL\r\n\r\n").await,
+            ErrorKind::Upstream
+        );
+    }
+}

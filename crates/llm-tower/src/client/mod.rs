@@ -1,0 +1,157 @@
+//! The pooled HTTP client at the bottom of the stack, and what its errors mean.
+
+mod classify;
+mod settings;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::{self, Client};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use llm_tower_core::{BufferedBody, ConfigError, Error};
+use pin_project_lite::pin_project;
+use tower::Service;
+
+pub use settings::ClientSettings;
+
+#[cfg(feature = "tls")]
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+#[cfg(not(feature = "tls"))]
+type Connector = HttpConnector;
+
+/// hyper-util's pooled client, HTTP/1.1 and HTTP/2 (by ALPN over TLS), as a tower
+/// [`Service`] whose errors are llm-tower [`Error`]s classified from hyper's typed errors
+/// (connect failure, connection closed before the head, timeout, malformed head). It never
+/// follows redirects.
+///
+/// TLS uses rustls with the ring provider and the roots chosen by a feature:
+/// `rustls-webpki-roots` (the default: Mozilla's roots compiled in) or `rustls-native-roots`
+/// (the system's). Without either, only `http://` endpoints can be reached and
+/// [`Upstream::build`](crate::Upstream::build) refuses `https://` ones.
+///
+/// ```
+/// use llm_tower::{ClientSettings, HttpClient};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let client = HttpClient::new(&ClientSettings::default()).unwrap();
+/// # let _ = client;
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct HttpClient {
+    inner: Client<Connector, BufferedBody>,
+}
+
+impl fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpClient").finish_non_exhaustive()
+    }
+}
+
+impl HttpClient {
+    /// Builds the client: TCP_NODELAY, the configured connect timeout, pool idle timeout and
+    /// pool size. Plain `http://` endpoints (local models, tests) are allowed too.
+    ///
+    /// # Errors
+    ///
+    /// An invalid setting, or (with `rustls-native-roots`) no usable system root
+    /// certificate.
+    pub fn new(settings: &ClientSettings) -> Result<Self, ConfigError> {
+        settings.validate()?;
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(settings.connect_timeout));
+        let connector = tls_connector(http)?;
+        let inner = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(settings.pool_idle_timeout)
+            .pool_max_idle_per_host(settings.pool_max_idle_per_host)
+            .pool_timer(TokioTimer::new())
+            .build(connector);
+        Ok(Self { inner })
+    }
+
+    /// Whether this build of llm-tower can reach `https://` endpoints.
+    pub const SUPPORTS_HTTPS: bool = cfg!(feature = "tls");
+
+    /// Sends one request.
+    pub fn request(&self, request: Request<BufferedBody>) -> HttpClientFuture {
+        HttpClientFuture {
+            inner: self.inner.request(request),
+        }
+    }
+}
+
+#[cfg(feature = "tls")]
+fn tls_connector(http: HttpConnector) -> Result<Connector, ConfigError> {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = hyper_rustls::HttpsConnectorBuilder::new();
+    #[cfg(feature = "rustls-native-roots")]
+    let builder = builder
+        .with_provider_and_native_roots(provider)
+        .map_err(|err| {
+            ConfigError::invalid(
+                "client",
+                format!("no usable system root certificate: {err}"),
+            )
+        })?;
+    #[cfg(not(feature = "rustls-native-roots"))]
+    let builder = builder
+        .with_provider_and_webpki_roots(provider)
+        .map_err(|err| ConfigError::invalid("client", format!("TLS setup failed: {err}")))?;
+    Ok(builder
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http))
+}
+
+#[cfg(not(feature = "tls"))]
+#[allow(clippy::unnecessary_wraps)]
+fn tls_connector(http: HttpConnector) -> Result<Connector, ConfigError> {
+    Ok(http)
+}
+
+impl Service<Request<BufferedBody>> for HttpClient {
+    type Response = Response<Incoming>;
+    type Error = Error;
+    type Future = HttpClientFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        // The pool opens connections on demand: always ready.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<BufferedBody>) -> HttpClientFuture {
+        self.request(request)
+    }
+}
+
+pin_project! {
+    /// Future of [`HttpClient`].
+    pub struct HttpClientFuture {
+        #[pin]
+        inner: legacy::ResponseFuture,
+    }
+}
+
+impl fmt::Debug for HttpClientFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpClientFuture").finish_non_exhaustive()
+    }
+}
+
+impl Future for HttpClientFuture {
+    type Output = Result<Response<Incoming>, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let result = ready!(self.project().inner.poll(cx));
+        Poll::Ready(result.map_err(classify::transport_error))
+    }
+}

@@ -1,0 +1,57 @@
+//! [`ClientSettings`]: the pooled HTTP client's settings.
+
+use std::time::Duration;
+
+use llm_tower_core::ConfigError;
+use serde::{Deserialize, Serialize};
+
+/// Settings of the pooled HTTP client at the bottom of the stack (`client:` in a
+/// configuration file).
+///
+/// ```
+/// use std::time::Duration;
+/// use llm_tower::ClientSettings;
+///
+/// let settings = ClientSettings { connect_timeout: Duration::from_secs(2), ..ClientSettings::default() };
+/// settings.validate().unwrap();
+/// assert_eq!(settings.pool_max_idle_per_host, 64);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientSettings {
+    /// Limit for establishing a TCP connection (default 5 s).
+    #[serde(with = "llm_tower_core::duration")]
+    pub connect_timeout: Duration,
+    /// Idle pooled connections are closed after this long (default 90 s).
+    #[serde(with = "llm_tower_core::duration")]
+    pub pool_idle_timeout: Duration,
+    /// Idle connections kept per host (default 64).
+    pub pool_max_idle_per_host: usize,
+}
+
+impl Default for ClientSettings {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            pool_idle_timeout: Duration::from_secs(90),
+            pool_max_idle_per_host: 64,
+        }
+    }
+}
+
+impl ClientSettings {
+    /// Checks every setting.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] naming the field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.connect_timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                "client.connect_timeout",
+                "must be greater than zero",
+            ));
+        }
+        Ok(())
+    }
+}

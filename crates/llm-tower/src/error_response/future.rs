@@ -1,0 +1,76 @@
+//! [`ResponseFuture`] of [`ErrorResponse`](super::ErrorResponse).
+
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http::Response;
+use llm_tower_core::BoxError;
+use pin_project_lite::pin_project;
+
+use super::body::ResponseBody;
+use super::service::Shared;
+
+pin_project! {
+    /// Future of [`ErrorResponse`](super::ErrorResponse): the inner future's result, or the
+    /// error the inner service gave when polled for readiness, as a response.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        state: State<F>,
+        shared: Arc<Shared>,
+    }
+}
+
+pin_project! {
+    #[project = StateProjection]
+    enum State<F> {
+        Inner { #[pin] future: F },
+        Failed { error: Option<BoxError> },
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(crate) fn inner(future: F, shared: Arc<Shared>) -> Self {
+        Self {
+            state: State::Inner { future },
+            shared,
+        }
+    }
+
+    pub(crate) fn failed(error: BoxError, shared: Arc<Shared>) -> Self {
+        Self {
+            state: State::Failed { error: Some(error) },
+            shared,
+        }
+    }
+}
+
+impl<F> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<F, RB, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<RB>, E>>,
+    E: Into<BoxError>,
+    RB: http_body::Body<Data = Bytes>,
+{
+    type Output = Result<Response<ResponseBody<RB>>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = match this.state.project() {
+            StateProjection::Inner { future } => ready!(future.poll(cx)).map_err(Into::into),
+            StateProjection::Failed { error } => Err(error
+                .take()
+                .unwrap_or_else(|| "ResponseFuture polled after completion".into())),
+        };
+        Poll::Ready(Ok(this.shared.finish(result)))
+    }
+}

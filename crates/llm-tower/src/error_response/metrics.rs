@@ -1,0 +1,73 @@
+//! Metrics through the `metrics` facade (feature `metrics`): per-attempt counters and latency,
+//! per-endpoint health gauges.
+
+use dashmap::DashMap;
+use llm_tower_core::{Attempt, AttemptKind, EndpointId, Outcome};
+
+/// Metric handles, registered once per endpoint (and outcome) instead of once per request.
+#[derive(Default)]
+pub(crate) struct MetricHandles {
+    endpoints: DashMap<EndpointId, EndpointMetrics>,
+    attempts: DashMap<(EndpointId, Outcome), metrics::Counter>,
+}
+
+#[derive(Clone)]
+struct EndpointMetrics {
+    latency: metrics::Histogram,
+    retries: metrics::Counter,
+    fallbacks: metrics::Counter,
+}
+
+impl MetricHandles {
+    pub(crate) fn record(&self, attempt: &Attempt) {
+        let id = &attempt.endpoint;
+        let endpoint = self.endpoints.get(id).map_or_else(
+            || {
+                let label = || ("endpoint", id.to_string());
+                let handles = EndpointMetrics {
+                    latency: metrics::histogram!("llm_tower_upstream_latency_seconds", &[label()]),
+                    retries: metrics::counter!("llm_tower_retries_total", &[label()]),
+                    fallbacks: metrics::counter!("llm_tower_fallbacks_total", &[label()]),
+                };
+                self.endpoints.insert(id.clone(), handles.clone());
+                handles
+            },
+            |m| m.clone(),
+        );
+        endpoint.latency.record(attempt.latency.as_secs_f64());
+        match attempt.kind {
+            AttemptKind::Retry => endpoint.retries.increment(1),
+            AttemptKind::Fallback => endpoint.fallbacks.increment(1),
+            AttemptKind::First => {}
+        }
+        let key = (id.clone(), attempt.outcome);
+        if let Some(counter) = self.attempts.get(&key) {
+            counter.increment(1);
+            return;
+        }
+        let counter = metrics::counter!(
+            "llm_tower_attempts_total",
+            "endpoint" => id.to_string(),
+            "outcome" => attempt.outcome.to_string()
+        );
+        counter.increment(1);
+        self.attempts.insert(key, counter);
+    }
+}
+
+/// Publishes per-endpoint health (`llm_tower_endpoint_healthy` 1/0) and the ejection counter
+/// (`llm_tower_ejections_total`) from a registry snapshot; call it before rendering metrics.
+///
+/// ```
+/// llm_tower::error_response::record_health_metrics(&llm_tower::HealthRegistry::new());
+/// ```
+pub fn record_health_metrics(registry: &llm_tower_fallback::HealthRegistry) {
+    for snapshot in registry.snapshot() {
+        let endpoint = snapshot.id.to_string();
+        let healthy = snapshot.status == llm_tower_fallback::Status::Healthy;
+        metrics::gauge!("llm_tower_endpoint_healthy", "endpoint" => endpoint.clone())
+            .set(if healthy { 1.0 } else { 0.0 });
+        metrics::counter!("llm_tower_ejections_total", "endpoint" => endpoint)
+            .absolute(snapshot.total_ejections);
+    }
+}

@@ -1,0 +1,23 @@
+//! [`ErrorResponse`]: the outermost layer of the stack. It turns every failure into an
+//! OpenAI-style JSON response (so the stack's error type is [`Infallible`](std::convert::Infallible)
+//! and it fits axum's `nest_service`), strips hop-by-hop headers from responses, and adds the
+//! optional `x-llm-tower-*` headers, access log line and metrics.
+
+mod body;
+mod future;
+mod layer;
+#[cfg(feature = "metrics")]
+mod metrics;
+mod service;
+
+pub use body::ResponseBody;
+pub use future::ResponseFuture;
+pub use layer::ErrorResponseLayer;
+#[cfg(feature = "metrics")]
+pub use metrics::record_health_metrics;
+pub use service::ErrorResponse;
+
+/// Response header naming the endpoint whose response this is.
+pub const ENDPOINT_HEADER: &str = "x-llm-tower-endpoint";
+/// Response header counting the upstream attempts made.
+pub const ATTEMPTS_HEADER: &str = "x-llm-tower-attempts";

@@ -1,0 +1,200 @@
+//! [`ErrorResponse`], the service.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response};
+use llm_tower_core::{Attempt, Attempts, BoxError, Error, strip_hop_by_hop};
+
+use super::body::ResponseBody;
+use super::future::ResponseFuture;
+use super::layer::Settings;
+use super::{ATTEMPTS_HEADER, ENDPOINT_HEADER};
+
+/// What every clone of an [`ErrorResponse`] shares.
+pub(crate) struct Shared {
+    settings: Settings,
+    #[cfg(feature = "metrics")]
+    metrics: super::metrics::MetricHandles,
+}
+
+impl Shared {
+    pub(crate) fn new(settings: Settings) -> Self {
+        Self {
+            settings,
+            #[cfg(feature = "metrics")]
+            metrics: super::metrics::MetricHandles::default(),
+        }
+    }
+}
+
+/// The outermost service of the stack: turns errors into OpenAI-style JSON responses (so its
+/// error type is [`Infallible`] and it fits axum's `nest_service`, `route_service` and
+/// `fallback_service`), strips hop-by-hop headers from responses, and adds optional response
+/// headers, an access log and metrics.
+///
+/// ```
+/// use std::convert::Infallible;
+/// use http::{Request, StatusCode};
+/// use llm_tower::{BoxError, Error, ErrorKind, ErrorResponseLayer};
+/// use tower::{Layer, ServiceExt, service_fn};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let failing = service_fn(|_: Request<()>| async {
+///     Err::<http::Response<String>, BoxError>(Error::new(ErrorKind::Timeout, "too slow").into())
+/// });
+/// let response = ErrorResponseLayer::new().layer(failing).oneshot(Request::new(())).await;
+/// let response = response.unwrap(); // Infallible
+/// assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+/// assert_eq!(response.headers()["content-type"], "application/json");
+/// # }
+/// ```
+pub struct ErrorResponse<S> {
+    inner: S,
+    shared: Arc<Shared>,
+    not_ready: Option<BoxError>,
+}
+
+impl<S> ErrorResponse<S> {
+    pub(crate) fn new(inner: S, shared: Arc<Shared>) -> Self {
+        Self {
+            inner,
+            shared,
+            not_ready: None,
+        }
+    }
+
+    llm_tower_core::define_inner_service_accessors!();
+}
+
+impl<S: fmt::Debug> fmt::Debug for ErrorResponse<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ErrorResponse")
+            .field("inner", &self.inner)
+            .field("settings", &self.shared.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Clone> Clone for ErrorResponse<S> {
+    fn clone(&self) -> Self {
+        Self::new(self.inner.clone(), self.shared.clone())
+    }
+}
+
+impl<S, B, RB> tower::Service<Request<B>> for ErrorResponse<S>
+where
+    S: tower::Service<Request<B>, Response = Response<RB>>,
+    S::Error: Into<BoxError>,
+    RB: http_body::Body<Data = Bytes>,
+    RB::Error: Into<BoxError>,
+{
+    type Response = Response<ResponseBody<RB>>;
+    type Error = Infallible;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        if let Err(err) = ready!(self.inner.poll_ready(cx)) {
+            // Answered as an error response by the next call.
+            self.not_ready = Some(err.into());
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        // Request headers are cleaned by the balancer, which every attempt passes through.
+        match self.not_ready.take() {
+            Some(err) => ResponseFuture::failed(err, self.shared.clone()),
+            None => ResponseFuture::inner(self.inner.call(request), self.shared.clone()),
+        }
+    }
+}
+
+impl Shared {
+    /// The response the client gets for `result`.
+    pub(crate) fn finish<RB>(
+        &self,
+        result: Result<Response<RB>, BoxError>,
+    ) -> Response<ResponseBody<RB>>
+    where
+        RB: http_body::Body<Data = Bytes>,
+    {
+        let mut response = match result {
+            Ok(mut response) => {
+                strip_hop_by_hop(response.headers_mut());
+                drop_inconsistent_length(&mut response);
+                response.map(ResponseBody::upstream)
+            }
+            Err(err) => error_response(err),
+        };
+        let settings = self.settings;
+        let Some(attempts) = response.extensions().get::<Attempts>().cloned() else {
+            return response;
+        };
+        #[cfg(feature = "metrics")]
+        let record_metrics = settings.metrics;
+        #[cfg(not(feature = "metrics"))]
+        let record_metrics = false;
+        if settings.response_headers || record_metrics {
+            let list = attempts.to_vec();
+            if settings.response_headers {
+                add_attempt_headers(&mut response, &list);
+            }
+            #[cfg(feature = "metrics")]
+            if record_metrics {
+                for attempt in &list {
+                    self.metrics.record(attempt);
+                }
+            }
+        }
+        if settings.access_log {
+            tracing::info!(
+                target: "llm_tower::access",
+                status = response.status().as_u16(),
+                attempts = %attempts,
+                "request"
+            );
+        }
+        response
+    }
+}
+
+/// An error as the client sees it: OpenAI-style JSON with the right status.
+fn error_response<RB>(err: BoxError) -> Response<ResponseBody<RB>> {
+    let err = err
+        .downcast::<Error>()
+        .map_or_else(Error::upstream, |err| *err);
+    if err.status().is_server_error() {
+        tracing::warn!(kind = %err.kind(), detail = %err.detail(), "request failed");
+    }
+    err.to_response::<Bytes>().map(ResponseBody::error)
+}
+
+/// Keeps `content-length` only when it matches what the body says about itself; hyper
+/// derives the framing from the body otherwise.
+fn drop_inconsistent_length<B: http_body::Body>(response: &mut Response<B>) {
+    let declared = response
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .map(|v| v.to_str().ok().and_then(|v| v.parse::<u64>().ok()));
+    if let Some(declared) = declared {
+        if declared != response.body().size_hint().exact() {
+            response.headers_mut().remove(http::header::CONTENT_LENGTH);
+        }
+    }
+}
+
+fn add_attempt_headers<B>(response: &mut Response<B>, list: &[Attempt]) {
+    if let Some(last) = list.last() {
+        if let Ok(value) = HeaderValue::from_str(last.endpoint.as_str()) {
+            response.headers_mut().insert(ENDPOINT_HEADER, value);
+        }
+    }
+    response
+        .headers_mut()
+        .insert(ATTEMPTS_HEADER, HeaderValue::from(list.len()));
+}

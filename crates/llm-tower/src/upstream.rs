@@ -1,0 +1,230 @@
+//! [`Upstream`]: the whole stack, built in the one order that works.
+
+use http::HeaderValue;
+use llm_tower_auth::{Auth, AuthLayer};
+use llm_tower_core::{ConfigError, Endpoint};
+use llm_tower_fallback::{Fallback, FallbackLayer, FallbackSettings, HealthRegistry};
+use llm_tower_retry::{Retry, RetryLayer, RetrySettings};
+use tower::Layer;
+
+use crate::client::{ClientSettings, HttpClient};
+use crate::error_response::{ErrorResponse, ErrorResponseLayer};
+
+/// The complete stack over the pooled HTTP client.
+pub type UpstreamService = ErrorResponse<Fallback<Retry<Auth<HttpClient>>>>;
+
+/// Builder for the composed stack
+/// `ErrorResponse → Fallback → Retry → Auth → client`; see the [crate documentation](crate).
+///
+/// Everything a configuration file can say, this builder takes as typed values: endpoints
+/// built with [`Endpoint::builder`], and the settings structs of each layer.
+///
+/// ```
+/// use std::time::Duration;
+/// use llm_tower::{
+///     ApiKey, Endpoint, FallbackSettings, RetryBudget, RetrySettings, Strategy, Upstream,
+/// };
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), llm_tower::ConfigError> {
+/// let endpoints = vec![
+///     Endpoint::builder("openai", "https://api.openai.com/v1")
+///         .api_key(ApiKey::new("sk-not-a-real-key").unwrap())
+///         .build()?,
+///     Endpoint::builder("local", "http://127.0.0.1:11434/v1").priority(1).build()?,
+/// ];
+/// let service = Upstream::new(endpoints)
+///     .fallback(FallbackSettings { strategy: Strategy::LeastInFlight, ..FallbackSettings::default() })
+///     .retry(RetrySettings {
+///         budget: RetryBudget { percent: 10.0, ..RetryBudget::default() },
+///         max_retry_after: Some(Duration::from_secs(2)),
+///     })
+///     .response_headers(true)
+///     .build()?;
+/// # let _ = service;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Upstream {
+    endpoints: Vec<Endpoint>,
+    fallback: FallbackSettings,
+    retry: RetrySettings,
+    client: ClientSettings,
+    registry: HealthRegistry,
+    error_response: ErrorResponseLayer,
+    auth: AuthLayer,
+}
+
+impl Upstream {
+    /// From endpoints built in code, with every setting at its default.
+    pub fn new(endpoints: Vec<Endpoint>) -> Self {
+        Self {
+            endpoints,
+            fallback: FallbackSettings::default(),
+            retry: RetrySettings::default(),
+            client: ClientSettings::default(),
+            registry: HealthRegistry::new(),
+            error_response: ErrorResponseLayer::new(),
+            auth: AuthLayer::new(),
+        }
+    }
+
+    /// From a configuration (validated here).
+    ///
+    /// # Errors
+    ///
+    /// Any validation error of the configuration.
+    pub fn from_config(config: &crate::Config) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(Self::new(config.build_endpoints()?)
+            .fallback(config.fallback)
+            .retry(config.retry)
+            .client(config.client))
+    }
+
+    /// The balancer's settings.
+    #[must_use]
+    pub fn fallback(mut self, settings: FallbackSettings) -> Self {
+        self.fallback = settings;
+        self
+    }
+
+    /// The retry layer's settings.
+    #[must_use]
+    pub fn retry(mut self, settings: RetrySettings) -> Self {
+        self.retry = settings;
+        self
+    }
+
+    /// The HTTP client's settings (used by [`build`](Self::build)).
+    #[must_use]
+    pub fn client(mut self, settings: ClientSettings) -> Self {
+        self.client = settings;
+        self
+    }
+
+    /// Shares health with other stacks (default: a registry of its own).
+    #[must_use]
+    pub fn registry(mut self, registry: HealthRegistry) -> Self {
+        self.registry = registry;
+        self
+    }
+
+    /// The health registry, for an admin endpoint.
+    pub fn health(&self) -> &HealthRegistry {
+        &self.registry
+    }
+
+    /// Adds `x-llm-tower-endpoint` and `x-llm-tower-attempts` response headers.
+    #[must_use]
+    pub fn response_headers(mut self, on: bool) -> Self {
+        self.error_response = self.error_response.response_headers(on);
+        self
+    }
+
+    /// Records metrics through the `metrics` facade (install a recorder to see them).
+    #[cfg(feature = "metrics")]
+    #[must_use]
+    pub fn metrics(mut self, on: bool) -> Self {
+        self.error_response = self.error_response.metrics(on);
+        self
+    }
+
+    /// Logs one line per request with its attempts.
+    #[must_use]
+    pub fn access_log(mut self, on: bool) -> Self {
+        self.error_response = self.error_response.access_log(on);
+        self
+    }
+
+    /// Bring-your-own-key: keep the client's credentials for endpoints without a key.
+    #[must_use]
+    pub fn forward_client_credentials(mut self, on: bool) -> Self {
+        self.auth = self.auth.forward_client_credentials(on);
+        self
+    }
+
+    /// The `user-agent` sent upstream (`None` keeps the client's).
+    #[must_use]
+    pub fn user_agent(mut self, user_agent: Option<HeaderValue>) -> Self {
+        self.auth = self.auth.user_agent(user_agent);
+        self
+    }
+
+    /// The stack as a layer over your own inner service (which receives requests with an
+    /// absolute URI, [`Selected`](crate::Selected) and [`Attempts`](crate::Attempts) in the
+    /// extensions, the endpoint's credential, and a buffered body).
+    ///
+    /// # Errors
+    ///
+    /// No endpoints, duplicate ids, or an invalid setting.
+    pub fn layer(&self) -> Result<UpstreamLayer, ConfigError> {
+        let fallback = FallbackLayer::builder(self.endpoints.iter().cloned())
+            .settings(self.fallback)
+            .build(self.registry.clone())?;
+        Ok(UpstreamLayer {
+            error_response: self.error_response.clone(),
+            fallback,
+            retry: RetryLayer::with_settings(self.retry)?,
+            auth: self.auth.clone(),
+        })
+    }
+
+    /// The stack over a new pooled HTTP client.
+    ///
+    /// # Errors
+    ///
+    /// As [`Upstream::layer`], an invalid client setting, or an `https://` endpoint in a
+    /// build without a TLS feature.
+    pub fn build(&self) -> Result<UpstreamService, ConfigError> {
+        if !HttpClient::SUPPORTS_HTTPS {
+            if let Some(endpoint) = self
+                .endpoints
+                .iter()
+                .find(|e| e.base_url().scheme() == &http::uri::Scheme::HTTPS)
+            {
+                return Err(ConfigError::invalid(
+                    format!("endpoint `{}`: base_url", endpoint.id()),
+                    "https needs llm-tower's `rustls-webpki-roots` or `rustls-native-roots` feature",
+                ));
+            }
+        }
+        Ok(self.layer()?.layer(HttpClient::new(&self.client)?))
+    }
+}
+
+/// The whole stack as one [`Layer`]: `ErrorResponse → Fallback → Retry → Auth → S`.
+///
+/// ```
+/// use llm_tower::{Endpoint, Upstream, UpstreamLayer};
+///
+/// let endpoints = vec![Endpoint::builder("a", "http://127.0.0.1:1").build().unwrap()];
+/// let layer: UpstreamLayer = Upstream::new(endpoints).layer().unwrap();
+/// assert!(layer.health().snapshot().iter().any(|e| e.id.as_str() == "a"));
+/// ```
+#[derive(Clone, Debug)]
+pub struct UpstreamLayer {
+    error_response: ErrorResponseLayer,
+    fallback: FallbackLayer,
+    retry: RetryLayer,
+    auth: AuthLayer,
+}
+
+impl UpstreamLayer {
+    /// The balancer's health registry.
+    pub fn health(&self) -> &HealthRegistry {
+        self.fallback.registry()
+    }
+}
+
+impl<S> Layer<S> for UpstreamLayer {
+    type Service = ErrorResponse<Fallback<Retry<Auth<S>>>>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        self.error_response.layer(
+            self.fallback
+                .layer(self.retry.layer(self.auth.layer(inner))),
+        )
+    }
+}

@@ -1,0 +1,139 @@
+//! `llm-tower-gateway`: an OpenAI-compatible endpoint in front of several providers, with
+//! retries, fallback, cooldowns and health probes.
+//!
+//! ```text
+//! cargo run --release                                   # self-contained demo
+//! cargo run --release -- --config gateway.yaml [--listen 0.0.0.0:8080]
+//! cargo run --release -- --config gateway.yaml --check  # validate and exit
+//! ```
+//!
+//! Set `RUST_LOG` (for example `RUST_LOG=debug`) for more log lines.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use llm_tower_gateway::cli::{Command, USAGE};
+use llm_tower_gateway::{DEFAULT_LISTEN, GatewayConfig};
+use metrics_exporter_prometheus::PrometheusBuilder;
+use tracing_subscriber::EnvFilter;
+
+// A faster allocator than glibc's for many small, short-lived allocations per request.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> ExitCode {
+    let command = match Command::parse(std::env::args().skip(1)) {
+        Ok(command) => command,
+        Err(message) => {
+            eprintln!("error: {message}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match command {
+        Command::Help => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Command::Version => {
+            println!("llm-tower-gateway {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Command::Check { config } => match GatewayConfig::from_path(&config) {
+            Ok(_) => {
+                println!("{config}: ok");
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("error: {config}: {err}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Serve { config, listen } => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+                )
+                .init();
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(runtime) => runtime,
+                Err(err) => {
+                    eprintln!("error: cannot start the runtime: {err}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            runtime.block_on(serve(config, listen))
+        }
+    }
+}
+
+async fn serve(config_path: Option<String>, listen: Option<String>) -> ExitCode {
+    // The demo's providers must outlive the server.
+    let mut demo = None;
+    let mut config = if let Some(path) = &config_path {
+        match GatewayConfig::from_path(path) {
+            Ok(config) => config,
+            Err(err) => {
+                eprintln!("error: {path}: {err}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        let listen: SocketAddr = DEFAULT_LISTEN.parse().expect("valid default");
+        match llm_tower_gateway::demo(listen).await {
+            Ok(started) => {
+                let config = started.config.clone();
+                demo = Some(started);
+                config
+            }
+            Err(err) => {
+                eprintln!("error: cannot start the demo providers: {err}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    if let Some(listen) = &listen {
+        if let Err(err) = config.set_listen(listen) {
+            eprintln!("error: {err}");
+            return ExitCode::from(2);
+        }
+    }
+
+    let metrics = match PrometheusBuilder::new().install_recorder() {
+        Ok(handle) => Some(handle),
+        Err(err) => {
+            tracing::warn!("metrics disabled: {err}");
+            None
+        }
+    };
+    let (router, _registry) = match llm_tower_gateway::router(&config, metrics) {
+        Ok(built) => built,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(config.listen).await {
+        Ok(listener) => listener,
+        Err(err) => {
+            eprintln!("error: cannot listen on {}: {err}", config.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr = listener.local_addr().unwrap_or(config.listen);
+    let mount = config.mount.trim_end_matches('/');
+    println!("llm-tower gateway listening on http://{addr}{mount}");
+    if let Some(demo) = &demo {
+        demo.print_try_it(addr, mount);
+    }
+    let shutdown = llm_tower_gateway::shutdown_signal();
+    match llm_tower_gateway::serve(listener, router, shutdown).await {
+        Ok(()) => {
+            println!("shut down cleanly");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! The gateway's router: everything under the mount path goes through the llm-tower stack;
+//! beside it the admin routes, request ids, tracing and a body limit.
+
+use std::hash::BuildHasher;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::Router;
+use axum::body::Body;
+use http::header::CONTENT_TYPE;
+use http::{HeaderName, HeaderValue, Response, StatusCode};
+use llm_tower::auth::{ACCOUNT_HEADERS, CREDENTIAL_HEADERS};
+use llm_tower::{ConfigError, Error, HealthRegistry, Upstream};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tower::ServiceBuilder;
+use tower_http::ServiceBuilderExt;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestId, RequestId};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+use crate::GatewayConfig;
+use crate::admin;
+
+/// Builds the gateway router and returns it with the health registry it reports to.
+/// `metrics` is the handle of an installed Prometheus recorder, for `GET /metrics`.
+///
+/// ```
+/// use llm_tower::{Config, EndpointConfig};
+/// use llm_tower_gateway::{GatewayConfig, router};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let upstream = Config::with_endpoints(vec![EndpointConfig::new("local", "http://127.0.0.1:11434/v1")]);
+/// let (app, health) = router(&GatewayConfig::new(upstream), None).unwrap();
+/// assert_eq!(health.snapshot().len(), 1);
+/// # let _ = app;
+/// # }
+/// ```
+///
+/// # Errors
+///
+/// Any configuration error.
+pub fn router(
+    config: &GatewayConfig,
+    metrics: Option<PrometheusHandle>,
+) -> Result<(Router, HealthRegistry), ConfigError> {
+    config.validate()?;
+    let upstream = Upstream::from_config(&config.upstream)?
+        .response_headers(true)
+        .metrics(metrics.is_some())
+        .access_log(true);
+    let registry = upstream.health().clone();
+    let service = upstream.build()?;
+
+    let mut router = admin::routes(&registry, metrics);
+    let mount = config.mount.trim_end_matches('/');
+    router = if mount.is_empty() {
+        router.fallback_service(service)
+    } else {
+        router.nest_service(mount, service)
+    };
+
+    // Whatever the auth layer strips is also hidden from the request's trace.
+    let sensitive: Vec<HeaderName> = CREDENTIAL_HEADERS
+        .iter()
+        .chain(&ACCOUNT_HEADERS)
+        .cloned()
+        .collect();
+    let max_body_bytes = config.upstream.fallback.max_body_bytes;
+    let middleware = ServiceBuilder::new()
+        .sensitive_request_headers(sensitive.into())
+        .set_x_request_id(SequentialRequestId::new())
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &http::Request<Body>| {
+                    // Method and path only: a query string may carry a client's `?key=`.
+                    tracing::info_span!(
+                        "request",
+                        method = %request.method(),
+                        path = request.uri().path(),
+                    )
+                })
+                .on_response(DefaultOnResponse::new().level(Level::DEBUG)),
+        )
+        .propagate_x_request_id()
+        .layer(RequestBodyLimitLayer::new(max_body_bytes));
+    // tower-http answers a declared length over the limit itself, in plain text; clients of
+    // an OpenAI-compatible API expect the JSON error shape.
+    let json_413 = axum::middleware::map_response(move |response: Response<Body>| async move {
+        let plain = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .is_none_or(|v| !v.as_bytes().starts_with(b"application/json"));
+        if response.status() == StatusCode::PAYLOAD_TOO_LARGE && plain {
+            Error::body_too_large(max_body_bytes).to_response()
+        } else {
+            response
+        }
+    });
+    Ok((router.layer(middleware).layer(json_413), registry))
+}
+
+/// `x-request-id` values: a random per-process prefix and a counter. Unique and cheap: no
+/// system call per request, unlike a fresh random UUID.
+#[derive(Clone, Debug)]
+struct SequentialRequestId {
+    prefix: Arc<str>,
+    next: Arc<AtomicU64>,
+}
+
+impl SequentialRequestId {
+    fn new() -> Self {
+        let seed = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
+        Self {
+            prefix: format!("{seed:016x}").into(),
+            next: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+impl MakeRequestId for SequentialRequestId {
+    fn make_request_id<B>(&mut self, _: &http::Request<B>) -> Option<RequestId> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        HeaderValue::from_str(&format!("{}-{n:x}", self.prefix))
+            .ok()
+            .map(RequestId::new)
+    }
+}
