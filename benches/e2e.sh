@@ -3,9 +3,9 @@
 # same upstream (llm-tower-mock, 0 ms delay), same client settings:
 #
 #   1. direct      — oha straight to the mock provider
-#   2. bare proxy  — examples/bare_proxy.rs: same hyper server and hyper-util client/pool,
+#   2. bare proxy  — benches/e2e/bare_proxy.rs: same hyper server and hyper-util client/pool,
 #                    request body buffered, no llm-tower layers
-#   3. gateway     — examples/gateway.rs with the full stack: two healthy endpoints, retry
+#   3. gateway     — the llm-tower-gateway binary with the full stack: two healthy endpoints, retry
 #                    and fallback configured, tower-http middleware, metrics
 #   4. gateway, one endpoint down — arm 3 with the second endpoint refusing connections
 #
@@ -36,8 +36,9 @@ if ! command -v oha >/dev/null 2>&1; then
     echo "installing oha"
     cargo install --locked oha
 fi
-cargo build --release --examples
+cargo build --release --bin llm-tower-gateway --example bare_proxy --example bench_upstream
 R=target/release/examples
+GW=target/release/llm-tower-gateway
 
 if [ "$(nproc)" -ge 2 ]; then
     PROXY_CPU=(taskset -c 0)
@@ -77,10 +78,10 @@ PIDS+=($!)
 "${PROXY_CPU[@]}" "$R/bare_proxy" "$BARE" "http://$UP1/v1" >"$OUT/bare.log" 2>&1 &
 BARE_PID=$!
 PIDS+=("$BARE_PID")
-RUST_LOG=warn "${PROXY_CPU[@]}" "$R/gateway" --config "$OUT/gateway.yaml" >"$OUT/gateway.log" 2>&1 &
+RUST_LOG=warn "${PROXY_CPU[@]}" "$GW" --config "$OUT/gateway.yaml" >"$OUT/gateway.log" 2>&1 &
 GATEWAY_PID=$!
 PIDS+=("$GATEWAY_PID")
-RUST_LOG=warn "${PROXY_CPU[@]}" "$R/gateway" --config "$OUT/gateway-down.yaml" >"$OUT/gateway-down.log" 2>&1 &
+RUST_LOG=warn "${PROXY_CPU[@]}" "$GW" --config "$OUT/gateway-down.yaml" >"$OUT/gateway-down.log" 2>&1 &
 GATEWAY_DOWN_PID=$!
 PIDS+=("$GATEWAY_DOWN_PID")
 

@@ -10,6 +10,15 @@ use crate::GatewayConfig;
 
 /// The self-contained demo: two mock providers on loopback and a configuration in front of
 /// them. Keep the returned providers alive while the gateway runs.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let demo = llm_tower_gateway::demo("127.0.0.1:0".parse().unwrap()).await.unwrap();
+/// assert_eq!(demo.config.upstream.endpoints.len(), 2);
+/// assert!(demo.primary.base_url().starts_with("http://127.0.0.1:"));
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct Demo {
     /// Fails now and then: 503 (retried) and 429 with `Retry-After: 3` (cooled down).

@@ -10,6 +10,22 @@ use pin_project_lite::pin_project;
 pin_project! {
     /// Future of [`Auth`](crate::Auth): the inner service's future, or the refusal of a
     /// request that had no endpoint.
+    ///
+    /// ```
+    /// use http::Request;
+    /// use llm_tower_auth::{AuthLayer, ResponseFuture};
+    /// use tower::{Layer, Service, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mut service = AuthLayer::new().layer(service_fn(|_: Request<()>| async {
+    ///     Ok::<_, std::convert::Infallible>(())
+    /// }));
+    /// // No endpoint selected: refused, without calling the inner service.
+    /// let future: ResponseFuture<_> = service.call(Request::new(()));
+    /// assert!(future.await.is_err());
+    /// # }
+    /// ```
     #[derive(Debug)]
     pub struct ResponseFuture<F> {
         #[pin]

@@ -13,6 +13,12 @@ use crate::endpoint::EndpointId;
 use crate::error::{BoxError, ErrorKind};
 
 /// Why an attempt was made.
+///
+/// ```
+/// use llm_tower_core::AttemptKind;
+///
+/// assert_eq!(serde_json::to_string(&AttemptKind::Fallback).unwrap(), "\"fallback\"");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AttemptKind {
@@ -25,6 +31,14 @@ pub enum AttemptKind {
 }
 
 /// How an attempt ended.
+///
+/// ```
+/// use http::StatusCode;
+/// use llm_tower_core::{ErrorKind, Outcome};
+///
+/// assert_eq!(Outcome::Status(StatusCode::TOO_MANY_REQUESTS).to_string(), "429");
+/// assert_eq!(Outcome::Error(ErrorKind::Connect).to_string(), "upstream_connect_failed");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
@@ -59,6 +73,17 @@ impl fmt::Display for Outcome {
 }
 
 /// One upstream attempt.
+///
+/// ```
+/// use http::StatusCode;
+/// use llm_tower_core::{Attempts, EndpointId, Outcome};
+/// use tokio::time::Instant;
+///
+/// let log = Attempts::new();
+/// let attempt = log.record(&EndpointId::from("a"), false, Instant::now(), Outcome::Status(StatusCode::OK));
+/// assert_eq!(attempt.index, 0);
+/// assert!(attempt.to_string().starts_with("a(first)=200"));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Attempt {
     /// The endpoint tried.

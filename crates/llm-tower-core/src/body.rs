@@ -16,6 +16,20 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 
 /// A fully buffered request body. Cloning is cheap (reference counted) and every clone
 /// yields the same bytes, so each attempt sends an identical body.
+///
+/// ```
+/// use bytes::Bytes;
+/// use http_body_util::BodyExt;
+/// use llm_tower_core::BufferedBody;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let body = BufferedBody::from(Bytes::from_static(b"{}"));
+/// let replay = body.clone();
+/// assert_eq!(body.collect().await.unwrap().to_bytes(), "{}");
+/// assert_eq!(replay.collect().await.unwrap().to_bytes(), "{}");
+/// # }
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct BufferedBody {
     data: Option<Bytes>,

@@ -17,6 +17,15 @@ use crate::error::{BoxError, ErrorKind};
 /// | an inner error no classifier recognised ([`ErrorKind::Unrecognized`]) | no | no | no |
 ///
 /// The same table, with the reasons, is in the repository's `ARCHITECTURE.md`.
+///
+/// ```
+/// use http::StatusCode;
+/// use llm_tower_core::{Classification, classify_status};
+///
+/// let class = classify_status(StatusCode::UNAUTHORIZED);
+/// assert_eq!(class, Classification::BadCredentials);
+/// assert!(!class.retry_same_endpoint() && class.falls_back());
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Classification {
     /// The endpoint answered; return the response.

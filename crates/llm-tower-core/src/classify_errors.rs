@@ -143,6 +143,17 @@ fn classify_with(classifier: &Classifier, err: BoxError) -> BoxError {
 
 pin_project! {
     /// Future of [`ClassifyErrors`].
+    ///
+    /// ```
+    /// use http::Request;
+    /// use llm_tower_core::{ClassifyErrorsFuture, ClassifyErrorsLayer};
+    /// use tower::{Layer, Service, service_fn};
+    ///
+    /// let mut service = ClassifyErrorsLayer::new(|_| None)
+    ///     .layer(service_fn(|_: Request<()>| async { Ok::<_, std::convert::Infallible>(()) }));
+    /// let future: ClassifyErrorsFuture<_> = service.call(Request::new(()));
+    /// # drop(future);
+    /// ```
     pub struct ClassifyErrorsFuture<F> {
         #[pin]
         inner: F,

@@ -4,6 +4,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// A configuration error. Its message names the offending field (and endpoint), never a key.
+///
+/// ```
+/// use llm_tower_core::{ConfigError, Endpoint};
+///
+/// let err = Endpoint::builder("a", "ftp://example.com").build().unwrap_err();
+/// assert!(matches!(err, ConfigError::Invalid { .. }));
+/// assert!(err.to_string().starts_with("endpoint `a`: base_url:"));
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {

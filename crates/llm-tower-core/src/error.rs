@@ -10,9 +10,26 @@ use http::{HeaderValue, Response, StatusCode, header};
 use crate::attempt::Attempts;
 
 /// The boxed error type passed between layers (the tower convention).
+///
+/// ```
+/// use llm_tower_core::{BoxError, Error, ErrorKind};
+///
+/// let err: BoxError = Error::new(ErrorKind::Timeout, "slow").into();
+/// assert_eq!(ErrorKind::of(&*err), ErrorKind::Timeout);
+/// ```
 pub type BoxError = Box<dyn StdError + Send + Sync>;
 
 /// What went wrong, coarsely. Decides the status code a client sees.
+///
+/// ```
+/// use http::StatusCode;
+/// use llm_tower_core::ErrorKind;
+///
+/// let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+/// assert_eq!(ErrorKind::of(&refused), ErrorKind::Connect);
+/// assert_eq!(ErrorKind::Connect.status(), StatusCode::BAD_GATEWAY);
+/// assert_eq!(ErrorKind::Timeout.code(), "upstream_timeout");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
@@ -125,6 +142,20 @@ impl fmt::Display for ErrorKind {
 /// An llm-tower error: a kind, a message safe to show a client, the attempts made, and an
 /// optional `Retry-After` hint. Renders as an OpenAI-style JSON error response with
 /// [`Error::to_response`].
+///
+/// ```
+/// use std::time::Duration;
+/// use bytes::Bytes;
+/// use llm_tower_core::{Error, ErrorKind};
+///
+/// let err = Error::new(ErrorKind::NoEndpointAvailable, "all cooling down")
+///     .with_retry_after(Duration::from_millis(1500));
+/// let response: http::Response<Bytes> = err.to_response();
+/// assert_eq!(response.status(), 503);
+/// assert_eq!(response.headers()["retry-after"], "2");
+/// let json: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
+/// assert_eq!(json["error"]["code"], "no_endpoint_available");
+/// ```
 pub struct Error {
     kind: ErrorKind,
     message: String,
@@ -288,6 +319,15 @@ impl StdError for Error {
 
 /// Response extension set by the retry layer when the upstream asked for a wait
 /// (`Retry-After`) that it did not sleep: the balancer cools the endpoint for this long.
+///
+/// ```
+/// use std::time::Duration;
+/// use llm_tower_core::CooldownHint;
+///
+/// let mut response = http::Response::new(());
+/// response.extensions_mut().insert(CooldownHint(Duration::from_secs(30)));
+/// assert_eq!(response.extensions().get::<CooldownHint>().unwrap().0, Duration::from_secs(30));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CooldownHint(pub Duration);
 

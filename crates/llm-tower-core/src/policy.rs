@@ -8,6 +8,15 @@ use serde::{Deserialize, Serialize};
 /// `{ name: NoRetry | CountBased | ExponentialBackoff, config: { ... } }`.
 ///
 /// `times` counts retries: `times: 2` means at most three attempts.
+///
+/// ```
+/// use std::time::Duration;
+/// use llm_tower_core::RetryPolicy;
+///
+/// let policy: RetryPolicy = serde_json::from_str(r#"{"name": "ExponentialBackoff", "config": {"times": 3}}"#).unwrap();
+/// assert_eq!(policy.max_retries(), 3);
+/// assert_eq!(policy.backoff_ceiling(1), Duration::from_millis(200));
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub enum RetryPolicy {
     /// Never retry.
@@ -19,6 +28,14 @@ pub enum RetryPolicy {
 }
 
 /// Settings of [`RetryPolicy::CountBased`].
+///
+/// ```
+/// use llm_tower_core::{CountBased, RetryPolicy};
+///
+/// let policy = RetryPolicy::CountBased(CountBased { times: 1 });
+/// assert_eq!(policy.max_retries(), 1);
+/// assert!(policy.backoff_ceiling(0).is_zero());
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CountBased {
     /// Retries after the first attempt (default 2).
@@ -33,6 +50,17 @@ impl Default for CountBased {
 
 /// Settings of [`RetryPolicy::ExponentialBackoff`]: the delay before retry `n` (0-based) is
 /// drawn uniformly from `0..=min(max_interval, initial_interval * multiplier^n)`.
+///
+/// ```
+/// use std::time::Duration;
+/// use llm_tower_core::{ExponentialBackoff, RetryPolicy};
+///
+/// let policy = RetryPolicy::ExponentialBackoff(ExponentialBackoff {
+///     max_interval: Duration::from_millis(300),
+///     ..ExponentialBackoff::default()
+/// });
+/// assert_eq!(policy.backoff_ceiling(5), Duration::from_millis(300));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ExponentialBackoff {
     /// Retries after the first attempt (default 2).

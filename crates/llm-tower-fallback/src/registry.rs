@@ -12,6 +12,17 @@ use crate::health::EndpointHealth;
 
 /// Health of every endpoint, keyed by id. `Clone` shares the same state, so one registry can
 /// serve several stacks (and an admin endpoint through [`HealthRegistry::snapshot`]).
+///
+/// ```
+/// use llm_tower_core::Endpoint;
+/// use llm_tower_fallback::{FallbackLayer, HealthRegistry, Status};
+///
+/// let registry = HealthRegistry::new();
+/// let endpoints = [Endpoint::builder("a", "http://127.0.0.1:1").build().unwrap()];
+/// let _layer = FallbackLayer::builder(endpoints).build(registry.clone()).unwrap();
+/// assert_eq!(registry.get("a").unwrap().status, Status::Healthy);
+/// assert_eq!(registry.snapshot().len(), 1);
+/// ```
 #[derive(Clone, Default)]
 pub struct HealthRegistry {
     map: Arc<DashMap<EndpointId, Arc<EndpointHealth>>>,
@@ -65,6 +76,12 @@ impl HealthRegistry {
 }
 
 /// Health status of an endpoint.
+///
+/// ```
+/// use llm_tower_fallback::Status;
+///
+/// assert_eq!(serde_json::to_string(&Status::HalfOpen).unwrap(), "\"half_open\"");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
@@ -77,6 +94,19 @@ pub enum Status {
 }
 
 /// A serialisable view of one endpoint's health, for admin endpoints.
+///
+/// ```
+/// use llm_tower_core::Endpoint;
+/// use llm_tower_fallback::{FallbackLayer, HealthRegistry};
+///
+/// let registry = HealthRegistry::new();
+/// let endpoints = [Endpoint::builder("a", "http://127.0.0.1:1").build().unwrap()];
+/// let _layer = FallbackLayer::builder(endpoints).build(registry.clone()).unwrap();
+/// let snapshot = registry.get("a").unwrap();
+/// assert_eq!((snapshot.consecutive_failures, snapshot.in_flight), (0, 0));
+/// let json = serde_json::to_value(&snapshot).unwrap();
+/// assert_eq!(json["status"], "healthy");
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct EndpointSnapshot {
     /// The endpoint.

@@ -50,6 +50,24 @@ impl<S: fmt::Debug> fmt::Debug for Fallback<S> {
 
 /// Future of [`Fallback`]: the whole control loop ([`run`](crate::run)), boxed once per
 /// request.
+///
+/// ```
+/// use http::{Request, Response};
+/// use llm_tower_core::Endpoint;
+/// use llm_tower_fallback::{FallbackLayer, HealthRegistry, ResponseBody, ResponseFuture};
+/// use tower::{Layer, Service, service_fn};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let endpoints = [Endpoint::builder("a", "http://127.0.0.1:1").build().unwrap()];
+/// let layer = FallbackLayer::builder(endpoints).build(HealthRegistry::new()).unwrap();
+/// let mut service = layer.layer(service_fn(|_| async {
+///     Ok::<_, std::convert::Infallible>(Response::new("ok"))
+/// }));
+/// let future: ResponseFuture<ResponseBody<&str>> = service.call(Request::new(String::new()));
+/// assert_eq!(future.await.unwrap().status(), 200);
+/// # }
+/// ```
 pub type ResponseFuture<RB> = Pin<Box<dyn Future<Output = Result<Response<RB>, BoxError>> + Send>>;
 
 impl<S, B, RB> Service<Request<B>> for Fallback<S>

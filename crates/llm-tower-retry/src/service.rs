@@ -26,6 +26,23 @@ pub struct Retry<S> {
 }
 
 /// Future of [`Retry`]: tower's retry loop over [`PerTry`] attempts.
+///
+/// ```
+/// use http::{Request, Response};
+/// use llm_tower_core::BufferedBody;
+/// use llm_tower_retry::{ResponseFuture, RetryLayer};
+/// use tower::{Layer, Service, service_fn};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let inner = service_fn(|_: Request<BufferedBody>| async {
+///     Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Empty::<bytes::Bytes>::new()))
+/// });
+/// let mut service = RetryLayer::new().layer(inner);
+/// let future: ResponseFuture<_, BufferedBody> = service.call(Request::new(BufferedBody::default()));
+/// assert_eq!(future.await.unwrap().status(), 200);
+/// # }
+/// ```
 pub type ResponseFuture<S, B> =
     tower::retry::future::ResponseFuture<EndpointPolicy, PerTry<S>, Request<B>>;
 

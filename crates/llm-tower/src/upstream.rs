@@ -11,6 +11,17 @@ use crate::client::{ClientSettings, HttpClient};
 use crate::error_response::{ErrorResponse, ErrorResponseLayer};
 
 /// The complete stack over the pooled HTTP client.
+///
+/// ```
+/// use llm_tower::{Endpoint, Upstream, UpstreamService};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let endpoints = vec![Endpoint::builder("local", "http://127.0.0.1:11434/v1").build().unwrap()];
+/// let service: UpstreamService = Upstream::new(endpoints).build().unwrap();
+/// # let _ = service;
+/// # }
+/// ```
 pub type UpstreamService = ErrorResponse<Fallback<Retry<Auth<HttpClient>>>>;
 
 /// Builder for the composed stack

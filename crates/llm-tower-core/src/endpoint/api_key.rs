@@ -7,6 +7,14 @@ use serde::{Deserialize, Serialize};
 
 /// An API key. It is validated once (non-empty, printable ASCII, no control characters) and
 /// never revealed by `Debug`, `Display` or serialisation, which all print `***`.
+///
+/// ```
+/// use llm_tower_core::ApiKey;
+///
+/// let key = ApiKey::new("sk-secret").unwrap();
+/// assert_eq!(format!("{key:?} {key}"), "ApiKey(***) ***");
+/// assert!(ApiKey::new("sk\r\nx-injected: 1").is_err());
+/// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct ApiKey(HeaderValue);
 
@@ -62,6 +70,14 @@ impl Serialize for ApiKey {
 
 /// A secret string from configuration: `Debug` and serialisation print `***`, and a value
 /// of the wrong type is rejected without being repeated in the error.
+///
+/// ```
+/// use llm_tower_core::Secret;
+///
+/// let secret: Secret = serde_json::from_str("\"sk-from-a-file\"").unwrap();
+/// assert_eq!(format!("{secret:?}"), "***");
+/// assert_eq!(secret.expose_secret(), "sk-from-a-file");
+/// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 

@@ -6,6 +6,17 @@ use http::Uri;
 use http::uri::{Authority, PathAndQuery, Scheme};
 
 /// A parsed endpoint base URL: scheme, authority and a path prefix without trailing slash.
+///
+/// ```
+/// use http::Uri;
+/// use llm_tower_core::BaseUrl;
+///
+/// let base = BaseUrl::parse("https://api.openai.com/v1/").unwrap();
+/// let target: Uri = "/chat/completions?x=1".parse().unwrap();
+/// assert_eq!(base.join(&target).unwrap(), "https://api.openai.com/v1/chat/completions?x=1");
+/// let escape: Uri = "/../admin".parse().unwrap();
+/// assert!(base.join(&escape).is_err());
+/// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct BaseUrl {
     scheme: Scheme,

@@ -10,6 +10,13 @@ use crate::config_error::ConfigError;
 use crate::policy::RetryPolicy;
 
 /// Provider names accepted in configuration.
+///
+/// ```
+/// use llm_tower_core::ProviderName;
+///
+/// let name: ProviderName = serde_json::from_str("\"gemini\"").unwrap();
+/// assert_eq!(name, ProviderName::Gemini);
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ProviderName {
@@ -27,6 +34,16 @@ pub enum ProviderName {
 }
 
 /// One endpoint in configuration; [`EndpointConfig::build`] validates it into an [`Endpoint`].
+///
+/// ```
+/// use llm_tower_core::{EndpointConfig, Secret};
+///
+/// let config: EndpointConfig = serde_json::from_str(
+///     r#"{"id": "main", "base_url": "https://api.openai.com/v1", "timeout": "30s"}"#,
+/// ).unwrap();
+/// let endpoint = EndpointConfig { api_key: Some(Secret::new("sk-x")), ..config }.build().unwrap();
+/// assert_eq!(endpoint.timeout(), Some(std::time::Duration::from_secs(30)));
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointConfig {

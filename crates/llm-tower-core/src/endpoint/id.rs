@@ -7,6 +7,14 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 /// Identifier of an endpoint, unique within a configuration. Cheap to clone.
+///
+/// ```
+/// use llm_tower_core::EndpointId;
+///
+/// let id = EndpointId::from("azure-east");
+/// assert_eq!(id.as_str(), "azure-east");
+/// assert_eq!(id.clone(), id);
+/// ```
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct EndpointId(Arc<str>);

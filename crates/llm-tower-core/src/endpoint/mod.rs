@@ -26,6 +26,21 @@ use crate::policy::RetryPolicy;
 /// Build it with [`Endpoint::builder`] or from configuration
 /// ([`EndpointConfig::build`]). Its credential header is
 /// built once here, marked sensitive, and only cloned per request.
+///
+/// ```
+/// use std::time::Duration;
+/// use llm_tower_core::{ApiKey, Endpoint, Provider};
+///
+/// let endpoint = Endpoint::builder("claude", "https://api.anthropic.com/v1")
+///     .provider(Provider::Anthropic)
+///     .api_key(ApiKey::new("sk-ant-secret").unwrap())
+///     .timeout(Some(Duration::from_secs(120)))
+///     .build()
+///     .unwrap();
+/// let (header, value) = endpoint.credential().unwrap();
+/// assert_eq!(header, "x-api-key");
+/// assert!(value.is_sensitive());
+/// ```
 #[derive(Clone, Debug)]
 pub struct Endpoint {
     id: EndpointId,
@@ -119,6 +134,13 @@ impl Endpoint {
 }
 
 /// Builder for [`Endpoint`]; see [`Endpoint::builder`].
+///
+/// ```
+/// use llm_tower_core::Endpoint;
+///
+/// let err = Endpoint::builder("a", "http://127.0.0.1:1").weight(0).build().unwrap_err();
+/// assert_eq!(err.to_string(), "endpoint `a`: weight: must be at least 1");
+/// ```
 #[derive(Clone, Debug)]
 pub struct EndpointBuilder {
     id: EndpointId,
@@ -245,6 +267,16 @@ impl EndpointBuilder {
 
 /// Request extension naming the endpoint a request is sent to. The balancer inserts it; the
 /// retry and auth layers read it.
+///
+/// ```
+/// use std::sync::Arc;
+/// use llm_tower_core::{Endpoint, Selected};
+///
+/// let endpoint = Endpoint::builder("a", "http://127.0.0.1:1").build().unwrap();
+/// let mut request = http::Request::new(());
+/// request.extensions_mut().insert(Selected(Arc::new(endpoint)));
+/// assert_eq!(request.extensions().get::<Selected>().unwrap().id().as_str(), "a");
+/// ```
 #[derive(Clone, Debug)]
 pub struct Selected(pub Arc<Endpoint>);
 

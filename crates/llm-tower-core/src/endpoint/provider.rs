@@ -3,6 +3,13 @@
 use http::HeaderName;
 
 /// The provider an endpoint speaks to; decides how its key is sent.
+///
+/// ```
+/// use llm_tower_core::Provider;
+///
+/// assert_eq!(Provider::Azure.credential_header(), "api-key");
+/// assert_eq!(Provider::Anthropic.name(), "anthropic");
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Provider {
     /// OpenAI and every OpenAI-compatible server (vLLM, Ollama, ...): `authorization: Bearer <key>`.

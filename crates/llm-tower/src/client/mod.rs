@@ -135,6 +135,18 @@ impl Service<Request<BufferedBody>> for HttpClient {
 
 pin_project! {
     /// Future of [`HttpClient`].
+    ///
+    /// ```
+    /// use llm_tower::{BufferedBody, ClientSettings, HttpClient, HttpClientFuture};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let client = HttpClient::new(&ClientSettings::default()).unwrap();
+    /// let request = http::Request::get("http://127.0.0.1:9/").body(BufferedBody::default()).unwrap();
+    /// let future: HttpClientFuture = client.request(request);
+    /// # drop(future);
+    /// # }
+    /// ```
     pub struct HttpClientFuture {
         #[pin]
         inner: legacy::ResponseFuture,

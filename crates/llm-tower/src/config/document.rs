@@ -11,6 +11,14 @@ use serde_json::{Map, Value};
 use super::env::{InterpolationError, interpolate_env};
 
 /// A configuration file's formats.
+///
+/// ```
+/// use std::path::Path;
+/// use llm_tower::config::Format;
+///
+/// assert_eq!(Format::of_path(Path::new("gw.yml")), Some(Format::Yaml));
+/// assert_eq!(Format::of_path(Path::new("gw.ini")), None);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Format {

@@ -1,6 +1,14 @@
 //! `${VAR}` interpolation of configuration text from the environment.
 
 /// Why [`interpolate_env`] failed.
+///
+/// ```
+/// use llm_tower::config::{InterpolationError, interpolate_env};
+///
+/// let lookup = |_: &str| None;
+/// assert_eq!(interpolate_env("${NOPE}", &lookup), Err(InterpolationError::Unset("NOPE".into())));
+/// assert_eq!(interpolate_env("${NOPE:-fine}", &lookup).unwrap(), "fine");
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum InterpolationError {
     /// This variable is not set and has no default.

@@ -175,95 +175,98 @@ fn err(text: &str) -> String {
     yaml(text).unwrap_err().to_string()
 }
 
+/// Configurations that must be refused, and what the error must say.
+const INVALID: &[(&str, &[&str])] = &[
+    (
+        "endpoints: [{ id: a, base_url: 'http://h' }, { id: a, base_url: 'http://h' }]",
+        &["endpoints[1].id", "duplicate id `a`"],
+    ),
+    (
+        "endpoints: [{ id: a, base_url: 'not a url' }]",
+        &["endpoint `a`: base_url"],
+    ),
+    (
+        "endpoints: [{ id: a, base_url: 'ftp://h/' }]",
+        &["endpoint `a`: base_url", "http or https"],
+    ),
+    (
+        "endpoints: [{ id: a, base_url: 'http://h', api_key: '' }]",
+        &["endpoint `a`: api_key", "empty"],
+    ),
+    (
+        "endpoints: [{ id: a, base_url: 'http://h', api_key: \"sk\\r\\nx: y\" }]",
+        &["endpoint `a`: api_key", "control character"],
+    ),
+    (
+        "endpoints: [{ id: a, base_url: 'http://h', provider: bedrock }]",
+        &["endpoints[0].provider", "unknown variant `bedrock`"],
+    ),
+    (
+        "endpoints: [{ id: a, base_url: 'http://h', retry_policy: { name: Sometimes } }]",
+        &["endpoints[0].retry_policy", "unknown variant `Sometimes`"],
+    ),
+    (
+        "endpoints: [{ id: a, base_url: 'http://h', api_key: 12345678901234 }]",
+        &["endpoints[0].api_key", "quoted string"],
+    ),
+    (
+        "endpoints: [{ id: a, base_url: 'http://h', api_key: 'sk-${X' }]",
+        &["endpoints[0].api_key", "closing"],
+    ),
+    (
+        "endpoints: [{ id: a, base_url: 'http://h', weight: 0 }]",
+        &["endpoint `a`: weight", "at least 1"],
+    ),
+    (
+        "endpoints: [{ id: a, base_url: 'http://h', wieght: 2 }]",
+        &["endpoints[0]", "unknown field `wieght`"],
+    ),
+    (
+        "endpoints: [{ id: a, base_url: 'http://h', timeout: 'soon' }]",
+        &["endpoints[0].timeout", "invalid duration"],
+    ),
+    (
+        "endpoints: [{ id: a, base_url: 'http://h', provider: custom }]",
+        &["endpoint `a`: auth_header", "required"],
+    ),
+    ("endpoints: []", &["endpoints", "at least one"]),
+    (
+        "unhealthy_threshold: 0\nendpoints: [{ id: a, base_url: 'http://h' }]",
+        &["unhealthy_threshold"],
+    ),
+    (
+        "max_cooldown: 5000000000000h\nendpoints: [{ id: a, base_url: 'http://h' }]",
+        &["max_cooldown", "24h"],
+    ),
+    (
+        "endpoints: [{ id: a, base_url: 'http://h', health_check_interval: 48h }]",
+        &["endpoint `a`: health_check_interval", "24h"],
+    ),
+    (
+        "retry_budget: { ttl: 2m }\nendpoints: [{ id: a, base_url: 'http://h' }]",
+        &["retry_budget.ttl"],
+    ),
+    (
+        "stratgy: weighted\nendpoints: [{ id: a, base_url: 'http://h' }]",
+        &["unknown field `stratgy`", "`strategy`", "`retry_budget`"],
+    ),
+    (
+        "retry_budget: { percent: .nan }\nendpoints: [{ id: a, base_url: 'http://h' }]",
+        &["retry_budget.percent"],
+    ),
+    (
+        "strategy: random\nendpoints: [{ id: a, base_url: 'http://h' }]",
+        &["strategy", "unknown variant"],
+    ),
+    (
+        "endpoints: [{ id: a, base_url: 'http://h', api_key: '${LLM_TOWER_SURELY_UNSET}' }]",
+        &["endpoints[0].api_key", "LLM_TOWER_SURELY_UNSET", "not set"],
+    ),
+];
+
 #[test]
 fn invalid_cases_name_the_field() {
-    let cases: &[(&str, &[&str])] = &[
-        (
-            "endpoints: [{ id: a, base_url: 'http://h' }, { id: a, base_url: 'http://h' }]",
-            &["endpoints[1].id", "duplicate id `a`"],
-        ),
-        (
-            "endpoints: [{ id: a, base_url: 'not a url' }]",
-            &["endpoint `a`: base_url"],
-        ),
-        (
-            "endpoints: [{ id: a, base_url: 'ftp://h/' }]",
-            &["endpoint `a`: base_url", "http or https"],
-        ),
-        (
-            "endpoints: [{ id: a, base_url: 'http://h', api_key: '' }]",
-            &["endpoint `a`: api_key", "empty"],
-        ),
-        (
-            "endpoints: [{ id: a, base_url: 'http://h', api_key: \"sk\\r\\nx: y\" }]",
-            &["endpoint `a`: api_key", "control character"],
-        ),
-        (
-            "endpoints: [{ id: a, base_url: 'http://h', provider: bedrock }]",
-            &["endpoints[0].provider", "unknown variant `bedrock`"],
-        ),
-        (
-            "endpoints: [{ id: a, base_url: 'http://h', retry_policy: { name: Sometimes } }]",
-            &["endpoints[0].retry_policy", "unknown variant `Sometimes`"],
-        ),
-        (
-            "endpoints: [{ id: a, base_url: 'http://h', api_key: 12345678901234 }]",
-            &["endpoints[0].api_key", "quoted string"],
-        ),
-        (
-            "endpoints: [{ id: a, base_url: 'http://h', api_key: 'sk-${X' }]",
-            &["endpoints[0].api_key", "closing"],
-        ),
-        (
-            "endpoints: [{ id: a, base_url: 'http://h', weight: 0 }]",
-            &["endpoint `a`: weight", "at least 1"],
-        ),
-        (
-            "endpoints: [{ id: a, base_url: 'http://h', wieght: 2 }]",
-            &["endpoints[0]", "unknown field `wieght`"],
-        ),
-        (
-            "endpoints: [{ id: a, base_url: 'http://h', timeout: 'soon' }]",
-            &["endpoints[0].timeout", "invalid duration"],
-        ),
-        (
-            "endpoints: [{ id: a, base_url: 'http://h', provider: custom }]",
-            &["endpoint `a`: auth_header", "required"],
-        ),
-        ("endpoints: []", &["endpoints", "at least one"]),
-        (
-            "unhealthy_threshold: 0\nendpoints: [{ id: a, base_url: 'http://h' }]",
-            &["unhealthy_threshold"],
-        ),
-        (
-            "max_cooldown: 5000000000000h\nendpoints: [{ id: a, base_url: 'http://h' }]",
-            &["max_cooldown", "24h"],
-        ),
-        (
-            "endpoints: [{ id: a, base_url: 'http://h', health_check_interval: 48h }]",
-            &["endpoint `a`: health_check_interval", "24h"],
-        ),
-        (
-            "retry_budget: { ttl: 2m }\nendpoints: [{ id: a, base_url: 'http://h' }]",
-            &["retry_budget.ttl"],
-        ),
-        (
-            "stratgy: weighted\nendpoints: [{ id: a, base_url: 'http://h' }]",
-            &["unknown field `stratgy`", "`strategy`", "`retry_budget`"],
-        ),
-        (
-            "retry_budget: { percent: .nan }\nendpoints: [{ id: a, base_url: 'http://h' }]",
-            &["retry_budget.percent"],
-        ),
-        (
-            "strategy: random\nendpoints: [{ id: a, base_url: 'http://h' }]",
-            &["strategy", "unknown variant"],
-        ),
-        (
-            "endpoints: [{ id: a, base_url: 'http://h', api_key: '${LLM_TOWER_SURELY_UNSET}' }]",
-            &["endpoints[0].api_key", "LLM_TOWER_SURELY_UNSET", "not set"],
-        ),
-    ];
+    let cases = INVALID;
     for (text, needles) in cases {
         let message = err(text);
         for needle in *needles {

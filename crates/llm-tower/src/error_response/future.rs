@@ -18,6 +18,18 @@ use super::service::Shared;
 pin_project! {
     /// Future of [`ErrorResponse`](super::ErrorResponse): the inner future's result, or the
     /// error the inner service gave when polled for readiness, as a response.
+    ///
+    /// ```
+    /// use http::Request;
+    /// use llm_tower::ErrorResponseLayer;
+    /// use tower::{Layer, Service, service_fn};
+    ///
+    /// let mut service = ErrorResponseLayer::new().layer(service_fn(|_: Request<()>| async {
+    ///     Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Empty::<bytes::Bytes>::new()))
+    /// }));
+    /// let future: llm_tower::error_response::ResponseFuture<_> = service.call(Request::new(()));
+    /// # drop(future);
+    /// ```
     pub struct ResponseFuture<F> {
         #[pin]
         state: State<F>,

@@ -1,0 +1,173 @@
+//! The composed stack built by hand and by `Upstream`: the order that works, the orders that
+//! must fail loudly, and what a response tells about where it came from.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use llm_tower::{
+    ApiKey, AuthLayer, BoxError, BufferedBody, CountBased, Endpoint, ErrorKind, ErrorResponseLayer,
+    FallbackLayer, HealthRegistry, RetryLayer, RetryPolicy, Selected, Upstream,
+};
+use tower::{Layer, ServiceBuilder, ServiceExt, service_fn};
+
+fn endpoint(id: &str, priority: u32) -> Endpoint {
+    Endpoint::builder(id, format!("http://{id}.invalid/v1"))
+        .api_key(ApiKey::new(&format!("sk-{id}-secret")).unwrap())
+        .priority(priority)
+        .retry_policy(RetryPolicy::CountBased(CountBased { times: 1 }))
+        .build()
+        .unwrap()
+}
+
+/// An upstream stand-in: `primary` answers 503, everyone else 200. It records the
+/// credential each request carried.
+fn upstream(
+    seen: Arc<Mutex<Vec<Option<String>>>>,
+) -> impl tower::Service<
+    Request<BufferedBody>,
+    Response = Response<Full<Bytes>>,
+    Error = Infallible,
+    Future = impl Send,
+> + Clone
++ Send
++ 'static {
+    service_fn(move |request: Request<BufferedBody>| {
+        let seen = seen.clone();
+        async move {
+            let key = request
+                .headers()
+                .get(http::header::AUTHORIZATION)
+                .map(|v| v.to_str().unwrap().to_owned());
+            seen.lock().unwrap().push(key);
+            let primary = request.uri().host() == Some("primary.invalid");
+            let status = if primary { 503 } else { 200 };
+            let response = Response::builder()
+                .status(status)
+                .body(Full::new(Bytes::from_static(b"{}")))
+                .unwrap();
+            Ok::<_, Infallible>(response)
+        }
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_answering_endpoint_is_on_the_response() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let stack = Upstream::new(vec![endpoint("primary", 0), endpoint("backup", 1)])
+        .layer()
+        .unwrap()
+        .layer(upstream(seen.clone()));
+    let response = stack
+        .oneshot(Request::new(Full::new(Bytes::from_static(b"{}"))))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let selected = response
+        .extensions()
+        .get::<Selected>()
+        .expect("Selected on the response");
+    assert_eq!(selected.id().as_str(), "backup");
+    // The primary was tried twice (one retry), then the backup: each with its own key.
+    let seen = seen.lock().unwrap().clone();
+    let expected = [
+        "Bearer sk-primary-secret",
+        "Bearer sk-primary-secret",
+        "Bearer sk-backup-secret",
+    ];
+    assert_eq!(seen, expected.map(|k| Some(k.to_owned())));
+}
+
+#[tokio::test(start_paused = true)]
+async fn auth_outside_the_balancer_fails_loudly_and_sends_nothing() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let registry = HealthRegistry::new();
+    // Wrong order: the auth layer runs before any endpoint is selected.
+    let wrong = ServiceBuilder::new()
+        .layer(ErrorResponseLayer::new())
+        .layer(AuthLayer::new())
+        .layer(
+            FallbackLayer::builder([endpoint("primary", 0)])
+                .build(registry)
+                .unwrap(),
+        )
+        .layer(RetryLayer::new())
+        .service(upstream(seen.clone()));
+    let response = wrong
+        .oneshot(Request::new(Full::new(Bytes::from_static(b"{}"))))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let json: serde_json::Value =
+        serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(json["error"]["code"], "internal_error");
+    assert!(
+        json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("AuthLayer"),
+        "{json}"
+    );
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "a request went out without a key"
+    );
+
+    // The right order, for contrast, sends the key.
+    let right = ServiceBuilder::new()
+        .layer(ErrorResponseLayer::new())
+        .layer(
+            FallbackLayer::builder([endpoint("backup", 0)])
+                .build(HealthRegistry::new())
+                .unwrap(),
+        )
+        .layer(RetryLayer::new())
+        .layer(AuthLayer::new())
+        .service(upstream(seen.clone()));
+    let response = right
+        .oneshot(Request::new(Full::new(Bytes::from_static(b"{}"))))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        seen.lock().unwrap().as_slice(),
+        [Some("Bearer sk-backup-secret".to_owned())]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unknown_inner_error_is_returned_without_retry_or_fallback() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let failing = {
+        let calls = calls.clone();
+        service_fn(move |_: Request<BufferedBody>| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            // Worded like a transport error: only types count.
+            async { Err::<Response<Full<Bytes>>, BoxError>("connection reset by peer".into()) }
+        })
+    };
+    let registry = HealthRegistry::new();
+    let stack = Upstream::new(vec![endpoint("primary", 0), endpoint("backup", 1)])
+        .registry(registry.clone())
+        .layer()
+        .unwrap()
+        .layer(failing);
+    let response = stack
+        .oneshot(Request::new(Full::new(Bytes::from_static(b"{}"))))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "retried or fell back");
+    assert_eq!(
+        ErrorKind::Unrecognized.code(),
+        "unrecognized_upstream_error"
+    );
+    // Nobody can tell it was the endpoint's fault: its health is untouched.
+    assert_eq!(
+        registry.get("primary").unwrap().status,
+        llm_tower::Status::Healthy
+    );
+}
