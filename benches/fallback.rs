@@ -11,18 +11,18 @@ use std::hint::black_box;
 use bytes::Bytes;
 use criterion::{BatchSize, BenchmarkId, Criterion, criterion_main};
 use http::{Request, Response, StatusCode};
-use http_body_util::{Empty, Full};
 use llm_tower_core::{BufferedBody, Endpoint, Selected};
 use llm_tower_fallback::{FallbackLayer, HealthRegistry};
+use llm_tower_mock::scripted::SingleFrame;
 use tower::{Layer, Service, ServiceExt, service_fn};
 
 const BODY: &[u8] = br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
 
-fn request() -> Request<Full<Bytes>> {
+fn request() -> Request<SingleFrame> {
     Request::post("/chat/completions")
         .header("content-type", "application/json")
         .header("authorization", "Bearer client")
-        .body(Full::new(Bytes::from_static(BODY)))
+        .body(SingleFrame::new(Bytes::from_static(BODY)))
         .expect("valid request")
 }
 
@@ -38,7 +38,7 @@ fn endpoints(n: usize) -> Vec<Endpoint> {
 
 async fn call<S, RB>(mut service: S) -> StatusCode
 where
-    S: Service<Request<Full<Bytes>>, Response = Response<RB>>,
+    S: Service<Request<SingleFrame>, Response = Response<RB>>,
     S::Error: std::fmt::Debug,
 {
     let ready = service.ready().await.expect("ready");
@@ -52,7 +52,7 @@ fn fallback(c: &mut Criterion) {
         .expect("tokio runtime");
     let ok = service_fn(|request: Request<BufferedBody>| async move {
         black_box(request);
-        Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))
+        Ok::<_, Infallible>(Response::new(SingleFrame::empty()))
     });
 
     let mut group = c.benchmark_group("fallback");
@@ -84,7 +84,7 @@ fn fallback(c: &mut Criterion) {
         } else {
             200
         };
-        let mut response = Response::new(Empty::<Bytes>::new());
+        let mut response = Response::new(SingleFrame::empty());
         *response.status_mut() = StatusCode::from_u16(status).expect("status");
         Ok::<_, Infallible>(response)
     });

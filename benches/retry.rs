@@ -14,8 +14,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use criterion::{BatchSize, Criterion, criterion_main};
 use http::{Request, Response};
-use http_body_util::Empty;
 use llm_tower_core::{Attempts, BoxError, BufferedBody, Endpoint, Selected};
+use llm_tower_mock::scripted::SingleFrame;
 use llm_tower_retry::RetryLayer;
 use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
 
@@ -65,7 +65,7 @@ fn retry(c: &mut Criterion) {
     );
     let inner = service_fn(|request: Request<BufferedBody>| async move {
         black_box(request);
-        Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))
+        Ok::<_, Infallible>(Response::new(SingleFrame::empty()))
     });
     let with_retry = ServiceBuilder::new()
         .layer(RetryLayer::new())

@@ -14,6 +14,19 @@ use crate::assets::Assets;
 /// [`MockProvider::script`](crate::MockProvider::script) (one-shot, FIFO) or installed as the
 /// fallback with [`MockProvider::set_default`](crate::MockProvider::set_default) /
 /// [`MockProvider::set_cycle`](crate::MockProvider::set_cycle).
+///
+/// ```
+/// use std::time::Duration;
+/// use llm_tower_mock::Behavior;
+///
+/// // Rate limited with a wait, then a slow stream, then a reset mid-stream.
+/// let script = [
+///     Behavior::retry_after(429, "2"),
+///     Behavior::Stream { chunks: 5, interval: Duration::from_millis(50) },
+///     Behavior::delay(Duration::from_secs(1), Behavior::status(503)),
+/// ];
+/// # let _ = script;
+/// ```
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum Behavior {

@@ -19,6 +19,12 @@
 //! ([`MockProvider::requests`]). Every response carries `x-mock-request-index`, the 0-based
 //! request count at the request's arrival.
 //!
+//! With the `test-util` feature, [`scripted`] adds an in-process alternative for unit tests of
+//! Tower layers: a scripted upstream service and a single-frame body, with no sockets.
+//!
+//! This crate is for tests, benchmarks and the gateway's demo; no library crate of llm-tower
+//! depends on it.
+//!
 //! # Example
 //!
 //! ```rust
@@ -68,6 +74,9 @@ mod assets;
 mod behavior;
 mod body;
 mod server;
+
+#[cfg(feature = "test-util")]
+pub mod scripted;
 
 pub use behavior::Behavior;
 pub use server::{MockBuilder, MockProvider, RecordedRequest};

@@ -31,6 +31,17 @@ const EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/event-stream");
 const NO_CACHE: HeaderValue = HeaderValue::from_static("no-cache");
 
 /// One request received by the mock, as recorded (see [`MockBuilder::record`]).
+///
+/// ```
+/// use llm_tower_mock::MockProvider;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let mock = MockProvider::start().await.unwrap();
+/// assert!(mock.requests().is_empty());
+/// // After traffic: mock.requests()[0].header("authorization"), .json(), .uri, .body
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 pub struct RecordedRequest {
     /// Request method.
@@ -103,6 +114,18 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 ///
 /// Dropping it shuts the server down: the listener is closed and every connection task is
 /// aborted. [`MockProvider::shutdown`] does the same but waits until everything has stopped.
+///
+/// ```
+/// use llm_tower_mock::{Behavior, MockProvider};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let mock = MockProvider::start().await.unwrap();
+/// mock.set_default(Behavior::status(503));
+/// assert!(mock.base_url().ends_with("/v1"));
+/// mock.shutdown().await;
+/// # }
+/// ```
 pub struct MockProvider {
     addr: SocketAddr,
     shared: Arc<Shared>,
@@ -240,6 +263,21 @@ impl Drop for MockProvider {
 }
 
 /// Configures and starts a [`MockProvider`].
+///
+/// ```
+/// use llm_tower_mock::{Behavior, MockProvider};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let mock = MockProvider::builder()
+///     .record(false)
+///     .default_behavior(Behavior::status(500))
+///     .start()
+///     .await
+///     .unwrap();
+/// assert_eq!(mock.request_count(), 0);
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 #[must_use = "a MockBuilder does nothing until `start` is awaited"]
 pub struct MockBuilder {

@@ -1,134 +1,33 @@
 //! Retry behaviour against a scripted inner service, on paused time.
 
-use std::collections::VecDeque;
-use std::convert::Infallible;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use http::header::{HeaderName, RETRY_AFTER};
 use http::{Request, Response, StatusCode};
-use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use llm_tower_core::{
     AttemptKind, Attempts, BoxError, BufferedBody, CooldownHint, CountBased, Endpoint, ErrorKind,
     ExponentialBackoff, Outcome, RetryPolicy, Selected,
 };
+use llm_tower_mock::scripted::{DEFAULT_ENDPOINT, ScriptedUpstream, SingleFrame, Step};
 use llm_tower_retry::{RetryBudget, RetryLayer};
-use tokio::time::{Instant, Sleep};
-use tower::{Layer, Service, ServiceExt};
+use tokio::time::Instant;
+use tower::{Layer, ServiceExt};
 
-/// What the scripted upstream does for one call.
-#[derive(Clone)]
-enum Step {
-    Status(u16),
-    StatusWith(u16, &'static str, String),
-    Fail(std::io::ErrorKind),
-    /// An error of a type llm-tower does not know.
-    Unknown,
-    /// Wait before answering with the inner step.
-    Delay(Duration, Box<Step>),
-    /// 200 whose first body frame ("hello") comes after this long.
-    SlowBody(Duration),
+const RETRY_AFTER_MS: HeaderName = HeaderName::from_static("retry-after-ms");
+const X_MS_RETRY_AFTER_MS: HeaderName = HeaderName::from_static("x-ms-retry-after-ms");
+
+/// An upstream answering the endpoint `ep` with `steps`, then 200.
+fn scripted(steps: impl IntoIterator<Item = Step>) -> ScriptedUpstream {
+    let upstream = ScriptedUpstream::new();
+    upstream.script("ep", steps);
+    upstream
 }
 
-/// A response body that may wait before its only frame.
-struct TestBody {
-    wait: Option<Pin<Box<Sleep>>>,
-    data: Option<Bytes>,
-}
-
-impl Body for TestBody {
-    type Data = Bytes;
-    type Error = Infallible;
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        let this = self.get_mut();
-        if let Some(wait) = &mut this.wait {
-            std::task::ready!(wait.as_mut().poll(cx));
-            this.wait = None;
-        }
-        Poll::Ready(this.data.take().map(|d| Ok(Frame::data(d))))
-    }
-}
-
-#[derive(Clone, Default)]
-struct Upstream {
-    script: Arc<Mutex<VecDeque<Step>>>,
-    /// (when, body bytes) of every call.
-    calls: Arc<Mutex<Vec<(Instant, Bytes)>>>,
-}
-
-impl Upstream {
-    fn new(steps: impl IntoIterator<Item = Step>) -> Self {
-        let upstream = Self::default();
-        upstream.script.lock().unwrap().extend(steps);
-        upstream
-    }
-    fn calls(&self) -> usize {
-        self.calls.lock().unwrap().len()
-    }
-    fn call_times(&self) -> Vec<Instant> {
-        self.calls.lock().unwrap().iter().map(|c| c.0).collect()
-    }
-
-    fn service(&self) -> Self {
-        self.clone()
-    }
-}
-
-impl Service<Request<BufferedBody>> for Upstream {
-    type Response = Response<TestBody>;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<TestBody>, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<BufferedBody>) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move {
-            let body = req.into_body().collect().await.unwrap().to_bytes();
-            this.calls.lock().unwrap().push((Instant::now(), body));
-            // An empty script answers 200.
-            let step = this
-                .script
-                .lock()
-                .unwrap()
-                .pop_front()
-                .unwrap_or(Step::Status(200));
-            run(step).await
-        })
-    }
-}
-
-fn run(step: Step) -> Pin<Box<dyn Future<Output = Result<Response<TestBody>, BoxError>> + Send>> {
-    Box::pin(async move {
-        let body = |wait: Option<Duration>| TestBody {
-            wait: wait.map(|w| Box::pin(tokio::time::sleep(w))),
-            data: Some(Bytes::from_static(b"hello")),
-        };
-        match step {
-            Step::Status(code) => Ok(Response::builder().status(code).body(body(None)).unwrap()),
-            Step::StatusWith(code, name, value) => Ok(Response::builder()
-                .status(code)
-                .header(name, value)
-                .body(body(None))
-                .unwrap()),
-            Step::Fail(kind) => Err(std::io::Error::from(kind).into()),
-            // Worded like a connect error: classification must not read messages.
-            Step::Unknown => Err("error trying to connect: connection refused (Connect)".into()),
-            Step::Delay(wait, then) => {
-                tokio::time::sleep(wait).await;
-                run(*then).await
-            }
-            Step::SlowBody(wait) => Ok(Response::new(body(Some(wait)))),
-        }
-    })
+fn call_times(upstream: &ScriptedUpstream) -> Vec<Instant> {
+    upstream.calls().iter().map(|call| call.at).collect()
 }
 
 fn endpoint(policy: RetryPolicy) -> Endpoint {
@@ -156,15 +55,15 @@ fn request(endpoint: &Endpoint, log: &Attempts) -> Request<BufferedBody> {
 
 async fn send(
     layer: &RetryLayer,
-    upstream: &Upstream,
+    upstream: &ScriptedUpstream,
     endpoint: &Endpoint,
 ) -> (
-    Result<Response<llm_tower_retry::ResponseBody<TestBody>>, BoxError>,
+    Result<Response<llm_tower_retry::ResponseBody<SingleFrame>>, BoxError>,
     Attempts,
 ) {
     let log = Attempts::new();
     let result = layer
-        .layer(upstream.service())
+        .layer(upstream.clone())
         .oneshot(request(endpoint, &log))
         .await;
     (result, log)
@@ -173,14 +72,18 @@ async fn send(
 #[tokio::test(start_paused = true)]
 async fn retryable_statuses_are_retried_until_times() {
     for code in [408, 429, 500, 502, 503, 504, 529] {
-        let upstream = Upstream::new([
+        let upstream = scripted([
             Step::Status(code),
             Step::Status(code),
             Step::Status(code),
             Step::Status(200),
         ]);
         let (result, log) = send(&RetryLayer::new(), &upstream, &endpoint(count(2))).await;
-        assert_eq!(upstream.calls(), 3, "{code}: times 2 means three attempts");
+        assert_eq!(
+            upstream.calls().len(),
+            3,
+            "{code}: times 2 means three attempts"
+        );
         assert_eq!(
             result.unwrap().status().as_u16(),
             code,
@@ -193,16 +96,16 @@ async fn retryable_statuses_are_retried_until_times() {
 #[tokio::test(start_paused = true)]
 async fn non_retryable_statuses_are_not() {
     for code in [200, 201, 400, 401, 403, 404, 413, 422, 501] {
-        let upstream = Upstream::new([Step::Status(code)]);
+        let upstream = scripted([Step::Status(code)]);
         let (result, _) = send(&RetryLayer::new(), &upstream, &endpoint(count(3))).await;
-        assert_eq!(upstream.calls(), 1, "{code}");
+        assert_eq!(upstream.calls().len(), 1, "{code}");
         assert_eq!(result.unwrap().status().as_u16(), code);
     }
 }
 
 #[tokio::test(start_paused = true)]
 async fn connect_errors_and_resets_are_retried() {
-    let upstream = Upstream::new([
+    let upstream = scripted([
         Step::Fail(std::io::ErrorKind::ConnectionRefused),
         Step::Fail(std::io::ErrorKind::ConnectionReset),
         Step::Status(200),
@@ -219,17 +122,21 @@ async fn connect_errors_and_resets_are_retried() {
         ]
     );
     // Exhausted: the last error is returned.
-    let upstream = Upstream::new(vec![Step::Fail(std::io::ErrorKind::ConnectionRefused); 3]);
+    let upstream = scripted(vec![Step::Fail(std::io::ErrorKind::ConnectionRefused); 3]);
     let (result, _) = send(&RetryLayer::new(), &upstream, &endpoint(count(1))).await;
-    assert_eq!(upstream.calls(), 2);
+    assert_eq!(upstream.calls().len(), 2);
     assert_eq!(ErrorKind::of(&*result.unwrap_err()), ErrorKind::Connect);
 }
 
 #[tokio::test(start_paused = true)]
 async fn an_unknown_inner_error_is_not_retried() {
-    let upstream = Upstream::new([Step::Unknown, Step::Status(200)]);
+    let upstream = scripted([Step::Unrecognized, Step::Status(200)]);
     let (result, log) = send(&RetryLayer::new(), &upstream, &endpoint(count(2))).await;
-    assert_eq!(upstream.calls(), 1, "an unrecognised error was retried");
+    assert_eq!(
+        upstream.calls().len(),
+        1,
+        "an unrecognised error was retried"
+    );
     assert_eq!(
         ErrorKind::of(&*result.unwrap_err()),
         ErrorKind::Unrecognized
@@ -241,7 +148,7 @@ async fn an_unknown_inner_error_is_not_retried() {
     assert!(log.is_recorded_inside());
 
     // Classified by the user's hook, the same error is retried like a reset connection.
-    let upstream = Upstream::new([Step::Unknown, Step::Status(200)]);
+    let upstream = scripted([Step::Unrecognized, Step::Status(200)]);
     let log = Attempts::new();
     let service = tower::ServiceBuilder::new()
         .layer(RetryLayer::new())
@@ -250,18 +157,23 @@ async fn an_unknown_inner_error_is_not_retried() {
                 .contains("(Connect)")
                 .then_some(ErrorKind::Connect)
         }))
-        .service(upstream.service());
+        .service(upstream.clone());
     let response = service
         .oneshot(request(&endpoint(count(2)), &log))
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(upstream.calls(), 2);
+    assert_eq!(upstream.calls().len(), 2);
 }
 
 #[tokio::test(start_paused = true)]
 async fn attempt_counts_per_policy() {
-    let always_503 = || Upstream::new(vec![Step::Status(503); 20]);
+    let always_503 = || {
+        let upstream = ScriptedUpstream::new();
+        upstream.set_default("ep", Step::Status(503));
+        upstream.set_default(DEFAULT_ENDPOINT, Step::Status(503));
+        upstream
+    };
     let cases = [
         (RetryPolicy::NoRetry, 1),
         (count(0), 1),
@@ -281,17 +193,17 @@ async fn attempt_counts_per_policy() {
             .await
             .0
             .unwrap();
-        assert_eq!(upstream.calls(), expected, "{policy:?}");
+        assert_eq!(upstream.calls().len(), expected, "{policy:?}");
     }
     // Without Selected, the layer default applies.
     let upstream = always_503();
     let svc = RetryLayer::new()
         .default_policy(count(1))
-        .layer(upstream.service());
+        .layer(upstream.clone());
     svc.oneshot(Request::new(BufferedBody::default()))
         .await
         .unwrap();
-    assert_eq!(upstream.calls(), 2);
+    assert_eq!(upstream.calls().len(), 2);
 }
 
 #[tokio::test(start_paused = true)]
@@ -305,12 +217,12 @@ async fn backoff_delays_stay_within_jitter_bounds() {
     let ceilings = [100, 200, 300, 300].map(Duration::from_millis);
     let mut total = Duration::ZERO;
     for _ in 0..25 {
-        let upstream = Upstream::new(vec![Step::Status(503); 5]);
+        let upstream = scripted(vec![Step::Status(503); 5]);
         send(&RetryLayer::new(), &upstream, &endpoint(policy.clone()))
             .await
             .0
             .unwrap();
-        let times = upstream.call_times();
+        let times = call_times(&upstream);
         assert_eq!(times.len(), 5);
         for (i, pair) in times.windows(2).enumerate() {
             let gap = pair[1] - pair[0];
@@ -328,12 +240,12 @@ async fn backoff_delays_stay_within_jitter_bounds() {
 
 #[tokio::test(start_paused = true)]
 async fn count_based_retries_immediately() {
-    let upstream = Upstream::new(vec![Step::Status(503); 3]);
+    let upstream = scripted(vec![Step::Status(503); 3]);
     send(&RetryLayer::new(), &upstream, &endpoint(count(2)))
         .await
         .0
         .unwrap();
-    let times = upstream.call_times();
+    let times = call_times(&upstream);
     assert_eq!(times[0], times[2]);
 }
 
@@ -348,39 +260,39 @@ async fn retry_after_is_honoured() {
     let date = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(4));
     let cases = [
         (
-            "retry-after",
+            RETRY_AFTER,
             "2".to_owned(),
             Duration::from_secs(2),
             Duration::from_secs(2),
         ),
         (
-            "retry-after-ms",
+            RETRY_AFTER_MS,
             "1500".to_owned(),
             Duration::from_millis(1500),
             Duration::from_millis(1500),
         ),
         (
-            "x-ms-retry-after-ms",
+            X_MS_RETRY_AFTER_MS,
             "700".to_owned(),
             Duration::from_millis(700),
             Duration::from_millis(700),
         ),
         // An HTTP-date has whole seconds: between 3 and 4 s from now.
         (
-            "retry-after",
+            RETRY_AFTER,
             date,
             Duration::from_secs(3),
             Duration::from_secs(4),
         ),
     ];
     for (name, value, at_least, at_most) in cases {
-        let upstream = Upstream::new([
-            Step::StatusWith(429, name, value.clone()),
+        let upstream = scripted([
+            Step::header(429, name.clone(), value.clone()),
             Step::Status(200),
         ]);
         let (result, _) = send(&RetryLayer::new(), &upstream, &endpoint(no_backoff.clone())).await;
         assert_eq!(result.unwrap().status(), StatusCode::OK);
-        let times = upstream.call_times();
+        let times = call_times(&upstream);
         let gap = times[1] - times[0];
         assert!(
             gap >= at_least && gap <= at_most,
@@ -392,10 +304,7 @@ async fn retry_after_is_honoured() {
 #[tokio::test(start_paused = true)]
 async fn retry_after_over_the_cap_becomes_a_cooldown_hint() {
     // Default cap: the policy's max_interval (5 s).
-    let upstream = Upstream::new([
-        Step::StatusWith(503, "retry-after", "30".into()),
-        Step::Status(200),
-    ]);
+    let upstream = scripted([Step::header(503, RETRY_AFTER, "30"), Step::Status(200)]);
     let (result, log) = send(
         &RetryLayer::new(),
         &upstream,
@@ -403,7 +312,7 @@ async fn retry_after_over_the_cap_becomes_a_cooldown_hint() {
     )
     .await;
     let response = result.unwrap();
-    assert_eq!(upstream.calls(), 1, "no further attempt");
+    assert_eq!(upstream.calls().len(), 1, "no further attempt");
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(
         response.extensions().get::<CooldownHint>(),
@@ -411,15 +320,15 @@ async fn retry_after_over_the_cap_becomes_a_cooldown_hint() {
     );
     assert_eq!(log.len(), 1);
     // An explicit cap; CountBased has no max_interval so 5 s applies by default.
-    let upstream = Upstream::new([Step::StatusWith(429, "retry-after-ms", "1500".into())]);
+    let upstream = scripted([Step::header(429, RETRY_AFTER_MS, "1500")]);
     let layer = RetryLayer::new().max_retry_after(Duration::from_secs(1));
     let (result, _) = send(&layer, &upstream, &endpoint(count(3))).await;
     assert_eq!(
         result.unwrap().extensions().get::<CooldownHint>(),
         Some(&CooldownHint(Duration::from_millis(1500)))
     );
-    assert_eq!(upstream.calls(), 1);
-    let upstream = Upstream::new([Step::StatusWith(429, "retry-after", "6".into())]);
+    assert_eq!(upstream.calls().len(), 1);
+    let upstream = scripted([Step::header(429, RETRY_AFTER, "6")]);
     let (result, _) = send(&RetryLayer::new(), &upstream, &endpoint(count(3))).await;
     assert!(result.unwrap().extensions().get::<CooldownHint>().is_some());
 }
@@ -434,19 +343,21 @@ async fn budget_exhaustion_stops_retries() {
             ttl: Duration::from_secs(1),
         })
         .unwrap();
-    let upstream = Upstream::new(vec![Step::Status(503); 20]);
+    let upstream = ScriptedUpstream::new();
+    upstream.set_default("ep", Step::Status(503));
+    upstream.set_default("other", Step::Status(503));
     let ep = endpoint(count(5));
     send(&layer, &upstream, &ep).await.0.unwrap();
-    assert_eq!(upstream.calls(), 2, "one retry from the reserve");
+    assert_eq!(upstream.calls().len(), 2, "one retry from the reserve");
     send(&layer, &upstream, &ep).await.0.unwrap();
-    assert_eq!(upstream.calls(), 3, "budget empty: no retry");
+    assert_eq!(upstream.calls().len(), 3, "budget empty: no retry");
     // Budgets are per endpoint: another endpoint still has its reserve.
     let other = Endpoint::builder("other", "http://127.0.0.1:9")
         .retry_policy(count(5))
         .build()
         .unwrap();
     send(&layer, &upstream, &other).await.0.unwrap();
-    assert_eq!(upstream.calls(), 5);
+    assert_eq!(upstream.calls().len(), 5);
 }
 
 #[tokio::test(start_paused = true)]
@@ -456,8 +367,8 @@ async fn per_try_timeout_is_retried() {
         .timeout(Some(Duration::from_secs(1)))
         .build()
         .unwrap();
-    let upstream = Upstream::new([
-        Step::Delay(Duration::from_secs(10), Box::new(Step::Status(200))),
+    let upstream = scripted([
+        Step::delay(Duration::from_secs(10), Step::Status(200)),
         Step::Status(200),
     ]);
     let started = Instant::now();
@@ -477,7 +388,7 @@ async fn per_try_timeout_does_not_cut_a_started_body() {
         .timeout(Some(Duration::from_secs(1)))
         .build()
         .unwrap();
-    let upstream = Upstream::new([Step::SlowBody(Duration::from_secs(30))]);
+    let upstream = scripted([Step::SlowBody(Duration::from_secs(30))]);
     let (result, _) = send(&RetryLayer::new(), &upstream, &ep).await;
     let body = result
         .unwrap()
@@ -486,8 +397,8 @@ async fn per_try_timeout_does_not_cut_a_started_body() {
         .await
         .unwrap()
         .to_bytes();
-    assert_eq!(body, "hello");
-    assert_eq!(upstream.calls(), 1);
+    assert_eq!(body, "ep:200");
+    assert_eq!(upstream.calls().len(), 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -497,7 +408,7 @@ async fn first_byte_timeout_retries_and_delivers_the_first_frame_once() {
         .first_byte_timeout(Some(Duration::from_secs(2)))
         .build()
         .unwrap();
-    let upstream = Upstream::new([
+    let upstream = scripted([
         Step::SlowBody(Duration::from_secs(60)),
         Step::SlowBody(Duration::from_millis(500)),
     ]);
@@ -509,8 +420,8 @@ async fn first_byte_timeout_retries_and_delivers_the_first_frame_once() {
         .await
         .unwrap()
         .to_bytes();
-    assert_eq!(body, "hello", "first frame delivered exactly once");
-    assert_eq!(upstream.calls(), 2);
+    assert_eq!(body, "ep:200", "first frame delivered exactly once");
+    assert_eq!(upstream.calls().len(), 2);
     let attempts = log.to_vec();
     assert_eq!(
         attempts[0].outcome,
@@ -518,37 +429,34 @@ async fn first_byte_timeout_retries_and_delivers_the_first_frame_once() {
     );
     assert_eq!(attempts[1].outcome, Outcome::Status(StatusCode::OK));
     // Error statuses do not wait for a body.
-    let upstream = Upstream::new([Step::Status(400)]);
+    let upstream = scripted([Step::Status(400)]);
     let (result, _) = send(&RetryLayer::new(), &upstream, &ep).await;
     assert_eq!(result.unwrap().status(), StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test(start_paused = true)]
 async fn every_attempt_sends_identical_bytes() {
-    let upstream = Upstream::new(vec![Step::Status(502); 3]);
+    let upstream = scripted(vec![Step::Status(502); 3]);
     send(&RetryLayer::new(), &upstream, &endpoint(count(2)))
         .await
         .0
         .unwrap();
-    let calls = upstream.calls.lock().unwrap();
+    let calls = upstream.calls();
     assert_eq!(calls.len(), 3);
     assert!(
         calls
             .iter()
-            .all(|(_, body)| body == &br#"{"model":"m","messages":[]}"#[..])
+            .all(|call| call.body == br#"{"model":"m","messages":[]}"#[..])
     );
 }
 
 #[tokio::test(start_paused = true)]
 async fn dropping_the_future_stops_everything() {
-    let upstream = Upstream::new([
-        Step::StatusWith(503, "retry-after", "3".into()),
-        Step::Status(200),
-    ]);
+    let upstream = scripted([Step::header(503, RETRY_AFTER, "3"), Step::Status(200)]);
     let ep = endpoint(RetryPolicy::default());
     let log = Attempts::new();
     let future = RetryLayer::new()
-        .layer(upstream.service())
+        .layer(upstream.clone())
         .oneshot(request(&ep, &log));
     // The client goes away during the 3 s backoff.
     assert!(
@@ -556,17 +464,21 @@ async fn dropping_the_future_stops_everything() {
             .await
             .is_err()
     );
-    assert_eq!(upstream.calls(), 1);
+    assert_eq!(upstream.calls().len(), 1);
     tokio::time::sleep(Duration::from_secs(60)).await;
-    assert_eq!(upstream.calls(), 1, "no attempt after the client left");
+    assert_eq!(
+        upstream.calls().len(),
+        1,
+        "no attempt after the client left"
+    );
     assert_eq!(log.len(), 1);
 }
 
 #[tokio::test(start_paused = true)]
 async fn attempt_log_records_every_try() {
-    let upstream = Upstream::new([
-        Step::Delay(Duration::from_millis(30), Box::new(Step::Status(503))),
-        Step::Delay(Duration::from_millis(20), Box::new(Step::Status(200))),
+    let upstream = scripted([
+        Step::delay(Duration::from_millis(30), Step::Status(503)),
+        Step::delay(Duration::from_millis(20), Step::Status(200)),
     ]);
     let (result, log) = send(&RetryLayer::new(), &upstream, &endpoint(count(2))).await;
     assert_eq!(result.unwrap().status(), StatusCode::OK);
