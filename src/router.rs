@@ -10,7 +10,7 @@ use axum::body::Body;
 use http::header::CONTENT_TYPE;
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 use llm_tower::auth::{ACCOUNT_HEADERS, CREDENTIAL_HEADERS};
-use llm_tower::{ConfigError, Error, HealthRegistry, Upstream};
+use llm_tower::{ConfigError, Error, ErrorKind, HealthRegistry, Upstream};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower::ServiceBuilder;
 use tower_http::ServiceBuilderExt;
@@ -98,7 +98,33 @@ pub fn router(
             response
         }
     });
-    Ok((router.layer(middleware).layer(json_413), registry))
+    let app = router
+        .layer(middleware)
+        .layer(axum::middleware::from_fn(require_one_host))
+        .layer(json_413);
+    Ok((app, registry))
+}
+
+/// HTTP/1.1 requires exactly one `Host` (RFC 9112, 3.2): a request without one, or with two
+/// that different hops could read differently, is refused before it goes anywhere.
+async fn require_one_host(
+    request: http::Request<Body>,
+    next: axum::middleware::Next,
+) -> Response<Body> {
+    let hosts = request.headers().get_all(http::header::HOST).iter().count();
+    if request.version() == http::Version::HTTP_11 && hosts != 1 {
+        let problem = if hosts == 0 {
+            "has no"
+        } else {
+            "has more than one"
+        };
+        return Error::new(
+            ErrorKind::InvalidRequest,
+            format!("the HTTP/1.1 request {problem} Host header"),
+        )
+        .to_response();
+    }
+    next.run(request).await
 }
 
 /// `x-request-id` values: a random per-process prefix and a counter. Unique and cheap: no

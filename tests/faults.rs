@@ -335,3 +335,170 @@ async fn futures_join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Out
     .await;
     results.into_iter().map(Option::unwrap).collect()
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_stalled_stream_ends_in_an_error_within_the_idle_timeout() {
+    let (a, b) = two_mocks().await;
+    // The first event, then nothing for far longer than the idle timeout.
+    a.push(Behavior::Stream {
+        chunks: 3,
+        interval: Duration::from_secs(3600),
+    });
+    let mut config = pair(&a, &b);
+    config.endpoints[0].stream_idle_timeout = Some(Duration::from_secs(5));
+    let gw = start(config).await;
+    let started = tokio::time::Instant::now();
+    let response = gw.post(r#"{"stream":true}"#).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut stream = response.into_body();
+    let first = stream.frame().await.unwrap().unwrap();
+    assert!(first.is_data());
+    // The client sees an error, never a clean end of the stream.
+    let mut ended = None;
+    while let Some(frame) = stream.frame().await {
+        if let Err(err) = frame {
+            ended = Some(err);
+            break;
+        }
+    }
+    assert!(ended.is_some(), "the stalled stream ended cleanly");
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_secs(5) && elapsed < Duration::from_secs(60),
+        "{elapsed:?}"
+    );
+    // The endpoint is blamed: one failure counted (with the default threshold, an ejection).
+    assert_eq!(gw.upstream("a").await["status"], "ejected");
+    assert_eq!(b.request_count(), 0, "bytes were out: no fallback");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_head_then_nothing_is_a_failed_try_before_any_byte_reached_the_client() {
+    let (a, b) = two_mocks().await;
+    a.set_default(Behavior::StallBody);
+    let mut config = pair(&a, &b);
+    // No first_byte_timeout: the stream idle timeout bounds the wait for the first byte.
+    config.endpoints[0].stream_idle_timeout = Some(Duration::from_secs(2));
+    let gw = start(config).await;
+    let response = gw.post(r#"{"stream":true}"#).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(header(&response, "x-llm-tower-endpoint"), "b");
+    assert_eq!(
+        header(&response, "x-llm-tower-attempts"),
+        "3",
+        "a, a again, b"
+    );
+    let text = String::from_utf8(body(response).await.to_vec()).unwrap();
+    assert!(text.trim_end().ends_with("data: [DONE]"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_probe_is_a_single_try_and_falls_back_at_once() {
+    let (a, b) = two_mocks().await;
+    a.set_default(Behavior::status(503));
+    let mut config = pair(&a, &b);
+    config.endpoints[0].health_check_interval = Duration::from_secs(5);
+    config.endpoints[0].retry_policy = RetryPolicy::ExponentialBackoff(ExponentialBackoff {
+        times: 2,
+        ..ExponentialBackoff::default()
+    });
+    let gw = start(config).await;
+    gw.post(CHAT).await;
+    assert_eq!(a.request_count(), 3, "an ordinary request retries");
+    assert_eq!(gw.upstream("a").await["status"], "ejected");
+
+    tokio::time::advance(Duration::from_secs(5)).await;
+    let started = tokio::time::Instant::now();
+    let response = gw.post(CHAT).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(header(&response, "x-llm-tower-endpoint"), "b");
+    assert_eq!(
+        header(&response, "x-llm-tower-attempts"),
+        "2",
+        "the probe, then b"
+    );
+    assert_eq!(a.request_count(), 4, "the probe was tried once");
+    assert!(
+        started.elapsed() < Duration::from_millis(1),
+        "no backoff was waited"
+    );
+    let a_health = gw.upstream("a").await;
+    assert_eq!(a_health["status"], "ejected");
+    assert_eq!(a_health["ejections"], 2, "the cooldown escalates");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_probe_to_a_blackholed_endpoint_costs_one_timeout() {
+    let b = MockProvider::start().await.unwrap();
+    let (_listener, blackholed) = common::blackhole();
+    let mut a = endpoint("a", blackholed, 0);
+    a.timeout = Some(Duration::from_secs(1));
+    a.health_check_interval = Duration::from_secs(5);
+    a.retry_policy = RetryPolicy::ExponentialBackoff(ExponentialBackoff {
+        times: 2,
+        initial_interval: Duration::from_millis(100),
+        ..ExponentialBackoff::default()
+    });
+    let gw = start(Config::with_endpoints(vec![
+        a,
+        endpoint("b", b.base_url(), 1),
+    ]))
+    .await;
+    // The first request learns that `a` is gone: three timeouts and two backoffs.
+    let response = gw.post(CHAT).await;
+    assert_eq!(header(&response, "x-llm-tower-attempts"), "4");
+    assert_eq!(gw.upstream("a").await["status"], "ejected");
+
+    tokio::time::advance(Duration::from_secs(5)).await;
+    let started = tokio::time::Instant::now();
+    let response = gw.post(CHAT).await;
+    let waited = started.elapsed();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(header(&response, "x-llm-tower-endpoint"), "b");
+    assert_eq!(header(&response, "x-llm-tower-attempts"), "2");
+    assert!(
+        waited >= Duration::from_secs(1) && waited < Duration::from_millis(1100),
+        "the probe cost {waited:?}, more than one per-try timeout"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_broken_body_before_any_byte_is_a_failure_not_a_success() {
+    let b = MockProvider::start().await.unwrap();
+    // A 200 whose first chunk is not a chunk.
+    let broken = common::raw_upstream(
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\nZZZ\r\nnot a chunk\r\n",
+    )
+    .await;
+    let gw = start(Config::with_endpoints(vec![
+        endpoint("a", broken, 0),
+        endpoint("b", b.base_url(), 1),
+    ]))
+    .await;
+    let response = gw.post(CHAT).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(header(&response, "x-llm-tower-endpoint"), "b");
+    assert_eq!(
+        header(&response, "x-llm-tower-attempts"),
+        "3",
+        "a, a again, b"
+    );
+    let json: serde_json::Value = serde_json::from_slice(&body(response).await).unwrap();
+    assert_eq!(json["object"], "chat.completion");
+    assert_eq!(gw.upstream("a").await["status"], "ejected");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unsolicited_101_never_reaches_the_client() {
+    let upgrade = common::raw_upstream(
+        b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n",
+    )
+    .await;
+    let gw = start(Config::with_endpoints(vec![endpoint("a", upgrade, 0)])).await;
+    let response = gw.post(CHAT).await;
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    assert!(response.headers().get("upgrade").is_none());
+    let json = error_json(response).await;
+    assert_eq!(json["error"]["code"], "upstream_protocol_error");
+    assert_eq!(gw.upstream("a").await["status"], "ejected");
+}

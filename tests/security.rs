@@ -339,3 +339,117 @@ async fn framing_headers_are_never_copied_blindly() {
         assert_eq!(declared, bytes.len());
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_key_echoed_by_the_upstream_never_reaches_the_client() {
+    // Upstreams that quote the key they got: in the body of a 401, and in a header.
+    let mock = MockProvider::start().await.unwrap();
+    for status in [401, 403, 400, 500] {
+        mock.push(Behavior::Status {
+            status,
+            retry_after: None,
+            headers: vec![(
+                "www-authenticate".into(),
+                "Bearer realm=\"api\", key=\"Bearer sk-upstream-only\"".into(),
+            )],
+            body: Some(
+                r#"{"error":{"message":"Incorrect API key provided: sk-upstream-only (Bearer sk-upstream-only)"}}"#
+                    .into(),
+            ),
+        });
+    }
+    let mut config = Config::with_endpoints(vec![endpoint("only", mock.base_url(), 0)]);
+    config.endpoints[0].retry_policy = llm_tower::RetryPolicy::NoRetry;
+    config.endpoints[0].health_check_interval = std::time::Duration::from_millis(1);
+    let gw = start(config).await;
+    for status in [401, 403, 400, 500] {
+        tokio::time::advance(std::time::Duration::from_millis(10)).await;
+        let response = gw.post(CHAT).await;
+        assert_eq!(response.status().as_u16(), status);
+        let everything = everything(response).await;
+        assert!(
+            !everything.contains("sk-upstream-only"),
+            "{status}: {everything}"
+        );
+        assert!(everything.contains("sk-...only"), "{status}: {everything}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn credentials_in_any_spelling_are_stripped() {
+    let mock = MockProvider::start().await.unwrap();
+    let gw = start(only(&mock)).await;
+    let target = format!(
+        "/v1/chat/completions?%6bey={CLIENT_SECRET}&KEY={CLIENT_SECRET}&api_key={CLIENT_SECRET}\
+         &access_token={CLIENT_SECRET}&key[]={CLIENT_SECRET}&Token={CLIENT_SECRET}&alt=sse&monkey=1&q=%6bey"
+    );
+    let request = Request::post(gw.url(&target))
+        .header("anthropic-api-key", CLIENT_SECRET)
+        .header("api_key", CLIENT_SECRET)
+        .header("x-goog-user-project", CLIENT_SECRET)
+        .body(Full::new(Bytes::from(CHAT)))
+        .unwrap();
+    assert_eq!(gw.send(request).await.status(), StatusCode::OK);
+    let seen = &mock.requests()[0];
+    let everything = format!("{:?} {}", seen.headers, seen.uri);
+    assert!(!everything.contains(CLIENT_SECRET), "{everything}");
+    // Every other parameter is kept, byte for byte.
+    assert_eq!(seen.uri.query(), Some("alt=sse&monkey=1&q=%6bey"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn path_forms_that_upstreams_normalise_are_refused() {
+    let mock = MockProvider::start().await.unwrap();
+    let gw = start(only(&mock)).await;
+    for target in [
+        "/v1/..;/admin",
+        "/v1/.;/admin",
+        "/v1/%252e%252e/admin",
+        "/v1/%c0%ae%c0%ae/admin",
+        "/v1/..%00/admin",
+    ] {
+        let answer = gw
+            .raw(&format!(
+                "POST {target} HTTP/1.1\r\nhost: gw\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{{}}"
+            ))
+            .await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{target}: {answer}");
+        assert!(answer.contains("invalid_request"), "{target}: {answer}");
+    }
+    assert_eq!(mock.request_count(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn http_1_1_needs_exactly_one_host() {
+    let mock = MockProvider::start().await.unwrap();
+    let gw = start(only(&mock)).await;
+    let post = |headers: &str, version: &str| {
+        format!(
+            "POST /v1/chat/completions {version}\r\n{headers}content-length: 2\r\nconnection: close\r\n\r\n{{}}"
+        )
+    };
+    let none = gw.raw(&post("", "HTTP/1.1")).await;
+    assert!(none.starts_with("HTTP/1.1 400"), "{none}");
+    assert!(none.contains("no Host"), "{none}");
+    let two = gw.raw(&post("host: a\r\nhost: b\r\n", "HTTP/1.1")).await;
+    assert!(two.starts_with("HTTP/1.1 400"), "{two}");
+    assert_eq!(mock.request_count(), 0);
+    // HTTP/1.0 had no Host requirement.
+    let old = gw.raw(&post("", "HTTP/1.0")).await;
+    assert!(
+        old.starts_with("HTTP/1.1 200") || old.starts_with("HTTP/1.0 200"),
+        "{old}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn expect_continue_is_answered_here_and_not_forwarded() {
+    let mock = MockProvider::start().await.unwrap();
+    let gw = start(only(&mock)).await;
+    let request = Request::post(gw.url("/v1/chat/completions"))
+        .header("expect", "100-continue")
+        .body(Full::new(Bytes::from(CHAT)))
+        .unwrap();
+    assert_eq!(gw.send(request).await.status(), StatusCode::OK);
+    assert!(mock.requests()[0].headers.get("expect").is_none());
+}

@@ -171,3 +171,41 @@ async fn an_unknown_inner_error_is_returned_without_retry_or_fallback() {
         llm_tower::Status::Healthy
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn running_out_of_file_descriptors_blames_no_endpoint() {
+    // What the client returns when `socket(2)` fails with EMFILE ("too many open files").
+    const EMFILE: i32 = 24;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let exhausted = {
+        let calls = calls.clone();
+        service_fn(move |_: Request<BufferedBody>| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async { Err::<Response<Full<Bytes>>, _>(std::io::Error::from_raw_os_error(EMFILE)) }
+        })
+    };
+    let registry = HealthRegistry::new();
+    let stack = Upstream::new(vec![endpoint("primary", 0), endpoint("backup", 1)])
+        .registry(registry.clone())
+        .layer()
+        .unwrap()
+        .layer(exhausted);
+    let response = stack
+        .oneshot(Request::new(Full::new(Bytes::from_static(b"{}"))))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "no retry, no fallback storm"
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(json["error"]["code"], "gateway_resource_exhausted");
+    for id in ["primary", "backup"] {
+        let health = registry.get(id).unwrap();
+        assert_eq!(health.status, llm_tower::Status::Healthy, "{id}");
+        assert_eq!(health.consecutive_failures, 0, "{id}");
+    }
+}

@@ -14,13 +14,13 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use llm_tower::{BaseUrl, BoxError, BufferedBody, ClientSettings, HttpClient};
+use llm_tower::{BaseUrl, BoxError, BufferedBody, ClientSettings, HttpClient, HttpClientBody};
 
 async fn forward(
     client: HttpClient,
     upstream: BaseUrl,
     request: Request<Incoming>,
-) -> Result<Response<Incoming>, BoxError> {
+) -> Result<Response<HttpClientBody>, BoxError> {
     let (mut parts, body) = request.into_parts();
     let bytes = body.collect().await?.to_bytes();
     parts.uri = upstream.join(&parts.uri)?;

@@ -25,13 +25,15 @@ pub struct Gateway {
     pub server: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
-/// An endpoint with a key `sk-upstream-<id>`, one immediate retry and no per-try timeout
-/// (paused-time tests must not have timers that fire while a socket is read).
+/// An endpoint with a key `sk-upstream-<id>`, one immediate retry and no per-try or stream
+/// idle timeout (paused-time tests must not have timers that fire while a socket is read:
+/// the paused clock jumps to the next timer whenever the runtime waits for I/O).
 pub fn endpoint(id: &str, base_url: String, priority: u32) -> EndpointConfig {
     EndpointConfig {
         priority,
         api_key: Some(Secret::new(format!("sk-upstream-{id}"))),
         timeout: None,
+        stream_idle_timeout: None,
         retry_policy: RetryPolicy::CountBased(CountBased { times: 1 }),
         ..EndpointConfig::new(id, base_url)
     }
@@ -40,6 +42,31 @@ pub fn endpoint(id: &str, base_url: String, priority: u32) -> EndpointConfig {
 /// A configuration with the single endpoint `only` in front of `mock`.
 pub fn only(mock: &MockProvider) -> Config {
     Config::with_endpoints(vec![endpoint("only", mock.base_url(), 0)])
+}
+
+/// A base URL of an upstream that answers every request with `reply` (raw bytes, anything
+/// but well-formed HTTP if need be), then closes the connection.
+pub async fn raw_upstream(reply: &'static [u8]) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = [0u8; 4096];
+                let _ = socket.read(&mut request).await;
+                let _ = socket.write_all(reply).await;
+            });
+        }
+    });
+    format!("http://{addr}/v1")
+}
+
+/// A base URL of an upstream that takes connections and never answers: the kernel accepts
+/// them into the listener's backlog, nobody reads. Keep the listener alive meanwhile.
+pub fn blackhole() -> (std::net::TcpListener, String) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    (listener, url)
 }
 
 /// A base URL whose port refuses connections (bound, then released).

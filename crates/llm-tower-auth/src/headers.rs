@@ -2,23 +2,38 @@
 
 use http::header::{AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION, USER_AGENT};
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
-use llm_tower_core::{Endpoint, Provider};
+use llm_tower_core::{Endpoint, Provider, percent_decode};
 
-/// Inbound headers that carry credentials and are always removed.
-pub const CREDENTIAL_HEADERS: [HeaderName; 5] = [
+/// Inbound headers that carry credentials and are always removed (the header forms the
+/// OpenAI, Azure, Anthropic and Google SDKs send, and their common misspellings).
+pub const CREDENTIAL_HEADERS: [HeaderName; 7] = [
     AUTHORIZATION,
     PROXY_AUTHORIZATION,
     HeaderName::from_static("x-api-key"),
     HeaderName::from_static("api-key"),
+    HeaderName::from_static("api_key"),
+    HeaderName::from_static("anthropic-api-key"),
     HeaderName::from_static("x-goog-api-key"),
 ];
 
 /// Inbound headers that pick whose account a key bills or carry the client's session; removed
 /// like credentials (kept in bring-your-own-key mode, where the account is the client's).
-pub const ACCOUNT_HEADERS: [HeaderName; 3] = [
+pub const ACCOUNT_HEADERS: [HeaderName; 4] = [
     COOKIE,
     HeaderName::from_static("openai-organization"),
     HeaderName::from_static("openai-project"),
+    HeaderName::from_static("x-goog-user-project"),
+];
+
+/// Query parameters that carry credentials (compared after percent-decoding, ignoring case
+/// and a trailing `[]` or `[...]`), always removed.
+pub const CREDENTIAL_PARAMETERS: [&str; 6] = [
+    "key",
+    "api_key",
+    "api-key",
+    "apikey",
+    "access_token",
+    "token",
 ];
 
 /// The `anthropic-version` sent to Anthropic endpoints when the client sent none.
@@ -54,18 +69,17 @@ pub(crate) fn rewrite_headers(
     }
 }
 
-/// Removes `key=` query parameters (Gemini-style credentials in the URL).
+/// Removes the query parameters that carry credentials ([`CREDENTIAL_PARAMETERS`], by
+/// decoded name: `?KEY=`, `?%6bey=`, `?key[]=` too); every other parameter stays as it was,
+/// byte for byte.
 pub(crate) fn strip_key_query(uri: &mut Uri) {
     let Some(query) = uri.query() else { return };
-    if !query
-        .split('&')
-        .any(|pair| pair == "key" || pair.starts_with("key="))
-    {
+    if !query.split('&').any(is_credential_parameter) {
         return;
     }
     let kept: Vec<&str> = query
         .split('&')
-        .filter(|pair| !(pair.is_empty() || *pair == "key" || pair.starts_with("key=")))
+        .filter(|pair| !pair.is_empty() && !is_credential_parameter(pair))
         .collect();
     let mut path_and_query = uri.path().to_owned();
     if !kept.is_empty() {
@@ -75,4 +89,13 @@ pub(crate) fn strip_key_query(uri: &mut Uri) {
     let mut parts = std::mem::take(uri).into_parts();
     parts.path_and_query = path_and_query.parse().ok();
     *uri = Uri::from_parts(parts).unwrap_or_default();
+}
+
+fn is_credential_parameter(pair: &str) -> bool {
+    let raw = pair.split_once('=').map_or(pair, |(name, _)| name);
+    let mut name = String::from_utf8_lossy(&percent_decode(raw)).to_ascii_lowercase();
+    if let Some(open) = name.find('[') {
+        name.truncate(open);
+    }
+    CREDENTIAL_PARAMETERS.contains(&name.as_str())
 }

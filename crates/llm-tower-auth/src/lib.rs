@@ -3,10 +3,12 @@
 //!
 //! For every request the layer
 //!
-//! 1. removes every inbound credential: `authorization`, `proxy-authorization`, `x-api-key`,
-//!    `api-key`, `x-goog-api-key`, the endpoint's custom header, and a `key` query parameter,
-//!    and the headers that pick whose account is billed (`openai-organization`,
-//!    `openai-project`) or carry the client's session (`cookie`);
+//! 1. removes every inbound credential: [`CREDENTIAL_HEADERS`] (`authorization`,
+//!    `proxy-authorization`, `x-api-key`, `api-key`, `anthropic-api-key`, `x-goog-api-key`,
+//!    ...), the endpoint's custom header, and [`CREDENTIAL_PARAMETERS`] in the query (`key`,
+//!    `api_key`, `access_token`, ..., by decoded, case-insensitive name), and the
+//!    [`ACCOUNT_HEADERS`] that pick whose account is billed (`openai-organization`,
+//!    `openai-project`, `x-goog-user-project`) or carry the client's session (`cookie`);
 //! 2. sets the endpoint's credential header (prebuilt when the endpoint was built, marked
 //!    sensitive, so `Debug` of the request and tower-http's `TraceLayer` never show it):
 //!    `authorization: Bearer` (OpenAI-compatible), `api-key` (Azure), `x-api-key` plus
@@ -58,6 +60,6 @@ mod layer;
 mod service;
 
 pub use future::ResponseFuture;
-pub use headers::{ACCOUNT_HEADERS, ANTHROPIC_VERSION, CREDENTIAL_HEADERS};
+pub use headers::{ACCOUNT_HEADERS, ANTHROPIC_VERSION, CREDENTIAL_HEADERS, CREDENTIAL_PARAMETERS};
 pub use layer::AuthLayer;
 pub use service::Auth;

@@ -213,6 +213,14 @@ impl Attempts {
         self.0.recorded_inside.load(Ordering::Relaxed)
     }
 
+    /// Replaces the outcome of attempt `index`: a response whose body failed after its head
+    /// was sent (a stalled or broken stream) is recorded as that failure, not as its status.
+    pub fn set_outcome(&self, index: usize, outcome: Outcome) {
+        if let Some(attempt) = self.lock().get_mut(index) {
+            attempt.outcome = outcome;
+        }
+    }
+
     /// When the request started.
     pub fn start(&self) -> Instant {
         self.0.start

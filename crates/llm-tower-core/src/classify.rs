@@ -4,17 +4,18 @@ use std::error::Error as StdError;
 
 use http::{Response, StatusCode};
 
-use crate::error::{BoxError, ErrorKind};
+use crate::error::{BoxError, Error, ErrorKind};
 
 /// What an upstream outcome means for retry, health and fallback.
 ///
 /// | outcome | retry same endpoint | counts against health | fall back |
 /// |---|---|---|---|
-/// | 1xx, 2xx, 3xx | no (success) | resets | no |
-/// | connect error, timeout, reset before the head, 408, 429, 500, 502, 503, 504, 529 | yes | yes | yes |
+/// | 2xx, 3xx | no (success) | resets | no |
+/// | connect error, timeout, reset before the head, protocol fault (1xx/101 as the answer, malformed head), 408, 429, 500, 502, 503, 504, 529 | yes | yes | yes |
 /// | 401, 403 | no | yes | yes |
 /// | other 4xx and 5xx | no | no | no |
 /// | an inner error no classifier recognised ([`ErrorKind::Unrecognized`]) | no | no | no |
+/// | a local failure: this process ran out of fds, memory, ports ([`ErrorKind::Local`]) | no | no | no |
 ///
 /// The same table, with the reasons, is in the repository's `ARCHITECTURE.md`.
 ///
@@ -39,6 +40,9 @@ pub enum Classification {
     /// An inner error that nothing recognised: return it, without retry, health change or
     /// fallback, since nobody can tell whether another try would help.
     Unrecognized,
+    /// This process ran out of a resource: the same elsewhere, so no retry, no fallback, and
+    /// no endpoint is blamed.
+    Local,
 }
 
 impl Classification {
@@ -61,8 +65,9 @@ impl Classification {
 /// Classifies a response status.
 pub fn classify_status(status: StatusCode) -> Classification {
     match status.as_u16() {
-        100..=399 => Classification::Success,
-        408 | 429 | 500 | 502 | 503 | 504 | 529 => Classification::Retryable,
+        200..=399 => Classification::Success,
+        // An informational status (or a 101 upgrade nobody asked for) is not an answer.
+        100..=199 | 408 | 429 | 500 | 502 | 503 | 504 | 529 => Classification::Retryable,
         401 | 403 => Classification::BadCredentials,
         _ => Classification::ClientError,
     }
@@ -82,11 +87,43 @@ pub fn classify_error_kind(kind: ErrorKind) -> Classification {
         ErrorKind::Unrecognized | ErrorKind::Internal | ErrorKind::NoEndpointAvailable => {
             Classification::Unrecognized
         }
+        ErrorKind::Local => Classification::Local,
         ErrorKind::Connect
         | ErrorKind::Closed
         | ErrorKind::Timeout
         | ErrorKind::FirstByteTimeout
+        | ErrorKind::StreamIdleTimeout
+        | ErrorKind::Protocol
         | ErrorKind::Upstream => Classification::Retryable,
+    }
+}
+
+/// Turns an informational (1xx) or `101 Switching Protocols` response into an
+/// [`ErrorKind::Protocol`] error: it is not an answer to the request, and must never be passed
+/// on to the client as if it were one. Other results are returned unchanged.
+///
+/// ```
+/// use http::{Response, StatusCode};
+/// use llm_tower_core::{BoxError, ErrorKind, informational_as_error};
+///
+/// let upgrade = Response::builder().status(101).body(()).unwrap();
+/// let err = informational_as_error(Ok::<_, BoxError>(upgrade)).unwrap_err();
+/// assert_eq!(ErrorKind::of(&*err), ErrorKind::Protocol);
+/// let ok = informational_as_error(Ok::<_, BoxError>(Response::new(()))).unwrap();
+/// assert_eq!(ok.status(), StatusCode::OK);
+/// ```
+pub fn informational_as_error<B>(
+    result: Result<Response<B>, BoxError>,
+) -> Result<Response<B>, BoxError> {
+    match result {
+        Ok(response) if response.status().is_informational() => Err(Box::new(Error::new(
+            ErrorKind::Protocol,
+            format!(
+                "the upstream answered with the informational status {}",
+                response.status().as_u16()
+            ),
+        ))),
+        other => other,
     }
 }
 
@@ -101,7 +138,6 @@ pub fn classify<B>(result: &Result<Response<B>, BoxError>) -> Classification {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::Error;
 
     #[test]
     fn every_row_of_the_table() {
@@ -113,7 +149,7 @@ mod tests {
                 "{code}"
             );
         }
-        for code in [408, 429, 500, 502, 503, 504, 529] {
+        for code in [100, 101, 102, 103, 408, 429, 500, 502, 503, 504, 529] {
             let c = classify_status(StatusCode::from_u16(code).unwrap());
             assert_eq!(c, Retryable, "{code}");
             assert!(c.retry_same_endpoint() && c.counts_against_health() && c.falls_back());
@@ -146,6 +182,12 @@ mod tests {
         let unknown: BoxError = "connect error: connection refused (Connect)".into();
         let class = classify::<()>(&Err(unknown));
         assert_eq!(class, Classification::Unrecognized);
+        assert!(!class.retry_same_endpoint() && !class.counts_against_health());
+        assert!(!class.falls_back());
+        // Our own exhaustion blames nobody.
+        let emfile: BoxError = Box::new(std::io::Error::from_raw_os_error(libc::EMFILE));
+        let class = classify::<()>(&Err(emfile));
+        assert_eq!(class, Classification::Local);
         assert!(!class.retry_same_endpoint() && !class.counts_against_health());
         assert!(!class.falls_back());
         let ok = Ok(Response::new(()));

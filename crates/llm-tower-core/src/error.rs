@@ -42,9 +42,19 @@ pub enum ErrorKind {
     Timeout,
     /// A 2xx head arrived but no body byte within `first_byte_timeout`. 504.
     FirstByteTimeout,
-    /// Another recognised upstream or transport failure (a malformed response head, an I/O
-    /// error on the connection). 502.
+    /// Another recognised upstream or transport failure (an I/O error on the connection). 502.
     Upstream,
+    /// The upstream broke the protocol before any byte reached the client: a malformed or
+    /// oversized response head, an informational or `101` status as the final answer, or an
+    /// invalid body framing before the first byte. 502.
+    Protocol,
+    /// The response body stopped: no frame for `stream_idle_timeout` after the head was sent.
+    /// The client's stream is aborted (the status was already sent). 504 when it is not.
+    StreamIdleTimeout,
+    /// A resource of this process ran out (file descriptors, memory, socket buffers, local
+    /// ports): not the upstream's fault, so nothing is retried, no endpoint is blamed and
+    /// nothing falls back. 503.
+    Local,
     /// An error of the inner service that no classifier recognised. It is not retried, does
     /// not count against the endpoint and does not fall back: llm-tower cannot tell whether
     /// another try would help. Map your own errors to a kind with
@@ -67,10 +77,13 @@ impl ErrorKind {
             Self::Connect | Self::Closed | Self::Upstream | Self::Unrecognized => {
                 StatusCode::BAD_GATEWAY
             }
-            Self::Timeout | Self::FirstByteTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::Protocol => StatusCode::BAD_GATEWAY,
+            Self::Timeout | Self::FirstByteTimeout | Self::StreamIdleTimeout => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::InvalidRequest => StatusCode::BAD_REQUEST,
-            Self::NoEndpointAvailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NoEndpointAvailable | Self::Local => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -83,6 +96,9 @@ impl ErrorKind {
             Self::Timeout => "upstream_timeout",
             Self::FirstByteTimeout => "upstream_first_byte_timeout",
             Self::Upstream => "upstream_error",
+            Self::Protocol => "upstream_protocol_error",
+            Self::StreamIdleTimeout => "upstream_stream_idle_timeout",
+            Self::Local => "gateway_resource_exhausted",
             Self::Unrecognized => "unrecognized_upstream_error",
             Self::BodyTooLarge => "request_too_large",
             Self::InvalidRequest => "invalid_request",
@@ -95,7 +111,7 @@ impl ErrorKind {
         match self {
             Self::BodyTooLarge | Self::InvalidRequest => "invalid_request_error",
             Self::NoEndpointAvailable => "service_unavailable",
-            Self::Internal => "server_error",
+            Self::Internal | Self::Local => "server_error",
             _ => "upstream_error",
         }
     }
@@ -112,24 +128,47 @@ impl ErrorKind {
                 return e.kind;
             }
             if let Some(io) = e.downcast_ref::<std::io::Error>() {
-                return Self::of_io(io.kind());
+                return Self::of_io(io);
             }
             current = e.source();
         }
         Self::Unrecognized
     }
 
-    /// The kind of a failed I/O operation on an upstream connection.
-    pub fn of_io(kind: std::io::ErrorKind) -> Self {
+    /// The kind of a failed I/O operation on an upstream connection. Running out of this
+    /// process's own resources (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`, `EADDRNOTAVAIL`) is
+    /// [`Local`](Self::Local), never the upstream's fault.
+    pub fn of_io(err: &std::io::Error) -> Self {
         use std::io::ErrorKind as Io;
-        match kind {
-            Io::ConnectionRefused | Io::AddrNotAvailable | Io::NotFound => Self::Connect,
+        if is_local_exhaustion(err) {
+            return Self::Local;
+        }
+        match err.kind() {
+            Io::ConnectionRefused | Io::NotFound => Self::Connect,
             Io::ConnectionReset | Io::ConnectionAborted | Io::BrokenPipe | Io::UnexpectedEof => {
                 Self::Closed
             }
             Io::TimedOut => Self::Timeout,
+            Io::OutOfMemory => Self::Local,
             _ => Self::Upstream,
         }
+    }
+}
+
+/// Whether `err` says this process ran out of something: file descriptors (`EMFILE`,
+/// `ENFILE`), socket buffers (`ENOBUFS`), memory (`ENOMEM`) or local ports
+/// (`EADDRNOTAVAIL`, which a connect returns when no ephemeral port is free).
+fn is_local_exhaustion(err: &std::io::Error) -> bool {
+    #[cfg(unix)]
+    {
+        matches!(
+            err.raw_os_error(),
+            Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EADDRNOTAVAIL)
+        ) || err.kind() == std::io::ErrorKind::AddrNotAvailable
+    }
+    #[cfg(not(unix))]
+    {
+        err.kind() == std::io::ErrorKind::AddrNotAvailable
     }
 }
 
@@ -193,6 +232,11 @@ impl Error {
             ErrorKind::Closed => "the upstream closed the connection before responding",
             ErrorKind::Timeout => "the upstream did not respond in time",
             ErrorKind::FirstByteTimeout => "the upstream sent no body in time",
+            ErrorKind::Protocol => "the upstream sent a response that breaks the HTTP protocol",
+            ErrorKind::StreamIdleTimeout => "the upstream stopped sending its response",
+            ErrorKind::Local => {
+                "the gateway ran out of a local resource (connections, memory); retry later"
+            }
             _ => "the upstream request failed",
         };
         // The cause stays out of the client's message (it can name internal hosts or

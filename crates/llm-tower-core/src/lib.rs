@@ -49,6 +49,7 @@ mod endpoint;
 mod error;
 mod headers;
 mod macros;
+mod percent;
 mod policy;
 mod retry_after;
 
@@ -56,15 +57,17 @@ pub use attempt::{Attempt, AttemptKind, Attempts, Outcome};
 pub use body::{BufferedBody, DEFAULT_MAX_BODY_BYTES, buffer_body, buffer_request};
 pub use classify::{
     Classification, classify, classify_error, classify_error_kind, classify_status,
+    informational_as_error,
 };
 pub use classify_errors::{ClassifyErrors, ClassifyErrorsFuture, ClassifyErrorsLayer};
 pub use config_error::{ConfigError, MAX_COOLDOWN_LIMIT};
 pub use endpoint::{
     ApiKey, BaseUrl, Endpoint, EndpointBuilder, EndpointConfig, EndpointId, Provider, ProviderName,
-    Secret, Selected,
+    Secret, Selected, SingleTry,
 };
 pub use error::{BoxError, CooldownHint, Error, ErrorKind};
 pub use headers::{HOP_BY_HOP, strip_hop_by_hop};
+pub use percent::percent_decode;
 pub use policy::{CountBased, ExponentialBackoff, RetryPolicy};
 pub use retry_after::{retry_after, retry_after_at};
 

@@ -95,6 +95,27 @@ impl Balancer {
         }
     }
 
+    /// A response stream of `member` failed after its head was sent (stalled past its idle
+    /// timeout, reset, malformed): too late to fall back, but the endpoint is to blame.
+    pub(crate) fn record_stream_failure(&self, member: usize, kind: ErrorKind) {
+        let member = &self.pool.members[member];
+        let endpoint = &member.endpoint;
+        tracing::warn!(endpoint = %endpoint.id(), %kind, "response stream failed after its head was sent");
+        if let Some(cooldown) = member.health.record_failure(
+            Instant::now(),
+            endpoint.health_check_interval(),
+            None,
+            None,
+            self.health_policy(),
+        ) {
+            tracing::warn!(
+                endpoint = %endpoint.id(),
+                cooldown_ms = cooldown.as_millis() as u64,
+                "endpoint ejected"
+            );
+        }
+    }
+
     /// No endpoint admits the request: try the one whose cooldown ends first, or fail with 503.
     fn when_all_unhealthy(&self, soonest: &Soonest) -> Result<Pick, Error> {
         let Some((index, until)) = soonest.0 else {

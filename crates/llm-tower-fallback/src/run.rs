@@ -8,13 +8,14 @@ use http::{Request, Response, Uri};
 use http_body::Body;
 use llm_tower_core::{
     Attempts, BoxError, BufferedBody, Classification, Error, ErrorKind, Outcome, Selected,
-    buffer_request, classify, strip_hop_by_hop,
+    SingleTry, buffer_request, classify, informational_as_error, strip_hop_by_hop,
 };
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 
 use crate::balancer::Balancer;
-use crate::body::ResponseBody;
+use crate::body::{ResponseBody, StreamWatch};
+use crate::mask::mask_headers;
 use crate::select::Member;
 
 /// One request: buffer, pick, call, judge, fall back. This is the future of
@@ -30,6 +31,8 @@ where
     S::Future: Send,
     B: Body + Send,
     B::Error: Into<BoxError>,
+    RB: http_body::Body<Data = bytes::Bytes>,
+    RB::Error: Into<BoxError>,
 {
     let log = Attempts::new();
     let fail = |err: Error| -> BoxError { Box::new(err.with_attempts(log.clone())) };
@@ -40,8 +43,10 @@ where
     let mut failed = Failed::new();
     loop {
         let member = &balancer.pool.members[pick.index];
-        let attempt = prepared.attempt(member, &log).map_err(fail)?;
-        let result = send(&mut inner, attempt, member, &log).await;
+        let attempt = prepared
+            .attempt(member, pick.probe.is_some(), &log)
+            .map_err(fail)?;
+        let result = send(&mut inner, attempt, &balancer, pick.index, &log).await;
 
         match classify(&result) {
             Classification::Success => {
@@ -51,8 +56,16 @@ where
                 member.health.record_success(pick.probe);
                 return finish(result, member, &log);
             }
-            // Neither says anything about the endpoint: a probe slot is released on drop.
+            // None says anything about the endpoint: a probe slot is released on drop.
             Classification::ClientError | Classification::Unrecognized => {
+                return finish(result, member, &log);
+            }
+            Classification::Local => {
+                tracing::error!(
+                    endpoint = %member.endpoint.id(),
+                    "this process ran out of a resource (file descriptors, memory, ports); \
+                     no endpoint is blamed and nothing is retried"
+                );
                 return finish(result, member, &log);
             }
             Classification::Retryable | Classification::BadCredentials => {}
@@ -103,6 +116,9 @@ impl Prepared {
         parts.version = http::Version::HTTP_11;
         // The buffered body knows its exact length; the client derives the framing from it.
         parts.headers.remove(http::header::CONTENT_LENGTH);
+        // The body is already here (a server that sent `100 Continue` did so to get it): the
+        // upstream must not wait for a `100` of its own.
+        parts.headers.remove(http::header::EXPECT);
         let target = std::mem::take(&mut parts.uri);
         Ok(Self {
             parts,
@@ -111,8 +127,15 @@ impl Prepared {
         })
     }
 
-    /// The request for one attempt on `member`: its URI, [`Selected`] and the shared log.
-    fn attempt(&self, member: &Member, log: &Attempts) -> Result<Request<BufferedBody>, Error> {
+    /// The request for one attempt on `member`: its URI, [`Selected`], the shared log, and
+    /// [`SingleTry`] when it is the endpoint's half-open probe (no user waits through retries
+    /// on an endpoint that is probably still down: on failure it falls back at once).
+    fn attempt(
+        &self,
+        member: &Member,
+        probe: bool,
+        log: &Attempts,
+    ) -> Result<Request<BufferedBody>, Error> {
         let endpoint = &member.endpoint;
         let uri = endpoint.base_url().join(&self.target).map_err(|err| {
             Error::new(
@@ -124,16 +147,21 @@ impl Prepared {
         *attempt.uri_mut() = uri;
         attempt.extensions_mut().insert(Selected(endpoint.clone()));
         attempt.extensions_mut().insert(log.clone());
+        if probe {
+            attempt.extensions_mut().insert(SingleTry);
+        }
         Ok(attempt)
     }
 }
 
 /// Sends one attempt (which the retry layer inside may turn into several tries) and records
-/// it when no layer inside records tries itself.
+/// it when no layer inside records tries itself. An informational or `101` answer is a
+/// protocol failure, never a response.
 async fn send<S, RB>(
     inner: &mut S,
     attempt: Request<BufferedBody>,
-    member: &Member,
+    balancer: &Arc<Balancer>,
+    member: usize,
     log: &Attempts,
 ) -> Result<Response<ResponseBody<RB>>, BoxError>
 where
@@ -141,29 +169,39 @@ where
     S::Error: Into<BoxError>,
 {
     let started = Instant::now();
+    let endpoint = &balancer.pool.members[member].endpoint;
     // The attempt counts as in flight until its response body ends (streams included).
-    let in_flight = member.health.start_attempt();
+    let in_flight = balancer.pool.members[member].health.start_attempt();
     // The readiness error is converted before the call is awaited: `S::Error` need not be
     // `Send`.
     let call = match inner.ready().await {
         Ok(service) => Ok(service.call(attempt)),
         Err(err) => Err(err.into()),
     };
-    let result = match call {
+    let result = informational_as_error(match call {
         Ok(future) => future.await.map_err(Into::into),
         Err(err) => Err(err),
-    }
-    .map(|response| response.map(|body| ResponseBody::new(body, in_flight)));
+    });
     if !log.is_recorded_inside() {
-        log.record(member.endpoint.id(), false, started, Outcome::of(&result));
+        log.record(endpoint.id(), false, started, Outcome::of(&result));
     }
-    result
+    let watch = StreamWatch {
+        _in_flight: in_flight,
+        balancer: balancer.clone(),
+        member,
+        log: log.clone(),
+        // The latest record is this attempt's final try (the retry layer records each try).
+        attempt: log.len().saturating_sub(1),
+        idle_timeout: endpoint.stream_idle_timeout(),
+        idle: None,
+    };
+    result.map(|response| response.map(|body| ResponseBody::new(body, watch)))
 }
 
 /// The failures of one request so far, and which endpoints it tried.
 struct Failed<RB> {
     /// The latest upstream response and who sent it: what the client gets if nothing succeeds.
-    response: Option<(Response<RB>, Selected)>,
+    response: Option<(Response<ResponseBody<RB>>, Selected)>,
     /// The latest error; it only matters while no response arrived.
     error: Option<BoxError>,
     tried: Vec<bool>,
@@ -178,7 +216,7 @@ impl<RB> Failed<RB> {
         }
     }
 
-    fn keep(&mut self, result: Result<Response<RB>, BoxError>, member: &Member) {
+    fn keep(&mut self, result: Result<Response<ResponseBody<RB>>, BoxError>, member: &Member) {
         match result {
             Ok(response) => self.response = Some((response, Selected(member.endpoint.clone()))),
             Err(err) => self.error = Some(err),
@@ -194,7 +232,7 @@ impl<RB> Failed<RB> {
     }
 
     /// Every attempt failed: the last upstream response as it came, else the last error.
-    fn into_result(self, log: &Attempts) -> Result<Response<RB>, BoxError> {
+    fn into_result(self, log: &Attempts) -> Result<Response<ResponseBody<RB>>, BoxError> {
         match (self.response, self.error) {
             (Some((response, selected)), _) => Ok(annotate(response, selected, log)),
             (None, Some(err)) => Err(upstream_error(err, log)),
@@ -206,8 +244,20 @@ impl<RB> Failed<RB> {
     }
 }
 
-/// The response carries the attempt log and the endpoint that answered.
-fn annotate<RB>(mut response: Response<RB>, selected: Selected, log: &Attempts) -> Response<RB> {
+/// The response carries the attempt log and the endpoint that answered; an error response
+/// of an endpoint with a key is checked for that key, which the client must never see.
+fn annotate<RB>(
+    mut response: Response<ResponseBody<RB>>,
+    selected: Selected,
+    log: &Attempts,
+) -> Response<ResponseBody<RB>> {
+    if !response.status().is_success() {
+        if let Some(key) = selected.api_key() {
+            mask_headers(response.headers_mut(), key);
+            response.headers_mut().remove(http::header::CONTENT_LENGTH);
+            response.body_mut().mask_key(key.clone());
+        }
+    }
     let extensions = response.extensions_mut();
     extensions.insert(log.clone());
     extensions.insert(selected);
@@ -218,12 +268,12 @@ fn upstream_error(err: BoxError, log: &Attempts) -> BoxError {
     Box::new(Error::upstream(err).with_attempts(log.clone()))
 }
 
-/// A success, client error or unrecognised error, returned as it came.
+/// A success, client error, unrecognised or local error, returned as it came.
 fn finish<RB>(
-    result: Result<Response<RB>, BoxError>,
+    result: Result<Response<ResponseBody<RB>>, BoxError>,
     member: &Member,
     log: &Attempts,
-) -> Result<Response<RB>, BoxError> {
+) -> Result<Response<ResponseBody<RB>>, BoxError> {
     match result {
         Ok(response) => Ok(annotate(response, Selected(member.endpoint.clone()), log)),
         Err(err) => Err(upstream_error(err, log)),

@@ -62,9 +62,9 @@ impl<S: fmt::Debug> fmt::Debug for Fallback<S> {
 /// let endpoints = [Endpoint::builder("a", "http://127.0.0.1:1").build().unwrap()];
 /// let layer = FallbackLayer::builder(endpoints).build(HealthRegistry::new()).unwrap();
 /// let mut service = layer.layer(service_fn(|_| async {
-///     Ok::<_, std::convert::Infallible>(Response::new("ok"))
+///     Ok::<_, std::convert::Infallible>(Response::new(String::from("ok")))
 /// }));
-/// let future: ResponseFuture<ResponseBody<&str>> = service.call(Request::new(String::new()));
+/// let future: ResponseFuture<ResponseBody<String>> = service.call(Request::new(String::new()));
 /// assert_eq!(future.await.unwrap().status(), 200);
 /// # }
 /// ```
@@ -78,7 +78,8 @@ where
     B: Body + Send + 'static,
     B::Data: Send,
     B::Error: Into<BoxError>,
-    RB: Send + 'static,
+    RB: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    RB::Error: Into<BoxError>,
 {
     type Response = Response<ResponseBody<RB>>;
     type Error = BoxError;

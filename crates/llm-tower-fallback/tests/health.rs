@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use http::Request;
 use http::header::RETRY_AFTER;
+use http_body_util::BodyExt;
 use llm_tower_fallback::{FallbackLayer, HealthRegistry, Status};
 use llm_tower_mock::scripted::{ScriptedUpstream, Step};
 use tokio::sync::Notify;
@@ -184,8 +185,10 @@ async fn exactly_one_probe_among_concurrent_requests() {
                 .unwrap()
                 .unwrap()
                 .into_body()
-                .into_inner()
-                .into_bytes(),
+                .collect()
+                .await
+                .unwrap()
+                .to_bytes(),
         );
     }
     assert_eq!(bodies.iter().filter(|b| *b == "a:200").count(), 1);

@@ -61,6 +61,7 @@ async fn stress_flapping_endpoints() {
                         response
                             .body()
                             .get_ref()
+                            .unwrap()
                             .bytes()
                             .starts_with(last.endpoint.as_str().as_bytes())
                     );

@@ -8,7 +8,9 @@ use std::time::Duration;
 use http::{Request, Response};
 use http_body::Body;
 use http_body_util::BodyExt;
-use llm_tower_core::{Attempts, BoxError, EndpointId, Error, ErrorKind, Outcome, Selected};
+use llm_tower_core::{
+    Attempts, BoxError, EndpointId, Error, ErrorKind, Outcome, Selected, informational_as_error,
+};
 use tokio::time::Instant;
 use tower::Service;
 use tracing::Instrument;
@@ -18,8 +20,10 @@ use crate::policy::RetryIndex;
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-/// The per-attempt service inside [`Retry`](crate::Retry): applies the endpoint's per-try and
-/// first-byte timeouts, records the attempt in the [`Attempts`] log, and traces it.
+/// The per-attempt service inside [`Retry`](crate::Retry): applies the endpoint's per-try
+/// timeout, waits for the first body frame of a 2xx response (so that a stall or a broken body
+/// before any byte reached the client is a failed try, retried like any other), records the
+/// attempt in the [`Attempts`] log, and traces it.
 ///
 /// ```
 /// use llm_tower_retry::{Retry, RetryLayer};
@@ -76,9 +80,14 @@ where
         );
         let attempt = async move {
             let started = Instant::now();
-            let (timeout, first_byte) = selected
-                .as_ref()
-                .map_or((None, None), |s| (s.timeout(), s.first_byte_timeout()));
+            let (timeout, first_byte) = selected.as_ref().map_or((None, None), |s| {
+                // A stall before the first byte is bounded by either limit.
+                let first_byte = match (s.first_byte_timeout(), s.stream_idle_timeout()) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                (s.timeout(), first_byte)
+            });
             let result = match timeout {
                 None => future.await.map_err(Into::into),
                 Some(limit) => match tokio::time::timeout(limit, future).await {
@@ -90,11 +99,11 @@ where
                     .into()),
                 },
             };
-            let result = match (result, first_byte) {
-                (Ok(response), Some(limit)) if response.status().is_success() => {
-                    wait_first_frame(response, limit).await
+            let result = match informational_as_error(result) {
+                Ok(response) if response.status().is_success() => {
+                    first_frame(response, first_byte).await
                 }
-                (result, _) => result.map(|r| r.map(ResponseBody::new)),
+                result => result.map(|r| r.map(ResponseBody::new)),
             };
             let outcome = Outcome::of(&result);
             tracing::Span::current().record("outcome", tracing::field::display(outcome));
@@ -111,31 +120,45 @@ where
     }
 }
 
-/// Waits at most `limit` for the first body frame of a 2xx response, and puts it back in
-/// front of the body.
-async fn wait_first_frame<RB>(
+/// Waits (at most `limit`) for the first body frame of a 2xx response, and puts it back in
+/// front of the body. Until then nothing reached the client, so a stall or a body error here
+/// fails the try: [`ErrorKind::FirstByteTimeout`], or the body error's kind
+/// ([`ErrorKind::Protocol`] when it has none of its own).
+async fn first_frame<RB>(
     response: Response<RB>,
-    limit: Duration,
+    limit: Option<Duration>,
 ) -> Result<Response<ResponseBody<RB>>, BoxError>
 where
     RB: Body,
     RB::Error: Into<BoxError>,
 {
+    if response.body().is_end_stream() {
+        return Ok(response.map(ResponseBody::new));
+    }
     let (parts, body) = response.into_parts();
     let mut body = Box::pin(body);
-    match tokio::time::timeout(limit, body.as_mut().frame()).await {
-        Err(_) => Err(Error::new(
-            ErrorKind::FirstByteTimeout,
-            format!("no response body within the first-byte timeout of {limit:?}"),
-        )
-        .into()),
-        Ok(Some(Err(err))) => Err(err.into()),
-        Ok(first) => {
-            let first = first.and_then(Result::ok);
-            Ok(Response::from_parts(
-                parts,
-                ResponseBody::read_ahead(first, body),
-            ))
+    let first = match limit {
+        Some(limit) => tokio::time::timeout(limit, body.as_mut().frame())
+            .await
+            .map_err(|_| {
+                Error::new(
+                    ErrorKind::FirstByteTimeout,
+                    format!("no response body within the first-byte timeout of {limit:?}"),
+                )
+            })?,
+        None => body.as_mut().frame().await,
+    };
+    match first {
+        Some(Err(err)) => {
+            let err: BoxError = err.into();
+            Err(match ErrorKind::of(&*err) {
+                ErrorKind::Unrecognized => Error::classified(ErrorKind::Protocol, err).into(),
+                _ => err,
+            })
         }
+        first => Ok(Response::from_parts(
+            parts,
+            ResponseBody::read_ahead(first.and_then(Result::ok), body),
+        )),
     }
 }

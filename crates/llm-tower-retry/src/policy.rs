@@ -7,7 +7,7 @@ use std::time::Duration;
 use http::{Request, Response};
 use http_body::Body;
 use llm_tower_core::{
-    BoxError, CooldownHint, EndpointId, RetryPolicy, Selected, classify, retry_after,
+    BoxError, CooldownHint, EndpointId, RetryPolicy, Selected, SingleTry, classify, retry_after,
 };
 use tower::retry::budget::{Budget, TpsBudget};
 
@@ -58,6 +58,15 @@ impl fmt::Debug for EndpointPolicy {
     }
 }
 
+/// The retries allowed for `request`: none for a [`SingleTry`] (a half-open probe), else the
+/// endpoint's policy, or the layer's default for requests without [`Selected`].
+fn max_retries<B>(default: &RetryPolicy, request: &Request<B>) -> u32 {
+    if request.extensions().get::<SingleTry>().is_some() {
+        return 0;
+    }
+    policy_for(default, request.extensions().get::<Selected>()).max_retries()
+}
+
 /// The endpoint's policy, or the layer's default for requests without [`Selected`].
 fn policy_for<'a>(default: &'a RetryPolicy, selected: Option<&'a Selected>) -> &'a RetryPolicy {
     selected.map_or(default, |s| s.retry_policy())
@@ -105,7 +114,7 @@ where
             }
             return None;
         }
-        if self.retries >= policy.max_retries() {
+        if self.retries >= max_retries(&self.state.default_policy, request) {
             return None;
         }
         if !budget.withdraw() {
@@ -125,11 +134,7 @@ where
     }
 
     fn clone_request(&mut self, request: &Request<B>) -> Option<Request<B>> {
-        let policy = policy_for(
-            &self.state.default_policy,
-            request.extensions().get::<Selected>(),
-        );
-        if self.retries >= policy.max_retries() {
+        if self.retries >= max_retries(&self.state.default_policy, request) {
             // No retry can follow this attempt: skip the copy.
             return None;
         }

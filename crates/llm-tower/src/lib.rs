@@ -56,7 +56,7 @@ pub use llm_tower_core as core;
 pub use llm_tower_fallback as fallback;
 pub use llm_tower_retry as retry;
 
-pub use client::{ClientSettings, HttpClient, HttpClientFuture};
+pub use client::{ClientSettings, HttpClient, HttpClientBody, HttpClientFuture};
 pub use config::Config;
 pub use error_response::{ErrorResponse, ErrorResponseLayer};
 pub use upstream::{Upstream, UpstreamLayer, UpstreamService};
@@ -66,7 +66,7 @@ pub use llm_tower_core::{
     ApiKey, Attempt, AttemptKind, Attempts, BaseUrl, BoxError, BufferedBody, Classification,
     ClassifyErrors, ClassifyErrorsLayer, ConfigError, CooldownHint, CountBased, Endpoint,
     EndpointBuilder, EndpointConfig, EndpointId, Error, ErrorKind, ExponentialBackoff, HOP_BY_HOP,
-    Outcome, Provider, ProviderName, RetryPolicy, Secret, Selected, strip_hop_by_hop,
+    Outcome, Provider, ProviderName, RetryPolicy, Secret, Selected, SingleTry, strip_hop_by_hop,
 };
 pub use llm_tower_fallback::{
     EndpointSnapshot, Fallback, FallbackBuilder, FallbackLayer, FallbackSettings, HealthRegistry,

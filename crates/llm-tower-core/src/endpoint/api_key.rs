@@ -48,6 +48,27 @@ impl ApiKey {
     pub fn expose_secret(&self) -> &[u8] {
         self.0.as_bytes()
     }
+
+    /// A form safe to show, for an upstream message that echoes the key: `sk-...abcd` (the
+    /// first three and last four characters) for keys of 16 characters or more, `***` for
+    /// shorter ones, which those seven characters would give away.
+    ///
+    /// ```
+    /// use llm_tower_core::ApiKey;
+    ///
+    /// assert_eq!(ApiKey::new("sk-proj-0123456789abcdef").unwrap().masked(), "sk-...cdef");
+    /// assert_eq!(ApiKey::new("short-key").unwrap().masked(), "***");
+    /// ```
+    pub fn masked(&self) -> String {
+        let key = self.0.as_bytes();
+        if key.len() < 16 {
+            return "***".to_owned();
+        }
+        // Keys are validated ASCII, so byte slices are character slices.
+        let head = String::from_utf8_lossy(&key[..3]);
+        let tail = String::from_utf8_lossy(&key[key.len() - 4..]);
+        format!("{head}...{tail}")
+    }
 }
 
 impl fmt::Debug for ApiKey {

@@ -85,11 +85,8 @@ impl BaseUrl {
     ///
     /// A message for a path with dot segments, or one that does not make a valid URI.
     pub fn join(&self, uri: &Uri) -> Result<Uri, String> {
-        if has_dot_segment(uri.path()) {
-            return Err(format!(
-                "the request path `{}` has `.` or `..` segments",
-                uri.path()
-            ));
+        if let Err(what) = check_path(uri.path()) {
+            return Err(format!("the request path `{}` has {what}", uri.path()));
         }
         let tail = uri.path_and_query().map_or("/", PathAndQuery::as_str);
         let path_and_query = if self.path.is_empty() {
@@ -110,21 +107,35 @@ impl BaseUrl {
     }
 }
 
-/// Whether a path has a `.` or `..` segment once `%2e`, `%2f`, `%5c` and `\` are decoded the
-/// way lenient servers do.
-fn has_dot_segment(path: &str) -> bool {
-    if !path.contains('.') && !path.contains('%') {
-        return false;
+/// Refuses the path forms that some upstream servers or proxies normalise into another path:
+/// `.`/`..` segments (also percent-encoded, or behind an encoded slash or a backslash), `;`
+/// (path parameters, as in `..;/`), double percent-encoding (`%25`), encoded control bytes
+/// (`%00`), and percent-encoded bytes that are not valid UTF-8 (overlong forms such as
+/// `%c0%ae`, which lenient decoders read as `.`).
+fn check_path(path: &str) -> Result<(), &'static str> {
+    if !path.contains(['.', '%', ';', '\\']) {
+        // The healthy path: nothing to decode.
+        return Ok(());
     }
-    let decoded = path
-        .to_ascii_lowercase()
-        .replace("%2e", ".")
-        .replace("%2f", "/")
-        .replace("%5c", "/")
-        .replace('\\', "/");
-    decoded
-        .split('/')
-        .any(|segment| segment == "." || segment == "..")
+    if path.contains(';') {
+        return Err("a `;` (path parameters)");
+    }
+    if path.to_ascii_lowercase().contains("%25") {
+        return Err("double percent-encoding (`%25`)");
+    }
+    let decoded = crate::percent_decode(path);
+    if decoded.iter().any(|&b| b < 0x20 || b == 0x7f) {
+        return Err("an encoded control character");
+    }
+    let decoded =
+        std::str::from_utf8(&decoded).map_err(|_| "a percent-encoding that is not valid UTF-8")?;
+    let dot_segment = decoded
+        .split(['/', '\\'])
+        .any(|segment| segment == "." || segment == "..");
+    if dot_segment {
+        return Err("`.` or `..` segments");
+    }
+    Ok(())
 }
 
 impl fmt::Debug for BaseUrl {
@@ -185,6 +196,37 @@ mod tests {
         ] {
             let uri: Uri = path.parse().unwrap();
             assert!(base.join(&uri).is_ok(), "{path}");
+        }
+    }
+
+    #[test]
+    fn forms_that_servers_normalise_are_refused() {
+        let base = BaseUrl::parse("https://res.example/v1").unwrap();
+        for (path, why) in [
+            ("/..;/admin", "`;`"),
+            ("/.;/admin", "`;`"),
+            ("/chat;jsessionid=1", "`;`"),
+            ("/%252e%252e/admin", "%25"),
+            ("/%c0%ae%c0%ae/admin", "UTF-8"),
+            ("/..%00/admin", "control"),
+            ("/a%0d%0ab", "control"),
+            ("/a%7f", "control"),
+        ] {
+            let uri: Uri = path.parse().unwrap();
+            let err = base.join(&uri).unwrap_err();
+            assert!(err.contains(why), "{path}: {err}");
+        }
+        // Plain encodings of printable and non-ASCII text pass untouched.
+        for path in [
+            "/models/gemini-1.5:generateContent",
+            "/files/%E2%9C%93.txt",
+            "/a%20b",
+        ] {
+            let uri: Uri = path.parse().unwrap();
+            assert!(
+                base.join(&uri).unwrap().path().ends_with(&path[1..]),
+                "{path}"
+            );
         }
     }
 

@@ -85,6 +85,14 @@ pub struct EndpointConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub first_byte_timeout: Option<Duration>,
+    /// Wait for the next response body frame once the head was sent (default 300 s; `null`
+    /// for none). When it passes, the client's stream is aborted and the endpoint counts a
+    /// failure.
+    #[serde(
+        default = "default_stream_idle_timeout",
+        with = "crate::duration::option"
+    )]
+    pub stream_idle_timeout: Option<Duration>,
     /// Retry policy (default `ExponentialBackoff` with its defaults).
     #[serde(default)]
     pub retry_policy: RetryPolicy,
@@ -106,6 +114,7 @@ impl EndpointConfig {
             health_check_interval: default_health_check_interval(),
             timeout: default_timeout(),
             first_byte_timeout: None,
+            stream_idle_timeout: default_stream_idle_timeout(),
             retry_policy: RetryPolicy::default(),
         }
     }
@@ -159,6 +168,7 @@ impl EndpointConfig {
             .health_check_interval(self.health_check_interval)
             .timeout(self.timeout)
             .first_byte_timeout(self.first_byte_timeout)
+            .stream_idle_timeout(self.stream_idle_timeout)
             .retry_policy(self.retry_policy.clone());
         if let Some(secret) = &self.api_key {
             let key = ApiKey::new(secret.expose_secret())
@@ -181,4 +191,8 @@ fn default_health_check_interval() -> Duration {
 #[allow(clippy::unnecessary_wraps)]
 fn default_timeout() -> Option<Duration> {
     Some(Endpoint::DEFAULT_TIMEOUT)
+}
+#[allow(clippy::unnecessary_wraps)]
+fn default_stream_idle_timeout() -> Option<Duration> {
+    Some(Endpoint::DEFAULT_STREAM_IDLE_TIMEOUT)
 }

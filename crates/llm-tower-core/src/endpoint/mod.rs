@@ -54,6 +54,7 @@ pub struct Endpoint {
     health_check_interval: Duration,
     timeout: Option<Duration>,
     first_byte_timeout: Option<Duration>,
+    stream_idle_timeout: Option<Duration>,
     retry_policy: RetryPolicy,
 }
 
@@ -63,10 +64,12 @@ impl Endpoint {
     /// Default per-try timeout until the response head: 600 s (what OpenAI's SDKs use; long
     /// non-streaming completions send their head only when done).
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+    /// Default wait for the next body frame once the response head was sent: 300 s.
+    pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
     /// Starts building an endpoint. Defaults: provider `OpenAi`, no key, priority 0, weight 1,
-    /// fallback on, 5 s cooldown, 600 s per-try timeout, no first-byte timeout,
-    /// `ExponentialBackoff` retries with pixiu's defaults.
+    /// fallback on, 5 s cooldown, 600 s per-try timeout, no first-byte timeout, 300 s stream
+    /// idle timeout, `ExponentialBackoff` retries with pixiu's defaults.
     pub fn builder(id: impl Into<EndpointId>, base_url: impl Into<String>) -> EndpointBuilder {
         EndpointBuilder {
             id: id.into(),
@@ -79,6 +82,7 @@ impl Endpoint {
             health_check_interval: Self::DEFAULT_HEALTH_CHECK_INTERVAL,
             timeout: Some(Self::DEFAULT_TIMEOUT),
             first_byte_timeout: None,
+            stream_idle_timeout: Some(Self::DEFAULT_STREAM_IDLE_TIMEOUT),
             retry_policy: RetryPolicy::default(),
         }
     }
@@ -127,6 +131,10 @@ impl Endpoint {
     pub fn first_byte_timeout(&self) -> Option<Duration> {
         self.first_byte_timeout
     }
+    /// Longest wait for the next body frame once the response head was sent.
+    pub fn stream_idle_timeout(&self) -> Option<Duration> {
+        self.stream_idle_timeout
+    }
     /// The retry policy for this endpoint.
     pub fn retry_policy(&self) -> &RetryPolicy {
         &self.retry_policy
@@ -153,6 +161,7 @@ pub struct EndpointBuilder {
     health_check_interval: Duration,
     timeout: Option<Duration>,
     first_byte_timeout: Option<Duration>,
+    stream_idle_timeout: Option<Duration>,
     retry_policy: RetryPolicy,
 }
 
@@ -205,6 +214,13 @@ impl EndpointBuilder {
         self.first_byte_timeout = timeout;
         self
     }
+    /// Sets (or removes) the wait for the next response body frame once the head was sent;
+    /// when it passes, the client's stream is aborted and the endpoint counts a failure.
+    #[must_use]
+    pub fn stream_idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.stream_idle_timeout = timeout;
+        self
+    }
     /// Sets the retry policy.
     #[must_use]
     pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
@@ -220,8 +236,10 @@ impl EndpointBuilder {
     /// custom header that is not a valid header name, an invalid retry policy.
     pub fn build(self) -> Result<Endpoint, ConfigError> {
         let field = |name: &str| format!("endpoint `{}`: {name}", self.id);
-        if self.id.as_str().trim().is_empty() {
-            return Err(ConfigError::invalid("id", "must not be empty"));
+        check_id(self.id.as_str())?;
+        if let Provider::Custom { header, .. } = &self.provider {
+            check_custom_header(header)
+                .map_err(|msg| ConfigError::invalid(field("auth_header"), msg))?;
         }
         let base_url = BaseUrl::parse(&self.base_url)
             .map_err(|msg| ConfigError::invalid(field("base_url"), msg))?;
@@ -231,6 +249,7 @@ impl EndpointBuilder {
         ConfigError::check_cooldown(field("health_check_interval"), self.health_check_interval)?;
         ConfigError::check_timeout(field("timeout"), self.timeout)?;
         ConfigError::check_timeout(field("first_byte_timeout"), self.first_byte_timeout)?;
+        ConfigError::check_timeout(field("stream_idle_timeout"), self.stream_idle_timeout)?;
         self.retry_policy
             .validate()
             .map_err(|msg| ConfigError::invalid(field("retry_policy"), msg))?;
@@ -260,9 +279,46 @@ impl EndpointBuilder {
             health_check_interval: self.health_check_interval,
             timeout: self.timeout,
             first_byte_timeout: self.first_byte_timeout,
+            stream_idle_timeout: self.stream_idle_timeout,
             retry_policy: self.retry_policy,
         })
     }
+}
+
+/// The longest endpoint id; ids name metrics labels and log fields.
+const MAX_ID_LEN: usize = 64;
+
+/// Ids are `[A-Za-z0-9._-]{1,64}`: they appear in logs, metric labels, response headers and
+/// health keys, where anything else could forge a line or a label.
+fn check_id(id: &str) -> Result<(), ConfigError> {
+    let valid = !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if valid {
+        return Ok(());
+    }
+    // The id may hold control characters: show it escaped.
+    Err(ConfigError::invalid(
+        "id",
+        format!(
+            "{:?} must be 1 to {MAX_ID_LEN} characters of A-Z, a-z, 0-9, `.`, `_` and `-`",
+            id.chars().take(MAX_ID_LEN + 1).collect::<String>()
+        ),
+    ))
+}
+
+/// A custom credential header must not be one that frames or routes the message: the key
+/// would become the `Host`, a `transfer-encoding` or a length, or be dropped on the way.
+fn check_custom_header(header: &HeaderName) -> Result<(), String> {
+    use http::header::{CONTENT_LENGTH, HOST};
+    if header == HOST || header == CONTENT_LENGTH || crate::HOP_BY_HOP.contains(header) {
+        return Err(format!(
+            "`{header}` frames or routes the request; the key cannot travel in it"
+        ));
+    }
+    Ok(())
 }
 
 /// Request extension naming the endpoint a request is sent to. The balancer inserts it; the
@@ -279,6 +335,21 @@ impl EndpointBuilder {
 /// ```
 #[derive(Clone, Debug)]
 pub struct Selected(pub Arc<Endpoint>);
+
+/// Request extension marking an attempt that must be tried once only: the balancer sets it
+/// on the half-open probe of an endpoint that was cooling down, so that a user request never
+/// waits through retries and backoff on an endpoint that is probably still down. The retry
+/// layer makes no retry of such a request.
+///
+/// ```
+/// use llm_tower_core::SingleTry;
+///
+/// let mut request = http::Request::new(());
+/// request.extensions_mut().insert(SingleTry);
+/// assert!(request.extensions().get::<SingleTry>().is_some());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SingleTry;
 
 impl Deref for Selected {
     type Target = Endpoint;

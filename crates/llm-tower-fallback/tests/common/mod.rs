@@ -4,6 +4,7 @@
 
 use bytes::Bytes;
 use http::{Request, Response};
+use http_body_util::BodyExt;
 use llm_tower_core::{BoxError, Endpoint, EndpointBuilder, Error};
 use llm_tower_fallback::{Fallback, FallbackBuilder, FallbackLayer, HealthRegistry, Status};
 use llm_tower_mock::scripted::ScriptedUpstream;
@@ -64,7 +65,9 @@ impl Stack {
         request: Request<String>,
     ) -> Result<Response<Bytes>, BoxError> {
         let response = self.service.clone().oneshot(request).await?;
-        Ok(response.map(|body| body.into_inner().into_bytes()))
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await?.to_bytes();
+        Ok(Response::from_parts(parts, body))
     }
 
     pub(crate) async fn ok(&self) -> Response<Bytes> {

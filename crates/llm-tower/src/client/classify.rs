@@ -13,9 +13,40 @@ pub(crate) fn transport_error(err: legacy::Error) -> Error {
 
 fn transport_kind(err: &legacy::Error) -> ErrorKind {
     if err.is_connect() {
-        return ErrorKind::Connect;
+        // Our own exhaustion (no file descriptor, memory or local port for the socket) is
+        // not the upstream's fault.
+        return match io_source(err) {
+            Some(io) if ErrorKind::of_io(io) == ErrorKind::Local => ErrorKind::Local,
+            _ => ErrorKind::Connect,
+        };
     }
+    chain_kind(err.source())
+}
+
+/// An llm-tower [`Error`] of the right kind for a response body that failed mid-stream.
+pub(crate) fn body_error(err: hyper::Error) -> Error {
+    let kind = match chain_kind(Some(&err)) {
+        // A body that broke off without a cause of its own is a framing fault.
+        ErrorKind::Upstream => ErrorKind::Protocol,
+        kind => kind,
+    };
+    Error::classified(kind, err)
+}
+
+/// The first I/O error in `err`'s source chain.
+fn io_source<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a std::io::Error> {
     let mut current = err.source();
+    while let Some(e) = current {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return Some(io);
+        }
+        current = e.source();
+    }
+    None
+}
+
+/// The kind of a chain of hyper and I/O errors.
+fn chain_kind(mut current: Option<&(dyn StdError + 'static)>) -> ErrorKind {
     while let Some(e) = current {
         if let Some(hyper) = e.downcast_ref::<hyper::Error>() {
             if hyper.is_timeout() {
@@ -26,11 +57,11 @@ fn transport_kind(err: &legacy::Error) -> ErrorKind {
             }
             // A malformed or oversized response head: the upstream's fault, worth another try.
             if hyper.is_parse() {
-                return ErrorKind::Upstream;
+                return ErrorKind::Protocol;
             }
         }
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            return ErrorKind::of_io(io.kind());
+            return ErrorKind::of_io(io);
         }
         current = e.source();
     }
@@ -83,7 +114,41 @@ mod tests {
         );
         assert_eq!(
             kind_of_reply(b"NOT HTTP AT ALL\r\n\r\n").await,
-            ErrorKind::Upstream
+            ErrorKind::Protocol
         );
+    }
+}
+
+#[cfg(all(test, unix))]
+mod local {
+    use std::future::Future;
+    use std::pin::Pin;
+
+    use super::*;
+    use bytes::Bytes;
+    use http_body_util::Empty;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use tokio::net::TcpStream;
+    use tower::service_fn;
+
+    /// `EMFILE` ("too many open files") on Linux and the BSDs.
+    const EMFILE: i32 = 24;
+
+    type Connecting = Pin<Box<dyn Future<Output = std::io::Result<TokioIo<TcpStream>>> + Send>>;
+
+    #[tokio::test]
+    async fn running_out_of_file_descriptors_is_local() {
+        // A connector that fails the way `socket(2)` does with no descriptor left.
+        let connector = service_fn(|_: http::Uri| -> Connecting {
+            Box::pin(async { Err(std::io::Error::from_raw_os_error(EMFILE)) })
+        });
+        let client =
+            legacy::Client::builder(TokioExecutor::new()).build::<_, Empty<Bytes>>(connector);
+        let err = client
+            .get("http://127.0.0.1:9/".parse().unwrap())
+            .await
+            .unwrap_err();
+        assert!(err.is_connect());
+        assert_eq!(transport_kind(&err), ErrorKind::Local);
     }
 }

@@ -8,6 +8,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
+use bytes::Bytes;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -119,7 +120,7 @@ fn tls_connector(http: HttpConnector) -> Result<Connector, ConfigError> {
 }
 
 impl Service<Request<BufferedBody>> for HttpClient {
-    type Response = Response<Incoming>;
+    type Response = Response<HttpClientBody>;
     type Error = Error;
     type Future = HttpClientFuture;
 
@@ -160,10 +161,61 @@ impl fmt::Debug for HttpClientFuture {
 }
 
 impl Future for HttpClientFuture {
-    type Output = Result<Response<Incoming>, Error>;
+    type Output = Result<Response<HttpClientBody>, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let result = ready!(self.project().inner.poll(cx));
-        Poll::Ready(result.map_err(classify::transport_error))
+        Poll::Ready(
+            result
+                .map(|response| response.map(|inner| HttpClientBody { inner }))
+                .map_err(classify::transport_error),
+        )
+    }
+}
+
+pin_project! {
+    /// The body of an [`HttpClient`] response: hyper's body, streamed as it comes, with its
+    /// errors (a reset or a broken chunk mid-stream) turned into classified llm-tower
+    /// [`Error`]s.
+    ///
+    /// ```
+    /// use http_body::Body;
+    /// use llm_tower::HttpClientBody;
+    ///
+    /// fn is_a_body<B: Body<Data = bytes::Bytes, Error = llm_tower::Error>>() {}
+    /// is_a_body::<HttpClientBody>();
+    /// ```
+    pub struct HttpClientBody {
+        #[pin]
+        inner: Incoming,
+    }
+}
+
+impl fmt::Debug for HttpClientBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpClientBody").finish_non_exhaustive()
+    }
+}
+
+impl http_body::Body for HttpClientBody {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Error>>> {
+        self.project()
+            .inner
+            .poll_frame(cx)
+            .map_err(classify::body_error)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }

@@ -184,22 +184,131 @@ impl Format {
     }
 
     fn parse(self, text: &str) -> Result<Value, ConfigError> {
-        let parse_error = |message: String| ConfigError::Parse {
-            field: String::new(),
-            message,
-        };
         match self {
             #[cfg(feature = "yaml")]
-            Self::Yaml => serde_yaml_ng::from_str(text).map_err(|e| parse_error(e.to_string())),
+            Self::Yaml => finite_value(serde_yaml_ng::Deserializer::from_str(text)),
             #[cfg(feature = "toml")]
-            Self::Toml => toml::from_str(text).map_err(|e| parse_error(e.to_string())),
-            Self::Json => serde_json::from_str(text).map_err(|e| parse_error(e.to_string())),
+            Self::Toml => finite_value(toml::de::Deserializer::parse(text).map_err(|e| {
+                ConfigError::Parse {
+                    field: String::new(),
+                    message: e.to_string(),
+                }
+            })?),
+            Self::Json => {
+                let mut deserializer = serde_json::Deserializer::from_str(text);
+                let value = finite_value(&mut deserializer)?;
+                deserializer.end().map_err(|e| ConfigError::Parse {
+                    field: String::new(),
+                    message: e.to_string(),
+                })?;
+                Ok(value)
+            }
             #[allow(unreachable_patterns)]
-            other => Err(parse_error(format!(
-                "this build of llm-tower reads no {other:?} (enable the `{}` feature)",
-                format!("{other:?}").to_ascii_lowercase()
-            ))),
+            other => Err(ConfigError::Parse {
+                field: String::new(),
+                message: format!(
+                    "this build of llm-tower reads no {other:?} (enable the `{}` feature)",
+                    format!("{other:?}").to_ascii_lowercase()
+                ),
+            }),
         }
+    }
+}
+
+/// Reads a whole document into a [`Value`], refusing non-finite numbers (YAML's `.nan` and
+/// `.inf`, TOML's `nan` and `inf`) wherever they are, naming the field: a `Value` cannot hold
+/// them, and turning them into `null` would silently give the field its default.
+fn finite_value<'de, D>(deserializer: D) -> Result<Value, ConfigError>
+where
+    D: de::Deserializer<'de>,
+{
+    serde_path_to_error::deserialize::<_, FiniteValue>(deserializer)
+        .map(|value| value.0)
+        .map_err(|err| ConfigError::Parse {
+            field: err.path().to_string(),
+            message: err.into_inner().to_string(),
+        })
+}
+
+/// A [`Value`] whose numbers are all finite.
+struct FiniteValue(Value);
+
+impl<'de> de::Deserialize<'de> for FiniteValue {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(FiniteVisitor).map(FiniteValue)
+    }
+}
+
+struct FiniteVisitor;
+
+impl<'de> Visitor<'de> for FiniteVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a configuration value")
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        if v.is_finite() {
+            Ok(Value::from(v))
+        } else {
+            Err(E::custom(format!("{v} is not a finite number")))
+        }
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_some<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        de::Deserialize::deserialize(deserializer).map(|v: FiniteValue| v.0)
+    }
+
+    fn visit_newtype_struct<D: de::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Value, D::Error> {
+        self.visit_some(deserializer)
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(FiniteValue(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut entries = Map::new();
+        while let Some((key, FiniteValue(value))) = map.next_entry::<String, FiniteValue>()? {
+            entries.insert(key, value);
+        }
+        Ok(Value::Object(entries))
     }
 }
 

@@ -178,6 +178,37 @@ fn err(text: &str) -> String {
 /// Configurations that must be refused, and what the error must say.
 const INVALID: &[(&str, &[&str])] = &[
     (
+        "endpoints: [{ id: a, base_url: 'http://h', retry_policy: { name: ExponentialBackoff, config: { multiplier: .nan } } }]",
+        &[
+            "endpoints[0].retry_policy.config.multiplier",
+            "not a finite number",
+        ],
+    ),
+    (
+        "max_cooldown: .inf\nendpoints: [{ id: a, base_url: 'http://h' }]",
+        &["max_cooldown", "not a finite number"],
+    ),
+    (
+        "endpoints: [{ id: \"a\\nb\", base_url: 'http://h' }]",
+        &["id", "\\n", "A-Z"],
+    ),
+    (
+        "endpoints: [{ id: a, base_url: 'http://h', provider: custom, auth_header: host }]",
+        &["endpoint `a`: auth_header", "`host`"],
+    ),
+    (
+        "endpoints: [{ id: a, base_url: 'http://h', provider: custom, auth_header: transfer-encoding }]",
+        &["endpoint `a`: auth_header", "transfer-encoding"],
+    ),
+    (
+        "endpoints: [{ id: a, base_url: 'http://h', provider: custom, auth_header: Content-Length }]",
+        &["endpoint `a`: auth_header", "content-length"],
+    ),
+    (
+        "endpoints: [{ id: a, base_url: 'http://h', stream_idle_timeout: 0s }]",
+        &["endpoint `a`: stream_idle_timeout", "greater than zero"],
+    ),
+    (
         "endpoints: [{ id: a, base_url: 'http://h' }, { id: a, base_url: 'http://h' }]",
         &["endpoints[1].id", "duplicate id `a`"],
     ),

@@ -1,12 +1,14 @@
 //! [`ResponseBody`] of [`ErrorResponse`](super::ErrorResponse).
 
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use llm_tower_core::BoxError;
 use pin_project_lite::pin_project;
+
+use super::completion::Completion;
 
 pin_project! {
     /// The body a client receives from the stack: the upstream body streamed through
@@ -24,10 +26,19 @@ pin_project! {
     /// assert_eq!(body.collect().await.unwrap().to_bytes(), "{}");
     /// # }
     /// ```
-    #[derive(Debug)]
     pub struct ResponseBody<B> {
         #[pin]
         state: State<B>,
+        // Logs and counts the response when the body ends.
+        completion: Option<Completion>,
+    }
+}
+
+impl<B: std::fmt::Debug> std::fmt::Debug for ResponseBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseBody")
+            .field("state", &self.state)
+            .finish_non_exhaustive()
     }
 }
 
@@ -45,6 +56,7 @@ impl<B> ResponseBody<B> {
     pub fn upstream(body: B) -> Self {
         Self {
             state: State::Upstream { body },
+            completion: None,
         }
     }
 
@@ -52,7 +64,13 @@ impl<B> ResponseBody<B> {
     pub fn error(json: Bytes) -> Self {
         Self {
             state: State::Error { json: Some(json) },
+            completion: None,
         }
+    }
+
+    pub(crate) fn with_completion(mut self, completion: Option<Completion>) -> Self {
+        self.completion = completion;
+        self
     }
 }
 
@@ -68,10 +86,22 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.project().state.project() {
-            StateProjection::Upstream { body } => body.poll_frame(cx).map_err(Into::into),
-            StateProjection::Error { json } => Poll::Ready(json.take().map(|j| Ok(Frame::data(j)))),
+        let this = self.project();
+        let frame = match this.state.project() {
+            StateProjection::Upstream { body } => {
+                ready!(body.poll_frame(cx)).map(|f| f.map_err(Into::into))
+            }
+            StateProjection::Error { json } => json.take().map(|j| Ok(Frame::data(j))),
+        };
+        let ended = match &frame {
+            Some(Ok(_)) => return Poll::Ready(frame),
+            Some(Err(err)) => Some(err),
+            None => None,
+        };
+        if let Some(completion) = this.completion.take() {
+            completion.ended(ended);
         }
+        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {

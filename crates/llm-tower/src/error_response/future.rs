@@ -83,6 +83,6 @@ where
                 .take()
                 .unwrap_or_else(|| "ResponseFuture polled after completion".into())),
         };
-        Poll::Ready(Ok(this.shared.finish(result)))
+        Poll::Ready(Ok(super::service::finish(this.shared, result)))
     }
 }

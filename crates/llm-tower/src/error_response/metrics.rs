@@ -5,10 +5,20 @@ use dashmap::DashMap;
 use llm_tower_core::{Attempt, AttemptKind, EndpointId, Outcome};
 
 /// Metric handles, registered once per endpoint (and outcome) instead of once per request.
-#[derive(Default)]
 pub(crate) struct MetricHandles {
     endpoints: DashMap<EndpointId, EndpointMetrics>,
     attempts: DashMap<(EndpointId, Outcome), metrics::Counter>,
+    local_failures: metrics::Counter,
+}
+
+impl Default for MetricHandles {
+    fn default() -> Self {
+        Self {
+            endpoints: DashMap::new(),
+            attempts: DashMap::new(),
+            local_failures: metrics::counter!("llm_tower_local_failures_total"),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -19,6 +29,11 @@ struct EndpointMetrics {
 }
 
 impl MetricHandles {
+    /// A request failed because this process ran out of a resource.
+    pub(crate) fn local_failure(&self) {
+        self.local_failures.increment(1);
+    }
+
     pub(crate) fn record(&self, attempt: &Attempt) {
         let id = &attempt.endpoint;
         let endpoint = self.endpoints.get(id).map_or_else(

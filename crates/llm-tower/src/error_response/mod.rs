@@ -4,6 +4,7 @@
 //! optional `x-llm-tower-*` headers, access log line and metrics.
 
 mod body;
+mod completion;
 mod future;
 mod layer;
 #[cfg(feature = "metrics")]

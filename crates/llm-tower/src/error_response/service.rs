@@ -7,9 +7,10 @@ use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
-use llm_tower_core::{Attempt, Attempts, BoxError, Error, strip_hop_by_hop};
+use llm_tower_core::{Attempts, BoxError, Error, ErrorKind, strip_hop_by_hop};
 
 use super::body::ResponseBody;
+use super::completion::Completion;
 use super::future::ResponseFuture;
 use super::layer::Settings;
 use super::{ATTEMPTS_HEADER, ENDPOINT_HEADER};
@@ -27,6 +28,18 @@ impl Shared {
             settings,
             #[cfg(feature = "metrics")]
             metrics: super::metrics::MetricHandles::default(),
+        }
+    }
+
+    pub(crate) fn settings(&self) -> Settings {
+        self.settings
+    }
+
+    /// Counts every attempt of a finished request.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn record_metrics(&self, attempts: &Attempts) {
+        for attempt in &attempts.to_vec() {
+            self.metrics.record(attempt);
         }
     }
 }
@@ -114,61 +127,55 @@ where
     }
 }
 
-impl Shared {
-    /// The response the client gets for `result`.
-    pub(crate) fn finish<RB>(
-        &self,
-        result: Result<Response<RB>, BoxError>,
-    ) -> Response<ResponseBody<RB>>
-    where
-        RB: http_body::Body<Data = Bytes>,
-    {
-        let mut response = match result {
-            Ok(mut response) => {
-                strip_hop_by_hop(response.headers_mut());
-                drop_inconsistent_length(&mut response);
-                response.map(ResponseBody::upstream)
-            }
-            Err(err) => error_response(err),
-        };
-        let settings = self.settings;
-        let Some(attempts) = response.extensions().get::<Attempts>().cloned() else {
-            return response;
-        };
-        #[cfg(feature = "metrics")]
-        let record_metrics = settings.metrics;
-        #[cfg(not(feature = "metrics"))]
-        let record_metrics = false;
-        if settings.response_headers || record_metrics {
-            let list = attempts.to_vec();
-            if settings.response_headers {
-                add_attempt_headers(&mut response, &list);
-            }
-            #[cfg(feature = "metrics")]
-            if record_metrics {
-                for attempt in &list {
-                    self.metrics.record(attempt);
-                }
-            }
+/// The response the client gets for `result`.
+pub(crate) fn finish<RB>(
+    shared: &Arc<Shared>,
+    result: Result<Response<RB>, BoxError>,
+) -> Response<ResponseBody<RB>>
+where
+    RB: http_body::Body<Data = Bytes>,
+{
+    let mut response = match result {
+        Ok(mut response) => {
+            strip_hop_by_hop(response.headers_mut());
+            drop_inconsistent_length(&mut response);
+            response.map(ResponseBody::upstream)
         }
-        if settings.access_log {
-            tracing::info!(
-                target: "llm_tower::access",
-                status = response.status().as_u16(),
-                attempts = %attempts,
-                "request"
-            );
-        }
-        response
+        Err(err) => error_response(shared, err),
+    };
+    let settings = shared.settings;
+    let Some(attempts) = response.extensions().get::<Attempts>().cloned() else {
+        return response;
+    };
+    if settings.response_headers {
+        add_attempt_headers(&mut response, &attempts);
     }
+    #[cfg(feature = "metrics")]
+    let record_metrics = settings.metrics;
+    #[cfg(not(feature = "metrics"))]
+    let record_metrics = false;
+    if !(settings.access_log || record_metrics) {
+        return response;
+    }
+    let completion = Completion::new(shared.clone(), response.status(), attempts);
+    response.map(|body| body.with_completion(Some(completion)))
 }
 
 /// An error as the client sees it: OpenAI-style JSON with the right status.
-fn error_response<RB>(err: BoxError) -> Response<ResponseBody<RB>> {
+#[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+fn error_response<RB>(shared: &Shared, err: BoxError) -> Response<ResponseBody<RB>> {
     let err = err
         .downcast::<Error>()
         .map_or_else(Error::upstream, |err| *err);
-    if err.status().is_server_error() {
+    if err.kind() == ErrorKind::Local {
+        // Not an upstream's fault: whoever runs this process must act (raise limits, add
+        // memory), so it is said loudly.
+        tracing::error!(detail = %err.detail(), "this process ran out of a resource");
+        #[cfg(feature = "metrics")]
+        if shared.settings.metrics {
+            shared.metrics.local_failure();
+        }
+    } else if err.status().is_server_error() {
         tracing::warn!(kind = %err.kind(), detail = %err.detail(), "request failed");
     }
     err.to_response::<Bytes>().map(ResponseBody::error)
@@ -188,13 +195,13 @@ fn drop_inconsistent_length<B: http_body::Body>(response: &mut Response<B>) {
     }
 }
 
-fn add_attempt_headers<B>(response: &mut Response<B>, list: &[Attempt]) {
-    if let Some(last) = list.last() {
+fn add_attempt_headers<B>(response: &mut Response<B>, attempts: &Attempts) {
+    if let Some(last) = attempts.last() {
         if let Ok(value) = HeaderValue::from_str(last.endpoint.as_str()) {
             response.headers_mut().insert(ENDPOINT_HEADER, value);
         }
     }
     response
         .headers_mut()
-        .insert(ATTEMPTS_HEADER, HeaderValue::from(list.len()));
+        .insert(ATTEMPTS_HEADER, HeaderValue::from(attempts.len()));
 }

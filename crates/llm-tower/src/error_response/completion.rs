@@ -1,0 +1,88 @@
+//! What is logged and counted once a response has gone to the client: at the end of its
+//! body, so that a stream that broke after its head is recorded as the failure it was, not
+//! as the status it started with.
+
+use std::sync::Arc;
+
+use http::StatusCode;
+use llm_tower_core::{Attempts, BoxError, ErrorKind};
+
+use super::service::Shared;
+
+/// How a response body ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ending {
+    /// Every byte was sent.
+    Complete,
+    /// The body failed after the head was sent; the client's stream was aborted.
+    Failed(ErrorKind),
+    /// The client went away (or the server dropped the body) before the end.
+    Dropped,
+}
+
+/// Records a response when its body ends, fails or is dropped, whichever comes first.
+pub(crate) struct Completion {
+    shared: Arc<Shared>,
+    status: StatusCode,
+    attempts: Attempts,
+    done: bool,
+}
+
+impl Completion {
+    pub(crate) fn new(shared: Arc<Shared>, status: StatusCode, attempts: Attempts) -> Self {
+        Self {
+            shared,
+            status,
+            attempts,
+            done: false,
+        }
+    }
+
+    pub(crate) fn ended(mut self, error: Option<&BoxError>) {
+        let ending = error.map_or(Ending::Complete, |err| {
+            Ending::Failed(ErrorKind::of(&**err))
+        });
+        self.record(ending);
+    }
+
+    fn record(&mut self, ending: Ending) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        let settings = self.shared.settings();
+        #[cfg(feature = "metrics")]
+        if settings.metrics {
+            self.shared.record_metrics(&self.attempts);
+        }
+        if settings.access_log {
+            match ending {
+                Ending::Complete => tracing::info!(
+                    target: "llm_tower::access",
+                    status = self.status.as_u16(),
+                    attempts = %self.attempts,
+                    "request"
+                ),
+                Ending::Failed(kind) => tracing::warn!(
+                    target: "llm_tower::access",
+                    status = self.status.as_u16(),
+                    stream = %kind,
+                    attempts = %self.attempts,
+                    "request failed after its response head was sent"
+                ),
+                Ending::Dropped => tracing::info!(
+                    target: "llm_tower::access",
+                    status = self.status.as_u16(),
+                    stream = "dropped",
+                    attempts = %self.attempts,
+                    "request ended before its response did"
+                ),
+            }
+        }
+    }
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        self.record(Ending::Dropped);
+    }
+}
