@@ -11,18 +11,21 @@ use llm_tower::HealthRegistry;
 use llm_tower::error_response::record_health_metrics;
 use metrics_exporter_prometheus::PrometheusHandle;
 
-/// The admin routes over `registry`; `/metrics` only with a Prometheus handle.
+/// `GET /healthz`: 200 while the process serves.
+pub(crate) fn healthz() -> Router {
+    Router::new().route("/healthz", get(|| async { "ok\n" }))
+}
+
+/// The admin routes over `registry`: `/upstreams`, and `/metrics` with a Prometheus handle.
 pub(crate) fn routes(registry: &HealthRegistry, metrics: Option<PrometheusHandle>) -> Router {
     let snapshot_registry = registry.clone();
-    let mut router = Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route(
-            "/upstreams",
-            get(move || {
-                let registry = snapshot_registry.clone();
-                async move { json_response(&registry.snapshot()) }
-            }),
-        );
+    let mut router = Router::new().route(
+        "/upstreams",
+        get(move || {
+            let registry = snapshot_registry.clone();
+            async move { json_response(&registry.snapshot()) }
+        }),
+    );
     if let Some(handle) = metrics {
         spawn_metrics_upkeep(handle.clone());
         let metrics_registry = registry.clone();

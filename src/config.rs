@@ -1,5 +1,6 @@
 //! The gateway's configuration file: the library's [`Config`] plus the gateway's own keys
-//! (`listen`, `mount`), all at the top level of one YAML, TOML or JSON file.
+//! (`listen`, `mount`, `admin_listen`, `server`, `client_auth`, `allow_unauthenticated`), all
+//! at the top level of one YAML, TOML or JSON file.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -8,12 +9,14 @@ use llm_tower::config::Document;
 use llm_tower::{Config, ConfigError};
 use serde::Deserialize;
 
+use crate::{ClientAuth, ServerSettings};
+
 /// Default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Default mount path.
 pub const DEFAULT_MOUNT: &str = "/v1";
 
-/// The gateway's configuration: the upstream [`Config`] plus `listen` and `mount`.
+/// The gateway's configuration: the upstream [`Config`] plus the front door's settings.
 ///
 /// ```
 /// use llm_tower::{Config, EndpointConfig};
@@ -33,6 +36,16 @@ pub struct GatewayConfig {
     pub listen: SocketAddr,
     /// Path prefix that is forwarded (default `/v1`); replaced by each endpoint's `base_url`.
     pub mount: String,
+    /// Where to serve `/upstreams` and `/metrics` instead of the main listener (no client
+    /// authentication there: bind it to loopback or a private interface).
+    pub admin_listen: Option<SocketAddr>,
+    /// Timeouts and limits of client connections.
+    pub server: ServerSettings,
+    /// The keys clients must present; `None` lets anyone in (refused on a non-loopback
+    /// `listen` unless `allow_unauthenticated`).
+    pub client_auth: Option<ClientAuth>,
+    /// Serve a non-loopback `listen` without `client_auth` anyway.
+    pub allow_unauthenticated: bool,
     /// The upstream configuration.
     pub upstream: Config,
 }
@@ -45,6 +58,14 @@ struct GatewayKeys {
     listen: Option<String>,
     #[serde(default)]
     mount: Option<String>,
+    #[serde(default)]
+    admin_listen: Option<String>,
+    #[serde(default)]
+    server: ServerSettings,
+    #[serde(default)]
+    client_auth: Option<ClientAuth>,
+    #[serde(default)]
+    allow_unauthenticated: bool,
 }
 
 impl GatewayConfig {
@@ -53,6 +74,10 @@ impl GatewayConfig {
         Self {
             listen: DEFAULT_LISTEN.parse().expect("valid default address"),
             mount: DEFAULT_MOUNT.to_owned(),
+            admin_listen: None,
+            server: ServerSettings::default(),
+            client_auth: None,
+            allow_unauthenticated: false,
             upstream,
         }
     }
@@ -65,13 +90,21 @@ impl GatewayConfig {
     pub fn from_path(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
         let mut document = Document::read(path.as_ref())?;
         let upstream = Config::from_document(&mut document)?;
-        let GatewayKeys { listen, mount } = document.take()?;
+        let keys: GatewayKeys = document.take()?;
         document.finish()?;
-        let mut config = Self::new(upstream);
-        if let Some(listen) = listen {
+        let mut config = Self {
+            server: keys.server,
+            client_auth: keys.client_auth,
+            allow_unauthenticated: keys.allow_unauthenticated,
+            ..Self::new(upstream)
+        };
+        if let Some(listen) = keys.listen {
             config.set_listen(&listen)?;
         }
-        if let Some(mount) = mount {
+        if let Some(admin) = keys.admin_listen {
+            config.admin_listen = Some(parse_addr("admin_listen", &admin)?);
+        }
+        if let Some(mount) = keys.mount {
             config.mount = mount;
         }
         config.validate()?;
@@ -84,12 +117,7 @@ impl GatewayConfig {
     ///
     /// [`ConfigError::Invalid`] for `listen` when it is not `IP:PORT`.
     pub fn set_listen(&mut self, listen: &str) -> Result<(), ConfigError> {
-        self.listen = listen.parse().map_err(|_| {
-            ConfigError::invalid(
-                "listen",
-                format!("`{listen}` is not an address such as 127.0.0.1:8080"),
-            )
-        })?;
+        self.listen = parse_addr("listen", listen)?;
         Ok(())
     }
 
@@ -105,6 +133,30 @@ impl GatewayConfig {
                 format!("`{}` must be a plain path starting with `/`", self.mount),
             ));
         }
+        self.server.validate()?;
+        if let Some(auth) = &self.client_auth {
+            auth.validate()?;
+        } else if !self.listen.ip().is_loopback() && !self.allow_unauthenticated {
+            return Err(ConfigError::invalid(
+                "client_auth",
+                format!(
+                    "the gateway would listen on {}, which is not a loopback address, without \
+                     client_auth: anyone who reaches it could spend your provider keys. Add \
+                     client_auth keys, or set allow_unauthenticated: true if something in \
+                     front of it authenticates clients",
+                    self.listen
+                ),
+            ));
+        }
         self.upstream.validate()
     }
+}
+
+fn parse_addr(field: &str, text: &str) -> Result<SocketAddr, ConfigError> {
+    text.parse().map_err(|_| {
+        ConfigError::invalid(
+            field,
+            format!("`{text}` is not an address such as 127.0.0.1:8080"),
+        )
+    })
 }

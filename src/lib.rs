@@ -18,21 +18,23 @@
 //! # #[tokio::main]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let config = GatewayConfig::from_path("gateway.yaml")?;
-//! let (app, _health) = router(&config, None)?;
+//! let app = router(&config, None)?;
 //! let listener = tokio::net::TcpListener::bind(config.listen).await?;
-//! serve(listener, app, shutdown_signal()).await?;
+//! serve(listener, app.main, &config.server, shutdown_signal()).await?;
 //! # Ok(())
 //! # }
 //! ```
 
 mod admin;
 pub mod cli;
+mod client_auth;
 mod config;
 mod demo;
 mod router;
 mod server;
 
+pub use client_auth::{ClientAuth, ClientKey};
 pub use config::{DEFAULT_LISTEN, DEFAULT_MOUNT, GatewayConfig};
 pub use demo::{Demo, demo};
-pub use router::router;
-pub use server::{serve, shutdown_signal};
+pub use router::{App, router};
+pub use server::{ServerSettings, serve, shutdown_signal};

@@ -9,6 +9,7 @@
 //!
 //! Set `RUST_LOG` (for example `RUST_LOG=debug`) for more log lines.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
@@ -92,7 +93,8 @@ async fn serve(config_path: Option<String>, listen: Option<String>) -> ExitCode 
         }
     };
     if let Some(listen) = &listen {
-        if let Err(err) = config.set_listen(listen) {
+        // The override is checked like the file: a public address needs client keys.
+        if let Err(err) = config.set_listen(listen).and_then(|()| config.validate()) {
             eprintln!("error: {err}");
             return ExitCode::from(2);
         }
@@ -105,30 +107,63 @@ async fn serve(config_path: Option<String>, listen: Option<String>) -> ExitCode 
             None
         }
     };
-    let (router, _registry) = match llm_tower_gateway::router(&config, metrics) {
-        Ok(built) => built,
+    let app = match llm_tower_gateway::router(&config, metrics) {
+        Ok(app) => app,
         Err(err) => {
             eprintln!("error: {err}");
             return ExitCode::from(2);
         }
     };
-    let listener = match tokio::net::TcpListener::bind(config.listen).await {
+    let listener = match bind(config.listen).await {
         Ok(listener) => listener,
-        Err(err) => {
-            eprintln!("error: cannot listen on {}: {err}", config.listen);
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let addr = listener.local_addr().unwrap_or(config.listen);
     let mount = config.mount.trim_end_matches('/');
     println!("llm-tower gateway listening on http://{addr}{mount}");
+    let admin = match (app.admin, config.admin_listen) {
+        (Some(router), Some(admin_addr)) => match bind(admin_addr).await {
+            Ok(listener) => {
+                let addr = listener.local_addr().unwrap_or(admin_addr);
+                println!("admin routes (/healthz, /upstreams, /metrics) on http://{addr}");
+                Some((listener, router))
+            }
+            Err(code) => return code,
+        },
+        _ => None,
+    };
     if let Some(demo) = &demo {
         demo.print_try_it(addr, mount);
     }
-    let shutdown = llm_tower_gateway::shutdown_signal();
-    match llm_tower_gateway::serve(listener, router, shutdown).await {
+
+    // One signal stops both listeners.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        llm_tower_gateway::shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    let main = llm_tower_gateway::serve(
+        listener,
+        app.main,
+        &config.server,
+        until_stopped(stopped.clone()),
+    );
+    let result = match admin {
+        Some((listener, router)) => {
+            let admin =
+                llm_tower_gateway::serve(listener, router, &config.server, until_stopped(stopped));
+            let (main, admin) = tokio::join!(main, admin);
+            main.and(admin)
+        }
+        None => main.await,
+    };
+    match result {
         Ok(()) => {
-            println!("shut down cleanly");
+            // Whoever read stdout may be gone by now: that is no reason to fail.
+            let _ = writeln!(std::io::stdout(), "shut down cleanly");
             ExitCode::SUCCESS
         }
         Err(err) => {
@@ -136,4 +171,11 @@ async fn serve(config_path: Option<String>, listen: Option<String>) -> ExitCode 
             ExitCode::FAILURE
         }
     }
+}
+
+async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, ExitCode> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|err| {
+        eprintln!("error: cannot listen on {addr}: {err}");
+        ExitCode::FAILURE
+    })
 }

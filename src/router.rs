@@ -17,13 +17,14 @@ use tower_http::ServiceBuilderExt;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestId, RequestId};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tower_http::validate_request::ValidateRequestHeaderLayer;
 use tracing::Level;
 
 use crate::GatewayConfig;
 use crate::admin;
+use crate::client_auth::ClientKeys;
 
-/// Builds the gateway router and returns it with the health registry it reports to.
-/// `metrics` is the handle of an installed Prometheus recorder, for `GET /metrics`.
+/// The gateway's routers, and the health registry they report.
 ///
 /// ```
 /// use llm_tower::{Config, EndpointConfig};
@@ -32,9 +33,37 @@ use crate::admin;
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
 /// let upstream = Config::with_endpoints(vec![EndpointConfig::new("local", "http://127.0.0.1:11434/v1")]);
-/// let (app, health) = router(&GatewayConfig::new(upstream), None).unwrap();
-/// assert_eq!(health.snapshot().len(), 1);
-/// # let _ = app;
+/// let mut config = GatewayConfig::new(upstream);
+/// config.admin_listen = Some("127.0.0.1:9091".parse().unwrap());
+/// let app = router(&config, None).unwrap();
+/// assert!(app.admin.is_some());
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct App {
+    /// For `listen`: `/healthz`, everything under the mount path, and `/upstreams` and
+    /// `/metrics` unless `admin_listen` is set (behind client authentication when it is on).
+    pub main: Router,
+    /// For `admin_listen`, when set: `/healthz`, `/upstreams`, `/metrics`, without client
+    /// authentication.
+    pub admin: Option<Router>,
+    /// The health of every endpoint.
+    pub health: HealthRegistry,
+}
+
+/// Builds the gateway's routers. `metrics` is the handle of an installed Prometheus recorder,
+/// for `GET /metrics`.
+///
+/// ```
+/// use llm_tower::{Config, EndpointConfig};
+/// use llm_tower_gateway::{GatewayConfig, router};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let upstream = Config::with_endpoints(vec![EndpointConfig::new("local", "http://127.0.0.1:11434/v1")]);
+/// let app = router(&GatewayConfig::new(upstream), None).unwrap();
+/// assert_eq!(app.health.snapshot().len(), 1);
+/// assert!(app.admin.is_none());
 /// # }
 /// ```
 ///
@@ -44,7 +73,7 @@ use crate::admin;
 pub fn router(
     config: &GatewayConfig,
     metrics: Option<PrometheusHandle>,
-) -> Result<(Router, HealthRegistry), ConfigError> {
+) -> Result<App, ConfigError> {
     config.validate()?;
     let upstream = Upstream::from_config(&config.upstream)?
         .response_headers(true)
@@ -53,13 +82,21 @@ pub fn router(
     let registry = upstream.health().clone();
     let service = upstream.build()?;
 
-    let mut router = admin::routes(&registry, metrics);
-    let mount = config.mount.trim_end_matches('/');
-    router = if mount.is_empty() {
-        router.fallback_service(service)
-    } else {
-        router.nest_service(mount, service)
+    let admin_routes = admin::routes(&registry, metrics);
+    let (mut protected, admin) = match config.admin_listen {
+        Some(_) => (Router::new(), Some(admin::healthz().merge(admin_routes))),
+        None => (admin_routes, None),
     };
+    let mount = config.mount.trim_end_matches('/');
+    protected = if mount.is_empty() {
+        protected.fallback_service(service)
+    } else {
+        protected.nest_service(mount, service)
+    };
+    if let Some(auth) = &config.client_auth {
+        protected = protected.layer(ValidateRequestHeaderLayer::custom(ClientKeys::new(auth)));
+    }
+    let router = admin::healthz().merge(protected);
 
     // Whatever the auth layer strips is also hidden from the request's trace.
     let sensitive: Vec<HeaderName> = CREDENTIAL_HEADERS
@@ -98,11 +135,15 @@ pub fn router(
             response
         }
     });
-    let app = router
+    let main = router
         .layer(middleware)
         .layer(axum::middleware::from_fn(require_one_host))
         .layer(json_413);
-    Ok((app, registry))
+    Ok(App {
+        main,
+        admin,
+        health: registry,
+    })
 }
 
 /// HTTP/1.1 requires exactly one `Host` (RFC 9112, 3.2): a request without one, or with two

@@ -118,3 +118,246 @@ fn without_a_config_it_serves_the_demo() {
         assert_eq!(json["object"], "chat.completion");
     });
 }
+
+/// Starts the binary on `config` (YAML text) and returns it with its base URL.
+fn start_binary(config: &str) -> (Running, String) {
+    let path = temp_file(
+        &format!(
+            "gw-{}.yaml",
+            std::time::SystemTime::UNIX_EPOCH
+                .elapsed()
+                .unwrap()
+                .as_nanos()
+        ),
+        config,
+    );
+    let child = Command::new(BIN)
+        .args(["--config", path.to_str().unwrap()])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut running = Running(child);
+    let mut lines = BufReader::new(running.0.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let url = first
+        .strip_prefix("llm-tower gateway listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line: {first}"))
+        .to_owned();
+    // Keep reading, as a terminal would, until the process exits.
+    std::thread::spawn(move || lines.for_each(drop));
+    (running, url)
+}
+
+fn terminate(running: &Running) {
+    let status = Command::new("kill")
+        .args(["-TERM", &running.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Waits for the process to exit, at most `limit`; its exit code.
+fn wait_exit(running: &mut Running, limit: std::time::Duration) -> Option<i32> {
+    let started = std::time::Instant::now();
+    while started.elapsed() < limit {
+        if let Some(status) = running.0.try_wait().unwrap() {
+            return status.code();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    None
+}
+
+fn gateway_config(upstream: &str, grace: &str) -> String {
+    format!(
+        "listen: 127.0.0.1:0\nserver: {{ shutdown_grace: {grace} }}\nendpoints:\n  - id: mock\n    base_url: {upstream}\n"
+    )
+}
+
+fn post(url: &str, body: &'static str) -> http::Request<http_body_util::Full<bytes::Bytes>> {
+    http::Request::post(format!("{url}/chat/completions"))
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            body.as_bytes(),
+        )))
+        .unwrap()
+}
+
+fn client() -> hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Full<bytes::Bytes>,
+> {
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_cuts_an_endless_stream_after_the_grace() {
+    use http_body_util::BodyExt;
+    let mock = llm_tower_mock::MockProvider::start().await.unwrap();
+    mock.set_default(llm_tower_mock::Behavior::Stream {
+        chunks: 100_000,
+        interval: std::time::Duration::from_millis(50),
+    });
+    let (mut running, url) = start_binary(&gateway_config(&mock.base_url(), "1s"));
+    let response = client()
+        .request(post(&url, r#"{"stream":true}"#))
+        .await
+        .unwrap();
+    let mut stream = response.into_body();
+    assert!(stream.frame().await.unwrap().unwrap().is_data());
+    let asked = std::time::Instant::now();
+    terminate(&running);
+    let code = tokio::task::spawn_blocking(move || {
+        let code = wait_exit(&mut running, std::time::Duration::from_secs(10));
+        (code, running)
+    })
+    .await
+    .unwrap()
+    .0;
+    let took = asked.elapsed();
+    assert_eq!(
+        code,
+        Some(0),
+        "a drain that ran out of time still exits cleanly"
+    );
+    assert!(
+        took >= std::time::Duration::from_millis(900) && took < std::time::Duration::from_secs(2),
+        "exited {took:?} after SIGTERM with a grace of 1 s"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_short_request_finish_first() {
+    use http_body_util::BodyExt;
+    let mock = llm_tower_mock::MockProvider::start().await.unwrap();
+    mock.set_default(llm_tower_mock::Behavior::delay(
+        std::time::Duration::from_millis(500),
+        llm_tower_mock::Behavior::Reply,
+    ));
+    let (running, url) = start_binary(&gateway_config(&mock.base_url(), "30s"));
+    let in_flight = tokio::spawn(async move {
+        client()
+            .request(post(&url, r#"{"model":"m","messages":[]}"#))
+            .await
+    });
+    // Wait until the request reached the upstream, then ask the gateway to stop.
+    while mock.request_count() == 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    terminate(&running);
+    let response = in_flight.await.unwrap().unwrap();
+    assert_eq!(response.status(), 200);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&body).contains("chat.completion"));
+    let mut running = running;
+    let code = tokio::task::spawn_blocking(move || {
+        wait_exit(&mut running, std::time::Duration::from_secs(10))
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_stops_at_once() {
+    use http_body_util::BodyExt;
+    let mock = llm_tower_mock::MockProvider::start().await.unwrap();
+    mock.set_default(llm_tower_mock::Behavior::Stream {
+        chunks: 100_000,
+        interval: std::time::Duration::from_millis(50),
+    });
+    let (running, url) = start_binary(&gateway_config(&mock.base_url(), "60s"));
+    let response = client()
+        .request(post(&url, r#"{"stream":true}"#))
+        .await
+        .unwrap();
+    let mut stream = response.into_body();
+    assert!(stream.frame().await.unwrap().unwrap().is_data());
+    terminate(&running);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let asked = std::time::Instant::now();
+    terminate(&running);
+    let mut running = running;
+    let code = tokio::task::spawn_blocking(move || {
+        wait_exit(&mut running, std::time::Duration::from_secs(10))
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(130));
+    assert!(asked.elapsed() < std::time::Duration::from_secs(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_file_descriptors_the_gateway_backs_off_and_recovers() {
+    let path = temp_file(
+        "fd-limit.yaml",
+        "listen: 127.0.0.1:0\nendpoints:\n  - id: a\n    base_url: http://127.0.0.1:9/v1\n",
+    );
+    // A descriptor limit the gateway reaches with a few dozen clients.
+    let child = Command::new("sh")
+        .args([
+            "-c",
+            &format!("ulimit -n 48 && exec {BIN} --config {}", path.display()),
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut running = Running(child);
+    let mut lines = BufReader::new(running.0.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    // The log goes to stdout.
+    let log =
+        std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>().join("\n"));
+    let url = first
+        .strip_prefix("llm-tower gateway listening on ")
+        .unwrap()
+        .to_owned();
+    let addr = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/v1")
+        .to_owned();
+
+    // Hold far more connections than the gateway can have descriptors.
+    let mut held = Vec::new();
+    for _ in 0..80 {
+        if let Ok(stream) = tokio::net::TcpStream::connect(&addr).await {
+            held.push(stream);
+        }
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert!(
+        running.0.try_wait().unwrap().is_none(),
+        "the gateway exited"
+    );
+    drop(held);
+
+    // Once the clients are gone, it serves again.
+    let mut served = false;
+    for _ in 0..50 {
+        let health = client()
+            .get(format!("http://{addr}/healthz").parse().unwrap())
+            .await;
+        if health.is_ok_and(|r| r.status() == 200) {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(served, "the gateway did not recover");
+    terminate(&running);
+    let _ = tokio::task::spawn_blocking(move || {
+        wait_exit(&mut running, std::time::Duration::from_secs(10))
+    })
+    .await;
+    let log = log.join().unwrap();
+    let complaints = log.matches("cannot accept connections").count();
+    assert!(complaints >= 1, "{log}");
+    assert!(
+        complaints <= 4,
+        "logged more than once a second: {complaints}\n{log}"
+    );
+}

@@ -502,3 +502,23 @@ async fn an_unsolicited_101_never_reaches_the_client() {
     assert_eq!(json["error"]["code"], "upstream_protocol_error");
     assert_eq!(gw.upstream("a").await["status"], "ejected");
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_oversized_upstream_head_fails_the_attempt() {
+    // 200 KiB of headers: over the client's default 64 KiB head limit.
+    let reply: &'static [u8] = Box::leak(
+        format!(
+            "HTTP/1.1 200 OK\r\nx-huge: {}\r\ncontent-length: 2\r\n\r\n{{}}",
+            "a".repeat(200 * 1024)
+        )
+        .into_bytes()
+        .into_boxed_slice(),
+    );
+    let huge = common::raw_upstream(reply).await;
+    let gw = start(Config::with_endpoints(vec![endpoint("a", huge, 0)])).await;
+    let response = gw.post(CHAT).await;
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    assert!(response.headers().get("x-huge").is_none());
+    let json = error_json(response).await;
+    assert_eq!(json["error"]["code"], "upstream_protocol_error");
+}

@@ -21,6 +21,8 @@ pub const CHAT: &str = r#"{"model":"mock-model","messages":[{"role":"user","cont
 
 pub struct Gateway {
     pub addr: SocketAddr,
+    /// The admin listener, when the configuration has `admin_listen`.
+    pub admin: Option<SocketAddr>,
     pub client: Client<HttpConnector, Full<Bytes>>,
     pub server: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -91,14 +93,46 @@ pub async fn serve(
     metrics: Option<PrometheusHandle>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Gateway {
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    let (router, _registry) = gateway::router(&config, metrics).unwrap();
-    let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
+    // Like the endpoints' timeouts, the front door's timers are off: on paused time the clock
+    // jumps to the next timer whenever the runtime waits for a socket. The front door's own
+    // tests (front_door.rs) run on real time with short timeouts instead.
+    config.server.header_read_timeout = None;
+    config.server.body_read_timeout = None;
+    config.server.idle_timeout = None;
+    serve_exactly(config, metrics, shutdown).await
+}
+
+/// Serves `config` as it is (its server settings included) on free loopback ports: the main
+/// listener, and the admin listener when `admin_listen` is set.
+pub async fn serve_exactly(
+    mut config: GatewayConfig,
+    metrics: Option<PrometheusHandle>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Gateway {
+    let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    config.listen = loopback;
+    let app = gateway::router(&config, metrics).unwrap();
+    let listener = tokio::net::TcpListener::bind(loopback).await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let admin = match app.admin {
+        Some(router) => {
+            let listener = tokio::net::TcpListener::bind(loopback).await.unwrap();
+            let admin = listener.local_addr().unwrap();
+            let settings = config.server;
+            tokio::spawn(async move {
+                gateway::serve(listener, router, &settings, std::future::pending()).await
+            });
+            Some(admin)
+        }
+        None => None,
+    };
     Gateway {
         addr,
+        admin,
         client: Client::builder(TokioExecutor::new()).build_http(),
-        server: tokio::spawn(gateway::serve(listener, router, shutdown)),
+        server: tokio::spawn(async move {
+            gateway::serve(listener, app.main, &config.server, shutdown).await
+        }),
     }
 }
 

@@ -83,7 +83,10 @@ pub fn classify_error(err: &(dyn StdError + 'static)) -> Classification {
 /// Classifies an error of a known [`ErrorKind`].
 pub fn classify_error_kind(kind: ErrorKind) -> Classification {
     match kind {
-        ErrorKind::BodyTooLarge | ErrorKind::InvalidRequest => Classification::ClientError,
+        ErrorKind::BodyTooLarge
+        | ErrorKind::InvalidRequest
+        | ErrorKind::RequestTimeout
+        | ErrorKind::Unauthorized => Classification::ClientError,
         ErrorKind::Unrecognized | ErrorKind::Internal | ErrorKind::NoEndpointAvailable => {
             Classification::Unrecognized
         }

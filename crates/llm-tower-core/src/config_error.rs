@@ -92,6 +92,32 @@ impl ConfigError {
         Ok(())
     }
 
+    /// Checks a name that will appear in logs, metric labels, headers and health keys (an
+    /// endpoint id, a client key's name): 1 to 64 characters of `A-Z`, `a-z`, `0-9`, `.`, `_`
+    /// and `-`, so that it can never forge a log line or a label.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] naming `field`; the name is shown escaped.
+    pub fn check_name(field: impl Into<String>, name: &str) -> Result<(), Self> {
+        const MAX: usize = 64;
+        let valid = !name.is_empty()
+            && name.len() <= MAX
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if valid {
+            return Ok(());
+        }
+        Err(Self::invalid(
+            field,
+            format!(
+                "{:?} must be 1 to {MAX} characters of A-Z, a-z, 0-9, `.`, `_` and `-`",
+                name.chars().take(MAX + 1).collect::<String>()
+            ),
+        ))
+    }
+
     /// Checks that an optional timeout, when set, is greater than zero.
     ///
     /// # Errors

@@ -64,6 +64,11 @@ pub enum ErrorKind {
     BodyTooLarge,
     /// The request could not be read or forwarded as sent. 400.
     InvalidRequest,
+    /// The client did not send its request body in time. 408; nothing was sent upstream.
+    RequestTimeout,
+    /// The client presented no key, or not one of the gateway's. 401; nothing was sent
+    /// upstream.
+    Unauthorized,
     /// No endpoint may be tried now (all cooling down, `when_all_unhealthy: fail`). 503.
     NoEndpointAvailable,
     /// A bug or misuse inside the stack. 500.
@@ -83,6 +88,8 @@ impl ErrorKind {
             }
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::InvalidRequest => StatusCode::BAD_REQUEST,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::NoEndpointAvailable | Self::Local => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -102,6 +109,8 @@ impl ErrorKind {
             Self::Unrecognized => "unrecognized_upstream_error",
             Self::BodyTooLarge => "request_too_large",
             Self::InvalidRequest => "invalid_request",
+            Self::RequestTimeout => "request_timeout",
+            Self::Unauthorized => "invalid_api_key",
             Self::NoEndpointAvailable => "no_endpoint_available",
             Self::Internal => "internal_error",
         }
@@ -109,7 +118,10 @@ impl ErrorKind {
 
     fn error_type(self) -> &'static str {
         match self {
-            Self::BodyTooLarge | Self::InvalidRequest => "invalid_request_error",
+            Self::BodyTooLarge
+            | Self::InvalidRequest
+            | Self::RequestTimeout
+            | Self::Unauthorized => "invalid_request_error",
             Self::NoEndpointAvailable => "service_unavailable",
             Self::Internal | Self::Local => "server_error",
             _ => "upstream_error",

@@ -62,8 +62,8 @@ pub use classify::{
 pub use classify_errors::{ClassifyErrors, ClassifyErrorsFuture, ClassifyErrorsLayer};
 pub use config_error::{ConfigError, MAX_COOLDOWN_LIMIT};
 pub use endpoint::{
-    ApiKey, BaseUrl, Endpoint, EndpointBuilder, EndpointConfig, EndpointId, Provider, ProviderName,
-    Secret, Selected, SingleTry,
+    ApiKey, BaseUrl, Caller, Endpoint, EndpointBuilder, EndpointConfig, EndpointId, Provider,
+    ProviderName, Secret, Selected, SingleTry,
 };
 pub use error::{BoxError, CooldownHint, Error, ErrorKind};
 pub use headers::{HOP_BY_HOP, strip_hop_by_hop};

@@ -63,10 +63,11 @@ pub use upstream::{Upstream, UpstreamLayer, UpstreamService};
 
 pub use llm_tower_auth::{Auth, AuthLayer};
 pub use llm_tower_core::{
-    ApiKey, Attempt, AttemptKind, Attempts, BaseUrl, BoxError, BufferedBody, Classification,
-    ClassifyErrors, ClassifyErrorsLayer, ConfigError, CooldownHint, CountBased, Endpoint,
-    EndpointBuilder, EndpointConfig, EndpointId, Error, ErrorKind, ExponentialBackoff, HOP_BY_HOP,
-    Outcome, Provider, ProviderName, RetryPolicy, Secret, Selected, SingleTry, strip_hop_by_hop,
+    ApiKey, Attempt, AttemptKind, Attempts, BaseUrl, BoxError, BufferedBody, Caller,
+    Classification, ClassifyErrors, ClassifyErrorsLayer, ConfigError, CooldownHint, CountBased,
+    Endpoint, EndpointBuilder, EndpointConfig, EndpointId, Error, ErrorKind, ExponentialBackoff,
+    HOP_BY_HOP, Outcome, Provider, ProviderName, RetryPolicy, Secret, Selected, SingleTry,
+    strip_hop_by_hop,
 };
 pub use llm_tower_fallback::{
     EndpointSnapshot, Fallback, FallbackBuilder, FallbackLayer, FallbackSettings, HealthRegistry,

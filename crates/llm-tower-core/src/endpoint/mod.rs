@@ -236,7 +236,7 @@ impl EndpointBuilder {
     /// custom header that is not a valid header name, an invalid retry policy.
     pub fn build(self) -> Result<Endpoint, ConfigError> {
         let field = |name: &str| format!("endpoint `{}`: {name}", self.id);
-        check_id(self.id.as_str())?;
+        ConfigError::check_name("id", self.id.as_str())?;
         if let Provider::Custom { header, .. } = &self.provider {
             check_custom_header(header)
                 .map_err(|msg| ConfigError::invalid(field("auth_header"), msg))?;
@@ -285,30 +285,6 @@ impl EndpointBuilder {
     }
 }
 
-/// The longest endpoint id; ids name metrics labels and log fields.
-const MAX_ID_LEN: usize = 64;
-
-/// Ids are `[A-Za-z0-9._-]{1,64}`: they appear in logs, metric labels, response headers and
-/// health keys, where anything else could forge a line or a label.
-fn check_id(id: &str) -> Result<(), ConfigError> {
-    let valid = !id.is_empty()
-        && id.len() <= MAX_ID_LEN
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if valid {
-        return Ok(());
-    }
-    // The id may hold control characters: show it escaped.
-    Err(ConfigError::invalid(
-        "id",
-        format!(
-            "{:?} must be 1 to {MAX_ID_LEN} characters of A-Z, a-z, 0-9, `.`, `_` and `-`",
-            id.chars().take(MAX_ID_LEN + 1).collect::<String>()
-        ),
-    ))
-}
-
 /// A custom credential header must not be one that frames or routes the message: the key
 /// would become the `Host`, a `transfer-encoding` or a length, or be dropped on the way.
 fn check_custom_header(header: &HeaderName) -> Result<(), String> {
@@ -350,6 +326,32 @@ pub struct Selected(pub Arc<Endpoint>);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SingleTry;
+
+/// Request extension naming the client a request came from, set by whoever authenticated it
+/// (the gateway's client keys). It is a name, never a credential: the access log and metrics
+/// show it.
+///
+/// ```
+/// use llm_tower_core::Caller;
+///
+/// let mut request = http::Request::new(());
+/// request.extensions_mut().insert(Caller::new("team-a"));
+/// assert_eq!(request.extensions().get::<Caller>().unwrap().name(), "team-a");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Caller(Arc<str>);
+
+impl Caller {
+    /// A caller of this name.
+    pub fn new(name: impl Into<Arc<str>>) -> Self {
+        Self(name.into())
+    }
+
+    /// The name.
+    pub fn name(&self) -> &str {
+        &self.0
+    }
+}
 
 impl Deref for Selected {
     type Target = Endpoint;

@@ -73,6 +73,8 @@ impl HttpClient {
         let inner = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(settings.pool_idle_timeout)
             .pool_max_idle_per_host(settings.pool_max_idle_per_host)
+            // The read buffer must hold the whole head: a larger one is a parse error.
+            .http1_max_buf_size(settings.max_response_head_bytes)
             .pool_timer(TokioTimer::new())
             .build(connector);
         Ok(Self { inner })

@@ -27,6 +27,9 @@ pub struct ClientSettings {
     pub pool_idle_timeout: Duration,
     /// Idle connections kept per host (default 64).
     pub pool_max_idle_per_host: usize,
+    /// Largest upstream response head (default 64 KiB, at least 8 KiB): a larger one fails
+    /// the attempt as a malformed response instead of being relayed.
+    pub max_response_head_bytes: usize,
 }
 
 impl Default for ClientSettings {
@@ -35,6 +38,7 @@ impl Default for ClientSettings {
             connect_timeout: Duration::from_secs(5),
             pool_idle_timeout: Duration::from_secs(90),
             pool_max_idle_per_host: 64,
+            max_response_head_bytes: 64 * 1024,
         }
     }
 }
@@ -52,6 +56,15 @@ impl ClientSettings {
                 "must be greater than zero",
             ));
         }
+        if self.max_response_head_bytes < MIN_HEAD_BYTES {
+            return Err(ConfigError::invalid(
+                "client.max_response_head_bytes",
+                format!("must be at least {MIN_HEAD_BYTES}"),
+            ));
+        }
         Ok(())
     }
 }
+
+/// hyper reads at least this much at a time; a smaller cap cannot be enforced.
+const MIN_HEAD_BYTES: usize = 8 * 1024;

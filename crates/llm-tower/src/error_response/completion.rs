@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use http::StatusCode;
-use llm_tower_core::{Attempts, BoxError, ErrorKind};
+use llm_tower_core::{Attempts, BoxError, Caller, ErrorKind};
 
 use super::service::Shared;
 
@@ -25,15 +25,22 @@ pub(crate) struct Completion {
     shared: Arc<Shared>,
     status: StatusCode,
     attempts: Attempts,
+    caller: Option<Caller>,
     done: bool,
 }
 
 impl Completion {
-    pub(crate) fn new(shared: Arc<Shared>, status: StatusCode, attempts: Attempts) -> Self {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        status: StatusCode,
+        attempts: Attempts,
+        caller: Option<Caller>,
+    ) -> Self {
         Self {
             shared,
             status,
             attempts,
+            caller,
             done: false,
         }
     }
@@ -52,19 +59,23 @@ impl Completion {
         let settings = self.shared.settings();
         #[cfg(feature = "metrics")]
         if settings.metrics {
-            self.shared.record_metrics(&self.attempts);
+            self.shared
+                .record_metrics(self.status, &self.attempts, self.caller.as_ref());
         }
         if settings.access_log {
+            let client = self.caller.as_ref().map_or("-", Caller::name);
             match ending {
                 Ending::Complete => tracing::info!(
                     target: "llm_tower::access",
                     status = self.status.as_u16(),
+                    client,
                     attempts = %self.attempts,
                     "request"
                 ),
                 Ending::Failed(kind) => tracing::warn!(
                     target: "llm_tower::access",
                     status = self.status.as_u16(),
+                    client,
                     stream = %kind,
                     attempts = %self.attempts,
                     "request failed after its response head was sent"
@@ -72,6 +83,7 @@ impl Completion {
                 Ending::Dropped => tracing::info!(
                     target: "llm_tower::access",
                     status = self.status.as_u16(),
+                    client,
                     stream = "dropped",
                     attempts = %self.attempts,
                     "request ended before its response did"

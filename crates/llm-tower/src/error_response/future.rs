@@ -9,7 +9,7 @@ use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http::Response;
-use llm_tower_core::BoxError;
+use llm_tower_core::{BoxError, Caller};
 use pin_project_lite::pin_project;
 
 use super::body::ResponseBody;
@@ -34,6 +34,7 @@ pin_project! {
         #[pin]
         state: State<F>,
         shared: Arc<Shared>,
+        caller: Option<Caller>,
     }
 }
 
@@ -46,17 +47,19 @@ pin_project! {
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn inner(future: F, shared: Arc<Shared>) -> Self {
+    pub(crate) fn inner(future: F, shared: Arc<Shared>, caller: Option<Caller>) -> Self {
         Self {
             state: State::Inner { future },
             shared,
+            caller,
         }
     }
 
-    pub(crate) fn failed(error: BoxError, shared: Arc<Shared>) -> Self {
+    pub(crate) fn failed(error: BoxError, shared: Arc<Shared>, caller: Option<Caller>) -> Self {
         Self {
             state: State::Failed { error: Some(error) },
             shared,
+            caller,
         }
     }
 }
@@ -83,6 +86,10 @@ where
                 .take()
                 .unwrap_or_else(|| "ResponseFuture polled after completion".into())),
         };
-        Poll::Ready(Ok(super::service::finish(this.shared, result)))
+        Poll::Ready(Ok(super::service::finish(
+            this.shared,
+            result,
+            this.caller.take(),
+        )))
     }
 }

@@ -2,12 +2,15 @@
 //! per-endpoint health gauges.
 
 use dashmap::DashMap;
-use llm_tower_core::{Attempt, AttemptKind, EndpointId, Outcome};
+use http::StatusCode;
+use llm_tower_core::{Attempt, AttemptKind, Caller, EndpointId, Outcome};
 
 /// Metric handles, registered once per endpoint (and outcome) instead of once per request.
 pub(crate) struct MetricHandles {
     endpoints: DashMap<EndpointId, EndpointMetrics>,
     attempts: DashMap<(EndpointId, Outcome), metrics::Counter>,
+    /// Requests by client name (`-` for none) and status.
+    requests: DashMap<(Option<Caller>, StatusCode), metrics::Counter>,
     local_failures: metrics::Counter,
 }
 
@@ -16,6 +19,7 @@ impl Default for MetricHandles {
         Self {
             endpoints: DashMap::new(),
             attempts: DashMap::new(),
+            requests: DashMap::new(),
             local_failures: metrics::counter!("llm_tower_local_failures_total"),
         }
     }
@@ -29,6 +33,22 @@ struct EndpointMetrics {
 }
 
 impl MetricHandles {
+    /// A request finished with `status`, sent by `caller`.
+    pub(crate) fn request(&self, status: StatusCode, caller: Option<&Caller>) {
+        let key = (caller.cloned(), status);
+        if let Some(counter) = self.requests.get(&key) {
+            counter.increment(1);
+            return;
+        }
+        let counter = metrics::counter!(
+            "llm_tower_requests_total",
+            "client" => caller.map_or_else(|| "-".to_owned(), |c| c.name().to_owned()),
+            "status" => status.as_str().to_owned()
+        );
+        counter.increment(1);
+        self.requests.insert(key, counter);
+    }
+
     /// A request failed because this process ran out of a resource.
     pub(crate) fn local_failure(&self) {
         self.local_failures.increment(1);

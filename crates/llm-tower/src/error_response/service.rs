@@ -7,7 +7,7 @@ use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
-use llm_tower_core::{Attempts, BoxError, Error, ErrorKind, strip_hop_by_hop};
+use llm_tower_core::{Attempts, BoxError, Caller, Error, ErrorKind, strip_hop_by_hop};
 
 use super::body::ResponseBody;
 use super::completion::Completion;
@@ -35,9 +35,15 @@ impl Shared {
         self.settings
     }
 
-    /// Counts every attempt of a finished request.
+    /// Counts a finished request and every attempt it made.
     #[cfg(feature = "metrics")]
-    pub(crate) fn record_metrics(&self, attempts: &Attempts) {
+    pub(crate) fn record_metrics(
+        &self,
+        status: http::StatusCode,
+        attempts: &Attempts,
+        caller: Option<&Caller>,
+    ) {
+        self.metrics.request(status, caller);
         for attempt in &attempts.to_vec() {
             self.metrics.record(attempt);
         }
@@ -120,9 +126,10 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         // Request headers are cleaned by the balancer, which every attempt passes through.
+        let caller = request.extensions().get::<Caller>().cloned();
         match self.not_ready.take() {
-            Some(err) => ResponseFuture::failed(err, self.shared.clone()),
-            None => ResponseFuture::inner(self.inner.call(request), self.shared.clone()),
+            Some(err) => ResponseFuture::failed(err, self.shared.clone(), caller),
+            None => ResponseFuture::inner(self.inner.call(request), self.shared.clone(), caller),
         }
     }
 }
@@ -131,6 +138,7 @@ where
 pub(crate) fn finish<RB>(
     shared: &Arc<Shared>,
     result: Result<Response<RB>, BoxError>,
+    caller: Option<Caller>,
 ) -> Response<ResponseBody<RB>>
 where
     RB: http_body::Body<Data = Bytes>,
@@ -157,7 +165,7 @@ where
     if !(settings.access_log || record_metrics) {
         return response;
     }
-    let completion = Completion::new(shared.clone(), response.status(), attempts);
+    let completion = Completion::new(shared.clone(), response.status(), attempts, caller);
     response.map(|body| body.with_completion(Some(completion)))
 }
 

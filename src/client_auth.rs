@@ -1,0 +1,180 @@
+//! Client authentication: which clients may spend the operator's provider keys.
+
+use std::fmt;
+use std::sync::Arc;
+
+use axum::body::Body;
+use http::header::AUTHORIZATION;
+use http::{HeaderName, Request, Response};
+use llm_tower::{Caller, ConfigError, Error, ErrorKind, Secret};
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+use tower_http::validate_request::ValidateRequest;
+
+/// One client key: a name for logs and metrics, and the key itself (usually `${ENV}`).
+///
+/// ```
+/// use llm_tower_gateway::ClientKey;
+///
+/// let key: ClientKey = serde_json::from_str(r#"{"name": "team-a", "key": "gw-team-a-0123456789abcdef"}"#).unwrap();
+/// assert_eq!(key.name, "team-a");
+/// assert!(!format!("{key:?}").contains("gw-team-a"));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientKey {
+    /// Shown in the access log and as the `client` metrics label.
+    pub name: String,
+    /// What the client sends. Never logged, shown or echoed.
+    pub key: Secret,
+}
+
+/// `client_auth:` in the file: the keys clients must present, in `Authorization: Bearer`,
+/// `x-api-key` or `api-key` (what the OpenAI, Anthropic and Azure SDKs send).
+///
+/// ```
+/// use llm_tower::Secret;
+/// use llm_tower_gateway::{ClientAuth, ClientKey};
+///
+/// let auth = ClientAuth {
+///     keys: vec![ClientKey { name: "team-a".into(), key: Secret::new("gw-key-team-a-0123456789") }],
+/// };
+/// auth.validate().unwrap();
+/// assert!(!format!("{auth:?}").contains("gw-key"));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientAuth {
+    /// The accepted keys (at least one).
+    pub keys: Vec<ClientKey>,
+}
+
+/// Shorter keys can be guessed.
+const MIN_KEY_LEN: usize = 16;
+
+impl ClientAuth {
+    /// Checks the keys: at least one; names valid and unique; keys long enough, printable
+    /// and unique.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] naming the field (never the key).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.keys.is_empty() {
+            return Err(ConfigError::invalid(
+                "client_auth.keys",
+                "at least one key is required",
+            ));
+        }
+        for (i, entry) in self.keys.iter().enumerate() {
+            let field = |name: &str| format!("client_auth.keys[{i}].{name}");
+            ConfigError::check_name(field("name"), &entry.name)?;
+            let key = entry.key.expose_secret();
+            if key.len() < MIN_KEY_LEN || !key.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(ConfigError::invalid(
+                    field("key"),
+                    format!("must be at least {MIN_KEY_LEN} printable characters without spaces"),
+                ));
+            }
+            let earlier = &self.keys[..i];
+            if earlier.iter().any(|e| e.name == entry.name) {
+                return Err(ConfigError::invalid(field("name"), "is used twice"));
+            }
+            if earlier.iter().any(|e| e.key == entry.key) {
+                return Err(ConfigError::invalid(field("key"), "is used twice"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The request validator: the presented key is compared in constant time with every
+/// configured key; a match puts the key's name on the request as [`Caller`].
+#[derive(Clone)]
+pub(crate) struct ClientKeys {
+    keys: Arc<[(Caller, Box<[u8]>)]>,
+}
+
+impl fmt::Debug for ClientKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientKeys")
+            .field(
+                "names",
+                &self.keys.iter().map(|(c, _)| c.name()).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+/// The headers a client key may come in, in order of preference.
+const KEY_HEADERS: [HeaderName; 3] = [
+    AUTHORIZATION,
+    HeaderName::from_static("x-api-key"),
+    HeaderName::from_static("api-key"),
+];
+
+impl ClientKeys {
+    pub(crate) fn new(auth: &ClientAuth) -> Self {
+        Self {
+            keys: auth
+                .keys
+                .iter()
+                .map(|k| {
+                    let key = k.key.expose_secret().as_bytes().into();
+                    (Caller::new(k.name.as_str()), key)
+                })
+                .collect(),
+        }
+    }
+
+    fn caller(&self, presented: &[u8]) -> Option<&Caller> {
+        // Every key is compared, whichever matches, so the time taken says nothing about which.
+        let mut found = None;
+        for (caller, key) in self.keys.iter() {
+            if bool::from(key.as_ref().ct_eq(presented)) {
+                found = Some(caller);
+            }
+        }
+        found
+    }
+}
+
+/// The key a request presents, if any.
+fn presented<B>(request: &Request<B>) -> Option<&[u8]> {
+    KEY_HEADERS.iter().find_map(|name| {
+        let value = request.headers().get(name)?.as_bytes();
+        if name == AUTHORIZATION {
+            let token = value
+                .strip_prefix(b"Bearer ")
+                .or_else(|| value.strip_prefix(b"bearer "))?;
+            Some(token.trim_ascii())
+        } else {
+            Some(value.trim_ascii())
+        }
+    })
+}
+
+impl<B> ValidateRequest<B> for ClientKeys {
+    type ResponseBody = Body;
+
+    fn validate(&mut self, request: &mut Request<B>) -> Result<(), Response<Body>> {
+        let caller = presented(request).and_then(|key| self.caller(key)).cloned();
+        if let Some(caller) = caller {
+            request.extensions_mut().insert(caller);
+            return Ok(());
+        }
+        let message = if presented(request).is_none() {
+            "this gateway needs a key: send it as `Authorization: Bearer <key>`, `x-api-key` \
+             or `api-key`"
+        } else {
+            "the key sent is not one of this gateway's keys"
+        };
+        let mut response: Response<Body> =
+            Error::new(ErrorKind::Unauthorized, message).to_response();
+        response.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer"),
+        );
+        Err(response)
+    }
+}

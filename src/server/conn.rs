@@ -1,0 +1,265 @@
+//! One client connection: the timers hyper does not keep for us. A connection is idle (no
+//! request in flight), reading a request head (bytes arrived while idle), or busy (requests in
+//! flight, whose bodies have their own deadline). The watchdog closes it when the phase it is
+//! in lasts too long.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// What a connection is doing now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// No request in flight since then.
+    Idle(Instant),
+    /// The first bytes of a request head arrived then.
+    Head(Instant),
+    /// This many requests in flight (HTTP/2 multiplexes).
+    Busy(usize),
+}
+
+/// The phase of one connection, shared by its I/O, its service and its watchdog.
+#[derive(Debug)]
+pub(crate) struct ConnState {
+    phase: Mutex<Phase>,
+    /// An HTTP/2 connection reads frames (pings, settings) while idle: that is no request
+    /// head being dawdled over.
+    http2: std::sync::atomic::AtomicBool,
+    changed: Notify,
+}
+
+/// The connection timers of [`ServerSettings`](super::ServerSettings).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Timeouts {
+    pub(crate) header_read: Option<Duration>,
+    pub(crate) idle: Option<Duration>,
+}
+
+impl ConnState {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Self {
+            phase: Mutex::new(Phase::Idle(Instant::now())),
+            http2: std::sync::atomic::AtomicBool::new(false),
+            changed: Notify::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Phase> {
+        self.phase.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn set(&self, phase: &mut Phase, next: Phase) {
+        *phase = next;
+        // A stored permit wakes the watchdog even if it is not waiting yet.
+        self.changed.notify_one();
+    }
+
+    fn bytes_arrived(&self) {
+        if self.http2.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        let mut phase = self.lock();
+        if let Phase::Idle(_) = *phase {
+            self.set(&mut phase, Phase::Head(Instant::now()));
+        }
+    }
+
+    pub(crate) fn request_started(&self) {
+        let mut phase = self.lock();
+        let busy = match *phase {
+            Phase::Busy(n) => n + 1,
+            _ => 1,
+        };
+        self.set(&mut phase, Phase::Busy(busy));
+    }
+
+    pub(crate) fn request_finished(&self) {
+        let mut phase = self.lock();
+        let next = match *phase {
+            Phase::Busy(n) if n > 1 => Phase::Busy(n - 1),
+            _ => Phase::Idle(Instant::now()),
+        };
+        self.set(&mut phase, next);
+    }
+
+    /// When the connection must be closed if nothing changes, if ever.
+    fn deadline(&self, timeouts: Timeouts) -> Option<Instant> {
+        match *self.lock() {
+            Phase::Idle(since) => timeouts.idle.map(|limit| since + limit),
+            Phase::Head(since) => timeouts.header_read.map(|limit| since + limit),
+            Phase::Busy(_) => None,
+        }
+    }
+
+    /// Drives `connection` until it ends, or until it stays idle or reading a head for too
+    /// long: then it is dropped, which closes the socket. Returns whether it timed out.
+    pub(crate) async fn watch<F: Future>(&self, connection: F, timeouts: Timeouts) -> bool {
+        tokio::pin!(connection);
+        loop {
+            let deadline = self.deadline(timeouts);
+            let expired = async {
+                match deadline {
+                    Some(deadline) => tokio::time::sleep_until(deadline).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = &mut connection => return false,
+                () = self.changed.notified() => {}
+                () = expired => {
+                    // Only if nothing moved meanwhile.
+                    if self.deadline(timeouts) == deadline {
+                        return true;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The HTTP/2 connection preface a client sends first.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
+
+pin_project_lite::pin_project! {
+    /// A socket that tells its connection's state when bytes arrive.
+    pub(crate) struct TrackedIo<T> {
+        #[pin]
+        inner: T,
+        state: Arc<ConnState>,
+        first_read: bool,
+    }
+}
+
+impl<T> TrackedIo<T> {
+    pub(crate) fn new(inner: T, state: Arc<ConnState>) -> Self {
+        Self {
+            inner,
+            state,
+            first_read: true,
+        }
+    }
+}
+
+impl<T: AsyncRead> AsyncRead for TrackedIo<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let result = this.inner.poll_read(cx, buf);
+        let read = &buf.filled()[before..];
+        if !read.is_empty() {
+            if std::mem::take(this.first_read) {
+                let n = read.len().min(H2_PREFACE.len());
+                if read[..n] == H2_PREFACE[..n] {
+                    this.state
+                        .http2
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            this.state.bytes_arrived();
+        }
+        result
+    }
+}
+
+impl<T: AsyncWrite> AsyncWrite for TrackedIo<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.project().inner.poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.project().inner.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEADER_READ: Duration = Duration::from_secs(10);
+    const IDLE: Duration = Duration::from_secs(60);
+    const TIMEOUTS: Timeouts = Timeouts {
+        header_read: Some(HEADER_READ),
+        idle: Some(IDLE),
+    };
+
+    #[tokio::test(start_paused = true)]
+    async fn phases_and_deadlines() {
+        let state = ConnState::new();
+        let start = Instant::now();
+        assert_eq!(state.deadline(TIMEOUTS), Some(start + IDLE));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        state.bytes_arrived();
+        assert_eq!(
+            state.deadline(TIMEOUTS),
+            Some(start + Duration::from_secs(1) + HEADER_READ)
+        );
+        state.request_started();
+        state.request_started();
+        state.bytes_arrived();
+        assert_eq!(
+            state.deadline(TIMEOUTS),
+            None,
+            "busy: the body has its own deadline"
+        );
+        state.request_finished();
+        assert_eq!(state.deadline(TIMEOUTS), None, "one still in flight");
+        tokio::time::advance(Duration::from_secs(5)).await;
+        state.request_finished();
+        assert_eq!(
+            state.deadline(TIMEOUTS),
+            Some(start + Duration::from_secs(6) + IDLE)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_watchdog_closes_an_idle_connection_and_spares_a_busy_one() {
+        let state = ConnState::new();
+        let started = Instant::now();
+        assert!(state.watch(std::future::pending::<()>(), TIMEOUTS).await);
+        assert_eq!(started.elapsed(), IDLE);
+
+        let state = ConnState::new();
+        state.request_started();
+        let finished = {
+            let state = state.clone();
+            async move {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                state.request_finished();
+                std::future::pending::<()>().await;
+            }
+        };
+        let started = Instant::now();
+        assert!(state.watch(finished, TIMEOUTS).await);
+        assert_eq!(started.elapsed(), Duration::from_secs(3600) + IDLE);
+    }
+}

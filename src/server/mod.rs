@@ -1,0 +1,209 @@
+//! The front door: the accept loop, each connection's limits and timers, and the drain on
+//! shutdown. Built on hyper-util's HTTP/1 + HTTP/2 connection builder directly (not
+//! `axum::serve`), because every limit below needs a hook there.
+
+mod conn;
+mod service;
+mod settings;
+
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use llm_tower::ErrorKind;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use conn::{ConnState, Timeouts, TrackedIo};
+use service::TrackedService;
+pub use settings::ServerSettings;
+
+/// Serves `router` on `listener` until `shutdown` completes, then drains: accepting stops,
+/// in-flight requests and streams may finish for `settings.shutdown_grace`, and what is left
+/// after that is cut (and counted in the log).
+///
+/// Each connection gets the settings' limits: a header read timeout, a body read deadline
+/// (408), an idle timeout, a header size cap (431), HTTP/2 keep-alive pings; at
+/// `max_connections` the loop stops accepting until one closes. Running out of file
+/// descriptors on accept backs off instead of spinning.
+///
+/// # Errors
+///
+/// None today: accept errors are logged and survived. The `Result` is kept for listeners
+/// that can fail for good.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    settings: &ServerSettings,
+    shutdown: impl Future<Output = ()> + Send,
+) -> io::Result<()> {
+    let builder = Arc::new(connection_builder(settings));
+    let timeouts = Timeouts {
+        header_read: settings.header_read_timeout,
+        idle: settings.idle_timeout,
+    };
+    let permits = Arc::new(Semaphore::new(settings.max_connections));
+    let graceful = GracefulShutdown::new();
+    let mut connections = JoinSet::new();
+    let mut accept_errors = AcceptErrors::default();
+    tokio::pin!(shutdown);
+    loop {
+        while connections.try_join_next().is_some() {}
+        // At the cap, stop accepting (the kernel's backlog holds new clients) until a
+        // connection closes.
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(err) => {
+                    accept_errors.survive(&err).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Responses are written whole; Nagle's algorithm would only hold them back.
+        let _ = stream.set_nodelay(true);
+        let state = ConnState::new();
+        let io = TokioIo::new(TrackedIo::new(stream, state.clone()));
+        let service = hyper_util::service::TowerToHyperService::new(TrackedService::new(
+            router.clone(),
+            state.clone(),
+            settings.body_read_timeout,
+        ));
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        connections.spawn(async move {
+            let connection = watcher.watch(builder.serve_connection(io, service).into_owned());
+            if state.watch(connection, timeouts).await {
+                tracing::debug!("closed a connection that was idle or slow to send its head");
+            }
+            drop(permit);
+        });
+    }
+    drain(graceful, connections, settings.shutdown_grace).await;
+    Ok(())
+}
+
+fn connection_builder(settings: &ServerSettings) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        // The watchdog keeps the header and idle timers: hyper's would also close an idle
+        // keep-alive connection after the header timeout.
+        .header_read_timeout(None)
+        // The read buffer must hold the whole head: a larger head is answered with 431.
+        .max_buf_size(settings.max_header_bytes);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(Some(settings.http2_keep_alive_interval))
+        .keep_alive_timeout(settings.http2_keep_alive_timeout);
+    builder
+}
+
+/// Lets connections finish for `grace`, then cuts the rest.
+async fn drain(graceful: GracefulShutdown, mut connections: JoinSet<()>, grace: Duration) {
+    while connections.try_join_next().is_some() {}
+    let open = connections.len();
+    if open > 0 {
+        tracing::info!(
+            open,
+            grace_ms = grace.as_millis() as u64,
+            "draining connections"
+        );
+    }
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(grace) => {
+            while connections.try_join_next().is_some() {}
+            let cut = connections.len();
+            tracing::warn!(cut, "shutdown grace over; closing the connections still open");
+            connections.abort_all();
+        }
+    }
+    while connections.join_next().await.is_some() {}
+}
+
+/// Accept errors are survived: out of descriptors (or memory) is logged at most once a
+/// second and waited out briefly, so the loop never spins; anything else (a client that gave
+/// up mid-handshake) is skipped.
+#[derive(Default)]
+struct AcceptErrors {
+    last_logged: Option<Instant>,
+    since_logged: u64,
+}
+
+/// How long the accept loop pauses when this process is out of descriptors.
+const EXHAUSTED_BACKOFF: Duration = Duration::from_millis(50);
+
+impl AcceptErrors {
+    async fn survive(&mut self, err: &io::Error) {
+        if ErrorKind::of_io(err) != ErrorKind::Local {
+            tracing::debug!(%err, "accept failed");
+            return;
+        }
+        self.since_logged += 1;
+        let now = Instant::now();
+        if self
+            .last_logged
+            .is_none_or(|last| now.duration_since(last) >= Duration::from_secs(1))
+        {
+            tracing::error!(
+                %err,
+                failures = self.since_logged,
+                "cannot accept connections: this process is out of file descriptors or memory; \
+                 backing off"
+            );
+            self.last_logged = Some(now);
+            self.since_logged = 0;
+        }
+        tokio::time::sleep(EXHAUSTED_BACKOFF).await;
+    }
+}
+
+/// Completes on the first Ctrl-C or SIGTERM; a second one ends the process at once.
+pub async fn shutdown_signal() {
+    signal().await;
+    tracing::info!(
+        "shutting down: draining in-flight requests (send the signal again to stop now)"
+    );
+    tokio::spawn(async {
+        signal().await;
+        tracing::warn!("second signal: stopping now");
+        std::process::exit(130);
+    });
+}
+
+async fn signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
