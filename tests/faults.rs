@@ -522,3 +522,20 @@ async fn an_oversized_upstream_head_fails_the_attempt() {
     let json = error_json(response).await;
     assert_eq!(json["error"]["code"], "upstream_protocol_error");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_broken_error_body_is_a_failure_with_a_json_answer() {
+    // A 400 whose chunked body is not a chunk: nothing of it may reach the client as if it
+    // were the upstream's answer.
+    let broken = common::raw_upstream(
+        b"HTTP/1.1 400 Bad Request\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
+    )
+    .await;
+    let mut a = endpoint("a", broken, 0);
+    a.retry_policy = RetryPolicy::NoRetry;
+    let gw = start(Config::with_endpoints(vec![a])).await;
+    let response = gw.post(CHAT).await;
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    let json = error_json(response).await;
+    assert_eq!(json["error"]["code"], "upstream_protocol_error");
+}

@@ -381,18 +381,27 @@ async fn credentials_in_any_spelling_are_stripped() {
     let gw = start(only(&mock)).await;
     let target = format!(
         "/v1/chat/completions?%6bey={CLIENT_SECRET}&KEY={CLIENT_SECRET}&api_key={CLIENT_SECRET}\
-         &access_token={CLIENT_SECRET}&key[]={CLIENT_SECRET}&Token={CLIENT_SECRET}&alt=sse&monkey=1&q=%6bey"
+         &access_token={CLIENT_SECRET}&key[]={CLIENT_SECRET}&Token={CLIENT_SECRET}&alt=sse\
+         &x=1;key={CLIENT_SECRET}&key%00={CLIENT_SECRET}&%20key={CLIENT_SECRET}\
+         &subscription-key={CLIENT_SECRET}&client_secret={CLIENT_SECRET}&monkey=1&q=%6bey"
     );
     let request = Request::post(gw.url(&target))
         .header("anthropic-api-key", CLIENT_SECRET)
         .header("api_key", CLIENT_SECRET)
         .header("x-goog-user-project", CLIENT_SECRET)
+        .header("ocp-apim-subscription-key", CLIENT_SECRET)
+        .header("apikey", CLIENT_SECRET)
+        .header("x-auth-token", CLIENT_SECRET)
+        .header("x-anthropic-api-key", CLIENT_SECRET)
+        // A compressed error body could hide an echoed key from the check.
+        .header("accept-encoding", "gzip, br")
         .body(Full::new(Bytes::from(CHAT)))
         .unwrap();
     assert_eq!(gw.send(request).await.status(), StatusCode::OK);
     let seen = &mock.requests()[0];
     let everything = format!("{:?} {}", seen.headers, seen.uri);
     assert!(!everything.contains(CLIENT_SECRET), "{everything}");
+    assert!(seen.headers.get("accept-encoding").is_none());
     // Every other parameter is kept, byte for byte.
     assert_eq!(seen.uri.query(), Some("alt=sse&monkey=1&q=%6bey"));
 }
@@ -452,4 +461,46 @@ async fn expect_continue_is_answered_here_and_not_forwarded() {
         .unwrap();
     assert_eq!(gw.send(request).await.status(), StatusCode::OK);
     assert!(mock.requests()[0].headers.get("expect").is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_access_log_records_how_each_response_ended() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let mock = MockProvider::start().await.unwrap();
+    let gw = start(only(&mock)).await;
+    // A complete JSON answer, an empty one, and an error of the gateway's own.
+    let response = gw.post(CHAT).await;
+    assert!(!body(response).await.is_empty());
+    mock.push(Behavior::Status {
+        status: 204,
+        retry_after: None,
+        headers: Vec::new(),
+        body: Some(String::new()),
+    });
+    let _ = body(gw.post(CHAT).await).await;
+    mock.push(Behavior::status(400));
+    let _ = body(gw.post(CHAT).await).await;
+    let text = logs.text();
+    let requests: Vec<&str> = text
+        .lines()
+        .filter(|line| line.contains("llm_tower::access"))
+        .collect();
+    assert_eq!(requests.len(), 3, "{text}");
+    for (line, status) in requests
+        .iter()
+        .zip(["status=200", "status=204", "status=400"])
+    {
+        assert!(line.contains(status), "{line}");
+        assert!(
+            !line.contains("dropped"),
+            "a delivered response logged as dropped: {line}"
+        );
+    }
 }

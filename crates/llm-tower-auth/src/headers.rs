@@ -6,14 +6,22 @@ use llm_tower_core::{Endpoint, Provider, percent_decode};
 
 /// Inbound headers that carry credentials and are always removed (the header forms the
 /// OpenAI, Azure, Anthropic and Google SDKs send, and their common misspellings).
-pub const CREDENTIAL_HEADERS: [HeaderName; 7] = [
+pub const CREDENTIAL_HEADERS: [HeaderName; 15] = [
     AUTHORIZATION,
     PROXY_AUTHORIZATION,
     HeaderName::from_static("x-api-key"),
+    HeaderName::from_static("x_api_key"),
     HeaderName::from_static("api-key"),
     HeaderName::from_static("api_key"),
+    HeaderName::from_static("apikey"),
     HeaderName::from_static("anthropic-api-key"),
+    HeaderName::from_static("x-anthropic-api-key"),
     HeaderName::from_static("x-goog-api-key"),
+    HeaderName::from_static("x-goog-iam-authorization-token"),
+    HeaderName::from_static("ocp-apim-subscription-key"),
+    HeaderName::from_static("x-auth-token"),
+    HeaderName::from_static("x-amz-security-token"),
+    HeaderName::from_static("x-api-token"),
 ];
 
 /// Inbound headers that pick whose account a key bills or carry the client's session; removed
@@ -27,13 +35,15 @@ pub const ACCOUNT_HEADERS: [HeaderName; 4] = [
 
 /// Query parameters that carry credentials (compared after percent-decoding, ignoring case
 /// and a trailing `[]` or `[...]`), always removed.
-pub const CREDENTIAL_PARAMETERS: [&str; 6] = [
+pub const CREDENTIAL_PARAMETERS: [&str; 8] = [
     "key",
     "api_key",
     "api-key",
     "apikey",
     "access_token",
     "token",
+    "subscription-key",
+    "client_secret",
 ];
 
 /// The `anthropic-version` sent to Anthropic endpoints when the client sent none.
@@ -91,11 +101,15 @@ pub(crate) fn strip_key_query(uri: &mut Uri) {
     *uri = Uri::from_parts(parts).unwrap_or_default();
 }
 
+/// Whether a `name=value` pair (or several, joined by `;` as some servers read them) carries
+/// a credential. Names are compared as lenient servers read them: decoded, case ignored,
+/// surrounding blanks and control characters dropped, and a `[...]` suffix cut.
 fn is_credential_parameter(pair: &str) -> bool {
-    let raw = pair.split_once('=').map_or(pair, |(name, _)| name);
-    let mut name = String::from_utf8_lossy(&percent_decode(raw)).to_ascii_lowercase();
-    if let Some(open) = name.find('[') {
-        name.truncate(open);
-    }
-    CREDENTIAL_PARAMETERS.contains(&name.as_str())
+    pair.split(';').any(|part| {
+        let raw = part.split_once('=').map_or(part, |(name, _)| name);
+        let decoded = String::from_utf8_lossy(&percent_decode(raw)).to_ascii_lowercase();
+        let name = decoded.split('[').next().unwrap_or_default();
+        let name = name.trim_matches(|c: char| c.is_ascii_whitespace() || c.is_ascii_control());
+        CREDENTIAL_PARAMETERS.contains(&name)
+    })
 }

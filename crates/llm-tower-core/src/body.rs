@@ -11,6 +11,11 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use crate::error::{BoxError, Error, ErrorKind};
 
+/// How much of an upstream's error response body llm-tower reads ahead: to judge it before its
+/// head goes out, to check it for an echoed key, or to drain it so its connection is reused.
+/// Error bodies are small; a longer one streams through as it comes.
+pub const ERROR_BODY_LIMIT: usize = 64 * 1024;
+
 /// Default cap for buffered request bodies: 32 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 

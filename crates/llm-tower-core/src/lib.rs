@@ -54,7 +54,9 @@ mod policy;
 mod retry_after;
 
 pub use attempt::{Attempt, AttemptKind, Attempts, Outcome};
-pub use body::{BufferedBody, DEFAULT_MAX_BODY_BYTES, buffer_body, buffer_request};
+pub use body::{
+    BufferedBody, DEFAULT_MAX_BODY_BYTES, ERROR_BODY_LIMIT, buffer_body, buffer_request,
+};
 pub use classify::{
     Classification, classify, classify_error, classify_error_kind, classify_status,
     informational_as_error,

@@ -8,7 +8,7 @@ use llm_tower_core::ApiKey;
 /// The largest error body checked for the endpoint's key. A longer body streams through
 /// unchanged (an upstream error page of that size is rare; buffering more would cost memory
 /// per failing request).
-pub const MASK_LIMIT: usize = 64 * 1024;
+pub const MASK_LIMIT: usize = llm_tower_core::ERROR_BODY_LIMIT;
 
 /// Masks every occurrence of `key` in the header values.
 pub(crate) fn mask_headers(headers: &mut HeaderMap, key: &ApiKey) {

@@ -119,6 +119,9 @@ impl Prepared {
         // The body is already here (a server that sent `100 Continue` did so to get it): the
         // upstream must not wait for a `100` of its own.
         parts.headers.remove(http::header::EXPECT);
+        // Error bodies are checked for an echoed key, which a compressed body would hide:
+        // upstreams are asked for identity encoding.
+        parts.headers.remove(http::header::ACCEPT_ENCODING);
         let target = std::mem::take(&mut parts.uri);
         Ok(Self {
             parts,

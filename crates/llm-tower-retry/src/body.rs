@@ -1,5 +1,6 @@
 //! [`ResponseBody`] of [`Retry`](crate::Retry).
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -10,8 +11,9 @@ use pin_project_lite::pin_project;
 
 pin_project! {
     /// The response body of [`Retry`](crate::Retry): the upstream body, streamed through
-    /// unbuffered. When the first frame was read ahead for `first_byte_timeout`, it is put
-    /// back in front (that body is boxed: it had to be polled before it was handed on).
+    /// unbuffered. The frames read ahead before the head was passed on (the first frame of a
+    /// 2xx, an error body up to [`DRAIN_LIMIT`](crate::DRAIN_LIMIT)) are put back in front;
+    /// a body that had to be polled before it was handed on is boxed.
     ///
     /// ```
     /// use bytes::Bytes;
@@ -26,7 +28,7 @@ pin_project! {
     /// ```
     #[project = Projection]
     pub struct ResponseBody<B: Body> {
-        first: Option<Frame<B::Data>>,
+        ahead: VecDeque<Frame<B::Data>>,
         #[pin]
         inner: Inner<B>,
     }
@@ -45,7 +47,7 @@ impl<B: Body> ResponseBody<B> {
     /// Wraps a body.
     pub fn new(body: B) -> Self {
         Self {
-            first: None,
+            ahead: VecDeque::new(),
             inner: Inner::Streaming { body },
         }
     }
@@ -53,16 +55,16 @@ impl<B: Body> ResponseBody<B> {
     /// A body with nothing in it.
     pub fn empty() -> Self {
         Self {
-            first: None,
+            ahead: VecDeque::new(),
             inner: Inner::Empty,
         }
     }
 
-    /// A body whose first frame was already read from `rest`.
-    pub(crate) fn read_ahead(first: Option<Frame<B::Data>>, rest: Pin<Box<B>>) -> Self {
+    /// A body whose first frames were already read from `rest` (`None` when it ended).
+    pub(crate) fn read_ahead(ahead: VecDeque<Frame<B::Data>>, rest: Option<Pin<Box<B>>>) -> Self {
         Self {
-            first,
-            inner: Inner::ReadAhead { body: rest },
+            ahead,
+            inner: rest.map_or(Inner::Empty, |body| Inner::ReadAhead { body }),
         }
     }
 }
@@ -70,7 +72,7 @@ impl<B: Body> ResponseBody<B> {
 impl<B: Body> fmt::Debug for ResponseBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseBody")
-            .field("read_ahead", &self.first.is_some())
+            .field("read_ahead", &self.ahead.len())
             .field("empty", &matches!(self.inner, Inner::Empty))
             .finish()
     }
@@ -85,7 +87,7 @@ impl<B: Body> Body for ResponseBody<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
         let this = self.project();
-        if let Some(frame) = this.first.take() {
+        if let Some(frame) = this.ahead.pop_front() {
             return Poll::Ready(Some(Ok(frame)));
         }
         match this.inner.project() {
@@ -96,7 +98,7 @@ impl<B: Body> Body for ResponseBody<B> {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.first.is_none()
+        self.ahead.is_empty()
             && match &self.inner {
                 Inner::Streaming { body } => body.is_end_stream(),
                 Inner::ReadAhead { body } => body.is_end_stream(),
@@ -110,10 +112,15 @@ impl<B: Body> Body for ResponseBody<B> {
             Inner::ReadAhead { body } => body.size_hint(),
             Inner::Empty => SizeHint::with_exact(0),
         };
-        let Some(extra) = self.first.as_ref().and_then(Frame::data_ref) else {
+        let extra: u64 = self
+            .ahead
+            .iter()
+            .filter_map(Frame::data_ref)
+            .map(|data| data.remaining() as u64)
+            .sum();
+        if extra == 0 {
             return hint;
-        };
-        let extra = extra.remaining() as u64;
+        }
         let mut adjusted = SizeHint::new();
         adjusted.set_lower(hint.lower() + extra);
         if let Some(upper) = hint.upper() {

@@ -78,8 +78,9 @@ pub use policy::EndpointPolicy;
 pub use service::{ResponseFuture, Retry};
 pub use settings::{RetryBudget, RetrySettings};
 
-/// At most this much of a discarded response body is read so its connection can be reused.
-pub const DRAIN_LIMIT: usize = 64 * 1024;
+/// At most this much of a discarded response body is read so its connection can be reused
+/// (and of an error response read ahead before its head is passed on).
+pub const DRAIN_LIMIT: usize = llm_tower_core::ERROR_BODY_LIMIT;
 
 /// `max_retry_after` for policies without a `max_interval` (`NoRetry`, `CountBased`).
 pub const DEFAULT_MAX_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(5);

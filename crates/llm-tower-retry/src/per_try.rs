@@ -1,10 +1,12 @@
 //! [`PerTry`]: one attempt, with its timeouts, record and span.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Buf;
 use http::{Request, Response};
 use http_body::Body;
 use http_body_util::BodyExt;
@@ -15,6 +17,7 @@ use tokio::time::Instant;
 use tower::Service;
 use tracing::Instrument;
 
+use crate::DRAIN_LIMIT;
 use crate::body::ResponseBody;
 use crate::policy::RetryIndex;
 
@@ -52,6 +55,7 @@ where
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
     RB: Body + Send + 'static,
+    RB::Data: Send,
     RB::Error: Into<BoxError>,
 {
     type Response = Response<ResponseBody<RB>>;
@@ -100,10 +104,18 @@ where
                 },
             };
             let result = match informational_as_error(result) {
-                Ok(response) if response.status().is_success() => {
-                    first_frame(response, first_byte).await
+                // Until the head is passed on, nothing reached the client: the first frame of
+                // a success, and the body of an error, are read here so that a stall or a
+                // broken body fails this try instead of the client's response.
+                Ok(response) => {
+                    let until = if response.status().is_success() {
+                        ReadAhead::FirstFrame
+                    } else {
+                        ReadAhead::Bytes(DRAIN_LIMIT)
+                    };
+                    read_ahead(response, until, first_byte).await
                 }
-                result => result.map(|r| r.map(ResponseBody::new)),
+                Err(err) => Err(err),
             };
             let outcome = Outcome::of(&result);
             tracing::Span::current().record("outcome", tracing::field::display(outcome));
@@ -120,12 +132,21 @@ where
     }
 }
 
-/// Waits (at most `limit`) for the first body frame of a 2xx response, and puts it back in
-/// front of the body. Until then nothing reached the client, so a stall or a body error here
-/// fails the try: [`ErrorKind::FirstByteTimeout`], or the body error's kind
-/// ([`ErrorKind::Protocol`] when it has none of its own).
-async fn first_frame<RB>(
+/// How much of a body to read before its head is passed on.
+#[derive(Clone, Copy, Debug)]
+enum ReadAhead {
+    FirstFrame,
+    /// Up to the end, or until this many bytes were read.
+    Bytes(usize),
+}
+
+/// Reads the start of a response body (at most `limit` long) and puts it back in front of
+/// the rest. Until then nothing reached the client, so a stall or a body error here fails the
+/// try: [`ErrorKind::FirstByteTimeout`], or the body error's kind ([`ErrorKind::Protocol`]
+/// when it has none of its own).
+async fn read_ahead<RB>(
     response: Response<RB>,
+    until: ReadAhead,
     limit: Option<Duration>,
 ) -> Result<Response<ResponseBody<RB>>, BoxError>
 where
@@ -137,28 +158,40 @@ where
     }
     let (parts, body) = response.into_parts();
     let mut body = Box::pin(body);
-    let first = match limit {
-        Some(limit) => tokio::time::timeout(limit, body.as_mut().frame())
-            .await
-            .map_err(|_| {
-                Error::new(
-                    ErrorKind::FirstByteTimeout,
-                    format!("no response body within the first-byte timeout of {limit:?}"),
-                )
-            })?,
-        None => body.as_mut().frame().await,
-    };
-    match first {
-        Some(Err(err)) => {
-            let err: BoxError = err.into();
-            Err(match ErrorKind::of(&*err) {
-                ErrorKind::Unrecognized => Error::classified(ErrorKind::Protocol, err).into(),
-                _ => err,
-            })
+    let mut ahead = VecDeque::new();
+    let reading = async {
+        let mut read = 0;
+        loop {
+            let Some(frame) = body.as_mut().frame().await else {
+                return Ok(true);
+            };
+            let frame = frame.map_err(Into::into)?;
+            read += frame.data_ref().map_or(0, Buf::remaining);
+            ahead.push_back(frame);
+            match until {
+                ReadAhead::FirstFrame => return Ok(false),
+                ReadAhead::Bytes(max) if read > max => return Ok(false),
+                ReadAhead::Bytes(_) => {}
+            }
         }
-        first => Ok(Response::from_parts(
+    };
+    let ended: Result<bool, BoxError> = match limit {
+        Some(limit) => tokio::time::timeout(limit, reading).await.map_err(|_| {
+            Error::new(
+                ErrorKind::FirstByteTimeout,
+                format!("the response body stalled within the first-byte timeout of {limit:?}"),
+            )
+        })?,
+        None => reading.await,
+    };
+    match ended {
+        Ok(ended) => Ok(Response::from_parts(
             parts,
-            ResponseBody::read_ahead(first.and_then(Result::ok), body),
+            ResponseBody::read_ahead(ahead, (!ended).then_some(body)),
         )),
+        Err(err) => Err(match ErrorKind::of(&*err) {
+            ErrorKind::Unrecognized => Error::classified(ErrorKind::Protocol, err).into(),
+            _ => err,
+        }),
     }
 }

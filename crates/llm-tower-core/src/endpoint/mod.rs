@@ -285,13 +285,20 @@ impl EndpointBuilder {
     }
 }
 
-/// A custom credential header must not be one that frames or routes the message: the key
-/// would become the `Host`, a `transfer-encoding` or a length, or be dropped on the way.
+/// A custom credential header must not be one that frames or routes the message (the key
+/// would become the `Host`, a `transfer-encoding` or a length, or be dropped on the way), nor
+/// one the stack sets itself (`user-agent`, `x-request-id`: the key would be overwritten, or
+/// logged as an id) or that asks the upstream for something (`expect`).
 fn check_custom_header(header: &HeaderName) -> Result<(), String> {
-    use http::header::{CONTENT_LENGTH, HOST};
+    use http::header::{CONTENT_LENGTH, EXPECT, HOST, USER_AGENT};
     if header == HOST || header == CONTENT_LENGTH || crate::HOP_BY_HOP.contains(header) {
         return Err(format!(
             "`{header}` frames or routes the request; the key cannot travel in it"
+        ));
+    }
+    if header == USER_AGENT || header == EXPECT || header.as_str() == "x-request-id" {
+        return Err(format!(
+            "`{header}` is set or read by the gateway itself; the key cannot travel in it"
         ));
     }
     Ok(())

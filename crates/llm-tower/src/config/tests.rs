@@ -205,6 +205,18 @@ const INVALID: &[(&str, &[&str])] = &[
         &["endpoint `a`: auth_header", "content-length"],
     ),
     (
+        "endpoints: [{ id: a, base_url: 'http://h', provider: custom, auth_header: user-agent }]",
+        &["endpoint `a`: auth_header", "set or read by the gateway"],
+    ),
+    (
+        "endpoints: [{ id: a, base_url: 'http://h', provider: custom, auth_header: expect }]",
+        &["endpoint `a`: auth_header", "`expect`"],
+    ),
+    (
+        "endpoints: [{ id: a, base_url: 'http://h', provider: custom, auth_header: x-request-id }]",
+        &["endpoint `a`: auth_header", "`x-request-id`"],
+    ),
+    (
         "endpoints: [{ id: a, base_url: 'http://h', stream_idle_timeout: 0s }]",
         &["endpoint `a`: stream_idle_timeout", "greater than zero"],
     ),

@@ -74,6 +74,15 @@ impl<B> ResponseBody<B> {
     }
 }
 
+impl<B: Body> State<B> {
+    fn is_end(&self) -> bool {
+        match self {
+            Self::Upstream { body } => body.is_end_stream(),
+            Self::Error { json } => json.is_none(),
+        }
+    }
+}
+
 impl<B> Body for ResponseBody<B>
 where
     B: Body<Data = Bytes>,
@@ -86,17 +95,18 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
-        let frame = match this.state.project() {
+        let mut this = self.project();
+        let frame = match this.state.as_mut().project() {
             StateProjection::Upstream { body } => {
                 ready!(body.poll_frame(cx)).map(|f| f.map_err(Into::into))
             }
             StateProjection::Error { json } => json.take().map(|j| Ok(Frame::data(j))),
         };
         let ended = match &frame {
-            Some(Ok(_)) => return Poll::Ready(frame),
+            // A body that knows it is over is not polled again: its last frame is its end.
+            Some(Ok(_)) if !this.state.as_ref().get_ref().is_end() => return Poll::Ready(frame),
+            Some(Ok(_)) | None => None,
             Some(Err(err)) => Some(err),
-            None => None,
         };
         if let Some(completion) = this.completion.take() {
             completion.ended(ended);
@@ -105,10 +115,7 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        match &self.state {
-            State::Upstream { body } => body.is_end_stream(),
-            State::Error { json } => json.is_none(),
-        }
+        self.state.is_end()
     }
 
     fn size_hint(&self) -> SizeHint {

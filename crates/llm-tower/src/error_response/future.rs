@@ -75,6 +75,7 @@ where
     F: Future<Output = Result<Response<RB>, E>>,
     E: Into<BoxError>,
     RB: http_body::Body<Data = Bytes>,
+    RB::Error: Into<BoxError>,
 {
     type Output = Result<Response<ResponseBody<RB>>, Infallible>;
 

@@ -142,6 +142,7 @@ pub(crate) fn finish<RB>(
 ) -> Response<ResponseBody<RB>>
 where
     RB: http_body::Body<Data = Bytes>,
+    RB::Error: Into<BoxError>,
 {
     let mut response = match result {
         Ok(mut response) => {
@@ -166,6 +167,11 @@ where
         return response;
     }
     let completion = Completion::new(shared.clone(), response.status(), attempts, caller);
+    if http_body::Body::is_end_stream(response.body()) {
+        // An empty body is never polled: the response is complete as it is.
+        completion.ended(None);
+        return response;
+    }
     response.map(|body| body.with_completion(Some(completion)))
 }
 
