@@ -65,7 +65,7 @@ pub use classify_errors::{ClassifyErrors, ClassifyErrorsFuture, ClassifyErrorsLa
 pub use config_error::{ConfigError, MAX_COOLDOWN_LIMIT};
 pub use endpoint::{
     ApiKey, BaseUrl, Caller, Endpoint, EndpointBuilder, EndpointConfig, EndpointId, Provider,
-    ProviderName, Secret, Selected, SingleTry,
+    ProviderName, Replay, Secret, Selected, SingleTry,
 };
 pub use error::{BoxError, CooldownHint, Error, ErrorKind};
 pub use headers::{HOP_BY_HOP, strip_hop_by_hop};

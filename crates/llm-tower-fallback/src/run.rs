@@ -7,7 +7,7 @@ use http::request::Parts;
 use http::{Request, Response, Uri};
 use http_body::Body;
 use llm_tower_core::{
-    Attempts, BoxError, BufferedBody, Classification, Error, ErrorKind, Outcome, Selected,
+    Attempts, BoxError, BufferedBody, Classification, Error, ErrorKind, Outcome, Replay, Selected,
     SingleTry, buffer_request, classify, informational_as_error, strip_hop_by_hop,
 };
 use tokio::time::Instant;
@@ -36,16 +36,17 @@ where
 {
     let log = Attempts::new();
     let fail = |err: Error| -> BoxError { Box::new(err.with_attempts(log.clone())) };
-    let prepared = Prepared::new(request, balancer.settings.max_body_bytes)
-        .await
-        .map_err(fail)?;
+    let prepared = Arc::new(
+        Prepared::new(request, balancer.settings.max_body_bytes)
+            .await
+            .map_err(fail)?,
+    );
     let mut pick = balancer.first_pick(Instant::now()).map_err(fail)?;
     let mut failed = Failed::new();
     loop {
         let member = &balancer.pool.members[pick.index];
-        let attempt = prepared
-            .attempt(member, pick.probe.is_some(), &log)
-            .map_err(fail)?;
+        let attempt =
+            Prepared::attempt(&prepared, member, pick.probe.is_some(), &log).map_err(fail)?;
         let result = send(&mut inner, attempt, &balancer, pick.index, &log).await;
 
         match classify(&result) {
@@ -130,29 +131,45 @@ impl Prepared {
         })
     }
 
-    /// The request for one attempt on `member`: its URI, [`Selected`], the shared log, and
+    /// The request for one attempt on `member`: its URI, [`Selected`], the shared log,
     /// [`SingleTry`] when it is the endpoint's half-open probe (no user waits through retries
-    /// on an endpoint that is probably still down: on failure it falls back at once).
+    /// on an endpoint that is probably still down: on failure it falls back at once), and the
+    /// [`Replay`] that remakes it for a retry, so the retry layer copies nothing up front.
     fn attempt(
-        &self,
+        this: &Arc<Self>,
         member: &Member,
         probe: bool,
         log: &Attempts,
     ) -> Result<Request<BufferedBody>, Error> {
-        let endpoint = &member.endpoint;
-        let uri = endpoint.base_url().join(&self.target).map_err(|err| {
-            Error::new(
-                ErrorKind::InvalidRequest,
-                format!("cannot forward this request target: {err}"),
-            )
-        })?;
-        let mut attempt = Request::from_parts(self.parts.clone(), self.body.clone());
-        *attempt.uri_mut() = uri;
-        attempt.extensions_mut().insert(Selected(endpoint.clone()));
-        attempt.extensions_mut().insert(log.clone());
-        if probe {
-            attempt.extensions_mut().insert(SingleTry);
-        }
+        let uri = member
+            .endpoint
+            .base_url()
+            .join(&this.target)
+            .map_err(|err| {
+                Error::new(
+                    ErrorKind::InvalidRequest,
+                    format!("cannot forward this request target: {err}"),
+                )
+            })?;
+        let replay = {
+            let prepared = this.clone();
+            let selected = Selected(member.endpoint.clone());
+            let log = log.clone();
+            Replay::new(move || {
+                let mut attempt =
+                    Request::from_parts(prepared.parts.clone(), prepared.body.clone());
+                *attempt.uri_mut() = uri.clone();
+                let extensions = attempt.extensions_mut();
+                extensions.insert(selected.clone());
+                extensions.insert(log.clone());
+                if probe {
+                    extensions.insert(SingleTry);
+                }
+                attempt
+            })
+        };
+        let mut attempt = replay.request();
+        attempt.extensions_mut().insert(replay);
         Ok(attempt)
     }
 }

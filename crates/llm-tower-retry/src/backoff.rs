@@ -1,7 +1,5 @@
 //! The wait before a retry, during which the discarded response body is drained.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::Buf;
@@ -11,17 +9,13 @@ use http_body_util::BodyExt;
 use crate::DRAIN_LIMIT;
 use crate::body::ResponseBody;
 
-/// The future of one backoff (boxed once per retry, never on the healthy path).
-pub(crate) type Backoff = Pin<Box<dyn Future<Output = ()> + Send>>;
-
 /// Sleeps `delay`, draining the discarded response body meanwhile (at most [`DRAIN_LIMIT`]
 /// bytes, and never past the delay) so its connection can be reused.
-pub(crate) fn backoff<RB>(delay: Duration, discarded: Option<ResponseBody<RB>>) -> Backoff
+pub(crate) async fn backoff<RB>(delay: Duration, discarded: Option<ResponseBody<RB>>)
 where
-    RB: Body + Send + 'static,
-    RB::Data: Send,
+    RB: Body,
 {
-    Box::pin(async move {
+    {
         let sleep = tokio::time::sleep(delay);
         tokio::pin!(sleep);
         if let Some(body) = discarded {
@@ -42,5 +36,5 @@ where
             }
         }
         sleep.await;
-    })
+    }
 }

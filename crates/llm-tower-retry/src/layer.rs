@@ -9,8 +9,6 @@ use llm_tower_core::{ConfigError, EndpointId, RetryPolicy};
 use tower::Layer;
 use tower::retry::budget::TpsBudget;
 
-use crate::per_try::PerTry;
-use crate::policy::EndpointPolicy;
 use crate::service::Retry;
 use crate::settings::{RetryBudget, RetrySettings};
 
@@ -143,9 +141,6 @@ impl<S> Layer<S> for RetryLayer {
     type Service = Retry<S>;
 
     fn layer(&self, inner: S) -> Retry<S> {
-        Retry::new(tower::retry::Retry::new(
-            EndpointPolicy::new(self.state.clone()),
-            PerTry::new(inner),
-        ))
+        Retry::new(inner, self.state.clone())
     }
 }

@@ -1,6 +1,7 @@
 //! `RetryLayer`: retry what is worth retrying, on the same endpoint, politely.
 //!
-//! Built on [`tower::retry`]'s control loop. For each request the policy comes from the
+//! A retry loop of its own (one boxed future per request, tries and waits as its steps), with
+//! tower's `TpsBudget` for the budget. For each request the policy comes from the
 //! [`Selected`](llm_tower_core::Selected)
 //! endpoint (or a layer-level default when there is none):
 //!
@@ -63,18 +64,16 @@
 //! # }
 //! ```
 
+mod attempt;
 mod backoff;
 mod body;
 mod layer;
-mod per_try;
-mod policy;
+mod run;
 mod service;
 mod settings;
 
 pub use body::ResponseBody;
 pub use layer::RetryLayer;
-pub use per_try::PerTry;
-pub use policy::EndpointPolicy;
 pub use service::{ResponseFuture, Retry};
 pub use settings::{RetryBudget, RetrySettings};
 

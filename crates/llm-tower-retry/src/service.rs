@@ -1,15 +1,17 @@
 //! [`Retry`], the service.
 
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
 use http_body::Body;
-use llm_tower_core::{Attempts, BoxError};
+use llm_tower_core::BoxError;
 use tower::Service;
 
 use crate::body::ResponseBody;
-use crate::per_try::PerTry;
-use crate::policy::EndpointPolicy;
+use crate::layer::RetryState;
 
 /// Service that retries; built by [`RetryLayer`](crate::RetryLayer).
 ///
@@ -20,17 +22,26 @@ use crate::policy::EndpointPolicy;
 /// let retry: Retry<()> = RetryLayer::new().layer(());
 /// assert_eq!(retry.get_ref(), &());
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Retry<S> {
-    inner: tower::retry::Retry<EndpointPolicy, PerTry<S>>,
+    inner: S,
+    state: RetryState,
 }
 
-/// Future of [`Retry`]: tower's retry loop over [`PerTry`] attempts.
+impl<S: fmt::Debug> fmt::Debug for Retry<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Retry")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Future of [`Retry`]: the whole retry loop of one request, boxed once.
 ///
 /// ```
 /// use http::{Request, Response};
 /// use llm_tower_core::BufferedBody;
-/// use llm_tower_retry::{ResponseFuture, RetryLayer};
+/// use llm_tower_retry::{ResponseBody, ResponseFuture, RetryLayer};
 /// use tower::{Layer, Service, service_fn};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
@@ -39,57 +50,42 @@ pub struct Retry<S> {
 ///     Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Empty::<bytes::Bytes>::new()))
 /// });
 /// let mut service = RetryLayer::new().layer(inner);
-/// let future: ResponseFuture<_, BufferedBody> = service.call(Request::new(BufferedBody::default()));
+/// let future: ResponseFuture<ResponseBody<_>> = service.call(Request::new(BufferedBody::default()));
 /// assert_eq!(future.await.unwrap().status(), 200);
 /// # }
 /// ```
-pub type ResponseFuture<S, B> =
-    tower::retry::future::ResponseFuture<EndpointPolicy, PerTry<S>, Request<B>>;
+pub type ResponseFuture<RB> = Pin<Box<dyn Future<Output = Result<Response<RB>, BoxError>> + Send>>;
 
 impl<S> Retry<S> {
-    pub(crate) fn new(inner: tower::retry::Retry<EndpointPolicy, PerTry<S>>) -> Self {
-        Self { inner }
+    pub(crate) fn new(inner: S, state: RetryState) -> Self {
+        Self { inner, state }
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        self.inner.get_ref().get_ref()
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        self.inner.get_mut().get_mut()
-    }
-
-    /// Consumes this service, returning the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner.into_inner().into_inner()
-    }
+    llm_tower_core::define_inner_service_accessors!();
 }
 
 impl<S, B, RB> Service<Request<B>> for Retry<S>
 where
     S: Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
     S::Error: Into<BoxError>,
-    S::Future: Send + 'static,
-    B: Clone,
+    S::Future: Send,
+    B: Clone + Send + Sync + 'static,
     RB: Body + Send + 'static,
     RB::Data: Send,
     RB::Error: Into<BoxError>,
 {
     type Response = Response<ResponseBody<RB>>;
     type Error = BoxError;
-    type Future = ResponseFuture<S, B>;
+    type Future = ResponseFuture<ResponseBody<RB>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx)
+        self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        if let Some(log) = request.extensions().get::<Attempts>() {
-            // Every try of this request is recorded by `PerTry`.
-            log.record_inside();
-        }
-        self.inner.call(request)
+        // The ready service goes into the future; this one keeps a fresh clone.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(crate::run::run(self.state.clone(), inner, request))
     }
 }

@@ -501,3 +501,45 @@ async fn attempt_log_records_every_try() {
         Outcome::Status(StatusCode::SERVICE_UNAVAILABLE)
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_replay_remakes_the_request_only_when_a_retry_needs_it() {
+    let made = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let ep = endpoint(count(2));
+    let log = Attempts::new();
+    let replay = {
+        let made = made.clone();
+        let ep = ep.clone();
+        let log = log.clone();
+        llm_tower_core::Replay::new(move || {
+            made.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            request(&ep, &log)
+        })
+    };
+    let with_replay = || {
+        let mut request = request(&ep, &log);
+        request.extensions_mut().insert(replay.clone());
+        request
+    };
+    // Success at once: nothing is copied or remade.
+    let upstream = scripted([Step::Status(200)]);
+    let response = RetryLayer::new()
+        .layer(upstream.clone())
+        .oneshot(with_replay())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(made.load(std::sync::atomic::Ordering::SeqCst), 0);
+    // Two retries: the request is remade twice, identical each time.
+    let upstream = scripted([Step::Status(503), Step::Status(503), Step::Status(200)]);
+    let response = RetryLayer::new()
+        .layer(upstream.clone())
+        .oneshot(with_replay())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(made.load(std::sync::atomic::Ordering::SeqCst), 2);
+    let bodies: Vec<Bytes> = upstream.calls().into_iter().map(|c| c.body).collect();
+    assert_eq!(bodies.len(), 3);
+    assert!(bodies.iter().all(|b| *b == bodies[0]));
+}

@@ -6,6 +6,7 @@ mod config;
 mod id;
 mod provider;
 
+use std::fmt;
 use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
@@ -357,6 +358,45 @@ impl Caller {
     /// The name.
     pub fn name(&self) -> &str {
         &self.0
+    }
+}
+
+/// Request extension that remakes the request for another try, so that a retry layer need not
+/// copy every request before its first try in case a retry follows. The balancer inserts it
+/// (from the copy it keeps for fallback anyway); without it, the retry layer copies the
+/// request itself when a retry is possible.
+///
+/// ```
+/// use llm_tower_core::Replay;
+///
+/// let replay = Replay::new(|| http::Request::new("again"));
+/// let mut request = replay.request();
+/// request.extensions_mut().insert(replay.clone());
+/// assert_eq!(*request.extensions().get::<Replay<&str>>().unwrap().request().body(), "again");
+/// ```
+pub struct Replay<B>(Arc<dyn Fn() -> http::Request<B> + Send + Sync>);
+
+impl<B> Replay<B> {
+    /// A replay that calls `make` for every new copy.
+    pub fn new(make: impl Fn() -> http::Request<B> + Send + Sync + 'static) -> Self {
+        Self(Arc::new(make))
+    }
+
+    /// A new copy of the request.
+    pub fn request(&self) -> http::Request<B> {
+        (self.0)()
+    }
+}
+
+impl<B> Clone for Replay<B> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<B> fmt::Debug for Replay<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Replay").finish_non_exhaustive()
     }
 }
 

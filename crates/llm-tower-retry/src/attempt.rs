@@ -1,0 +1,182 @@
+//! One try: the per-try timeout, the read-ahead before the head is passed on, the record
+//! and the span.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::pin;
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::Buf;
+use http::{Request, Response};
+use http_body::Body;
+use http_body_util::BodyExt;
+use llm_tower_core::{
+    Attempts, BoxError, EndpointId, Error, ErrorKind, Outcome, Selected, informational_as_error,
+};
+use tokio::time::Instant;
+use tower::{Service, ServiceExt};
+use tracing::Instrument;
+
+use crate::DRAIN_LIMIT;
+use crate::body::ResponseBody;
+
+/// What every try of one request shares.
+pub(crate) struct Target<'a> {
+    pub(crate) selected: Option<&'a Selected>,
+    pub(crate) id: &'a EndpointId,
+    pub(crate) log: Option<&'a Attempts>,
+}
+
+/// Sends one try (`retry` is 0 for the first) and records it.
+pub(crate) async fn try_once<S, B, RB>(
+    inner: &mut S,
+    request: Request<B>,
+    target: &Target<'_>,
+    retry: u32,
+) -> Result<Response<ResponseBody<RB>>, BoxError>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+    S::Error: Into<BoxError>,
+    RB: Body,
+    RB::Error: Into<BoxError>,
+{
+    let span = tracing::debug_span!(
+        "upstream_attempt",
+        endpoint = %target.id,
+        retry,
+        outcome = tracing::field::Empty,
+    );
+    async {
+        let started = Instant::now();
+        let (timeout, first_byte) = target.selected.map_or((None, None), |s| {
+            // A stall before the first byte is bounded by either limit.
+            let first_byte = match (s.first_byte_timeout(), s.stream_idle_timeout()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            (s.timeout(), first_byte)
+        });
+        // The readiness error is converted before anything is awaited: `S::Error` need not
+        // be `Send`.
+        let call = match inner.ready().await {
+            Ok(service) => Ok(service.call(request)),
+            Err(err) => Err(err.into()),
+        };
+        let head = match call {
+            Ok(future) => within(timeout, future).await.map_or_else(
+                |limit| {
+                    Err(Error::new(
+                        ErrorKind::Timeout,
+                        format!("no response head within the per-try timeout of {limit:?}"),
+                    )
+                    .into())
+                },
+                |result| result.map_err(Into::into),
+            ),
+            Err(err) => Err(err),
+        };
+        let result = match informational_as_error(head) {
+            // Until the head is passed on, nothing reached the client: the first frame of a
+            // success, and the body of an error, are read here so that a stall or a broken
+            // body fails this try instead of the client's response.
+            Ok(response) => {
+                let until = if response.status().is_success() {
+                    ReadAhead::FirstFrame
+                } else {
+                    ReadAhead::Bytes(DRAIN_LIMIT)
+                };
+                read_ahead(response, until, first_byte).await
+            }
+            Err(err) => Err(err),
+        };
+        let outcome = Outcome::of(&result);
+        tracing::Span::current().record("outcome", tracing::field::display(outcome));
+        tracing::debug!(
+            latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "attempt finished"
+        );
+        if let Some(log) = target.log {
+            log.record(target.id, retry > 0, started, outcome);
+        }
+        result
+    }
+    .instrument(span)
+    .await
+}
+
+/// Runs `future` to its end, or until `limit` passed (`Err(limit)`). The timer is armed only
+/// when the future is not done on its first poll, which for a body frame already received is
+/// most of the time.
+async fn within<F: Future>(limit: Option<Duration>, future: F) -> Result<F::Output, Duration> {
+    let mut future = pin!(future);
+    let Some(limit) = limit else {
+        return Ok(future.await);
+    };
+    if let Poll::Ready(output) =
+        std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await
+    {
+        return Ok(output);
+    }
+    tokio::time::timeout(limit, future).await.map_err(|_| limit)
+}
+
+/// How much of a body to read before its head is passed on.
+#[derive(Clone, Copy, Debug)]
+enum ReadAhead {
+    FirstFrame,
+    /// Up to the end, or until this many bytes were read.
+    Bytes(usize),
+}
+
+/// Reads the start of a response body (within `limit`) and puts it back in front of the
+/// rest. A stall or a body error here fails the try: [`ErrorKind::FirstByteTimeout`], or the
+/// body error's kind ([`ErrorKind::Protocol`] when it has none of its own).
+async fn read_ahead<RB>(
+    response: Response<RB>,
+    until: ReadAhead,
+    limit: Option<Duration>,
+) -> Result<Response<ResponseBody<RB>>, BoxError>
+where
+    RB: Body,
+    RB::Error: Into<BoxError>,
+{
+    if response.body().is_end_stream() {
+        return Ok(response.map(ResponseBody::new));
+    }
+    let (parts, body) = response.into_parts();
+    let mut body = Box::pin(body);
+    let mut ahead = VecDeque::new();
+    let reading = async {
+        let mut read = 0;
+        loop {
+            let Some(frame) = body.as_mut().frame().await else {
+                return Ok(true);
+            };
+            let frame = frame.map_err(Into::into)?;
+            read += frame.data_ref().map_or(0, Buf::remaining);
+            ahead.push_back(frame);
+            match until {
+                ReadAhead::FirstFrame => return Ok(false),
+                ReadAhead::Bytes(max) if read > max => return Ok(false),
+                ReadAhead::Bytes(_) => {}
+            }
+        }
+    };
+    let ended: Result<bool, BoxError> = within(limit, reading).await.map_err(|limit| {
+        Error::new(
+            ErrorKind::FirstByteTimeout,
+            format!("the response body stalled within the first-byte timeout of {limit:?}"),
+        )
+    })?;
+    match ended {
+        Ok(ended) => Ok(Response::from_parts(
+            parts,
+            ResponseBody::read_ahead(ahead, (!ended).then_some(body)),
+        )),
+        Err(err) => Err(match ErrorKind::of(&*err) {
+            ErrorKind::Unrecognized => Error::classified(ErrorKind::Protocol, err).into(),
+            _ => err,
+        }),
+    }
+}

@@ -1,0 +1,150 @@
+//! The retry loop of one request, as named steps: find out what the request may do, try,
+//! judge, wait, try again. It is the future of [`Retry`](crate::Retry), boxed once per
+//! request; tries and waits are steps of the same future, not futures of their own.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use http_body::Body;
+use llm_tower_core::{
+    Attempts, BoxError, CooldownHint, EndpointId, Replay, RetryPolicy, Selected, SingleTry,
+    classify, retry_after,
+};
+use tower::Service;
+use tower::retry::budget::{Budget, TpsBudget};
+
+use crate::attempt::{Target, try_once};
+use crate::backoff::backoff;
+use crate::body::ResponseBody;
+use crate::layer::RetryState;
+
+pub(crate) async fn run<S, B, RB>(
+    state: RetryState,
+    mut inner: S,
+    request: Request<B>,
+) -> Result<Response<ResponseBody<RB>>, BoxError>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+    S::Error: Into<BoxError>,
+    B: Clone + Send + Sync + 'static,
+    RB: Body + Send + 'static,
+    RB::Data: Send,
+    RB::Error: Into<BoxError>,
+{
+    let extensions = request.extensions();
+    let selected = extensions.get::<Selected>().cloned();
+    let log = extensions.get::<Attempts>().cloned();
+    if let Some(log) = &log {
+        // Every try of this request is recorded here, not by the balancer.
+        log.record_inside();
+    }
+    let policy = selected
+        .as_deref()
+        .map_or(&state.default_policy, |s| s.retry_policy());
+    // A half-open probe is tried once: nobody waits through retries on an endpoint that is
+    // probably still down.
+    let max_retries = if extensions.get::<SingleTry>().is_some() {
+        0
+    } else {
+        policy.max_retries()
+    };
+    let replay = (max_retries > 0).then(|| replay_of(&request));
+    let default_id;
+    let id = if let Some(selected) = &selected {
+        selected.id()
+    } else {
+        default_id = EndpointId::from(crate::DEFAULT_ENDPOINT);
+        &default_id
+    };
+    let target = Target {
+        selected: selected.as_ref(),
+        id,
+        log: log.as_ref(),
+    };
+
+    let mut next = Some(request);
+    let mut budget: Option<Arc<TpsBudget>> = None;
+    let mut retries = 0;
+    loop {
+        let request = match (next.take(), &replay) {
+            (Some(request), _) => request,
+            (None, Some(replay)) => replay.request(),
+            (None, None) => unreachable!("a retry is decided only when a replay exists"),
+        };
+        let mut result = try_once(&mut inner, request, &target, retries).await;
+        let budget = budget.get_or_insert_with(|| {
+            let budget = state.budget_for(id);
+            // One deposit per request, made when its first try has finished.
+            budget.deposit();
+            budget
+        });
+        let Some(delay) = retry_delay(&state, policy, &mut result, retries, max_retries, budget)
+        else {
+            return result;
+        };
+        retries += 1;
+        let discarded = result.ok().map(Response::into_body);
+        backoff(delay, discarded).await;
+    }
+}
+
+/// How the request is made again: from the balancer's [`Replay`] when there is one (no copy
+/// now), else from a copy made now, before the request is sent.
+fn replay_of<B: Clone + Send + Sync + 'static>(request: &Request<B>) -> Replay<B> {
+    if let Some(replay) = request.extensions().get::<Replay<B>>() {
+        return replay.clone();
+    }
+    let copy = copy_of(request);
+    Replay::new(move || copy_of(&copy))
+}
+
+fn copy_of<B: Clone>(request: &Request<B>) -> Request<B> {
+    let mut copy = Request::new(request.body().clone());
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.version_mut() = request.version();
+    *copy.headers_mut() = request.headers().clone();
+    *copy.extensions_mut() = request.extensions().clone();
+    copy
+}
+
+/// Whether to try again after `result`, and after how long: only a retryable outcome, within
+/// the policy's count and the budget, and never sooner than the upstream asked. A wait longer
+/// than `max_retry_after` is not slept: it goes on the response as a [`CooldownHint`] for
+/// the balancer.
+fn retry_delay<RB>(
+    state: &RetryState,
+    policy: &RetryPolicy,
+    result: &mut Result<Response<RB>, BoxError>,
+    retries: u32,
+    max_retries: u32,
+    budget: &TpsBudget,
+) -> Option<Duration> {
+    if !classify(result).retry_same_endpoint() {
+        return None;
+    }
+    let wait = result.as_ref().ok().and_then(|r| retry_after(r.headers()));
+    let max_wait = state.max_retry_after(policy);
+    if let Some(wait) = wait.filter(|w| *w > max_wait) {
+        tracing::debug!(
+            ?wait,
+            ?max_wait,
+            "Retry-After longer than allowed; not retrying here"
+        );
+        if let Ok(response) = result {
+            response.extensions_mut().insert(CooldownHint(wait));
+        }
+        return None;
+    }
+    if retries >= max_retries {
+        return None;
+    }
+    if !budget.withdraw() {
+        tracing::debug!("retry budget exhausted; not retrying");
+        return None;
+    }
+    let ceiling = policy.backoff_ceiling(retries);
+    let jittered = Duration::from_nanos(fastrand::u64(0..=ceiling.as_nanos() as u64));
+    Some(jittered.max(wait.unwrap_or(Duration::ZERO)))
+}
