@@ -7,14 +7,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
 use axum::body::Body;
-use http::header::CONTENT_TYPE;
-use http::{HeaderName, HeaderValue, Response, StatusCode};
+use http::{HeaderName, HeaderValue};
 use llm_tower::auth::{ACCOUNT_HEADERS, CREDENTIAL_HEADERS};
-use llm_tower::{ConfigError, Error, ErrorKind, HealthRegistry, Upstream};
+use llm_tower::{ConfigError, HealthRegistry, Upstream};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower::ServiceBuilder;
 use tower_http::ServiceBuilderExt;
-use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestId, RequestId};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tower_http::validate_request::ValidateRequestHeaderLayer;
@@ -104,7 +102,6 @@ pub fn router(
         .chain(&ACCOUNT_HEADERS)
         .cloned()
         .collect();
-    let max_body_bytes = config.upstream.fallback.max_body_bytes;
     let middleware = ServiceBuilder::new()
         .sensitive_request_headers(sensitive.into())
         .set_x_request_id(SequentialRequestId::new())
@@ -120,52 +117,13 @@ pub fn router(
                 })
                 .on_response(DefaultOnResponse::new().level(Level::DEBUG)),
         )
-        .propagate_x_request_id()
-        .layer(RequestBodyLimitLayer::new(max_body_bytes));
-    // tower-http answers a declared length over the limit itself, in plain text; clients of
-    // an OpenAI-compatible API expect the JSON error shape.
-    let json_413 = axum::middleware::map_response(move |response: Response<Body>| async move {
-        let plain = response
-            .headers()
-            .get(CONTENT_TYPE)
-            .is_none_or(|v| !v.as_bytes().starts_with(b"application/json"));
-        if response.status() == StatusCode::PAYLOAD_TOO_LARGE && plain {
-            Error::body_too_large(max_body_bytes).to_response()
-        } else {
-            response
-        }
-    });
-    let main = router
-        .layer(middleware)
-        .layer(axum::middleware::from_fn(require_one_host))
-        .layer(json_413);
+        .propagate_x_request_id();
+    let main = router.layer(middleware);
     Ok(App {
         main,
         admin,
         health: registry,
     })
-}
-
-/// HTTP/1.1 requires exactly one `Host` (RFC 9112, 3.2): a request without one, or with two
-/// that different hops could read differently, is refused before it goes anywhere.
-async fn require_one_host(
-    request: http::Request<Body>,
-    next: axum::middleware::Next,
-) -> Response<Body> {
-    let hosts = request.headers().get_all(http::header::HOST).iter().count();
-    if request.version() == http::Version::HTTP_11 && hosts != 1 {
-        let problem = if hosts == 0 {
-            "has no"
-        } else {
-            "has more than one"
-        };
-        return Error::new(
-            ErrorKind::InvalidRequest,
-            format!("the HTTP/1.1 request {problem} Host header"),
-        )
-        .to_response();
-    }
-    next.run(request).await
 }
 
 /// `x-request-id` values: a random per-process prefix and a counter. Unique and cheap: no

@@ -1,8 +1,11 @@
 //! One client connection: the timers hyper does not keep for us. A connection is idle (no
 //! request in flight), reading a request head (bytes arrived while idle), or busy (requests in
 //! flight, whose bodies have their own deadline). The watchdog closes it when the phase it is
-//! in lasts too long.
+//! in lasts too long. Every phase change happens while the connection is being polled, so the
+//! watchdog looks at the phase right after each poll: nothing needs waking, and its one timer
+//! is moved only when a deadline comes earlier than the one it is set for.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -10,8 +13,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::Notify;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 /// What a connection is doing now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,7 +33,6 @@ pub(crate) struct ConnState {
     /// An HTTP/2 connection reads frames (pings, settings) while idle: that is no request
     /// head being dawdled over.
     http2: std::sync::atomic::AtomicBool,
-    changed: Notify,
 }
 
 /// The connection timers of [`ServerSettings`](super::ServerSettings).
@@ -46,18 +47,11 @@ impl ConnState {
         Arc::new(Self {
             phase: Mutex::new(Phase::Idle(Instant::now())),
             http2: std::sync::atomic::AtomicBool::new(false),
-            changed: Notify::new(),
         })
     }
 
     fn lock(&self) -> MutexGuard<'_, Phase> {
         self.phase.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn set(&self, phase: &mut Phase, next: Phase) {
-        *phase = next;
-        // A stored permit wakes the watchdog even if it is not waiting yet.
-        self.changed.notify_one();
     }
 
     fn bytes_arrived(&self) {
@@ -66,7 +60,7 @@ impl ConnState {
         }
         let mut phase = self.lock();
         if let Phase::Idle(_) = *phase {
-            self.set(&mut phase, Phase::Head(Instant::now()));
+            *phase = Phase::Head(Instant::now());
         }
     }
 
@@ -76,7 +70,7 @@ impl ConnState {
             Phase::Busy(n) => n + 1,
             _ => 1,
         };
-        self.set(&mut phase, Phase::Busy(busy));
+        *phase = Phase::Busy(busy);
     }
 
     pub(crate) fn request_finished(&self) {
@@ -85,7 +79,7 @@ impl ConnState {
             Phase::Busy(n) if n > 1 => Phase::Busy(n - 1),
             _ => Phase::Idle(Instant::now()),
         };
-        self.set(&mut phase, next);
+        *phase = next;
     }
 
     /// When the connection must be closed if nothing changes, if ever.
@@ -99,26 +93,59 @@ impl ConnState {
 
     /// Drives `connection` until it ends, or until it stays idle or reading a head for too
     /// long: then it is dropped, which closes the socket. Returns whether it timed out.
-    pub(crate) async fn watch<F: Future>(&self, connection: F, timeouts: Timeouts) -> bool {
-        tokio::pin!(connection);
+    pub(crate) fn watch<F: Future>(
+        self: &Arc<Self>,
+        connection: F,
+        timeouts: Timeouts,
+    ) -> Watched<F> {
+        Watched {
+            connection,
+            timer: Box::pin(tokio::time::sleep_until(Instant::now())),
+            armed_for: None,
+            state: self.clone(),
+            timeouts,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Future of [`ConnState::watch`]: `true` when the connection was closed for a timeout.
+    pub(crate) struct Watched<F> {
+        #[pin]
+        connection: F,
+        timer: Pin<Box<Sleep>>,
+        // The deadline the timer is set for, if it is set.
+        armed_for: Option<Instant>,
+        state: Arc<ConnState>,
+        timeouts: Timeouts,
+    }
+}
+
+impl<F: Future> Future for Watched<F> {
+    type Output = bool;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<bool> {
+        let this = self.project();
+        if this.connection.poll(cx).is_ready() {
+            return Poll::Ready(false);
+        }
         loop {
-            let deadline = self.deadline(timeouts);
-            let expired = async {
-                match deadline {
-                    Some(deadline) => tokio::time::sleep_until(deadline).await,
-                    None => std::future::pending().await,
-                }
+            let Some(deadline) = this.state.deadline(*this.timeouts) else {
+                // Busy: the phase changes back during a later poll of the connection.
+                return Poll::Pending;
             };
-            tokio::select! {
-                _ = &mut connection => return false,
-                () = self.changed.notified() => {}
-                () = expired => {
-                    // Only if nothing moved meanwhile.
-                    if self.deadline(timeouts) == deadline {
-                        return true;
-                    }
-                }
+            if this.armed_for.is_none_or(|armed| deadline < armed) {
+                this.timer.as_mut().reset(deadline);
+                *this.armed_for = Some(deadline);
             }
+            if this.timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            if Instant::now() >= deadline {
+                return Poll::Ready(true);
+            }
+            // The timer was set for an earlier deadline that has since moved on.
+            *this.armed_for = None;
         }
     }
 }

@@ -2,6 +2,7 @@
 //! shutdown. Built on hyper-util's HTTP/1 + HTTP/2 connection builder directly (not
 //! `axum::serve`), because every limit below needs a hook there.
 
+mod body;
 mod conn;
 mod service;
 mod settings;

@@ -13,13 +13,12 @@ use axum::body::Body;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Frame;
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use llm_tower::{BoxError, Error, ErrorKind};
+use llm_tower::{Error, ErrorKind};
 use pin_project_lite::pin_project;
 use tower::Service;
-use tower_http::timeout::{DeadlineBody, TimeoutError};
 
+use super::body::BodyDeadline;
 use super::conn::ConnState;
 
 #[derive(Clone)]
@@ -55,33 +54,40 @@ impl Service<Request<Incoming>> for TrackedService {
 
     fn call(&mut self, request: Request<Incoming>) -> TrackedFuture {
         self.state.request_started();
+        if let Some(refusal) = host_problem(&request) {
+            return TrackedFuture::refused(refusal, Done(self.state.clone()));
+        }
         let request = match self.body_read_timeout {
-            Some(deadline) => request.map(|body| Body::new(with_deadline(deadline, body))),
+            Some(limit) => request.map(|body| Body::new(BodyDeadline::new(body, limit))),
             None => request.map(Body::new),
         };
         TrackedFuture {
-            inner: self.router.call(request),
+            inner: Some(self.router.call(request)),
+            refused: None,
             done: Some(Done(self.state.clone())),
         }
     }
 }
 
-/// The request body, failing with [`ErrorKind::RequestTimeout`] (408) when it has not all
-/// arrived `deadline` after the head: a dripped upload is cut as surely as a stalled one.
-fn with_deadline(
-    deadline: Duration,
-    body: Incoming,
-) -> impl http_body::Body<Data = Bytes, Error = BoxError> {
-    DeadlineBody::new(deadline, body).map_err(|err| {
-        if err.is::<TimeoutError>() {
-            Box::new(Error::new(
-                ErrorKind::RequestTimeout,
-                "the request body did not arrive in time",
-            )) as BoxError
-        } else {
-            err
-        }
-    })
+/// HTTP/1.1 requires exactly one `Host` (RFC 9112, 3.2): a request without one, or with two
+/// that different hops could read differently, is refused before it goes anywhere.
+fn host_problem<B>(request: &Request<B>) -> Option<Response<Body>> {
+    if request.version() != http::Version::HTTP_11 {
+        return None;
+    }
+    let mut hosts = request.headers().get_all(http::header::HOST).iter();
+    let problem = match (hosts.next(), hosts.next()) {
+        (Some(_), None) => return None,
+        (None, _) => "has no",
+        (Some(_), Some(_)) => "has more than one",
+    };
+    Some(
+        Error::new(
+            ErrorKind::InvalidRequest,
+            format!("the HTTP/1.1 request {problem} Host header"),
+        )
+        .to_response(),
+    )
 }
 
 /// Tells the connection its request finished: when the response body ends or is dropped.
@@ -96,8 +102,19 @@ impl Drop for Done {
 pin_project! {
     pub(crate) struct TrackedFuture {
         #[pin]
-        inner: <Router as Service<Request<Body>>>::Future,
+        inner: Option<<Router as Service<Request<Body>>>::Future>,
+        refused: Option<Response<Body>>,
         done: Option<Done>,
+    }
+}
+
+impl TrackedFuture {
+    fn refused(response: Response<Body>, done: Done) -> Self {
+        Self {
+            inner: None,
+            refused: Some(response),
+            done: Some(done),
+        }
     }
 }
 
@@ -106,7 +123,11 @@ impl Future for TrackedFuture {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let response = ready!(this.inner.poll(cx))?;
+        let response = match (this.inner.as_pin_mut(), this.refused.take()) {
+            (Some(inner), _) => ready!(inner.poll(cx))?,
+            (None, Some(refused)) => refused,
+            (None, None) => panic!("TrackedFuture polled after completion"),
+        };
         let done = this.done.take();
         Poll::Ready(Ok(response.map(|inner| TrackedBody { inner, done })))
     }

@@ -2,7 +2,7 @@
 
 use http::header::{AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION, USER_AGENT};
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
-use llm_tower_core::{Endpoint, Provider, percent_decode};
+use llm_tower_core::{Endpoint, Provider, percent_decode, remove_all};
 
 /// Inbound headers that carry credentials and are always removed (the header forms the
 /// OpenAI, Azure, Anthropic and Google SDKs send, and their common misspellings).
@@ -57,9 +57,8 @@ pub(crate) fn rewrite_headers(
 ) {
     headers.remove(PROXY_AUTHORIZATION);
     if !keep_client {
-        for name in CREDENTIAL_HEADERS.iter().chain(&ACCOUNT_HEADERS) {
-            headers.remove(name);
-        }
+        remove_all(headers, &CREDENTIAL_HEADERS);
+        remove_all(headers, &ACCOUNT_HEADERS);
         if let Some(Provider::Custom { header, .. }) = endpoint.map(Endpoint::provider) {
             headers.remove(header);
         }

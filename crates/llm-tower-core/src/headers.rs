@@ -30,7 +30,26 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
-    for name in &HOP_BY_HOP {
+    remove_all(headers, &HOP_BY_HOP);
+}
+
+/// Removes every header named in `names`. A message carries a handful of headers and the
+/// lists are long, so the message's names are looked up in the list (a comparison each, no
+/// hashing), instead of every listed name in the message.
+///
+/// ```
+/// use http::{HeaderMap, HeaderName, HeaderValue};
+/// use llm_tower_core::remove_all;
+///
+/// let mut headers = HeaderMap::new();
+/// headers.append("x-api-key", HeaderValue::from_static("a"));
+/// headers.append("x-api-key", HeaderValue::from_static("b"));
+/// headers.insert("accept", HeaderValue::from_static("*/*"));
+/// remove_all(&mut headers, &[HeaderName::from_static("x-api-key")]);
+/// assert_eq!(headers.len(), 1);
+/// ```
+pub fn remove_all(headers: &mut HeaderMap, names: &[HeaderName]) {
+    while let Some(name) = headers.keys().find(|name| names.contains(name)).cloned() {
         headers.remove(name);
     }
 }

@@ -68,7 +68,7 @@ pub use endpoint::{
     ProviderName, Replay, Secret, Selected, SingleTry,
 };
 pub use error::{BoxError, CooldownHint, Error, ErrorKind};
-pub use headers::{HOP_BY_HOP, strip_hop_by_hop};
+pub use headers::{HOP_BY_HOP, remove_all, strip_hop_by_hop};
 pub use percent::percent_decode;
 pub use policy::{CountBased, ExponentialBackoff, RetryPolicy};
 pub use retry_after::{retry_after, retry_after_at};

@@ -13,14 +13,25 @@ use crate::service::Retry;
 use crate::settings::{RetryBudget, RetrySettings};
 
 /// What every clone of the layer and its services shares: settings and per-endpoint budgets.
+/// Cloned for every request, so it is one `Arc`.
 #[derive(Clone)]
-pub(crate) struct RetryState {
+pub(crate) struct RetryState(Arc<Shared>);
+
+/// The settings and budgets of one layer.
+pub(crate) struct Shared {
     pub(crate) settings: RetrySettings,
     pub(crate) default_policy: RetryPolicy,
-    budgets: Arc<DashMap<EndpointId, Arc<TpsBudget>>>,
+    budgets: DashMap<EndpointId, Arc<TpsBudget>>,
 }
 
-impl RetryState {
+impl std::ops::Deref for RetryState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl Shared {
     pub(crate) fn budget_for(&self, id: &EndpointId) -> Arc<TpsBudget> {
         if let Some(budget) = self.budgets.get(id) {
             return budget.clone();
@@ -81,12 +92,17 @@ impl RetryLayer {
     /// [`Selected`](llm_tower_core::Selected) endpoint, the default policy
     /// (`ExponentialBackoff` with its defaults).
     pub fn new() -> Self {
+        Self::from_parts(RetrySettings::default(), RetryPolicy::default())
+    }
+
+    /// A layer with fresh budgets: services built before keep theirs.
+    fn from_parts(settings: RetrySettings, default_policy: RetryPolicy) -> Self {
         Self {
-            state: RetryState {
-                settings: RetrySettings::default(),
-                default_policy: RetryPolicy::default(),
-                budgets: Arc::new(DashMap::new()),
-            },
+            state: RetryState(Arc::new(Shared {
+                settings,
+                default_policy,
+                budgets: DashMap::new(),
+            })),
         }
     }
 
@@ -97,16 +113,13 @@ impl RetryLayer {
     /// [`ConfigError::Invalid`] naming the field that is out of range.
     pub fn with_settings(settings: RetrySettings) -> Result<Self, ConfigError> {
         settings.validate()?;
-        let mut layer = Self::new();
-        layer.state.settings = settings;
-        Ok(layer)
+        Ok(Self::from_parts(settings, RetryPolicy::default()))
     }
 
     /// The policy for requests without a [`Selected`](llm_tower_core::Selected) endpoint.
     #[must_use]
-    pub fn default_policy(mut self, policy: RetryPolicy) -> Self {
-        self.state.default_policy = policy;
-        self
+    pub fn default_policy(self, policy: RetryPolicy) -> Self {
+        Self::from_parts(self.state.settings, policy)
     }
 
     /// The retry budget kept per endpoint. Budgets already handed out keep their settings.
@@ -115,20 +128,28 @@ impl RetryLayer {
     ///
     /// [`ConfigError::Invalid`] when `percent` is outside 0..=1000 or `ttl` outside
     /// 1 s..=60 s.
-    pub fn budget(mut self, budget: RetryBudget) -> Result<Self, ConfigError> {
+    pub fn budget(self, budget: RetryBudget) -> Result<Self, ConfigError> {
         budget.validate()?;
-        self.state.settings.budget = budget;
-        self.state.budgets = Arc::new(DashMap::new());
-        Ok(self)
+        let settings = RetrySettings {
+            budget,
+            ..self.state.settings
+        };
+        Ok(Self::from_parts(
+            settings,
+            self.state.default_policy.clone(),
+        ))
     }
 
     /// The longest `Retry-After` wait that is slept before retrying; longer waits stop the
     /// retries and become a [`CooldownHint`](llm_tower_core::CooldownHint). Default: the
     /// policy's `max_interval`, or 5 s.
     #[must_use]
-    pub fn max_retry_after(mut self, max: Duration) -> Self {
-        self.state.settings.max_retry_after = Some(max);
-        self
+    pub fn max_retry_after(self, max: Duration) -> Self {
+        let settings = RetrySettings {
+            max_retry_after: Some(max),
+            ..self.state.settings
+        };
+        Self::from_parts(settings, self.state.default_policy.clone())
     }
 
     /// The settings in force.

@@ -6,6 +6,7 @@ mod settings;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
@@ -46,7 +47,9 @@ type Connector = HttpConnector;
 /// ```
 #[derive(Clone)]
 pub struct HttpClient {
-    inner: Client<Connector, BufferedBody>,
+    // Shared: the stack clones its inner service for every request, and hyper-util's client
+    // is a large value of many `Arc`s.
+    inner: Arc<Client<Connector, BufferedBody>>,
 }
 
 impl fmt::Debug for HttpClient {
@@ -77,7 +80,9 @@ impl HttpClient {
             .http1_max_buf_size(settings.max_response_head_bytes)
             .pool_timer(TokioTimer::new())
             .build(connector);
-        Ok(Self { inner })
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
     }
 
     /// Whether this build of llm-tower can reach `https://` endpoints.
@@ -93,7 +98,7 @@ impl HttpClient {
 
 #[cfg(feature = "tls")]
 fn tls_connector(http: HttpConnector) -> Result<Connector, ConfigError> {
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = hyper_rustls::HttpsConnectorBuilder::new();
     #[cfg(feature = "rustls-native-roots")]
     let builder = builder
