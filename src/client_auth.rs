@@ -107,7 +107,7 @@ impl fmt::Debug for ClientKeys {
 }
 
 /// The headers a client key may come in, in order of preference.
-const KEY_HEADERS: [HeaderName; 3] = [
+static KEY_HEADERS: [HeaderName; 3] = [
     AUTHORIZATION,
     HeaderName::from_static("x-api-key"),
     HeaderName::from_static("api-key"),

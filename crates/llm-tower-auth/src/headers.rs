@@ -6,7 +6,7 @@ use llm_tower_core::{Endpoint, Provider, percent_decode, remove_all};
 
 /// Inbound headers that carry credentials and are always removed (the header forms the
 /// OpenAI, Azure, Anthropic and Google SDKs send, and their common misspellings).
-pub const CREDENTIAL_HEADERS: [HeaderName; 15] = [
+pub static CREDENTIAL_HEADERS: [HeaderName; 15] = [
     AUTHORIZATION,
     PROXY_AUTHORIZATION,
     HeaderName::from_static("x-api-key"),
@@ -26,7 +26,7 @@ pub const CREDENTIAL_HEADERS: [HeaderName; 15] = [
 
 /// Inbound headers that pick whose account a key bills or carry the client's session; removed
 /// like credentials (kept in bring-your-own-key mode, where the account is the client's).
-pub const ACCOUNT_HEADERS: [HeaderName; 4] = [
+pub static ACCOUNT_HEADERS: [HeaderName; 4] = [
     COOKIE,
     HeaderName::from_static("openai-organization"),
     HeaderName::from_static("openai-project"),

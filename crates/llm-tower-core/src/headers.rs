@@ -4,7 +4,7 @@ use http::header::CONNECTION;
 use http::{HeaderMap, HeaderName};
 
 /// Headers that describe one connection, not the message; never forwarded either way.
-pub const HOP_BY_HOP: [HeaderName; 9] = [
+pub static HOP_BY_HOP: [HeaderName; 9] = [
     CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
