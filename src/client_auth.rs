@@ -144,10 +144,11 @@ fn presented<B>(request: &Request<B>) -> Option<&[u8]> {
     KEY_HEADERS.iter().find_map(|name| {
         let value = request.headers().get(name)?.as_bytes();
         if name == AUTHORIZATION {
-            let token = value
-                .strip_prefix(b"Bearer ")
-                .or_else(|| value.strip_prefix(b"bearer "))?;
-            Some(token.trim_ascii())
+            // The scheme is case-insensitive (RFC 9110, 11.1).
+            let (scheme, token) = value.split_at_checked(7)?;
+            scheme
+                .eq_ignore_ascii_case(b"bearer ")
+                .then(|| token.trim_ascii())
         } else {
             Some(value.trim_ascii())
         }
@@ -163,6 +164,15 @@ impl<B> ValidateRequest<B> for ClientKeys {
             request.extensions_mut().insert(caller);
             return Ok(());
         }
+        // Refusals are on the access log and in the metrics: key guessing leaves a trace.
+        tracing::info!(
+            target: "llm_tower::access",
+            status = 401,
+            client = "-",
+            "request refused: no valid client key"
+        );
+        metrics::counter!("llm_tower_requests_total", "client" => "-", "status" => "401")
+            .increment(1);
         let message = if presented(request).is_none() {
             "this gateway needs a key: send it as `Authorization: Bearer <key>`, `x-api-key` \
              or `api-key`"

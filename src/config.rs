@@ -134,9 +134,21 @@ impl GatewayConfig {
             ));
         }
         self.server.validate()?;
+        if let Some(admin) = self.admin_listen {
+            if !is_loopback(admin) && !self.allow_unauthenticated {
+                return Err(ConfigError::invalid(
+                    "admin_listen",
+                    format!(
+                        "{admin} is not a loopback address, and the admin routes have no client \
+                         authentication: bind it to loopback, or set allow_unauthenticated: true \
+                         if the network in front of it is private"
+                    ),
+                ));
+            }
+        }
         if let Some(auth) = &self.client_auth {
             auth.validate()?;
-        } else if !self.listen.ip().is_loopback() && !self.allow_unauthenticated {
+        } else if !is_loopback(self.listen) && !self.allow_unauthenticated {
             return Err(ConfigError::invalid(
                 "client_auth",
                 format!(
@@ -150,6 +162,11 @@ impl GatewayConfig {
         }
         self.upstream.validate()
     }
+}
+
+/// Loopback, IPv4-mapped IPv6 (`::ffff:127.0.0.1`) included.
+fn is_loopback(addr: SocketAddr) -> bool {
+    addr.ip().to_canonical().is_loopback()
 }
 
 fn parse_addr(field: &str, text: &str) -> Result<SocketAddr, ConfigError> {

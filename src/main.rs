@@ -51,6 +51,8 @@ fn main() -> ExitCode {
         },
         Command::Serve { config, listen } => {
             tracing_subscriber::fmt()
+                // Colours for a terminal, not for a file or a log collector.
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
                 .with_env_filter(
                     EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
                 )

@@ -209,6 +209,20 @@ async fn sigterm_cuts_an_endless_stream_after_the_grace() {
     assert!(stream.frame().await.unwrap().unwrap().is_data());
     let asked = std::time::Instant::now();
     terminate(&running);
+    // Draining: new clients are refused at once, so they can go elsewhere.
+    let addr = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/v1")
+        .to_owned();
+    let mut refused = false;
+    for _ in 0..50 {
+        if tokio::net::TcpStream::connect(&addr).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(refused, "the listener stayed open during the drain");
     let code = tokio::task::spawn_blocking(move || {
         let code = wait_exit(&mut running, std::time::Duration::from_secs(10));
         (code, running)

@@ -290,13 +290,14 @@ async fn client_keys_are_required_and_never_forwarded() {
 
     for accepted in [
         ("authorization", "Bearer gw-team-a-0123456789abcdef"),
+        ("authorization", "BEARER gw-team-b-0123456789abcdef"),
         ("x-api-key", "gw-team-b-0123456789abcdef"),
         ("api-key", "gw-team-a-0123456789abcdef"),
     ] {
         let response = gw.send(chat(Some(accepted))).await;
         assert_eq!(response.status(), StatusCode::OK, "{accepted:?}");
     }
-    assert_eq!(mock.request_count(), 3);
+    assert_eq!(mock.request_count(), 4);
     for seen in mock.requests() {
         let everything = format!("{:?} {}", seen.headers, seen.uri);
         assert!(!everything.contains("gw-team"), "{everything}");
@@ -328,6 +329,11 @@ async fn client_keys_are_required_and_never_forwarded() {
     let text = String::from_utf8(body(metrics).await.to_vec()).unwrap();
     assert!(
         text.contains(r#"llm_tower_requests_total{client="team-a",status="200"} 2"#),
+        "{text}"
+    );
+    // Refusals are counted too: key guessing leaves a trace.
+    assert!(
+        text.contains(r#"llm_tower_requests_total{client="-",status="401"}"#),
         "{text}"
     );
     assert!(!text.contains("gw-team"), "{text}");
@@ -362,6 +368,73 @@ fn a_public_listen_address_needs_client_keys_or_an_explicit_opt_out() {
     let err = config.validate().unwrap_err().to_string();
     assert!(err.starts_with("client_auth.keys[0].key"), "{err}");
     assert!(!err.contains("short"), "{err}");
+    // The admin listener has no client authentication: public only when said so.
+    config.client_auth = None;
+    config.set_listen("[::ffff:127.0.0.1]:8080").unwrap();
+    config.validate().unwrap();
+    config.admin_listen = Some("0.0.0.0:9091".parse().unwrap());
+    let err = config.validate().unwrap_err().to_string();
+    assert!(err.starts_with("admin_listen:"), "{err}");
+    config.allow_unauthenticated = true;
+    config.validate().unwrap();
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_at_the_send_timeout() {
+    // An upstream that streams without end.
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream_addr = upstream.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = upstream.accept().await {
+            tokio::spawn(async move {
+                let mut request = [0u8; 4096];
+                let _ = socket.read(&mut request).await;
+                let head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+                if socket.write_all(head).await.is_err() {
+                    return;
+                }
+                let chunk = format!("4000\r\n{}\r\n", "x".repeat(0x4000));
+                while socket.write_all(chunk.as_bytes()).await.is_ok() {}
+            });
+        }
+    });
+    let base_url = format!("http://{upstream_addr}/v1");
+    let upstream = llm_tower::Config::with_endpoints(vec![common::endpoint("only", base_url, 0)]);
+    let mut config = GatewayConfig::new(upstream);
+    config.server = ServerSettings {
+        send_timeout: Some(Duration::from_millis(300)),
+        ..settings()
+    };
+    let gw = serve_exactly(config, None, std::future::pending()).await;
+    // A client with a small receive buffer that sends its request and never reads.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stalled = socket.connect(gw.addr).await.unwrap();
+    stalled
+        .write_all(
+            format!(
+                "POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\ncontent-length: {}\r\n\r\n{CHAT}",
+                CHAT.len()
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300) + SLACK).await;
+    // The gateway gave up on it: what was sent drains, then the connection ends.
+    let drained = tokio::time::timeout(SLACK, async {
+        let mut sink = vec![0u8; 65536];
+        while let Ok(n) = stalled.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(
+        drained.is_ok(),
+        "the connection of a client that stopped reading stayed open"
+    );
 }
 
 #[tokio::test]

@@ -26,6 +26,10 @@ enum Phase {
     Busy(usize),
 }
 
+/// When a write to the client started to wait for the client to read, if one is waiting.
+#[derive(Debug, Default)]
+struct WriteStall(Mutex<Option<Instant>>);
+
 /// The phase of one connection, shared by its I/O, its service and its watchdog.
 #[derive(Debug)]
 pub(crate) struct ConnState {
@@ -33,6 +37,9 @@ pub(crate) struct ConnState {
     /// An HTTP/2 connection reads frames (pings, settings) while idle: that is no request
     /// head being dawdled over.
     http2: std::sync::atomic::AtomicBool,
+    /// A client that stops reading holds its response (and the upstream's) forever unless
+    /// its writes are timed.
+    stalled: WriteStall,
 }
 
 /// The connection timers of [`ServerSettings`](super::ServerSettings).
@@ -40,14 +47,30 @@ pub(crate) struct ConnState {
 pub(crate) struct Timeouts {
     pub(crate) header_read: Option<Duration>,
     pub(crate) idle: Option<Duration>,
+    pub(crate) send: Option<Duration>,
 }
 
 impl ConnState {
+    /// A new connection: its first request head is timed from now.
     pub(crate) fn new() -> Arc<Self> {
         Arc::new(Self {
-            phase: Mutex::new(Phase::Idle(Instant::now())),
+            phase: Mutex::new(Phase::Head(Instant::now())),
             http2: std::sync::atomic::AtomicBool::new(false),
+            stalled: WriteStall::default(),
         })
+    }
+
+    fn write_waiting(&self, waiting: bool) {
+        let mut since = self
+            .stalled
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match (waiting, *since) {
+            (true, None) => *since = Some(Instant::now()),
+            (false, Some(_)) => *since = None,
+            _ => {}
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Phase> {
@@ -84,10 +107,22 @@ impl ConnState {
 
     /// When the connection must be closed if nothing changes, if ever.
     fn deadline(&self, timeouts: Timeouts) -> Option<Instant> {
-        match *self.lock() {
+        let phase = match *self.lock() {
             Phase::Idle(since) => timeouts.idle.map(|limit| since + limit),
             Phase::Head(since) => timeouts.header_read.map(|limit| since + limit),
             Phase::Busy(_) => None,
+        };
+        let stalled = *self
+            .stalled
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let send = stalled
+            .zip(timeouts.send)
+            .map(|(since, limit)| since + limit);
+        match (phase, send) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
@@ -204,7 +239,10 @@ impl<T: AsyncWrite> AsyncWrite for TrackedIo<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.project().inner.poll_write(cx, buf)
+        let this = self.project();
+        let result = this.inner.poll_write(cx, buf);
+        this.state.write_waiting(result.is_pending());
+        result
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -220,7 +258,10 @@ impl<T: AsyncWrite> AsyncWrite for TrackedIo<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.project().inner.poll_write_vectored(cx, bufs)
+        let this = self.project();
+        let result = this.inner.poll_write_vectored(cx, bufs);
+        this.state.write_waiting(result.is_pending());
+        result
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -237,22 +278,20 @@ mod tests {
     const TIMEOUTS: Timeouts = Timeouts {
         header_read: Some(HEADER_READ),
         idle: Some(IDLE),
+        send: Some(Duration::from_secs(30)),
     };
 
     #[tokio::test(start_paused = true)]
     async fn phases_and_deadlines() {
         let state = ConnState::new();
         let start = Instant::now();
-        assert_eq!(state.deadline(TIMEOUTS), Some(start + IDLE));
+        // A new connection must send its first head in time.
+        assert_eq!(state.deadline(TIMEOUTS), Some(start + HEADER_READ));
         tokio::time::advance(Duration::from_secs(1)).await;
         state.bytes_arrived();
-        assert_eq!(
-            state.deadline(TIMEOUTS),
-            Some(start + Duration::from_secs(1) + HEADER_READ)
-        );
+        assert_eq!(state.deadline(TIMEOUTS), Some(start + HEADER_READ));
         state.request_started();
         state.request_started();
-        state.bytes_arrived();
         assert_eq!(
             state.deadline(TIMEOUTS),
             None,
@@ -262,18 +301,35 @@ mod tests {
         assert_eq!(state.deadline(TIMEOUTS), None, "one still in flight");
         tokio::time::advance(Duration::from_secs(5)).await;
         state.request_finished();
+        let idle_since = start + Duration::from_secs(6);
+        assert_eq!(state.deadline(TIMEOUTS), Some(idle_since + IDLE));
+        // The next request's head is timed from its first byte.
+        tokio::time::advance(Duration::from_secs(2)).await;
+        state.bytes_arrived();
         assert_eq!(
             state.deadline(TIMEOUTS),
-            Some(start + Duration::from_secs(6) + IDLE)
+            Some(idle_since + Duration::from_secs(2) + HEADER_READ)
         );
+        // A busy connection whose client stops reading is timed too.
+        state.request_started();
+        state.write_waiting(true);
+        let stalled = Instant::now();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        state.write_waiting(true);
+        assert_eq!(
+            state.deadline(TIMEOUTS),
+            Some(stalled + Duration::from_secs(30))
+        );
+        state.write_waiting(false);
+        assert_eq!(state.deadline(TIMEOUTS), None);
     }
 
     #[tokio::test(start_paused = true)]
-    async fn the_watchdog_closes_an_idle_connection_and_spares_a_busy_one() {
+    async fn the_watchdog_closes_a_silent_connection_and_spares_a_busy_one() {
         let state = ConnState::new();
         let started = Instant::now();
         assert!(state.watch(std::future::pending::<()>(), TIMEOUTS).await);
-        assert_eq!(started.elapsed(), IDLE);
+        assert_eq!(started.elapsed(), HEADER_READ);
 
         let state = ConnState::new();
         state.request_started();

@@ -49,6 +49,7 @@ pub async fn serve(
     let timeouts = Timeouts {
         header_read: settings.header_read_timeout,
         idle: settings.idle_timeout,
+        send: settings.send_timeout,
     };
     let permits = Arc::new(Semaphore::new(settings.max_connections));
     let graceful = GracefulShutdown::new();
@@ -92,6 +93,8 @@ pub async fn serve(
             drop(permit);
         });
     }
+    // New clients are refused from now on, so they can go elsewhere at once.
+    drop(listener);
     drain(graceful, connections, settings.shutdown_grace).await;
     Ok(())
 }

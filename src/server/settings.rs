@@ -34,6 +34,11 @@ pub struct ServerSettings {
     /// 60 s). `null` for none.
     #[serde(with = "llm_tower::core::duration::option")]
     pub idle_timeout: Option<Duration>,
+    /// A response write that waits this long for the client to read closes the connection
+    /// (default 60 s): a client that stops reading would otherwise hold its connection, and
+    /// the upstream's generation, forever. `null` for none.
+    #[serde(with = "llm_tower::core::duration::option")]
+    pub send_timeout: Option<Duration>,
     /// Largest request header block (default 64 KiB, at least 8 KiB); larger gets 431. The
     /// HTTP/2 header list limit is the same.
     pub max_header_bytes: usize,
@@ -58,6 +63,7 @@ impl Default for ServerSettings {
             header_read_timeout: Some(Duration::from_secs(10)),
             body_read_timeout: Some(Duration::from_secs(30)),
             idle_timeout: Some(Duration::from_secs(60)),
+            send_timeout: Some(Duration::from_secs(60)),
             max_header_bytes: 64 * 1024,
             max_connections: 10_000,
             shutdown_grace: Duration::from_secs(30),
@@ -83,6 +89,7 @@ impl ServerSettings {
             ("server.header_read_timeout", self.header_read_timeout),
             ("server.body_read_timeout", self.body_read_timeout),
             ("server.idle_timeout", self.idle_timeout),
+            ("server.send_timeout", self.send_timeout),
             ("server.shutdown_grace", Some(self.shutdown_grace)),
             (
                 "server.http2_keep_alive_interval",

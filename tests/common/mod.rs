@@ -99,6 +99,7 @@ pub async fn serve(
     config.server.header_read_timeout = None;
     config.server.body_read_timeout = None;
     config.server.idle_timeout = None;
+    config.server.send_timeout = None;
     serve_exactly(config, metrics, shutdown).await
 }
 

@@ -47,6 +47,7 @@ type Connector = HttpConnector;
 /// ```
 #[derive(Clone)]
 pub struct HttpClient {
+    max_head_bytes: usize,
     // Shared: the stack clones its inner service for every request, and hyper-util's client
     // is a large value of many `Arc`s.
     inner: Arc<Client<Connector, BufferedBody>>,
@@ -81,6 +82,7 @@ impl HttpClient {
             .pool_timer(TokioTimer::new())
             .build(connector);
         Ok(Self {
+            max_head_bytes: settings.max_response_head_bytes,
             inner: Arc::new(inner),
         })
     }
@@ -91,6 +93,7 @@ impl HttpClient {
     /// Sends one request.
     pub fn request(&self, request: Request<BufferedBody>) -> HttpClientFuture {
         HttpClientFuture {
+            max_head_bytes: self.max_head_bytes,
             inner: self.inner.request(request),
         }
     }
@@ -156,6 +159,7 @@ pin_project! {
     /// # }
     /// ```
     pub struct HttpClientFuture {
+        max_head_bytes: usize,
         #[pin]
         inner: legacy::ResponseFuture,
     }
@@ -171,12 +175,25 @@ impl Future for HttpClientFuture {
     type Output = Result<Response<HttpClientBody>, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let result = ready!(self.project().inner.poll(cx));
-        Poll::Ready(
-            result
-                .map(|response| response.map(|inner| HttpClientBody { inner }))
-                .map_err(classify::transport_error),
-        )
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx)).map_err(classify::transport_error)?;
+        // hyper's buffer limit is approximate (a head that arrives in one read may exceed
+        // it): the head is measured here.
+        let head_bytes: usize = result
+            .headers()
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 4)
+            .sum();
+        if head_bytes > *this.max_head_bytes {
+            return Poll::Ready(Err(Error::new(
+                llm_tower_core::ErrorKind::Protocol,
+                format!(
+                    "the upstream's response head is larger than {} bytes",
+                    this.max_head_bytes
+                ),
+            )));
+        }
+        Poll::Ready(Ok(result.map(|inner| HttpClientBody { inner })))
     }
 }
 
