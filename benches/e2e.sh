@@ -8,6 +8,9 @@
 #   3. gateway     — the llm-tower-gateway binary with the full stack: two healthy endpoints, retry
 #                    and fallback configured, tower-http middleware, metrics
 #   4. gateway, one endpoint down — arm 3 with the second endpoint refusing connections
+#   5. library stack only — benches/e2e/stack_proxy.rs: `Upstream::build` (error responses,
+#                    balancer, retry, auth, client) on the bare proxy's server, without the
+#                    gateway's router, middleware and front door: what the layers cost
 #
 # Per arm: requests/s at fixed concurrency (closed loop), p50/p99/p99.9 latency at a fixed
 # rate of half the bare proxy's throughput (with oha's latency correction), and proxy CPU
@@ -27,6 +30,7 @@ UP2=127.0.0.1:18182
 BARE=127.0.0.1:18190
 GATEWAY=127.0.0.1:18191
 GATEWAY_DOWN=127.0.0.1:18192
+STACK=127.0.0.1:18193
 DOWN=127.0.0.1:18199 # nothing listens here
 BODY='{"model":"mock-model","messages":[{"role":"user","content":"Say hello."}]}'
 OUT=target/e2e
@@ -36,7 +40,7 @@ if ! command -v oha >/dev/null 2>&1; then
     echo "installing oha"
     cargo install --locked oha
 fi
-cargo build --release --bin llm-tower-gateway --example bare_proxy --example bench_upstream
+cargo build --release --bin llm-tower-gateway --example bare_proxy --example bench_upstream --example stack_proxy
 R=target/release/examples
 GW=target/release/llm-tower-gateway
 
@@ -78,6 +82,9 @@ PIDS+=($!)
 "${PROXY_CPU[@]}" "$R/bare_proxy" "$BARE" "http://$UP1/v1" >"$OUT/bare.log" 2>&1 &
 BARE_PID=$!
 PIDS+=("$BARE_PID")
+"${PROXY_CPU[@]}" "$R/stack_proxy" "$STACK" "http://$UP1/v1" "http://$UP2/v1" >"$OUT/stack.log" 2>&1 &
+STACK_PID=$!
+PIDS+=("$STACK_PID")
 RUST_LOG=warn "${PROXY_CPU[@]}" "$GW" --config "$OUT/gateway.yaml" >"$OUT/gateway.log" 2>&1 &
 GATEWAY_PID=$!
 PIDS+=("$GATEWAY_PID")
@@ -85,7 +92,7 @@ RUST_LOG=warn "${PROXY_CPU[@]}" "$GW" --config "$OUT/gateway-down.yaml" >"$OUT/g
 GATEWAY_DOWN_PID=$!
 PIDS+=("$GATEWAY_DOWN_PID")
 
-for addr in $UP1 $UP2 $BARE $GATEWAY $GATEWAY_DOWN; do
+for addr in $UP1 $UP2 $BARE $STACK $GATEWAY $GATEWAY_DOWN; do
     for _ in $(seq 100); do
         if (exec 3<>"/dev/tcp/${addr%:*}/${addr#*:}") 2>/dev/null; then break; fi
         sleep 0.1
@@ -134,6 +141,7 @@ closed_loop direct "http://$UP1/v1/chat/completions" -
 closed_loop bare "http://$BARE/v1/chat/completions" "$BARE_PID"
 closed_loop gateway "http://$GATEWAY/v1/chat/completions" "$GATEWAY_PID"
 closed_loop gateway-down "http://$GATEWAY_DOWN/v1/chat/completions" "$GATEWAY_DOWN_PID"
+closed_loop stack "http://$STACK/chat/completions" "$STACK_PID"
 
 BARE_RPS=$(cut -d' ' -f1 "$OUT/bare-closed.txt")
 RATE=$((BARE_RPS / 2))
@@ -151,7 +159,8 @@ def read(name):
     except FileNotFoundError:
         return None
 rows = [("direct to the mock", "direct"), ("bare hyper proxy", "bare"),
-        ("gateway, full stack", "gateway"), ("gateway, one endpoint refusing", "gateway-down")]
+        ("gateway, full stack", "gateway"), ("gateway, one endpoint refusing", "gateway-down"),
+        ("library stack only (no router, middleware, front door)", "stack")]
 bare = read("bare-closed")
 print(f"| arm | req/s (closed loop, c={conc}) | vs bare | CPU µs/req | vs bare | p50 ms | p99 ms | p99.9 ms (at {rate} req/s) | 200s / total |")
 print("|---|---|---|---|---|---|---|---|---|")
