@@ -7,8 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
 use axum::body::Body;
-use http::{HeaderName, HeaderValue};
-use llm_tower::auth::{ACCOUNT_HEADERS, CREDENTIAL_HEADERS};
+use http::HeaderValue;
 use llm_tower::{ConfigError, HealthRegistry, Upstream};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower::ServiceBuilder;
@@ -96,14 +95,8 @@ pub fn router(
     }
     let router = admin::healthz().merge(protected);
 
-    // Whatever the auth layer strips is also hidden from the request's trace.
-    let sensitive: Vec<HeaderName> = CREDENTIAL_HEADERS
-        .iter()
-        .chain(&ACCOUNT_HEADERS)
-        .cloned()
-        .collect();
+    // Credentials are marked sensitive by the server before routing (see `server::service`).
     let middleware = ServiceBuilder::new()
-        .sensitive_request_headers(sensitive.into())
         .set_x_request_id(SequentialRequestId::new())
         .layer(
             TraceLayer::new_for_http()

@@ -29,12 +29,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let endpoint = |id: &str, url: &str| {
         Endpoint::builder(id, url)
             .api_key(ApiKey::new(&format!("sk-bench-{id}")).expect("a valid key"))
-            .retry_policy(RetryPolicy::ExponentialBackoff(ExponentialBackoff::default()))
+            .retry_policy(RetryPolicy::ExponentialBackoff(
+                ExponentialBackoff::default(),
+            ))
             .build()
     };
-    let stack = Upstream::new(vec![endpoint("first", &first)?, endpoint("second", &second)?])
-        .response_headers(true)
-        .build()?;
+    let stack = Upstream::new(vec![
+        endpoint("first", &first)?,
+        endpoint("second", &second)?,
+    ])
+    .response_headers(true)
+    .build()?;
     let listener = tokio::net::TcpListener::bind(listen).await?;
     println!("stack proxy on http://{listen} -> {first}, {second}");
     loop {

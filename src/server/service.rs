@@ -14,6 +14,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Frame;
 use hyper::body::Incoming;
+use llm_tower::auth::{ACCOUNT_HEADERS, CREDENTIAL_HEADERS};
 use llm_tower::{Error, ErrorKind};
 use pin_project_lite::pin_project;
 use tower::Service;
@@ -52,8 +53,9 @@ impl Service<Request<Incoming>> for TrackedService {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request<Incoming>) -> TrackedFuture {
+    fn call(&mut self, mut request: Request<Incoming>) -> TrackedFuture {
         self.state.request_started();
+        mark_credentials_sensitive(request.headers_mut());
         if let Some(refusal) = host_problem(&request) {
             return TrackedFuture::refused(refusal, Done(self.state.clone()));
         }
@@ -65,6 +67,16 @@ impl Service<Request<Incoming>> for TrackedService {
             inner: Some(self.router.call(request)),
             refused: None,
             done: Some(Done(self.state.clone())),
+        }
+    }
+}
+
+/// Whatever the auth layer strips is hidden from traces and `Debug` output from the start: one
+/// pass over the request's headers (a handful), not a lookup per listed name.
+fn mark_credentials_sensitive(headers: &mut http::HeaderMap) {
+    for (name, value) in headers.iter_mut() {
+        if CREDENTIAL_HEADERS.contains(name) || ACCOUNT_HEADERS.contains(name) {
+            value.set_sensitive(true);
         }
     }
 }

@@ -226,6 +226,14 @@ impl Attempts {
         self.0.start
     }
 
+    /// Calls `f` with every attempt so far, in order, without copying them (the log is
+    /// locked meanwhile: `f` must not record into it).
+    pub fn for_each(&self, mut f: impl FnMut(&Attempt)) {
+        for attempt in self.lock().iter() {
+            f(attempt);
+        }
+    }
+
     /// A copy of the attempts so far.
     pub fn to_vec(&self) -> Vec<Attempt> {
         self.lock().clone()

@@ -44,9 +44,7 @@ impl Shared {
         caller: Option<&Caller>,
     ) {
         self.metrics.request(status, caller);
-        for attempt in &attempts.to_vec() {
-            self.metrics.record(attempt);
-        }
+        attempts.for_each(|attempt| self.metrics.record(attempt));
     }
 }
 
