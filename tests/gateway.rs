@@ -436,3 +436,25 @@ async fn graceful_shutdown_lets_streams_finish() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn every_response_carries_a_request_id() {
+    let mock = MockProvider::start().await.unwrap();
+    let gw = start(only(&mock)).await;
+    let first = gw.post(CHAT).await;
+    let second = gw.post(CHAT).await;
+    let (a, b) = (header(&first, "x-request-id"), header(&second, "x-request-id"));
+    assert!(!a.is_empty() && !b.is_empty());
+    assert_ne!(a, b, "ids are unique");
+    // A client's own id is kept, and sent upstream.
+    let request = Request::post(gw.url("/v1/chat/completions"))
+        .header("x-request-id", "client-chosen-42")
+        .body(Full::new(Bytes::from(CHAT)))
+        .unwrap();
+    let response = gw.send(request).await;
+    assert_eq!(header(&response, "x-request-id"), "client-chosen-42");
+    assert_eq!(
+        mock.requests().last().unwrap().header("x-request-id"),
+        Some("client-chosen-42")
+    );
+}
