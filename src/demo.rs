@@ -1,5 +1,13 @@
 //! The built-in demo: two mock providers on loopback and a configuration in front of them.
 
+/// Writes a line to stdout, ignoring a closed stdout (no panic, unlike `println!`).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -33,23 +41,23 @@ impl Demo {
     /// Prints what the demo is and `curl` lines to try against a gateway at `addr` and
     /// `mount`.
     pub fn print_try_it(&self, addr: SocketAddr, mount: &str) {
-        println!(
+        say!(
             "demo: `primary` ({}) fails now and then, `backup` ({}) is healthy",
             self.primary.base_url(),
             self.backup.base_url()
         );
-        println!("\ntry it:");
-        println!(
+        say!("\ntry it:");
+        say!(
             "  curl -s http://{addr}{mount}/chat/completions -H 'content-type: application/json' \\\n    -d '{{\"model\":\"mock-model\",\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}' -i"
         );
-        println!(
+        say!(
             "  curl -sN http://{addr}{mount}/chat/completions -H 'content-type: application/json' \\\n    -d '{{\"model\":\"mock-model\",\"stream\":true,\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}'"
         );
-        println!(
+        say!(
             "  for i in $(seq 20); do curl -s -o /dev/null -w '%{{http_code}} ' http://{addr}{mount}/chat/completions -d '{{}}'; done; echo"
         );
-        println!("  curl -s http://{addr}/upstreams    # health of each endpoint");
-        println!("  curl -s http://{addr}/metrics      # Prometheus metrics\n");
+        say!("  curl -s http://{addr}/upstreams    # health of each endpoint");
+        say!("  curl -s http://{addr}/metrics      # Prometheus metrics\n");
     }
 }
 

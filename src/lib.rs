@@ -1,5 +1,5 @@
 //! The llm-tower gateway: an OpenAI-compatible endpoint in front of several LLM providers,
-//! with retries, fallback, cooldowns and health probes, built from the `llm-tower` library.
+//! with retries, fallback, cooldowns and half-open probes, built from the `llm-tower` library.
 //!
 //! The binary `llm-tower-gateway` is the product (`cargo run --release` at the repository
 //! root serves the built-in [`demo`]); this library holds its parts so the black-box tests

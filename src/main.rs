@@ -71,36 +71,10 @@ fn main() -> ExitCode {
 
 async fn serve(config_path: Option<String>, listen: Option<String>) -> ExitCode {
     // The demo's providers must outlive the server.
-    let mut demo = None;
-    let mut config = if let Some(path) = &config_path {
-        match GatewayConfig::from_path(path) {
-            Ok(config) => config,
-            Err(err) => {
-                eprintln!("error: {path}: {err}");
-                return ExitCode::from(2);
-            }
-        }
-    } else {
-        let listen: SocketAddr = DEFAULT_LISTEN.parse().expect("valid default");
-        match llm_tower_gateway::demo(listen).await {
-            Ok(started) => {
-                let config = started.config.clone();
-                demo = Some(started);
-                config
-            }
-            Err(err) => {
-                eprintln!("error: cannot start the demo providers: {err}");
-                return ExitCode::FAILURE;
-            }
-        }
+    let (config, demo) = match load(config_path.as_deref(), listen.as_deref()).await {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
     };
-    if let Some(listen) = &listen {
-        // The override is checked like the file: a public address needs client keys.
-        if let Err(err) = config.set_listen(listen).and_then(|()| config.validate()) {
-            eprintln!("error: {err}");
-            return ExitCode::from(2);
-        }
-    }
 
     let metrics = match PrometheusBuilder::new().install_recorder() {
         Ok(handle) => Some(handle),
@@ -122,12 +96,19 @@ async fn serve(config_path: Option<String>, listen: Option<String>) -> ExitCode 
     };
     let addr = listener.local_addr().unwrap_or(config.listen);
     let mount = config.mount.trim_end_matches('/');
-    println!("llm-tower gateway listening on http://{addr}{mount}");
+    // Output is best effort: a daemon may run with stdout closed.
+    let _ = writeln!(
+        std::io::stdout(),
+        "llm-tower gateway listening on http://{addr}{mount}"
+    );
     let admin = match (app.admin, config.admin_listen) {
         (Some(router), Some(admin_addr)) => match bind(admin_addr).await {
             Ok(listener) => {
                 let addr = listener.local_addr().unwrap_or(admin_addr);
-                println!("admin routes (/healthz, /upstreams, /metrics) on http://{addr}");
+                let _ = writeln!(
+                    std::io::stdout(),
+                    "admin routes (/healthz, /upstreams, /metrics) on http://{addr}"
+                );
                 Some((listener, router))
             }
             Err(code) => return code,
@@ -173,6 +154,40 @@ async fn serve(config_path: Option<String>, listen: Option<String>) -> ExitCode 
             ExitCode::FAILURE
         }
     }
+}
+
+/// The configuration to serve: the file, or the demo's (with its providers started), and
+/// the `--listen` override, checked like the file.
+async fn load(
+    path: Option<&str>,
+    listen: Option<&str>,
+) -> Result<(GatewayConfig, Option<llm_tower_gateway::Demo>), ExitCode> {
+    let (mut config, demo) = if let Some(path) = path {
+        match GatewayConfig::from_path(path) {
+            Ok(config) => (config, None),
+            Err(err) => {
+                eprintln!("error: {path}: {err}");
+                return Err(ExitCode::from(2));
+            }
+        }
+    } else {
+        let listen: SocketAddr = DEFAULT_LISTEN.parse().expect("valid default");
+        match llm_tower_gateway::demo(listen).await {
+            Ok(started) => (started.config.clone(), Some(started)),
+            Err(err) => {
+                eprintln!("error: cannot start the demo providers: {err}");
+                return Err(ExitCode::FAILURE);
+            }
+        }
+    };
+    if let Some(listen) = listen {
+        // The override is checked like the file: a public address needs client keys.
+        if let Err(err) = config.set_listen(listen).and_then(|()| config.validate()) {
+            eprintln!("error: {err}");
+            return Err(ExitCode::from(2));
+        }
+    }
+    Ok((config, demo))
 }
 
 async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, ExitCode> {

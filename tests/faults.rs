@@ -540,3 +540,20 @@ async fn a_broken_error_body_is_a_failure_with_a_json_answer() {
     let json = error_json(response).await;
     assert_eq!(json["error"]["code"], "upstream_protocol_error");
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_endpoint_header_names_whose_response_it_is() {
+    // `a` answers 503; the fallback `b` refuses connections: the client gets a's response,
+    // and the header must say so, not name the last endpoint tried.
+    let a = MockProvider::start().await.unwrap();
+    a.set_default(Behavior::status(503));
+    let mut first = endpoint("a", a.base_url(), 0);
+    first.retry_policy = RetryPolicy::NoRetry;
+    let mut second = endpoint("b", refusing_base_url(), 1);
+    second.retry_policy = RetryPolicy::NoRetry;
+    let gw = start(Config::with_endpoints(vec![first, second])).await;
+    let response = gw.post(CHAT).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(header(&response, "x-llm-tower-attempts"), "2");
+    assert_eq!(header(&response, "x-llm-tower-endpoint"), "a");
+}

@@ -443,7 +443,10 @@ async fn every_response_carries_a_request_id() {
     let gw = start(only(&mock)).await;
     let first = gw.post(CHAT).await;
     let second = gw.post(CHAT).await;
-    let (a, b) = (header(&first, "x-request-id"), header(&second, "x-request-id"));
+    let (a, b) = (
+        header(&first, "x-request-id"),
+        header(&second, "x-request-id"),
+    );
     assert!(!a.is_empty() && !b.is_empty());
     assert_ne!(a, b, "ids are unique");
     // A client's own id is kept, and sent upstream.

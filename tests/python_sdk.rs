@@ -33,13 +33,19 @@ except openai.AuthenticationError as err:
     print("refused:", err.status_code)
 "#;
 
-/// The Python to use, if one with the `openai` package is there.
+/// The Python to use, if one with the `openai` package is there. One named by
+/// `LLM_TOWER_PYTHON` must work: CI installed it, and a broken one is a failure, not a skip.
 fn python() -> Option<String> {
-    let python = std::env::var("LLM_TOWER_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let named = std::env::var("LLM_TOWER_PYTHON").ok();
+    let python = named.clone().unwrap_or_else(|| "python3".to_owned());
     let found = Command::new(&python)
         .args(["-c", "import openai"])
         .output()
         .is_ok_and(|out| out.status.success());
+    assert!(
+        found || named.is_none(),
+        "LLM_TOWER_PYTHON={python} cannot import openai"
+    );
     found.then_some(python)
 }
 

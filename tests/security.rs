@@ -504,3 +504,31 @@ async fn the_access_log_records_how_each_response_ended() {
         );
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_key_echoed_in_a_long_chunked_error_body_is_masked_too() {
+    // 100 KiB of error page with the key in the middle, split across two chunks.
+    let padding = "x".repeat(50 * 1024);
+    let first = format!("{padding}Incorrect API key provided: sk-upstr");
+    let second = format!("eam-only. {padding}");
+    let reply: &'static [u8] = Box::leak(
+        format!(
+            "HTTP/1.1 401 Unauthorized\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{first}\r\n{:x}\r\n{second}\r\n0\r\n\r\n",
+            first.len(),
+            second.len()
+        )
+        .into_bytes()
+        .into_boxed_slice(),
+    );
+    let upstream = common::raw_upstream(reply).await;
+    let gw = start(Config::with_endpoints(vec![endpoint("only", upstream, 0)])).await;
+    let response = gw.post(CHAT).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let text = everything(response).await;
+    assert!(
+        !text.contains("sk-upstream-only"),
+        "the key reached the client"
+    );
+    assert!(text.contains("sk-...only"));
+    assert!(text.len() > 100 * 1024, "the body arrived whole");
+}

@@ -1,9 +1,11 @@
 //! One client connection: the timers hyper does not keep for us. A connection is idle (no
 //! request in flight), reading a request head (bytes arrived while idle), or busy (requests in
 //! flight, whose bodies have their own deadline). The watchdog closes it when the phase it is
-//! in lasts too long. Every phase change happens while the connection is being polled, so the
-//! watchdog looks at the phase right after each poll: nothing needs waking, and its one timer
-//! is moved only when a deadline comes earlier than the one it is set for.
+//! in lasts too long. For HTTP/1 every phase change happens while the connection is being
+//! polled, so the watchdog looks at the phase right after each poll: nothing needs waking, and
+//! its one timer is moved only when a deadline comes earlier than the one it is set for.
+//! HTTP/2 finishes requests in tasks of their own, which wake the watchdog when the connection
+//! falls idle.
 
 use std::future::Future;
 use std::io;
@@ -40,6 +42,9 @@ pub(crate) struct ConnState {
     /// A client that stops reading holds its response (and the upstream's) forever unless
     /// its writes are timed.
     stalled: WriteStall,
+    /// HTTP/2 serves each request in a task of its own: when the last one finishes outside
+    /// the connection's poll, the watchdog must be woken to time the idle connection.
+    watchdog: Mutex<Option<std::task::Waker>>,
 }
 
 /// The connection timers of [`ServerSettings`](super::ServerSettings).
@@ -57,7 +62,12 @@ impl ConnState {
             phase: Mutex::new(Phase::Head(Instant::now())),
             http2: std::sync::atomic::AtomicBool::new(false),
             stalled: WriteStall::default(),
+            watchdog: Mutex::new(None),
         })
+    }
+
+    fn is_http2(&self) -> bool {
+        self.http2.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn write_waiting(&self, waiting: bool) {
@@ -78,7 +88,7 @@ impl ConnState {
     }
 
     fn bytes_arrived(&self) {
-        if self.http2.load(std::sync::atomic::Ordering::Relaxed) {
+        if self.is_http2() {
             return;
         }
         let mut phase = self.lock();
@@ -103,6 +113,17 @@ impl ConnState {
             _ => Phase::Idle(Instant::now()),
         };
         *phase = next;
+        drop(phase);
+        if matches!(next, Phase::Idle(_)) && self.is_http2() {
+            let waker = self
+                .watchdog
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            if let Some(waker) = waker {
+                waker.wake();
+            }
+        }
     }
 
     /// When the connection must be closed if nothing changes, if ever.
@@ -166,7 +187,15 @@ impl<F: Future> Future for Watched<F> {
         }
         loop {
             let Some(deadline) = this.state.deadline(*this.timeouts) else {
-                // Busy: the phase changes back during a later poll of the connection.
+                // Busy: for HTTP/1 the phase changes back during a later poll of the
+                // connection; HTTP/2's requests finish in their own tasks and wake us.
+                if this.state.is_http2() {
+                    *this
+                        .state
+                        .watchdog
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner) = Some(cx.waker().clone());
+                }
                 return Poll::Pending;
             };
             if this.armed_for.is_none_or(|armed| deadline < armed) {
@@ -194,7 +223,9 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: T,
         state: Arc<ConnState>,
-        first_read: bool,
+        // How many bytes of the HTTP/2 preface the connection began with, until it is told
+        // apart from HTTP/1 (`None` once it is).
+        preface_seen: Option<usize>,
     }
 }
 
@@ -203,7 +234,7 @@ impl<T> TrackedIo<T> {
         Self {
             inner,
             state,
-            first_read: true,
+            preface_seen: Some(0),
         }
     }
 }
@@ -219,13 +250,19 @@ impl<T: AsyncRead> AsyncRead for TrackedIo<T> {
         let result = this.inner.poll_read(cx, buf);
         let read = &buf.filled()[before..];
         if !read.is_empty() {
-            if std::mem::take(this.first_read) {
-                let n = read.len().min(H2_PREFACE.len());
-                if read[..n] == H2_PREFACE[..n] {
+            if let Some(seen) = *this.preface_seen {
+                // The preface may come a byte at a time: it is compared whole.
+                let n = read.len().min(H2_PREFACE.len() - seen);
+                *this.preface_seen = if read[..n] != H2_PREFACE[seen..seen + n] {
+                    None
+                } else if seen + n == H2_PREFACE.len() {
                     this.state
                         .http2
                         .store(true, std::sync::atomic::Ordering::Relaxed);
-                }
+                    None
+                } else {
+                    Some(seen + n)
+                };
             }
             this.state.bytes_arrived();
         }

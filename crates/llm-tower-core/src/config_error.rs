@@ -118,14 +118,18 @@ impl ConfigError {
         ))
     }
 
-    /// Checks that an optional timeout, when set, is greater than zero.
+    /// Checks that an optional timeout, when set, is greater than zero and at most
+    /// [`MAX_COOLDOWN_LIMIT`] (24 h): a longer one would overflow the clock it is added to.
     ///
     /// # Errors
     ///
     /// [`ConfigError::Invalid`] naming `field`.
     pub fn check_timeout(field: impl Into<String>, timeout: Option<Duration>) -> Result<(), Self> {
-        if timeout.is_some_and(|t| t.is_zero()) {
-            return Err(Self::invalid(field, "must be greater than zero"));
+        if timeout.is_some_and(|t| t.is_zero() || t > MAX_COOLDOWN_LIMIT) {
+            return Err(Self::invalid(
+                field,
+                "must be greater than zero and at most 24h",
+            ));
         }
         Ok(())
     }

@@ -137,6 +137,9 @@ impl RetryPolicy {
             if e.initial_interval > e.max_interval {
                 return Err("config.initial_interval must not exceed config.max_interval".into());
             }
+            if e.max_interval > crate::MAX_COOLDOWN_LIMIT {
+                return Err("config.max_interval must be at most 24h".into());
+            }
         }
         Ok(())
     }

@@ -16,7 +16,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::balancer::Balancer;
 use crate::health::InFlight;
-use crate::mask::{Held, KeyMask};
+use crate::mask::KeyMask;
 
 pin_project! {
     /// The response body of [`Fallback`](crate::Fallback): the upstream body, streamed
@@ -29,9 +29,9 @@ pin_project! {
     ///   it were complete.
     /// - A body that fails after its head was sent (stalled, reset, malformed) is recorded as
     ///   that failure in the [`Attempts`] log, and counts against the endpoint's health.
-    /// - A non-2xx response of an endpoint with a key is held back (up to
-    ///   [`MASK_LIMIT`](crate::MASK_LIMIT) bytes) and every copy of the key in it is masked
-    ///   (`sk-...abcd`); a longer body streams through unchanged.
+    /// - In a non-2xx response of an endpoint with a key, every copy of the key (in the body
+    ///   or its trailers) is masked (`sk-...abcd`) as the body streams; only the last bytes
+    ///   of a frame, which might begin the key, wait for the next one.
     ///
     /// ```
     /// use llm_tower_core::Endpoint;
@@ -51,10 +51,9 @@ pin_project! {
     /// # }
     /// ```
     pub struct ResponseBody<B> {
-        // While set, the body is held back and checked for the endpoint's key.
+        // While set, the endpoint's key is masked in the body.
         mask: Option<KeyMask>,
-        // Bytes or trailers held back by the mask, sent before anything else.
-        prefix: Option<Bytes>,
+        // Trailers that wait for the bytes the mask kept back.
         trailers: Option<HeaderMap>,
         #[pin]
         inner: Option<B>,
@@ -71,6 +70,9 @@ pub(crate) struct StreamWatch {
     pub(crate) log: Attempts,
     /// The attempt in `log` this body belongs to.
     pub(crate) attempt: usize,
+    /// The response was already judged a failure at its head (and counted): a broken body
+    /// does not count it again.
+    pub(crate) counted: bool,
     pub(crate) idle_timeout: Option<Duration>,
     /// Armed on the first wait for a frame; reset by every frame.
     pub(crate) idle: Option<Pin<Box<Sleep>>>,
@@ -80,6 +82,9 @@ impl StreamWatch {
     /// The stream failed after its head was sent: record it, and blame the endpoint when the
     /// failure is the upstream's.
     fn failed(&self, kind: ErrorKind) {
+        if self.counted {
+            return;
+        }
         self.log.set_outcome(self.attempt, Outcome::Error(kind));
         if classify_error_kind(kind).counts_against_health() {
             self.balancer.record_stream_failure(self.member, kind);
@@ -110,16 +115,22 @@ impl<B> ResponseBody<B> {
     pub(crate) fn new(inner: B, watch: StreamWatch) -> Self {
         Self {
             mask: None,
-            prefix: None,
             trailers: None,
             inner: Some(inner),
             watch: Some(watch),
         }
     }
 
-    /// Holds the body back until it ends and masks `key` in it.
+    /// Masks `key` in the body and its trailers.
     pub(crate) fn mask_key(&mut self, key: ApiKey) {
         self.mask = Some(KeyMask::new(key));
+    }
+
+    /// This response was counted as a failure when its head was judged.
+    pub(crate) fn failure_counted(&mut self) {
+        if let Some(watch) = &mut self.watch {
+            watch.counted = true;
+        }
     }
 
     /// The upstream body.
@@ -127,7 +138,7 @@ impl<B> ResponseBody<B> {
         self.inner.as_ref()
     }
 
-    /// The upstream body, dropping the watch (`None` once it was read to its end).
+    /// The upstream body, dropping the watch (`None` once a masked body was read to its end).
     pub fn into_inner(self) -> Option<B> {
         self.inner
     }
@@ -137,7 +148,6 @@ impl<B: fmt::Debug> fmt::Debug for ResponseBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseBody")
             .field("inner", &self.inner)
-            .field("prefix", &self.prefix.as_ref().map(Bytes::len))
             .finish_non_exhaustive()
     }
 }
@@ -200,9 +210,6 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut this = self.project();
-        if let Some(prefix) = this.prefix.take() {
-            return Poll::Ready(Some(Ok(Frame::data(prefix))));
-        }
         if let Some(trailers) = this.trailers.take() {
             return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
         }
@@ -218,32 +225,37 @@ where
                     return Poll::Ready(Some(Err(err)));
                 }
                 None => {
-                    let masked = this.mask.take().map(KeyMask::finish).unwrap_or_default();
+                    let rest = this.mask.take().map(KeyMask::finish).unwrap_or_default();
                     this.inner.set(None);
-                    return Poll::Ready((!masked.is_empty()).then(|| Ok(Frame::data(masked))));
+                    return Poll::Ready((!rest.is_empty()).then(|| Ok(Frame::data(rest))));
                 }
             };
             match frame.into_data() {
-                Ok(data) => match mask.push(&data) {
-                    Held::More => {}
-                    Held::Overflow(held) => {
-                        *this.mask = None;
-                        return Poll::Ready(Some(Ok(Frame::data(held))));
+                Ok(data) => {
+                    let masked = mask.feed(&data);
+                    if !masked.is_empty() {
+                        return Poll::Ready(Some(Ok(Frame::data(masked))));
                     }
-                },
+                }
                 Err(frame) => {
-                    // Trailers end the body: send what was held, masked, then them.
-                    let masked = this.mask.take().map(KeyMask::finish).unwrap_or_default();
-                    *this.trailers = frame.into_trailers().ok();
-                    return Poll::Ready(Some(Ok(Frame::data(masked))));
+                    // Trailers end the body: what the mask kept goes first, then them.
+                    let Ok(mut trailers) = frame.into_trailers() else {
+                        continue;
+                    };
+                    mask.mask_trailers(&mut trailers);
+                    let rest = this.mask.take().map(KeyMask::finish).unwrap_or_default();
+                    if rest.is_empty() {
+                        return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                    }
+                    *this.trailers = Some(trailers);
+                    return Poll::Ready(Some(Ok(Frame::data(rest))));
                 }
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.prefix.is_none()
-            && self.trailers.is_none()
+        self.trailers.is_none()
             && self.mask.is_none()
             && self.inner.as_ref().is_none_or(Body::is_end_stream)
     }
@@ -253,16 +265,8 @@ where
             // Masking changes the length.
             return SizeHint::new();
         }
-        let prefix = self.prefix.as_ref().map_or(0, |p| p.len() as u64);
-        let Some(inner) = &self.inner else {
-            return SizeHint::with_exact(prefix);
-        };
-        let hint = inner.size_hint();
-        let mut adjusted = SizeHint::new();
-        adjusted.set_lower(hint.lower() + prefix);
-        if let Some(upper) = hint.upper() {
-            adjusted.set_upper(upper + prefix);
-        }
-        adjusted
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
     }
 }

@@ -70,7 +70,6 @@ mod settings;
 
 pub use body::ResponseBody;
 pub use layer::{FallbackBuilder, FallbackLayer};
-pub use mask::MASK_LIMIT;
 pub use registry::{EndpointSnapshot, HealthRegistry, Status};
 pub use service::{Fallback, ResponseFuture};
 pub use settings::{FallbackSettings, Strategy, WhenAllUnhealthy, check_endpoints};

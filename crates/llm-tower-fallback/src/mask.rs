@@ -1,43 +1,24 @@
-//! An upstream that echoes the key it received (in an error body or header) must not hand it
-//! to the client: error responses are checked, and the key is masked (`sk-...abcd`).
+//! An upstream that echoes the key it received (in an error body, a header or a trailer) must
+//! not hand it to the client: error responses are masked (`sk-...abcd`) as they stream, with
+//! only the last few bytes held back, in case the key is split across two frames.
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue};
 use llm_tower_core::ApiKey;
 
-/// The largest error body checked for the endpoint's key. A longer body streams through
-/// unchanged (an upstream error page of that size is rare; buffering more would cost memory
-/// per failing request).
-pub const MASK_LIMIT: usize = llm_tower_core::ERROR_BODY_LIMIT;
-
 /// Masks every occurrence of `key` in the header values.
 pub(crate) fn mask_headers(headers: &mut HeaderMap, key: &ApiKey) {
     let secret = key.expose_secret();
     for value in headers.values_mut() {
-        if let Some(masked) = replace(value.as_bytes(), secret, key) {
+        if find(value.as_bytes(), secret, 0).is_some() {
+            let mut masker = KeyMask::new(key.clone());
+            let mut masked = masker.feed(value.as_bytes()).to_vec();
+            masked.extend_from_slice(&masker.finish());
             if let Ok(masked) = HeaderValue::from_bytes(&masked) {
                 *value = masked;
             }
         }
     }
-}
-
-/// `text` with every occurrence of `secret` replaced by the key's masked form, or `None` when
-/// it holds none.
-fn replace(text: &[u8], secret: &[u8], key: &ApiKey) -> Option<Vec<u8>> {
-    let first = find(text, secret, 0)?;
-    let masked = key.masked();
-    let mut out = Vec::with_capacity(text.len());
-    let mut start = 0;
-    let mut at = Some(first);
-    while let Some(found) = at {
-        out.extend_from_slice(&text[start..found]);
-        out.extend_from_slice(masked.as_bytes());
-        start = found + secret.len();
-        at = find(text, secret, start);
-    }
-    out.extend_from_slice(&text[start..]);
-    Some(out)
 }
 
 fn find(text: &[u8], needle: &[u8], from: usize) -> Option<usize> {
@@ -47,45 +28,51 @@ fn find(text: &[u8], needle: &[u8], from: usize) -> Option<usize> {
     (from..=text.len() - needle.len()).find(|&i| text[i..].starts_with(needle))
 }
 
-/// The body side: bytes are held back (up to [`MASK_LIMIT`]) until the body ends, then sent
-/// masked; past the limit, what was held back goes out unchanged and the rest streams.
+/// The body side: frames go out masked as they come, but for the last `key.len() - 1` bytes
+/// of each, kept until the next frame shows whether they begin a key.
 pub(crate) struct KeyMask {
     key: ApiKey,
-    held: BytesMut,
-}
-
-/// What to do with a frame of the upstream body while masking.
-pub(crate) enum Held {
-    /// Keep reading.
-    More,
-    /// Over the limit: send these bytes unchanged, then stream the rest.
-    Overflow(Bytes),
+    masked: Bytes,
+    carry: BytesMut,
 }
 
 impl KeyMask {
     pub(crate) fn new(key: ApiKey) -> Self {
+        let masked = Bytes::from(key.masked());
         Self {
             key,
-            held: BytesMut::new(),
+            masked,
+            carry: BytesMut::new(),
         }
     }
 
-    pub(crate) fn push(&mut self, data: &[u8]) -> Held {
-        self.held.extend_from_slice(data);
-        if self.held.len() > MASK_LIMIT {
-            Held::Overflow(std::mem::take(&mut self.held).freeze())
-        } else {
-            Held::More
+    /// The next frame's bytes, masked; what might begin a key is kept for the next call.
+    pub(crate) fn feed(&mut self, data: &[u8]) -> Bytes {
+        let secret = self.key.expose_secret();
+        self.carry.extend_from_slice(data);
+        let text = std::mem::take(&mut self.carry);
+        let mut out = BytesMut::with_capacity(text.len());
+        let mut at = 0;
+        while let Some(found) = find(&text, secret, at) {
+            out.extend_from_slice(&text[at..found]);
+            out.extend_from_slice(&self.masked);
+            at = found + secret.len();
         }
+        // A key that begins in these bytes and ends in the next frame starts after this.
+        let keep_from = at.max(text.len().saturating_sub(secret.len().saturating_sub(1)));
+        out.extend_from_slice(&text[at..keep_from]);
+        self.carry.extend_from_slice(&text[keep_from..]);
+        out.freeze()
     }
 
-    /// The whole body, masked.
+    /// The bytes kept at the end: too short to hold the key.
     pub(crate) fn finish(self) -> Bytes {
-        let held = self.held.freeze();
-        match replace(&held, self.key.expose_secret(), &self.key) {
-            Some(masked) => masked.into(),
-            None => held,
-        }
+        self.carry.freeze()
+    }
+
+    /// Masks the key in trailers.
+    pub(crate) fn mask_trailers(&self, trailers: &mut HeaderMap) {
+        mask_headers(trailers, &self.key);
     }
 }
 
@@ -93,17 +80,53 @@ impl KeyMask {
 mod tests {
     use super::*;
 
-    #[test]
-    fn every_occurrence_is_masked() {
-        let key = ApiKey::new("sk-live-0123456789abcdef").unwrap();
-        let text = b"bad key sk-live-0123456789abcdef; Bearer sk-live-0123456789abcdef.";
-        let masked = replace(text, key.expose_secret(), &key).unwrap();
-        assert_eq!(
-            String::from_utf8(masked).unwrap(),
-            "bad key sk-...cdef; Bearer sk-...cdef."
-        );
-        assert!(replace(b"nothing here", key.expose_secret(), &key).is_none());
+    const KEY: &str = "sk-live-0123456789abcdef";
 
+    fn masked_through(frames: &[&[u8]]) -> String {
+        let mut mask = KeyMask::new(ApiKey::new(KEY).unwrap());
+        let mut out = Vec::new();
+        for frame in frames {
+            out.extend_from_slice(&mask.feed(frame));
+        }
+        out.extend_from_slice(&mask.finish());
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn every_occurrence_is_masked_however_the_frames_split_it() {
+        let text = format!("bad key {KEY}; Bearer {KEY}.");
+        let expected = "bad key sk-...cdef; Bearer sk-...cdef.";
+        assert_eq!(masked_through(&[text.as_bytes()]), expected);
+        // Every split point, including inside both keys.
+        for cut in 0..=text.len() {
+            let (a, b) = text.as_bytes().split_at(cut);
+            assert_eq!(masked_through(&[a, b]), expected, "split at {cut}");
+        }
+        // One byte at a time.
+        let bytes: Vec<&[u8]> = text.as_bytes().chunks(1).collect();
+        assert_eq!(masked_through(&bytes), expected);
+        assert_eq!(masked_through(&[b"nothing here"]), "nothing here");
+    }
+
+    #[test]
+    fn large_bodies_are_masked_too_with_little_held_back() {
+        let padding = "a".repeat(200 * 1024);
+        let text = format!("{padding}{KEY}{padding}");
+        let mut mask = KeyMask::new(ApiKey::new(KEY).unwrap());
+        let first = mask.feed(text.as_bytes());
+        // Everything goes out at once but for fewer bytes than the key has.
+        let masked_len = text.len() - KEY.len() + "sk-...cdef".len();
+        assert!(first.len() + KEY.len() > masked_len, "streams, not held");
+        let mut out = first.to_vec();
+        out.extend_from_slice(&mask.finish());
+        let out = String::from_utf8(out).unwrap();
+        assert!(!out.contains(KEY));
+        assert_eq!(out.len(), text.len() - KEY.len() + "sk-...cdef".len());
+    }
+
+    #[test]
+    fn headers_and_trailers() {
+        let key = ApiKey::new(KEY).unwrap();
         let mut headers = HeaderMap::new();
         headers.insert(
             "www-authenticate",
@@ -113,19 +136,5 @@ mod tests {
         mask_headers(&mut headers, &key);
         assert_eq!(headers["www-authenticate"], "Bearer sk-...cdef");
         assert_eq!(headers["x-other"], "fine");
-    }
-
-    #[test]
-    fn over_the_limit_the_body_is_released_unchanged() {
-        let key = ApiKey::new("sk-live-0123456789abcdef").unwrap();
-        let mut mask = KeyMask::new(key.clone());
-        assert!(matches!(mask.push(&vec![b'a'; MASK_LIMIT]), Held::More));
-        let Held::Overflow(released) = mask.push(b"sk-live-0123456789abcdef") else {
-            panic!("over the limit");
-        };
-        assert_eq!(released.len(), MASK_LIMIT + 24);
-        let mut small = KeyMask::new(key);
-        small.push(b"{\"error\":\"sk-live-0123456789abcdef\"}");
-        assert_eq!(small.finish(), "{\"error\":\"sk-...cdef\"}");
     }
 }

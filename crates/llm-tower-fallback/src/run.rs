@@ -212,6 +212,7 @@ where
         log: log.clone(),
         // The latest record is this attempt's final try (the retry layer records each try).
         attempt: log.len().saturating_sub(1),
+        counted: false,
         idle_timeout: endpoint.stream_idle_timeout(),
         idle: None,
     };
@@ -238,7 +239,10 @@ impl<RB> Failed<RB> {
 
     fn keep(&mut self, result: Result<Response<ResponseBody<RB>>, BoxError>, member: &Member) {
         match result {
-            Ok(response) => self.response = Some((response, Selected(member.endpoint.clone()))),
+            Ok(mut response) => {
+                response.body_mut().failure_counted();
+                self.response = Some((response, Selected(member.endpoint.clone())));
+            }
             Err(err) => self.error = Some(err),
         }
     }

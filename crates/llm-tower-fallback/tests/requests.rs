@@ -22,7 +22,9 @@ async fn absolute_form_uri_cannot_redirect_and_host_is_dropped() {
             .unwrap();
         stack.send_request(request).await.unwrap();
     }
-    for call in stack.upstream.calls() {
+    let calls = stack.upstream.calls();
+    assert_eq!(calls.len(), 2);
+    for call in calls {
         assert_eq!(call.uri, "https://a.example/v1/chat/completions?x=1");
         assert_eq!(call.headers.get(HOST), None);
     }

@@ -50,10 +50,11 @@ where
     async {
         let started = Instant::now();
         let (timeout, first_byte) = target.selected.map_or((None, None), |s| {
-            // A stall before the first byte is bounded by either limit.
+            // A stall before the head is passed on is bounded by either body limit, or else
+            // by the per-try timeout.
             let first_byte = match (s.first_byte_timeout(), s.stream_idle_timeout()) {
                 (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
+                (a, b) => a.or(b).or(s.timeout()),
             };
             (s.timeout(), first_byte)
         });

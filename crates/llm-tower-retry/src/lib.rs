@@ -13,9 +13,11 @@
 //!   the response is returned with a [`CooldownHint`](llm_tower_core::CooldownHint) so the balancer cools the endpoint down
 //!   and moves on;
 //! - a per-endpoint [`RetryBudget`] (tower's `TpsBudget`) caps the extra load retries add;
-//! - the endpoint's `timeout` bounds the wait for the response head of each try, and its
-//!   optional `first_byte_timeout` bounds the wait for the first body frame of a 2xx
-//!   response (the frame is then passed on, never lost or duplicated);
+//! - the endpoint's `timeout` bounds the wait for the response head of each try; before the
+//!   head is passed on, the first body frame of a 2xx and the body of an error (up to
+//!   [`DRAIN_LIMIT`]) are read ahead, within `first_byte_timeout`, else `stream_idle_timeout`,
+//!   else `timeout`, so a stalled or broken body fails the try (what was read is passed on,
+//!   never lost or duplicated);
 //! - a response that is retried is drained (at most 64 KiB, only while the backoff runs) so
 //!   its connection can be reused, else dropped;
 //! - every attempt is appended to the request's [`Attempts`](llm_tower_core::Attempts) log

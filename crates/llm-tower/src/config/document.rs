@@ -148,7 +148,7 @@ impl Document {
         }
         serde_path_to_error::deserialize(Value::Object(part)).map_err(|err| ConfigError::Parse {
             field: err.path().to_string(),
-            message: err.into_inner().to_string(),
+            message: redact_strings(&err.into_inner().to_string()),
         })
     }
 
@@ -310,6 +310,21 @@ impl<'de> Visitor<'de> for FiniteVisitor {
         }
         Ok(Value::Object(entries))
     }
+}
+
+/// serde quotes the string it could not use (`invalid type: string "…"`), and a string in the
+/// wrong place may be a key: the quoted text is never repeated.
+fn redact_strings(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find("string \"") {
+        let (before, quoted) = rest.split_at(at + "string \"".len());
+        out.push_str(before);
+        out.push_str("***\"");
+        rest = quoted.find('"').map_or("", |end| &quoted[end + 1..]);
+    }
+    out.push_str(rest);
+    out
 }
 
 fn kind_of(value: &Value) -> &'static str {

@@ -178,6 +178,10 @@ fn err(text: &str) -> String {
 /// Configurations that must be refused, and what the error must say.
 const INVALID: &[(&str, &[&str])] = &[
     (
+        "endpoints: [{ id: a, base_url: 'http://h', timeout: 5000000000000000h }]",
+        &["endpoint `a`: timeout", "24h"],
+    ),
+    (
         "endpoints: [{ id: a, base_url: 'http://h', retry_policy: { name: ExponentialBackoff, config: { multiplier: .nan } } }]",
         &[
             "endpoints[0].retry_policy.config.multiplier",
@@ -310,6 +314,12 @@ const INVALID: &[(&str, &[&str])] = &[
 #[test]
 fn invalid_cases_name_the_field() {
     let cases = INVALID;
+    // A key in the wrong place is not repeated in the error.
+    let message = err(
+        "retry_budget: 'sk-secret-in-the-wrong-place'\nendpoints: [{ id: a, base_url: 'http://h' }]",
+    );
+    assert!(message.starts_with("retry_budget"), "{message}");
+    assert!(!message.contains("sk-secret"), "{message}");
     for (text, needles) in cases {
         let message = err(text);
         for needle in *needles {

@@ -7,7 +7,7 @@ use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
-use llm_tower_core::{Attempts, BoxError, Caller, Error, ErrorKind, strip_hop_by_hop};
+use llm_tower_core::{Attempts, BoxError, Caller, Error, ErrorKind, Selected, strip_hop_by_hop};
 
 use super::body::ResponseBody;
 use super::completion::Completion;
@@ -176,9 +176,7 @@ where
 /// An error as the client sees it: OpenAI-style JSON with the right status.
 #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
 fn error_response<RB>(shared: &Shared, err: BoxError) -> Response<ResponseBody<RB>> {
-    let err = err
-        .downcast::<Error>()
-        .map_or_else(Error::upstream, |err| *err);
+    let err = Error::upstream(err);
     if err.kind() == ErrorKind::Local {
         // Not an upstream's fault: whoever runs this process must act (raise limits, add
         // memory), so it is said loudly.
@@ -208,10 +206,14 @@ fn drop_inconsistent_length<B: http_body::Body>(response: &mut Response<B>) {
 }
 
 fn add_attempt_headers<B>(response: &mut Response<B>, attempts: &Attempts) {
-    if let Some(last) = attempts.last() {
-        if let Ok(value) = HeaderValue::from_str(last.endpoint.as_str()) {
-            response.headers_mut().insert(ENDPOINT_HEADER, value);
-        }
+    // The endpoint whose response this is: a failed response returned after a later attempt
+    // failed without one is not the last attempt's.
+    let endpoint = match response.extensions().get::<Selected>() {
+        Some(selected) => Some(selected.id().clone()),
+        None => attempts.last().map(|last| last.endpoint),
+    };
+    if let Some(value) = endpoint.and_then(|id| HeaderValue::from_str(id.as_str()).ok()) {
+        response.headers_mut().insert(ENDPOINT_HEADER, value);
     }
     response
         .headers_mut()
