@@ -7,7 +7,7 @@
 ///
 /// let args = ["--config", "gw.yaml", "--check"].map(String::from);
 /// let command = Command::parse(args).unwrap();
-/// assert_eq!(command, Command::Check { config: "gw.yaml".into() });
+/// assert_eq!(command, Command::Check { config: "gw.yaml".into(), listen: None });
 /// assert!(Command::parse(["--frobnicate".to_owned()]).is_err());
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,6 +23,8 @@ pub enum Command {
     Check {
         /// The configuration file.
         config: String,
+        /// The `--listen` that serving would use instead of the file's: checked too.
+        listen: Option<String>,
     },
     /// Print the version.
     Version,
@@ -68,7 +70,7 @@ impl Command {
         }
         if check {
             let config = config.ok_or("--check needs --config FILE")?;
-            return Ok(Self::Check { config });
+            return Ok(Self::Check { config, listen });
         }
         Ok(Self::Serve { config, listen })
     }

@@ -93,6 +93,8 @@ impl ClientAuth {
 #[derive(Clone)]
 pub(crate) struct ClientKeys {
     keys: Arc<[(Caller, Box<[u8]>)]>,
+    /// `llm_tower_requests_total{client="-",status="401"}`, registered once.
+    refused: metrics::Counter,
 }
 
 impl fmt::Debug for ClientKeys {
@@ -102,7 +104,8 @@ impl fmt::Debug for ClientKeys {
                 "names",
                 &self.keys.iter().map(|(c, _)| c.name()).collect::<Vec<_>>(),
             )
-            .finish()
+            // The keys themselves are never shown.
+            .finish_non_exhaustive()
     }
 }
 
@@ -124,6 +127,11 @@ impl ClientKeys {
                     (Caller::new(k.name.as_str()), key)
                 })
                 .collect(),
+            refused: metrics::counter!(
+                "llm_tower_requests_total",
+                "client" => "-",
+                "status" => "401"
+            ),
         }
     }
 
@@ -171,8 +179,7 @@ impl<B> ValidateRequest<B> for ClientKeys {
             client = "-",
             "request refused: no valid client key"
         );
-        metrics::counter!("llm_tower_requests_total", "client" => "-", "status" => "401")
-            .increment(1);
+        self.refused.increment(1);
         let message = if presented(request).is_none() {
             "this gateway needs a key: send it as `Authorization: Bearer <key>`, `x-api-key` \
              or `api-key`"

@@ -39,16 +39,22 @@ fn main() -> ExitCode {
             println!("llm-tower-gateway {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Command::Check { config } => match GatewayConfig::from_path(&config) {
-            Ok(_) => {
-                println!("{config}: ok");
-                ExitCode::SUCCESS
+        Command::Check { config, listen } => {
+            let checked = GatewayConfig::from_path(&config).and_then(|mut loaded| match listen {
+                Some(listen) => loaded.set_listen(&listen).and_then(|()| loaded.validate()),
+                None => Ok(()),
+            });
+            match checked {
+                Ok(()) => {
+                    println!("{config}: ok");
+                    ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    eprintln!("error: {config}: {err}");
+                    ExitCode::from(2)
+                }
             }
-            Err(err) => {
-                eprintln!("error: {config}: {err}");
-                ExitCode::from(2)
-            }
-        },
+        }
         Command::Serve { config, listen } => {
             tracing_subscriber::fmt()
                 // Colours for a terminal, not for a file or a log collector.

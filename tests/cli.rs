@@ -38,6 +38,20 @@ fn check_accepts_a_good_file_and_names_the_field_of_a_bad_one() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("endpoint `a`: weight"), "{stderr}");
 
+    // The `--listen` that serving would use is checked too.
+    let output = Command::new(BIN)
+        .args([
+            "--check",
+            "--config",
+            good.to_str().unwrap(),
+            "--listen",
+            "0.0.0.0:8080",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("client_auth"));
+
     // Every v1 file keeps working.
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/gateway.yaml");
     let output = Command::new(BIN)

@@ -122,9 +122,9 @@ impl<B: Body> Body for ResponseBody<B> {
             return hint;
         }
         let mut adjusted = SizeHint::new();
-        adjusted.set_lower(hint.lower() + extra);
+        adjusted.set_lower(hint.lower().saturating_add(extra));
         if let Some(upper) = hint.upper() {
-            adjusted.set_upper(upper + extra);
+            adjusted.set_upper(upper.saturating_add(extra));
         }
         adjusted
     }
