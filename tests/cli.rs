@@ -77,20 +77,16 @@ fn version_help_and_bad_arguments() {
     assert_eq!(output.status.code(), Some(2));
 }
 
-/// Kills the child when the test ends, however it ends.
-struct Running(std::process::Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-#[test]
-fn without_a_config_it_serves_the_demo() {
-    let child = Command::new(BIN)
-        .args(["--listen", "127.0.0.1:0"])
+/// Starts `command` (the binary, or a shell that execs it), waits for its "listening on" line
+/// and returns it running, its base URL, and the rest of its output (the log) as it comes.
+fn launch(
+    mut command: Command,
+) -> (
+    Running,
+    String,
+    std::io::Lines<BufReader<std::process::ChildStdout>>,
+) {
+    let child = command
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -103,6 +99,24 @@ fn without_a_config_it_serves_the_demo() {
         .strip_prefix("llm-tower gateway listening on ")
         .unwrap_or_else(|| panic!("unexpected first line: {first}"))
         .to_owned();
+    (running, url, lines)
+}
+
+/// Kills the child when the test ends, however it ends.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn without_a_config_it_serves_the_demo() {
+    let mut command = Command::new(BIN);
+    command.args(["--listen", "127.0.0.1:0"]);
+    let (_running, url, mut lines) = launch(command);
     let printed: Vec<String> = lines.by_ref().take(6).map(Result::unwrap).collect();
     assert!(
         printed.iter().any(|l| l.contains("curl -s http://")),
@@ -145,20 +159,9 @@ fn start_binary(config: &str) -> (Running, String) {
         ),
         config,
     );
-    let child = Command::new(BIN)
-        .args(["--config", path.to_str().unwrap()])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut running = Running(child);
-    let mut lines = BufReader::new(running.0.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    let url = first
-        .strip_prefix("llm-tower gateway listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line: {first}"))
-        .to_owned();
+    let mut command = Command::new(BIN);
+    command.args(["--config", path.to_str().unwrap()]);
+    let (running, url, lines) = launch(command);
     // Keep reading, as a terminal would, until the process exits.
     std::thread::spawn(move || lines.for_each(drop));
     (running, url)
@@ -324,26 +327,15 @@ async fn out_of_file_descriptors_the_gateway_backs_off_and_recovers() {
         "listen: 127.0.0.1:0\nendpoints:\n  - id: a\n    base_url: http://127.0.0.1:9/v1\n",
     );
     // A descriptor limit the gateway reaches with a few dozen clients.
-    let child = Command::new("sh")
-        .args([
-            "-c",
-            &format!("ulimit -n 48 && exec {BIN} --config {}", path.display()),
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut running = Running(child);
-    let mut lines = BufReader::new(running.0.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
+    let mut command = Command::new("sh");
+    command.args([
+        "-c",
+        &format!("ulimit -n 48 && exec {BIN} --config {}", path.display()),
+    ]);
+    let (mut running, url, lines) = launch(command);
     // The log goes to stdout.
     let log =
         std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>().join("\n"));
-    let url = first
-        .strip_prefix("llm-tower gateway listening on ")
-        .unwrap()
-        .to_owned();
     let addr = url
         .trim_start_matches("http://")
         .trim_end_matches("/v1")
