@@ -36,5 +36,5 @@ mod server;
 pub use client_auth::{ClientAuth, ClientKey};
 pub use config::{DEFAULT_LISTEN, DEFAULT_MOUNT, GatewayConfig};
 pub use demo::{Demo, demo};
-pub use router::{App, router};
+pub use router::{App, Routes, router};
 pub use server::{ServerSettings, serve, shutdown_signal};

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
 use axum::body::Body;
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use llm_tower::{ConfigError, HealthRegistry, Upstream};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower::ServiceBuilder;
@@ -20,6 +20,7 @@ use tracing::Level;
 use crate::GatewayConfig;
 use crate::admin;
 use crate::client_auth::ClientKeys;
+use crate::server::Direct;
 
 /// The gateway's routers, and the health registry they report.
 ///
@@ -40,12 +41,49 @@ use crate::client_auth::ClientKeys;
 pub struct App {
     /// For `listen`: `/healthz`, everything under the mount path, and `/upstreams` and
     /// `/metrics` unless `admin_listen` is set (behind client authentication when it is on).
-    pub main: Router,
+    pub main: Routes,
     /// For `admin_listen`, when set: `/healthz`, `/upstreams`, `/metrics`, without client
     /// authentication.
     pub admin: Option<Router>,
     /// The health of every endpoint.
     pub health: HealthRegistry,
+}
+
+/// The main listener's routes: an axum [`Router`] that is complete on its own (serve it with
+/// anything), and the proxied path for [`serve`](crate::serve) to take without routing.
+///
+/// ```
+/// use llm_tower::{Config, EndpointConfig};
+/// use llm_tower_gateway::{GatewayConfig, router};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let upstream = Config::with_endpoints(vec![EndpointConfig::new("local", "http://127.0.0.1:11434/v1")]);
+/// let app = router(&GatewayConfig::new(upstream), None).unwrap();
+/// let router: axum::Router = app.main.into_router();
+/// # let _ = router;
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Routes {
+    pub(crate) router: Router,
+    pub(crate) direct: Option<Direct>,
+}
+
+impl Routes {
+    /// The axum router alone.
+    pub fn into_router(self) -> Router {
+        self.router
+    }
+}
+
+impl From<Router> for Routes {
+    fn from(router: Router) -> Self {
+        Self {
+            router,
+            direct: None,
+        }
+    }
 }
 
 /// Builds the gateway's routers. `metrics` is the handle of an installed Prometheus recorder,
@@ -78,26 +116,40 @@ pub fn router(
         .access_log(true);
     let registry = upstream.health().clone();
     let service = upstream.build()?;
+    let keys = config.client_auth.as_ref().map(ClientKeys::new);
+    let ids = SequentialRequestId::new();
 
     let admin_routes = admin::routes(&registry, metrics);
     let (mut protected, admin) = match config.admin_listen {
         Some(_) => (Router::new(), Some(admin::healthz().merge(admin_routes))),
         None => (admin_routes, None),
     };
+    // The paths the router serves itself, for the direct path to leave to it.
+    let mut others = vec!["/healthz"];
+    if config.admin_listen.is_none() {
+        others.extend(["/upstreams", "/metrics"]);
+    }
+    let direct = Direct::new(
+        &config.mount,
+        others,
+        service.clone(),
+        keys.clone(),
+        ids.clone(),
+    );
     let mount = config.mount.trim_end_matches('/');
     protected = if mount.is_empty() {
         protected.fallback_service(service)
     } else {
         protected.nest_service(mount, service)
     };
-    if let Some(auth) = &config.client_auth {
-        protected = protected.layer(ValidateRequestHeaderLayer::custom(ClientKeys::new(auth)));
+    if let Some(keys) = keys {
+        protected = protected.layer(ValidateRequestHeaderLayer::custom(keys));
     }
     let router = admin::healthz().merge(protected);
 
     // Credentials are marked sensitive by the server before routing (see `server::service`).
     let middleware = ServiceBuilder::new()
-        .set_x_request_id(SequentialRequestId::new())
+        .set_x_request_id(ids)
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|request: &http::Request<Body>| {
@@ -111,7 +163,10 @@ pub fn router(
                 .on_response(DefaultOnResponse::new().level(Level::DEBUG)),
         )
         .propagate_x_request_id();
-    let main = router.layer(middleware);
+    let main = Routes {
+        router: router.layer(middleware),
+        direct: Some(direct),
+    };
     Ok(App {
         main,
         admin,
@@ -119,15 +174,25 @@ pub fn router(
     })
 }
 
+/// The request id header.
+pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
 /// `x-request-id` values: a random per-process prefix and a counter. Unique and cheap: no
 /// system call per request, unlike a fresh random UUID.
 #[derive(Clone, Debug)]
-struct SequentialRequestId {
+pub(crate) struct SequentialRequestId {
     prefix: Arc<str>,
     next: Arc<AtomicU64>,
 }
 
 impl SequentialRequestId {
+    /// The next id.
+    pub(crate) fn next(&self) -> HeaderValue {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(format!("{}-{n:x}", self.prefix)))
+            .expect("hex digits and a dash make a header value")
+    }
+
     fn new() -> Self {
         let seed = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
         Self {
@@ -139,9 +204,6 @@ impl SequentialRequestId {
 
 impl MakeRequestId for SequentialRequestId {
     fn make_request_id<B>(&mut self, _: &http::Request<B>) -> Option<RequestId> {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        HeaderValue::from_str(&format!("{}-{n:x}", self.prefix))
-            .ok()
-            .map(RequestId::new)
+        Some(RequestId::new(self.next()))
     }
 }

@@ -4,6 +4,7 @@
 
 mod body;
 mod conn;
+mod direct;
 mod service;
 mod settings;
 
@@ -12,7 +13,6 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -23,10 +23,14 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use conn::{ConnState, Timeouts, TrackedIo};
+pub(crate) use direct::Direct;
 use service::TrackedService;
 pub use settings::ServerSettings;
 
-/// Serves `router` on `listener` until `shutdown` completes, then drains: accepting stops,
+use crate::Routes;
+
+/// Serves `routes` (an axum `Router`, or the gateway's [`Routes`]) on `listener` until
+/// `shutdown` completes, then drains: accepting stops,
 /// in-flight requests and streams may finish for `settings.shutdown_grace`, and what is left
 /// after that is cut (and counted in the log).
 ///
@@ -41,10 +45,11 @@ pub use settings::ServerSettings;
 /// that can fail for good.
 pub async fn serve(
     listener: TcpListener,
-    router: Router,
+    routes: impl Into<Routes>,
     settings: &ServerSettings,
     shutdown: impl Future<Output = ()> + Send,
 ) -> io::Result<()> {
+    let routes = routes.into();
     let builder = Arc::new(connection_builder(settings));
     let timeouts = Timeouts {
         header_read: settings.header_read_timeout,
@@ -79,7 +84,7 @@ pub async fn serve(
         let state = ConnState::new();
         let io = TokioIo::new(TrackedIo::new(stream, state.clone()));
         let service = hyper_util::service::TowerToHyperService::new(TrackedService::new(
-            router.clone(),
+            routes.clone(),
             state.clone(),
             settings.body_read_timeout,
         ));

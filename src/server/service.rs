@@ -1,5 +1,6 @@
-//! [`TrackedService`]: the router as one connection sees it, with the request body deadline
-//! and the connection's busy/idle bookkeeping.
+//! [`TrackedService`]: the routes as one connection sees them, with the request body deadline,
+//! the Host check and the connection's busy/idle bookkeeping. Requests under the mount path go
+//! straight to the stack ([`Direct`]); everything else to the axum router.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -15,28 +16,30 @@ use http::{Request, Response};
 use http_body::Frame;
 use hyper::body::Incoming;
 use llm_tower::auth::{ACCOUNT_HEADERS, CREDENTIAL_HEADERS};
-use llm_tower::{Error, ErrorKind};
+use llm_tower::{BoxError, Error, ErrorKind};
 use pin_project_lite::pin_project;
 use tower::Service;
 
 use super::body::BodyDeadline;
 use super::conn::ConnState;
+use super::direct::{Answer, DirectBody, DirectFuture};
+use crate::Routes;
 
 #[derive(Clone)]
 pub(crate) struct TrackedService {
-    router: Router,
+    routes: Routes,
     state: Arc<ConnState>,
     body_read_timeout: Option<Duration>,
 }
 
 impl TrackedService {
     pub(crate) fn new(
-        router: Router,
+        routes: Routes,
         state: Arc<ConnState>,
         body_read_timeout: Option<Duration>,
     ) -> Self {
         Self {
-            router,
+            routes,
             state,
             body_read_timeout,
         }
@@ -63,11 +66,16 @@ impl Service<Request<Incoming>> for TrackedService {
             Some(limit) => request.map(|body| Body::new(BodyDeadline::new(body, limit))),
             None => request.map(Body::new),
         };
-        TrackedFuture {
-            inner: Some(self.router.call(request)),
-            refused: None,
-            done: Some(Done(self.state.clone())),
-        }
+        let done = Some(Done(self.state.clone()));
+        let state = match &self.routes.direct {
+            Some(direct) if direct.claims(request.uri().path()) => State::Direct {
+                future: direct.call(request),
+            },
+            _ => State::Router {
+                future: self.routes.router.call(request),
+            },
+        };
+        TrackedFuture { state, done }
     }
 }
 
@@ -114,17 +122,26 @@ impl Drop for Done {
 pin_project! {
     pub(crate) struct TrackedFuture {
         #[pin]
-        inner: Option<<Router as Service<Request<Body>>>::Future>,
-        refused: Option<Response<Body>>,
+        state: State,
         done: Option<Done>,
+    }
+}
+
+pin_project! {
+    #[project = StateProjection]
+    enum State {
+        Router { #[pin] future: <Router as Service<Request<Body>>>::Future },
+        Direct { #[pin] future: DirectFuture },
+        Refused { response: Option<Response<Body>> },
     }
 }
 
 impl TrackedFuture {
     fn refused(response: Response<Body>, done: Done) -> Self {
         Self {
-            inner: None,
-            refused: Some(response),
+            state: State::Refused {
+                response: Some(response),
+            },
             done: Some(done),
         }
     }
@@ -135,10 +152,18 @@ impl Future for TrackedFuture {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let response = match (this.inner.as_pin_mut(), this.refused.take()) {
-            (Some(inner), _) => ready!(inner.poll(cx))?,
-            (None, Some(refused)) => refused,
-            (None, None) => panic!("TrackedFuture polled after completion"),
+        let response = match this.state.project() {
+            StateProjection::Router { future } => {
+                ready!(future.poll(cx))?.map(|body| Inner::Router { body })
+            }
+            StateProjection::Direct { future } => match ready!(future.poll(cx)) {
+                Answer::Stack(response) => response.map(|body| Inner::Direct { body }),
+                Answer::Refused(response) => response.map(|body| Inner::Router { body }),
+            },
+            StateProjection::Refused { response } => response
+                .take()
+                .expect("TrackedFuture polled after completion")
+                .map(|body| Inner::Router { body }),
         };
         let done = this.done.take();
         Poll::Ready(Ok(response.map(|inner| TrackedBody { inner, done })))
@@ -148,21 +173,34 @@ impl Future for TrackedFuture {
 pin_project! {
     pub(crate) struct TrackedBody {
         #[pin]
-        inner: Body,
+        inner: Inner,
         done: Option<Done>,
+    }
+}
+
+pin_project! {
+    #[project = InnerProjection]
+    enum Inner {
+        Router { #[pin] body: Body },
+        Direct { #[pin] body: DirectBody },
     }
 }
 
 impl http_body::Body for TrackedBody {
     type Data = Bytes;
-    type Error = axum::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
-        let frame = ready!(this.inner.poll_frame(cx));
+        let frame = match this.inner.project() {
+            InnerProjection::Router { body } => {
+                ready!(body.poll_frame(cx)).map(|f| f.map_err(Into::into))
+            }
+            InnerProjection::Direct { body } => ready!(body.poll_frame(cx)),
+        };
         if !matches!(frame, Some(Ok(_))) {
             this.done.take();
         }
@@ -170,10 +208,16 @@ impl http_body::Body for TrackedBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            Inner::Router { body } => body.is_end_stream(),
+            Inner::Direct { body } => body.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Inner::Router { body } => body.size_hint(),
+            Inner::Direct { body } => body.size_hint(),
+        }
     }
 }

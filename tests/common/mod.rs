@@ -106,13 +106,32 @@ pub async fn serve(
 /// Serves `config` as it is (its server settings included) on free loopback ports: the main
 /// listener, and the admin listener when `admin_listen` is set.
 pub async fn serve_exactly(
+    config: GatewayConfig,
+    metrics: Option<PrometheusHandle>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Gateway {
+    serve_routes(config, metrics, shutdown, |routes| routes).await
+}
+
+/// Like [`serve_exactly`], but serves the main listener's axum router alone, without the
+/// server's direct path to the stack: what someone mounting the router elsewhere gets.
+pub async fn serve_router_only(config: GatewayConfig) -> Gateway {
+    serve_routes(config, None, std::future::pending(), |routes| {
+        routes.into_router().into()
+    })
+    .await
+}
+
+async fn serve_routes(
     mut config: GatewayConfig,
     metrics: Option<PrometheusHandle>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    main: impl FnOnce(gateway::Routes) -> gateway::Routes,
 ) -> Gateway {
     let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
     config.listen = loopback;
     let app = gateway::router(&config, metrics).unwrap();
+    let routes = main(app.main);
     let listener = tokio::net::TcpListener::bind(loopback).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let admin = match app.admin {
@@ -132,7 +151,7 @@ pub async fn serve_exactly(
         admin,
         client: Client::builder(TokioExecutor::new()).build_http(),
         server: tokio::spawn(async move {
-            gateway::serve(listener, app.main, &config.server, shutdown).await
+            gateway::serve(listener, routes, &config.server, shutdown).await
         }),
     }
 }
