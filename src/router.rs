@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
-use axum::body::Body;
 use http::{HeaderName, HeaderValue};
 use llm_tower::{ConfigError, HealthRegistry, Upstream};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -152,14 +151,7 @@ pub fn router(
         .set_x_request_id(ids)
         .layer(
             TraceLayer::new_for_http()
-                .make_span_with(|request: &http::Request<Body>| {
-                    // Method and path only: a query string may carry a client's `?key=`.
-                    tracing::info_span!(
-                        "request",
-                        method = %request.method(),
-                        path = request.uri().path(),
-                    )
-                })
+                .make_span_with(request_span)
                 .on_response(DefaultOnResponse::new().level(Level::DEBUG)),
         )
         .propagate_x_request_id();
@@ -172,6 +164,16 @@ pub fn router(
         admin,
         health: registry,
     })
+}
+
+/// The span every request's events are logged in: method and path only, since a query string
+/// may carry a client's `?key=`.
+pub(crate) fn request_span<B>(request: &http::Request<B>) -> tracing::Span {
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = request.uri().path(),
+    )
 }
 
 /// The request id header.

@@ -21,7 +21,7 @@ use tracing::Instrument;
 use tracing::instrument::Instrumented;
 
 use crate::client_auth::ClientKeys;
-use crate::router::{REQUEST_ID, SequentialRequestId};
+use crate::router::{REQUEST_ID, SequentialRequestId, request_span};
 
 /// What the stack answers with.
 pub(crate) type DirectBody =
@@ -83,12 +83,7 @@ impl Direct {
     }
 
     pub(crate) fn call(&self, mut request: Request<Body>) -> DirectFuture {
-        // Method and path only: a query string may carry a client's `?key=`.
-        let span = tracing::info_span!(
-            "request",
-            method = %request.method(),
-            path = request.uri().path(),
-        );
+        let span = request_span(&request);
         let id = if let Some(id) = request.headers().get(REQUEST_ID) {
             id.clone()
         } else {
