@@ -79,4 +79,12 @@ mod server;
 pub mod scripted;
 
 pub use behavior::Behavior;
+
+/// Locks `mutex`, poisoned or not: the mock's state stays usable after a test thread that
+/// held it panicked, so the failure shown is that test's, not a cascade of poison errors.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 pub use server::{MockBuilder, MockProvider, RecordedRequest};

@@ -1,17 +1,16 @@
-//! The server: accept loop, per-connection tasks, request handling and the public handle.
+//! The server: the public handle, its builder, the accept loop and per-connection tasks.
+//! What one request gets is in `handle.rs`.
 
 use std::collections::VecDeque;
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderName, HeaderValue};
-use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
+use http::{HeaderMap, Method, Uri};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -21,7 +20,11 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use crate::assets::Assets;
 use crate::behavior::{Behavior, Plan};
-use crate::body::{Abort, MockBody, SseEnd, shutdown_wait, stopped};
+use crate::body::stopped;
+use crate::lock;
+use handle::handle;
+
+mod handle;
 
 /// How long [`MockProvider::shutdown`] lets a connection finish its current exchange.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
@@ -104,10 +107,6 @@ struct Shared {
     recorded: Mutex<Vec<RecordedRequest>>,
     script: Mutex<Script>,
     shutdown: watch::Receiver<bool>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A running fake LLM provider (an OpenAI-compatible HTTP/1.1 server on loopback).
@@ -387,207 +386,4 @@ async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
     // responses abort themselves. The grace period only bounds clients that stall mid-request.
     conn.as_mut().graceful_shutdown();
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, conn).await;
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Route {
-    Chat,
-    Models,
-    Unknown,
-}
-
-fn route(method: &Method, path: &str) -> Route {
-    if *method == Method::POST && path.ends_with("/chat/completions") {
-        Route::Chat
-    } else if *method == Method::GET && path.ends_with("/models") {
-        Route::Models
-    } else {
-        Route::Unknown
-    }
-}
-
-/// Whether a JSON body has `"stream": true` at the top level (a cheap byte scan; a key
-/// `"stream"` can't appear unescaped inside a JSON string).
-fn wants_stream(body: &[u8]) -> bool {
-    const KEY: &[u8] = b"\"stream\"";
-    let mut rest = body;
-    while let Some(pos) = rest.windows(KEY.len()).position(|w| w == KEY) {
-        rest = &rest[pos + KEY.len()..];
-        let after = skip_ws(rest);
-        if let Some(value) = after.strip_prefix(b":") {
-            return skip_ws(value).starts_with(b"true");
-        }
-    }
-    false
-}
-
-fn skip_ws(bytes: &[u8]) -> &[u8] {
-    let start = bytes
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(bytes.len());
-    &bytes[start..]
-}
-
-fn response(
-    status: StatusCode,
-    content_type: HeaderValue,
-    body: MockBody,
-    index: usize,
-) -> Response<MockBody> {
-    let mut res = Response::new(body);
-    *res.status_mut() = status;
-    let headers = res.headers_mut();
-    headers.insert(CONTENT_TYPE, content_type);
-    if content_type_is_sse(headers) {
-        headers.insert(CACHE_CONTROL, NO_CACHE);
-    }
-    headers.insert(REQUEST_INDEX, HeaderValue::from(index));
-    res
-}
-
-fn content_type_is_sse(headers: &HeaderMap) -> bool {
-    headers.get(CONTENT_TYPE) == Some(&EVENT_STREAM)
-}
-
-/// Reads a whole request body. A body that arrives in one frame (the common case) is kept
-/// as is, without copying.
-async fn read_body(mut body: Incoming) -> Result<Bytes, hyper::Error> {
-    let mut first: Option<Bytes> = None;
-    let mut joined: Option<BytesMut> = None;
-    while let Some(frame) = body.frame().await {
-        let Ok(data) = frame?.into_data() else {
-            continue;
-        };
-        if let Some(buf) = joined.as_mut() {
-            buf.extend_from_slice(&data);
-        } else if let Some(head) = first.take() {
-            let mut buf = BytesMut::with_capacity(head.len() + data.len());
-            buf.extend_from_slice(&head);
-            buf.extend_from_slice(&data);
-            joined = Some(buf);
-        } else {
-            first = Some(data);
-        }
-    }
-    Ok(joined.map_or_else(|| first.unwrap_or_default(), BytesMut::freeze))
-}
-
-async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<MockBody>, Abort> {
-    let index = shared.count.fetch_add(1, Ordering::SeqCst);
-    let (parts, body) = req.into_parts();
-    let body = read_body(body).await.map_err(|_| Abort::BadRequest)?;
-    let route = route(&parts.method, parts.uri.path());
-    let stream = route == Route::Chat && wants_stream(&body);
-    if shared.record {
-        lock(&shared.recorded).push(RecordedRequest {
-            method: parts.method,
-            uri: parts.uri,
-            headers: parts.headers,
-            body,
-        });
-    }
-    let assets = &shared.assets;
-    match route {
-        Route::Models => Ok(response(
-            StatusCode::OK,
-            JSON,
-            MockBody::full(assets.models.clone()),
-            index,
-        )),
-        Route::Unknown => Ok(response(
-            StatusCode::NOT_FOUND,
-            JSON,
-            MockBody::full(assets.not_found.clone()),
-            index,
-        )),
-        Route::Chat => {
-            let plan = lock(&shared.script).next();
-            serve_plan(&shared, &plan, stream, index).await
-        }
-    }
-}
-
-async fn serve_plan(
-    shared: &Shared,
-    mut plan: &Plan,
-    stream: bool,
-    index: usize,
-) -> Result<Response<MockBody>, Abort> {
-    let assets = &shared.assets;
-    let mut shutdown = None;
-    while let Plan::Delay(delay, inner) = plan {
-        let wait = shutdown.get_or_insert_with(|| shutdown_wait(&shared.shutdown));
-        tokio::select! {
-            () = tokio::time::sleep(*delay) => {}
-            () = wait.as_mut() => return Err(Abort::Shutdown),
-        }
-        plan = inner;
-    }
-    let sse = |total: usize, interval: Duration, end: SseEnd| {
-        let wait = (!interval.is_zero()).then(|| shutdown_wait(&shared.shutdown));
-        let body = MockBody::sse(Arc::clone(assets), total, interval, end, wait);
-        response(StatusCode::OK, EVENT_STREAM, body, index)
-    };
-    match plan {
-        Plan::Reply if stream => Ok(response(
-            StatusCode::OK,
-            EVENT_STREAM,
-            MockBody::full(assets.sse_default.clone()),
-            index,
-        )),
-        Plan::Reply => Ok(response(
-            StatusCode::OK,
-            JSON,
-            MockBody::full(assets.completion.clone()),
-            index,
-        )),
-        Plan::Stream { chunks, interval } => Ok(sse(*chunks, *interval, SseEnd::Done)),
-        Plan::ResetAfterChunks(n) => Ok(sse(*n, Duration::ZERO, SseEnd::Reset)),
-        Plan::Status {
-            status,
-            headers,
-            body,
-        } => {
-            let mut res = Response::new(MockBody::full(body.clone()));
-            *res.status_mut() = *status;
-            *res.headers_mut() = headers.clone();
-            res.headers_mut()
-                .insert(REQUEST_INDEX, HeaderValue::from(index));
-            Ok(res)
-        }
-        Plan::CloseBeforeHead => Err(Abort::CloseBeforeHead),
-        Plan::StallBody => {
-            let wait = shutdown.unwrap_or_else(|| shutdown_wait(&shared.shutdown));
-            let content_type = if stream { EVENT_STREAM } else { JSON };
-            Ok(response(
-                StatusCode::OK,
-                content_type,
-                MockBody::stall(wait),
-                index,
-            ))
-        }
-        Plan::StallHead => {
-            let wait = shutdown.unwrap_or_else(|| shutdown_wait(&shared.shutdown));
-            wait.await;
-            Err(Abort::Shutdown)
-        }
-        Plan::Delay(..) => unreachable!("delays are unwrapped above"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::wants_stream;
-
-    #[test]
-    fn detects_stream_flag() {
-        assert!(wants_stream(br#"{"model":"m","stream":true}"#));
-        assert!(wants_stream(b"{\"stream\" :\n true}"));
-        assert!(!wants_stream(br#"{"stream":false}"#));
-        assert!(!wants_stream(br#"{"stream_options":{"x":true}}"#));
-        assert!(!wants_stream(br#"{"messages":[{"content":"\"stream\""}]}"#));
-        assert!(wants_stream(br#"{"x":"stream","stream": true}"#));
-        assert!(!wants_stream(b""));
-    }
 }
