@@ -209,37 +209,54 @@ fn client() -> hyper_util::client::legacy::Client<
     hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_cuts_an_endless_stream_after_the_grace() {
+/// The binary with `shutdown_grace: grace` in front of a mock streaming without end, and a
+/// stream through it that has delivered its first frame.
+async fn mid_stream(
+    grace: &str,
+) -> (
+    llm_tower_mock::MockProvider,
+    Running,
+    String,
+    hyper::body::Incoming,
+) {
     use http_body_util::BodyExt;
     let mock = llm_tower_mock::MockProvider::start().await.unwrap();
     mock.set_default(llm_tower_mock::Behavior::Stream {
         chunks: 100_000,
         interval: std::time::Duration::from_millis(50),
     });
-    let (mut running, url) = start_binary(&gateway_config(&mock.base_url(), "1s"));
+    let (running, url) = start_binary(&gateway_config(&mock.base_url(), grace));
     let response = client()
         .request(post(&url, r#"{"stream":true}"#))
         .await
         .unwrap();
     let mut stream = response.into_body();
     assert!(stream.frame().await.unwrap().unwrap().is_data());
-    let asked = std::time::Instant::now();
-    terminate(&running);
-    // Draining: new clients are refused at once, so they can go elsewhere.
-    let addr = url
-        .trim_start_matches("http://")
-        .trim_end_matches("/v1")
-        .to_owned();
-    let mut refused = false;
+    (mock, running, url, stream)
+}
+
+/// Whether the gateway at `url` refuses new connections within half a second.
+async fn refuses_connections(url: &str) -> bool {
+    let addr = url.trim_start_matches("http://").trim_end_matches("/v1");
     for _ in 0..50 {
-        if tokio::net::TcpStream::connect(&addr).await.is_err() {
-            refused = true;
-            break;
+        if tokio::net::TcpStream::connect(addr).await.is_err() {
+            return true;
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    assert!(refused, "the listener stayed open during the drain");
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_cuts_an_endless_stream_after_the_grace() {
+    let (_mock, mut running, url, _stream) = mid_stream("1s").await;
+    let asked = std::time::Instant::now();
+    terminate(&running);
+    // Draining: new clients are refused at once, so they can go elsewhere.
+    assert!(
+        refuses_connections(&url).await,
+        "the listener stayed open during the drain"
+    );
     let code = tokio::task::spawn_blocking(move || {
         let code = wait_exit(&mut running, std::time::Duration::from_secs(10));
         (code, running)
@@ -293,21 +310,10 @@ async fn sigterm_lets_a_short_request_finish_first() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_signal_stops_at_once() {
-    use http_body_util::BodyExt;
-    let mock = llm_tower_mock::MockProvider::start().await.unwrap();
-    mock.set_default(llm_tower_mock::Behavior::Stream {
-        chunks: 100_000,
-        interval: std::time::Duration::from_millis(50),
-    });
-    let (running, url) = start_binary(&gateway_config(&mock.base_url(), "60s"));
-    let response = client()
-        .request(post(&url, r#"{"stream":true}"#))
-        .await
-        .unwrap();
-    let mut stream = response.into_body();
-    assert!(stream.frame().await.unwrap().unwrap().is_data());
+    let (_mock, running, url, _stream) = mid_stream("60s").await;
     terminate(&running);
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // The first signal is being handled (draining) before the second is sent.
+    assert!(refuses_connections(&url).await);
     let asked = std::time::Instant::now();
     terminate(&running);
     let mut running = running;
