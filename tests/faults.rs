@@ -2,6 +2,9 @@
 //! attempt list (`x-llm-tower-attempts`, `x-llm-tower-endpoint`) and the health afterwards.
 //! Real sockets, llm-tower-mock upstreams, paused time (cooldowns and backoffs are crossed by
 //! the clock, never by wall-clock sleeps).
+//!
+//! Over 500 lines on purpose: it is one matrix, read row against row; split, the rows that
+//! differ by one setting would land in different files.
 #![allow(clippy::float_cmp)]
 
 mod common;

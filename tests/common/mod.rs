@@ -11,7 +11,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use llm_tower::{Config, CountBased, EndpointConfig, RetryPolicy, Secret};
-use llm_tower_gateway::{self as gateway, GatewayConfig};
+use llm_tower_gateway::{self as gateway, ClientAuth, ClientKey, GatewayConfig};
 use llm_tower_mock::MockProvider;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::Value;
@@ -44,6 +44,25 @@ pub fn endpoint(id: &str, base_url: String, priority: u32) -> EndpointConfig {
 /// A configuration with the single endpoint `only` in front of `mock`.
 pub fn only(mock: &MockProvider) -> Config {
     Config::with_endpoints(vec![endpoint("only", mock.base_url(), 0)])
+}
+
+/// `only(mock)` behind client authentication with the keys of `team-a`
+/// (`gw-team-a-0123456789abcdef`) and `team-b` (`gw-team-b-0123456789abcdef`).
+pub fn with_keys(mock: &MockProvider) -> GatewayConfig {
+    let mut config = GatewayConfig::new(only(mock));
+    config.client_auth = Some(ClientAuth {
+        keys: vec![
+            ClientKey {
+                name: "team-a".into(),
+                key: Secret::new("gw-team-a-0123456789abcdef"),
+            },
+            ClientKey {
+                name: "team-b".into(),
+                key: Secret::new("gw-team-b-0123456789abcdef"),
+            },
+        ],
+    });
+    config
 }
 
 /// A base URL of an upstream that answers every request with `reply` (raw bytes, anything

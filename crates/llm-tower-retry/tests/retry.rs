@@ -1,4 +1,7 @@
 //! Retry behaviour against a scripted inner service, on paused time.
+//!
+//! Over 500 lines on purpose: the retry layer's whole contract (what is retried, waits,
+//! budget, per-try timeouts, read-ahead) in one place, on one scripted upstream.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
