@@ -1,7 +1,9 @@
 //! Cost of [`RetryLayer`] on the healthy path (the first attempt answers 200).
 //!
 //! Compares an inner service that answers immediately alone with `RetryLayer` + inner, for a
-//! request with a [`BufferedBody`] and the [`Selected`] and [`Attempts`] extensions.
+//! request with a [`BufferedBody`] and the [`Selected`] and [`Attempts`] extensions: alone
+//! (the layer copies the request before the first try, as `tower::retry` did) and with the
+//! balancer's [`Replay`] (no copy).
 //!
 //! ```text
 //! cargo bench --bench retry -- --warm-up-time 1 --measurement-time 3
@@ -14,7 +16,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use criterion::{BatchSize, Criterion, criterion_main};
 use http::{Request, Response};
-use llm_tower_core::{Attempts, BoxError, BufferedBody, Endpoint, Selected};
+use llm_tower_core::{Attempts, BoxError, BufferedBody, Endpoint, Replay, Selected};
 use llm_tower_mock::scripted::SingleFrame;
 use llm_tower_retry::RetryLayer;
 use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
@@ -31,6 +33,17 @@ fn request(endpoint: &Arc<Endpoint>) -> Request<BufferedBody> {
     extensions.insert(Selected(Arc::clone(endpoint)));
     extensions.insert(Attempts::new());
     request
+}
+
+/// The same request carrying the balancer's [`Replay`]: the retry layer then makes no copy
+/// before the first try (the gateway's case).
+fn request_with_replay(endpoint: &Arc<Endpoint>) -> Request<BufferedBody> {
+    let mut first = request(endpoint);
+    let endpoint = Arc::clone(endpoint);
+    first
+        .extensions_mut()
+        .insert(Replay::new(move || request(&endpoint)));
+    first
 }
 
 /// Drives `service` once over `request` (readiness, then the call).
@@ -82,6 +95,13 @@ fn retry(c: &mut Criterion) {
     group.bench_function("RetryLayer + inner", |b| {
         b.to_async(&runtime).iter_batched(
             || request(&endpoint),
+            |request| call(with_retry.clone(), request),
+            BatchSize::SmallInput,
+        );
+    });
+    group.bench_function("RetryLayer + inner, with the balancer's Replay", |b| {
+        b.to_async(&runtime).iter_batched(
+            || request_with_replay(&endpoint),
             |request| call(with_retry.clone(), request),
             BatchSize::SmallInput,
         );

@@ -3,8 +3,8 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::pin::pin;
-use std::task::Poll;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Buf;
@@ -14,7 +14,8 @@ use http_body_util::BodyExt;
 use llm_tower_core::{
     Attempts, BoxError, EndpointId, Error, ErrorKind, Outcome, Selected, informational_as_error,
 };
-use tokio::time::Instant;
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
 use tower::{Service, ServiceExt};
 use tracing::Instrument;
 
@@ -29,13 +30,14 @@ pub(crate) struct Target<'a> {
 }
 
 /// Sends one try (`retry` is 0 for the first) and records it.
-pub(crate) async fn try_once<S, B, RB>(
-    inner: &mut S,
+pub(crate) fn try_once<'a, S, B, RB>(
+    inner: &'a mut S,
     request: Request<B>,
-    target: &Target<'_>,
+    target: &'a Target<'a>,
     retry: u32,
-) -> Result<Response<ResponseBody<RB>>, BoxError>
+) -> impl Future<Output = Result<Response<ResponseBody<RB>>, BoxError>> + 'a
 where
+    B: 'a,
     S: Service<Request<B>, Response = Response<RB>>,
     S::Error: Into<BoxError>,
     RB: Body,
@@ -47,7 +49,9 @@ where
         retry,
         outcome = tracing::field::Empty,
     );
-    async {
+    // Not an `async fn`: the request is moved into the instrumented block once, not kept as
+    // an argument beside it.
+    async move {
         let started = Instant::now();
         let (timeout, first_byte) = target.selected.map_or((None, None), |s| {
             // A stall before the head is passed on is bounded by either body limit, or else
@@ -103,23 +107,49 @@ where
         result
     }
     .instrument(span)
-    .await
 }
 
 /// Runs `future` to its end, or until `limit` passed (`Err(limit)`). The timer is armed only
 /// when the future is not done on its first poll, which for a body frame already received is
-/// most of the time.
-async fn within<F: Future>(limit: Option<Duration>, future: F) -> Result<F::Output, Duration> {
-    let mut future = pin!(future);
-    let Some(limit) = limit else {
-        return Ok(future.await);
-    };
-    if let Poll::Ready(output) =
-        std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await
-    {
-        return Ok(output);
+/// most of the time. A struct rather than an `async fn`, so that the future is stored once,
+/// not once as an argument and again pinned.
+fn within<F: Future>(limit: Option<Duration>, future: F) -> Within<F> {
+    Within {
+        future,
+        limit,
+        sleep: None,
     }
-    tokio::time::timeout(limit, future).await.map_err(|_| limit)
+}
+
+pin_project! {
+    struct Within<F> {
+        #[pin]
+        future: F,
+        limit: Option<Duration>,
+        #[pin]
+        sleep: Option<Sleep>,
+    }
+}
+
+impl<F: Future> Future for Within<F> {
+    type Output = Result<F::Output, Duration>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if let Poll::Ready(output) = this.future.poll(cx) {
+            return Poll::Ready(Ok(output));
+        }
+        let Some(limit) = *this.limit else {
+            return Poll::Pending;
+        };
+        if this.sleep.is_none() {
+            this.sleep.set(Some(tokio::time::sleep(limit)));
+        }
+        match this.sleep.as_pin_mut().map(|sleep| sleep.poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(Err(limit)),
+            _ => Poll::Pending,
+        }
+    }
 }
 
 /// How much of a body to read before its head is passed on.
