@@ -11,12 +11,16 @@
 #   5. library stack only — benches/e2e/stack_proxy.rs: `Upstream::build` (error responses,
 #                    balancer, retry, auth, client) on the bare proxy's server, without the
 #                    gateway's router, middleware and front door: what the layers cost
+#   6. scale: the bare proxy and the gateway at $WIDE_CONCURRENCY connections, speaking
+#                    HTTP/1.1 to the upstream (a pool of connections) and HTTP/2 (h2c: one
+#                    connection per host, multiplexed)
 #
-# Per arm: requests/s at fixed concurrency (closed loop), p50/p99/p99.9 latency at a fixed
-# rate of half the bare proxy's throughput (with oha's latency correction), and proxy CPU
-# time per request (utime+stime from /proc/PID/stat over the closed-loop run).
+# Per arm: requests/s at fixed concurrency (closed loop), and proxy CPU time per request
+# (utime+stime from /proc/PID/stat over the closed-loop run). Then p50/p99/p99.9 latency at a
+# fixed rate of half the *gateway's* closed-loop throughput (with oha's latency correction),
+# so that neither proxy runs near its capacity and queueing does not dominate.
 #
-#   bash benches/e2e.sh                 # DURATION=10s CONCURRENCY=32 by default
+#   bash benches/e2e.sh                 # DURATION=10s CONCURRENCY=32 WIDE_CONCURRENCY=256
 #   DURATION=20s bash benches/e2e.sh
 #
 # The proxy under test runs on core 0; the mock and oha on core 1 (when there are 2+ cores).
@@ -25,12 +29,15 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 DURATION=${DURATION:-10s}
 CONCURRENCY=${CONCURRENCY:-32}
+WIDE_CONCURRENCY=${WIDE_CONCURRENCY:-256}
 UP1=127.0.0.1:18181
 UP2=127.0.0.1:18182
 BARE=127.0.0.1:18190
 GATEWAY=127.0.0.1:18191
 GATEWAY_DOWN=127.0.0.1:18192
 STACK=127.0.0.1:18193
+BARE_H2=127.0.0.1:18194
+GATEWAY_H2=127.0.0.1:18195
 DOWN=127.0.0.1:18199 # nothing listens here
 BODY='{"model":"mock-model","messages":[{"role":"user","content":"Say hello."}]}'
 OUT=target/e2e
@@ -59,10 +66,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-gateway_config() { # listen, second endpoint
+gateway_config() { # listen, second endpoint, client section (optional)
     cat <<EOF
 listen: $1
 mount: /v1
+client: { ${3:-} }
 endpoints:
   - id: first
     base_url: http://$UP1/v1
@@ -76,6 +84,7 @@ EOF
 }
 gateway_config "$GATEWAY" "$UP2" >"$OUT/gateway.yaml"
 gateway_config "$GATEWAY_DOWN" "$DOWN" >"$OUT/gateway-down.yaml"
+gateway_config "$GATEWAY_H2" "$UP2" "http2_only: true" >"$OUT/gateway-h2.yaml"
 
 "${LOAD_CPU[@]}" "$R/bench_upstream" "$UP1" "$UP2" >"$OUT/upstream.log" 2>&1 &
 PIDS+=($!)
@@ -91,8 +100,14 @@ PIDS+=("$GATEWAY_PID")
 RUST_LOG=warn "${PROXY_CPU[@]}" "$GW" --config "$OUT/gateway-down.yaml" >"$OUT/gateway-down.log" 2>&1 &
 GATEWAY_DOWN_PID=$!
 PIDS+=("$GATEWAY_DOWN_PID")
+"${PROXY_CPU[@]}" "$R/bare_proxy" "$BARE_H2" "http://$UP1/v1" h2c >"$OUT/bare-h2.log" 2>&1 &
+BARE_H2_PID=$!
+PIDS+=("$BARE_H2_PID")
+RUST_LOG=warn "${PROXY_CPU[@]}" "$GW" --config "$OUT/gateway-h2.yaml" >"$OUT/gateway-h2.log" 2>&1 &
+GATEWAY_H2_PID=$!
+PIDS+=("$GATEWAY_H2_PID")
 
-for addr in $UP1 $UP2 $BARE $STACK $GATEWAY $GATEWAY_DOWN; do
+for addr in $UP1 $UP2 $BARE $STACK $GATEWAY $GATEWAY_DOWN $BARE_H2 $GATEWAY_H2; do
     for _ in $(seq 100); do
         if (exec 3<>"/dev/tcp/${addr%:*}/${addr#*:}") 2>/dev/null; then break; fi
         sleep 0.1
@@ -107,11 +122,11 @@ oha_run() { # name, url, extra oha args...
     "${LOAD_CPU[@]}" oha --no-tui --output-format json -m POST -T application/json -d "$BODY" "$@" "$url" >"$OUT/$name.json"
 }
 
-closed_loop() { # name, url, pid (or -)
-    local name=$1 url=$2 pid=$3 before after
-    oha_run "$name-warmup" "$url" -c "$CONCURRENCY" -z 2s
+closed_loop() { # name, url, pid (or -), concurrency (optional)
+    local name=$1 url=$2 pid=$3 conc=${4:-$CONCURRENCY} before after
+    oha_run "$name-warmup" "$url" -c "$conc" -z 2s
     [ "$pid" = - ] || before=$(cpu_ticks "$pid")
-    oha_run "$name-closed" "$url" -c "$CONCURRENCY" -z "$DURATION"
+    oha_run "$name-closed" "$url" -c "$conc" -z "$DURATION"
     [ "$pid" = - ] || after=$(cpu_ticks "$pid")
     python3 - "$OUT/$name-closed.json" "${before:-0}" "${after:-0}" "$pid" >"$OUT/$name-closed.txt" <<'PY'
 import json, os, sys
@@ -142,17 +157,22 @@ closed_loop bare "http://$BARE/v1/chat/completions" "$BARE_PID"
 closed_loop gateway "http://$GATEWAY/v1/chat/completions" "$GATEWAY_PID"
 closed_loop gateway-down "http://$GATEWAY_DOWN/v1/chat/completions" "$GATEWAY_DOWN_PID"
 closed_loop stack "http://$STACK/chat/completions" "$STACK_PID"
+echo "closed loop: $WIDE_CONCURRENCY connections, HTTP/1.1 and h2c to the upstream"
+closed_loop bare-wide "http://$BARE/v1/chat/completions" "$BARE_PID" "$WIDE_CONCURRENCY"
+closed_loop gateway-wide "http://$GATEWAY/v1/chat/completions" "$GATEWAY_PID" "$WIDE_CONCURRENCY"
+closed_loop bare-h2 "http://$BARE_H2/v1/chat/completions" "$BARE_H2_PID" "$WIDE_CONCURRENCY"
+closed_loop gateway-h2 "http://$GATEWAY_H2/v1/chat/completions" "$GATEWAY_H2_PID" "$WIDE_CONCURRENCY"
 
-BARE_RPS=$(cut -d' ' -f1 "$OUT/bare-closed.txt")
-RATE=$((BARE_RPS / 2))
-echo "open loop: $RATE requests/s (half the bare proxy's throughput) for $DURATION per arm"
+GATEWAY_RPS=$(cut -d' ' -f1 "$OUT/gateway-closed.txt")
+RATE=$((GATEWAY_RPS / 2))
+echo "open loop: $RATE requests/s (half the gateway's throughput) for $DURATION per arm"
 open_loop direct "http://$UP1/v1/chat/completions" "$RATE"
 open_loop bare "http://$BARE/v1/chat/completions" "$RATE"
 open_loop gateway "http://$GATEWAY/v1/chat/completions" "$RATE"
 
-python3 - "$OUT" "$RATE" "$CONCURRENCY" "$DURATION" <<'PY' | tee "$OUT/results.md"
+python3 - "$OUT" "$RATE" "$CONCURRENCY" "$WIDE_CONCURRENCY" <<'PY' | tee "$OUT/results.md"
 import sys
-out, rate, conc, duration = sys.argv[1:5]
+out, rate, conc, wide = sys.argv[1:5]
 def read(name):
     try:
         return open(f"{out}/{name}.txt").read().split()
@@ -173,4 +193,11 @@ for label, name in rows:
     print(f"| {label} | {rps} | {ratio} | {cpu} | {cpu_ratio} | {opened[0]} | {opened[1]} | {opened[2]} | {ok} / {total} |")
 down, up = read("gateway-down-closed"), read("gateway-closed")
 print(f"\none endpoint down / all healthy (gateway throughput): {float(down[0]) / float(up[0]):.2f}")
+print(f"\n| c={wide} | req/s, HTTP/1.1 upstream | CPU µs/req | req/s, h2c upstream | CPU µs/req | h2c / HTTP/1.1 | 200s / total (h2c) |")
+print("|---|---|---|---|---|---|---|")
+for label, h1, h2 in (("bare proxy", "bare-wide", "bare-h2"), ("gateway", "gateway-wide", "gateway-h2")):
+    a, b = read(f"{h1}-closed"), read(f"{h2}-closed")
+    print(f"| {label} | {a[0]} | {a[1]} | {b[0]} | {b[1]} | {float(b[0]) / float(a[0]):.2f} | {b[2]} / {b[3]} |")
+bw, gw = read("bare-wide-closed"), read("gateway-wide-closed")
+print(f"\ngateway / bare at c={wide}, HTTP/1.1 upstream: {float(gw[0]) / float(bw[0]):.2f}")
 PY

@@ -280,6 +280,40 @@ async fn http2_clients_reach_http1_endpoints() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn h2c_endpoints_are_reached_over_http2_when_configured() {
+    let mock = MockProvider::start().await.unwrap();
+    let mut config = only(&mock);
+    config.client.http2_only = true;
+    let gw = start(config).await;
+
+    let response = gw.post(CHAT).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let json: Value = serde_json::from_slice(&body(response).await).unwrap();
+    assert_eq!(json["object"], "chat.completion");
+
+    mock.push(Behavior::Stream {
+        chunks: 3,
+        interval: Duration::from_millis(10),
+    });
+    let response = gw.post(r#"{"stream":true}"#).await;
+    assert_eq!(header(&response, "content-type"), "text/event-stream");
+    let streamed = body(response).await;
+    assert!(
+        String::from_utf8_lossy(&streamed)
+            .trim_end()
+            .ends_with("data: [DONE]")
+    );
+
+    let seen = mock.requests();
+    assert_eq!(seen.len(), 2);
+    for request in &seen {
+        assert_eq!(request.version, http::Version::HTTP_2);
+        assert_eq!(request.uri.path(), "/v1/chat/completions");
+        assert!(request.header("authorization").is_some());
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn absolute_form_target_still_reaches_the_configured_endpoint() {
     let mock = MockProvider::start().await.unwrap();
     let gw = start(only(&mock)).await;

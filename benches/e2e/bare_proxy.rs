@@ -4,8 +4,10 @@
 //! replay), rewrites the URI to the upstream and streams the response back.
 //!
 //! ```text
-//! cargo run --release --example bare_proxy -- 127.0.0.1:18090 http://127.0.0.1:18081/v1
+//! cargo run --release --example bare_proxy -- 127.0.0.1:18090 http://127.0.0.1:18081/v1 [h2c]
 //! ```
+//!
+//! With `h2c`, it speaks HTTP/2 to the upstream (the client's `http2_only`).
 
 use std::net::SocketAddr;
 
@@ -37,11 +39,15 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let (Some(listen), Some(upstream)) = (args.next(), args.next()) else {
-        return Err("usage: bare_proxy LISTEN_ADDR UPSTREAM_BASE_URL".into());
+        return Err("usage: bare_proxy LISTEN_ADDR UPSTREAM_BASE_URL [h2c]".into());
     };
     let listen: SocketAddr = listen.parse()?;
     let upstream = BaseUrl::parse(&upstream)?;
-    let client = HttpClient::new(&ClientSettings::default())?;
+    let settings = ClientSettings {
+        http2_only: args.next().as_deref() == Some("h2c"),
+        ..ClientSettings::default()
+    };
+    let client = HttpClient::new(&settings)?;
     let listener = tokio::net::TcpListener::bind(listen).await?;
     println!("bare proxy on http://{listen} -> {upstream}");
     loop {

@@ -112,6 +112,7 @@ pub(super) async fn handle(
         lock(&shared.recorded).push(RecordedRequest {
             method: parts.method,
             uri: parts.uri,
+            version: parts.version,
             headers: parts.headers,
             body,
         });

@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
-use http::{HeaderMap, Method, Uri};
-use hyper::server::conn::http1;
+use http::{HeaderMap, Method, Uri, Version};
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
@@ -51,6 +51,8 @@ pub struct RecordedRequest {
     pub method: Method,
     /// Request target as received (path and query, e.g. `/v1/chat/completions`).
     pub uri: Uri,
+    /// The HTTP version it came in (`HTTP/2.0` from a client speaking h2c).
+    pub version: Version,
     /// Request headers.
     pub headers: HeaderMap,
     /// The whole request body.
@@ -373,10 +375,10 @@ async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
     let _ = stream.set_nodelay(true);
     let mut shutdown = shared.shutdown.clone();
     let service = service_fn(move |req| handle(Arc::clone(&shared), req));
-    let conn = http1::Builder::new()
-        .keep_alive(true)
-        .header_read_timeout(None)
-        .serve_connection(TokioIo::new(stream), service);
+    // HTTP/1.1, and HTTP/2 with prior knowledge (h2c) for clients that speak it.
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().keep_alive(true).header_read_timeout(None);
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
     tokio::select! {
         _ = conn.as_mut() => return,

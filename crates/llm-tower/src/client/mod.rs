@@ -79,6 +79,7 @@ impl HttpClient {
             .pool_max_idle_per_host(settings.pool_max_idle_per_host)
             // The read buffer must hold the whole head: a larger one is a parse error.
             .http1_max_buf_size(settings.max_response_head_bytes)
+            .http2_only(settings.http2_only)
             .pool_timer(TokioTimer::new())
             .build(connector);
         Ok(Self {

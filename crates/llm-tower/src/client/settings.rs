@@ -30,6 +30,11 @@ pub struct ClientSettings {
     /// Largest upstream response head (default 64 KiB, at least 8 KiB): a larger one fails
     /// the attempt as a malformed response instead of being relayed.
     pub max_response_head_bytes: usize,
+    /// Speak HTTP/2 to every upstream without negotiating it (default off). For self-hosted
+    /// servers that take HTTP/2 over plain `http://` (h2c, "prior knowledge"); `https://`
+    /// endpoints negotiate HTTP/2 through ALPN without this. With it on, an endpoint that
+    /// only speaks HTTP/1 fails every request: turn it on only when all of them speak HTTP/2.
+    pub http2_only: bool,
 }
 
 impl Default for ClientSettings {
@@ -39,6 +44,7 @@ impl Default for ClientSettings {
             pool_idle_timeout: Duration::from_secs(90),
             pool_max_idle_per_host: 64,
             max_response_head_bytes: 64 * 1024,
+            http2_only: false,
         }
     }
 }
