@@ -146,9 +146,46 @@ pub struct Attempts(Arc<Inner>);
 
 struct Inner {
     start: Instant,
-    list: Mutex<Vec<Attempt>>,
+    list: Mutex<List>,
     /// Set by a layer inside the balancer that records every try itself (the retry layer).
     recorded_inside: AtomicBool,
+}
+
+/// The attempts in order. Most requests make one: it is kept inline, so logging it allocates
+/// nothing beyond the log itself.
+#[derive(Default)]
+struct List {
+    first: Option<Attempt>,
+    rest: Vec<Attempt>,
+}
+
+impl List {
+    fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.rest.len()
+    }
+
+    fn push(&mut self, attempt: Attempt) {
+        if self.first.is_none() {
+            self.first = Some(attempt);
+        } else {
+            self.rest.push(attempt);
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Attempt> {
+        self.first.iter().chain(&self.rest)
+    }
+
+    fn get_mut(&mut self, index: usize) -> Option<&mut Attempt> {
+        match index {
+            0 => self.first.as_mut(),
+            _ => self.rest.get_mut(index - 1),
+        }
+    }
+
+    fn last(&self) -> Option<&Attempt> {
+        self.rest.last().or(self.first.as_ref())
+    }
 }
 
 impl Attempts {
@@ -156,12 +193,12 @@ impl Attempts {
     pub fn new() -> Self {
         Self(Arc::new(Inner {
             start: Instant::now(),
-            list: Mutex::new(Vec::new()),
+            list: Mutex::new(List::default()),
             recorded_inside: AtomicBool::new(false),
         }))
     }
 
-    fn lock(&self) -> MutexGuard<'_, Vec<Attempt>> {
+    fn lock(&self) -> MutexGuard<'_, List> {
         // Recording never panics while holding the lock, but stay usable if a caller did.
         self.0
             .list
@@ -183,7 +220,7 @@ impl Attempts {
         let mut list = self.lock();
         let kind = if retry {
             AttemptKind::Retry
-        } else if list.is_empty() {
+        } else if list.first.is_none() {
             AttemptKind::First
         } else {
             AttemptKind::Fallback
@@ -236,7 +273,7 @@ impl Attempts {
 
     /// A copy of the attempts so far.
     pub fn to_vec(&self) -> Vec<Attempt> {
-        self.lock().clone()
+        self.lock().iter().cloned().collect()
     }
 
     /// The number of attempts so far.
@@ -324,5 +361,27 @@ mod tests {
         let json = serde_json::to_value(&log).unwrap();
         assert_eq!(json[0]["outcome"]["status"], 503);
         assert_eq!(json[1]["outcome"]["error"], "connect");
+    }
+
+    #[test]
+    fn outcomes_are_replaced_at_their_index_inline_or_not() {
+        let log = Attempts::new();
+        assert!(log.last().is_none());
+        let id = EndpointId::from("a");
+        let ok = Outcome::Status(StatusCode::OK);
+        log.record(&id, false, Instant::now(), ok);
+        assert_eq!(log.last().unwrap().index, 0);
+        log.record(&id, true, Instant::now(), ok);
+        log.record(&id, true, Instant::now(), ok);
+        let stalled = Outcome::Error(ErrorKind::StreamIdleTimeout);
+        log.set_outcome(0, stalled);
+        log.set_outcome(2, stalled);
+        log.set_outcome(3, stalled); // past the end: ignored
+        let outcomes: Vec<_> = log.to_vec().iter().map(|a| a.outcome).collect();
+        assert_eq!(outcomes, [stalled, ok, stalled]);
+        assert_eq!(log.last().unwrap().index, 2);
+        let mut indexes = Vec::new();
+        log.for_each(|a| indexes.push(a.index));
+        assert_eq!(indexes, [0, 1, 2]);
     }
 }

@@ -1,14 +1,16 @@
 //! Metrics through the `metrics` facade (feature `metrics`): per-attempt counters and latency,
 //! per-endpoint health gauges.
 
+use std::sync::PoisonError;
+
 use dashmap::DashMap;
 use http::StatusCode;
 use llm_tower_core::{Attempt, AttemptKind, Caller, EndpointId, Outcome};
 
 /// Metric handles, registered once per endpoint (and outcome) instead of once per request.
+/// Looked up by reference: recording a request clones no id and no handle.
 pub(crate) struct MetricHandles {
     endpoints: DashMap<EndpointId, EndpointMetrics>,
-    attempts: DashMap<(EndpointId, Outcome), metrics::Counter>,
     /// Requests by client name (`-` for none) and status.
     requests: DashMap<(Option<Caller>, StatusCode), metrics::Counter>,
     local_failures: metrics::Counter,
@@ -18,18 +20,57 @@ impl Default for MetricHandles {
     fn default() -> Self {
         Self {
             endpoints: DashMap::new(),
-            attempts: DashMap::new(),
             requests: DashMap::new(),
             local_failures: metrics::counter!("llm_tower_local_failures_total"),
         }
     }
 }
 
-#[derive(Clone)]
 struct EndpointMetrics {
     latency: metrics::Histogram,
     retries: metrics::Counter,
     fallbacks: metrics::Counter,
+    /// Attempts by outcome: a handful per endpoint, so a list beats a map.
+    outcomes: std::sync::RwLock<Vec<(Outcome, metrics::Counter)>>,
+}
+
+impl EndpointMetrics {
+    fn new(id: &EndpointId) -> Self {
+        let label = || ("endpoint", id.to_string());
+        Self {
+            latency: metrics::histogram!("llm_tower_upstream_latency_seconds", &[label()]),
+            retries: metrics::counter!("llm_tower_retries_total", &[label()]),
+            fallbacks: metrics::counter!("llm_tower_fallbacks_total", &[label()]),
+            outcomes: std::sync::RwLock::default(),
+        }
+    }
+
+    fn count(&self, id: &EndpointId, outcome: Outcome) {
+        let find = |list: &[(Outcome, metrics::Counter)]| {
+            list.iter()
+                .find(|(seen, _)| *seen == outcome)
+                .map(|(_, counter)| counter.increment(1))
+        };
+        let read = self.outcomes.read().unwrap_or_else(PoisonError::into_inner);
+        if find(&read).is_some() {
+            return;
+        }
+        drop(read);
+        let mut write = self
+            .outcomes
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if find(&write).is_some() {
+            return;
+        }
+        let counter = metrics::counter!(
+            "llm_tower_attempts_total",
+            "endpoint" => id.to_string(),
+            "outcome" => outcome.to_string()
+        );
+        counter.increment(1);
+        write.push((outcome, counter));
+    }
 }
 
 impl MetricHandles {
@@ -56,37 +97,21 @@ impl MetricHandles {
 
     pub(crate) fn record(&self, attempt: &Attempt) {
         let id = &attempt.endpoint;
-        let endpoint = self.endpoints.get(id).map_or_else(
-            || {
-                let label = || ("endpoint", id.to_string());
-                let handles = EndpointMetrics {
-                    latency: metrics::histogram!("llm_tower_upstream_latency_seconds", &[label()]),
-                    retries: metrics::counter!("llm_tower_retries_total", &[label()]),
-                    fallbacks: metrics::counter!("llm_tower_fallbacks_total", &[label()]),
-                };
-                self.endpoints.insert(id.clone(), handles.clone());
-                handles
-            },
-            |m| m.clone(),
-        );
+        let endpoint = match self.endpoints.get(id) {
+            Some(endpoint) => endpoint,
+            None => self
+                .endpoints
+                .entry(id.clone())
+                .or_insert_with(|| EndpointMetrics::new(id))
+                .downgrade(),
+        };
         endpoint.latency.record(attempt.latency.as_secs_f64());
         match attempt.kind {
             AttemptKind::Retry => endpoint.retries.increment(1),
             AttemptKind::Fallback => endpoint.fallbacks.increment(1),
             AttemptKind::First => {}
         }
-        let key = (id.clone(), attempt.outcome);
-        if let Some(counter) = self.attempts.get(&key) {
-            counter.increment(1);
-            return;
-        }
-        let counter = metrics::counter!(
-            "llm_tower_attempts_total",
-            "endpoint" => id.to_string(),
-            "outcome" => attempt.outcome.to_string()
-        );
-        counter.increment(1);
-        self.attempts.insert(key, counter);
+        endpoint.count(id, attempt.outcome);
     }
 }
 
