@@ -1,37 +1,42 @@
 //! Which headers carry credentials, and how a request's are replaced.
 
-use http::header::{AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION, USER_AGENT};
+use http::header::{PROXY_AUTHORIZATION, USER_AGENT};
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
-use llm_tower_core::{Endpoint, Provider, percent_decode, remove_all};
+use llm_tower_core::{Endpoint, Provider, header_names, percent_decode, remove_where};
 
-/// Inbound headers that carry credentials and are always removed (the header forms the
-/// OpenAI, Azure, Anthropic and Google SDKs send, and their common misspellings).
-pub static CREDENTIAL_HEADERS: [HeaderName; 15] = [
-    AUTHORIZATION,
-    PROXY_AUTHORIZATION,
-    HeaderName::from_static("x-api-key"),
-    HeaderName::from_static("x_api_key"),
-    HeaderName::from_static("api-key"),
-    HeaderName::from_static("api_key"),
-    HeaderName::from_static("apikey"),
-    HeaderName::from_static("anthropic-api-key"),
-    HeaderName::from_static("x-anthropic-api-key"),
-    HeaderName::from_static("x-goog-api-key"),
-    HeaderName::from_static("x-goog-iam-authorization-token"),
-    HeaderName::from_static("ocp-apim-subscription-key"),
-    HeaderName::from_static("x-auth-token"),
-    HeaderName::from_static("x-amz-security-token"),
-    HeaderName::from_static("x-api-token"),
-];
+header_names! {
+    /// Inbound headers that carry credentials and are always removed (the header forms the
+    /// OpenAI, Azure, Anthropic and Google SDKs send, and their common misspellings).
+    pub static CREDENTIAL_HEADERS: [
+        "authorization",
+        "proxy-authorization",
+        "x-api-key",
+        "x_api_key",
+        "api-key",
+        "api_key",
+        "apikey",
+        "anthropic-api-key",
+        "x-anthropic-api-key",
+        "x-goog-api-key",
+        "x-goog-iam-authorization-token",
+        "ocp-apim-subscription-key",
+        "x-auth-token",
+        "x-amz-security-token",
+        "x-api-token",
+    ];
+}
 
-/// Inbound headers that pick whose account a key bills or carry the client's session; removed
-/// like credentials (kept in bring-your-own-key mode, where the account is the client's).
-pub static ACCOUNT_HEADERS: [HeaderName; 4] = [
-    COOKIE,
-    HeaderName::from_static("openai-organization"),
-    HeaderName::from_static("openai-project"),
-    HeaderName::from_static("x-goog-user-project"),
-];
+header_names! {
+    /// Inbound headers that pick whose account a key bills or carry the client's session;
+    /// removed like credentials (kept in bring-your-own-key mode, where the account is the
+    /// client's).
+    pub static ACCOUNT_HEADERS: [
+        "cookie",
+        "openai-organization",
+        "openai-project",
+        "x-goog-user-project",
+    ];
+}
 
 /// Query parameters that carry credentials (compared after percent-decoding, ignoring case
 /// and a trailing `[]` or `[...]`), always removed.
@@ -55,13 +60,18 @@ pub(crate) fn rewrite_headers(
     keep_client: bool,
     user_agent: Option<&HeaderValue>,
 ) {
-    headers.remove(PROXY_AUTHORIZATION);
-    if !keep_client {
-        remove_all(headers, &CREDENTIAL_HEADERS);
-        remove_all(headers, &ACCOUNT_HEADERS);
-        if let Some(Provider::Custom { header, .. }) = endpoint.map(Endpoint::provider) {
-            headers.remove(header);
-        }
+    if keep_client {
+        headers.remove(PROXY_AUTHORIZATION);
+    } else {
+        let custom = match endpoint.map(Endpoint::provider) {
+            Some(Provider::Custom { header, .. }) => Some(header),
+            _ => None,
+        };
+        remove_where(headers, |name| {
+            CREDENTIAL_HEADERS.contains(name)
+                || ACCOUNT_HEADERS.contains(name)
+                || custom == Some(name)
+        });
     }
     if let Some(endpoint) = endpoint {
         if let Some((name, value)) = endpoint.credential() {

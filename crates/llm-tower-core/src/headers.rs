@@ -1,23 +1,103 @@
-//! Hop-by-hop headers: they describe one connection, not the message.
+//! Header sets matched by name, and the removal of hop-by-hop and other unwanted headers.
 
 use http::header::CONNECTION;
 use http::{HeaderMap, HeaderName};
 
-/// Headers that describe one connection, not the message; never forwarded either way.
-pub static HOP_BY_HOP: [HeaderName; 9] = [
-    CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    http::header::TE,
-    http::header::TRAILER,
-    http::header::TRANSFER_ENCODING,
-    http::header::UPGRADE,
-    http::header::PROXY_AUTHENTICATE,
-    http::header::PROXY_AUTHORIZATION,
-];
+/// A fixed set of header names, listed (for documentation and iteration) and matched by a
+/// `match` on the name rather than by comparing it with every entry: the request path asks
+/// "is this header in the set?" for each of a message's headers, several sets per request.
+/// Built with [`header_names!`](crate::header_names).
+///
+/// ```
+/// use http::HeaderName;
+/// use llm_tower_core::HOP_BY_HOP;
+///
+/// assert!(HOP_BY_HOP.contains(&HeaderName::from_static("keep-alive")));
+/// assert!(!HOP_BY_HOP.contains(&http::header::CONTENT_TYPE));
+/// assert_eq!(HOP_BY_HOP.iter().count(), 9);
+/// ```
+pub struct HeaderNames {
+    names: &'static [HeaderName],
+    matches: fn(&str) -> bool,
+}
+
+impl HeaderNames {
+    #[doc(hidden)] // Through `header_names!`, which keeps the list and the match equal.
+    pub const fn new(names: &'static [HeaderName], matches: fn(&str) -> bool) -> Self {
+        Self { names, matches }
+    }
+
+    /// Whether `name` is in the set.
+    pub fn contains(&self, name: &HeaderName) -> bool {
+        (self.matches)(name.as_str())
+    }
+
+    /// The names, in the order listed.
+    pub fn iter(&self) -> std::slice::Iter<'static, HeaderName> {
+        self.names.iter()
+    }
+}
+
+impl IntoIterator for &HeaderNames {
+    type Item = &'static HeaderName;
+    type IntoIter = std::slice::Iter<'static, HeaderName>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl std::fmt::Debug for HeaderNames {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.names).finish()
+    }
+}
+
+/// Defines a `static` [`HeaderNames`] from lowercase header names, written once.
+///
+/// ```
+/// llm_tower_core::header_names! {
+///     /// Headers that say who is asking.
+///     pub static WHO: ["x-user", "x-team"];
+/// }
+/// assert!(WHO.contains(&http::HeaderName::from_static("x-team")));
+/// assert!(!WHO.contains(&http::header::HOST));
+/// ```
+#[macro_export]
+macro_rules! header_names {
+    ($(#[$meta:meta])* $vis:vis static $set:ident: [$($name:literal),+ $(,)?];) => {
+        $(#[$meta])*
+        $vis static $set: $crate::HeaderNames = {
+            static NAMES: [$crate::__http::HeaderName; [$($name),+].len()] =
+                [$($crate::__http::HeaderName::from_static($name)),+];
+            $crate::HeaderNames::new(&NAMES, |name| matches!(name, $($name)|+))
+        };
+    };
+}
+
+header_names! {
+    /// Headers that describe one connection, not the message; never forwarded either way.
+    pub static HOP_BY_HOP: [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-authenticate",
+        "proxy-authorization",
+    ];
+}
 
 /// Removes hop-by-hop headers and every header that `connection` names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    strip_hop_by_hop_and(headers, |_| false);
+}
+
+/// Removes hop-by-hop headers, every header that `connection` names, and every header for
+/// which `also` says so, in one pass over the message's headers.
+pub fn strip_hop_by_hop_and(headers: &mut HeaderMap, also: impl Fn(&HeaderName) -> bool) {
     if headers.contains_key(CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(CONNECTION)
@@ -30,26 +110,25 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
-    remove_all(headers, &HOP_BY_HOP);
+    remove_where(headers, |name| HOP_BY_HOP.contains(name) || also(name));
 }
 
-/// Removes every header named in `names`. A message carries a handful of headers and the
-/// lists are long, so the message's names are looked up in the list (a comparison each, no
-/// hashing), instead of every listed name in the message.
+/// Removes every header for which `unwanted` says so. The message's headers (a handful) are
+/// asked once each; only the ones found are removed by name.
 ///
 /// ```
-/// use http::{HeaderMap, HeaderName, HeaderValue};
-/// use llm_tower_core::remove_all;
+/// use http::{HeaderMap, HeaderValue};
+/// use llm_tower_core::remove_where;
 ///
 /// let mut headers = HeaderMap::new();
 /// headers.append("x-api-key", HeaderValue::from_static("a"));
 /// headers.append("x-api-key", HeaderValue::from_static("b"));
 /// headers.insert("accept", HeaderValue::from_static("*/*"));
-/// remove_all(&mut headers, &[HeaderName::from_static("x-api-key")]);
+/// remove_where(&mut headers, |name| name == "x-api-key");
 /// assert_eq!(headers.len(), 1);
 /// ```
-pub fn remove_all(headers: &mut HeaderMap, names: &[HeaderName]) {
-    while let Some(name) = headers.keys().find(|name| names.contains(name)).cloned() {
+pub fn remove_where(headers: &mut HeaderMap, unwanted: impl Fn(&HeaderName) -> bool) {
+    while let Some(name) = headers.keys().find(|name| unwanted(name)).cloned() {
         headers.remove(name);
     }
 }

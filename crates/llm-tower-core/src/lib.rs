@@ -68,7 +68,9 @@ pub use endpoint::{
     ProviderName, Replay, Secret, Selected, SingleTry,
 };
 pub use error::{BoxError, CooldownHint, Error, ErrorKind};
-pub use headers::{HOP_BY_HOP, remove_all, strip_hop_by_hop};
+pub use headers::{HOP_BY_HOP, HeaderNames, remove_where, strip_hop_by_hop, strip_hop_by_hop_and};
+#[doc(hidden)] // For `header_names!`.
+pub use http as __http;
 pub use percent::percent_decode;
 pub use policy::{CountBased, ExponentialBackoff, RetryPolicy};
 pub use retry_after::{retry_after, retry_after_at};

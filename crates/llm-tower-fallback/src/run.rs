@@ -8,7 +8,8 @@ use http::{Request, Response, Uri};
 use http_body::Body;
 use llm_tower_core::{
     Attempts, BoxError, BufferedBody, Classification, Error, ErrorKind, Outcome, Replay, Selected,
-    SingleTry, buffer_request, classify, informational_as_error, strip_hop_by_hop,
+    SingleTry, buffer_request, classify, header_names, informational_as_error,
+    strip_hop_by_hop_and,
 };
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
@@ -92,6 +93,16 @@ where
     }
 }
 
+header_names! {
+    /// Request headers that are not forwarded besides the hop-by-hop ones. `host`: each
+    /// endpoint's comes from its URL. `content-length`: the buffered body knows its exact
+    /// length, and the client derives the framing from it. `expect`: the body is already here
+    /// (a server that sent `100 Continue` did so to get it), so the upstream must not wait for
+    /// a `100` of its own. `accept-encoding`: error bodies are checked for an echoed key, which
+    /// a compressed body would hide, so upstreams are asked for identity encoding.
+    static NOT_FORWARDED: ["host", "content-length", "expect", "accept-encoding"];
+}
+
 /// The request as every attempt sends it: buffered once, with the client's connection
 /// headers removed.
 struct Prepared {
@@ -109,20 +120,11 @@ impl Prepared {
     {
         let request = buffer_request(request, max_body_bytes).await?;
         let (mut parts, body) = request.into_parts();
-        parts.headers.remove(http::header::HOST);
-        strip_hop_by_hop(&mut parts.headers);
+        strip_hop_by_hop_and(&mut parts.headers, |name| NOT_FORWARDED.contains(name));
         // The client's HTTP version says nothing about the upstream's: the pool picks HTTP/1.1
         // or HTTP/2 per connection (ALPN). Forwarding an h2 client's version to an HTTP/1-only
         // endpoint would fail every attempt.
         parts.version = http::Version::HTTP_11;
-        // The buffered body knows its exact length; the client derives the framing from it.
-        parts.headers.remove(http::header::CONTENT_LENGTH);
-        // The body is already here (a server that sent `100 Continue` did so to get it): the
-        // upstream must not wait for a `100` of its own.
-        parts.headers.remove(http::header::EXPECT);
-        // Error bodies are checked for an echoed key, which a compressed body would hide:
-        // upstreams are asked for identity encoding.
-        parts.headers.remove(http::header::ACCEPT_ENCODING);
         let target = std::mem::take(&mut parts.uri);
         Ok(Self {
             parts,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response};
+use http::{HeaderName, HeaderValue, Request, Response};
 use llm_tower_core::{Attempts, BoxError, Caller, Error, ErrorKind, Selected, strip_hop_by_hop};
 
 use super::body::ResponseBody;
@@ -213,9 +213,13 @@ fn add_attempt_headers<B>(response: &mut Response<B>, attempts: &Attempts) {
         None => attempts.last().map(|last| last.endpoint),
     };
     if let Some(value) = endpoint.and_then(|id| HeaderValue::from_str(id.as_str()).ok()) {
-        response.headers_mut().insert(ENDPOINT_HEADER, value);
+        response.headers_mut().insert(ENDPOINT_NAME.clone(), value);
     }
     response
         .headers_mut()
-        .insert(ATTEMPTS_HEADER, HeaderValue::from(attempts.len()));
+        .insert(ATTEMPTS_NAME.clone(), HeaderValue::from(attempts.len()));
 }
+
+// Parsed once: a `&str` name is parsed again on every insert.
+static ENDPOINT_NAME: HeaderName = HeaderName::from_static(ENDPOINT_HEADER);
+static ATTEMPTS_NAME: HeaderName = HeaderName::from_static(ATTEMPTS_HEADER);
