@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use crate::endpoint::EndpointId;
 use crate::error::{BoxError, ErrorKind};
+use crate::model::ModelName;
 
 /// Why an attempt was made.
 ///
@@ -80,14 +81,18 @@ impl fmt::Display for Outcome {
 /// use tokio::time::Instant;
 ///
 /// let log = Attempts::new();
-/// let attempt = log.record(&EndpointId::from("a"), false, Instant::now(), Outcome::Status(StatusCode::OK));
+/// let attempt = log.record(&EndpointId::from("a"), None, false, Instant::now(), Outcome::Status(StatusCode::OK));
 /// assert_eq!(attempt.index, 0);
 /// assert!(attempt.to_string().starts_with("a(first)=200"));
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Attempt {
-    /// The endpoint tried.
+    /// The deployment tried: the endpoint id, or `endpoint/model` for an endpoint that serves
+    /// several models (see [`Deployment`](crate::Deployment)).
     pub endpoint: EndpointId,
+    /// The model it asked for (the client's name), when the request named one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelName>,
     /// First try, retry or fallback.
     pub kind: AttemptKind,
     /// Position in the request's attempt list (0-based).
@@ -113,10 +118,13 @@ impl fmt::Display for Attempt {
             AttemptKind::Retry => "retry",
             AttemptKind::Fallback => "fallback",
         };
+        write!(f, "{}({kind}", self.endpoint)?;
+        if let Some(model) = &self.model {
+            write!(f, ", {model}")?;
+        }
         write!(
             f,
-            "{}({kind})={} in {:.1}ms",
-            self.endpoint,
+            ")={} in {:.1}ms",
             self.outcome,
             self.latency.as_secs_f64() * 1000.0
         )
@@ -135,8 +143,8 @@ impl fmt::Display for Attempt {
 ///
 /// let log = Attempts::new();
 /// let id = EndpointId::from("primary");
-/// log.record(&id, false, Instant::now(), Outcome::Status(StatusCode::SERVICE_UNAVAILABLE));
-/// log.record(&id, true, Instant::now(), Outcome::Status(StatusCode::OK));
+/// log.record(&id, None, false, Instant::now(), Outcome::Status(StatusCode::SERVICE_UNAVAILABLE));
+/// log.record(&id, None, true, Instant::now(), Outcome::Status(StatusCode::OK));
 /// assert_eq!(log.len(), 2);
 /// assert_eq!(log.last().unwrap().kind, AttemptKind::Retry);
 /// assert!(log.to_string().starts_with("primary(first)=503"));
@@ -206,12 +214,13 @@ impl Attempts {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Records an attempt on `endpoint` that started at `started` and ended now. The kind is
+    /// Records an attempt on `endpoint` (for `model`, when the request named one) that started at `started` and ended now. The kind is
     /// derived: `Retry` when `retry` is set, else `First` for the first entry and `Fallback`
     /// after that.
     pub fn record(
         &self,
         endpoint: &EndpointId,
+        model: Option<&ModelName>,
         retry: bool,
         started: Instant,
         outcome: Outcome,
@@ -227,6 +236,7 @@ impl Attempts {
         };
         let attempt = Attempt {
             endpoint: endpoint.clone(),
+            model: model.cloned(),
             kind,
             index: list.len() as u32,
             started: started.saturating_duration_since(self.0.start),
@@ -337,13 +347,14 @@ mod tests {
         tokio::time::advance(Duration::from_millis(20)).await;
         log.record(
             &a,
+            Some(&"gpt-4o".into()),
             false,
             t0,
             Outcome::Status(StatusCode::SERVICE_UNAVAILABLE),
         );
         let t1 = Instant::now();
-        log.record(&a, true, t1, Outcome::Error(ErrorKind::Connect));
-        log.record(&b, false, Instant::now(), Outcome::Status(StatusCode::OK));
+        log.record(&a, None, true, t1, Outcome::Error(ErrorKind::Connect));
+        log.record(&b, None, false, Instant::now(), Outcome::Status(StatusCode::OK));
         let list = log.to_vec();
         assert_eq!(list.len(), 3);
         assert_eq!(list[0].kind, AttemptKind::First);
@@ -356,10 +367,12 @@ mod tests {
         assert_eq!(clone.len(), 3);
         assert_eq!(
             log.to_string(),
-            "a(first)=503 in 20.0ms, a(retry)=upstream_connect_failed in 0.0ms, b(fallback)=200 in 0.0ms"
+            "a(first, gpt-4o)=503 in 20.0ms, a(retry)=upstream_connect_failed in 0.0ms, b(fallback)=200 in 0.0ms"
         );
         let json = serde_json::to_value(&log).unwrap();
         assert_eq!(json[0]["outcome"]["status"], 503);
+        assert_eq!(json[0]["model"], "gpt-4o");
+        assert!(json[1].get("model").is_none());
         assert_eq!(json[1]["outcome"]["error"], "connect");
     }
 
@@ -369,10 +382,10 @@ mod tests {
         assert!(log.last().is_none());
         let id = EndpointId::from("a");
         let ok = Outcome::Status(StatusCode::OK);
-        log.record(&id, false, Instant::now(), ok);
+        log.record(&id, None, false, Instant::now(), ok);
         assert_eq!(log.last().unwrap().index, 0);
-        log.record(&id, true, Instant::now(), ok);
-        log.record(&id, true, Instant::now(), ok);
+        log.record(&id, None, true, Instant::now(), ok);
+        log.record(&id, None, true, Instant::now(), ok);
         let stalled = Outcome::Error(ErrorKind::StreamIdleTimeout);
         log.set_outcome(0, stalled);
         log.set_outcome(2, stalled);

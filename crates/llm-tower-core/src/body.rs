@@ -2,6 +2,7 @@
 
 use std::convert::Infallible;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -37,20 +38,71 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct BufferedBody {
-    data: Option<Bytes>,
+    /// The bytes not sent yet.
+    data: Data,
+}
+
+#[derive(Clone, Debug, Default)]
+enum Data {
+    #[default]
+    Empty,
+    One(Bytes),
+    /// A body whose `model` was rewritten: the bytes before, the new value, the bytes after,
+    /// each sent as it is (no copy), from `next` on.
+    Spliced { pieces: Arc<[Bytes; 3]>, next: usize },
 }
 
 impl BufferedBody {
     /// A body of these bytes.
     pub fn new(data: Bytes) -> Self {
         Self {
-            data: (!data.is_empty()).then_some(data),
+            data: if data.is_empty() {
+                Data::Empty
+            } else {
+                Data::One(data)
+            },
         }
     }
 
-    /// The bytes not yet read from this instance.
-    pub fn bytes(&self) -> &[u8] {
-        self.data.as_deref().unwrap_or_default()
+    /// A body of these pieces, one after the other, each sent without a copy.
+    pub(crate) fn spliced(pieces: [Bytes; 3]) -> Self {
+        Self {
+            data: Data::Spliced {
+                pieces: Arc::new(pieces),
+                next: 0,
+            },
+        }
+    }
+
+    /// The bytes not yet read from this instance, in one piece (copied only for a body
+    /// whose `model` was rewritten).
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use llm_tower_core::BufferedBody;
+    ///
+    /// assert_eq!(BufferedBody::from(Bytes::from_static(b"{}")).to_bytes(), "{}");
+    /// ```
+    pub fn to_bytes(&self) -> Bytes {
+        match &self.data {
+            Data::Empty => Bytes::new(),
+            Data::One(data) => data.clone(),
+            Data::Spliced { pieces, next } => pieces[*next..].concat().into(),
+        }
+    }
+
+    /// The number of bytes not yet read from this instance.
+    pub fn len(&self) -> usize {
+        match &self.data {
+            Data::Empty => 0,
+            Data::One(data) => data.len(),
+            Data::Spliced { pieces, next } => pieces[*next..].iter().map(Bytes::len).sum(),
+        }
+    }
+
+    /// Whether every byte was read (or there were none).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -68,15 +120,32 @@ impl Body for BufferedBody {
         self: Pin<&mut Self>,
         _cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        Poll::Ready(self.get_mut().data.take().map(|d| Ok(Frame::data(d))))
+        let data = &mut self.get_mut().data;
+        let frame = match data {
+            Data::Empty => None,
+            Data::One(_) => match std::mem::take(data) {
+                Data::One(bytes) => Some(bytes),
+                _ => unreachable!("matched above"),
+            },
+            Data::Spliced { pieces, next } => {
+                let piece = pieces[*next..].iter().position(|p| !p.is_empty());
+                let frame = piece.map(|offset| pieces[*next + offset].clone());
+                *next = piece.map_or(3, |offset| *next + offset + 1);
+                if *next == 3 {
+                    *data = Data::Empty;
+                }
+                frame
+            }
+        };
+        Poll::Ready(frame.map(|bytes| Ok(Frame::data(bytes))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.data.is_none()
+        self.is_empty()
     }
 
     fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.bytes().len() as u64)
+        SizeHint::with_exact(self.len() as u64)
     }
 }
 

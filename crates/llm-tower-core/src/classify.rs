@@ -85,6 +85,7 @@ pub fn classify_error_kind(kind: ErrorKind) -> Classification {
     match kind {
         ErrorKind::BodyTooLarge
         | ErrorKind::InvalidRequest
+        | ErrorKind::ModelNotFound
         | ErrorKind::RequestTimeout
         | ErrorKind::Unauthorized => Classification::ClientError,
         ErrorKind::Unrecognized | ErrorKind::Internal | ErrorKind::NoEndpointAvailable => {

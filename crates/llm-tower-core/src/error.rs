@@ -64,6 +64,9 @@ pub enum ErrorKind {
     BodyTooLarge,
     /// The request could not be read or forwarded as sent. 400.
     InvalidRequest,
+    /// The request asks for a model no endpoint serves. 404 (`model_not_found`, as OpenAI
+    /// answers); nothing was sent upstream.
+    ModelNotFound,
     /// The client did not send its request body in time. 408; nothing was sent upstream.
     RequestTimeout,
     /// The client presented no key, or not one of the gateway's. 401; nothing was sent
@@ -88,6 +91,7 @@ impl ErrorKind {
             }
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::InvalidRequest => StatusCode::BAD_REQUEST,
+            Self::ModelNotFound => StatusCode::NOT_FOUND,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::NoEndpointAvailable | Self::Local => StatusCode::SERVICE_UNAVAILABLE,
@@ -109,6 +113,7 @@ impl ErrorKind {
             Self::Unrecognized => "unrecognized_upstream_error",
             Self::BodyTooLarge => "request_too_large",
             Self::InvalidRequest => "invalid_request",
+            Self::ModelNotFound => "model_not_found",
             Self::RequestTimeout => "request_timeout",
             Self::Unauthorized => "invalid_api_key",
             Self::NoEndpointAvailable => "no_endpoint_available",
@@ -120,6 +125,7 @@ impl ErrorKind {
         match self {
             Self::BodyTooLarge
             | Self::InvalidRequest
+            | Self::ModelNotFound
             | Self::RequestTimeout
             | Self::Unauthorized => "invalid_request_error",
             Self::NoEndpointAvailable => "service_unavailable",

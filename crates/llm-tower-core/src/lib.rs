@@ -49,6 +49,7 @@ mod endpoint;
 mod error;
 mod headers;
 mod macros;
+mod model;
 mod percent;
 mod policy;
 mod retry_after;
@@ -65,12 +66,13 @@ pub use classify_errors::{ClassifyErrors, ClassifyErrorsFuture, ClassifyErrorsLa
 pub use config_error::{ConfigError, MAX_COOLDOWN_LIMIT};
 pub use endpoint::{
     ApiKey, BaseUrl, Caller, Endpoint, EndpointBuilder, EndpointConfig, EndpointId, Provider,
-    ProviderName, Replay, Secret, Selected, SingleTry,
+    ModelsConfig, ProviderName, Replay, Secret, Selected, SingleTry,
 };
 pub use error::{BoxError, CooldownHint, Error, ErrorKind};
 pub use headers::{HOP_BY_HOP, HeaderNames, remove_where, strip_hop_by_hop, strip_hop_by_hop_and};
 #[doc(hidden)] // For `header_names!`.
 pub use http as __http;
+pub use model::{Deployment, ModelInBody, ModelName, ModelRoute, find_model, with_model};
 pub use percent::percent_decode;
 pub use policy::{CountBased, ExponentialBackoff, RetryPolicy};
 pub use retry_after::{retry_after, retry_after_at};

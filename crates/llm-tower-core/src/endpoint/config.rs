@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{ApiKey, Endpoint, Provider, Secret};
 use crate::config_error::ConfigError;
+use crate::model::ModelRoute;
 use crate::policy::RetryPolicy;
 
 /// Provider names accepted in configuration.
@@ -96,6 +97,65 @@ pub struct EndpointConfig {
     /// Retry policy (default `ExponentialBackoff` with its defaults).
     #[serde(default)]
     pub retry_policy: RetryPolicy,
+    /// The models it serves (default: any model): a list of names, or a map
+    /// `name: upstream-name` for an endpoint that knows a model by another name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub models: Option<ModelsConfig>,
+}
+
+/// An endpoint's `models` as a configuration file writes it: a list of names
+/// (`[gpt-4o, gpt-4o-mini]`) or a map from the name clients use to the endpoint's own
+/// (`{gpt-4o: gpt4o-prod}`; an empty value keeps the name). Entries keep their order, and a
+/// name written twice is kept twice so that validation can say so.
+///
+/// ```
+/// use llm_tower_core::ModelsConfig;
+///
+/// let list: ModelsConfig = serde_json::from_str(r#"["gpt-4o", "gpt-4o-mini"]"#).unwrap();
+/// assert_eq!(list.0[1], ("gpt-4o-mini".to_owned(), "gpt-4o-mini".to_owned()));
+/// let map: ModelsConfig = serde_json::from_str(r#"{"gpt-4o": "gpt4o-prod", "o1": null}"#).unwrap();
+/// assert_eq!(map.0, [("gpt-4o".into(), "gpt4o-prod".into()), ("o1".into(), "o1".into())]);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelsConfig(pub Vec<(String, String)>);
+
+impl Serialize for ModelsConfig {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (name, upstream) in &self.0 {
+            map.serialize_entry(name, upstream)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for ModelsConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Entries;
+        impl<'de> serde::de::Visitor<'de> for Entries {
+            type Value = ModelsConfig;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of model names, or a map from model name to upstream name")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(name) = seq.next_element::<String>()? {
+                    entries.push((name.clone(), name));
+                }
+                Ok(ModelsConfig(entries))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut entries = Vec::new();
+                while let Some((name, upstream)) = map.next_entry::<String, Option<String>>()? {
+                    let upstream = upstream.unwrap_or_else(|| name.clone());
+                    entries.push((name, upstream));
+                }
+                Ok(ModelsConfig(entries))
+            }
+        }
+        deserializer.deserialize_any(Entries)
+    }
 }
 
 impl EndpointConfig {
@@ -116,6 +176,7 @@ impl EndpointConfig {
             first_byte_timeout: None,
             stream_idle_timeout: default_stream_idle_timeout(),
             retry_policy: RetryPolicy::default(),
+            models: None,
         }
     }
 
@@ -170,6 +231,14 @@ impl EndpointConfig {
             .first_byte_timeout(self.first_byte_timeout)
             .stream_idle_timeout(self.stream_idle_timeout)
             .retry_policy(self.retry_policy.clone());
+        if let Some(models) = &self.models {
+            builder = builder.models(
+                models
+                    .0
+                    .iter()
+                    .map(|(name, upstream)| ModelRoute::alias(name.as_str(), upstream.as_str())),
+            );
+        }
         if let Some(secret) = &self.api_key {
             let key = ApiKey::new(secret.expose_secret())
                 .map_err(|msg| ConfigError::invalid(field("api_key"), msg))?;

@@ -15,11 +15,12 @@ use http::{HeaderName, HeaderValue};
 
 pub use api_key::{ApiKey, Secret};
 pub use base_url::BaseUrl;
-pub use config::{EndpointConfig, ProviderName};
+pub use config::{EndpointConfig, ModelsConfig, ProviderName};
 pub use id::EndpointId;
 pub use provider::Provider;
 
 use crate::config_error::ConfigError;
+use crate::model::ModelRoute;
 use crate::policy::RetryPolicy;
 
 /// One upstream: where it is, how to authenticate, and how to treat its failures.
@@ -57,6 +58,7 @@ pub struct Endpoint {
     first_byte_timeout: Option<Duration>,
     stream_idle_timeout: Option<Duration>,
     retry_policy: RetryPolicy,
+    models: Option<Arc<[ModelRoute]>>,
 }
 
 impl Endpoint {
@@ -85,6 +87,7 @@ impl Endpoint {
             first_byte_timeout: None,
             stream_idle_timeout: Some(Self::DEFAULT_STREAM_IDLE_TIMEOUT),
             retry_policy: RetryPolicy::default(),
+            models: None,
         }
     }
 
@@ -140,6 +143,31 @@ impl Endpoint {
     pub fn retry_policy(&self) -> &RetryPolicy {
         &self.retry_policy
     }
+
+    /// The models this endpoint serves, or `None` when it serves any model (the request's
+    /// `model` is sent as it came).
+    ///
+    /// ```
+    /// use llm_tower_core::{Endpoint, ModelRoute};
+    ///
+    /// let any = Endpoint::builder("a", "http://127.0.0.1:1").build().unwrap();
+    /// assert!(any.models().is_none());
+    /// let azure = Endpoint::builder("b", "http://127.0.0.1:2")
+    ///     .models([ModelRoute::alias("gpt-4o", "gpt4o-prod"), ModelRoute::from("gpt-4o-mini")])
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(azure.models().unwrap()[0].upstream().as_ref(), "gpt4o-prod");
+    /// assert_eq!(azure.route_for("gpt-4o-mini").unwrap().upstream().as_ref(), "gpt-4o-mini");
+    /// assert!(azure.route_for("claude").is_none());
+    /// ```
+    pub fn models(&self) -> Option<&[ModelRoute]> {
+        self.models.as_deref()
+    }
+
+    /// How this endpoint serves `model`, if it lists it.
+    pub fn route_for(&self, model: &str) -> Option<&ModelRoute> {
+        self.models()?.iter().find(|route| &**route.name() == model)
+    }
 }
 
 /// Builder for [`Endpoint`]; see [`Endpoint::builder`].
@@ -164,6 +192,7 @@ pub struct EndpointBuilder {
     first_byte_timeout: Option<Duration>,
     stream_idle_timeout: Option<Duration>,
     retry_policy: RetryPolicy,
+    models: Option<Vec<ModelRoute>>,
 }
 
 impl EndpointBuilder {
@@ -228,6 +257,13 @@ impl EndpointBuilder {
         self.retry_policy = policy;
         self
     }
+    /// Sets the models this endpoint serves (by default, any model): names, or aliases
+    /// ([`ModelRoute::alias`]) for an endpoint that calls a model by another name.
+    #[must_use]
+    pub fn models<M: Into<ModelRoute>>(mut self, models: impl IntoIterator<Item = M>) -> Self {
+        self.models = Some(models.into_iter().map(Into::into).collect());
+        self
+    }
 
     /// Validates and builds the endpoint.
     ///
@@ -254,6 +290,9 @@ impl EndpointBuilder {
         self.retry_policy
             .validate()
             .map_err(|msg| ConfigError::invalid(field("retry_policy"), msg))?;
+        if let Some(models) = &self.models {
+            check_models(models).map_err(|msg| ConfigError::invalid(field("models"), msg))?;
+        }
         let credential = match &self.api_key {
             None => None,
             Some(key) => {
@@ -282,8 +321,25 @@ impl EndpointBuilder {
             first_byte_timeout: self.first_byte_timeout,
             stream_idle_timeout: self.stream_idle_timeout,
             retry_policy: self.retry_policy,
+            models: self.models.map(Into::into),
         })
     }
+}
+
+/// An endpoint's model list names at least one model, each once, none empty.
+fn check_models(models: &[ModelRoute]) -> Result<(), String> {
+    if models.is_empty() {
+        return Err("lists no model (leave it out for an endpoint that serves any model)".into());
+    }
+    for (i, route) in models.iter().enumerate() {
+        if route.name().trim().is_empty() || route.upstream().trim().is_empty() {
+            return Err("a model name is empty".into());
+        }
+        if models[..i].iter().any(|earlier| earlier.name() == route.name()) {
+            return Err(format!("`{}` is listed twice", route.name()));
+        }
+    }
+    Ok(())
 }
 
 /// A custom credential header must not be one that frames or routes the message (the key

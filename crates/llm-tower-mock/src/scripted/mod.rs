@@ -268,7 +268,7 @@ impl tower::Service<Request<BufferedBody>> for ScriptedUpstream {
             at: Instant::now(),
             uri: request.uri().clone(),
             headers: request.headers().clone(),
-            body: Bytes::copy_from_slice(request.body().bytes()),
+            body: request.body().to_bytes(),
         });
         Box::pin(run(step, endpoint))
     }

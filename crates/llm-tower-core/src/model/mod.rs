@@ -1,0 +1,121 @@
+//! Models: which ones an endpoint serves ([`ModelRoute`]), which one a request asks for
+//! ([`find_model`]), and the request's body rewritten for a deployment that calls it by
+//! another name ([`with_model`]).
+
+mod scan;
+
+use std::fmt;
+use std::sync::Arc;
+
+pub use scan::{ModelInBody, find_model, with_model};
+
+use crate::endpoint::EndpointId;
+
+/// A model name: cheap to clone.
+pub type ModelName = Arc<str>;
+
+/// One model an endpoint serves: the name clients ask for, and the name the endpoint knows it
+/// by (an Azure deployment name, a vLLM served name). Usually the same.
+///
+/// ```
+/// use llm_tower_core::ModelRoute;
+///
+/// let same = ModelRoute::from("gpt-4o");
+/// assert_eq!((&**same.name(), &**same.upstream()), ("gpt-4o", "gpt-4o"));
+/// let alias = ModelRoute::alias("gpt-4o", "gpt4o-prod");
+/// assert_eq!((&**alias.name(), &**alias.upstream()), ("gpt-4o", "gpt4o-prod"));
+/// assert!(alias.is_alias());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelRoute {
+    name: ModelName,
+    upstream: ModelName,
+}
+
+impl ModelRoute {
+    /// A model served under the name clients use.
+    pub fn new(name: impl Into<ModelName>) -> Self {
+        let name = name.into();
+        Self {
+            upstream: name.clone(),
+            name,
+        }
+    }
+
+    /// A model clients call `name`, sent upstream as `upstream`.
+    pub fn alias(name: impl Into<ModelName>, upstream: impl Into<ModelName>) -> Self {
+        Self {
+            name: name.into(),
+            upstream: upstream.into(),
+        }
+    }
+
+    /// The name clients ask for.
+    pub fn name(&self) -> &ModelName {
+        &self.name
+    }
+
+    /// The name sent upstream.
+    pub fn upstream(&self) -> &ModelName {
+        &self.upstream
+    }
+
+    /// Whether the upstream name differs from the client's.
+    pub fn is_alias(&self) -> bool {
+        self.name != self.upstream
+    }
+}
+
+impl From<&str> for ModelRoute {
+    fn from(name: &str) -> Self {
+        Self::new(name)
+    }
+}
+
+impl From<(&str, &str)> for ModelRoute {
+    fn from((name, upstream): (&str, &str)) -> Self {
+        Self::alias(name, upstream)
+    }
+}
+
+/// Request and response extension: the deployment (an endpoint, and the model when the
+/// request named one) an attempt went to. The balancer inserts it on each attempt and on the
+/// response; the retry layer records tries under its id, and the error-response layer names
+/// it in `x-llm-tower-endpoint` (and the model in `x-llm-tower-model` when a model fallback
+/// chain served another model than the one asked for).
+///
+/// ```
+/// use llm_tower_core::{Deployment, EndpointId};
+///
+/// let deployment = Deployment::new(EndpointId::from("azure-east/gpt-4o"), Some("gpt-4o".into()));
+/// assert_eq!(deployment.to_string(), "azure-east/gpt-4o");
+/// assert!(deployment.fell_back_from.is_none());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Deployment {
+    /// The deployment id: the endpoint id, or `endpoint/model` for an endpoint that serves
+    /// several models. Health, metrics and the attempt log are keyed by it.
+    pub id: EndpointId,
+    /// The model this attempt asked for (the client's name for it), when the request named
+    /// one.
+    pub model: Option<ModelName>,
+    /// The model the client asked for, when a fallback chain moved on to another.
+    pub fell_back_from: Option<ModelName>,
+}
+
+impl Deployment {
+    /// A deployment of `model` (if any) on the deployment `id`, for the model asked for.
+    pub fn new(id: EndpointId, model: Option<ModelName>) -> Self {
+        Self {
+            id,
+            model,
+            fell_back_from: None,
+        }
+    }
+}
+
+impl fmt::Display for Deployment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.id, f)
+    }
+}

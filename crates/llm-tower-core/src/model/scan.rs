@@ -1,0 +1,359 @@
+//! The top-level `model` of a JSON request body, found without building a document, and the
+//! body with only that value's bytes replaced.
+
+use std::ops::Range;
+
+use bytes::Bytes;
+
+use super::ModelName;
+use crate::body::BufferedBody;
+
+/// What a request body says about its model.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ModelInBody {
+    /// The top-level `model` is this string; `span` is where its value's characters are in the
+    /// body, between the quotes.
+    Named {
+        /// The name, JSON escapes decoded.
+        name: ModelName,
+        /// The value's bytes in the body, quotes excluded.
+        span: Range<usize>,
+    },
+    /// Not a JSON object, or no top-level `model` string in it (absent, `null`, a number).
+    Absent,
+    /// The top-level object has `model` more than once. Parsers disagree on which one counts
+    /// (most take the last), so such a request could be routed by one name and served by
+    /// another: it is refused.
+    Duplicate,
+}
+
+/// Finds the top-level `model` of a JSON body in one pass over its bytes, without building a
+/// document: nested values are skipped by their brackets and strings (found with `memchr`),
+/// and only the keys of the top-level object are read. The whole top level is read, so that
+/// a second `model` key is noticed.
+///
+/// ```
+/// use llm_tower_core::{ModelInBody, find_model};
+///
+/// let body = br#"{"messages": [{"role": "user", "content": "model"}], "model": "gpt-4o"}"#;
+/// let ModelInBody::Named { name, span } = find_model(body) else { panic!() };
+/// assert_eq!(&*name, "gpt-4o");
+/// assert_eq!(&body[span], b"gpt-4o");
+/// assert_eq!(find_model(b"not json"), ModelInBody::Absent);
+/// assert_eq!(find_model(br#"{"model": "a", "model": "b"}"#), ModelInBody::Duplicate);
+/// ```
+pub fn find_model(body: &[u8]) -> ModelInBody {
+    let mut scanner = Scanner { body, at: 0 };
+    // A malformed body is the upstream's to reject: what was found before the fault counts.
+    let mut found = None;
+    let _ = scanner.top_level(&mut found);
+    match found {
+        Some(Found::Duplicate) => ModelInBody::Duplicate,
+        Some(Found::String(span, escaped)) => match decode(body, &span, escaped) {
+            Some(name) => ModelInBody::Named { name, span },
+            None => ModelInBody::Absent,
+        },
+        Some(Found::NotString) | None => ModelInBody::Absent,
+    }
+}
+
+/// `body` with the characters of the `model` value at `span` (from [`find_model`]) replaced
+/// by `name`, JSON-escaped. Every other byte is the same, and none is copied: the result is
+/// the bytes before, the new value and the bytes after.
+///
+/// ```
+/// use bytes::Bytes;
+/// use http_body_util::BodyExt;
+/// use llm_tower_core::{ModelInBody, find_model, with_model};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let body = Bytes::from_static(br#"{ "model" : "gpt-4o", "stream":true }"#);
+/// let ModelInBody::Named { span, .. } = find_model(&body) else { panic!() };
+/// let rewritten = with_model(&body, span, "gpt4o-\"prod\"");
+/// let bytes = rewritten.collect().await.unwrap().to_bytes();
+/// assert_eq!(bytes, r#"{ "model" : "gpt4o-\"prod\"", "stream":true }"#);
+/// # }
+/// ```
+pub fn with_model(body: &Bytes, span: Range<usize>, name: &str) -> BufferedBody {
+    let quoted = serde_json::to_string(name).expect("a string serialises");
+    let end = quoted.len() - 1;
+    let value = Bytes::from(quoted).slice(1..end);
+    BufferedBody::spliced([body.slice(..span.start), value, body.slice(span.end..)])
+}
+
+enum Found {
+    String(Range<usize>, bool),
+    NotString,
+    Duplicate,
+}
+
+/// The body is malformed here; the scan stops.
+struct Malformed;
+
+struct Scanner<'a> {
+    body: &'a [u8],
+    at: usize,
+}
+
+impl Scanner<'_> {
+    fn top_level(&mut self, found: &mut Option<Found>) -> Result<(), Malformed> {
+        self.whitespace();
+        self.expect(b'{')?;
+        self.whitespace();
+        if self.peek() == Some(b'}') {
+            return Ok(());
+        }
+        loop {
+            self.whitespace();
+            let (key, escaped) = self.string()?;
+            self.whitespace();
+            self.expect(b':')?;
+            self.whitespace();
+            if self.is_model_key(&key, escaped) {
+                if found.is_some() {
+                    *found = Some(Found::Duplicate);
+                    return Ok(());
+                }
+                if self.peek() == Some(b'"') {
+                    let (value, escaped) = self.string()?;
+                    *found = Some(Found::String(value, escaped));
+                } else {
+                    self.skip_value()?;
+                    *found = Some(Found::NotString);
+                }
+            } else {
+                self.skip_value()?;
+            }
+            self.whitespace();
+            match self.next() {
+                Some(b',') => {}
+                Some(b'}') => return Ok(()),
+                _ => return Err(Malformed),
+            }
+        }
+    }
+
+    fn is_model_key(&self, key: &Range<usize>, escaped: bool) -> bool {
+        if escaped {
+            decode(self.body, key, true).is_some_and(|k| &*k == "model")
+        } else {
+            &self.body[key.clone()] == b"model"
+        }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.body.get(self.at).copied()
+    }
+
+    fn next(&mut self) -> Option<u8> {
+        let byte = self.peek()?;
+        self.at += 1;
+        Some(byte)
+    }
+
+    fn expect(&mut self, byte: u8) -> Result<(), Malformed> {
+        if self.next() == Some(byte) {
+            Ok(())
+        } else {
+            Err(Malformed)
+        }
+    }
+
+    fn whitespace(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.at += 1;
+        }
+    }
+
+    /// A string starting at its opening quote: the range of its characters, and whether it
+    /// has escapes.
+    fn string(&mut self) -> Result<(Range<usize>, bool), Malformed> {
+        self.expect(b'"')?;
+        let start = self.at;
+        let mut escaped = false;
+        loop {
+            let offset = memchr::memchr2(b'"', b'\\', &self.body[self.at..]).ok_or(Malformed)?;
+            self.at += offset;
+            if self.body[self.at] == b'"' {
+                self.at += 1;
+                return Ok((start..self.at - 1, escaped));
+            }
+            // A backslash and the character it escapes (`\"` must not end the string).
+            escaped = true;
+            self.at += 2;
+            if self.at > self.body.len() {
+                return Err(Malformed);
+            }
+        }
+    }
+
+    /// Skips one value: a string, an object or array (by its brackets, strings inside read
+    /// as strings), or a number or literal.
+    fn skip_value(&mut self) -> Result<(), Malformed> {
+        match self.peek().ok_or(Malformed)? {
+            b'"' => self.string().map(drop),
+            b'{' | b'[' => {
+                // Brackets of either kind count alike: in valid JSON they nest, and a body
+                // that is not valid is the upstream's to reject. Strings, where the bulk of a
+                // large body is, are skipped whole.
+                let mut depth = 0usize;
+                loop {
+                    match self.peek().ok_or(Malformed)? {
+                        b'"' => {
+                            self.string()?;
+                            continue;
+                        }
+                        b'{' | b'[' => depth += 1,
+                        b'}' | b']' => depth -= 1,
+                        _ => {}
+                    }
+                    self.at += 1;
+                    if depth == 0 {
+                        return Ok(());
+                    }
+                }
+            }
+            _ => {
+                while !matches!(
+                    self.peek(),
+                    None | Some(b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')
+                ) {
+                    self.at += 1;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The characters at `span` as a string, escapes decoded (`None` if they are not valid).
+fn decode(body: &[u8], span: &Range<usize>, escaped: bool) -> Option<ModelName> {
+    if !escaped {
+        return std::str::from_utf8(&body[span.clone()]).ok().map(Into::into);
+    }
+    // With its quotes, the token is a JSON string on its own.
+    let token = &body[span.start - 1..span.end + 1];
+    serde_json::from_slice::<String>(token).ok().map(Into::into)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    fn named(body: &str) -> Option<String> {
+        match find_model(body.as_bytes()) {
+            ModelInBody::Named { name, span } => {
+                // The span is the raw value between the quotes.
+                let raw = &body[span.clone()];
+                assert_eq!(&body[span.start - 1..span.start], "\"");
+                assert_eq!(&body[span.end..=span.end], "\"");
+                assert!(raw.contains('\\') || raw == &*name, "{raw} vs {name}");
+                Some(name.to_string())
+            }
+            ModelInBody::Absent => None,
+            ModelInBody::Duplicate => Some("<duplicate>".into()),
+        }
+    }
+
+    #[test]
+    fn finds_the_top_level_model_only() {
+        assert_eq!(named(r#"{"model":"a"}"#).as_deref(), Some("a"));
+        assert_eq!(
+            named(r#" {"messages":[{"model":"inner","content":"\"model\": \"x\"}"}],"model" : "b"} "#).as_deref(),
+            Some("b")
+        );
+        assert_eq!(
+            named(r#"{"metadata":{"model":"inner"},"n":1,"stream":true,"x":null,"model":"c"}"#)
+                .as_deref(),
+            Some("c")
+        );
+        assert_eq!(named(r#"{"nested":[[{"a":["]"]}]],"model":"d"}"#).as_deref(), Some("d"));
+        assert_eq!(named("{\n\t\"model\"\r\n:\n\"e\"\n}").as_deref(), Some("e"));
+    }
+
+    #[test]
+    fn escapes_are_decoded_in_keys_and_values() {
+        assert_eq!(named(r#"{"mod\u0065l":"gpt-4o"}"#).as_deref(), Some("gpt-4o"));
+        assert_eq!(named(r#"{"model":"gpt\u002d4o"}"#).as_deref(), Some("gpt-4o"));
+        assert_eq!(named(r#"{"model":"a\"b\\"}"#).as_deref(), Some("a\"b\\"));
+        assert_eq!(named(r#"{"model":"\ud83d\ude00"}"#).as_deref(), Some("😀"));
+    }
+
+    #[test]
+    fn no_usable_model_is_absent() {
+        for body in [
+            "",
+            "[]",
+            "null",
+            "{}",
+            "{ }",
+            "not json",
+            r#"{"messages":[]}"#,
+            r#"{"model":null}"#,
+            r#"{"model":4}"#,
+            r#"{"model":{"name":"a"}}"#,
+            r#"{"model":"\ud800"}"#, // a lone surrogate
+            r#"{"model":"unterminated"#,
+            r#"{"messages":[{"content":"model"}"#,
+        ] {
+            assert_eq!(find_model(body.as_bytes()), ModelInBody::Absent, "{body}");
+        }
+    }
+
+    #[test]
+    fn a_second_model_key_is_refused() {
+        for body in [
+            r#"{"model":"a","model":"b"}"#,
+            r#"{"model":"a","x":[1,2],"mod\u0065l":"b"}"#,
+            r#"{"model":null,"model":"b"}"#,
+        ] {
+            assert_eq!(find_model(body.as_bytes()), ModelInBody::Duplicate, "{body}");
+        }
+        // A second one inside a nested value is not a duplicate.
+        assert_eq!(named(r#"{"model":"a","tools":[{"model":"b"}]}"#).as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn a_fault_after_the_model_keeps_it() {
+        assert_eq!(named(r#"{"model":"a","x":"#).as_deref(), Some("a"));
+    }
+
+    #[tokio::test]
+    async fn only_the_value_bytes_change() {
+        let original = "{ \"temperature\": 0.5,\n  \"model\" :\t\"gpt-4o\" , \"messages\": [] }";
+        let body = Bytes::from(original);
+        let ModelInBody::Named { span, .. } = find_model(&body) else {
+            panic!()
+        };
+        for name in ["gpt4o-prod", "x", "with \"quotes\" and \\ and \u{1}", "日本"] {
+            let rewritten = with_model(&body, span.clone(), name);
+            let size = http_body::Body::size_hint(&rewritten).exact().unwrap();
+            let bytes = rewritten.collect().await.unwrap().to_bytes();
+            assert_eq!(size, bytes.len() as u64);
+            let expected = original.replacen(
+                "\"gpt-4o\"",
+                &serde_json::to_string(name).unwrap(),
+                1,
+            );
+            assert_eq!(bytes, expected.as_bytes());
+            let again = find_model(&bytes);
+            let ModelInBody::Named { name: found, .. } = again else {
+                panic!()
+            };
+            assert_eq!(&*found, name);
+        }
+    }
+
+    #[test]
+    fn a_large_body_is_read_once() {
+        // Half a MiB of content, the model last: found, with its span at the end.
+        let content = "x".repeat(512 * 1024);
+        let body = format!(r#"{{"messages":[{{"role":"user","content":"{content}"}}],"model":"m"}}"#);
+        let ModelInBody::Named { name, span } = find_model(body.as_bytes()) else {
+            panic!()
+        };
+        assert_eq!((&*name, span.end), ("m", body.len() - 2));
+    }
+}
