@@ -354,7 +354,13 @@ mod tests {
         );
         let t1 = Instant::now();
         log.record(&a, None, true, t1, Outcome::Error(ErrorKind::Connect));
-        log.record(&b, None, false, Instant::now(), Outcome::Status(StatusCode::OK));
+        log.record(
+            &b,
+            None,
+            false,
+            Instant::now(),
+            Outcome::Status(StatusCode::OK),
+        );
         let list = log.to_vec();
         assert_eq!(list.len(), 3);
         assert_eq!(list[0].kind, AttemptKind::First);

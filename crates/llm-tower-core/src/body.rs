@@ -49,7 +49,10 @@ enum Data {
     One(Bytes),
     /// A body whose `model` was rewritten: the bytes before, the new value, the bytes after,
     /// each sent as it is (no copy), from `next` on.
-    Spliced { pieces: Arc<[Bytes; 3]>, next: usize },
+    Spliced {
+        pieces: Arc<[Bytes; 3]>,
+        next: usize,
+    },
 }
 
 impl BufferedBody {

@@ -4,18 +4,32 @@
 use std::time::Duration;
 
 use http::Response;
-use llm_tower_core::{BoxError, CooldownHint, Endpoint, Error, ErrorKind, retry_after};
+use llm_tower_core::{
+    BoxError, Classification, CooldownHint, Endpoint, Error, ErrorKind, ModelInBody, ModelName,
+    classify, find_model, retry_after,
+};
 use tokio::time::Instant;
 
 use crate::health::{HealthPolicy, ProbeGuard};
+use crate::models::ModelFallbacks;
 use crate::registry::HealthRegistry;
-use crate::select::{Member, Pick, Pool, Soonest};
+use crate::select::{Group, Member, NoGroup, Pick, Pool, Soonest};
 use crate::settings::{FallbackSettings, WhenAllUnhealthy};
 
 pub(crate) struct Balancer {
     pub(crate) pool: Pool,
     pub(crate) registry: HealthRegistry,
     pub(crate) settings: FallbackSettings,
+    pub(crate) chains: ModelFallbacks,
+}
+
+/// Where one request may go: the model it asked for (if any), then the models of that
+/// model's fallback chain, each with its group of deployments.
+pub(crate) struct Route<'a> {
+    /// The model the request named, and where its value is in the body.
+    pub(crate) requested: Option<(ModelName, std::ops::Range<usize>)>,
+    /// The model of each step (`None`: the request named none) and its group.
+    pub(crate) steps: Vec<(Option<ModelName>, &'a Group)>,
 }
 
 impl Balancer {
@@ -23,11 +37,64 @@ impl Balancer {
         endpoints: Vec<Endpoint>,
         registry: HealthRegistry,
         settings: FallbackSettings,
+        chains: ModelFallbacks,
     ) -> Self {
         Self {
             pool: Pool::new(endpoints, &registry, settings.strategy),
             registry,
             settings,
+            chains,
+        }
+    }
+
+    /// The route of a request with this body: by its top-level `model`, read without
+    /// building a document.
+    pub(crate) fn route(&self, body: &[u8]) -> Result<Route<'_>, Error> {
+        let requested = match find_model(body) {
+            ModelInBody::Named { name, span } => Some((name, span)),
+            ModelInBody::Absent => None,
+            ModelInBody::Duplicate => {
+                return Err(Error::new(
+                    ErrorKind::InvalidRequest,
+                    "the request body has more than one top-level `model`",
+                ));
+            }
+        };
+        let model = requested.as_ref().map(|(name, _)| name.clone());
+        let group = self
+            .pool
+            .group(model.as_deref())
+            .map_err(|no| self.no_group(no, model.as_deref()))?;
+        let mut steps = vec![(model.clone(), group)];
+        if let Some(model) = &model {
+            for next in self.chains.fallbacks(model) {
+                // Validated at build: every model of a chain has deployments.
+                if let Ok(group) = self.pool.group(Some(&next)) {
+                    steps.push((Some(next), group));
+                }
+            }
+        }
+        Ok(Route { requested, steps })
+    }
+
+    fn no_group(&self, no: NoGroup, model: Option<&str>) -> Error {
+        let known: Vec<&str> = self.pool.listed_models().map(|m| &**m).collect();
+        let known = known.join(", ");
+        match no {
+            NoGroup::UnknownModel => Error::new(
+                ErrorKind::ModelNotFound,
+                format!(
+                    "The model `{}` does not exist or is not served here. Available models: {known}",
+                    model.unwrap_or_default()
+                ),
+            ),
+            NoGroup::ModelRequired => Error::new(
+                ErrorKind::InvalidRequest,
+                format!(
+                    "`model` is required: the request body names no model (a JSON object with a \
+                     top-level `model` string). Available models: {known}"
+                ),
+            ),
         }
     }
 
@@ -38,36 +105,63 @@ impl Balancer {
         }
     }
 
-    /// The first endpoint for a request, or what `when_all_unhealthy` says.
-    pub(crate) fn first_pick(&self, now: Instant) -> Result<Pick, Error> {
-        let mut soonest = Soonest::default();
-        match self.pool.first(now, &mut soonest) {
-            Some(pick) => Ok(pick),
-            None => self.when_all_unhealthy(&soonest),
+    /// The first deployment for a request: in the first step of its route with one that
+    /// admits requests (a chain's next model before a deployment that is cooling down), or
+    /// what `when_all_unhealthy` says about the model asked for. Returns the step too.
+    pub(crate) fn first_pick(
+        &self,
+        route: &Route<'_>,
+        now: Instant,
+    ) -> Result<(usize, Pick), Error> {
+        let mut asked = Soonest::default();
+        for (step, (_, group)) in route.steps.iter().enumerate() {
+            let mut soonest = Soonest::default();
+            if let Some(pick) = self.pool.first(group, now, &mut soonest) {
+                return Ok((step, pick));
+            }
+            if step == 0 {
+                asked = soonest;
+            }
         }
+        self.when_all_unhealthy(&asked).map(|pick| (0, pick))
     }
 
-    /// The endpoint to fall back to after `failed`, if any.
+    /// The deployment to fall back to after `failed` in the route's step `step`: an untried
+    /// one of the same model, else the first of the chain's next models that admits requests
+    /// (`tried` is then cleared: it is another model), else, with `try_soonest`, the
+    /// deployment of the same model whose cooldown ends first. Returns the step too.
     pub(crate) fn fallback_pick(
         &self,
-        failed: usize,
-        tried: &[bool],
+        route: &Route<'_>,
+        step: usize,
+        failed: &Pick,
+        tried: &mut Vec<bool>,
         now: Instant,
-    ) -> Option<Pick> {
+    ) -> Option<(usize, Pick)> {
         let mut soonest = Soonest::default();
-        self.pool
-            .next(failed, tried, now, &mut soonest)
-            .or_else(|| {
-                let (index, _) = soonest.0?;
-                (self.settings.when_all_unhealthy == WhenAllUnhealthy::TrySoonest)
-                    .then_some(Pick { index, probe: None })
-            })
+        if let Some(pick) = self
+            .pool
+            .next(route.steps[step].1, failed, tried, now, &mut soonest)
+        {
+            return Some((step, pick));
+        }
+        for (next, (_, group)) in route.steps.iter().enumerate().skip(step + 1) {
+            if let Some(pick) = self.pool.first(group, now, &mut Soonest::default()) {
+                tried.fill(false);
+                return Some((next, pick));
+            }
+        }
+        (self.settings.when_all_unhealthy == WhenAllUnhealthy::TrySoonest)
+            .then(|| soonest.pick())
+            .flatten()
+            .map(|pick| (step, pick))
     }
 
-    /// Counts a failed request against the endpoint, with the upstream's cooldown hint.
+    /// Counts a failed request against the deployment, with the upstream's cooldown hint. A
+    /// rejected key (401/403) counts against every deployment of the endpoint: they share it.
     pub(crate) fn record_failure<RB>(
         &self,
-        member: &Member,
+        index: usize,
         probe: Option<ProbeGuard>,
         result: &Result<Response<RB>, BoxError>,
         now: Instant,
@@ -79,16 +173,31 @@ impl Balancer {
                 .map(|h| h.0)
                 .or_else(|| retry_after(response.headers()))
         });
-        let endpoint = &member.endpoint;
+        let member = &self.pool.members[index];
+        self.eject_if_due(member, now, hint, probe);
+        if classify(result) == Classification::BadCredentials {
+            for sibling in self.pool.siblings(index).filter(|m| m.id != member.id) {
+                self.eject_if_due(sibling, now, hint, None);
+            }
+        }
+    }
+
+    fn eject_if_due(
+        &self,
+        member: &Member,
+        now: Instant,
+        hint: Option<Duration>,
+        probe: Option<ProbeGuard>,
+    ) {
         if let Some(cooldown) = member.health.record_failure(
             now,
-            endpoint.health_check_interval(),
+            member.endpoint.health_check_interval(),
             hint,
             probe,
             self.health_policy(),
         ) {
             tracing::warn!(
-                endpoint = %endpoint.id(),
+                endpoint = %member.id,
                 cooldown_ms = cooldown.as_millis() as u64,
                 "endpoint ejected"
             );
@@ -99,26 +208,13 @@ impl Balancer {
     /// timeout, reset, malformed): too late to fall back, but the endpoint is to blame.
     pub(crate) fn record_stream_failure(&self, member: usize, kind: ErrorKind) {
         let member = &self.pool.members[member];
-        let endpoint = &member.endpoint;
-        tracing::warn!(endpoint = %endpoint.id(), %kind, "response stream failed after its head was sent");
-        if let Some(cooldown) = member.health.record_failure(
-            Instant::now(),
-            endpoint.health_check_interval(),
-            None,
-            None,
-            self.health_policy(),
-        ) {
-            tracing::warn!(
-                endpoint = %endpoint.id(),
-                cooldown_ms = cooldown.as_millis() as u64,
-                "endpoint ejected"
-            );
-        }
+        tracing::warn!(endpoint = %member.id, %kind, "response stream failed after its head was sent");
+        self.eject_if_due(member, Instant::now(), None, None);
     }
 
     /// No endpoint admits the request: try the one whose cooldown ends first, or fail with 503.
     fn when_all_unhealthy(&self, soonest: &Soonest) -> Result<Pick, Error> {
-        let Some((index, until)) = soonest.0 else {
+        let Some((index, _, until)) = soonest.0 else {
             return Err(Error::new(
                 ErrorKind::Internal,
                 "the balancer has no endpoints",
@@ -127,10 +223,10 @@ impl Balancer {
         match self.settings.when_all_unhealthy {
             WhenAllUnhealthy::TrySoonest => {
                 tracing::debug!(
-                    endpoint = %self.pool.members[index].endpoint.id(),
+                    endpoint = %self.pool.members[index].id,
                     "every endpoint is cooling down; trying the one that returns first"
                 );
-                Ok(Pick { index, probe: None })
+                Ok(soonest.pick().expect("checked above"))
             }
             WhenAllUnhealthy::Fail => {
                 let wait = until

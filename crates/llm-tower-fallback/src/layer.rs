@@ -4,10 +4,11 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use llm_tower_core::{ConfigError, Endpoint};
+use llm_tower_core::{ConfigError, Endpoint, EndpointId, ModelRoute};
 use tower::Layer;
 
 use crate::balancer::Balancer;
+use crate::models::ModelFallbacks;
 use crate::registry::HealthRegistry;
 use crate::service::Fallback;
 use crate::settings::{FallbackSettings, Strategy, WhenAllUnhealthy, check_endpoints};
@@ -30,6 +31,7 @@ use crate::settings::{FallbackSettings, Strategy, WhenAllUnhealthy, check_endpoi
 pub struct FallbackBuilder {
     endpoints: Vec<Endpoint>,
     settings: FallbackSettings,
+    models: ModelFallbacks,
 }
 
 impl FallbackBuilder {
@@ -70,16 +72,31 @@ impl FallbackBuilder {
         self
     }
 
+    /// Model fallback chains (default none): see [`ModelFallbacks`].
+    #[must_use]
+    pub fn model_fallbacks(mut self, models: ModelFallbacks) -> Self {
+        self.models = models;
+        self
+    }
+
     /// Validates and builds the layer over `registry`.
     ///
     /// # Errors
     ///
-    /// No endpoints, duplicate ids, or a setting out of range ([`FallbackSettings::validate`]).
+    /// No endpoints, duplicate ids, a setting out of range ([`FallbackSettings::validate`]),
+    /// or a model chain naming a model nobody serves or leading in a cycle
+    /// ([`ModelFallbacks::validate`]).
     pub fn build(self, registry: HealthRegistry) -> Result<FallbackLayer, ConfigError> {
         check_endpoints(&self.endpoints)?;
         self.settings.validate()?;
+        self.models.validate(&self.endpoints)?;
         Ok(FallbackLayer {
-            balancer: Arc::new(Balancer::new(self.endpoints, registry, self.settings)),
+            balancer: Arc::new(Balancer::new(
+                self.endpoints,
+                registry,
+                self.settings,
+                self.models,
+            )),
         })
     }
 }
@@ -120,6 +137,7 @@ impl FallbackLayer {
         FallbackBuilder {
             endpoints: endpoints.into_iter().collect(),
             settings: FallbackSettings::default(),
+            models: ModelFallbacks::default(),
         }
     }
 
@@ -128,9 +146,55 @@ impl FallbackLayer {
         &self.balancer.registry
     }
 
-    /// The endpoints, sorted by priority.
+    /// The endpoints, sorted by priority, each once.
     pub fn endpoints(&self) -> impl Iterator<Item = &Arc<Endpoint>> {
-        self.balancer.pool.members.iter().map(|m| &m.endpoint)
+        let members = &self.balancer.pool.members;
+        members
+            .iter()
+            .enumerate()
+            .filter(|(i, m)| *i == 0 || !Arc::ptr_eq(&members[i - 1].endpoint, &m.endpoint))
+            .map(|(_, m)| &m.endpoint)
+    }
+
+    /// The deployments, sorted by priority: each endpoint once per model it lists (once
+    /// when it lists one model or serves any), with the deployment id its health, metrics and
+    /// attempts are kept under.
+    ///
+    /// ```
+    /// use llm_tower_core::{Endpoint, ModelRoute};
+    /// use llm_tower_fallback::{FallbackLayer, HealthRegistry};
+    ///
+    /// let endpoints = [
+    ///     Endpoint::builder("azure", "http://127.0.0.1:1")
+    ///         .models([ModelRoute::alias("gpt-4o", "gpt4o-prod"), ModelRoute::from("gpt-4o-mini")])
+    ///         .build()
+    ///         .unwrap(),
+    ///     Endpoint::builder("openai", "http://127.0.0.1:2").models(["gpt-4o"]).build().unwrap(),
+    /// ];
+    /// let layer = FallbackLayer::builder(endpoints).build(HealthRegistry::new()).unwrap();
+    /// let ids: Vec<_> = layer.deployments().map(|(id, _, _)| id.to_string()).collect();
+    /// assert_eq!(ids, ["azure/gpt-4o", "azure/gpt-4o-mini", "openai"]);
+    /// assert_eq!(layer.models(), ["gpt-4o", "gpt-4o-mini"]);
+    /// ```
+    pub fn deployments(
+        &self,
+    ) -> impl Iterator<Item = (&EndpointId, Option<&ModelRoute>, &Arc<Endpoint>)> {
+        self.balancer
+            .pool
+            .members
+            .iter()
+            .map(|m| (&m.id, m.route.as_ref(), &m.endpoint))
+    }
+
+    /// The model names endpoints list, sorted (the names clients may ask for; an endpoint
+    /// that serves any model adds none).
+    pub fn models(&self) -> Vec<&str> {
+        self.balancer.pool.listed_models().map(|m| &**m).collect()
+    }
+
+    /// The model fallback chains in force.
+    pub fn model_fallbacks(&self) -> &ModelFallbacks {
+        &self.balancer.chains
     }
 
     /// The settings in force.

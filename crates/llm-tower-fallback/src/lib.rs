@@ -62,6 +62,7 @@ mod body;
 mod health;
 mod layer;
 mod mask;
+mod models;
 mod registry;
 mod run;
 mod select;
@@ -70,6 +71,7 @@ mod settings;
 
 pub use body::ResponseBody;
 pub use layer::{FallbackBuilder, FallbackLayer};
+pub use models::ModelFallbacks;
 pub use registry::{EndpointSnapshot, HealthRegistry, Status};
 pub use service::{Fallback, ResponseFuture};
 pub use settings::{FallbackSettings, Strategy, WhenAllUnhealthy, check_endpoints};

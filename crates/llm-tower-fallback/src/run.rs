@@ -7,14 +7,14 @@ use http::request::Parts;
 use http::{Request, Response, Uri};
 use http_body::Body;
 use llm_tower_core::{
-    Attempts, BoxError, BufferedBody, Classification, Error, ErrorKind, Outcome, Replay, Selected,
-    SingleTry, buffer_request, classify, header_names, informational_as_error,
-    strip_hop_by_hop_and,
+    Attempts, BoxError, BufferedBody, Classification, Deployment, Error, ErrorKind, ModelRoute,
+    Outcome, Replay, Selected, SingleTry, buffer_request, classify, header_names,
+    informational_as_error, strip_hop_by_hop_and, with_model,
 };
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 
-use crate::balancer::Balancer;
+use crate::balancer::{Balancer, Route};
 use crate::body::{ResponseBody, StreamWatch};
 use crate::mask::mask_headers;
 use crate::select::Member;
@@ -42,55 +42,90 @@ where
             .await
             .map_err(fail)?,
     );
-    let mut pick = balancer.first_pick(Instant::now()).map_err(fail)?;
+    let route = balancer.route(&prepared.body.to_bytes()).map_err(fail)?;
+    let (mut step, mut pick) = balancer.first_pick(&route, Instant::now()).map_err(fail)?;
     let mut failed = Failed::new();
     loop {
         let member = &balancer.pool.members[pick.index];
-        let attempt =
-            Prepared::attempt(&prepared, member, pick.probe.is_some(), &log).map_err(fail)?;
-        let result = send(&mut inner, attempt, &balancer, pick.index, &log).await;
+        let deployment = deployment(&route, step, member);
+        let attempt = Prepared::attempt(
+            &prepared,
+            &route,
+            step,
+            member,
+            &deployment,
+            pick.probe.is_some(),
+            &log,
+        )
+        .map_err(fail)?;
+        let result = send(
+            &mut inner,
+            attempt,
+            &balancer,
+            pick.index,
+            &deployment,
+            &log,
+        )
+        .await;
 
         match classify(&result) {
             Classification::Success => {
                 if pick.probe.is_some() {
-                    tracing::info!(endpoint = %member.endpoint.id(), "probe succeeded; endpoint restored");
+                    tracing::info!(endpoint = %member.id, "probe succeeded; endpoint restored");
                 }
                 member.health.record_success(pick.probe);
-                return finish(result, member, &log);
+                return finish(result, member, deployment, &log);
             }
             // None says anything about the endpoint: a probe slot is released on drop.
             Classification::ClientError | Classification::Unrecognized => {
-                return finish(result, member, &log);
+                return finish(result, member, deployment, &log);
             }
             Classification::Local => {
                 tracing::error!(
-                    endpoint = %member.endpoint.id(),
+                    endpoint = %member.id,
                     "this process ran out of a resource (file descriptors, memory, ports); \
                      no endpoint is blamed and nothing is retried"
                 );
-                return finish(result, member, &log);
+                return finish(result, member, deployment, &log);
             }
             Classification::Retryable | Classification::BadCredentials => {}
         }
 
         let now = Instant::now();
-        balancer.record_failure(member, pick.probe, &result, now);
-        failed.keep(result, member);
+        let index = pick.index;
+        balancer.record_failure(index, pick.probe.take(), &result, now);
+        failed.keep(result, member, deployment);
         if !member.endpoint.fallback() {
             return failed.into_result(&log);
         }
-        let Some(next) =
-            balancer.fallback_pick(pick.index, failed.mark_tried(&balancer, pick.index), now)
+        let tried = failed.mark_tried(&balancer, index);
+        let Some((next_step, next)) = balancer.fallback_pick(&route, step, &pick, tried, now)
         else {
             return failed.into_result(&log);
         };
-        tracing::info!(
-            from = %member.endpoint.id(),
-            to = %balancer.pool.members[next.index].endpoint.id(),
-            "falling back"
-        );
-        pick = next;
+        let to = &balancer.pool.members[next.index];
+        if next_step == step {
+            tracing::info!(from = %member.id, to = %to.id, "falling back");
+        } else {
+            tracing::info!(
+                from = %member.id,
+                to = %to.id,
+                model = route.steps[next_step].0.as_deref().unwrap_or_default(),
+                "falling back to the next model of the chain"
+            );
+        }
+        (step, pick) = (next_step, next);
     }
+}
+
+/// The deployment an attempt goes to, for the model of its step of the route.
+fn deployment(route: &Route<'_>, step: usize, member: &Member) -> Deployment {
+    let model = route.steps[step].0.clone();
+    let mut deployment = Deployment::new(member.id.clone(), model);
+    if step > 0 {
+        deployment.fell_back_from = route.requested.as_ref().map(|(name, _)| name.clone());
+    }
+    deployment
 }
 
 header_names! {
@@ -133,13 +168,18 @@ impl Prepared {
         })
     }
 
-    /// The request for one attempt on `member`: its URI, [`Selected`], the shared log,
-    /// [`SingleTry`] when it is the endpoint's half-open probe (no user waits through retries
-    /// on an endpoint that is probably still down: on failure it falls back at once), and the
-    /// [`Replay`] that remakes it for a retry, so the retry layer copies nothing up front.
+    /// The request for one attempt on `member`: its URI, its body (with the `model` this
+    /// deployment knows the step's model by, when that differs from what the client sent),
+    /// [`Selected`], the [`Deployment`], the shared log, [`SingleTry`] when it is the
+    /// deployment's half-open probe (no user waits through retries on a deployment that is
+    /// probably still down: on failure it falls back at once), and the [`Replay`] that remakes
+    /// it for a retry, so the retry layer copies nothing up front.
     fn attempt(
         this: &Arc<Self>,
+        route: &Route<'_>,
+        step: usize,
         member: &Member,
+        deployment: &Deployment,
         probe: bool,
         log: &Attempts,
     ) -> Result<Request<BufferedBody>, Error> {
@@ -153,16 +193,18 @@ impl Prepared {
                     format!("cannot forward this request target: {err}"),
                 )
             })?;
+        let body = this.body_for(route, step, member);
         let replay = {
             let prepared = this.clone();
             let selected = Selected(member.endpoint.clone());
+            let deployment = deployment.clone();
             let log = log.clone();
             Replay::new(move || {
-                let mut attempt =
-                    Request::from_parts(prepared.parts.clone(), prepared.body.clone());
+                let mut attempt = Request::from_parts(prepared.parts.clone(), body.clone());
                 *attempt.uri_mut() = uri.clone();
                 let extensions = attempt.extensions_mut();
                 extensions.insert(selected.clone());
+                extensions.insert(deployment.clone());
                 extensions.insert(log.clone());
                 if probe {
                     extensions.insert(SingleTry);
@@ -174,6 +216,20 @@ impl Prepared {
         attempt.extensions_mut().insert(replay);
         Ok(attempt)
     }
+
+    /// The body as `member` is to get it at the route's step `step`: the client's, unless the
+    /// deployment calls the step's model by another name than the client sent (an alias, or a
+    /// chain's next model), in which case only the bytes of the `model` value change.
+    fn body_for(&self, route: &Route<'_>, step: usize, member: &Member) -> BufferedBody {
+        let (Some((asked, span)), Some(model)) = (&route.requested, &route.steps[step].0) else {
+            return self.body.clone();
+        };
+        let send = member.route.as_ref().map_or(model, ModelRoute::upstream);
+        if send == asked {
+            return self.body.clone();
+        }
+        with_model(&self.body.to_bytes(), span.clone(), send)
+    }
 }
 
 /// Sends one attempt (which the retry layer inside may turn into several tries) and records
@@ -184,6 +240,7 @@ async fn send<S, RB>(
     attempt: Request<BufferedBody>,
     balancer: &Arc<Balancer>,
     member: usize,
+    deployment: &Deployment,
     log: &Attempts,
 ) -> Result<Response<ResponseBody<RB>>, BoxError>
 where
@@ -205,7 +262,13 @@ where
         Err(err) => Err(err),
     });
     if !log.is_recorded_inside() {
-        log.record(endpoint.id(), false, started, Outcome::of(&result));
+        log.record(
+            &deployment.id,
+            deployment.model.as_ref(),
+            false,
+            started,
+            Outcome::of(&result),
+        );
     }
     let watch = StreamWatch {
         _in_flight: in_flight,
@@ -224,7 +287,7 @@ where
 /// The failures of one request so far, and which endpoints it tried.
 struct Failed<RB> {
     /// The latest upstream response and who sent it: what the client gets if nothing succeeds.
-    response: Option<(Response<ResponseBody<RB>>, Selected)>,
+    response: Option<(Response<ResponseBody<RB>>, Selected, Deployment)>,
     /// The latest error; it only matters while no response arrived.
     error: Option<BoxError>,
     tried: Vec<bool>,
@@ -239,28 +302,35 @@ impl<RB> Failed<RB> {
         }
     }
 
-    fn keep(&mut self, result: Result<Response<ResponseBody<RB>>, BoxError>, member: &Member) {
+    fn keep(
+        &mut self,
+        result: Result<Response<ResponseBody<RB>>, BoxError>,
+        member: &Member,
+        deployment: Deployment,
+    ) {
         match result {
             Ok(mut response) => {
                 response.body_mut().failure_counted();
-                self.response = Some((response, Selected(member.endpoint.clone())));
+                self.response = Some((response, Selected(member.endpoint.clone()), deployment));
             }
             Err(err) => self.error = Some(err),
         }
     }
 
-    fn mark_tried(&mut self, balancer: &Balancer, index: usize) -> &[bool] {
+    fn mark_tried(&mut self, balancer: &Balancer, index: usize) -> &mut Vec<bool> {
         if self.tried.is_empty() {
             self.tried = vec![false; balancer.pool.members.len()];
         }
         self.tried[index] = true;
-        &self.tried
+        &mut self.tried
     }
 
     /// Every attempt failed: the last upstream response as it came, else the last error.
     fn into_result(self, log: &Attempts) -> Result<Response<ResponseBody<RB>>, BoxError> {
         match (self.response, self.error) {
-            (Some((response, selected)), _) => Ok(annotate(response, selected, log)),
+            (Some((response, selected, deployment)), _) => {
+                Ok(annotate(response, selected, deployment, log))
+            }
             (None, Some(err)) => Err(upstream_error(err, log)),
             (None, None) => Err(Box::new(
                 Error::new(ErrorKind::Internal, "no upstream attempt was made")
@@ -275,6 +345,7 @@ impl<RB> Failed<RB> {
 fn annotate<RB>(
     mut response: Response<ResponseBody<RB>>,
     selected: Selected,
+    deployment: Deployment,
     log: &Attempts,
 ) -> Response<ResponseBody<RB>> {
     if !response.status().is_success() {
@@ -287,6 +358,7 @@ fn annotate<RB>(
     let extensions = response.extensions_mut();
     extensions.insert(log.clone());
     extensions.insert(selected);
+    extensions.insert(deployment);
     response
 }
 
@@ -298,10 +370,16 @@ fn upstream_error(err: BoxError, log: &Attempts) -> BoxError {
 fn finish<RB>(
     result: Result<Response<ResponseBody<RB>>, BoxError>,
     member: &Member,
+    deployment: Deployment,
     log: &Attempts,
 ) -> Result<Response<ResponseBody<RB>>, BoxError> {
     match result {
-        Ok(response) => Ok(annotate(response, Selected(member.endpoint.clone()), log)),
+        Ok(response) => Ok(annotate(
+            response,
+            Selected(member.endpoint.clone()),
+            deployment,
+            log,
+        )),
         Err(err) => Err(upstream_error(err, log)),
     }
 }

@@ -1,10 +1,11 @@
-//! Endpoint selection: priority tiers, strategies, fallback order.
+//! Deployment selection: groups by model, priority tiers, strategies, fallback order.
 
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use llm_tower_core::Endpoint;
+use llm_tower_core::{Endpoint, EndpointId, ModelName, ModelRoute};
 use tokio::time::Instant;
 
 use crate::health::{Admission, EndpointHealth, ProbeGuard};
@@ -14,42 +15,81 @@ use crate::settings::Strategy;
 /// Longest weighted schedule; larger weight totals are scaled down proportionally.
 const MAX_SCHEDULE: u64 = 4096;
 
+/// One deployment: an endpoint, and the model it serves when the endpoint lists several (or
+/// one). Health is kept per deployment; the endpoint (its key, its URL) is shared.
 pub(crate) struct Member {
     pub(crate) endpoint: Arc<Endpoint>,
+    /// The deployment id: the endpoint id, or `endpoint/model` when the endpoint lists several
+    /// models (an outage of one must not cool its siblings down).
+    pub(crate) id: EndpointId,
+    /// The model, for an endpoint that lists models; `None` for one that serves any.
+    pub(crate) route: Option<ModelRoute>,
     pub(crate) health: Arc<EndpointHealth>,
-    tier: usize,
+}
+
+/// The deployments a request may use, in priority tiers: those of one model (with the
+/// endpoints that serve any model), or those of the endpoints that serve any model.
+pub(crate) struct Group {
+    /// Member indexes, by priority (stable).
+    members: Box<[usize]>,
+    tiers: Box<[Tier]>,
+    counter: AtomicUsize,
 }
 
 struct Tier {
+    /// Positions in the group's `members`.
     range: Range<usize>,
-    /// Member indexes in the order the strategy visits them (each at least once).
+    /// Positions in the order the strategy visits them (each at least once).
     schedule: Box<[usize]>,
 }
 
-/// The chosen endpoint; `probe` is set when the request is its half-open probe.
+/// The chosen deployment; `probe` is set when the request is its half-open probe.
 #[derive(Debug)]
 pub(crate) struct Pick {
     pub(crate) index: usize,
+    /// Its position in the group it was picked from.
+    slot: usize,
     pub(crate) probe: Option<ProbeGuard>,
 }
 
-/// The endpoints of one balancer, sorted by priority (stable), with their health cells.
+/// Why a request has no group.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum NoGroup {
+    /// It names a model nobody serves.
+    UnknownModel,
+    /// It names no model, and every endpoint serves named models only.
+    ModelRequired,
+}
+
+/// The deployments of one balancer, sorted by priority (stable), with their health cells, and
+/// the groups requests choose from.
 pub(crate) struct Pool {
     pub(crate) members: Box<[Member]>,
-    tiers: Box<[Tier]>,
+    /// For requests without a model (and with one nobody lists): the endpoints that serve any.
+    any: Option<Group>,
+    /// For requests with a model some endpoint lists.
+    models: HashMap<ModelName, Group>,
     strategy: Strategy,
-    counter: AtomicUsize,
 }
 
 /// Tracks the member whose cooldown ends first among those that refused a request.
 #[derive(Default)]
-pub(crate) struct Soonest(pub(crate) Option<(usize, Instant)>);
+pub(crate) struct Soonest(pub(crate) Option<(usize, usize, Instant)>);
 
 impl Soonest {
-    fn offer(&mut self, index: usize, until: Instant) {
-        if self.0.is_none_or(|(_, best)| until < best) {
-            self.0 = Some((index, until));
+    fn offer(&mut self, index: usize, slot: usize, until: Instant) {
+        if self.0.is_none_or(|(_, _, best)| until < best) {
+            self.0 = Some((index, slot, until));
         }
+    }
+
+    /// The member whose cooldown ends first, as a pick without a probe.
+    pub(crate) fn pick(&self) -> Option<Pick> {
+        self.0.map(|(index, slot, _)| Pick {
+            index,
+            slot,
+            probe: None,
+        })
     }
 }
 
@@ -62,59 +102,98 @@ impl Pool {
         let mut endpoints = endpoints;
         endpoints.sort_by_key(Endpoint::priority);
         let mut members: Vec<Member> = Vec::with_capacity(endpoints.len());
-        let mut tiers: Vec<Tier> = Vec::new();
-        for (index, endpoint) in endpoints.into_iter().enumerate() {
-            if tiers
-                .last()
-                .is_none_or(|t| members[t.range.start].endpoint.priority() != endpoint.priority())
-            {
-                tiers.push(Tier {
-                    range: index..index,
-                    schedule: Box::new([]),
+        for endpoint in endpoints {
+            let endpoint = Arc::new(endpoint);
+            let routes: Vec<Option<ModelRoute>> = match endpoint.models() {
+                None => vec![None],
+                Some(routes) => routes.iter().cloned().map(Some).collect(),
+            };
+            let several = routes.len() > 1;
+            for route in routes {
+                let id = match &route {
+                    Some(route) if several => {
+                        EndpointId::from(format!("{}/{}", endpoint.id(), route.name()))
+                    }
+                    _ => endpoint.id().clone(),
+                };
+                members.push(Member {
+                    health: registry.cell(&id),
+                    endpoint: endpoint.clone(),
+                    id,
+                    route,
                 });
             }
-            let tier = tiers.len() - 1;
-            tiers[tier].range.end = index + 1;
-            members.push(Member {
-                health: registry.cell(endpoint.id()),
-                endpoint: Arc::new(endpoint),
-                tier,
-            });
         }
-        for tier in &mut tiers {
-            tier.schedule = match strategy {
-                Strategy::Weighted => {
-                    let weights: Vec<u64> = members[tier.range.clone()]
-                        .iter()
-                        .map(|m| u64::from(m.endpoint.weight()))
-                        .collect();
-                    smooth_weighted_schedule(&weights)
-                        .into_iter()
-                        .map(|offset| tier.range.start + offset)
-                        .collect()
-                }
-                Strategy::RoundRobin | Strategy::LeastInFlight => tier.range.clone().collect(),
-            };
+        let serves_any: Vec<usize> = (0..members.len())
+            .filter(|&i| members[i].route.is_none())
+            .collect();
+        let mut by_model: BTreeMap<ModelName, Vec<usize>> = BTreeMap::new();
+        for (index, member) in members.iter().enumerate() {
+            if let Some(route) = &member.route {
+                by_model
+                    .entry(route.name().clone())
+                    .or_default()
+                    .push(index);
+            }
         }
+        let models = by_model
+            .into_iter()
+            .map(|(model, mut listed)| {
+                // Endpoints that serve any model serve this one too, in priority order.
+                listed.extend(&serves_any);
+                listed.sort_unstable();
+                (model, Group::new(listed, &members, strategy))
+            })
+            .collect();
+        let any = (!serves_any.is_empty()).then(|| Group::new(serves_any, &members, strategy));
         Self {
             members: members.into_boxed_slice(),
-            tiers: tiers.into_boxed_slice(),
+            any,
+            models,
             strategy,
-            counter: AtomicUsize::new(0),
         }
     }
 
-    /// The first endpoint for a request: the best available tier, then the strategy.
-    /// On the healthy path this reads one atomic counter and one health flag.
-    pub(crate) fn first(&self, now: Instant, soonest: &mut Soonest) -> Option<Pick> {
-        let start = self.counter.fetch_add(1, Ordering::Relaxed);
-        self.tiers
+    /// The group for a request naming `model` (or none).
+    pub(crate) fn group(&self, model: Option<&str>) -> Result<&Group, NoGroup> {
+        match model {
+            Some(model) => self
+                .models
+                .get(model)
+                .or(self.any.as_ref())
+                .ok_or(NoGroup::UnknownModel),
+            None => self.any.as_ref().ok_or(NoGroup::ModelRequired),
+        }
+    }
+
+    /// The models some endpoint lists, sorted.
+    pub(crate) fn listed_models(&self) -> impl Iterator<Item = &ModelName> {
+        let mut names: Vec<_> = self.models.keys().collect();
+        names.sort();
+        names.into_iter()
+    }
+
+    /// The deployments that share `index`'s endpoint (itself included): they share its key.
+    pub(crate) fn siblings(&self, index: usize) -> impl Iterator<Item = &Member> {
+        let endpoint = &self.members[index].endpoint;
+        self.members
             .iter()
-            .find_map(|tier| self.pick_in_tier(tier, start, now, soonest))
+            .filter(move |m| Arc::ptr_eq(&m.endpoint, endpoint))
+    }
+
+    /// The first deployment for a request in `group`: the best available tier, then the
+    /// strategy. On the healthy path this reads one atomic counter and one health flag.
+    pub(crate) fn first(&self, group: &Group, now: Instant, soonest: &mut Soonest) -> Option<Pick> {
+        let start = group.counter.fetch_add(1, Ordering::Relaxed);
+        group
+            .tiers
+            .iter()
+            .find_map(|tier| self.pick_in_tier(group, tier, start, now, soonest))
     }
 
     fn pick_in_tier(
         &self,
+        group: &Group,
         tier: &Tier,
         start: usize,
         now: Instant,
@@ -127,13 +206,14 @@ impl Pool {
             if b >= a {
                 b += 1;
             }
-            let (first, second) =
-                if self.members[a].health.in_flight() <= self.members[b].health.in_flight() {
-                    (a, b)
-                } else {
-                    (b, a)
-                };
+            let in_flight = |slot: usize| self.members[group.members[slot]].health.in_flight();
+            let (first, second) = if in_flight(a) <= in_flight(b) {
+                (a, b)
+            } else {
+                (b, a)
+            };
             return self.scan(
+                group,
                 [first, second].into_iter().chain(tier.range.clone()),
                 None,
                 now,
@@ -146,60 +226,110 @@ impl Pool {
             .iter()
             .chain(&schedule[..offset])
             .copied();
-        self.scan(order, None, now, soonest)
+        self.scan(group, order, None, now, soonest)
     }
 
-    /// The endpoint to fall back to after `failed`: the rest of its tier in list order,
-    /// wrapping around, then the other tiers by priority; never one in `tried`.
+    /// The deployment of `group` to fall back to after `failed`: the rest of its tier in list
+    /// order, wrapping around, then the other tiers by priority; never one in `tried`.
     pub(crate) fn next(
         &self,
-        failed: usize,
+        group: &Group,
+        failed: &Pick,
         tried: &[bool],
         now: Instant,
         soonest: &mut Soonest,
     ) -> Option<Pick> {
-        let start = self.counter.fetch_add(1, Ordering::Relaxed);
-        let failed_tier = self.members[failed].tier;
-        self.tiers.iter().enumerate().find_map(|(t, tier)| {
+        let start = group.counter.fetch_add(1, Ordering::Relaxed);
+        group.tiers.iter().find_map(|tier| {
             let range = tier.range.clone();
-            let pivot = if t == failed_tier {
-                failed + 1
+            let pivot = if range.contains(&failed.slot) {
+                failed.slot + 1
             } else {
                 range.start + start % range.len()
             };
             let order = (pivot..range.end).chain(range.start..pivot);
-            self.scan(order, Some(tried), now, soonest)
+            self.scan(group, order, Some(tried), now, soonest)
         })
     }
 
+    /// The first of `slots` (positions in `group`) that admits a request.
     fn scan(
         &self,
-        order: impl Iterator<Item = usize>,
+        group: &Group,
+        slots: impl Iterator<Item = usize>,
         tried: Option<&[bool]>,
         now: Instant,
         soonest: &mut Soonest,
     ) -> Option<Pick> {
         // Members already found closed in this scan (weighted schedules repeat members).
         let mut closed: Vec<usize> = Vec::new();
-        for index in order {
+        for slot in slots {
+            let index = group.members[slot];
             if tried.is_some_and(|t| t[index]) || closed.contains(&index) {
                 continue;
             }
             match self.members[index].health.admit(now) {
-                Admission::Open => return Some(Pick { index, probe: None }),
+                Admission::Open => {
+                    return Some(Pick {
+                        index,
+                        slot,
+                        probe: None,
+                    });
+                }
                 Admission::Probe(guard) => {
                     return Some(Pick {
                         index,
+                        slot,
                         probe: Some(guard),
                     });
                 }
                 Admission::Closed(until) => {
-                    soonest.offer(index, until);
+                    soonest.offer(index, slot, until);
                     closed.push(index);
                 }
             }
         }
         None
+    }
+}
+
+impl Group {
+    /// A group of these members (indexes, in priority order), in tiers by priority.
+    fn new(members: Vec<usize>, all: &[Member], strategy: Strategy) -> Self {
+        let priority = |slot: usize| all[members[slot]].endpoint.priority();
+        let mut tiers: Vec<Tier> = Vec::new();
+        for slot in 0..members.len() {
+            match tiers.last_mut() {
+                Some(tier) if priority(tier.range.start) == priority(slot) => {
+                    tier.range.end = slot + 1;
+                }
+                _ => tiers.push(Tier {
+                    range: slot..slot + 1,
+                    schedule: Box::new([]),
+                }),
+            }
+        }
+        for tier in &mut tiers {
+            tier.schedule = match strategy {
+                Strategy::Weighted => {
+                    let weights: Vec<u64> = tier
+                        .range
+                        .clone()
+                        .map(|slot| u64::from(all[members[slot]].endpoint.weight()))
+                        .collect();
+                    smooth_weighted_schedule(&weights)
+                        .into_iter()
+                        .map(|offset| tier.range.start + offset)
+                        .collect()
+                }
+                Strategy::RoundRobin | Strategy::LeastInFlight => tier.range.clone().collect(),
+            };
+        }
+        Self {
+            members: members.into_boxed_slice(),
+            tiers: tiers.into_boxed_slice(),
+            counter: AtomicUsize::new(0),
+        }
     }
 }
 

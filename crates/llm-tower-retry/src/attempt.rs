@@ -12,7 +12,8 @@ use http::{Request, Response};
 use http_body::Body;
 use http_body_util::BodyExt;
 use llm_tower_core::{
-    Attempts, BoxError, EndpointId, Error, ErrorKind, Outcome, Selected, informational_as_error,
+    Attempts, BoxError, EndpointId, Error, ErrorKind, ModelName, Outcome, Selected,
+    informational_as_error,
 };
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
@@ -25,7 +26,9 @@ use crate::body::ResponseBody;
 /// What every try of one request shares.
 pub(crate) struct Target<'a> {
     pub(crate) selected: Option<&'a Selected>,
-    pub(crate) id: &'a EndpointId,
+    /// The id tries are recorded and traced under.
+    pub(crate) recorded_as: &'a EndpointId,
+    pub(crate) model: Option<&'a ModelName>,
     pub(crate) log: Option<&'a Attempts>,
 }
 
@@ -45,7 +48,7 @@ where
 {
     let span = tracing::debug_span!(
         "upstream_attempt",
-        endpoint = %target.id,
+        endpoint = %target.recorded_as,
         retry,
         outcome = tracing::field::Empty,
     );
@@ -102,7 +105,13 @@ where
             "attempt finished"
         );
         if let Some(log) = target.log {
-            log.record(target.id, retry > 0, started, outcome);
+            log.record(
+                target.recorded_as,
+                target.model,
+                retry > 0,
+                started,
+                outcome,
+            );
         }
         result
     }

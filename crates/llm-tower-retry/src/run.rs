@@ -8,8 +8,8 @@ use std::time::Duration;
 use http::{Request, Response};
 use http_body::Body;
 use llm_tower_core::{
-    Attempts, BoxError, CooldownHint, EndpointId, Replay, RetryPolicy, Selected, SingleTry,
-    classify, retry_after,
+    Attempts, BoxError, CooldownHint, Deployment, EndpointId, Replay, RetryPolicy, Selected,
+    SingleTry, classify, retry_after,
 };
 use tower::Service;
 use tower::retry::budget::{Budget, TpsBudget};
@@ -34,6 +34,7 @@ where
 {
     let extensions = request.extensions();
     let selected = extensions.get::<Selected>().cloned();
+    let deployment = extensions.get::<Deployment>().cloned();
     let log = extensions.get::<Attempts>().cloned();
     if let Some(log) = &log {
         // Every try of this request is recorded here, not by the balancer.
@@ -59,7 +60,10 @@ where
     };
     let target = Target {
         selected: selected.as_ref(),
-        id,
+        // Tries are recorded under the deployment the balancer chose (an endpoint, or one of
+        // its models); the budget stays the endpoint's.
+        recorded_as: deployment.as_ref().map_or(id, |d| &d.id),
+        model: deployment.as_ref().and_then(|d| d.model.as_ref()),
         log: log.as_ref(),
     };
 

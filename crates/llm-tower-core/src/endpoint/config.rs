@@ -138,14 +138,20 @@ impl<'de> Deserialize<'de> for ModelsConfig {
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a list of model names, or a map from model name to upstream name")
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
                 let mut entries = Vec::new();
                 while let Some(name) = seq.next_element::<String>()? {
                     entries.push((name.clone(), name));
                 }
                 Ok(ModelsConfig(entries))
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
                 let mut entries = Vec::new();
                 while let Some((name, upstream)) = map.next_entry::<String, Option<String>>()? {
                     let upstream = upstream.unwrap_or_else(|| name.clone());

@@ -335,7 +335,10 @@ fn check_models(models: &[ModelRoute]) -> Result<(), String> {
         if route.name().trim().is_empty() || route.upstream().trim().is_empty() {
             return Err("a model name is empty".into());
         }
-        if models[..i].iter().any(|earlier| earlier.name() == route.name()) {
+        if models[..i]
+            .iter()
+            .any(|earlier| earlier.name() == route.name())
+        {
             return Err(format!("`{}` is listed twice", route.name()));
         }
     }

@@ -230,7 +230,9 @@ impl Scanner<'_> {
 /// The characters at `span` as a string, escapes decoded (`None` if they are not valid).
 fn decode(body: &[u8], span: &Range<usize>, escaped: bool) -> Option<ModelName> {
     if !escaped {
-        return std::str::from_utf8(&body[span.clone()]).ok().map(Into::into);
+        return std::str::from_utf8(&body[span.clone()])
+            .ok()
+            .map(Into::into);
     }
     // With its quotes, the token is a JSON string on its own.
     let token = &body[span.start - 1..span.end + 1];
@@ -261,7 +263,10 @@ mod tests {
     fn finds_the_top_level_model_only() {
         assert_eq!(named(r#"{"model":"a"}"#).as_deref(), Some("a"));
         assert_eq!(
-            named(r#" {"messages":[{"model":"inner","content":"\"model\": \"x\"}"}],"model" : "b"} "#).as_deref(),
+            named(
+                r#" {"messages":[{"model":"inner","content":"\"model\": \"x\"}"}],"model" : "b"} "#
+            )
+            .as_deref(),
             Some("b")
         );
         assert_eq!(
@@ -269,14 +274,23 @@ mod tests {
                 .as_deref(),
             Some("c")
         );
-        assert_eq!(named(r#"{"nested":[[{"a":["]"]}]],"model":"d"}"#).as_deref(), Some("d"));
+        assert_eq!(
+            named(r#"{"nested":[[{"a":["]"]}]],"model":"d"}"#).as_deref(),
+            Some("d")
+        );
         assert_eq!(named("{\n\t\"model\"\r\n:\n\"e\"\n}").as_deref(), Some("e"));
     }
 
     #[test]
     fn escapes_are_decoded_in_keys_and_values() {
-        assert_eq!(named(r#"{"mod\u0065l":"gpt-4o"}"#).as_deref(), Some("gpt-4o"));
-        assert_eq!(named(r#"{"model":"gpt\u002d4o"}"#).as_deref(), Some("gpt-4o"));
+        assert_eq!(
+            named(r#"{"mod\u0065l":"gpt-4o"}"#).as_deref(),
+            Some("gpt-4o")
+        );
+        assert_eq!(
+            named(r#"{"model":"gpt\u002d4o"}"#).as_deref(),
+            Some("gpt-4o")
+        );
         assert_eq!(named(r#"{"model":"a\"b\\"}"#).as_deref(), Some("a\"b\\"));
         assert_eq!(named(r#"{"model":"\ud83d\ude00"}"#).as_deref(), Some("😀"));
     }
@@ -309,10 +323,17 @@ mod tests {
             r#"{"model":"a","x":[1,2],"mod\u0065l":"b"}"#,
             r#"{"model":null,"model":"b"}"#,
         ] {
-            assert_eq!(find_model(body.as_bytes()), ModelInBody::Duplicate, "{body}");
+            assert_eq!(
+                find_model(body.as_bytes()),
+                ModelInBody::Duplicate,
+                "{body}"
+            );
         }
         // A second one inside a nested value is not a duplicate.
-        assert_eq!(named(r#"{"model":"a","tools":[{"model":"b"}]}"#).as_deref(), Some("a"));
+        assert_eq!(
+            named(r#"{"model":"a","tools":[{"model":"b"}]}"#).as_deref(),
+            Some("a")
+        );
     }
 
     #[test]
@@ -327,16 +348,18 @@ mod tests {
         let ModelInBody::Named { span, .. } = find_model(&body) else {
             panic!()
         };
-        for name in ["gpt4o-prod", "x", "with \"quotes\" and \\ and \u{1}", "日本"] {
+        for name in [
+            "gpt4o-prod",
+            "x",
+            "with \"quotes\" and \\ and \u{1}",
+            "日本",
+        ] {
             let rewritten = with_model(&body, span.clone(), name);
             let size = http_body::Body::size_hint(&rewritten).exact().unwrap();
             let bytes = rewritten.collect().await.unwrap().to_bytes();
             assert_eq!(size, bytes.len() as u64);
-            let expected = original.replacen(
-                "\"gpt-4o\"",
-                &serde_json::to_string(name).unwrap(),
-                1,
-            );
+            let expected =
+                original.replacen("\"gpt-4o\"", &serde_json::to_string(name).unwrap(), 1);
             assert_eq!(bytes, expected.as_bytes());
             let again = find_model(&bytes);
             let ModelInBody::Named { name: found, .. } = again else {
@@ -350,7 +373,8 @@ mod tests {
     fn a_large_body_is_read_once() {
         // Half a MiB of content, the model last: found, with its span at the end.
         let content = "x".repeat(512 * 1024);
-        let body = format!(r#"{{"messages":[{{"role":"user","content":"{content}"}}],"model":"m"}}"#);
+        let body =
+            format!(r#"{{"messages":[{{"role":"user","content":"{content}"}}],"model":"m"}}"#);
         let ModelInBody::Named { name, span } = find_model(body.as_bytes()) else {
             panic!()
         };

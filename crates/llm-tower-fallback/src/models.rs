@@ -1,0 +1,196 @@
+//! [`ModelFallbacks`]: which model to try when every deployment of another has failed.
+
+use std::collections::{BTreeMap, HashMap};
+
+use llm_tower_core::{ConfigError, Endpoint, ModelName};
+use serde::{Deserialize, Serialize};
+
+/// Model fallback chains: when every deployment of a model failed with an outcome that falls
+/// back, the request goes on with the next model of its chain (its `model` rewritten), then
+/// the next. A chain is followed once: the models in it are tried with their own
+/// deployments, not with their own chains. In configuration, the top-level
+/// `models: {gpt-4o: {fallback: [gpt-4o-mini, llama-70b]}}`.
+///
+/// ```
+/// use llm_tower_fallback::ModelFallbacks;
+///
+/// let chains = ModelFallbacks::new().chain("gpt-4o", ["gpt-4o-mini", "llama-70b"]);
+/// assert_eq!(chains.fallbacks("gpt-4o").len(), 2);
+/// assert!(chains.fallbacks("gpt-4o-mini").is_empty());
+/// let from_config: ModelFallbacks =
+///     serde_json::from_str(r#"{"gpt-4o": {"fallback": ["gpt-4o-mini"]}}"#).unwrap();
+/// assert_eq!(&*from_config.fallbacks("gpt-4o")[0], "gpt-4o-mini");
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ModelFallbacks(BTreeMap<String, ModelSettings>);
+
+/// One model's entry under the top-level `models`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelSettings {
+    /// The models to try, in order, when every deployment of this one failed.
+    #[serde(default)]
+    fallback: Vec<String>,
+}
+
+impl ModelFallbacks {
+    /// No chains.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds (or replaces) the chain of `model`.
+    #[must_use]
+    pub fn chain(
+        mut self,
+        model: impl Into<String>,
+        fallbacks: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        let fallback = fallbacks.into_iter().map(Into::into).collect();
+        self.0.insert(model.into(), ModelSettings { fallback });
+        self
+    }
+
+    /// Whether there are no chains.
+    pub fn is_empty(&self) -> bool {
+        self.0.values().all(|m| m.fallback.is_empty())
+    }
+
+    /// The chain of `model` (empty when it has none).
+    pub fn fallbacks(&self, model: &str) -> Vec<ModelName> {
+        self.0
+            .get(model)
+            .map(|m| m.fallback.iter().map(|name| name.as_str().into()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Checks the chains against the endpoints that will serve them: every model named is
+    /// served by some endpoint (listed in its `models`, or there is an endpoint that serves
+    /// any model), no chain names a model twice or its own model, and no chain leads back to
+    /// where it started (`a → b`, `b → a`).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] naming `models.<model>`.
+    pub fn validate(&self, endpoints: &[Endpoint]) -> Result<(), ConfigError> {
+        let serves_any = endpoints.iter().any(|e| e.models().is_none());
+        let known = |model: &str| {
+            serves_any
+                || endpoints
+                    .iter()
+                    .any(|endpoint| endpoint.route_for(model).is_some())
+        };
+        for (model, settings) in &self.0 {
+            let field = format!("models.{model}");
+            if !known(model) {
+                return Err(ConfigError::invalid(field, "no endpoint serves this model"));
+            }
+            for (i, next) in settings.fallback.iter().enumerate() {
+                if !known(next) {
+                    return Err(ConfigError::invalid(
+                        format!("{field}.fallback"),
+                        format!("no endpoint serves `{next}`"),
+                    ));
+                }
+                if next == model || settings.fallback[..i].contains(next) {
+                    return Err(ConfigError::invalid(
+                        format!("{field}.fallback"),
+                        format!("`{next}` is named twice in the chain of `{model}`"),
+                    ));
+                }
+            }
+        }
+        self.check_cycles()
+    }
+
+    /// A chain that leads back to its own model, through the other chains, is a cycle.
+    fn check_cycles(&self) -> Result<(), ConfigError> {
+        let edges: HashMap<&str, Vec<&str>> = self
+            .0
+            .iter()
+            .map(|(model, s)| {
+                (
+                    model.as_str(),
+                    s.fallback.iter().map(String::as_str).collect(),
+                )
+            })
+            .collect();
+        for start in edges.keys() {
+            let mut stack = vec![(*start, vec![*start])];
+            while let Some((model, path)) = stack.pop() {
+                for next in edges.get(model).into_iter().flatten() {
+                    if next == start {
+                        let cycle = [path.as_slice(), &[next]].concat().join(" → ");
+                        return Err(ConfigError::invalid(
+                            format!("models.{start}.fallback"),
+                            format!("the chains form a cycle: {cycle}"),
+                        ));
+                    }
+                    if !path.contains(next) {
+                        let mut longer = path.clone();
+                        longer.push(next);
+                        stack.push((next, longer));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(id: &str, models: &[&str]) -> Endpoint {
+        Endpoint::builder(id, "http://127.0.0.1:1")
+            .models(models.iter().copied())
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn unknown_repeated_and_cyclic_chains_are_rejected() {
+        let endpoints = [endpoint("a", &["x", "y", "z"])];
+        let check = |chains: ModelFallbacks| chains.validate(&endpoints).map_err(|e| e.to_string());
+        assert!(check(ModelFallbacks::new().chain("x", ["y", "z"])).is_ok());
+        assert_eq!(
+            check(ModelFallbacks::new().chain("x", ["nope"])).unwrap_err(),
+            "models.x.fallback: no endpoint serves `nope`"
+        );
+        assert_eq!(
+            check(ModelFallbacks::new().chain("nope", ["x"])).unwrap_err(),
+            "models.nope: no endpoint serves this model"
+        );
+        assert!(check(ModelFallbacks::new().chain("x", ["x"])).is_err());
+        assert!(check(ModelFallbacks::new().chain("x", ["y", "y"])).is_err());
+        let cycle = check(
+            ModelFallbacks::new()
+                .chain("x", ["y"])
+                .chain("y", ["z"])
+                .chain("z", ["x"]),
+        )
+        .unwrap_err();
+        assert!(cycle.contains("cycle"), "{cycle}");
+        assert!(
+            cycle.contains("x → y → z → x")
+                || cycle.contains("y → z → x → y")
+                || cycle.contains("z → x → y → z"),
+            "{cycle}"
+        );
+        // With an endpoint that serves any model, any name is served.
+        let any = [
+            endpoint("a", &["x"]),
+            Endpoint::builder("b", "http://127.0.0.1:2")
+                .build()
+                .unwrap(),
+        ];
+        assert!(
+            ModelFallbacks::new()
+                .chain("x", ["anything"])
+                .validate(&any)
+                .is_ok()
+        );
+    }
+}
