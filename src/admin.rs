@@ -61,7 +61,7 @@ fn spawn_metrics_upkeep(handle: PrometheusHandle) {
     }
 }
 
-fn json_response(value: &impl serde::Serialize) -> Response<Body> {
+pub(crate) fn json_response(value: &impl serde::Serialize) -> Response<Body> {
     let body = serde_json::to_vec(value).unwrap_or_else(|_| b"null".to_vec());
     Response::builder()
         .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))

@@ -30,6 +30,7 @@ pub mod cli;
 mod client_auth;
 mod config;
 mod demo;
+mod models;
 mod router;
 mod server;
 

@@ -18,6 +18,7 @@ use tracing::Level;
 
 use crate::GatewayConfig;
 use crate::admin;
+use crate::models;
 use crate::client_auth::ClientKeys;
 use crate::server::Direct;
 
@@ -128,14 +129,20 @@ pub fn router(
     if config.admin_listen.is_none() {
         others.extend(["/upstreams", "/metrics"]);
     }
+    // With models listed, `{mount}/models` is answered from the configuration.
+    let models = models::listed(&config.upstream.build_endpoints()?);
     let direct = Direct::new(
         &config.mount,
         others,
+        !models.is_empty(),
         service.clone(),
         keys.clone(),
         ids.clone(),
     );
     let mount = config.mount.trim_end_matches('/');
+    if !models.is_empty() {
+        protected = protected.merge(models::routes(mount, models));
+    }
     protected = if mount.is_empty() {
         protected.fallback_service(service)
     } else {

@@ -43,6 +43,8 @@ pub(crate) struct Direct {
     mount: Arc<str>,
     /// Paths the router serves itself, when the mount is the root.
     others: Arc<[&'static str]>,
+    /// Whether the router answers `{mount}/models` (and `/models/{id}`) itself.
+    models: bool,
     stack: UpstreamService,
     keys: Option<ClientKeys>,
     ids: SequentialRequestId,
@@ -60,6 +62,7 @@ impl Direct {
     pub(crate) fn new(
         mount: &str,
         others: Vec<&'static str>,
+        models: bool,
         stack: UpstreamService,
         keys: Option<ClientKeys>,
         ids: SequentialRequestId,
@@ -67,6 +70,7 @@ impl Direct {
         Self {
             mount: mount.trim_end_matches('/').into(),
             others: others.into(),
+            models,
             stack,
             keys,
             ids,
@@ -75,11 +79,20 @@ impl Direct {
 
     /// Whether `path` is the stack's, as the router's `nest_service` (or fallback) would say.
     pub(crate) fn claims(&self, path: &str) -> bool {
+        let Some(rest) = path.strip_prefix(&*self.mount) else {
+            return false;
+        };
+        let models = self.models
+            && rest
+                .strip_prefix("/models")
+                .is_some_and(|tail| tail.is_empty() || tail.starts_with('/'));
+        if models {
+            return false;
+        }
         if self.mount.is_empty() {
             return !self.others.contains(&path);
         }
-        path.strip_prefix(&*self.mount)
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        rest.is_empty() || rest.starts_with('/')
     }
 
     pub(crate) fn call(&self, mut request: Request<Body>) -> DirectFuture {

@@ -3,7 +3,9 @@
 use http::HeaderValue;
 use llm_tower_auth::{Auth, AuthLayer};
 use llm_tower_core::{ConfigError, Endpoint};
-use llm_tower_fallback::{Fallback, FallbackLayer, FallbackSettings, HealthRegistry};
+use llm_tower_fallback::{
+    Fallback, FallbackLayer, FallbackSettings, HealthRegistry, ModelFallbacks,
+};
 use llm_tower_retry::{Retry, RetryLayer, RetrySettings};
 use tower::Layer;
 
@@ -60,6 +62,7 @@ pub type UpstreamService = ErrorResponse<Fallback<Retry<Auth<HttpClient>>>>;
 pub struct Upstream {
     endpoints: Vec<Endpoint>,
     fallback: FallbackSettings,
+    models: ModelFallbacks,
     retry: RetrySettings,
     client: ClientSettings,
     registry: HealthRegistry,
@@ -73,6 +76,7 @@ impl Upstream {
         Self {
             endpoints,
             fallback: FallbackSettings::default(),
+            models: ModelFallbacks::default(),
             retry: RetrySettings::default(),
             client: ClientSettings::default(),
             registry: HealthRegistry::new(),
@@ -90,6 +94,7 @@ impl Upstream {
         config.validate()?;
         Ok(Self::new(config.build_endpoints()?)
             .fallback(config.fallback)
+            .model_fallbacks(config.models.clone())
             .retry(config.retry)
             .client(config.client))
     }
@@ -98,6 +103,14 @@ impl Upstream {
     #[must_use]
     pub fn fallback(mut self, settings: FallbackSettings) -> Self {
         self.fallback = settings;
+        self
+    }
+
+    /// Model fallback chains: when every deployment of a model failed, go on with the
+    /// next model of its chain, its `model` rewritten (default none).
+    #[must_use]
+    pub fn model_fallbacks(mut self, models: ModelFallbacks) -> Self {
+        self.models = models;
         self
     }
 
@@ -127,7 +140,8 @@ impl Upstream {
         &self.registry
     }
 
-    /// Adds `x-llm-tower-endpoint` and `x-llm-tower-attempts` response headers.
+    /// Adds `x-llm-tower-endpoint`, `x-llm-tower-attempts` and (after a model fallback)
+    /// `x-llm-tower-model` response headers.
     #[must_use]
     pub fn response_headers(mut self, on: bool) -> Self {
         self.error_response = self.error_response.response_headers(on);
@@ -173,6 +187,7 @@ impl Upstream {
     pub fn layer(&self) -> Result<UpstreamLayer, ConfigError> {
         let fallback = FallbackLayer::builder(self.endpoints.iter().cloned())
             .settings(self.fallback)
+            .model_fallbacks(self.models.clone())
             .build(self.registry.clone())?;
         Ok(UpstreamLayer {
             error_response: self.error_response.clone(),

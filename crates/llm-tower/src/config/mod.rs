@@ -9,7 +9,7 @@ mod env;
 use std::path::Path;
 
 use llm_tower_core::{ConfigError, Endpoint, EndpointConfig};
-use llm_tower_fallback::{FallbackSettings, check_endpoints};
+use llm_tower_fallback::{FallbackSettings, ModelFallbacks, check_endpoints};
 use llm_tower_retry::RetrySettings;
 use serde::{Deserialize, Serialize};
 
@@ -50,6 +50,8 @@ pub struct Config {
     pub retry: RetrySettings,
     /// The HTTP client's settings (`client`).
     pub client: ClientSettings,
+    /// Model fallback chains (`models: {gpt-4o: {fallback: [gpt-4o-mini]}}`).
+    pub models: ModelFallbacks,
     /// The endpoints, in order (`endpoints`).
     pub endpoints: Vec<EndpointConfig>,
 }
@@ -60,6 +62,8 @@ pub struct Config {
 struct OwnKeys {
     #[serde(default)]
     client: ClientSettings,
+    #[serde(default)]
+    models: ModelFallbacks,
     endpoints: Vec<EndpointConfig>,
 }
 
@@ -70,6 +74,7 @@ impl Config {
             fallback: FallbackSettings::default(),
             retry: RetrySettings::default(),
             client: ClientSettings::default(),
+            models: ModelFallbacks::default(),
             endpoints,
         }
     }
@@ -121,11 +126,16 @@ impl Config {
     pub fn from_document(document: &mut Document) -> Result<Self, ConfigError> {
         let fallback = document.take()?;
         let retry = document.take()?;
-        let OwnKeys { client, endpoints } = document.take()?;
+        let OwnKeys {
+            client,
+            models,
+            endpoints,
+        } = document.take()?;
         let config = Self {
             fallback,
             retry,
             client,
+            models,
             endpoints,
         };
         config.validate()?;
@@ -147,7 +157,8 @@ impl Config {
         self.fallback.validate()?;
         self.retry.validate()?;
         self.client.validate()?;
-        self.build_endpoints().map(drop)
+        let endpoints = self.build_endpoints()?;
+        self.models.validate(&endpoints)
     }
 
     /// Validates and builds every endpoint, in order.

@@ -33,7 +33,8 @@ impl ErrorResponseLayer {
         Self::default()
     }
 
-    /// Adds `x-llm-tower-endpoint` and `x-llm-tower-attempts` to responses.
+    /// Adds `x-llm-tower-endpoint`, `x-llm-tower-attempts` and (after a model fallback)
+    /// `x-llm-tower-model` to responses.
     #[must_use]
     pub fn response_headers(mut self, on: bool) -> Self {
         self.settings.response_headers = on;

@@ -18,7 +18,11 @@ pub use layer::ErrorResponseLayer;
 pub use metrics::record_health_metrics;
 pub use service::ErrorResponse;
 
-/// Response header naming the endpoint whose response this is.
+/// Response header naming the deployment (the endpoint, or `endpoint/model`) whose response
+/// this is.
 pub const ENDPOINT_HEADER: &str = "x-llm-tower-endpoint";
+/// Response header naming the model that answered, when a model fallback chain moved on from
+/// the one the request asked for.
+pub const MODEL_HEADER: &str = "x-llm-tower-model";
 /// Response header counting the upstream attempts made.
 pub const ATTEMPTS_HEADER: &str = "x-llm-tower-attempts";

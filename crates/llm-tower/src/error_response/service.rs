@@ -7,13 +7,15 @@ use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Response};
-use llm_tower_core::{Attempts, BoxError, Caller, Error, ErrorKind, Selected, strip_hop_by_hop};
+use llm_tower_core::{
+    Attempts, BoxError, Caller, Deployment, Error, ErrorKind, Selected, strip_hop_by_hop,
+};
 
 use super::body::ResponseBody;
 use super::completion::Completion;
 use super::future::ResponseFuture;
 use super::layer::Settings;
-use super::{ATTEMPTS_HEADER, ENDPOINT_HEADER};
+use super::{ATTEMPTS_HEADER, ENDPOINT_HEADER, MODEL_HEADER};
 
 /// What every clone of an [`ErrorResponse`] shares.
 pub(crate) struct Shared {
@@ -206,20 +208,31 @@ fn drop_inconsistent_length<B: http_body::Body>(response: &mut Response<B>) {
 }
 
 fn add_attempt_headers<B>(response: &mut Response<B>, attempts: &Attempts) {
-    // The endpoint whose response this is: a failed response returned after a later attempt
-    // failed without one is not the last attempt's.
-    let endpoint = match response.extensions().get::<Selected>() {
-        Some(selected) => Some(selected.id().clone()),
-        None => attempts.last().map(|last| last.endpoint),
+    // The deployment whose response this is: a failed response returned after a later
+    // attempt failed without one is not the last attempt's.
+    let extensions = response.extensions();
+    let deployment = extensions.get::<Deployment>();
+    let endpoint = match (deployment, extensions.get::<Selected>()) {
+        (Some(deployment), _) => Some(deployment.id.clone()),
+        (None, Some(selected)) => Some(selected.id().clone()),
+        (None, None) => attempts.last().map(|last| last.endpoint),
     };
+    // The model that answered, when a fallback chain moved on from the one asked for.
+    let model = deployment
+        .filter(|d| d.fell_back_from.is_some())
+        .and_then(|d| d.model.as_deref())
+        .and_then(|model| HeaderValue::from_str(model).ok());
+    let headers = response.headers_mut();
     if let Some(value) = endpoint.and_then(|id| HeaderValue::from_str(id.as_str()).ok()) {
-        response.headers_mut().insert(ENDPOINT_NAME.clone(), value);
+        headers.insert(ENDPOINT_NAME.clone(), value);
     }
-    response
-        .headers_mut()
-        .insert(ATTEMPTS_NAME.clone(), HeaderValue::from(attempts.len()));
+    if let Some(model) = model {
+        headers.insert(MODEL_NAME.clone(), model);
+    }
+    headers.insert(ATTEMPTS_NAME.clone(), HeaderValue::from(attempts.len()));
 }
 
 // Parsed once: a `&str` name is parsed again on every insert.
 static ENDPOINT_NAME: HeaderName = HeaderName::from_static(ENDPOINT_HEADER);
 static ATTEMPTS_NAME: HeaderName = HeaderName::from_static(ATTEMPTS_HEADER);
+static MODEL_NAME: HeaderName = HeaderName::from_static(MODEL_HEADER);
