@@ -18,8 +18,8 @@ use tracing::Level;
 
 use crate::GatewayConfig;
 use crate::admin;
-use crate::models;
 use crate::client_auth::ClientKeys;
+use crate::models;
 use crate::server::Direct;
 
 /// The gateway's routers, and the health registry they report.

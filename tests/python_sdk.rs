@@ -8,7 +8,7 @@ mod common;
 use std::process::Command;
 
 use common::{only, serve_exactly};
-use llm_tower::Secret;
+use llm_tower::{Config, EndpointConfig, ModelsConfig, Secret};
 use llm_tower_gateway::{ClientAuth, ClientKey, GatewayConfig};
 use llm_tower_mock::MockProvider;
 
@@ -33,6 +33,55 @@ except openai.AuthenticationError as err:
     print("refused:", err.status_code)
 "#;
 
+const MODELS_SCRIPT: &str = r#"
+import sys
+import openai
+
+client = openai.OpenAI(base_url=sys.argv[1], api_key=sys.argv[2], max_retries=0)
+print("listed:", ",".join(model.id for model in client.models.list()))
+print("retrieved:", client.models.retrieve("gpt-4o-mini").id)
+reply = client.chat.completions.create(
+    model="gpt-4o", messages=[{"role": "user", "content": "hi"}]
+)
+print("reply:", reply.choices[0].message.role)
+try:
+    client.chat.completions.create(model="claude", messages=[{"role": "user", "content": "hi"}])
+except openai.NotFoundError as err:
+    print("unknown:", err.status_code, err.code)
+"#;
+
+/// Runs `script` with the base URL and key as arguments; its standard output, once it
+/// succeeded.
+async fn run(python: String, script: &'static str, base_url: String) -> String {
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .args(["-c", script, &base_url, CLIENT_KEY])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    stdout
+}
+
+/// `config` behind the client key the scripts use.
+fn behind_key(config: Config) -> GatewayConfig {
+    let mut config = GatewayConfig::new(config);
+    config.client_auth = Some(ClientAuth {
+        keys: vec![ClientKey {
+            name: "python".into(),
+            key: Secret::new(CLIENT_KEY),
+        }],
+    });
+    config
+}
+
+const SKIPPED: &str =
+    "skipped: no Python with the `openai` package (set LLM_TOWER_PYTHON, or run .ci/run)";
+
 /// The Python to use, if one with the `openai` package is there. One named by
 /// `LLM_TOWER_PYTHON` must work: CI installed it, and a broken one is a failure, not a skip.
 fn python() -> Option<String> {
@@ -52,32 +101,12 @@ fn python() -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openai_python_sdk_works_unchanged() {
     let Some(python) = python() else {
-        println!(
-            "skipped: no Python with the `openai` package (set LLM_TOWER_PYTHON, or run .ci/run)"
-        );
+        println!("{SKIPPED}");
         return;
     };
     let mock = MockProvider::start().await.unwrap();
-    let mut config = GatewayConfig::new(only(&mock));
-    config.client_auth = Some(ClientAuth {
-        keys: vec![ClientKey {
-            name: "python".into(),
-            key: Secret::new(CLIENT_KEY),
-        }],
-    });
-    let gw = serve_exactly(config, None, std::future::pending()).await;
-    let base_url = gw.url("/v1");
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .args(["-c", SCRIPT, &base_url, CLIENT_KEY])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stdout}\n{stderr}");
+    let gw = serve_exactly(behind_key(only(&mock)), None, std::future::pending()).await;
+    let stdout = run(python, SCRIPT, gw.url("/v1")).await;
     assert!(stdout.contains("reply: assistant"), "{stdout}");
     assert!(stdout.contains("chunks: "), "{stdout}");
     assert!(!stdout.contains("chunks: 0"), "{stdout}");
@@ -86,4 +115,30 @@ async fn the_openai_python_sdk_works_unchanged() {
     for seen in mock.requests() {
         assert!(!format!("{:?}", seen.headers).contains(CLIENT_KEY));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_python_sdk_lists_and_uses_the_configured_models() {
+    let Some(python) = python() else {
+        println!("{SKIPPED}");
+        return;
+    };
+    let mock = MockProvider::start().await.unwrap();
+    let azure = EndpointConfig {
+        models: Some(ModelsConfig(vec![
+            ("gpt-4o".into(), "gpt4o-prod".into()),
+            ("gpt-4o-mini".into(), "gpt-4o-mini".into()),
+        ])),
+        ..EndpointConfig::new("azure", mock.base_url())
+    };
+    let config = behind_key(Config::with_endpoints(vec![azure]));
+    let gw = serve_exactly(config, None, std::future::pending()).await;
+    let stdout = run(python, MODELS_SCRIPT, gw.url("/v1")).await;
+    assert!(stdout.contains("listed: gpt-4o,gpt-4o-mini\n"), "{stdout}");
+    assert!(stdout.contains("retrieved: gpt-4o-mini\n"), "{stdout}");
+    assert!(stdout.contains("reply: assistant"), "{stdout}");
+    assert!(stdout.contains("unknown: 404 model_not_found"), "{stdout}");
+    let seen = mock.requests();
+    assert_eq!(seen.len(), 1, "models were listed by the gateway itself");
+    assert_eq!(seen[0].json().unwrap()["model"], "gpt4o-prod");
 }

@@ -9,8 +9,9 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use llm_tower::{
-    ApiKey, AuthLayer, BoxError, BufferedBody, CountBased, Endpoint, ErrorKind, ErrorResponseLayer,
-    FallbackLayer, HealthRegistry, RetryLayer, RetryPolicy, Selected, Upstream,
+    ApiKey, AttemptKind, Attempts, AuthLayer, BoxError, BufferedBody, CountBased, Deployment,
+    Endpoint, ErrorKind, ErrorResponseLayer, FallbackLayer, HealthRegistry, ModelFallbacks,
+    ModelRoute, RetryLayer, RetryPolicy, Selected, Upstream,
 };
 use tower::{Layer, ServiceBuilder, ServiceExt, service_fn};
 
@@ -52,6 +53,100 @@ fn upstream(
             Ok::<_, Infallible>(response)
         }
     })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_model_chain_is_followed_and_each_attempt_logs_its_model() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let recorded = seen.clone();
+    // `primary.invalid` answers 503; the others 200. Each body is recorded.
+    let inner = service_fn(move |request: Request<BufferedBody>| {
+        let recorded = recorded.clone();
+        async move {
+            recorded.lock().unwrap().push(request.body().to_bytes());
+            let status = if request.uri().host() == Some("primary.invalid") {
+                503
+            } else {
+                200
+            };
+            let response = Response::builder()
+                .status(status)
+                .body(Full::new(Bytes::from_static(b"{}")))
+                .unwrap();
+            Ok::<_, Infallible>(response)
+        }
+    });
+    let primary = Endpoint::builder("primary", "http://primary.invalid/v1")
+        .models(["gpt-4o"])
+        .retry_policy(RetryPolicy::CountBased(CountBased { times: 1 }))
+        .build()
+        .unwrap();
+    let backup = Endpoint::builder("backup", "http://backup.invalid/v1")
+        .models([ModelRoute::alias("gpt-4o-mini", "mini-prod")])
+        .build()
+        .unwrap();
+    let stack = Upstream::new(vec![primary, backup])
+        .model_fallbacks(ModelFallbacks::new().chain("gpt-4o", ["gpt-4o-mini"]))
+        .response_headers(true)
+        .layer()
+        .unwrap()
+        .layer(inner);
+    let body = r#"{"model": "gpt-4o", "n": 1}"#;
+    let response = stack
+        .oneshot(Request::new(Full::new(Bytes::from_static(body.as_bytes()))))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["x-llm-tower-model"], "gpt-4o-mini");
+    let deployment = response.extensions().get::<Deployment>().unwrap();
+    assert_eq!(
+        (
+            deployment.id.as_str(),
+            deployment.model.as_deref(),
+            deployment.fell_back_from.as_deref()
+        ),
+        ("backup", Some("gpt-4o-mini"), Some("gpt-4o"))
+    );
+    let log = response.extensions().get::<Attempts>().unwrap().to_vec();
+    let tried: Vec<_> = log
+        .iter()
+        .map(|a| {
+            (
+                a.endpoint.as_str(),
+                a.model.as_deref(),
+                a.kind,
+                a.outcome.to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        tried,
+        [
+            (
+                "primary",
+                Some("gpt-4o"),
+                AttemptKind::First,
+                "503".to_owned()
+            ),
+            (
+                "primary",
+                Some("gpt-4o"),
+                AttemptKind::Retry,
+                "503".to_owned()
+            ),
+            (
+                "backup",
+                Some("gpt-4o-mini"),
+                AttemptKind::Fallback,
+                "200".to_owned()
+            ),
+        ]
+    );
+    // Each attempt's body: the client's for the first model, the chain's name for the next.
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen[0], body.as_bytes());
+    assert_eq!(seen[1], body.as_bytes());
+    assert_eq!(seen[2], r#"{"model": "mini-prod", "n": 1}"#.as_bytes());
 }
 
 #[tokio::test(start_paused = true)]
