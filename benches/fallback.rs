@@ -1,5 +1,7 @@
 //! Cost of [`FallbackLayer`]: the healthy path with 2, 64 and 1024 endpoints (it should stay
-//! flat), and a request that falls back once.
+//! flat), a request that falls back once, and routing by model: finding the body's `model`
+//! in a 32 KiB body (model first) and a 1 MiB body (model last, against one `memchr` pass over
+//! the same bytes), and the healthy path of a request routed to an alias with each body.
 //!
 //! ```text
 //! cargo bench --bench fallback -- --warm-up-time 1 --measurement-time 3
@@ -11,7 +13,7 @@ use std::hint::black_box;
 use bytes::Bytes;
 use criterion::{BatchSize, BenchmarkId, Criterion, criterion_main};
 use http::{Request, Response, StatusCode};
-use llm_tower_core::{BufferedBody, Endpoint, Selected};
+use llm_tower_core::{BufferedBody, Endpoint, ModelRoute, Selected, find_model};
 use llm_tower_fallback::{FallbackLayer, HealthRegistry};
 use llm_tower_mock::scripted::SingleFrame;
 use tower::{Layer, Service, ServiceExt, service_fn};
@@ -107,6 +109,78 @@ fn fallback(c: &mut Criterion) {
             assert_eq!(status, StatusCode::OK);
         });
     });
+    group.finish();
+    models(c, &runtime);
+}
+
+/// A chat body of about `size` bytes, its `model` first or last.
+fn chat_body(size: usize, model_last: bool) -> Bytes {
+    let content = "x".repeat(size.saturating_sub(96));
+    let messages = format!(r#""messages":[{{"role":"user","content":"{content}"}}]"#);
+    let body = if model_last {
+        format!(r#"{{{messages},"stream":false,"model":"gpt-4o"}}"#)
+    } else {
+        format!(r#"{{"model":"gpt-4o","stream":false,{messages}}}"#)
+    };
+    Bytes::from(body)
+}
+
+fn models(c: &mut Criterion, runtime: &tokio::runtime::Runtime) {
+    let bodies = [
+        ("32 KiB, model first", chat_body(32 * 1024, false)),
+        ("1 MiB, model last", chat_body(1024 * 1024, true)),
+    ];
+    let mut group = c.benchmark_group("models");
+    for (name, body) in &bodies {
+        group.bench_with_input(BenchmarkId::new("find_model", name), body, |b, body| {
+            b.iter(|| black_box(find_model(black_box(body))));
+        });
+    }
+    // The floor for any scan: one pass over the bytes looking for a byte that is not there.
+    let (_, large) = &bodies[1];
+    group.bench_function("one memchr pass over 1 MiB", |b| {
+        b.iter(|| black_box(memchr::memchr(0, black_box(large))));
+    });
+
+    // Two models over four deployments; gpt-4o is an alias on the first two.
+    let endpoint = |id: &str, route: ModelRoute| {
+        Endpoint::builder(id, format!("https://{id}.example/v1"))
+            .models([route])
+            .build()
+            .expect("valid endpoint")
+    };
+    let ok = service_fn(|request: Request<BufferedBody>| async move {
+        black_box(request);
+        Ok::<_, Infallible>(Response::new(SingleFrame::empty()))
+    });
+    let service = FallbackLayer::builder([
+        endpoint("azure-east", ModelRoute::alias("gpt-4o", "gpt4o-east")),
+        endpoint("azure-west", ModelRoute::alias("gpt-4o", "gpt4o-west")),
+        endpoint("mini-1", ModelRoute::from("gpt-4o-mini")),
+        endpoint("mini-2", ModelRoute::from("gpt-4o-mini")),
+    ])
+    .build(HealthRegistry::new())
+    .expect("valid layer")
+    .layer(ok);
+    for (name, body) in &bodies {
+        group.bench_with_input(
+            BenchmarkId::new("healthy path, alias", name),
+            body,
+            |b, body| {
+                b.to_async(runtime).iter(|| {
+                    let request = Request::post("/chat/completions")
+                        .header("content-type", "application/json")
+                        .body(SingleFrame::new(body.clone()))
+                        .expect("valid request");
+                    let service = service.clone();
+                    async move {
+                        let response = service.oneshot(request).await.expect("response");
+                        assert_eq!(response.status(), StatusCode::OK);
+                    }
+                });
+            },
+        );
+    }
     group.finish();
 }
 

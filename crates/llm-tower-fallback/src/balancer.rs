@@ -50,6 +50,13 @@ impl Balancer {
     /// The route of a request with this body: by its top-level `model`, read without
     /// building a document.
     pub(crate) fn route(&self, body: &[u8]) -> Result<Route<'_>, Error> {
+        if let Some(any) = self.pool.only_any() {
+            // No endpoint lists models: the model decides nothing, and the body is not read.
+            return Ok(Route {
+                requested: None,
+                steps: vec![(None, any)],
+            });
+        }
         let requested = match find_model(body) {
             ModelInBody::Named { name, span } => Some((name, span)),
             ModelInBody::Absent => None,

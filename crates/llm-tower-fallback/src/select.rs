@@ -166,6 +166,11 @@ impl Pool {
         }
     }
 
+    /// The group of every deployment, when no endpoint lists models.
+    pub(crate) fn only_any(&self) -> Option<&Group> {
+        self.any.as_ref().filter(|_| self.models.is_empty())
+    }
+
     /// The models some endpoint lists, sorted.
     pub(crate) fn listed_models(&self) -> impl Iterator<Item = &ModelName> {
         let mut names: Vec<_> = self.models.keys().collect();
