@@ -61,6 +61,17 @@ fn check_accepts_a_good_file_and_names_the_field_of_a_bad_one() {
         .output()
         .unwrap();
     assert!(output.status.success(), "{output:?}");
+
+    // So does the multi-model example.
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/models.yaml");
+    let output = Command::new(BIN)
+        .args(["--check", "--config", example])
+        .env("OPENAI_API_KEY", "sk-check")
+        .env("AZURE_EAST_KEY", "check")
+        .env("AZURE_WEST_KEY", "check")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
 }
 
 #[test]
