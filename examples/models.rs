@@ -99,7 +99,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "vllm was sent {:?}",
         vllm.requests()
             .last()
-            .and_then(|r| r.json())
+            .and_then(llm_tower_mock::RecordedRequest::json)
             .map(|b| b["model"].clone())
     );
     for deployment in upstream.health().snapshot() {

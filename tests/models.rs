@@ -100,6 +100,42 @@ async fn requests_reach_only_deployments_of_their_model() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn anthropic_messages_bodies_are_routed_the_same_way() {
+    let (sonnet, opus) = (
+        MockProvider::start().await.unwrap(),
+        MockProvider::start().await.unwrap(),
+    );
+    let gw = start(Config::with_endpoints(vec![
+        serving(
+            "sonnet",
+            &sonnet,
+            0,
+            &[("claude-sonnet", "claude-sonnet-4-20250514")],
+        ),
+        serving(
+            "opus",
+            &opus,
+            0,
+            &[("claude-opus", "claude-opus-4-20250514")],
+        ),
+    ]))
+    .await;
+    let request = |model: &str| {
+        Request::post(gw.url("/v1/messages"))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(format!(
+                r#"{{"max_tokens":64,"messages":[{{"role":"user","content":"hi"}}],"model":"{model}"}}"#
+            ))))
+            .unwrap()
+    };
+    gw.send(request("claude-opus")).await;
+    gw.send(request("claude-sonnet")).await;
+    assert_eq!(models_seen(&opus), ["claude-opus-4-20250514"]);
+    assert_eq!(models_seen(&sonnet), ["claude-sonnet-4-20250514"]);
+    assert_eq!(opus.requests()[0].uri.path(), "/v1/messages");
+}
+
+#[tokio::test(start_paused = true)]
 async fn an_alias_changes_only_the_bytes_of_the_model_value() {
     let azure = MockProvider::start().await.unwrap();
     let gw = start(Config::with_endpoints(vec![serving(

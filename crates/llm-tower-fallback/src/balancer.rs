@@ -142,7 +142,7 @@ impl Balancer {
         route: &Route<'_>,
         step: usize,
         failed: &Pick,
-        tried: &mut Vec<bool>,
+        tried: &mut [bool],
         now: Instant,
     ) -> Option<(usize, Pick)> {
         let mut soonest = Soonest::default();

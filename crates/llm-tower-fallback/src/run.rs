@@ -317,7 +317,7 @@ impl<RB> Failed<RB> {
         }
     }
 
-    fn mark_tried(&mut self, balancer: &Balancer, index: usize) -> &mut Vec<bool> {
+    fn mark_tried(&mut self, balancer: &Balancer, index: usize) -> &mut [bool] {
         if self.tried.is_empty() {
             self.tried = vec![false; balancer.pool.members.len()];
         }

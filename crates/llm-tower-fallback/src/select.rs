@@ -53,7 +53,7 @@ pub(crate) struct Pick {
 }
 
 /// Why a request has no group.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum NoGroup {
     /// It names a model nobody serves.
     UnknownModel,

@@ -12,6 +12,13 @@ pub use scan::{ModelInBody, find_model, with_model};
 use crate::endpoint::EndpointId;
 
 /// A model name: cheap to clone.
+///
+/// ```
+/// use llm_tower_core::ModelName;
+///
+/// let name: ModelName = "gpt-4o".into();
+/// assert_eq!(&*name.clone(), "gpt-4o");
+/// ```
 pub type ModelName = Arc<str>;
 
 /// One model an endpoint serves: the name clients ask for, and the name the endpoint knows it

@@ -8,7 +8,17 @@ use bytes::Bytes;
 use super::ModelName;
 use crate::body::BufferedBody;
 
-/// What a request body says about its model.
+/// What a request body says about its model (see [`find_model`]).
+///
+/// ```
+/// use llm_tower_core::{ModelInBody, find_model};
+///
+/// let body = br#"{"model": "claude-sonnet-4", "max_tokens": 64, "messages": []}"#;
+/// match find_model(body) {
+///     ModelInBody::Named { name, .. } => assert_eq!(&*name, "claude-sonnet-4"),
+///     other => panic!("{other:?}"),
+/// }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ModelInBody {
     /// The top-level `model` is this string; `span` is where its value's characters are in the
@@ -235,7 +245,7 @@ fn decode(body: &[u8], span: &Range<usize>, escaped: bool) -> Option<ModelName> 
             .map(Into::into);
     }
     // With its quotes, the token is a JSON string on its own.
-    let token = &body[span.start - 1..span.end + 1];
+    let token = &body[span.start - 1..=span.end];
     serde_json::from_slice::<String>(token).ok().map(Into::into)
 }
 
