@@ -1,6 +1,7 @@
 //! [`Balancer`]: what every clone of a [`Fallback`](crate::Fallback) shares, and the decisions
 //! it makes between attempts: which endpoint first, which next, and what a failure costs.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use http::Response;
@@ -20,16 +21,44 @@ pub(crate) struct Balancer {
     pub(crate) pool: Pool,
     pub(crate) registry: HealthRegistry,
     pub(crate) settings: FallbackSettings,
-    pub(crate) chains: ModelFallbacks,
+    /// The chains as configured, for [`FallbackLayer::model_fallbacks`](crate::FallbackLayer).
+    pub(crate) models: ModelFallbacks,
+    /// The same, by model, resolved once.
+    chains: HashMap<ModelName, Box<[ModelName]>>,
 }
 
-/// Where one request may go: the model it asked for (if any), then the models of that
-/// model's fallback chain, each with its group of deployments.
+/// Where one request may go, in steps: the model it asked for (if any), then the models of
+/// that model's fallback chain, each with its group of deployments.
 pub(crate) struct Route<'a> {
     /// The model the request named, and where its value is in the body.
     pub(crate) requested: Option<(ModelName, std::ops::Range<usize>)>,
-    /// The model of each step (`None`: the request named none) and its group.
-    pub(crate) steps: Vec<(Option<ModelName>, &'a Group)>,
+    /// The group of step 0: the model asked for, or the endpoints that serve any model.
+    first: &'a Group,
+    /// Steps 1 and on (empty unless the model has a chain: no allocation).
+    chain: Vec<(&'a ModelName, &'a Group)>,
+}
+
+impl Route<'_> {
+    /// The number of steps.
+    pub(crate) fn steps(&self) -> usize {
+        1 + self.chain.len()
+    }
+
+    /// The group of step `step`.
+    pub(crate) fn group(&self, step: usize) -> &Group {
+        match step {
+            0 => self.first,
+            _ => self.chain[step - 1].1,
+        }
+    }
+
+    /// The model of step `step` (`None`: the request named none).
+    pub(crate) fn model(&self, step: usize) -> Option<&ModelName> {
+        match step {
+            0 => self.requested.as_ref().map(|(name, _)| name),
+            _ => Some(self.chain[step - 1].0),
+        }
+    }
 }
 
 impl Balancer {
@@ -37,12 +66,17 @@ impl Balancer {
         endpoints: Vec<Endpoint>,
         registry: HealthRegistry,
         settings: FallbackSettings,
-        chains: ModelFallbacks,
+        models: ModelFallbacks,
     ) -> Self {
+        let chains = models
+            .iter()
+            .map(|(model, next)| (model.clone(), next.into()))
+            .collect();
         Self {
             pool: Pool::new(endpoints, &registry, settings.strategy),
             registry,
             settings,
+            models,
             chains,
         }
     }
@@ -54,7 +88,8 @@ impl Balancer {
             // No endpoint lists models: the model decides nothing, and the body is not read.
             return Ok(Route {
                 requested: None,
-                steps: vec![(None, any)],
+                first: any,
+                chain: Vec::new(),
             });
         }
         let requested = match find_model(body) {
@@ -67,21 +102,25 @@ impl Balancer {
                 ));
             }
         };
-        let model = requested.as_ref().map(|(name, _)| name.clone());
-        let group = self
+        let model = requested.as_ref().map(|(name, _)| &**name);
+        let first = self
             .pool
-            .group(model.as_deref())
-            .map_err(|no| self.no_group(no, model.as_deref()))?;
-        let mut steps = vec![(model.clone(), group)];
-        if let Some(model) = &model {
-            for next in self.chains.fallbacks(model) {
-                // Validated at build: every model of a chain has deployments.
-                if let Ok(group) = self.pool.group(Some(&next)) {
-                    steps.push((Some(next), group));
-                }
-            }
-        }
-        Ok(Route { requested, steps })
+            .group(model)
+            .map_err(|no| self.no_group(no, model))?;
+        let chain = model
+            .and_then(|model| self.chains.get(model))
+            .map(|next| {
+                next.iter()
+                    // Validated at build: every model of a chain has deployments.
+                    .filter_map(|model| Some((model, self.pool.group(Some(model)).ok()?)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Route {
+            requested,
+            first,
+            chain,
+        })
     }
 
     fn no_group(&self, no: NoGroup, model: Option<&str>) -> Error {
@@ -121,9 +160,9 @@ impl Balancer {
         now: Instant,
     ) -> Result<(usize, Pick), Error> {
         let mut asked = Soonest::default();
-        for (step, (_, group)) in route.steps.iter().enumerate() {
+        for step in 0..route.steps() {
             let mut soonest = Soonest::default();
-            if let Some(pick) = self.pool.first(group, now, &mut soonest) {
+            if let Some(pick) = self.pool.first(route.group(step), now, &mut soonest) {
                 return Ok((step, pick));
             }
             if step == 0 {
@@ -148,11 +187,12 @@ impl Balancer {
         let mut soonest = Soonest::default();
         if let Some(pick) = self
             .pool
-            .next(route.steps[step].1, failed, tried, now, &mut soonest)
+            .next(route.group(step), failed, tried, now, &mut soonest)
         {
             return Some((step, pick));
         }
-        for (next, (_, group)) in route.steps.iter().enumerate().skip(step + 1) {
+        for next in step + 1..route.steps() {
+            let group = route.group(next);
             if let Some(pick) = self.pool.first(group, now, &mut Soonest::default()) {
                 tried.fill(false);
                 return Some((next, pick));

@@ -194,7 +194,7 @@ impl FallbackLayer {
 
     /// The model fallback chains in force.
     pub fn model_fallbacks(&self) -> &ModelFallbacks {
-        &self.balancer.chains
+        &self.balancer.models
     }
 
     /// The settings in force.

@@ -65,6 +65,13 @@ impl ModelFallbacks {
             .unwrap_or_default()
     }
 
+    /// Every model with a chain, and its chain.
+    pub fn iter(&self) -> impl Iterator<Item = (ModelName, Vec<ModelName>)> + '_ {
+        self.0
+            .keys()
+            .map(|model| (model.as_str().into(), self.fallbacks(model)))
+    }
+
     /// Checks the chains against the endpoints that will serve them: every model named is
     /// served by some endpoint (listed in its `models`, or there is an endpoint that serves
     /// any model), no chain names a model twice or its own model, and no chain leads back to

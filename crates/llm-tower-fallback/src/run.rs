@@ -110,7 +110,7 @@ where
             tracing::info!(
                 from = %member.id,
                 to = %to.id,
-                model = route.steps[next_step].0.as_deref().unwrap_or_default(),
+                model = route.model(next_step).map_or("", |m| &**m),
                 "falling back to the next model of the chain"
             );
         }
@@ -120,7 +120,7 @@ where
 
 /// The deployment an attempt goes to, for the model of its step of the route.
 fn deployment(route: &Route<'_>, step: usize, member: &Member) -> Deployment {
-    let model = route.steps[step].0.clone();
+    let model = route.model(step).cloned();
     let mut deployment = Deployment::new(member.id.clone(), model);
     if step > 0 {
         deployment.fell_back_from = route.requested.as_ref().map(|(name, _)| name.clone());
@@ -221,7 +221,7 @@ impl Prepared {
     /// deployment calls the step's model by another name than the client sent (an alias, or a
     /// chain's next model), in which case only the bytes of the `model` value change.
     fn body_for(&self, route: &Route<'_>, step: usize, member: &Member) -> BufferedBody {
-        let (Some((asked, span)), Some(model)) = (&route.requested, &route.steps[step].0) else {
+        let (Some((asked, span)), Some(model)) = (&route.requested, route.model(step)) else {
             return self.body.clone();
         };
         let send = member.route.as_ref().map_or(model, ModelRoute::upstream);
