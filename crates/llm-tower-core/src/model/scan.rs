@@ -390,4 +390,77 @@ mod tests {
         };
         assert_eq!((&*name, span.end), ("m", body.len() - 2));
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+        use serde_json::{Map, Value};
+
+        /// Any JSON value, strings with quotes, backslashes, brackets and non-ASCII in them.
+        fn value() -> impl Strategy<Value = Value> {
+            let text = "[a-z\"\\\\{}\\[\\]:, \u{1}é😀]{0,12}";
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i32>().prop_map(Value::from),
+                text.prop_map(Value::String),
+            ];
+            leaf.prop_recursive(4, 32, 4, move |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                    prop::collection::btree_map(text, inner, 0..4)
+                        .prop_map(|m| Value::Object(m.into_iter().collect::<Map<_, _>>())),
+                ]
+            })
+        }
+
+        proptest! {
+            /// On valid JSON without duplicate keys, the scan agrees with a real parser, and a
+            /// rewrite changes the value and nothing else.
+            #[test]
+            fn agrees_with_serde_json(
+                mut object in prop::collection::btree_map("[a-z]{1,6}", value(), 0..5),
+                model in prop::option::of(value()),
+                pretty in any::<bool>(),
+            ) {
+                object.remove("model");
+                let mut object: Map<String, Value> = object.into_iter().collect();
+                if let Some(model) = model.clone() {
+                    object.insert("model".into(), model);
+                }
+                let json = Value::Object(object);
+                let text = if pretty {
+                    serde_json::to_string_pretty(&json).unwrap()
+                } else {
+                    serde_json::to_string(&json).unwrap()
+                };
+                let body = Bytes::from(text);
+                match (find_model(&body), &json["model"]) {
+                    (ModelInBody::Named { name, span }, Value::String(expected)) => {
+                        prop_assert_eq!(&*name, expected.as_str());
+                        let rewritten = with_model(&body, span.clone(), "new \"name\"");
+                        let bytes = rewritten.to_bytes();
+                        prop_assert_eq!(rewritten.len(), bytes.len());
+                        let mut reparsed: Value = serde_json::from_slice(&bytes).unwrap();
+                        prop_assert_eq!(&reparsed["model"], "new \"name\"");
+                        reparsed["model"] = Value::String(expected.clone());
+                        prop_assert_eq!(reparsed, json);
+                        prop_assert_eq!(&bytes[..span.start], &body[..span.start]);
+                    }
+                    (ModelInBody::Absent, expected) => prop_assert!(!expected.is_string()),
+                    (found, expected) => prop_assert!(false, "{found:?} for {expected:?}"),
+                }
+            }
+
+            /// Any bytes at all: no panic, and a span found is inside the body.
+            #[test]
+            fn never_panics(body in prop::collection::vec(any::<u8>(), 0..256), prefix in "[{\" model:\\\\]{0,12}") {
+                let mut bytes = prefix.into_bytes();
+                bytes.extend(body);
+                if let ModelInBody::Named { span, .. } = find_model(&bytes) {
+                    prop_assert!(span.start >= 1 && span.end < bytes.len());
+                }
+            }
+        }
+    }
 }
