@@ -186,6 +186,11 @@ async fn unknown_missing_and_repeated_models_are_refused_before_any_upstream() {
     assert!(message.contains("`claude-3`"), "{message}");
     assert!(message.contains("gpt-4o, gpt-4o-mini"), "{message}");
 
+    // A long name is quoted shortened.
+    let long = "x".repeat(5000);
+    let message = error_json(gw.post(&chat(&long)).await).await["error"]["message"].to_string();
+    assert!(message.len() < 400 && message.contains("xxx…"), "{message}");
+
     for body in [r#"{"messages":[]}"#, "not json", r#"{"model":null}"#] {
         let response = gw.post(body).await;
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{body}");
@@ -422,6 +427,10 @@ fn chains_that_cycle_or_name_unknown_models_are_rejected_at_load() {
     assert_eq!(
         endpoint("[\"\"]").unwrap_err(),
         "endpoint `a`: models: a model name is empty"
+    );
+    assert_eq!(
+        endpoint("[\" gpt-4o\"]").unwrap_err(),
+        "endpoint `a`: models: ` gpt-4o` has spaces around it"
     );
     assert!(endpoint("[]").unwrap_err().contains("lists no model"));
     assert!(endpoint("{gpt-4o: gpt4o-prod, o1: null}").is_ok());

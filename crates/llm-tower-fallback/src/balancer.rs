@@ -84,8 +84,9 @@ impl Balancer {
     /// The route of a request with this body: by its top-level `model`, read without
     /// building a document.
     pub(crate) fn route(&self, body: &[u8]) -> Result<Route<'_>, Error> {
-        if let Some(any) = self.pool.only_any() {
-            // No endpoint lists models: the model decides nothing, and the body is not read.
+        if let Some(any) = self.pool.only_any().filter(|_| self.chains.is_empty()) {
+            // No endpoint lists models and no model has a chain: the model decides nothing,
+            // and the body is not read.
             return Ok(Route {
                 requested: None,
                 first: any,
@@ -131,7 +132,7 @@ impl Balancer {
                 ErrorKind::ModelNotFound,
                 format!(
                     "The model `{}` does not exist or is not served here. Available models: {known}",
-                    model.unwrap_or_default()
+                    shortened(model.unwrap_or_default())
                 ),
             ),
             NoGroup::ModelRequired => Error::new(
@@ -286,5 +287,13 @@ impl Balancer {
                 .with_retry_after(wait))
             }
         }
+    }
+}
+
+/// A client's model name as an error message quotes it: at most 100 characters.
+fn shortened(name: &str) -> std::borrow::Cow<'_, str> {
+    match name.char_indices().nth(100) {
+        Some((end, _)) => format!("{}…", &name[..end]).into(),
+        None => name.into(),
     }
 }

@@ -112,32 +112,44 @@ impl ModelFallbacks {
     }
 
     /// A chain that leads back to its own model, through the other chains, is a cycle.
+    /// Depth-first, each model visited once: linear in the models and chain entries.
     fn check_cycles(&self) -> Result<(), ConfigError> {
-        let edges: HashMap<&str, Vec<&str>> = self
-            .0
-            .iter()
-            .map(|(model, s)| {
-                (
-                    model.as_str(),
-                    s.fallback.iter().map(String::as_str).collect(),
-                )
-            })
-            .collect();
-        for start in edges.keys() {
-            let mut stack = vec![(*start, vec![*start])];
-            while let Some((model, path)) = stack.pop() {
-                for next in edges.get(model).into_iter().flatten() {
-                    if next == start {
-                        let cycle = [path.as_slice(), &[next]].concat().join(" → ");
+        #[derive(Clone, Copy, PartialEq)]
+        enum Mark {
+            Open,
+            Done,
+        }
+        let next =
+            |model: &str| -> &[String] { self.0.get(model).map_or(&[], |s| s.fallback.as_slice()) };
+        let mut marks: HashMap<&str, Mark> = HashMap::new();
+        for start in self.0.keys() {
+            if marks.contains_key(start.as_str()) {
+                continue;
+            }
+            // The path from `start`, each model with how many of its successors were seen.
+            let mut path: Vec<(&str, usize)> = vec![(start, 0)];
+            marks.insert(start, Mark::Open);
+            while let Some((model, seen)) = path.last_mut() {
+                let Some(successor) = next(model).get(*seen) else {
+                    marks.insert(model, Mark::Done);
+                    path.pop();
+                    continue;
+                };
+                *seen += 1;
+                match marks.get(successor.as_str()) {
+                    Some(Mark::Done) => {}
+                    Some(Mark::Open) => {
+                        let from = path.iter().position(|(m, _)| *m == successor).unwrap_or(0);
+                        let mut cycle: Vec<&str> = path[from..].iter().map(|(m, _)| *m).collect();
+                        cycle.push(successor);
                         return Err(ConfigError::invalid(
-                            format!("models.{start}.fallback"),
-                            format!("the chains form a cycle: {cycle}"),
+                            format!("models.{}.fallback", cycle[0]),
+                            format!("the chains form a cycle: {}", cycle.join(" → ")),
                         ));
                     }
-                    if !path.contains(next) {
-                        let mut longer = path.clone();
-                        longer.push(next);
-                        stack.push((next, longer));
+                    None => {
+                        marks.insert(successor, Mark::Open);
+                        path.push((successor, 0));
                     }
                 }
             }

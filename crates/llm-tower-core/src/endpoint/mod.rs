@@ -332,8 +332,13 @@ fn check_models(models: &[ModelRoute]) -> Result<(), String> {
         return Err("lists no model (leave it out for an endpoint that serves any model)".into());
     }
     for (i, route) in models.iter().enumerate() {
-        if route.name().trim().is_empty() || route.upstream().trim().is_empty() {
-            return Err("a model name is empty".into());
+        for name in [route.name(), route.upstream()] {
+            if name.trim().is_empty() {
+                return Err("a model name is empty".into());
+            }
+            if name.trim() != &**name {
+                return Err(format!("`{name}` has spaces around it"));
+            }
         }
         if models[..i]
             .iter()

@@ -54,9 +54,12 @@ pub enum ModelInBody {
 /// ```
 pub fn find_model(body: &[u8]) -> ModelInBody {
     let mut scanner = Scanner { body, at: 0 };
-    // A malformed body is the upstream's to reject: what was found before the fault counts.
     let mut found = None;
-    let _ = scanner.top_level(&mut found);
+    // A body that is not well-formed names no model: past the fault, a lenient parser
+    // upstream (comments, JSON5) could read another `model` than the one found before it.
+    if scanner.top_level(&mut found).is_err() {
+        return ModelInBody::Absent;
+    }
     match found {
         Some(Found::Duplicate) => ModelInBody::Duplicate,
         Some(Found::String(span, escaped)) => match decode(body, &span, escaped) {
@@ -98,6 +101,15 @@ enum Found {
     Duplicate,
 }
 
+/// What a top-level key is to the scan.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Key {
+    Model,
+    /// `model` in other letter cases.
+    OtherCase,
+    Other,
+}
+
 /// The body is malformed here; the scan stops.
 struct Malformed;
 
@@ -120,11 +132,18 @@ impl Scanner<'_> {
             self.whitespace();
             self.expect(b':')?;
             self.whitespace();
-            if self.is_model_key(&key, escaped) {
-                if found.is_some() {
-                    *found = Some(Found::Duplicate);
-                    return Ok(());
-                }
+            let key = self.key_kind(&key, escaped);
+            if key != Key::Other && found.is_some() {
+                *found = Some(Found::Duplicate);
+                return Ok(());
+            }
+            if key == Key::OtherCase {
+                // `MODEL`, `Model`: no model for a strict parser, the model for the parsers
+                // that match keys without case (Go's, ASP.NET's). With `model` too, it is a
+                // duplicate; alone, it is a key to skip, noted.
+                self.skip_value()?;
+                *found = Some(Found::NotString);
+            } else if key == Key::Model {
                 if self.peek() == Some(b'"') {
                     let (value, escaped) = self.string()?;
                     *found = Some(Found::String(value, escaped));
@@ -144,11 +163,20 @@ impl Scanner<'_> {
         }
     }
 
-    fn is_model_key(&self, key: &Range<usize>, escaped: bool) -> bool {
+    fn key_kind(&self, key: &Range<usize>, escaped: bool) -> Key {
+        let kind = |name: &[u8]| {
+            if name == b"model" {
+                Key::Model
+            } else if name.eq_ignore_ascii_case(b"model") {
+                Key::OtherCase
+            } else {
+                Key::Other
+            }
+        };
         if escaped {
-            decode(self.body, key, true).is_some_and(|k| &*k == "model")
+            decode(self.body, key, true).map_or(Key::Other, |k| kind(k.as_bytes()))
         } else {
-            &self.body[key.clone()] == b"model"
+            kind(&self.body[key.clone()])
         }
     }
 
@@ -347,8 +375,34 @@ mod tests {
     }
 
     #[test]
-    fn a_fault_after_the_model_keeps_it() {
-        assert_eq!(named(r#"{"model":"a","x":"#).as_deref(), Some("a"));
+    fn a_malformed_body_names_no_model() {
+        for body in [
+            r#"{"model":"a","x":"#,
+            r#"{"model":"a", /* "model":"b" */ "x":1}"#,
+            r#"{"model":"a",}"#,
+        ] {
+            assert_eq!(find_model(body.as_bytes()), ModelInBody::Absent, "{body}");
+        }
+    }
+
+    #[test]
+    fn model_in_another_case_is_a_duplicate_beside_model() {
+        for body in [
+            r#"{"model":"small","MODEL":"big"}"#,
+            r#"{"Model":"big","model":"small"}"#,
+            r#"{"model":"small","MOD\u0045L":"big"}"#,
+        ] {
+            assert_eq!(
+                find_model(body.as_bytes()),
+                ModelInBody::Duplicate,
+                "{body}"
+            );
+        }
+        assert_eq!(find_model(br#"{"MODEL":"big"}"#), ModelInBody::Absent);
+        assert_eq!(
+            named(r#"{"models":["x"],"model":"a"}"#).as_deref(),
+            Some("a")
+        );
     }
 
     #[tokio::test]
