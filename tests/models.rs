@@ -317,6 +317,31 @@ async fn a_model_chain_falls_back_to_the_next_model_with_its_name() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_chain_on_an_endpoint_that_serves_any_model_keeps_health_per_chained_model() {
+    let account = MockProvider::start().await.unwrap();
+    let mut config = Config::with_endpoints(vec![endpoint("openai", account.base_url(), 0)]);
+    config.models = ModelFallbacks::new().chain("gpt-4o", ["gpt-4o-mini"]);
+    let gw = start(config).await;
+
+    account.push(status(503));
+    account.push(status(503));
+    let response = gw.post(&chat("gpt-4o")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        header(&response, "x-llm-tower-endpoint"),
+        "openai/gpt-4o-mini"
+    );
+    assert_eq!(header(&response, "x-llm-tower-model"), "gpt-4o-mini");
+    assert_eq!(models_seen(&account), ["gpt-4o", "gpt-4o", "gpt-4o-mini"]);
+    assert_eq!(gw.upstream("openai/gpt-4o").await["status"], "ejected");
+    assert_eq!(gw.upstream("openai/gpt-4o-mini").await["status"], "healthy");
+    // A model no chain names goes to the endpoint's one deployment for everything else.
+    let response = gw.post(&chat("o1")).await;
+    assert_eq!(header(&response, "x-llm-tower-endpoint"), "openai");
+    assert_eq!(gw.upstream("openai").await["status"], "healthy");
+}
+
+#[tokio::test(start_paused = true)]
 async fn streams_pass_through_an_alias() {
     let azure = MockProvider::start().await.unwrap();
     let gw = start(Config::with_endpoints(vec![serving(

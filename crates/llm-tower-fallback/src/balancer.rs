@@ -68,12 +68,19 @@ impl Balancer {
         settings: FallbackSettings,
         models: ModelFallbacks,
     ) -> Self {
-        let chains = models
+        let chains: HashMap<ModelName, Box<[ModelName]>> = models
             .iter()
-            .map(|(model, next)| (model.clone(), next.into()))
+            .map(|(model, next)| (model, next.into()))
             .collect();
+        let mut chained: Vec<ModelName> = chains
+            .iter()
+            .flat_map(|(model, next)| std::iter::once(model).chain(next.iter()))
+            .cloned()
+            .collect();
+        chained.sort();
+        chained.dedup();
         Self {
-            pool: Pool::new(endpoints, &registry, settings.strategy),
+            pool: Pool::new(endpoints, &chained, &registry, settings.strategy),
             registry,
             settings,
             models,

@@ -94,8 +94,14 @@ impl Soonest {
 }
 
 impl Pool {
+    /// The pool of `endpoints`. `chained` are the models named in fallback chains: an
+    /// endpoint that serves any model gets a deployment of its own for each of them, so that
+    /// a chain from one model to another on the same account is not stopped by the first
+    /// model's failures (health is kept per deployment). Other names share the endpoint's
+    /// one deployment: clients cannot create health cells by inventing model names.
     pub(crate) fn new(
         endpoints: Vec<Endpoint>,
+        chained: &[ModelName],
         registry: &HealthRegistry,
         strategy: Strategy,
     ) -> Self {
@@ -105,7 +111,9 @@ impl Pool {
         for endpoint in endpoints {
             let endpoint = Arc::new(endpoint);
             let routes: Vec<Option<ModelRoute>> = match endpoint.models() {
-                None => vec![None],
+                None => std::iter::once(None)
+                    .chain(chained.iter().map(|m| Some(ModelRoute::new(m.clone()))))
+                    .collect(),
                 Some(routes) => routes.iter().cloned().map(Some).collect(),
             };
             let several = routes.len() > 1;
@@ -139,8 +147,16 @@ impl Pool {
         let models = by_model
             .into_iter()
             .map(|(model, mut listed)| {
-                // Endpoints that serve any model serve this one too, in priority order.
-                listed.extend(&serves_any);
+                // Endpoints that serve any model serve this one too, in priority order (by
+                // their own deployment of it, for a chained model).
+                let has_own = |any: &usize| {
+                    listed
+                        .iter()
+                        .any(|&m| Arc::ptr_eq(&members[m].endpoint, &members[*any].endpoint))
+                };
+                let others: Vec<usize> =
+                    serves_any.iter().copied().filter(|a| !has_own(a)).collect();
+                listed.extend(others);
                 listed.sort_unstable();
                 (model, Group::new(listed, &members, strategy))
             })
