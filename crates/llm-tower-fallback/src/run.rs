@@ -7,8 +7,8 @@ use http::request::Parts;
 use http::{Request, Response, Uri};
 use http_body::Body;
 use llm_tower_core::{
-    Attempts, BoxError, BufferedBody, Classification, Deployment, Error, ErrorKind, ModelRoute,
-    Outcome, Replay, Selected, SingleTry, buffer_request, classify, header_names,
+    Attempts, BoxError, BufferedBody, Classification, Deployment, Endpoint, Error, ErrorKind,
+    ModelRoute, Outcome, Replay, Selected, SingleTry, buffer_request, classify, header_names,
     informational_as_error, strip_hop_by_hop_and, with_model,
 };
 use tokio::time::Instant;
@@ -197,14 +197,16 @@ impl Prepared {
         let replay = {
             let prepared = this.clone();
             let selected = Selected(member.endpoint.clone());
-            let deployment = deployment.clone();
+            let deployment = deployment_extension(deployment, &member.endpoint);
             let log = log.clone();
             Replay::new(move || {
                 let mut attempt = Request::from_parts(prepared.parts.clone(), body.clone());
                 *attempt.uri_mut() = uri.clone();
                 let extensions = attempt.extensions_mut();
                 extensions.insert(selected.clone());
-                extensions.insert(deployment.clone());
+                if let Some(deployment) = &deployment {
+                    extensions.insert(deployment.clone());
+                }
                 extensions.insert(log.clone());
                 if probe {
                     extensions.insert(SingleTry);
@@ -357,9 +359,18 @@ fn annotate<RB>(
     }
     let extensions = response.extensions_mut();
     extensions.insert(log.clone());
+    if let Some(deployment) = deployment_extension(&deployment, &selected) {
+        extensions.insert(deployment);
+    }
     extensions.insert(selected);
-    extensions.insert(deployment);
     response
+}
+
+/// The [`Deployment`] extension, when it says more than [`Selected`] does (a model, or an id
+/// that is not the endpoint's): readers fall back to `Selected`, and a request without models
+/// keeps one extension fewer (a fourth entry makes the extensions map grow).
+fn deployment_extension(deployment: &Deployment, endpoint: &Endpoint) -> Option<Deployment> {
+    (deployment.model.is_some() || deployment.id != *endpoint.id()).then(|| deployment.clone())
 }
 
 fn upstream_error(err: BoxError, log: &Attempts) -> BoxError {
