@@ -74,11 +74,11 @@ where
                     tracing::info!(endpoint = %member.id, "probe succeeded; endpoint restored");
                 }
                 member.health.record_success(pick.probe);
-                return finish(result, member, deployment, &log);
+                return finish(result, member, &deployment, &log);
             }
             // None says anything about the endpoint: a probe slot is released on drop.
             Classification::ClientError | Classification::Unrecognized => {
-                return finish(result, member, deployment, &log);
+                return finish(result, member, &deployment, &log);
             }
             Classification::Local => {
                 tracing::error!(
@@ -86,7 +86,7 @@ where
                     "this process ran out of a resource (file descriptors, memory, ports); \
                      no endpoint is blamed and nothing is retried"
                 );
-                return finish(result, member, deployment, &log);
+                return finish(result, member, &deployment, &log);
             }
             Classification::Retryable | Classification::BadCredentials => {}
         }
@@ -331,7 +331,7 @@ impl<RB> Failed<RB> {
     fn into_result(self, log: &Attempts) -> Result<Response<ResponseBody<RB>>, BoxError> {
         match (self.response, self.error) {
             (Some((response, selected, deployment)), _) => {
-                Ok(annotate(response, selected, deployment, log))
+                Ok(annotate(response, selected, &deployment, log))
             }
             (None, Some(err)) => Err(upstream_error(err, log)),
             (None, None) => Err(Box::new(
@@ -347,7 +347,7 @@ impl<RB> Failed<RB> {
 fn annotate<RB>(
     mut response: Response<ResponseBody<RB>>,
     selected: Selected,
-    deployment: Deployment,
+    deployment: &Deployment,
     log: &Attempts,
 ) -> Response<ResponseBody<RB>> {
     if !response.status().is_success() {
@@ -359,7 +359,7 @@ fn annotate<RB>(
     }
     let extensions = response.extensions_mut();
     extensions.insert(log.clone());
-    if let Some(deployment) = deployment_extension(&deployment, &selected) {
+    if let Some(deployment) = deployment_extension(deployment, &selected) {
         extensions.insert(deployment);
     }
     extensions.insert(selected);
@@ -381,7 +381,7 @@ fn upstream_error(err: BoxError, log: &Attempts) -> BoxError {
 fn finish<RB>(
     result: Result<Response<ResponseBody<RB>>, BoxError>,
     member: &Member,
-    deployment: Deployment,
+    deployment: &Deployment,
     log: &Attempts,
 ) -> Result<Response<ResponseBody<RB>>, BoxError> {
     match result {
