@@ -8,7 +8,7 @@ use axum::Router;
 use axum::extract::Path;
 use axum::response::Response;
 use axum::routing::get;
-use llm_tower::{Endpoint, Error, ErrorKind};
+use llm_tower::{Endpoint, Error};
 use serde::Serialize;
 
 use crate::admin::json_response;
@@ -68,13 +68,11 @@ pub(crate) fn routes(mount: &str, names: Vec<String>) -> Router {
         std::future::ready(json_response(&body))
     };
     let one = move |Path(id): Path<String>| {
-        let response: Response = match names.iter().find(|name| **name == id) {
-            Some(name) => json_response(&Model::new(name, created)),
-            None => Error::new(
-                ErrorKind::ModelNotFound,
-                format!("The model `{id}` does not exist or is not served here"),
-            )
-            .to_response::<axum::body::Body>(),
+        let response: Response = if let Some(name) = names.iter().find(|name| **name == id) {
+            json_response(&Model::new(name, created))
+        } else {
+            let known: Vec<&str> = names.iter().map(String::as_str).collect();
+            Error::model_not_found(&id, &known).to_response::<axum::body::Body>()
         };
         std::future::ready(response)
     };

@@ -285,6 +285,31 @@ impl Error {
         )
     }
 
+    /// 404 `model_not_found` for a model nobody serves, naming the models that are. The
+    /// client's name is quoted shortened to 100 characters: it can be as long as a body.
+    ///
+    /// ```
+    /// use llm_tower_core::{Error, ErrorKind};
+    ///
+    /// let err = Error::model_not_found(&"x".repeat(500), &["gpt-4o", "o1"]);
+    /// assert_eq!(err.kind(), ErrorKind::ModelNotFound);
+    /// assert!(err.to_string().len() < 200);
+    /// assert!(err.to_string().ends_with("Available models: gpt-4o, o1"));
+    /// ```
+    pub fn model_not_found(model: &str, known: &[&str]) -> Self {
+        let shortened = match model.char_indices().nth(100) {
+            Some((end, _)) => format!("{}…", &model[..end]),
+            None => model.to_owned(),
+        };
+        Self::new(
+            ErrorKind::ModelNotFound,
+            format!(
+                "The model `{shortened}` does not exist or is not served here. Available models: {}",
+                known.join(", ")
+            ),
+        )
+    }
+
     /// Attaches a `Retry-After` hint (sent to the client as whole seconds, rounded up).
     #[must_use]
     pub fn with_retry_after(mut self, retry_after: Duration) -> Self {

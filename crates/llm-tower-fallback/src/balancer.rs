@@ -133,20 +133,14 @@ impl Balancer {
 
     fn no_group(&self, no: NoGroup, model: Option<&str>) -> Error {
         let known: Vec<&str> = self.pool.listed_models().map(|m| &**m).collect();
-        let known = known.join(", ");
         match no {
-            NoGroup::UnknownModel => Error::new(
-                ErrorKind::ModelNotFound,
-                format!(
-                    "The model `{}` does not exist or is not served here. Available models: {known}",
-                    shortened(model.unwrap_or_default())
-                ),
-            ),
+            NoGroup::UnknownModel => Error::model_not_found(model.unwrap_or_default(), &known),
             NoGroup::ModelRequired => Error::new(
                 ErrorKind::InvalidRequest,
                 format!(
                     "`model` is required: the request body names no model (a JSON object with a \
-                     top-level `model` string). Available models: {known}"
+                     top-level `model` string). Available models: {}",
+                    known.join(", ")
                 ),
             ),
         }
@@ -294,13 +288,5 @@ impl Balancer {
                 .with_retry_after(wait))
             }
         }
-    }
-}
-
-/// A client's model name as an error message quotes it: at most 100 characters.
-fn shortened(name: &str) -> std::borrow::Cow<'_, str> {
-    match name.char_indices().nth(100) {
-        Some((end, _)) => format!("{}…", &name[..end]).into(),
-        None => name.into(),
     }
 }
