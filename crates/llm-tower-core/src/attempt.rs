@@ -300,6 +300,21 @@ impl Attempts {
     pub fn last(&self) -> Option<Attempt> {
         self.lock().last().cloned()
     }
+
+    /// The latency of the latest attempt, without copying it.
+    ///
+    /// ```
+    /// use llm_tower_core::{Attempts, EndpointId, Outcome};
+    /// use tokio::time::Instant;
+    ///
+    /// let log = Attempts::new();
+    /// assert_eq!(log.last_latency(), None);
+    /// let attempt = log.record(&EndpointId::from("a"), None, false, Instant::now(), Outcome::Status(http::StatusCode::OK));
+    /// assert_eq!(log.last_latency(), Some(attempt.latency));
+    /// ```
+    pub fn last_latency(&self) -> Option<Duration> {
+        self.lock().last().map(|attempt| attempt.latency)
+    }
 }
 
 impl Default for Attempts {

@@ -65,8 +65,8 @@ pub use classify::{
 pub use classify_errors::{ClassifyErrors, ClassifyErrorsFuture, ClassifyErrorsLayer};
 pub use config_error::{ConfigError, MAX_COOLDOWN_LIMIT};
 pub use endpoint::{
-    ApiKey, BaseUrl, Caller, Endpoint, EndpointBuilder, EndpointConfig, EndpointId, ModelsConfig,
-    Provider, ProviderName, Replay, Secret, Selected, SingleTry,
+    ApiKey, BaseUrl, Caller, Endpoint, EndpointBuilder, EndpointConfig, EndpointId, ExpectStatus,
+    HealthCheck, ModelsConfig, Provider, ProviderName, Replay, Secret, Selected, SingleTry,
 };
 pub use error::{BoxError, CooldownHint, Error, ErrorKind};
 pub use headers::{HOP_BY_HOP, HeaderNames, remove_where, strip_hop_by_hop, strip_hop_by_hop_and};

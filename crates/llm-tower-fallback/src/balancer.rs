@@ -2,14 +2,18 @@
 //! it makes between attempts: which endpoint first, which next, and what a failure costs.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use http::Response;
+use http::{Request, Response};
+use http_body::Body;
 use llm_tower_core::{
-    BoxError, Classification, CooldownHint, Endpoint, Error, ErrorKind, ModelInBody, ModelName,
-    classify, find_model, retry_after,
+    BoxError, BufferedBody, Classification, CooldownHint, Endpoint, Error, ErrorKind, ModelInBody,
+    ModelName, classify, find_model, retry_after,
 };
+use tokio::sync::watch;
 use tokio::time::Instant;
+use tower::Service;
 
 use crate::health::{HealthPolicy, ProbeGuard};
 use crate::models::ModelFallbacks;
@@ -25,6 +29,10 @@ pub(crate) struct Balancer {
     pub(crate) models: ModelFallbacks,
     /// The same, by model, resolved once.
     chains: HashMap<ModelName, Box<[ModelName]>>,
+    /// Wakes the health checker when a checked deployment is ejected (a new deadline to
+    /// wait for); dropped with the balancer, which ends the checker.
+    checker_signal: watch::Sender<()>,
+    checker_started: AtomicBool,
 }
 
 /// Where one request may go, in steps: the model it asked for (if any), then the models of
@@ -80,12 +88,46 @@ impl Balancer {
         chained.sort();
         chained.dedup();
         Self {
-            pool: Pool::new(endpoints, &chained, &registry, settings.strategy),
+            pool: Pool::new(endpoints, &chained, &registry, &settings),
             registry,
             settings,
             models,
             chains,
+            checker_signal: watch::Sender::new(()),
+            checker_started: AtomicBool::new(false),
         }
+    }
+
+    /// Starts the health checker of this balancer's endpoints with a `health_check`, sending
+    /// checks through `probe`; once per balancer. Returns whether it started now.
+    pub(crate) fn start_health_checks<P, RB>(&self, probe: P) -> bool
+    where
+        P: Service<Request<BufferedBody>, Response = Response<RB>> + Clone + Send + 'static,
+        P::Error: Into<BoxError>,
+        P::Future: Send,
+        RB: Body + Send + 'static,
+        RB::Data: Send,
+        RB::Error: Into<BoxError>,
+    {
+        if !self.pool.members.iter().any(|m| m.endpoint.health_check().is_some()) {
+            return false;
+        }
+        if tokio::runtime::Handle::try_current().is_err() {
+            tracing::warn!(
+                "health checks not started: no Tokio runtime here; after a cooldown, the next \
+                 request probes an endpoint"
+            );
+            return false;
+        }
+        if self.checker_started.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        crate::check::spawn(
+            &self.pool.members,
+            self.health_policy(),
+            self.checker_signal.subscribe(),
+            probe,
+        )
     }
 
     /// The route of a request with this body: by its top-level `model`, read without
@@ -250,6 +292,9 @@ impl Balancer {
                 cooldown_ms = cooldown.as_millis() as u64,
                 "endpoint ejected"
             );
+            if member.endpoint.health_check().is_some() {
+                self.checker_signal.send_replace(());
+            }
         }
     }
 

@@ -10,6 +10,8 @@ use std::time::Duration;
 use llm_tower_core::EndpointId;
 use tokio::time::Instant;
 
+use crate::check::CheckLog;
+use crate::latency::PeakEwma;
 use crate::registry::{EndpointSnapshot, Status};
 
 /// Health settings of a balancer.
@@ -38,7 +40,14 @@ pub(crate) struct EndpointHealth {
     consecutive_failures: AtomicU32,
     total_ejections: AtomicU64,
     in_flight: AtomicUsize,
+    /// Running health checkers that probe this deployment: while there is one, the
+    /// half-open probe is theirs and no request is one.
+    checkers: AtomicU32,
     state: Mutex<State>,
+    /// For `least_latency`.
+    pub(crate) latency: PeakEwma,
+    /// What the health checker found.
+    pub(crate) checks: CheckLog,
 }
 
 /// Whether a request may go to an endpoint.
@@ -65,7 +74,8 @@ impl EndpointHealth {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    /// Decides whether a request may go here now; takes the probe slot when half-open.
+    /// Decides whether a request may go here now; takes the probe slot when half-open and
+    /// no health checker probes this deployment.
     pub(crate) fn admit(self: &Arc<Self>, now: Instant) -> Admission {
         if self.is_healthy() {
             return Admission::Open;
@@ -73,17 +83,56 @@ impl EndpointHealth {
         let mut state = self.lock();
         match state.until {
             None => Admission::Open,
-            Some(until) if now < until || state.probe.is_some() => Admission::Closed(until),
-            Some(_) => {
-                state.next_token += 1;
-                let token = state.next_token;
-                state.probe = Some(token);
-                Admission::Probe(ProbeGuard {
-                    cell: self.clone(),
-                    token,
-                })
+            Some(until)
+                if now < until
+                    || state.probe.is_some()
+                    || self.checkers.load(Ordering::Acquire) > 0 =>
+            {
+                Admission::Closed(until)
             }
+            Some(_) => Admission::Probe(self.take_probe(&mut state)),
         }
+    }
+
+    /// The probe slot for a health check, when the cooldown is over and no probe is out.
+    pub(crate) fn admit_check(self: &Arc<Self>, now: Instant) -> Option<ProbeGuard> {
+        if self.is_healthy() {
+            return None;
+        }
+        let mut state = self.lock();
+        match state.until {
+            Some(until) if now >= until && state.probe.is_none() => {
+                Some(self.take_probe(&mut state))
+            }
+            _ => None,
+        }
+    }
+
+    fn take_probe(self: &Arc<Self>, state: &mut State) -> ProbeGuard {
+        state.next_token += 1;
+        let token = state.next_token;
+        state.probe = Some(token);
+        ProbeGuard {
+            cell: self.clone(),
+            token,
+        }
+    }
+
+    /// When the cooldown ends, while ejected (or half-open).
+    pub(crate) fn cooldown_end(&self) -> Option<Instant> {
+        if self.is_healthy() {
+            return None;
+        }
+        self.lock().until
+    }
+
+    /// A health checker now probes this deployment (until [`checker_stopped`](Self::checker_stopped)).
+    pub(crate) fn checker_started(&self) {
+        self.checkers.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub(crate) fn checker_stopped(&self) {
+        self.checkers.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// Counts an attempt in flight until the guard drops.
@@ -103,11 +152,27 @@ impl EndpointHealth {
         }
         let mut state = self.lock();
         self.consecutive_failures.store(0, Ordering::Relaxed);
+        if state.until.is_some() {
+            // Restored: how fast it was before its outage says nothing about now.
+            self.latency.reset();
+        }
         *state = State {
             next_token: state.next_token,
             ..State::default()
         };
         self.unhealthy.store(false, Ordering::Release);
+    }
+
+    /// A periodic health check passed: consecutive failures reset, but only while the
+    /// deployment is still healthy (a request may have ejected it while the check ran).
+    pub(crate) fn record_check_passed(&self) {
+        if self.consecutive_failures.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let state = self.lock();
+        if state.until.is_none() {
+            self.consecutive_failures.store(0, Ordering::Relaxed);
+        }
     }
 
     /// A request exhausted its retries here with a health-relevant failure. Returns the
@@ -174,15 +239,23 @@ impl EndpointHealth {
             Some(until) if until > now => (Status::Ejected, until - now),
             Some(_) => (Status::HalfOpen, Duration::ZERO),
         };
+        let probe_in_flight = state.probe.is_some();
+        let ejections = state.ejections;
+        drop(state);
+        let (checks_passed, checks_failed) = self.checks.counts();
         EndpointSnapshot {
             id,
             status,
             consecutive_failures: self.consecutive_failures.load(Ordering::Relaxed),
-            ejections: state.ejections,
+            ejections,
             total_ejections: self.total_ejections.load(Ordering::Relaxed),
             seconds_until_return: remaining.as_secs_f64(),
-            probe_in_flight: state.probe.is_some(),
+            probe_in_flight,
             in_flight: self.in_flight(),
+            latency_ms: self.latency.last().map(|l| l.as_secs_f64() * 1000.0),
+            last_check: self.checks.last(now),
+            checks_passed,
+            checks_failed,
         }
     }
 }

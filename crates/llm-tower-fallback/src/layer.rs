@@ -4,8 +4,10 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use llm_tower_core::{ConfigError, Endpoint, EndpointId, ModelRoute};
-use tower::Layer;
+use http::{Request, Response};
+use http_body::Body;
+use llm_tower_core::{BoxError, BufferedBody, ConfigError, Endpoint, EndpointId, ModelRoute};
+use tower::{Layer, Service};
 
 use crate::balancer::Balancer;
 use crate::models::ModelFallbacks;
@@ -200,6 +202,52 @@ impl FallbackLayer {
     /// The settings in force.
     pub fn settings(&self) -> &FallbackSettings {
         &self.balancer.settings
+    }
+
+    /// Starts the active health checks of the endpoints that have a
+    /// [`HealthCheck`](llm_tower_core::HealthCheck), sending them through `probe`: the part of
+    /// the stack below retry (typically `AuthLayer` over the HTTP client), so that checks
+    /// carry the endpoint's key and use the same connections as traffic, and are never
+    /// retried. The checker is one background task for every clone of this layer and the
+    /// services built from it; it ends when the last of them is dropped. Until it runs,
+    /// the next request after a cooldown is the half-open probe, as without checks.
+    ///
+    /// Returns whether the checker started now: not when no endpoint has a check, when it
+    /// already runs, or outside a Tokio runtime (logged as a warning).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use http::{Request, Response};
+    /// use llm_tower_core::{BufferedBody, Endpoint, HealthCheck};
+    /// use llm_tower_fallback::{FallbackLayer, HealthRegistry};
+    /// use tower::service_fn;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let check = HealthCheck { interval: Some(Duration::from_secs(10)), ..HealthCheck::default() };
+    /// let endpoint = Endpoint::builder("a", "http://127.0.0.1:1/v1").health_check(check).build().unwrap();
+    /// let registry = HealthRegistry::new();
+    /// let layer = FallbackLayer::builder([endpoint]).build(registry.clone()).unwrap();
+    /// // A stand-in for auth over a client: every check answers 200.
+    /// let probe = service_fn(|_: Request<BufferedBody>| async {
+    ///     Ok::<_, std::convert::Infallible>(Response::new(String::new()))
+    /// });
+    /// assert!(layer.start_health_checks(probe));
+    /// assert!(!layer.start_health_checks(probe), "one checker per layer");
+    /// tokio::time::sleep(Duration::from_secs(2)).await;
+    /// assert!(registry.get("a").unwrap().last_check.unwrap().passed);
+    /// # }
+    /// ```
+    pub fn start_health_checks<P, RB>(&self, probe: P) -> bool
+    where
+        P: Service<Request<BufferedBody>, Response = Response<RB>> + Clone + Send + 'static,
+        P::Error: Into<BoxError>,
+        P::Future: Send,
+        RB: Body + Send + 'static,
+        RB::Data: Send,
+        RB::Error: Into<BoxError>,
+    {
+        self.balancer.start_health_checks(probe)
     }
 }
 

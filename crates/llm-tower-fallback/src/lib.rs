@@ -59,7 +59,9 @@
 
 mod balancer;
 mod body;
+mod check;
 mod health;
+mod latency;
 mod layer;
 mod mask;
 mod models;
@@ -70,6 +72,7 @@ mod service;
 mod settings;
 
 pub use body::ResponseBody;
+pub use check::CheckSnapshot;
 pub use layer::{FallbackBuilder, FallbackLayer};
 pub use models::ModelFallbacks;
 pub use registry::{EndpointSnapshot, HealthRegistry, Status};

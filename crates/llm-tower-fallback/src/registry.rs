@@ -8,6 +8,7 @@ use llm_tower_core::EndpointId;
 use serde::Serialize;
 use tokio::time::Instant;
 
+use crate::check::CheckSnapshot;
 use crate::health::EndpointHealth;
 
 /// Health of every endpoint, keyed by id. `Clone` shares the same state, so one registry can
@@ -125,4 +126,16 @@ pub struct EndpointSnapshot {
     pub probe_in_flight: bool,
     /// Attempts in flight right now.
     pub in_flight: usize,
+    /// The `least_latency` estimate of the time to first byte, in milliseconds, as last
+    /// updated (absent under other strategies, and until the deployment answered or was
+    /// seeded with its tier's median; reset when it is restored after an ejection).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
+    /// The last active health check of its endpoint (absent without `health_check`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_check: Option<CheckSnapshot>,
+    /// Health checks of its endpoint that passed.
+    pub checks_passed: u64,
+    /// Health checks of its endpoint that failed.
+    pub checks_failed: u64,
 }

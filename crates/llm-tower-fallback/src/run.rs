@@ -68,7 +68,13 @@ where
         )
         .await;
 
-        match classify(&result) {
+        let classification = classify(&result);
+        if balancer.pool.scores_latency() && answered_or_timed_out(classification, &result) {
+            if let Some(latency) = log.last_latency() {
+                balancer.pool.observe_latency(pick.index, latency);
+            }
+        }
+        match classification {
             Classification::Success => {
                 if pick.probe.is_some() {
                     tracing::info!(endpoint = %member.id, "probe succeeded; endpoint restored");
@@ -115,6 +121,21 @@ where
             );
         }
         (step, pick) = (next_step, next);
+    }
+}
+
+/// Whether an outcome says how fast the deployment is, for `least_latency`: a success (its
+/// latency to the first byte; the log's last try, so retries' backoffs do not count), or a
+/// timeout (a lower bound that must weigh against it). Connect errors and error statuses
+/// come back fast from a broken deployment: health deals with them, not the score.
+fn answered_or_timed_out<R>(classification: Classification, result: &Result<R, BoxError>) -> bool {
+    match (classification, result) {
+        (Classification::Success, _) => true,
+        (Classification::Retryable, Err(err)) => matches!(
+            ErrorKind::of(&**err),
+            ErrorKind::Timeout | ErrorKind::FirstByteTimeout
+        ),
+        _ => false,
     }
 }
 

@@ -4,13 +4,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use llm_tower_core::{Endpoint, EndpointId, ModelName, ModelRoute};
 use tokio::time::Instant;
 
 use crate::health::{Admission, EndpointHealth, ProbeGuard};
 use crate::registry::HealthRegistry;
-use crate::settings::Strategy;
+use crate::settings::{FallbackSettings, Strategy};
 
 /// Longest weighted schedule; larger weight totals are scaled down proportionally.
 const MAX_SCHEDULE: u64 = 4096;
@@ -70,6 +71,8 @@ pub(crate) struct Pool {
     /// For requests with a model some endpoint lists.
     models: HashMap<ModelName, Group>,
     strategy: Strategy,
+    /// `least_latency`'s time constant.
+    latency_decay: Duration,
 }
 
 /// Tracks the member whose cooldown ends first among those that refused a request.
@@ -103,8 +106,9 @@ impl Pool {
         endpoints: Vec<Endpoint>,
         chained: &[ModelName],
         registry: &HealthRegistry,
-        strategy: Strategy,
+        settings: &FallbackSettings,
     ) -> Self {
+        let strategy = settings.strategy;
         let mut endpoints = endpoints;
         endpoints.sort_by_key(Endpoint::priority);
         let mut members: Vec<Member> = Vec::with_capacity(endpoints.len());
@@ -167,7 +171,21 @@ impl Pool {
             any,
             models,
             strategy,
+            latency_decay: settings.latency_decay,
         }
+    }
+
+    /// Whether answers' latencies are scored (`least_latency`).
+    pub(crate) fn scores_latency(&self) -> bool {
+        self.strategy == Strategy::LeastLatency
+    }
+
+    /// An answer of `member` took `latency` to its first byte.
+    pub(crate) fn observe_latency(&self, member: usize, latency: Duration) {
+        self.members[member]
+            .health
+            .latency
+            .observe(latency, Instant::now(), self.latency_decay);
     }
 
     /// The group for a request naming `model` (or none).
@@ -221,18 +239,27 @@ impl Pool {
         soonest: &mut Soonest,
     ) -> Option<Pick> {
         let len = tier.range.len();
-        if self.strategy == Strategy::LeastInFlight && len > 1 {
+        let two_choices = matches!(
+            self.strategy,
+            Strategy::LeastInFlight | Strategy::LeastLatency
+        );
+        if two_choices && len > 1 {
             let a = tier.range.start + fastrand::usize(..len);
             let mut b = tier.range.start + fastrand::usize(..len - 1);
             if b >= a {
                 b += 1;
             }
-            let in_flight = |slot: usize| self.members[group.members[slot]].health.in_flight();
-            let (first, second) = if in_flight(a) <= in_flight(b) {
-                (a, b)
-            } else {
-                (b, a)
+            let a_first = match self.strategy {
+                Strategy::LeastLatency => {
+                    self.latency_cost(group, tier, a, now) <= self.latency_cost(group, tier, b, now)
+                }
+                _ => {
+                    let in_flight =
+                        |slot: usize| self.members[group.members[slot]].health.in_flight();
+                    in_flight(a) <= in_flight(b)
+                }
             };
+            let (first, second) = if a_first { (a, b) } else { (b, a) };
             return self.scan(
                 group,
                 [first, second].into_iter().chain(tier.range.clone()),
@@ -248,6 +275,32 @@ impl Pool {
             .chain(&schedule[..offset])
             .copied();
         self.scan(group, order, None, now, soonest)
+    }
+
+    /// `least_latency`'s cost of the member at `slot`: its latency estimate times its
+    /// attempts in flight + 1. One that has none yet (new, or restored after an ejection) is
+    /// seeded with the median of the tier's estimates, so that it neither takes every
+    /// request (as zero would) nor none; this scan of the tier happens once per seeding, not
+    /// per request. While no member of the tier has an estimate, all cost the same.
+    fn latency_cost(&self, group: &Group, tier: &Tier, slot: usize, now: Instant) -> f64 {
+        let health = &self.members[group.members[slot]].health;
+        let decay = self.latency_decay;
+        let estimate = health.latency.get(now, decay).or_else(|| {
+            let mut known: Vec<f64> = tier
+                .range
+                .clone()
+                .filter_map(|s| self.members[group.members[s]].health.latency.get(now, decay))
+                .collect();
+            if known.is_empty() {
+                return None;
+            }
+            let middle = known.len() / 2;
+            let (_, median, _) = known.select_nth_unstable_by(middle, f64::total_cmp);
+            let median = *median;
+            health.latency.seed(median, now);
+            Some(median)
+        });
+        estimate.unwrap_or(0.0) * (health.in_flight() + 1) as f64
     }
 
     /// The deployment of `group` to fall back to after `failed`: the rest of its tier in list
@@ -343,7 +396,9 @@ impl Group {
                         .map(|offset| tier.range.start + offset)
                         .collect()
                 }
-                Strategy::RoundRobin | Strategy::LeastInFlight => tier.range.clone().collect(),
+                Strategy::RoundRobin | Strategy::LeastInFlight | Strategy::LeastLatency => {
+                    tier.range.clone().collect()
+                }
             };
         }
         Self {

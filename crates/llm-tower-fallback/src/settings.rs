@@ -23,6 +23,10 @@ pub enum Strategy {
     Weighted,
     /// The less busy of two endpoints drawn at random (power of two choices).
     LeastInFlight,
+    /// The faster of two endpoints drawn at random: a peak-EWMA of the time to the first
+    /// byte of their answers (decaying over `latency_decay`), times their attempts in
+    /// flight + 1. A new or restored endpoint starts at its tier's median.
+    LeastLatency,
 }
 
 /// What to do when every candidate endpoint is cooling down.
@@ -44,7 +48,7 @@ pub enum WhenAllUnhealthy {
 
 /// Everything the balancer can be told besides its endpoints. In a configuration file these
 /// are top-level keys (`strategy`, `when_all_unhealthy`, `max_body_bytes`,
-/// `unhealthy_threshold`, `max_cooldown`).
+/// `unhealthy_threshold`, `max_cooldown`, `latency_decay`).
 ///
 /// ```
 /// use std::time::Duration;
@@ -74,6 +78,11 @@ pub struct FallbackSettings {
     /// Cap for escalating cooldowns and `Retry-After` hints (default 60 s, at most 24 h).
     #[serde(with = "llm_tower_core::duration")]
     pub max_cooldown: Duration,
+    /// How fast `least_latency` forgets (default 10 s): the time constant of its moving
+    /// average, and of the decay that lets a slow endpoint that gets no traffic be tried
+    /// again.
+    #[serde(with = "llm_tower_core::duration")]
+    pub latency_decay: Duration,
 }
 
 impl Default for FallbackSettings {
@@ -84,11 +93,15 @@ impl Default for FallbackSettings {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             unhealthy_threshold: 1,
             max_cooldown: Duration::from_secs(60),
+            latency_decay: Self::DEFAULT_LATENCY_DECAY,
         }
     }
 }
 
 impl FallbackSettings {
+    /// The default `latency_decay`: 10 s, as tower's and Finagle's peak-EWMA use.
+    pub const DEFAULT_LATENCY_DECAY: Duration = Duration::from_secs(10);
+
     /// Checks every setting.
     ///
     /// # Errors
@@ -104,7 +117,8 @@ impl FallbackSettings {
                 "must be at least 1",
             ));
         }
-        ConfigError::check_cooldown("max_cooldown", self.max_cooldown)
+        ConfigError::check_cooldown("max_cooldown", self.max_cooldown)?;
+        ConfigError::check_cooldown("latency_decay", self.latency_decay)
     }
 }
 

@@ -1,13 +1,14 @@
 //! [`Upstream`]: the whole stack, built in the one order that works.
 
-use http::HeaderValue;
+use http::{HeaderValue, Request, Response};
+use http_body::Body;
 use llm_tower_auth::{Auth, AuthLayer};
-use llm_tower_core::{ConfigError, Endpoint};
+use llm_tower_core::{BoxError, BufferedBody, ConfigError, Endpoint};
 use llm_tower_fallback::{
     Fallback, FallbackLayer, FallbackSettings, HealthRegistry, ModelFallbacks,
 };
 use llm_tower_retry::{Retry, RetryLayer, RetrySettings};
-use tower::Layer;
+use tower::{Layer, Service};
 
 use crate::client::{ClientSettings, HttpClient};
 use crate::error_response::{ErrorResponse, ErrorResponseLayer};
@@ -197,13 +198,24 @@ impl Upstream {
         })
     }
 
-    /// The stack over a new pooled HTTP client.
+    /// The stack over a new pooled HTTP client. Endpoints with a
+    /// [`HealthCheck`](crate::HealthCheck) are checked by a background task from now on
+    /// (through auth and the same client, never retry), until the last clone of the
+    /// service is dropped.
     ///
     /// # Errors
     ///
-    /// As [`Upstream::layer`], an invalid client setting, or an `https://` endpoint in a
-    /// build without a TLS feature.
+    /// As [`Upstream::layer`], an invalid client setting, an `https://` endpoint in a
+    /// build without a TLS feature, or health checks configured outside a Tokio runtime.
     pub fn build(&self) -> Result<UpstreamService, ConfigError> {
+        if let Some(endpoint) = self.endpoints.iter().find(|e| e.health_check().is_some()) {
+            if tokio::runtime::Handle::try_current().is_err() {
+                return Err(ConfigError::invalid(
+                    format!("endpoint `{}`: health_check", endpoint.id()),
+                    "health checks run as a Tokio task: build the stack inside a Tokio runtime",
+                ));
+            }
+        }
         if !HttpClient::SUPPORTS_HTTPS {
             if let Some(endpoint) = self
                 .endpoints
@@ -244,13 +256,25 @@ impl UpstreamLayer {
     }
 }
 
-impl<S> Layer<S> for UpstreamLayer {
+/// Layering also starts the health checks of endpoints that have one (once per layer),
+/// sent through the auth layer over `inner` (a clone of it): below retry, with the
+/// endpoint's key. Outside a Tokio runtime they are not started (a warning is logged) and
+/// requests probe endpoints after their cooldown, as without checks.
+impl<S, RB> Layer<S> for UpstreamLayer
+where
+    S: Service<Request<BufferedBody>, Response = Response<RB>> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send,
+    RB: Body + Send + 'static,
+    RB::Data: Send,
+    RB::Error: Into<BoxError>,
+{
     type Service = ErrorResponse<Fallback<Retry<Auth<S>>>>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        self.error_response.layer(
-            self.fallback
-                .layer(self.retry.layer(self.auth.layer(inner))),
-        )
+        let auth = self.auth.layer(inner);
+        self.fallback.start_health_checks(auth.clone());
+        self.error_response
+            .layer(self.fallback.layer(self.retry.layer(auth)))
     }
 }

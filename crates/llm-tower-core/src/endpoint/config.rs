@@ -5,7 +5,7 @@ use std::time::Duration;
 use http::HeaderName;
 use serde::{Deserialize, Serialize};
 
-use super::{ApiKey, Endpoint, Provider, Secret};
+use super::{ApiKey, Endpoint, HealthCheck, Provider, Secret};
 use crate::config_error::ConfigError;
 use crate::model::ModelRoute;
 use crate::policy::RetryPolicy;
@@ -73,7 +73,8 @@ pub struct EndpointConfig {
     /// Whether failures here may fall back to another endpoint (default true).
     #[serde(default = "default_true")]
     pub fallback: bool,
-    /// Base cooldown after an ejection (default 5000 ms).
+    /// Base cooldown after an ejection (default 5000 ms): the wait before an ejected
+    /// endpoint is probed again, doubled after each failed probe.
     #[serde(default = "default_health_check_interval", with = "crate::duration")]
     pub health_check_interval: Duration,
     /// Per-try timeout until the response head (default 600 s; `null` for none).
@@ -101,6 +102,9 @@ pub struct EndpointConfig {
     /// `name: upstream-name` for an endpoint that knows a model by another name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub models: Option<ModelsConfig>,
+    /// An active health check (default none): see [`HealthCheck`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
 }
 
 /// An endpoint's `models` as a configuration file writes it: a list of names
@@ -183,6 +187,7 @@ impl EndpointConfig {
             stream_idle_timeout: default_stream_idle_timeout(),
             retry_policy: RetryPolicy::default(),
             models: None,
+            health_check: None,
         }
     }
 
@@ -244,6 +249,9 @@ impl EndpointConfig {
                     .iter()
                     .map(|(name, upstream)| ModelRoute::alias(name.as_str(), upstream.as_str())),
             );
+        }
+        if let Some(check) = &self.health_check {
+            builder = builder.health_check(check.clone());
         }
         if let Some(secret) = &self.api_key {
             let key = ApiKey::new(secret.expose_secret())

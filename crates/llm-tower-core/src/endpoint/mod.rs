@@ -4,6 +4,7 @@ mod api_key;
 mod base_url;
 mod config;
 mod extensions;
+mod health_check;
 mod id;
 mod provider;
 
@@ -16,6 +17,7 @@ pub use api_key::{ApiKey, Secret};
 pub use base_url::BaseUrl;
 pub use config::{EndpointConfig, ModelsConfig, ProviderName};
 pub use extensions::{Caller, Replay, Selected, SingleTry};
+pub use health_check::{ExpectStatus, HealthCheck};
 pub use id::EndpointId;
 pub use provider::Provider;
 
@@ -59,6 +61,7 @@ pub struct Endpoint {
     stream_idle_timeout: Option<Duration>,
     retry_policy: RetryPolicy,
     models: Option<Arc<[ModelRoute]>>,
+    health_check: Option<Arc<HealthCheck>>,
 }
 
 impl Endpoint {
@@ -88,6 +91,7 @@ impl Endpoint {
             stream_idle_timeout: Some(Self::DEFAULT_STREAM_IDLE_TIMEOUT),
             retry_policy: RetryPolicy::default(),
             models: None,
+            health_check: None,
         }
     }
 
@@ -164,6 +168,21 @@ impl Endpoint {
         self.models.as_deref()
     }
 
+    /// The active health check, if one is configured.
+    ///
+    /// ```
+    /// use llm_tower_core::{Endpoint, HealthCheck};
+    ///
+    /// let endpoint = Endpoint::builder("a", "http://127.0.0.1:1/v1")
+    ///     .health_check(HealthCheck::default())
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(endpoint.health_check().unwrap().path, "/models");
+    /// ```
+    pub fn health_check(&self) -> Option<&HealthCheck> {
+        self.health_check.as_deref()
+    }
+
     /// How this endpoint serves `model`, if it lists it.
     pub fn route_for(&self, model: &str) -> Option<&ModelRoute> {
         self.models()?.iter().find(|route| &**route.name() == model)
@@ -193,6 +212,7 @@ pub struct EndpointBuilder {
     stream_idle_timeout: Option<Duration>,
     retry_policy: RetryPolicy,
     models: Option<Vec<ModelRoute>>,
+    health_check: Option<HealthCheck>,
 }
 
 impl EndpointBuilder {
@@ -265,12 +285,20 @@ impl EndpointBuilder {
         self
     }
 
+    /// Checks this endpoint actively (see [`HealthCheck`]); by default it is not checked, and
+    /// after a cooldown the next request is its half-open probe.
+    #[must_use]
+    pub fn health_check(mut self, check: HealthCheck) -> Self {
+        self.health_check = Some(check);
+        self
+    }
+
     /// Validates and builds the endpoint.
     ///
     /// # Errors
     ///
     /// [`ConfigError::Invalid`] naming the field: empty id, bad base URL, zero weight, a
-    /// custom header that is not a valid header name, an invalid retry policy.
+    /// custom header that is not a valid header name, an invalid retry policy or health check.
     pub fn build(self) -> Result<Endpoint, ConfigError> {
         let field = |name: &str| format!("endpoint `{}`: {name}", self.id);
         ConfigError::check_name("id", self.id.as_str())?;
@@ -292,6 +320,12 @@ impl EndpointBuilder {
             .map_err(|msg| ConfigError::invalid(field("retry_policy"), msg))?;
         if let Some(models) = &self.models {
             check_models(models).map_err(|msg| ConfigError::invalid(field("models"), msg))?;
+        }
+        if let Some(check) = &self.health_check {
+            check
+                .validate()
+                .and_then(|()| check.uri(&base_url).map(drop).map_err(|e| format!("path: {e}")))
+                .map_err(|msg| ConfigError::invalid(field("health_check"), msg))?;
         }
         let credential = match &self.api_key {
             None => None,
@@ -322,6 +356,7 @@ impl EndpointBuilder {
             stream_idle_timeout: self.stream_idle_timeout,
             retry_policy: self.retry_policy,
             models: self.models.map(Into::into),
+            health_check: self.health_check.map(Arc::new),
         })
     }
 }
