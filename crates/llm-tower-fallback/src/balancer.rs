@@ -109,7 +109,12 @@ impl Balancer {
         RB::Data: Send,
         RB::Error: Into<BoxError>,
     {
-        if !self.pool.members.iter().any(|m| m.endpoint.health_check().is_some()) {
+        if !self
+            .pool
+            .members
+            .iter()
+            .any(|m| m.endpoint.health_check().is_some())
+        {
             return false;
         }
         if tokio::runtime::Handle::try_current().is_err() {

@@ -106,7 +106,8 @@ mod tests {
         // A faster one one τ later weighs 1 - 1/e.
         let t1 = t0 + TAU;
         ewma.observe(Duration::from_millis(10), t1, TAU);
-        let expected = 50.0 * MS / std::f64::consts::E + 10.0 * MS * (1.0 - 1.0 / std::f64::consts::E);
+        let expected =
+            50.0 * MS / std::f64::consts::E + 10.0 * MS * (1.0 - 1.0 / std::f64::consts::E);
         assert!((ewma.get(t1, TAU).unwrap() - expected).abs() < 1e-12);
     }
 

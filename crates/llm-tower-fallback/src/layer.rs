@@ -74,6 +74,13 @@ impl FallbackBuilder {
         self
     }
 
+    /// How fast `least_latency` forgets (default 10 s).
+    #[must_use]
+    pub fn latency_decay(mut self, decay: Duration) -> Self {
+        self.settings.latency_decay = decay;
+        self
+    }
+
     /// Model fallback chains (default none): see [`ModelFallbacks`].
     #[must_use]
     pub fn model_fallbacks(mut self, models: ModelFallbacks) -> Self {

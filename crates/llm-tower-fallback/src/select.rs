@@ -289,7 +289,12 @@ impl Pool {
             let mut known: Vec<f64> = tier
                 .range
                 .clone()
-                .filter_map(|s| self.members[group.members[s]].health.latency.get(now, decay))
+                .filter_map(|s| {
+                    self.members[group.members[s]]
+                        .health
+                        .latency
+                        .get(now, decay)
+                })
                 .collect();
             if known.is_empty() {
                 return None;
@@ -445,6 +450,46 @@ fn gcd(a: u64, b: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deployment_without_a_score_starts_at_its_tiers_median() {
+        let endpoints = ["a", "b", "c", "d"]
+            .map(|id| Endpoint::builder(id, "http://127.0.0.1:1").build().unwrap());
+        let settings = FallbackSettings {
+            strategy: Strategy::LeastLatency,
+            ..FallbackSettings::default()
+        };
+        let pool = Pool::new(endpoints.into(), &[], &HealthRegistry::new(), &settings);
+        let group = pool.only_any().unwrap();
+        let tier = &group.tiers[0];
+        let now = Instant::now();
+        let cost = |slot| pool.latency_cost(group, tier, slot, now);
+        // Nothing known: all the same.
+        assert_eq!((cost(0), cost(3)), (0.0, 0.0));
+        for (member, ms) in [(0, 10), (1, 30), (2, 90)] {
+            pool.observe_latency(member, Duration::from_millis(ms));
+        }
+        assert!((cost(3) - 0.030).abs() < 1e-12, "{}", cost(3));
+        // Seeded once: it now has an estimate of its own, and in-flight attempts weigh on it.
+        let health = &pool.members[3].health;
+        assert!(health.latency.get(now, settings.latency_decay).is_some());
+        let _attempt = health.start_attempt();
+        assert!((cost(3) - 0.060).abs() < 1e-12);
+        // Restored after an ejection: it starts again from the median, not from its past.
+        health.record_failure(
+            now,
+            Duration::from_secs(1),
+            None,
+            None,
+            crate::health::HealthPolicy {
+                unhealthy_threshold: 1,
+                max_cooldown: Duration::from_secs(60),
+            },
+        );
+        pool.observe_latency(3, Duration::from_secs(5));
+        health.record_success(None);
+        assert!((cost(3) - 0.060).abs() < 1e-12, "{}", cost(3));
+    }
 
     #[test]
     fn smooth_schedule_is_proportional_and_spread() {

@@ -66,11 +66,11 @@ pub use llm_tower_core::{
     ApiKey, Attempt, AttemptKind, Attempts, BaseUrl, BoxError, BufferedBody, Caller,
     Classification, ClassifyErrors, ClassifyErrorsLayer, ConfigError, CooldownHint, CountBased,
     Deployment, Endpoint, EndpointBuilder, EndpointConfig, EndpointId, Error, ErrorKind,
-    ExpectStatus, ExponentialBackoff, HOP_BY_HOP, HealthCheck, ModelName, ModelRoute, ModelsConfig, Outcome, Provider,
-    ProviderName, RetryPolicy, Secret, Selected, SingleTry, strip_hop_by_hop,
+    ExpectStatus, ExponentialBackoff, HOP_BY_HOP, HealthCheck, ModelName, ModelRoute, ModelsConfig,
+    Outcome, Provider, ProviderName, RetryPolicy, Secret, Selected, SingleTry, strip_hop_by_hop,
 };
 pub use llm_tower_fallback::{
-    CheckSnapshot, EndpointSnapshot, Fallback, FallbackBuilder, FallbackLayer, FallbackSettings, HealthRegistry,
-    ModelFallbacks, Status, Strategy, WhenAllUnhealthy,
+    CheckSnapshot, EndpointSnapshot, Fallback, FallbackBuilder, FallbackLayer, FallbackSettings,
+    HealthRegistry, ModelFallbacks, Status, Strategy, WhenAllUnhealthy,
 };
 pub use llm_tower_retry::{Retry, RetryBudget, RetryLayer, RetrySettings};

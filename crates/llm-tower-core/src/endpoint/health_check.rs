@@ -178,7 +178,8 @@ impl FromStr for ExpectStatus {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, String> {
-        let bad = || format!("`{text}` is neither a status (such as 200) nor a class (such as 2xx)");
+        let bad =
+            || format!("`{text}` is neither a status (such as 200) nor a class (such as 2xx)");
         let lower = text.trim().to_ascii_lowercase();
         if let Some(class) = lower.strip_suffix("xx") {
             return match class.parse::<u8>() {

@@ -324,7 +324,12 @@ impl EndpointBuilder {
         if let Some(check) = &self.health_check {
             check
                 .validate()
-                .and_then(|()| check.uri(&base_url).map(drop).map_err(|e| format!("path: {e}")))
+                .and_then(|()| {
+                    check
+                        .uri(&base_url)
+                        .map(drop)
+                        .map_err(|e| format!("path: {e}"))
+                })
                 .map_err(|msg| ConfigError::invalid(field("health_check"), msg))?;
         }
         let credential = match &self.api_key {

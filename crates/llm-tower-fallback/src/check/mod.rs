@@ -308,7 +308,8 @@ impl Checked {
             match verdict {
                 Verdict::Passed { .. } => health.record_check_passed(),
                 Verdict::Failed { outcome, hint, .. } => {
-                    if let Some(cooldown) = health.record_failure(now, cooldown, *hint, None, policy)
+                    if let Some(cooldown) =
+                        health.record_failure(now, cooldown, *hint, None, policy)
                     {
                         tracing::warn!(
                             endpoint = %id,

@@ -38,11 +38,31 @@ impl Stack {
         endpoints: Vec<Endpoint>,
         f: impl FnOnce(FallbackBuilder) -> FallbackBuilder,
     ) -> Self {
+        Self::build(endpoints, f, false)
+    }
+
+    /// Like [`Stack::with`], with the health checker started: checks go to the same scripted
+    /// upstream (as `GET …/models`, unless an endpoint's check says otherwise).
+    pub(crate) fn checked(
+        endpoints: Vec<Endpoint>,
+        f: impl FnOnce(FallbackBuilder) -> FallbackBuilder,
+    ) -> Self {
+        Self::build(endpoints, f, true)
+    }
+
+    fn build(
+        endpoints: Vec<Endpoint>,
+        f: impl FnOnce(FallbackBuilder) -> FallbackBuilder,
+        checks: bool,
+    ) -> Self {
         let registry = HealthRegistry::new();
         let layer = f(FallbackLayer::builder(endpoints))
             .build(registry.clone())
             .unwrap();
         let upstream = ScriptedUpstream::new();
+        if checks {
+            assert!(layer.start_health_checks(upstream.clone()));
+        }
         Self {
             service: layer.layer(upstream.clone()),
             upstream,
