@@ -304,3 +304,68 @@ async fn running_out_of_file_descriptors_blames_no_endpoint() {
         assert_eq!(health.consecutive_failures, 0, "{id}");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn health_checks_go_through_auth_and_are_never_retried() {
+    let checks = Arc::new(Mutex::new(Vec::new()));
+    let recorded = checks.clone();
+    let inner = service_fn(move |request: Request<BufferedBody>| {
+        let recorded = recorded.clone();
+        async move {
+            let key = request.headers().get(http::header::AUTHORIZATION).cloned();
+            recorded.lock().unwrap().push((
+                request.method().clone(),
+                request.uri().to_string(),
+                key,
+            ));
+            let response = Response::builder()
+                .status(503)
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            Ok::<_, Infallible>(response)
+        }
+    });
+    let check = llm_tower::HealthCheck {
+        interval: Some(std::time::Duration::from_secs(1)),
+        ..llm_tower::HealthCheck::default()
+    };
+    let primary = Endpoint::builder("primary", "http://primary.invalid/v1")
+        .api_key(ApiKey::new("sk-primary-secret").unwrap())
+        .retry_policy(RetryPolicy::CountBased(CountBased { times: 3 }))
+        .health_check(check)
+        .build()
+        .unwrap();
+    let upstream = Upstream::new(vec![primary, endpoint("backup", 1)]);
+    let health = upstream.health().clone();
+    let _service = upstream.layer().unwrap().layer(inner);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let checks = checks.lock().unwrap().clone();
+    // One check (a retry layer would have made four tries of a 503), with the key set by
+    // the auth layer, as sensitive as a request's.
+    assert_eq!(checks.len(), 1, "{checks:?}");
+    let (method, uri, key) = &checks[0];
+    assert_eq!(
+        (method, uri.as_str()),
+        (&http::Method::GET, "http://primary.invalid/v1/models")
+    );
+    let key = key.as_ref().expect("the endpoint's key");
+    assert_eq!(key, "Bearer sk-primary-secret");
+    assert!(key.is_sensitive());
+    let primary = health.get("primary").unwrap();
+    assert_eq!(primary.status, llm_tower::Status::Ejected);
+    assert_eq!(primary.last_check.unwrap().outcome, "503");
+}
+
+#[test]
+fn health_checks_outside_a_runtime_are_a_clear_error() {
+    let endpoint = Endpoint::builder("checked", "http://127.0.0.1:1/v1")
+        .health_check(llm_tower::HealthCheck::default())
+        .build()
+        .unwrap();
+    let err = Upstream::new(vec![endpoint]).build().unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "endpoint `checked`: health_check: health checks run as a Tokio task: build the stack \
+         inside a Tokio runtime"
+    );
+}

@@ -42,7 +42,7 @@ use crate::ClientSettings;
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Config {
     /// The balancer's settings (top-level `strategy`, `when_all_unhealthy`,
-    /// `max_body_bytes`, `unhealthy_threshold`, `max_cooldown`).
+    /// `max_body_bytes`, `unhealthy_threshold`, `max_cooldown`, `latency_decay`).
     #[serde(flatten)]
     pub fallback: FallbackSettings,
     /// The retry layer's settings (top-level `retry_budget`, `max_retry_after`).

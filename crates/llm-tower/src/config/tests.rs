@@ -306,10 +306,61 @@ const INVALID: &[(&str, &[&str])] = &[
         &["strategy", "unknown variant"],
     ),
     (
+        "endpoints: [{ id: a, base_url: 'http://h', health_check: { path: models } }]",
+        &["endpoint `a`: health_check: path", "must start with `/`"],
+    ),
+    (
+        "endpoints: [{ id: a, base_url: 'http://h', health_check: { path: '/../admin' } }]",
+        &["endpoint `a`: health_check: path", "`..` segments"],
+    ),
+    (
+        "endpoints: [{ id: a, base_url: 'http://h', health_check: { interval: 0s } }]",
+        &["endpoint `a`: health_check: interval", "greater than zero"],
+    ),
+    (
+        "endpoints: [{ id: a, base_url: 'http://h', health_check: { expect: 6xx } }]",
+        &["endpoints[0].health_check.expect", "6xx"],
+    ),
+    (
+        "endpoints: [{ id: a, base_url: 'http://h', health_check: { every: 5s } }]",
+        &["endpoints[0].health_check", "unknown field `every`"],
+    ),
+    (
+        "latency_decay: 0s\nendpoints: [{ id: a, base_url: 'http://h' }]",
+        &["latency_decay", "greater than zero"],
+    ),
+    (
         "endpoints: [{ id: a, base_url: 'http://h', api_key: '${LLM_TOWER_SURELY_UNSET}' }]",
         &["endpoints[0].api_key", "LLM_TOWER_SURELY_UNSET", "not set"],
     ),
 ];
+
+#[test]
+fn health_checks_and_least_latency() {
+    let c = yaml(
+        "strategy: least_latency\nlatency_decay: 3s\nendpoints:\n  \
+         - { id: a, base_url: 'http://h/v1', health_check: { path: /models, method: GET, \
+         interval: 30s, timeout: 5s, expect: 200 } }\n  \
+         - { id: b, base_url: 'http://h/v1', health_check: { expect: 2xx } }\n  \
+         - { id: c, base_url: 'http://h/v1' }",
+    )
+    .unwrap();
+    assert_eq!(
+        c.fallback.strategy,
+        llm_tower_fallback::Strategy::LeastLatency
+    );
+    assert_eq!(c.fallback.latency_decay, Duration::from_secs(3));
+    let endpoints = c.build_endpoints().unwrap();
+    let a = endpoints[0].health_check().unwrap();
+    assert_eq!(a.interval, Some(Duration::from_secs(30)));
+    assert_eq!(
+        a.expect,
+        llm_tower_core::ExpectStatus::Status(http::StatusCode::OK)
+    );
+    let b = endpoints[1].health_check().unwrap();
+    assert_eq!((b.path.as_str(), b.interval), ("/models", None));
+    assert!(endpoints[2].health_check().is_none());
+}
 
 #[test]
 fn invalid_cases_name_the_field() {
