@@ -11,7 +11,7 @@ macro_rules! say {
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use llm_tower::{Config, EndpointConfig, ExponentialBackoff, RetryPolicy, Secret};
+use llm_tower::{Config, EndpointConfig, ExponentialBackoff, HealthCheck, RetryPolicy, Secret};
 use llm_tower_mock::{Behavior, MockProvider};
 
 use crate::GatewayConfig;
@@ -25,11 +25,14 @@ use crate::GatewayConfig;
 /// let demo = llm_tower_gateway::demo("127.0.0.1:0".parse().unwrap()).await.unwrap();
 /// assert_eq!(demo.config.upstream.endpoints.len(), 2);
 /// assert!(demo.primary.base_url().starts_with("http://127.0.0.1:"));
+/// // The primary is health-checked: it comes back after an ejection without user traffic.
+/// assert!(demo.config.upstream.endpoints[0].health_check.is_some());
 /// # }
 /// ```
 #[derive(Debug)]
 pub struct Demo {
-    /// Fails now and then: 503 (retried) and 429 with `Retry-After: 3` (cooled down).
+    /// Fails now and then: 503 (retried) and 429 with `Retry-After: 3` (cooled down); its
+    /// `GET /v1/models` health check passes, so it comes back without user traffic.
     pub primary: MockProvider,
     /// Always healthy, lower priority.
     pub backup: MockProvider,
@@ -57,7 +60,14 @@ impl Demo {
             "  for i in $(seq 20); do curl -s -o /dev/null -w '%{{http_code}} ' http://{addr}{mount}/chat/completions -d '{{}}'; done; echo"
         );
         say!("  curl -s http://{addr}/upstreams    # health of each endpoint");
-        say!("  curl -s http://{addr}/metrics      # Prometheus metrics\n");
+        say!("  curl -s http://{addr}/metrics      # Prometheus metrics");
+        say!(
+            "\n`primary` is health-checked (GET /v1/models every 10 s, and when a cooldown ends):\n\
+             after the loop above ejects it, watch it come back with no traffic at all:"
+        );
+        say!(
+            "  for i in $(seq 8); do curl -s http://{addr}/upstreams | grep -o '\"id\":\"primary\",\"status\":\"[a-z_]*\"'; sleep 1; done\n"
+        );
     }
 }
 
@@ -86,10 +96,14 @@ pub async fn demo(listen: SocketAddr) -> std::io::Result<Demo> {
         }),
         ..EndpointConfig::new(id, base_url)
     };
-    let upstream = Config::with_endpoints(vec![
-        endpoint("primary", primary.base_url(), 0),
-        endpoint("backup", backup.base_url(), 1),
-    ]);
+    let checked = EndpointConfig {
+        health_check: Some(HealthCheck {
+            interval: Some(Duration::from_secs(10)),
+            ..HealthCheck::default()
+        }),
+        ..endpoint("primary", primary.base_url(), 0)
+    };
+    let upstream = Config::with_endpoints(vec![checked, endpoint("backup", backup.base_url(), 1)]);
     let mut config = GatewayConfig::new(upstream);
     config.listen = listen;
     Ok(Demo {
