@@ -1,5 +1,5 @@
-//! Cost of [`FallbackLayer`]: the healthy path with 2, 64 and 1024 endpoints (it should stay
-//! flat), a request that falls back once, and routing by model: finding the body's `model`
+//! Cost of [`FallbackLayer`]: the healthy path with 2, 64 and 1024 endpoints for every
+//! strategy (it should stay flat), a request that falls back once, and routing by model: finding the body's `model`
 //! in a 32 KiB body (model first) and a 1 MiB body (model last, against one `memchr` pass over
 //! the same bytes), and the healthy path of a request routed to an alias with each body.
 //!
@@ -14,7 +14,7 @@ use bytes::Bytes;
 use criterion::{BatchSize, BenchmarkId, Criterion, criterion_main};
 use http::{Request, Response, StatusCode};
 use llm_tower_core::{BufferedBody, Endpoint, ModelRoute, Selected, find_model};
-use llm_tower_fallback::{FallbackLayer, HealthRegistry};
+use llm_tower_fallback::{FallbackLayer, HealthRegistry, Strategy};
 use llm_tower_mock::scripted::SingleFrame;
 use tower::{Layer, Service, ServiceExt, service_fn};
 
@@ -69,14 +69,30 @@ fn fallback(c: &mut Criterion) {
             BatchSize::SmallInput,
         );
     });
-    for n in [2, 64, 1024] {
-        let service = FallbackLayer::builder(endpoints(n))
-            .build(HealthRegistry::new())
-            .expect("valid layer")
-            .layer(ok);
-        group.bench_with_input(BenchmarkId::new("healthy path", n), &n, |b, _| {
-            b.to_async(&runtime).iter(|| call(service.clone()));
-        });
+    for strategy in [
+        Strategy::RoundRobin,
+        Strategy::Weighted,
+        Strategy::LeastInFlight,
+        Strategy::LeastLatency,
+    ] {
+        // Round-robin keeps the name it always had, so that its history compares.
+        let name = match strategy {
+            Strategy::RoundRobin => "healthy path".to_owned(),
+            other => {
+                let name = serde_json::to_value(other).expect("a strategy's name");
+                format!("healthy path {}", name.as_str().expect("a string"))
+            }
+        };
+        for n in [2, 64, 1024] {
+            let service = FallbackLayer::builder(endpoints(n))
+                .strategy(strategy)
+                .build(HealthRegistry::new())
+                .expect("valid layer")
+                .layer(ok);
+            group.bench_with_input(BenchmarkId::new(name.as_str(), n), &n, |b, _| {
+                b.to_async(&runtime).iter(|| call(service.clone()));
+            });
+        }
     }
     // The first endpoint tried answers 503 (NoRetry inside), the next one 200.
     let flaky = service_fn(|request: Request<BufferedBody>| async move {
