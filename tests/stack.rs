@@ -337,7 +337,10 @@ async fn health_checks_go_through_auth_and_are_never_retried() {
         .unwrap();
     let upstream = Upstream::new(vec![primary, endpoint("backup", 1)]);
     let health = upstream.health().clone();
-    let _service = upstream.layer().unwrap().layer(inner);
+    let layer = upstream.layer().unwrap();
+    assert!(layer.start_health_checks(inner.clone()));
+    assert!(!layer.start_health_checks(inner.clone()), "once per stack");
+    let _service = layer.layer(inner);
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let checks = checks.lock().unwrap().clone();
     // One check (a retry layer would have made four tries of a 503), with the key set by
@@ -354,6 +357,23 @@ async fn health_checks_go_through_auth_and_are_never_retried() {
     let primary = health.get("primary").unwrap();
     assert_eq!(primary.status, llm_tower::Status::Ejected);
     assert_eq!(primary.last_check.unwrap().outcome, "503");
+}
+
+#[test]
+fn a_health_check_needs_a_key_of_its_own_when_client_keys_are_forwarded() {
+    let keyless = Endpoint::builder("byok", "http://127.0.0.1:1/v1")
+        .health_check(llm_tower::HealthCheck::default())
+        .build()
+        .unwrap();
+    let err = Upstream::new(vec![keyless])
+        .forward_client_credentials(true)
+        .layer()
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("endpoint `byok`: health_check: this endpoint uses the clients' own keys"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -59,6 +59,18 @@ impl AuthLayer {
         self
     }
 
+    /// Whether clients' credentials are kept for endpoints without a key.
+    ///
+    /// ```
+    /// use llm_tower_auth::AuthLayer;
+    ///
+    /// assert!(!AuthLayer::new().forwards_client_credentials());
+    /// assert!(AuthLayer::new().forward_client_credentials(true).forwards_client_credentials());
+    /// ```
+    pub fn forwards_client_credentials(&self) -> bool {
+        self.settings.forward_client_credentials
+    }
+
     /// The `user-agent` sent upstream; `None` keeps the client's. Default
     /// `llm-tower/<version>`.
     #[must_use]

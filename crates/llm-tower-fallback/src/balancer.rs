@@ -29,9 +29,8 @@ pub(crate) struct Balancer {
     pub(crate) models: ModelFallbacks,
     /// The same, by model, resolved once.
     chains: HashMap<ModelName, Box<[ModelName]>>,
-    /// Wakes the health checker when a checked deployment is ejected (a new deadline to
-    /// wait for); dropped with the balancer, which ends the checker.
-    checker_signal: watch::Sender<()>,
+    /// Never sent on: dropped with the balancer, which ends its health checker.
+    alive: watch::Sender<()>,
     checker_started: AtomicBool,
 }
 
@@ -93,7 +92,7 @@ impl Balancer {
             settings,
             models,
             chains,
-            checker_signal: watch::Sender::new(()),
+            alive: watch::Sender::new(()),
             checker_started: AtomicBool::new(false),
         }
     }
@@ -127,12 +126,11 @@ impl Balancer {
         if self.checker_started.swap(true, Ordering::AcqRel) {
             return false;
         }
-        crate::check::spawn(
-            &self.pool.members,
-            self.health_policy(),
-            self.checker_signal.subscribe(),
-            probe,
-        )
+        let signals = crate::check::Signals {
+            ejections: self.registry.watch_ejections(),
+            balancer: self.alive.subscribe(),
+        };
+        crate::check::spawn(&self.pool.members, self.health_policy(), signals, probe)
     }
 
     /// The route of a request with this body: by its top-level `model`, read without
@@ -297,9 +295,9 @@ impl Balancer {
                 cooldown_ms = cooldown.as_millis() as u64,
                 "endpoint ejected"
             );
-            if member.endpoint.health_check().is_some() {
-                self.checker_signal.send_replace(());
-            }
+            // Whichever stack's checker probes it (registries can be shared) learns of its
+            // deadline.
+            self.registry.ejected();
         }
     }
 

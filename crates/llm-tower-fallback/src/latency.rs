@@ -12,8 +12,10 @@
 //! - a faster one moves the estimate towards it with weight `1 - e^(-Δt/τ)`, where `Δt` is
 //!   the time since the last update and `τ` the decay (`latency_decay`, 10 s by default), so
 //!   that the estimate follows time rather than request counts;
-//! - while a deployment gets no answers, its estimate decays towards zero with the same
-//!   `τ`: one that was slow becomes worth a try again, and its score can recover.
+//! - while a deployment gets no answers and has no request in flight, its estimate decays
+//!   towards zero with the same `τ`: one that was slow becomes worth a try again, and its
+//!   score can recover. With requests in flight it does not decay (Finagle's rule): a
+//!   deployment that hangs has nothing to show for them, and must not look faster for it.
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -46,10 +48,15 @@ impl PeakEwma {
         self.estimate.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The estimate at `now` in seconds, decayed towards zero since it was last updated.
-    pub(crate) fn get(&self, now: Instant, tau: Duration) -> Option<f64> {
+    /// The estimate at `now` in seconds: decayed towards zero since it was last updated when
+    /// the deployment is `idle`, as last updated otherwise.
+    pub(crate) fn get(&self, now: Instant, tau: Duration, idle: bool) -> Option<f64> {
         let estimate = (*self.lock())?;
-        Some(estimate.value * estimate.decay(now, tau))
+        Some(if idle {
+            estimate.value * estimate.decay(now, tau)
+        } else {
+            estimate.value
+        })
     }
 
     /// The estimate as last updated, without decay (for operators).
@@ -97,18 +104,18 @@ mod tests {
     async fn peaks_at_once_and_eases_down_with_time() {
         let ewma = PeakEwma::default();
         let t0 = Instant::now();
-        assert_eq!(ewma.get(t0, TAU), None);
+        assert_eq!(ewma.get(t0, TAU, true), None);
         ewma.observe(Duration::from_millis(10), t0, TAU);
-        assert_eq!(ewma.get(t0, TAU), Some(10.0 * MS));
+        assert_eq!(ewma.get(t0, TAU, true), Some(10.0 * MS));
         // A slower answer is taken at once.
         ewma.observe(Duration::from_millis(50), t0, TAU);
-        assert_eq!(ewma.get(t0, TAU), Some(50.0 * MS));
+        assert_eq!(ewma.get(t0, TAU, true), Some(50.0 * MS));
         // A faster one one τ later weighs 1 - 1/e.
         let t1 = t0 + TAU;
         ewma.observe(Duration::from_millis(10), t1, TAU);
         let expected =
             50.0 * MS / std::f64::consts::E + 10.0 * MS * (1.0 - 1.0 / std::f64::consts::E);
-        assert!((ewma.get(t1, TAU).unwrap() - expected).abs() < 1e-12);
+        assert!((ewma.get(t1, TAU, true).unwrap() - expected).abs() < 1e-12);
     }
 
     #[tokio::test(start_paused = true)]
@@ -116,8 +123,10 @@ mod tests {
         let ewma = PeakEwma::default();
         let t0 = Instant::now();
         ewma.observe(Duration::from_millis(50), t0, TAU);
-        let later = ewma.get(t0 + TAU * 3, TAU).unwrap();
+        let later = ewma.get(t0 + TAU * 3, TAU, true).unwrap();
         assert!(later < 50.0 * MS * 0.05, "{later}");
+        // Not while it has requests in flight: they may be hanging.
+        assert_eq!(ewma.get(t0 + TAU * 3, TAU, false), Some(50.0 * MS));
         assert_eq!(ewma.last(), Some(Duration::from_millis(50)));
     }
 
@@ -126,10 +135,10 @@ mod tests {
         let ewma = PeakEwma::default();
         let now = Instant::now();
         ewma.seed(0.020, now);
-        assert_eq!(ewma.get(now, TAU), Some(0.020));
+        assert_eq!(ewma.get(now, TAU, true), Some(0.020));
         ewma.seed(0.5, now);
-        assert_eq!(ewma.get(now, TAU), Some(0.020));
+        assert_eq!(ewma.get(now, TAU, true), Some(0.020));
         ewma.reset();
-        assert_eq!(ewma.get(now, TAU), None);
+        assert_eq!(ewma.get(now, TAU, true), None);
     }
 }

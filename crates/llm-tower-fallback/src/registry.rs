@@ -6,6 +6,7 @@ use std::sync::Arc;
 use dashmap::DashMap;
 use llm_tower_core::EndpointId;
 use serde::Serialize;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::check::CheckSnapshot;
@@ -27,6 +28,9 @@ use crate::health::EndpointHealth;
 #[derive(Clone, Default)]
 pub struct HealthRegistry {
     map: Arc<DashMap<EndpointId, Arc<EndpointHealth>>>,
+    /// Tells every health checker over this registry that a deployment was ejected (a new
+    /// deadline to wait for), whichever stack ejected it.
+    ejections: Arc<watch::Sender<()>>,
 }
 
 impl fmt::Debug for HealthRegistry {
@@ -50,6 +54,16 @@ impl HealthRegistry {
             return cell.clone();
         }
         self.map.entry(id.clone()).or_default().clone()
+    }
+
+    /// A stack ejected a deployment.
+    pub(crate) fn ejected(&self) {
+        self.ejections.send_replace(());
+    }
+
+    /// Changes whenever a stack ejects a deployment.
+    pub(crate) fn watch_ejections(&self) -> watch::Receiver<()> {
+        self.ejections.subscribe()
     }
 
     /// The state of every known endpoint, sorted by id.

@@ -54,7 +54,7 @@ where
             step,
             member,
             &deployment,
-            pick.probe.is_some(),
+            pick.single_try,
             &log,
         )
         .map_err(fail)?;
@@ -192,8 +192,9 @@ impl Prepared {
     /// The request for one attempt on `member`: its URI, its body (with the `model` this
     /// deployment knows the step's model by, when that differs from what the client sent),
     /// [`Selected`], the [`Deployment`], the shared log, [`SingleTry`] when it is the
-    /// deployment's half-open probe (no user waits through retries on a deployment that is
-    /// probably still down: on failure it falls back at once), and the [`Replay`] that remakes
+    /// deployment's half-open probe or the deployment is on probation after a health check
+    /// (no user waits through retries on a deployment that is probably still down: on
+    /// failure it falls back at once), and the [`Replay`] that remakes
     /// it for a retry, so the retry layer copies nothing up front.
     fn attempt(
         this: &Arc<Self>,
@@ -201,7 +202,7 @@ impl Prepared {
         step: usize,
         member: &Member,
         deployment: &Deployment,
-        probe: bool,
+        single_try: bool,
         log: &Attempts,
     ) -> Result<Request<BufferedBody>, Error> {
         let uri = member
@@ -229,7 +230,7 @@ impl Prepared {
                     extensions.insert(deployment.clone());
                 }
                 extensions.insert(log.clone());
-                if probe {
+                if single_try {
                     extensions.insert(SingleTry);
                 }
                 attempt

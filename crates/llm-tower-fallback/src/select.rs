@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use llm_tower_core::{Endpoint, EndpointId, ModelName, ModelRoute};
@@ -51,6 +51,8 @@ pub(crate) struct Pick {
     /// Its position in the group it was picked from.
     slot: usize,
     pub(crate) probe: Option<ProbeGuard>,
+    /// The request gets one try there: it is the probe, or the deployment is on probation.
+    pub(crate) single_try: bool,
 }
 
 /// Why a request has no group.
@@ -73,6 +75,9 @@ pub(crate) struct Pool {
     strategy: Strategy,
     /// `least_latency`'s time constant.
     latency_decay: Duration,
+    /// Whether any deployment has a latency estimate yet: until then, there is no median
+    /// to look for.
+    scored: AtomicBool,
 }
 
 /// Tracks the member whose cooldown ends first among those that refused a request.
@@ -92,6 +97,7 @@ impl Soonest {
             index,
             slot,
             probe: None,
+            single_try: false,
         })
     }
 }
@@ -172,6 +178,7 @@ impl Pool {
             models,
             strategy,
             latency_decay: settings.latency_decay,
+            scored: AtomicBool::new(false),
         }
     }
 
@@ -186,6 +193,9 @@ impl Pool {
             .health
             .latency
             .observe(latency, Instant::now(), self.latency_decay);
+        if !self.scored.load(Ordering::Relaxed) {
+            self.scored.store(true, Ordering::Relaxed);
+        }
     }
 
     /// The group for a request naming `model` (or none).
@@ -277,23 +287,27 @@ impl Pool {
         self.scan(group, order, None, now, soonest)
     }
 
-    /// `least_latency`'s cost of the member at `slot`: its latency estimate times its
-    /// attempts in flight + 1. One that has none yet (new, or restored after an ejection) is
-    /// seeded with the median of the tier's estimates, so that it neither takes every
-    /// request (as zero would) nor none; this scan of the tier happens once per seeding, not
-    /// per request. While no member of the tier has an estimate, all cost the same.
+    /// `least_latency`'s cost of the member at `slot`: its latency estimate (plus a
+    /// microsecond, so that estimates that decayed to nothing still compare by load) times
+    /// its attempts in flight + 1. One that has no estimate yet (new, or restored after an
+    /// ejection) is seeded with the median of the tier's estimates, so that it neither takes
+    /// every request (as zero would) nor none; the tier is scanned once per seeding, not per
+    /// request. While nothing is known, all compare by their attempts in flight alone.
     fn latency_cost(&self, group: &Group, tier: &Tier, slot: usize, now: Instant) -> f64 {
+        const FLOOR: f64 = 1e-6;
         let health = &self.members[group.members[slot]].health;
         let decay = self.latency_decay;
-        let estimate = health.latency.get(now, decay).or_else(|| {
+        let in_flight = health.in_flight();
+        let estimate = health.latency.get(now, decay, in_flight == 0).or_else(|| {
+            if !self.scored.load(Ordering::Relaxed) {
+                return None;
+            }
             let mut known: Vec<f64> = tier
                 .range
                 .clone()
                 .filter_map(|s| {
-                    self.members[group.members[s]]
-                        .health
-                        .latency
-                        .get(now, decay)
+                    let other = &self.members[group.members[s]].health;
+                    other.latency.get(now, decay, other.in_flight() == 0)
                 })
                 .collect();
             if known.is_empty() {
@@ -305,7 +319,7 @@ impl Pool {
             health.latency.seed(median, now);
             Some(median)
         });
-        estimate.unwrap_or(0.0) * (health.in_flight() + 1) as f64
+        (estimate.unwrap_or(0.0) + FLOOR) * (in_flight + 1) as f64
     }
 
     /// The deployment of `group` to fall back to after `failed`: the rest of its tier in list
@@ -347,12 +361,15 @@ impl Pool {
             if tried.is_some_and(|t| t[index]) || closed.contains(&index) {
                 continue;
             }
-            match self.members[index].health.admit(now) {
-                Admission::Open => {
+            let admission = self.members[index].health.admit(now);
+            match admission {
+                Admission::Open | Admission::Probation => {
+                    let single_try = matches!(admission, Admission::Probation);
                     return Some(Pick {
                         index,
                         slot,
                         probe: None,
+                        single_try,
                     });
                 }
                 Admission::Probe(guard) => {
@@ -360,6 +377,7 @@ impl Pool {
                         index,
                         slot,
                         probe: Some(guard),
+                        single_try: true,
                     });
                 }
                 Admission::Closed(until) => {
@@ -464,17 +482,33 @@ mod tests {
         let tier = &group.tiers[0];
         let now = Instant::now();
         let cost = |slot| pool.latency_cost(group, tier, slot, now);
-        // Nothing known: all the same.
-        assert_eq!((cost(0), cost(3)), (0.0, 0.0));
+        // Nothing known: all the same, but for their load.
+        assert_eq!(cost(0), cost(3));
+        let busy = pool.members[0].health.start_attempt();
+        assert!(cost(0) > cost(3));
+        drop(busy);
         for (member, ms) in [(0, 10), (1, 30), (2, 90)] {
             pool.observe_latency(member, Duration::from_millis(ms));
         }
-        assert!((cost(3) - 0.030).abs() < 1e-12, "{}", cost(3));
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-5;
+        assert!(close(cost(3), 0.030), "{}", cost(3));
         // Seeded once: it now has an estimate of its own, and in-flight attempts weigh on it.
         let health = &pool.members[3].health;
-        assert!(health.latency.get(now, settings.latency_decay).is_some());
+        assert!(
+            health
+                .latency
+                .get(now, settings.latency_decay, true)
+                .is_some()
+        );
         let _attempt = health.start_attempt();
-        assert!((cost(3) - 0.060).abs() < 1e-12);
+        assert!(close(cost(3), 0.060));
+        // A busy deployment's estimate does not decay while it has nothing to show.
+        let later = now + Duration::from_secs(60);
+        assert!(close(pool.latency_cost(group, tier, 3, later), 0.060));
+        assert!(
+            pool.latency_cost(group, tier, 2, later) < 0.001,
+            "an idle one does"
+        );
         // Restored after an ejection: it starts again from the median, not from its past.
         health.record_failure(
             now,
@@ -488,7 +522,7 @@ mod tests {
         );
         pool.observe_latency(3, Duration::from_secs(5));
         health.record_success(None);
-        assert!((cost(3) - 0.060).abs() < 1e-12, "{}", cost(3));
+        assert!(close(cost(3), 0.060), "{}", cost(3));
     }
 
     #[test]

@@ -63,3 +63,33 @@ async fn other_strategies_keep_no_latency_score() {
     stack.ok().await;
     assert_eq!(stack.registry.get("a").unwrap().latency_ms, None);
 }
+
+#[tokio::test(start_paused = true)]
+async fn before_anything_is_known_requests_spread_by_load() {
+    use std::sync::Arc;
+
+    use http::Request;
+    use tower::ServiceExt;
+
+    let stack = Stack::with(vec![ep("a"), ep("b")], |b| {
+        b.strategy(Strategy::LeastLatency)
+    });
+    let gate = Arc::new(tokio::sync::Notify::new());
+    stack.upstream.set_default("a", Step::Gate(gate.clone()));
+    stack.upstream.set_default("b", Step::Gate(gate.clone()));
+    let send = || {
+        let service = stack.service.clone();
+        tokio::spawn(async move { service.oneshot(Request::new(String::new())).await })
+    };
+    let first = send();
+    tokio::task::yield_now().await;
+    let second = send();
+    tokio::task::yield_now().await;
+    // Neither has answered yet: the second goes where nothing is in flight.
+    let order = stack.upstream.order();
+    assert_eq!(order.len(), 2);
+    assert_ne!(order[0], order[1]);
+    gate.notify_waiters();
+    first.await.unwrap().unwrap();
+    second.await.unwrap().unwrap();
+}

@@ -180,12 +180,27 @@ impl Upstream {
 
     /// The stack as a layer over your own inner service (which receives requests with an
     /// absolute URI, [`Selected`](crate::Selected) and [`Attempts`](crate::Attempts) in the
-    /// extensions, the endpoint's credential, and a buffered body).
+    /// extensions, the endpoint's credential, and a buffered body). Health checks, if any
+    /// endpoint has one, start with [`UpstreamLayer::start_health_checks`].
     ///
     /// # Errors
     ///
-    /// No endpoints, duplicate ids, or an invalid setting.
+    /// No endpoints, duplicate ids, an invalid setting, or a health check on an endpoint
+    /// without a key while client credentials are forwarded (the check would carry none).
     pub fn layer(&self) -> Result<UpstreamLayer, ConfigError> {
+        if self.auth.forwards_client_credentials() {
+            if let Some(endpoint) = self
+                .endpoints
+                .iter()
+                .find(|e| e.health_check().is_some() && e.api_key().is_none())
+            {
+                return Err(ConfigError::invalid(
+                    format!("endpoint `{}`: health_check", endpoint.id()),
+                    "this endpoint uses the clients' own keys (forward_client_credentials), so a \
+                     health check would carry none; give it an api_key or drop the check",
+                ));
+            }
+        }
         let fallback = FallbackLayer::builder(self.endpoints.iter().cloned())
             .settings(self.fallback)
             .model_fallbacks(self.models.clone())
@@ -228,7 +243,10 @@ impl Upstream {
                 ));
             }
         }
-        Ok(self.layer()?.layer(HttpClient::new(&self.client)?))
+        let layer = self.layer()?;
+        let client = HttpClient::new(&self.client)?;
+        layer.start_health_checks(client.clone());
+        Ok(layer.layer(client))
     }
 }
 
@@ -254,27 +272,53 @@ impl UpstreamLayer {
     pub fn health(&self) -> &HealthRegistry {
         self.fallback.registry()
     }
+
+    /// Starts the health checks of the endpoints that have a
+    /// [`HealthCheck`](crate::HealthCheck), sent through this stack's auth layer over
+    /// `inner`: the service you layer the stack over (or a clone of it), so that checks carry
+    /// the endpoint's key, reach it the way traffic does, and are never retried.
+    /// [`Upstream::build`] does this with its HTTP client; a stack built with
+    /// [`Upstream::layer`] needs it called once. The checker stops when the last clone of the
+    /// layer and of the services built from it is dropped.
+    ///
+    /// Returns whether it started now (see [`FallbackLayer::start_health_checks`]).
+    ///
+    /// ```
+    /// use llm_tower::{Endpoint, HealthCheck, HttpClient, ClientSettings, Upstream};
+    /// use tower::Layer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let endpoint = Endpoint::builder("local", "http://127.0.0.1:11434/v1")
+    ///     .health_check(HealthCheck::default())
+    ///     .build()
+    ///     .unwrap();
+    /// let layer = Upstream::new(vec![endpoint]).layer().unwrap();
+    /// let client = HttpClient::new(&ClientSettings::default()).unwrap();
+    /// assert!(layer.start_health_checks(client.clone()));
+    /// let _service = layer.layer(client);
+    /// # }
+    /// ```
+    pub fn start_health_checks<S, RB>(&self, inner: S) -> bool
+    where
+        S: Service<Request<BufferedBody>, Response = Response<RB>> + Clone + Send + 'static,
+        S::Error: Into<BoxError>,
+        S::Future: Send,
+        RB: Body + Send + 'static,
+        RB::Data: Send,
+        RB::Error: Into<BoxError>,
+    {
+        self.fallback.start_health_checks(self.auth.layer(inner))
+    }
 }
 
-/// Layering also starts the health checks of endpoints that have one (once per layer),
-/// sent through the auth layer over `inner` (a clone of it): below retry, with the
-/// endpoint's key. Outside a Tokio runtime they are not started (a warning is logged) and
-/// requests probe endpoints after their cooldown, as without checks.
-impl<S, RB> Layer<S> for UpstreamLayer
-where
-    S: Service<Request<BufferedBody>, Response = Response<RB>> + Clone + Send + 'static,
-    S::Error: Into<BoxError>,
-    S::Future: Send,
-    RB: Body + Send + 'static,
-    RB::Data: Send,
-    RB::Error: Into<BoxError>,
-{
+impl<S> Layer<S> for UpstreamLayer {
     type Service = ErrorResponse<Fallback<Retry<Auth<S>>>>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        let auth = self.auth.layer(inner);
-        self.fallback.start_health_checks(auth.clone());
-        self.error_response
-            .layer(self.fallback.layer(self.retry.layer(auth)))
+        self.error_response.layer(
+            self.fallback
+                .layer(self.retry.layer(self.auth.layer(inner))),
+        )
     }
 }

@@ -2,15 +2,17 @@
 //! [`HealthCheck`], so that no user request has to find out whether an endpoint is back.
 //!
 //! - An ejected deployment is checked when its cooldown ends: the checker holds its
-//!   half-open probe slot (requests never get it while a checker runs), and the check's
-//!   outcome restores it or ejects it again, with the usual doubling.
-//! - With `interval`, healthy deployments are checked too (jittered by ±10 %, the first
-//!   time within a tenth of the interval of the start), and `unhealthy_threshold`
-//!   consecutive failed checks eject one.
-//! - One check per endpoint at a time: a check that outlasts the interval delays the next.
-//! - The task waits on the earliest thing due, not on a tick; the balancer wakes it when it
-//!   ejects a checked deployment (a new deadline), and it ends when the balancer, and so
-//!   the last clone of the stack, is dropped.
+//!   half-open probe slot (requests never get it while a checker runs). A check that passes
+//!   restores it on probation (see `health/checks.rs`), one that fails ejects it again with
+//!   the usual doubling.
+//! - With `interval`, healthy deployments are checked too (the first time within a tenth of
+//!   the interval of the start, then an interval ±10 % after each check ends), and
+//!   `unhealthy_threshold` consecutive failed checks eject one.
+//! - One check per endpoint at a time, and the interval counts from the end of the last
+//!   one: a slow or hanging endpoint is not checked back to back.
+//! - The task waits on the earliest thing due, not on a tick. Any balancer over the same
+//!   registry wakes it when it ejects a deployment (a new deadline); it ends when its own
+//!   balancer, and so the last clone of its stack, is dropped.
 //!
 //! A check speaks for its endpoint: an endpoint that serves several models has one
 //! deployment per model, and one check decides for every one of them that is due.
@@ -40,10 +42,14 @@ use crate::health::{EndpointHealth, HealthPolicy, ProbeGuard};
 use crate::select::Member;
 use probe::Verdict;
 
-/// How long to wait before checking again after a check failed here, not upstream (this
-/// process ran out of descriptors or memory): not a failure of the endpoint, but no reason
-/// to spin either.
-const LOCAL_FAILURE_PAUSE: Duration = Duration::from_secs(1);
+/// How long to wait before checking again after a check that told nothing (this process ran
+/// out of descriptors, or the probe service failed in a way nobody recognises): not a
+/// failure of the endpoint, but no reason to spin either.
+const INCONCLUSIVE_PAUSE: Duration = Duration::from_secs(1);
+
+/// The shortest wait before looking again at a cooldown that is over but whose probe slot
+/// someone else holds.
+const SLOT_RECHECK: Duration = Duration::from_secs(1);
 
 /// One endpoint with a check, and its deployments.
 struct Target {
@@ -63,11 +69,11 @@ struct Checked {
     deployments: Box<[(EndpointId, Arc<EndpointHealth>)]>,
 }
 
-/// What one check decides: the deployments whose probe it is, and, for a periodic check,
-/// the healthy ones.
+/// What one check decides for: its deployments by index, with their probe slot when the
+/// check is their half-open probe (`None`: a healthy one, in a periodic check).
 struct Plan {
-    probes: Vec<(usize, ProbeGuard)>,
-    healthy: Vec<usize>,
+    deployments: Vec<(usize, Option<ProbeGuard>)>,
+    periodic: bool,
 }
 
 /// Starts the checker for the `members` whose endpoint has a check, sending checks through
@@ -75,7 +81,7 @@ struct Plan {
 pub(crate) fn spawn<P, RB>(
     members: &[Member],
     policy: HealthPolicy,
-    signal: watch::Receiver<()>,
+    signals: Signals,
     probe: P,
 ) -> bool
 where
@@ -130,11 +136,19 @@ where
         _owned: Owned::new(&targets),
         targets,
         policy,
-        signal,
+        signals,
         probe,
     };
     tokio::spawn(checker.run());
     true
+}
+
+/// What the checker listens to.
+pub(crate) struct Signals {
+    /// Changes when a balancer over the registry ejects a deployment.
+    pub(crate) ejections: watch::Receiver<()>,
+    /// Closes when the checker's balancer is dropped.
+    pub(crate) balancer: watch::Receiver<()>,
 }
 
 struct Checker<P> {
@@ -142,15 +156,18 @@ struct Checker<P> {
     /// Marks the deployments as probed by a checker until the task ends.
     _owned: Owned,
     policy: HealthPolicy,
-    signal: watch::Receiver<()>,
+    signals: Signals,
     probe: P,
 }
 
+/// A check's end: which target, what it found, and whether it was the periodic one.
+type Finished = (usize, Verdict, bool);
+
 enum Event {
-    /// Something may be due: a deadline passed, or the balancer ejected a deployment.
+    /// Something may be due: a deadline passed, or a deployment was ejected.
     Due,
-    /// The check of `targets[index]` ended.
-    Finished(usize, Verdict),
+    /// A check ended.
+    Finished(Finished),
     /// The balancer is gone.
     Stopped,
 }
@@ -175,47 +192,47 @@ where
                     let policy = self.policy;
                     running.push(async move {
                         let verdict = probe::check(&shared, probe).await;
+                        let periodic = plan.periodic;
                         shared.apply(plan, &verdict, policy);
-                        (index, verdict)
+                        (index, verdict, periodic)
                     });
                 }
             }
             let due = self.targets.iter().filter_map(|t| t.next_due(now)).min();
-            match next_event(&mut self.signal, &mut running, due).await {
+            match next_event(&mut self.signals, &mut running, due).await {
                 Event::Stopped => return,
                 Event::Due => {}
-                Event::Finished(index, verdict) => {
-                    let target = &mut self.targets[index];
-                    target.running = false;
-                    if matches!(verdict, Verdict::Local) {
-                        target.not_before = Some(Instant::now() + LOCAL_FAILURE_PAUSE);
-                    }
+                Event::Finished((index, verdict, periodic)) => {
+                    self.targets[index].finished(Instant::now(), &verdict, periodic);
                 }
             }
         }
     }
 }
 
-/// Waits for the balancer's signal, a running check to end, or `due`.
+/// Waits for a signal, a running check to end, or `due`.
 async fn next_event<F>(
-    signal: &mut watch::Receiver<()>,
+    signals: &mut Signals,
     running: &mut FuturesUnordered<F>,
     due: Option<Instant>,
 ) -> Event
 where
-    F: Future<Output = (usize, Verdict)>,
+    F: Future<Output = Finished>,
 {
-    let mut changed = pin!(signal.changed());
+    let mut stopped = pin!(signals.balancer.changed());
+    let mut ejected = pin!(signals.ejections.changed());
     let mut sleep = pin!(due.map(tokio::time::sleep_until));
     poll_fn(|cx| {
-        if let Poll::Ready(changed) = changed.as_mut().poll(cx) {
-            return Poll::Ready(match changed {
-                Ok(()) => Event::Due,
-                Err(_) => Event::Stopped,
-            });
+        // The balancer's sender is never used: its channel only ever closes.
+        if stopped.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Event::Stopped);
         }
-        if let Poll::Ready(Some((index, verdict))) = running.poll_next_unpin(cx) {
-            return Poll::Ready(Event::Finished(index, verdict));
+        if let Poll::Ready(Some(finished)) = running.poll_next_unpin(cx) {
+            return Poll::Ready(Event::Finished(finished));
+        }
+        // The registry outlives every balancer: its channel does not close while we run.
+        if ejected.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Event::Due);
         }
         match sleep.as_mut().as_pin_mut().map(|sleep| sleep.poll(cx)) {
             Some(Poll::Ready(())) => Poll::Ready(Event::Due),
@@ -232,42 +249,64 @@ impl Target {
         if self.running || self.not_before.is_some_and(|t| now < t) {
             return None;
         }
-        let deployments = &self.shared.deployments;
-        let probes: Vec<(usize, ProbeGuard)> = deployments
+        let periodic = self.next_periodic.is_some_and(|due| due <= now);
+        let deployments: Vec<(usize, Option<ProbeGuard>)> = self
+            .shared
+            .deployments
             .iter()
             .enumerate()
-            .filter_map(|(i, (_, health))| Some((i, health.admit_check(now)?)))
+            .filter_map(|(i, (_, health))| match health.admit_check(now) {
+                Some(probe) => Some((i, Some(probe))),
+                None => (periodic && health.is_healthy()).then_some((i, None)),
+            })
             .collect();
-        let mut healthy = Vec::new();
-        if let (Some(due), Some(interval)) = (self.next_periodic, self.shared.check.interval) {
-            if due <= now {
-                healthy = (0..deployments.len())
-                    .filter(|&i| deployments[i].1.is_healthy())
-                    .collect();
-                self.next_periodic = Some(now + jitter(interval, 0.9..1.1));
+        if deployments.is_empty() {
+            if periodic {
+                // Every deployment is out and none is due: nothing to learn now.
+                self.schedule_periodic(now);
             }
-        }
-        if probes.is_empty() && healthy.is_empty() {
             return None;
         }
         self.running = true;
-        Some(Plan { probes, healthy })
+        Some(Plan {
+            deployments,
+            periodic,
+        })
+    }
+
+    /// A check ended at `now`.
+    fn finished(&mut self, now: Instant, verdict: &Verdict, periodic: bool) {
+        self.running = false;
+        if periodic {
+            self.schedule_periodic(now);
+        }
+        if matches!(verdict, Verdict::Inconclusive) {
+            self.not_before = Some(now + INCONCLUSIVE_PAUSE);
+        }
+    }
+
+    fn schedule_periodic(&mut self, now: Instant) {
+        self.next_periodic = self
+            .shared
+            .check
+            .interval
+            .map(|interval| now + jitter(interval, 0.9..1.1));
     }
 
     /// When this endpoint needs the checker next: its periodic check, or the end of a
     /// deployment's cooldown. A cooldown already over whose probe slot someone else holds
     /// (a request sent before this checker started, or another stack's checker on a shared
-    /// registry) is looked at again after the check timeout.
+    /// registry) is looked at again after the check timeout, and at least a second later.
     fn next_due(&self, now: Instant) -> Option<Instant> {
         if self.running {
             return None;
         }
         let cooldowns = self.shared.deployments.iter().filter_map(|(_, health)| {
             let end = health.cooldown_end()?;
-            Some(if end > now {
+            Some(if end > now || !health.probe_in_flight() {
                 end
             } else {
-                now + self.shared.check.timeout
+                now + self.shared.check.timeout.max(SLOT_RECHECK)
             })
         });
         let due = cooldowns.chain(self.next_periodic).min()?;
@@ -280,46 +319,31 @@ impl Checked {
     fn apply(&self, plan: Plan, verdict: &Verdict, policy: HealthPolicy) {
         let now = Instant::now();
         let cooldown = self.endpoint.health_check_interval();
-        for (i, probe) in plan.probes {
+        for (i, probe) in plan.deployments {
             let (id, health) = &self.deployments[i];
+            let was_probe = probe.is_some();
             match verdict {
                 Verdict::Passed { .. } => {
-                    health.record_success(Some(probe));
-                    tracing::info!(endpoint = %id, "health check passed; endpoint restored");
+                    health.check_passed(probe, now);
+                    if was_probe && health.is_on_probation() {
+                        tracing::info!(endpoint = %id, "health check passed; endpoint restored");
+                    }
                 }
                 Verdict::Failed { outcome, hint, .. } => {
-                    if let Some(cooldown) =
-                        health.record_failure(now, cooldown, *hint, Some(probe), policy)
+                    if let Some(cooldown) = health.check_failed(probe, now, cooldown, *hint, policy)
                     {
                         tracing::warn!(
                             endpoint = %id,
                             %outcome,
                             cooldown_ms = cooldown.as_millis() as u64,
-                            "health check failed; endpoint ejected again"
+                            "health check failed; endpoint ejected{}",
+                            verdict.hint()
                         );
                     }
                 }
-                // Not the endpoint's fault: the slot is released, the deployment stays out.
-                Verdict::Local => drop(probe),
-            }
-        }
-        for i in plan.healthy {
-            let (id, health) = &self.deployments[i];
-            match verdict {
-                Verdict::Passed { .. } => health.record_check_passed(),
-                Verdict::Failed { outcome, hint, .. } => {
-                    if let Some(cooldown) =
-                        health.record_failure(now, cooldown, *hint, None, policy)
-                    {
-                        tracing::warn!(
-                            endpoint = %id,
-                            %outcome,
-                            cooldown_ms = cooldown.as_millis() as u64,
-                            "health checks failed; endpoint ejected"
-                        );
-                    }
-                }
-                Verdict::Local => {}
+                // Not the endpoint's doing: a probe slot is released, the deployment stays
+                // as it is.
+                Verdict::Inconclusive => drop(probe),
             }
         }
         if let Some((passed, outcome, latency)) = verdict.record() {

@@ -30,8 +30,9 @@ pub(crate) enum Verdict {
         hint: Option<Duration>,
         latency: Duration,
     },
-    /// This process ran out of a resource: nothing is known about the endpoint.
-    Local,
+    /// Nothing is known about the endpoint: this process ran out of a resource, or the probe
+    /// service failed with an error nobody recognises (as for requests, it is not blamed).
+    Inconclusive,
 }
 
 impl Verdict {
@@ -42,7 +43,23 @@ impl Verdict {
             Self::Failed {
                 outcome, latency, ..
             } => Some((false, outcome, latency)),
-            Self::Local => None,
+            Self::Inconclusive => None,
+        }
+    }
+
+    /// What to look at when a check fails in a way that points at its configuration rather
+    /// than an outage (as text to append to the log line).
+    pub(crate) fn hint(&self) -> &'static str {
+        match self {
+            Self::Failed {
+                outcome: Outcome::Status(status),
+                ..
+            } => match status.as_u16() {
+                401 | 403 => " (is the endpoint's key allowed to call the check's path?)",
+                404 | 405 => " (does the endpoint serve the check's method and path?)",
+                _ => "",
+            },
+            _ => "",
         }
     }
 }
@@ -94,7 +111,15 @@ where
                     "health check not sent: this process ran out of a resource (file \
                      descriptors, memory, ports); the endpoint is not blamed"
                 );
-                Verdict::Local
+                Verdict::Inconclusive
+            }
+            ErrorKind::Unrecognized => {
+                tracing::warn!(
+                    endpoint = %target.endpoint.id(),
+                    "health check failed with an error nobody recognises (see \
+                     ClassifyErrorsLayer); the endpoint is not blamed"
+                );
+                Verdict::Inconclusive
             }
             kind => failed(Outcome::Error(kind), None),
         },

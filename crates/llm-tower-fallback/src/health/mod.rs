@@ -1,0 +1,308 @@
+//! Per-deployment health: the state machine of one deployment (healthy → ejected →
+//! half-open → healthy), its probe slot and in-flight count. What the health checker does to
+//! it is in `checks.rs`; the property test of the whole is in `tests.rs`.
+
+mod checks;
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use llm_tower_core::EndpointId;
+use tokio::time::Instant;
+
+use crate::check::CheckLog;
+use crate::latency::PeakEwma;
+use crate::registry::{EndpointSnapshot, Status};
+
+/// Health settings of a balancer.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct HealthPolicy {
+    pub(crate) unhealthy_threshold: u32,
+    pub(crate) max_cooldown: Duration,
+}
+
+#[derive(Default)]
+struct State {
+    /// Ejections since the last success of a request.
+    ejections: u32,
+    /// `Some` while ejected or half-open: when the cooldown ends.
+    until: Option<Instant>,
+    /// Token of the probe in flight.
+    probe: Option<u64>,
+    next_token: u64,
+    /// Restored by a health check, and no request has succeeded since: requests are let
+    /// through as single tries, and the first failure ejects again with the cooldown
+    /// doubled (a check can pass while what users call is still broken: `/models` answers
+    /// while completions fail, or one model of the endpoint is down).
+    probation: bool,
+}
+
+/// One endpoint's health. Lock-free reads on the healthy path; a small mutex for transitions.
+#[derive(Default)]
+pub(crate) struct EndpointHealth {
+    /// `true` while `state.until` is `Some` or on probation; read without locking on the hot
+    /// path.
+    unhealthy: AtomicBool,
+    /// Failed requests in a row.
+    consecutive_failures: AtomicU32,
+    /// Failed periodic health checks in a row: a count of their own, so that a check that
+    /// passes cannot clear the failures of requests (or the other way round).
+    check_failures: AtomicU32,
+    total_ejections: AtomicU64,
+    in_flight: AtomicUsize,
+    /// Running health checkers that probe this deployment: while there is one, the
+    /// half-open probe is theirs and no request is one.
+    checkers: AtomicU32,
+    state: Mutex<State>,
+    /// For `least_latency`.
+    pub(crate) latency: PeakEwma,
+    /// What the health checker found.
+    pub(crate) checks: CheckLog,
+}
+
+/// Whether a request may go to an endpoint.
+#[derive(Debug)]
+pub(crate) enum Admission {
+    /// Healthy.
+    Open,
+    /// Restored by a health check, not yet by a request: a single try.
+    Probation,
+    /// The request is the half-open probe.
+    Probe(ProbeGuard),
+    /// Cooling down until then (or a probe is already in flight and the cooldown has ended).
+    Closed(Instant),
+}
+
+impl EndpointHealth {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn is_healthy(&self) -> bool {
+        !self.unhealthy.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Decides whether a request may go here now; takes the probe slot when half-open and
+    /// no health checker probes this deployment.
+    pub(crate) fn admit(self: &Arc<Self>, now: Instant) -> Admission {
+        if self.is_healthy() {
+            return Admission::Open;
+        }
+        let mut state = self.lock();
+        match state.until {
+            None if state.probation => Admission::Probation,
+            None => Admission::Open,
+            Some(until)
+                if now < until
+                    || state.probe.is_some()
+                    || self.checkers.load(Ordering::Acquire) > 0 =>
+            {
+                Admission::Closed(until)
+            }
+            Some(_) => Admission::Probe(self.take_probe(&mut state)),
+        }
+    }
+
+    fn take_probe(self: &Arc<Self>, state: &mut State) -> ProbeGuard {
+        state.next_token += 1;
+        let token = state.next_token;
+        state.probe = Some(token);
+        ProbeGuard {
+            cell: Some(self.clone()),
+            token,
+        }
+    }
+
+    /// Counts an attempt in flight until the guard drops.
+    pub(crate) fn start_attempt(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.clone())
+    }
+
+    /// A request succeeded here: everything resets.
+    pub(crate) fn record_success(&self, probe: Option<ProbeGuard>) {
+        // Resetting the state below clears the probe slot; a healthy cell has none to clear.
+        if let Some(probe) = probe {
+            probe.resolved();
+        }
+        if self.is_healthy()
+            && self.consecutive_failures.load(Ordering::Relaxed) == 0
+            && self.check_failures.load(Ordering::Relaxed) == 0
+        {
+            return;
+        }
+        let mut state = self.lock();
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+        self.check_failures.store(0, Ordering::Relaxed);
+        if state.until.is_some() {
+            // Restored: how fast it was before its outage says nothing about now.
+            self.latency.reset();
+        }
+        *state = State {
+            next_token: state.next_token,
+            ..State::default()
+        };
+        self.unhealthy.store(false, Ordering::Release);
+    }
+
+    /// A request exhausted its retries here with a health-relevant failure. Returns the
+    /// cooldown when this failure ejected the endpoint or (below the threshold) when the
+    /// upstream's `Retry-After` hint cooled it down.
+    pub(crate) fn record_failure(
+        &self,
+        now: Instant,
+        interval: Duration,
+        hint: Option<Duration>,
+        probe: Option<ProbeGuard>,
+        policy: HealthPolicy,
+    ) -> Option<Duration> {
+        let mut state = self.lock();
+        let was_probe = resolve(&mut state, probe) | std::mem::take(&mut state.probation);
+        let failures = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        self.fail(&mut state, now, interval, hint, was_probe, failures, policy)
+    }
+
+    /// The `failures`-th failure in a row (of requests or of checks), or of the probe. A probe
+    /// that fails ejects again with the cooldown doubled; otherwise an ejection comes at the
+    /// threshold, and a deployment already out only has its deadline pushed by an explicit
+    /// `Retry-After`.
+    #[allow(clippy::too_many_arguments)]
+    fn fail(
+        &self,
+        state: &mut State,
+        now: Instant,
+        interval: Duration,
+        hint: Option<Duration>,
+        was_probe: bool,
+        failures: u32,
+        policy: HealthPolicy,
+    ) -> Option<Duration> {
+        let hint = hint.map(|h| h.min(policy.max_cooldown));
+        if state.until.is_some() && !was_probe {
+            // A late failure of a request sent before the ejection, or a forced attempt:
+            // only an explicit Retry-After may push the deadline out.
+            if let Some(hint) = hint {
+                extend(&mut state.until, now + hint);
+            }
+            return None;
+        }
+        if !was_probe && failures < policy.unhealthy_threshold {
+            // Below the threshold, but the upstream asked for a pause: honour it, without
+            // counting an ejection.
+            let hint = hint.filter(|h| !h.is_zero())?;
+            extend(&mut state.until, now + hint);
+            self.unhealthy.store(true, Ordering::Release);
+            return Some(hint);
+        }
+        state.ejections = state.ejections.saturating_add(1);
+        let doubling = 2u32.saturating_pow(state.ejections - 1);
+        let cooldown = interval
+            .saturating_mul(doubling)
+            .min(policy.max_cooldown)
+            .max(hint.unwrap_or(Duration::ZERO));
+        extend(&mut state.until, now + cooldown);
+        self.unhealthy.store(true, Ordering::Release);
+        self.total_ejections.fetch_add(1, Ordering::Relaxed);
+        Some(cooldown)
+    }
+
+    fn release_probe(&self, token: u64) {
+        let mut state = self.lock();
+        if state.probe == Some(token) {
+            state.probe = None;
+        }
+    }
+
+    pub(crate) fn snapshot(&self, id: EndpointId, now: Instant) -> EndpointSnapshot {
+        let state = self.lock();
+        let (status, remaining) = match state.until {
+            None => (Status::Healthy, Duration::ZERO),
+            Some(until) if until > now => (Status::Ejected, until - now),
+            Some(_) => (Status::HalfOpen, Duration::ZERO),
+        };
+        let probe_in_flight = state.probe.is_some();
+        let ejections = state.ejections;
+        drop(state);
+        let (checks_passed, checks_failed) = self.checks.counts();
+        EndpointSnapshot {
+            id,
+            status,
+            consecutive_failures: self.consecutive_failures.load(Ordering::Relaxed),
+            ejections,
+            total_ejections: self.total_ejections.load(Ordering::Relaxed),
+            seconds_until_return: remaining.as_secs_f64(),
+            probe_in_flight,
+            in_flight: self.in_flight(),
+            latency_ms: self.latency.last().map(|l| l.as_secs_f64() * 1000.0),
+            last_check: self.checks.last(now),
+            checks_passed,
+            checks_failed,
+        }
+    }
+}
+
+/// Frees the slot of `probe` if it is still the one in flight; returns whether it was.
+fn resolve(state: &mut State, probe: Option<ProbeGuard>) -> bool {
+    probe.is_some_and(|probe| {
+        let current = state.probe == Some(probe.token);
+        if current {
+            state.probe = None;
+        }
+        probe.resolved();
+        current
+    })
+}
+
+/// A later deadline never shortens an existing one.
+fn extend(until: &mut Option<Instant>, deadline: Instant) {
+    *until = Some(until.map_or(deadline, |u| u.max(deadline)));
+}
+
+/// The half-open probe slot. Dropping it unresolved (the request was cancelled, or ended
+/// with an outcome that says nothing about health) frees the slot for the next request.
+pub(crate) struct ProbeGuard {
+    /// `None` once resolved.
+    cell: Option<Arc<EndpointHealth>>,
+    token: u64,
+}
+
+impl ProbeGuard {
+    /// The cell's state has been updated by the caller: nothing to release.
+    fn resolved(mut self) {
+        self.cell = None;
+    }
+}
+
+impl Drop for ProbeGuard {
+    fn drop(&mut self) {
+        if let Some(cell) = self.cell.take() {
+            cell.release_probe(self.token);
+        }
+    }
+}
+
+impl fmt::Debug for ProbeGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProbeGuard")
+            .field("token", &self.token)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Counts an attempt in flight while alive.
+pub(crate) struct InFlight(Arc<EndpointHealth>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests;
