@@ -37,7 +37,7 @@ impl fmt::Debug for HealthRegistry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HealthRegistry")
             .field("endpoints", &self.map.len())
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 

@@ -259,15 +259,11 @@ impl Pool {
             if b >= a {
                 b += 1;
             }
-            let a_first = match self.strategy {
-                Strategy::LeastLatency => {
-                    self.latency_cost(group, tier, a, now) <= self.latency_cost(group, tier, b, now)
-                }
-                _ => {
-                    let in_flight =
-                        |slot: usize| self.members[group.members[slot]].health.in_flight();
-                    in_flight(a) <= in_flight(b)
-                }
+            let a_first = if self.strategy == Strategy::LeastLatency {
+                self.latency_cost(group, tier, a, now) <= self.latency_cost(group, tier, b, now)
+            } else {
+                let in_flight = |slot: usize| self.members[group.members[slot]].health.in_flight();
+                in_flight(a) <= in_flight(b)
             };
             let (first, second) = if a_first { (a, b) } else { (b, a) };
             return self.scan(
@@ -470,6 +466,7 @@ mod tests {
     use super::*;
 
     #[tokio::test(start_paused = true)]
+    #[allow(clippy::float_cmp)] // the same inputs give the same cost, exactly
     async fn a_deployment_without_a_score_starts_at_its_tiers_median() {
         let endpoints = ["a", "b", "c", "d"]
             .map(|id| Endpoint::builder(id, "http://127.0.0.1:1").build().unwrap());
