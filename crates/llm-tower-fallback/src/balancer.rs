@@ -5,16 +5,15 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use http::{Request, Response};
-use http_body::Body;
+use http::Response;
 use llm_tower_core::{
-    BoxError, BufferedBody, Classification, CooldownHint, Endpoint, Error, ErrorKind, ModelInBody,
-    ModelName, classify, find_model, retry_after,
+    BoxError, Classification, CooldownHint, Endpoint, Error, ErrorKind, ModelInBody, ModelName,
+    classify, find_model, retry_after,
 };
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tower::Service;
 
+use crate::check::CheckService;
 use crate::health::{HealthPolicy, ProbeGuard};
 use crate::models::ModelFallbacks;
 use crate::registry::HealthRegistry;
@@ -99,15 +98,7 @@ impl Balancer {
 
     /// Starts the health checker of this balancer's endpoints with a `health_check`, sending
     /// checks through `probe`; once per balancer. Returns whether it started now.
-    pub(crate) fn start_health_checks<P, RB>(&self, probe: P) -> bool
-    where
-        P: Service<Request<BufferedBody>, Response = Response<RB>> + Clone + Send + 'static,
-        P::Error: Into<BoxError>,
-        P::Future: Send,
-        RB: Body + Send + 'static,
-        RB::Data: Send,
-        RB::Error: Into<BoxError>,
-    {
+    pub(crate) fn start_health_checks(&self, probe: impl CheckService) -> bool {
         if !self
             .pool
             .members

@@ -4,10 +4,10 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Request, Response};
-use http_body::Body;
-use llm_tower_core::{BoxError, BufferedBody, ConfigError, Endpoint, EndpointId, ModelRoute};
-use tower::{Layer, Service};
+use llm_tower_core::{ConfigError, Endpoint, EndpointId, ModelRoute};
+use tower::Layer;
+
+use crate::check::CheckService;
 
 use crate::balancer::Balancer;
 use crate::models::ModelFallbacks;
@@ -245,15 +245,7 @@ impl FallbackLayer {
     /// assert!(registry.get("a").unwrap().last_check.unwrap().passed);
     /// # }
     /// ```
-    pub fn start_health_checks<P, RB>(&self, probe: P) -> bool
-    where
-        P: Service<Request<BufferedBody>, Response = Response<RB>> + Clone + Send + 'static,
-        P::Error: Into<BoxError>,
-        P::Future: Send,
-        RB: Body + Send + 'static,
-        RB::Data: Send,
-        RB::Error: Into<BoxError>,
-    {
+    pub fn start_health_checks(&self, probe: impl CheckService) -> bool {
         self.balancer.start_health_checks(probe)
     }
 }

@@ -72,7 +72,7 @@ mod service;
 mod settings;
 
 pub use body::ResponseBody;
-pub use check::CheckSnapshot;
+pub use check::{CheckService, CheckSnapshot};
 pub use layer::{FallbackBuilder, FallbackLayer};
 pub use models::ModelFallbacks;
 pub use registry::{EndpointSnapshot, HealthRegistry, Status};

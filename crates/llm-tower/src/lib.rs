@@ -70,7 +70,7 @@ pub use llm_tower_core::{
     Outcome, Provider, ProviderName, RetryPolicy, Secret, Selected, SingleTry, strip_hop_by_hop,
 };
 pub use llm_tower_fallback::{
-    CheckSnapshot, EndpointSnapshot, Fallback, FallbackBuilder, FallbackLayer, FallbackSettings,
-    HealthRegistry, ModelFallbacks, Status, Strategy, WhenAllUnhealthy,
+    CheckService, CheckSnapshot, EndpointSnapshot, Fallback, FallbackBuilder, FallbackLayer,
+    FallbackSettings, HealthRegistry, ModelFallbacks, Status, Strategy, WhenAllUnhealthy,
 };
 pub use llm_tower_retry::{Retry, RetryBudget, RetryLayer, RetrySettings};

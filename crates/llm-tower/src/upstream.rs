@@ -1,14 +1,13 @@
 //! [`Upstream`]: the whole stack, built in the one order that works.
 
-use http::{HeaderValue, Request, Response};
-use http_body::Body;
+use http::HeaderValue;
 use llm_tower_auth::{Auth, AuthLayer};
-use llm_tower_core::{BoxError, BufferedBody, ConfigError, Endpoint};
+use llm_tower_core::{ConfigError, Endpoint};
 use llm_tower_fallback::{
-    Fallback, FallbackLayer, FallbackSettings, HealthRegistry, ModelFallbacks,
+    CheckService, Fallback, FallbackLayer, FallbackSettings, HealthRegistry, ModelFallbacks,
 };
 use llm_tower_retry::{Retry, RetryLayer, RetrySettings};
-use tower::{Layer, Service};
+use tower::Layer;
 
 use crate::client::{ClientSettings, HttpClient};
 use crate::error_response::{ErrorResponse, ErrorResponseLayer};
@@ -299,14 +298,9 @@ impl UpstreamLayer {
     /// let _service = layer.layer(client);
     /// # }
     /// ```
-    pub fn start_health_checks<S, RB>(&self, inner: S) -> bool
+    pub fn start_health_checks<S>(&self, inner: S) -> bool
     where
-        S: Service<Request<BufferedBody>, Response = Response<RB>> + Clone + Send + 'static,
-        S::Error: Into<BoxError>,
-        S::Future: Send,
-        RB: Body + Send + 'static,
-        RB::Data: Send,
-        RB::Error: Into<BoxError>,
+        Auth<S>: CheckService,
     {
         self.fallback.start_health_checks(self.auth.layer(inner))
     }

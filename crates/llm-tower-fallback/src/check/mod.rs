@@ -19,6 +19,7 @@
 
 mod probe;
 mod record;
+mod service;
 
 use std::future::{Future, poll_fn};
 use std::pin::pin;
@@ -28,15 +29,14 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use http::{Request, Response, Uri};
-use http_body::Body;
-use llm_tower_core::{BoxError, BufferedBody, Endpoint, EndpointId, HealthCheck};
+use http::Uri;
+use llm_tower_core::{Endpoint, EndpointId, HealthCheck};
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tower::Service;
 
 pub(crate) use record::CheckLog;
 pub use record::CheckSnapshot;
+pub use service::CheckService;
 
 use crate::health::{EndpointHealth, HealthPolicy, ProbeGuard};
 use crate::select::Member;
@@ -78,20 +78,12 @@ struct Plan {
 
 /// Starts the checker for the `members` whose endpoint has a check, sending checks through
 /// `probe`. Returns `false` when no endpoint has one.
-pub(crate) fn spawn<P, RB>(
+pub(crate) fn spawn<P: CheckService>(
     members: &[Member],
     policy: HealthPolicy,
     signals: Signals,
     probe: P,
-) -> bool
-where
-    P: Service<Request<BufferedBody>, Response = Response<RB>> + Clone + Send + 'static,
-    P::Error: Into<BoxError>,
-    P::Future: Send,
-    RB: Body + Send + 'static,
-    RB::Data: Send,
-    RB::Error: Into<BoxError>,
-{
+) -> bool {
     let now = Instant::now();
     // Members of one endpoint are next to each other (the pool is built endpoint by endpoint).
     let mut targets: Vec<Target> = Vec::new();
@@ -172,15 +164,7 @@ enum Event {
     Stopped,
 }
 
-impl<P, RB> Checker<P>
-where
-    P: Service<Request<BufferedBody>, Response = Response<RB>> + Clone + Send + 'static,
-    P::Error: Into<BoxError>,
-    P::Future: Send,
-    RB: Body + Send + 'static,
-    RB::Data: Send,
-    RB::Error: Into<BoxError>,
-{
+impl<P: CheckService> Checker<P> {
     async fn run(mut self) {
         let mut running = FuturesUnordered::new();
         loop {

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use bytes::Buf;
-use http::{Request, Response, StatusCode};
+use http::{Request, StatusCode};
 use http_body::Body;
 use http_body_util::BodyExt;
 use llm_tower_core::{
@@ -11,9 +11,9 @@ use llm_tower_core::{
     retry_after,
 };
 use tokio::time::Instant;
-use tower::{Service, ServiceExt};
+use tower::ServiceExt;
 
-use super::Checked;
+use super::{CheckService, Checked};
 
 /// What a check found.
 #[derive(Debug)]
@@ -67,13 +67,7 @@ impl Verdict {
 /// Sends the check of `target` through `probe` (auth and the client, never retry) and judges
 /// the answer by the check's `expect`. The response body is read (up to 64 KiB, within the
 /// timeout) so that the pooled connection can be used again.
-pub(crate) async fn check<P, RB>(target: &Checked, mut probe: P) -> Verdict
-where
-    P: Service<Request<BufferedBody>, Response = Response<RB>>,
-    P::Error: Into<BoxError>,
-    RB: Body,
-    RB::Error: Into<BoxError>,
-{
+pub(crate) async fn check<P: CheckService>(target: &Checked, mut probe: P) -> Verdict {
     let check = &target.check;
     let mut request = Request::new(BufferedBody::default());
     *request.method_mut() = check.method.clone();

@@ -40,7 +40,13 @@ struct State {
 }
 
 /// One endpoint's health. Lock-free reads on the healthy path; a small mutex for transitions.
+///
+/// `repr(C)`, hot fields first: the healthy path reads and writes only the atomics at the
+/// top, which then share one cache line, while the state, the latency score and the check
+/// log (a few hundred bytes, touched on transitions, by `least_latency` and by the checker)
+/// follow. A balancer over 1 024 deployments touches a different cell on every request.
 #[derive(Default)]
+#[repr(C)]
 pub(crate) struct EndpointHealth {
     /// `true` while `state.until` is `Some` or on probation; read without locking on the hot
     /// path.
@@ -50,11 +56,11 @@ pub(crate) struct EndpointHealth {
     /// Failed periodic health checks in a row: a count of their own, so that a check that
     /// passes cannot clear the failures of requests (or the other way round).
     check_failures: AtomicU32,
-    total_ejections: AtomicU64,
-    in_flight: AtomicUsize,
     /// Running health checkers that probe this deployment: while there is one, the
     /// half-open probe is theirs and no request is one.
     checkers: AtomicU32,
+    in_flight: AtomicUsize,
+    total_ejections: AtomicU64,
     state: Mutex<State>,
     /// For `least_latency`.
     pub(crate) latency: PeakEwma,
