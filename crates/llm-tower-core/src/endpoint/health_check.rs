@@ -17,8 +17,10 @@ use super::BaseUrl;
 /// never through retry:
 ///
 /// - when an ejected endpoint's cooldown ends, the checker is its half-open probe (no user
-///   request is): a check that passes restores it, one that fails ejects it again with the
-///   usual doubling (and at least the response's `Retry-After`);
+///   request is): a check that fails ejects it again with the usual doubling (and at least
+///   the response's `Retry-After`); one that passes restores it on probation, where
+///   requests are single tries until one succeeds and the first failure ejects it again,
+///   escalating (a check can pass while completions fail);
 /// - with `interval`, healthy endpoints are checked too, and `unhealthy_threshold`
 ///   consecutive failed checks eject an endpoint before users reach it.
 ///

@@ -57,7 +57,7 @@ struct Target {
     running: bool,
     /// When the next periodic check is due (`None` without `interval`).
     next_periodic: Option<Instant>,
-    /// No check before then (after a local failure).
+    /// No check before then (after an inconclusive one).
     not_before: Option<Instant>,
 }
 
