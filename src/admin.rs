@@ -16,14 +16,24 @@ pub(crate) fn healthz() -> Router {
     Router::new().route("/healthz", get(|| async { "ok\n" }))
 }
 
-/// The admin routes over `registry`: `/upstreams`, and `/metrics` with a Prometheus handle.
-pub(crate) fn routes(registry: &HealthRegistry, metrics: Option<PrometheusHandle>) -> Router {
+/// The admin routes over `registry`: `/upstreams` (with the configuration's `generation`),
+/// and `/metrics` with a Prometheus handle.
+pub(crate) fn routes(
+    registry: &HealthRegistry,
+    metrics: Option<PrometheusHandle>,
+    generation: Generation,
+) -> Router {
     let snapshot_registry = registry.clone();
     let mut router = Router::new().route(
         "/upstreams",
         get(move || {
             let registry = snapshot_registry.clone();
-            async move { json_response(&registry.snapshot()) }
+            async move {
+                json_response(&Upstreams {
+                    config: generation,
+                    upstreams: registry.snapshot(),
+                })
+            }
         }),
     );
     if let Some(handle) = metrics {
@@ -48,8 +58,65 @@ pub(crate) fn routes(registry: &HealthRegistry, metrics: Option<PrometheusHandle
     router
 }
 
+/// `GET /upstreams`: which configuration is in force, and the health of its deployments.
+#[derive(serde::Serialize)]
+struct Upstreams {
+    config: Generation,
+    upstreams: Vec<llm_tower::EndpointSnapshot>,
+}
+
+/// A configuration as loaded: its number (1 at start, one more for each reload that took
+/// effect) and when it was loaded.
+///
+/// ```
+/// use llm_tower_gateway::Generation;
+///
+/// let first = Generation::first();
+/// assert_eq!(first.number, 1);
+/// assert_eq!(first.next().number, 2);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Generation {
+    /// 1 for the configuration the gateway started with.
+    #[serde(rename = "generation")]
+    pub number: u64,
+    /// Seconds since the Unix epoch.
+    #[serde(rename = "loaded_at_unix")]
+    pub loaded_at: u64,
+}
+
+impl Generation {
+    /// The configuration the gateway starts with, loaded now.
+    pub fn first() -> Self {
+        Self {
+            number: 1,
+            loaded_at: unix_now(),
+        }
+    }
+
+    /// The one after this, loaded now.
+    #[must_use]
+    pub fn next(self) -> Self {
+        Self {
+            number: self.number + 1,
+            loaded_at: unix_now(),
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::UNIX_EPOCH
+        .elapsed()
+        .map_or(0, |since| since.as_secs())
+}
+
 /// Histogram samples are kept until upkeep folds them into buckets; without it they pile up.
+/// One task for the process, however often the routes are rebuilt (each reload does).
 fn spawn_metrics_upkeep(handle: PrometheusHandle) {
+    static STARTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if STARTED.swap(true, std::sync::atomic::Ordering::AcqRel) {
+        return;
+    }
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
         runtime.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(5));

@@ -18,6 +18,8 @@ pub enum Command {
         config: Option<String>,
         /// Overrides the file's `listen`.
         listen: Option<String>,
+        /// Reload when the file changes (as on SIGHUP).
+        watch: bool,
     },
     /// Validate a configuration file and exit: 0 when it is valid, 2 with the error when not.
     Check {
@@ -34,13 +36,14 @@ pub enum Command {
 
 /// The usage text.
 pub const USAGE: &str = "\
-usage: llm-tower-gateway [--config FILE] [--listen ADDR]
+usage: llm-tower-gateway [--config FILE [--watch]] [--listen ADDR]
        llm-tower-gateway --config FILE --check
        llm-tower-gateway --version | --help
 
   -c, --config FILE   a .yaml, .yml, .toml or .json configuration file
   -l, --listen ADDR   listen here (overrides the file's `listen`), e.g. 127.0.0.1:8080
       --check         validate the configuration and exit (0 valid, 2 invalid)
+      --watch         reload the configuration when the file changes (SIGHUP always does)
   -V, --version       print the version
   -h, --help          print this text
 
@@ -56,6 +59,7 @@ impl Command {
         let mut config = None;
         let mut listen = None;
         let mut check = false;
+        let mut watch = false;
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
             let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
@@ -63,6 +67,7 @@ impl Command {
                 "--config" | "-c" => config = Some(value("--config")?),
                 "--listen" | "-l" => listen = Some(value("--listen")?),
                 "--check" => check = true,
+                "--watch" => watch = true,
                 "--version" | "-V" => return Ok(Self::Version),
                 "--help" | "-h" => return Ok(Self::Help),
                 other => return Err(format!("unknown argument `{other}`")),
@@ -72,6 +77,13 @@ impl Command {
             let config = config.ok_or("--check needs --config FILE")?;
             return Ok(Self::Check { config, listen });
         }
-        Ok(Self::Serve { config, listen })
+        if watch && config.is_none() {
+            return Err("--watch needs --config FILE".into());
+        }
+        Ok(Self::Serve {
+            config,
+            listen,
+            watch,
+        })
     }
 }

@@ -31,11 +31,16 @@ mod client_auth;
 mod config;
 mod demo;
 mod models;
+mod reload;
 mod router;
 mod server;
+mod watch;
 
+pub use admin::Generation;
 pub use client_auth::{ClientAuth, ClientKey};
 pub use config::{DEFAULT_LISTEN, DEFAULT_MOUNT, GatewayConfig};
 pub use demo::{Demo, demo};
+pub use reload::{Reloaded, Reloader};
 pub use router::{App, Routes, router};
-pub use server::{ServerSettings, serve, shutdown_signal};
+pub use server::{LiveRoutes, ServerSettings, serve, shutdown_signal};
+pub use watch::FileChanges;

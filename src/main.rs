@@ -13,8 +13,10 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
 use llm_tower_gateway::cli::{Command, USAGE};
-use llm_tower_gateway::{DEFAULT_LISTEN, GatewayConfig};
+use llm_tower_gateway::{DEFAULT_LISTEN, GatewayConfig, LiveRoutes, Reloader};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use tracing_subscriber::EnvFilter;
 
@@ -55,7 +57,11 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Serve { config, listen } => {
+        Command::Serve {
+            config,
+            listen,
+            watch,
+        } => {
             tracing_subscriber::fmt()
                 // Colours for a terminal, not for a file or a log collector.
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
@@ -70,12 +76,12 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            runtime.block_on(serve(config, listen))
+            runtime.block_on(serve(config, listen, watch))
         }
     }
 }
 
-async fn serve(config_path: Option<String>, listen: Option<String>) -> ExitCode {
+async fn serve(config_path: Option<String>, listen: Option<String>, watch: bool) -> ExitCode {
     // The demo's providers must outlive the server.
     let (config, demo) = match load(config_path.as_deref(), listen.as_deref()).await {
         Ok(loaded) => loaded,
@@ -89,12 +95,21 @@ async fn serve(config_path: Option<String>, listen: Option<String>) -> ExitCode 
             None
         }
     };
-    let app = match llm_tower_gateway::router(&config, metrics) {
+    let app = match llm_tower_gateway::router(&config, metrics.clone()) {
         Ok(app) => app,
         Err(err) => {
             eprintln!("error: {err}");
             return ExitCode::from(2);
         }
+    };
+    // The routes are served through the reloader, so that SIGHUP (and `--watch`) reach them.
+    let reloader = config_path.as_ref().map(|path| {
+        Arc::new(Reloader::new(path, config.clone(), &app, metrics).listen_override(listen.clone()))
+    });
+    spawn_reloads(reloader.clone(), watch);
+    let (main_routes, admin_routes) = match &reloader {
+        Some(reloader) => (reloader.main().clone(), reloader.admin().cloned()),
+        None => (LiveRoutes::new(app.main), app.admin.map(LiveRoutes::new)),
     };
     let listener = match bind(config.listen).await {
         Ok(listener) => listener,
@@ -107,7 +122,7 @@ async fn serve(config_path: Option<String>, listen: Option<String>) -> ExitCode 
         std::io::stdout(),
         "llm-tower gateway listening on http://{addr}{mount}"
     );
-    let admin = match (app.admin, config.admin_listen) {
+    let admin = match (admin_routes, config.admin_listen) {
         (Some(router), Some(admin_addr)) => match bind(admin_addr).await {
             Ok(listener) => {
                 let addr = listener.local_addr().unwrap_or(admin_addr);
@@ -136,7 +151,7 @@ async fn serve(config_path: Option<String>, listen: Option<String>) -> ExitCode 
     };
     let main = llm_tower_gateway::serve(
         listener,
-        app.main,
+        main_routes,
         &config.server,
         until_stopped(stopped.clone()),
     );
@@ -159,6 +174,46 @@ async fn serve(config_path: Option<String>, listen: Option<String>) -> ExitCode 
             eprintln!("error: {err}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Reloads on SIGHUP and, with `watch`, when the file changes. Without a file (the demo),
+/// SIGHUP is logged and ignored.
+fn spawn_reloads(reloader: Option<Arc<Reloader>>, watch: bool) {
+    let reload = |reloader: &Reloader, why: &str| match reloader.reload() {
+        Ok(report) => tracing::info!(why, "{report}"),
+        Err(err) => tracing::error!(
+            why,
+            "configuration not reloaded, the running one stays: {err}"
+        ),
+    };
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let reloader = reloader.clone();
+        match signal(SignalKind::hangup()) {
+            Ok(mut hangups) => {
+                tokio::spawn(async move {
+                    while hangups.recv().await.is_some() {
+                        if let Some(reloader) = &reloader {
+                            reload(reloader, "SIGHUP");
+                        } else {
+                            tracing::warn!("SIGHUP: the demo has no configuration file to reload");
+                        }
+                    }
+                });
+            }
+            Err(err) => tracing::warn!("SIGHUP will not reload: {err}"),
+        }
+    }
+    if let (true, Some(reloader)) = (watch, reloader) {
+        tokio::spawn(async move {
+            let mut changes = llm_tower_gateway::FileChanges::new(reloader.path());
+            loop {
+                changes.next().await;
+                reload(&reloader, "the file changed");
+            }
+        });
     }
 }
 

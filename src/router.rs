@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
 use http::{HeaderName, HeaderValue};
-use llm_tower::{ConfigError, HealthRegistry, Upstream};
+use llm_tower::{ConfigError, EndpointId, HealthRegistry, Upstream};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower::ServiceBuilder;
 use tower_http::ServiceBuilderExt;
@@ -17,7 +17,7 @@ use tower_http::validate_request::ValidateRequestHeaderLayer;
 use tracing::Level;
 
 use crate::GatewayConfig;
-use crate::admin;
+use crate::admin::{self, Generation};
 use crate::client_auth::ClientKeys;
 use crate::models;
 use crate::server::Direct;
@@ -47,6 +47,8 @@ pub struct App {
     pub admin: Option<Router>,
     /// The health of every endpoint.
     pub health: HealthRegistry,
+    /// The deployments the stack balances over (a reload forgets the health of the others).
+    pub(crate) deployment_ids: Vec<EndpointId>,
 }
 
 /// The main listener's routes: an axum [`Router`] that is complete on its own (serve it with
@@ -109,17 +111,29 @@ pub fn router(
     config: &GatewayConfig,
     metrics: Option<PrometheusHandle>,
 ) -> Result<App, ConfigError> {
+    build(config, metrics, HealthRegistry::new(), Generation::first())
+}
+
+/// [`router`] over an existing `registry` (a reload keeps the health of every deployment
+/// that still exists), for configuration `generation`.
+pub(crate) fn build(
+    config: &GatewayConfig,
+    metrics: Option<PrometheusHandle>,
+    registry: HealthRegistry,
+    generation: Generation,
+) -> Result<App, ConfigError> {
     config.validate()?;
     let upstream = Upstream::from_config(&config.upstream)?
+        .registry(registry.clone())
         .response_headers(true)
         .metrics(metrics.is_some())
         .access_log(true);
-    let registry = upstream.health().clone();
     let service = upstream.build()?;
+    let deployment_ids = service.get_ref().deployment_ids().cloned().collect();
     let keys = config.client_auth.as_ref().map(ClientKeys::new);
     let ids = SequentialRequestId::new();
 
-    let admin_routes = admin::routes(&registry, metrics);
+    let admin_routes = admin::routes(&registry, metrics, generation);
     let (mut protected, admin) = match config.admin_listen {
         Some(_) => (Router::new(), Some(admin::healthz().merge(admin_routes))),
         None => (admin_routes, None),
@@ -170,6 +184,7 @@ pub fn router(
         main,
         admin,
         health: registry,
+        deployment_ids,
     })
 }
 

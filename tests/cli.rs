@@ -401,3 +401,116 @@ async fn out_of_file_descriptors_the_gateway_backs_off_and_recovers() {
         "logged more than once a second: {complaints}\n{log}"
     );
 }
+
+/// The configuration generation `/upstreams` reports, once it satisfies `done` (a bounded
+/// number of looks: a reload happens when the binary gets to it).
+async fn generation_once(url: &str, done: impl Fn(u64, &[String]) -> bool) -> (u64, Vec<String>) {
+    use http_body_util::BodyExt;
+    let upstreams = format!("{}/upstreams", url.trim_end_matches("/v1"));
+    let client = client();
+    for _ in 0..500 {
+        let response = client.get(upstreams.parse().unwrap()).await.unwrap();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let generation = json["config"]["generation"].as_u64().unwrap();
+        let ids: Vec<String> = json["upstreams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["id"].as_str().unwrap().to_owned())
+            .collect();
+        if done(generation, &ids) {
+            return (generation, ids);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("{upstreams} never got there");
+}
+
+fn reload_config(upstream: &str, ids: &[&str]) -> String {
+    use std::fmt::Write as _;
+    let mut file = String::from("listen: 127.0.0.1:0\nendpoints:\n");
+    for id in ids {
+        let _ = writeln!(file, "  - {{ id: {id}, base_url: '{upstream}' }}");
+    }
+    file
+}
+
+#[test]
+fn sighup_reloads_the_file_and_a_bad_one_changes_nothing() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mock = llm_tower_mock::MockProvider::start().await.unwrap();
+        let path = temp_file("sighup.yaml", &reload_config(&mock.base_url(), &["a"]));
+        let mut command = Command::new(BIN);
+        command.args(["--config", path.to_str().unwrap()]);
+        let (running, url, lines) = launch(command);
+        let (log, logged) = std::sync::mpsc::channel();
+        std::thread::spawn(move || lines.map_while(Result::ok).for_each(|l| drop(log.send(l))));
+        let hangup = || {
+            let pid = running.0.id().to_string();
+            assert!(
+                Command::new("kill")
+                    .args(["-HUP", &pid])
+                    .status()
+                    .unwrap()
+                    .success()
+            );
+        };
+
+        std::fs::write(&path, reload_config(&mock.base_url(), &["a", "b"])).unwrap();
+        hangup();
+        let (generation, ids) = generation_once(&url, |g, _| g == 2).await;
+        assert_eq!(
+            (generation, ids.as_slice()),
+            (2, ["a".to_owned(), "b".to_owned()].as_slice())
+        );
+        let response = client().request(post(&url, "{}")).await.unwrap();
+        assert_eq!(response.status(), 200);
+
+        std::fs::write(
+            &path,
+            "endpoints: [{ id: a, base_url: 'http://h', weight: 0 }]\n",
+        )
+        .unwrap();
+        hangup();
+        let line = (0..100)
+            .find_map(|_| {
+                let line = logged
+                    .recv_timeout(std::time::Duration::from_millis(100))
+                    .ok()?;
+                line.contains("configuration not reloaded").then_some(line)
+            })
+            .expect("the refusal is logged");
+        assert!(line.contains("endpoint `a`: weight"), "{line}");
+        let (generation, ids) = generation_once(&url, |_, _| true).await;
+        assert_eq!(
+            (generation, ids.len()),
+            (2, 2),
+            "the running configuration stays"
+        );
+    });
+}
+
+#[test]
+fn watch_reloads_when_the_file_changes() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mock = llm_tower_mock::MockProvider::start().await.unwrap();
+        let path = temp_file("watch.yaml", &reload_config(&mock.base_url(), &["a"]));
+        let mut command = Command::new(BIN);
+        command.args(["--config", path.to_str().unwrap(), "--watch"]);
+        let (_running, url, lines) = launch(command);
+        std::thread::spawn(move || lines.for_each(drop));
+        std::fs::write(&path, reload_config(&mock.base_url(), &["a", "c"])).unwrap();
+        let (generation, ids) = generation_once(&url, |_, ids| ids.len() == 2).await;
+        assert_eq!(generation, 2, "one reload for one change");
+        assert_eq!(ids, ["a", "c"]);
+    });
+}

@@ -340,6 +340,9 @@ async fn admin_routes() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let upstreams = gw.json("/upstreams").await;
+    assert_eq!(upstreams["config"]["generation"], 1);
+    assert!(upstreams["config"]["loaded_at_unix"].as_u64().unwrap() > 1_700_000_000);
+    let upstreams = &upstreams["upstreams"];
     assert_eq!(upstreams[0]["id"], "only");
     assert_eq!(upstreams[0]["status"], "healthy");
     assert!(!upstreams.to_string().contains("sk-upstream"));

@@ -5,6 +5,7 @@
 mod body;
 mod conn;
 mod direct;
+mod live;
 mod service;
 mod settings;
 
@@ -24,12 +25,12 @@ use tokio::time::Instant;
 
 use conn::{ConnState, Timeouts, TrackedIo};
 pub(crate) use direct::Direct;
+pub use live::LiveRoutes;
 use service::TrackedService;
 pub use settings::ServerSettings;
 
-use crate::Routes;
-
-/// Serves `routes` (an axum `Router`, or the gateway's [`Routes`]) on `listener` until
+/// Serves `routes` (an axum `Router`, the gateway's [`Routes`](crate::Routes), or [`LiveRoutes`] that
+/// a reload can replace) on `listener` until
 /// `shutdown` completes, then drains: accepting stops,
 /// in-flight requests and streams may finish for `settings.shutdown_grace`, and what is left
 /// after that is cut (and counted in the log).
@@ -45,7 +46,7 @@ use crate::Routes;
 /// that can fail for good.
 pub async fn serve(
     listener: TcpListener,
-    routes: impl Into<Routes>,
+    routes: impl Into<LiveRoutes>,
     settings: &ServerSettings,
     shutdown: impl Future<Output = ()> + Send,
 ) -> io::Result<()> {

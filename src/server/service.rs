@@ -23,23 +23,30 @@ use tower::Service;
 use super::body::BodyDeadline;
 use super::conn::ConnState;
 use super::direct::{Answer, DirectBody, DirectFuture};
+use super::live::LiveRoutes;
 use crate::Routes;
 
 #[derive(Clone)]
 pub(crate) struct TrackedService {
+    live: LiveRoutes,
+    /// The routes of `generation`, as this connection last saw them.
     routes: Routes,
+    generation: u64,
     state: Arc<ConnState>,
     body_read_timeout: Option<Duration>,
 }
 
 impl TrackedService {
     pub(crate) fn new(
-        routes: Routes,
+        live: LiveRoutes,
         state: Arc<ConnState>,
         body_read_timeout: Option<Duration>,
     ) -> Self {
+        let (generation, routes) = live.current();
         Self {
+            live,
             routes,
+            generation,
             state,
             body_read_timeout,
         }
@@ -58,6 +65,10 @@ impl Service<Request<Incoming>> for TrackedService {
 
     fn call(&mut self, mut request: Request<Incoming>) -> TrackedFuture {
         self.state.request_started();
+        if self.live.generation() != self.generation {
+            // The configuration was reloaded: this request and the next use the new routes.
+            (self.generation, self.routes) = self.live.current();
+        }
         mark_credentials_sensitive(request.headers_mut());
         if let Some(refusal) = host_problem(&request) {
             return TrackedFuture::refused(refusal, Done(self.state.clone()));

@@ -206,7 +206,8 @@ impl Gateway {
 
     pub async fn upstream(&self, id: &str) -> Value {
         let all = self.json("/upstreams").await;
-        all.as_array()
+        all["upstreams"]
+            .as_array()
             .unwrap()
             .iter()
             .find(|e| e["id"] == id)

@@ -83,6 +83,24 @@ impl HealthRegistry {
         snapshot
     }
 
+    /// Forgets every deployment for which `keep` is false (a reloaded configuration no longer
+    /// has it). Stacks still running over a forgotten deployment keep its cell until they
+    /// end; a later stack with the same id starts fresh.
+    ///
+    /// ```
+    /// use llm_tower_core::Endpoint;
+    /// use llm_tower_fallback::{FallbackLayer, HealthRegistry};
+    ///
+    /// let registry = HealthRegistry::new();
+    /// let endpoints = ["a", "b"].map(|id| Endpoint::builder(id, "http://127.0.0.1:1").build().unwrap());
+    /// let _layer = FallbackLayer::builder(endpoints).build(registry.clone()).unwrap();
+    /// registry.retain(|id| id.as_str() == "a");
+    /// assert!(registry.get("a").is_some() && registry.get("b").is_none());
+    /// ```
+    pub fn retain(&self, mut keep: impl FnMut(&EndpointId) -> bool) {
+        self.map.retain(|id, _| keep(id));
+    }
+
     /// The state of one endpoint, if it is known.
     pub fn get(&self, id: &str) -> Option<EndpointSnapshot> {
         let cell = self.map.get(id).map(|c| c.clone())?;

@@ -38,6 +38,23 @@ impl<S> Fallback<S> {
     }
 
     llm_tower_core::define_inner_service_accessors!();
+
+    /// The deployment ids this service balances over (see
+    /// [`FallbackLayer::deployments`](crate::FallbackLayer::deployments)), in priority order.
+    ///
+    /// ```
+    /// use llm_tower_core::Endpoint;
+    /// use llm_tower_fallback::{FallbackLayer, HealthRegistry};
+    /// use tower::Layer;
+    ///
+    /// let endpoints = [Endpoint::builder("a", "http://127.0.0.1:1").models(["m1", "m2"]).build().unwrap()];
+    /// let service = FallbackLayer::builder(endpoints).build(HealthRegistry::new()).unwrap().layer(());
+    /// let ids: Vec<_> = service.deployment_ids().map(|id| id.as_str()).collect();
+    /// assert_eq!(ids, ["a/m1", "a/m2"]);
+    /// ```
+    pub fn deployment_ids(&self) -> impl Iterator<Item = &llm_tower_core::EndpointId> {
+        self.balancer.pool.members.iter().map(|m| &m.id)
+    }
 }
 
 impl<S: fmt::Debug> fmt::Debug for Fallback<S> {
