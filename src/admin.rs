@@ -114,10 +114,13 @@ fn unix_now() -> u64 {
 /// One task for the process, however often the routes are rebuilt (each reload does).
 fn spawn_metrics_upkeep(handle: PrometheusHandle) {
     static STARTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
     if STARTED.swap(true, std::sync::atomic::Ordering::AcqRel) {
         return;
     }
-    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+    {
         runtime.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(5));
             loop {

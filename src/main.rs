@@ -82,6 +82,11 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config_path: Option<String>, listen: Option<String>, watch: bool) -> ExitCode {
+    // Looked at before the file is read: a change made while it loads is not missed.
+    let changes = config_path
+        .as_ref()
+        .filter(|_| watch)
+        .map(llm_tower_gateway::FileChanges::new);
     // The demo's providers must outlive the server.
     let (config, demo) = match load(config_path.as_deref(), listen.as_deref()).await {
         Ok(loaded) => loaded,
@@ -102,14 +107,18 @@ async fn serve(config_path: Option<String>, listen: Option<String>, watch: bool)
             return ExitCode::from(2);
         }
     };
-    // The routes are served through the reloader, so that SIGHUP (and `--watch`) reach them.
-    let reloader = config_path.as_ref().map(|path| {
-        Arc::new(Reloader::new(path, config.clone(), &app, metrics).listen_override(listen.clone()))
-    });
-    spawn_reloads(reloader.clone(), watch);
-    let (main_routes, admin_routes) = match &reloader {
-        Some(reloader) => (reloader.main().clone(), reloader.admin().cloned()),
-        None => (LiveRoutes::new(app.main), app.admin.map(LiveRoutes::new)),
+    // With a file, the routes are served through the reloader, so that SIGHUP (and
+    // `--watch`) reach them; it takes the app, so that the first stack ends like the others.
+    let (main_routes, admin_routes) = if let Some(path) = &config_path {
+        let reloader = Arc::new(
+            Reloader::new(path, config.clone(), app, metrics).listen_override(listen.clone()),
+        );
+        let routes = (reloader.main().clone(), reloader.admin().cloned());
+        spawn_reloads(Some(reloader), changes);
+        routes
+    } else {
+        spawn_reloads(None, None);
+        (LiveRoutes::new(app.main), app.admin.map(LiveRoutes::new))
     };
     let listener = match bind(config.listen).await {
         Ok(listener) => listener,
@@ -177,26 +186,23 @@ async fn serve(config_path: Option<String>, listen: Option<String>, watch: bool)
     }
 }
 
-/// Reloads on SIGHUP and, with `watch`, when the file changes. Without a file (the demo),
+/// Reloads on SIGHUP and on each of `changes` (`--watch`). One task does the reloads, off
+/// the runtime's threads (a build makes a client and reads the file), and triggers that
+/// come while it works make one more reload, not one each. Without a file (the demo),
 /// SIGHUP is logged and ignored.
-fn spawn_reloads(reloader: Option<Arc<Reloader>>, watch: bool) {
-    let reload = |reloader: &Reloader, why: &str| match reloader.reload() {
-        Ok(report) => tracing::info!(why, "{report}"),
-        Err(err) => tracing::error!(
-            why,
-            "configuration not reloaded, the running one stays: {err}"
-        ),
-    };
+fn spawn_reloads(reloader: Option<Arc<Reloader>>, changes: Option<llm_tower_gateway::FileChanges>) {
+    let wanted = Arc::new(tokio::sync::Notify::new());
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let reloader = reloader.clone();
+        let (wanted, has_file) = (wanted.clone(), reloader.is_some());
         match signal(SignalKind::hangup()) {
             Ok(mut hangups) => {
                 tokio::spawn(async move {
                     while hangups.recv().await.is_some() {
-                        if let Some(reloader) = &reloader {
-                            reload(reloader, "SIGHUP");
+                        if has_file {
+                            tracing::info!("SIGHUP: reloading the configuration");
+                            wanted.notify_one();
                         } else {
                             tracing::warn!("SIGHUP: the demo has no configuration file to reload");
                         }
@@ -206,15 +212,30 @@ fn spawn_reloads(reloader: Option<Arc<Reloader>>, watch: bool) {
             Err(err) => tracing::warn!("SIGHUP will not reload: {err}"),
         }
     }
-    if let (true, Some(reloader)) = (watch, reloader) {
+    if let Some(mut changes) = changes {
+        let wanted = wanted.clone();
         tokio::spawn(async move {
-            let mut changes = llm_tower_gateway::FileChanges::new(reloader.path());
             loop {
                 changes.next().await;
-                reload(&reloader, "the file changed");
+                tracing::info!("the configuration file changed: reloading it");
+                wanted.notify_one();
             }
         });
     }
+    let Some(reloader) = reloader else { return };
+    tokio::spawn(async move {
+        loop {
+            wanted.notified().await;
+            let reloader = reloader.clone();
+            match tokio::task::spawn_blocking(move || reloader.reload()).await {
+                Ok(Ok(report)) => tracing::info!("{report}"),
+                Ok(Err(err)) => {
+                    tracing::error!("configuration not reloaded, the running one stays: {err}");
+                }
+                Err(err) => tracing::error!("configuration not reloaded: {err}"),
+            }
+        }
+    });
 }
 
 /// The configuration to serve: the file, or the demo's (with its providers started), and

@@ -31,7 +31,7 @@ use crate::{GatewayConfig, LiveRoutes};
 /// let path = "gateway.yaml";
 /// let config = GatewayConfig::from_path(path)?;
 /// let app = router(&config, None)?;
-/// let reloader = Reloader::new(path, config.clone(), &app, None);
+/// let reloader = Reloader::new(path, config.clone(), app, None);
 /// let listener = tokio::net::TcpListener::bind(config.listen).await?;
 /// let server = tokio::spawn({
 ///     let routes = reloader.main().clone();
@@ -53,7 +53,14 @@ pub struct Reloader {
     registry: HealthRegistry,
     main: LiveRoutes,
     admin: Option<LiveRoutes>,
-    running: Mutex<(GatewayConfig, Generation)>,
+    running: Mutex<Running>,
+}
+
+/// What is in force.
+struct Running {
+    config: GatewayConfig,
+    generation: Generation,
+    deployment_ids: Vec<EndpointId>,
 }
 
 /// What a reload did.
@@ -61,7 +68,11 @@ pub struct Reloader {
 /// ```
 /// use llm_tower_gateway::{Generation, Reloaded};
 ///
-/// let report = Reloaded { generation: Generation::first().next(), needs_restart: vec!["listen"] };
+/// let report = Reloaded {
+///     generation: Generation::first().next(),
+///     changed: true,
+///     needs_restart: vec!["listen"],
+/// };
 /// assert!(report.to_string().contains("generation 2"));
 /// assert!(report.to_string().contains("`listen` changed"));
 /// ```
@@ -69,6 +80,8 @@ pub struct Reloader {
 pub struct Reloaded {
     /// The configuration now in force.
     pub generation: Generation,
+    /// Whether the file said anything new (when not, nothing was rebuilt).
+    pub changed: bool,
     /// Settings that changed in the file but keep their running value until a restart.
     pub needs_restart: Vec<&'static str>,
 }
@@ -89,22 +102,26 @@ impl fmt::Display for Reloaded {
 
 impl Reloader {
     /// A reloader for the gateway serving `app`, built from `config` as read from `path`.
-    /// Serve [`main`](Self::main) (and [`admin`](Self::admin)) rather than the app's routes,
-    /// so that a reload reaches them.
+    /// It takes the app: serve [`main`](Self::main) (and [`admin`](Self::admin)), so that a
+    /// reload reaches every connection and the first stack goes away after it like any other.
     pub fn new(
         path: impl Into<PathBuf>,
         config: GatewayConfig,
-        app: &App,
+        app: App,
         metrics: Option<PrometheusHandle>,
     ) -> Self {
         Self {
             path: path.into(),
             listen: None,
             metrics,
-            registry: app.health.clone(),
-            main: LiveRoutes::new(app.main.clone()),
-            admin: app.admin.clone().map(LiveRoutes::new),
-            running: Mutex::new((config, Generation::first())),
+            registry: app.health,
+            main: LiveRoutes::new(app.main),
+            admin: app.admin.map(LiveRoutes::new),
+            running: Mutex::new(Running {
+                config,
+                generation: Generation::first(),
+                deployment_ids: app.deployment_ids,
+            }),
         }
     }
 
@@ -132,20 +149,23 @@ impl Reloader {
 
     /// The configuration in force and its generation.
     pub fn running(&self) -> (GatewayConfig, Generation) {
-        self.running
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        let running = self.lock();
+        (running.config.clone(), running.generation)
     }
 
-    /// Re-reads the file and, if it is valid, swaps its routes in.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Running> {
+        self.running.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Re-reads the file and, if it is valid and says something new, swaps its routes in.
+    /// Reloads are one at a time: a second caller waits for the first.
     ///
     /// # Errors
     ///
     /// The file's error (naming the field); nothing changed then.
     pub fn reload(&self) -> Result<Reloaded, ConfigError> {
-        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
-        let (old, generation) = &*running;
+        let mut running = self.lock();
+        let old = &running.config;
         let mut config = GatewayConfig::from_path(&self.path)?;
         if let Some(listen) = &self.listen {
             config.set_listen(listen)?;
@@ -164,24 +184,50 @@ impl Reloader {
             needs_restart.push("server");
             config.server = old.server;
         }
-        let generation = generation.next();
-        let app = build(
+        if config == *old {
+            // Touched, or rewritten the same: nothing to rebuild (no new client, no new
+            // checker, no new generation).
+            return Ok(Reloaded {
+                generation: running.generation,
+                changed: false,
+                needs_restart,
+            });
+        }
+        let generation = running.generation.next();
+        let app = match build(
             &config,
             self.metrics.clone(),
             self.registry.clone(),
             generation,
-        )?;
-        let current: HashSet<&EndpointId> = app.deployment_ids.iter().collect();
-        self.registry.retain(|id| current.contains(id));
-        self.main.replace(app.main);
+        ) {
+            Ok(app) => app,
+            Err(err) => {
+                // The build may have made cells for new ids before it failed.
+                self.forget_all_but(&running.deployment_ids);
+                return Err(err);
+            }
+        };
+        // Swap first, then forget: what is served never lacks a cell it shows.
+        self.main.replace(app.main, generation.number);
         if let (Some(live), Some(admin)) = (&self.admin, app.admin) {
-            live.replace(admin);
+            live.replace(admin, generation.number);
         }
-        *running = (config, generation);
+        self.forget_all_but(&app.deployment_ids);
+        *running = Running {
+            config,
+            generation,
+            deployment_ids: app.deployment_ids,
+        };
         Ok(Reloaded {
             generation,
+            changed: true,
             needs_restart,
         })
+    }
+
+    fn forget_all_but(&self, ids: &[EndpointId]) {
+        let keep: HashSet<&EndpointId> = ids.iter().collect();
+        self.registry.retain(|id| keep.contains(id));
     }
 }
 
@@ -189,7 +235,7 @@ impl fmt::Debug for Reloader {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Reloader")
             .field("path", &self.path)
-            .field("generation", &self.running().1.number)
+            .field("generation", &self.lock().generation.number)
             .finish_non_exhaustive()
     }
 }

@@ -50,7 +50,7 @@ impl Reloading {
         std::fs::write(&path, file).unwrap();
         let config = GatewayConfig::from_path(&path).unwrap();
         let app = gateway::router(&config, None).unwrap();
-        let reloader = Reloader::new(&path, config.clone(), &app, None);
+        let reloader = Reloader::new(&path, config.clone(), app, None);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
         let routes = reloader.main().clone();
@@ -188,7 +188,72 @@ async fn a_bad_file_leaves_the_running_configuration_serving() {
     ));
     let report = running.reloader.reload().unwrap();
     assert_eq!(report.needs_restart, ["listen"]);
-    assert_eq!(report.generation.number, 2);
+    assert!(!report.changed, "nothing else changed: nothing was rebuilt");
+    assert_eq!(report.generation.number, 1);
     let response = running.gw.post(CHAT).await;
     assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_removed_deployment_is_forgotten_and_its_stack_ends() {
+    let a = MockProvider::start().await.unwrap();
+    let b = MockProvider::start().await.unwrap();
+    let no_retry = "{ name: NoRetry }";
+    let checked_a = endpoint("a", &a, 0, no_retry).replace(
+        "health_check_interval: 30s",
+        "health_check_interval: 30s, health_check: { interval: 1s }",
+    );
+    let running = Reloading::start(&format!(
+        "endpoints:\n{checked_a}{}",
+        endpoint("b", &b, 1, no_retry)
+    ))
+    .await;
+    let gw = &running.gw;
+    a.push(Behavior::status(503));
+    gw.post(CHAT).await;
+    assert_eq!(gw.upstream("a").await["status"], "ejected");
+    let checks = || {
+        a.requests()
+            .iter()
+            .filter(|r| r.uri.path() == "/v1/models")
+            .count()
+    };
+
+    // Its checker restores it when the cooldown ends, then checks it every second.
+    tokio::time::sleep(Duration::from_secs(33)).await;
+    assert_eq!(gw.upstream("a").await["status"], "healthy");
+    assert!(checks() >= 2, "{}", checks());
+
+    // Rewritten the same: nothing is rebuilt.
+    let unchanged = running.reloader.reload().unwrap();
+    assert!(!unchanged.changed);
+    assert_eq!(unchanged.generation.number, 1);
+
+    // `a` is removed: it is forgotten, and its stack (with its checker) ends.
+    running.rewrite(&format!("endpoints:\n{}", endpoint("b", &b, 1, no_retry)));
+    assert_eq!(running.reloader.reload().unwrap().generation.number, 2);
+    let upstreams = gw.json("/upstreams").await;
+    assert_eq!(upstreams["upstreams"].as_array().unwrap().len(), 1);
+    let before = checks();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(
+        checks(),
+        before,
+        "no check from a stack that was reloaded away"
+    );
+
+    // Added back, it starts fresh: its old ejection is not remembered.
+    running.rewrite(&format!(
+        "endpoints:\n{}{}",
+        endpoint("a", &a, 0, no_retry),
+        endpoint("b", &b, 1, no_retry)
+    ));
+    running.reloader.reload().unwrap();
+    let state = gw.upstream("a").await;
+    assert_eq!(
+        (state["status"].as_str(), state["total_ejections"].as_u64()),
+        (Some("healthy"), Some(0))
+    );
+    let response = gw.post(CHAT).await;
+    assert_eq!(header(&response, "x-llm-tower-endpoint"), "a");
 }

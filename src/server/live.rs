@@ -1,14 +1,15 @@
 //! [`LiveRoutes`]: the routes a listener serves, replaceable while it runs (live reload).
 //!
-//! Each connection keeps the routes it last saw and compares one atomic generation number
-//! per request: only after a swap does it take the lock to pick up the new routes. A request
-//! already running keeps the stack it started on (its own clones), so in-flight requests
-//! and streams finish on the old configuration.
+//! Every request reads the routes in force when it starts (an `ArcSwap` load: no lock, no
+//! shared count written on the way). A request already running keeps the clones it took,
+//! so in-flight requests and streams finish on the old configuration, and the old stack
+//! (with its health checker) goes away when the last of them ends: connections hold no
+//! routes of their own between requests.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 
+use arc_swap::{ArcSwap, Guard};
 use axum::Router;
 
 use crate::Routes;
@@ -21,48 +22,32 @@ use crate::Routes;
 ///
 /// let live = LiveRoutes::new(Router::new());
 /// assert_eq!(live.generation(), 1);
-/// assert_eq!(live.replace(Router::new()), 2);
+/// assert_eq!(live.replace(Router::new(), 2), 2);
 /// ```
 #[derive(Clone)]
-pub struct LiveRoutes(Arc<Slot>);
-
-struct Slot {
-    generation: AtomicU64,
-    routes: RwLock<(u64, Routes)>,
-}
+pub struct LiveRoutes(Arc<ArcSwap<(u64, Routes)>>);
 
 impl LiveRoutes {
     /// Routes at generation 1.
     pub fn new(routes: impl Into<Routes>) -> Self {
-        Self(Arc::new(Slot {
-            generation: AtomicU64::new(1),
-            routes: RwLock::new((1, routes.into())),
-        }))
+        Self(Arc::new(ArcSwap::from_pointee((1, routes.into()))))
     }
 
-    /// Serves `routes` from the next request of every connection on; returns their
-    /// generation.
-    pub fn replace(&self, routes: impl Into<Routes>) -> u64 {
-        let mut slot = self
-            .0
-            .routes
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        let generation = slot.0 + 1;
-        *slot = (generation, routes.into());
-        self.0.generation.store(generation, Ordering::Release);
+    /// Serves `routes`, as configuration `generation`, from the next request on; returns
+    /// the generation.
+    pub fn replace(&self, routes: impl Into<Routes>, generation: u64) -> u64 {
+        self.0.store(Arc::new((generation, routes.into())));
         generation
     }
 
     /// The generation of the routes served now.
     pub fn generation(&self) -> u64 {
-        self.0.generation.load(Ordering::Acquire)
+        self.0.load().0
     }
 
-    /// The routes served now, with their generation.
-    pub(crate) fn current(&self) -> (u64, Routes) {
-        let slot = self.0.routes.read().unwrap_or_else(PoisonError::into_inner);
-        (slot.0, slot.1.clone())
+    /// The routes in force now.
+    pub(crate) fn load(&self) -> Guard<Arc<(u64, Routes)>> {
+        self.0.load()
     }
 }
 

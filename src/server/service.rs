@@ -24,29 +24,24 @@ use super::body::BodyDeadline;
 use super::conn::ConnState;
 use super::direct::{Answer, DirectBody, DirectFuture};
 use super::live::LiveRoutes;
-use crate::Routes;
 
+/// Cloned for every request (hyper-util's adapter does): it holds the routes' slot, not the
+/// routes, which each request loads as it starts.
 #[derive(Clone)]
 pub(crate) struct TrackedService {
-    live: LiveRoutes,
-    /// The routes of `generation`, as this connection last saw them.
-    routes: Routes,
-    generation: u64,
+    routes: LiveRoutes,
     state: Arc<ConnState>,
     body_read_timeout: Option<Duration>,
 }
 
 impl TrackedService {
     pub(crate) fn new(
-        live: LiveRoutes,
+        routes: LiveRoutes,
         state: Arc<ConnState>,
         body_read_timeout: Option<Duration>,
     ) -> Self {
-        let (generation, routes) = live.current();
         Self {
-            live,
             routes,
-            generation,
             state,
             body_read_timeout,
         }
@@ -65,10 +60,6 @@ impl Service<Request<Incoming>> for TrackedService {
 
     fn call(&mut self, mut request: Request<Incoming>) -> TrackedFuture {
         self.state.request_started();
-        if self.live.generation() != self.generation {
-            // The configuration was reloaded: this request and the next use the new routes.
-            (self.generation, self.routes) = self.live.current();
-        }
         mark_credentials_sensitive(request.headers_mut());
         if let Some(refusal) = host_problem(&request) {
             return TrackedFuture::refused(refusal, Done(self.state.clone()));
@@ -78,12 +69,15 @@ impl Service<Request<Incoming>> for TrackedService {
             None => request.map(Body::new),
         };
         let done = Some(Done(self.state.clone()));
-        let state = match &self.routes.direct {
+        // The routes in force as the request starts (a reload swaps them for later ones).
+        let routes = self.routes.load();
+        let routes = &routes.1;
+        let state = match &routes.direct {
             Some(direct) if direct.claims(request.uri().path()) => State::Direct {
                 future: direct.call(request),
             },
             _ => State::Router {
-                future: self.routes.router.call(request),
+                future: routes.router.clone().call(request),
             },
         };
         TrackedFuture { state, done }

@@ -70,7 +70,7 @@ struct Checked {
 }
 
 /// What one check decides for: its deployments by index, with their probe slot when the
-/// check is their half-open probe (`None`: a healthy one, in a periodic check).
+/// check is their half-open probe (`None`: one taking traffic, in a periodic check).
 struct Plan {
     deployments: Vec<(usize, Option<ProbeGuard>)>,
     periodic: bool,
@@ -241,7 +241,9 @@ impl Target {
             .enumerate()
             .filter_map(|(i, (_, health))| match health.admit_check(now) {
                 Some(probe) => Some((i, Some(probe))),
-                None => (periodic && health.is_healthy()).then_some((i, None)),
+                // Taking traffic: healthy, or on probation after a check restored it.
+                None => (periodic && (health.is_healthy() || health.is_on_probation()))
+                    .then_some((i, None)),
             })
             .collect();
         if deployments.is_empty() {
