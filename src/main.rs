@@ -82,6 +82,9 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config_path: Option<String>, listen: Option<String>, watch: bool) -> ExitCode {
+    // Listened for before anything is bound: a SIGTERM while the gateway starts drains it
+    // rather than killing it.
+    let shutdown = llm_tower_gateway::shutdown_signal();
     // Looked at before the file is read: a change made while it loads is not missed.
     let changes = config_path
         .as_ref()
@@ -152,7 +155,7 @@ async fn serve(config_path: Option<String>, listen: Option<String>, watch: bool)
     // One signal stops both listeners.
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
-        llm_tower_gateway::shutdown_signal().await;
+        shutdown.await;
         let _ = stop.send(true);
     });
     let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {

@@ -184,20 +184,33 @@ impl AcceptErrors {
     }
 }
 
-/// Completes on the first Ctrl-C or SIGTERM; a second one ends the process at once.
-pub async fn shutdown_signal() {
+/// Completes on the first Ctrl-C or SIGTERM; a second one ends the process at once. The
+/// signals are listened for from the call on, before the future is first polled: a signal
+/// that comes while the server starts is not left to its default action (which would end
+/// the process without a drain).
+///
+/// ```no_run
+/// # async fn run() {
+/// let shutdown = llm_tower_gateway::shutdown_signal(); // listening from here on
+/// // ... bind, print the address, start serving ...
+/// shutdown.await;
+/// # }
+/// ```
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send {
     // One set of listeners for both signals: one made after the first signal would miss a
     // second that came before it was made.
     let mut signals = Signals::new();
-    signals.next().await;
-    tracing::info!(
-        "shutting down: draining in-flight requests (send the signal again to stop now)"
-    );
-    tokio::spawn(async move {
+    async move {
         signals.next().await;
-        tracing::warn!("second signal: stopping now");
-        std::process::exit(130);
-    });
+        tracing::info!(
+            "shutting down: draining in-flight requests (send the signal again to stop now)"
+        );
+        tokio::spawn(async move {
+            signals.next().await;
+            tracing::warn!("second signal: stopping now");
+            std::process::exit(130);
+        });
+    }
 }
 
 /// Ctrl-C and SIGTERM, listened for from creation on.
