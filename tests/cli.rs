@@ -436,81 +436,83 @@ fn reload_config(upstream: &str, ids: &[&str]) -> String {
     file
 }
 
-#[test]
-fn sighup_reloads_the_file_and_a_bad_one_changes_nothing() {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let mock = llm_tower_mock::MockProvider::start().await.unwrap();
-        let path = temp_file("sighup.yaml", &reload_config(&mock.base_url(), &["a"]));
-        let mut command = Command::new(BIN);
-        command.args(["--config", path.to_str().unwrap()]);
-        let (running, url, lines) = launch(command);
-        let (log, logged) = std::sync::mpsc::channel();
-        std::thread::spawn(move || lines.map_while(Result::ok).for_each(|l| drop(log.send(l))));
-        let hangup = || {
-            let pid = running.0.id().to_string();
-            assert!(
-                Command::new("kill")
-                    .args(["-HUP", &pid])
-                    .status()
-                    .unwrap()
-                    .success()
-            );
-        };
-
-        std::fs::write(&path, reload_config(&mock.base_url(), &["a", "b"])).unwrap();
-        hangup();
-        let (generation, ids) = generation_once(&url, |g, _| g == 2).await;
-        assert_eq!(
-            (generation, ids.as_slice()),
-            (2, ["a".to_owned(), "b".to_owned()].as_slice())
-        );
-        let response = client().request(post(&url, "{}")).await.unwrap();
-        assert_eq!(response.status(), 200);
-
-        std::fs::write(
-            &path,
-            "endpoints: [{ id: a, base_url: 'http://h', weight: 0 }]\n",
-        )
-        .unwrap();
-        hangup();
-        let line = (0..100)
-            .find_map(|_| {
-                let line = logged
-                    .recv_timeout(std::time::Duration::from_millis(100))
-                    .ok()?;
-                line.contains("configuration not reloaded").then_some(line)
-            })
-            .expect("the refusal is logged");
-        assert!(line.contains("endpoint `a`: weight"), "{line}");
-        let (generation, ids) = generation_once(&url, |_, _| true).await;
-        assert_eq!(
-            (generation, ids.len()),
-            (2, 2),
-            "the running configuration stays"
-        );
-    });
+/// The binary on a file serving endpoints `a` in front of a mock, started with `args`.
+async fn reloading_binary(
+    name: &str,
+    args: &[&str],
+) -> (
+    llm_tower_mock::MockProvider,
+    std::path::PathBuf,
+    Running,
+    String,
+    std::io::Lines<BufReader<std::process::ChildStdout>>,
+) {
+    let mock = llm_tower_mock::MockProvider::start().await.unwrap();
+    let path = temp_file(name, &reload_config(&mock.base_url(), &["a"]));
+    let mut command = Command::new(BIN);
+    command
+        .args(["--config", path.to_str().unwrap()])
+        .args(args);
+    let (running, url, lines) = launch(command);
+    (mock, path, running, url, lines)
 }
 
-#[test]
-fn watch_reloads_when_the_file_changes() {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let mock = llm_tower_mock::MockProvider::start().await.unwrap();
-        let path = temp_file("watch.yaml", &reload_config(&mock.base_url(), &["a"]));
-        let mut command = Command::new(BIN);
-        command.args(["--config", path.to_str().unwrap(), "--watch"]);
-        let (_running, url, lines) = launch(command);
-        std::thread::spawn(move || lines.for_each(drop));
-        std::fs::write(&path, reload_config(&mock.base_url(), &["a", "c"])).unwrap();
-        let (generation, ids) = generation_once(&url, |_, ids| ids.len() == 2).await;
-        assert_eq!(generation, 2, "one reload for one change");
-        assert_eq!(ids, ["a", "c"]);
-    });
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_file_and_a_bad_one_changes_nothing() {
+    let (mock, path, running, url, lines) = reloading_binary("sighup.yaml", &[]).await;
+    let (log, logged) = std::sync::mpsc::channel();
+    std::thread::spawn(move || lines.map_while(Result::ok).for_each(|l| drop(log.send(l))));
+    let hangup = || {
+        let pid = running.0.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-HUP", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+
+    std::fs::write(&path, reload_config(&mock.base_url(), &["a", "b"])).unwrap();
+    hangup();
+    let (generation, ids) = generation_once(&url, |g, _| g == 2).await;
+    assert_eq!(ids, ["a", "b"]);
+    assert_eq!(generation, 2);
+    let response = client().request(post(&url, "{}")).await.unwrap();
+    assert_eq!(response.status(), 200);
+
+    std::fs::write(
+        &path,
+        "endpoints: [{ id: a, base_url: 'http://h', weight: 0 }]\n",
+    )
+    .unwrap();
+    hangup();
+    let line = tokio::task::spawn_blocking(move || {
+        (0..100).find_map(|_| {
+            let line = logged
+                .recv_timeout(std::time::Duration::from_millis(100))
+                .ok()?;
+            line.contains("configuration not reloaded").then_some(line)
+        })
+    })
+    .await
+    .unwrap()
+    .expect("the refusal is logged");
+    assert!(line.contains("endpoint `a`: weight"), "{line}");
+    let (generation, ids) = generation_once(&url, |_, _| true).await;
+    assert_eq!(
+        (generation, ids.len()),
+        (2, 2),
+        "the running configuration stays"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_reloads_when_the_file_changes() {
+    let (mock, path, _running, url, lines) = reloading_binary("watch.yaml", &["--watch"]).await;
+    std::thread::spawn(move || lines.for_each(drop));
+    std::fs::write(&path, reload_config(&mock.base_url(), &["a", "c"])).unwrap();
+    let (generation, ids) = generation_once(&url, |_, ids| ids.len() == 2).await;
+    assert_eq!(generation, 2, "one reload for one change");
+    assert_eq!(ids, ["a", "c"]);
 }
