@@ -1,5 +1,8 @@
 //! The `llm-tower-gateway` binary as an operator runs it: `--check`, `--version`, and the
 //! built-in demo served on a free loopback port.
+//!
+//! Long because each test drives a real process through one operator scenario (signals,
+//! descriptor limits, reloads) and they share the helpers that start and watch it.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

@@ -1,5 +1,8 @@
 //! Active health checks: the checker restores and re-ejects endpoints without user requests,
 //! ejects dead ones before users reach them, never overlaps itself, and ends with the stack.
+//!
+//! Long because the checker's behaviours are each one scenario on paused time, and they share
+//! the helpers that read its calls.
 #![allow(clippy::float_cmp)] // paused time makes cooldowns exact
 
 mod common;
