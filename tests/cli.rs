@@ -1,8 +1,6 @@
-//! The `llm-tower-gateway` binary as an operator runs it: `--check`, `--version`, and the
-//! built-in demo served on a free loopback port.
-//!
-//! Long because each test drives a real process through one operator scenario (signals,
-//! descriptor limits, reloads) and they share the helpers that start and watch it.
+//! The `llm-tower-gateway` binary as an operator runs it (long because each test drives a
+//! real process through one scenario, sharing the helpers that start and watch it):
+//! `--check`, `--version`, signals, descriptor limits, reloads, and the built-in demo.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

@@ -1,8 +1,7 @@
-//! Active health checks: the checker restores and re-ejects endpoints without user requests,
-//! ejects dead ones before users reach them, never overlaps itself, and ends with the stack.
-//!
-//! Long because the checker's behaviours are each one scenario on paused time, and they share
-//! the helpers that read its calls.
+//! Active health checks (long because each of the checker's behaviours is one scenario on
+//! paused time, sharing the helpers that read its calls): the checker restores and re-ejects
+//! endpoints without user requests, ejects dead ones before users reach them, never overlaps
+//! itself, and ends with the stack.
 #![allow(clippy::float_cmp)] // paused time makes cooldowns exact
 
 mod common;
