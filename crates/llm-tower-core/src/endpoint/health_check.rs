@@ -83,12 +83,9 @@ impl HealthCheck {
         }
         PathAndQuery::from_str(&self.path)
             .map_err(|_| format!("path: `{}` is not a valid path", self.path))?;
+        // The range check every timeout has (its one owner), as a message naming the field.
         let positive = |name: &str, d: Duration| {
-            if d.is_zero() || d > crate::MAX_COOLDOWN_LIMIT {
-                Err(format!("{name}: must be greater than zero and at most 24h"))
-            } else {
-                Ok(())
-            }
+            crate::ConfigError::check_timeout(name, Some(d)).map_err(|err| err.to_string())
         };
         positive("timeout", self.timeout)?;
         if let Some(interval) = self.interval {
