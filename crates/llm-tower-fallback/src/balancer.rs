@@ -118,6 +118,7 @@ impl Balancer {
             return false;
         }
         let signals = crate::check::Signals {
+            registry: self.registry.clone(),
             ejections: self.registry.watch_ejections(),
             balancer: self.alive.subscribe(),
         };
@@ -287,8 +288,8 @@ impl Balancer {
                 "endpoint ejected"
             );
             // Whichever stack's checker probes it (registries can be shared) learns of its
-            // deadline.
-            self.registry.ejected();
+            // deadline, and so do other replicas.
+            self.registry.ejected(&member.id, &member.health);
         }
     }
 

@@ -60,6 +60,7 @@
 mod balancer;
 mod body;
 mod check;
+mod events;
 mod health;
 mod latency;
 mod layer;
@@ -73,6 +74,7 @@ mod settings;
 
 pub use body::ResponseBody;
 pub use check::{CheckService, CheckSnapshot};
+pub use events::{HealthEvent, HealthEvents};
 pub use layer::{FallbackBuilder, FallbackLayer};
 pub use models::ModelFallbacks;
 pub use registry::{EndpointSnapshot, HealthRegistry, Status};

@@ -1,7 +1,7 @@
 //! [`HealthRegistry`]: every endpoint's health, shared between stacks and shown to operators.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use dashmap::DashMap;
 use llm_tower_core::EndpointId;
@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::check::CheckSnapshot;
+use crate::events::{self, HealthEvent, HealthEvents, Publisher};
 use crate::health::EndpointHealth;
 
 /// Health of every endpoint, keyed by id. `Clone` shares the same state, so one registry can
@@ -31,6 +32,9 @@ pub struct HealthRegistry {
     /// Tells every health checker over this registry that a deployment was ejected (a new
     /// deadline to wait for), whichever stack ejected it.
     ejections: Arc<watch::Sender<()>>,
+    /// Where local ejections and restores go for other replicas, once someone subscribed.
+    /// Read only when a deployment changes state.
+    publisher: Arc<RwLock<Option<Publisher>>>,
 }
 
 impl fmt::Debug for HealthRegistry {
@@ -56,26 +60,95 @@ impl HealthRegistry {
         self.map.entry(id.clone()).or_default().clone()
     }
 
-    /// A stack ejected a deployment.
-    pub(crate) fn ejected(&self) {
+    /// The cell of `id` if it exists (another replica's event never makes one).
+    pub(crate) fn existing(&self, id: &EndpointId) -> Option<Arc<EndpointHealth>> {
+        self.map.get(id).map(|cell| cell.clone())
+    }
+
+    /// Every cell, copied out: no map guard is held while a cell is locked.
+    pub(crate) fn cells(&self) -> Vec<(EndpointId, Arc<EndpointHealth>)> {
+        self.map
+            .iter()
+            .map(|entry| (entry.key().clone(), entry.value().clone()))
+            .collect()
+    }
+
+    /// A stack ejected deployment `id` (or a `Retry-After` cooled it down): the checkers
+    /// learn of the deadline, and a subscriber of the cooldown.
+    pub(crate) fn ejected(&self, id: &EndpointId, cell: &EndpointHealth) {
+        self.wake_checkers();
+        self.publish(|| events::ejection(id, cell));
+    }
+
+    /// A request or a check restored deployment `id` after a cooldown.
+    pub(crate) fn restored(&self, id: &EndpointId) {
+        self.publish(|| Some(HealthEvent::Restored { id: id.clone() }));
+    }
+
+    fn publish(&self, event: impl FnOnce() -> Option<HealthEvent>) {
+        let publisher = self
+            .publisher
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let (Some(publisher), Some(event)) = (publisher.as_ref(), event()) {
+            publisher.publish(event);
+        }
+    }
+
+    /// Every health checker over this registry looks at its deadlines again.
+    pub(crate) fn wake_checkers(&self) {
         self.ejections.send_replace(());
     }
 
-    /// Changes whenever a stack ejects a deployment.
+    /// Changes whenever a stack ejects a deployment, or another replica's event moves a
+    /// deadline.
     pub(crate) fn watch_ejections(&self) -> watch::Receiver<()> {
         self.ejections.subscribe()
     }
 
+    /// From now on, every ejection and restore that a stack over this registry records is
+    /// also queued (up to `capacity`, then dropped and counted) for the returned receiver, to
+    /// be told to other replicas. One subscriber at a time: a new one ends the last one's.
+    ///
+    /// ```
+    /// use http::{Request, Response};
+    /// use llm_tower_core::{BufferedBody, Endpoint};
+    /// use llm_tower_fallback::{FallbackLayer, HealthEvent, HealthRegistry};
+    /// use tower::{ServiceBuilder, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let registry = HealthRegistry::new();
+    /// let mut events = registry.subscribe(64);
+    /// let endpoints = [Endpoint::builder("a", "http://127.0.0.1:1").build().unwrap()];
+    /// let layer = FallbackLayer::builder(endpoints).build(registry.clone()).unwrap();
+    /// let failing = service_fn(|_: Request<BufferedBody>| async {
+    ///     Ok::<_, std::convert::Infallible>(
+    ///         Response::builder().status(429).header("retry-after", "30").body(String::new()).unwrap(),
+    ///     )
+    /// });
+    /// let service = ServiceBuilder::new().layer(layer).service(failing);
+    /// service.oneshot(Request::new(String::new())).await.unwrap();
+    /// let Some(HealthEvent::Ejected { id, retry_after, .. }) = events.recv().await else {
+    ///     panic!("an ejection");
+    /// };
+    /// assert_eq!((id.as_str(), retry_after), ("a", true));
+    /// # }
+    /// ```
+    pub fn subscribe(&self, capacity: usize) -> HealthEvents {
+        let (publisher, events) = Publisher::channel(capacity);
+        *self
+            .publisher
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(publisher);
+        events
+    }
+
     /// The state of every known endpoint, sorted by id.
     pub fn snapshot(&self) -> Vec<EndpointSnapshot> {
-        // Copy the cells out first: no map guard is held while a cell is locked.
-        let cells: Vec<(EndpointId, Arc<EndpointHealth>)> = self
-            .map
-            .iter()
-            .map(|entry| (entry.key().clone(), entry.value().clone()))
-            .collect();
         let now = Instant::now();
-        let mut snapshot: Vec<_> = cells
+        let mut snapshot: Vec<_> = self
+            .cells()
             .into_iter()
             .map(|(id, cell)| cell.snapshot(id, now))
             .collect();

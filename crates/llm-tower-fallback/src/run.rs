@@ -79,7 +79,9 @@ where
                 if pick.probe.is_some() {
                     tracing::info!(endpoint = %member.id, "probe succeeded; endpoint restored");
                 }
-                member.health.record_success(pick.probe);
+                if member.health.record_success(pick.probe) {
+                    balancer.registry.restored(&member.id);
+                }
                 return finish(result, member, &deployment, &log);
             }
             // None says anything about the endpoint: a probe slot is released on drop.

@@ -39,6 +39,7 @@ pub use record::CheckSnapshot;
 pub use service::CheckService;
 
 use crate::health::{EndpointHealth, HealthPolicy, ProbeGuard};
+use crate::registry::HealthRegistry;
 use crate::select::Member;
 use probe::Verdict;
 
@@ -67,6 +68,8 @@ struct Checked {
     check: HealthCheck,
     uri: Uri,
     deployments: Box<[(EndpointId, Arc<EndpointHealth>)]>,
+    /// Told of the ejections and restores the checks make, for other replicas.
+    registry: HealthRegistry,
 }
 
 /// What one check decides for: its deployments by index, with their probe slot when the
@@ -116,6 +119,7 @@ pub(crate) fn spawn<P: CheckService>(
                     .iter()
                     .map(|m| (m.id.clone(), m.health.clone()))
                     .collect(),
+                registry: signals.registry.clone(),
             }),
             running: false,
             not_before: None,
@@ -137,6 +141,8 @@ pub(crate) fn spawn<P: CheckService>(
 
 /// What the checker listens to.
 pub(crate) struct Signals {
+    /// The balancer's registry.
+    pub(crate) registry: HealthRegistry,
     /// Changes when a balancer over the registry ejects a deployment.
     pub(crate) ejections: watch::Receiver<()>,
     /// Closes when the checker's balancer is dropped.
@@ -307,12 +313,11 @@ impl Checked {
         let cooldown = self.endpoint.health_check_interval();
         for (i, probe) in plan.deployments {
             let (id, health) = &self.deployments[i];
-            let was_probe = probe.is_some();
             match verdict {
                 Verdict::Passed { .. } => {
-                    health.check_passed(probe, now);
-                    if was_probe && health.is_on_probation() {
+                    if health.check_passed(probe, now) {
                         tracing::info!(endpoint = %id, "health check passed; endpoint restored");
+                        self.registry.restored(id);
                     }
                 }
                 Verdict::Failed { outcome, hint, .. } => {
@@ -325,6 +330,7 @@ impl Checked {
                             "health check failed; endpoint ejected{}",
                             verdict.hint()
                         );
+                        self.registry.ejected(id, health);
                     }
                 }
                 // Not the endpoint's doing: a probe slot is released, the deployment stays

@@ -57,19 +57,21 @@ impl EndpointHealth {
     /// out meanwhile by a `Retry-After`), it restores the deployment on probation: requests
     /// go to it again, single tries until one succeeds, and a failure ejects it again with
     /// the cooldown doubled. Otherwise (a periodic check, or a probe overtaken by events) it
-    /// only clears the failed checks in a row.
-    pub(crate) fn check_passed(&self, probe: Option<ProbeGuard>, now: Instant) {
+    /// only clears the failed checks in a row. Returns whether it restored the deployment.
+    pub(crate) fn check_passed(&self, probe: Option<ProbeGuard>, now: Instant) -> bool {
         let mut state = self.lock();
         let was_probe = resolve(&mut state, probe);
         self.check_failures.store(0, Ordering::Relaxed);
         if !was_probe || state.until.is_some_and(|until| until > now) {
-            return;
+            return false;
         }
         state.until = None;
+        state.retry_after = false;
         state.probation = true;
         self.consecutive_failures.store(0, Ordering::Relaxed);
         // How fast it was before its outage says nothing about now.
         self.latency.reset();
+        true
     }
 
     /// A check failed: as the probe, the deployment is ejected again with the cooldown

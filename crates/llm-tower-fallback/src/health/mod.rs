@@ -3,6 +3,9 @@
 //! it is in `checks.rs`; the property test of the whole is in `tests.rs`.
 
 mod checks;
+mod remote;
+
+pub(crate) use remote::Cooldown;
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -37,6 +40,9 @@ struct State {
     /// doubled (a check can pass while what users call is still broken: `/models` answers
     /// while completions fail, or one model of the endpoint is down).
     probation: bool,
+    /// The deadline in `until` is the upstream's `Retry-After` rather than the doubling
+    /// cooldown (told to other replicas, which share the upstream's key).
+    retry_after: bool,
 }
 
 /// One endpoint's health. Lock-free reads on the healthy path; a small mutex for transitions.
@@ -131,8 +137,9 @@ impl EndpointHealth {
         InFlight(self.clone())
     }
 
-    /// A request succeeded here: everything resets.
-    pub(crate) fn record_success(&self, probe: Option<ProbeGuard>) {
+    /// A request succeeded here: everything resets. Returns whether that restored it from
+    /// a cooldown.
+    pub(crate) fn record_success(&self, probe: Option<ProbeGuard>) -> bool {
         // Resetting the state below clears the probe slot; a healthy cell has none to clear.
         if let Some(probe) = probe {
             probe.resolved();
@@ -141,13 +148,14 @@ impl EndpointHealth {
             && self.consecutive_failures.load(Ordering::Relaxed) == 0
             && self.check_failures.load(Ordering::Relaxed) == 0
         {
-            return;
+            return false;
         }
         let mut state = self.lock();
         self.consecutive_failures.store(0, Ordering::Relaxed);
         self.check_failures.store(0, Ordering::Relaxed);
-        if state.until.is_some() {
-            // Restored: how fast it was before its outage says nothing about now.
+        let restored = state.until.is_some();
+        if restored {
+            // How fast it was before its outage says nothing about now.
             self.latency.reset();
         }
         *state = State {
@@ -155,6 +163,7 @@ impl EndpointHealth {
             ..State::default()
         };
         self.unhealthy.store(false, Ordering::Release);
+        restored
     }
 
     /// A request exhausted its retries here with a health-relevant failure. Returns the
@@ -203,16 +212,16 @@ impl EndpointHealth {
             // counting an ejection.
             let hint = hint.filter(|h| !h.is_zero())?;
             extend(&mut state.until, now + hint);
+            state.retry_after = true;
             self.unhealthy.store(true, Ordering::Release);
             return Some(hint);
         }
         state.ejections = state.ejections.saturating_add(1);
         let doubling = 2u32.saturating_pow(state.ejections - 1);
-        let cooldown = interval
-            .saturating_mul(doubling)
-            .min(policy.max_cooldown)
-            .max(hint.unwrap_or(Duration::ZERO));
+        let doubled = interval.saturating_mul(doubling).min(policy.max_cooldown);
+        let cooldown = doubled.max(hint.unwrap_or(Duration::ZERO));
         extend(&mut state.until, now + cooldown);
+        state.retry_after = cooldown > doubled;
         self.unhealthy.store(true, Ordering::Release);
         self.total_ejections.fetch_add(1, Ordering::Relaxed);
         Some(cooldown)

@@ -1,0 +1,244 @@
+//! Health shared between replicas: the events a [`HealthRegistry`] emits when one of its
+//! deployments is ejected or restored ([`HealthRegistry::subscribe`]), and how it applies
+//! the same events from other replicas ([`HealthRegistry::apply`]). The transport (Redis, in
+//! the `llm-tower` crate's `redis` feature) is someone else's: this is what travels.
+//!
+//! Nothing on the request path waits for a subscriber: an event is handed to a bounded queue
+//! with `try_send`, only when a deployment changes state, and one that does not fit is
+//! counted and dropped.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use llm_tower_core::EndpointId;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::health::{Cooldown, EndpointHealth};
+use crate::registry::HealthRegistry;
+
+/// A change of a deployment's health, as one replica tells the others. Deadlines are wall
+/// clock times: the replicas' clocks are assumed to agree to well under a cooldown.
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use llm_tower_fallback::HealthEvent;
+///
+/// let event = HealthEvent::Ejected {
+///     id: "openai".into(),
+///     until: SystemTime::now() + Duration::from_secs(30),
+///     retry_after: true,
+///     ejections: 1,
+/// };
+/// assert_eq!(event.id().as_str(), "openai");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HealthEvent {
+    /// The deployment is cooling down until `until`.
+    Ejected {
+        /// The deployment.
+        id: EndpointId,
+        /// When its cooldown ends.
+        until: SystemTime,
+        /// The deadline is the upstream's `Retry-After` rather than the doubling cooldown.
+        retry_after: bool,
+        /// Ejections since its last success (what the next doubling starts from).
+        ejections: u32,
+    },
+    /// A request or a health check succeeded after a cooldown.
+    Restored {
+        /// The deployment.
+        id: EndpointId,
+    },
+}
+
+impl HealthEvent {
+    /// The deployment it is about.
+    pub fn id(&self) -> &EndpointId {
+        match self {
+            Self::Ejected { id, .. } | Self::Restored { id } => id,
+        }
+    }
+
+    /// How long an ejection has left at `now` (zero when over; `None` for a restore).
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// use llm_tower_fallback::HealthEvent;
+    ///
+    /// let now = SystemTime::now();
+    /// let event = HealthEvent::Ejected {
+    ///     id: "a".into(), until: now + Duration::from_secs(5), retry_after: false, ejections: 1,
+    /// };
+    /// assert_eq!(event.remaining(now), Some(Duration::from_secs(5)));
+    /// assert_eq!(event.remaining(now + Duration::from_secs(9)), Some(Duration::ZERO));
+    /// ```
+    pub fn remaining(&self, now: SystemTime) -> Option<Duration> {
+        match self {
+            Self::Ejected { until, .. } => {
+                Some(until.duration_since(now).unwrap_or(Duration::ZERO))
+            }
+            Self::Restored { .. } => None,
+        }
+    }
+}
+
+/// The local events of a registry, for one subscriber to send to other replicas; from
+/// [`HealthRegistry::subscribe`]. Events that found the queue full are counted in
+/// [`dropped`](Self::dropped).
+///
+/// ```
+/// use llm_tower_core::Endpoint;
+/// use llm_tower_fallback::{FallbackLayer, HealthEvent, HealthRegistry};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let registry = HealthRegistry::new();
+/// let endpoints = [Endpoint::builder("a", "http://127.0.0.1:1").build().unwrap()];
+/// let _layer = FallbackLayer::builder(endpoints).build(registry.clone()).unwrap();
+/// let mut events = registry.subscribe(64);
+/// // Another replica ejected `a`; applying that is not a local event.
+/// registry.apply(&HealthEvent::Ejected {
+///     id: "a".into(),
+///     until: std::time::SystemTime::now() + std::time::Duration::from_secs(30),
+///     retry_after: true,
+///     ejections: 1,
+/// });
+/// assert!(events.try_recv().is_none());
+/// assert_eq!(events.dropped(), 0);
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct HealthEvents {
+    receiver: mpsc::Receiver<HealthEvent>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl HealthEvents {
+    /// The next event; `None` once the registry has a newer subscriber or is gone.
+    pub async fn recv(&mut self) -> Option<HealthEvent> {
+        self.receiver.recv().await
+    }
+
+    /// The next event if one is queued.
+    pub fn try_recv(&mut self) -> Option<HealthEvent> {
+        self.receiver.try_recv().ok()
+    }
+
+    /// Events dropped so far because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// The sending side of [`HealthEvents`], kept by the registry.
+#[derive(Debug)]
+pub(crate) struct Publisher {
+    sender: mpsc::Sender<HealthEvent>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Publisher {
+    pub(crate) fn channel(capacity: usize) -> (Self, HealthEvents) {
+        let (sender, receiver) = mpsc::channel(capacity.max(1));
+        let dropped = Arc::new(AtomicU64::new(0));
+        let events = HealthEvents {
+            receiver,
+            dropped: dropped.clone(),
+        };
+        (Self { sender, dropped }, events)
+    }
+
+    /// Never waits: a full queue drops the event and counts it.
+    pub(crate) fn publish(&self, event: HealthEvent) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.sender.try_send(event) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The event telling others about `cell`'s cooldown, if one is in force.
+pub(crate) fn ejection(id: &EndpointId, cell: &EndpointHealth) -> Option<HealthEvent> {
+    let now = Instant::now();
+    let cooldown = cell.cooldown(now)?;
+    Some(HealthEvent::Ejected {
+        id: id.clone(),
+        until: SystemTime::now() + (cooldown.until - now),
+        retry_after: cooldown.retry_after,
+        ejections: cooldown.ejections,
+    })
+}
+
+impl HealthRegistry {
+    /// Applies another replica's event to the deployment it names, if this registry has it
+    /// (ids of deployments this configuration does not have are ignored). An ejection only
+    /// pushes the local deadline out; a restore ends the local cooldown now, so that the
+    /// half-open probe decides. Returns whether anything changed. Applied events are not
+    /// local events: a subscriber does not see them.
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// use llm_tower_core::Endpoint;
+    /// use llm_tower_fallback::{FallbackLayer, HealthEvent, HealthRegistry, Status};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let registry = HealthRegistry::new();
+    /// let endpoints = [Endpoint::builder("a", "http://127.0.0.1:1").build().unwrap()];
+    /// let _layer = FallbackLayer::builder(endpoints).build(registry.clone()).unwrap();
+    /// let until = SystemTime::now() + Duration::from_secs(30);
+    /// let ejected = HealthEvent::Ejected { id: "a".into(), until, retry_after: true, ejections: 1 };
+    /// assert!(registry.apply(&ejected));
+    /// assert_eq!(registry.get("a").unwrap().status, Status::Ejected);
+    /// assert!(registry.apply(&HealthEvent::Restored { id: "a".into() }));
+    /// assert_eq!(registry.get("a").unwrap().status, Status::HalfOpen);
+    /// assert!(!registry.apply(&HealthEvent::Restored { id: "unknown".into() }));
+    /// # }
+    /// ```
+    pub fn apply(&self, event: &HealthEvent) -> bool {
+        let Some(cell) = self.existing(event.id()) else {
+            return false;
+        };
+        let now = Instant::now();
+        let changed = match event {
+            HealthEvent::Ejected {
+                until,
+                retry_after,
+                ejections,
+                ..
+            } => {
+                let Ok(remaining) = until.duration_since(SystemTime::now()) else {
+                    return false;
+                };
+                let cooldown = Cooldown {
+                    until: now + remaining,
+                    retry_after: *retry_after,
+                    ejections: *ejections,
+                };
+                cell.apply_remote_ejection(cooldown, now)
+            }
+            HealthEvent::Restored { .. } => cell.apply_remote_restore(now),
+        };
+        if changed {
+            // A new deadline (or one that is over) for the checker that probes it.
+            self.wake_checkers();
+        }
+        changed
+    }
+
+    /// The cooldowns in force, as events: what a replica tells the others when it
+    /// (re)connects to them.
+    ///
+    /// ```
+    /// use llm_tower_fallback::HealthRegistry;
+    ///
+    /// assert!(HealthRegistry::new().ejections().is_empty());
+    /// ```
+    pub fn ejections(&self) -> Vec<HealthEvent> {
+        self.cells()
+            .into_iter()
+            .filter_map(|(id, cell)| ejection(&id, &cell))
+            .collect()
+    }
+}
