@@ -1,5 +1,6 @@
 //! The admin routes: `/healthz`, `/upstreams` (health as JSON) and `/metrics` (Prometheus).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -9,6 +10,7 @@ use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Response};
 use llm_tower::HealthRegistry;
 use llm_tower::error_response::record_health_metrics;
+use llm_tower::health_store::{HealthStore, HealthStoreStatus};
 use metrics_exporter_prometheus::PrometheusHandle;
 
 /// `GET /healthz`: 200 while the process serves.
@@ -16,11 +18,13 @@ pub(crate) fn healthz() -> Router {
     Router::new().route("/healthz", get(|| async { "ok\n" }))
 }
 
-/// The admin routes over `registry`: `/upstreams` (with the configuration's `generation`),
-/// and `/metrics` with a Prometheus handle.
+/// The admin routes over `registry`: `/upstreams` (with the configuration's `generation`,
+/// and the health store's status when there is one), and `/metrics` with a Prometheus
+/// handle.
 pub(crate) fn routes(
     registry: &HealthRegistry,
     metrics: Option<PrometheusHandle>,
+    store: Option<Arc<HealthStore>>,
     generation: Generation,
 ) -> Router {
     let snapshot_registry = registry.clone();
@@ -28,9 +32,11 @@ pub(crate) fn routes(
         "/upstreams",
         get(move || {
             let registry = snapshot_registry.clone();
+            let health_store = store.as_ref().map(|store| store.status());
             async move {
                 json_response(&Upstreams {
                     config: generation,
+                    health_store,
                     upstreams: registry.snapshot(),
                 })
             }
@@ -62,6 +68,9 @@ pub(crate) fn routes(
 #[derive(serde::Serialize)]
 struct Upstreams {
     config: Generation,
+    /// Present with `health_store`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    health_store: Option<HealthStoreStatus>,
     upstreams: Vec<llm_tower::EndpointSnapshot>,
 }
 

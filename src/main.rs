@@ -113,9 +113,8 @@ async fn serve(config_path: Option<String>, listen: Option<String>, watch: bool)
     // With a file, the routes are served through the reloader, so that SIGHUP (and
     // `--watch`) reach them; it takes the app, so that the first stack ends like the others.
     let (main_routes, admin_routes) = if let Some(path) = &config_path {
-        let reloader = Arc::new(
-            Reloader::new(path, config.clone(), app, metrics).listen_override(listen.clone()),
-        );
+        let reloader =
+            Arc::new(Reloader::new(path, config.clone(), app).listen_override(listen.clone()));
         let routes = (reloader.main().clone(), reloader.admin().cloned());
         spawn_reloads(Some(reloader), changes);
         routes

@@ -7,19 +7,19 @@
 //!   and new ones start healthy. Its routes replace the old ones from the next request of
 //!   every connection on; requests and streams already running finish on the stack they
 //!   started with.
-//! - What a running listener cannot change (`listen`, `admin_listen`, `server`) keeps its
-//!   running value and is reported as needing a restart.
+//! - What a running listener cannot change (`listen`, `admin_listen`, `server`), and the
+//!   health store the process shares health through (`health_store`), keep their running
+//!   values and are reported as needing a restart.
 
 use std::collections::HashSet;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::{Mutex, PoisonError};
 
-use llm_tower::{ConfigError, EndpointId, HealthRegistry};
-use metrics_exporter_prometheus::PrometheusHandle;
+use llm_tower::{ConfigError, EndpointId};
 
 use crate::admin::Generation;
-use crate::router::{App, build};
+use crate::router::{App, Process, build};
 use crate::{GatewayConfig, LiveRoutes};
 
 /// Re-reads a configuration file and replaces the routes of a running gateway.
@@ -31,7 +31,7 @@ use crate::{GatewayConfig, LiveRoutes};
 /// let path = "gateway.yaml";
 /// let config = GatewayConfig::from_path(path)?;
 /// let app = router(&config, None)?;
-/// let reloader = Reloader::new(path, config.clone(), app, None);
+/// let reloader = Reloader::new(path, config.clone(), app);
 /// let listener = tokio::net::TcpListener::bind(config.listen).await?;
 /// let server = tokio::spawn({
 ///     let routes = reloader.main().clone();
@@ -49,8 +49,8 @@ pub struct Reloader {
     path: PathBuf,
     /// `--listen`, which overrides the file's on every load.
     listen: Option<String>,
-    metrics: Option<PrometheusHandle>,
-    registry: HealthRegistry,
+    /// The registry, metrics and health store every configuration is built over.
+    process: Process,
     main: LiveRoutes,
     admin: Option<LiveRoutes>,
     running: Mutex<Running>,
@@ -104,17 +104,11 @@ impl Reloader {
     /// A reloader for the gateway serving `app`, built from `config` as read from `path`.
     /// It takes the app: serve [`main`](Self::main) (and [`admin`](Self::admin)), so that a
     /// reload reaches every connection and the first stack goes away after it like any other.
-    pub fn new(
-        path: impl Into<PathBuf>,
-        config: GatewayConfig,
-        app: App,
-        metrics: Option<PrometheusHandle>,
-    ) -> Self {
+    pub fn new(path: impl Into<PathBuf>, config: GatewayConfig, app: App) -> Self {
         Self {
             path: path.into(),
             listen: None,
-            metrics,
-            registry: app.health,
+            process: app.process,
             main: LiveRoutes::new(app.main),
             admin: app.admin.map(LiveRoutes::new),
             running: Mutex::new(Running {
@@ -184,6 +178,13 @@ impl Reloader {
             needs_restart.push("server");
             config.server = old.server;
         }
+        if config.upstream.health_store != old.upstream.health_store {
+            needs_restart.push("health_store");
+            config
+                .upstream
+                .health_store
+                .clone_from(&old.upstream.health_store);
+        }
         if config == *old {
             // Touched, or rewritten the same: nothing to rebuild (no new client, no new
             // checker, no new generation).
@@ -194,12 +195,7 @@ impl Reloader {
             });
         }
         let generation = running.generation.next();
-        let app = match build(
-            &config,
-            self.metrics.clone(),
-            self.registry.clone(),
-            generation,
-        ) {
+        let app = match build(&config, &self.process, generation) {
             Ok(app) => app,
             Err(err) => {
                 // The build may have made cells for new ids before it failed.
@@ -227,7 +223,7 @@ impl Reloader {
 
     fn forget_all_but(&self, ids: &[EndpointId]) {
         let keep: HashSet<&EndpointId> = ids.iter().collect();
-        self.registry.retain(|id| keep.contains(id));
+        self.process.registry.retain(|id| keep.contains(id));
     }
 }
 

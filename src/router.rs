@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
 use http::{HeaderName, HeaderValue};
+use llm_tower::health_store::HealthStore;
 use llm_tower::{ConfigError, EndpointId, HealthRegistry, Upstream};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower::ServiceBuilder;
@@ -49,6 +50,25 @@ pub struct App {
     pub health: HealthRegistry,
     /// The deployments the stack balances over (a reload forgets the health of the others).
     pub(crate) deployment_ids: Vec<EndpointId>,
+    /// What outlives this configuration, for the next one.
+    pub(crate) process: Process,
+}
+
+impl App {
+    /// The store sharing health with other replicas, when `health_store` is set. It works
+    /// as long as the app's routes (or a clone of them) are served.
+    pub fn health_store(&self) -> Option<&HealthStore> {
+        self.process.store.as_deref()
+    }
+}
+
+/// What every configuration of one process shares: the metrics handle, the health registry
+/// and the health store. A reload builds over it.
+#[derive(Clone, Debug)]
+pub(crate) struct Process {
+    pub(crate) metrics: Option<PrometheusHandle>,
+    pub(crate) registry: HealthRegistry,
+    pub(crate) store: Option<Arc<HealthStore>>,
 }
 
 /// The main listener's routes: an axum [`Router`] that is complete on its own (serve it with
@@ -89,7 +109,8 @@ impl From<Router> for Routes {
 }
 
 /// Builds the gateway's routers. `metrics` is the handle of an installed Prometheus recorder,
-/// for `GET /metrics`.
+/// for `GET /metrics`. With `health_store`, starts sharing health with the other replicas
+/// (in the background: Redis being down does not fail this).
 ///
 /// ```
 /// use llm_tower::{Config, EndpointConfig};
@@ -106,23 +127,35 @@ impl From<Router> for Routes {
 ///
 /// # Errors
 ///
-/// Any configuration error.
+/// Any configuration error; with `health_store`, also a call outside a Tokio runtime.
 pub fn router(
     config: &GatewayConfig,
     metrics: Option<PrometheusHandle>,
 ) -> Result<App, ConfigError> {
-    build(config, metrics, HealthRegistry::new(), Generation::first())
+    config.validate()?;
+    let registry = HealthRegistry::new();
+    let store = match &config.upstream.health_store {
+        Some(settings) => Some(Arc::new(HealthStore::start(settings, &registry)?)),
+        None => None,
+    };
+    let process = Process {
+        metrics,
+        registry,
+        store,
+    };
+    build(config, &process, Generation::first())
 }
 
-/// [`router`] over an existing `registry` (a reload keeps the health of every deployment
+/// [`router`] within an existing process (a reload keeps the health of every deployment
 /// that still exists), for configuration `generation`.
 pub(crate) fn build(
     config: &GatewayConfig,
-    metrics: Option<PrometheusHandle>,
-    registry: HealthRegistry,
+    process: &Process,
     generation: Generation,
 ) -> Result<App, ConfigError> {
     config.validate()?;
+    let registry = process.registry.clone();
+    let metrics = process.metrics.clone();
     let upstream = Upstream::from_config(&config.upstream)?
         .registry(registry.clone())
         .response_headers(true)
@@ -133,7 +166,7 @@ pub(crate) fn build(
     let keys = config.client_auth.as_ref().map(ClientKeys::new);
     let ids = SequentialRequestId::new();
 
-    let admin_routes = admin::routes(&registry, metrics, generation);
+    let admin_routes = admin::routes(&registry, metrics, process.store.clone(), generation);
     let (mut protected, admin) = match config.admin_listen {
         Some(_) => (Router::new(), Some(admin::healthz().merge(admin_routes))),
         None => (admin_routes, None),
@@ -185,6 +218,7 @@ pub(crate) fn build(
         admin,
         health: registry,
         deployment_ids,
+        process: process.clone(),
     })
 }
 

@@ -50,7 +50,7 @@ impl Reloading {
         std::fs::write(&path, file).unwrap();
         let config = GatewayConfig::from_path(&path).unwrap();
         let app = gateway::router(&config, None).unwrap();
-        let reloader = Reloader::new(&path, config.clone(), app, None);
+        let reloader = Reloader::new(&path, config.clone(), app);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
         let routes = reloader.main().clone();

@@ -76,6 +76,8 @@ mod body;
 mod server;
 
 #[cfg(feature = "test-util")]
+mod redis_server;
+#[cfg(feature = "test-util")]
 pub mod scripted;
 
 pub use behavior::Behavior;
@@ -87,4 +89,6 @@ pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, 
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
+#[cfg(feature = "test-util")]
+pub use redis_server::RedisServer;
 pub use server::{MockBuilder, MockProvider, RecordedRequest};

@@ -49,6 +49,7 @@
 mod client;
 pub mod config;
 pub mod error_response;
+pub mod health_store;
 mod upstream;
 
 pub use llm_tower_auth as auth;

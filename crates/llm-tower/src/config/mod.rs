@@ -17,6 +17,7 @@ pub use document::{Document, Format};
 pub use env::{InterpolationError, interpolate_env};
 
 use crate::ClientSettings;
+use crate::health_store::HealthStoreSettings;
 
 /// The upstream configuration: what the stack needs. Load it with [`Config::from_path`],
 /// [`Config::from_yaml_str`], [`Config::from_toml_str`] or [`Config::from_json_str`]; all of
@@ -54,6 +55,10 @@ pub struct Config {
     pub models: ModelFallbacks,
     /// The endpoints, in order (`endpoints`).
     pub endpoints: Vec<EndpointConfig>,
+    /// Where replicas share health (`health_store`; default none: this process's own
+    /// registry). Started by whoever runs the stack, with
+    /// `llm_tower::health_store::HealthStore::start` (feature `redis`).
+    pub health_store: Option<HealthStoreSettings>,
 }
 
 /// The keys [`Config`] itself owns.
@@ -65,6 +70,8 @@ struct OwnKeys {
     #[serde(default)]
     models: ModelFallbacks,
     endpoints: Vec<EndpointConfig>,
+    #[serde(default)]
+    health_store: Option<HealthStoreSettings>,
 }
 
 impl Config {
@@ -76,6 +83,7 @@ impl Config {
             client: ClientSettings::default(),
             models: ModelFallbacks::default(),
             endpoints,
+            health_store: None,
         }
     }
 
@@ -130,6 +138,7 @@ impl Config {
             client,
             models,
             endpoints,
+            health_store,
         } = document.take()?;
         let config = Self {
             fallback,
@@ -137,6 +146,7 @@ impl Config {
             client,
             models,
             endpoints,
+            health_store,
         };
         config.validate()?;
         Ok(config)
@@ -157,6 +167,9 @@ impl Config {
         self.fallback.validate()?;
         self.retry.validate()?;
         self.client.validate()?;
+        if let Some(store) = &self.health_store {
+            store.validate()?;
+        }
         let endpoints = self.build_endpoints()?;
         self.models.validate(&endpoints)
     }

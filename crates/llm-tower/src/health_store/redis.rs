@@ -1,0 +1,510 @@
+//! [`HealthStore`]: one background task that tells other replicas, through Redis, what this
+//! replica's registry ejects and restores, and applies what they tell it.
+//!
+//! - Each cooldown is a key (`{prefix}:ejected:{deployment}`) that lives as long as the
+//!   cooldown (`PX`), and every change is also published on `{prefix}:events`. A replica
+//!   that starts late, or reconnects, reads the keys in force with `SCAN`; one that is
+//!   connected hears the channel within a round trip.
+//! - An ejection never replaces a longer one in Redis (a script compares the deadlines), and
+//!   the registry never lets one shorten a local deadline. A restore deletes the key, and
+//!   lets the other replicas' half-open probes through now.
+//! - Nothing on the request path waits on Redis: the registry queues its events with
+//!   `try_send` (a full queue drops and counts them), and only this task talks to Redis.
+//! - Redis down or unreachable: requests go on with local health. The task logs once per
+//!   outage, reconnects with backoff (250 ms doubling to 5 s, jittered), remembers which
+//!   deployments were restored meanwhile, and on reconnecting reads the cooldowns in force,
+//!   then publishes those restores and every local cooldown (a Redis that restarted empty
+//!   learns them again).
+//!
+//! Two connections: a multiplexed one for commands (with connect and response timeouts)
+//! and the subscription. The subscription is made before the keys are read, so that no
+//! event falls between the two.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::StreamExt;
+use llm_tower_core::{ConfigError, EndpointId};
+use llm_tower_fallback::{HealthEvent, HealthEvents, HealthRegistry};
+use redis::aio::{MultiplexedConnection, PubSubStream};
+use redis::{AsyncConnectionConfig, Client, RedisError};
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, MissedTickBehavior, sleep, timeout};
+
+use super::HealthStoreSettings;
+use super::wire::{self, Names};
+
+/// Local events waiting for the task: enough for every deployment of a large fleet to
+/// change state at once.
+const QUEUE: usize = 4096;
+/// Connect and response timeout of every Redis call.
+const TIMEOUT: Duration = Duration::from_secs(2);
+/// How often a quiet connection is checked with `PING` (a peer that vanished without
+/// closing the connection is found within this plus the timeout).
+const PING_EVERY: Duration = Duration::from_secs(5);
+const BACKOFF_FIRST: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Sets the key of an ejection unless it holds a later deadline, and publishes it. KEYS: the
+/// key, the channel; ARGV: the event, its deadline (ms since the epoch), the key's TTL (ms).
+const EJECT: &str = r"
+local current = redis.call('GET', KEYS[1])
+if current then
+  local ok, event = pcall(cjson.decode, current)
+  if ok and tonumber(event['until_ms']) and tonumber(event['until_ms']) >= tonumber(ARGV[2]) then
+    return 0
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+redis.call('PUBLISH', KEYS[2], ARGV[1])
+return 1
+";
+
+/// Shares a [`HealthRegistry`]'s ejections and restores with the other replicas that use the
+/// same Redis server and prefix, and applies theirs. Started with [`HealthStore::start`]; it
+/// works in the background until dropped. Redis being down never fails a request: the
+/// replica serves on its own health meanwhile.
+///
+/// ```no_run
+/// use llm_tower::health_store::{HealthStore, HealthStoreSettings};
+/// use llm_tower::{Config, Upstream};
+///
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), llm_tower::ConfigError> {
+/// let config = Config::from_path("gateway.yaml")?;
+/// let upstream = Upstream::from_config(&config)?;
+/// let registry = upstream.health().clone();
+/// let service = upstream.build()?;
+/// // Keep it as long as the service runs.
+/// let settings = config.health_store.unwrap_or_else(|| HealthStoreSettings::new("redis://127.0.0.1:6379"));
+/// let store = HealthStore::start(&settings, &registry)?;
+/// # drop((service, store));
+/// # Ok(())
+/// # }
+/// ```
+pub struct HealthStore {
+    task: JoinHandle<()>,
+    status: watch::Receiver<HealthStoreStatus>,
+    url: String,
+}
+
+/// What [`HealthStore::status`] reports.
+///
+/// ```
+/// let status = llm_tower::health_store::HealthStoreStatus::default();
+/// assert!(!status.connected);
+/// assert_eq!(serde_json::to_value(status).unwrap()["dropped"], 0);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct HealthStoreStatus {
+    /// Connected and subscribed right now.
+    pub connected: bool,
+    /// Local events published.
+    pub published: u64,
+    /// Other replicas' events that changed a local deployment.
+    pub applied: u64,
+    /// Local events dropped because the queue was full.
+    pub dropped: u64,
+}
+
+impl HealthStore {
+    /// Starts sharing `registry`'s health through the Redis server in `settings`. Returns at
+    /// once: connecting is the background task's business, and a server that is down is
+    /// retried with backoff.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] for invalid settings, or when called outside a Tokio
+    /// runtime (the task needs one).
+    pub fn start(
+        settings: &HealthStoreSettings,
+        registry: &HealthRegistry,
+    ) -> Result<Self, ConfigError> {
+        settings.validate()?;
+        let url = settings.redis.to_string();
+        let client = Client::open(settings.redis.expose()).map_err(|_| {
+            ConfigError::invalid("health_store.redis", format!("`{url}` is not a Redis URL"))
+        })?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            ConfigError::invalid(
+                "health_store",
+                "sharing health needs a Tokio runtime: start the store inside one",
+            )
+        })?;
+        let (status, watched) = watch::channel(HealthStoreStatus::default());
+        let task = Task {
+            client,
+            names: Names::new(&settings.prefix),
+            origin: origin(),
+            url: url.clone(),
+            registry: registry.clone(),
+            events: registry.subscribe(QUEUE),
+            restored: HashSet::new(),
+            status,
+        };
+        Ok(Self {
+            task: runtime.spawn(task.run()),
+            status: watched,
+            url,
+        })
+    }
+
+    /// Whether it is connected, and what it has done so far.
+    pub fn status(&self) -> HealthStoreStatus {
+        *self.status.borrow()
+    }
+
+    /// [`status`](Self::status) as it changes: wait for it to connect, or for another
+    /// replica's event to be applied.
+    pub fn watch(&self) -> watch::Receiver<HealthStoreStatus> {
+        self.status.clone()
+    }
+}
+
+impl Drop for HealthStore {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl fmt::Debug for HealthStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HealthStore")
+            .field("redis", &self.url)
+            .field("status", &self.status())
+            .finish()
+    }
+}
+
+/// This process's name on the channel: random, so that a restarted replica reads what its
+/// previous life published like anyone else's.
+fn origin() -> String {
+    use std::hash::BuildHasher;
+    let seed = std::collections::hash_map::RandomState::new()
+        .hash_one((std::process::id(), SystemTime::now()));
+    format!("{seed:016x}")
+}
+
+/// Why a connection ended.
+#[derive(Debug)]
+enum Lost {
+    Redis(RedisError),
+    TimedOut,
+    SubscriptionClosed,
+}
+
+impl fmt::Display for Lost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Redis(err) => err.fmt(f),
+            Self::TimedOut => write!(f, "no answer within {TIMEOUT:?}"),
+            Self::SubscriptionClosed => f.write_str("the subscription closed"),
+        }
+    }
+}
+
+impl From<RedisError> for Lost {
+    fn from(err: RedisError) -> Self {
+        Self::Redis(err)
+    }
+}
+
+/// `future`, or [`Lost::TimedOut`].
+async fn bounded<T>(future: impl Future<Output = redis::RedisResult<T>>) -> Result<T, Lost> {
+    Ok(timeout(TIMEOUT, future)
+        .await
+        .map_err(|_| Lost::TimedOut)??)
+}
+
+/// Runs `command`, bounded by [`TIMEOUT`].
+async fn query<T: redis::FromRedisValue>(
+    command: &redis::Cmd,
+    connection: &mut MultiplexedConnection,
+) -> Result<T, Lost> {
+    bounded(command.query_async(connection)).await
+}
+
+struct Task {
+    client: Client,
+    names: Names,
+    origin: String,
+    /// For logs: the password replaced.
+    url: String,
+    registry: HealthRegistry,
+    events: HealthEvents,
+    /// Deployments restored while disconnected: their keys are deleted on reconnecting.
+    restored: HashSet<EndpointId>,
+    status: watch::Sender<HealthStoreStatus>,
+}
+
+impl Task {
+    async fn run(mut self) {
+        let mut backoff = BACKOFF_FIRST;
+        let mut in_outage = false;
+        loop {
+            let lost = match self.connect().await {
+                Ok((mut connection, mut messages)) => {
+                    self.set_connected(true);
+                    if in_outage {
+                        tracing::info!(redis = %self.url, "health store reachable again; sharing health");
+                    } else {
+                        tracing::info!(redis = %self.url, "sharing health through Redis");
+                    }
+                    in_outage = false;
+                    backoff = BACKOFF_FIRST;
+                    let lost = self.session(&mut connection, &mut messages).await;
+                    self.set_connected(false);
+                    match lost {
+                        Some(lost) => lost,
+                        // The registry has a newer subscriber, or is gone.
+                        None => return,
+                    }
+                }
+                Err(lost) => lost,
+            };
+            if in_outage {
+                tracing::debug!(redis = %self.url, error = %lost, "health store still unreachable");
+            } else {
+                tracing::warn!(
+                    redis = %self.url,
+                    error = %lost,
+                    "health store unreachable; serving on this replica's own health and \
+                     reconnecting in the background"
+                );
+                in_outage = true;
+            }
+            if !self
+                .wait(backoff.mul_f64(0.8 + 0.4 * fastrand::f64()))
+                .await
+            {
+                return;
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    async fn connect(&self) -> Result<(MultiplexedConnection, PubSubStream), Lost> {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(TIMEOUT))
+            .set_response_timeout(Some(TIMEOUT));
+        let connection = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        let mut pubsub = bounded(self.client.get_async_pubsub()).await?;
+        bounded(pubsub.subscribe(&self.names.channel)).await?;
+        Ok((connection, pubsub.into_on_message()))
+    }
+
+    /// Until the connection is lost (`Some`) or the registry stops sending (`None`).
+    async fn session(
+        &mut self,
+        connection: &mut MultiplexedConnection,
+        messages: &mut PubSubStream,
+    ) -> Option<Lost> {
+        if let Err(lost) = self.catch_up(connection).await {
+            return Some(lost);
+        }
+        let mut ping = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
+        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                event = self.events.recv() => {
+                    let event = event?;
+                    self.count_dropped();
+                    if let Err(lost) = self.publish(connection, &event).await {
+                        self.keep(event);
+                        return Some(lost);
+                    }
+                }
+                message = messages.next() => {
+                    let Some(message) = message else {
+                        return Some(Lost::SubscriptionClosed);
+                    };
+                    self.receive(message.get_payload_bytes());
+                }
+                _ = ping.tick() => {
+                    if let Err(lost) = query::<()>(&redis::cmd("PING"), connection).await {
+                        return Some(lost);
+                    }
+                }
+            }
+        }
+    }
+
+    /// After (re)connecting: applies the cooldowns in force, then tells the others what
+    /// happened here meanwhile.
+    async fn catch_up(&mut self, connection: &mut MultiplexedConnection) -> Result<(), Lost> {
+        let mut cursor: u64 = 0;
+        loop {
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor)
+                .arg("MATCH")
+                .arg(self.names.pattern())
+                .arg("COUNT")
+                .arg(500);
+            let (next, keys): (u64, Vec<String>) = query(&scan, connection).await?;
+            if !keys.is_empty() {
+                let mut get = redis::cmd("MGET");
+                get.arg(&keys);
+                let values: Vec<Option<Vec<u8>>> = query(&get, connection).await?;
+                for value in values.into_iter().flatten() {
+                    self.receive(&value);
+                }
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        let restored: Vec<EndpointId> = self.restored.iter().cloned().collect();
+        for id in restored {
+            self.publish(connection, &HealthEvent::Restored { id: id.clone() })
+                .await?;
+            self.restored.remove(&id);
+        }
+        for event in self.registry.ejections() {
+            self.publish(connection, &event).await?;
+        }
+        Ok(())
+    }
+
+    async fn publish(
+        &self,
+        connection: &mut MultiplexedConnection,
+        event: &HealthEvent,
+    ) -> Result<(), Lost> {
+        let key = self.names.key(event.id().as_str());
+        let text = wire::encode(&self.origin, event);
+        match event {
+            HealthEvent::Ejected { until, .. } => {
+                let now = SystemTime::now();
+                if event.remaining(now) == Some(Duration::ZERO) {
+                    return Ok(());
+                }
+                let until_ms = until
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_millis() as u64;
+                let mut eject = redis::cmd("EVAL");
+                eject
+                    .arg(EJECT)
+                    .arg(2)
+                    .arg(&key)
+                    .arg(&self.names.channel)
+                    .arg(&text)
+                    .arg(until_ms)
+                    .arg(wire::ttl_ms(event, now));
+                query::<i64>(&eject, connection).await?;
+            }
+            HealthEvent::Restored { .. } => {
+                let mut restore = redis::pipe();
+                restore
+                    .atomic()
+                    .cmd("DEL")
+                    .arg(&key)
+                    .ignore()
+                    .cmd("PUBLISH")
+                    .arg(&self.names.channel)
+                    .arg(&text)
+                    .ignore();
+                bounded(restore.query_async::<()>(connection)).await?;
+            }
+        }
+        self.status.send_modify(|status| status.published += 1);
+        count("llm_tower_health_store_published_total");
+        Ok(())
+    }
+
+    /// Another replica's event (on the channel, or a key read on connecting).
+    fn receive(&self, text: &[u8]) {
+        let Some((origin, event)) = wire::decode(text) else {
+            tracing::debug!("health store: ignored a message that is not a health event");
+            return;
+        };
+        if origin == self.origin {
+            return;
+        }
+        if self.registry.apply(&event) {
+            self.status.send_modify(|status| status.applied += 1);
+            count("llm_tower_health_store_applied_total");
+            match &event {
+                HealthEvent::Ejected {
+                    id,
+                    until,
+                    retry_after,
+                    ..
+                } => tracing::info!(
+                    endpoint = %id,
+                    cooldown_ms = until.duration_since(SystemTime::now()).unwrap_or_default().as_millis() as u64,
+                    retry_after,
+                    "endpoint ejected by another replica"
+                ),
+                HealthEvent::Restored { id } => tracing::info!(
+                    endpoint = %id,
+                    "endpoint restored by another replica; probing it now"
+                ),
+            }
+        }
+    }
+
+    /// A local event that could not be published: a restore is remembered for the next
+    /// connection (a cooldown is read from the registry then anyway).
+    fn keep(&mut self, event: HealthEvent) {
+        match event {
+            HealthEvent::Restored { id } => {
+                self.restored.insert(id);
+            }
+            HealthEvent::Ejected { id, .. } => {
+                self.restored.remove(&id);
+            }
+        }
+    }
+
+    /// Sleeps for `pause`, keeping the local events that come meanwhile. Returns `false`
+    /// when the registry stops sending.
+    async fn wait(&mut self, pause: Duration) -> bool {
+        let pause = sleep(pause);
+        tokio::pin!(pause);
+        loop {
+            tokio::select! {
+                () = &mut pause => return true,
+                event = self.events.recv() => match event {
+                    Some(event) => {
+                        self.count_dropped();
+                        self.keep(event);
+                    }
+                    None => return false,
+                },
+            }
+        }
+    }
+
+    fn count_dropped(&self) {
+        let dropped = self.events.dropped();
+        self.status.send_if_modified(|status| {
+            let changed = status.dropped != dropped;
+            status.dropped = dropped;
+            changed
+        });
+        #[cfg(feature = "metrics")]
+        metrics::counter!("llm_tower_health_store_dropped_total").absolute(dropped);
+    }
+
+    fn set_connected(&self, connected: bool) {
+        self.status
+            .send_modify(|status| status.connected = connected);
+        #[cfg(feature = "metrics")]
+        metrics::gauge!("llm_tower_health_store_connected").set(if connected { 1.0 } else { 0.0 });
+    }
+}
+
+fn count(name: &'static str) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!(name).increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = name;
+}

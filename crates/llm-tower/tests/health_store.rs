@@ -1,0 +1,274 @@
+//! Two replicas (two stacks, two registries, two stores) sharing health through a real
+//! `redis-server` of the test's own. Skipped, saying why, without the `redis` feature or
+//! without a `redis-server` binary (`.ci/run` installs one).
+
+#[cfg(not(feature = "redis"))]
+#[test]
+fn health_store_tests_need_the_redis_feature() {
+    eprintln!("skipped: built without llm-tower's `redis` feature");
+}
+
+#[cfg(feature = "redis")]
+mod shared {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use http::{Request, StatusCode};
+    use http_body_util::Full;
+    use llm_tower::health_store::{HealthStore, HealthStoreSettings, HealthStoreStatus};
+    use llm_tower::{Config, HealthRegistry, Status, Upstream};
+    use llm_tower_mock::{Behavior, MockProvider, RedisServer};
+    use tokio::sync::watch;
+    use tower::ServiceExt;
+
+    /// How long a replica may take to hear of another's event (the issue's bound).
+    const WITHIN: Duration = Duration::from_secs(1);
+    /// How long reconnecting may take after Redis returns (backoff is at most 5 s).
+    const RECONNECT: Duration = Duration::from_secs(10);
+
+    fn redis() -> Option<RedisServer> {
+        match RedisServer::start() {
+            Ok(redis) => Some(redis),
+            Err(reason) => {
+                eprintln!("skipped: {reason}");
+                None
+            }
+        }
+    }
+
+    /// One replica: its own providers (`primary` first, `backup` second), its own registry
+    /// and store, the same deployment ids as every other replica.
+    struct Replica {
+        primary: MockProvider,
+        backup: MockProvider,
+        registry: HealthRegistry,
+        service: llm_tower::UpstreamService,
+        store: HealthStore,
+    }
+
+    impl Replica {
+        async fn start(redis: &str) -> Self {
+            let primary = MockProvider::start().await.unwrap();
+            let backup = MockProvider::start().await.unwrap();
+            let config = Config::from_json_str(&format!(
+                r#"{{
+                    "health_store": {{ "redis": "{redis}", "prefix": "test" }},
+                    "endpoints": [
+                        {{ "id": "primary", "base_url": "{}", "priority": 0 }},
+                        {{ "id": "backup", "base_url": "{}", "priority": 1 }}
+                    ]
+                }}"#,
+                primary.base_url(),
+                backup.base_url()
+            ))
+            .unwrap();
+            let upstream = Upstream::from_config(&config).unwrap();
+            let registry = upstream.health().clone();
+            let service = upstream.build().unwrap();
+            let store =
+                HealthStore::start(config.health_store.as_ref().unwrap(), &registry).unwrap();
+            Self {
+                primary,
+                backup,
+                registry,
+                service,
+                store,
+            }
+        }
+
+        async fn chat(&self) -> StatusCode {
+            let body = Bytes::from_static(br#"{"model":"m","messages":[]}"#);
+            let request = Request::post("/v1/chat/completions")
+                .body(Full::new(body))
+                .unwrap();
+            self.service
+                .clone()
+                .oneshot(request)
+                .await
+                .unwrap()
+                .status()
+        }
+
+        fn status(&self, id: &str) -> Status {
+            self.registry.get(id).unwrap().status
+        }
+
+        async fn connected(&self) {
+            wait(self.store.watch(), RECONNECT, |s| s.connected).await;
+        }
+
+        async fn disconnected(&self) {
+            wait(self.store.watch(), RECONNECT, |s| !s.connected).await;
+        }
+
+        /// Until another replica's event has changed something here (`applied` grew).
+        async fn applied(&self, before: u64) {
+            wait(self.store.watch(), WITHIN, |s| s.applied > before).await;
+        }
+    }
+
+    async fn wait(
+        mut status: watch::Receiver<HealthStoreStatus>,
+        within: Duration,
+        until: impl FnMut(&HealthStoreStatus) -> bool,
+    ) {
+        let reached = tokio::time::timeout(within, status.wait_for(until)).await;
+        let reached = reached.map(|status| status.map(|status| *status));
+        assert!(
+            matches!(reached, Ok(Ok(_))),
+            "not within {within:?}: {:?}",
+            *status.borrow()
+        );
+    }
+
+    /// A's primary answers `429 Retry-After: 30`: A falls back and ejects it; within a
+    /// second B skips it too, and B's own primary never hears of the request.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_ejection_seen_by_one_replica_is_honoured_by_the_other() {
+        let Some(redis) = redis() else { return };
+        let (a, b) = (
+            Replica::start(&redis.url()).await,
+            Replica::start(&redis.url()).await,
+        );
+        a.connected().await;
+        b.connected().await;
+
+        a.primary.push(Behavior::retry_after(429, "30"));
+        let before = b.store.status().applied;
+        assert_eq!(a.chat().await, StatusCode::OK);
+        assert_eq!(a.status("primary"), Status::Ejected);
+        b.applied(before).await;
+        let shared = b.registry.get("primary").unwrap();
+        assert_eq!(shared.status, Status::Ejected);
+        assert!(
+            (28.0..=30.0).contains(&shared.seconds_until_return),
+            "B honours A's deadline: {shared:?}"
+        );
+
+        assert_eq!(b.chat().await, StatusCode::OK);
+        assert_eq!(b.primary.request_count(), 0, "B never sent to its primary");
+        assert_eq!(b.backup.request_count(), 1);
+        assert_eq!(b.status("backup"), Status::Healthy);
+        // An event is not sent back: A published one, applied nothing.
+        assert_eq!(a.store.status().applied, 0);
+        assert!(a.store.status().published >= 1);
+    }
+
+    /// A replica that starts after the ejection reads it from Redis; a restore elsewhere lets
+    /// its probe through at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_late_replica_reads_current_ejections_and_a_restore_opens_its_probe() {
+        let Some(redis) = redis() else { return };
+        let a = Replica::start(&redis.url()).await;
+        a.connected().await;
+        a.primary.push(Behavior::retry_after(503, "30"));
+        assert_eq!(a.chat().await, StatusCode::OK);
+        wait(a.store.watch(), WITHIN, |s| s.published >= 1).await;
+
+        let late = Replica::start(&redis.url()).await;
+        late.applied(0).await;
+        assert_eq!(late.status("primary"), Status::Ejected);
+        assert_eq!(late.chat().await, StatusCode::OK);
+        assert_eq!(late.primary.request_count(), 0);
+
+        // A's cooldown is cut short (as a third replica's restore would), so its next request
+        // probes its primary, which answers: a real restore, which A publishes. The late
+        // replica's cooldown then ends now, and its next request probes its own primary.
+        let before = late.store.status().applied;
+        a.registry
+            .apply(&llm_tower::fallback::HealthEvent::Restored {
+                id: "primary".into(),
+            });
+        assert_eq!(a.status("primary"), Status::HalfOpen);
+        assert_eq!(a.chat().await, StatusCode::OK);
+        assert_eq!(a.status("primary"), Status::Healthy);
+        late.applied(before).await;
+        assert_eq!(late.status("primary"), Status::HalfOpen);
+        assert_eq!(late.chat().await, StatusCode::OK);
+        assert_eq!(
+            late.primary.request_count(),
+            1,
+            "the probe went to the primary"
+        );
+        assert_eq!(late.status("primary"), Status::Healthy);
+    }
+
+    /// Redis dies: both replicas go on serving on their own health. An ejection made during
+    /// the outage reaches the other replica once Redis is back (empty, as after a crash).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn replicas_serve_through_a_redis_outage_and_share_again_after_it() {
+        let Some(mut redis) = redis() else { return };
+        let (a, b) = (
+            Replica::start(&redis.url()).await,
+            Replica::start(&redis.url()).await,
+        );
+        a.connected().await;
+        b.connected().await;
+
+        redis.stop();
+        a.disconnected().await;
+        b.disconnected().await;
+        a.primary.push(Behavior::retry_after(429, "30"));
+        assert_eq!(a.chat().await, StatusCode::OK, "A serves without Redis");
+        assert_eq!(b.chat().await, StatusCode::OK, "B serves without Redis");
+        assert_eq!(
+            b.primary.request_count(),
+            1,
+            "B has not heard: its primary served"
+        );
+
+        let before = b.store.status().applied;
+        redis.restart().unwrap();
+        a.connected().await;
+        b.connected().await;
+        // A republishes its cooldowns on reconnecting; B may have connected first and hear it
+        // on the channel, or after and read it from the key.
+        wait(b.store.watch(), RECONNECT, |s| s.applied > before).await;
+        assert_eq!(b.status("primary"), Status::Ejected);
+        assert_eq!(b.chat().await, StatusCode::OK);
+        assert_eq!(b.primary.request_count(), 1, "B skips the primary again");
+    }
+
+    /// A store pointed at nothing: the replica serves, and the store keeps trying.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_replica_starts_and_serves_while_redis_is_down() {
+        let Some(mut redis) = redis() else { return };
+        let url = redis.url();
+        redis.stop();
+        let a = Replica::start(&url).await;
+        a.primary.push(Behavior::retry_after(503, "30"));
+        assert_eq!(a.chat().await, StatusCode::OK);
+        assert_eq!(a.status("primary"), Status::Ejected);
+        assert!(!a.store.status().connected);
+
+        redis.restart().unwrap();
+        a.connected().await;
+        // Its cooldown, made before Redis was reachable, is there for a late replica.
+        wait(a.store.watch(), WITHIN, |s| s.published >= 1).await;
+        let late = Replica::start(&url).await;
+        late.applied(0).await;
+        assert_eq!(late.status("primary"), Status::Ejected);
+    }
+
+    #[tokio::test]
+    async fn the_settings_are_checked_before_anything_starts() {
+        let registry = HealthRegistry::new();
+        let err = HealthStore::start(&HealthStoreSettings::new("rediss://:pw@h:1"), &registry)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("health_store.redis") && !err.contains("pw"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_store_needs_a_runtime() {
+        let err = HealthStore::start(
+            &HealthStoreSettings::new("redis://127.0.0.1:1"),
+            &HealthRegistry::new(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("Tokio runtime"), "{err}");
+    }
+}
