@@ -2,18 +2,12 @@
 //! real process through one scenario, sharing the helpers that start and watch it):
 //! `--check`, `--version`, signals, descriptor limits, reloads, and the built-in demo.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+mod binary;
 
-const BIN: &str = env!("CARGO_BIN_EXE_llm-tower-gateway");
+use std::io::BufReader;
+use std::process::Command;
 
-fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("llm-tower-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path
-}
+use binary::*;
 
 #[test]
 fn check_accepts_a_good_file_and_names_the_field_of_a_bad_one() {
@@ -89,41 +83,6 @@ fn version_help_and_bad_arguments() {
     assert_eq!(output.status.code(), Some(2));
 }
 
-/// Starts `command` (the binary, or a shell that execs it), waits for its "listening on" line
-/// and returns it running, its base URL, and the rest of its output (the log) as it comes.
-fn launch(
-    mut command: Command,
-) -> (
-    Running,
-    String,
-    std::io::Lines<BufReader<std::process::ChildStdout>>,
-) {
-    let child = command
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut running = Running(child);
-    let mut lines = BufReader::new(running.0.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    let url = first
-        .strip_prefix("llm-tower gateway listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line: {first}"))
-        .to_owned();
-    (running, url, lines)
-}
-
-/// Kills the child when the test ends, however it ends.
-struct Running(std::process::Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn without_a_config_it_serves_the_demo() {
     let mut command = Command::new(BIN);
@@ -159,66 +118,10 @@ fn without_a_config_it_serves_the_demo() {
     });
 }
 
-/// Starts the binary on `config` (YAML text) and returns it with its base URL.
-fn start_binary(config: &str) -> (Running, String) {
-    let path = temp_file(
-        &format!(
-            "gw-{}.yaml",
-            std::time::SystemTime::UNIX_EPOCH
-                .elapsed()
-                .unwrap()
-                .as_nanos()
-        ),
-        config,
-    );
-    let mut command = Command::new(BIN);
-    command.args(["--config", path.to_str().unwrap()]);
-    let (running, url, lines) = launch(command);
-    // Keep reading, as a terminal would, until the process exits.
-    std::thread::spawn(move || lines.for_each(drop));
-    (running, url)
-}
-
-fn terminate(running: &Running) {
-    let status = Command::new("kill")
-        .args(["-TERM", &running.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
-/// Waits for the process to exit, at most `limit`; its exit code.
-fn wait_exit(running: &mut Running, limit: std::time::Duration) -> Option<i32> {
-    let started = std::time::Instant::now();
-    while started.elapsed() < limit {
-        if let Some(status) = running.0.try_wait().unwrap() {
-            return status.code();
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    None
-}
-
 fn gateway_config(upstream: &str, grace: &str) -> String {
     format!(
         "listen: 127.0.0.1:0\nserver: {{ shutdown_grace: {grace} }}\nendpoints:\n  - id: mock\n    base_url: {upstream}\n"
     )
-}
-
-fn post(url: &str, body: &'static str) -> http::Request<http_body_util::Full<bytes::Bytes>> {
-    http::Request::post(format!("{url}/chat/completions"))
-        .header("content-type", "application/json")
-        .body(http_body_util::Full::new(bytes::Bytes::from_static(
-            body.as_bytes(),
-        )))
-        .unwrap()
-}
-
-fn client() -> hyper_util::client::legacy::Client<
-    hyper_util::client::legacy::connect::HttpConnector,
-    http_body_util::Full<bytes::Bytes>,
-> {
-    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
 }
 
 /// The binary with `shutdown_grace: grace` in front of a mock streaming without end, and a

@@ -182,12 +182,22 @@ async fn a_bad_file_leaves_the_running_configuration_serving() {
     assert_eq!(header(&response, "x-llm-tower-endpoint"), "a");
 
     // What the listeners were started with is kept, and said to need a restart.
+    // So is the health store the process shares health through (a connection of its own,
+    // whatever the stack).
     running.rewrite(&format!(
-        "listen: 127.0.0.1:9\nendpoints:\n{}",
+        "listen: 127.0.0.1:9\nhealth_store: {{ redis: 'redis://127.0.0.1:1' }}\nendpoints:\n{}",
         endpoint("a", &a, 0, "{ name: NoRetry }")
     ));
     let report = running.reloader.reload().unwrap();
-    assert_eq!(report.needs_restart, ["listen"]);
+    assert_eq!(report.needs_restart, ["listen", "health_store"]);
+    assert!(
+        running
+            .gw
+            .json("/upstreams")
+            .await
+            .get("health_store")
+            .is_none()
+    );
     assert!(!report.changed, "nothing else changed: nothing was rebuilt");
     assert_eq!(report.generation.number, 1);
     let response = running.gw.post(CHAT).await;

@@ -242,47 +242,24 @@ struct Task {
 
 impl Task {
     async fn run(mut self) {
-        let mut backoff = BACKOFF_FIRST;
-        let mut in_outage = false;
+        let mut outage = Outage::default();
         loop {
             let lost = match self.connect().await {
                 Ok((mut connection, mut messages)) => {
-                    self.set_connected(true);
-                    if in_outage {
-                        tracing::info!(redis = %self.url, "health store reachable again; sharing health");
-                    } else {
-                        tracing::info!(redis = %self.url, "sharing health through Redis");
-                    }
-                    in_outage = false;
-                    backoff = BACKOFF_FIRST;
-                    let lost = self.session(&mut connection, &mut messages).await;
+                    let lost = self
+                        .session(&mut connection, &mut messages, &mut outage)
+                        .await;
                     self.set_connected(false);
-                    match lost {
-                        Some(lost) => lost,
-                        // The registry has a newer subscriber, or is gone.
-                        None => return,
-                    }
+                    // `None`: the registry has a newer subscriber, or is gone.
+                    let Some(lost) = lost else { return };
+                    lost
                 }
                 Err(lost) => lost,
             };
-            if in_outage {
-                tracing::debug!(redis = %self.url, error = %lost, "health store still unreachable");
-            } else {
-                tracing::warn!(
-                    redis = %self.url,
-                    error = %lost,
-                    "health store unreachable; serving on this replica's own health and \
-                     reconnecting in the background"
-                );
-                in_outage = true;
-            }
-            if !self
-                .wait(backoff.mul_f64(0.8 + 0.4 * fastrand::f64()))
-                .await
-            {
+            outage.began(&self.url, &lost);
+            if !self.wait(outage.pause()).await {
                 return;
             }
-            backoff = (backoff * 2).min(BACKOFF_MAX);
         }
     }
 
@@ -304,10 +281,14 @@ impl Task {
         &mut self,
         connection: &mut MultiplexedConnection,
         messages: &mut PubSubStream,
+        outage: &mut Outage,
     ) -> Option<Lost> {
         if let Err(lost) = self.catch_up(connection).await {
             return Some(lost);
         }
+        // Connected means caught up: what was in force is applied, what happened here is told.
+        self.set_connected(true);
+        outage.ended(&self.url);
         let mut ping = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
@@ -499,6 +480,45 @@ impl Task {
             .send_modify(|status| status.connected = connected);
         #[cfg(feature = "metrics")]
         metrics::gauge!("llm_tower_health_store_connected").set(if connected { 1.0 } else { 0.0 });
+    }
+}
+
+/// Reconnecting: the backoff, and whether the outage was logged (once per outage).
+#[derive(Default)]
+struct Outage {
+    /// `Some` while disconnected: the pause before the next try.
+    backoff: Option<Duration>,
+}
+
+impl Outage {
+    fn began(&mut self, url: &str, lost: &Lost) {
+        if self.backoff.is_some() {
+            tracing::debug!(redis = %url, error = %lost, "health store still unreachable");
+            return;
+        }
+        tracing::warn!(
+            redis = %url,
+            error = %lost,
+            "health store unreachable; serving on this replica's own health and reconnecting \
+             in the background"
+        );
+        self.backoff = Some(BACKOFF_FIRST);
+    }
+
+    /// The pause before the next try (jittered), doubling the one after.
+    fn pause(&mut self) -> Duration {
+        let backoff = self.backoff.get_or_insert(BACKOFF_FIRST);
+        let pause = backoff.mul_f64(0.8 + 0.4 * fastrand::f64());
+        *backoff = (*backoff * 2).min(BACKOFF_MAX);
+        pause
+    }
+
+    fn ended(&mut self, url: &str) {
+        if self.backoff.take().is_some() {
+            tracing::info!(redis = %url, "health store reachable again; sharing health");
+        } else {
+            tracing::info!(redis = %url, "sharing health through Redis");
+        }
     }
 }
 
