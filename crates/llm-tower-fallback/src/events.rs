@@ -242,3 +242,64 @@ impl HealthRegistry {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::health::HealthPolicy;
+
+    const POLICY: HealthPolicy = HealthPolicy {
+        unhealthy_threshold: 1,
+        max_cooldown: Duration::from_secs(60),
+    };
+
+    fn eject(registry: &HealthRegistry, id: &str, hint: Option<Duration>) {
+        let id = EndpointId::from(id);
+        let cell = registry.cell(&id);
+        let now = Instant::now();
+        cell.record_failure(now, Duration::from_secs(5), hint, None, POLICY)
+            .expect("ejected");
+        registry.ejected(&id, &cell);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_queue_drops_and_counts_instead_of_waiting() {
+        let registry = HealthRegistry::new();
+        let mut events = registry.subscribe(1);
+        eject(&registry, "a", Some(Duration::from_secs(30)));
+        eject(&registry, "b", None);
+        assert_eq!(events.dropped(), 1);
+        let Some(HealthEvent::Ejected {
+            id,
+            until,
+            retry_after,
+            ejections,
+        }) = events.try_recv()
+        else {
+            panic!("the first one was queued");
+        };
+        assert_eq!((id.as_str(), retry_after, ejections), ("a", true, 1));
+        let left = until.duration_since(SystemTime::now()).unwrap();
+        assert!(left > Duration::from_secs(29), "{left:?}");
+        assert!(events.try_recv().is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_doubling_cooldown_is_not_a_retry_after_and_a_restore_is_told() {
+        let registry = HealthRegistry::new();
+        let mut events = registry.subscribe(8);
+        eject(&registry, "a", Some(Duration::from_secs(1)));
+        let event = events.try_recv().unwrap();
+        assert!(matches!(event, HealthEvent::Ejected { retry_after: false, .. }), "{event:?}");
+        let current: Vec<_> = registry.ejections().iter().map(|e| e.id().clone()).collect();
+        assert_eq!(current, [EndpointId::from("a")]);
+
+        let cell = registry.cell(&"a".into());
+        assert!(cell.record_success(None));
+        registry.restored(&"a".into());
+        assert_eq!(events.try_recv(), Some(HealthEvent::Restored { id: "a".into() }));
+        assert!(registry.ejections().is_empty());
+    }
+}
