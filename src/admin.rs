@@ -66,6 +66,7 @@ pub(crate) fn routes(
 
 /// `GET /upstreams`: which configuration is in force, and the health of its deployments.
 #[derive(serde::Serialize)]
+#[allow(clippy::struct_field_names)] // the JSON's keys
 struct Upstreams {
     config: Generation,
     /// Present with `health_store`.

@@ -175,7 +175,7 @@ impl fmt::Debug for HealthStore {
         f.debug_struct("HealthStore")
             .field("redis", &self.url)
             .field("status", &self.status())
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
