@@ -209,6 +209,10 @@ impl Reloader {
             live.replace(admin, generation.number);
         }
         self.forget_all_but(&app.deployment_ids);
+        if let Some(store) = &self.process.store {
+            // New deployments learn the cooldowns other replicas already published for them.
+            store.refresh();
+        }
         *running = Running {
             config,
             generation,

@@ -85,6 +85,7 @@ impl Balancer {
             .collect();
         chained.sort();
         chained.dedup();
+        registry.set_max_cooldown(settings.max_cooldown);
         Self {
             pool: Pool::new(endpoints, &chained, &registry, &settings),
             registry,

@@ -173,9 +173,11 @@ pub(crate) fn ejection(id: &EndpointId, cell: &EndpointHealth) -> Option<HealthE
 impl HealthRegistry {
     /// Applies another replica's event to the deployment it names, if this registry has it
     /// (ids of deployments this configuration does not have are ignored). An ejection only
-    /// pushes the local deadline out; a restore ends the local cooldown now, so that the
-    /// half-open probe decides. Returns whether anything changed. Applied events are not
-    /// local events: a subscriber does not see them.
+    /// pushes the local deadline out, and never beyond this configuration's `max_cooldown`
+    /// from now (a replica with a wrong clock, or a bad message, cannot shut a deployment
+    /// out for longer than a local failure could); a restore ends the local cooldown now,
+    /// so that the half-open probe decides. Returns whether anything changed. Applied
+    /// events are not local events: a subscriber does not see them.
     ///
     /// ```
     /// use std::time::{Duration, SystemTime};
@@ -211,6 +213,7 @@ impl HealthRegistry {
                 let Ok(remaining) = until.duration_since(SystemTime::now()) else {
                     return false;
                 };
+                let remaining = remaining.min(self.max_cooldown());
                 let cooldown = Cooldown {
                     until: now + remaining,
                     retry_after: *retry_after,
@@ -287,19 +290,53 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_remote_ejection_lasts_at_most_max_cooldown() {
+        let registry = HealthRegistry::new();
+        registry.set_max_cooldown(Duration::from_secs(60));
+        registry.cell(&"a".into());
+        let year = Duration::from_secs(365 * 24 * 3600);
+        let event = HealthEvent::Ejected {
+            id: "a".into(),
+            until: SystemTime::now() + year,
+            retry_after: true,
+            ejections: u32::MAX,
+        };
+        assert!(registry.apply(&event));
+        let snapshot = registry.get("a").unwrap();
+        assert_eq!(snapshot.seconds_until_return, 60.0);
+        assert!(!registry.apply(&event), "already as long as it may be");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_doubling_cooldown_is_not_a_retry_after_and_a_restore_is_told() {
         let registry = HealthRegistry::new();
         let mut events = registry.subscribe(8);
         eject(&registry, "a", Some(Duration::from_secs(1)));
         let event = events.try_recv().unwrap();
-        assert!(matches!(event, HealthEvent::Ejected { retry_after: false, .. }), "{event:?}");
-        let current: Vec<_> = registry.ejections().iter().map(|e| e.id().clone()).collect();
+        assert!(
+            matches!(
+                event,
+                HealthEvent::Ejected {
+                    retry_after: false,
+                    ..
+                }
+            ),
+            "{event:?}"
+        );
+        let current: Vec<_> = registry
+            .ejections()
+            .iter()
+            .map(|e| e.id().clone())
+            .collect();
         assert_eq!(current, [EndpointId::from("a")]);
 
         let cell = registry.cell(&"a".into());
         assert!(cell.record_success(None));
         registry.restored(&"a".into());
-        assert_eq!(events.try_recv(), Some(HealthEvent::Restored { id: "a".into() }));
+        assert_eq!(
+            events.try_recv(),
+            Some(HealthEvent::Restored { id: "a".into() })
+        );
         assert!(registry.ejections().is_empty());
     }
 }

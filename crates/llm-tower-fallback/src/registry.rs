@@ -1,7 +1,9 @@
 //! [`HealthRegistry`]: every endpoint's health, shared between stacks and shown to operators.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
 
 use dashmap::DashMap;
 use llm_tower_core::EndpointId;
@@ -35,6 +37,9 @@ pub struct HealthRegistry {
     /// Where local ejections and restores go for other replicas, once someone subscribed.
     /// Read only when a deployment changes state.
     publisher: Arc<RwLock<Option<Publisher>>>,
+    /// The `max_cooldown` of the last balancer built over it, in milliseconds: the most
+    /// another replica's ejection may impose (0: no balancer yet).
+    max_cooldown_ms: Arc<AtomicU64>,
 }
 
 impl fmt::Debug for HealthRegistry {
@@ -93,6 +98,16 @@ impl HealthRegistry {
         if let (Some(publisher), Some(event)) = (publisher.as_ref(), event()) {
             publisher.publish(event);
         }
+    }
+
+    pub(crate) fn set_max_cooldown(&self, max: Duration) {
+        let ms = u64::try_from(max.as_millis()).unwrap_or(u64::MAX);
+        self.max_cooldown_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// The longest cooldown the configuration in force allows.
+    pub(crate) fn max_cooldown(&self) -> Duration {
+        Duration::from_millis(self.max_cooldown_ms.load(Ordering::Relaxed))
     }
 
     /// Every health checker over this registry looks at its deadlines again.

@@ -250,6 +250,43 @@ mod shared {
         assert_eq!(late.status("primary"), Status::Ejected);
     }
 
+    /// A deployment the registry did not have when a cooldown was published (a reload adds
+    /// it) learns of it when the store is told to refresh.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refresh_reads_cooldowns_for_deployments_added_since() {
+        let Some(redis) = redis() else { return };
+        let a = Replica::start(&redis.url()).await;
+        a.connected().await;
+        a.primary.push(Behavior::retry_after(429, "30"));
+        assert_eq!(a.chat().await, StatusCode::OK);
+        wait(a.store.watch(), WITHIN, |s| s.published >= 1).await;
+
+        // B's store starts over a registry with no deployments: nothing to apply yet.
+        let registry = HealthRegistry::new();
+        let settings = HealthStoreSettings {
+            prefix: "test".into(),
+            ..HealthStoreSettings::new(redis.url())
+        };
+        let store = HealthStore::start(&settings, &registry).unwrap();
+        wait(store.watch(), RECONNECT, |s| s.connected).await;
+        assert_eq!(store.status().applied, 0);
+
+        let config = Config::from_json_str(&format!(
+            r#"{{ "endpoints": [{{ "id": "primary", "base_url": "{}" }}] }}"#,
+            a.primary.base_url()
+        ))
+        .unwrap();
+        let _stack = Upstream::from_config(&config)
+            .unwrap()
+            .registry(registry.clone())
+            .build()
+            .unwrap();
+        assert_eq!(registry.get("primary").unwrap().status, Status::Healthy);
+        store.refresh();
+        wait(store.watch(), WITHIN, |s| s.applied == 1).await;
+        assert_eq!(registry.get("primary").unwrap().status, Status::Ejected);
+    }
+
     #[tokio::test]
     async fn the_settings_are_checked_before_anything_starts() {
         let registry = HealthRegistry::new();

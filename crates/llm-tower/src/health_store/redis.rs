@@ -22,6 +22,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
@@ -30,7 +31,7 @@ use llm_tower_fallback::{HealthEvent, HealthEvents, HealthRegistry};
 use redis::aio::{MultiplexedConnection, PubSubStream};
 use redis::{AsyncConnectionConfig, Client, RedisError};
 use serde::Serialize;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior, sleep, timeout};
 
@@ -88,6 +89,7 @@ return 1
 pub struct HealthStore {
     task: JoinHandle<()>,
     status: watch::Receiver<HealthStoreStatus>,
+    refresh: Arc<Notify>,
     url: String,
 }
 
@@ -135,6 +137,7 @@ impl HealthStore {
             )
         })?;
         let (status, watched) = watch::channel(HealthStoreStatus::default());
+        let refresh = Arc::new(Notify::new());
         let task = Task {
             client,
             names: Names::new(&settings.prefix),
@@ -144,12 +147,21 @@ impl HealthStore {
             events: registry.subscribe(QUEUE),
             restored: HashSet::new(),
             status,
+            refresh: refresh.clone(),
         };
         Ok(Self {
             task: runtime.spawn(task.run()),
             status: watched,
+            refresh,
             url,
         })
+    }
+
+    /// Reads the cooldowns in force again, for deployments the registry did not have when
+    /// they were published (a reload added them). Returns at once; a store that is not
+    /// connected reads them when it connects anyway.
+    pub fn refresh(&self) {
+        self.refresh.notify_one();
     }
 
     /// Whether it is connected, and what it has done so far.
@@ -238,6 +250,8 @@ struct Task {
     /// Deployments restored while disconnected: their keys are deleted on reconnecting.
     restored: HashSet<EndpointId>,
     status: watch::Sender<HealthStoreStatus>,
+    /// Asks for the cooldowns in force to be read again.
+    refresh: Arc<Notify>,
 }
 
 impl Task {
@@ -307,6 +321,11 @@ impl Task {
                     };
                     self.receive(message.get_payload_bytes());
                 }
+                () = self.refresh.notified() => {
+                    if let Err(lost) = self.read_cooldowns(connection).await {
+                        return Some(lost);
+                    }
+                }
                 _ = ping.tick() => {
                     if let Err(lost) = query::<()>(&redis::cmd("PING"), connection).await {
                         return Some(lost);
@@ -319,6 +338,21 @@ impl Task {
     /// After (re)connecting: applies the cooldowns in force, then tells the others what
     /// happened here meanwhile.
     async fn catch_up(&mut self, connection: &mut MultiplexedConnection) -> Result<(), Lost> {
+        self.read_cooldowns(connection).await?;
+        let restored: Vec<EndpointId> = self.restored.iter().cloned().collect();
+        for id in restored {
+            self.publish(connection, &HealthEvent::Restored { id: id.clone() })
+                .await?;
+            self.restored.remove(&id);
+        }
+        for event in self.registry.ejections() {
+            self.publish(connection, &event).await?;
+        }
+        Ok(())
+    }
+
+    /// Applies every cooldown in force in Redis.
+    async fn read_cooldowns(&self, connection: &mut MultiplexedConnection) -> Result<(), Lost> {
         let mut cursor: u64 = 0;
         loop {
             let mut scan = redis::cmd("SCAN");
@@ -337,20 +371,10 @@ impl Task {
                 }
             }
             if next == 0 {
-                break;
+                return Ok(());
             }
             cursor = next;
         }
-        let restored: Vec<EndpointId> = self.restored.iter().cloned().collect();
-        for id in restored {
-            self.publish(connection, &HealthEvent::Restored { id: id.clone() })
-                .await?;
-            self.restored.remove(&id);
-        }
-        for event in self.registry.ejections() {
-            self.publish(connection, &event).await?;
-        }
-        Ok(())
     }
 
     async fn publish(
