@@ -8,7 +8,7 @@ use std::time::Duration;
 use http::Response;
 use llm_tower_core::{
     BoxError, Classification, CooldownHint, Endpoint, Error, ErrorKind, ModelInBody, ModelName,
-    classify, find_model, retry_after,
+    Outcome, classify, find_model, retry_after,
 };
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -261,6 +261,10 @@ impl Balancer {
                 .or_else(|| retry_after(response.headers()))
         });
         let member = &self.pool.members[index];
+        member
+            .health
+            .activity
+            .record_failure(now, Outcome::of(result));
         self.eject_if_due(member, now, hint, probe);
         if classify(result) == Classification::BadCredentials {
             for sibling in self.pool.siblings(index).filter(|m| m.id != member.id) {
@@ -299,7 +303,12 @@ impl Balancer {
     pub(crate) fn record_stream_failure(&self, member: usize, kind: ErrorKind) {
         let member = &self.pool.members[member];
         tracing::warn!(endpoint = %member.id, %kind, "response stream failed after its head was sent");
-        self.eject_if_due(member, Instant::now(), None, None);
+        let now = Instant::now();
+        member
+            .health
+            .activity
+            .record_failure(now, Outcome::Error(kind));
+        self.eject_if_due(member, now, None, None);
     }
 
     /// No endpoint admits the request: try the one whose cooldown ends first, or fail with 503.

@@ -57,6 +57,7 @@
 //! # }
 //! ```
 
+mod activity;
 mod balancer;
 mod body;
 mod check;
@@ -72,6 +73,7 @@ mod select;
 mod service;
 mod settings;
 
+pub use activity::{LastFailure, LastMinute, SLOT, SLOTS};
 pub use body::ResponseBody;
 pub use check::{CheckService, CheckSnapshot};
 pub use events::{HealthEvent, HealthEvents};

@@ -6,11 +6,12 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use dashmap::DashMap;
-use llm_tower_core::EndpointId;
+use llm_tower_core::{EndpointId, ModelName};
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::activity::{LastFailure, LastMinute};
 use crate::check::CheckSnapshot;
 use crate::events::{self, HealthEvent, HealthEvents, Publisher};
 use crate::health::EndpointHealth;
@@ -230,8 +231,18 @@ pub enum Status {
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct EndpointSnapshot {
-    /// The endpoint.
+    /// The deployment: its endpoint's id, or `endpoint/model` when the endpoint lists
+    /// several models.
     pub id: EndpointId,
+    /// Its endpoint (absent for a cell no balancer placed yet).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<EndpointId>,
+    /// The model it serves, for an endpoint that lists models.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelName>,
+    /// Its endpoint's priority tier (lower is tried first).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u32>,
     /// Its status.
     pub status: Status,
     /// Failed requests since the last success.
@@ -258,4 +269,13 @@ pub struct EndpointSnapshot {
     pub checks_passed: u64,
     /// Health checks of its endpoint that failed.
     pub checks_failed: u64,
+    /// The mean time to the first byte of the requests it answered in the last minute, in
+    /// milliseconds (absent when it answered none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recent_latency_ms: Option<f64>,
+    /// Its last failure that counted against its health.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<LastFailure>,
+    /// Its requests over the last minute, by how they ended.
+    pub last_minute: LastMinute,
 }

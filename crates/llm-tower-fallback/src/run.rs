@@ -14,6 +14,7 @@ use llm_tower_core::{
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 
+use crate::activity::Ended;
 use crate::balancer::{Balancer, Route};
 use crate::body::{ResponseBody, StreamWatch};
 use crate::mask::mask_headers;
@@ -58,6 +59,7 @@ where
             &log,
         )
         .map_err(fail)?;
+        let tries_before = log.len();
         let result = send(
             &mut inner,
             attempt,
@@ -76,6 +78,15 @@ where
         }
         match classification {
             Classification::Success => {
+                let ended = if log.len() > tries_before + 1 {
+                    Ended::Retried
+                } else {
+                    Ended::Success
+                };
+                member
+                    .health
+                    .activity
+                    .record(Instant::now(), ended, log.last_latency());
                 if pick.probe.is_some() {
                     tracing::info!(endpoint = %member.id, "probe succeeded; endpoint restored");
                 }

@@ -12,9 +12,10 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use llm_tower_core::EndpointId;
+use llm_tower_core::{EndpointId, ModelName};
 use tokio::time::Instant;
 
+use crate::activity::Activity;
 use crate::check::CheckLog;
 use crate::latency::PeakEwma;
 use crate::registry::{EndpointSnapshot, Status};
@@ -72,6 +73,18 @@ pub(crate) struct EndpointHealth {
     pub(crate) latency: PeakEwma,
     /// What the health checker found.
     pub(crate) checks: CheckLog,
+    /// The last minute of requests, and the last failure, for operators.
+    pub(crate) activity: Activity,
+    /// Where the configuration in force puts it (the last pool built over it says).
+    placement: Mutex<Option<Placement>>,
+}
+
+/// A deployment's place in the configuration: its endpoint, model and priority tier.
+#[derive(Clone, Debug)]
+pub(crate) struct Placement {
+    pub(crate) endpoint: EndpointId,
+    pub(crate) model: Option<ModelName>,
+    pub(crate) priority: u32,
 }
 
 /// Whether a request may go to an endpoint.
@@ -94,6 +107,13 @@ impl EndpointHealth {
 
     pub(crate) fn is_healthy(&self) -> bool {
         !self.unhealthy.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn place(&self, placement: Placement) {
+        *self
+            .placement
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(placement);
     }
 
     pub(crate) fn in_flight(&self) -> usize {
@@ -245,7 +265,16 @@ impl EndpointHealth {
         let ejections = state.ejections;
         drop(state);
         let (checks_passed, checks_failed) = self.checks.counts();
+        let placement = self
+            .placement
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let activity = self.activity.snapshot(now);
         EndpointSnapshot {
+            endpoint: placement.as_ref().map(|p| p.endpoint.clone()),
+            model: placement.as_ref().and_then(|p| p.model.clone()),
+            priority: placement.map(|p| p.priority),
             id,
             status,
             consecutive_failures: self.consecutive_failures.load(Ordering::Relaxed),
@@ -258,6 +287,9 @@ impl EndpointHealth {
             last_check: self.checks.last(now),
             checks_passed,
             checks_failed,
+            recent_latency_ms: activity.recent_latency_ms,
+            last_failure: activity.last_failure,
+            last_minute: activity.last_minute,
         }
     }
 }

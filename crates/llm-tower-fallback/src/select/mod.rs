@@ -9,7 +9,7 @@ use std::time::Duration;
 use llm_tower_core::{Endpoint, EndpointId, ModelName, ModelRoute};
 use tokio::time::Instant;
 
-use crate::health::{Admission, EndpointHealth, ProbeGuard};
+use crate::health::{Admission, EndpointHealth, Placement, ProbeGuard};
 use crate::registry::HealthRegistry;
 use crate::settings::{FallbackSettings, Strategy};
 
@@ -134,8 +134,14 @@ impl Pool {
                     }
                     _ => endpoint.id().clone(),
                 };
+                let health = registry.cell(&id);
+                health.place(Placement {
+                    endpoint: endpoint.id().clone(),
+                    model: route.as_ref().map(|r| r.name().clone()),
+                    priority: endpoint.priority(),
+                });
                 members.push(Member {
-                    health: registry.cell(&id),
+                    health,
                     endpoint: endpoint.clone(),
                     id,
                     route,
