@@ -1,4 +1,5 @@
-//! The admin routes: `/healthz`, `/upstreams` (health as JSON) and `/metrics` (Prometheus).
+//! The admin routes: `/healthz`, `/upstreams` (health as JSON), `/ui` (the page that draws
+//! `/upstreams` for the person on call) and `/metrics` (Prometheus).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -6,7 +7,9 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::routing::get;
-use http::header::CONTENT_TYPE;
+use http::header::{
+    CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS,
+};
 use http::{HeaderValue, Response};
 use llm_tower::HealthRegistry;
 use llm_tower::error_response::record_health_metrics;
@@ -42,6 +45,7 @@ pub(crate) fn routes(
             }
         }),
     );
+    router = router.route("/ui", get(|| async { ui_page() }));
     if let Some(handle) = metrics {
         spawn_metrics_upkeep(handle.clone());
         let metrics_registry = registry.clone();
@@ -139,6 +143,27 @@ fn spawn_metrics_upkeep(handle: PrometheusHandle) {
             }
         });
     }
+}
+
+/// The page, embedded in the binary: the gateway often runs without internet access.
+const UI: &str = include_str!("ui.html");
+
+/// `GET /ui`. The page runs its own inline script and fetches nothing but `/upstreams`: the
+/// policy allows exactly that, and no framing.
+fn ui_page() -> Response<Body> {
+    Response::builder()
+        .header(CONTENT_TYPE, "text/html; charset=utf-8")
+        .header(CACHE_CONTROL, "no-store")
+        .header(
+            CONTENT_SECURITY_POLICY,
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+             connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; \
+             frame-ancestors 'none'",
+        )
+        .header(X_CONTENT_TYPE_OPTIONS, "nosniff")
+        .header(REFERRER_POLICY, "no-referrer")
+        .body(Body::from(UI))
+        .expect("valid response")
 }
 
 pub(crate) fn json_response(value: &impl serde::Serialize) -> Response<Body> {

@@ -30,7 +30,9 @@ pub struct ClientKey {
 }
 
 /// `client_auth:` in the file: the keys clients must present, in `Authorization: Bearer`,
-/// `x-api-key` or `api-key` (what the OpenAI, Anthropic and Azure SDKs send).
+/// `x-api-key` or `api-key` (what the OpenAI, Anthropic and Azure SDKs send), or as the
+/// password of `Authorization: Basic` (what a browser sends for `/ui` after asking; the
+/// user name is ignored).
 ///
 /// ```
 /// use llm_tower::Secret;
@@ -148,26 +150,87 @@ impl ClientKeys {
 }
 
 /// The key a request presents, if any.
-fn presented<B>(request: &Request<B>) -> Option<&[u8]> {
+fn presented<B>(request: &Request<B>) -> Option<Presented<'_>> {
     KEY_HEADERS.iter().find_map(|name| {
         let value = request.headers().get(name)?.as_bytes();
-        if name == AUTHORIZATION {
-            // The scheme is case-insensitive (RFC 9110, 11.1).
-            let (scheme, token) = value.split_at_checked(7)?;
-            scheme
-                .eq_ignore_ascii_case(b"bearer ")
-                .then(|| token.trim_ascii())
+        if name != AUTHORIZATION {
+            return Some(Presented::Plain(value.trim_ascii()));
+        }
+        // The scheme is case-insensitive (RFC 9110, 11.1).
+        let (scheme, token) = value.split_at_checked(value.iter().position(|&b| b == b' ')?)?;
+        let token = token.trim_ascii();
+        if scheme.eq_ignore_ascii_case(b"bearer") {
+            Some(Presented::Plain(token))
+        } else if scheme.eq_ignore_ascii_case(b"basic") {
+            Some(Presented::Basic(basic_password(token)?))
         } else {
-            Some(value.trim_ascii())
+            None
         }
     })
+}
+
+/// A key as sent: as is, or decoded from `Authorization: Basic`.
+enum Presented<'a> {
+    Plain(&'a [u8]),
+    Basic(Vec<u8>),
+}
+
+impl Presented<'_> {
+    fn key(&self) -> &[u8] {
+        match self {
+            Self::Plain(key) => key,
+            Self::Basic(key) => key,
+        }
+    }
+}
+
+/// The password of a Basic credential: base64 of `user:password` (RFC 7617).
+fn basic_password(token: &[u8]) -> Option<Vec<u8>> {
+    let decoded = base64_decode(token)?;
+    let colon = decoded.iter().position(|&b| b == b':')?;
+    Some(decoded[colon + 1..].to_vec())
+}
+
+/// Standard base64 with padding; `None` for anything else.
+fn base64_decode(text: &[u8]) -> Option<Vec<u8>> {
+    fn value(c: u8) -> Option<u32> {
+        Some(u32::from(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        }))
+    }
+    if text.len() % 4 != 0 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(text.len() / 4 * 3);
+    for (i, chunk) in text.chunks(4).enumerate() {
+        let last = i == text.len() / 4 - 1;
+        let padding = chunk.iter().rev().take_while(|&&c| c == b'=').count();
+        if padding > 2 || (padding > 0 && !last) {
+            return None;
+        }
+        let mut bits = 0u32;
+        for &c in &chunk[..4 - padding] {
+            bits = (bits << 6) | value(c)?;
+        }
+        bits <<= 6 * padding as u32;
+        let bytes = bits.to_be_bytes();
+        out.extend_from_slice(&bytes[1..4 - padding]);
+    }
+    Some(out)
 }
 
 impl<B> ValidateRequest<B> for ClientKeys {
     type ResponseBody = Body;
 
     fn validate(&mut self, request: &mut Request<B>) -> Result<(), Response<Body>> {
-        let caller = presented(request).and_then(|key| self.caller(key)).cloned();
+        let caller = presented(request)
+            .and_then(|key| self.caller(key.key()))
+            .cloned();
         if let Some(caller) = caller {
             request.extensions_mut().insert(caller);
             return Ok(());
@@ -182,16 +245,73 @@ impl<B> ValidateRequest<B> for ClientKeys {
         self.refused.increment(1);
         let message = if presented(request).is_none() {
             "this gateway needs a key: send it as `Authorization: Bearer <key>`, `x-api-key` \
-             or `api-key`"
+             or `api-key` (or, from a browser, as the password it asks for)"
         } else {
             "the key sent is not one of this gateway's keys"
         };
         let mut response: Response<Body> =
             Error::new(ErrorKind::Unauthorized, message).to_response();
-        response.headers_mut().insert(
+        // Bearer for the SDKs; Basic so that a browser opening `/ui` asks for the key.
+        let challenges = response.headers_mut();
+        challenges.insert(
             http::header::WWW_AUTHENTICATE,
             http::HeaderValue::from_static("Bearer"),
         );
+        challenges.append(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static(r#"Basic realm="llm-tower gateway", charset="UTF-8""#),
+        );
         Err(response)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key_of(header: &str, value: &str) -> Option<Vec<u8>> {
+        let request = Request::builder().header(header, value).body(()).unwrap();
+        presented(&request).map(|key| key.key().to_vec())
+    }
+
+    #[test]
+    fn keys_come_as_bearer_as_headers_of_their_own_or_as_a_basic_password() {
+        assert_eq!(key_of("authorization", "Bearer k1"), Some(b"k1".to_vec()));
+        assert_eq!(
+            key_of("authorization", "bearer   k1 "),
+            Some(b"k1".to_vec())
+        );
+        assert_eq!(key_of("x-api-key", " k2"), Some(b"k2".to_vec()));
+        // "ops:k3" and ":k:4" (a password may hold colons; the user name may be empty).
+        assert_eq!(
+            key_of("authorization", "Basic b3BzOmsz"),
+            Some(b"k3".to_vec())
+        );
+        assert_eq!(
+            key_of("authorization", "basic Oms6NA=="),
+            Some(b"k:4".to_vec())
+        );
+        for refused in [
+            "Basic",
+            "Basic b3BzOmsz=",
+            "Basic !!!!",
+            "Basic azM=",
+            "Digest x",
+            "Bearer",
+        ] {
+            assert_eq!(key_of("authorization", refused), None, "{refused}");
+        }
+    }
+
+    #[test]
+    fn base64_is_decoded_with_its_padding_only_at_the_end() {
+        assert_eq!(base64_decode(b"").unwrap(), b"");
+        assert_eq!(base64_decode(b"YQ==").unwrap(), b"a");
+        assert_eq!(base64_decode(b"YWI=").unwrap(), b"ab");
+        assert_eq!(base64_decode(b"YWJj").unwrap(), b"abc");
+        assert_eq!(base64_decode(b"YWJjZA==").unwrap(), b"abcd");
+        for bad in [&b"YQ=="[..3], b"YQ==YWJj", b"Y===", b"YW J"] {
+            assert_eq!(base64_decode(bad), None, "{bad:?}");
+        }
     }
 }

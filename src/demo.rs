@@ -61,6 +61,7 @@ impl Demo {
         );
         say!("  curl -s http://{addr}/upstreams    # health of each endpoint");
         say!("  curl -s http://{addr}/metrics      # Prometheus metrics");
+        say!("\nthe live health page, in a browser: http://{addr}/ui");
         say!(
             "\n`primary` is health-checked (GET /v1/models every 10 s, and when a cooldown ends):\n\
              after the loop above ejects it, watch it come back with no traffic at all:"

@@ -10,6 +10,7 @@
 //! | `<mount>/...` (default `/v1/...`) | forwarded: the mount prefix is replaced by each endpoint's `base_url` |
 //! | `GET /healthz` | 200 while the process serves |
 //! | `GET /upstreams` | the health registry snapshot as JSON |
+//! | `GET /ui` | a live page of that snapshot, for the person on call |
 //! | `GET /metrics` | Prometheus text (when a recorder handle is given) |
 //!
 //! ```no_run

@@ -139,7 +139,7 @@ async fn serve(config_path: Option<String>, listen: Option<String>, watch: bool)
                 let addr = listener.local_addr().unwrap_or(admin_addr);
                 let _ = writeln!(
                     std::io::stdout(),
-                    "admin routes (/healthz, /upstreams, /metrics) on http://{addr}"
+                    "admin routes (/healthz, /upstreams, /ui, /metrics) on http://{addr}"
                 );
                 Some((listener, router))
             }

@@ -40,10 +40,10 @@ use crate::server::Direct;
 /// ```
 #[derive(Debug)]
 pub struct App {
-    /// For `listen`: `/healthz`, everything under the mount path, and `/upstreams` and
+    /// For `listen`: `/healthz`, everything under the mount path, and `/upstreams`, `/ui` and
     /// `/metrics` unless `admin_listen` is set (behind client authentication when it is on).
     pub main: Routes,
-    /// For `admin_listen`, when set: `/healthz`, `/upstreams`, `/metrics`, without client
+    /// For `admin_listen`, when set: `/healthz`, `/upstreams`, `/ui`, `/metrics`, without client
     /// authentication.
     pub admin: Option<Router>,
     /// The health of every endpoint.
@@ -174,7 +174,7 @@ pub(crate) fn build(
     // The paths the router serves itself, for the direct path to leave to it.
     let mut others = vec!["/healthz"];
     if config.admin_listen.is_none() {
-        others.extend(["/upstreams", "/metrics"]);
+        others.extend(["/upstreams", "/ui", "/metrics"]);
     }
     // With models listed, `{mount}/models` is answered from the configuration.
     let models = models::listed(&config.upstream.build_endpoints()?);

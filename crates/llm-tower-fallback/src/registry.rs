@@ -234,15 +234,6 @@ pub struct EndpointSnapshot {
     /// The deployment: its endpoint's id, or `endpoint/model` when the endpoint lists
     /// several models.
     pub id: EndpointId,
-    /// Its endpoint (absent for a cell no balancer placed yet).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub endpoint: Option<EndpointId>,
-    /// The model it serves, for an endpoint that lists models.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub model: Option<ModelName>,
-    /// Its endpoint's priority tier (lower is tried first).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub priority: Option<u32>,
     /// Its status.
     pub status: Status,
     /// Failed requests since the last success.
@@ -278,4 +269,13 @@ pub struct EndpointSnapshot {
     pub last_failure: Option<LastFailure>,
     /// Its requests over the last minute, by how they ended.
     pub last_minute: LastMinute,
+    /// Its endpoint (absent for a cell no balancer placed yet).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<EndpointId>,
+    /// The model it serves, for an endpoint that lists models.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelName>,
+    /// Its endpoint's priority tier (lower is tried first).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u32>,
 }

@@ -1,0 +1,419 @@
+//! `/ui`, the operator's page, and what `/upstreams` tells it: the page as served, the same
+//! credentials as `/upstreams`, the last minute and last failure of each deployment, and the
+//! page in a real headless Chromium driven through chromedriver (WebDriver). The browser test
+//! is skipped, saying why, without `chromium` and `chromedriver` (`.ci/run` installs both).
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{CHAT, Gateway, body, endpoint, header, serve, with_keys};
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use llm_tower::Config;
+use llm_tower_gateway::GatewayConfig;
+use llm_tower_mock::{Behavior, MockProvider};
+use serde_json::{Value, json};
+
+#[tokio::test(start_paused = true)]
+async fn the_page_is_one_self_contained_file() {
+    let mock = MockProvider::start().await.unwrap();
+    let gw = serve(
+        GatewayConfig::new(common::only(&mock)),
+        None,
+        std::future::pending(),
+    )
+    .await;
+    let response = gw.client.get(gw.url("/ui").parse().unwrap()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        header(&response, "content-type"),
+        "text/html; charset=utf-8"
+    );
+    let policy = header(&response, "content-security-policy").to_owned();
+    assert!(policy.contains("connect-src 'self'") && policy.contains("default-src 'none'"));
+    assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
+    let page = String::from_utf8(body(response).await.to_vec()).unwrap();
+    assert!(page.contains("new URL(\"upstreams\", location.href)"));
+    for external in ["<script src", "<link", "@import", "https://", "cdn"] {
+        assert!(
+            !page.contains(external),
+            "the page loads nothing else: {external}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_page_needs_the_credentials_upstreams_needs() {
+    let mock = MockProvider::start().await.unwrap();
+    let gw = serve(with_keys(&mock), None, std::future::pending()).await;
+    let get = |path: &str, authorization: Option<&str>| {
+        let mut request = Request::get(gw.url(path));
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        gw.send(request.body(Full::new(Bytes::new())).unwrap())
+    };
+    // "team-a:gw-team-a-0123456789abcdef" and "x:wrong-key-0123456789", in base64.
+    let basic = "Basic dGVhbS1hOmd3LXRlYW0tYS0wMTIzNDU2Nzg5YWJjZGVm";
+    let wrong_basic = "Basic eDp3cm9uZy1rZXktMDEyMzQ1Njc4OQ==";
+    for path in ["/ui", "/upstreams"] {
+        let refused = get(path, None).await;
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED, "{path}");
+        let challenges: Vec<_> = refused
+            .headers()
+            .get_all("www-authenticate")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect();
+        assert!(
+            challenges.iter().any(|c| c.starts_with("Basic realm=")),
+            "a browser asks for the key: {challenges:?}"
+        );
+        assert_eq!(
+            get(path, Some(wrong_basic)).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+        let bearer = get(path, Some("Bearer gw-team-b-0123456789abcdef")).await;
+        assert_eq!(bearer.status(), StatusCode::OK, "{path}");
+        assert_eq!(
+            get(path, Some(basic)).await.status(),
+            StatusCode::OK,
+            "{path}"
+        );
+    }
+}
+
+/// One minute of outcomes and the last failure per deployment, with where the deployment
+/// sits (endpoint, model, priority) for the page to group by.
+#[tokio::test(start_paused = true)]
+async fn upstreams_shows_the_last_minute_and_the_last_failure() {
+    let primary = MockProvider::start().await.unwrap();
+    let backup = MockProvider::start().await.unwrap();
+    let gw = common::start(Config::with_endpoints(vec![
+        endpoint("primary", primary.base_url(), 0),
+        endpoint("backup", backup.base_url(), 1),
+    ]))
+    .await;
+    gw.post(CHAT).await;
+    primary.script([Behavior::status(503), Behavior::Reply]);
+    gw.post(CHAT).await;
+    primary.script([Behavior::status(503), Behavior::retry_after(429, "5")]);
+    let response = gw.post(CHAT).await;
+    assert_eq!(header(&response, "x-llm-tower-endpoint"), "backup");
+
+    let primary = gw.upstream("primary").await;
+    let minute = &primary["last_minute"];
+    let total = |kind: &str| {
+        minute[kind]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_u64().unwrap())
+            .sum::<u64>()
+    };
+    assert_eq!(
+        minute["success"].as_array().unwrap().len(),
+        llm_tower::fallback::SLOTS
+    );
+    assert_eq!(
+        (total("success"), total("retried"), total("failed")),
+        (1, 1, 1)
+    );
+    assert_eq!(
+        minute["failed"][llm_tower::fallback::SLOTS - 1],
+        1,
+        "the newest slot is last"
+    );
+    assert_eq!(primary["last_failure"]["outcome"], "429");
+    assert!(primary["recent_latency_ms"].as_f64().is_some());
+    assert_eq!(
+        (&primary["endpoint"], &primary["priority"]),
+        (&json!("primary"), &json!(0))
+    );
+    let backup = gw.upstream("backup").await;
+    assert_eq!(
+        backup["last_minute"]["success"][llm_tower::fallback::SLOTS - 1],
+        1
+    );
+    assert!(backup.get("last_failure").is_none());
+    assert_eq!(backup["priority"], 1);
+}
+
+/// A WebDriver session with headless Chromium, ended when dropped.
+struct Browser {
+    driver: Child,
+    base: String,
+    session: String,
+    client: hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        Full<Bytes>,
+    >,
+}
+
+fn find(env: &str, names: &[&str]) -> Option<String> {
+    if let Ok(path) = std::env::var(env) {
+        return Some(path);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .flat_map(|dir| names.iter().map(move |name| dir.join(name)))
+        .find(|candidate| candidate.is_file())
+        .map(|found| found.to_string_lossy().into_owned())
+}
+
+impl Browser {
+    async fn start() -> Result<Self, String> {
+        let chromium = find(
+            "LLM_TOWER_CHROMIUM",
+            &["chromium", "chromium-browser", "google-chrome"],
+        )
+        .ok_or(
+            "no chromium on PATH (apt-get install chromium, or name it in LLM_TOWER_CHROMIUM)",
+        )?;
+        let chromedriver = find("LLM_TOWER_CHROMEDRIVER", &["chromedriver"])
+            .ok_or("no chromedriver on PATH (apt-get install chromium-driver, or name it in LLM_TOWER_CHROMEDRIVER)")?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let mut driver = Command::new(chromedriver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("chromedriver did not start: {e}"))?;
+        // It says when it listens; the rest of its output is read and dropped.
+        let stdout = driver.stdout.take().unwrap();
+        let ready = tokio::task::spawn_blocking(move || {
+            use std::io::BufRead;
+            let mut lines = std::io::BufReader::new(stdout).lines();
+            let ready = lines
+                .by_ref()
+                .map_while(Result::ok)
+                .any(|l| l.contains("started successfully"));
+            std::thread::spawn(move || lines.for_each(drop));
+            ready
+        });
+        if !tokio::time::timeout(Duration::from_secs(20), ready)
+            .await
+            .map_or(false, |r| r.unwrap_or(false))
+        {
+            let _ = driver.kill();
+            return Err("chromedriver did not say it started".into());
+        }
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http();
+        let mut browser = Self {
+            driver,
+            base: format!("http://127.0.0.1:{port}"),
+            session: String::new(),
+            client,
+        };
+        let capabilities = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": chromium,
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                         "--window-size=1280,900", "--no-first-run", "--disable-extensions"]
+            }
+        }}});
+        let session = browser.call("POST", "/session", capabilities).await?;
+        browser.session = session["sessionId"]
+            .as_str()
+            .ok_or(format!("no session: {session}"))?
+            .to_owned();
+        Ok(browser)
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Value) -> Result<Value, String> {
+        let request = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.to_string())))
+            .unwrap();
+        let response = self
+            .client
+            .request(request)
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status();
+        let answer: Value =
+            serde_json::from_slice(&body_of(response).await).map_err(|e| e.to_string())?;
+        if !status.is_success() {
+            return Err(format!("WebDriver {method} {path}: {status} {answer}"));
+        }
+        Ok(answer["value"].clone())
+    }
+
+    async fn open(&self, url: &str) {
+        let path = format!("/session/{}/url", self.session);
+        self.call("POST", &path, json!({ "url": url }))
+            .await
+            .unwrap();
+    }
+
+    /// Runs `script` in the page; what it returns.
+    async fn eval(&self, script: &str) -> Value {
+        let path = format!("/session/{}/execute/sync", self.session);
+        self.call("POST", &path, json!({ "script": script, "args": [] }))
+            .await
+            .unwrap()
+    }
+
+    /// What the page shows per deployment: `{id: {status, countdown}}`, read from the
+    /// rendered DOM.
+    async fn deployments(&self) -> Value {
+        self.eval(
+            "const shown = {};
+             for (const row of document.querySelectorAll('.dep')) {
+               shown[row.dataset.id] = {
+                 status: row.querySelector('.status').textContent,
+                 countdown: row.querySelector('.countdown').textContent,
+                 failure: row.querySelector('.last-failure').textContent,
+                 bars: row.querySelectorAll('svg rect').length,
+               };
+             }
+             return shown;",
+        )
+        .await
+    }
+
+    /// Looks at the page until `done` holds, at most `within` (the page polls every second).
+    async fn until(&self, within: Duration, done: impl Fn(&Value) -> bool) -> Value {
+        let started = Instant::now();
+        loop {
+            let shown = self.deployments().await;
+            if done(&shown) {
+                return shown;
+            }
+            assert!(
+                started.elapsed() < within,
+                "the page never got there: {shown}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+async fn body_of(response: http::Response<hyper::body::Incoming>) -> Bytes {
+    use http_body_util::BodyExt;
+    response.into_body().collect().await.unwrap().to_bytes()
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // Ending the driver ends its browser.
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+/// The page in Chromium: an ejected deployment shows as ejected with a live countdown, the
+/// healthy one as healthy; when the upstream recovers and the health check's probe passes,
+/// the page shows it healthy without a reload; when the gateway goes away, it says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_in_a_browser_follows_an_ejection_and_a_recovery() {
+    let browser = match Browser::start().await {
+        Ok(browser) => browser,
+        Err(reason) => return eprintln!("skipped: {reason}"),
+    };
+    let primary = MockProvider::start().await.unwrap();
+    let backup = MockProvider::start().await.unwrap();
+    let checked = llm_tower::EndpointConfig {
+        health_check_interval: Duration::from_secs(3),
+        health_check: Some(llm_tower::HealthCheck::default()),
+        ..endpoint("primary", primary.base_url(), 0)
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let gw: Gateway = serve(
+        GatewayConfig::new(Config::with_endpoints(vec![
+            checked,
+            endpoint("backup", backup.base_url(), 1),
+        ])),
+        None,
+        async move {
+            let _ = stopped.await;
+        },
+    )
+    .await;
+    browser.open(&gw.url("/ui")).await;
+    browser
+        .until(Duration::from_secs(10), |shown| {
+            shown["primary"]["status"] == "healthy"
+        })
+        .await;
+
+    // The primary fails both tries: the request falls back, the primary is out for 3 s.
+    primary.script([Behavior::status(503), Behavior::status(503)]);
+    assert_eq!(
+        header(&gw.post(CHAT).await, "x-llm-tower-endpoint"),
+        "backup"
+    );
+    let shown = browser
+        .until(Duration::from_secs(3), |shown| {
+            shown["primary"]["status"] == "ejected"
+        })
+        .await;
+    let countdown = shown["primary"]["countdown"].as_str().unwrap().to_owned();
+    assert!(
+        countdown.starts_with("back in ") && countdown.ends_with('s'),
+        "{shown}"
+    );
+    assert_eq!(shown["backup"]["status"], "healthy", "{shown}");
+    assert!(
+        shown["primary"]["failure"]
+            .as_str()
+            .unwrap()
+            .contains("503"),
+        "{shown}"
+    );
+    assert!(
+        shown["primary"]["bars"].as_u64().unwrap() >= 1,
+        "the sparkline drew the failure"
+    );
+    // The countdown counts down between polls.
+    let later = browser
+        .until(Duration::from_secs(3), |s| {
+            s["primary"]["countdown"].as_str() != Some(&countdown)
+        })
+        .await;
+    assert_eq!(later["primary"]["status"], "ejected", "{later}");
+
+    // The mock answers again: the check at the cooldown's end restores it, and the page shows
+    // it without being reloaded.
+    browser
+        .until(Duration::from_secs(8), |shown| {
+            shown["primary"]["status"] == "healthy"
+        })
+        .await;
+    assert_eq!(
+        browser
+            .eval("return performance.getEntriesByType('navigation').length")
+            .await,
+        1
+    );
+
+    // The gateway goes away: the page says so, and keeps what it last saw.
+    let _ = stop.send(());
+    let _ = gw.server.await;
+    let banner = "return document.getElementById('banner').classList.contains('shown') \
+                  ? document.getElementById('banner').textContent : null";
+    let started = Instant::now();
+    let text = loop {
+        if let Some(text) = browser.eval(banner).await.as_str() {
+            break text.to_owned();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no unreachable banner"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(text.contains("Gateway unreachable"), "{text}");
+    assert_eq!(browser.deployments().await["backup"]["status"], "healthy");
+}
