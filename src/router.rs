@@ -143,7 +143,13 @@ pub fn router(
         registry,
         store,
     };
-    build(config, &process, Generation::first())
+    let app = build(config, &process, Generation::first())?;
+    if let Some(store) = &process.store {
+        // The store may have read the cooldowns in force before the stack made its
+        // deployments: read them again now that they exist.
+        store.refresh();
+    }
+    Ok(app)
 }
 
 /// [`router`] within an existing process (a reload keeps the health of every deployment

@@ -199,7 +199,7 @@ impl Browser {
         });
         if !tokio::time::timeout(Duration::from_secs(20), ready)
             .await
-            .map_or(false, |r| r.unwrap_or(false))
+            .is_ok_and(|r| r.unwrap_or(false))
         {
             let _ = driver.kill();
             return Err("chromedriver did not say it started".into());
@@ -222,10 +222,10 @@ impl Browser {
             }
         }}});
         let session = browser.call("POST", "/session", capabilities).await?;
-        browser.session = session["sessionId"]
+        session["sessionId"]
             .as_str()
             .ok_or(format!("no session: {session}"))?
-            .to_owned();
+            .clone_into(&mut browser.session);
         Ok(browser)
     }
 

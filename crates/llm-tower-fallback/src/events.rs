@@ -18,8 +18,10 @@ use tokio::time::Instant;
 use crate::health::{Cooldown, EndpointHealth};
 use crate::registry::HealthRegistry;
 
-/// A change of a deployment's health, as one replica tells the others. Deadlines are wall
-/// clock times: the replicas' clocks are assumed to agree to well under a cooldown.
+/// A change of a deployment's health, as one replica tells the others. Times are wall clock
+/// times: the replicas' clocks are assumed to agree to well under a cooldown. `at` says
+/// when it happened, so that an event that comes late (kept over an outage, read back
+/// from Redis) cannot undo a newer one.
 ///
 /// ```
 /// use std::time::{Duration, SystemTime};
@@ -27,6 +29,7 @@ use crate::registry::HealthRegistry;
 ///
 /// let event = HealthEvent::Ejected {
 ///     id: "openai".into(),
+///     at: SystemTime::now(),
 ///     until: SystemTime::now() + Duration::from_secs(30),
 ///     retry_after: true,
 ///     ejections: 1,
@@ -39,6 +42,8 @@ pub enum HealthEvent {
     Ejected {
         /// The deployment.
         id: EndpointId,
+        /// When its cooldown began.
+        at: SystemTime,
         /// When its cooldown ends.
         until: SystemTime,
         /// The deadline is the upstream's `Retry-After` rather than the doubling cooldown.
@@ -50,6 +55,8 @@ pub enum HealthEvent {
     Restored {
         /// The deployment.
         id: EndpointId,
+        /// When it answered.
+        at: SystemTime,
     },
 }
 
@@ -57,7 +64,14 @@ impl HealthEvent {
     /// The deployment it is about.
     pub fn id(&self) -> &EndpointId {
         match self {
-            Self::Ejected { id, .. } | Self::Restored { id } => id,
+            Self::Ejected { id, .. } | Self::Restored { id, .. } => id,
+        }
+    }
+
+    /// When it happened.
+    pub fn at(&self) -> SystemTime {
+        match self {
+            Self::Ejected { at, .. } | Self::Restored { at, .. } => *at,
         }
     }
 
@@ -69,7 +83,7 @@ impl HealthEvent {
     ///
     /// let now = SystemTime::now();
     /// let event = HealthEvent::Ejected {
-    ///     id: "a".into(), until: now + Duration::from_secs(5), retry_after: false, ejections: 1,
+    ///     id: "a".into(), at: now, until: now + Duration::from_secs(5), retry_after: false, ejections: 1,
     /// };
     /// assert_eq!(event.remaining(now), Some(Duration::from_secs(5)));
     /// assert_eq!(event.remaining(now + Duration::from_secs(9)), Some(Duration::ZERO));
@@ -101,6 +115,7 @@ impl HealthEvent {
 /// // Another replica ejected `a`; applying that is not a local event.
 /// registry.apply(&HealthEvent::Ejected {
 ///     id: "a".into(),
+///     at: std::time::SystemTime::now(),
 ///     until: std::time::SystemTime::now() + std::time::Duration::from_secs(30),
 ///     retry_after: true,
 ///     ejections: 1,
@@ -160,14 +175,58 @@ impl Publisher {
 
 /// The event telling others about `cell`'s cooldown, if one is in force.
 pub(crate) fn ejection(id: &EndpointId, cell: &EndpointHealth) -> Option<HealthEvent> {
-    let now = Instant::now();
-    let cooldown = cell.cooldown(now)?;
+    let clocks = Clocks::now();
+    let cooldown = cell.cooldown(clocks.instant)?;
     Some(HealthEvent::Ejected {
         id: id.clone(),
-        until: SystemTime::now() + (cooldown.until - now),
+        at: clocks.wall(cooldown.since),
+        until: clocks.wall(cooldown.until),
         retry_after: cooldown.retry_after,
         ejections: cooldown.ejections,
     })
+}
+
+/// The event telling others that `id` answered again.
+pub(crate) fn restore(id: &EndpointId) -> HealthEvent {
+    HealthEvent::Restored {
+        id: id.clone(),
+        at: SystemTime::now(),
+    }
+}
+
+/// Both clocks read at once, to turn one's times into the other's: events travel in wall
+/// clock time, health keeps `tokio::time::Instant` (which tests pause).
+struct Clocks {
+    instant: Instant,
+    wall: SystemTime,
+}
+
+impl Clocks {
+    fn now() -> Self {
+        Self {
+            instant: Instant::now(),
+            wall: SystemTime::now(),
+        }
+    }
+
+    fn wall(&self, instant: Instant) -> SystemTime {
+        if instant >= self.instant {
+            self.wall + (instant - self.instant)
+        } else {
+            self.wall - (self.instant - instant)
+        }
+    }
+
+    /// `wall` as an instant; times beyond what an `Instant` can say are clamped to now.
+    fn instant(&self, wall: SystemTime) -> Instant {
+        match wall.duration_since(self.wall) {
+            Ok(ahead) => self.instant + ahead,
+            Err(behind) => self
+                .instant
+                .checked_sub(behind.duration())
+                .unwrap_or(self.instant),
+        }
+    }
 }
 
 impl HealthRegistry {
@@ -189,28 +248,32 @@ impl HealthRegistry {
     /// let registry = HealthRegistry::new();
     /// let endpoints = [Endpoint::builder("a", "http://127.0.0.1:1").build().unwrap()];
     /// let _layer = FallbackLayer::builder(endpoints).build(registry.clone()).unwrap();
-    /// let until = SystemTime::now() + Duration::from_secs(30);
-    /// let ejected = HealthEvent::Ejected { id: "a".into(), until, retry_after: true, ejections: 1 };
+    /// let now = SystemTime::now();
+    /// let until = now + Duration::from_secs(30);
+    /// let ejected = HealthEvent::Ejected { id: "a".into(), at: now, until, retry_after: true, ejections: 1 };
     /// assert!(registry.apply(&ejected));
     /// assert_eq!(registry.get("a").unwrap().status, Status::Ejected);
-    /// assert!(registry.apply(&HealthEvent::Restored { id: "a".into() }));
+    /// let restored = HealthEvent::Restored { id: "a".into(), at: now + Duration::from_millis(5) };
+    /// assert!(registry.apply(&restored));
     /// assert_eq!(registry.get("a").unwrap().status, Status::HalfOpen);
-    /// assert!(!registry.apply(&HealthEvent::Restored { id: "unknown".into() }));
+    /// assert!(!registry.apply(&HealthEvent::Restored { id: "unknown".into(), at: now }));
     /// # }
     /// ```
     pub fn apply(&self, event: &HealthEvent) -> bool {
         let Some(cell) = self.existing(event.id()) else {
             return false;
         };
-        let now = Instant::now();
+        let clocks = Clocks::now();
+        let now = clocks.instant;
         let changed = match event {
             HealthEvent::Ejected {
+                at,
                 until,
                 retry_after,
                 ejections,
                 ..
             } => {
-                let Ok(remaining) = until.duration_since(SystemTime::now()) else {
+                let Ok(remaining) = until.duration_since(clocks.wall) else {
                     return false;
                 };
                 let remaining = remaining.min(self.max_cooldown());
@@ -218,10 +281,14 @@ impl HealthRegistry {
                     until: now + remaining,
                     retry_after: *retry_after,
                     ejections: *ejections,
+                    since: clocks.instant(*at).min(now),
+                    remote: true,
                 };
                 cell.apply_remote_ejection(cooldown, now)
             }
-            HealthEvent::Restored { .. } => cell.apply_remote_restore(now),
+            HealthEvent::Restored { at, .. } => {
+                cell.apply_remote_restore(clocks.instant(*at).min(now), now)
+            }
         };
         if changed {
             // A new deadline (or one that is over) for the checker that probes it.
@@ -230,8 +297,8 @@ impl HealthRegistry {
         changed
     }
 
-    /// The cooldowns in force, as events: what a replica tells the others when it
-    /// (re)connects to them.
+    /// The cooldowns in force that this replica found itself (not those another replica's
+    /// event set), as events: what it tells the others when it (re)connects to them.
     ///
     /// ```
     /// use llm_tower_fallback::HealthRegistry;
@@ -239,8 +306,10 @@ impl HealthRegistry {
     /// assert!(HealthRegistry::new().ejections().is_empty());
     /// ```
     pub fn ejections(&self) -> Vec<HealthEvent> {
+        let now = Instant::now();
         self.cells()
             .into_iter()
+            .filter(|(_, cell)| cell.cooldown(now).is_some_and(|c| !c.remote))
             .filter_map(|(id, cell)| ejection(&id, &cell))
             .collect()
     }
@@ -279,6 +348,7 @@ mod tests {
             until,
             retry_after,
             ejections,
+            ..
         }) = events.try_recv()
         else {
             panic!("the first one was queued");
@@ -297,13 +367,17 @@ mod tests {
         let year = Duration::from_secs(365 * 24 * 3600);
         let event = HealthEvent::Ejected {
             id: "a".into(),
+            at: SystemTime::now(),
             until: SystemTime::now() + year,
             retry_after: true,
             ejections: u32::MAX,
         };
         assert!(registry.apply(&event));
         let snapshot = registry.get("a").unwrap();
-        assert_eq!(snapshot.seconds_until_return, 60.0);
+        assert!(
+            (snapshot.seconds_until_return - 60.0).abs() < 1e-9,
+            "{snapshot:?}"
+        );
         assert!(!registry.apply(&event), "already as long as it may be");
     }
 
@@ -333,10 +407,25 @@ mod tests {
         let cell = registry.cell(&"a".into());
         assert!(cell.record_success(None));
         registry.restored(&"a".into());
-        assert_eq!(
-            events.try_recv(),
-            Some(HealthEvent::Restored { id: "a".into() })
+        let event = events.try_recv().unwrap();
+        assert!(
+            matches!(&event, HealthEvent::Restored { id, .. } if id.as_str() == "a"),
+            "{event:?}"
         );
+        assert!(registry.ejections().is_empty());
+
+        // What another replica's event set is not this replica's to tell again.
+        registry.set_max_cooldown(Duration::from_secs(60));
+        tokio::time::advance(Duration::from_millis(5)).await;
+        let now = SystemTime::now();
+        let ejected = registry.apply(&HealthEvent::Ejected {
+            id: "a".into(),
+            at: now,
+            until: now + Duration::from_secs(30),
+            retry_after: false,
+            ejections: 1,
+        });
+        assert!(ejected);
         assert!(registry.ejections().is_empty());
     }
 }

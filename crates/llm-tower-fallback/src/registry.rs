@@ -88,7 +88,7 @@ impl HealthRegistry {
 
     /// A request or a check restored deployment `id` after a cooldown.
     pub(crate) fn restored(&self, id: &EndpointId) {
-        self.publish(|| Some(HealthEvent::Restored { id: id.clone() }));
+        self.publish(|| Some(events::restore(id)));
     }
 
     fn publish(&self, event: impl FnOnce() -> Option<HealthEvent>) {

@@ -9,17 +9,23 @@ fn health_store_tests_need_the_redis_feature() {
 }
 
 #[cfg(feature = "redis")]
+mod proxy;
+
+#[cfg(feature = "redis")]
 mod shared {
     use std::time::Duration;
 
     use bytes::Bytes;
     use http::{Request, StatusCode};
     use http_body_util::Full;
+    use llm_tower::fallback::HealthEvent;
     use llm_tower::health_store::{HealthStore, HealthStoreSettings, HealthStoreStatus};
     use llm_tower::{Config, HealthRegistry, Status, Upstream};
     use llm_tower_mock::{Behavior, MockProvider, RedisServer};
     use tokio::sync::watch;
     use tower::ServiceExt;
+
+    use super::proxy::Proxy;
 
     /// How long a replica may take to hear of another's event (the bound).
     const WITHIN: Duration = Duration::from_secs(1);
@@ -175,10 +181,7 @@ mod shared {
         // probes its primary, which answers: a real restore, which A publishes. The late
         // replica's cooldown then ends now, and its next request probes its own primary.
         let before = late.store.status().applied;
-        a.registry
-            .apply(&llm_tower::fallback::HealthEvent::Restored {
-                id: "primary".into(),
-            });
+        a.registry.apply(&restored_now("primary"));
         assert_eq!(a.status("primary"), Status::HalfOpen);
         assert_eq!(a.chat().await, StatusCode::OK);
         assert_eq!(a.status("primary"), Status::Healthy);
@@ -248,6 +251,140 @@ mod shared {
         let late = Replica::start(&url).await;
         late.applied(0).await;
         assert_eq!(late.status("primary"), Status::Ejected);
+    }
+
+    /// While A is cut off, B sees the deployment answer again. When A is back it tells only
+    /// the cooldowns it found itself, so B, which saw it answer, is not ejected again by
+    /// A's stale copy of B's own ejection.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reconnecting_replica_does_not_tell_back_what_it_was_told() {
+        let Some(redis) = redis() else { return };
+        let proxy = Proxy::start(&redis.url()).await;
+        let (a, b) = (
+            Replica::start(&proxy.url()).await,
+            Replica::start(&redis.url()).await,
+        );
+        a.connected().await;
+        b.connected().await;
+        b.primary.push(Behavior::retry_after(429, "30"));
+        b.chat().await;
+        a.applied(0).await;
+
+        proxy.cut();
+        a.disconnected().await;
+        // B's cooldown is cut short (as a third replica's restore would): its probe answers.
+        let published = b.store.status().published;
+        b.registry.apply(&restored_now("primary"));
+        assert_eq!(b.chat().await, StatusCode::OK);
+        assert_eq!(b.status("primary"), Status::Healthy);
+        wait(b.store.watch(), WITHIN, |s| s.published > published).await;
+
+        proxy.heal();
+        a.connected().await;
+        // A's next event follows anything it published on reconnecting: once B has it, B
+        // has heard everything A said.
+        let before = b.store.status().applied;
+        assert_eq!(a.status("primary"), Status::Ejected, "A missed the restore");
+        a.backup.push(Behavior::retry_after(429, "30"));
+        a.chat().await;
+        b.applied(before).await;
+        assert_eq!(b.status("backup"), Status::Ejected);
+        assert_eq!(
+            b.status("primary"),
+            Status::Healthy,
+            "{:?}",
+            b.registry.get("primary")
+        );
+    }
+
+    /// While A is cut off, its primary answers again. When A is back it ignores B's older
+    /// ejection in Redis, deletes it, and B lets its probe through.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_restore_made_during_an_outage_wins_over_an_older_ejection() {
+        let Some(redis) = redis() else { return };
+        let proxy = Proxy::start(&redis.url()).await;
+        let (a, b) = (
+            Replica::start(&proxy.url()).await,
+            Replica::start(&redis.url()).await,
+        );
+        a.connected().await;
+        b.connected().await;
+        b.primary.push(Behavior::retry_after(429, "30"));
+        b.chat().await;
+        a.applied(0).await;
+
+        proxy.cut();
+        a.disconnected().await;
+        a.registry.apply(&restored_now("primary"));
+        assert_eq!(a.chat().await, StatusCode::OK);
+        assert_eq!(a.status("primary"), Status::Healthy);
+
+        let before = b.store.status().applied;
+        proxy.heal();
+        a.connected().await;
+        assert_eq!(
+            a.status("primary"),
+            Status::Healthy,
+            "B's older key is stale"
+        );
+        b.applied(before).await;
+        assert_eq!(b.status("primary"), Status::HalfOpen, "B probes now");
+        // Nothing is left in Redis for a late replica to be shut out by.
+        let late = Replica::start(&redis.url()).await;
+        late.connected().await;
+        assert_eq!(late.status("primary"), Status::Healthy);
+        assert_eq!(late.store.status().applied, 0);
+    }
+
+    /// A subscription that goes silent (a NAT forgot the idle flow) is found by its ping
+    /// within 5 s plus the 2 s timeout, and the replica reconnects.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_subscription_gone_silent_is_noticed() {
+        let Some(redis) = redis() else { return };
+        let proxy = Proxy::start(&redis.url()).await;
+        let a = Replica::start(&proxy.url()).await;
+        a.connected().await;
+        proxy.silence_subscriptions();
+        a.disconnected().await;
+        proxy.heal();
+        a.connected().await;
+    }
+
+    /// A key holding something that is not an event (another program's, a bad write) is
+    /// overwritten by the next ejection; the store stays connected.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_key_that_is_not_an_event_breaks_nothing() {
+        let Some(redis) = redis() else { return };
+        let (a, b) = (
+            Replica::start(&redis.url()).await,
+            Replica::start(&redis.url()).await,
+        );
+        a.connected().await;
+        b.connected().await;
+        let port = redis.url().rsplit(':').next().unwrap().to_owned();
+        let mut raw = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}"))
+            .await
+            .unwrap();
+        {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let set = "*3\r\n$3\r\nSET\r\n$20\r\ntest:ejected:primary\r\n$1\r\n5\r\n";
+            raw.write_all(set.as_bytes()).await.unwrap();
+            let mut ok = [0u8; 5];
+            raw.read_exact(&mut ok).await.unwrap();
+            assert_eq!(&ok, b"+OK\r\n");
+        }
+        a.primary.push(Behavior::retry_after(429, "30"));
+        a.chat().await;
+        b.applied(0).await;
+        assert_eq!(b.status("primary"), Status::Ejected);
+        assert!(a.store.status().connected);
+    }
+
+    fn restored_now(id: &str) -> HealthEvent {
+        HealthEvent::Restored {
+            id: id.into(),
+            at: std::time::SystemTime::now(),
+        }
     }
 
     /// A deployment the registry did not have when a cooldown was published (a reload adds

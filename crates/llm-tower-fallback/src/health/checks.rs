@@ -67,6 +67,9 @@ impl EndpointHealth {
         }
         state.until = None;
         state.retry_after = false;
+        state.remote = false;
+        state.since = None;
+        state.restored_at = Some(now);
         state.probation = true;
         self.consecutive_failures.store(0, Ordering::Relaxed);
         // How fast it was before its outage says nothing about now.

@@ -44,6 +44,30 @@ struct State {
     /// The deadline in `until` is the upstream's `Retry-After` rather than the doubling
     /// cooldown (told to other replicas, which share the upstream's key).
     retry_after: bool,
+    /// The deadline in `until` was last set by another replica's ejection: not this
+    /// replica's to tell again.
+    remote: bool,
+    /// When the cooldown in force began.
+    since: Option<Instant>,
+    /// When the deployment was last seen answering after a cooldown, here or (as told) by
+    /// another replica: events from before then are stale. Kept across resets.
+    restored_at: Option<Instant>,
+}
+
+impl State {
+    /// Pushes the deadline out to `deadline` (never in); returns whether it moved.
+    fn push_deadline(&mut self, now: Instant, deadline: Instant, remote: bool) -> bool {
+        let before = self.until;
+        extend(&mut self.until, deadline);
+        if before.is_none() {
+            self.since = Some(now);
+        }
+        let moved = self.until != before;
+        if moved {
+            self.remote = remote;
+        }
+        moved
+    }
 }
 
 /// One endpoint's health. Lock-free reads on the healthy path; a small mutex for transitions.
@@ -180,6 +204,11 @@ impl EndpointHealth {
         }
         *state = State {
             next_token: state.next_token,
+            restored_at: if restored {
+                Some(Instant::now())
+            } else {
+                state.restored_at
+            },
             ..State::default()
         };
         self.unhealthy.store(false, Ordering::Release);
@@ -221,17 +250,19 @@ impl EndpointHealth {
         let hint = hint.map(|h| h.min(policy.max_cooldown));
         if state.until.is_some() && !was_probe {
             // A late failure of a request sent before the ejection, or a forced attempt:
-            // only an explicit Retry-After may push the deadline out.
-            if let Some(hint) = hint {
-                extend(&mut state.until, now + hint);
+            // only an explicit Retry-After may push the deadline out (and is then told).
+            let hint = hint?;
+            if !state.push_deadline(now, now + hint, false) {
+                return None;
             }
-            return None;
+            state.retry_after = true;
+            return Some(hint);
         }
         if !was_probe && failures < policy.unhealthy_threshold {
             // Below the threshold, but the upstream asked for a pause: honour it, without
             // counting an ejection.
             let hint = hint.filter(|h| !h.is_zero())?;
-            extend(&mut state.until, now + hint);
+            state.push_deadline(now, now + hint, false);
             state.retry_after = true;
             self.unhealthy.store(true, Ordering::Release);
             return Some(hint);
@@ -240,7 +271,9 @@ impl EndpointHealth {
         let doubling = 2u32.saturating_pow(state.ejections - 1);
         let doubled = interval.saturating_mul(doubling).min(policy.max_cooldown);
         let cooldown = doubled.max(hint.unwrap_or(Duration::ZERO));
-        extend(&mut state.until, now + cooldown);
+        state.push_deadline(now, now + cooldown, false);
+        // A new cooldown (a probe that failed starts one, though the deadline was set).
+        state.since = Some(now);
         state.retry_after = cooldown > doubled;
         self.unhealthy.store(true, Ordering::Release);
         self.total_ejections.fetch_add(1, Ordering::Relaxed);

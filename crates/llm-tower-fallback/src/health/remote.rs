@@ -8,12 +8,16 @@
 //! - A remote restore ends the local cooldown now instead of at its deadline: the half-open
 //!   probe (a request's, or this replica's checker's) decides, as it would have later. It
 //!   does not restore: this replica has not seen the deployment answer.
+//! - Events carry when they happened, and a stale one changes nothing: an ejection from
+//!   before the deployment was last seen answering (here or elsewhere), or a restore from
+//!   before the local cooldown began. Events can come late: kept over an outage, or read
+//!   back from a key after a reconnect.
 
 use std::sync::atomic::Ordering;
 
 use tokio::time::Instant;
 
-use super::{EndpointHealth, extend};
+use super::EndpointHealth;
 
 /// A deployment's current cooldown, as published to other replicas.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,6 +27,10 @@ pub(crate) struct Cooldown {
     pub(crate) retry_after: bool,
     /// Ejections since the last success.
     pub(crate) ejections: u32,
+    /// When the cooldown began.
+    pub(crate) since: Instant,
+    /// The deadline was set by another replica's event.
+    pub(crate) remote: bool,
 }
 
 impl EndpointHealth {
@@ -37,35 +45,43 @@ impl EndpointHealth {
             until,
             retry_after: state.retry_after,
             ejections: state.ejections,
+            since: state.since.unwrap_or(now),
+            remote: state.remote,
         })
     }
 
-    /// Another replica ejected this deployment until `cooldown.until`. Returns whether the
-    /// local deadline moved.
+    /// Another replica ejected this deployment at `cooldown.since` until `cooldown.until`.
+    /// Returns whether the local deadline moved.
     pub(crate) fn apply_remote_ejection(&self, cooldown: Cooldown, now: Instant) -> bool {
         if cooldown.until <= now {
             return false;
         }
         let mut state = self.lock();
-        if state.until.is_some_and(|until| until >= cooldown.until) {
+        if state.restored_at.is_some_and(|at| at >= cooldown.since) {
+            // It answered after that ejection.
             return false;
         }
-        extend(&mut state.until, cooldown.until);
+        let began_now = state.until.is_none();
+        if !state.push_deadline(now, cooldown.until, true) {
+            return false;
+        }
+        if began_now {
+            // The cooldown began when that replica ejected it, not when this one heard.
+            state.since = Some(cooldown.since.min(now));
+        }
         state.retry_after = cooldown.retry_after;
         state.ejections = state.ejections.max(cooldown.ejections);
         self.unhealthy.store(true, Ordering::Release);
         true
     }
 
-    /// Another replica saw this deployment answer again: the local cooldown ends now. Returns
-    /// whether it was cooling down.
-    pub(crate) fn apply_remote_restore(&self, now: Instant) -> bool {
-        if self.is_healthy() {
-            return false;
-        }
+    /// Another replica saw this deployment answer at `at`: a local cooldown that began
+    /// before then ends now. Returns whether it did.
+    pub(crate) fn apply_remote_restore(&self, at: Instant, now: Instant) -> bool {
         let mut state = self.lock();
+        state.restored_at = Some(state.restored_at.map_or(at, |known| known.max(at)));
         match state.until {
-            Some(until) if until > now => {
+            Some(until) if until > now && state.since.is_none_or(|since| since < at) => {
                 state.until = Some(now);
                 true
             }
@@ -92,6 +108,8 @@ mod tests {
             until,
             retry_after: true,
             ejections: 3,
+            since: Instant::now(),
+            remote: true,
         }
     }
 
@@ -105,7 +123,12 @@ mod tests {
 
         assert!(cell.apply_remote_ejection(remote(now + Duration::from_secs(30)), now));
         let cooldown = cell.cooldown(now).unwrap();
-        assert_eq!(cooldown, remote(now + Duration::from_secs(30)));
+        assert_eq!(cooldown.until, now + Duration::from_secs(30));
+        assert!(cooldown.remote && cooldown.retry_after);
+        assert_eq!(
+            cooldown.since, now,
+            "the cooldown began with the local ejection"
+        );
         // Not an ejection this replica saw.
         assert_eq!(cell.snapshot("a".into(), now).total_ejections, 1);
     }
@@ -134,12 +157,53 @@ mod tests {
     async fn a_remote_restore_lets_the_probe_through_now() {
         let now = Instant::now();
         let cell = Arc::new(EndpointHealth::default());
-        assert!(!cell.apply_remote_restore(now), "healthy: nothing to do");
+        assert!(
+            !cell.apply_remote_restore(now, now),
+            "healthy: nothing to do"
+        );
         cell.record_failure(now, Duration::from_secs(20), None, None, POLICY);
-        assert!(cell.apply_remote_restore(now));
-        assert!(matches!(cell.admit(now), Admission::Probe(_)));
-        assert!(cell.cooldown(now).is_none());
+        assert!(
+            !cell.apply_remote_restore(now, now),
+            "not after the cooldown began"
+        );
+        let later = now + Duration::from_millis(1);
+        assert!(cell.apply_remote_restore(later, later));
+        assert!(matches!(cell.admit(later), Admission::Probe(_)));
+        assert!(cell.cooldown(later).is_none());
         // Not restored until something answers here.
         assert!(!cell.is_healthy());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stale_events_change_nothing() {
+        let t0 = Instant::now();
+        let cell = Arc::new(EndpointHealth::default());
+        let second = Duration::from_secs(1);
+        // Ejected here at t0 + 1 s, and restored at t0 + 2 s by a probe that answered.
+        let at = t0 + second;
+        cell.record_failure(at, second, None, None, POLICY);
+        let Admission::Probe(probe) = cell.admit(at + second) else {
+            panic!("half-open");
+        };
+        assert!(cell.record_success(Some(probe)));
+        // Another replica's ejection from t0 arrives late (kept over an outage): stale.
+        let old = Cooldown {
+            since: t0,
+            ..remote(t0 + Duration::from_secs(30))
+        };
+        assert!(!cell.apply_remote_ejection(old, at + second));
+        assert!(cell.is_healthy());
+        // One from after the restore is applied.
+        let new = Cooldown {
+            since: at + second * 2,
+            ..remote(t0 + Duration::from_secs(30))
+        };
+        assert!(cell.apply_remote_ejection(new, at + second * 2));
+
+        // A restore from before a local re-ejection leaves the new cooldown alone.
+        let cell = Arc::new(EndpointHealth::default());
+        cell.record_failure(at, second * 10, None, None, POLICY);
+        assert!(!cell.apply_remote_restore(t0, at));
+        assert!(matches!(cell.admit(at), Admission::Closed(_)));
     }
 }

@@ -87,8 +87,14 @@ async fn a_later_deadline_never_shortens_an_existing_one() {
         None
     );
     assert_eq!(until(&cell), 10.0);
-    // A longer one pushes it out, without counting as another ejection.
-    cell.record_failure(now, FIVE, Some(Duration::from_secs(20)), None, POLICY);
+    // A longer one pushes it out (and says so, for other replicas), without counting as
+    // another ejection.
+    let twenty = Duration::from_secs(20);
+    assert_eq!(
+        cell.record_failure(now, FIVE, Some(twenty), None, POLICY),
+        Some(twenty)
+    );
+    assert!(cell.cooldown(now).unwrap().retry_after);
     assert_eq!(until(&cell), 20.0);
     assert_eq!(cell.snapshot(EndpointId::from("x"), now).ejections, 1);
 }

@@ -13,22 +13,26 @@
 //! - Redis down or unreachable: requests go on with local health. The task logs once per
 //!   outage, reconnects with backoff (250 ms doubling to 5 s, jittered), remembers which
 //!   deployments were restored meanwhile, and on reconnecting reads the cooldowns in force,
-//!   then publishes those restores and every local cooldown (a Redis that restarted empty
-//!   learns them again).
+//!   then publishes those restores and every cooldown this replica found itself (a Redis
+//!   that restarted empty learns them again). Events carry when they happened, so one that
+//!   comes late (kept over an outage, read back from a key) cannot undo a newer one: the
+//!   registry ignores it, and a restore deletes a key only if its ejection is older.
+//! - A command Redis refuses (out of memory, a read-only replica, no permission) is logged
+//!   and its event dropped; only a lost connection (I/O, timeout) reconnects.
 //!
 //! Two connections: a multiplexed one for commands (with connect and response timeouts)
-//! and the subscription. The subscription is made before the keys are read, so that no
-//! event falls between the two.
+//! and the subscription, both pinged every 5 s. The subscription is made before the keys
+//! are read, so that no event falls between the two.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
 use llm_tower_core::{ConfigError, EndpointId};
 use llm_tower_fallback::{HealthEvent, HealthEvents, HealthRegistry};
-use redis::aio::{MultiplexedConnection, PubSubStream};
+use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use redis::{AsyncConnectionConfig, Client, RedisError};
 use serde::Serialize;
 use tokio::sync::{Notify, watch};
@@ -49,17 +53,38 @@ const PING_EVERY: Duration = Duration::from_secs(5);
 const BACKOFF_FIRST: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
+/// The event in a key, or `nil` when the value is not one of ours (anything may be there).
+/// Both scripts start with it.
+const READ_KEY: &str = r"
+local function stored(key)
+  local text = redis.call('GET', key)
+  if not text then return nil end
+  local ok, event = pcall(cjson.decode, text)
+  if ok and type(event) == 'table' then return event end
+  return nil
+end
+";
+
 /// Sets the key of an ejection unless it holds a later deadline, and publishes it. KEYS: the
 /// key, the channel; ARGV: the event, its deadline (ms since the epoch), the key's TTL (ms).
 const EJECT: &str = r"
-local current = redis.call('GET', KEYS[1])
-if current then
-  local ok, event = pcall(cjson.decode, current)
-  if ok and tonumber(event['until_ms']) and tonumber(event['until_ms']) >= tonumber(ARGV[2]) then
-    return 0
-  end
+local current = stored(KEYS[1])
+if current and tonumber(current['until_ms']) and tonumber(current['until_ms']) >= tonumber(ARGV[2]) then
+  return 0
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+redis.call('PUBLISH', KEYS[2], ARGV[1])
+return 1
+";
+
+/// Deletes the key of an ejection unless it began after the restore, and publishes the
+/// restore. KEYS: the key, the channel; ARGV: the event, when it answered (ms since the
+/// epoch).
+const RESTORE: &str = r"
+local current = stored(KEYS[1])
+if not (current and tonumber(current['at_ms']) and tonumber(current['at_ms']) > tonumber(ARGV[2])) then
+  redis.call('DEL', KEYS[1])
+end
 redis.call('PUBLISH', KEYS[2], ARGV[1])
 return 1
 ";
@@ -145,7 +170,7 @@ impl HealthStore {
             url: url.clone(),
             registry: registry.clone(),
             events: registry.subscribe(QUEUE),
-            restored: HashSet::new(),
+            restored: HashMap::new(),
             status,
             refresh: refresh.clone(),
         };
@@ -231,6 +256,30 @@ async fn bounded<T>(future: impl Future<Output = redis::RedisResult<T>>) -> Resu
         .map_err(|_| Lost::TimedOut)??)
 }
 
+/// A command's error that Redis answered (`Ok(Some)`), as opposed to one that says the
+/// connection is gone (`Err`).
+fn refused<T>(result: Result<T, Lost>) -> Result<Option<RedisError>, Lost> {
+    match result {
+        Ok(_) => Ok(None),
+        Err(Lost::Redis(err))
+            if !(err.is_io_error()
+                || err.is_connection_dropped()
+                || err.is_connection_refusal()
+                || err.is_timeout()
+                || err.is_unrecoverable_error()) =>
+        {
+            Ok(Some(err))
+        }
+        Err(lost) => Err(lost),
+    }
+}
+
+/// The subscription to the channel: its messages, and the side that pings it.
+struct Subscription {
+    sink: PubSubSink,
+    messages: PubSubStream,
+}
+
 /// Runs `command`, bounded by [`TIMEOUT`].
 async fn query<T: redis::FromRedisValue>(
     command: &redis::Cmd,
@@ -247,8 +296,8 @@ struct Task {
     url: String,
     registry: HealthRegistry,
     events: HealthEvents,
-    /// Deployments restored while disconnected: their keys are deleted on reconnecting.
-    restored: HashSet<EndpointId>,
+    /// Deployments restored while disconnected, and when: told on reconnecting.
+    restored: HashMap<EndpointId, SystemTime>,
     status: watch::Sender<HealthStoreStatus>,
     /// Asks for the cooldowns in force to be read again.
     refresh: Arc<Notify>,
@@ -259,9 +308,9 @@ impl Task {
         let mut outage = Outage::default();
         loop {
             let lost = match self.connect().await {
-                Ok((mut connection, mut messages)) => {
+                Ok((mut connection, mut subscription)) => {
                     let lost = self
-                        .session(&mut connection, &mut messages, &mut outage)
+                        .session(&mut connection, &mut subscription, &mut outage)
                         .await;
                     self.set_connected(false);
                     // `None`: the registry has a newer subscriber, or is gone.
@@ -277,7 +326,7 @@ impl Task {
         }
     }
 
-    async fn connect(&self) -> Result<(MultiplexedConnection, PubSubStream), Lost> {
+    async fn connect(&self) -> Result<(MultiplexedConnection, Subscription), Lost> {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(TIMEOUT))
             .set_response_timeout(Some(TIMEOUT));
@@ -285,16 +334,16 @@ impl Task {
             .client
             .get_multiplexed_async_connection_with_config(&config)
             .await?;
-        let mut pubsub = bounded(self.client.get_async_pubsub()).await?;
-        bounded(pubsub.subscribe(&self.names.channel)).await?;
-        Ok((connection, pubsub.into_on_message()))
+        let (mut sink, messages) = bounded(self.client.get_async_pubsub()).await?.split();
+        bounded(sink.subscribe(&self.names.channel)).await?;
+        Ok((connection, Subscription { sink, messages }))
     }
 
     /// Until the connection is lost (`Some`) or the registry stops sending (`None`).
     async fn session(
         &mut self,
         connection: &mut MultiplexedConnection,
-        messages: &mut PubSubStream,
+        subscription: &mut Subscription,
         outage: &mut Outage,
     ) -> Option<Lost> {
         if let Err(lost) = self.catch_up(connection).await {
@@ -315,7 +364,7 @@ impl Task {
                         return Some(lost);
                     }
                 }
-                message = messages.next() => {
+                message = subscription.messages.next() => {
                     let Some(message) = message else {
                         return Some(Lost::SubscriptionClosed);
                     };
@@ -327,7 +376,12 @@ impl Task {
                     }
                 }
                 _ = ping.tick() => {
+                    // Both connections: a subscription is quiet while nothing fails, which
+                    // is when middleboxes drop idle connections without a word.
                     if let Err(lost) = query::<()>(&redis::cmd("PING"), connection).await {
+                        return Some(lost);
+                    }
+                    if let Err(lost) = bounded(subscription.sink.ping::<redis::Value>()).await {
                         return Some(lost);
                     }
                 }
@@ -339,11 +393,12 @@ impl Task {
     /// happened here meanwhile.
     async fn catch_up(&mut self, connection: &mut MultiplexedConnection) -> Result<(), Lost> {
         self.read_cooldowns(connection).await?;
-        let restored: Vec<EndpointId> = self.restored.iter().cloned().collect();
-        for id in restored {
-            self.publish(connection, &HealthEvent::Restored { id: id.clone() })
+        // Older ejections read above were ignored (the registry knows these restores came
+        // after); the keys of those go now, unless an ejection began since.
+        let restored: Vec<(EndpointId, SystemTime)> = self.restored.drain().collect();
+        for (id, at) in restored {
+            self.publish(connection, &HealthEvent::Restored { id, at })
                 .await?;
-            self.restored.remove(&id);
         }
         for event in self.registry.ejections() {
             self.publish(connection, &event).await?;
@@ -351,8 +406,16 @@ impl Task {
         Ok(())
     }
 
-    /// Applies every cooldown in force in Redis.
+    /// Applies every cooldown in force in Redis. A command Redis refused is logged, and
+    /// what was read so far applied.
     async fn read_cooldowns(&self, connection: &mut MultiplexedConnection) -> Result<(), Lost> {
+        if let Some(refused) = refused(self.scan(connection).await)? {
+            tracing::warn!(error = %refused, "health store refused to list the cooldowns in force");
+        }
+        Ok(())
+    }
+
+    async fn scan(&self, connection: &mut MultiplexedConnection) -> Result<(), Lost> {
         let mut cursor: u64 = 0;
         loop {
             let mut scan = redis::cmd("SCAN");
@@ -377,47 +440,45 @@ impl Task {
         }
     }
 
+    /// Sends one local event. A command Redis refused (out of memory, read-only replica,
+    /// no permission) is logged and the event dropped: the connection is fine, and
+    /// tearing it down would stop this replica hearing the others.
     async fn publish(
         &self,
         connection: &mut MultiplexedConnection,
         event: &HealthEvent,
     ) -> Result<(), Lost> {
+        let now = SystemTime::now();
+        if event.remaining(now) == Some(Duration::ZERO) {
+            return Ok(());
+        }
         let key = self.names.key(event.id().as_str());
         let text = wire::encode(&self.origin, event);
+        let mut script = redis::cmd("EVAL");
         match event {
-            HealthEvent::Ejected { until, .. } => {
-                let now = SystemTime::now();
-                if event.remaining(now) == Some(Duration::ZERO) {
-                    return Ok(());
-                }
-                let until_ms = until
-                    .duration_since(UNIX_EPOCH)
-                    .unwrap_or_default()
-                    .as_millis() as u64;
-                let mut eject = redis::cmd("EVAL");
-                eject
-                    .arg(EJECT)
-                    .arg(2)
-                    .arg(&key)
-                    .arg(&self.names.channel)
-                    .arg(&text)
-                    .arg(until_ms)
-                    .arg(wire::ttl_ms(event, now));
-                query::<i64>(&eject, connection).await?;
-            }
-            HealthEvent::Restored { .. } => {
-                let mut restore = redis::pipe();
-                restore
-                    .atomic()
-                    .cmd("DEL")
-                    .arg(&key)
-                    .ignore()
-                    .cmd("PUBLISH")
-                    .arg(&self.names.channel)
-                    .arg(&text)
-                    .ignore();
-                bounded(restore.query_async::<()>(connection)).await?;
-            }
+            HealthEvent::Ejected { until, .. } => script
+                .arg(format!("{READ_KEY}{EJECT}"))
+                .arg(2)
+                .arg(&key)
+                .arg(&self.names.channel)
+                .arg(&text)
+                .arg(wire::unix_ms(*until))
+                .arg(wire::ttl_ms(event, now)),
+            HealthEvent::Restored { at, .. } => script
+                .arg(format!("{READ_KEY}{RESTORE}"))
+                .arg(2)
+                .arg(&key)
+                .arg(&self.names.channel)
+                .arg(&text)
+                .arg(wire::unix_ms(*at)),
+        };
+        if let Some(refused) = refused(query::<i64>(&script, connection).await)? {
+            tracing::warn!(
+                endpoint = %event.id(),
+                error = %refused,
+                "health store refused an event; the other replicas do not hear of it"
+            );
+            return Ok(());
         }
         self.status.send_modify(|status| status.published += 1);
         count("llm_tower_health_store_published_total");
@@ -448,7 +509,7 @@ impl Task {
                     retry_after,
                     "endpoint ejected by another replica"
                 ),
-                HealthEvent::Restored { id } => tracing::info!(
+                HealthEvent::Restored { id, .. } => tracing::info!(
                     endpoint = %id,
                     "endpoint restored by another replica; probing it now"
                 ),
@@ -460,8 +521,8 @@ impl Task {
     /// connection (a cooldown is read from the registry then anyway).
     fn keep(&mut self, event: HealthEvent) {
         match event {
-            HealthEvent::Restored { id } => {
-                self.restored.insert(id);
+            HealthEvent::Restored { id, at } => {
+                self.restored.insert(id, at);
             }
             HealthEvent::Ejected { id, .. } => {
                 self.restored.remove(&id);

@@ -2,8 +2,8 @@
 //! cooldown and on the channel.
 //!
 //! ```text
-//! {"event":"ejected","origin":"5f0c…","id":"azure-east/gpt-4o","until_ms":1764662400000,"retry_after":true,"ejections":1}
-//! {"event":"restored","origin":"5f0c…","id":"azure-east/gpt-4o"}
+//! {"event":"ejected","origin":"5f0c…","id":"azure-east/gpt-4o","at_ms":1764662370000,"until_ms":1764662400000,"retry_after":true,"ejections":1}
+//! {"event":"restored","origin":"5f0c…","id":"azure-east/gpt-4o","at_ms":1764662401000}
 //! ```
 //!
 //! `origin` names the replica that sent it (random per process), so that a replica skips its
@@ -49,6 +49,7 @@ enum Wire {
     Ejected {
         origin: String,
         id: String,
+        at_ms: u64,
         until_ms: u64,
         retry_after: bool,
         ejections: u32,
@@ -56,7 +57,19 @@ enum Wire {
     Restored {
         origin: String,
         id: String,
+        at_ms: u64,
     },
+}
+
+/// Milliseconds since the Unix epoch (0 before it).
+pub(super) fn unix_ms(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
+}
+
+fn from_unix_ms(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
 }
 
 /// `event` from replica `origin`, as JSON.
@@ -65,22 +78,22 @@ pub(super) fn encode(origin: &str, event: &HealthEvent) -> String {
     let wire = match event {
         HealthEvent::Ejected {
             id,
+            at,
             until,
             retry_after,
             ejections,
         } => Wire::Ejected {
             origin,
             id: id.to_string(),
-            until_ms: until
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_millis() as u64,
+            at_ms: unix_ms(*at),
+            until_ms: unix_ms(*until),
             retry_after: *retry_after,
             ejections: *ejections,
         },
-        HealthEvent::Restored { id } => Wire::Restored {
+        HealthEvent::Restored { id, at } => Wire::Restored {
             origin,
             id: id.to_string(),
+            at_ms: unix_ms(*at),
         },
     };
     serde_json::to_string(&wire).expect("plain fields serialise")
@@ -93,6 +106,7 @@ pub(super) fn decode(text: &[u8]) -> Option<(String, HealthEvent)> {
         Wire::Ejected {
             origin,
             id,
+            at_ms,
             until_ms,
             retry_after,
             ejections,
@@ -100,12 +114,19 @@ pub(super) fn decode(text: &[u8]) -> Option<(String, HealthEvent)> {
             origin,
             HealthEvent::Ejected {
                 id: id.into(),
-                until: UNIX_EPOCH + Duration::from_millis(until_ms),
+                at: from_unix_ms(at_ms),
+                until: from_unix_ms(until_ms),
                 retry_after,
                 ejections,
             },
         ),
-        Wire::Restored { origin, id } => (origin, HealthEvent::Restored { id: id.into() }),
+        Wire::Restored { origin, id, at_ms } => (
+            origin,
+            HealthEvent::Restored {
+                id: id.into(),
+                at: from_unix_ms(at_ms),
+            },
+        ),
     })
 }
 
@@ -122,23 +143,25 @@ mod tests {
 
     #[test]
     fn events_round_trip_to_the_millisecond() {
+        let at = UNIX_EPOCH + Duration::from_millis(1_764_662_370_456);
         let until = UNIX_EPOCH + Duration::from_millis(1_764_662_400_123);
         let events = [
             HealthEvent::Ejected {
                 id: "azure-east/gpt-4o".into(),
+                at,
                 until,
                 retry_after: true,
                 ejections: 3,
             },
-            HealthEvent::Restored { id: "a".into() },
+            HealthEvent::Restored { id: "a".into(), at },
         ];
         for event in events {
             let text = encode("r1", &event);
             assert_eq!(decode(text.as_bytes()), Some(("r1".to_owned(), event)));
         }
         assert_eq!(
-            encode("r1", &HealthEvent::Restored { id: "a".into() }),
-            r#"{"event":"restored","origin":"r1","id":"a"}"#
+            encode("r1", &HealthEvent::Restored { id: "a".into(), at }),
+            r#"{"event":"restored","origin":"r1","id":"a","at_ms":1764662370456}"#
         );
     }
 
@@ -149,7 +172,7 @@ mod tests {
             "hello",
             "{}",
             r#"{"event":"melted","id":"a"}"#,
-            r#"{"event":"restored"}"#,
+            r#"{"event":"restored","id":"a"}"#,
         ] {
             assert_eq!(decode(text.as_bytes()), None, "{text}");
         }
@@ -168,6 +191,7 @@ mod tests {
         let now = SystemTime::now();
         let event = |left| HealthEvent::Ejected {
             id: "a".into(),
+            at: now,
             until: now + left,
             retry_after: false,
             ejections: 1,
