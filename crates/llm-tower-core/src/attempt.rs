@@ -301,6 +301,29 @@ impl Attempts {
         self.lock().last().cloned()
     }
 
+    /// The number of attempts so far and, for the latest, when its answer came and how long
+    /// it took: one look at the log, and no clock read.
+    ///
+    /// ```
+    /// use llm_tower_core::{Attempts, EndpointId, Outcome};
+    /// use tokio::time::Instant;
+    ///
+    /// let log = Attempts::new();
+    /// assert_eq!(log.latest(), (0, None));
+    /// let attempt = log.record(&EndpointId::from("a"), None, false, Instant::now(), Outcome::Status(http::StatusCode::OK));
+    /// let (tries, Some((at, latency))) = log.latest() else { panic!() };
+    /// assert_eq!((tries, latency), (1, attempt.latency));
+    /// assert_eq!(at, log.start() + attempt.started + attempt.latency);
+    /// ```
+    pub fn latest(&self) -> (usize, Option<(Instant, Duration)>) {
+        let attempts = self.lock();
+        let latest = attempts.last().map(|attempt| {
+            let answered = self.0.start + attempt.started + attempt.latency;
+            (answered, attempt.latency)
+        });
+        (attempts.len(), latest)
+    }
+
     /// The latency of the latest attempt, without copying it.
     ///
     /// ```

@@ -78,15 +78,14 @@ where
         }
         match classification {
             Classification::Success => {
-                let ended = if log.len() > tries_before + 1 {
+                let (tries, latest) = log.latest();
+                let ended = if tries > tries_before + 1 {
                     Ended::Retried
                 } else {
                     Ended::Success
                 };
-                member
-                    .health
-                    .activity
-                    .record(Instant::now(), ended, log.last_latency());
+                let (at, latency) = latest.map_or((Instant::now(), None), |(at, l)| (at, Some(l)));
+                member.health.activity.record(at, ended, latency);
                 if pick.probe.is_some() {
                     tracing::info!(endpoint = %member.id, "probe succeeded; endpoint restored");
                 }
