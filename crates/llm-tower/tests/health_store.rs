@@ -253,11 +253,12 @@ mod shared {
         assert_eq!(late.status("primary"), Status::Ejected);
     }
 
-    /// While A is cut off, B sees the deployment answer again. When A is back it tells only
-    /// the cooldowns it found itself, so B, which saw it answer, is not ejected again by
-    /// A's stale copy of B's own ejection.
+    /// While A is cut off, B sees the deployment answer again. When A is back it finds B's
+    /// key gone and ends the cooldown it was told of (the restore it missed), and it tells
+    /// only the cooldowns it found itself, so B, which saw it answer, is not ejected again
+    /// by A's stale copy of B's own ejection.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_reconnecting_replica_does_not_tell_back_what_it_was_told() {
+    async fn a_reconnecting_replica_probes_what_was_restored_meanwhile_and_tells_nothing_back() {
         let Some(redis) = redis() else { return };
         let proxy = Proxy::start(&redis.url()).await;
         let (a, b) = (
@@ -281,20 +282,60 @@ mod shared {
 
         proxy.heal();
         a.connected().await;
-        // A's next event follows anything it published on reconnecting: once B has it, B
-        // has heard everything A said.
-        let before = b.store.status().applied;
-        assert_eq!(a.status("primary"), Status::Ejected, "A missed the restore");
-        a.backup.push(Behavior::retry_after(429, "30"));
-        a.chat().await;
-        b.applied(before).await;
-        assert_eq!(b.status("backup"), Status::Ejected);
         assert_eq!(
-            b.status("primary"),
-            Status::Healthy,
-            "{:?}",
-            b.registry.get("primary")
+            a.status("primary"),
+            Status::HalfOpen,
+            "A missed the restore, but B's key is gone: A probes now, not in 30 s"
         );
+        // A told what it had to tell before it counted as connected: nothing about the
+        // primary, so a late replica, like B, finds it healthy.
+        let late = Replica::start(&redis.url()).await;
+        late.connected().await;
+        assert_eq!(late.status("primary"), Status::Healthy);
+        assert_eq!(late.store.status().applied, 0);
+        assert_eq!(b.status("primary"), Status::Healthy);
+
+        assert_eq!(a.chat().await, StatusCode::OK);
+        assert_eq!(
+            a.primary.request_count(),
+            1,
+            "the probe went to A's primary"
+        );
+        assert_eq!(a.status("primary"), Status::Healthy);
+    }
+
+    /// Redis restarts empty while B holds A's ejection and A is cut off. Keys gone with the
+    /// server say nothing about restores, so B keeps the cooldown; A tells it again when it
+    /// is back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_redis_that_restarted_empty_lifts_no_cooldown() {
+        let Some(mut redis) = redis() else { return };
+        let proxy = Proxy::start(&redis.url()).await;
+        let (a, b) = (
+            Replica::start(&proxy.url()).await,
+            Replica::start(&redis.url()).await,
+        );
+        a.connected().await;
+        b.connected().await;
+        a.primary.push(Behavior::retry_after(429, "30"));
+        a.chat().await;
+        b.applied(0).await;
+
+        proxy.cut();
+        a.disconnected().await;
+        redis.stop();
+        b.disconnected().await;
+        redis.restart().unwrap();
+        b.connected().await;
+        assert_eq!(b.status("primary"), Status::Ejected);
+        assert_eq!(b.chat().await, StatusCode::OK);
+        assert_eq!(b.primary.request_count(), 0, "B still skips A's ejection");
+
+        proxy.heal();
+        a.connected().await;
+        let late = Replica::start(&redis.url()).await;
+        late.connected().await;
+        assert_eq!(late.status("primary"), Status::Ejected, "A told it again");
     }
 
     /// While A is cut off, its primary answers again. When A is back it ignores B's older

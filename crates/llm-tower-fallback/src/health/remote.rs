@@ -88,6 +88,23 @@ impl EndpointHealth {
             _ => false,
         }
     }
+
+    /// The cooldown another replica's event set here is gone from where that replica put it,
+    /// as of `read_at`: if it began before then, it ends now, and the half-open probe
+    /// decides. Unlike a restore nothing is remembered, because nothing was seen answering:
+    /// should the ejection be told again (its replica still holds it), it applies again.
+    /// Returns whether the cooldown ended.
+    pub(crate) fn lift_remote_cooldown(&self, read_at: Instant, now: Instant) -> bool {
+        let mut state = self.lock();
+        let lifted = state.remote && state.since.is_some_and(|since| since < read_at);
+        match state.until {
+            Some(until) if until > now && lifted => {
+                state.until = Some(now);
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 #[cfg(test)]

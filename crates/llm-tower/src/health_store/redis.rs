@@ -12,8 +12,9 @@
 //!   `try_send` (a full queue drops and counts them), and only this task talks to Redis.
 //! - Redis down or unreachable: requests go on with local health. The task logs once per
 //!   outage, reconnects with backoff (250 ms doubling to 5 s, jittered), remembers which
-//!   deployments were restored meanwhile, and on reconnecting reads the cooldowns in force,
-//!   then publishes those restores and every cooldown this replica found itself (a Redis
+//!   deployments were restored meanwhile, and on reconnecting reads the cooldowns in force
+//!   (ending those another replica told it of whose keys are gone: restores it missed, if
+//!   the key `{prefix}:dataset` shows the server kept its data), then publishes those restores and every cooldown this replica found itself (a Redis
 //!   that restarted empty learns them again). Events carry when they happened, so one that
 //!   comes late (kept over an outage, read back from a key) cannot undo a newer one: the
 //!   registry ignores it, and a restore deletes a key only if its ejection is older.
@@ -24,7 +25,7 @@
 //! and the subscription, both pinged every 5 s. The subscription is made before the keys
 //! are read, so that no event falls between the two.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -87,6 +88,13 @@ if not (current and tonumber(current['at_ms']) and tonumber(current['at_ms']) > 
 end
 redis.call('PUBLISH', KEYS[2], ARGV[1])
 return 1
+";
+
+/// Names the data set unless it has a name (KEYS: the key; ARGV: a new name), and returns
+/// the name. A server that restarted empty, or a new one, gets a new name.
+const DATASET: &str = r"
+redis.call('SET', KEYS[1], ARGV[1], 'NX')
+return redis.call('GET', KEYS[1])
 ";
 
 /// Shares a [`HealthRegistry`]'s ejections and restores with the other replicas that use the
@@ -171,6 +179,7 @@ impl HealthStore {
             registry: registry.clone(),
             events: registry.subscribe(QUEUE),
             restored: HashMap::new(),
+            dataset: None,
             status,
             refresh: refresh.clone(),
         };
@@ -298,6 +307,8 @@ struct Task {
     events: HealthEvents,
     /// Deployments restored while disconnected, and when: told on reconnecting.
     restored: HashMap<EndpointId, SystemTime>,
+    /// The name of the data set last connected to.
+    dataset: Option<String>,
     status: watch::Sender<HealthStoreStatus>,
     /// Asks for the cooldowns in force to be read again.
     refresh: Arc<Notify>,
@@ -392,7 +403,24 @@ impl Task {
     /// After (re)connecting: applies the cooldowns in force, then tells the others what
     /// happened here meanwhile.
     async fn catch_up(&mut self, connection: &mut MultiplexedConnection) -> Result<(), Lost> {
-        self.read_cooldowns(connection).await?;
+        let read_at = SystemTime::now();
+        let same_dataset = self.name_dataset(connection).await?;
+        if let Some(in_force) = self.read_cooldowns(connection).await?
+            && same_dataset
+        {
+            // Keys gone from the data set that held them were deleted by restores this
+            // replica did not hear (or ran out). From a server that lost everything, they
+            // say nothing: those cooldowns last until their deadlines, or until the replicas
+            // that found them tell them again.
+            for id in self.registry.reconcile(&in_force, read_at) {
+                self.count_applied();
+                tracing::info!(
+                    endpoint = %id,
+                    "endpoint's cooldown was lifted elsewhere while this replica was not \
+                     listening; probing it now"
+                );
+            }
+        }
         // Older ejections read above were ignored (the registry knows these restores came
         // after); the keys of those go now, unless an ejection began since.
         let restored: Vec<(EndpointId, SystemTime)> = self.restored.drain().collect();
@@ -406,16 +434,52 @@ impl Task {
         Ok(())
     }
 
-    /// Applies every cooldown in force in Redis. A command Redis refused is logged, and
-    /// what was read so far applied.
-    async fn read_cooldowns(&self, connection: &mut MultiplexedConnection) -> Result<(), Lost> {
-        if let Some(refused) = refused(self.scan(connection).await)? {
-            tracing::warn!(error = %refused, "health store refused to list the cooldowns in force");
-        }
-        Ok(())
+    /// Whether the server holds the data set it held at the last connection (named on
+    /// the first), rather than having restarted empty or failed over to another. A server
+    /// that refuses says no.
+    async fn name_dataset(&mut self, connection: &mut MultiplexedConnection) -> Result<bool, Lost> {
+        let mut script = redis::cmd("EVAL");
+        script
+            .arg(DATASET)
+            .arg(1)
+            .arg(&self.names.dataset)
+            .arg(&self.origin);
+        let name = match query::<String>(&script, connection).await {
+            Ok(name) => name,
+            result => {
+                if let Some(refused) = refused(result)? {
+                    tracing::debug!(error = %refused, "health store refused to name its data set");
+                }
+                self.dataset = None;
+                return Ok(false);
+            }
+        };
+        Ok(self.dataset.replace(name.clone()) == Some(name))
     }
 
-    async fn scan(&self, connection: &mut MultiplexedConnection) -> Result<(), Lost> {
+    /// Applies every cooldown in force in Redis; returns the deployments that have one, or
+    /// `None` when Redis refused to list them (logged; what was read so far is applied).
+    async fn read_cooldowns(
+        &self,
+        connection: &mut MultiplexedConnection,
+    ) -> Result<Option<HashSet<EndpointId>>, Lost> {
+        match self.scan(connection).await {
+            Ok(in_force) => Ok(Some(in_force)),
+            result => {
+                if let Some(refused) = refused(result)? {
+                    tracing::warn!(error = %refused, "health store refused to list the cooldowns in force");
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// Applies every cooldown in Redis; returns the deployments that have one.
+    async fn scan(
+        &self,
+        connection: &mut MultiplexedConnection,
+    ) -> Result<HashSet<EndpointId>, Lost> {
+        let mut in_force = HashSet::new();
         let mut cursor: u64 = 0;
         loop {
             let mut scan = redis::cmd("SCAN");
@@ -429,12 +493,15 @@ impl Task {
                 let mut get = redis::cmd("MGET");
                 get.arg(&keys);
                 let values: Vec<Option<Vec<u8>>> = query(&get, connection).await?;
-                for value in values.into_iter().flatten() {
-                    self.receive(&value);
-                }
+                in_force.extend(
+                    values
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|value| self.receive(&value)),
+                );
             }
             if next == 0 {
-                return Ok(());
+                return Ok(in_force);
             }
             cursor = next;
         }
@@ -485,18 +552,15 @@ impl Task {
         Ok(())
     }
 
-    /// Another replica's event (on the channel, or a key read on connecting).
-    fn receive(&self, text: &[u8]) {
+    /// Another replica's event (on the channel, or a key read on connecting). Returns the
+    /// deployment it is about, if it is an event (this replica's own included).
+    fn receive(&self, text: &[u8]) -> Option<EndpointId> {
         let Some((origin, event)) = wire::decode(text) else {
             tracing::debug!("health store: ignored a message that is not a health event");
-            return;
+            return None;
         };
-        if origin == self.origin {
-            return;
-        }
-        if self.registry.apply(&event) {
-            self.status.send_modify(|status| status.applied += 1);
-            count("llm_tower_health_store_applied_total");
+        if origin != self.origin && self.registry.apply(&event) {
+            self.count_applied();
             match &event {
                 HealthEvent::Ejected {
                     id,
@@ -515,6 +579,12 @@ impl Task {
                 ),
             }
         }
+        Some(event.id().clone())
+    }
+
+    fn count_applied(&self) {
+        self.status.send_modify(|status| status.applied += 1);
+        count("llm_tower_health_store_applied_total");
     }
 
     /// A local event that could not be published: a restore is remembered for the next

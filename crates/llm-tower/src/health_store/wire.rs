@@ -22,6 +22,9 @@ pub(super) struct Names {
     key_prefix: String,
     /// Where events are published.
     pub(super) channel: String,
+    /// Names the data set the cooldowns are in, so that a replica can tell, on reconnecting,
+    /// whether a missing key was deleted or the server lost everything.
+    pub(super) dataset: String,
 }
 
 impl Names {
@@ -29,6 +32,7 @@ impl Names {
         Self {
             key_prefix: format!("{prefix}:ejected:"),
             channel: format!("{prefix}:events"),
+            dataset: format!("{prefix}:dataset"),
         }
     }
 
