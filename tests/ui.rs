@@ -385,12 +385,16 @@ async fn the_page_in_a_browser_follows_an_ejection_and_a_recovery() {
     assert_eq!(later["primary"]["status"], "ejected", "{later}");
 
     // The mock answers again: the check at the cooldown's end restores it, and the page shows
-    // it without being reloaded.
-    browser
+    // it without being reloaded, on probation until a request succeeds.
+    let recovered = browser
         .until(Duration::from_secs(8), |shown| {
             shown["primary"]["status"] == "healthy"
         })
         .await;
+    assert_eq!(
+        recovered["primary"]["countdown"], "on probation",
+        "{recovered}"
+    );
     assert_eq!(
         browser
             .eval("return performance.getEntriesByType('navigation').length")

@@ -278,4 +278,7 @@ pub struct EndpointSnapshot {
     /// Its endpoint's priority tier (lower is tried first).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub priority: Option<u32>,
+    /// Healthy again by a passing health check, but not yet by a request: its requests get
+    /// a single try, and the first failure ejects it again with the cooldown doubled.
+    pub on_probation: bool,
 }

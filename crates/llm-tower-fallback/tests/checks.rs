@@ -404,7 +404,9 @@ async fn after_a_check_restores_an_endpoint_its_first_failure_ejects_it_again_es
         "first try and three retries"
     );
     sleep(5 * SECOND + Duration::from_millis(1)).await;
-    assert_eq!(registry.get("primary").unwrap().status, Status::Healthy);
+    let snapshot = registry.get("primary").unwrap();
+    assert_eq!(snapshot.status, Status::Healthy);
+    assert!(snapshot.on_probation, "vouched for by a check only");
 
     upstream.script("primary", [Step::Status(503)]);
     let response = send().await;
@@ -416,13 +418,17 @@ async fn after_a_check_restores_an_endpoint_its_first_failure_ejects_it_again_es
     assert_eq!(snapshot.status, Status::Ejected);
     assert_eq!(snapshot.ejections, 2);
     assert_eq!(snapshot.seconds_until_return, 10.0);
+    assert!(!snapshot.on_probation);
 
     // Restored again; a request that succeeds ends the probation and the escalation.
     sleep(10 * SECOND + Duration::from_millis(1)).await;
+    assert!(registry.get("primary").unwrap().on_probation);
     send().await;
     send().await;
     assert_eq!(requests_to(&upstream, "primary"), 7);
-    assert_eq!(registry.get("primary").unwrap().ejections, 0);
+    let snapshot = registry.get("primary").unwrap();
+    assert_eq!(snapshot.ejections, 0);
+    assert!(!snapshot.on_probation, "a request answered");
 }
 
 #[tokio::test(start_paused = true)]

@@ -295,6 +295,7 @@ impl EndpointHealth {
             Some(_) => (Status::HalfOpen, Duration::ZERO),
         };
         let probe_in_flight = state.probe.is_some();
+        let on_probation = state.probation;
         let ejections = state.ejections;
         drop(state);
         let (checks_passed, checks_failed) = self.checks.counts();
@@ -323,6 +324,7 @@ impl EndpointHealth {
             recent_latency_ms: activity.recent_latency_ms,
             last_failure: activity.last_failure,
             last_minute: activity.last_minute,
+            on_probation,
         }
     }
 }
