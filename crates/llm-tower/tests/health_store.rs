@@ -95,6 +95,19 @@ mod shared {
                 .status()
         }
 
+        /// Its next request is the half-open probe, to its primary, which answers: the
+        /// primary is healthy again.
+        async fn probe_answers(&self) {
+            let sent = self.primary.request_count();
+            assert_eq!(self.chat().await, StatusCode::OK);
+            assert_eq!(
+                self.primary.request_count(),
+                sent + 1,
+                "the probe went to the primary"
+            );
+            assert_eq!(self.status("primary"), Status::Healthy);
+        }
+
         fn status(&self, id: &str) -> Status {
             self.registry.get(id).unwrap().status
         }
@@ -111,6 +124,18 @@ mod shared {
         async fn applied(&self, before: u64) {
             wait(self.store.watch(), WITHIN, |s| s.applied > before).await;
         }
+    }
+
+    /// A through a proxy (so that it can be cut off from Redis), B straight to Redis; both
+    /// connected, B first (so B named the data set: see the test of a Redis that restarted
+    /// empty).
+    async fn pair_with_a_behind_a_proxy(redis: &RedisServer) -> (Proxy, Replica, Replica) {
+        let proxy = Proxy::start(&redis.url()).await;
+        let b = Replica::start(&redis.url()).await;
+        b.connected().await;
+        let a = Replica::start(&proxy.url()).await;
+        a.connected().await;
+        (proxy, a, b)
     }
 
     async fn wait(
@@ -183,17 +208,10 @@ mod shared {
         let before = late.store.status().applied;
         a.registry.apply(&restored_now("primary"));
         assert_eq!(a.status("primary"), Status::HalfOpen);
-        assert_eq!(a.chat().await, StatusCode::OK);
-        assert_eq!(a.status("primary"), Status::Healthy);
+        a.probe_answers().await;
         late.applied(before).await;
         assert_eq!(late.status("primary"), Status::HalfOpen);
-        assert_eq!(late.chat().await, StatusCode::OK);
-        assert_eq!(
-            late.primary.request_count(),
-            1,
-            "the probe went to the primary"
-        );
-        assert_eq!(late.status("primary"), Status::Healthy);
+        late.probe_answers().await;
     }
 
     /// Redis dies: both replicas go on serving on their own health. An ejection made during
@@ -260,13 +278,7 @@ mod shared {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_reconnecting_replica_probes_what_was_restored_meanwhile_and_tells_nothing_back() {
         let Some(redis) = redis() else { return };
-        let proxy = Proxy::start(&redis.url()).await;
-        let (a, b) = (
-            Replica::start(&proxy.url()).await,
-            Replica::start(&redis.url()).await,
-        );
-        a.connected().await;
-        b.connected().await;
+        let (proxy, a, b) = pair_with_a_behind_a_proxy(&redis).await;
         b.primary.push(Behavior::retry_after(429, "30"));
         b.chat().await;
         a.applied(0).await;
@@ -276,8 +288,7 @@ mod shared {
         // B's cooldown is cut short (as a third replica's restore would): its probe answers.
         let published = b.store.status().published;
         b.registry.apply(&restored_now("primary"));
-        assert_eq!(b.chat().await, StatusCode::OK);
-        assert_eq!(b.status("primary"), Status::Healthy);
+        b.probe_answers().await;
         wait(b.store.watch(), WITHIN, |s| s.published > published).await;
 
         proxy.heal();
@@ -295,28 +306,17 @@ mod shared {
         assert_eq!(late.store.status().applied, 0);
         assert_eq!(b.status("primary"), Status::Healthy);
 
-        assert_eq!(a.chat().await, StatusCode::OK);
-        assert_eq!(
-            a.primary.request_count(),
-            1,
-            "the probe went to A's primary"
-        );
-        assert_eq!(a.status("primary"), Status::Healthy);
+        a.probe_answers().await;
     }
 
     /// Redis restarts empty while B holds A's ejection and A is cut off. Keys gone with the
     /// server say nothing about restores, so B keeps the cooldown; A tells it again when it
-    /// is back.
+    /// is back. B named the data set before and names the new one: it must not take the
+    /// new one for the old.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_redis_that_restarted_empty_lifts_no_cooldown() {
         let Some(mut redis) = redis() else { return };
-        let proxy = Proxy::start(&redis.url()).await;
-        let (a, b) = (
-            Replica::start(&proxy.url()).await,
-            Replica::start(&redis.url()).await,
-        );
-        a.connected().await;
-        b.connected().await;
+        let (proxy, a, b) = pair_with_a_behind_a_proxy(&redis).await;
         a.primary.push(Behavior::retry_after(429, "30"));
         a.chat().await;
         b.applied(0).await;
@@ -343,13 +343,7 @@ mod shared {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_restore_made_during_an_outage_wins_over_an_older_ejection() {
         let Some(redis) = redis() else { return };
-        let proxy = Proxy::start(&redis.url()).await;
-        let (a, b) = (
-            Replica::start(&proxy.url()).await,
-            Replica::start(&redis.url()).await,
-        );
-        a.connected().await;
-        b.connected().await;
+        let (proxy, a, b) = pair_with_a_behind_a_proxy(&redis).await;
         b.primary.push(Behavior::retry_after(429, "30"));
         b.chat().await;
         a.applied(0).await;
@@ -357,8 +351,7 @@ mod shared {
         proxy.cut();
         a.disconnected().await;
         a.registry.apply(&restored_now("primary"));
-        assert_eq!(a.chat().await, StatusCode::OK);
-        assert_eq!(a.status("primary"), Status::Healthy);
+        a.probe_answers().await;
 
         let before = b.store.status().applied;
         proxy.heal();

@@ -438,12 +438,15 @@ impl Task {
     /// the first), rather than having restarted empty or failed over to another. A server
     /// that refuses says no.
     async fn name_dataset(&mut self, connection: &mut MultiplexedConnection) -> Result<bool, Lost> {
+        // A new name on every connection: were it this replica's own, a server that restarted
+        // empty and was named again by this same replica would pass for the one it lost.
+        let fresh = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
         let mut script = redis::cmd("EVAL");
         script
             .arg(DATASET)
             .arg(1)
             .arg(&self.names.dataset)
-            .arg(&self.origin);
+            .arg(fresh);
         let name = match query::<String>(&script, connection).await {
             Ok(name) => name,
             result => {
