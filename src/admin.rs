@@ -1,5 +1,6 @@
 //! The admin routes: `/healthz`, `/upstreams` (health as JSON), `/ui` (the page that draws
-//! `/upstreams` for the person on call) and `/metrics` (Prometheus).
+//! `/upstreams` for the person on call) and `/metrics` (Prometheus: the recorder's series,
+//! then the health of the deployments the registry has now, from `health_metrics`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +13,6 @@ use http::header::{
 };
 use http::{HeaderValue, Response};
 use llm_tower::HealthRegistry;
-use llm_tower::error_response::record_health_metrics;
 use llm_tower::health_store::{HealthStore, HealthStoreStatus};
 use metrics_exporter_prometheus::PrometheusHandle;
 
@@ -55,11 +55,15 @@ pub(crate) fn routes(
                 let registry = metrics_registry.clone();
                 let handle = handle.clone();
                 async move {
-                    record_health_metrics(&registry);
                     handle.run_upkeep();
+                    let mut text = handle.render();
+                    if !text.is_empty() && !text.ends_with('\n') {
+                        text.push('\n');
+                    }
+                    text.push_str(&crate::health_metrics::render(&registry));
                     Response::builder()
                         .header(CONTENT_TYPE, "text/plain; version=0.0.4")
-                        .body(Body::from(handle.render()))
+                        .body(Body::from(text))
                         .expect("valid response")
                 }
             }),

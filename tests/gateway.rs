@@ -422,12 +422,7 @@ async fn metrics_route_reports_attempts_and_health() {
     let config = GatewayConfig::new(only(&mock));
     let gw = common::serve(config, Some(handle), std::future::pending()).await;
     assert_eq!(gw.post(CHAT).await.status(), StatusCode::OK);
-    let response = gw
-        .client
-        .get(gw.url("/metrics").parse().unwrap())
-        .await
-        .unwrap();
-    let text = String::from_utf8(body(response).await.to_vec()).unwrap();
+    let text = gw.text("/metrics").await;
     for line in [
         r#"llm_tower_attempts_total{endpoint="only",outcome="503"} 1"#,
         r#"llm_tower_attempts_total{endpoint="only",outcome="200"} 1"#,

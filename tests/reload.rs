@@ -49,7 +49,12 @@ impl Reloading {
         let path = dir.join("gateway.yaml");
         std::fs::write(&path, file).unwrap();
         let config = GatewayConfig::from_path(&path).unwrap();
-        let app = gateway::router(&config, None).unwrap();
+        // A recorder of the test's own, never installed: `/metrics` renders health from the
+        // registry.
+        let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .build_recorder()
+            .handle();
+        let app = gateway::router(&config, Some(metrics)).unwrap();
         let reloader = Reloader::new(&path, config.clone(), app);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
@@ -233,6 +238,16 @@ async fn a_removed_deployment_is_forgotten_and_its_stack_ends() {
     tokio::time::sleep(Duration::from_secs(33)).await;
     assert_eq!(gw.upstream("a").await["status"], "healthy");
     assert!(checks() >= 2, "{}", checks());
+    let metrics = gw.text("/metrics").await;
+    for line in [
+        r#"llm_tower_endpoint_healthy{endpoint="a"} 1"#,
+        r#"llm_tower_ejections_total{endpoint="a"} 1"#,
+        r#"llm_tower_health_checks_total{endpoint="a",result="passed"} "#,
+        r#"llm_tower_health_check_latency_seconds{endpoint="a"} "#,
+        r#"llm_tower_endpoint_healthy{endpoint="b"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "missing {line} in\n{metrics}");
+    }
 
     // Rewritten the same: nothing is rebuilt.
     let unchanged = running.reloader.reload().unwrap();
@@ -244,6 +259,10 @@ async fn a_removed_deployment_is_forgotten_and_its_stack_ends() {
     assert_eq!(running.reloader.reload().unwrap().generation.number, 2);
     let upstreams = gw.json("/upstreams").await;
     assert_eq!(upstreams["upstreams"].as_array().unwrap().len(), 1);
+    // Nor is it in /metrics' health any more (a recorder would have kept its last values).
+    let metrics = gw.text("/metrics").await;
+    assert!(!metrics.contains(r#"{endpoint="a""#), "{metrics}");
+    assert!(metrics.contains(r#"llm_tower_endpoint_healthy{endpoint="b"} 1"#));
     let before = checks();
     tokio::time::sleep(Duration::from_secs(10)).await;
     assert_eq!(

@@ -196,12 +196,16 @@ impl Gateway {
     }
 
     pub async fn json(&self, path: &str) -> Value {
+        serde_json::from_str(&self.text(path).await).unwrap()
+    }
+
+    pub async fn text(&self, path: &str) -> String {
         let response = self
             .client
             .get(self.url(path).parse().unwrap())
             .await
             .unwrap();
-        serde_json::from_slice(&body(response).await).unwrap()
+        String::from_utf8(body(response).await.to_vec()).unwrap()
     }
 
     pub async fn upstream(&self, id: &str) -> Value {

@@ -121,6 +121,11 @@ impl MetricHandles {
 /// of the last one) and the `least_latency` estimate (`llm_tower_latency_estimate_seconds`)
 /// from a registry snapshot; call it before rendering metrics.
 ///
+/// A recorder keeps every series it was given: a deployment that leaves the registry (a
+/// reloaded configuration dropped it) is still exported as it last was. Where deployments
+/// come and go, render these from [`HealthRegistry::snapshot`](llm_tower_fallback::HealthRegistry::snapshot)
+/// at each scrape instead, as the gateway does.
+///
 /// ```
 /// llm_tower::error_response::record_health_metrics(&llm_tower::HealthRegistry::new());
 /// ```
