@@ -7,7 +7,6 @@
 //! with `try_send`, only when a deployment changes state, and one that does not fit is
 //! counted and dropped.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
@@ -314,59 +313,6 @@ impl HealthRegistry {
             .filter_map(|(id, cell)| ejection(&id, &cell))
             .collect()
     }
-
-    /// A store that was cut off read, starting at `read_at`, every cooldown still in force
-    /// where the other replicas put them, and found those of `in_force`. A cooldown here
-    /// that another replica's event set, that began before `read_at`, and that is not among
-    /// them was lifted while this replica was not listening: its deployment answered
-    /// elsewhere and the restore went unheard (or the cooldown ran out). It ends now, as
-    /// that restore would have ended it, so that the half-open probe decides. Cooldowns
-    /// this replica found itself are left alone, and, this being an inference rather than
-    /// an answer seen, an ejection told again later still applies. Only sound when the store
-    /// still holds what it held when the cooldown was told (not a server that restarted
-    /// empty). Returns the deployments whose cooldown ended.
-    ///
-    /// ```
-    /// use std::collections::HashSet;
-    /// use std::time::{Duration, SystemTime};
-    /// use llm_tower_core::Endpoint;
-    /// use llm_tower_fallback::{FallbackLayer, HealthEvent, HealthRegistry, Status};
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() {
-    /// let registry = HealthRegistry::new();
-    /// let endpoints = [Endpoint::builder("a", "http://127.0.0.1:1").build().unwrap()];
-    /// let _layer = FallbackLayer::builder(endpoints).build(registry.clone()).unwrap();
-    /// let now = SystemTime::now();
-    /// let until = now + Duration::from_secs(30);
-    /// registry.apply(&HealthEvent::Ejected { id: "a".into(), at: now, until, retry_after: true, ejections: 1 });
-    /// // Still in force elsewhere: kept.
-    /// let read_at = SystemTime::now() + Duration::from_millis(1);
-    /// assert!(registry.reconcile(&HashSet::from(["a".into()]), read_at).is_empty());
-    /// // Gone: ended.
-    /// assert_eq!(registry.reconcile(&HashSet::new(), read_at), ["a".into()]);
-    /// assert_eq!(registry.get("a").unwrap().status, Status::HalfOpen);
-    /// # }
-    /// ```
-    pub fn reconcile(
-        &self,
-        in_force: &HashSet<EndpointId>,
-        read_at: SystemTime,
-    ) -> Vec<EndpointId> {
-        let clocks = Clocks::now();
-        let now = clocks.instant;
-        let read_at = clocks.instant(read_at).min(now);
-        let ended: Vec<EndpointId> = self
-            .cells()
-            .into_iter()
-            .filter(|(id, cell)| !in_force.contains(id) && cell.lift_remote_cooldown(read_at, now))
-            .map(|(id, _)| id)
-            .collect();
-        if !ended.is_empty() {
-            self.wake_checkers();
-        }
-        ended
-    }
 }
 
 #[cfg(test)]
@@ -374,7 +320,6 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::Status;
     use crate::health::HealthPolicy;
 
     const POLICY: HealthPolicy = HealthPolicy {
@@ -482,40 +427,5 @@ mod tests {
         });
         assert!(ejected);
         assert!(registry.ejections().is_empty());
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_reconcile_ends_only_remote_cooldowns_gone_from_the_store() {
-        let registry = HealthRegistry::new();
-        registry.set_max_cooldown(Duration::from_secs(60));
-        let remote = |id: &str, at: SystemTime| HealthEvent::Ejected {
-            id: id.into(),
-            at,
-            until: at + Duration::from_secs(30),
-            retry_after: true,
-            ejections: 1,
-        };
-        let before = SystemTime::now() - Duration::from_secs(1);
-        for id in ["gone", "kept"] {
-            registry.cell(&id.into());
-            assert!(registry.apply(&remote(id, before)));
-        }
-        eject(&registry, "local", None);
-        let read_at = SystemTime::now();
-        // Told after the read began: the read may have missed its key.
-        registry.cell(&"late".into());
-        assert!(registry.apply(&remote("late", read_at + Duration::from_millis(1))));
-
-        let ended = registry.reconcile(&HashSet::from(["kept".into()]), read_at);
-        assert_eq!(ended, [EndpointId::from("gone")]);
-        let status = |id| registry.get(id).unwrap().status;
-        assert_eq!(status("gone"), Status::HalfOpen);
-        for id in ["kept", "local", "late"] {
-            assert_eq!(status(id), Status::Ejected, "{id}");
-        }
-        assert!(
-            registry.apply(&remote("gone", before)),
-            "no answer was seen: an ejection told again applies again"
-        );
     }
 }

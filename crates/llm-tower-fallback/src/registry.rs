@@ -106,8 +106,21 @@ impl HealthRegistry {
         self.max_cooldown_ms.store(ms, Ordering::Relaxed);
     }
 
-    /// The longest cooldown the configuration in force allows.
-    pub(crate) fn max_cooldown(&self) -> Duration {
+    /// The longest cooldown the configuration in force allows (zero before a balancer over
+    /// this registry was built): the cap on other replicas' deadlines, and how long a store
+    /// keeps the word of a restore for replicas that did not hear it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use llm_tower_core::Endpoint;
+    /// use llm_tower_fallback::{FallbackLayer, HealthRegistry};
+    ///
+    /// let registry = HealthRegistry::new();
+    /// let endpoints = [Endpoint::builder("a", "http://127.0.0.1:1").build().unwrap()];
+    /// let _layer = FallbackLayer::builder(endpoints).max_cooldown(Duration::from_secs(90)).build(registry.clone()).unwrap();
+    /// assert_eq!(registry.max_cooldown(), Duration::from_secs(90));
+    /// ```
+    pub fn max_cooldown(&self) -> Duration {
         Duration::from_millis(self.max_cooldown_ms.load(Ordering::Relaxed))
     }
 

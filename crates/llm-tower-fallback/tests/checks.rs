@@ -12,7 +12,7 @@ use std::time::Duration;
 use http::header::RETRY_AFTER;
 use http::{Request, Response};
 use llm_tower_core::{Attempts, BufferedBody, Endpoint, EndpointBuilder, HealthCheck};
-use llm_tower_fallback::{FallbackLayer, HealthRegistry, Status};
+use llm_tower_fallback::{FallbackLayer, HealthEvent, HealthRegistry, Status};
 use llm_tower_mock::scripted::{Call, ScriptedUpstream, Step};
 use llm_tower_retry::RetryLayer;
 use tokio::sync::oneshot;
@@ -423,6 +423,19 @@ async fn after_a_check_restores_an_endpoint_its_first_failure_ejects_it_again_es
     // Restored again; a request that succeeds ends the probation and the escalation.
     sleep(10 * SECOND + Duration::from_millis(1)).await;
     assert!(registry.get("primary").unwrap().on_probation);
+    // Another replica ejects it meanwhile: it is out, not on probation.
+    let now = std::time::SystemTime::now();
+    assert!(registry.apply(&HealthEvent::Ejected {
+        id: "primary".into(),
+        at: now,
+        until: now + SECOND,
+        retry_after: true,
+        ejections: 1,
+    }));
+    let snapshot = registry.get("primary").unwrap();
+    assert_eq!(snapshot.status, Status::Ejected);
+    assert!(!snapshot.on_probation, "{snapshot:?}");
+    sleep(SECOND + Duration::from_millis(1)).await;
     send().await;
     send().await;
     assert_eq!(requests_to(&upstream, "primary"), 7);

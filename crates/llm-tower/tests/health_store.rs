@@ -127,8 +127,7 @@ mod shared {
     }
 
     /// A through a proxy (so that it can be cut off from Redis), B straight to Redis; both
-    /// connected, B first (so B named the data set: see the test of a Redis that restarted
-    /// empty).
+    /// connected.
     async fn pair_with_a_behind_a_proxy(redis: &RedisServer) -> (Proxy, Replica, Replica) {
         let proxy = Proxy::start(&redis.url()).await;
         let b = Replica::start(&redis.url()).await;
@@ -271,10 +270,10 @@ mod shared {
         assert_eq!(late.status("primary"), Status::Ejected);
     }
 
-    /// While A is cut off, B sees the deployment answer again. When A is back it finds B's
-    /// key gone and ends the cooldown it was told of (the restore it missed), and it tells
-    /// only the cooldowns it found itself, so B, which saw it answer, is not ejected again
-    /// by A's stale copy of B's own ejection.
+    /// While A is cut off, B sees the deployment answer again. When A is back it reads the
+    /// restore it missed (kept in Redis for it) and probes now, and it tells only the
+    /// cooldowns it found itself, so B, which saw it answer, is not ejected again by A's
+    /// stale copy of B's own ejection.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_reconnecting_replica_probes_what_was_restored_meanwhile_and_tells_nothing_back() {
         let Some(redis) = redis() else { return };
@@ -296,7 +295,7 @@ mod shared {
         assert_eq!(
             a.status("primary"),
             Status::HalfOpen,
-            "A missed the restore, but B's key is gone: A probes now, not in 30 s"
+            "A missed the restore, but reads it: A probes now, not in 30 s"
         );
         // A told what it had to tell before it counted as connected: nothing about the
         // primary, so a late replica, like B, finds it healthy.
@@ -309,10 +308,40 @@ mod shared {
         a.probe_answers().await;
     }
 
-    /// Redis restarts empty while B holds A's ejection and A is cut off. Keys gone with the
-    /// server say nothing about restores, so B keeps the cooldown; A tells it again when it
-    /// is back. B named the data set before and names the new one: it must not take the
-    /// new one for the old.
+    /// While A is cut off, B sees the deployment answer, then fail again. When A is back it
+    /// reads both the restore and the new ejection, and the restore, though read after a
+    /// cooldown that began before it, does not end the new one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_restore_read_on_reconnecting_does_not_end_a_later_ejection() {
+        let Some(redis) = redis() else { return };
+        let (proxy, a, b) = pair_with_a_behind_a_proxy(&redis).await;
+        b.primary.push(Behavior::retry_after(429, "30"));
+        b.chat().await;
+        a.applied(0).await;
+
+        proxy.cut();
+        a.disconnected().await;
+        let published = b.store.status().published;
+        b.registry.apply(&restored_now("primary"));
+        b.probe_answers().await;
+        b.primary.push(Behavior::retry_after(429, "20"));
+        b.chat().await;
+        assert_eq!(b.status("primary"), Status::Ejected);
+        wait(b.store.watch(), WITHIN, |s| s.published >= published + 2).await;
+
+        proxy.heal();
+        a.connected().await;
+        let primary = a.registry.get("primary").unwrap();
+        assert_eq!(primary.status, Status::Ejected, "{primary:?}");
+        assert!(
+            (18.0..=20.0).contains(&primary.seconds_until_return),
+            "B's new deadline: {primary:?}"
+        );
+    }
+
+    /// Redis restarts empty while B holds A's ejection and A is cut off. A key gone with the
+    /// server is not a restore, so B keeps the cooldown, through a second reconnect too; A
+    /// tells it again when it is back.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_redis_that_restarted_empty_lifts_no_cooldown() {
         let Some(mut redis) = redis() else { return };
@@ -323,6 +352,11 @@ mod shared {
 
         proxy.cut();
         a.disconnected().await;
+        redis.stop();
+        b.disconnected().await;
+        redis.restart().unwrap();
+        b.connected().await;
+        assert_eq!(b.status("primary"), Status::Ejected);
         redis.stop();
         b.disconnected().await;
         redis.restart().unwrap();

@@ -55,13 +55,20 @@ struct State {
 }
 
 impl State {
+    /// No cooldown is in force: none began, or the last one is over.
+    fn cooldown_over(&self, now: Instant) -> bool {
+        self.until.is_none_or(|until| until <= now)
+    }
+
     /// Pushes the deadline out to `deadline` (never in); returns whether it moved.
     fn push_deadline(&mut self, now: Instant, deadline: Instant, remote: bool) -> bool {
         let before = self.until;
-        extend(&mut self.until, deadline);
-        if before.is_none() {
+        if self.cooldown_over(now) {
+            // A new cooldown, also after one that is over (half-open): a restore from
+            // between the two must not end this one.
             self.since = Some(now);
         }
+        extend(&mut self.until, deadline);
         let moved = self.until != before;
         if moved {
             self.remote = remote;
@@ -295,7 +302,10 @@ impl EndpointHealth {
             Some(_) => (Status::HalfOpen, Duration::ZERO),
         };
         let probe_in_flight = state.probe.is_some();
-        let on_probation = state.probation;
+        // The flag outlives an ejection that came another way (another replica's, a failing
+        // periodic check): it ends with the next request's outcome, but while a cooldown is
+        // set the deployment is not on probation, it is out.
+        let on_probation = state.probation && state.until.is_none();
         let ejections = state.ejections;
         drop(state);
         let (checks_passed, checks_failed) = self.checks.counts();

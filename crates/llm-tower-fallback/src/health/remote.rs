@@ -61,7 +61,7 @@ impl EndpointHealth {
             // It answered after that ejection.
             return false;
         }
-        let began_now = state.until.is_none();
+        let began_now = state.cooldown_over(now);
         if !state.push_deadline(now, cooldown.until, true) {
             return false;
         }
@@ -82,23 +82,6 @@ impl EndpointHealth {
         state.restored_at = Some(state.restored_at.map_or(at, |known| known.max(at)));
         match state.until {
             Some(until) if until > now && state.since.is_none_or(|since| since < at) => {
-                state.until = Some(now);
-                true
-            }
-            _ => false,
-        }
-    }
-
-    /// The cooldown another replica's event set here is gone from where that replica put it,
-    /// as of `read_at`: if it began before then, it ends now, and the half-open probe
-    /// decides. Unlike a restore nothing is remembered, because nothing was seen answering:
-    /// should the ejection be told again (its replica still holds it), it applies again.
-    /// Returns whether the cooldown ended.
-    pub(crate) fn lift_remote_cooldown(&self, read_at: Instant, now: Instant) -> bool {
-        let mut state = self.lock();
-        let lifted = state.remote && state.since.is_some_and(|since| since < read_at);
-        match state.until {
-            Some(until) if until > now && lifted => {
                 state.until = Some(now);
                 true
             }
@@ -189,6 +172,34 @@ mod tests {
         assert!(cell.cooldown(later).is_none());
         // Not restored until something answers here.
         assert!(!cell.is_healthy());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_ejection_after_a_cooldown_ended_is_a_new_cooldown() {
+        let t0 = Instant::now();
+        let second = Duration::from_secs(1);
+        let cell = Arc::new(EndpointHealth::default());
+        cell.record_failure(t0, second * 20, None, None, POLICY);
+        // Another replica saw it answer at t0 + 1 s: half-open here.
+        assert!(cell.apply_remote_restore(t0 + second, t0 + second));
+        // A third saw it fail again at t0 + 3 s.
+        let again = Cooldown {
+            since: t0 + second * 3,
+            ..remote(t0 + second * 30)
+        };
+        assert!(cell.apply_remote_ejection(again, t0 + second * 3));
+        // A restore from t0 + 2 s comes late: it is older than this cooldown.
+        assert!(!cell.apply_remote_restore(t0 + second * 2, t0 + second * 4));
+        assert!(matches!(cell.admit(t0 + second * 4), Admission::Closed(_)));
+
+        // The same for a local failure (a late one, with a Retry-After) after a 1 s
+        // cooldown ended.
+        let cell = Arc::new(EndpointHealth::default());
+        cell.record_failure(t0, second, None, None, POLICY);
+        let late = t0 + second * 3;
+        cell.record_failure(late, second * 20, Some(second * 10), None, POLICY);
+        assert!(!cell.apply_remote_restore(t0 + second * 2, late));
+        assert!(matches!(cell.admit(late), Admission::Closed(_)));
     }
 
     #[tokio::test(start_paused = true)]

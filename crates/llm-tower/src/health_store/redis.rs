@@ -7,14 +7,17 @@
 //!   connected hears the channel within a round trip.
 //! - An ejection never replaces a longer one in Redis (a script compares the deadlines), and
 //!   the registry never lets one shorten a local deadline. A restore deletes the key, and
-//!   lets the other replicas' half-open probes through now.
+//!   lets the other replicas' half-open probes through now. It is also kept, in
+//!   `{prefix}:restored:{deployment}`, for as long as a cooldown it ends could last: a
+//!   replica that was cut off when it was published reads it on reconnecting. A key that is
+//!   missing is never taken for a restore (Redis may have restarted empty, evicted it, or
+//!   failed over to a replica that never had it).
 //! - Nothing on the request path waits on Redis: the registry queues its events with
 //!   `try_send` (a full queue drops and counts them), and only this task talks to Redis.
 //! - Redis down or unreachable: requests go on with local health. The task logs once per
 //!   outage, reconnects with backoff (250 ms doubling to 5 s, jittered), remembers which
-//!   deployments were restored meanwhile, and on reconnecting reads the cooldowns in force
-//!   (ending those another replica told it of whose keys are gone: restores it missed, if
-//!   the key `{prefix}:dataset` shows the server kept its data), then publishes those restores and every cooldown this replica found itself (a Redis
+//!   deployments were restored meanwhile, and on reconnecting reads the restores and the
+//!   cooldowns in force, then publishes those restores and every cooldown this replica found itself (a Redis
 //!   that restarted empty learns them again). Events carry when they happened, so one that
 //!   comes late (kept over an outage, read back from a key) cannot undo a newer one: the
 //!   registry ignores it, and a restore deletes a key only if its ejection is older.
@@ -25,7 +28,7 @@
 //! and the subscription, both pinged every 5 s. The subscription is made before the keys
 //! are read, so that no event falls between the two.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -78,24 +81,29 @@ redis.call('PUBLISH', KEYS[2], ARGV[1])
 return 1
 ";
 
-/// Deletes the key of an ejection unless it began after the restore, and publishes the
-/// restore. KEYS: the key, the channel; ARGV: the event, when it answered (ms since the
-/// epoch).
+/// Deletes the key of an ejection unless it began after the restore, keeps the restore
+/// (unless a later one is kept) for as long as that ejection had left or `ARGV[3]`, whichever
+/// is longer, and publishes it. KEYS: the ejection's key, the channel, the restore's key;
+/// ARGV: the event, when it answered (ms since the epoch), how long to keep it at least (ms).
 const RESTORE: &str = r"
 local current = stored(KEYS[1])
+local keep = tonumber(ARGV[3])
 if not (current and tonumber(current['at_ms']) and tonumber(current['at_ms']) > tonumber(ARGV[2])) then
+  local left = redis.call('PTTL', KEYS[1])
+  if left > keep then keep = left end
   redis.call('DEL', KEYS[1])
+end
+local last = stored(KEYS[3])
+if not (last and tonumber(last['at_ms']) and tonumber(last['at_ms']) >= tonumber(ARGV[2])) then
+  redis.call('SET', KEYS[3], ARGV[1], 'PX', keep)
 end
 redis.call('PUBLISH', KEYS[2], ARGV[1])
 return 1
 ";
 
-/// Names the data set unless it has a name (KEYS: the key; ARGV: a new name), and returns
-/// the name. A server that restarted empty, or a new one, gets a new name.
-const DATASET: &str = r"
-redis.call('SET', KEYS[1], ARGV[1], 'NX')
-return redis.call('GET', KEYS[1])
-";
+/// The least time a restore is kept for replicas that did not hear it, whatever the
+/// configuration's `max_cooldown`.
+const RESTORE_KEPT_AT_LEAST: Duration = Duration::from_secs(1);
 
 /// Shares a [`HealthRegistry`]'s ejections and restores with the other replicas that use the
 /// same Redis server and prefix, and applies theirs. Started with [`HealthStore::start`]; it
@@ -179,7 +187,6 @@ impl HealthStore {
             registry: registry.clone(),
             events: registry.subscribe(QUEUE),
             restored: HashMap::new(),
-            dataset: None,
             status,
             refresh: refresh.clone(),
         };
@@ -307,8 +314,6 @@ struct Task {
     events: HealthEvents,
     /// Deployments restored while disconnected, and when: told on reconnecting.
     restored: HashMap<EndpointId, SystemTime>,
-    /// The name of the data set last connected to.
-    dataset: Option<String>,
     status: watch::Sender<HealthStoreStatus>,
     /// Asks for the cooldowns in force to be read again.
     refresh: Arc<Notify>,
@@ -400,29 +405,13 @@ impl Task {
         }
     }
 
-    /// After (re)connecting: applies the cooldowns in force, then tells the others what
-    /// happened here meanwhile.
+    /// After (re)connecting: applies the restores and the cooldowns in Redis, then tells the
+    /// others what happened here meanwhile.
     async fn catch_up(&mut self, connection: &mut MultiplexedConnection) -> Result<(), Lost> {
-        let read_at = SystemTime::now();
-        let same_dataset = self.name_dataset(connection).await?;
-        if let Some(in_force) = self.read_cooldowns(connection).await?
-            && same_dataset
-        {
-            // Keys gone from the data set that held them were deleted by restores this
-            // replica did not hear (or ran out). From a server that lost everything, they
-            // say nothing: those cooldowns last until their deadlines, or until the replicas
-            // that found them tell them again.
-            for id in self.registry.reconcile(&in_force, read_at) {
-                self.count_applied();
-                tracing::info!(
-                    endpoint = %id,
-                    "endpoint's cooldown was lifted elsewhere while this replica was not \
-                     listening; probing it now"
-                );
-            }
-        }
+        self.read_cooldowns(connection).await?;
         // Older ejections read above were ignored (the registry knows these restores came
-        // after); the keys of those go now, unless an ejection began since.
+        // after); the keys of those go now, unless an ejection began since, and the restores
+        // are kept for the replicas that are cut off now.
         let restored: Vec<(EndpointId, SystemTime)> = self.restored.drain().collect();
         for (id, at) in restored {
             self.publish(connection, &HealthEvent::Restored { id, at })
@@ -434,80 +423,41 @@ impl Task {
         Ok(())
     }
 
-    /// Whether the server holds the data set it held at the last connection (named on
-    /// the first), rather than having restarted empty or failed over to another. A server
-    /// that refuses says no.
-    async fn name_dataset(&mut self, connection: &mut MultiplexedConnection) -> Result<bool, Lost> {
-        // A new name on every connection: were it this replica's own, a server that restarted
-        // empty and was named again by this same replica would pass for the one it lost.
-        let fresh = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
-        let mut script = redis::cmd("EVAL");
-        script
-            .arg(DATASET)
-            .arg(1)
-            .arg(&self.names.dataset)
-            .arg(fresh);
-        let name = match query::<String>(&script, connection).await {
-            Ok(name) => name,
-            result => {
-                if let Some(refused) = refused(result)? {
-                    tracing::debug!(error = %refused, "health store refused to name its data set");
-                }
-                self.dataset = None;
-                return Ok(false);
-            }
-        };
-        Ok(self.dataset.replace(name.clone()) == Some(name))
+    /// Applies every restore and cooldown kept in Redis, restores first. A command Redis
+    /// refused is logged, and what was read so far applied.
+    async fn read_cooldowns(&self, connection: &mut MultiplexedConnection) -> Result<(), Lost> {
+        if let Some(refused) = refused(self.scan(connection).await)? {
+            tracing::warn!(error = %refused, "health store refused to list the cooldowns in force");
+        }
+        Ok(())
     }
 
-    /// Applies every cooldown in force in Redis; returns the deployments that have one, or
-    /// `None` when Redis refused to list them (logged; what was read so far is applied).
-    async fn read_cooldowns(
-        &self,
-        connection: &mut MultiplexedConnection,
-    ) -> Result<Option<HashSet<EndpointId>>, Lost> {
-        match self.scan(connection).await {
-            Ok(in_force) => Ok(Some(in_force)),
-            result => {
-                if let Some(refused) = refused(result)? {
-                    tracing::warn!(error = %refused, "health store refused to list the cooldowns in force");
+    async fn scan(&self, connection: &mut MultiplexedConnection) -> Result<(), Lost> {
+        for pattern in self.names.patterns() {
+            let mut cursor: u64 = 0;
+            loop {
+                let mut scan = redis::cmd("SCAN");
+                scan.arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(500);
+                let (next, keys): (u64, Vec<String>) = query(&scan, connection).await?;
+                if !keys.is_empty() {
+                    let mut get = redis::cmd("MGET");
+                    get.arg(&keys);
+                    let values: Vec<Option<Vec<u8>>> = query(&get, connection).await?;
+                    for value in values.into_iter().flatten() {
+                        self.receive(&value);
+                    }
                 }
-                Ok(None)
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
             }
         }
-    }
-
-    /// Applies every cooldown in Redis; returns the deployments that have one.
-    async fn scan(
-        &self,
-        connection: &mut MultiplexedConnection,
-    ) -> Result<HashSet<EndpointId>, Lost> {
-        let mut in_force = HashSet::new();
-        let mut cursor: u64 = 0;
-        loop {
-            let mut scan = redis::cmd("SCAN");
-            scan.arg(cursor)
-                .arg("MATCH")
-                .arg(self.names.pattern())
-                .arg("COUNT")
-                .arg(500);
-            let (next, keys): (u64, Vec<String>) = query(&scan, connection).await?;
-            if !keys.is_empty() {
-                let mut get = redis::cmd("MGET");
-                get.arg(&keys);
-                let values: Vec<Option<Vec<u8>>> = query(&get, connection).await?;
-                in_force.extend(
-                    values
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|value| self.receive(&value)),
-                );
-            }
-            if next == 0 {
-                return Ok(in_force);
-            }
-            cursor = next;
-        }
+        Ok(())
     }
 
     /// Sends one local event. A command Redis refused (out of memory, read-only replica,
@@ -522,25 +472,32 @@ impl Task {
         if event.remaining(now) == Some(Duration::ZERO) {
             return Ok(());
         }
-        let key = self.names.key(event.id().as_str());
+        let id = event.id().as_str();
         let text = wire::encode(&self.origin, event);
         let mut script = redis::cmd("EVAL");
         match event {
             HealthEvent::Ejected { until, .. } => script
                 .arg(format!("{READ_KEY}{EJECT}"))
                 .arg(2)
-                .arg(&key)
+                .arg(self.names.ejected(id))
                 .arg(&self.names.channel)
                 .arg(&text)
                 .arg(wire::unix_ms(*until))
                 .arg(wire::ttl_ms(event, now)),
             HealthEvent::Restored { at, .. } => script
                 .arg(format!("{READ_KEY}{RESTORE}"))
-                .arg(2)
-                .arg(&key)
+                .arg(3)
+                .arg(self.names.ejected(id))
                 .arg(&self.names.channel)
+                .arg(self.names.restored(id))
                 .arg(&text)
-                .arg(wire::unix_ms(*at)),
+                .arg(wire::unix_ms(*at))
+                .arg(
+                    self.registry
+                        .max_cooldown()
+                        .max(RESTORE_KEPT_AT_LEAST)
+                        .as_millis() as u64,
+                ),
         };
         if let Some(refused) = refused(query::<i64>(&script, connection).await)? {
             tracing::warn!(
@@ -555,15 +512,18 @@ impl Task {
         Ok(())
     }
 
-    /// Another replica's event (on the channel, or a key read on connecting). Returns the
-    /// deployment it is about, if it is an event (this replica's own included).
-    fn receive(&self, text: &[u8]) -> Option<EndpointId> {
+    /// Another replica's event (on the channel, or a key read on connecting).
+    fn receive(&self, text: &[u8]) {
         let Some((origin, event)) = wire::decode(text) else {
             tracing::debug!("health store: ignored a message that is not a health event");
-            return None;
+            return;
         };
-        if origin != self.origin && self.registry.apply(&event) {
-            self.count_applied();
+        if origin == self.origin {
+            return;
+        }
+        if self.registry.apply(&event) {
+            self.status.send_modify(|status| status.applied += 1);
+            count("llm_tower_health_store_applied_total");
             match &event {
                 HealthEvent::Ejected {
                     id,
@@ -582,12 +542,6 @@ impl Task {
                 ),
             }
         }
-        Some(event.id().clone())
-    }
-
-    fn count_applied(&self) {
-        self.status.send_modify(|status| status.applied += 1);
-        count("llm_tower_health_store_applied_total");
     }
 
     /// A local event that could not be published: a restore is remembered for the next

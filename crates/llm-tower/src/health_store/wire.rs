@@ -19,31 +19,38 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug)]
 pub(super) struct Names {
     /// Before the deployment id in the key of a cooldown.
-    key_prefix: String,
+    ejected: String,
+    /// Before the deployment id in the key of its last restore.
+    restored: String,
     /// Where events are published.
     pub(super) channel: String,
-    /// Names the data set the cooldowns are in, so that a replica can tell, on reconnecting,
-    /// whether a missing key was deleted or the server lost everything.
-    pub(super) dataset: String,
 }
 
 impl Names {
     pub(super) fn new(prefix: &str) -> Self {
         Self {
-            key_prefix: format!("{prefix}:ejected:"),
+            ejected: format!("{prefix}:ejected:"),
+            restored: format!("{prefix}:restored:"),
             channel: format!("{prefix}:events"),
-            dataset: format!("{prefix}:dataset"),
         }
     }
 
     /// The key holding `id`'s cooldown while it lasts.
-    pub(super) fn key(&self, id: &str) -> String {
-        format!("{}{id}", self.key_prefix)
+    pub(super) fn ejected(&self, id: &str) -> String {
+        format!("{}{id}", self.ejected)
     }
 
-    /// Matches every key of a cooldown (the prefix has no glob characters: validated).
-    pub(super) fn pattern(&self) -> String {
-        format!("{}*", self.key_prefix)
+    /// The key holding `id`'s last restore, for replicas that were not listening when it
+    /// was published.
+    pub(super) fn restored(&self, id: &str) -> String {
+        format!("{}{id}", self.restored)
+    }
+
+    /// Match every key of a restore, and every key of a cooldown (the prefix has no glob
+    /// characters: validated), in the order they are read: restores first, so that a
+    /// restore read late cannot end a cooldown that began after it and was read first.
+    pub(super) fn patterns(&self) -> [String; 2] {
+        [format!("{}*", self.restored), format!("{}*", self.ejected)]
     }
 }
 
@@ -185,8 +192,12 @@ mod tests {
     #[test]
     fn names_live_under_the_prefix() {
         let names = Names::new("llm-tower");
-        assert_eq!(names.key("a/gpt-4o"), "llm-tower:ejected:a/gpt-4o");
-        assert_eq!(names.pattern(), "llm-tower:ejected:*");
+        assert_eq!(names.ejected("a/gpt-4o"), "llm-tower:ejected:a/gpt-4o");
+        assert_eq!(names.restored("a/gpt-4o"), "llm-tower:restored:a/gpt-4o");
+        assert_eq!(
+            names.patterns(),
+            ["llm-tower:restored:*", "llm-tower:ejected:*"]
+        );
         assert_eq!(names.channel, "llm-tower:events");
     }
 
