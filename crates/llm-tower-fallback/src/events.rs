@@ -287,7 +287,7 @@ impl HealthRegistry {
                 cell.apply_remote_ejection(cooldown, now)
             }
             HealthEvent::Restored { at, .. } => {
-                cell.apply_remote_restore(clocks.instant(*at).min(now), now)
+                cell.apply_remote_restore(clocks.instant(*at).min(now), *at, now)
             }
         };
         if changed {
@@ -320,6 +320,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::Status;
     use crate::health::HealthPolicy;
 
     const POLICY: HealthPolicy = HealthPolicy {
@@ -427,5 +428,35 @@ mod tests {
         });
         assert!(ejected);
         assert!(registry.ejections().is_empty());
+    }
+
+    /// A kept restore is read again on every reconnect. First heard, its time (by a clock a
+    /// little ahead) was clamped to when it came; read again it would not be, and would end
+    /// the cooldown its own probe's failure began.
+    #[tokio::test]
+    async fn a_restore_told_again_changes_nothing() {
+        let registry = HealthRegistry::new();
+        registry.set_max_cooldown(Duration::from_secs(60));
+        eject(&registry, "a", None);
+        let restore = HealthEvent::Restored {
+            id: "a".into(),
+            at: SystemTime::now() + Duration::from_millis(20),
+        };
+        assert!(registry.apply(&restore), "heard: half-open");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let cell = registry.cell(&"a".into());
+        let crate::health::Admission::Probe(probe) = cell.admit(Instant::now()) else {
+            panic!("half-open: the probe");
+        };
+        cell.record_failure(
+            Instant::now(),
+            Duration::from_secs(5),
+            None,
+            Some(probe),
+            POLICY,
+        )
+        .expect("the probe's failure ejects");
+        assert!(!registry.apply(&restore), "told again");
+        assert_eq!(registry.get("a").unwrap().status, Status::Ejected);
     }
 }

@@ -112,6 +112,13 @@ mod shared {
             self.registry.get(id).unwrap().status
         }
 
+        /// A replica straight to `redis`, once connected (it has read what is kept).
+        async fn connected_to(redis: &RedisServer) -> Self {
+            let replica = Self::start(&redis.url()).await;
+            replica.connected().await;
+            replica
+        }
+
         async fn connected(&self) {
             wait(self.store.watch(), RECONNECT, |s| s.connected).await;
         }
@@ -126,6 +133,17 @@ mod shared {
         }
     }
 
+    /// Two replicas straight to Redis, both connected.
+    async fn connected_pair(redis: &RedisServer) -> (Replica, Replica) {
+        let (a, b) = (
+            Replica::start(&redis.url()).await,
+            Replica::start(&redis.url()).await,
+        );
+        a.connected().await;
+        b.connected().await;
+        (a, b)
+    }
+
     /// A through a proxy (so that it can be cut off from Redis), B straight to Redis; both
     /// connected.
     async fn pair_with_a_behind_a_proxy(redis: &RedisServer) -> (Proxy, Replica, Replica) {
@@ -134,6 +152,23 @@ mod shared {
         b.connected().await;
         let a = Replica::start(&proxy.url()).await;
         a.connected().await;
+        (proxy, a, b)
+    }
+
+    /// B ejects its primary and A hears of it; A is cut off; B's cooldown is cut short (as
+    /// a third replica's restore would) and its probe answers, which B tells while A
+    /// cannot hear.
+    async fn b_restores_while_a_is_cut_off(redis: &RedisServer) -> (Proxy, Replica, Replica) {
+        let (proxy, a, b) = pair_with_a_behind_a_proxy(redis).await;
+        b.primary.push(Behavior::retry_after(429, "30"));
+        b.chat().await;
+        a.applied(0).await;
+        proxy.cut();
+        a.disconnected().await;
+        let published = b.store.status().published;
+        b.registry.apply(&restored_now("primary"));
+        b.probe_answers().await;
+        wait(b.store.watch(), WITHIN, |s| s.published > published).await;
         (proxy, a, b)
     }
 
@@ -156,12 +191,7 @@ mod shared {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_ejection_seen_by_one_replica_is_honoured_by_the_other() {
         let Some(redis) = redis() else { return };
-        let (a, b) = (
-            Replica::start(&redis.url()).await,
-            Replica::start(&redis.url()).await,
-        );
-        a.connected().await;
-        b.connected().await;
+        let (a, b) = connected_pair(&redis).await;
 
         a.primary.push(Behavior::retry_after(429, "30"));
         let before = b.store.status().applied;
@@ -218,12 +248,7 @@ mod shared {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn replicas_serve_through_a_redis_outage_and_share_again_after_it() {
         let Some(mut redis) = redis() else { return };
-        let (a, b) = (
-            Replica::start(&redis.url()).await,
-            Replica::start(&redis.url()).await,
-        );
-        a.connected().await;
-        b.connected().await;
+        let (a, b) = connected_pair(&redis).await;
 
         redis.stop();
         a.disconnected().await;
@@ -277,19 +302,7 @@ mod shared {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_reconnecting_replica_probes_what_was_restored_meanwhile_and_tells_nothing_back() {
         let Some(redis) = redis() else { return };
-        let (proxy, a, b) = pair_with_a_behind_a_proxy(&redis).await;
-        b.primary.push(Behavior::retry_after(429, "30"));
-        b.chat().await;
-        a.applied(0).await;
-
-        proxy.cut();
-        a.disconnected().await;
-        // B's cooldown is cut short (as a third replica's restore would): its probe answers.
-        let published = b.store.status().published;
-        b.registry.apply(&restored_now("primary"));
-        b.probe_answers().await;
-        wait(b.store.watch(), WITHIN, |s| s.published > published).await;
-
+        let (proxy, a, b) = b_restores_while_a_is_cut_off(&redis).await;
         proxy.heal();
         a.connected().await;
         assert_eq!(
@@ -299,8 +312,7 @@ mod shared {
         );
         // A told what it had to tell before it counted as connected: nothing about the
         // primary, so a late replica, like B, finds it healthy.
-        let late = Replica::start(&redis.url()).await;
-        late.connected().await;
+        let late = Replica::connected_to(&redis).await;
         assert_eq!(late.status("primary"), Status::Healthy);
         assert_eq!(late.store.status().applied, 0);
         assert_eq!(b.status("primary"), Status::Healthy);
@@ -314,20 +326,12 @@ mod shared {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_restore_read_on_reconnecting_does_not_end_a_later_ejection() {
         let Some(redis) = redis() else { return };
-        let (proxy, a, b) = pair_with_a_behind_a_proxy(&redis).await;
-        b.primary.push(Behavior::retry_after(429, "30"));
-        b.chat().await;
-        a.applied(0).await;
-
-        proxy.cut();
-        a.disconnected().await;
+        let (proxy, a, b) = b_restores_while_a_is_cut_off(&redis).await;
         let published = b.store.status().published;
-        b.registry.apply(&restored_now("primary"));
-        b.probe_answers().await;
         b.primary.push(Behavior::retry_after(429, "20"));
         b.chat().await;
         assert_eq!(b.status("primary"), Status::Ejected);
-        wait(b.store.watch(), WITHIN, |s| s.published >= published + 2).await;
+        wait(b.store.watch(), WITHIN, |s| s.published > published).await;
 
         proxy.heal();
         a.connected().await;
@@ -367,8 +371,7 @@ mod shared {
 
         proxy.heal();
         a.connected().await;
-        let late = Replica::start(&redis.url()).await;
-        late.connected().await;
+        let late = Replica::connected_to(&redis).await;
         assert_eq!(late.status("primary"), Status::Ejected, "A told it again");
     }
 
@@ -398,8 +401,7 @@ mod shared {
         b.applied(before).await;
         assert_eq!(b.status("primary"), Status::HalfOpen, "B probes now");
         // Nothing is left in Redis for a late replica to be shut out by.
-        let late = Replica::start(&redis.url()).await;
-        late.connected().await;
+        let late = Replica::connected_to(&redis).await;
         assert_eq!(late.status("primary"), Status::Healthy);
         assert_eq!(late.store.status().applied, 0);
     }
@@ -423,29 +425,79 @@ mod shared {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_key_that_is_not_an_event_breaks_nothing() {
         let Some(redis) = redis() else { return };
-        let (a, b) = (
-            Replica::start(&redis.url()).await,
-            Replica::start(&redis.url()).await,
-        );
-        a.connected().await;
-        b.connected().await;
-        let port = redis.url().rsplit(':').next().unwrap().to_owned();
-        let mut raw = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}"))
-            .await
-            .unwrap();
-        {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            let set = "*3\r\n$3\r\nSET\r\n$20\r\ntest:ejected:primary\r\n$1\r\n5\r\n";
-            raw.write_all(set.as_bytes()).await.unwrap();
-            let mut ok = [0u8; 5];
-            raw.read_exact(&mut ok).await.unwrap();
-            assert_eq!(&ok, b"+OK\r\n");
-        }
+        let (a, b) = connected_pair(&redis).await;
+        command(&redis, &["SET", "test:ejected:primary", "5"]).await;
         a.primary.push(Behavior::retry_after(429, "30"));
         a.chat().await;
         b.applied(0).await;
         assert_eq!(b.status("primary"), Status::Ejected);
         assert!(a.store.status().connected);
+    }
+
+    /// Redis out of memory (`maxmemory` reached under `noeviction`): it refuses writes, but
+    /// the replicas listening still hear an ejection; one that starts later cannot read it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_redis_out_of_memory_still_tells_the_replicas_listening() {
+        let Some(redis) = redis() else { return };
+        let (a, b) = connected_pair(&redis).await;
+        command(&redis, &["CONFIG", "SET", "maxmemory-policy", "noeviction"]).await;
+        command(&redis, &["CONFIG", "SET", "maxmemory", "1"]).await;
+
+        a.primary.push(Behavior::retry_after(429, "30"));
+        a.chat().await;
+        b.applied(0).await;
+        assert_eq!(b.status("primary"), Status::Ejected);
+        assert!(
+            a.store.status().connected,
+            "a refused write is no lost connection"
+        );
+        let late = Replica::connected_to(&redis).await;
+        assert_eq!(late.status("primary"), Status::Healthy, "nothing was kept");
+    }
+
+    /// Another fleet's prefix that begins with this one's (`test:restored:eu`) has keys this
+    /// one's patterns match: they are not read as this fleet's.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn another_fleets_keys_under_a_longer_prefix_are_not_read() {
+        let Some(redis) = redis() else { return };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis();
+        let theirs = format!(
+            r#"{{"event":"ejected","origin":"eu","id":"primary","at_ms":{now},"until_ms":{},"retry_after":true,"ejections":1}}"#,
+            now + 30_000
+        );
+        command(
+            &redis,
+            &["SET", "test:restored:eu:ejected:primary", &theirs],
+        )
+        .await;
+        // The same event under this fleet's own key is read: the value is well formed.
+        command(
+            &redis,
+            &[
+                "SET",
+                "test:ejected:backup",
+                &theirs.replace("primary", "backup"),
+            ],
+        )
+        .await;
+
+        let late = Replica::connected_to(&redis).await;
+        assert_eq!(late.status("primary"), Status::Healthy);
+        assert_eq!(late.status("backup"), Status::Ejected);
+    }
+
+    /// Runs a command on `redis`, as an operator (or another program) would.
+    async fn command(redis: &RedisServer, args: &[&str]) -> redis::Value {
+        let client = redis::Client::open(redis.url()).unwrap();
+        let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+        let mut command = redis::cmd(args[0]);
+        for arg in &args[1..] {
+            command.arg(*arg);
+        }
+        command.query_async(&mut connection).await.unwrap()
     }
 
     fn restored_now(id: &str) -> HealthEvent {

@@ -10,7 +10,7 @@ pub(crate) use remote::Cooldown;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use llm_tower_core::{EndpointId, ModelName};
 use tokio::time::Instant;
@@ -47,11 +47,16 @@ struct State {
     /// The deadline in `until` was last set by another replica's ejection: not this
     /// replica's to tell again.
     remote: bool,
-    /// When the cooldown in force began.
+    /// The newest word that the deployment is out, of the cooldown in force: when it began,
+    /// or when a later failure (here, or told by another replica) pushed its deadline. A
+    /// restore from before then is stale.
     since: Option<Instant>,
     /// When the deployment was last seen answering after a cooldown, here or (as told) by
     /// another replica: events from before then are stale. Kept across resets.
     restored_at: Option<Instant>,
+    /// When, by its replica's clock, the newest restore another replica told was: one told
+    /// again (read back from Redis on reconnecting) or an older one changes nothing.
+    restore_told: Option<SystemTime>,
 }
 
 impl State {
@@ -60,14 +65,23 @@ impl State {
         self.until.is_none_or(|until| until <= now)
     }
 
-    /// Pushes the deadline out to `deadline` (never in); returns whether it moved.
-    fn push_deadline(&mut self, now: Instant, deadline: Instant, remote: bool) -> bool {
+    /// Word, given at `said`, that the deployment is out until `deadline`: pushes the
+    /// deadline out (never in), and makes `said` the cooldown's newest word unless a newer
+    /// one is known. A cooldown that is over (half-open) is not extended but replaced: a
+    /// restore from between the two must not end the new one. Returns whether the
+    /// deadline moved.
+    fn push_deadline(
+        &mut self,
+        said: Instant,
+        now: Instant,
+        deadline: Instant,
+        remote: bool,
+    ) -> bool {
         let before = self.until;
-        if self.cooldown_over(now) {
-            // A new cooldown, also after one that is over (half-open): a restore from
-            // between the two must not end this one.
-            self.since = Some(now);
-        }
+        self.since = Some(match self.since {
+            Some(since) if !self.cooldown_over(now) => since.max(said),
+            _ => said,
+        });
         extend(&mut self.until, deadline);
         let moved = self.until != before;
         if moved {
@@ -259,7 +273,7 @@ impl EndpointHealth {
             // A late failure of a request sent before the ejection, or a forced attempt:
             // only an explicit Retry-After may push the deadline out (and is then told).
             let hint = hint?;
-            if !state.push_deadline(now, now + hint, false) {
+            if !state.push_deadline(now, now, now + hint, false) {
                 return None;
             }
             state.retry_after = true;
@@ -269,7 +283,7 @@ impl EndpointHealth {
             // Below the threshold, but the upstream asked for a pause: honour it, without
             // counting an ejection.
             let hint = hint.filter(|h| !h.is_zero())?;
-            state.push_deadline(now, now + hint, false);
+            state.push_deadline(now, now, now + hint, false);
             state.retry_after = true;
             self.unhealthy.store(true, Ordering::Release);
             return Some(hint);
@@ -278,9 +292,7 @@ impl EndpointHealth {
         let doubling = 2u32.saturating_pow(state.ejections - 1);
         let doubled = interval.saturating_mul(doubling).min(policy.max_cooldown);
         let cooldown = doubled.max(hint.unwrap_or(Duration::ZERO));
-        state.push_deadline(now, now + cooldown, false);
-        // A new cooldown (a probe that failed starts one, though the deadline was set).
-        state.since = Some(now);
+        state.push_deadline(now, now, now + cooldown, false);
         state.retry_after = cooldown > doubled;
         self.unhealthy.store(true, Ordering::Release);
         self.total_ejections.fetch_add(1, Ordering::Relaxed);

@@ -14,6 +14,7 @@
 //!   back from a key after a reconnect.
 
 use std::sync::atomic::Ordering;
+use std::time::SystemTime;
 
 use tokio::time::Instant;
 
@@ -61,13 +62,9 @@ impl EndpointHealth {
             // It answered after that ejection.
             return false;
         }
-        let began_now = state.cooldown_over(now);
-        if !state.push_deadline(now, cooldown.until, true) {
+        // Said when that replica ejected it, not when this one heard.
+        if !state.push_deadline(cooldown.since.min(now), now, cooldown.until, true) {
             return false;
-        }
-        if began_now {
-            // The cooldown began when that replica ejected it, not when this one heard.
-            state.since = Some(cooldown.since.min(now));
         }
         state.retry_after = cooldown.retry_after;
         state.ejections = state.ejections.max(cooldown.ejections);
@@ -75,10 +72,16 @@ impl EndpointHealth {
         true
     }
 
-    /// Another replica saw this deployment answer at `at`: a local cooldown that began
-    /// before then ends now. Returns whether it did.
-    pub(crate) fn apply_remote_restore(&self, at: Instant, now: Instant) -> bool {
+    /// Another replica saw this deployment answer at `at` (`told` by its clock): a local
+    /// cooldown whose newest word is from before then ends now. A restore told before, or
+    /// older than one told before, changes nothing: read again from Redis, its `at` would
+    /// no longer be clamped to when it was first heard. Returns whether it ended one.
+    pub(crate) fn apply_remote_restore(&self, at: Instant, told: SystemTime, now: Instant) -> bool {
         let mut state = self.lock();
+        if state.restore_told.is_some_and(|known| known >= told) {
+            return false;
+        }
+        state.restore_told = Some(told);
         state.restored_at = Some(state.restored_at.map_or(at, |known| known.max(at)));
         match state.until {
             Some(until) if until > now && state.since.is_none_or(|since| since < at) => {
@@ -102,6 +105,12 @@ mod tests {
         unhealthy_threshold: 1,
         max_cooldown: Duration::from_secs(60),
     };
+
+    /// A restore's time by its replica's clock, never told before (each call is later).
+    fn told() -> SystemTime {
+        static TOLD: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        SystemTime::UNIX_EPOCH + Duration::from_nanos(TOLD.fetch_add(1, Ordering::Relaxed) + 1)
+    }
 
     fn remote(until: Instant) -> Cooldown {
         Cooldown {
@@ -158,16 +167,16 @@ mod tests {
         let now = Instant::now();
         let cell = Arc::new(EndpointHealth::default());
         assert!(
-            !cell.apply_remote_restore(now, now),
+            !cell.apply_remote_restore(now, told(), now),
             "healthy: nothing to do"
         );
         cell.record_failure(now, Duration::from_secs(20), None, None, POLICY);
         assert!(
-            !cell.apply_remote_restore(now, now),
+            !cell.apply_remote_restore(now, told(), now),
             "not after the cooldown began"
         );
         let later = now + Duration::from_millis(1);
-        assert!(cell.apply_remote_restore(later, later));
+        assert!(cell.apply_remote_restore(later, told(), later));
         assert!(matches!(cell.admit(later), Admission::Probe(_)));
         assert!(cell.cooldown(later).is_none());
         // Not restored until something answers here.
@@ -181,7 +190,7 @@ mod tests {
         let cell = Arc::new(EndpointHealth::default());
         cell.record_failure(t0, second * 20, None, None, POLICY);
         // Another replica saw it answer at t0 + 1 s: half-open here.
-        assert!(cell.apply_remote_restore(t0 + second, t0 + second));
+        assert!(cell.apply_remote_restore(t0 + second, told(), t0 + second));
         // A third saw it fail again at t0 + 3 s.
         let again = Cooldown {
             since: t0 + second * 3,
@@ -189,7 +198,7 @@ mod tests {
         };
         assert!(cell.apply_remote_ejection(again, t0 + second * 3));
         // A restore from t0 + 2 s comes late: it is older than this cooldown.
-        assert!(!cell.apply_remote_restore(t0 + second * 2, t0 + second * 4));
+        assert!(!cell.apply_remote_restore(t0 + second * 2, told(), t0 + second * 4));
         assert!(matches!(cell.admit(t0 + second * 4), Admission::Closed(_)));
 
         // The same for a local failure (a late one, with a Retry-After) after a 1 s
@@ -198,8 +207,43 @@ mod tests {
         cell.record_failure(t0, second, None, None, POLICY);
         let late = t0 + second * 3;
         cell.record_failure(late, second * 20, Some(second * 10), None, POLICY);
-        assert!(!cell.apply_remote_restore(t0 + second * 2, late));
+        assert!(!cell.apply_remote_restore(t0 + second * 2, told(), late));
         assert!(matches!(cell.admit(late), Admission::Closed(_)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failure_that_pushes_a_cooldown_out_makes_older_restores_stale() {
+        let t0 = Instant::now();
+        let second = Duration::from_secs(1);
+        // Ejected at t0; at t0 + 2 s a request sent before then comes back `Retry-After: 50`.
+        let cell = Arc::new(EndpointHealth::default());
+        cell.record_failure(t0, second * 20, None, None, POLICY);
+        let pushed = t0 + second * 2;
+        assert!(
+            cell.record_failure(pushed, second * 20, Some(second * 50), None, POLICY)
+                .is_some()
+        );
+        assert_eq!(
+            cell.cooldown(pushed).unwrap().since,
+            pushed,
+            "what it tells"
+        );
+        // Another replica saw it answer at t0 + 1 s, before the Retry-After.
+        assert!(!cell.apply_remote_restore(t0 + second, told(), t0 + second * 3));
+        assert!(matches!(cell.admit(t0 + second * 3), Admission::Closed(_)));
+
+        // The same when another replica's later ejection pushed it out.
+        let cell = Arc::new(EndpointHealth::default());
+        cell.record_failure(t0, second * 10, None, None, POLICY);
+        let later = Cooldown {
+            since: pushed,
+            ..remote(t0 + second * 40)
+        };
+        assert!(cell.apply_remote_ejection(later, pushed));
+        assert!(!cell.apply_remote_restore(t0 + second, told(), t0 + second * 3));
+        // A restore from after both still ends it.
+        let after = t0 + second * 3;
+        assert!(cell.apply_remote_restore(after, told(), after));
     }
 
     #[tokio::test(start_paused = true)]
@@ -231,7 +275,7 @@ mod tests {
         // A restore from before a local re-ejection leaves the new cooldown alone.
         let cell = Arc::new(EndpointHealth::default());
         cell.record_failure(at, second * 10, None, None, POLICY);
-        assert!(!cell.apply_remote_restore(t0, at));
+        assert!(!cell.apply_remote_restore(t0, told(), at));
         assert!(matches!(cell.admit(at), Admission::Closed(_)));
     }
 }

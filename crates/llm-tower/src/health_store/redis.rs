@@ -57,9 +57,11 @@ const PING_EVERY: Duration = Duration::from_secs(5);
 const BACKOFF_FIRST: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
-/// The event in a key, or `nil` when the value is not one of ours (anything may be there).
-/// Both scripts start with it.
-const READ_KEY: &str = r"
+/// What both scripts start with. `stored`: the event in a key, or `nil` when the value is
+/// not one of ours (anything may be there). `kept`: sets a key, saying whether Redis took it
+/// (under `maxmemory` with `noeviction` it refuses writes, not deletes or publishing; an
+/// event is published first, so that the replicas listening hear it even then).
+const PRELUDE: &str = r"
 local function stored(key)
   local text = redis.call('GET', key)
   if not text then return nil end
@@ -67,24 +69,34 @@ local function stored(key)
   if ok and type(event) == 'table' then return event end
   return nil
 end
+local function kept(key, value, ttl)
+  local reply = redis.pcall('SET', key, value, 'PX', ttl)
+  return not (type(reply) == 'table' and reply['err'])
+end
 ";
 
-/// Sets the key of an ejection unless it holds a later deadline, and publishes it. KEYS: the
-/// key, the channel; ARGV: the event, its deadline (ms since the epoch), the key's TTL (ms).
+/// What the scripts answer when they told an event but Redis refused to keep it (otherwise
+/// 1, or 0 for an ejection not told because its key holds a later deadline).
+const NOT_KEPT: i64 = 2;
+
+/// Unless the key of the ejection holds a later deadline, publishes the ejection and sets
+/// the key. KEYS: the key, the channel; ARGV: the event, its deadline (ms since the epoch),
+/// the key's TTL (ms).
 const EJECT: &str = r"
 local current = stored(KEYS[1])
 if current and tonumber(current['until_ms']) and tonumber(current['until_ms']) >= tonumber(ARGV[2]) then
   return 0
 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
 redis.call('PUBLISH', KEYS[2], ARGV[1])
-return 1
+if kept(KEYS[1], ARGV[1], ARGV[3]) then return 1 end
+return 2
 ";
 
-/// Deletes the key of an ejection unless it began after the restore, keeps the restore
-/// (unless a later one is kept) for as long as that ejection had left or `ARGV[3]`, whichever
-/// is longer, and publishes it. KEYS: the ejection's key, the channel, the restore's key;
-/// ARGV: the event, when it answered (ms since the epoch), how long to keep it at least (ms).
+/// Deletes the key of an ejection unless it began after the restore, publishes the
+/// restore, and keeps it (unless a later one is kept) for as long as that ejection had left
+/// or `ARGV[3]`, whichever is longer. KEYS: the ejection's key, the channel, the restore's
+/// key; ARGV: the event, when it answered (ms since the epoch), how long to keep it at
+/// least (ms).
 const RESTORE: &str = r"
 local current = stored(KEYS[1])
 local keep = tonumber(ARGV[3])
@@ -93,12 +105,13 @@ if not (current and tonumber(current['at_ms']) and tonumber(current['at_ms']) > 
   if left > keep then keep = left end
   redis.call('DEL', KEYS[1])
 end
-local last = stored(KEYS[3])
-if not (last and tonumber(last['at_ms']) and tonumber(last['at_ms']) >= tonumber(ARGV[2])) then
-  redis.call('SET', KEYS[3], ARGV[1], 'PX', keep)
-end
 redis.call('PUBLISH', KEYS[2], ARGV[1])
-return 1
+local last = stored(KEYS[3])
+if last and tonumber(last['at_ms']) and tonumber(last['at_ms']) >= tonumber(ARGV[2]) then
+  return 1
+end
+if kept(KEYS[3], ARGV[1], keep) then return 1 end
+return 2
 ";
 
 /// The least time a restore is kept for replicas that did not hear it, whatever the
@@ -198,9 +211,10 @@ impl HealthStore {
         })
     }
 
-    /// Reads the cooldowns in force again, for deployments the registry did not have when
-    /// they were published (a reload added them). Returns at once; a store that is not
-    /// connected reads them when it connects anyway.
+    /// Reads the kept restores and the cooldowns in force again, for deployments the
+    /// registry did not have when they were published (a reload added them); what was
+    /// applied before changes nothing again. Returns at once; a store that is not connected
+    /// reads them when it connects anyway.
     pub fn refresh(&self) {
         self.refresh.notify_one();
     }
@@ -447,8 +461,10 @@ impl Task {
                     let mut get = redis::cmd("MGET");
                     get.arg(&keys);
                     let values: Vec<Option<Vec<u8>>> = query(&get, connection).await?;
-                    for value in values.into_iter().flatten() {
-                        self.receive(&value);
+                    for (key, value) in keys.iter().zip(values) {
+                        if let Some(value) = value {
+                            self.receive_kept(key, &value);
+                        }
                     }
                 }
                 if next == 0 {
@@ -477,7 +493,7 @@ impl Task {
         let mut script = redis::cmd("EVAL");
         match event {
             HealthEvent::Ejected { until, .. } => script
-                .arg(format!("{READ_KEY}{EJECT}"))
+                .arg(format!("{PRELUDE}{EJECT}"))
                 .arg(2)
                 .arg(self.names.ejected(id))
                 .arg(&self.names.channel)
@@ -485,7 +501,7 @@ impl Task {
                 .arg(wire::unix_ms(*until))
                 .arg(wire::ttl_ms(event, now)),
             HealthEvent::Restored { at, .. } => script
-                .arg(format!("{READ_KEY}{RESTORE}"))
+                .arg(format!("{PRELUDE}{RESTORE}"))
                 .arg(3)
                 .arg(self.names.ejected(id))
                 .arg(&self.names.channel)
@@ -499,32 +515,58 @@ impl Task {
                         .as_millis() as u64,
                 ),
         };
-        if let Some(refused) = refused(query::<i64>(&script, connection).await)? {
+        let answer = match query::<i64>(&script, connection).await {
+            Ok(answer) => answer,
+            result => {
+                if let Some(refused) = refused(result)? {
+                    tracing::warn!(
+                        endpoint = %event.id(),
+                        error = %refused,
+                        "health store refused an event; the other replicas do not hear of it"
+                    );
+                }
+                return Ok(());
+            }
+        };
+        if answer == NOT_KEPT {
             tracing::warn!(
                 endpoint = %event.id(),
-                error = %refused,
-                "health store refused an event; the other replicas do not hear of it"
+                "health store told an event but could not keep it (Redis refused the write: \
+                 out of memory?); replicas that start or reconnect later do not read it"
             );
-            return Ok(());
         }
         self.status.send_modify(|status| status.published += 1);
         count("llm_tower_health_store_published_total");
         Ok(())
     }
 
-    /// Another replica's event (on the channel, or a key read on connecting).
+    /// An event on the channel.
     fn receive(&self, text: &[u8]) {
-        let Some((origin, event)) = wire::decode(text) else {
-            tracing::debug!("health store: ignored a message that is not a health event");
-            return;
-        };
+        if let Some((origin, event)) = decode(text) {
+            self.take(&origin, &event);
+        }
+    }
+
+    /// An event read from `key` on connecting. Only the key that keeps that event counts:
+    /// a prefix that is this one's followed by more (`fleet:restored:eu`, another fleet's)
+    /// has keys that this one's patterns match too.
+    fn receive_kept(&self, key: &str, text: &[u8]) {
+        if let Some((origin, event)) = decode(text)
+            && self.names.key_of(&event) == key
+        {
+            self.take(&origin, &event);
+        }
+    }
+
+    /// Another replica's event.
+    fn take(&self, origin: &str, event: &HealthEvent) {
         if origin == self.origin {
             return;
         }
-        if self.registry.apply(&event) {
+        if self.registry.apply(event) {
             self.status.send_modify(|status| status.applied += 1);
             count("llm_tower_health_store_applied_total");
-            match &event {
+            match event {
                 HealthEvent::Ejected {
                     id,
                     until,
@@ -593,6 +635,15 @@ impl Task {
         #[cfg(feature = "metrics")]
         metrics::gauge!("llm_tower_health_store_connected").set(if connected { 1.0 } else { 0.0 });
     }
+}
+
+/// A message or a key's value, if it is a health event.
+fn decode(text: &[u8]) -> Option<(String, HealthEvent)> {
+    let decoded = wire::decode(text);
+    if decoded.is_none() {
+        tracing::debug!("health store: ignored a value that is not a health event");
+    }
+    decoded
 }
 
 /// Reconnecting: the backoff, and whether the outage was logged (once per outage).

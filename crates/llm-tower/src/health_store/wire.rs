@@ -46,6 +46,14 @@ impl Names {
         format!("{}{id}", self.restored)
     }
 
+    /// The key that keeps `event`.
+    pub(super) fn key_of(&self, event: &HealthEvent) -> String {
+        match event {
+            HealthEvent::Ejected { id, .. } => self.ejected(id.as_str()),
+            HealthEvent::Restored { id, .. } => self.restored(id.as_str()),
+        }
+    }
+
     /// Match every key of a restore, and every key of a cooldown (the prefix has no glob
     /// characters: validated), in the order they are read: restores first, so that a
     /// restore read late cannot end a cooldown that began after it and was read first.
@@ -199,6 +207,11 @@ mod tests {
             ["llm-tower:restored:*", "llm-tower:ejected:*"]
         );
         assert_eq!(names.channel, "llm-tower:events");
+        let restored = HealthEvent::Restored {
+            id: "a".into(),
+            at: SystemTime::now(),
+        };
+        assert_eq!(names.key_of(&restored), "llm-tower:restored:a");
     }
 
     #[test]
