@@ -42,7 +42,8 @@ pub enum HealthEvent {
     Ejected {
         /// The deployment.
         id: EndpointId,
-        /// When its cooldown began.
+        /// The newest word of its cooldown: when it began, or when a later failure pushed
+        /// its deadline out (a restore from before then is stale).
         at: SystemTime,
         /// When its cooldown ends.
         until: SystemTime,
@@ -433,7 +434,7 @@ mod tests {
     /// A kept restore is read again on every reconnect. First heard, its time (by a clock a
     /// little ahead) was clamped to when it came; read again it would not be, and would end
     /// the cooldown its own probe's failure began.
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_restore_told_again_changes_nothing() {
         let registry = HealthRegistry::new();
         registry.set_max_cooldown(Duration::from_secs(60));
@@ -442,8 +443,9 @@ mod tests {
             id: "a".into(),
             at: SystemTime::now() + Duration::from_millis(20),
         };
+        tokio::time::advance(Duration::from_millis(1)).await;
         assert!(registry.apply(&restore), "heard: half-open");
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        tokio::time::advance(Duration::from_millis(1)).await;
         let cell = registry.cell(&"a".into());
         let crate::health::Admission::Probe(probe) = cell.admit(Instant::now()) else {
             panic!("half-open: the probe");
@@ -456,7 +458,27 @@ mod tests {
             POLICY,
         )
         .expect("the probe's failure ejects");
+        tokio::time::advance(Duration::from_millis(1)).await;
         assert!(!registry.apply(&restore), "told again");
         assert_eq!(registry.get("a").unwrap().status, Status::Ejected);
+
+        // Still after a success in between: a reset keeps what was told.
+        eject(&registry, "b", None);
+        let restore = HealthEvent::Restored {
+            id: "b".into(),
+            at: SystemTime::now() + Duration::from_millis(40),
+        };
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(registry.apply(&restore), "heard: half-open");
+        let cell = registry.cell(&"b".into());
+        let crate::health::Admission::Probe(probe) = cell.admit(Instant::now()) else {
+            panic!("half-open: the probe");
+        };
+        assert!(cell.record_success(Some(probe)));
+        tokio::time::advance(Duration::from_millis(2)).await;
+        cell.record_failure(Instant::now(), Duration::from_secs(5), None, None, POLICY)
+            .expect("ejects");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(!registry.apply(&restore), "told again after a success");
     }
 }

@@ -54,8 +54,9 @@ struct State {
     /// When the deployment was last seen answering after a cooldown, here or (as told) by
     /// another replica: events from before then are stale. Kept across resets.
     restored_at: Option<Instant>,
-    /// When, by its replica's clock, the newest restore another replica told was: one told
-    /// again (read back from Redis on reconnecting) or an older one changes nothing.
+    /// The latest time stamp of a restore another replica told (by that replica's clock):
+    /// the one Redis keeps, and so the one a reconnect reads back, which then changes
+    /// nothing. Kept across resets.
     restore_told: Option<SystemTime>,
 }
 
@@ -66,8 +67,8 @@ impl State {
     }
 
     /// Word, given at `said`, that the deployment is out until `deadline`: pushes the
-    /// deadline out (never in), and makes `said` the cooldown's newest word unless a newer
-    /// one is known. A cooldown that is over (half-open) is not extended but replaced: a
+    /// deadline out (never in) and, if it moved, makes `said` the cooldown's newest word
+    /// unless a newer one is known. A cooldown that is over (half-open) is not extended but replaced: a
     /// restore from between the two must not end the new one. Returns whether the
     /// deadline moved.
     fn push_deadline(
@@ -78,13 +79,16 @@ impl State {
         remote: bool,
     ) -> bool {
         let before = self.until;
-        self.since = Some(match self.since {
-            Some(since) if !self.cooldown_over(now) => since.max(said),
-            _ => said,
-        });
+        let over = self.cooldown_over(now);
         extend(&mut self.until, deadline);
         let moved = self.until != before;
         if moved {
+            // Only word that moved the deadline is the cooldown's: a shorter one says
+            // nothing of the deadline in force, which a restore may still end.
+            self.since = Some(match self.since {
+                Some(since) if !over => since.max(said),
+                _ => said,
+            });
             self.remote = remote;
         }
         moved
@@ -230,6 +234,7 @@ impl EndpointHealth {
             } else {
                 state.restored_at
             },
+            restore_told: state.restore_told,
             ..State::default()
         };
         self.unhealthy.store(false, Ordering::Release);

@@ -10,7 +10,8 @@
 //!   does not restore: this replica has not seen the deployment answer.
 //! - Events carry when they happened, and a stale one changes nothing: an ejection from
 //!   before the deployment was last seen answering (here or elsewhere), or a restore from
-//!   before the local cooldown began. Events can come late: kept over an outage, or read
+//!   before the newest word of the local cooldown (when it began, or when a later failure
+//!   pushed its deadline out). Events can come late: kept over an outage, or read
 //!   back from a key after a reconnect.
 
 use std::sync::atomic::Ordering;
@@ -28,7 +29,8 @@ pub(crate) struct Cooldown {
     pub(crate) retry_after: bool,
     /// Ejections since the last success.
     pub(crate) ejections: u32,
-    /// When the cooldown began.
+    /// The newest word that it is out: when the cooldown began, or when a later failure
+    /// pushed its deadline out.
     pub(crate) since: Instant,
     /// The deadline was set by another replica's event.
     pub(crate) remote: bool,
@@ -73,15 +75,17 @@ impl EndpointHealth {
     }
 
     /// Another replica saw this deployment answer at `at` (`told` by its clock): a local
-    /// cooldown whose newest word is from before then ends now. A restore told before, or
-    /// older than one told before, changes nothing: read again from Redis, its `at` would
-    /// no longer be clamped to when it was first heard. Returns whether it ended one.
+    /// cooldown whose newest word is from before then ends now. The restore with the
+    /// latest stamp told so far, told again, changes nothing: read back from Redis, its
+    /// `at` would no longer be clamped to when it was first heard. (Only that one: stamps
+    /// of different replicas' clocks do not order their restores.) Returns whether it ended
+    /// a cooldown.
     pub(crate) fn apply_remote_restore(&self, at: Instant, told: SystemTime, now: Instant) -> bool {
         let mut state = self.lock();
-        if state.restore_told.is_some_and(|known| known >= told) {
+        if state.restore_told == Some(told) {
             return false;
         }
-        state.restore_told = Some(told);
+        state.restore_told = state.restore_told.max(Some(told));
         state.restored_at = Some(state.restored_at.map_or(at, |known| known.max(at)));
         match state.until {
             Some(until) if until > now && state.since.is_none_or(|since| since < at) => {
@@ -244,6 +248,52 @@ mod tests {
         // A restore from after both still ends it.
         let after = t0 + second * 3;
         assert!(cell.apply_remote_restore(after, told(), after));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn word_that_does_not_move_the_deadline_leaves_it_open_to_restores() {
+        let t0 = Instant::now();
+        let second = Duration::from_secs(1);
+        // A late failure whose Retry-After (1 s) is shorter than the 20 s in force.
+        let cell = Arc::new(EndpointHealth::default());
+        cell.record_failure(t0, second * 20, None, None, POLICY);
+        assert!(
+            cell.record_failure(t0 + second * 2, second * 20, Some(second), None, POLICY)
+                .is_none(),
+            "not moved, not told"
+        );
+        assert_eq!(cell.cooldown(t0 + second * 2).unwrap().since, t0);
+
+        // Another replica's shorter ejection: a restore from between the two still ends
+        // the deadline in force.
+        let cell = Arc::new(EndpointHealth::default());
+        cell.record_failure(t0, second * 30, None, None, POLICY);
+        let shorter = Cooldown {
+            since: t0 + second * 2,
+            ..remote(t0 + second * 7)
+        };
+        assert!(!cell.apply_remote_ejection(shorter, t0 + second * 2));
+        assert!(cell.apply_remote_restore(t0 + second, told(), t0 + second * 8));
+        assert!(matches!(cell.admit(t0 + second * 8), Admission::Probe(_)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_later_restore_stamped_by_a_slower_clock_still_counts() {
+        let t0 = Instant::now();
+        let second = Duration::from_secs(1);
+        let wall = SystemTime::now();
+        let cell = Arc::new(EndpointHealth::default());
+        cell.record_failure(t0, second * 2, None, None, POLICY);
+        // B, whose clock is 5 s ahead, restores it; the probe here fails.
+        assert!(cell.apply_remote_restore(t0 + second, wall + second * 6, t0 + second));
+        let Admission::Probe(probe) = cell.admit(t0 + second) else {
+            panic!("half-open");
+        };
+        cell.record_failure(t0 + second, second * 2, None, Some(probe), POLICY);
+        // C, whose clock is right, sees it answer at t0 + 3 s.
+        assert!(cell.apply_remote_restore(t0 + second * 3, wall + second * 3, t0 + second * 3));
+        // B's restore read back from Redis: the latest stamp, told again.
+        assert!(!cell.apply_remote_restore(t0 + second, wall + second * 6, t0 + second * 3));
     }
 
     #[tokio::test(start_paused = true)]

@@ -60,7 +60,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// What both scripts start with. `stored`: the event in a key, or `nil` when the value is
 /// not one of ours (anything may be there). `kept`: sets a key, saying whether Redis took it
 /// (under `maxmemory` with `noeviction` it refuses writes, not deletes or publishing; an
-/// event is published first, so that the replicas listening hear it even then).
+/// event is published first, so that the replicas listening hear it even then). Any other
+/// refusal fails the script (`READONLY`: connected to a replica node, whose subscribers
+/// are not the fleet).
 const PRELUDE: &str = r"
 local function stored(key)
   local text = redis.call('GET', key)
@@ -71,12 +73,18 @@ local function stored(key)
 end
 local function kept(key, value, ttl)
   local reply = redis.pcall('SET', key, value, 'PX', ttl)
-  return not (type(reply) == 'table' and reply['err'])
+  if type(reply) == 'table' and reply['err'] then
+    if string.find(reply['err'], 'OOM', 1, true) == 1 then return false end
+    error(reply)
+  end
+  return true
 end
 ";
 
-/// What the scripts answer when they told an event but Redis refused to keep it (otherwise
-/// 1, or 0 for an ejection not told because its key holds a later deadline).
+/// What the scripts answer, but for 1 (told and kept): EJECT did not tell an ejection
+/// because its key holds a later deadline; a script told an event but Redis refused to
+/// keep it.
+const NOT_TOLD: i64 = 0;
 const NOT_KEPT: i64 = 2;
 
 /// Unless the key of the ejection holds a later deadline, publishes the ejection and sets
@@ -158,7 +166,8 @@ pub struct HealthStore {
 pub struct HealthStoreStatus {
     /// Connected and subscribed right now.
     pub connected: bool,
-    /// Local events published.
+    /// Local events published (an ejection that another replica's longer one already
+    /// covers in Redis is not).
     pub published: u64,
     /// Other replicas' events that changed a local deployment.
     pub applied: u64,
@@ -528,6 +537,9 @@ impl Task {
                 return Ok(());
             }
         };
+        if answer == NOT_TOLD {
+            return Ok(());
+        }
         if answer == NOT_KEPT {
             tracing::warn!(
                 endpoint = %event.id(),
