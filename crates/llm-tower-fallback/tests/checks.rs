@@ -537,3 +537,29 @@ async fn a_passing_periodic_check_leaves_the_failures_of_requests_alone() {
     stack.ok().await;
     assert_eq!(stack.status("primary"), Status::Ejected);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_deployment_put_out_while_on_probation_is_not_checked_until_its_cooldown_ends() {
+    let stack = Stack::checked(pair(every(SECOND)), |b| b);
+    stack.upstream.script("primary", [Step::Status(503)]);
+    stack.ok().await;
+    sleep(5 * SECOND + Duration::from_millis(1)).await;
+    assert!(stack.registry.get("primary").unwrap().on_probation);
+
+    // Another replica ejects it for 30 s: it is out, and periodic checks stop until then.
+    let now = std::time::SystemTime::now();
+    assert!(stack.registry.apply(&HealthEvent::Ejected {
+        id: "primary".into(),
+        at: now,
+        until: now + 30 * SECOND,
+        retry_after: true,
+        ejections: 1,
+    }));
+    let checked = check_times(&stack.upstream, "primary").len();
+    sleep(29 * SECOND).await;
+    assert_eq!(check_times(&stack.upstream, "primary").len(), checked);
+    // At the deadline the checker probes it.
+    sleep(SECOND + SECOND / 2).await;
+    assert!(check_times(&stack.upstream, "primary").len() > checked);
+    assert_eq!(stack.status("primary"), Status::Healthy);
+}

@@ -35,7 +35,8 @@ impl EndpointHealth {
         }
     }
 
-    /// Whether a check restored it and no request has succeeded since.
+    /// Whether a check restored it, and since then no request has succeeded and nothing
+    /// (a failure, another replica's ejection, a failing periodic check) has put it out.
     pub(crate) fn is_on_probation(&self) -> bool {
         !self.is_healthy() && self.lock().probation
     }
@@ -71,6 +72,7 @@ impl EndpointHealth {
         state.since = None;
         state.restored_at = Some(now);
         state.probation = true;
+        state.round = state.ejections;
         self.consecutive_failures.store(0, Ordering::Relaxed);
         // How fast it was before its outage says nothing about now.
         self.latency.reset();

@@ -35,11 +35,16 @@ struct State {
     until: Option<Instant>,
     /// Token of the probe in flight.
     probe: Option<u64>,
+    /// `ejections` when the half-open round of the probe (or probation) began: its failure
+    /// escalates once from there, not once more on top of another replica's ejection for
+    /// the same round heard meanwhile.
+    round: u32,
     next_token: u64,
     /// Restored by a health check, and no request has succeeded since: requests are let
     /// through as single tries, and the first failure ejects again with the cooldown
     /// doubled (a check can pass while what users call is still broken: `/models` answers
-    /// while completions fail, or one model of the endpoint is down).
+    /// while completions fail, or one model of the endpoint is down). Any new deadline (a
+    /// failure, another replica's ejection) ends it.
     probation: bool,
     /// The deadline in `until` is the upstream's `Retry-After` rather than the doubling
     /// cooldown (told to other replicas, which share the upstream's key).
@@ -90,6 +95,8 @@ impl State {
                 _ => said,
             });
             self.remote = remote;
+            // Out again: whatever probation there was has ended, in failure.
+            self.probation = false;
         }
         moved
     }
@@ -194,6 +201,7 @@ impl EndpointHealth {
         state.next_token += 1;
         let token = state.next_token;
         state.probe = Some(token);
+        state.round = state.ejections;
         ProbeGuard {
             cell: Some(self.clone()),
             token,
@@ -293,7 +301,11 @@ impl EndpointHealth {
             self.unhealthy.store(true, Ordering::Release);
             return Some(hint);
         }
-        state.ejections = state.ejections.saturating_add(1);
+        state.ejections = if was_probe {
+            state.ejections.max(state.round.saturating_add(1))
+        } else {
+            state.ejections.saturating_add(1)
+        };
         let doubling = 2u32.saturating_pow(state.ejections - 1);
         let doubled = interval.saturating_mul(doubling).min(policy.max_cooldown);
         let cooldown = doubled.max(hint.unwrap_or(Duration::ZERO));
@@ -319,10 +331,7 @@ impl EndpointHealth {
             Some(_) => (Status::HalfOpen, Duration::ZERO),
         };
         let probe_in_flight = state.probe.is_some();
-        // The flag outlives an ejection that came another way (another replica's, a failing
-        // periodic check): it ends with the next request's outcome, but while a cooldown is
-        // set the deployment is not on probation, it is out.
-        let on_probation = state.probation && state.until.is_none();
+        let on_probation = state.probation;
         let ejections = state.ejections;
         drop(state);
         let (checks_passed, checks_failed) = self.checks.counts();

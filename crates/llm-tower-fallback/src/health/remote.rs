@@ -187,6 +187,44 @@ mod tests {
         assert!(!cell.is_healthy());
     }
 
+    /// Two replicas' probes of the same half-open round both fail: the second hears the
+    /// first's ejection (count 2) while its probe is in flight. Its failure is the same
+    /// round's verdict, not one more: it must not escalate past the fleet again.
+    #[tokio::test(start_paused = true)]
+    async fn probes_of_the_same_round_escalate_once() {
+        let t0 = Instant::now();
+        let second = Duration::from_secs(1);
+        let (a, b) = (
+            Arc::new(EndpointHealth::default()),
+            Arc::new(EndpointHealth::default()),
+        );
+        for cell in [&a, &b] {
+            cell.record_failure(t0, second, None, None, POLICY);
+        }
+        let open = t0 + second;
+        let (Admission::Probe(pa), Admission::Probe(pb)) = (a.admit(open), b.admit(open)) else {
+            panic!("both half-open");
+        };
+        let first = a.record_failure(open, second, None, Some(pa), POLICY);
+        assert_eq!(first, Some(second * 2));
+        let told = a.cooldown(open).unwrap();
+        assert!(b.apply_remote_ejection(
+            Cooldown {
+                remote: true,
+                ..told
+            },
+            open
+        ));
+        let later = open + Duration::from_millis(10);
+        let second_probe = b.record_failure(later, second, None, Some(pb), POLICY);
+        assert_eq!(
+            b.cooldown(later).unwrap().ejections,
+            2,
+            "one round, one escalation"
+        );
+        assert_eq!(second_probe, Some(second * 2));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn an_ejection_after_a_cooldown_ended_is_a_new_cooldown() {
         let t0 = Instant::now();
