@@ -6,7 +6,15 @@
 //! it through Redis (see `redis.rs`).
 
 #[cfg(feature = "redis")]
+mod calls;
+#[cfg(feature = "redis")]
+mod outage;
+#[cfg(feature = "redis")]
 mod redis;
+#[cfg(feature = "redis")]
+mod scripts;
+#[cfg(feature = "redis")]
+mod task;
 #[cfg(feature = "redis")]
 mod wire;
 

@@ -1,0 +1,112 @@
+//! The Lua scripts that change what Redis keeps, and the command that runs one for an
+//! event. Each reads the key it may replace, so that a late or repeated event never
+//! replaces a newer one, and publishes the event in the same step.
+
+use std::time::{Duration, SystemTime};
+
+use llm_tower_fallback::HealthEvent;
+
+use super::wire::{self, Names};
+
+/// What both scripts start with. `stored`: the event in a key, or `nil` when the value is
+/// not one of ours (anything may be there). `kept`: sets a key, saying whether Redis took it
+/// (under `maxmemory` with `noeviction` it refuses writes, not deletes or publishing; an
+/// event is published first, so that the replicas listening hear it even then). Any other
+/// refusal fails the script (`READONLY`: connected to a replica node, whose subscribers
+/// are not the fleet).
+const PRELUDE: &str = r"
+local function stored(key)
+  local text = redis.call('GET', key)
+  if not text then return nil end
+  local ok, event = pcall(cjson.decode, text)
+  if ok and type(event) == 'table' then return event end
+  return nil
+end
+local function kept(key, value, ttl)
+  local reply = redis.pcall('SET', key, value, 'PX', ttl)
+  if type(reply) == 'table' and reply['err'] then
+    if string.find(reply['err'], 'OOM', 1, true) == 1 then return false end
+    error(reply)
+  end
+  return true
+end
+";
+
+/// What the scripts answer, but for 1 (told and kept): EJECT did not tell an ejection
+/// because its key holds a later deadline; a script told an event but Redis refused to
+/// keep it.
+pub(super) const NOT_TOLD: i64 = 0;
+pub(super) const NOT_KEPT: i64 = 2;
+
+/// Unless the key of the ejection holds a later deadline, publishes the ejection and sets
+/// the key. KEYS: the key, the channel; ARGV: the event, its deadline (ms since the epoch),
+/// the key's TTL (ms).
+const EJECT: &str = r"
+local current = stored(KEYS[1])
+if current and tonumber(current['until_ms']) and tonumber(current['until_ms']) >= tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('PUBLISH', KEYS[2], ARGV[1])
+if kept(KEYS[1], ARGV[1], ARGV[3]) then return 1 end
+return 2
+";
+
+/// Deletes the key of an ejection unless it began after the restore, publishes the
+/// restore, and keeps it (unless a later one is kept) for as long as that ejection had left
+/// or `ARGV[3]`, whichever is longer. KEYS: the ejection's key, the channel, the restore's
+/// key; ARGV: the event, when it answered (ms since the epoch), how long to keep it at
+/// least (ms).
+const RESTORE: &str = r"
+local current = stored(KEYS[1])
+local keep = tonumber(ARGV[3])
+if not (current and tonumber(current['at_ms']) and tonumber(current['at_ms']) > tonumber(ARGV[2])) then
+  local left = redis.call('PTTL', KEYS[1])
+  if left > keep then keep = left end
+  redis.call('DEL', KEYS[1])
+end
+redis.call('PUBLISH', KEYS[2], ARGV[1])
+local last = stored(KEYS[3])
+if last and tonumber(last['at_ms']) and tonumber(last['at_ms']) >= tonumber(ARGV[2]) then
+  return 1
+end
+if kept(KEYS[3], ARGV[1], keep) then return 1 end
+return 2
+";
+
+/// The least time a restore is kept for replicas that did not hear it, whatever the
+/// configuration's `max_cooldown`.
+const RESTORE_KEPT_AT_LEAST: Duration = Duration::from_secs(1);
+
+/// The `EVAL` that tells `event` (from `origin`) and keeps it: `max_cooldown` is how long a
+/// cooldown here can last, which a kept restore must outlive.
+pub(super) fn command(
+    names: &Names,
+    origin: &str,
+    event: &HealthEvent,
+    now: SystemTime,
+    max_cooldown: Duration,
+) -> redis::Cmd {
+    let id = event.id().as_str();
+    let text = wire::encode(origin, event);
+    let mut script = redis::cmd("EVAL");
+    match event {
+        HealthEvent::Ejected { until, .. } => script
+            .arg(format!("{PRELUDE}{EJECT}"))
+            .arg(2)
+            .arg(names.ejected(id))
+            .arg(&names.channel)
+            .arg(&text)
+            .arg(wire::unix_ms(*until))
+            .arg(wire::ttl_ms(event, now)),
+        HealthEvent::Restored { at, .. } => script
+            .arg(format!("{PRELUDE}{RESTORE}"))
+            .arg(3)
+            .arg(names.ejected(id))
+            .arg(&names.channel)
+            .arg(names.restored(id))
+            .arg(&text)
+            .arg(wire::unix_ms(*at))
+            .arg(max_cooldown.max(RESTORE_KEPT_AT_LEAST).as_millis() as u64),
+    };
+    script
+}
