@@ -1,6 +1,6 @@
 //! The admin routes: `/healthz`, `/upstreams` (health as JSON), `/ui` (the page that draws
 //! `/upstreams` for the person on call) and `/metrics` (Prometheus: the recorder's series,
-//! then the health of the deployments the registry has now, from `health_metrics`).
+//! then the health of the deployments the registry has now).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +13,7 @@ use http::header::{
 };
 use http::{HeaderValue, Response};
 use llm_tower::HealthRegistry;
+use llm_tower::error_response::render_health_metrics;
 use llm_tower::health_store::{HealthStore, HealthStoreStatus};
 use metrics_exporter_prometheus::PrometheusHandle;
 
@@ -60,7 +61,7 @@ pub(crate) fn routes(
                     if !text.is_empty() && !text.ends_with('\n') {
                         text.push('\n');
                     }
-                    text.push_str(&crate::health_metrics::render(&registry));
+                    text.push_str(&render_health_metrics(&registry));
                     Response::builder()
                         .header(CONTENT_TYPE, "text/plain; version=0.0.4")
                         .body(Body::from(text))

@@ -31,7 +31,6 @@ pub mod cli;
 mod client_auth;
 mod config;
 mod demo;
-mod health_metrics;
 mod models;
 mod reload;
 mod router;

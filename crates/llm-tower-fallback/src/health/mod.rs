@@ -66,16 +66,11 @@ struct State {
 }
 
 impl State {
-    /// No cooldown is in force: none began, or the last one is over.
-    fn cooldown_over(&self, now: Instant) -> bool {
-        self.until.is_none_or(|until| until <= now)
-    }
-
     /// Word, given at `said`, that the deployment is out until `deadline`: pushes the
     /// deadline out (never in) and, if it moved, makes `said` the cooldown's newest word
-    /// unless a newer one is known. A cooldown that is over (half-open) is not extended but replaced: a
-    /// restore from between the two must not end the new one. Returns whether the
-    /// deadline moved.
+    /// unless a newer one is known. A cooldown that is over (half-open) is not extended but
+    /// replaced: a restore from between the two must not end the new one. Returns whether
+    /// the deadline moved.
     fn push_deadline(
         &mut self,
         said: Instant,
@@ -84,7 +79,8 @@ impl State {
         remote: bool,
     ) -> bool {
         let before = self.until;
-        let over = self.cooldown_over(now);
+        // No cooldown in force: none began, or the last one is over.
+        let over = self.until.is_none_or(|until| until <= now);
         extend(&mut self.until, deadline);
         let moved = self.until != before;
         if moved {

@@ -1,5 +1,5 @@
-//! Metrics through the `metrics` facade (feature `metrics`): per-attempt counters and latency,
-//! per-endpoint health gauges.
+//! Metrics through the `metrics` facade (feature `metrics`): per-attempt counters and latency
+//! (the per-endpoint health series are `health_metrics.rs`).
 
 use std::sync::PoisonError;
 
@@ -112,49 +112,5 @@ impl MetricHandles {
             AttemptKind::First => {}
         }
         endpoint.count(id, attempt.outcome);
-    }
-}
-
-/// Publishes per-endpoint health (`llm_tower_endpoint_healthy` 1/0), the ejection counter
-/// (`llm_tower_ejections_total`) and, where they apply, the health checks
-/// (`llm_tower_health_checks_total` by `result`, `llm_tower_health_check_latency_seconds`
-/// of the last one) and the `least_latency` estimate (`llm_tower_latency_estimate_seconds`)
-/// from a registry snapshot; call it before rendering metrics.
-///
-/// A recorder keeps every series it was given: a deployment that leaves the registry (a
-/// reloaded configuration dropped it) is still exported as it last was. Where deployments
-/// come and go, render these from [`HealthRegistry::snapshot`](llm_tower_fallback::HealthRegistry::snapshot)
-/// at each scrape instead, as the gateway does.
-///
-/// ```
-/// llm_tower::error_response::record_health_metrics(&llm_tower::HealthRegistry::new());
-/// ```
-pub fn record_health_metrics(registry: &llm_tower_fallback::HealthRegistry) {
-    for snapshot in registry.snapshot() {
-        let endpoint = snapshot.id.to_string();
-        let healthy = snapshot.status == llm_tower_fallback::Status::Healthy;
-        metrics::gauge!("llm_tower_endpoint_healthy", "endpoint" => endpoint.clone())
-            .set(if healthy { 1.0 } else { 0.0 });
-        metrics::counter!("llm_tower_ejections_total", "endpoint" => endpoint.clone())
-            .absolute(snapshot.total_ejections);
-        if let Some(check) = &snapshot.last_check {
-            for (result, count) in [
-                ("passed", snapshot.checks_passed),
-                ("failed", snapshot.checks_failed),
-            ] {
-                metrics::counter!(
-                    "llm_tower_health_checks_total",
-                    "endpoint" => endpoint.clone(),
-                    "result" => result
-                )
-                .absolute(count);
-            }
-            metrics::gauge!("llm_tower_health_check_latency_seconds", "endpoint" => endpoint.clone())
-                .set(check.latency_ms / 1000.0);
-        }
-        if let Some(latency) = snapshot.latency_ms {
-            metrics::gauge!("llm_tower_latency_estimate_seconds", "endpoint" => endpoint)
-                .set(latency / 1000.0);
-        }
     }
 }

@@ -6,6 +6,8 @@
 mod body;
 mod completion;
 mod future;
+#[cfg(feature = "metrics")]
+mod health_metrics;
 mod layer;
 #[cfg(feature = "metrics")]
 mod metrics;
@@ -13,9 +15,9 @@ mod service;
 
 pub use body::ResponseBody;
 pub use future::ResponseFuture;
-pub use layer::ErrorResponseLayer;
 #[cfg(feature = "metrics")]
-pub use metrics::record_health_metrics;
+pub use health_metrics::{record_health_metrics, render_health_metrics};
+pub use layer::ErrorResponseLayer;
 pub use service::ErrorResponse;
 
 /// Response header naming the deployment (the endpoint, or `endpoint/model`) whose response
