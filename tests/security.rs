@@ -10,7 +10,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use common::{CHAT, body, endpoint, only, refusing_base_url, start, start_mounted};
+use common::{CHAT, body, endpoint, only, raw_upstream, refusing_base_url, start, start_mounted};
 use http::{Request, Response, StatusCode};
 use http_body_util::{Empty, Full};
 use llm_tower::{
@@ -375,6 +375,36 @@ async fn a_key_echoed_by_the_upstream_never_reaches_the_client() {
             "{status}: {everything}"
         );
         assert!(everything.contains("sk-...only"), "{status}: {everything}");
+    }
+}
+
+/// The status line is written by the gateway: an upstream's reason phrase is free text, and
+/// can quote the key it got.
+#[tokio::test]
+async fn an_upstream_reason_phrase_or_header_never_relays_its_key() {
+    for reply in [
+        &b"HTTP/1.1 401 Bad key sk-upstream-only\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}"[..],
+        b"HTTP/1.1 200 OK sk-upstream-only\r\nx-echo: key=sk-upstream-only;\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}",
+    ] {
+        let upstream = raw_upstream(reply).await;
+        let mut config = Config::with_endpoints(vec![endpoint("only", upstream, 0)]);
+        config.endpoints[0].retry_policy = llm_tower::RetryPolicy::NoRetry;
+        let gw = start(config).await;
+        let answer = gw
+            .raw(&format!(
+                "POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{CHAT}",
+                CHAT.len()
+            ))
+            .await;
+        assert!(
+            answer.starts_with("HTTP/1.1 401 Unauthorized\r\n")
+                || answer.starts_with("HTTP/1.1 200 OK\r\n"),
+            "{answer}"
+        );
+        assert!(!answer.contains("sk-upstream-only"), "{answer}");
+        if answer.starts_with("HTTP/1.1 200") {
+            assert!(answer.contains("x-echo: key=sk-...only;"), "{answer}");
+        }
     }
 }
 

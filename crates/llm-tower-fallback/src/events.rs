@@ -407,7 +407,7 @@ mod tests {
         assert_eq!(current, [EndpointId::from("a")]);
 
         let cell = registry.cell(&"a".into());
-        assert!(cell.record_success(None));
+        assert!(cell.record_success(None, Instant::now()));
         registry.restored(&"a".into());
         let event = events.try_recv().unwrap();
         assert!(
@@ -474,7 +474,7 @@ mod tests {
         let crate::health::Admission::Probe(probe) = cell.admit(Instant::now()) else {
             panic!("half-open: the probe");
         };
-        assert!(cell.record_success(Some(probe)));
+        assert!(cell.record_success(Some(probe), Instant::now()));
         tokio::time::advance(Duration::from_millis(2)).await;
         cell.record_failure(Instant::now(), Duration::from_secs(5), None, None, POLICY)
             .expect("ejects");

@@ -1,6 +1,7 @@
 //! An upstream that echoes the key it received (in an error body, a header or a trailer) must
-//! not hand it to the client: error responses are masked (`sk-...abcd`) as they stream, with
-//! only the last few bytes held back, in case the key is split across two frames.
+//! not hand it to the client: the headers of every response are masked (`sk-...abcd`), and
+//! the bodies of error responses as they stream, with only the last few bytes held back, in
+//! case the key is split across two frames.
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue};
@@ -22,10 +23,11 @@ pub(crate) fn mask_headers(headers: &mut HeaderMap, key: &ApiKey) {
 }
 
 fn find(text: &[u8], needle: &[u8], from: usize) -> Option<usize> {
-    if needle.is_empty() || text.len() < needle.len() {
+    // Most header values are shorter than a key: a length check is all they cost.
+    if needle.is_empty() || text.len() < from + needle.len() {
         return None;
     }
-    (from..=text.len() - needle.len()).find(|&i| text[i..].starts_with(needle))
+    memchr::memmem::find(&text[from..], needle).map(|at| from + at)
 }
 
 /// The body side: frames go out masked as they come, but for the last `key.len() - 1` bytes

@@ -89,7 +89,9 @@ where
                 if pick.probe.is_some() {
                     tracing::info!(endpoint = %member.id, "probe succeeded; endpoint restored");
                 }
-                if member.health.record_success(pick.probe) {
+                // When the answering try was sent: it answered `latency` after that.
+                let sent = latency.map_or(at, |latency| at - latency);
+                if member.health.record_success(pick.probe, sent) {
                     balancer.registry.restored(&member.id);
                 }
                 return finish(result, member, &deployment, &log);
@@ -376,17 +378,18 @@ impl<RB> Failed<RB> {
     }
 }
 
-/// The response carries the attempt log and the endpoint that answered; an error response
-/// of an endpoint with a key is checked for that key, which the client must never see.
+/// The response carries the attempt log and the endpoint that answered; the headers of an
+/// endpoint with a key (and the body of an error response) are checked for that key, which
+/// the client must never see.
 fn annotate<RB>(
     mut response: Response<ResponseBody<RB>>,
     selected: Selected,
     deployment: &Deployment,
     log: &Attempts,
 ) -> Response<ResponseBody<RB>> {
-    if !response.status().is_success() {
-        if let Some(key) = selected.api_key() {
-            mask_headers(response.headers_mut(), key);
+    if let Some(key) = selected.api_key() {
+        mask_headers(response.headers_mut(), key);
+        if !response.status().is_success() {
             response.headers_mut().remove(http::header::CONTENT_LENGTH);
             response.body_mut().mask_key(key.clone());
         }

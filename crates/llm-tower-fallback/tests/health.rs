@@ -196,6 +196,41 @@ async fn exactly_one_probe_among_concurrent_requests() {
     assert_eq!(stack.status("a"), Status::Healthy);
 }
 
+/// A success of a request sent before the ejection says nothing of the outage that followed:
+/// it neither ends the cooldown (one the upstream asked for included) nor counts as a restore.
+#[tokio::test(start_paused = true)]
+async fn a_late_success_does_not_end_a_cooldown_that_began_after_it_was_sent() {
+    for ejection in [Step::Status(503), Step::header(429, RETRY_AFTER, "30")] {
+        let stack = Stack::new(vec![ep("a"), with("b", |b| b.priority(1))]);
+        let gate = Arc::new(Notify::new());
+        stack
+            .upstream
+            .script("a", [Step::Gate(gate.clone()), ejection]);
+        // Sent while a is healthy; answers only later.
+        let slow = tokio::spawn({
+            let svc = stack.service.clone();
+            async move { svc.oneshot(Request::new(String::new())).await }
+        });
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        tokio::time::advance(Duration::from_millis(10)).await;
+        // Meanwhile a fails and is put out.
+        assert_eq!(stack.ok().await.body(), "b:200");
+        let before = stack.registry.get("a").unwrap();
+        assert_eq!(before.status, Status::Ejected);
+        gate.notify_one();
+        let slow = slow.await.unwrap().unwrap().into_body().collect().await;
+        assert_eq!(slow.unwrap().to_bytes(), "a:200");
+        let after = stack.registry.get("a").unwrap();
+        assert_eq!(after.status, Status::Ejected, "{after:?}");
+        assert_eq!(after.seconds_until_return, before.seconds_until_return);
+        // Still skipped.
+        assert_eq!(stack.ok().await.body(), "b:200");
+        assert_eq!(stack.upstream.count("a"), 2);
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn cancelled_probe_releases_the_slot() {
     let stack = Stack::new(vec![ep("a"), with("b", |b| b.priority(1))]);

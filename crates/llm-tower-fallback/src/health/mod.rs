@@ -66,6 +66,18 @@ struct State {
 }
 
 impl State {
+    /// Whether a request sent at `sent` left before the latest word on this deployment's
+    /// health: before the cooldown in force began (or was last pushed out), or before a
+    /// check put it on probation.
+    fn sent_before_last_word(&self, sent: Instant) -> bool {
+        let word = match self.until {
+            Some(_) => self.since,
+            None if self.probation => self.restored_at,
+            None => None,
+        };
+        word.is_some_and(|word| sent < word)
+    }
+
     /// Word, given at `said`, that the deployment is out until `deadline`: pushes the
     /// deadline out (never in) and, if it moved, makes `said` the cooldown's newest word
     /// unless a newer one is known. A cooldown that is over (half-open) is not extended but
@@ -210,10 +222,16 @@ impl EndpointHealth {
         InFlight(self.clone())
     }
 
-    /// A request succeeded here: everything resets. Returns whether that restored it from
-    /// a cooldown.
-    pub(crate) fn record_success(&self, probe: Option<ProbeGuard>) -> bool {
+    /// A request sent at `sent` succeeded here: everything resets. Returns whether that
+    /// restored it from a cooldown.
+    ///
+    /// Only a request sent after the deployment was put out (or restored on probation) may
+    /// restore it: one sent before says nothing of the outage that followed. Without this,
+    /// the slow successes still in flight at an ejection would end it at once (a
+    /// `Retry-After` pause included), and each be told to the other replicas as a restore.
+    pub(crate) fn record_success(&self, probe: Option<ProbeGuard>, sent: Instant) -> bool {
         // Resetting the state below clears the probe slot; a healthy cell has none to clear.
+        let was_probe = probe.is_some();
         if let Some(probe) = probe {
             probe.resolved();
         }
@@ -224,6 +242,9 @@ impl EndpointHealth {
             return false;
         }
         let mut state = self.lock();
+        if !was_probe && state.sent_before_last_word(sent) {
+            return false;
+        }
         self.consecutive_failures.store(0, Ordering::Relaxed);
         self.check_failures.store(0, Ordering::Relaxed);
         let restored = state.until.is_some();

@@ -345,7 +345,7 @@ mod tests {
         let Admission::Probe(probe) = cell.admit(at + second) else {
             panic!("half-open");
         };
-        assert!(cell.record_success(Some(probe)));
+        assert!(cell.record_success(Some(probe), at + second));
         // Another replica's ejection from t0 arrives late (kept over an outage): stale.
         let old = Cooldown {
             since: t0,

@@ -33,7 +33,7 @@ async fn eject_probe_and_recover() {
     let p = probe(&cell, later);
     // Only one probe.
     assert!(matches!(cell.admit(later), Admission::Closed(_)));
-    cell.record_success(Some(p));
+    cell.record_success(Some(p), later);
     assert!(cell.is_healthy());
     assert!(matches!(cell.admit(later), Admission::Open));
 }
@@ -111,7 +111,8 @@ mod model {
         ProbeFails(Option<u64>),
         ProbeCancelled,
         LateFailure(Option<u64>),
-        LateSuccess,
+        /// A request that is not the probe succeeds; it was sent this many ms ago.
+        LateSuccess(u64),
         /// A health checker starts (true) or stops (false) probing this cell.
         Checker(bool),
         /// The checker takes the probe slot.
@@ -133,7 +134,7 @@ mod model {
             hint.clone().prop_map(Op::ProbeFails),
             Just(Op::ProbeCancelled),
             hint.clone().prop_map(Op::LateFailure),
-            Just(Op::LateSuccess),
+            (0u64..30_000).prop_map(Op::LateSuccess),
             any::<bool>().prop_map(Op::Checker),
             Just(Op::CheckAdmit),
             Just(Op::CheckPasses),
@@ -182,7 +183,7 @@ mod model {
                     },
                     Op::ProbeSucceeds => {
                         if let Some(guard) = probe.take() {
-                            cell.record_success(Some(guard));
+                            cell.record_success(Some(guard), now);
                             prop_assert!(cell.is_healthy());
                         }
                     }
@@ -255,12 +256,27 @@ mod model {
                             prop_assert!(cooldown <= policy.max_cooldown);
                         }
                     }
-                    Op::LateSuccess => {
-                        cell.record_success(None);
-                        prop_assert!(cell.is_healthy());
-                        // A stale success clears the probe slot with everything else.
-                        if let Some(guard) = probe.take() {
-                            guard.resolved();
+                    Op::LateSuccess(ago) => {
+                        let sent = now - Duration::from_millis(ago);
+                        let (until, since, restored_at) = {
+                            let state = cell.lock();
+                            (state.until, state.since, state.restored_at)
+                        };
+                        let stale = match until {
+                            Some(_) => since.is_some_and(|since| sent < since),
+                            None => was_on_probation && restored_at.is_some_and(|at| sent < at),
+                        };
+                        cell.record_success(None, sent);
+                        if stale {
+                            // Sent before the deployment was put out: it changes nothing.
+                            prop_assert_eq!(cell.lock().until, until);
+                            prop_assert_eq!(cell.lock().probation, was_on_probation);
+                        } else {
+                            prop_assert!(cell.is_healthy());
+                            // A success clears the probe slot with everything else.
+                            if let Some(guard) = probe.take() {
+                                guard.resolved();
+                            }
                         }
                     }
                 }

@@ -55,7 +55,7 @@ async fn a_deployment_without_a_score_starts_at_its_tiers_median() {
         },
     );
     pool.observe_latency(3, Duration::from_secs(5));
-    health.record_success(None);
+    health.record_success(None, now);
     assert!(close(cost(3), 0.060), "{}", cost(3));
 }
 

@@ -146,6 +146,12 @@ where
 {
     let mut response = match result {
         Ok(mut response) => {
+            // hyper writes an upstream's own reason phrase when it keeps one: the client gets
+            // the canonical one instead, since the upstream's is free text that can hold
+            // anything, down to the key it was sent (`401 Bad key sk-...`).
+            response
+                .extensions_mut()
+                .remove::<hyper::ext::ReasonPhrase>();
             strip_hop_by_hop(response.headers_mut());
             drop_inconsistent_length(&mut response);
             response.map(ResponseBody::upstream)
