@@ -134,6 +134,16 @@ impl GatewayConfig {
             ));
         }
         self.server.validate()?;
+        let max_body_bytes = self.upstream.fallback.max_body_bytes;
+        if self.server.max_buffered_bytes < max_body_bytes {
+            return Err(ConfigError::invalid(
+                "server.max_buffered_bytes",
+                format!(
+                    "must be at least max_body_bytes ({max_body_bytes}): a body that large \
+                     could never be taken"
+                ),
+            ));
+        }
         if let Some(admin) = self.admin_listen {
             if !is_loopback(admin) && !self.allow_unauthenticated {
                 return Err(ConfigError::invalid(

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use llm_tower::{BoxError, Error, ErrorKind};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
@@ -16,16 +15,16 @@ pin_project! {
     /// when it has not all arrived by its deadline: a dripped upload is cut as surely as a
     /// stalled one. The timer is set only when the body has to be waited for: most bodies
     /// arrive with their head.
-    pub(crate) struct BodyDeadline {
+    pub(crate) struct BodyDeadline<B> {
         #[pin]
-        inner: Incoming,
+        inner: B,
         deadline: Instant,
         timer: Option<Pin<Box<Sleep>>>,
     }
 }
 
-impl BodyDeadline {
-    pub(crate) fn new(inner: Incoming, limit: Duration) -> Self {
+impl<B> BodyDeadline<B> {
+    pub(crate) fn new(inner: B, limit: Duration) -> Self {
         Self {
             inner,
             deadline: Instant::now() + limit,
@@ -34,7 +33,11 @@ impl BodyDeadline {
     }
 }
 
-impl Body for BodyDeadline {
+impl<B> Body for BodyDeadline<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
     type Data = Bytes;
     type Error = BoxError;
 

@@ -3,6 +3,7 @@
 //! `axum::serve`), because every limit below needs a hook there.
 
 mod body;
+mod budget;
 mod conn;
 mod direct;
 mod live;
@@ -23,6 +24,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use budget::BodyBudget;
 use conn::{ConnState, Timeouts, TrackedIo};
 pub(crate) use direct::Direct;
 pub use live::LiveRoutes;
@@ -36,9 +38,10 @@ pub use settings::ServerSettings;
 /// after that is cut (and counted in the log).
 ///
 /// Each connection gets the settings' limits: a header read timeout, a body read deadline
-/// (408), an idle timeout, a header size cap (431), HTTP/2 keep-alive pings; at
-/// `max_connections` the loop stops accepting until one closes. Running out of file
-/// descriptors on accept backs off instead of spinning.
+/// (408), an idle timeout, a header size cap (431), HTTP/2 keep-alive pings and a cap on
+/// concurrent streams; at `max_connections` the loop stops accepting until one closes. The
+/// request bodies of all connections share one budget of bytes (`max_buffered_bytes`: 503
+/// past it). Running out of file descriptors on accept backs off instead of spinning.
 ///
 /// # Errors
 ///
@@ -58,6 +61,7 @@ pub async fn serve(
         send: settings.send_timeout,
     };
     let permits = Arc::new(Semaphore::new(settings.max_connections));
+    let budget = BodyBudget::new(settings.max_buffered_bytes);
     let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();
     let mut accept_errors = AcceptErrors::default();
@@ -88,6 +92,7 @@ pub async fn serve(
             routes.clone(),
             state.clone(),
             settings.body_read_timeout,
+            budget.clone(),
         ));
         let builder = builder.clone();
         let watcher = graceful.watcher();
@@ -119,6 +124,7 @@ fn connection_builder(settings: &ServerSettings) -> auto::Builder<TokioExecutor>
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(settings.http2_max_concurrent_streams)
         .keep_alive_interval(Some(settings.http2_keep_alive_interval))
         .keep_alive_timeout(settings.http2_keep_alive_timeout);
     builder

@@ -21,6 +21,7 @@ use pin_project_lite::pin_project;
 use tower::Service;
 
 use super::body::BodyDeadline;
+use super::budget::{BodyBudget, Budgeted, Share};
 use super::conn::ConnState;
 use super::direct::{Answer, DirectBody, DirectFuture};
 use super::live::LiveRoutes;
@@ -32,6 +33,7 @@ pub(crate) struct TrackedService {
     routes: LiveRoutes,
     state: Arc<ConnState>,
     body_read_timeout: Option<Duration>,
+    budget: Arc<BodyBudget>,
 }
 
 impl TrackedService {
@@ -39,11 +41,13 @@ impl TrackedService {
         routes: LiveRoutes,
         state: Arc<ConnState>,
         body_read_timeout: Option<Duration>,
+        budget: Arc<BodyBudget>,
     ) -> Self {
         Self {
             routes,
             state,
             body_read_timeout,
+            budget,
         }
     }
 }
@@ -64,6 +68,18 @@ impl Service<Request<Incoming>> for TrackedService {
         if let Some(refusal) = host_problem(&request) {
             return TrackedFuture::refused(refusal, Done(self.state.clone()));
         }
+        // The body's bytes are taken from the process's budget as they come: a declared
+        // length that cannot fit is refused before a byte of it is read.
+        let share = match self
+            .budget
+            .share(http_body::Body::size_hint(request.body()).lower())
+        {
+            Ok(share) => share,
+            Err(refusal) => {
+                return TrackedFuture::refused(refusal.to_response(), Done(self.state.clone()));
+            }
+        };
+        let request = request.map(|body| Budgeted::new(body, share.clone()));
         let request = match self.body_read_timeout {
             Some(limit) => request.map(|body| Body::new(BodyDeadline::new(body, limit))),
             None => request.map(Body::new),
@@ -80,7 +96,11 @@ impl Service<Request<Incoming>> for TrackedService {
                 future: routes.router.clone().call(request),
             },
         };
-        TrackedFuture { state, done }
+        TrackedFuture {
+            state,
+            done,
+            share: Some(share),
+        }
     }
 }
 
@@ -129,6 +149,9 @@ pin_project! {
         #[pin]
         state: State,
         done: Option<Done>,
+        // The request's share of the body budget, given back with the response head: the
+        // balancer lets go of the body by then.
+        share: Option<Arc<Share>>,
     }
 }
 
@@ -148,6 +171,7 @@ impl TrackedFuture {
                 response: Some(response),
             },
             done: Some(done),
+            share: None,
         }
     }
 }
@@ -171,6 +195,7 @@ impl Future for TrackedFuture {
                 .map(|body| Inner::Router { body }),
         };
         let done = this.done.take();
+        this.share.take();
         Poll::Ready(Ok(response.map(|inner| TrackedBody { inner, done })))
     }
 }

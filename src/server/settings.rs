@@ -45,6 +45,14 @@ pub struct ServerSettings {
     /// Connections served at once (default 10 000); at the cap the gateway stops accepting
     /// until one closes, so established clients keep being served.
     pub max_connections: usize,
+    /// Request body bytes the whole process holds at once (default 512 MiB; at least
+    /// `max_body_bytes`). Each body is buffered for replay up to `max_body_bytes`; this
+    /// bounds their sum. A request whose body does not fit is refused with 503 and
+    /// `Retry-After`, before its body is read when it declares its length, at the first
+    /// byte past the budget otherwise. Size it to the memory the gateway may use.
+    pub max_buffered_bytes: usize,
+    /// Requests one HTTP/2 connection may have in flight at once (default 100).
+    pub http2_max_concurrent_streams: u32,
     /// On SIGTERM or Ctrl-C, how long in-flight requests and streams may finish before the
     /// rest are cut (default 30 s).
     #[serde(with = "llm_tower::core::duration")]
@@ -66,12 +74,18 @@ impl Default for ServerSettings {
             send_timeout: Some(Duration::from_secs(60)),
             max_header_bytes: 64 * 1024,
             max_connections: 10_000,
+            max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
+            http2_max_concurrent_streams: 100,
             shutdown_grace: Duration::from_secs(30),
             http2_keep_alive_interval: Duration::from_secs(20),
             http2_keep_alive_timeout: Duration::from_secs(20),
         }
     }
 }
+
+/// Default budget for buffered request bodies: 512 MiB, sixteen bodies of the default
+/// 32 MiB cap, or thousands of ordinary prompts.
+pub(crate) const DEFAULT_MAX_BUFFERED_BYTES: usize = 512 * 1024 * 1024;
 
 /// hyper reads at least this much at a time; a smaller header cap cannot be enforced.
 const MIN_HEADER_BYTES: usize = 8 * 1024;
@@ -111,6 +125,12 @@ impl ServerSettings {
         if self.max_connections == 0 {
             return Err(ConfigError::invalid(
                 "server.max_connections",
+                "must be at least 1",
+            ));
+        }
+        if self.http2_max_concurrent_streams == 0 {
+            return Err(ConfigError::invalid(
+                "server.http2_max_concurrent_streams",
                 "must be at least 1",
             ));
         }

@@ -166,15 +166,14 @@ where
         Ok(collected) => Ok(BufferedBody::new(collected.to_bytes())),
         // A limit further out (tower-http's, wrapped by axum) counts the same as ours.
         Err(err) if is_length_limit(&*err) => Err(Error::body_too_large(limit)),
-        // A server that timed the upload out (or otherwise said what went wrong) is believed.
-        Err(err) if ErrorKind::of(&*err) == ErrorKind::RequestTimeout => Err(Error::new(
-            ErrorKind::RequestTimeout,
-            "the request body did not arrive in time",
-        )),
-        Err(err) => Err(Error::new(
-            ErrorKind::InvalidRequest,
-            format!("could not read the request body: {err}"),
-        )),
+        // A server that said what went wrong (the upload timed out, its memory budget for
+        // bodies is spent) is believed.
+        Err(err) => Err(Error::find_in(&*err).unwrap_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidRequest,
+                format!("could not read the request body: {err}"),
+            )
+        })),
     }
 }
 

@@ -91,7 +91,7 @@ pub fn classify_error_kind(kind: ErrorKind) -> Classification {
         ErrorKind::Unrecognized | ErrorKind::Internal | ErrorKind::NoEndpointAvailable => {
             Classification::Unrecognized
         }
-        ErrorKind::Local => Classification::Local,
+        ErrorKind::Local | ErrorKind::Overloaded => Classification::Local,
         ErrorKind::Connect
         | ErrorKind::Closed
         | ErrorKind::Timeout

@@ -74,6 +74,10 @@ pub enum ErrorKind {
     Unauthorized,
     /// No endpoint may be tried now (all cooling down, `when_all_unhealthy: fail`). 503.
     NoEndpointAvailable,
+    /// The gateway holds as many request bytes as it may (its budget for buffered request
+    /// bodies is spent): the request is refused before its body is read, with a
+    /// `Retry-After`. 503; nothing was sent upstream.
+    Overloaded,
     /// A bug or misuse inside the stack. 500.
     Internal,
 }
@@ -94,7 +98,9 @@ impl ErrorKind {
             Self::ModelNotFound => StatusCode::NOT_FOUND,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::NoEndpointAvailable | Self::Local => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NoEndpointAvailable | Self::Local | Self::Overloaded => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -117,6 +123,7 @@ impl ErrorKind {
             Self::RequestTimeout => "request_timeout",
             Self::Unauthorized => "invalid_api_key",
             Self::NoEndpointAvailable => "no_endpoint_available",
+            Self::Overloaded => "gateway_overloaded",
             Self::Internal => "internal_error",
         }
     }
@@ -128,7 +135,7 @@ impl ErrorKind {
             | Self::ModelNotFound
             | Self::RequestTimeout
             | Self::Unauthorized => "invalid_request_error",
-            Self::NoEndpointAvailable => "service_unavailable",
+            Self::NoEndpointAvailable | Self::Overloaded => "service_unavailable",
             Self::Internal | Self::Local => "server_error",
             _ => "upstream_error",
         }
@@ -322,6 +329,32 @@ impl Error {
     pub fn with_attempts(mut self, attempts: Attempts) -> Self {
         self.attempts = Some(attempts);
         self
+    }
+
+    /// The first llm-tower error in `err`'s chain of causes, as a new error of the same kind,
+    /// message and `Retry-After` (without its causes): how a layer passes on what a body or
+    /// service further in said went wrong, through wrappers such as axum's body error.
+    ///
+    /// ```
+    /// use llm_tower_core::{BoxError, Error, ErrorKind};
+    ///
+    /// let timed_out: BoxError = Error::new(ErrorKind::RequestTimeout, "too slow").into();
+    /// let found = Error::find_in(&*timed_out).unwrap();
+    /// assert_eq!((found.kind(), found.to_string()), (ErrorKind::RequestTimeout, "too slow".into()));
+    /// assert!(Error::find_in(&std::io::Error::other("plain")).is_none());
+    /// ```
+    pub fn find_in(err: &(dyn StdError + 'static)) -> Option<Self> {
+        let mut current = Some(err);
+        while let Some(e) = current {
+            if let Some(found) = e.downcast_ref::<Error>() {
+                return Some(Self {
+                    retry_after: found.retry_after,
+                    ..Self::new(found.kind, found.message.clone())
+                });
+            }
+            current = e.source();
+        }
+        None
     }
 
     /// The kind.
