@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use http::header::AUTHORIZATION;
-use http::{HeaderName, Request, Response};
+use http::{HeaderName, Method, Request, Response};
 use llm_tower::{Caller, ConfigError, Error, ErrorKind, Secret};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
@@ -182,7 +182,25 @@ impl Presented<'_> {
             Self::Basic(key) => key,
         }
     }
+
+    /// Whether this key may be used for `request`. A browser sends the Basic password it
+    /// was given with every request to the gateway's address, whichever page makes it send
+    /// one: it counts only for reading the operator's pages (`GET /ui`, `/upstreams`,
+    /// `/metrics`, which Prometheus may scrape with Basic), never for spending the
+    /// providers' keys or for anything that changes state.
+    fn serves<B>(&self, request: &Request<B>) -> bool {
+        match self {
+            Self::Plain(_) => true,
+            Self::Basic(_) => {
+                matches!(*request.method(), Method::GET | Method::HEAD)
+                    && BASIC_PATHS.contains(&request.uri().path())
+            }
+        }
+    }
 }
+
+/// The pages a Basic password opens.
+const BASIC_PATHS: [&str; 3] = ["/ui", "/upstreams", "/metrics"];
 
 /// The password of a Basic credential: base64 of `user:password` (RFC 7617).
 fn basic_password(token: &[u8]) -> Option<Vec<u8>> {
@@ -229,6 +247,7 @@ impl<B> ValidateRequest<B> for ClientKeys {
 
     fn validate(&mut self, request: &mut Request<B>) -> Result<(), Response<Body>> {
         let caller = presented(request)
+            .filter(|key| key.serves(request))
             .and_then(|key| self.caller(key.key()))
             .cloned();
         if let Some(caller) = caller {
@@ -243,11 +262,16 @@ impl<B> ValidateRequest<B> for ClientKeys {
             "request refused: no valid client key"
         );
         self.refused.increment(1);
-        let message = if presented(request).is_none() {
-            "this gateway needs a key: send it as `Authorization: Bearer <key>`, `x-api-key` \
-             or `api-key` (or, from a browser, as the password it asks for)"
-        } else {
-            "the key sent is not one of this gateway's keys"
+        let message = match presented(request) {
+            None => {
+                "this gateway needs a key: send it as `Authorization: Bearer <key>`, `x-api-key` \
+                 or `api-key` (or, from a browser, as the password it asks for)"
+            }
+            Some(key) if !key.serves(request) => {
+                "a key sent as a Basic password opens only `GET /ui`, `/upstreams` and \
+                 `/metrics`: send it as `Authorization: Bearer <key>`, `x-api-key` or `api-key`"
+            }
+            Some(_) => "the key sent is not one of this gateway's keys",
         };
         let mut response: Response<Body> =
             Error::new(ErrorKind::Unauthorized, message).to_response();

@@ -1,6 +1,6 @@
 //! The gateway's configuration file: the library's [`Config`] plus the gateway's own keys
-//! (`listen`, `mount`, `admin_listen`, `server`, `client_auth`, `allow_unauthenticated`), all
-//! at the top level of one YAML, TOML or JSON file.
+//! (`listen`, `mount`, `admin_listen`, `server`, `client_auth`, `allow_unauthenticated`,
+//! `allowed_hosts`, `cors`), all at the top level of one YAML, TOML or JSON file.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -9,7 +9,8 @@ use llm_tower::config::Document;
 use llm_tower::{Config, ConfigError};
 use serde::Deserialize;
 
-use crate::{ClientAuth, ServerSettings};
+use crate::browser::validate_hosts;
+use crate::{ClientAuth, CorsSettings, ServerSettings};
 
 /// Default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -46,6 +47,14 @@ pub struct GatewayConfig {
     pub client_auth: Option<ClientAuth>,
     /// Serve a non-loopback `listen` without `client_auth` anyway.
     pub allow_unauthenticated: bool,
+    /// Host names (or addresses) clients reach the gateway by, besides `localhost`,
+    /// `127.0.0.1`, `[::1]` and the listen address: a listener without client keys on
+    /// loopback, and every listener when this is not empty, refuses any other `Host` (403),
+    /// so that a web page cannot reach it through a name rebound to this machine.
+    pub allowed_hosts: Vec<String>,
+    /// The web origins whose pages may call the gateway from a browser (default none:
+    /// requests that name another origin are refused with 403).
+    pub cors: Option<CorsSettings>,
     /// The upstream configuration.
     pub upstream: Config,
 }
@@ -66,6 +75,10 @@ struct GatewayKeys {
     client_auth: Option<ClientAuth>,
     #[serde(default)]
     allow_unauthenticated: bool,
+    #[serde(default)]
+    allowed_hosts: Vec<String>,
+    #[serde(default)]
+    cors: Option<CorsSettings>,
 }
 
 impl GatewayConfig {
@@ -78,6 +91,8 @@ impl GatewayConfig {
             server: ServerSettings::default(),
             client_auth: None,
             allow_unauthenticated: false,
+            allowed_hosts: Vec::new(),
+            cors: None,
             upstream,
         }
     }
@@ -96,6 +111,8 @@ impl GatewayConfig {
             server: keys.server,
             client_auth: keys.client_auth,
             allow_unauthenticated: keys.allow_unauthenticated,
+            allowed_hosts: keys.allowed_hosts,
+            cors: keys.cors,
             ..Self::new(upstream)
         };
         if let Some(listen) = keys.listen {
@@ -134,6 +151,10 @@ impl GatewayConfig {
             ));
         }
         self.server.validate()?;
+        validate_hosts(&self.allowed_hosts)?;
+        if let Some(cors) = &self.cors {
+            cors.validate()?;
+        }
         let max_body_bytes = self.upstream.fallback.max_body_bytes;
         if self.server.max_buffered_bytes < max_body_bytes {
             return Err(ConfigError::invalid(

@@ -27,6 +27,7 @@
 //! ```
 
 mod admin;
+mod browser;
 pub mod cli;
 mod client_auth;
 mod config;
@@ -38,6 +39,7 @@ mod server;
 mod watch;
 
 pub use admin::Generation;
+pub use browser::CorsSettings;
 pub use client_auth::{ClientAuth, ClientKey};
 pub use config::{DEFAULT_LISTEN, DEFAULT_MOUNT, GatewayConfig};
 pub use demo::{Demo, demo};

@@ -19,6 +19,7 @@ use tracing::Level;
 
 use crate::GatewayConfig;
 use crate::admin::{self, Generation};
+use crate::browser::BrowserGuard;
 use crate::client_auth::ClientKeys;
 use crate::models;
 use crate::server::Direct;
@@ -45,7 +46,7 @@ pub struct App {
     pub main: Routes,
     /// For `admin_listen`, when set: `/healthz`, `/upstreams`, `/ui`, `/metrics`, without client
     /// authentication.
-    pub admin: Option<Router>,
+    pub admin: Option<Routes>,
     /// The health of every endpoint.
     pub health: HealthRegistry,
     /// The deployments the stack balances over (a reload forgets the health of the others).
@@ -90,6 +91,8 @@ pub(crate) struct Process {
 pub struct Routes {
     pub(crate) router: Router,
     pub(crate) direct: Option<Direct>,
+    /// What the listener allows of browsers (`Host`, `Origin`, CORS).
+    pub(crate) browsers: BrowserGuard,
 }
 
 impl Routes {
@@ -104,6 +107,7 @@ impl From<Router> for Routes {
         Self {
             router,
             direct: None,
+            browsers: BrowserGuard::default(),
         }
     }
 }
@@ -173,8 +177,23 @@ pub(crate) fn build(
     let ids = SequentialRequestId::new();
 
     let admin_routes = admin::routes(&registry, metrics, process.store.clone(), generation);
+    let browsers = |listen, client_keys| {
+        BrowserGuard::new(
+            listen,
+            client_keys,
+            &config.allowed_hosts,
+            config.cors.as_ref(),
+        )
+    };
     let (mut protected, admin) = match config.admin_listen {
-        Some(_) => (Router::new(), Some(admin::healthz().merge(admin_routes))),
+        Some(listen) => (
+            Router::new(),
+            Some(Routes {
+                router: admin::healthz().merge(admin_routes),
+                direct: None,
+                browsers: browsers(listen, false),
+            }),
+        ),
         None => (admin_routes, None),
     };
     // The paths the router serves itself, for the direct path to leave to it.
@@ -218,6 +237,7 @@ pub(crate) fn build(
     let main = Routes {
         router: router.layer(middleware),
         direct: Some(direct),
+        browsers: browsers(config.listen, config.client_auth.is_some()),
     };
     Ok(App {
         main,

@@ -61,7 +61,7 @@ async fn half_sent_headers_are_cut_at_the_header_timeout_while_others_are_served
     let mock = MockProvider::start().await.unwrap();
     let gw = gateway(&mock, settings()).await;
     let mut slow = connect(&gw).await;
-    slow.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\nx-pa")
+    slow.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nhost: localhost\r\nx-pa")
         .await
         .unwrap();
     // Meanwhile another client is served.
@@ -77,7 +77,7 @@ async fn headers_dripped_a_byte_at_a_time_are_cut_too() {
     let gw = gateway(&mock, settings()).await;
     let mut drip = connect(&gw).await;
     let started = Instant::now();
-    let head = b"POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\nx-padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n";
+    let head = b"POST /v1/chat/completions HTTP/1.1\r\nhost: localhost\r\nx-padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n";
     for byte in head {
         if drip.write_all(&[*byte]).await.is_err() {
             break;
@@ -101,7 +101,7 @@ async fn a_stalled_or_dripped_body_gets_408_and_nothing_goes_upstream() {
     let mut stalled = connect(&gw).await;
     stalled
         .write_all(
-            b"POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\ncontent-length: 100\r\n\r\n{",
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: localhost\r\ncontent-length: 100\r\n\r\n{",
         )
         .await
         .unwrap();
@@ -112,9 +112,11 @@ async fn a_stalled_or_dripped_body_gets_408_and_nothing_goes_upstream() {
 
     // A body dripped a byte every 50 ms: each byte is on time, the whole is not.
     let mut drip = connect(&gw).await;
-    drip.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\ncontent-length: 60\r\n\r\n")
-        .await
-        .unwrap();
+    drip.write_all(
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: localhost\r\ncontent-length: 60\r\n\r\n",
+    )
+    .await
+    .unwrap();
     let started = Instant::now();
     let dripping = async {
         for _ in 0..60 {
@@ -138,7 +140,7 @@ async fn an_idle_keep_alive_connection_is_closed() {
     let mut stream = connect(&gw).await;
     stream
         .write_all(format!(
-            "POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\ncontent-length: {}\r\n\r\n{CHAT}",
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: localhost\r\ncontent-length: {}\r\n\r\n{CHAT}",
             CHAT.len()
         ).as_bytes())
         .await
@@ -161,7 +163,7 @@ async fn an_oversized_header_block_gets_431_within_the_configured_bound() {
     let big = "a".repeat(server.max_header_bytes);
     let answer = gw
         .raw(&format!(
-            "POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\nx-big: {big}\r\ncontent-length: 2\r\n\r\n{{}}"
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: localhost\r\nx-big: {big}\r\ncontent-length: 2\r\n\r\n{{}}"
         ))
         .await;
     assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
@@ -180,7 +182,7 @@ async fn an_oversized_header_block_gets_431_within_the_configured_bound() {
     for _ in 0..20 {
         let mut stream = connect(&gw).await;
         let almost = format!(
-            "POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\nx-big: {}",
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: localhost\r\nx-big: {}",
             "a".repeat(server.max_header_bytes - 100)
         );
         stream.write_all(almost.as_bytes()).await.unwrap();
@@ -222,7 +224,7 @@ async fn at_the_connection_cap_new_clients_wait_and_established_ones_are_served(
     // A third client is not accepted while both slots are taken...
     let mut third = connect(&gw).await;
     third
-        .write_all(b"GET /healthz HTTP/1.1\r\nhost: gw\r\nconnection: close\r\n\r\n")
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
         .await
         .unwrap();
     let mut first_byte = [0u8; 1];
@@ -396,7 +398,7 @@ async fn a_client_that_stops_reading_is_cut_at_the_send_timeout() {
     stalled
         .write_all(
             format!(
-                "POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\ncontent-length: {}\r\n\r\n{CHAT}",
+                "POST /v1/chat/completions HTTP/1.1\r\nhost: localhost\r\ncontent-length: {}\r\n\r\n{CHAT}",
                 CHAT.len()
             )
             .as_bytes(),

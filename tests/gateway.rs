@@ -246,7 +246,7 @@ async fn body_over_the_cap_is_rejected_before_upstream() {
     let chunk = "x".repeat(40);
     let chunked = gw
         .raw(&format!(
-            "POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n28\r\n{chunk}\r\n28\r\n{chunk}\r\n0\r\n\r\n"
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: localhost\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n28\r\n{chunk}\r\n28\r\n{chunk}\r\n0\r\n\r\n"
         ))
         .await;
     assert_eq!(declared.status(), StatusCode::PAYLOAD_TOO_LARGE);
@@ -316,7 +316,10 @@ async fn h2c_endpoints_are_reached_over_http2_when_configured() {
 #[tokio::test(start_paused = true)]
 async fn absolute_form_target_still_reaches_the_configured_endpoint() {
     let mock = MockProvider::start().await.unwrap();
-    let gw = start(only(&mock)).await;
+    // Even a host name the gateway answers to cannot choose the upstream.
+    let mut config = GatewayConfig::new(only(&mock));
+    config.allowed_hosts = vec!["evil.example".into()];
+    let gw = common::serve(config, None, std::future::pending()).await;
     let answer = gw
         .raw(&format!(
             "POST http://evil.example:9/v1/chat/completions HTTP/1.1\r\nhost: evil.example:9\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{CHAT}",

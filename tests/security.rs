@@ -10,7 +10,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use common::{CHAT, body, endpoint, only, raw_upstream, refusing_base_url, start, start_mounted};
+use common::{CHAT, body, endpoint, only, raw_upstream, refusing_base_url, start};
 use http::{Request, Response, StatusCode};
 use http_body_util::{Empty, Full};
 use llm_tower::{
@@ -238,8 +238,12 @@ fn keys_with_control_characters_are_rejected_at_load() {
 #[tokio::test(start_paused = true)]
 async fn request_targets_cannot_change_the_upstream() {
     let mock = MockProvider::start().await.unwrap();
-    // Mounted at the root, so every target reaches the balancer.
-    let gw = start_mounted(only(&mock), "/").await;
+    // Mounted at the root, so every target reaches the balancer; even a host name the
+    // gateway answers to cannot choose the upstream.
+    let mut config = GatewayConfig::new(only(&mock));
+    config.mount = "/".into();
+    config.allowed_hosts = vec!["evil.example".into()];
+    let gw = common::serve(config, None, std::future::pending()).await;
     let targets = [
         "http://evil.example/chat/completions",
         "https://evil.example:443/chat/completions",
@@ -283,7 +287,7 @@ async fn dot_segments_cannot_climb_out_of_the_base_path() {
     ] {
         let answer = gw
             .raw(&format!(
-                "POST {target} HTTP/1.1\r\nhost: gw\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{{}}"
+                "POST {target} HTTP/1.1\r\nhost: localhost\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{{}}"
             ))
             .await;
         assert!(answer.starts_with("HTTP/1.1 4"), "{target}: {answer}");
@@ -307,7 +311,7 @@ async fn framing_headers_are_never_copied_blindly() {
     // A chunked upload: the upstream gets a fresh content-length and no transfer-encoding.
     let answer = gw
         .raw(
-            "POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n5\r\n{\"a\":\r\n2\r\n1}\r\n0\r\n\r\n",
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: localhost\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n5\r\n{\"a\":\r\n2\r\n1}\r\n0\r\n\r\n",
         )
         .await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
@@ -319,7 +323,7 @@ async fn framing_headers_are_never_copied_blindly() {
     // never reaches the upstream.
     let _ = gw
         .raw(
-            "POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\ncontent-length: 4\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n0\r\n\r\nGET /admin HTTP/1.1\r\n\r\n",
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: localhost\r\ncontent-length: 4\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n0\r\n\r\nGET /admin HTTP/1.1\r\n\r\n",
         )
         .await;
     assert!(
@@ -452,7 +456,7 @@ async fn path_forms_that_upstreams_normalise_are_refused() {
     ] {
         let answer = gw
             .raw(&format!(
-                "POST {target} HTTP/1.1\r\nhost: gw\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{{}}"
+                "POST {target} HTTP/1.1\r\nhost: localhost\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{{}}"
             ))
             .await;
         assert!(answer.starts_with("HTTP/1.1 400"), "{target}: {answer}");

@@ -5,10 +5,10 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::browser::Browser;
 use common::{CHAT, Gateway, body, endpoint, header, serve, with_keys};
 use http::{Request, StatusCode};
 use http_body_util::Full;
@@ -143,128 +143,7 @@ async fn upstreams_shows_the_last_minute_and_the_last_failure() {
 }
 
 /// A WebDriver session with headless Chromium, ended when dropped.
-struct Browser {
-    driver: Child,
-    base: String,
-    session: String,
-    client: hyper_util::client::legacy::Client<
-        hyper_util::client::legacy::connect::HttpConnector,
-        Full<Bytes>,
-    >,
-}
-
-fn find(env: &str, names: &[&str]) -> Option<String> {
-    if let Ok(path) = std::env::var(env) {
-        return Some(path);
-    }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .flat_map(|dir| names.iter().map(move |name| dir.join(name)))
-        .find(|candidate| candidate.is_file())
-        .map(|found| found.to_string_lossy().into_owned())
-}
-
 impl Browser {
-    async fn start() -> Result<Self, String> {
-        let chromium = find(
-            "LLM_TOWER_CHROMIUM",
-            &["chromium", "chromium-browser", "google-chrome"],
-        )
-        .ok_or(
-            "no chromium on PATH (apt-get install chromium, or name it in LLM_TOWER_CHROMIUM)",
-        )?;
-        let chromedriver = find("LLM_TOWER_CHROMEDRIVER", &["chromedriver"])
-            .ok_or("no chromedriver on PATH (apt-get install chromium-driver, or name it in LLM_TOWER_CHROMEDRIVER)")?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| e.to_string())?
-            .port();
-        let mut driver = Command::new(chromedriver)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("chromedriver did not start: {e}"))?;
-        // It says when it listens; the rest of its output is read and dropped.
-        let stdout = driver.stdout.take().unwrap();
-        let ready = tokio::task::spawn_blocking(move || {
-            use std::io::BufRead;
-            let mut lines = std::io::BufReader::new(stdout).lines();
-            let ready = lines
-                .by_ref()
-                .map_while(Result::ok)
-                .any(|l| l.contains("started successfully"));
-            std::thread::spawn(move || lines.for_each(drop));
-            ready
-        });
-        if !tokio::time::timeout(Duration::from_secs(20), ready)
-            .await
-            .is_ok_and(|r| r.unwrap_or(false))
-        {
-            let _ = driver.kill();
-            return Err("chromedriver did not say it started".into());
-        }
-        let client =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build_http();
-        let mut browser = Self {
-            driver,
-            base: format!("http://127.0.0.1:{port}"),
-            session: String::new(),
-            client,
-        };
-        let capabilities = json!({"capabilities": {"alwaysMatch": {
-            "browserName": "chrome",
-            "goog:chromeOptions": {
-                "binary": chromium,
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                         "--window-size=1280,900", "--no-first-run", "--disable-extensions"]
-            }
-        }}});
-        let session = browser.call("POST", "/session", capabilities).await?;
-        session["sessionId"]
-            .as_str()
-            .ok_or(format!("no session: {session}"))?
-            .clone_into(&mut browser.session);
-        Ok(browser)
-    }
-
-    async fn call(&self, method: &str, path: &str, body: Value) -> Result<Value, String> {
-        let request = Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.base))
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body.to_string())))
-            .unwrap();
-        let response = self
-            .client
-            .request(request)
-            .await
-            .map_err(|e| e.to_string())?;
-        let status = response.status();
-        let answer: Value =
-            serde_json::from_slice(&body_of(response).await).map_err(|e| e.to_string())?;
-        if !status.is_success() {
-            return Err(format!("WebDriver {method} {path}: {status} {answer}"));
-        }
-        Ok(answer["value"].clone())
-    }
-
-    async fn open(&self, url: &str) {
-        let path = format!("/session/{}/url", self.session);
-        self.call("POST", &path, json!({ "url": url }))
-            .await
-            .unwrap();
-    }
-
-    /// Runs `script` in the page; what it returns.
-    async fn eval(&self, script: &str) -> Value {
-        let path = format!("/session/{}/execute/sync", self.session);
-        self.call("POST", &path, json!({ "script": script, "args": [] }))
-            .await
-            .unwrap()
-    }
-
     /// What the page shows per deployment: `{id: {status, countdown}}`, read from the
     /// rendered DOM.
     async fn deployments(&self) -> Value {
@@ -297,19 +176,6 @@ impl Browser {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-    }
-}
-
-async fn body_of(response: http::Response<hyper::body::Incoming>) -> Bytes {
-    use http_body_util::BodyExt;
-    response.into_body().collect().await.unwrap().to_bytes()
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        // Ending the driver ends its browser.
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
     }
 }
 

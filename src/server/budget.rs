@@ -232,13 +232,13 @@ mod tests {
     async fn a_chunked_body_takes_its_bytes_as_they_come_and_stops_at_the_first_that_does_not_fit()
     {
         let budget = BodyBudget::new(10);
-        let held = budget.share(4).unwrap();
+        let held = budget.share(5).unwrap();
         let share = budget.share(0).unwrap();
         let body = Budgeted::new(chunked(&[b"abc", b"def", b"ghi"]), share.clone());
         let err = body.collect().await.unwrap_err();
         assert_eq!(Error::find_in(&*err).unwrap().kind(), ErrorKind::Overloaded);
-        // The first frame fitted, the second did not: 4 + 3 held.
-        assert_eq!(budget.used(), 7);
+        // The first frame fitted, the second did not: 5 + 3 held.
+        assert_eq!(budget.used(), 8);
         drop((held, share));
         assert_eq!(budget.used(), 0);
         // Within its declared length, a body takes nothing more.

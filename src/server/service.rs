@@ -12,7 +12,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response};
 use http_body::Frame;
 use hyper::body::Incoming;
 use llm_tower::auth::{ACCOUNT_HEADERS, CREDENTIAL_HEADERS};
@@ -25,6 +25,7 @@ use super::budget::{BodyBudget, Budgeted, Share};
 use super::conn::ConnState;
 use super::direct::{Answer, DirectBody, DirectFuture};
 use super::live::LiveRoutes;
+use crate::browser::{BrowserGuard, Verdict};
 
 /// Cloned for every request (hyper-util's adapter does): it holds the routes' slot, not the
 /// routes, which each request loads as it starts.
@@ -68,6 +69,15 @@ impl Service<Request<Incoming>> for TrackedService {
         if let Some(refusal) = host_problem(&request) {
             return TrackedFuture::refused(refusal, Done(self.state.clone()));
         }
+        // The routes in force as the request starts (a reload swaps them for later ones).
+        let routes = self.routes.load();
+        let routes = &routes.1;
+        let origin = match routes.browsers.check(&request) {
+            Verdict::Serve(origin) => origin,
+            Verdict::Answer(answer) => {
+                return TrackedFuture::refused(answer, Done(self.state.clone()));
+            }
+        };
         // The body's bytes are taken from the process's budget as they come: a declared
         // length that cannot fit is refused before a byte of it is read.
         let share = match self
@@ -85,9 +95,6 @@ impl Service<Request<Incoming>> for TrackedService {
             None => request.map(Body::new),
         };
         let done = Some(Done(self.state.clone()));
-        // The routes in force as the request starts (a reload swaps them for later ones).
-        let routes = self.routes.load();
-        let routes = &routes.1;
         let state = match &routes.direct {
             Some(direct) if direct.claims(request.uri().path()) => State::Direct {
                 future: direct.call(request),
@@ -100,6 +107,7 @@ impl Service<Request<Incoming>> for TrackedService {
             state,
             done,
             share: Some(share),
+            origin,
         }
     }
 }
@@ -152,6 +160,8 @@ pin_project! {
         // The request's share of the body budget, given back with the response head: the
         // balancer lets go of the body by then.
         share: Option<Arc<Share>>,
+        // An allowed cross-origin request's `Origin`, for the CORS headers of its answer.
+        origin: Option<HeaderValue>,
     }
 }
 
@@ -172,6 +182,7 @@ impl TrackedFuture {
             },
             done: Some(done),
             share: None,
+            origin: None,
         }
     }
 }
@@ -189,11 +200,19 @@ impl Future for TrackedFuture {
                 Answer::Stack(response) => response.map(|body| Inner::Direct { body }),
                 Answer::Refused(response) => response.map(|body| Inner::Router { body }),
             },
-            StateProjection::Refused { response } => response
-                .take()
-                .expect("TrackedFuture polled after completion")
-                .map(|body| Inner::Router { body }),
+            // The front door's own answer (a preflight's included) is sent as it is.
+            StateProjection::Refused { response } => {
+                let response = response
+                    .take()
+                    .expect("TrackedFuture polled after completion");
+                return Poll::Ready(Ok(response.map(|body| TrackedBody {
+                    inner: Inner::Router { body },
+                    done: this.done.take(),
+                })));
+            }
         };
+        let mut response = response;
+        BrowserGuard::finish(response.headers_mut(), this.origin.take());
         let done = this.done.take();
         this.share.take();
         Poll::Ready(Ok(response.map(|inner| TrackedBody { inner, done })))

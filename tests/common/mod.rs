@@ -1,6 +1,8 @@
 //! Shared helpers for the black-box tests: a gateway router served in-process on loopback.
 #![allow(dead_code, unreachable_pub)] // each test file uses a different part
 
+pub mod browser;
+
 use std::net::SocketAddr;
 
 use bytes::Bytes;

@@ -87,7 +87,8 @@ pub fn classify_error_kind(kind: ErrorKind) -> Classification {
         | ErrorKind::InvalidRequest
         | ErrorKind::ModelNotFound
         | ErrorKind::RequestTimeout
-        | ErrorKind::Unauthorized => Classification::ClientError,
+        | ErrorKind::Unauthorized
+        | ErrorKind::Forbidden => Classification::ClientError,
         ErrorKind::Unrecognized | ErrorKind::Internal | ErrorKind::NoEndpointAvailable => {
             Classification::Unrecognized
         }

@@ -72,6 +72,9 @@ pub enum ErrorKind {
     /// The client presented no key, or not one of the gateway's. 401; nothing was sent
     /// upstream.
     Unauthorized,
+    /// The request is not allowed here, whoever sends it (a `Host` or `Origin` the gateway
+    /// does not serve). 403; nothing was sent upstream.
+    Forbidden,
     /// No endpoint may be tried now (all cooling down, `when_all_unhealthy: fail`). 503.
     NoEndpointAvailable,
     /// The gateway holds as many request bytes as it may (its budget for buffered request
@@ -98,6 +101,7 @@ impl ErrorKind {
             Self::ModelNotFound => StatusCode::NOT_FOUND,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden => StatusCode::FORBIDDEN,
             Self::NoEndpointAvailable | Self::Local | Self::Overloaded => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -122,6 +126,7 @@ impl ErrorKind {
             Self::ModelNotFound => "model_not_found",
             Self::RequestTimeout => "request_timeout",
             Self::Unauthorized => "invalid_api_key",
+            Self::Forbidden => "forbidden",
             Self::NoEndpointAvailable => "no_endpoint_available",
             Self::Overloaded => "gateway_overloaded",
             Self::Internal => "internal_error",
@@ -135,6 +140,7 @@ impl ErrorKind {
             | Self::ModelNotFound
             | Self::RequestTimeout
             | Self::Unauthorized => "invalid_request_error",
+            Self::Forbidden => "permission_error",
             Self::NoEndpointAvailable | Self::Overloaded => "service_unavailable",
             Self::Internal | Self::Local => "server_error",
             _ => "upstream_error",
