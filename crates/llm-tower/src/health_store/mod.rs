@@ -15,6 +15,7 @@ mod redis;
 mod scripts;
 #[cfg(feature = "redis")]
 mod task;
+mod url;
 #[cfg(feature = "redis")]
 mod wire;
 
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 #[cfg(feature = "redis")]
 pub use self::redis::{HealthStore, HealthStoreStatus};
+pub use self::url::RedisUrl;
 
 /// Where replicas share health: a Redis server, and the prefix of every key and channel
 /// this gateway uses there.
@@ -124,80 +126,9 @@ impl fmt::Debug for HealthStoreSettings {
     }
 }
 
-/// A Redis URL, which may hold a password: shown (`Display`, `Debug`) and serialised with
-/// the password replaced by `***`.
-///
-/// ```
-/// use llm_tower::health_store::RedisUrl;
-///
-/// let url = RedisUrl::from("redis://app:hunter2@cache:6379");
-/// assert_eq!(url.to_string(), "redis://app:***@cache:6379");
-/// assert_eq!(serde_json::to_string(&url).unwrap(), r#""redis://app:***@cache:6379""#);
-/// assert_eq!(url.expose(), "redis://app:hunter2@cache:6379");
-/// ```
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct RedisUrl(String);
-
-impl Serialize for RedisUrl {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-impl RedisUrl {
-    /// The URL as written, password included: for connecting, never for showing.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl From<&str> for RedisUrl {
-    fn from(url: &str) -> Self {
-        Self(url.to_owned())
-    }
-}
-
-impl fmt::Display for RedisUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (scheme, rest) = self.0.split_once("://").unwrap_or(("", &self.0));
-        // The authority ends at the path, query or fragment; only there can a password be.
-        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-        let (authority, tail) = rest.split_at(end);
-        let Some((user_info, host)) = authority.rsplit_once('@') else {
-            return f.write_str(&self.0);
-        };
-        // A lone name is shown as a password too: redis URLs put either there.
-        let user = user_info.split_once(':').map_or("", |(user, _)| user);
-        write!(f, "{scheme}://{user}:***@{host}{tail}")
-    }
-}
-
-impl fmt::Debug for RedisUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "\"{self}\"")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_password_never_shows() {
-        for (url, shown) in [
-            ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379"),
-            ("redis://:pw@h:1/0", "redis://:***@h:1/0"),
-            ("redis://user:p@ss@h", "redis://user:***@h"),
-            ("redis://pw-as-user@h", "redis://:***@h"),
-            ("redis://s3cret@h:1/?a@b", "redis://:***@h:1/?a@b"),
-            ("redis://h:1/0?user=a@b", "redis://h:1/0?user=a@b"),
-        ] {
-            let url = RedisUrl::from(url);
-            assert_eq!(url.to_string(), shown);
-            assert_eq!(format!("{url:?}"), format!("\"{shown}\""));
-        }
-    }
 
     #[cfg(feature = "redis")]
     #[test]
