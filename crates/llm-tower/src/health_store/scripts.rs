@@ -1,6 +1,10 @@
 //! The Lua scripts that change what Redis keeps, and the command that runs one for an
 //! event. Each reads the key it may replace, so that a late or repeated event never
 //! replaces a newer one, and publishes the event in the same step.
+//!
+//! The scripts hold no secret (anyone who can run `MONITOR` would read it), so they do not
+//! check a stored event's MAC: a forged key can make them keep or tell less (a later
+//! deadline they will not replace), never make a replica take the forgery.
 
 use std::time::{Duration, SystemTime};
 
@@ -77,17 +81,16 @@ return 2
 /// configuration's `max_cooldown`.
 const RESTORE_KEPT_AT_LEAST: Duration = Duration::from_secs(1);
 
-/// The `EVAL` that tells `event` (from `origin`) and keeps it: `max_cooldown` is how long a
-/// cooldown here can last, which a kept restore must outlive.
+/// The `EVAL` that tells `event` (encoded as `text`) and keeps it: `max_cooldown` is how
+/// long a cooldown here can last, which a kept restore must outlive.
 pub(super) fn command(
     names: &Names,
-    origin: &str,
+    text: &str,
     event: &HealthEvent,
     now: SystemTime,
     max_cooldown: Duration,
 ) -> redis::Cmd {
     let id = event.id().as_str();
-    let text = wire::encode(origin, event);
     let mut script = redis::cmd("EVAL");
     match event {
         HealthEvent::Ejected { until, .. } => script
@@ -95,7 +98,7 @@ pub(super) fn command(
             .arg(2)
             .arg(names.ejected(id))
             .arg(&names.channel)
-            .arg(&text)
+            .arg(text)
             .arg(wire::unix_ms(*until))
             .arg(wire::ttl_ms(event, now)),
         HealthEvent::Restored { at, .. } => script
@@ -104,7 +107,7 @@ pub(super) fn command(
             .arg(names.ejected(id))
             .arg(&names.channel)
             .arg(names.restored(id))
-            .arg(&text)
+            .arg(text)
             .arg(wire::unix_ms(*at))
             .arg(max_cooldown.max(RESTORE_KEPT_AT_LEAST).as_millis() as u64),
     };
