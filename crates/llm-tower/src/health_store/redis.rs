@@ -26,7 +26,7 @@
 //!
 //! - With `health_store.secret`, every event is signed, and only events signed with it are
 //!   taken, from the channel and from the keys alike (`wire.rs`, `mac.rs`); any other
-//!   value is counted in `rejected` and logged at most once a minute
+//!   value, and one over 64 KiB, is counted in `rejected` and logged at most once a minute
 //!   (`rejected.rs`). Without it, events are not authenticated, which a warning says at
 //!   start. A remote ejection, signed or not, lasts at most this configuration's
 //!   `max_cooldown` (the registry caps it).
@@ -99,8 +99,8 @@ pub struct HealthStoreStatus {
     pub applied: u64,
     /// Local events dropped because the queue was full.
     pub dropped: u64,
-    /// Messages on the channel and values in the keys that were not taken: not an event,
-    /// or (with `health_store.secret`) not signed with the secret.
+    /// Messages on the channel and values in the keys that were not taken: over 64 KiB,
+    /// not an event, or (with `health_store.secret`) not signed with the secret.
     pub rejected: u64,
 }
 

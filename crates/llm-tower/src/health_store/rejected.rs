@@ -75,7 +75,7 @@ mod tests {
         }
         assert_eq!(warnings.unreported, 1000);
         tokio::time::advance(WARN_EVERY).await;
-        warnings.rejected(Rejected::NotAnEvent, 70_000, Source::Key);
+        warnings.rejected(Rejected::TooLarge, 70_000, Source::Key);
         assert_eq!(warnings.unreported, 0);
     }
 }

@@ -207,11 +207,10 @@ impl Task {
                     .arg(500);
                 let (next, keys): (u64, Vec<String>) = query(&scan, connection).await?;
                 if !keys.is_empty() {
-                    let mut get = redis::cmd("MGET");
-                    get.arg(&keys);
-                    let values: Vec<Option<Vec<u8>>> = query(&get, connection).await?;
+                    let values: Vec<Vec<u8>> = query(&scripts::read(&keys), connection).await?;
                     for (key, value) in keys.iter().zip(values) {
-                        if let Some(value) = value {
+                        // Empty: gone since the scan, or not a string.
+                        if !value.is_empty() {
                             self.receive_kept(key, &value);
                         }
                     }

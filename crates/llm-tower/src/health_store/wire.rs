@@ -25,6 +25,13 @@
 //! hold no secret) and a reader without one parse the whole object and ignore `mac`, so
 //! signed and unsigned replicas read each other's events, and a Redis key holds the same
 //! bytes as the message.
+//!
+//! **Bounded.** An event is a few hundred bytes. A message or a key's value over
+//! [`MAX_LEN`] is rejected before anything else looks at it. The `redis` client hands over
+//! only whole messages, so one is in memory before it can be refused: a PUBLISH over
+//! Redis's pub/sub output limit (32 MB by default) is never handed over, because Redis
+//! cuts the subscription instead, and the store reconnects. Keys are read with at most
+//! `MAX_LEN + 1` bytes each (`scripts.rs`).
 
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -33,6 +40,9 @@ use llm_tower_fallback::HealthEvent;
 use serde::{Deserialize, Serialize};
 
 use super::mac::{MAC_LEN, Signer};
+
+/// The largest message or key value taken (an event is under 1 KiB).
+pub(super) const MAX_LEN: usize = 64 * 1024;
 
 /// What ends a signed event, before and after the MAC's hex digits.
 const MAC_FIELD: &str = ",\"mac\":\"";
@@ -169,6 +179,8 @@ fn unsigned(origin: &str, event: &HealthEvent) -> String {
 /// Why a message or a key's value was not taken.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Rejected {
+    /// Over [`MAX_LEN`].
+    TooLarge,
     /// A secret is set, and it does not end with a MAC.
     Unsigned,
     /// A secret is set, and its MAC is not the event's under it.
@@ -180,6 +192,7 @@ pub(super) enum Rejected {
 impl fmt::Display for Rejected {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            Self::TooLarge => "larger than 64 KiB",
             Self::Unsigned => "without a MAC",
             Self::BadlySigned => "with a MAC that is not health_store.secret's",
             Self::NotAnEvent => "not a health event",
@@ -193,6 +206,9 @@ pub(super) fn open(
     text: &[u8],
     signer: Option<&Signer>,
 ) -> Result<(String, HealthEvent), Rejected> {
+    if text.len() > MAX_LEN {
+        return Err(Rejected::TooLarge);
+    }
     let decoded = match signer {
         None => decode(text),
         Some(signer) => {
@@ -351,6 +367,24 @@ mod tests {
             open(text.as_bytes(), Some(&signer())),
             Err(Rejected::NotAnEvent)
         );
+    }
+
+    #[test]
+    fn a_text_over_the_limit_is_rejected_before_it_is_read() {
+        let mut text = encode("r1", &restored(), Some(&signer()));
+        let pad = " ".repeat(MAX_LEN - text.len());
+        text.insert_str(1, &pad);
+        assert_eq!(text.len(), MAX_LEN);
+        // At the limit it is read (and here badly signed: the padding is not signed).
+        assert_eq!(
+            open(text.as_bytes(), Some(&signer())),
+            Err(Rejected::BadlySigned)
+        );
+        assert!(open(text.as_bytes(), None).is_ok());
+        text.insert(1, ' ');
+        for signer in [None, Some(&signer())] {
+            assert_eq!(open(text.as_bytes(), signer), Err(Rejected::TooLarge));
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Someone who can write to Redis but is not a replica (issue 24): forged events on the
-//! channel and in the keys. The replicas here share a secret, unless a test says otherwise; the test signs
+//! channel and in the keys, a message too large to be an event, a subscription cut by
+//! Redis. The replicas here share a secret, unless a test says otherwise; the test signs
 //! events itself from what `wire.rs` documents, as another replica would.
 
 use std::fmt::Write as _;
@@ -186,6 +187,54 @@ async fn a_signed_ejection_lasts_at_most_max_cooldown() {
             "{deployment:?}"
         );
     }
+}
+
+/// A message over 64 KiB is rejected before it is parsed, and so is a key's value: here a
+/// well-formed ejection, padded, which a replica without a secret would otherwise take.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_or_a_key_over_64_kib_is_rejected_unread() {
+    let Some(redis) = redis() else { return };
+    let padded = |id| {
+        let mut padded = ejection(id, now_ms() + 30_000);
+        padded.insert_str(1, &" ".repeat(64 * 1024));
+        assert!(serde_json::from_str::<serde_json::Value>(&padded).is_ok());
+        padded
+    };
+    command(&redis, &["SET", "test:ejected:backup", &padded("backup")]).await;
+    let a = Replica::connected_to(&redis).await;
+    assert_eq!(a.store.status().rejected, 1);
+    publish(&redis, &padded("primary")).await;
+    wait(a.store.watch(), WITHIN, |s| s.rejected == 2).await;
+    assert_eq!(a.status("primary"), Status::Healthy);
+    assert_eq!(a.status("backup"), Status::Healthy);
+    assert!(a.store.status().connected);
+}
+
+/// A PUBLISH larger than what Redis lets wait for a subscriber (32 MB by default; 1 MB
+/// here) makes Redis cut the subscription: the store reconnects and hears the next event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_over_the_pubsub_output_limit_cuts_the_subscription_and_it_comes_back() {
+    let Some(redis) = redis() else { return };
+    let (a, b) = (signed_replica(&redis).await, signed_replica(&redis).await);
+    command(
+        &redis,
+        &[
+            "CONFIG",
+            "SET",
+            "client-output-buffer-limit",
+            "pubsub 1mb 1mb 0",
+        ],
+    )
+    .await;
+    publish(&redis, &"x".repeat(2 << 20)).await;
+    a.disconnected().await;
+    a.connected().await;
+    b.connected().await;
+
+    b.primary.push(Behavior::retry_after(429, "30"));
+    assert_eq!(b.chat().await, StatusCode::OK);
+    a.applied(0).await;
+    assert_eq!(a.status("primary"), Status::Ejected);
 }
 
 /// The secret shows in no Debug or serialised form of the settings, the configuration or
