@@ -4,7 +4,6 @@
 
 mod binary;
 
-use std::io::BufReader;
 use std::process::Command;
 
 use binary::*;
@@ -349,7 +348,7 @@ async fn reloading_binary(
     std::path::PathBuf,
     Running,
     String,
-    std::io::Lines<BufReader<std::process::ChildStdout>>,
+    Log,
 ) {
     let mock = llm_tower_mock::MockProvider::start().await.unwrap();
     let path = temp_file(name, &reload_config(&mock.base_url(), &["a"]));

@@ -25,17 +25,28 @@ struct Replica {
     running: Running,
     url: String,
     log: std::sync::mpsc::Receiver<String>,
+    /// `health_store.secret`, given through the environment as operators do.
+    secret: Option<&'static str>,
 }
 
 impl Replica {
     async fn start(name: &str, redis: &str) -> Self {
+        Self::start_with(name, redis, None).await
+    }
+
+    async fn start_with(name: &str, redis: &str, secret: Option<&'static str>) -> Self {
         let primary = MockProvider::start().await.unwrap();
         let backup = MockProvider::start().await.unwrap();
+        let signed = if secret.is_some() {
+            ", secret: '${LLM_TOWER_TEST_HEALTH_SECRET}'"
+        } else {
+            ""
+        };
         let config = temp_file(
             &format!("replica-{name}.yaml"),
             &format!(
                 "listen: 127.0.0.1:0\n\
-                 health_store: {{ redis: '{redis}', prefix: replicas-test }}\n\
+                 health_store: {{ redis: '{redis}', prefix: replicas-test{signed} }}\n\
                  endpoints:\n\
                  \x20 - {{ id: primary, base_url: '{}', priority: 0 }}\n\
                  \x20 - {{ id: backup, base_url: '{}', priority: 1 }}\n",
@@ -43,7 +54,7 @@ impl Replica {
                 backup.base_url()
             ),
         );
-        let (running, url, log) = spawn(&config);
+        let (running, url, log) = spawn(&config, secret);
         Self {
             primary,
             backup,
@@ -51,6 +62,7 @@ impl Replica {
             running,
             url,
             log,
+            secret,
         }
     }
 
@@ -58,7 +70,7 @@ impl Replica {
     fn restart(&mut self) {
         let _ = self.running.0.kill();
         let _ = self.running.0.wait();
-        (self.running, self.url, self.log) = spawn(&self.config);
+        (self.running, self.url, self.log) = spawn(&self.config, self.secret);
     }
 
     async fn chat(&self) -> u16 {
@@ -67,10 +79,14 @@ impl Replica {
     }
 
     async fn upstreams(&self) -> Value {
-        let url = format!("{}/upstreams", self.url.trim_end_matches("/v1"));
+        serde_json::from_str(&self.get("/upstreams").await).unwrap()
+    }
+
+    async fn get(&self, path: &str) -> String {
+        let url = format!("{}{path}", self.url.trim_end_matches("/v1"));
         let response = client().get(url.parse().unwrap()).await.unwrap();
         let body = response.into_body().collect().await.unwrap().to_bytes();
-        serde_json::from_slice(&body).unwrap()
+        String::from_utf8(body.to_vec()).unwrap()
     }
 
     /// Looks at `/upstreams` until `done` holds, at most `within`; how long that took.
@@ -113,9 +129,15 @@ fn status<'a>(upstreams: &'a Value, id: &str) -> &'a str {
 }
 
 /// The binary on `config`, its URL, and its log as it comes.
-fn spawn(config: &std::path::Path) -> (Running, String, std::sync::mpsc::Receiver<String>) {
+fn spawn(
+    config: &std::path::Path,
+    secret: Option<&str>,
+) -> (Running, String, std::sync::mpsc::Receiver<String>) {
     let mut command = std::process::Command::new(binary::BIN);
     command.args(["--config", config.to_str().unwrap()]);
+    if let Some(secret) = secret {
+        command.env("LLM_TOWER_TEST_HEALTH_SECRET", secret);
+    }
     let (running, url, lines) = launch(command);
     let (log, logged) = std::sync::mpsc::channel();
     std::thread::spawn(move || lines.map_while(Result::ok).for_each(|l| drop(log.send(l))));
@@ -132,6 +154,11 @@ async fn two_gateways_share_ejections_through_redis_and_outlive_it() {
     let mut b = Replica::start("b", &redis.url()).await;
     a.connected(true).await;
     b.connected(true).await;
+    assert_eq!(
+        a.logged("events replicas share are not authenticated"),
+        1,
+        "without a secret, a warning at start"
+    );
 
     // A's primary asks for 30 s: A falls back to its backup and ejects the primary.
     a.primary.push(Behavior::retry_after(429, "30"));
@@ -180,4 +207,67 @@ async fn two_gateways_share_ejections_through_redis_and_outlive_it() {
         "one warning per outage"
     );
     assert_eq!(a.backup.request_count(), 2, "A's two requests before");
+}
+
+/// With `health_store.secret` (from the environment): an ejection one gateway makes reaches
+/// the other, and an unsigned one PUBLISHed by someone else is rejected, counted in
+/// `/upstreams` and `/metrics`, and logged without its content.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateways_with_a_secret_share_ejections_and_reject_forged_ones() {
+    const SECRET: &str = "replicas-test-secret-0123456789abcdef-01";
+    let redis = match RedisServer::start() {
+        Ok(redis) => redis,
+        Err(reason) => return eprintln!("skipped: {reason}"),
+    };
+    let a = Replica::start_with("signed-a", &redis.url(), Some(SECRET)).await;
+    let b = Replica::start_with("signed-b", &redis.url(), Some(SECRET)).await;
+    a.connected(true).await;
+    b.connected(true).await;
+
+    let forged = r#"{"event":"ejected","origin":"forger","id":"backup","at_ms":1,"until_ms":99999999999999,"retry_after":true,"ejections":1}"#;
+    publish(&redis.url(), "replicas-test:events", forged);
+    b.until(WITHIN, |u| u["health_store"]["rejected"] == 1)
+        .await;
+    assert_eq!(status(&b.upstreams().await, "backup"), "healthy");
+    let metrics = b.get("/metrics").await;
+    assert!(
+        metrics.contains("llm_tower_health_store_rejected_total 1"),
+        "{metrics}"
+    );
+
+    a.primary.push(Behavior::retry_after(429, "30"));
+    assert_eq!(a.chat().await, 200);
+    b.until(WITHIN, |u| status(u, "primary") == "ejected").await;
+
+    let log: Vec<String> = b.log.try_iter().collect();
+    let rejected: Vec<&String> = log
+        .iter()
+        .filter(|l| l.contains("health store ignored"))
+        .collect();
+    assert_eq!(rejected.len(), 1, "{log:#?}");
+    assert!(!rejected[0].contains("forger"), "{}", rejected[0]);
+    assert!(
+        !log.iter()
+            .any(|l| l.contains("not authenticated") || l.contains(SECRET)),
+        "{log:#?}"
+    );
+}
+
+/// PUBLISHes `message` through a plain connection, as anyone who can reach Redis could.
+fn publish(redis: &str, channel: &str, message: &str) {
+    use std::fmt::Write as _;
+    use std::io::{Read, Write as _};
+    let mut stream = std::net::TcpStream::connect(redis.strip_prefix("redis://").unwrap()).unwrap();
+    let mut command = String::from("*3\r\n");
+    for part in ["PUBLISH", channel, message] {
+        let _ = write!(command, "${}\r\n{part}\r\n", part.len());
+    }
+    stream.write_all(command.as_bytes()).unwrap();
+    let mut reply = [0; 64];
+    let read = stream.read(&mut reply).unwrap();
+    assert!(
+        reply[..read].starts_with(b":"),
+        "{:?}",
+        String::from_utf8_lossy(&reply[..read])
+    );
 }

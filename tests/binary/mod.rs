@@ -15,15 +15,13 @@ pub fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
     path
 }
 
+/// The output of a running binary, line by line, as it comes.
+pub type Log = Box<dyn Iterator<Item = std::io::Result<String>> + Send>;
+
 /// Starts `command` (the binary, or a shell that execs it), waits for its "listening on" line
-/// and returns it running, its base URL, and the rest of its output (the log) as it comes.
-pub fn launch(
-    mut command: Command,
-) -> (
-    Running,
-    String,
-    std::io::Lines<BufReader<std::process::ChildStdout>>,
-) {
+/// and returns it running, its base URL, and the rest of its output (the log) as it comes,
+/// with what it logged before listening (a warning at start) first.
+pub fn launch(mut command: Command) -> (Running, String, Log) {
     let child = command
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
@@ -32,12 +30,18 @@ pub fn launch(
         .unwrap();
     let mut running = Running(child);
     let mut lines = BufReader::new(running.0.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    let url = first
-        .strip_prefix("llm-tower gateway listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line: {first}"))
-        .to_owned();
-    (running, url, lines)
+    let mut before = Vec::new();
+    let url = loop {
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("exited before listening, after: {before:?}"))
+            .unwrap();
+        match line.strip_prefix("llm-tower gateway listening on ") {
+            Some(url) => break url.to_owned(),
+            None => before.push(Ok(line)),
+        }
+    };
+    (running, url, Box::new(before.into_iter().chain(lines)))
 }
 
 /// Kills the child when the test ends, however it ends.

@@ -9,6 +9,8 @@ fn health_store_tests_need_the_redis_feature() {
 }
 
 #[cfg(feature = "redis")]
+mod hostile;
+#[cfg(feature = "redis")]
 mod proxy;
 #[cfg(feature = "redis")]
 mod replica;

@@ -1,4 +1,5 @@
-//! Health shared between replicas: `health_store: { redis: "redis://…", prefix: llm-tower }`.
+//! Health shared between replicas: `health_store: { redis: "redis://…", prefix: llm-tower,
+//! secret: "${LLM_TOWER_HEALTH_SECRET}" }`.
 //!
 //! The settings are always compiled, so that a file naming a store is read everywhere; the
 //! store itself ([`HealthStore`]) needs the `redis` feature. What travels, and how a
@@ -8,37 +9,50 @@
 #[cfg(feature = "redis")]
 mod calls;
 #[cfg(feature = "redis")]
+mod mac;
+#[cfg(feature = "redis")]
 mod outage;
 #[cfg(feature = "redis")]
 mod redis;
 #[cfg(feature = "redis")]
+mod rejected;
+#[cfg(feature = "redis")]
 mod scripts;
 #[cfg(feature = "redis")]
 mod task;
+mod url;
 #[cfg(feature = "redis")]
 mod wire;
 
 use std::fmt;
 
-use llm_tower_core::ConfigError;
+use llm_tower_core::{ConfigError, Secret};
 use serde::{Deserialize, Serialize};
 
 #[cfg(feature = "redis")]
 pub use self::redis::{HealthStore, HealthStoreStatus};
+pub use self::url::RedisUrl;
 
-/// Where replicas share health: a Redis server, and the prefix of every key and channel
-/// this gateway uses there.
+/// The shortest `health_store.secret` accepted: 32 bytes, as many as HMAC-SHA256's output
+/// (`openssl rand -hex 32` gives 64).
+pub const SECRET_MIN_BYTES: usize = 32;
+
+/// Where replicas share health: a Redis server, the prefix of every key and channel this
+/// gateway uses there, and the secret that signs what they say to each other.
 ///
 /// ```
 /// use llm_tower::health_store::HealthStoreSettings;
 ///
 /// let settings: HealthStoreSettings = serde_json::from_str(
-///     r#"{ "redis": "redis://:s3cret@10.0.0.5:6379/2" }"#,
+///     r#"{ "redis": "redis://:s3cret@10.0.0.5:6379/2",
+///          "secret": "0123456789abcdef0123456789abcdef-hmac" }"#,
 /// ).unwrap();
 /// assert_eq!(settings.prefix, "llm-tower");
-/// // The password never shows.
+/// // Neither the password nor the secret ever shows.
 /// assert_eq!(settings.redis.to_string(), "redis://:***@10.0.0.5:6379/2");
-/// assert!(!format!("{settings:?}").contains("s3cret"));
+/// let shown = format!("{settings:?} {}", serde_json::to_string(&settings).unwrap());
+/// assert!(!shown.contains("s3cret") && !shown.contains("hmac"), "{shown}");
+/// assert!(settings.validate().is_ok());
 /// ```
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -49,6 +63,12 @@ pub struct HealthStoreSettings {
     /// share a prefix; two fleets on one server use two. Letters, digits, `.`, `_`, `-`, `:`.
     #[serde(default = "default_prefix")]
     pub prefix: String,
+    /// Signs every event this replica tells, and only events signed with it are taken
+    /// (HMAC-SHA256; at least [`SECRET_MIN_BYTES`] bytes, the same on every replica).
+    /// Without it (the default) events are not authenticated: anyone who can write to the
+    /// Redis server can eject every deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<Secret>,
 }
 
 fn default_prefix() -> String {
@@ -69,15 +89,29 @@ impl HealthStoreSettings {
         Self {
             redis: RedisUrl(url.into()),
             prefix: default_prefix(),
+            secret: None,
         }
     }
 
-    /// Checks the URL's form and the prefix.
+    /// Checks the URL's form, the prefix and the secret's length.
+    ///
+    /// ```
+    /// use llm_tower::Secret;
+    /// use llm_tower::health_store::HealthStoreSettings;
+    ///
+    /// let settings = HealthStoreSettings {
+    ///     secret: Some(Secret::new("too-short")),
+    ///     ..HealthStoreSettings::new("redis://127.0.0.1:6379")
+    /// };
+    /// let err = settings.validate().unwrap_err().to_string();
+    /// assert!(err.contains("health_store.secret") && !err.contains("too-short"), "{err}");
+    /// ```
     ///
     /// # Errors
     ///
-    /// [`ConfigError::Invalid`] naming `health_store.redis` or `health_store.prefix`; and,
-    /// in a build without the `redis` feature, naming `health_store`.
+    /// [`ConfigError::Invalid`] naming `health_store.redis`, `health_store.prefix` or
+    /// `health_store.secret`; and, in a build without the `redis` feature, naming
+    /// `health_store`.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !cfg!(feature = "redis") {
             return Err(ConfigError::invalid(
@@ -111,6 +145,20 @@ impl HealthStoreSettings {
                 ),
             ));
         }
+        if let Some(secret) = &self.secret {
+            // A short secret can be guessed offline from one signed event read off Redis.
+            let len = secret.expose_secret().len();
+            if len < SECRET_MIN_BYTES {
+                return Err(ConfigError::invalid(
+                    "health_store.secret",
+                    format!(
+                        "is {len} bytes long; it must have at least {SECRET_MIN_BYTES} (for \
+                         example the 64 hex digits of `openssl rand -hex 32`), the same on \
+                         every replica"
+                    ),
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -120,84 +168,14 @@ impl fmt::Debug for HealthStoreSettings {
         f.debug_struct("HealthStoreSettings")
             .field("redis", &self.redis)
             .field("prefix", &self.prefix)
+            .field("secret", &self.secret)
             .finish()
-    }
-}
-
-/// A Redis URL, which may hold a password: shown (`Display`, `Debug`) and serialised with
-/// the password replaced by `***`.
-///
-/// ```
-/// use llm_tower::health_store::RedisUrl;
-///
-/// let url = RedisUrl::from("redis://app:hunter2@cache:6379");
-/// assert_eq!(url.to_string(), "redis://app:***@cache:6379");
-/// assert_eq!(serde_json::to_string(&url).unwrap(), r#""redis://app:***@cache:6379""#);
-/// assert_eq!(url.expose(), "redis://app:hunter2@cache:6379");
-/// ```
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct RedisUrl(String);
-
-impl Serialize for RedisUrl {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-impl RedisUrl {
-    /// The URL as written, password included: for connecting, never for showing.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl From<&str> for RedisUrl {
-    fn from(url: &str) -> Self {
-        Self(url.to_owned())
-    }
-}
-
-impl fmt::Display for RedisUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (scheme, rest) = self.0.split_once("://").unwrap_or(("", &self.0));
-        // The authority ends at the path, query or fragment; only there can a password be.
-        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-        let (authority, tail) = rest.split_at(end);
-        let Some((user_info, host)) = authority.rsplit_once('@') else {
-            return f.write_str(&self.0);
-        };
-        // A lone name is shown as a password too: redis URLs put either there.
-        let user = user_info.split_once(':').map_or("", |(user, _)| user);
-        write!(f, "{scheme}://{user}:***@{host}{tail}")
-    }
-}
-
-impl fmt::Debug for RedisUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "\"{self}\"")
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_password_never_shows() {
-        for (url, shown) in [
-            ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379"),
-            ("redis://:pw@h:1/0", "redis://:***@h:1/0"),
-            ("redis://user:p@ss@h", "redis://user:***@h"),
-            ("redis://pw-as-user@h", "redis://:***@h"),
-            ("redis://s3cret@h:1/?a@b", "redis://:***@h:1/?a@b"),
-            ("redis://h:1/0?user=a@b", "redis://h:1/0?user=a@b"),
-        ] {
-            let url = RedisUrl::from(url);
-            assert_eq!(url.to_string(), shown);
-            assert_eq!(format!("{url:?}"), format!("\"{shown}\""));
-        }
-    }
 
     #[cfg(feature = "redis")]
     #[test]
@@ -213,11 +191,54 @@ mod tests {
             let settings = HealthStoreSettings {
                 redis: RedisUrl::from(url),
                 prefix: prefix.to_owned(),
+                secret: None,
             };
             let err = settings.validate().unwrap_err().to_string();
             assert!(err.contains(field), "{url} {prefix}: {err}");
             assert!(!err.contains("pw"), "{err}");
         }
+    }
+
+    #[cfg(feature = "redis")]
+    #[test]
+    fn a_secret_shorter_than_32_bytes_is_refused_without_being_shown() {
+        let with = |secret: &str| HealthStoreSettings {
+            secret: Some(Secret::new(secret)),
+            ..HealthStoreSettings::new("redis://h")
+        };
+        for short in ["", "Qz", &"Q".repeat(31)] {
+            let err = with(short).validate().unwrap_err().to_string();
+            assert!(err.contains("health_store.secret"), "{err}");
+            assert!(short.is_empty() || !err.contains(short), "{err}");
+        }
+        assert!(with(&"Q".repeat(32)).validate().is_ok());
+    }
+
+    #[test]
+    fn the_secret_never_shows() {
+        let secret = "a-secret-of-at-least-32-bytes-0123456789";
+        let json = format!(r#"{{ "redis": "redis://h", "secret": "{secret}" }}"#);
+        let settings: HealthStoreSettings = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            settings.secret.as_ref().map(Secret::expose_secret),
+            Some(secret)
+        );
+        let serialised = serde_json::to_string(&settings).unwrap();
+        assert_eq!(
+            serialised,
+            r#"{"redis":"redis://h","prefix":"llm-tower","secret":"***"}"#
+        );
+        let debug = format!("{settings:?} {settings:#?}");
+        assert!(!debug.contains(secret) && debug.contains("***"), "{debug}");
+        // A value of the wrong type is refused without being repeated.
+        let err = serde_json::from_str::<HealthStoreSettings>(
+            r#"{ "redis": "redis://h", "secret": ["leaked-if-shown"] }"#,
+        )
+        .unwrap_err();
+        assert!(!err.to_string().contains("leaked"), "{err}");
+        // Without one, the settings serialise as they always have.
+        let plain = serde_json::to_string(&HealthStoreSettings::new("redis://h")).unwrap();
+        assert_eq!(plain, r#"{"redis":"redis://h","prefix":"llm-tower"}"#);
     }
 
     #[cfg(not(feature = "redis"))]

@@ -24,6 +24,13 @@
 //! - A command Redis refuses (out of memory, a read-only replica, no permission) is logged
 //!   and its event dropped; only a lost connection (I/O, timeout) reconnects.
 //!
+//! - With `health_store.secret`, every event is signed, and only events signed with it are
+//!   taken, from the channel and from the keys alike (`wire.rs`, `mac.rs`); any other
+//!   value, and one over 64 KiB, is counted in `rejected` and logged at most once a minute
+//!   (`rejected.rs`). Without it, events are not authenticated, which a warning says at
+//!   start. A remote ejection, signed or not, lasts at most this configuration's
+//!   `max_cooldown` (the registry caps it).
+//!
 //! Two connections: a multiplexed one for commands (with connect and response timeouts)
 //! and the subscription, both pinged every 5 s. The subscription is made before the keys
 //! are read, so that no event falls between the two.
@@ -40,6 +47,7 @@ use tokio::task::JoinHandle;
 
 use super::HealthStoreSettings;
 
+use super::mac::Signer;
 use super::task::Task;
 use super::wire::Names;
 
@@ -78,6 +86,7 @@ pub struct HealthStore {
 /// let status = llm_tower::health_store::HealthStoreStatus::default();
 /// assert!(!status.connected);
 /// assert_eq!(serde_json::to_value(status).unwrap()["dropped"], 0);
+/// assert_eq!(serde_json::to_value(status).unwrap()["rejected"], 0);
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct HealthStoreStatus {
@@ -90,6 +99,9 @@ pub struct HealthStoreStatus {
     pub applied: u64,
     /// Local events dropped because the queue was full.
     pub dropped: u64,
+    /// Messages on the channel and values in the keys that were not taken: over 64 KiB,
+    /// not an event, or (with `health_store.secret`) not signed with the secret.
+    pub rejected: u64,
 }
 
 impl HealthStore {
@@ -116,11 +128,24 @@ impl HealthStore {
                 "sharing health needs a Tokio runtime: start the store inside one",
             )
         })?;
+        let signer = settings
+            .secret
+            .as_ref()
+            .map(|secret| Signer::new(secret.expose_secret().as_bytes(), &settings.prefix));
+        if signer.is_none() {
+            tracing::warn!(
+                redis = %url,
+                "health_store has no secret: the events replicas share are not \
+                 authenticated, and anyone who can write to this Redis can eject every \
+                 deployment; set health_store.secret on every replica"
+            );
+        }
         let (status, watched) = watch::channel(HealthStoreStatus::default());
         let refresh = Arc::new(Notify::new());
         let task = Task::new(
             client,
             Names::new(&settings.prefix),
+            signer,
             url.clone(),
             registry,
             status,

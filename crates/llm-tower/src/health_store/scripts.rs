@@ -1,12 +1,17 @@
 //! The Lua scripts that change what Redis keeps, and the command that runs one for an
 //! event. Each reads the key it may replace, so that a late or repeated event never
-//! replaces a newer one, and publishes the event in the same step.
+//! replaces a newer one, and publishes the event in the same step. And the script that
+//! reads the keys back, bounded.
+//!
+//! The scripts hold no secret (anyone who can run `MONITOR` would read it), so they do not
+//! check a stored event's MAC: a forged key can make them keep or tell less (a later
+//! deadline they will not replace), never make a replica take the forgery.
 
 use std::time::{Duration, SystemTime};
 
 use llm_tower_fallback::HealthEvent;
 
-use super::wire::{self, Names};
+use super::wire::{self, MAX_LEN, Names};
 
 /// What both scripts start with. `stored`: the event in a key, or `nil` when the value is
 /// not one of ours (anything may be there). `kept`: sets a key, saying whether Redis took it
@@ -77,17 +82,16 @@ return 2
 /// configuration's `max_cooldown`.
 const RESTORE_KEPT_AT_LEAST: Duration = Duration::from_secs(1);
 
-/// The `EVAL` that tells `event` (from `origin`) and keeps it: `max_cooldown` is how long a
-/// cooldown here can last, which a kept restore must outlive.
+/// The `EVAL` that tells `event` (encoded as `text`) and keeps it: `max_cooldown` is how
+/// long a cooldown here can last, which a kept restore must outlive.
 pub(super) fn command(
     names: &Names,
-    origin: &str,
+    text: &str,
     event: &HealthEvent,
     now: SystemTime,
     max_cooldown: Duration,
 ) -> redis::Cmd {
     let id = event.id().as_str();
-    let text = wire::encode(origin, event);
     let mut script = redis::cmd("EVAL");
     match event {
         HealthEvent::Ejected { until, .. } => script
@@ -95,7 +99,7 @@ pub(super) fn command(
             .arg(2)
             .arg(names.ejected(id))
             .arg(&names.channel)
-            .arg(&text)
+            .arg(text)
             .arg(wire::unix_ms(*until))
             .arg(wire::ttl_ms(event, now)),
         HealthEvent::Restored { at, .. } => script
@@ -104,9 +108,30 @@ pub(super) fn command(
             .arg(names.ejected(id))
             .arg(&names.channel)
             .arg(names.restored(id))
-            .arg(&text)
+            .arg(text)
             .arg(wire::unix_ms(*at))
             .arg(max_cooldown.max(RESTORE_KEPT_AT_LEAST).as_millis() as u64),
     };
+    script
+}
+
+/// Each key's value, at most `ARGV[1] + 1` bytes of it (`GETRANGE` ends are inclusive): one
+/// that holds more is over [`MAX_LEN`] and rejected, and is not sent whole first, however
+/// large someone made it. A key that is gone, or holds no string, reads as empty. KEYS: the
+/// keys.
+const READ: &str = r"
+local values = {}
+for i, key in ipairs(KEYS) do
+  local value = redis.pcall('GETRANGE', key, 0, tonumber(ARGV[1]))
+  if type(value) ~= 'string' then value = '' end
+  values[i] = value
+end
+return values
+";
+
+/// The `EVAL` that reads `keys` (see [`READ`]).
+pub(super) fn read(keys: &[String]) -> redis::Cmd {
+    let mut script = redis::cmd("EVAL");
+    script.arg(READ).arg(keys.len()).arg(keys).arg(MAX_LEN);
     script
 }

@@ -15,10 +15,12 @@ use tokio::sync::{Notify, watch};
 use tokio::time::{Instant, MissedTickBehavior, sleep};
 
 use super::calls::{Lost, Subscription, TIMEOUT, bounded, query, refused};
+use super::mac::Signer;
 use super::outage::Outage;
 use super::redis::HealthStoreStatus;
+use super::rejected::{Source, Warnings};
 use super::scripts::{self, NOT_KEPT, NOT_TOLD};
-use super::wire::{self, Names};
+use super::wire::{self, Names, Rejected};
 
 /// Local events waiting for the task: enough for every deployment of a large fleet to
 /// change state at once.
@@ -40,6 +42,10 @@ pub(super) struct Task {
     client: Client,
     names: Names,
     origin: String,
+    /// Signs what this replica tells, and checks what it hears (`health_store.secret`).
+    signer: Option<Signer>,
+    /// How often what was not taken is logged.
+    warnings: Warnings,
     /// For logs: the password replaced.
     url: String,
     registry: HealthRegistry,
@@ -55,6 +61,7 @@ impl Task {
     pub(super) fn new(
         client: Client,
         names: Names,
+        signer: Option<Signer>,
         url: String,
         registry: &HealthRegistry,
         status: watch::Sender<HealthStoreStatus>,
@@ -64,6 +71,8 @@ impl Task {
             client,
             names,
             origin: origin(),
+            signer,
+            warnings: Warnings::default(),
             url,
             registry: registry.clone(),
             events: registry.subscribe(QUEUE),
@@ -74,6 +83,7 @@ impl Task {
     }
 
     pub(super) async fn run(mut self) {
+        touch_counters();
         let mut outage = Outage::default();
         loop {
             let lost = match self.connect().await {
@@ -178,14 +188,14 @@ impl Task {
 
     /// Applies every restore and cooldown kept in Redis, restores first. A command Redis
     /// refused is logged, and what was read so far applied.
-    async fn read_cooldowns(&self, connection: &mut MultiplexedConnection) -> Result<(), Lost> {
+    async fn read_cooldowns(&mut self, connection: &mut MultiplexedConnection) -> Result<(), Lost> {
         if let Some(refused) = refused(self.scan(connection).await)? {
             tracing::warn!(error = %refused, "health store refused to list the cooldowns in force");
         }
         Ok(())
     }
 
-    async fn scan(&self, connection: &mut MultiplexedConnection) -> Result<(), Lost> {
+    async fn scan(&mut self, connection: &mut MultiplexedConnection) -> Result<(), Lost> {
         for pattern in self.names.patterns() {
             let mut cursor: u64 = 0;
             loop {
@@ -197,11 +207,10 @@ impl Task {
                     .arg(500);
                 let (next, keys): (u64, Vec<String>) = query(&scan, connection).await?;
                 if !keys.is_empty() {
-                    let mut get = redis::cmd("MGET");
-                    get.arg(&keys);
-                    let values: Vec<Option<Vec<u8>>> = query(&get, connection).await?;
+                    let values: Vec<Vec<u8>> = query(&scripts::read(&keys), connection).await?;
                     for (key, value) in keys.iter().zip(values) {
-                        if let Some(value) = value {
+                        // Empty: gone since the scan, or not a string.
+                        if !value.is_empty() {
                             self.receive_kept(key, &value);
                         }
                     }
@@ -227,13 +236,8 @@ impl Task {
         if event.remaining(now) == Some(Duration::ZERO) {
             return Ok(());
         }
-        let script = scripts::command(
-            &self.names,
-            &self.origin,
-            event,
-            now,
-            self.registry.max_cooldown(),
-        );
+        let text = wire::encode(&self.origin, event, self.signer.as_ref());
+        let script = scripts::command(&self.names, &text, event, now, self.registry.max_cooldown());
         let answer = match query::<i64>(&script, connection).await {
             Ok(answer) => answer,
             result => {
@@ -263,21 +267,34 @@ impl Task {
     }
 
     /// An event on the channel.
-    fn receive(&self, text: &[u8]) {
-        if let Some((origin, event)) = decode(text) {
-            self.take(&origin, &event);
+    fn receive(&mut self, text: &[u8]) {
+        match wire::open(text, self.signer.as_ref()) {
+            Ok((origin, event)) => self.take(&origin, &event),
+            Err(why) => self.reject(why, text.len(), Source::Channel),
         }
     }
 
     /// An event read from `key` on connecting. Only the key that keeps that event counts:
     /// a prefix that is this one's followed by more (`fleet:restored:eu`, another fleet's)
-    /// has keys that this one's patterns match too.
-    fn receive_kept(&self, key: &str, text: &[u8]) {
-        if let Some((origin, event)) = decode(text)
-            && self.names.key_of(&event) == key
-        {
-            self.take(&origin, &event);
+    /// has keys that this one's patterns match too. (With a secret, that other fleet's
+    /// values are rejected, and counted, before their key is compared: a MAC, if they have
+    /// one, covers their own prefix.)
+    fn receive_kept(&mut self, key: &str, text: &[u8]) {
+        match wire::open(text, self.signer.as_ref()) {
+            Ok((origin, event)) if self.names.key_of(&event) == key => {
+                self.take(&origin, &event);
+            }
+            Ok(_) => {}
+            Err(why) => self.reject(why, text.len(), Source::Key),
         }
+    }
+
+    /// A message or a key's value that is not a health event this replica may take: forged,
+    /// another program's, or too large. Counted, and logged now and then.
+    fn reject(&mut self, why: Rejected, len: usize, source: Source) {
+        self.status.send_modify(|status| status.rejected += 1);
+        count("llm_tower_health_store_rejected_total");
+        self.warnings.rejected(why, len, source);
     }
 
     /// Another replica's event.
@@ -359,13 +376,18 @@ impl Task {
     }
 }
 
-/// A message or a key's value, if it is a health event.
-fn decode(text: &[u8]) -> Option<(String, HealthEvent)> {
-    let decoded = wire::decode(text);
-    if decoded.is_none() {
-        tracing::debug!("health store: ignored a value that is not a health event");
+/// Every counter at zero from the start, so that a rate over them (an alert on
+/// `rejected`) has a first sample before the first increment.
+fn touch_counters() {
+    #[cfg(feature = "metrics")]
+    for name in [
+        "llm_tower_health_store_published_total",
+        "llm_tower_health_store_applied_total",
+        "llm_tower_health_store_dropped_total",
+        "llm_tower_health_store_rejected_total",
+    ] {
+        metrics::counter!(name).increment(0);
     }
-    decoded
 }
 
 fn count(name: &'static str) {

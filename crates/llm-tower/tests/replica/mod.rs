@@ -42,11 +42,17 @@ pub(crate) struct Replica {
 
 impl Replica {
     pub(crate) async fn start(redis: &str) -> Self {
+        Self::start_with(redis, None).await
+    }
+
+    /// A replica whose store signs and checks events with `secret`, when there is one.
+    pub(crate) async fn start_with(redis: &str, secret: Option<&str>) -> Self {
         let primary = MockProvider::start().await.unwrap();
         let backup = MockProvider::start().await.unwrap();
+        let secret = secret.map_or_else(String::new, |secret| format!(r#", "secret": "{secret}""#));
         let config = Config::from_json_str(&format!(
             r#"{{
-                "health_store": {{ "redis": "{redis}", "prefix": "test" }},
+                "health_store": {{ "redis": "{redis}", "prefix": "test"{secret} }},
                 "endpoints": [
                     {{ "id": "primary", "base_url": "{}", "priority": 0 }},
                     {{ "id": "backup", "base_url": "{}", "priority": 1 }}
