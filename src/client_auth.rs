@@ -90,6 +90,39 @@ impl ClientAuth {
     }
 }
 
+/// Fewer different characters than this, and a key is a pattern rather than a random string
+/// (`aaaaaaaaaaaaaaaa`, `passwordpassword`); a random 16-character key has about 14.
+const MIN_DISTINCT_CHARACTERS: usize = 10;
+
+impl ClientAuth {
+    /// The names of keys that look easy to guess: few different characters. They are
+    /// accepted (a key is the operator's to choose), and the gateway warns about them.
+    ///
+    /// ```
+    /// use llm_tower::Secret;
+    /// use llm_tower_gateway::{ClientAuth, ClientKey};
+    ///
+    /// let key = |name: &str, key: &str| ClientKey { name: name.into(), key: Secret::new(key) };
+    /// let auth = ClientAuth {
+    ///     keys: vec![key("weak", "aaaaaaaaaaaaaaaa"), key("strong", "gw-7Hq2xLp9Vc4Rt8Zm")],
+    /// };
+    /// assert_eq!(auth.weak_keys().collect::<Vec<_>>(), ["weak"]);
+    /// ```
+    pub fn weak_keys(&self) -> impl Iterator<Item = &str> {
+        self.keys
+            .iter()
+            .filter(|entry| {
+                let mut seen = [false; 256];
+                let key = entry.key.expose_secret().as_bytes();
+                key.iter()
+                    .filter(|&&b| !std::mem::replace(&mut seen[usize::from(b)], true))
+                    .count()
+                    < MIN_DISTINCT_CHARACTERS
+            })
+            .map(|entry| entry.name.as_str())
+    }
+}
+
 /// The request validator: the presented key is compared in constant time with every
 /// configured key; a match puts the key's name on the request as [`Caller`].
 #[derive(Clone)]

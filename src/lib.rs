@@ -45,5 +45,5 @@ pub use config::{DEFAULT_LISTEN, DEFAULT_MOUNT, GatewayConfig};
 pub use demo::{Demo, demo};
 pub use reload::{Reloaded, Reloader};
 pub use router::{App, Routes, router};
-pub use server::{LiveRoutes, ServerSettings, serve, shutdown_signal};
+pub use server::{LiveRoutes, ServerSettings, raise_descriptor_limit, serve, shutdown_signal};
 pub use watch::FileChanges;

@@ -82,6 +82,11 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config_path: Option<String>, listen: Option<String>, watch: bool) -> ExitCode {
+    // Every connection, client or upstream, takes a descriptor: the soft limit (often
+    // 1 024) is raised to the hard one, which the connection cap is then derived from.
+    if let Some(limit) = llm_tower_gateway::raise_descriptor_limit() {
+        tracing::debug!(limit, "limit of open files");
+    }
     // Listened for before anything is bound: a SIGTERM while the gateway starts drains it
     // rather than killing it.
     let shutdown = llm_tower_gateway::shutdown_signal();

@@ -173,7 +173,16 @@ pub(crate) fn build(
         .access_log(true);
     let service = upstream.build()?;
     let deployment_ids = service.get_ref().deployment_ids().cloned().collect();
-    let keys = config.client_auth.as_ref().map(ClientKeys::new);
+    let keys = config.client_auth.as_ref().map(|auth| {
+        for name in auth.weak_keys() {
+            tracing::warn!(
+                client = name,
+                "the client key of {name} has few different characters and may be easy to \
+                 guess: use a long random key (openssl rand -hex 24)"
+            );
+        }
+        ClientKeys::new(auth)
+    });
     let ids = SequentialRequestId::new();
 
     let admin_routes = admin::routes(&registry, metrics, process.store.clone(), generation);

@@ -453,6 +453,11 @@ async fn path_forms_that_upstreams_normalise_are_refused() {
         "/v1/%252e%252e/admin",
         "/v1/%c0%ae%c0%ae/admin",
         "/v1/..%00/admin",
+        "/v1/..%3b/admin",
+        "/v1/%2e%2e%3b/admin",
+        "/v1/..%20/admin",
+        "/v1/%u002e%u002e/admin",
+        "/v1/%ef%bc%8e%ef%bc%8e/admin",
     ] {
         let answer = gw
             .raw(&format!(

@@ -5,8 +5,10 @@
 mod body;
 mod budget;
 mod conn;
+mod descriptors;
 mod direct;
 mod live;
+mod open;
 mod service;
 mod settings;
 
@@ -26,8 +28,10 @@ use tokio::time::Instant;
 
 use budget::BodyBudget;
 use conn::{ConnState, Timeouts, TrackedIo};
+pub use descriptors::raise_descriptor_limit;
 pub(crate) use direct::Direct;
 pub use live::LiveRoutes;
+use open::OpenConnections;
 use service::TrackedService;
 pub use settings::ServerSettings;
 
@@ -39,7 +43,9 @@ pub use settings::ServerSettings;
 ///
 /// Each connection gets the settings' limits: a header read timeout, a body read deadline
 /// (408), an idle timeout, a header size cap (431), HTTP/2 keep-alive pings and a cap on
-/// concurrent streams; at `max_connections` the loop stops accepting until one closes. The
+/// concurrent streams. At `max_connections` (or fewer, when the process's limit of open
+/// files cannot hold that many with their upstream connections) a newcomer makes the
+/// connection idle longest close, or waits until one does. The
 /// request bodies of all connections share one budget of bytes (`max_buffered_bytes`: 503
 /// past it). Running out of file descriptors on accept backs off instead of spinning.
 ///
@@ -60,7 +66,10 @@ pub async fn serve(
         idle: settings.idle_timeout,
         send: settings.send_timeout,
     };
-    let permits = Arc::new(Semaphore::new(settings.max_connections));
+    let permits = Arc::new(Semaphore::new(descriptors::connection_cap(
+        settings.max_connections,
+    )));
+    let open = OpenConnections::default();
     let budget = BodyBudget::new(settings.max_buffered_bytes);
     let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();
@@ -68,21 +77,38 @@ pub async fn serve(
     tokio::pin!(shutdown);
     loop {
         while connections.try_join_next().is_some() {}
-        // At the cap, stop accepting (the kernel's backlog holds new clients) until a
-        // connection closes.
-        let permit = tokio::select! {
-            permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+        // Below the cap, a permit and then a client. At the cap, a newcomer is taken from
+        // the backlog only to make room for it: the connection idle longest is asked to
+        // close, and the newcomer waits for its permit (one connection past the cap at
+        // most, which the descriptors' reserve covers). With no idle connection, it waits
+        // until one closes.
+        let (permit, accepted) = tokio::select! {
             () = &mut shutdown => break,
-        };
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(err) => {
-                    accept_errors.survive(&err).await;
-                    continue;
+            permit = permits.clone().acquire_owned() => {
+                let accepted = tokio::select! {
+                    accepted = listener.accept() => accepted,
+                    () = &mut shutdown => break,
+                };
+                (permit, accepted)
+            }
+            accepted = listener.accept(), if permits.available_permits() == 0 => {
+                if accepted.is_ok() && open.close_longest_idle() {
+                    tracing::debug!("at the connection cap: closing the connection idle longest");
                 }
-            },
-            () = &mut shutdown => break,
+                let permit = tokio::select! {
+                    permit = permits.clone().acquire_owned() => permit,
+                    () = &mut shutdown => break,
+                };
+                (permit, accepted)
+            }
+        };
+        let permit = permit.expect("the semaphore is never closed");
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(err) => {
+                accept_errors.survive(&err).await;
+                continue;
+            }
         };
         // Responses are written whole; Nagle's algorithm would only hold them back.
         let _ = stream.set_nodelay(true);
@@ -96,12 +122,16 @@ pub async fn serve(
         ));
         let builder = builder.clone();
         let watcher = graceful.watcher();
+        let counted = open.add(state.clone());
         connections.spawn(async move {
             let connection = watcher.watch(builder.serve_connection(io, service).into_owned());
-            if state.watch(connection, timeouts).await {
-                tracing::debug!("closed a connection that was idle or slow to send its head");
+            tokio::select! {
+                timed_out = state.watch(connection, timeouts) => if timed_out {
+                    tracing::debug!("closed a connection that was idle or slow to send its head");
+                },
+                () = state.evicted() => {}
             }
-            drop(permit);
+            drop((counted, permit));
         });
     }
     // New clients are refused from now on, so they can go elsewhere at once.
@@ -262,5 +292,42 @@ impl Signals {
         {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Out of descriptors, accept errors are waited out and logged at most once a second.
+    #[cfg(target_os = "linux")]
+    #[tokio::test(start_paused = true)]
+    async fn running_out_of_descriptors_is_waited_out_and_logged_once_a_second() {
+        const EMFILE: i32 = 24;
+        let exhausted = io::Error::from_raw_os_error(EMFILE);
+        let mut errors = AcceptErrors::default();
+        let started = Instant::now();
+        errors.survive(&exhausted).await;
+        assert_eq!(started.elapsed(), EXHAUSTED_BACKOFF);
+        assert_eq!(
+            (errors.last_logged, errors.since_logged),
+            (Some(started), 0)
+        );
+        for _ in 0..10 {
+            errors.survive(&exhausted).await;
+        }
+        assert_eq!(errors.since_logged, 10, "not logged again within a second");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        errors.survive(&exhausted).await;
+        assert_eq!(
+            errors.since_logged, 0,
+            "logged, with the count of those not logged"
+        );
+        // A client that gave up mid-handshake is no reason to pause.
+        let before = Instant::now();
+        errors
+            .survive(&io::Error::from(io::ErrorKind::ConnectionAborted))
+            .await;
+        assert_eq!(before.elapsed(), Duration::ZERO);
     }
 }

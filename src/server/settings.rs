@@ -42,8 +42,11 @@ pub struct ServerSettings {
     /// Largest request header block (default 64 KiB, at least 8 KiB); larger gets 431. The
     /// HTTP/2 header list limit is the same.
     pub max_header_bytes: usize,
-    /// Connections served at once (default 10 000); at the cap the gateway stops accepting
-    /// until one closes, so established clients keep being served.
+    /// Connections served at once (default 10 000). At the cap, a newcomer makes the
+    /// keep-alive connection idle longest close, or waits (in the kernel's backlog) until one
+    /// does. The gateway raises its limit of open files to the hard limit at start, and
+    /// serves fewer connections, saying so, when that limit cannot hold this many with an
+    /// upstream connection each.
     pub max_connections: usize,
     /// Request body bytes the whole process holds at once (default 512 MiB; at least
     /// `max_body_bytes`). Each body is buffered for replay up to `max_body_bytes`; this

@@ -67,6 +67,7 @@ pub use config_error::{ConfigError, MAX_COOLDOWN_LIMIT};
 pub use endpoint::{
     ApiKey, BaseUrl, Caller, Endpoint, EndpointBuilder, EndpointConfig, EndpointId, ExpectStatus,
     HealthCheck, ModelsConfig, Provider, ProviderName, Replay, Secret, Selected, SingleTry,
+    port_is_valid,
 };
 pub use error::{BoxError, CooldownHint, Error, ErrorKind};
 pub use headers::{HOP_BY_HOP, HeaderNames, remove_where, strip_hop_by_hop, strip_hop_by_hop_and};

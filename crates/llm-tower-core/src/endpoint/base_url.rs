@@ -50,6 +50,11 @@ impl BaseUrl {
                 "`{url}` must not carry user information; use api_key for credentials"
             ));
         }
+        if !port_is_valid(&authority) {
+            return Err(format!(
+                "`{url}` has a port that is not a number from 1 to 65535"
+            ));
+        }
         if uri.query().is_some() {
             return Err(format!("`{url}` must not have a query string"));
         }
@@ -107,11 +112,33 @@ impl BaseUrl {
     }
 }
 
+/// Whether `authority` has no port, or a port from 1 to 65535 (`http` parses `host:abc` and
+/// `host:99999` as authorities, with no port).
+///
+/// ```
+/// use llm_tower_core::port_is_valid;
+///
+/// for (authority, valid) in [("h", true), ("h:8080", true), ("[::1]:1", true), ("h:abc", false), ("h:99999", false), ("h:0", false), ("h:", false)] {
+///     assert_eq!(port_is_valid(&authority.parse().unwrap()), valid, "{authority}");
+/// }
+/// ```
+pub fn port_is_valid(authority: &Authority) -> bool {
+    let after_host = authority
+        .as_str()
+        .rsplit_once('@')
+        .map_or(authority.as_str(), |(_, host)| host)
+        .strip_prefix(authority.host())
+        .unwrap_or(":");
+    after_host.is_empty() || authority.port_u16().is_some_and(|port| port > 0)
+}
+
 /// Refuses the path forms that some upstream servers or proxies normalise into another path:
-/// `.`/`..` segments (also percent-encoded, or behind an encoded slash or a backslash), `;`
-/// (path parameters, as in `..;/`), double percent-encoding (`%25`), encoded control bytes
-/// (`%00`), and percent-encoded bytes that are not valid UTF-8 (overlong forms such as
-/// `%c0%ae`, which lenient decoders read as `.`).
+/// `.`/`..` segments (also percent-encoded, padded with spaces, or behind an encoded slash or
+/// a backslash), `;` (path parameters, as in `..;/`, also encoded), double percent-encoding
+/// (`%25`), a `%` that is not percent-encoding (IIS reads `%u002e` as `.`), encoded control
+/// bytes (`%00`), percent-encoded bytes that are not valid UTF-8 (overlong forms such as
+/// `%c0%ae`, which lenient decoders read as `.`), and characters that Unicode normalisation
+/// turns into `.`, `/`, `\` or `;` (the full-width dot `%ef%bc%8e`, ...).
 fn check_path(path: &str) -> Result<(), &'static str> {
     if !path.contains(['.', '%', ';', '\\']) {
         // The healthy path: nothing to decode.
@@ -123,20 +150,53 @@ fn check_path(path: &str) -> Result<(), &'static str> {
     if path.to_ascii_lowercase().contains("%25") {
         return Err("double percent-encoding (`%25`)");
     }
+    let bytes = path.as_bytes();
+    let stray_percent = memchr::memchr_iter(b'%', bytes).any(|at| {
+        !bytes
+            .get(at + 1..at + 3)
+            .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+    });
+    if stray_percent {
+        return Err("a `%` that is not followed by two hex digits");
+    }
     let decoded = crate::percent_decode(path);
     if decoded.iter().any(|&b| b < 0x20 || b == 0x7f) {
         return Err("an encoded control character");
     }
     let decoded =
         std::str::from_utf8(&decoded).map_err(|_| "a percent-encoding that is not valid UTF-8")?;
-    let dot_segment = decoded
-        .split(['/', '\\'])
-        .any(|segment| segment == "." || segment == "..");
+    if decoded.contains(';') {
+        return Err("a `;` (path parameters)");
+    }
+    if decoded.contains(NORMALISED_TO_SEPARATORS) {
+        return Err("a character that Unicode normalisation turns into `.`, `/`, `\\` or `;`");
+    }
+    let dot_segment = decoded.split(['/', '\\']).any(|segment| {
+        // Windows servers drop the spaces around a segment: `.. ` is `..` there.
+        let segment = segment.trim_matches(|c: char| c.is_ascii_whitespace());
+        segment == "." || segment == ".."
+    });
     if dot_segment {
         return Err("`.` or `..` segments");
     }
     Ok(())
 }
+
+/// Characters whose Unicode compatibility form (NFKC) holds a `.`, `/`, `\` or `;`: servers
+/// that normalise paths read them as those.
+const NORMALISED_TO_SEPARATORS: &[char] = &[
+    '\u{037E}', // Greek question mark: `;`
+    '\u{2024}', // one dot leader: `.`
+    '\u{2025}', // two dot leader: `..`
+    '\u{2026}', // horizontal ellipsis: `...`
+    '\u{FE52}', // small full stop
+    '\u{FE54}', // small semicolon
+    '\u{FE68}', // small reverse solidus
+    '\u{FF0E}', // full-width full stop
+    '\u{FF0F}', // full-width solidus
+    '\u{FF1B}', // full-width semicolon
+    '\u{FF3C}', // full-width reverse solidus
+];
 
 impl fmt::Debug for BaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -211,6 +271,15 @@ mod tests {
             ("/..%00/admin", "control"),
             ("/a%0d%0ab", "control"),
             ("/a%7f", "control"),
+            ("/..%3b/admin", "`;`"),
+            ("/%2e%2e%3b/admin", "`;`"),
+            ("/..%20/admin", "segments"),
+            ("/%20..%20/admin", "segments"),
+            ("/%u002e%u002e/admin", "two hex digits"),
+            ("/a%2", "two hex digits"),
+            ("/%ef%bc%8e%ef%bc%8e/admin", "normalisation"),
+            ("/%e2%80%a5/admin", "normalisation"),
+            ("/a%ef%bc%8fb", "normalisation"),
         ] {
             let uri: Uri = path.parse().unwrap();
             let err = base.join(&uri).unwrap_err();
@@ -253,5 +322,10 @@ mod tests {
                 .contains("query")
         );
         assert!(BaseUrl::parse("not a url").is_err());
+        for port in ["abc", "99999", "0"] {
+            let err = BaseUrl::parse(&format!("http://127.0.0.1:{port}/v1")).unwrap_err();
+            assert!(err.contains("port"), "{port}: {err}");
+        }
+        assert!(BaseUrl::parse("http://[::1]:8080/v1").is_ok());
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue};
 
 pub use api_key::{ApiKey, Secret};
-pub use base_url::BaseUrl;
+pub use base_url::{BaseUrl, port_is_valid};
 pub use config::{EndpointConfig, ModelsConfig, ProviderName};
 pub use extensions::{Caller, Replay, Selected, SingleTry};
 pub use health_check::{ExpectStatus, HealthCheck};

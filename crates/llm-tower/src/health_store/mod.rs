@@ -135,6 +135,19 @@ impl HealthStoreSettings {
                 format!("`{}` names no host", self.redis),
             ));
         }
+        let authority = host.split(['/', '?', '#']).next().unwrap_or(host);
+        let port_ok = authority
+            .parse::<http::uri::Authority>()
+            .is_ok_and(|a| llm_tower_core::port_is_valid(&a));
+        if !port_ok {
+            return Err(ConfigError::invalid(
+                "health_store.redis",
+                format!(
+                    "`{}` is not host[:port] with a port from 1 to 65535",
+                    self.redis
+                ),
+            ));
+        }
         let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':');
         if self.prefix.is_empty() || !self.prefix.chars().all(allowed) {
             return Err(ConfigError::invalid(
@@ -184,6 +197,9 @@ mod tests {
             ("rediss://h", "p", "health_store.redis"),
             ("redis://", "p", "health_store.redis"),
             ("redis://:pw@", "p", "health_store.redis"),
+            ("redis://:pw@h:abc", "p", "health_store.redis"),
+            ("redis://h:99999/0", "p", "health_store.redis"),
+            ("redis://h:0", "p", "health_store.redis"),
             ("redis://h", "", "health_store.prefix"),
             ("redis://h", "a*", "health_store.prefix"),
             ("redis://h", "two words", "health_store.prefix"),
@@ -196,6 +212,14 @@ mod tests {
             let err = settings.validate().unwrap_err().to_string();
             assert!(err.contains(field), "{url} {prefix}: {err}");
             assert!(!err.contains("pw"), "{err}");
+        }
+        for good in [
+            "redis://h",
+            "redis://:pw@h:6379/0",
+            "redis://[::1]:6379",
+            "redis://h/1?protocol=resp3",
+        ] {
+            assert!(HealthStoreSettings::new(good).validate().is_ok(), "{good}");
         }
     }
 
