@@ -13,14 +13,15 @@
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Extension, Request, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
-use http::StatusCode;
-use http_body_util::BodyExt;
-use llm_tower::{Attempts, BufferedBody, Config, EndpointConfig, HttpClient, Selected, Upstream};
+use llm_tower::{Attempts, Config, EndpointConfig, HttpClient, Selected, Upstream};
 use llm_tower_mock::{Behavior, MockProvider};
 
-/// The route's handler: called once per upstream attempt by the stack around it.
+/// The route's handler: called once per upstream attempt by the stack around it, with the
+/// request ready to send (absolute URI, the endpoint's credential). `HttpClient::forward`
+/// sends it whatever its body type; an error answers with its status (a 502 for a refused
+/// connection), which the stack retries and falls back on.
 async fn chat(
     State(client): State<HttpClient>,
     Extension(selected): Extension<Selected>,
@@ -33,21 +34,9 @@ async fn chat(
         selected.id(),
         request.uri()
     );
-    let (parts, body) = request.into_parts();
-    let Ok(bytes) = body
-        .collect()
-        .await
-        .map(http_body_util::Collected::to_bytes)
-    else {
-        return StatusCode::BAD_REQUEST.into_response();
-    };
-    match client
-        .request(http::Request::from_parts(parts, BufferedBody::from(bytes)))
-        .await
-    {
+    match client.forward(request).await {
         Ok(response) => response.map(Body::new),
-        // A 502 here is retried and falls back like any upstream 502.
-        Err(_) => StatusCode::BAD_GATEWAY.into_response(),
+        Err(err) => err.to_response(),
     }
 }
 

@@ -45,7 +45,10 @@ pub struct CorsSettings {
     /// the scheme's default is left out, as browsers do). No `*`: each origin is named.
     pub allow_origins: Vec<String>,
     /// How long a browser may keep a preflight's answer (default 10 min).
-    #[serde(default = "default_max_age", with = "llm_tower::core::duration")]
+    #[serde(
+        default = "default_max_age",
+        with = "llm_tower::llm_tower_core::duration"
+    )]
     pub max_age: Duration,
 }
 

@@ -165,17 +165,18 @@ impl GatewayConfig {
                 ),
             ));
         }
-        if let Some(admin) = self.admin_listen {
-            if !is_loopback(admin) && !self.allow_unauthenticated {
-                return Err(ConfigError::invalid(
-                    "admin_listen",
-                    format!(
-                        "{admin} is not a loopback address, and the admin routes have no client \
+        if let Some(admin) = self.admin_listen
+            && !is_loopback(admin)
+            && !self.allow_unauthenticated
+        {
+            return Err(ConfigError::invalid(
+                "admin_listen",
+                format!(
+                    "{admin} is not a loopback address, and the admin routes have no client \
                          authentication: bind it to loopback, or set allow_unauthenticated: true \
                          if the network in front of it is private"
-                    ),
-                ));
-            }
+                ),
+            ));
         }
         if let Some(auth) = &self.client_auth {
             auth.validate()?;

@@ -161,6 +161,31 @@ async fn bodies_past_the_budget_are_refused_before_they_are_read_and_the_budget_
     }
 }
 
+/// A client that declares a large body and then drips it holds only what it sent: the
+/// bytes it only promised stay free for others.
+#[tokio::test]
+async fn a_declared_length_is_not_held_before_its_bytes_arrive() {
+    let mock = MockProvider::start().await.unwrap();
+    let gw = gateway(mock.base_url(), budgeted()).await;
+    let mut dripping = TcpStream::connect(gw.addr).await.unwrap();
+    let body = chat_of_len(LARGE);
+    let request = format!(
+        "{}{}",
+        head(&format!("content-length: {LARGE}\r\n")),
+        &body[..10]
+    );
+    dripping.write_all(request.as_bytes()).await.unwrap();
+    // Another body as large is taken meanwhile, as if the first were not there.
+    let mut other = TcpStream::connect(gw.addr).await.unwrap();
+    let request = format!("{}{body}", head(&format!("content-length: {LARGE}\r\n")));
+    other.write_all(request.as_bytes()).await.unwrap();
+    let answer = read_head(&mut other).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // The first finishes its body, and is served too.
+    dripping.write_all(&body.as_bytes()[10..]).await.unwrap();
+    assert!(read_head(&mut dripping).await.starts_with("HTTP/1.1 200"));
+}
+
 #[tokio::test]
 async fn a_budget_smaller_than_one_body_is_refused_at_load() {
     let mock = MockProvider::start().await.unwrap();

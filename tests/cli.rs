@@ -412,7 +412,9 @@ async fn watch_reloads_when_the_file_changes() {
     let (mock, path, _running, url, lines) = reloading_binary("watch.yaml", &["--watch"]).await;
     std::thread::spawn(move || lines.for_each(drop));
     std::fs::write(&path, reload_config(&mock.base_url(), &["a", "c"])).unwrap();
-    let (generation, ids) = generation_once(&url, |_, ids| ids.len() == 2).await;
+    // The new deployments join the registry a moment before the generation moves on: the
+    // reload is done when the generation says so.
+    let (generation, ids) = generation_once(&url, |generation, _| generation >= 2).await;
     assert_eq!(generation, 2, "one reload for one change");
     assert_eq!(ids, ["a", "c"]);
 }
@@ -448,4 +450,65 @@ fn the_limit_of_open_files_is_raised_and_bounds_the_connection_cap() {
         warning.contains("serving at most 224 connections"),
         "{warning}"
     );
+}
+
+/// HTTP/2 multiplexes requests, each with an upstream connection of its own while its answer
+/// streams: requests in flight are bounded by the descriptors too, so that a few HTTP/2
+/// connections cannot exhaust them, and the gateway keeps accepting clients.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_streams_cannot_exhaust_the_descriptors() {
+    let mock = llm_tower_mock::MockProvider::start().await.unwrap();
+    // A first chunk at once, the next an hour later: each answer holds its connections.
+    mock.set_default(llm_tower_mock::Behavior::Stream {
+        chunks: 2,
+        interval: std::time::Duration::from_secs(3600),
+    });
+    let path = temp_file(
+        "h2-streams.yaml",
+        &format!(
+            "listen: 127.0.0.1:0\nendpoints:\n  - {{ id: slow, base_url: \"{}\", retry_policy: {{ name: NoRetry }} }}\n",
+            mock.base_url()
+        ),
+    );
+    // 128 descriptors: at most 32 requests in flight.
+    let mut command = Command::new("sh");
+    command.args([
+        "-c",
+        &format!("ulimit -n 128 && exec {BIN} --config {}", path.display()),
+    ]);
+    let (running, url, lines) = launch(command);
+    let log =
+        std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>().join("\n"));
+    // Three HTTP/2 connections of 100 streams each, all answered slowly.
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_only(true)
+            .build_http::<http_body_util::Full<bytes::Bytes>>();
+        for _ in 0..100 {
+            answers.push(tokio::spawn(
+                h2.request(post(&url, "{\"model\":\"m\",\"messages\":[]}")),
+            ));
+        }
+    }
+    let mut held = Vec::new();
+    for answer in answers {
+        held.push(answer.await.unwrap().unwrap());
+    }
+    let refused = held.iter().filter(|a| a.status() == 503).count();
+    assert!(refused >= 300 - 32, "{refused} refused");
+    // A new client is still accepted and served while the streams are held.
+    let health = client()
+        .get(
+            format!("{}/healthz", url.trim_end_matches("/v1"))
+                .parse()
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    drop(held);
+    drop(running);
+    let log = log.join().unwrap();
+    assert!(!log.contains("cannot accept connections"), "{log}");
 }

@@ -412,6 +412,32 @@ async fn an_upstream_reason_phrase_or_header_never_relays_its_key() {
     }
 }
 
+/// Trailers are headers too: a success's trailers are masked, and a header named after the
+/// key is dropped.
+#[tokio::test]
+async fn an_upstream_key_in_a_successs_trailers_or_a_header_name_never_reaches_the_client() {
+    let upstream = raw_upstream(
+        b"HTTP/1.1 200 OK\r\nx-sk-upstream-only: 1\r\ntransfer-encoding: chunked\r\ntrailer: x-echo\r\nconnection: close\r\n\r\n2\r\n{}\r\n0\r\nx-echo: key=sk-upstream-only\r\n\r\n",
+    )
+    .await;
+    let mut config = Config::with_endpoints(vec![endpoint("only", upstream, 0)]);
+    config.endpoints[0].retry_policy = llm_tower::RetryPolicy::NoRetry;
+    let gw = start(config).await;
+    // Over HTTP/2, where trailers reach the client whatever it asked.
+    let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    let response = h2.request(gw.chat(CHAT)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let head = format!("{:?}", response.headers());
+    assert!(!head.contains("sk-upstream-only"), "{head}");
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap();
+    let trailers = body.trailers().expect("the trailers came").clone();
+    assert_eq!(trailers["x-echo"], "key=sk-...only");
+}
+
 #[tokio::test(start_paused = true)]
 async fn credentials_in_any_spelling_are_stripped() {
     let mock = MockProvider::start().await.unwrap();

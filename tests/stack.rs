@@ -338,8 +338,11 @@ async fn health_checks_go_through_auth_and_are_never_retried() {
     let upstream = Upstream::new(vec![primary, endpoint("backup", 1)]);
     let health = upstream.health().clone();
     let layer = upstream.layer().unwrap();
-    assert!(layer.start_health_checks(inner.clone()));
-    assert!(!layer.start_health_checks(inner.clone()), "once per stack");
+    assert!(layer.start_health_checks(inner.clone()).unwrap());
+    assert!(
+        !layer.start_health_checks(inner.clone()).unwrap(),
+        "once per stack"
+    );
     let _service = layer.layer(inner);
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let checks = checks.lock().unwrap().clone();
@@ -382,10 +385,70 @@ fn health_checks_outside_a_runtime_are_a_clear_error() {
         .health_check(llm_tower::HealthCheck::default())
         .build()
         .unwrap();
-    let err = Upstream::new(vec![endpoint]).build().unwrap_err();
+    let expected = "endpoint `checked`: health_check: health checks run as a Tokio task: start \
+                    them inside a Tokio runtime";
+    let upstream = Upstream::new(vec![endpoint]);
+    assert_eq!(upstream.build().unwrap_err().to_string(), expected);
+    // Started by hand over a stack of one's own: the same error, not a silent `false`.
+    let layer = upstream.layer().unwrap();
+    let inner = tower::service_fn(|_: Request<BufferedBody>| async {
+        Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
+    });
     assert_eq!(
-        err.to_string(),
-        "endpoint `checked`: health_check: health checks run as a Tokio task: build the stack \
-         inside a Tokio runtime"
+        layer.start_health_checks(inner).unwrap_err().to_string(),
+        expected
+    );
+}
+
+/// tower-http's layers go over the stack as over any service: `TimeoutLayer` answers for it
+/// with its own status (the stack's body has a default), the request-id layers pass.
+#[tokio::test(start_paused = true)]
+async fn tower_http_layers_fit_over_the_stack() {
+    use std::time::Duration;
+    use tower_http::ServiceBuilderExt;
+    use tower_http::request_id::MakeRequestUuid;
+    use tower_http::timeout::TimeoutLayer;
+
+    let mock = llm_tower_mock::MockProvider::start().await.unwrap();
+    let endpoint = Endpoint::builder("mock", mock.base_url()).build().unwrap();
+    let stack = ServiceBuilder::new()
+        .set_x_request_id(MakeRequestUuid)
+        .propagate_x_request_id()
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::GATEWAY_TIMEOUT,
+            Duration::from_secs(5),
+        ))
+        .service(Upstream::new(vec![endpoint]).build().unwrap());
+    let chat = || {
+        Request::post("/chat/completions")
+            .body(Full::new(Bytes::from_static(
+                br#"{"model":"mock-model","messages":[]}"#,
+            )))
+            .unwrap()
+    };
+    let response = stack.clone().oneshot(chat()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers().contains_key("x-request-id"));
+    assert!(
+        !response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .is_empty()
+    );
+    // An upstream that never answers: the timeout answers for the stack.
+    mock.push(llm_tower_mock::Behavior::StallHead);
+    let response = stack.oneshot(chat()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert!(
+        response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .is_empty()
     );
 }

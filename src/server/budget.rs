@@ -5,9 +5,11 @@
 //! without it, a hundred clients each sending 30 MB take 3 GB, and one HTTP/2 connection
 //! with a few hundred streams over a gigabyte.
 //!
-//! A request takes its share from the budget as its bytes arrive: all of a declared
-//! `content-length` before anything is read (so a body that cannot fit is refused at once,
-//! never after it was read whole), and the bytes of a chunked body frame by frame. What a
+//! A request takes its share from the budget as its bytes arrive, frame by frame, and a
+//! body that declares a `content-length` that does not fit in what is left is refused at
+//! once, on its head alone (never after it was read whole). The declared length is not
+//! taken ahead: a client that declares 32 MiB and then sends a byte every few seconds would
+//! otherwise hold 32 MiB of everyone's budget for nothing until its body deadline. What a
 //! request took is given back when its response head goes out, or when it is dropped
 //! unanswered: by then the balancer has let go of the body (nothing keeps a request body
 //! while the response streams).
@@ -68,19 +70,19 @@ impl BodyBudget {
     }
 
     /// The share of a request whose body declares `declared` bytes (0 when it declares
-    /// none): taken at once, or the refusal to send when they do not fit. A body larger than
-    /// the whole budget takes nothing here: no single body may be that large
-    /// (`max_body_bytes` is at most the budget), and the balancer refuses it with 413
-    /// before reading it.
+    /// none), empty at first; or the refusal to send when that many bytes do not fit in
+    /// what is left now. A body larger than the whole budget is let through here: no single
+    /// body may be that large (`max_body_bytes` is at most the budget), and the balancer
+    /// refuses it with 413 before reading it.
     pub(crate) fn share(self: &Arc<Self>, declared: u64) -> Result<Arc<Share>, Error> {
         let declared = usize::try_from(declared).unwrap_or(usize::MAX);
-        let reserved = if declared > self.limit { 0 } else { declared };
-        if !self.take(reserved) {
+        let left = self.limit.saturating_sub(self.used.load(Ordering::Acquire));
+        if declared <= self.limit && declared > left {
             return Err(self.refusal());
         }
         Ok(Arc::new(Share {
             budget: self.clone(),
-            taken: AtomicUsize::new(reserved),
+            taken: AtomicUsize::new(0),
         }))
     }
 
@@ -211,16 +213,19 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_declared_length_is_taken_before_reading_and_given_back_on_drop() {
+    async fn a_declared_length_that_cannot_fit_is_refused_before_reading_and_not_taken_ahead() {
         let budget = BodyBudget::new(10);
         let first = budget.share(6).unwrap();
+        assert_eq!(budget.used(), 0, "declared, not yet sent: nothing held");
+        let body = Budgeted::new(chunked(&[b"abcdef"]), first.clone());
+        body.collect().await.unwrap();
         assert_eq!(budget.used(), 6);
         let err = budget.share(5).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Overloaded);
         assert_eq!(err.status(), 503);
         let response: http::Response<Bytes> = err.to_response();
         assert_eq!(response.headers()["retry-after"], "1");
-        // Larger than the whole budget: left to the balancer's 413, nothing taken.
+        // Larger than the whole budget: left to the balancer's 413.
         let huge = budget.share(11).unwrap();
         assert_eq!(budget.used(), 6);
         drop((first, huge));
@@ -233,6 +238,10 @@ mod tests {
     {
         let budget = BodyBudget::new(10);
         let held = budget.share(5).unwrap();
+        Budgeted::new(chunked(&[b"12345"]), held.clone())
+            .collect()
+            .await
+            .unwrap();
         let share = budget.share(0).unwrap();
         let body = Budgeted::new(chunked(&[b"abc", b"def", b"ghi"]), share.clone());
         let err = body.collect().await.unwrap_err();
@@ -241,7 +250,7 @@ mod tests {
         assert_eq!(budget.used(), 8);
         drop((held, share));
         assert_eq!(budget.used(), 0);
-        // Within its declared length, a body takes nothing more.
+        // A body that fits takes what it read, until its share is dropped.
         let share = budget.share(9).unwrap();
         let body = Budgeted::new(chunked(&[b"abc", b"def", b"ghi"]), share.clone());
         assert_eq!(body.collect().await.unwrap().to_bytes(), "abcdefghi");

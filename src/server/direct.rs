@@ -104,13 +104,13 @@ impl Direct {
             request.headers_mut().insert(REQUEST_ID, id.clone());
             id
         };
-        if let Some(keys) = &self.keys {
-            if let Err(refusal) = keys.clone().validate(&mut request) {
-                return DirectFuture::Refused {
-                    response: Some(refusal),
-                    id: Some(id),
-                };
-            }
+        if let Some(keys) = &self.keys
+            && let Err(refusal) = keys.clone().validate(&mut request)
+        {
+            return DirectFuture::Refused {
+                response: Some(refusal),
+                id: Some(id),
+            };
         }
         self.strip_mount(request.uri_mut());
         DirectFuture::Call {

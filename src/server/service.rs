@@ -23,6 +23,7 @@ use tower::Service;
 use super::body::BodyDeadline;
 use super::budget::{BodyBudget, Budgeted, Share};
 use super::conn::ConnState;
+use super::descriptors::{RequestSlots, Slot, no_slot};
 use super::direct::{Answer, DirectBody, DirectFuture};
 use super::live::LiveRoutes;
 use crate::browser::{BrowserGuard, Verdict};
@@ -67,7 +68,7 @@ impl Service<Request<Incoming>> for TrackedService {
         self.state.request_started();
         mark_credentials_sensitive(request.headers_mut());
         if let Some(refusal) = host_problem(&request) {
-            return TrackedFuture::refused(refusal, Done(self.state.clone()));
+            return TrackedFuture::refused(refusal, Done::new(&self.state, None));
         }
         // The routes in force as the request starts (a reload swaps them for later ones).
         let routes = self.routes.load();
@@ -75,8 +76,22 @@ impl Service<Request<Incoming>> for TrackedService {
         let origin = match routes.browsers.check(&request) {
             Verdict::Serve(origin) => origin,
             Verdict::Answer(answer) => {
-                return TrackedFuture::refused(answer, Done(self.state.clone()));
+                return TrackedFuture::refused(answer, Done::new(&self.state, None));
             }
+        };
+        // A request for the stack may hold an upstream connection, so a descriptor, while it
+        // is in flight (the operator's routes hold none, and stay open to them).
+        let direct = routes
+            .direct
+            .as_ref()
+            .filter(|direct| direct.claims(request.uri().path()));
+        let slot = match direct.map(|_| RequestSlots::of_process().take()) {
+            Some(None) => {
+                let refusal = no_slot().to_response();
+                return TrackedFuture::refused(refusal, Done::new(&self.state, None));
+            }
+            Some(slot) => slot,
+            None => None,
         };
         // The body's bytes are taken from the process's budget as they come: a declared
         // length that cannot fit is refused before a byte of it is read.
@@ -86,7 +101,7 @@ impl Service<Request<Incoming>> for TrackedService {
         {
             Ok(share) => share,
             Err(refusal) => {
-                return TrackedFuture::refused(refusal.to_response(), Done(self.state.clone()));
+                return TrackedFuture::refused(refusal.to_response(), Done::new(&self.state, None));
             }
         };
         let request = request.map(|body| Budgeted::new(body, share.clone()));
@@ -94,12 +109,12 @@ impl Service<Request<Incoming>> for TrackedService {
             Some(limit) => request.map(|body| Body::new(BodyDeadline::new(body, limit))),
             None => request.map(Body::new),
         };
-        let done = Some(Done(self.state.clone()));
-        let state = match &routes.direct {
-            Some(direct) if direct.claims(request.uri().path()) => State::Direct {
+        let done = Some(Done::new(&self.state, slot));
+        let state = match direct {
+            Some(direct) => State::Direct {
                 future: direct.call(request),
             },
-            _ => State::Router {
+            None => State::Router {
                 future: routes.router.clone().call(request),
             },
         };
@@ -143,12 +158,25 @@ fn host_problem<B>(request: &Request<B>) -> Option<Response<Body>> {
     )
 }
 
-/// Tells the connection its request finished: when the response body ends or is dropped.
-struct Done(Arc<ConnState>);
+/// Tells the connection its request finished, and frees its slot: when the response body
+/// ends or is dropped (a streamed answer holds its upstream connection until then).
+struct Done {
+    state: Arc<ConnState>,
+    _slot: Option<Slot>,
+}
+
+impl Done {
+    fn new(state: &Arc<ConnState>, slot: Option<Slot>) -> Self {
+        Self {
+            state: state.clone(),
+            _slot: slot,
+        }
+    }
+}
 
 impl Drop for Done {
     fn drop(&mut self) {
-        self.0.request_finished();
+        self.state.request_finished();
     }
 }
 

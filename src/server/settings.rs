@@ -24,20 +24,20 @@ use serde::{Deserialize, Serialize};
 pub struct ServerSettings {
     /// From the first byte of a request to the end of its header block (default 10 s); a
     /// client that dawdles longer is disconnected. `null` for none.
-    #[serde(with = "llm_tower::core::duration::option")]
+    #[serde(with = "llm_tower::llm_tower_core::duration::option")]
     pub header_read_timeout: Option<Duration>,
     /// From the request head to the end of its body (default 30 s); a stalled or dripped
     /// upload gets 408 and nothing is sent upstream. `null` for none.
-    #[serde(with = "llm_tower::core::duration::option")]
+    #[serde(with = "llm_tower::llm_tower_core::duration::option")]
     pub body_read_timeout: Option<Duration>,
     /// A keep-alive connection with no request in flight is closed after this long (default
     /// 60 s). `null` for none.
-    #[serde(with = "llm_tower::core::duration::option")]
+    #[serde(with = "llm_tower::llm_tower_core::duration::option")]
     pub idle_timeout: Option<Duration>,
     /// A response write that waits this long for the client to read closes the connection
     /// (default 60 s): a client that stops reading would otherwise hold its connection, and
     /// the upstream's generation, forever. `null` for none.
-    #[serde(with = "llm_tower::core::duration::option")]
+    #[serde(with = "llm_tower::llm_tower_core::duration::option")]
     pub send_timeout: Option<Duration>,
     /// Largest request header block (default 64 KiB, at least 8 KiB); larger gets 431. The
     /// HTTP/2 header list limit is the same.
@@ -58,13 +58,13 @@ pub struct ServerSettings {
     pub http2_max_concurrent_streams: u32,
     /// On SIGTERM or Ctrl-C, how long in-flight requests and streams may finish before the
     /// rest are cut (default 30 s).
-    #[serde(with = "llm_tower::core::duration")]
+    #[serde(with = "llm_tower::llm_tower_core::duration")]
     pub shutdown_grace: Duration,
     /// HTTP/2 keep-alive ping interval (default 20 s).
-    #[serde(with = "llm_tower::core::duration")]
+    #[serde(with = "llm_tower::llm_tower_core::duration")]
     pub http2_keep_alive_interval: Duration,
     /// An HTTP/2 ping unanswered for this long closes the connection (default 20 s).
-    #[serde(with = "llm_tower::core::duration")]
+    #[serde(with = "llm_tower::llm_tower_core::duration")]
     pub http2_keep_alive_timeout: Duration,
 }
 

@@ -15,7 +15,7 @@
 //!    `anthropic-version` (Anthropic), `x-goog-api-key` (Gemini) or a custom header;
 //! 3. replaces `user-agent` with `llm-tower/<version>` (configurable).
 //!
-//! The endpoint comes from the [`Selected`] request extension (the balancer inserts it), or
+//! The endpoint comes from the [`Selected`](llm_tower_core::Selected) request extension (the balancer inserts it), or
 //! is fixed with [`AuthLayer::for_endpoint`]. A request with neither is refused with an
 //! [`ErrorKind::Internal`](llm_tower_core::ErrorKind::Internal) error and never reaches the
 //! inner service: a layer put outside the balancer by mistake fails loudly instead of sending

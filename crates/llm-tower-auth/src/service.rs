@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::Request;
-use llm_tower_core::{BoxError, Error, ErrorKind, Selected};
+use llm_tower_core::{BoxError, CredentialsSet, Error, ErrorKind, Selected};
 use tower::Service;
 
 use crate::future::ResponseFuture;
@@ -65,6 +65,7 @@ where
         if !keep_client {
             strip_key_query(request.uri_mut());
         }
+        request.extensions_mut().insert(CredentialsSet);
         ResponseFuture::inner(self.inner.call(request))
     }
 }

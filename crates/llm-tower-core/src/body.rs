@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 use http::Request;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -159,22 +159,55 @@ where
     B: Body,
     B::Error: Into<BoxError>,
 {
-    if body.size_hint().lower() > limit as u64 {
+    let hint = body.size_hint();
+    if hint.lower() > limit as u64 {
         return Err(Error::body_too_large(limit));
     }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(BufferedBody::new(collected.to_bytes())),
-        // A limit further out (tower-http's, wrapped by axum) counts the same as ours.
-        Err(err) if is_length_limit(&*err) => Err(Error::body_too_large(limit)),
-        // A server that said what went wrong (the upload timed out, its memory budget for
-        // bodies is spent) is believed.
-        Err(err) => Err(Error::find_in(&*err).unwrap_or_else(|| {
-            Error::new(
-                ErrorKind::InvalidRequest,
-                format!("could not read the request body: {err}"),
-            )
-        })),
+    // The bytes are gathered as they come, each frame dropped once copied: a body never
+    // takes twice its size while it is read (as a list of frames copied into one buffer
+    // at the end would). A body of one frame is kept as it came, without a copy.
+    let expected = hint.exact().map_or(0, |len| len as usize);
+    let mut body = std::pin::pin!(Limited::new(body, limit));
+    let mut first: Option<Bytes> = None;
+    let mut gathered: Option<BytesMut> = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|err| read_error(&*err, limit))?;
+        let Ok(mut data) = frame.into_data() else {
+            continue; // Trailers of a request are not forwarded.
+        };
+        // Without a copy when the body's data are `Bytes` already.
+        let data = data.copy_to_bytes(data.remaining());
+        match (&first, &mut gathered) {
+            (None, _) => first = Some(data),
+            (Some(first), None) => {
+                let mut buffer = BytesMut::with_capacity(expected.max(first.len() + data.len()));
+                buffer.extend_from_slice(first);
+                buffer.extend_from_slice(&data);
+                gathered = Some(buffer);
+            }
+            (Some(_), Some(buffer)) => buffer.extend_from_slice(&data),
+        }
     }
+    Ok(BufferedBody::new(match gathered {
+        Some(buffer) => buffer.freeze(),
+        None => first.unwrap_or_default(),
+    }))
+}
+
+/// What a failure to read the body means for the client.
+fn read_error(err: &(dyn std::error::Error + 'static), limit: usize) -> Error {
+    // A limit further out (tower-http's, wrapped by axum) counts the same as ours.
+    if is_length_limit(err) {
+        return Error::body_too_large(limit);
+    }
+    // A server that said what went wrong (the upload timed out, its memory budget for
+    // bodies is spent) is believed.
+    Error::find_in(err).unwrap_or_else(|| {
+        Error::new(
+            ErrorKind::InvalidRequest,
+            format!("could not read the request body: {err}"),
+        )
+    })
 }
 
 fn is_length_limit(err: &(dyn std::error::Error + 'static)) -> bool {

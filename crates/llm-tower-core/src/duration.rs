@@ -42,7 +42,7 @@ fn bad(text: &str) -> String {
 /// Formats a duration the way [`parse`] reads it: `"250ms"`, `"5s"`.
 pub fn format(duration: Duration) -> String {
     let ms = duration.as_millis();
-    if ms % 1000 == 0 && ms > 0 {
+    if ms.is_multiple_of(1000) && ms > 0 {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::attempt::Attempts;
+use crate::transport::Known;
 
 /// The boxed error type passed between layers (the tower convention).
 ///
@@ -148,22 +149,51 @@ impl ErrorKind {
     }
 
     /// Classifies any error by walking its source chain: an llm-tower [`Error`] keeps its
-    /// kind, and an [`std::io::Error`] maps by its [`std::io::ErrorKind`]. Anything else is
+    /// kind, hyper's and hyper-util's client errors say what they are (a connect failure,
+    /// a connection closed before the head, a timeout, a malformed head), and an
+    /// [`std::io::Error`] maps by its [`std::io::ErrorKind`]. Anything else is
     /// [`Unrecognized`](Self::Unrecognized): errors are classified from their types, never
-    /// from their messages. (llm-tower's HTTP client turns hyper's errors into typed
-    /// [`Error`]s before they get here.)
+    /// from their messages. So a hyper-util client of your own below the stack is retried
+    /// and falls back like llm-tower's.
+    ///
+    /// ```
+    /// use llm_tower_core::ErrorKind;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// // Nothing listens on that port: a hyper-util client's connect error.
+    /// let refused = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    /// let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+    ///     .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    /// let err = client.get(format!("http://{refused}/").parse().unwrap()).await.unwrap_err();
+    /// assert_eq!(ErrorKind::of(&err), ErrorKind::Connect);
+    /// assert_eq!(ErrorKind::of(&std::fmt::Error), ErrorKind::Unrecognized);
+    /// # }
+    /// ```
     pub fn of(err: &(dyn StdError + 'static)) -> Self {
+        let mut transport = false;
         let mut current = Some(err);
         while let Some(e) = current {
             if let Some(e) = e.downcast_ref::<Error>() {
                 return e.kind;
+            }
+            match crate::transport::known(e) {
+                Some(Known::Kind(kind)) => return kind,
+                Some(Known::Transport) => transport = true,
+                None => {}
             }
             if let Some(io) = e.downcast_ref::<std::io::Error>() {
                 return Self::of_io(io);
             }
             current = e.source();
         }
-        Self::Unrecognized
+        // hyper-util's own conditions without a cause (a pooled connection closed before the
+        // request was sent) are transport failures like the others.
+        if transport {
+            Self::Upstream
+        } else {
+            Self::Unrecognized
+        }
     }
 
     /// The kind of a failed I/O operation on an upstream connection. Running out of this

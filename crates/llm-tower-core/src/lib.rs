@@ -53,6 +53,7 @@ mod model;
 mod percent;
 mod policy;
 mod retry_after;
+mod transport;
 
 pub use attempt::{Attempt, AttemptKind, Attempts, Outcome};
 pub use body::{
@@ -65,9 +66,9 @@ pub use classify::{
 pub use classify_errors::{ClassifyErrors, ClassifyErrorsFuture, ClassifyErrorsLayer};
 pub use config_error::{ConfigError, MAX_COOLDOWN_LIMIT};
 pub use endpoint::{
-    ApiKey, BaseUrl, Caller, Endpoint, EndpointBuilder, EndpointConfig, EndpointId, ExpectStatus,
-    HealthCheck, ModelsConfig, Provider, ProviderName, Replay, Secret, Selected, SingleTry,
-    port_is_valid,
+    ApiKey, BaseUrl, Caller, CredentialsSet, Endpoint, EndpointBuilder, EndpointConfig, EndpointId,
+    ExpectStatus, HealthCheck, ModelsConfig, Provider, ProviderName, Replay, Secret, Selected,
+    SingleTry, port_is_valid,
 };
 pub use error::{BoxError, CooldownHint, Error, ErrorKind};
 pub use headers::{HOP_BY_HOP, HeaderNames, remove_where, strip_hop_by_hop, strip_hop_by_hop_and};

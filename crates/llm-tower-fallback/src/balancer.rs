@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use http::Response;
 use llm_tower_core::{
-    BoxError, Classification, CooldownHint, Endpoint, Error, ErrorKind, ModelInBody, ModelName,
-    Outcome, classify, find_model, retry_after,
+    BoxError, Classification, ConfigError, CooldownHint, Endpoint, Error, ErrorKind, ModelInBody,
+    ModelName, Outcome, classify, find_model, retry_after,
 };
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -99,31 +99,38 @@ impl Balancer {
 
     /// Starts the health checker of this balancer's endpoints with a `health_check`, sending
     /// checks through `probe`; once per balancer. Returns whether it started now.
-    pub(crate) fn start_health_checks(&self, probe: impl CheckService) -> bool {
-        if !self
+    pub(crate) fn start_health_checks(
+        &self,
+        probe: impl CheckService,
+    ) -> Result<bool, ConfigError> {
+        let Some(checked) = self
             .pool
             .members
             .iter()
-            .any(|m| m.endpoint.health_check().is_some())
-        {
-            return false;
-        }
+            .find(|m| m.endpoint.health_check().is_some())
+        else {
+            return Ok(false);
+        };
         if tokio::runtime::Handle::try_current().is_err() {
-            tracing::warn!(
-                "health checks not started: no Tokio runtime here; after a cooldown, the next \
-                 request probes an endpoint"
-            );
-            return false;
+            return Err(ConfigError::invalid(
+                format!("endpoint `{}`: health_check", checked.endpoint.id()),
+                "health checks run as a Tokio task: start them inside a Tokio runtime",
+            ));
         }
         if self.checker_started.swap(true, Ordering::AcqRel) {
-            return false;
+            return Ok(false);
         }
         let signals = crate::check::Signals {
             registry: self.registry.clone(),
             ejections: self.registry.watch_ejections(),
             balancer: self.alive.subscribe(),
         };
-        crate::check::spawn(&self.pool.members, self.health_policy(), signals, probe)
+        Ok(crate::check::spawn(
+            &self.pool.members,
+            self.health_policy(),
+            signals,
+            probe,
+        ))
     }
 
     /// The route of a request with this body: by its top-level `model`, read without

@@ -16,7 +16,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::balancer::Balancer;
 use crate::health::InFlight;
-use crate::mask::KeyMask;
+use crate::mask::{KeyMask, mask_headers};
 
 pin_project! {
     /// The response body of [`Fallback`](crate::Fallback): the upstream body, streamed
@@ -79,6 +79,11 @@ pub(crate) struct StreamWatch {
 }
 
 impl StreamWatch {
+    /// The key of the endpoint this body comes from, if it has one.
+    fn key(&self) -> Option<&ApiKey> {
+        self.balancer.pool.members[self.member].endpoint.api_key()
+    }
+
     /// The stream failed after its head was sent: record it, and blame the endpoint when the
     /// failure is the upstream's.
     fn failed(&self, kind: ErrorKind) {
@@ -214,8 +219,15 @@ where
             return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
         }
         loop {
-            let frame = ready!(poll_upstream(this.inner.as_mut(), this.watch, cx));
+            let mut frame = ready!(poll_upstream(this.inner.as_mut(), this.watch, cx));
             let Some(mask) = this.mask.as_mut() else {
+                // A success's body is not searched for the key, but its trailers are, as
+                // every header the client gets.
+                if let (Some(Ok(frame)), Some(watch)) = (&mut frame, this.watch.as_ref())
+                    && let (Some(trailers), Some(key)) = (frame.trailers_mut(), watch.key())
+                {
+                    mask_headers(trailers, key);
+                }
                 return Poll::Ready(frame);
             };
             let frame = match frame {

@@ -219,8 +219,13 @@ impl FallbackLayer {
     /// services built from it; it ends when the last of them is dropped. Until it runs,
     /// the next request after a cooldown is the half-open probe, as without checks.
     ///
-    /// Returns whether the checker started now: not when no endpoint has a check, when it
-    /// already runs, or outside a Tokio runtime (logged as a warning).
+    /// Returns whether the checker started now: not when no endpoint has a check, or when it
+    /// already runs.
+    ///
+    /// # Errors
+    ///
+    /// Outside a Tokio runtime, where the checker cannot run (naming an endpoint with a
+    /// check): without it, the next request after a cooldown would be the probe.
     ///
     /// ```
     /// use std::time::Duration;
@@ -239,13 +244,14 @@ impl FallbackLayer {
     /// let probe = service_fn(|_: Request<BufferedBody>| async {
     ///     Ok::<_, std::convert::Infallible>(Response::new(String::new()))
     /// });
-    /// assert!(layer.start_health_checks(probe));
-    /// assert!(!layer.start_health_checks(probe), "one checker per layer");
+    /// assert!(layer.start_health_checks(probe).unwrap());
+    /// assert!(!layer.start_health_checks(probe).unwrap(), "one checker per layer");
     /// tokio::time::sleep(Duration::from_secs(2)).await;
     /// assert!(registry.get("a").unwrap().last_check.unwrap().passed);
     /// # }
     /// ```
-    pub fn start_health_checks(&self, probe: impl CheckService) -> bool {
+    #[must_use = "the checker may not have started: see the result"]
+    pub fn start_health_checks(&self, probe: impl CheckService) -> Result<bool, ConfigError> {
         self.balancer.start_health_checks(probe)
     }
 }

@@ -4,12 +4,28 @@
 //! case the key is split across two frames.
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use llm_tower_core::ApiKey;
 
-/// Masks every occurrence of `key` in the header values.
+/// Masks every occurrence of `key` in the header values, and drops the headers whose name
+/// holds it (names are lower case: an all-lower-case key would come back whole).
 pub(crate) fn mask_headers(headers: &mut HeaderMap, key: &ApiKey) {
     let secret = key.expose_secret();
+    let named: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            name.as_str().len() >= secret.len()
+                && name
+                    .as_str()
+                    .as_bytes()
+                    .windows(secret.len())
+                    .any(|w| w.eq_ignore_ascii_case(secret))
+        })
+        .cloned()
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
     for value in headers.values_mut() {
         if find(value.as_bytes(), secret, 0).is_some() {
             let mut masker = KeyMask::new(key.clone());
@@ -135,8 +151,13 @@ mod tests {
             HeaderValue::from_static("Bearer sk-live-0123456789abcdef"),
         );
         headers.insert("x-other", HeaderValue::from_static("fine"));
+        headers.insert(
+            HeaderName::from_static("x-sk-live-0123456789abcdef-seen"),
+            HeaderValue::from_static("1"),
+        );
         mask_headers(&mut headers, &key);
         assert_eq!(headers["www-authenticate"], "Bearer sk-...cdef");
         assert_eq!(headers["x-other"], "fine");
+        assert_eq!(headers.len(), 2, "a header named after the key is dropped");
     }
 }

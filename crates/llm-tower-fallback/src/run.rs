@@ -36,7 +36,7 @@ where
     RB: http_body::Body<Data = bytes::Bytes>,
     RB::Error: Into<BoxError>,
 {
-    let log = Attempts::new();
+    let log = attempt_log(&request);
     let fail = |err: Error| -> BoxError { Box::new(err.with_attempts(log.clone())) };
     let prepared = Arc::new(
         Prepared::new(request, balancer.settings.max_body_bytes)
@@ -71,10 +71,11 @@ where
         .await;
 
         let classification = classify(&result);
-        if balancer.pool.scores_latency() && answered_or_timed_out(classification, &result) {
-            if let Some(latency) = log.last_latency() {
-                balancer.pool.observe_latency(pick.index, latency);
-            }
+        if balancer.pool.scores_latency()
+            && answered_or_timed_out(classification, &result)
+            && let Some(latency) = log.last_latency()
+        {
+            balancer.pool.observe_latency(pick.index, latency);
         }
         match classification {
             Classification::Success => {
@@ -376,6 +377,17 @@ impl<RB> Failed<RB> {
             )),
         }
     }
+}
+
+/// The request's attempt log: the one a layer further out began, if any (a retry layer
+/// put outside the balancer sends it the same request again, and every attempt goes in that
+/// one log), else a new one.
+fn attempt_log<B>(request: &Request<B>) -> Attempts {
+    request
+        .extensions()
+        .get::<Attempts>()
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// The response carries the attempt log and the endpoint that answered; the headers of an

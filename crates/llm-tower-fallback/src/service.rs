@@ -65,7 +65,7 @@ impl<S: fmt::Debug> fmt::Debug for Fallback<S> {
     }
 }
 
-/// Future of [`Fallback`]: the whole control loop ([`run`](crate::run)), boxed once per
+/// Future of [`Fallback`]: the whole control loop (the crate's private `run`), boxed once per
 /// request.
 ///
 /// ```

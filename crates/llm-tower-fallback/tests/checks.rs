@@ -327,7 +327,7 @@ async fn the_checker_ends_when_the_last_clone_of_the_stack_is_dropped() {
             async { Ok::<_, std::convert::Infallible>(Response::new(String::new())) }
         })
     };
-    assert!(layer.start_health_checks(probe));
+    assert!(layer.start_health_checks(probe).unwrap());
     let service = layer.layer(upstream.clone());
     let clone = service.clone();
     sleep(5 * SECOND).await;
@@ -388,7 +388,7 @@ async fn after_a_check_restores_an_endpoint_its_first_failure_ejects_it_again_es
         .build(registry.clone())
         .unwrap();
     let upstream = ScriptedUpstream::new();
-    assert!(layer.start_health_checks(upstream.clone()));
+    assert!(layer.start_health_checks(upstream.clone()).unwrap());
     let service = layer.layer(RetryLayer::new().layer(upstream.clone()));
     let send = || async {
         let request = Request::post("/chat/completions")
@@ -451,7 +451,7 @@ async fn a_checker_learns_of_ejections_by_another_stack_on_its_registry() {
     let checked_layer = FallbackLayer::builder(pair(HealthCheck::default()))
         .build(registry.clone())
         .unwrap();
-    assert!(checked_layer.start_health_checks(upstream.clone()));
+    assert!(checked_layer.start_health_checks(upstream.clone()).unwrap());
     let checked_stack = checked_layer.layer(upstream.clone());
     drop(checked_layer);
     // Another stack on the same registry, with no checker of its own.

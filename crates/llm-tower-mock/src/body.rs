@@ -140,10 +140,10 @@ impl Sse {
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Abort>>> {
         if self.next < self.total {
             if self.next > 0 && !self.interval.is_zero() {
-                if let Some(shutdown) = self.shutdown.as_mut() {
-                    if shutdown.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Some(Err(Abort::Shutdown)));
-                    }
+                if let Some(shutdown) = self.shutdown.as_mut()
+                    && shutdown.as_mut().poll(cx).is_ready()
+                {
+                    return Poll::Ready(Some(Err(Abort::Shutdown)));
                 }
                 let deadline = Instant::now() + self.interval;
                 let armed = self.armed;

@@ -19,11 +19,15 @@
 //! ([`MockProvider::requests`]). Every response carries `x-mock-request-index`, the 0-based
 //! request count at the request's arrival.
 //!
-//! With the `test-util` feature, [`scripted`] adds an in-process alternative for unit tests of
+//! With the `test-util` feature, `scripted` adds an in-process alternative for unit tests of
 //! Tower layers: a scripted upstream service and a single-frame body, with no sockets.
 //!
-//! This crate is for tests, benchmarks and the gateway's demo; no library crate of llm-tower
-//! depends on it.
+//! It is meant for your own tests too: code that calls an LLM through llm-tower (an axum
+//! app with the stack mounted, a proxy of your own) can be tested against it on loopback,
+//! with the failures a real provider throws, by adding `llm-tower-mock` as a
+//! dev-dependency (and its `test-util` feature for `scripted`). This repository uses it for
+//! its tests, benchmarks, examples and the gateway's demo. No library crate of llm-tower
+//! depends on it: a user of `llm-tower` never compiles it unless asked.
 //!
 //! # Example
 //!

@@ -22,7 +22,7 @@ use crate::layer::RetryState;
 pub(crate) async fn run<S, B, RB>(
     state: RetryState,
     mut inner: S,
-    request: Request<B>,
+    mut request: Request<B>,
 ) -> Result<Response<ResponseBody<RB>>, BoxError>
 where
     S: Service<Request<B>, Response = Response<RB>>,
@@ -32,14 +32,20 @@ where
     RB::Data: Send,
     RB::Error: Into<BoxError>,
 {
+    let log = request.extensions().get::<Attempts>().cloned();
+    match &log {
+        // Every try of this request is recorded here, not by the balancer.
+        Some(log) => log.record_inside(),
+        // No balancer outside: one may be inside (the wrong order, or a stack of one's
+        // own), and each try of this layer is then a run of its own there. They all
+        // record into one log, so that the answer's log has every attempt.
+        None => {
+            request.extensions_mut().insert(Attempts::new());
+        }
+    }
     let extensions = request.extensions();
     let selected = extensions.get::<Selected>().cloned();
     let deployment = extensions.get::<Deployment>().cloned();
-    let log = extensions.get::<Attempts>().cloned();
-    if let Some(log) = &log {
-        // Every try of this request is recorded here, not by the balancer.
-        log.record_inside();
-    }
     let policy = selected
         .as_deref()
         .map_or(&state.default_policy, |s| s.retry_policy());

@@ -29,10 +29,127 @@
 //! | `rustls-webpki-roots` (default) | TLS to `https://` endpoints with Mozilla's roots compiled in |
 //! | `rustls-native-roots` | the same with the system's roots |
 //! | `yaml`, `toml` | [`Config::from_path`] and friends for those formats (JSON is always read) |
-//! | `metrics` | [`Upstream::metrics`]: attempt counters, latency histograms, health gauges through the `metrics` facade |
+//! | `metrics` | `Upstream::metrics`: attempt counters, latency histograms, health gauges through the `metrics` facade |
 //!
 //! How the layers work together, the outcome table and the health state machine are in the
 //! repository's `ARCHITECTURE.md`.
+//!
+//! # Common compile errors
+//!
+//! Tower reports a stack put together wrongly as an unmet trait bound, far from its cause.
+//! The three seen most, each below as code that does not compile, and what to do:
+//!
+//! **`the method oneshot exists for struct Fallback<…>, but its trait bounds were not
+//! satisfied`** (E0599): the service under [`FallbackLayer`] must take
+//! `Request<`[`BufferedBody`]`>`, the body the balancer buffered once to send again on a
+//! retry or fallback, not the body you send (`Full<Bytes>`, axum's `Body`, hyper's
+//! `Incoming`). [`HttpClient`] takes it; a handler of your own takes `Request<BufferedBody>`,
+//! or uses [`HttpClient::forward`].
+//!
+//! ```compile_fail
+//! use bytes::Bytes;
+//! use http_body_util::Full;
+//! use llm_tower::{Endpoint, FallbackLayer, HealthRegistry};
+//! use tower::{Layer, ServiceExt, service_fn};
+//!
+//! # async fn run() {
+//! let layer = FallbackLayer::builder([Endpoint::builder("a", "http://127.0.0.1:1").build().unwrap()])
+//!     .build(HealthRegistry::new())
+//!     .unwrap();
+//! let inner = service_fn(|_: http::Request<Full<Bytes>>| async {
+//!     Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::new())))
+//! });
+//! let _ = layer.layer(inner).oneshot(http::Request::new(Full::new(Bytes::new()))).await;
+//! # }
+//! ```
+//!
+//! The same with the inner service taking the buffered body:
+//!
+//! ```no_run
+//! # use bytes::Bytes;
+//! # use http_body_util::Full;
+//! # use llm_tower::{BufferedBody, Endpoint, FallbackLayer, HealthRegistry};
+//! # use tower::{Layer, ServiceExt, service_fn};
+//! # async fn run() {
+//! # let layer = FallbackLayer::builder([Endpoint::builder("a", "http://127.0.0.1:1").build().unwrap()])
+//! #     .build(HealthRegistry::new())
+//! #     .unwrap();
+//! let inner = service_fn(|_: http::Request<BufferedBody>| async {
+//!     Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::new())))
+//! });
+//! let _ = layer.layer(inner).oneshot(http::Request::new(Full::new(Bytes::new()))).await;
+//! # }
+//! ```
+//!
+//! **`type mismatch resolving <… as Service<Request<Body>>>::Error == Infallible`** (E0271)
+//! from axum's `nest_service`, `route_service` or `fallback_service`: axum takes services
+//! that cannot fail. [`ErrorResponseLayer`], outermost, turns every failure into a JSON
+//! response; [`Upstream`] always puts it there.
+//!
+//! ```compile_fail
+//! use llm_tower::{AuthLayer, ClientSettings, Endpoint, FallbackLayer, HealthRegistry, HttpClient, RetryLayer};
+//! use tower::ServiceBuilder;
+//!
+//! let stack = ServiceBuilder::new()
+//!     // .layer(llm_tower::ErrorResponseLayer::new()) is missing here.
+//!     .layer(FallbackLayer::builder([Endpoint::builder("a", "http://127.0.0.1:1").build().unwrap()])
+//!         .build(HealthRegistry::new())
+//!         .unwrap())
+//!     .layer(RetryLayer::new())
+//!     .layer(AuthLayer::new())
+//!     .service(HttpClient::new(&ClientSettings::default()).unwrap());
+//! let _app: axum::Router = axum::Router::new().nest_service("/v1", stack);
+//! ```
+//!
+//! With it (what [`Upstream::build`] gives):
+//!
+//! ```no_run
+//! # use llm_tower::{AuthLayer, ClientSettings, Endpoint, ErrorResponseLayer, FallbackLayer, HealthRegistry, HttpClient, RetryLayer};
+//! # use tower::ServiceBuilder;
+//! let stack = ServiceBuilder::new()
+//!     .layer(ErrorResponseLayer::new())
+//!     .layer(FallbackLayer::builder([Endpoint::builder("a", "http://127.0.0.1:1").build().unwrap()])
+//!         .build(HealthRegistry::new())
+//!         .unwrap())
+//!     .layer(RetryLayer::new())
+//!     .layer(AuthLayer::new())
+//!     .service(HttpClient::new(&ClientSettings::default()).unwrap());
+//! let _app: axum::Router = axum::Router::new().nest_service("/v1", stack);
+//! ```
+//!
+//! **`the trait bound Incoming: Clone is not satisfied`** (E0277) for a [`RetryLayer`] in a
+//! hyper server: a retry sends the request again, so its body must be one that can be
+//! (`Clone`). Hyper's streaming `Incoming` cannot; put [`FallbackLayer`] (which buffers the
+//! body once, for every attempt) outside the retry layer, or buffer the body yourself with
+//! [`buffer_request`](llm_tower_core::buffer_request).
+//!
+//! ```compile_fail
+//! use hyper::body::Incoming;
+//! use llm_tower::RetryLayer;
+//! use tower::{Layer, Service, service_fn};
+//!
+//! fn served_by_hyper<S: Service<http::Request<Incoming>>>(_: S) {}
+//! let inner = service_fn(|_: http::Request<Incoming>| async {
+//!     Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+//! });
+//! served_by_hyper(RetryLayer::new().layer(inner));
+//! ```
+//!
+//! With the balancer outside it, buffering the body once:
+//!
+//! ```no_run
+//! # use hyper::body::Incoming;
+//! # use llm_tower::{BufferedBody, Endpoint, FallbackLayer, HealthRegistry, RetryLayer};
+//! # use tower::{Layer, Service, service_fn};
+//! # fn served_by_hyper<S: Service<http::Request<Incoming>>>(_: S) {}
+//! let inner = service_fn(|_: http::Request<BufferedBody>| async {
+//!     Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+//! });
+//! let balancer = FallbackLayer::builder([Endpoint::builder("a", "http://127.0.0.1:1").build().unwrap()])
+//!     .build(HealthRegistry::new())
+//!     .unwrap();
+//! served_by_hyper(balancer.layer(RetryLayer::new().layer(inner)));
+//! ```
 //!
 //! ```no_run
 //! use llm_tower::{Config, Upstream};
@@ -53,14 +170,16 @@ pub mod health_store;
 mod upstream;
 
 pub use llm_tower_auth as auth;
-pub use llm_tower_core as core;
+// Under its own name: a module named `core` would shadow the `core` crate wherever
+// `use llm_tower::*` is written.
+pub use llm_tower_core;
 pub use llm_tower_fallback as fallback;
 pub use llm_tower_retry as retry;
 
 pub use client::{ClientSettings, HttpClient, HttpClientBody, HttpClientFuture};
 pub use config::Config;
 pub use error_response::{ErrorResponse, ErrorResponseLayer};
-pub use upstream::{Upstream, UpstreamLayer, UpstreamService};
+pub use upstream::{Upstream, UpstreamBody, UpstreamLayer, UpstreamService};
 
 pub use llm_tower_auth::{Auth, AuthLayer};
 pub use llm_tower_core::{

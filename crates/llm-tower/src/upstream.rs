@@ -26,6 +26,22 @@ use crate::error_response::{ErrorResponse, ErrorResponseLayer};
 /// ```
 pub type UpstreamService = ErrorResponse<Fallback<Retry<Auth<HttpClient>>>>;
 
+/// The body of the responses of [`UpstreamService`]: one name for the bodies of the layers
+/// nested in it. It implements `Default` (an empty body), so layers that answer for the
+/// stack, such as tower-http's `TimeoutLayer::with_status_code`, fit over it.
+///
+/// ```
+/// use llm_tower::{UpstreamBody, UpstreamService};
+///
+/// fn body_of<S: tower::Service<http::Request<String>, Response = http::Response<UpstreamBody>>>(_: &S) {}
+/// # fn check(service: &UpstreamService) { body_of(service) }
+/// let empty = UpstreamBody::default();
+/// # drop(empty);
+/// ```
+pub type UpstreamBody = crate::error_response::ResponseBody<
+    llm_tower_fallback::ResponseBody<llm_tower_retry::ResponseBody<crate::HttpClientBody>>,
+>;
+
 /// Builder for the composed stack
 /// `ErrorResponse → Fallback → Retry → Auth → client`; see the [crate documentation](crate).
 ///
@@ -68,6 +84,7 @@ pub struct Upstream {
     registry: HealthRegistry,
     error_response: ErrorResponseLayer,
     auth: AuthLayer,
+    inner_speaks_tls: bool,
 }
 
 impl Upstream {
@@ -82,6 +99,7 @@ impl Upstream {
             registry: HealthRegistry::new(),
             error_response: ErrorResponseLayer::new(),
             auth: AuthLayer::new(),
+            inner_speaks_tls: false,
         }
     }
 
@@ -177,6 +195,47 @@ impl Upstream {
         self
     }
 
+    /// Says that the service [`layer`](Self::layer) goes over speaks TLS itself (your own
+    /// client, in a build of llm-tower without a TLS feature): `https://` endpoints are then
+    /// accepted there. Without it, such a build refuses them, so that a key cannot go out in
+    /// clear text through a client that has no TLS.
+    ///
+    /// ```
+    /// use llm_tower::{Endpoint, HttpClient, Upstream};
+    ///
+    /// let endpoints = vec![Endpoint::builder("openai", "https://api.openai.com/v1").build().unwrap()];
+    /// let refused = Upstream::new(endpoints.clone()).layer().is_err();
+    /// assert_eq!(refused, !HttpClient::SUPPORTS_HTTPS);
+    /// assert!(Upstream::new(endpoints).inner_speaks_tls(true).layer().is_ok());
+    /// ```
+    #[must_use]
+    pub fn inner_speaks_tls(mut self, yes: bool) -> Self {
+        self.inner_speaks_tls = yes;
+        self
+    }
+
+    /// An `https://` endpoint, when nothing below the stack could reach it with TLS.
+    fn https_without_tls(&self, client_speaks_tls: bool) -> Result<(), ConfigError> {
+        if client_speaks_tls {
+            return Ok(());
+        }
+        match self
+            .endpoints
+            .iter()
+            .find(|e| e.base_url().scheme() == &http::uri::Scheme::HTTPS)
+        {
+            Some(endpoint) => Err(ConfigError::invalid(
+                format!("endpoint `{}`: base_url", endpoint.id()),
+                format!(
+                    "{}; with a TLS client of your own below the stack, say so with \
+                     Upstream::inner_speaks_tls(true)",
+                    crate::client::NO_TLS
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// The stack as a layer over your own inner service (which receives requests with an
     /// absolute URI, [`Selected`](crate::Selected) and [`Attempts`](crate::Attempts) in the
     /// extensions, the endpoint's credential, and a buffered body). Health checks, if any
@@ -184,21 +243,23 @@ impl Upstream {
     ///
     /// # Errors
     ///
-    /// No endpoints, duplicate ids, an invalid setting, or a health check on an endpoint
-    /// without a key while client credentials are forwarded (the check would carry none).
+    /// No endpoints, duplicate ids, an invalid setting, a health check on an endpoint
+    /// without a key while client credentials are forwarded (the check would carry none), or
+    /// an `https://` endpoint in a build without TLS (see
+    /// [`inner_speaks_tls`](Self::inner_speaks_tls)).
     pub fn layer(&self) -> Result<UpstreamLayer, ConfigError> {
-        if self.auth.forwards_client_credentials() {
-            if let Some(endpoint) = self
+        self.https_without_tls(HttpClient::SUPPORTS_HTTPS || self.inner_speaks_tls)?;
+        if self.auth.forwards_client_credentials()
+            && let Some(endpoint) = self
                 .endpoints
                 .iter()
                 .find(|e| e.health_check().is_some() && e.api_key().is_none())
-            {
-                return Err(ConfigError::invalid(
-                    format!("endpoint `{}`: health_check", endpoint.id()),
-                    "this endpoint uses the clients' own keys (forward_client_credentials), so a \
+        {
+            return Err(ConfigError::invalid(
+                format!("endpoint `{}`: health_check", endpoint.id()),
+                "this endpoint uses the clients' own keys (forward_client_credentials), so a \
                      health check would carry none; give it an api_key or drop the check",
-                ));
-            }
+            ));
         }
         let fallback = FallbackLayer::builder(self.endpoints.iter().cloned())
             .settings(self.fallback)
@@ -222,29 +283,11 @@ impl Upstream {
     /// As [`Upstream::layer`], an invalid client setting, an `https://` endpoint in a
     /// build without a TLS feature, or health checks configured outside a Tokio runtime.
     pub fn build(&self) -> Result<UpstreamService, ConfigError> {
-        if let Some(endpoint) = self.endpoints.iter().find(|e| e.health_check().is_some()) {
-            if tokio::runtime::Handle::try_current().is_err() {
-                return Err(ConfigError::invalid(
-                    format!("endpoint `{}`: health_check", endpoint.id()),
-                    "health checks run as a Tokio task: build the stack inside a Tokio runtime",
-                ));
-            }
-        }
-        if !HttpClient::SUPPORTS_HTTPS {
-            if let Some(endpoint) = self
-                .endpoints
-                .iter()
-                .find(|e| e.base_url().scheme() == &http::uri::Scheme::HTTPS)
-            {
-                return Err(ConfigError::invalid(
-                    format!("endpoint `{}`: base_url", endpoint.id()),
-                    "https needs llm-tower's `rustls-webpki-roots` or `rustls-native-roots` feature",
-                ));
-            }
-        }
+        // Its own client, whatever was said of another.
+        self.https_without_tls(HttpClient::SUPPORTS_HTTPS)?;
         let layer = self.layer()?;
         let client = HttpClient::new(&self.client)?;
-        layer.start_health_checks(client.clone());
+        layer.start_health_checks(client.clone())?;
         Ok(layer.layer(client))
     }
 }
@@ -282,6 +325,10 @@ impl UpstreamLayer {
     ///
     /// Returns whether it started now (see [`FallbackLayer::start_health_checks`]).
     ///
+    /// # Errors
+    ///
+    /// Outside a Tokio runtime, when some endpoint has a check.
+    ///
     /// ```
     /// use llm_tower::{Endpoint, HealthCheck, HttpClient, ClientSettings, Upstream};
     /// use tower::Layer;
@@ -294,11 +341,12 @@ impl UpstreamLayer {
     ///     .unwrap();
     /// let layer = Upstream::new(vec![endpoint]).layer().unwrap();
     /// let client = HttpClient::new(&ClientSettings::default()).unwrap();
-    /// assert!(layer.start_health_checks(client.clone()));
+    /// assert!(layer.start_health_checks(client.clone()).unwrap());
     /// let _service = layer.layer(client);
     /// # }
     /// ```
-    pub fn start_health_checks<S>(&self, inner: S) -> bool
+    #[must_use = "the checker may not have started: see the result"]
+    pub fn start_health_checks<S>(&self, inner: S) -> Result<bool, ConfigError>
     where
         Auth<S>: CheckService,
     {

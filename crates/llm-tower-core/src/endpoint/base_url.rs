@@ -4,6 +4,7 @@ use std::fmt;
 
 use http::Uri;
 use http::uri::{Authority, PathAndQuery, Scheme};
+use unicode_normalization::UnicodeNormalization;
 
 /// A parsed endpoint base URL: scheme, authority and a path prefix without trailing slash.
 ///
@@ -137,8 +138,10 @@ pub fn port_is_valid(authority: &Authority) -> bool {
 /// a backslash), `;` (path parameters, as in `..;/`, also encoded), double percent-encoding
 /// (`%25`), a `%` that is not percent-encoding (IIS reads `%u002e` as `.`), encoded control
 /// bytes (`%00`), percent-encoded bytes that are not valid UTF-8 (overlong forms such as
-/// `%c0%ae`, which lenient decoders read as `.`), and characters that Unicode normalisation
-/// turns into `.`, `/`, `\` or `;` (the full-width dot `%ef%bc%8e`, ...).
+/// `%c0%ae`, which lenient decoders read as `.`), characters that Unicode normalisation
+/// turns into `.`, `/`, `\` or `;` (the full-width dot `%ef%bc%8e`, `%ef%b8%b0` for `..`,
+/// `%e2%84%80` for `a/c`, ...), Unicode spaces around a dot segment (`..%c2%a0`), and
+/// invisible characters (`.%e2%80%8b.`).
 fn check_path(path: &str) -> Result<(), &'static str> {
     if !path.contains(['.', '%', ';', '\\']) {
         // The healthy path: nothing to decode.
@@ -168,35 +171,63 @@ fn check_path(path: &str) -> Result<(), &'static str> {
     if decoded.contains(';') {
         return Err("a `;` (path parameters)");
     }
-    if decoded.contains(NORMALISED_TO_SEPARATORS) {
-        return Err("a character that Unicode normalisation turns into `.`, `/`, `\\` or `;`");
+    if !decoded.is_ascii() {
+        check_unicode(decoded)?;
     }
-    let dot_segment = decoded.split(['/', '\\']).any(|segment| {
-        // Windows servers drop the spaces around a segment: `.. ` is `..` there.
-        let segment = segment.trim_matches(|c: char| c.is_ascii_whitespace());
-        segment == "." || segment == ".."
-    });
-    if dot_segment {
+    if has_dot_segment(decoded) {
         return Err("`.` or `..` segments");
     }
     Ok(())
 }
 
-/// Characters whose Unicode compatibility form (NFKC) holds a `.`, `/`, `\` or `;`: servers
-/// that normalise paths read them as those.
-const NORMALISED_TO_SEPARATORS: &[char] = &[
-    '\u{037E}', // Greek question mark: `;`
-    '\u{2024}', // one dot leader: `.`
-    '\u{2025}', // two dot leader: `..`
-    '\u{2026}', // horizontal ellipsis: `...`
-    '\u{FE52}', // small full stop
-    '\u{FE54}', // small semicolon
-    '\u{FE68}', // small reverse solidus
-    '\u{FF0E}', // full-width full stop
-    '\u{FF0F}', // full-width solidus
-    '\u{FF1B}', // full-width semicolon
-    '\u{FF3C}', // full-width reverse solidus
-];
+/// A decoded path with characters beyond ASCII: servers that normalise it (Unicode's
+/// compatibility form, NFKC) or drop what they do not print must find the path it says.
+fn check_unicode(decoded: &str) -> Result<(), &'static str> {
+    if decoded.chars().any(is_invisible) {
+        return Err("an invisible formatting character");
+    }
+    let normalised: String = decoded.nfkc().collect();
+    let separators = |text: &str| text.matches(['.', '/', '\\', ';']).count();
+    if separators(&normalised) != separators(decoded) {
+        return Err("a character that Unicode normalisation turns into `.`, `/`, `\\` or `;`");
+    }
+    if has_dot_segment(&normalised) {
+        return Err("`.` or `..` segments");
+    }
+    Ok(())
+}
+
+/// Whether a segment is `.` or `..`, once the spaces around it are gone (Windows servers
+/// drop them: `.. ` is `..` there).
+fn has_dot_segment(path: &str) -> bool {
+    path.split(['/', '\\']).any(|segment| {
+        let segment = segment.trim_matches(char::is_whitespace);
+        segment == "." || segment == ".."
+    })
+}
+
+/// Characters that print as nothing (format characters and fillers), which a server or a log
+/// may drop: `.\u{200b}.` reads as `..` there.
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{034F}'
+            | '\u{061C}'
+            | '\u{115F}'..='\u{1160}'
+            | '\u{17B4}'..='\u{17B5}'
+            | '\u{180B}'..='\u{180F}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}'
+            | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FEFF}'
+            | '\u{FFA0}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0000}'..='\u{E0FFF}'
+    )
+}
 
 impl fmt::Debug for BaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -280,6 +311,13 @@ mod tests {
             ("/%ef%bc%8e%ef%bc%8e/admin", "normalisation"),
             ("/%e2%80%a5/admin", "normalisation"),
             ("/a%ef%bc%8fb", "normalisation"),
+            ("/%ef%b8%b0/admin", "normalisation"),
+            ("/a%ef%b8%94b", "normalisation"),
+            ("/%e2%84%80/admin", "normalisation"),
+            ("/..%c2%a0/admin", "segments"),
+            ("/..%e3%80%80/admin", "segments"),
+            ("/..%ef%bb%bf/admin", "invisible"),
+            ("/.%e2%80%8b./admin", "invisible"),
         ] {
             let uri: Uri = path.parse().unwrap();
             let err = base.join(&uri).unwrap_err();
@@ -290,6 +328,9 @@ mod tests {
             "/models/gemini-1.5:generateContent",
             "/files/%E2%9C%93.txt",
             "/a%20b",
+            // Letters NFKC changes, with no separator in what they become.
+            "/models/%EF%BD%87pt",
+            "/caf%C3%A9.json",
         ] {
             let uri: Uri = path.parse().unwrap();
             assert!(

@@ -1,6 +1,7 @@
 //! The request extensions the layers pass each other: which endpoint ([`Selected`]), whether
-//! an attempt is a single try ([`SingleTry`]), which client sent it ([`Caller`]), and how to
-//! make it again ([`Replay`]).
+//! an attempt is a single try ([`SingleTry`]), whether its credentials were set
+//! ([`CredentialsSet`]), which client sent it ([`Caller`]), and how to make it again
+//! ([`Replay`]).
 
 use std::fmt;
 use std::ops::Deref;
@@ -37,6 +38,22 @@ pub struct Selected(pub Arc<Endpoint>);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SingleTry;
+
+/// Request extension saying that the auth layer has set this request's credentials: the
+/// client's stripped and the endpoint's key set (or the client's kept, when asked to). A
+/// transport that is handed a request the balancer chose ([`Selected`]) without it refuses
+/// to send it: the auth layer is missing from the stack, and the request still carries the
+/// client's own credentials.
+///
+/// ```
+/// use llm_tower_core::CredentialsSet;
+///
+/// let mut request = http::Request::new(());
+/// request.extensions_mut().insert(CredentialsSet);
+/// assert!(request.extensions().get::<CredentialsSet>().is_some());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CredentialsSet;
 
 /// Request extension naming the client a request came from, set by whoever authenticated it
 /// (the gateway's client keys). It is a name, never a credential: the access log and metrics

@@ -16,7 +16,7 @@ use http::{HeaderName, HeaderValue};
 pub use api_key::{ApiKey, Secret};
 pub use base_url::{BaseUrl, port_is_valid};
 pub use config::{EndpointConfig, ModelsConfig, ProviderName};
-pub use extensions::{Caller, Replay, Selected, SingleTry};
+pub use extensions::{Caller, CredentialsSet, Replay, Selected, SingleTry};
 pub use health_check::{ExpectStatus, HealthCheck};
 pub use id::EndpointId;
 pub use provider::Provider;

@@ -61,7 +61,7 @@ impl Stack {
             .unwrap();
         let upstream = ScriptedUpstream::new();
         if checks {
-            assert!(layer.start_health_checks(upstream.clone()));
+            assert!(layer.start_health_checks(upstream.clone()).unwrap());
         }
         Self {
             service: layer.layer(upstream.clone()),

@@ -85,15 +85,15 @@ impl Body for SingleFrame {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         let this = self.get_mut();
-        if this.data.is_some() {
-            if let Some(ready_at) = this.ready_at {
-                let sleep = this
-                    .sleep
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(ready_at)));
-                std::task::ready!(sleep.as_mut().poll(cx));
-                this.ready_at = None;
-                this.sleep = None;
-            }
+        if this.data.is_some()
+            && let Some(ready_at) = this.ready_at
+        {
+            let sleep = this
+                .sleep
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(ready_at)));
+            std::task::ready!(sleep.as_mut().poll(cx));
+            this.ready_at = None;
+            this.sleep = None;
         }
         Poll::Ready(this.data.take().map(|data| Ok(Frame::data(data))))
     }

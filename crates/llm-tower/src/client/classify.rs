@@ -1,7 +1,6 @@
-//! Transport errors of the hyper client, classified from their types: the one place that
-//! knows what hyper's and hyper-util's errors mean for retry and fallback.
-
-use std::error::Error as StdError;
+//! Transport errors of the hyper client, as llm-tower [`Error`]s: their kind is what
+//! [`ErrorKind::of`] reads from hyper's and hyper-util's types (core's `transport.rs`, the
+//! one place that knows them, so that a client of one's own is classified alike).
 
 use hyper_util::client::legacy;
 use llm_tower_core::{Error, ErrorKind};
@@ -12,62 +11,17 @@ pub(crate) fn transport_error(err: legacy::Error) -> Error {
 }
 
 fn transport_kind(err: &legacy::Error) -> ErrorKind {
-    if err.is_connect() {
-        // Our own exhaustion (no file descriptor, memory or local port for the socket) is
-        // not the upstream's fault.
-        return match io_source(err) {
-            Some(io) if ErrorKind::of_io(io) == ErrorKind::Local => ErrorKind::Local,
-            _ => ErrorKind::Connect,
-        };
-    }
-    chain_kind(err.source())
+    ErrorKind::of(err)
 }
 
 /// An llm-tower [`Error`] of the right kind for a response body that failed mid-stream.
 pub(crate) fn body_error(err: hyper::Error) -> Error {
-    let kind = match chain_kind(Some(&err)) {
+    let kind = match ErrorKind::of(&err) {
         // A body that broke off without a cause of its own is a framing fault.
-        ErrorKind::Upstream => ErrorKind::Protocol,
+        ErrorKind::Upstream | ErrorKind::Unrecognized => ErrorKind::Protocol,
         kind => kind,
     };
     Error::classified(kind, err)
-}
-
-/// The first I/O error in `err`'s source chain.
-fn io_source<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a std::io::Error> {
-    let mut current = err.source();
-    while let Some(e) = current {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            return Some(io);
-        }
-        current = e.source();
-    }
-    None
-}
-
-/// The kind of a chain of hyper and I/O errors.
-fn chain_kind(mut current: Option<&(dyn StdError + 'static)>) -> ErrorKind {
-    while let Some(e) = current {
-        if let Some(hyper) = e.downcast_ref::<hyper::Error>() {
-            if hyper.is_timeout() {
-                return ErrorKind::Timeout;
-            }
-            if hyper.is_incomplete_message() || hyper.is_canceled() || hyper.is_closed() {
-                return ErrorKind::Closed;
-            }
-            // A malformed or oversized response head: the upstream's fault, worth another try.
-            if hyper.is_parse() {
-                return ErrorKind::Protocol;
-            }
-        }
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            return ErrorKind::of_io(io);
-        }
-        current = e.source();
-    }
-    // hyper-util's own conditions without a cause (the pooled connection closed before the
-    // request was sent): a transport failure like the others.
-    ErrorKind::Upstream
 }
 
 #[cfg(test)]

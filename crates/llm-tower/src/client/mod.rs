@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::{self, Client};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use llm_tower_core::{BufferedBody, ConfigError, Error};
+use llm_tower_core::{BufferedBody, ConfigError, CredentialsSet, Error, Selected};
 use pin_project_lite::pin_project;
 use tower::Service;
 
@@ -33,8 +33,9 @@ type Connector = HttpConnector;
 ///
 /// TLS uses rustls with the ring provider and the roots chosen by a feature:
 /// `rustls-webpki-roots` (the default: Mozilla's roots compiled in) or `rustls-native-roots`
-/// (the system's). Without either, only `http://` endpoints can be reached and
-/// [`Upstream::build`](crate::Upstream::build) refuses `https://` ones.
+/// (the system's). Without either, only `http://` endpoints can be reached: an `https://`
+/// request fails at once with nothing sent, and [`Upstream::build`](crate::Upstream::build)
+/// and [`Upstream::layer`](crate::Upstream::layer) refuse `https://` endpoints.
 ///
 /// ```
 /// use llm_tower::{ClientSettings, HttpClient};
@@ -70,7 +71,9 @@ impl HttpClient {
     pub fn new(settings: &ClientSettings) -> Result<Self, ConfigError> {
         settings.validate()?;
         let mut http = HttpConnector::new();
-        http.enforce_http(false);
+        // Without TLS, the connector itself refuses `https://` too: no path of this client
+        // sends a key in clear text.
+        http.enforce_http(!Self::SUPPORTS_HTTPS);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(settings.connect_timeout));
         let connector = tls_connector(http)?;
@@ -91,14 +94,99 @@ impl HttpClient {
     /// Whether this build of llm-tower can reach `https://` endpoints.
     pub const SUPPORTS_HTTPS: bool = cfg!(feature = "tls");
 
-    /// Sends one request.
+    /// Sends one request. Two requests fail at once, with nothing sent: an `https://` one in
+    /// a build without TLS (its key would go out in clear text), and one the balancer chose
+    /// an endpoint for ([`Selected`]) that no [`AuthLayer`](crate::AuthLayer) set the
+    /// credentials of ([`CredentialsSet`]: the client's own would go out).
     pub fn request(&self, request: Request<BufferedBody>) -> HttpClientFuture {
+        let refusal =
+            if !Self::SUPPORTS_HTTPS && request.uri().scheme() == Some(&http::uri::Scheme::HTTPS) {
+                Some(Refusal::NoTls)
+            } else if request.extensions().get::<CredentialsSet>().is_none()
+                && request.extensions().get::<Selected>().is_some()
+            {
+                Some(Refusal::NoAuth)
+            } else {
+                None
+            };
+        if let Some(refusal) = refusal {
+            return HttpClientFuture {
+                max_head_bytes: self.max_head_bytes,
+                inner: None,
+                refusal: Some(refusal),
+            };
+        }
         HttpClientFuture {
             max_head_bytes: self.max_head_bytes,
-            inner: self.inner.request(request),
+            inner: Some(self.inner.request(request)),
+            refusal: None,
         }
     }
 }
+
+impl HttpClient {
+    /// Sends a request whose body is of any type, read whole first: what a handler that is
+    /// the transport under the stack does (an axum handler under `route_layer`, which the
+    /// stack calls once per attempt, with the endpoint's absolute URI and credential already
+    /// in place). Its error answers with the status of its kind
+    /// ([`Error::to_response`]), which the stack around the handler retries and falls back
+    /// on as it would on the error itself.
+    ///
+    /// ```no_run
+    /// use axum::{body::Body, extract::{Request, State}, response::Response};
+    /// use llm_tower::HttpClient;
+    ///
+    /// /// The handler of a route under `route_layer(upstream.layer()?)`.
+    /// async fn chat(State(client): State<HttpClient>, request: Request) -> Response {
+    ///     match client.forward(request).await {
+    ///         Ok(answer) => answer.map(Body::new),
+    ///         Err(err) => err.to_response(),
+    ///     }
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The body could not be read, or the request failed (as [`request`](Self::request)).
+    pub async fn forward<B>(&self, request: Request<B>) -> Result<Response<HttpClientBody>, Error>
+    where
+        B: http_body::Body,
+        B::Error: Into<llm_tower_core::BoxError>,
+    {
+        // The stack around the handler already capped the body.
+        let request = llm_tower_core::buffer_request(request, usize::MAX).await?;
+        self.request(request).await
+    }
+}
+
+/// Why a request was not sent.
+#[derive(Clone, Copy, Debug)]
+enum Refusal {
+    /// An `https://` request, and this build has no TLS.
+    NoTls,
+    /// The balancer chose its endpoint, but no auth layer set its credentials.
+    NoAuth,
+}
+
+impl Refusal {
+    fn error(self) -> Error {
+        let message = match self {
+            Self::NoTls => format!("{NO_TLS}; nothing was sent"),
+            Self::NoAuth => "a request the FallbackLayer sent reached the HTTP client without \
+                             passing an AuthLayer, so it still carries the client's own \
+                             credentials and not the endpoint's key; nothing was sent. Put \
+                             AuthLayer between RetryLayer and the client, or build the stack \
+                             with Upstream"
+                .to_owned(),
+        };
+        Error::new(llm_tower_core::ErrorKind::Internal, message)
+    }
+}
+
+/// What a build without TLS says of an `https://` endpoint, wherever it is found.
+pub(crate) const NO_TLS: &str = "https needs llm-tower's `rustls-webpki-roots` or \
+     `rustls-native-roots` feature (this build has no TLS, and a key must never go out in \
+     clear text)";
 
 #[cfg(feature = "tls")]
 fn tls_connector(http: HttpConnector) -> Result<Connector, ConfigError> {
@@ -161,8 +249,10 @@ pin_project! {
     /// ```
     pub struct HttpClientFuture {
         max_head_bytes: usize,
+        // `None`: refused before sending, for `refusal`.
         #[pin]
-        inner: legacy::ResponseFuture,
+        inner: Option<legacy::ResponseFuture>,
+        refusal: Option<Refusal>,
     }
 }
 
@@ -177,7 +267,14 @@ impl Future for HttpClientFuture {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let result = ready!(this.inner.poll(cx)).map_err(classify::transport_error)?;
+        let Some(inner) = this.inner.as_pin_mut() else {
+            let refusal = this
+                .refusal
+                .take()
+                .expect("HttpClientFuture polled after completion");
+            return Poll::Ready(Err(refusal.error()));
+        };
+        let result = ready!(inner.poll(cx)).map_err(classify::transport_error)?;
         // hyper's buffer limit is approximate (a head that arrives in one read may exceed
         // it): the head is measured here.
         let head_bytes: usize = result

@@ -20,7 +20,7 @@ use crate::ClientSettings;
 use crate::health_store::HealthStoreSettings;
 
 /// The upstream configuration: what the stack needs. Load it with [`Config::from_path`],
-/// [`Config::from_yaml_str`], [`Config::from_toml_str`] or [`Config::from_json_str`]; all of
+/// `Config::from_yaml_str` (feature `yaml`), `Config::from_toml_str` (feature `toml`) or [`Config::from_json_str`]; all of
 /// them validate. Every part is a typed settings struct that code can build directly.
 ///
 /// ```

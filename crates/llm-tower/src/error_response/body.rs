@@ -74,6 +74,25 @@ impl<B> ResponseBody<B> {
     }
 }
 
+/// An empty body: what a layer put over the stack answers with when it answers for it (tower-http's
+/// `TimeoutLayer::with_status_code`, for one, needs a default body).
+///
+/// ```
+/// use http_body::Body;
+/// use llm_tower::error_response::ResponseBody;
+///
+/// let body = ResponseBody::<llm_tower::HttpClientBody>::default();
+/// assert!(body.is_end_stream());
+/// ```
+impl<B> Default for ResponseBody<B> {
+    fn default() -> Self {
+        Self {
+            state: State::Error { json: None },
+            completion: None,
+        }
+    }
+}
+
 impl<B: Body> State<B> {
     fn is_end(&self) -> bool {
         match self {

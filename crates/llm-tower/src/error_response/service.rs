@@ -206,10 +206,10 @@ fn drop_inconsistent_length<B: http_body::Body>(response: &mut Response<B>) {
         .headers()
         .get(http::header::CONTENT_LENGTH)
         .map(|v| v.to_str().ok().and_then(|v| v.parse::<u64>().ok()));
-    if let Some(declared) = declared {
-        if declared != response.body().size_hint().exact() {
-            response.headers_mut().remove(http::header::CONTENT_LENGTH);
-        }
+    if let Some(declared) = declared
+        && declared != response.body().size_hint().exact()
+    {
+        response.headers_mut().remove(http::header::CONTENT_LENGTH);
     }
 }
 

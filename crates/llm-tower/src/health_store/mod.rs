@@ -2,7 +2,7 @@
 //! secret: "${LLM_TOWER_HEALTH_SECRET}" }`.
 //!
 //! The settings are always compiled, so that a file naming a store is read everywhere; the
-//! store itself ([`HealthStore`]) needs the `redis` feature. What travels, and how a
+//! store itself (`HealthStore`) needs the `redis` feature. What travels, and how a
 //! registry applies it, is `llm_tower_fallback::HealthEvent`'s business; this module moves
 //! it through Redis (see `redis.rs`).
 
