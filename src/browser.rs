@@ -193,7 +193,10 @@ impl BrowserGuard {
         let host = request_host(request);
         if let (Some(allowed), Some(host)) = (&rules.hosts, host) {
             let name = bare_host(host);
-            if !allowed.iter().any(|a| a.eq_ignore_ascii_case(name)) && !is_loopback_ip(name) {
+            // No browser sends user information in `Host`; a name with it is none of ours.
+            let allowed_name = !host.contains('@')
+                && (allowed.iter().any(|a| a.eq_ignore_ascii_case(name)) || is_loopback_ip(name));
+            if !allowed_name {
                 return Verdict::Answer(refusal(format!(
                     "this gateway does not answer to the host name `{}`; add it to allowed_hosts",
                     shortened(name)

@@ -60,6 +60,7 @@ async fn a_loopback_gateway_without_keys_answers_only_its_own_host_names() {
         "localhost.evil.example".into(),
         "127.0.0.1.evil.example".into(),
         "gw.internal.evil.example".into(),
+        format!("localhost:{port}@evil.example"),
     ] {
         let post = request(
             &gw,

@@ -119,7 +119,7 @@ impl BaseUrl {
 /// ```
 /// use llm_tower_core::port_is_valid;
 ///
-/// for (authority, valid) in [("h", true), ("h:8080", true), ("[::1]:1", true), ("h:abc", false), ("h:99999", false), ("h:0", false), ("h:", false)] {
+/// for (authority, valid) in [("h", true), ("h:8080", true), ("[::1]:1", true), ("h:abc", false), ("h:99999", false), ("h:0", false), ("h:", false), ("h:+1", false)] {
 ///     assert_eq!(port_is_valid(&authority.parse().unwrap()), valid, "{authority}");
 /// }
 /// ```
@@ -130,7 +130,11 @@ pub fn port_is_valid(authority: &Authority) -> bool {
         .map_or(authority.as_str(), |(_, host)| host)
         .strip_prefix(authority.host())
         .unwrap_or(":");
-    after_host.is_empty() || authority.port_u16().is_some_and(|port| port > 0)
+    // Digits only: Rust's integer parsing also takes a sign (`+19000`).
+    let digits = after_host
+        .strip_prefix(':')
+        .is_some_and(|port| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()));
+    after_host.is_empty() || (digits && authority.port_u16().is_some_and(|port| port > 0))
 }
 
 /// Refuses the path forms that some upstream servers or proxies normalise into another path:
