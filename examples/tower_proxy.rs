@@ -17,6 +17,9 @@ use llm_tower::{Config, EndpointConfig, HttpClient, Upstream};
 use llm_tower_mock::MockProvider;
 use tower::ServiceBuilder;
 use tower::limit::ConcurrencyLimitLayer;
+use tower_http::ServiceBuilderExt;
+use tower_http::request_id::MakeRequestUuid;
+use tower_http::timeout::TimeoutLayer;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -24,8 +27,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = Config::with_endpoints(vec![EndpointConfig::new("mock", mock.base_url())]);
     let upstream = Upstream::from_config(&config)?.response_headers(true);
 
-    // The stack is a Layer: put it in a ServiceBuilder with whatever else you use.
+    // The stack is a Layer: put it in a ServiceBuilder with whatever else you use, tower's
+    // and tower-http's layers included (the stack's body has a default, which tower-http's
+    // timeout answers with).
     let service = ServiceBuilder::new()
+        .set_x_request_id(MakeRequestUuid)
+        .propagate_x_request_id()
+        .layer(TimeoutLayer::with_status_code(
+            http::StatusCode::GATEWAY_TIMEOUT,
+            Duration::from_secs(600),
+        ))
         .layer(ConcurrencyLimitLayer::new(256))
         .layer(upstream.layer()?)
         .service(HttpClient::new(&config.client)?);
@@ -57,8 +68,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let response = tokio::time::timeout(Duration::from_secs(5), client.request(request)).await??;
     println!("status: {}", response.status());
     println!(
-        "served by: {:?}",
-        response.headers().get("x-llm-tower-endpoint")
+        "served by: {:?}, request id {:?}",
+        response.headers().get("x-llm-tower-endpoint"),
+        response.headers().get("x-request-id")
     );
     let body = response.into_body().collect().await?.to_bytes();
     println!("body: {}", String::from_utf8_lossy(&body));
