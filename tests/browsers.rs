@@ -16,6 +16,23 @@ use llm_tower_mock::{Behavior, MockProvider};
 /// "team-a:gw-team-a-0123456789abcdef" in base64.
 const BASIC: &str = "Basic dGVhbS1hOmd3LXRlYW0tYS0wMTIzNDU2Nzg5YWJjZGVm";
 
+/// An upstream whose answers allow every origin, with credentials: what the gateway must
+/// not pass on.
+async fn permissive_upstream() -> MockProvider {
+    let mock = MockProvider::start().await.unwrap();
+    mock.set_default(Behavior::Status {
+        status: 200,
+        retry_after: None,
+        headers: vec![
+            ("access-control-allow-origin".into(), "*".into()),
+            ("access-control-allow-credentials".into(), "true".into()),
+            ("Access-Control-Expose-Headers".into(), "*".into()),
+        ],
+        body: Some(r#"{"id":"chatcmpl-1","object":"chat.completion","choices":[]}"#.into()),
+    });
+    mock
+}
+
 fn request(
     gw: &Gateway,
     method: Method,
@@ -131,17 +148,7 @@ async fn the_admin_listener_checks_host_names_too_and_a_keyed_listener_does_not(
 
 #[tokio::test(start_paused = true)]
 async fn pages_of_other_origins_are_refused_and_upstream_cors_headers_never_pass() {
-    let mock = MockProvider::start().await.unwrap();
-    mock.set_default(Behavior::Status {
-        status: 200,
-        retry_after: None,
-        headers: vec![
-            ("access-control-allow-origin".into(), "*".into()),
-            ("access-control-allow-credentials".into(), "true".into()),
-            ("Access-Control-Expose-Headers".into(), "*".into()),
-        ],
-        body: Some(r#"{"id":"chatcmpl-1","object":"chat.completion","choices":[]}"#.into()),
-    });
+    let mock = permissive_upstream().await;
     let gw = serve(
         GatewayConfig::new(only(&mock)),
         None,
@@ -190,13 +197,7 @@ async fn pages_of_other_origins_are_refused_and_upstream_cors_headers_never_pass
 
 #[tokio::test(start_paused = true)]
 async fn listed_origins_get_cors_answers_from_the_gateway_itself() {
-    let mock = MockProvider::start().await.unwrap();
-    mock.set_default(Behavior::Status {
-        status: 200,
-        retry_after: None,
-        headers: vec![("access-control-allow-origin".into(), "*".into())],
-        body: Some(r#"{"id":"chatcmpl-1","object":"chat.completion","choices":[]}"#.into()),
-    });
+    let mock = permissive_upstream().await;
     let mut config = with_keys(&mock);
     config.cors = Some(CorsSettings {
         allow_origins: vec!["https://app.example.com".into()],
@@ -344,13 +345,7 @@ async fn in_a_browser_a_page_of_another_origin_reads_nothing_and_spends_nothing(
         Ok(browser) => browser,
         Err(reason) => return eprintln!("skipped: {reason}"),
     };
-    let mock = MockProvider::start().await.unwrap();
-    mock.set_default(Behavior::Status {
-        status: 200,
-        retry_after: None,
-        headers: vec![("access-control-allow-origin".into(), "*".into())],
-        body: Some(r#"{"id":"chatcmpl-1","object":"chat.completion","choices":[]}"#.into()),
-    });
+    let mock = permissive_upstream().await;
     let open = serve(
         GatewayConfig::new(only(&mock)),
         None,
