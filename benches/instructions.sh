@@ -103,19 +103,18 @@ PY
 }
 
 measure() { # name, listen address, url, command...
-    local name=$1 addr=$2 url=$3 pid dump
+    local name=$1 addr=$2 url=$3 pid
     shift 3
     valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.$name" "$@" >"$OUT/$name.log" 2>&1 &
     pid=$!
     PIDS+=("$pid")
     wait_for "$addr"
-    load "$url" "$pid"
+    load "$url" "$pid" || exit 1
     kill "$pid"
     wait "$pid" 2>/dev/null || true
-    # The dump of `callgrind_control -d` is the file numbered .1; its summary line is the
+    # `callgrind_control -d` wrote the file numbered .1; its summary line is the
     # instructions between -z and -d, all threads.
-    dump=$(ls "$OUT/callgrind.$name".*1 | head -1)
-    awk -v n="$REQUESTS" '/^summary:/ { printf "%d\n", $2 / n }' "$dump"
+    awk -v n="$REQUESTS" '/^summary:/ { printf "%d\n", $2 / n }' "$OUT/callgrind.$name.1"
 }
 
 BARE_IR=$(measure bare "$BARE" "http://$BARE/v1/chat/completions" \
