@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# Instructions per request of the bare proxy and of the gateway, end to end on loopback
+# (callgrind: deterministic, unlike time on a shared VM). Same setup as benches/e2e.sh: the
+# mock upstream (two endpoints), the gateway with retry, metrics and response headers, the
+# bare proxy to the first endpoint, the same POST body.
+#
+# Per proxy: start it under callgrind, send WARMUP requests at concurrency C, zero the
+# counters, send REQUESTS more on the same connections, dump, divide. Only the proxy runs
+# under valgrind; the load generator (python, below) and the mock do not count.
+#
+#   bash benches/instructions.sh            # WARMUP=1000 REQUESTS=4000 C=4
+#   KEEP=1 bash benches/instructions.sh     # keep the dumps in target/instructions (callgrind_annotate)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)"; exit 2; }
+
+WARMUP=${WARMUP:-1000}
+REQUESTS=${REQUESTS:-4000}
+C=${C:-4}
+UP1=127.0.0.1:18281 # ports apart from e2e.sh's, so both can run on one machine
+UP2=127.0.0.1:18282
+BARE=127.0.0.1:18290
+GATEWAY=127.0.0.1:18291
+BODY='{"model":"mock-model","messages":[{"role":"user","content":"Say hello."}]}'
+OUT=${CARGO_TARGET_DIR:-target}/instructions
+R=${CARGO_TARGET_DIR:-target}/release
+mkdir -p "$OUT"
+rm -f "$OUT"/callgrind.*
+
+cargo build --release --bin llm-tower-gateway --example bare_proxy --example bench_upstream
+
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+# The gateway's configuration of benches/e2e.sh (arm 3).
+cat >"$OUT/gateway.yaml" <<EOF
+listen: $GATEWAY
+mount: /v1
+client: { }
+endpoints:
+  - id: first
+    base_url: http://$UP1/v1
+    api_key: sk-bench-first
+    retry_policy: { name: ExponentialBackoff, config: { times: 2 } }
+  - id: second
+    base_url: http://$UP2/v1
+    api_key: sk-bench-second
+    retry_policy: { name: ExponentialBackoff, config: { times: 2 } }
+EOF
+
+wait_for() { # ip:port
+    for _ in $(seq 600); do
+        if (exec 3<>"/dev/tcp/${1%:*}/${1#*:}") 2>/dev/null; then return; fi
+        sleep 0.1
+    done
+    echo "nothing listens on $1" >&2
+    exit 1
+}
+
+"$R/examples/bench_upstream" "$UP1" "$UP2" >"$OUT/upstream.log" 2>&1 &
+PIDS+=($!)
+wait_for "$UP1"
+wait_for "$UP2"
+
+# The load: C keep-alive connections, WARMUP requests, zero the counters, REQUESTS requests,
+# dump. Every request is the same POST and must answer 200. The gateway drains its metric
+# histograms every 5 s (admin.rs, spawn_metrics_upkeep), at a cost per sample: waiting SETTLE
+# seconds before zeroing and before dumping makes the dump hold the drain of exactly the
+# measured requests, whatever the timing (without it, runs differ by up to 2 %).
+SETTLE=${SETTLE:-6}
+load() { # url, pid
+    python3 - "$1" "$WARMUP" "$REQUESTS" "$C" "$BODY" "$2" "$SETTLE" <<'PY'
+import http.client, subprocess, sys, threading, time, urllib.parse
+url, warmup, requests, c, body, pid, settle = sys.argv[1:8]
+warmup, requests, c, settle = int(warmup), int(requests), int(c), float(settle)
+target = urllib.parse.urlsplit(url)
+conns = [http.client.HTTPConnection(target.hostname, target.port) for _ in range(c)]
+bad = []
+def send(conn, n):
+    for _ in range(n):
+        conn.request("POST", target.path, body, {"Content-Type": "application/json"})
+        response = conn.getresponse()
+        response.read()
+        if response.status != 200:
+            bad.append(response.status)
+def phase(total):
+    threads = [threading.Thread(target=send, args=(conn, total // c + (i < total % c)))
+               for i, conn in enumerate(conns)]
+    for t in threads: t.start()
+    for t in threads: t.join()
+    if bad: sys.exit(f"{len(bad)} answers not 200, e.g. {bad[0]}")
+phase(warmup)
+time.sleep(settle)
+subprocess.run(["callgrind_control", "-z", pid], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+phase(requests)
+time.sleep(settle)
+subprocess.run(["callgrind_control", "-d", pid], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+PY
+}
+
+measure() { # name, listen address, url, command...
+    local name=$1 addr=$2 url=$3 pid
+    shift 3
+    valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.$name" "$@" >"$OUT/$name.log" 2>&1 &
+    pid=$!
+    PIDS+=("$pid")
+    wait_for "$addr"
+    load "$url" "$pid" || exit 1
+    kill "$pid"
+    wait "$pid" 2>/dev/null || true
+    # `callgrind_control -d` wrote the file numbered .1; its summary line is the
+    # instructions between -z and -d, all threads.
+    awk -v n="$REQUESTS" '/^summary:/ { printf "%d\n", $2 / n }' "$OUT/callgrind.$name.1"
+}
+
+BARE_IR=$(measure bare "$BARE" "http://$BARE/v1/chat/completions" \
+    "$R/examples/bare_proxy" "$BARE" "http://$UP1/v1")
+GATEWAY_IR=$(RUST_LOG=warn measure gateway "$GATEWAY" "http://$GATEWAY/v1/chat/completions" \
+    "$R/llm-tower-gateway" --config "$OUT/gateway.yaml")
+
+printf '%-12s %26s\n' proxy "instructions per request"
+printf '%-12s %26d\n' bare "$BARE_IR" gateway "$GATEWAY_IR"
+awk -v g="$GATEWAY_IR" -v b="$BARE_IR" 'BEGIN { printf "gateway / bare: %.3f\n", g / b }'
+[ -n "${KEEP:-}" ] || rm -f "$OUT"/callgrind.*
