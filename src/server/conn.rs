@@ -45,8 +45,6 @@ pub(crate) struct ConnState {
     /// HTTP/2 serves each request in a task of its own: when the last one finishes outside
     /// the connection's poll, the watchdog must be woken to time the idle connection.
     watchdog: Mutex<Option<std::task::Waker>>,
-    /// Asked to close, if still idle, to make room for a newcomer at the connection cap.
-    evict: tokio::sync::Notify,
 }
 
 /// The connection timers of [`ServerSettings`](super::ServerSettings).
@@ -65,7 +63,6 @@ impl ConnState {
             http2: std::sync::atomic::AtomicBool::new(false),
             stalled: WriteStall::default(),
             watchdog: Mutex::new(None),
-            evict: tokio::sync::Notify::new(),
         })
     }
 
@@ -74,22 +71,6 @@ impl ConnState {
         match *self.lock() {
             Phase::Idle(since) => Some(since),
             _ => None,
-        }
-    }
-
-    /// Asks the connection to close if it is still idle when it hears this.
-    pub(crate) fn evict(&self) {
-        self.evict.notify_one();
-    }
-
-    /// Completes when the connection was asked to close while idle: a request that began in
-    /// the meantime keeps it open.
-    pub(crate) async fn evicted(&self) {
-        loop {
-            self.evict.notified().await;
-            if self.idle_since().is_some() {
-                return;
-            }
         }
     }
 

@@ -122,17 +122,20 @@ pub async fn serve(
         ));
         let builder = builder.clone();
         let watcher = graceful.watcher();
-        let counted = open.add(state.clone());
-        connections.spawn(async move {
-            let connection = watcher.watch(builder.serve_connection(io, service).into_owned());
-            tokio::select! {
-                timed_out = state.watch(connection, timeouts) => if timed_out {
+        let counted = open.counted();
+        let id = counted.id();
+        let task = connections.spawn({
+            let state = state.clone();
+            async move {
+                let connection = watcher.watch(builder.serve_connection(io, service).into_owned());
+                if state.watch(connection, timeouts).await {
                     tracing::debug!("closed a connection that was idle or slow to send its head");
-                },
-                () = state.evicted() => {}
+                }
+                drop((counted, permit));
             }
-            drop((counted, permit));
         });
+        // Evicted by aborting its task: nothing to poll on the way of every request.
+        open.add(id, state, task);
     }
     // New clients are refused from now on, so they can go elsewhere at once.
     drop(listener);

@@ -40,10 +40,16 @@ pub(crate) fn mask_headers(headers: &mut HeaderMap, key: &ApiKey) {
 
 fn find(text: &[u8], needle: &[u8], from: usize) -> Option<usize> {
     // Most header values are shorter than a key: a length check is all they cost.
-    if needle.is_empty() || text.len() < from + needle.len() {
+    let (&first, _) = needle.split_first()?;
+    let last_start = text.len().checked_sub(needle.len())?;
+    if from > last_start {
         return None;
     }
-    memchr::memmem::find(&text[from..], needle).map(|at| from + at)
+    // Candidates are the places of the key's first byte; a searcher built for each value
+    // (memmem) would cost more than the short values of a response head ever take.
+    memchr::memchr_iter(first, &text[from..=last_start])
+        .map(|at| from + at)
+        .find(|&at| text[at..].starts_with(needle))
 }
 
 /// The body side: frames go out masked as they come, but for the last `key.len() - 1` bytes
