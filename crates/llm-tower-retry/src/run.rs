@@ -17,7 +17,7 @@ use tower::retry::budget::{Budget, TpsBudget};
 use crate::attempt::{Target, try_once};
 use crate::backoff::backoff;
 use crate::body::ResponseBody;
-use crate::layer::RetryState;
+use crate::state::RetryState;
 
 pub(crate) async fn run<S, B, RB>(
     state: RetryState,

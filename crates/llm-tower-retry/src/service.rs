@@ -11,7 +11,7 @@ use llm_tower_core::BoxError;
 use tower::Service;
 
 use crate::body::ResponseBody;
-use crate::layer::RetryState;
+use crate::state::RetryState;
 
 /// Service that retries; built by [`RetryLayer`](crate::RetryLayer).
 ///
