@@ -7,7 +7,7 @@ use std::sync::Arc;
 use http::StatusCode;
 use llm_tower_core::{Attempts, BoxError, Caller, ErrorKind};
 
-use super::service::Shared;
+use super::shared::Shared;
 
 /// How a response body ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

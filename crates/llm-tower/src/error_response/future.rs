@@ -13,7 +13,7 @@ use llm_tower_core::{BoxError, Caller};
 use pin_project_lite::pin_project;
 
 use super::body::ResponseBody;
-use super::service::Shared;
+use super::shared::Shared;
 
 pin_project! {
     /// Future of [`ErrorResponse`](super::ErrorResponse): the inner future's result, or the
@@ -87,7 +87,7 @@ where
                 .take()
                 .unwrap_or_else(|| "ResponseFuture polled after completion".into())),
         };
-        Poll::Ready(Ok(super::service::finish(
+        Poll::Ready(Ok(super::finish::finish(
             this.shared,
             result,
             this.caller.take(),

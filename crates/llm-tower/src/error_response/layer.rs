@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use tower::Layer;
 
-use super::service::{ErrorResponse, Shared};
+use super::service::ErrorResponse;
+use super::shared::Shared;
 
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Settings {

@@ -5,6 +5,7 @@
 
 mod body;
 mod completion;
+mod finish;
 mod future;
 #[cfg(feature = "metrics")]
 mod health_metrics;
@@ -12,6 +13,7 @@ mod layer;
 #[cfg(feature = "metrics")]
 mod metrics;
 mod service;
+mod shared;
 
 pub use body::ResponseBody;
 pub use future::ResponseFuture;

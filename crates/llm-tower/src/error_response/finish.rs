@@ -1,0 +1,125 @@
+//! [`finish`]: the response the client gets for the inner service's result (an error made a
+//! JSON response, hop-by-hop headers dropped, the attempt headers added, the completion
+//! record attached).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Response};
+use llm_tower_core::{
+    Attempts, BoxError, Caller, Deployment, Error, ErrorKind, Selected, strip_hop_by_hop,
+};
+
+use super::body::ResponseBody;
+use super::completion::Completion;
+use super::shared::Shared;
+use super::{ATTEMPTS_HEADER, ENDPOINT_HEADER, MODEL_HEADER};
+
+/// The response the client gets for `result`.
+pub(crate) fn finish<RB>(
+    shared: &Arc<Shared>,
+    result: Result<Response<RB>, BoxError>,
+    caller: Option<Caller>,
+) -> Response<ResponseBody<RB>>
+where
+    RB: http_body::Body<Data = Bytes>,
+    RB::Error: Into<BoxError>,
+{
+    let mut response = match result {
+        Ok(mut response) => {
+            // hyper writes an upstream's own reason phrase when it keeps one: the client gets
+            // the canonical one instead, since the upstream's is free text that can hold
+            // anything, down to the key it was sent (`401 Bad key sk-...`).
+            response
+                .extensions_mut()
+                .remove::<hyper::ext::ReasonPhrase>();
+            strip_hop_by_hop(response.headers_mut());
+            drop_inconsistent_length(&mut response);
+            response.map(ResponseBody::upstream)
+        }
+        Err(err) => error_response(shared, err),
+    };
+    let settings = shared.settings();
+    let Some(attempts) = response.extensions().get::<Attempts>().cloned() else {
+        return response;
+    };
+    if settings.response_headers {
+        add_attempt_headers(&mut response, &attempts);
+    }
+    #[cfg(feature = "metrics")]
+    let record_metrics = settings.metrics;
+    #[cfg(not(feature = "metrics"))]
+    let record_metrics = false;
+    if !(settings.access_log || record_metrics) {
+        return response;
+    }
+    let completion = Completion::new(shared.clone(), response.status(), attempts, caller);
+    if http_body::Body::is_end_stream(response.body()) {
+        // An empty body is never polled: the response is complete as it is.
+        completion.ended(None);
+        return response;
+    }
+    response.map(|body| body.with_completion(Some(completion)))
+}
+
+/// An error as the client sees it: OpenAI-style JSON with the right status.
+#[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+fn error_response<RB>(shared: &Shared, err: BoxError) -> Response<ResponseBody<RB>> {
+    let err = Error::upstream(err);
+    if err.kind() == ErrorKind::Local {
+        // Not an upstream's fault: whoever runs this process must act (raise limits, add
+        // memory), so it is said loudly.
+        tracing::error!(detail = %err.detail(), "this process ran out of a resource");
+        #[cfg(feature = "metrics")]
+        if shared.settings().metrics {
+            shared.record_local_failure();
+        }
+    } else if err.status().is_server_error() {
+        tracing::warn!(kind = %err.kind(), detail = %err.detail(), "request failed");
+    }
+    err.to_response::<Bytes>().map(ResponseBody::error)
+}
+
+/// Keeps `content-length` only when it matches what the body says about itself; hyper
+/// derives the framing from the body otherwise.
+fn drop_inconsistent_length<B: http_body::Body>(response: &mut Response<B>) {
+    let declared = response
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .map(|v| v.to_str().ok().and_then(|v| v.parse::<u64>().ok()));
+    if let Some(declared) = declared
+        && declared != response.body().size_hint().exact()
+    {
+        response.headers_mut().remove(http::header::CONTENT_LENGTH);
+    }
+}
+
+fn add_attempt_headers<B>(response: &mut Response<B>, attempts: &Attempts) {
+    // The deployment whose response this is: a failed response returned after a later
+    // attempt failed without one is not the last attempt's.
+    let extensions = response.extensions();
+    let deployment = extensions.get::<Deployment>();
+    let endpoint = match (deployment, extensions.get::<Selected>()) {
+        (Some(deployment), _) => Some(deployment.id.clone()),
+        (None, Some(selected)) => Some(selected.id().clone()),
+        (None, None) => attempts.last().map(|last| last.endpoint),
+    };
+    // The model that answered, when a fallback chain moved on from the one asked for.
+    let model = deployment
+        .filter(|d| d.fell_back_from.is_some())
+        .and_then(|d| d.model.as_deref())
+        .and_then(|model| HeaderValue::from_str(model).ok());
+    let headers = response.headers_mut();
+    if let Some(value) = endpoint.and_then(|id| HeaderValue::from_str(id.as_str()).ok()) {
+        headers.insert(ENDPOINT_NAME.clone(), value);
+    }
+    if let Some(model) = model {
+        headers.insert(MODEL_NAME.clone(), model);
+    }
+    headers.insert(ATTEMPTS_NAME.clone(), HeaderValue::from(attempts.len()));
+}
+
+// Parsed once: a `&str` name is parsed again on every insert.
+static ENDPOINT_NAME: HeaderName = HeaderName::from_static(ENDPOINT_HEADER);
+static ATTEMPTS_NAME: HeaderName = HeaderName::from_static(ATTEMPTS_HEADER);
+static MODEL_NAME: HeaderName = HeaderName::from_static(MODEL_HEADER);
