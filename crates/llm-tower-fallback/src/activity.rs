@@ -17,9 +17,9 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 /// How long one slot of the ring covers.
-pub const SLOT: Duration = Duration::from_secs(2);
+pub(crate) const SLOT: Duration = Duration::from_secs(2);
 /// Slots in the ring: one minute.
-pub const SLOTS: usize = 30;
+pub(crate) const SLOTS: usize = 30;
 
 /// How a request ended on this deployment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -173,14 +173,14 @@ pub struct LastFailure {
     pub outcome: String,
 }
 
-/// A deployment's requests over the last minute, in [`SLOTS`] slots of [`SLOT`], oldest
-/// first: how many ended in each way.
+/// A deployment's requests over the last minute, in [`SLOTS`](Self::SLOTS) slots of
+/// [`SLOT`](Self::SLOT), oldest first: how many ended in each way.
 ///
 /// ```
-/// use llm_tower_fallback::{LastMinute, SLOTS};
+/// use llm_tower_fallback::LastMinute;
 ///
 /// let minute = LastMinute::empty();
-/// assert_eq!(minute.success.len(), SLOTS);
+/// assert_eq!(minute.success.len(), LastMinute::SLOTS);
 /// assert_eq!(minute.total(), 0);
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -194,6 +194,11 @@ pub struct LastMinute {
 }
 
 impl LastMinute {
+    /// How long one slot covers (2 s).
+    pub const SLOT: Duration = SLOT;
+    /// Slots in the minute (30).
+    pub const SLOTS: usize = SLOTS;
+
     /// A minute with no requests.
     pub fn empty() -> Self {
         Self {

@@ -13,7 +13,7 @@ use crate::balancer::Balancer;
 use crate::models::ModelFallbacks;
 use crate::registry::HealthRegistry;
 use crate::service::Fallback;
-use crate::settings::{FallbackSettings, Strategy, WhenAllUnhealthy, check_endpoints};
+use crate::settings::{FallbackSettings, Strategy, WhenAllUnhealthy};
 
 /// Builder for [`FallbackLayer`]; see [`FallbackLayer::builder`].
 ///
@@ -96,7 +96,7 @@ impl FallbackBuilder {
     /// or a model chain naming a model nobody serves or leading in a cycle
     /// ([`ModelFallbacks::validate`]).
     pub fn build(self, registry: HealthRegistry) -> Result<FallbackLayer, ConfigError> {
-        check_endpoints(&self.endpoints)?;
+        Endpoint::check_list(&self.endpoints)?;
         self.settings.validate()?;
         self.models.validate(&self.endpoints)?;
         Ok(FallbackLayer {

@@ -73,7 +73,7 @@ mod select;
 mod service;
 mod settings;
 
-pub use activity::{LastFailure, LastMinute, SLOT, SLOTS};
+pub use activity::{LastFailure, LastMinute};
 pub use body::ResponseBody;
 pub use check::{CheckService, CheckSnapshot};
 pub use events::{HealthEvent, HealthEvents};
@@ -81,4 +81,4 @@ pub use layer::{FallbackBuilder, FallbackLayer};
 pub use models::ModelFallbacks;
 pub use registry::{EndpointSnapshot, HealthRegistry, Status};
 pub use service::{Fallback, ResponseFuture};
-pub use settings::{FallbackSettings, Strategy, WhenAllUnhealthy, check_endpoints};
+pub use settings::{FallbackSettings, Strategy, WhenAllUnhealthy};

@@ -65,6 +65,42 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
+    /// Checks a balancer's endpoint list: at least one endpoint, and no id used twice. Errors
+    /// name the position in the list, as a configuration file's `endpoints` would.
+    ///
+    /// ```
+    /// use llm_tower_core::Endpoint;
+    ///
+    /// let a = Endpoint::builder("a", "http://127.0.0.1:1").build().unwrap();
+    /// let err = Endpoint::check_list(&[a.clone(), a]).unwrap_err();
+    /// assert_eq!(err.to_string(), "endpoints[1].id: duplicate id `a` (already used by endpoints[0])");
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] for an empty list or a duplicate id.
+    pub fn check_list(endpoints: &[Endpoint]) -> Result<(), ConfigError> {
+        if endpoints.is_empty() {
+            return Err(ConfigError::invalid(
+                "endpoints",
+                "at least one endpoint is required",
+            ));
+        }
+        let mut seen = std::collections::HashMap::with_capacity(endpoints.len());
+        for (index, endpoint) in endpoints.iter().enumerate() {
+            if let Some(first) = seen.insert(endpoint.id().as_str(), index) {
+                return Err(ConfigError::invalid(
+                    format!("endpoints[{index}].id"),
+                    format!(
+                        "duplicate id `{}` (already used by endpoints[{first}])",
+                        endpoint.id()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Default cooldown after an ejection (pixiu's `health_check_interval`): 5 s.
     pub const DEFAULT_HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(5);
     /// Default per-try timeout until the response head: 600 s (what OpenAI's SDKs use; long

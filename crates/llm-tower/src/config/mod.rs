@@ -9,7 +9,7 @@ mod env;
 use std::path::Path;
 
 use llm_tower_core::{ConfigError, Endpoint, EndpointConfig};
-use llm_tower_fallback::{FallbackSettings, ModelFallbacks, check_endpoints};
+use llm_tower_fallback::{FallbackSettings, ModelFallbacks};
 use llm_tower_retry::RetrySettings;
 use serde::{Deserialize, Serialize};
 
@@ -185,7 +185,7 @@ impl Config {
             .iter()
             .map(EndpointConfig::build)
             .collect::<Result<Vec<_>, _>>()?;
-        check_endpoints(&endpoints)?;
+        llm_tower_core::Endpoint::check_list(&endpoints)?;
         Ok(endpoints)
     }
 }
