@@ -4,7 +4,7 @@
 //! The settings are always compiled, so that a file naming a store is read everywhere; the
 //! store itself (`HealthStore`) needs the `redis` feature. What travels, and how a
 //! registry applies it, is `llm_tower_fallback::HealthEvent`'s business; this module moves
-//! it through Redis (see `redis.rs`).
+//! it through Redis (see `store.rs`).
 
 #[cfg(feature = "redis")]
 mod calls;
@@ -13,11 +13,12 @@ mod mac;
 #[cfg(feature = "redis")]
 mod outage;
 #[cfg(feature = "redis")]
-mod redis;
-#[cfg(feature = "redis")]
 mod rejected;
 #[cfg(feature = "redis")]
 mod scripts;
+// Not `redis.rs`: a module of that name would shadow the `redis` crate in this one.
+#[cfg(feature = "redis")]
+mod store;
 #[cfg(feature = "redis")]
 mod task;
 mod url;
@@ -29,9 +30,9 @@ use std::fmt;
 use llm_tower_core::{ConfigError, Secret};
 use serde::{Deserialize, Serialize};
 
-#[cfg(feature = "redis")]
-pub use self::redis::{HealthStore, HealthStoreStatus};
 pub use self::url::RedisUrl;
+#[cfg(feature = "redis")]
+pub use store::{HealthStore, HealthStoreStatus};
 
 /// The shortest `health_store.secret` accepted: 32 bytes, as many as HMAC-SHA256's output
 /// (`openssl rand -hex 32` gives 64).

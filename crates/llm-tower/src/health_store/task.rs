@@ -1,6 +1,6 @@
 //! [`HealthStore`](super::HealthStore)'s background task: it connects, catches up, then
 //! publishes this replica's events and applies the others' until the store is dropped,
-//! reconnecting whenever the connection is lost (see `redis.rs` for the design).
+//! reconnecting whenever the connection is lost (see `store.rs` for the design).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,9 +17,9 @@ use tokio::time::{Instant, MissedTickBehavior, sleep};
 use super::calls::{Lost, Subscription, TIMEOUT, bounded, query, refused};
 use super::mac::Signer;
 use super::outage::Outage;
-use super::redis::HealthStoreStatus;
 use super::rejected::{Source, Warnings};
 use super::scripts::{self, NOT_KEPT, NOT_TOLD};
+use super::store::HealthStoreStatus;
 use super::wire::{self, Names, Rejected};
 
 /// Local events waiting for the task: enough for every deployment of a large fleet to
