@@ -473,20 +473,6 @@ impl StdError for Error {
     }
 }
 
-/// Response extension set by the retry layer when the upstream asked for a wait
-/// (`Retry-After`) that it did not sleep: the balancer cools the endpoint for this long.
-///
-/// ```
-/// use std::time::Duration;
-/// use llm_tower_core::CooldownHint;
-///
-/// let mut response = http::Response::new(());
-/// response.extensions_mut().insert(CooldownHint(Duration::from_secs(30)));
-/// assert_eq!(response.extensions().get::<CooldownHint>().unwrap().0, Duration::from_secs(30));
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CooldownHint(pub Duration);
-
 #[cfg(test)]
 mod tests {
     use super::*;

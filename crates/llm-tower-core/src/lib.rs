@@ -47,6 +47,7 @@ mod config_error;
 pub mod duration;
 mod endpoint;
 mod error;
+mod extensions;
 mod headers;
 mod macros;
 mod model;
@@ -66,15 +67,17 @@ pub use classify::{
 pub use classify_errors::{ClassifyErrors, ClassifyErrorsFuture, ClassifyErrorsLayer};
 pub use config_error::{ConfigError, MAX_COOLDOWN_LIMIT};
 pub use endpoint::{
-    ApiKey, BaseUrl, Caller, CredentialsSet, Endpoint, EndpointBuilder, EndpointConfig, EndpointId,
-    ExpectStatus, HealthCheck, ModelsConfig, Provider, ProviderName, Replay, Secret, Selected,
-    SingleTry, port_is_valid,
+    ApiKey, BaseUrl, Endpoint, EndpointBuilder, EndpointConfig, EndpointId, ExpectStatus,
+    HealthCheck, ModelsConfig, Provider, ProviderName, Secret, port_is_valid,
 };
-pub use error::{BoxError, CooldownHint, Error, ErrorKind};
+pub use error::{BoxError, Error, ErrorKind};
+pub use extensions::{
+    Caller, CooldownHint, CredentialsSet, Deployment, Replay, Selected, SingleTry,
+};
 pub use headers::{HOP_BY_HOP, HeaderNames, remove_where, strip_hop_by_hop, strip_hop_by_hop_and};
 #[doc(hidden)] // For `header_names!`.
 pub use http as __http;
-pub use model::{Deployment, ModelInBody, ModelName, ModelRoute, find_model, with_model};
+pub use model::{ModelInBody, ModelName, ModelRoute, find_model, with_model};
 pub use percent::percent_decode;
 pub use policy::{CountBased, ExponentialBackoff, RetryPolicy};
 pub use retry_after::{retry_after, retry_after_at};

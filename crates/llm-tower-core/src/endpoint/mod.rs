@@ -3,7 +3,6 @@
 mod api_key;
 mod base_url;
 mod config;
-mod extensions;
 mod health_check;
 mod id;
 mod provider;
@@ -16,7 +15,6 @@ use http::{HeaderName, HeaderValue};
 pub use api_key::{ApiKey, Secret};
 pub use base_url::{BaseUrl, port_is_valid};
 pub use config::{EndpointConfig, ModelsConfig, ProviderName};
-pub use extensions::{Caller, CredentialsSet, Replay, Selected, SingleTry};
 pub use health_check::{ExpectStatus, HealthCheck};
 pub use id::EndpointId;
 pub use provider::Provider;

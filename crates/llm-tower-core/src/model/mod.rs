@@ -4,12 +4,9 @@
 
 mod scan;
 
-use std::fmt;
 use std::sync::Arc;
 
 pub use scan::{ModelInBody, find_model, with_model};
-
-use crate::endpoint::EndpointId;
 
 /// A model name: cheap to clone.
 ///
@@ -82,47 +79,5 @@ impl From<&str> for ModelRoute {
 impl From<(&str, &str)> for ModelRoute {
     fn from((name, upstream): (&str, &str)) -> Self {
         Self::alias(name, upstream)
-    }
-}
-
-/// Request and response extension: the deployment (an endpoint, and the model when the
-/// request named one) an attempt went to. The balancer inserts it on each attempt and on the
-/// response; the retry layer records tries under its id, and the error-response layer names
-/// it in `x-llm-tower-endpoint` (and the model in `x-llm-tower-model` when a model fallback
-/// chain served another model than the one asked for).
-///
-/// ```
-/// use llm_tower_core::{Deployment, EndpointId};
-///
-/// let deployment = Deployment::new(EndpointId::from("azure-east/gpt-4o"), Some("gpt-4o".into()));
-/// assert_eq!(deployment.to_string(), "azure-east/gpt-4o");
-/// assert!(deployment.fell_back_from.is_none());
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Deployment {
-    /// The deployment id: the endpoint id, or `endpoint/model` for an endpoint that serves
-    /// several models. Health, metrics and the attempt log are keyed by it.
-    pub id: EndpointId,
-    /// The model this attempt asked for (the client's name for it), when the request named
-    /// one.
-    pub model: Option<ModelName>,
-    /// The model the client asked for, when a fallback chain moved on to another.
-    pub fell_back_from: Option<ModelName>,
-}
-
-impl Deployment {
-    /// A deployment of `model` (if any) on the deployment `id`, for the model asked for.
-    pub fn new(id: EndpointId, model: Option<ModelName>) -> Self {
-        Self {
-            id,
-            model,
-            fell_back_from: None,
-        }
-    }
-}
-
-impl fmt::Display for Deployment {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.id, f)
     }
 }

@@ -1,13 +1,26 @@
-//! The request extensions the layers pass each other: which endpoint ([`Selected`]), whether
-//! an attempt is a single try ([`SingleTry`]), whether its credentials were set
-//! ([`CredentialsSet`]), which client sent it ([`Caller`]), and how to make it again
-//! ([`Replay`]).
+//! Every extension the layers pass each other on requests and responses, in one place: who
+//! writes each, who reads it. A layer reads only what one further out wrote (on requests) or
+//! further in (on responses); a missing extension means the layer that writes it is not
+//! where it should be.
+//!
+//! | extension | on | written by | read by |
+//! |---|---|---|---|
+//! | [`Selected`] | request, response | the balancer, per attempt (and on the answer) | retry (policy, budget), auth (the key), the transport's check, error responses (headers) |
+//! | [`Deployment`] | request, response | the balancer, per attempt (and on the answer) | retry (tries recorded under its id), error responses (`x-llm-tower-endpoint`, `x-llm-tower-model`) |
+//! | [`Attempts`](crate::Attempts) | request, response | the balancer (or a retry layer outside it, which begins it) | retry (records each try), error responses (log, metrics, `x-llm-tower-attempts`) |
+//! | [`Replay`] | request | the balancer | retry (makes the request again without a copy of its own) |
+//! | [`SingleTry`] | request | the balancer, on a half-open probe or on probation | retry (makes no retry) |
+//! | [`CredentialsSet`] | request | auth | the transport (`HttpClient` refuses a balancer's request without it) |
+//! | [`Caller`] | request | whoever authenticated the client (the gateway's client keys) | error responses (access log, metrics) |
+//! | [`CooldownHint`] | response | retry, for a `Retry-After` it did not sleep | the balancer (cools the endpoint that long) |
 
 use std::fmt;
 use std::ops::Deref;
 use std::sync::Arc;
+use std::time::Duration;
 
-use super::Endpoint;
+use crate::endpoint::{Endpoint, EndpointId};
+use crate::model::ModelName;
 
 /// Request extension naming the endpoint a request is sent to. The balancer inserts it; the
 /// retry and auth layers read it.
@@ -126,3 +139,59 @@ impl Deref for Selected {
         &self.0
     }
 }
+
+/// Request and response extension: the deployment (an endpoint, and the model when the
+/// request named one) an attempt went to. The balancer inserts it on each attempt and on the
+/// response; the retry layer records tries under its id, and the error-response layer names
+/// it in `x-llm-tower-endpoint` (and the model in `x-llm-tower-model` when a model fallback
+/// chain served another model than the one asked for).
+///
+/// ```
+/// use llm_tower_core::{Deployment, EndpointId};
+///
+/// let deployment = Deployment::new(EndpointId::from("azure-east/gpt-4o"), Some("gpt-4o".into()));
+/// assert_eq!(deployment.to_string(), "azure-east/gpt-4o");
+/// assert!(deployment.fell_back_from.is_none());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Deployment {
+    /// The deployment id: the endpoint id, or `endpoint/model` for an endpoint that serves
+    /// several models. Health, metrics and the attempt log are keyed by it.
+    pub id: EndpointId,
+    /// The model this attempt asked for (the client's name for it), when the request named
+    /// one.
+    pub model: Option<ModelName>,
+    /// The model the client asked for, when a fallback chain moved on to another.
+    pub fell_back_from: Option<ModelName>,
+}
+
+impl Deployment {
+    /// A deployment of `model` (if any) on the deployment `id`, for the model asked for.
+    pub fn new(id: EndpointId, model: Option<ModelName>) -> Self {
+        Self {
+            id,
+            model,
+            fell_back_from: None,
+        }
+    }
+}
+
+impl fmt::Display for Deployment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.id, f)
+    }
+}
+
+/// Response extension set by the retry layer when the upstream asked for a wait
+/// (`Retry-After`) that it did not sleep: the balancer cools the endpoint for this long.
+///
+/// ```
+/// use std::time::Duration;
+/// use llm_tower_core::CooldownHint;
+///
+/// let mut response = http::Response::new(());
+/// response.extensions_mut().insert(CooldownHint(Duration::from_secs(30)));
+/// assert_eq!(response.extensions().get::<CooldownHint>().unwrap().0, Duration::from_secs(30));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CooldownHint(pub Duration);
