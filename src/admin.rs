@@ -13,7 +13,7 @@ use http::header::{
 };
 use http::{HeaderValue, Response};
 use llm_tower::HealthRegistry;
-use llm_tower::error_response::render_health_metrics;
+use llm_tower::health::metrics::render_health_metrics;
 use llm_tower::health_store::{HealthStore, HealthStoreStatus};
 use metrics_exporter_prometheus::PrometheusHandle;
 

@@ -116,14 +116,14 @@ async fn upstreams_shows_the_last_minute_and_the_last_failure() {
     };
     assert_eq!(
         minute["success"].as_array().unwrap().len(),
-        llm_tower::fallback::LastMinute::SLOTS
+        llm_tower::health::LastMinute::SLOTS
     );
     assert_eq!(
         (total("success"), total("retried"), total("failed")),
         (1, 1, 1)
     );
     assert_eq!(
-        minute["failed"][llm_tower::fallback::LastMinute::SLOTS - 1],
+        minute["failed"][llm_tower::health::LastMinute::SLOTS - 1],
         1,
         "the newest slot is last"
     );
@@ -135,7 +135,7 @@ async fn upstreams_shows_the_last_minute_and_the_last_failure() {
     );
     let backup = gw.upstream("backup").await;
     assert_eq!(
-        backup["last_minute"]["success"][llm_tower::fallback::LastMinute::SLOTS - 1],
+        backup["last_minute"]["success"][llm_tower::health::LastMinute::SLOTS - 1],
         1
     );
     assert!(backup.get("last_failure").is_none());

@@ -2,7 +2,7 @@
 //! it makes between attempts: which endpoint first, which next, and what a failure costs.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use http::Response;
@@ -10,14 +10,11 @@ use llm_tower_core::{
     BoxError, Classification, ConfigError, CooldownHint, Endpoint, Error, ErrorKind, ModelInBody,
     ModelName, Outcome, classify, find_model, retry_after,
 };
-use tokio::sync::watch;
+use llm_tower_health::{CheckService, HealthChecker, HealthRegistry, ProbeGuard};
 use tokio::time::Instant;
 
-use crate::check::CheckService;
-use crate::health::{HealthPolicy, ProbeGuard};
 use crate::models::ModelFallbacks;
-use crate::registry::HealthRegistry;
-use crate::select::{Group, Member, NoGroup, Pick, Pool, Soonest};
+use crate::pool::{Group, NoGroup, Pick, Pool, Soonest};
 use crate::settings::{FallbackSettings, WhenAllUnhealthy};
 
 pub(crate) struct Balancer {
@@ -28,9 +25,8 @@ pub(crate) struct Balancer {
     pub(crate) models: ModelFallbacks,
     /// The same, by model, resolved once.
     chains: HashMap<ModelName, Box<[ModelName]>>,
-    /// Never sent on: dropped with the balancer, which ends its health checker.
-    alive: watch::Sender<()>,
-    checker_started: AtomicBool,
+    /// The health checker of its endpoints, once started: it stops with the balancer.
+    checker: Mutex<Option<HealthChecker>>,
 }
 
 /// Where one request may go, in steps: the model it asked for (if any), then the models of
@@ -85,15 +81,13 @@ impl Balancer {
             .collect();
         chained.sort();
         chained.dedup();
-        registry.set_max_cooldown(settings.max_cooldown);
         Self {
             pool: Pool::new(endpoints, &chained, &registry, &settings),
             registry,
             settings,
             models,
             chains,
-            alive: watch::Sender::new(()),
-            checker_started: AtomicBool::new(false),
+            checker: Mutex::new(None),
         }
     }
 
@@ -117,20 +111,17 @@ impl Balancer {
                 "health checks run as a Tokio task: start them inside a Tokio runtime",
             ));
         }
-        if self.checker_started.swap(true, Ordering::AcqRel) {
+        let mut checker = self.checker.lock().unwrap_or_else(PoisonError::into_inner);
+        if checker.is_some() {
             return Ok(false);
         }
-        let signals = crate::check::Signals {
-            registry: self.registry.clone(),
-            ejections: self.registry.watch_ejections(),
-            balancer: self.alive.subscribe(),
-        };
-        Ok(crate::check::spawn(
-            &self.pool.members,
-            self.health_policy(),
-            signals,
-            probe,
-        ))
+        let deployments = self
+            .pool
+            .members
+            .iter()
+            .map(|m| (m.endpoint.clone(), m.health.clone()));
+        *checker = HealthChecker::start(deployments, probe);
+        Ok(checker.is_some())
     }
 
     /// The route of a request with this body: by its top-level `model`, read without
@@ -188,13 +179,6 @@ impl Balancer {
                     known.join(", ")
                 ),
             ),
-        }
-    }
-
-    fn health_policy(&self) -> HealthPolicy {
-        HealthPolicy {
-            unhealthy_threshold: self.settings.unhealthy_threshold,
-            max_cooldown: self.settings.max_cooldown,
         }
     }
 
@@ -268,54 +252,12 @@ impl Balancer {
                 .or_else(|| retry_after(response.headers()))
         });
         let member = &self.pool.members[index];
-        member
-            .health
-            .activity
-            .record_failure(now, Outcome::of(result));
-        self.eject_if_due(member, now, hint, probe);
+        member.health.failed(now, Outcome::of(result), hint, probe);
         if classify(result) == Classification::BadCredentials {
-            for sibling in self.pool.siblings(index).filter(|m| m.id != member.id) {
-                self.eject_if_due(sibling, now, hint, None);
+            for sibling in self.pool.siblings(index).filter(|m| m.id() != member.id()) {
+                sibling.health.key_rejected(now, hint);
             }
         }
-    }
-
-    fn eject_if_due(
-        &self,
-        member: &Member,
-        now: Instant,
-        hint: Option<Duration>,
-        probe: Option<ProbeGuard>,
-    ) {
-        if let Some(cooldown) = member.health.record_failure(
-            now,
-            member.endpoint.health_check_interval(),
-            hint,
-            probe,
-            self.health_policy(),
-        ) {
-            tracing::warn!(
-                endpoint = %member.id,
-                cooldown_ms = cooldown.as_millis() as u64,
-                "endpoint ejected"
-            );
-            // Whichever stack's checker probes it (registries can be shared) learns of its
-            // deadline, and so do other replicas.
-            self.registry.ejected(&member.id, &member.health);
-        }
-    }
-
-    /// A response stream of `member` failed after its head was sent (stalled past its idle
-    /// timeout, reset, malformed): too late to fall back, but the endpoint is to blame.
-    pub(crate) fn record_stream_failure(&self, member: usize, kind: ErrorKind) {
-        let member = &self.pool.members[member];
-        tracing::warn!(endpoint = %member.id, %kind, "response stream failed after its head was sent");
-        let now = Instant::now();
-        member
-            .health
-            .activity
-            .record_failure(now, Outcome::Error(kind));
-        self.eject_if_due(member, now, None, None);
     }
 
     /// No endpoint admits the request: try the one whose cooldown ends first, or fail with 503.
@@ -329,7 +271,7 @@ impl Balancer {
         match self.settings.when_all_unhealthy {
             WhenAllUnhealthy::TrySoonest => {
                 tracing::debug!(
-                    endpoint = %self.pool.members[index].id,
+                    endpoint = %self.pool.members[index].id(),
                     "every endpoint is cooling down; trying the one that returns first"
                 );
                 Ok(soonest.pick().expect("checked above"))

@@ -10,12 +10,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
-use llm_tower_core::{ApiKey, Attempts, BoxError, Error, ErrorKind, Outcome, classify_error_kind};
+use llm_tower_core::{ApiKey, Attempts, BoxError, Error, ErrorKind, Outcome};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
-use crate::balancer::Balancer;
-use crate::health::InFlight;
+use llm_tower_core::Endpoint;
+use llm_tower_health::InFlight;
+
 use crate::mask::{KeyMask, mask_headers};
 
 pin_project! {
@@ -63,10 +64,10 @@ pin_project! {
 
 /// What the body needs to judge its own stream.
 pub(crate) struct StreamWatch {
-    /// Held for its `Drop`: the endpoint's in-flight count.
-    pub(crate) _in_flight: InFlight,
-    pub(crate) balancer: Arc<Balancer>,
-    pub(crate) member: usize,
+    /// The deployment's in-flight count (until dropped), and where a broken stream is told.
+    pub(crate) in_flight: InFlight,
+    /// Whose key to mask.
+    pub(crate) endpoint: Arc<Endpoint>,
     pub(crate) log: Attempts,
     /// The attempt in `log` this body belongs to.
     pub(crate) attempt: usize,
@@ -81,7 +82,7 @@ pub(crate) struct StreamWatch {
 impl StreamWatch {
     /// The key of the endpoint this body comes from, if it has one.
     fn key(&self) -> Option<&ApiKey> {
-        self.balancer.pool.members[self.member].endpoint.api_key()
+        self.endpoint.api_key()
     }
 
     /// The stream failed after its head was sent: record it, and blame the endpoint when the
@@ -91,9 +92,7 @@ impl StreamWatch {
             return;
         }
         self.log.set_outcome(self.attempt, Outcome::Error(kind));
-        if classify_error_kind(kind).counts_against_health() {
-            self.balancer.record_stream_failure(self.member, kind);
-        }
+        self.in_flight.stream_failed(kind);
     }
 
     /// Polls the idle timer while the upstream has nothing; `Ready` when it expired.

@@ -7,13 +7,13 @@ use std::time::Duration;
 use llm_tower_core::{ConfigError, Endpoint, EndpointId, ModelRoute};
 use tower::Layer;
 
-use crate::check::CheckService;
+use llm_tower_health::CheckService;
 
 use crate::balancer::Balancer;
 use crate::models::ModelFallbacks;
-use crate::registry::HealthRegistry;
 use crate::service::Fallback;
 use crate::settings::{FallbackSettings, Strategy, WhenAllUnhealthy};
+use llm_tower_health::HealthRegistry;
 
 /// Builder for [`FallbackLayer`]; see [`FallbackLayer::builder`].
 ///
@@ -192,7 +192,7 @@ impl FallbackLayer {
             .pool
             .members
             .iter()
-            .map(|m| (&m.id, m.route.as_ref(), &m.endpoint))
+            .map(|m| (m.id(), m.route.as_ref(), &m.endpoint))
     }
 
     /// The model names endpoints list, sorted (the names clients may ask for; an endpoint

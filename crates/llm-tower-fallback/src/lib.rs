@@ -22,8 +22,9 @@
 //!    way the [`Attempts`](llm_tower_core::Attempts) list travels in the extensions, and a
 //!    response also carries the [`Selected`](llm_tower_core::Selected) endpoint that sent it.
 //!
-//! Health lives in a [`HealthRegistry`] (a `DashMap` keyed by endpoint id) that can be shared
-//! between stacks and shown on an admin endpoint with [`HealthRegistry::snapshot`].
+//! Health lives in a [`HealthRegistry`] (a `DashMap` keyed by deployment id, in
+//! `llm_tower_health`) that can be shared between stacks and shown on an admin endpoint with
+//! [`HealthRegistry::snapshot`]; this crate only balances over it.
 //!
 //! ```
 //! use http::{Request, Response, StatusCode};
@@ -53,32 +54,27 @@
 //! assert_eq!(response.status(), StatusCode::OK);
 //! assert_eq!(response.body().get_ref().map(String::as_str), Some("backup"));
 //! // The primary is now cooling down.
-//! assert_eq!(registry.get("primary").unwrap().status, llm_tower_fallback::Status::Ejected);
+//! assert_eq!(registry.get("primary").unwrap().status, llm_tower_health::Status::Ejected);
 //! # }
 //! ```
 
-mod activity;
 mod balancer;
 mod body;
-mod check;
-mod events;
-mod health;
-mod latency;
 mod layer;
 mod mask;
 mod models;
-mod registry;
+mod pool;
 mod run;
-mod select;
 mod service;
 mod settings;
 
-pub use activity::{LastFailure, LastMinute};
 pub use body::ResponseBody;
-pub use check::{CheckService, CheckSnapshot};
-pub use events::{HealthEvent, HealthEvents};
 pub use layer::{FallbackBuilder, FallbackLayer};
 pub use models::ModelFallbacks;
-pub use registry::{EndpointSnapshot, HealthRegistry, Status};
 pub use service::{Fallback, ResponseFuture};
 pub use settings::{FallbackSettings, Strategy, WhenAllUnhealthy};
+
+/// What [`FallbackBuilder::build`] takes and
+/// [`FallbackLayer::start_health_checks`] sends checks through: the rest of health is
+/// `llm_tower_health`'s.
+pub use llm_tower_health::{CheckService, HealthRegistry};

@@ -14,11 +14,10 @@ use llm_tower_core::{
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 
-use crate::activity::Ended;
 use crate::balancer::{Balancer, Route};
 use crate::body::{ResponseBody, StreamWatch};
 use crate::mask::mask_headers;
-use crate::select::Member;
+use crate::pool::Member;
 
 /// One request: buffer, pick, call, judge, fall back. This is the future of
 /// [`Fallback`](crate::Fallback).
@@ -80,21 +79,10 @@ where
         match classification {
             Classification::Success => {
                 let (tries, latest) = log.latest();
-                let ended = if tries > tries_before + 1 {
-                    Ended::Retried
-                } else {
-                    Ended::Success
-                };
                 let (at, latency) = latest.map_or((Instant::now(), None), |(at, l)| (at, Some(l)));
-                member.health.activity.record(at, ended, latency);
-                if pick.probe.is_some() {
-                    tracing::info!(endpoint = %member.id, "probe succeeded; endpoint restored");
-                }
-                // When the answering try was sent: it answered `latency` after that.
-                let sent = latency.map_or(at, |latency| at - latency);
-                if member.health.record_success(pick.probe, sent) {
-                    balancer.registry.restored(&member.id);
-                }
+                member
+                    .health
+                    .succeeded(at, latency, tries > tries_before + 1, pick.probe);
                 return finish(result, member, &deployment, &log);
             }
             // None says anything about the endpoint: a probe slot is released on drop.
@@ -103,7 +91,7 @@ where
             }
             Classification::Local => {
                 tracing::error!(
-                    endpoint = %member.id,
+                    endpoint = %member.id(),
                     "this process ran out of a resource (file descriptors, memory, ports); \
                      no endpoint is blamed and nothing is retried"
                 );
@@ -126,11 +114,11 @@ where
         };
         let to = &balancer.pool.members[next.index];
         if next_step == step {
-            tracing::info!(from = %member.id, to = %to.id, "falling back");
+            tracing::info!(from = %member.id(), to = %to.id(), "falling back");
         } else {
             tracing::info!(
-                from = %member.id,
-                to = %to.id,
+                from = %member.id(),
+                to = %to.id(),
                 model = route.model(next_step).map_or("", |m| &**m),
                 "falling back to the next model of the chain"
             );
@@ -157,7 +145,7 @@ fn answered_or_timed_out<R>(classification: Classification, result: &Result<R, B
 /// The deployment an attempt goes to, for the model of its step of the route.
 fn deployment(route: &Route<'_>, step: usize, member: &Member) -> Deployment {
     let model = route.model(step).cloned();
-    let mut deployment = Deployment::new(member.id.clone(), model);
+    let mut deployment = Deployment::new(member.id().clone(), model);
     if step > 0 {
         deployment.fell_back_from = route.requested.as_ref().map(|(name, _)| name.clone());
     }
@@ -287,9 +275,9 @@ where
     S::Error: Into<BoxError>,
 {
     let started = Instant::now();
-    let endpoint = &balancer.pool.members[member].endpoint;
+    let member = &balancer.pool.members[member];
     // The attempt counts as in flight until its response body ends (streams included).
-    let in_flight = balancer.pool.members[member].health.start_attempt();
+    let in_flight = member.health.start_attempt();
     // The readiness error is converted before the call is awaited: `S::Error` need not be
     // `Send`.
     let call = match inner.ready().await {
@@ -310,14 +298,13 @@ where
         );
     }
     let watch = StreamWatch {
-        _in_flight: in_flight,
-        balancer: balancer.clone(),
-        member,
+        in_flight,
+        endpoint: member.endpoint.clone(),
         log: log.clone(),
         // The latest record is this attempt's final try (the retry layer records each try).
         attempt: log.len().saturating_sub(1),
         counted: false,
-        idle_timeout: endpoint.stream_idle_timeout(),
+        idle_timeout: member.endpoint.stream_idle_timeout(),
         idle: None,
     };
     result.map(|response| response.map(|body| ResponseBody::new(body, watch)))

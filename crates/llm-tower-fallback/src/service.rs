@@ -53,7 +53,11 @@ impl<S> Fallback<S> {
     /// assert_eq!(ids, ["a/m1", "a/m2"]);
     /// ```
     pub fn deployment_ids(&self) -> impl Iterator<Item = &llm_tower_core::EndpointId> {
-        self.balancer.pool.members.iter().map(|m| &m.id)
+        self.balancer
+            .pool
+            .members
+            .iter()
+            .map(crate::pool::Member::id)
     }
 }
 

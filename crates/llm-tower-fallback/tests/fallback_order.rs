@@ -10,7 +10,8 @@ use bytes::Bytes;
 use http::header::RETRY_AFTER;
 use http::{Request, Response, StatusCode};
 use llm_tower_core::{AttemptKind, Attempts, CountBased, ErrorKind, Outcome, RetryPolicy};
-use llm_tower_fallback::{FallbackLayer, HealthRegistry, Status, WhenAllUnhealthy};
+use llm_tower_fallback::{FallbackLayer, HealthRegistry, WhenAllUnhealthy};
+use llm_tower_health::Status;
 use llm_tower_mock::scripted::{ScriptedUpstream, Step};
 use tower::{Layer, ServiceExt};
 

@@ -166,7 +166,6 @@
 mod client;
 pub mod config;
 pub mod error_response;
-pub mod health_store;
 mod upstream;
 
 pub use llm_tower_auth as auth;
@@ -174,6 +173,10 @@ pub use llm_tower_auth as auth;
 // `use llm_tower::*` is written.
 pub use llm_tower_core;
 pub use llm_tower_fallback as fallback;
+pub use llm_tower_health as health;
+/// Health shared between replicas (`health_store`): the settings, and the Redis store with
+/// the `redis` feature.
+pub use llm_tower_health::store as health_store;
 pub use llm_tower_retry as retry;
 
 pub use client::{ClientSettings, HttpClient, HttpClientBody, HttpClientFuture};
@@ -190,7 +193,8 @@ pub use llm_tower_core::{
     Outcome, Provider, ProviderName, RetryPolicy, Secret, Selected, SingleTry, strip_hop_by_hop,
 };
 pub use llm_tower_fallback::{
-    CheckService, CheckSnapshot, EndpointSnapshot, Fallback, FallbackBuilder, FallbackLayer,
-    FallbackSettings, HealthRegistry, ModelFallbacks, Status, Strategy, WhenAllUnhealthy,
+    Fallback, FallbackBuilder, FallbackLayer, FallbackSettings, ModelFallbacks, Strategy,
+    WhenAllUnhealthy,
 };
+pub use llm_tower_health::{CheckService, CheckSnapshot, EndpointSnapshot, HealthRegistry, Status};
 pub use llm_tower_retry::{Retry, RetryBudget, RetryLayer, RetrySettings};

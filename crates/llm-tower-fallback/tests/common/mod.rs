@@ -6,7 +6,8 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use llm_tower_core::{BoxError, Endpoint, EndpointBuilder, Error};
-use llm_tower_fallback::{Fallback, FallbackBuilder, FallbackLayer, HealthRegistry, Status};
+use llm_tower_fallback::{Fallback, FallbackBuilder, FallbackLayer, HealthRegistry};
+use llm_tower_health::Status;
 use llm_tower_mock::scripted::ScriptedUpstream;
 use tower::{Layer, ServiceExt};
 

@@ -1,5 +1,5 @@
 //! Metrics through the `metrics` facade (feature `metrics`): per-attempt counters and latency
-//! (the per-endpoint health series are `health_metrics.rs`).
+//! (the per-deployment health series are `llm_tower_health::metrics`).
 
 use std::sync::PoisonError;
 

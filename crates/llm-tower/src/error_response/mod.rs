@@ -7,8 +7,6 @@ mod body;
 mod completion;
 mod finish;
 mod future;
-#[cfg(feature = "metrics")]
-mod health_metrics;
 mod layer;
 #[cfg(feature = "metrics")]
 mod metrics;
@@ -17,8 +15,6 @@ mod shared;
 
 pub use body::ResponseBody;
 pub use future::ResponseFuture;
-#[cfg(feature = "metrics")]
-pub use health_metrics::{record_health_metrics, render_health_metrics};
 pub use layer::ErrorResponseLayer;
 pub use service::ErrorResponse;
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::Full;
-use llm_tower::fallback::HealthEvent;
+use llm_tower::health::HealthEvent;
 use llm_tower::health_store::{HealthStore, HealthStoreStatus};
 use llm_tower::{Config, HealthRegistry, Status, Upstream};
 use llm_tower_mock::{Behavior, MockProvider, RedisServer};

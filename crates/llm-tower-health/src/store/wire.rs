@@ -36,7 +36,7 @@
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use llm_tower_fallback::HealthEvent;
+use crate::HealthEvent;
 use serde::{Deserialize, Serialize};
 
 use super::mac::{MAC_LEN, Signer};

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 /// the password replaced by `***`, wherever the URL has it.
 ///
 /// ```
-/// use llm_tower::health_store::RedisUrl;
+/// use llm_tower_health::store::RedisUrl;
 ///
 /// let url = RedisUrl::from("redis://app:hunter2@cache:6379");
 /// assert_eq!(url.to_string(), "redis://app:***@cache:6379");

@@ -103,7 +103,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::health::{Admission, HealthPolicy};
+    use crate::cell::{Admission, HealthPolicy};
 
     const POLICY: HealthPolicy = HealthPolicy {
         unhealthy_threshold: 1,

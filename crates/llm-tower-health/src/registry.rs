@@ -1,232 +1,211 @@
-//! Health shared between replicas: the events a [`HealthRegistry`] emits when one of its
-//! deployments is ejected or restored ([`HealthRegistry::subscribe`]), and how it applies
-//! the same events from other replicas ([`HealthRegistry::apply`]). The transport (Redis, in
-//! the `llm-tower` crate's `redis` feature) is someone else's: this is what travels.
-//!
-//! Nothing on the request path waits for a subscriber: an event is handed to a bounded queue
-//! with `try_send`, only when a deployment changes state, and one that does not fit is
-//! counted and dropped.
+//! [`HealthRegistry`]: every endpoint's health, shared between stacks and shown to operators.
 
-use std::sync::Arc;
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
 
+use dashmap::DashMap;
 use llm_tower_core::EndpointId;
-use tokio::sync::mpsc;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::health::{Cooldown, EndpointHealth};
-use crate::registry::HealthRegistry;
+use crate::cell::{Cooldown, EndpointHealth};
+use crate::events::{self, Clocks, HealthEvent, HealthEvents, Publisher};
+use crate::snapshot::EndpointSnapshot;
 
-/// A change of a deployment's health, as one replica tells the others. Times are wall clock
-/// times: the replicas' clocks are assumed to agree to well under a cooldown. `at` says
-/// when it happened, so that an event that comes late (kept over an outage, read back
-/// from Redis) cannot undo a newer one.
-///
-/// ```
-/// use std::time::{Duration, SystemTime};
-/// use llm_tower_fallback::HealthEvent;
-///
-/// let event = HealthEvent::Ejected {
-///     id: "openai".into(),
-///     at: SystemTime::now(),
-///     until: SystemTime::now() + Duration::from_secs(30),
-///     retry_after: true,
-///     ejections: 1,
-/// };
-/// assert_eq!(event.id().as_str(), "openai");
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum HealthEvent {
-    /// The deployment is cooling down until `until`.
-    Ejected {
-        /// The deployment.
-        id: EndpointId,
-        /// The newest word of its cooldown: when it began, or when a later failure pushed
-        /// its deadline out (a restore from before then is stale).
-        at: SystemTime,
-        /// When its cooldown ends.
-        until: SystemTime,
-        /// The deadline is the upstream's `Retry-After` rather than the doubling cooldown.
-        retry_after: bool,
-        /// Ejections since its last success (what the next doubling starts from).
-        ejections: u32,
-    },
-    /// A request or a health check succeeded after a cooldown.
-    Restored {
-        /// The deployment.
-        id: EndpointId,
-        /// When it answered.
-        at: SystemTime,
-    },
-}
-
-impl HealthEvent {
-    /// The deployment it is about.
-    pub fn id(&self) -> &EndpointId {
-        match self {
-            Self::Ejected { id, .. } | Self::Restored { id, .. } => id,
-        }
-    }
-
-    /// When it happened.
-    pub fn at(&self) -> SystemTime {
-        match self {
-            Self::Ejected { at, .. } | Self::Restored { at, .. } => *at,
-        }
-    }
-
-    /// How long an ejection has left at `now` (zero when over; `None` for a restore).
-    ///
-    /// ```
-    /// use std::time::{Duration, SystemTime};
-    /// use llm_tower_fallback::HealthEvent;
-    ///
-    /// let now = SystemTime::now();
-    /// let event = HealthEvent::Ejected {
-    ///     id: "a".into(), at: now, until: now + Duration::from_secs(5), retry_after: false, ejections: 1,
-    /// };
-    /// assert_eq!(event.remaining(now), Some(Duration::from_secs(5)));
-    /// assert_eq!(event.remaining(now + Duration::from_secs(9)), Some(Duration::ZERO));
-    /// ```
-    pub fn remaining(&self, now: SystemTime) -> Option<Duration> {
-        match self {
-            Self::Ejected { until, .. } => {
-                Some(until.duration_since(now).unwrap_or(Duration::ZERO))
-            }
-            Self::Restored { .. } => None,
-        }
-    }
-}
-
-/// The local events of a registry, for one subscriber to send to other replicas; from
-/// [`HealthRegistry::subscribe`]. Events that found the queue full are counted in
-/// [`dropped`](Self::dropped).
+/// Health of every endpoint, keyed by id. `Clone` shares the same state, so one registry can
+/// serve several stacks (and an admin endpoint through [`HealthRegistry::snapshot`]).
 ///
 /// ```
 /// use llm_tower_core::Endpoint;
-/// use llm_tower_fallback::{FallbackLayer, HealthEvent, HealthRegistry};
+/// use llm_tower_health::{DeploymentHealth, HealthPolicy, HealthRegistry, Status};
 ///
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() {
 /// let registry = HealthRegistry::new();
-/// let endpoints = [Endpoint::builder("a", "http://127.0.0.1:1").build().unwrap()];
-/// let _layer = FallbackLayer::builder(endpoints).build(registry.clone()).unwrap();
-/// let mut events = registry.subscribe(64);
-/// // Another replica ejected `a`; applying that is not a local event.
-/// registry.apply(&HealthEvent::Ejected {
-///     id: "a".into(),
-///     at: std::time::SystemTime::now(),
-///     until: std::time::SystemTime::now() + std::time::Duration::from_secs(30),
-///     retry_after: true,
-///     ejections: 1,
-/// });
-/// assert!(events.try_recv().is_none());
-/// assert_eq!(events.dropped(), 0);
-/// # }
+/// let endpoint = Endpoint::builder("a", "http://127.0.0.1:1").build().unwrap();
+/// let policy = HealthPolicy { unhealthy_threshold: 1, max_cooldown: std::time::Duration::from_secs(60) };
+/// let _a = DeploymentHealth::new(&registry, "a".into(), &endpoint, None, policy);
+/// assert_eq!(registry.get("a").unwrap().status, Status::Healthy);
+/// assert_eq!(registry.snapshot().len(), 1);
 /// ```
-#[derive(Debug)]
-pub struct HealthEvents {
-    receiver: mpsc::Receiver<HealthEvent>,
-    dropped: Arc<AtomicU64>,
+#[derive(Clone, Default)]
+pub struct HealthRegistry {
+    map: Arc<DashMap<EndpointId, Arc<EndpointHealth>>>,
+    /// Tells every health checker over this registry that a deployment was ejected (a new
+    /// deadline to wait for), whichever stack ejected it.
+    ejections: Arc<watch::Sender<()>>,
+    /// Where local ejections and restores go for other replicas, once someone subscribed.
+    /// Read only when a deployment changes state.
+    publisher: Arc<RwLock<Option<Publisher>>>,
+    /// The `max_cooldown` of the last balancer built over it, in milliseconds: the most
+    /// another replica's ejection may impose (0: no balancer yet).
+    max_cooldown_ms: Arc<AtomicU64>,
 }
 
-impl HealthEvents {
-    /// The next event; `None` once the registry has a newer subscriber or is gone.
-    pub async fn recv(&mut self) -> Option<HealthEvent> {
-        self.receiver.recv().await
-    }
-
-    /// The next event if one is queued.
-    pub fn try_recv(&mut self) -> Option<HealthEvent> {
-        self.receiver.try_recv().ok()
-    }
-
-    /// Events dropped so far because the queue was full.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+impl fmt::Debug for HealthRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HealthRegistry")
+            .field("endpoints", &self.map.len())
+            .finish_non_exhaustive()
     }
 }
 
-/// The sending side of [`HealthEvents`], kept by the registry.
-#[derive(Debug)]
-pub(crate) struct Publisher {
-    sender: mpsc::Sender<HealthEvent>,
-    dropped: Arc<AtomicU64>,
-}
-
-impl Publisher {
-    pub(crate) fn channel(capacity: usize) -> (Self, HealthEvents) {
-        let (sender, receiver) = mpsc::channel(capacity.max(1));
-        let dropped = Arc::new(AtomicU64::new(0));
-        let events = HealthEvents {
-            receiver,
-            dropped: dropped.clone(),
-        };
-        (Self { sender, dropped }, events)
+impl HealthRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
     }
 
-    /// Never waits: a full queue drops the event and counts it.
-    pub(crate) fn publish(&self, event: HealthEvent) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.sender.try_send(event) {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+    /// The health cell of `id`, created healthy on first use. The DashMap guard is released
+    /// before this returns.
+    pub(crate) fn cell(&self, id: &EndpointId) -> Arc<EndpointHealth> {
+        if let Some(cell) = self.map.get(id) {
+            return cell.clone();
         }
+        self.map.entry(id.clone()).or_default().clone()
     }
-}
 
-/// The event telling others about `cell`'s cooldown, if one is in force.
-pub(crate) fn ejection(id: &EndpointId, cell: &EndpointHealth) -> Option<HealthEvent> {
-    let clocks = Clocks::now();
-    let cooldown = cell.cooldown(clocks.instant)?;
-    Some(HealthEvent::Ejected {
-        id: id.clone(),
-        at: clocks.wall(cooldown.since),
-        until: clocks.wall(cooldown.until),
-        retry_after: cooldown.retry_after,
-        ejections: cooldown.ejections,
-    })
-}
-
-/// The event telling others that `id` answered again.
-pub(crate) fn restore(id: &EndpointId) -> HealthEvent {
-    HealthEvent::Restored {
-        id: id.clone(),
-        at: SystemTime::now(),
+    /// The cell of `id` if it exists (another replica's event never makes one).
+    pub(crate) fn existing(&self, id: &EndpointId) -> Option<Arc<EndpointHealth>> {
+        self.map.get(id).map(|cell| cell.clone())
     }
-}
 
-/// Both clocks read at once, to turn one's times into the other's: events travel in wall
-/// clock time, health keeps `tokio::time::Instant` (which tests pause).
-struct Clocks {
-    instant: Instant,
-    wall: SystemTime,
-}
+    /// Every cell, copied out: no map guard is held while a cell is locked.
+    pub(crate) fn cells(&self) -> Vec<(EndpointId, Arc<EndpointHealth>)> {
+        self.map
+            .iter()
+            .map(|entry| (entry.key().clone(), entry.value().clone()))
+            .collect()
+    }
 
-impl Clocks {
-    fn now() -> Self {
-        Self {
-            instant: Instant::now(),
-            wall: SystemTime::now(),
+    /// A stack ejected deployment `id` (or a `Retry-After` cooled it down): the checkers
+    /// learn of the deadline, and a subscriber of the cooldown.
+    pub(crate) fn ejected(&self, id: &EndpointId, cell: &EndpointHealth) {
+        self.wake_checkers();
+        self.publish(|| events::ejection(id, cell));
+    }
+
+    /// A request or a check restored deployment `id` after a cooldown.
+    pub(crate) fn restored(&self, id: &EndpointId) {
+        self.publish(|| Some(events::restore(id)));
+    }
+
+    fn publish(&self, event: impl FnOnce() -> Option<HealthEvent>) {
+        let publisher = self
+            .publisher
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let (Some(publisher), Some(event)) = (publisher.as_ref(), event()) {
+            publisher.publish(event);
         }
     }
 
-    fn wall(&self, instant: Instant) -> SystemTime {
-        if instant >= self.instant {
-            self.wall + (instant - self.instant)
-        } else {
-            self.wall - (self.instant - instant)
-        }
+    pub(crate) fn set_max_cooldown(&self, max: Duration) {
+        let ms = u64::try_from(max.as_millis()).unwrap_or(u64::MAX);
+        self.max_cooldown_ms.store(ms, Ordering::Relaxed);
     }
 
-    /// `wall` as an instant; times beyond what an `Instant` can say are clamped to now.
-    fn instant(&self, wall: SystemTime) -> Instant {
-        match wall.duration_since(self.wall) {
-            Ok(ahead) => self.instant + ahead,
-            Err(behind) => self
-                .instant
-                .checked_sub(behind.duration())
-                .unwrap_or(self.instant),
-        }
+    /// The longest cooldown the configuration in force allows (zero before a balancer over
+    /// this registry was built): the cap on other replicas' deadlines, and how long a store
+    /// keeps the word of a restore for replicas that did not hear it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use llm_tower_core::Endpoint;
+    /// use llm_tower_health::{DeploymentHealth, HealthPolicy, HealthRegistry};
+    ///
+    /// let registry = HealthRegistry::new();
+    /// let endpoint = Endpoint::builder("a", "http://127.0.0.1:1").build().unwrap();
+    /// let policy = HealthPolicy { unhealthy_threshold: 1, max_cooldown: Duration::from_secs(90) };
+    /// let _a = DeploymentHealth::new(&registry, "a".into(), &endpoint, None, policy);
+    /// assert_eq!(registry.max_cooldown(), Duration::from_secs(90));
+    /// ```
+    pub fn max_cooldown(&self) -> Duration {
+        Duration::from_millis(self.max_cooldown_ms.load(Ordering::Relaxed))
+    }
+
+    /// Every health checker over this registry looks at its deadlines again.
+    pub(crate) fn wake_checkers(&self) {
+        self.ejections.send_replace(());
+    }
+
+    /// Changes whenever a stack ejects a deployment, or another replica's event moves a
+    /// deadline.
+    pub(crate) fn watch_ejections(&self) -> watch::Receiver<()> {
+        self.ejections.subscribe()
+    }
+
+    /// From now on, every ejection and restore that a stack over this registry records is
+    /// also queued (up to `capacity`, then dropped and counted) for the returned receiver, to
+    /// be told to other replicas. One subscriber at a time: a new one ends the last one's.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use llm_tower_core::{Endpoint, Outcome};
+    /// use llm_tower_health::{DeploymentHealth, HealthEvent, HealthPolicy, HealthRegistry};
+    /// use tokio::time::Instant;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let registry = HealthRegistry::new();
+    /// let mut events = registry.subscribe(64);
+    /// let endpoint = Endpoint::builder("a", "http://127.0.0.1:1").build().unwrap();
+    /// let policy = HealthPolicy { unhealthy_threshold: 1, max_cooldown: Duration::from_secs(60) };
+    /// let a = DeploymentHealth::new(&registry, "a".into(), &endpoint, None, policy);
+    /// let too_many = Outcome::Status(http::StatusCode::TOO_MANY_REQUESTS);
+    /// a.failed(Instant::now(), too_many, Some(Duration::from_secs(30)), None);
+    /// let Some(HealthEvent::Ejected { id, retry_after, .. }) = events.recv().await else {
+    ///     panic!("an ejection");
+    /// };
+    /// assert_eq!((id.as_str(), retry_after), ("a", true));
+    /// # }
+    /// ```
+    pub fn subscribe(&self, capacity: usize) -> HealthEvents {
+        let (publisher, events) = Publisher::channel(capacity);
+        *self
+            .publisher
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(publisher);
+        events
+    }
+
+    /// The state of every known endpoint, sorted by id.
+    pub fn snapshot(&self) -> Vec<EndpointSnapshot> {
+        let now = Instant::now();
+        let mut snapshot: Vec<_> = self
+            .cells()
+            .into_iter()
+            .map(|(id, cell)| cell.snapshot(id, now))
+            .collect();
+        snapshot.sort_by(|a, b| a.id.cmp(&b.id));
+        snapshot
+    }
+
+    /// Forgets every deployment for which `keep` is false (a reloaded configuration no longer
+    /// has it). Stacks still running over a forgotten deployment keep its cell until they
+    /// end; a later stack with the same id starts fresh.
+    ///
+    /// ```
+    /// use llm_tower_core::Endpoint;
+    /// use llm_tower_health::{DeploymentHealth, HealthPolicy, HealthRegistry};
+    ///
+    /// let registry = HealthRegistry::new();
+    /// for id in ["a", "b"] {
+    ///     let endpoint = Endpoint::builder(id, "http://127.0.0.1:1").build().unwrap();
+    ///     let policy = HealthPolicy { unhealthy_threshold: 1, max_cooldown: std::time::Duration::from_secs(60) };
+    ///     DeploymentHealth::new(&registry, id.into(), &endpoint, None, policy);
+    /// }
+    /// registry.retain(|id| id.as_str() == "a");
+    /// assert!(registry.get("a").is_some() && registry.get("b").is_none());
+    /// ```
+    pub fn retain(&self, mut keep: impl FnMut(&EndpointId) -> bool) {
+        self.map.retain(|id, _| keep(id));
+    }
+
+    /// The state of one endpoint, if it is known.
+    pub fn get(&self, id: &str) -> Option<EndpointSnapshot> {
+        let cell = self.map.get(id).map(|c| c.clone())?;
+        Some(cell.snapshot(EndpointId::from(id), Instant::now()))
     }
 }
 
@@ -242,13 +221,14 @@ impl HealthRegistry {
     /// ```
     /// use std::time::{Duration, SystemTime};
     /// use llm_tower_core::Endpoint;
-    /// use llm_tower_fallback::{FallbackLayer, HealthEvent, HealthRegistry, Status};
+    /// use llm_tower_health::{DeploymentHealth, HealthEvent, HealthPolicy, HealthRegistry, Status};
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     /// let registry = HealthRegistry::new();
-    /// let endpoints = [Endpoint::builder("a", "http://127.0.0.1:1").build().unwrap()];
-    /// let _layer = FallbackLayer::builder(endpoints).build(registry.clone()).unwrap();
+    /// let endpoint = Endpoint::builder("a", "http://127.0.0.1:1").build().unwrap();
+    /// let policy = HealthPolicy { unhealthy_threshold: 1, max_cooldown: std::time::Duration::from_secs(60) };
+    /// let _a = DeploymentHealth::new(&registry, "a".into(), &endpoint, None, policy);
     /// let now = SystemTime::now();
     /// let until = now + Duration::from_secs(30);
     /// let ejected = HealthEvent::Ejected { id: "a".into(), at: now, until, retry_after: true, ejections: 1 };
@@ -302,7 +282,7 @@ impl HealthRegistry {
     /// event set), as events: what it tells the others when it (re)connects to them.
     ///
     /// ```
-    /// use llm_tower_fallback::HealthRegistry;
+    /// use llm_tower_health::HealthRegistry;
     ///
     /// assert!(HealthRegistry::new().ejections().is_empty());
     /// ```
@@ -311,18 +291,18 @@ impl HealthRegistry {
         self.cells()
             .into_iter()
             .filter(|(_, cell)| cell.cooldown(now).is_some_and(|c| !c.remote))
-            .filter_map(|(id, cell)| ejection(&id, &cell))
+            .filter_map(|(id, cell)| events::ejection(&id, &cell))
             .collect()
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
+    use std::time::{Duration, SystemTime};
 
     use super::*;
     use crate::Status;
-    use crate::health::HealthPolicy;
+    use crate::cell::{Admission, HealthPolicy};
 
     const POLICY: HealthPolicy = HealthPolicy {
         unhealthy_threshold: 1,
@@ -447,7 +427,7 @@ mod tests {
         assert!(registry.apply(&restore), "heard: half-open");
         tokio::time::advance(Duration::from_millis(1)).await;
         let cell = registry.cell(&"a".into());
-        let crate::health::Admission::Probe(probe) = cell.admit(Instant::now()) else {
+        let Admission::Probe(probe) = cell.admit(Instant::now()) else {
             panic!("half-open: the probe");
         };
         cell.record_failure(
@@ -471,7 +451,7 @@ mod tests {
         tokio::time::advance(Duration::from_millis(1)).await;
         assert!(registry.apply(&restore), "heard: half-open");
         let cell = registry.cell(&"b".into());
-        let crate::health::Admission::Probe(probe) = cell.admit(Instant::now()) else {
+        let Admission::Probe(probe) = cell.admit(Instant::now()) else {
             panic!("half-open: the probe");
         };
         assert!(cell.record_success(Some(probe), Instant::now()));

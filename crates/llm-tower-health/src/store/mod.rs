@@ -3,8 +3,8 @@
 //!
 //! The settings are always compiled, so that a file naming a store is read everywhere; the
 //! store itself (`HealthStore`) needs the `redis` feature. What travels, and how a
-//! registry applies it, is `llm_tower_fallback::HealthEvent`'s business; this module moves
-//! it through Redis (see `store.rs`).
+//! registry applies it, is [`HealthEvent`](crate::HealthEvent)'s business; this module moves
+//! it through Redis (see `handle.rs`).
 
 #[cfg(feature = "redis")]
 mod calls;
@@ -18,7 +18,7 @@ mod rejected;
 mod scripts;
 // Not `redis.rs`: a module of that name would shadow the `redis` crate in this one.
 #[cfg(feature = "redis")]
-mod store;
+mod handle;
 #[cfg(feature = "redis")]
 mod task;
 mod url;
@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 
 pub use self::url::RedisUrl;
 #[cfg(feature = "redis")]
-pub use store::{HealthStore, HealthStoreStatus};
+pub use handle::{HealthStore, HealthStoreStatus};
 
 /// The shortest `health_store.secret` accepted: 32 bytes, as many as HMAC-SHA256's output
 /// (`openssl rand -hex 32` gives 64).
@@ -42,7 +42,7 @@ pub const SECRET_MIN_BYTES: usize = 32;
 /// gateway uses there, and the secret that signs what they say to each other.
 ///
 /// ```
-/// use llm_tower::health_store::HealthStoreSettings;
+/// use llm_tower_health::store::HealthStoreSettings;
 ///
 /// let settings: HealthStoreSettings = serde_json::from_str(
 ///     r#"{ "redis": "redis://:s3cret@10.0.0.5:6379/2",
@@ -80,7 +80,7 @@ impl HealthStoreSettings {
     /// Settings for `url` with the default prefix.
     ///
     /// ```
-    /// use llm_tower::health_store::HealthStoreSettings;
+    /// use llm_tower_health::store::HealthStoreSettings;
     ///
     /// let settings = HealthStoreSettings::new("redis://127.0.0.1:6379");
     /// assert_eq!(settings.prefix, "llm-tower");
@@ -97,8 +97,8 @@ impl HealthStoreSettings {
     /// Checks the URL's form, the prefix and the secret's length.
     ///
     /// ```
-    /// use llm_tower::Secret;
-    /// use llm_tower::health_store::HealthStoreSettings;
+    /// use llm_tower_core::Secret;
+    /// use llm_tower_health::store::HealthStoreSettings;
     ///
     /// let settings = HealthStoreSettings {
     ///     secret: Some(Secret::new("too-short")),

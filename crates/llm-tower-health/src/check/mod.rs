@@ -1,26 +1,26 @@
-//! The active health checker: one task per stack that checks endpoints with a
+//! The active health checker: one task per set of deployments that checks endpoints with a
 //! [`HealthCheck`], so that no user request has to find out whether an endpoint is back.
 //!
 //! - An ejected deployment is checked when its cooldown ends: the checker holds its
 //!   half-open probe slot (requests never get it while a checker runs). A check that passes
-//!   restores it on probation (see `health/checks.rs`), one that fails ejects it again with
+//!   restores it on probation (see `cell/checks.rs`), one that fails ejects it again with
 //!   the usual doubling.
 //! - With `interval`, healthy deployments are checked too (the first time within a tenth of
 //!   the interval of the start, then an interval ±10 % after each check ends), and
 //!   `unhealthy_threshold` consecutive failed checks eject one.
 //! - One check per endpoint at a time, and the interval counts from the end of the last
 //!   one: a slow or hanging endpoint is not checked back to back.
-//! - The task waits on the earliest thing due, not on a tick. Any balancer over the same
-//!   registry wakes it when it ejects a deployment (a new deadline); it ends when its own
-//!   balancer, and so the last clone of its stack, is dropped.
+//! - The task waits on the earliest thing due, not on a tick. Any stack over the same
+//!   registry wakes it when it ejects a deployment (a new deadline); it ends when its
+//!   [`HealthChecker`] is dropped (a balancer keeps it: with the last clone of its stack).
 //!
 //! A check speaks for its endpoint: an endpoint that serves several models has one
 //! deployment per model, and one check decides for every one of them that is due.
 
 mod probe;
-mod record;
 mod service;
 
+use std::fmt;
 use std::future::{Future, poll_fn};
 use std::pin::pin;
 use std::sync::Arc;
@@ -30,17 +30,14 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use http::Uri;
-use llm_tower_core::{Endpoint, EndpointId, HealthCheck};
+use llm_tower_core::{Endpoint, HealthCheck};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-pub(crate) use record::CheckLog;
-pub use record::CheckSnapshot;
 pub use service::CheckService;
 
-use crate::health::{EndpointHealth, HealthPolicy, ProbeGuard};
-use crate::registry::HealthRegistry;
-use crate::select::Member;
+use crate::cell::{EndpointHealth, ProbeGuard};
+use crate::deployment::DeploymentHealth;
 use probe::Verdict;
 
 /// How long to wait before checking again after a check that told nothing (this process ran
@@ -67,9 +64,7 @@ struct Checked {
     endpoint: Arc<Endpoint>,
     check: HealthCheck,
     uri: Uri,
-    deployments: Box<[(EndpointId, Arc<EndpointHealth>)]>,
-    /// Told of the ejections and restores the checks make, for other replicas.
-    registry: HealthRegistry,
+    deployments: Box<[Arc<DeploymentHealth>]>,
 }
 
 /// What one check decides for: its deployments by index, with their probe slot when the
@@ -79,81 +74,120 @@ struct Plan {
     periodic: bool,
 }
 
-/// Starts the checker for the `members` whose endpoint has a check, sending checks through
-/// `probe`. Returns `false` when no endpoint has one.
-pub(crate) fn spawn<P: CheckService>(
-    members: &[Member],
-    policy: HealthPolicy,
-    signals: Signals,
-    probe: P,
-) -> bool {
-    let now = Instant::now();
-    // Members of one endpoint are next to each other (the pool is built endpoint by endpoint).
-    let mut targets: Vec<Target> = Vec::new();
-    let mut start = 0;
-    while start < members.len() {
-        let endpoint = &members[start].endpoint;
-        let end = start
-            + members[start..]
-                .iter()
-                .take_while(|m| Arc::ptr_eq(&m.endpoint, endpoint))
-                .count();
-        let deployments = &members[start..end];
-        start = end;
-        let Some(check) = endpoint.health_check() else {
-            continue;
-        };
-        let Ok(uri) = check.uri(endpoint.base_url()) else {
-            // Refused when the endpoint was built.
-            continue;
-        };
-        targets.push(Target {
-            next_periodic: check
-                .interval
-                .map(|interval| now + jitter(interval.mul_f64(0.1), 0.0..1.0)),
-            shared: Arc::new(Checked {
-                endpoint: endpoint.clone(),
-                check: check.clone(),
-                uri,
-                deployments: deployments
-                    .iter()
-                    .map(|m| (m.id.clone(), m.health.clone()))
-                    .collect(),
-                registry: signals.registry.clone(),
-            }),
-            running: false,
-            not_before: None,
-        });
+/// The running health checker of a set of deployments (one background task); it stops when
+/// this is dropped. From [`HealthChecker::start`].
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use http::{Request, Response};
+/// use llm_tower_core::{BufferedBody, Endpoint, HealthCheck};
+/// use llm_tower_health::{DeploymentHealth, HealthChecker, HealthPolicy, HealthRegistry};
+/// use tower::service_fn;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let check = HealthCheck { interval: Some(Duration::from_secs(10)), ..HealthCheck::default() };
+/// let endpoint = Arc::new(Endpoint::builder("a", "http://127.0.0.1:1/v1").health_check(check).build().unwrap());
+/// let registry = HealthRegistry::new();
+/// let policy = HealthPolicy { unhealthy_threshold: 1, max_cooldown: Duration::from_secs(60) };
+/// let a = Arc::new(DeploymentHealth::new(&registry, "a".into(), &endpoint, None, policy));
+/// // A stand-in for auth over a client: every check answers 200.
+/// let probe = service_fn(|_: Request<BufferedBody>| async {
+///     Ok::<_, std::convert::Infallible>(Response::new(String::new()))
+/// });
+/// let checker = HealthChecker::start([(endpoint, a)], probe).expect("`a` has a check");
+/// tokio::time::sleep(Duration::from_secs(2)).await;
+/// assert!(registry.get("a").unwrap().last_check.unwrap().passed);
+/// drop(checker); // the task ends
+/// # }
+/// ```
+pub struct HealthChecker {
+    /// Never sent on: dropping it closes the channel the task watches.
+    _stop: watch::Sender<()>,
+}
+
+impl fmt::Debug for HealthChecker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HealthChecker").finish_non_exhaustive()
     }
-    if targets.is_empty() {
-        return false;
+}
+
+impl HealthChecker {
+    /// Starts checking the `deployments` (each with its endpoint; the deployments of one
+    /// endpoint next to each other) whose endpoint has a [`HealthCheck`], sending checks
+    /// through `probe`: typically the stack below retry (the auth layer over the HTTP
+    /// client), so that checks are authenticated like traffic and never retried. Returns
+    /// `None` when no endpoint has a check.
+    ///
+    /// # Panics
+    ///
+    /// Outside a Tokio runtime: the checker is a task of the current one.
+    pub fn start<P: CheckService>(
+        deployments: impl IntoIterator<Item = (Arc<Endpoint>, Arc<DeploymentHealth>)>,
+        probe: P,
+    ) -> Option<Self> {
+        let now = Instant::now();
+        let mut deployments = deployments.into_iter().peekable();
+        let mut targets: Vec<Target> = Vec::new();
+        let mut registry = None;
+        while let Some((endpoint, first)) = deployments.next() {
+            registry.get_or_insert_with(|| first.registry.clone());
+            let mut of_endpoint = vec![first];
+            while let Some((_, next)) =
+                deployments.next_if(|(next, _)| Arc::ptr_eq(next, &endpoint))
+            {
+                of_endpoint.push(next);
+            }
+            let Some(check) = endpoint.health_check() else {
+                continue;
+            };
+            let Ok(uri) = check.uri(endpoint.base_url()) else {
+                // Refused when the endpoint was built.
+                continue;
+            };
+            targets.push(Target {
+                next_periodic: check
+                    .interval
+                    .map(|interval| now + jitter(interval.mul_f64(0.1), 0.0..1.0)),
+                shared: Arc::new(Checked {
+                    check: check.clone(),
+                    endpoint,
+                    uri,
+                    deployments: of_endpoint.into_boxed_slice(),
+                }),
+                running: false,
+                not_before: None,
+            });
+        }
+        let registry = registry.filter(|_| !targets.is_empty())?;
+        let stop = watch::Sender::new(());
+        let checker = Checker {
+            _owned: Owned::new(&targets),
+            targets,
+            signals: Signals {
+                ejections: registry.watch_ejections(),
+                stop: stop.subscribe(),
+            },
+            probe,
+        };
+        tokio::spawn(checker.run());
+        Some(Self { _stop: stop })
     }
-    let checker = Checker {
-        _owned: Owned::new(&targets),
-        targets,
-        policy,
-        signals,
-        probe,
-    };
-    tokio::spawn(checker.run());
-    true
 }
 
 /// What the checker listens to.
-pub(crate) struct Signals {
-    /// The balancer's registry.
-    pub(crate) registry: HealthRegistry,
-    /// Changes when a balancer over the registry ejects a deployment.
-    pub(crate) ejections: watch::Receiver<()>,
-    /// Closes when the checker's balancer is dropped.
-    pub(crate) balancer: watch::Receiver<()>,
+struct Signals {
+    /// Changes when a stack over the registry ejects a deployment.
+    ejections: watch::Receiver<()>,
+    /// Closes when the [`HealthChecker`] is dropped.
+    stop: watch::Receiver<()>,
 }
 
 struct Checker<P> {
     targets: Vec<Target>,
     /// Marks the deployments as probed by a checker until the task ends.
     _owned: Owned,
-    policy: HealthPolicy,
     signals: Signals,
     probe: P,
 }
@@ -166,7 +200,7 @@ enum Event {
     Due,
     /// A check ended.
     Finished(Finished),
-    /// The balancer is gone.
+    /// The [`HealthChecker`] is dropped.
     Stopped,
 }
 
@@ -179,11 +213,10 @@ impl<P: CheckService> Checker<P> {
                 if let Some(plan) = target.plan(now) {
                     let shared = target.shared.clone();
                     let probe = self.probe.clone();
-                    let policy = self.policy;
                     running.push(async move {
                         let verdict = probe::check(&shared, probe).await;
                         let periodic = plan.periodic;
-                        shared.apply(plan, &verdict, policy);
+                        shared.apply(plan, &verdict);
                         (index, verdict, periodic)
                     });
                 }
@@ -209,11 +242,11 @@ async fn next_event<F>(
 where
     F: Future<Output = Finished>,
 {
-    let mut stopped = pin!(signals.balancer.changed());
+    let mut stopped = pin!(signals.stop.changed());
     let mut ejected = pin!(signals.ejections.changed());
     let mut sleep = pin!(due.map(tokio::time::sleep_until));
     poll_fn(|cx| {
-        // The balancer's sender is never used: its channel only ever closes.
+        // The stop sender is never used: its channel only ever closes.
         if stopped.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Event::Stopped);
         }
@@ -245,11 +278,12 @@ impl Target {
             .deployments
             .iter()
             .enumerate()
-            .filter_map(|(i, (_, health))| match health.admit_check(now) {
+            .filter_map(|(i, deployment)| match deployment.cell.admit_check(now) {
                 Some(probe) => Some((i, Some(probe))),
                 // Taking traffic: healthy, or on probation after a check restored it.
-                None => (periodic && (health.is_healthy() || health.is_on_probation()))
-                    .then_some((i, None)),
+                None => (periodic
+                    && (deployment.cell.is_healthy() || deployment.cell.is_on_probation()))
+                .then_some((i, None)),
             })
             .collect();
         if deployments.is_empty() {
@@ -293,9 +327,9 @@ impl Target {
         if self.running {
             return None;
         }
-        let cooldowns = self.shared.deployments.iter().filter_map(|(_, health)| {
-            let end = health.cooldown_end()?;
-            Some(if end > now || !health.probe_in_flight() {
+        let cooldowns = self.shared.deployments.iter().filter_map(|deployment| {
+            let end = deployment.cell.cooldown_end()?;
+            Some(if end > now || !deployment.cell.probe_in_flight() {
                 end
             } else {
                 now + self.shared.check.timeout.max(SLOT_RECHECK)
@@ -308,29 +342,25 @@ impl Target {
 
 impl Checked {
     /// Applies a check's verdict to the deployments it decides for.
-    fn apply(&self, plan: Plan, verdict: &Verdict, policy: HealthPolicy) {
+    fn apply(&self, plan: Plan, verdict: &Verdict) {
         let now = Instant::now();
-        let cooldown = self.endpoint.health_check_interval();
         for (i, probe) in plan.deployments {
-            let (id, health) = &self.deployments[i];
+            let deployment = &self.deployments[i];
             match verdict {
                 Verdict::Passed { .. } => {
-                    if health.check_passed(probe, now) {
-                        tracing::info!(endpoint = %id, "health check passed; endpoint restored");
-                        self.registry.restored(id);
+                    if deployment.check_passed(probe, now) {
+                        tracing::info!(endpoint = %deployment.id(), "health check passed; endpoint restored");
                     }
                 }
                 Verdict::Failed { outcome, hint, .. } => {
-                    if let Some(cooldown) = health.check_failed(probe, now, cooldown, *hint, policy)
-                    {
+                    if let Some(cooldown) = deployment.check_failed(probe, now, *hint) {
                         tracing::warn!(
-                            endpoint = %id,
+                            endpoint = %deployment.id(),
                             %outcome,
                             cooldown_ms = cooldown.as_millis() as u64,
                             "health check failed; endpoint ejected{}",
                             verdict.hint()
                         );
-                        self.registry.ejected(id, health);
                     }
                 }
                 // Not the endpoint's doing: a probe slot is released, the deployment stays
@@ -339,8 +369,8 @@ impl Checked {
             }
         }
         if let Some((passed, outcome, latency)) = verdict.record() {
-            for (_, health) in &*self.deployments {
-                health.checks.record(now, passed, outcome, latency);
+            for deployment in &*self.deployments {
+                deployment.cell.checks.record(now, passed, outcome, latency);
             }
         }
     }
@@ -359,7 +389,7 @@ impl Owned {
     fn new(targets: &[Target]) -> Self {
         let cells: Vec<Arc<EndpointHealth>> = targets
             .iter()
-            .flat_map(|t| t.shared.deployments.iter().map(|(_, h)| h.clone()))
+            .flat_map(|t| t.shared.deployments.iter().map(|d| d.cell.clone()))
             .collect();
         for cell in &cells {
             cell.checker_started();

@@ -14,7 +14,7 @@
 
 use std::fmt::Write;
 
-use llm_tower_fallback::{EndpointSnapshot, HealthRegistry, Status};
+use crate::{EndpointSnapshot, HealthRegistry, Status};
 
 /// A sample of a family: the `result` label where it has one, and the value.
 type Sample = (Option<&'static str>, f64);
@@ -77,7 +77,7 @@ const FAMILIES: [Family; 5] = [
 /// it last was: where deployments come and go, use [`render_health_metrics`].
 ///
 /// ```
-/// llm_tower::error_response::record_health_metrics(&llm_tower::HealthRegistry::new());
+/// llm_tower_health::metrics::record_health_metrics(&llm_tower_health::HealthRegistry::new());
 /// ```
 pub fn record_health_metrics(registry: &HealthRegistry) {
     for snapshot in registry.snapshot() {
@@ -99,12 +99,14 @@ pub fn record_health_metrics(registry: &HealthRegistry) {
 /// (to append to a recorder's): a deployment that left the registry is not in them.
 ///
 /// ```
-/// use llm_tower::{Endpoint, FallbackLayer, HealthRegistry};
+/// use llm_tower_core::Endpoint;
+/// use llm_tower_health::{DeploymentHealth, HealthPolicy, HealthRegistry};
 ///
 /// let registry = HealthRegistry::new();
-/// let endpoints = [Endpoint::builder("openai", "http://127.0.0.1:1").build().unwrap()];
-/// let _layer = FallbackLayer::builder(endpoints).build(registry.clone()).unwrap();
-/// let text = llm_tower::error_response::render_health_metrics(&registry);
+/// let endpoint = Endpoint::builder("openai", "http://127.0.0.1:1").build().unwrap();
+/// let policy = HealthPolicy { unhealthy_threshold: 1, max_cooldown: std::time::Duration::from_secs(60) };
+/// let _openai = DeploymentHealth::new(&registry, "openai".into(), &endpoint, None, policy);
+/// let text = llm_tower_health::metrics::render_health_metrics(&registry);
 /// assert!(text.contains("llm_tower_endpoint_healthy{endpoint=\"openai\"} 1\n"));
 /// assert!(text.contains("# TYPE llm_tower_ejections_total counter\n"));
 /// ```

@@ -9,7 +9,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use llm_tower_fallback::HealthEvent;
+use crate::HealthEvent;
 
 use super::wire::{self, MAX_LEN, Names};
 

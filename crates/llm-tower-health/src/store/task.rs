@@ -6,20 +6,20 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::{HealthEvent, HealthEvents, HealthRegistry};
 use futures_util::StreamExt;
 use llm_tower_core::EndpointId;
-use llm_tower_fallback::{HealthEvent, HealthEvents, HealthRegistry};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client};
 use tokio::sync::{Notify, watch};
 use tokio::time::{Instant, MissedTickBehavior, sleep};
 
 use super::calls::{Lost, Subscription, TIMEOUT, bounded, query, refused};
+use super::handle::HealthStoreStatus;
 use super::mac::Signer;
 use super::outage::Outage;
 use super::rejected::{Source, Warnings};
 use super::scripts::{self, NOT_KEPT, NOT_TOLD};
-use super::store::HealthStoreStatus;
 use super::wire::{self, Names, Rejected};
 
 /// Local events waiting for the task: enough for every deployment of a large fleet to

@@ -13,7 +13,7 @@ use tower::Service;
 /// ```
 /// use http::{Request, Response};
 /// use llm_tower_core::BufferedBody;
-/// use llm_tower_fallback::CheckService;
+/// use llm_tower_health::CheckService;
 /// use tower::service_fn;
 ///
 /// fn takes_checks(_: impl CheckService) {}

@@ -30,8 +30,7 @@ async fn a_deployment_without_a_score_starts_at_its_tiers_median() {
     let health = &pool.members[3].health;
     assert!(
         health
-            .latency
-            .get(now, settings.latency_decay, true)
+            .latency_estimate(now, settings.latency_decay)
             .is_some()
     );
     let _attempt = health.start_attempt();
@@ -44,18 +43,12 @@ async fn a_deployment_without_a_score_starts_at_its_tiers_median() {
         "an idle one does"
     );
     // Restored after an ejection: it starts again from the median, not from its past.
-    health.record_failure(
-        now,
-        Duration::from_secs(1),
-        None,
-        None,
-        crate::health::HealthPolicy {
-            unhealthy_threshold: 1,
-            max_cooldown: Duration::from_secs(60),
-        },
-    );
+    let bad_gateway = llm_tower_core::Outcome::Status(http::StatusCode::BAD_GATEWAY);
+    for _ in 0..settings.unhealthy_threshold {
+        health.failed(now, bad_gateway, None, None);
+    }
     pool.observe_latency(3, Duration::from_secs(5));
-    health.record_success(None, now);
+    assert!(health.succeeded(now, None, false, None), "restored");
     assert!(close(cost(3), 0.060), "{}", cost(3));
 }
 

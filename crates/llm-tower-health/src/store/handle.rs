@@ -38,8 +38,8 @@
 use std::fmt;
 use std::sync::Arc;
 
+use crate::HealthRegistry;
 use llm_tower_core::ConfigError;
-use llm_tower_fallback::HealthRegistry;
 use redis::Client;
 use serde::Serialize;
 use tokio::sync::{Notify, watch};
@@ -57,19 +57,17 @@ use super::wire::Names;
 /// replica serves on its own health meanwhile.
 ///
 /// ```no_run
-/// use llm_tower::health_store::{HealthStore, HealthStoreSettings};
-/// use llm_tower::{Config, Upstream};
+/// use llm_tower_health::HealthRegistry;
+/// use llm_tower_health::store::{HealthStore, HealthStoreSettings};
 ///
 /// # #[tokio::main]
-/// # async fn main() -> Result<(), llm_tower::ConfigError> {
-/// let config = Config::from_path("gateway.yaml")?;
-/// let upstream = Upstream::from_config(&config)?;
-/// let registry = upstream.health().clone();
-/// let service = upstream.build()?;
-/// // Keep it as long as the service runs.
-/// let settings = config.health_store.unwrap_or_else(|| HealthStoreSettings::new("redis://127.0.0.1:6379"));
+/// # async fn main() -> Result<(), llm_tower_core::ConfigError> {
+/// // The registry of the stack (`llm_tower::Upstream::health`, or one given to its layers).
+/// let registry = HealthRegistry::new();
+/// let settings = HealthStoreSettings::new("redis://127.0.0.1:6379");
+/// // Keep it as long as the stack runs.
 /// let store = HealthStore::start(&settings, &registry)?;
-/// # drop((service, store));
+/// # drop(store);
 /// # Ok(())
 /// # }
 /// ```
@@ -83,7 +81,7 @@ pub struct HealthStore {
 /// What [`HealthStore::status`] reports.
 ///
 /// ```
-/// let status = llm_tower::health_store::HealthStoreStatus::default();
+/// let status = llm_tower_health::store::HealthStoreStatus::default();
 /// assert!(!status.connected);
 /// assert_eq!(serde_json::to_value(status).unwrap()["dropped"], 0);
 /// assert_eq!(serde_json::to_value(status).unwrap()["rejected"], 0);

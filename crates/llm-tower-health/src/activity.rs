@@ -159,7 +159,7 @@ pub(crate) struct ActivitySnapshot {
 /// The last failure of a deployment that counted against its health.
 ///
 /// ```
-/// use llm_tower_fallback::LastFailure;
+/// use llm_tower_health::LastFailure;
 ///
 /// let failure = LastFailure { seconds_ago: 3.0, outcome: "429".into() };
 /// assert_eq!(serde_json::to_value(&failure).unwrap()["outcome"], "429");
@@ -177,7 +177,7 @@ pub struct LastFailure {
 /// [`SLOT`](Self::SLOT), oldest first: how many ended in each way.
 ///
 /// ```
-/// use llm_tower_fallback::LastMinute;
+/// use llm_tower_health::LastMinute;
 ///
 /// let minute = LastMinute::empty();
 /// assert_eq!(minute.success.len(), LastMinute::SLOTS);

@@ -16,15 +16,31 @@ use llm_tower_core::{EndpointId, ModelName};
 use tokio::time::Instant;
 
 use crate::activity::Activity;
-use crate::check::CheckLog;
+use crate::check_log::CheckLog;
 use crate::latency::PeakEwma;
-use crate::registry::{EndpointSnapshot, Status};
+use crate::snapshot::{EndpointSnapshot, Status};
 
-/// Health settings of a balancer.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct HealthPolicy {
-    pub(crate) unhealthy_threshold: u32,
-    pub(crate) max_cooldown: Duration,
+/// How failures are judged: how many in a row eject a deployment, and the longest cooldown
+/// its doubling (or an upstream's `Retry-After`) may reach. A balancer's settings give it
+/// (`llm_tower_fallback::FallbackSettings` owns the defaults).
+///
+/// ```
+/// use std::time::Duration;
+/// use llm_tower_core::Endpoint;
+/// use llm_tower_health::{DeploymentHealth, HealthPolicy, HealthRegistry};
+///
+/// let policy = HealthPolicy { unhealthy_threshold: 3, max_cooldown: Duration::from_secs(300) };
+/// let registry = HealthRegistry::new();
+/// let endpoint = Endpoint::builder("a", "http://127.0.0.1:1").build().unwrap();
+/// let _a = DeploymentHealth::new(&registry, "a".into(), &endpoint, None, policy);
+/// assert_eq!(registry.max_cooldown(), Duration::from_secs(300));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HealthPolicy {
+    /// Failed requests in a row (each after its retries) that eject a deployment.
+    pub unhealthy_threshold: u32,
+    /// The longest cooldown.
+    pub max_cooldown: Duration,
 }
 
 #[derive(Default)]
@@ -151,9 +167,21 @@ pub(crate) struct Placement {
     pub(crate) priority: u32,
 }
 
-/// Whether a request may go to an endpoint.
+/// Whether a request may go to a deployment now, from [`DeploymentHealth::admit`](crate::DeploymentHealth::admit).
+///
+/// ```
+/// use std::time::Duration;
+/// use llm_tower_core::Endpoint;
+/// use llm_tower_health::{Admission, DeploymentHealth, HealthPolicy, HealthRegistry};
+/// use tokio::time::Instant;
+///
+/// let endpoint = Endpoint::builder("a", "http://127.0.0.1:1").build().unwrap();
+/// let policy = HealthPolicy { unhealthy_threshold: 1, max_cooldown: Duration::from_secs(60) };
+/// let a = DeploymentHealth::new(&HealthRegistry::new(), "a".into(), &endpoint, None, policy);
+/// assert!(matches!(a.admit(Instant::now()), Admission::Open));
+/// ```
 #[derive(Debug)]
-pub(crate) enum Admission {
+pub enum Admission {
     /// Healthy.
     Open,
     /// Restored by a health check, not yet by a request: a single try.
@@ -216,10 +244,13 @@ impl EndpointHealth {
         }
     }
 
-    /// Counts an attempt in flight until the guard drops.
-    pub(crate) fn start_attempt(self: &Arc<Self>) -> InFlight {
+    /// An attempt starts here (until [`end_attempt`](Self::end_attempt)).
+    pub(crate) fn start_attempt(&self) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(self.clone())
+    }
+
+    pub(crate) fn end_attempt(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// A request sent at `sent` succeeded here: everything resets. Returns whether that
@@ -399,9 +430,34 @@ fn extend(until: &mut Option<Instant>, deadline: Instant) {
     *until = Some(until.map_or(deadline, |u| u.max(deadline)));
 }
 
-/// The half-open probe slot. Dropping it unresolved (the request was cancelled, or ended
-/// with an outcome that says nothing about health) frees the slot for the next request.
-pub(crate) struct ProbeGuard {
+/// The half-open probe slot of a deployment, held by the request (or health check) that is
+/// its probe: [`Admission::Probe`]. Handing it to the outcome
+/// ([`DeploymentHealth::succeeded`](crate::DeploymentHealth::succeeded) or
+/// [`failed`](crate::DeploymentHealth::failed)) resolves it; dropping it unresolved (the
+/// request was cancelled, or ended with an outcome that says nothing about health) frees
+/// the slot for the next request.
+///
+/// ```
+/// use std::time::Duration;
+/// use llm_tower_core::{Endpoint, Outcome};
+/// use llm_tower_health::{Admission, DeploymentHealth, HealthPolicy, HealthRegistry};
+/// use tokio::time::Instant;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let endpoint = Endpoint::builder("a", "http://127.0.0.1:1").build().unwrap();
+/// let policy = HealthPolicy { unhealthy_threshold: 1, max_cooldown: Duration::from_secs(60) };
+/// let a = DeploymentHealth::new(&HealthRegistry::new(), "a".into(), &endpoint, None, policy);
+/// a.failed(Instant::now(), Outcome::Status(http::StatusCode::SERVICE_UNAVAILABLE), None, None);
+/// tokio::time::advance(Duration::from_secs(5)).await;
+/// let Admission::Probe(probe) = a.admit(Instant::now()) else { panic!("half-open") };
+/// // One probe at a time.
+/// assert!(matches!(a.admit(Instant::now()), Admission::Closed(_)));
+/// drop(probe);
+/// assert!(matches!(a.admit(Instant::now()), Admission::Probe(_)));
+/// # }
+/// ```
+pub struct ProbeGuard {
     /// `None` once resolved.
     cell: Option<Arc<EndpointHealth>>,
     token: u64,
@@ -427,15 +483,6 @@ impl fmt::Debug for ProbeGuard {
         f.debug_struct("ProbeGuard")
             .field("token", &self.token)
             .finish_non_exhaustive()
-    }
-}
-
-/// Counts an attempt in flight while alive.
-pub(crate) struct InFlight(Arc<EndpointHealth>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

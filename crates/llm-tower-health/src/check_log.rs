@@ -60,7 +60,7 @@ impl CheckLog {
 /// [`HealthCheck`](llm_tower_core::HealthCheck)), as [`EndpointSnapshot::last_check`](crate::EndpointSnapshot::last_check) shows it.
 ///
 /// ```
-/// use llm_tower_fallback::CheckSnapshot;
+/// use llm_tower_health::CheckSnapshot;
 ///
 /// let check = CheckSnapshot { seconds_ago: 1.5, passed: false, outcome: "503".into(), latency_ms: 12.0 };
 /// let json = serde_json::to_value(&check).unwrap();

@@ -1,4 +1,8 @@
 //! Deployment selection: groups by model, priority tiers, strategies, fallback order.
+//!
+//! Strategies compare what health gives them as a cost (attempts in flight, the latency
+//! estimate) and ask it whether a deployment admits a request; the health state itself is
+//! `llm_tower_health`'s.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
@@ -9,8 +13,8 @@ use std::time::Duration;
 use llm_tower_core::{Endpoint, EndpointId, ModelName, ModelRoute};
 use tokio::time::Instant;
 
-use crate::health::{Admission, EndpointHealth, Placement, ProbeGuard};
-use crate::registry::HealthRegistry;
+use llm_tower_health::{Admission, DeploymentHealth, HealthPolicy, HealthRegistry, ProbeGuard};
+
 use crate::settings::{FallbackSettings, Strategy};
 
 /// Longest weighted schedule; larger weight totals are scaled down proportionally.
@@ -20,12 +24,17 @@ const MAX_SCHEDULE: u64 = 4096;
 /// one). Health is kept per deployment; the endpoint (its key, its URL) is shared.
 pub(crate) struct Member {
     pub(crate) endpoint: Arc<Endpoint>,
-    /// The deployment id: the endpoint id, or `endpoint/model` when the endpoint lists several
-    /// models (an outage of one must not cool its siblings down).
-    pub(crate) id: EndpointId,
     /// The model, for an endpoint that lists models; `None` for one that serves any.
     pub(crate) route: Option<ModelRoute>,
-    pub(crate) health: Arc<EndpointHealth>,
+    pub(crate) health: Arc<DeploymentHealth>,
+}
+
+impl Member {
+    /// The deployment id: the endpoint id, or `endpoint/model` when the endpoint lists
+    /// several models (an outage of one must not cool its siblings down).
+    pub(crate) fn id(&self) -> &EndpointId {
+        self.health.id()
+    }
 }
 
 /// The deployments a request may use, in priority tiers: those of one model (with the
@@ -115,6 +124,10 @@ impl Pool {
         settings: &FallbackSettings,
     ) -> Self {
         let strategy = settings.strategy;
+        let policy = HealthPolicy {
+            unhealthy_threshold: settings.unhealthy_threshold,
+            max_cooldown: settings.max_cooldown,
+        };
         let mut endpoints = endpoints;
         endpoints.sort_by_key(Endpoint::priority);
         let mut members: Vec<Member> = Vec::with_capacity(endpoints.len());
@@ -134,16 +147,11 @@ impl Pool {
                     }
                     _ => endpoint.id().clone(),
                 };
-                let health = registry.cell(&id);
-                health.place(Placement {
-                    endpoint: endpoint.id().clone(),
-                    model: route.as_ref().map(|r| r.name().clone()),
-                    priority: endpoint.priority(),
-                });
+                let model = route.as_ref().map(|r| r.name().clone());
+                let health = DeploymentHealth::new(registry, id, &endpoint, model, policy);
                 members.push(Member {
-                    health,
+                    health: Arc::new(health),
                     endpoint: endpoint.clone(),
-                    id,
                     route,
                 });
             }
@@ -197,8 +205,7 @@ impl Pool {
     pub(crate) fn observe_latency(&self, member: usize, latency: Duration) {
         self.members[member]
             .health
-            .latency
-            .observe(latency, Instant::now(), self.latency_decay);
+            .observe_latency(latency, Instant::now(), self.latency_decay);
         if !self.scored.load(Ordering::Relaxed) {
             self.scored.store(true, Ordering::Relaxed);
         }
@@ -300,7 +307,7 @@ impl Pool {
         let health = &self.members[group.members[slot]].health;
         let decay = self.latency_decay;
         let in_flight = health.in_flight();
-        let estimate = health.latency.get(now, decay, in_flight == 0).or_else(|| {
+        let estimate = health.latency_estimate(now, decay).or_else(|| {
             if !self.scored.load(Ordering::Relaxed) {
                 return None;
             }
@@ -308,8 +315,9 @@ impl Pool {
                 .range
                 .clone()
                 .filter_map(|s| {
-                    let other = &self.members[group.members[s]].health;
-                    other.latency.get(now, decay, other.in_flight() == 0)
+                    self.members[group.members[s]]
+                        .health
+                        .latency_estimate(now, decay)
                 })
                 .collect();
             if known.is_empty() {
@@ -318,7 +326,7 @@ impl Pool {
             let middle = known.len() / 2;
             let (_, median, _) = known.select_nth_unstable_by(middle, f64::total_cmp);
             let median = *median;
-            health.latency.seed(median, now);
+            health.seed_latency(median, now);
             Some(median)
         });
         (estimate.unwrap_or(0.0) + FLOOR) * (in_flight + 1) as f64

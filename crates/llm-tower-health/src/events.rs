@@ -1,0 +1,231 @@
+//! Health shared between replicas: the events a [`HealthRegistry`] emits when one of its
+//! deployments is ejected or restored ([`HealthRegistry::subscribe`]), and how it applies
+//! the same events from other replicas ([`HealthRegistry::apply`]). The transport (Redis, in
+//! the `llm-tower` crate's `redis` feature) is someone else's: this is what travels.
+//!
+//! Nothing on the request path waits for a subscriber: an event is handed to a bounded queue
+//! with `try_send`, only when a deployment changes state, and one that does not fit is
+//! counted and dropped.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use llm_tower_core::EndpointId;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::cell::EndpointHealth;
+
+/// A change of a deployment's health, as one replica tells the others. Times are wall clock
+/// times: the replicas' clocks are assumed to agree to well under a cooldown. `at` says
+/// when it happened, so that an event that comes late (kept over an outage, read back
+/// from Redis) cannot undo a newer one.
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use llm_tower_health::HealthEvent;
+///
+/// let event = HealthEvent::Ejected {
+///     id: "openai".into(),
+///     at: SystemTime::now(),
+///     until: SystemTime::now() + Duration::from_secs(30),
+///     retry_after: true,
+///     ejections: 1,
+/// };
+/// assert_eq!(event.id().as_str(), "openai");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HealthEvent {
+    /// The deployment is cooling down until `until`.
+    Ejected {
+        /// The deployment.
+        id: EndpointId,
+        /// The newest word of its cooldown: when it began, or when a later failure pushed
+        /// its deadline out (a restore from before then is stale).
+        at: SystemTime,
+        /// When its cooldown ends.
+        until: SystemTime,
+        /// The deadline is the upstream's `Retry-After` rather than the doubling cooldown.
+        retry_after: bool,
+        /// Ejections since its last success (what the next doubling starts from).
+        ejections: u32,
+    },
+    /// A request or a health check succeeded after a cooldown.
+    Restored {
+        /// The deployment.
+        id: EndpointId,
+        /// When it answered.
+        at: SystemTime,
+    },
+}
+
+impl HealthEvent {
+    /// The deployment it is about.
+    pub fn id(&self) -> &EndpointId {
+        match self {
+            Self::Ejected { id, .. } | Self::Restored { id, .. } => id,
+        }
+    }
+
+    /// When it happened.
+    pub fn at(&self) -> SystemTime {
+        match self {
+            Self::Ejected { at, .. } | Self::Restored { at, .. } => *at,
+        }
+    }
+
+    /// How long an ejection has left at `now` (zero when over; `None` for a restore).
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// use llm_tower_health::HealthEvent;
+    ///
+    /// let now = SystemTime::now();
+    /// let event = HealthEvent::Ejected {
+    ///     id: "a".into(), at: now, until: now + Duration::from_secs(5), retry_after: false, ejections: 1,
+    /// };
+    /// assert_eq!(event.remaining(now), Some(Duration::from_secs(5)));
+    /// assert_eq!(event.remaining(now + Duration::from_secs(9)), Some(Duration::ZERO));
+    /// ```
+    pub fn remaining(&self, now: SystemTime) -> Option<Duration> {
+        match self {
+            Self::Ejected { until, .. } => {
+                Some(until.duration_since(now).unwrap_or(Duration::ZERO))
+            }
+            Self::Restored { .. } => None,
+        }
+    }
+}
+
+/// The local events of a registry, for one subscriber to send to other replicas; from
+/// [`HealthRegistry::subscribe`]. Events that found the queue full are counted in
+/// [`dropped`](Self::dropped).
+///
+/// ```
+/// use llm_tower_core::Endpoint;
+/// use llm_tower_health::{DeploymentHealth, HealthEvent, HealthPolicy, HealthRegistry};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let registry = HealthRegistry::new();
+/// let endpoint = Endpoint::builder("a", "http://127.0.0.1:1").build().unwrap();
+/// let policy = HealthPolicy { unhealthy_threshold: 1, max_cooldown: std::time::Duration::from_secs(60) };
+/// let _a = DeploymentHealth::new(&registry, "a".into(), &endpoint, None, policy);
+/// let mut events = registry.subscribe(64);
+/// // Another replica ejected `a`; applying that is not a local event.
+/// registry.apply(&HealthEvent::Ejected {
+///     id: "a".into(),
+///     at: std::time::SystemTime::now(),
+///     until: std::time::SystemTime::now() + std::time::Duration::from_secs(30),
+///     retry_after: true,
+///     ejections: 1,
+/// });
+/// assert!(events.try_recv().is_none());
+/// assert_eq!(events.dropped(), 0);
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct HealthEvents {
+    receiver: mpsc::Receiver<HealthEvent>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl HealthEvents {
+    /// The next event; `None` once the registry has a newer subscriber or is gone.
+    pub async fn recv(&mut self) -> Option<HealthEvent> {
+        self.receiver.recv().await
+    }
+
+    /// The next event if one is queued.
+    pub fn try_recv(&mut self) -> Option<HealthEvent> {
+        self.receiver.try_recv().ok()
+    }
+
+    /// Events dropped so far because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// The sending side of [`HealthEvents`], kept by the registry.
+#[derive(Debug)]
+pub(crate) struct Publisher {
+    sender: mpsc::Sender<HealthEvent>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Publisher {
+    pub(crate) fn channel(capacity: usize) -> (Self, HealthEvents) {
+        let (sender, receiver) = mpsc::channel(capacity.max(1));
+        let dropped = Arc::new(AtomicU64::new(0));
+        let events = HealthEvents {
+            receiver,
+            dropped: dropped.clone(),
+        };
+        (Self { sender, dropped }, events)
+    }
+
+    /// Never waits: a full queue drops the event and counts it.
+    pub(crate) fn publish(&self, event: HealthEvent) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.sender.try_send(event) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The event telling others about `cell`'s cooldown, if one is in force.
+pub(crate) fn ejection(id: &EndpointId, cell: &EndpointHealth) -> Option<HealthEvent> {
+    let clocks = Clocks::now();
+    let cooldown = cell.cooldown(clocks.instant)?;
+    Some(HealthEvent::Ejected {
+        id: id.clone(),
+        at: clocks.wall(cooldown.since),
+        until: clocks.wall(cooldown.until),
+        retry_after: cooldown.retry_after,
+        ejections: cooldown.ejections,
+    })
+}
+
+/// The event telling others that `id` answered again.
+pub(crate) fn restore(id: &EndpointId) -> HealthEvent {
+    HealthEvent::Restored {
+        id: id.clone(),
+        at: SystemTime::now(),
+    }
+}
+
+/// Both clocks read at once, to turn one's times into the other's: events travel in wall
+/// clock time, health keeps `tokio::time::Instant` (which tests pause).
+pub(crate) struct Clocks {
+    pub(crate) instant: Instant,
+    pub(crate) wall: SystemTime,
+}
+
+impl Clocks {
+    pub(crate) fn now() -> Self {
+        Self {
+            instant: Instant::now(),
+            wall: SystemTime::now(),
+        }
+    }
+
+    pub(crate) fn wall(&self, instant: Instant) -> SystemTime {
+        if instant >= self.instant {
+            self.wall + (instant - self.instant)
+        } else {
+            self.wall - (self.instant - instant)
+        }
+    }
+
+    /// `wall` as an instant; times beyond what an `Instant` can say are clamped to now.
+    pub(crate) fn instant(&self, wall: SystemTime) -> Instant {
+        match wall.duration_since(self.wall) {
+            Ok(ahead) => self.instant + ahead,
+            Err(behind) => self
+                .instant
+                .checked_sub(behind.duration())
+                .unwrap_or(self.instant),
+        }
+    }
+}
