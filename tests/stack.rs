@@ -10,8 +10,8 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use llm_tower::{
     ApiKey, AttemptKind, Attempts, AuthLayer, BoxError, BufferedBody, CountBased, Deployment,
-    Endpoint, ErrorKind, ErrorResponseLayer, FallbackLayer, HealthRegistry, ModelFallbacks,
-    ModelRoute, RetryLayer, RetryPolicy, Selected, Upstream,
+    Endpoint, ErrorKind, FallbackLayer, HealthRegistry, ModelFallbacks, ModelRoute, RespondLayer,
+    RetryLayer, RetryPolicy, Selected, Upstream,
 };
 use tower::{Layer, ServiceBuilder, ServiceExt, service_fn};
 
@@ -182,7 +182,7 @@ async fn auth_outside_the_balancer_fails_loudly_and_sends_nothing() {
     let registry = HealthRegistry::new();
     // Wrong order: the auth layer runs before any endpoint is selected.
     let wrong = ServiceBuilder::new()
-        .layer(ErrorResponseLayer::new())
+        .layer(RespondLayer::new())
         .layer(AuthLayer::new())
         .layer(
             FallbackLayer::builder([endpoint("primary", 0)])
@@ -213,7 +213,7 @@ async fn auth_outside_the_balancer_fails_loudly_and_sends_nothing() {
 
     // The right order, for contrast, sends the key.
     let right = ServiceBuilder::new()
-        .layer(ErrorResponseLayer::new())
+        .layer(RespondLayer::new())
         .layer(
             FallbackLayer::builder([endpoint("backup", 0)])
                 .build(HealthRegistry::new())

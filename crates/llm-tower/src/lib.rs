@@ -4,7 +4,7 @@
 //! works:
 //!
 //! ```text
-//! client ─▶ ErrorResponse ─▶ Fallback ─▶ Retry ─▶ Auth ─▶ HttpClient ─▶ provider
+//! client ─▶ Respond ─▶ Fallback ─▶ Retry ─▶ Auth ─▶ HttpClient ─▶ provider
 //!           errors become    buffer once, pick,   per-endpoint    strip client
 //!           OpenAI JSON,     fall back, health    policy, budget, credentials,
 //!           headers, metrics                      Retry-After     set the key
@@ -17,7 +17,7 @@
 //!   `fallback_service`;
 //! - [`Upstream::layer`] gives the same stack as a [`tower::Layer`] for your own inner service;
 //! - each layer also works alone: [`AuthLayer`], [`RetryLayer`], [`FallbackLayer`],
-//!   [`ErrorResponseLayer`]; a layer used in a wrong order fails loudly (an [`AuthLayer`] that
+//!   [`RespondLayer`]; a layer used in a wrong order fails loudly (an [`AuthLayer`] that
 //!   sees no [`Selected`] endpoint refuses the request rather than send it without a key);
 //! - every response carries the [`Attempts`] made and the [`Selected`] endpoint that answered
 //!   in its extensions.
@@ -83,7 +83,7 @@
 //!
 //! **`type mismatch resolving <… as Service<Request<Body>>>::Error == Infallible`** (E0271)
 //! from axum's `nest_service`, `route_service` or `fallback_service`: axum takes services
-//! that cannot fail. [`ErrorResponseLayer`], outermost, turns every failure into a JSON
+//! that cannot fail. [`RespondLayer`], outermost, turns every failure into a JSON
 //! response; [`Upstream`] always puts it there.
 //!
 //! ```compile_fail
@@ -91,7 +91,7 @@
 //! use tower::ServiceBuilder;
 //!
 //! let stack = ServiceBuilder::new()
-//!     // .layer(llm_tower::ErrorResponseLayer::new()) is missing here.
+//!     // .layer(llm_tower::RespondLayer::new()) is missing here.
 //!     .layer(FallbackLayer::builder([Endpoint::builder("a", "http://127.0.0.1:1").build().unwrap()])
 //!         .build(HealthRegistry::new())
 //!         .unwrap())
@@ -104,10 +104,10 @@
 //! With it (what [`Upstream::build`] gives):
 //!
 //! ```no_run
-//! # use llm_tower::{AuthLayer, ClientSettings, Endpoint, ErrorResponseLayer, FallbackLayer, HealthRegistry, HttpClient, RetryLayer};
+//! # use llm_tower::{AuthLayer, ClientSettings, Endpoint, RespondLayer, FallbackLayer, HealthRegistry, HttpClient, RetryLayer};
 //! # use tower::ServiceBuilder;
 //! let stack = ServiceBuilder::new()
-//!     .layer(ErrorResponseLayer::new())
+//!     .layer(RespondLayer::new())
 //!     .layer(FallbackLayer::builder([Endpoint::builder("a", "http://127.0.0.1:1").build().unwrap()])
 //!         .build(HealthRegistry::new())
 //!         .unwrap())
@@ -165,7 +165,7 @@
 
 mod client;
 pub mod config;
-pub mod error_response;
+pub mod respond;
 mod upstream;
 
 pub use llm_tower_auth as auth;
@@ -181,7 +181,7 @@ pub use llm_tower_retry as retry;
 
 pub use client::{ClientSettings, HttpClient, HttpClientBody, HttpClientFuture};
 pub use config::Config;
-pub use error_response::{ErrorResponse, ErrorResponseLayer};
+pub use respond::{Respond, RespondLayer};
 pub use upstream::{Upstream, UpstreamBody, UpstreamLayer, UpstreamService};
 
 pub use llm_tower_auth::{Auth, AuthLayer};

@@ -10,7 +10,7 @@ use llm_tower_retry::{Retry, RetryLayer, RetrySettings};
 use tower::Layer;
 
 use crate::client::{ClientSettings, HttpClient};
-use crate::error_response::{ErrorResponse, ErrorResponseLayer};
+use crate::respond::{Respond, RespondLayer};
 
 /// The complete stack over the pooled HTTP client.
 ///
@@ -24,7 +24,7 @@ use crate::error_response::{ErrorResponse, ErrorResponseLayer};
 /// # let _ = service;
 /// # }
 /// ```
-pub type UpstreamService = ErrorResponse<Fallback<Retry<Auth<HttpClient>>>>;
+pub type UpstreamService = Respond<Fallback<Retry<Auth<HttpClient>>>>;
 
 /// The body of the responses of [`UpstreamService`]: one name for the bodies of the layers
 /// nested in it. It implements `Default` (an empty body), so layers that answer for the
@@ -38,12 +38,12 @@ pub type UpstreamService = ErrorResponse<Fallback<Retry<Auth<HttpClient>>>>;
 /// let empty = UpstreamBody::default();
 /// # drop(empty);
 /// ```
-pub type UpstreamBody = crate::error_response::ResponseBody<
+pub type UpstreamBody = crate::respond::ResponseBody<
     llm_tower_fallback::ResponseBody<llm_tower_retry::ResponseBody<crate::HttpClientBody>>,
 >;
 
 /// Builder for the composed stack
-/// `ErrorResponse → Fallback → Retry → Auth → client`; see the [crate documentation](crate).
+/// `Respond → Fallback → Retry → Auth → client`; see the [crate documentation](crate).
 ///
 /// Everything a configuration file can say, this builder takes as typed values: endpoints
 /// built with [`Endpoint::builder`], and the settings structs of each layer.
@@ -82,7 +82,7 @@ pub struct Upstream {
     retry: RetrySettings,
     client: ClientSettings,
     registry: HealthRegistry,
-    error_response: ErrorResponseLayer,
+    respond: RespondLayer,
     auth: AuthLayer,
     inner_speaks_tls: bool,
 }
@@ -97,7 +97,7 @@ impl Upstream {
             retry: RetrySettings::default(),
             client: ClientSettings::default(),
             registry: HealthRegistry::new(),
-            error_response: ErrorResponseLayer::new(),
+            respond: RespondLayer::new(),
             auth: AuthLayer::new(),
             inner_speaks_tls: false,
         }
@@ -162,7 +162,7 @@ impl Upstream {
     /// `x-llm-tower-model` response headers.
     #[must_use]
     pub fn response_headers(mut self, on: bool) -> Self {
-        self.error_response = self.error_response.response_headers(on);
+        self.respond = self.respond.response_headers(on);
         self
     }
 
@@ -170,14 +170,14 @@ impl Upstream {
     #[cfg(feature = "metrics")]
     #[must_use]
     pub fn metrics(mut self, on: bool) -> Self {
-        self.error_response = self.error_response.metrics(on);
+        self.respond = self.respond.metrics(on);
         self
     }
 
     /// Logs one line per request with its attempts.
     #[must_use]
     pub fn access_log(mut self, on: bool) -> Self {
-        self.error_response = self.error_response.access_log(on);
+        self.respond = self.respond.access_log(on);
         self
     }
 
@@ -266,7 +266,7 @@ impl Upstream {
             .model_fallbacks(self.models.clone())
             .build(self.registry.clone())?;
         Ok(UpstreamLayer {
-            error_response: self.error_response.clone(),
+            respond: self.respond.clone(),
             fallback,
             retry: RetryLayer::with_settings(self.retry)?,
             auth: self.auth.clone(),
@@ -292,7 +292,7 @@ impl Upstream {
     }
 }
 
-/// The whole stack as one [`Layer`]: `ErrorResponse → Fallback → Retry → Auth → S`.
+/// The whole stack as one [`Layer`]: `Respond → Fallback → Retry → Auth → S`.
 ///
 /// ```
 /// use llm_tower::{Endpoint, Upstream, UpstreamLayer};
@@ -303,7 +303,7 @@ impl Upstream {
 /// ```
 #[derive(Clone, Debug)]
 pub struct UpstreamLayer {
-    error_response: ErrorResponseLayer,
+    respond: RespondLayer,
     fallback: FallbackLayer,
     retry: RetryLayer,
     auth: AuthLayer,
@@ -355,10 +355,10 @@ impl UpstreamLayer {
 }
 
 impl<S> Layer<S> for UpstreamLayer {
-    type Service = ErrorResponse<Fallback<Retry<Auth<S>>>>;
+    type Service = Respond<Fallback<Retry<Auth<S>>>>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        self.error_response.layer(
+        self.respond.layer(
             self.fallback
                 .layer(self.retry.layer(self.auth.layer(inner))),
         )

@@ -8,8 +8,8 @@ use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use llm_tower::{
-    ApiKey, Attempts, AuthLayer, ClientSettings, CountBased, Endpoint, ErrorResponseLayer,
-    FallbackLayer, HealthRegistry, HttpClient, RetryLayer, RetryPolicy,
+    ApiKey, Attempts, AuthLayer, ClientSettings, CountBased, Endpoint, FallbackLayer,
+    HealthRegistry, HttpClient, RespondLayer, RetryLayer, RetryPolicy,
 };
 use llm_tower_mock::{Behavior, MockProvider};
 use tower::{ServiceBuilder, ServiceExt};
@@ -40,7 +40,7 @@ fn client() -> HttpClient {
 async fn a_stack_without_its_auth_layer_sends_nothing() {
     let mock = MockProvider::start().await.unwrap();
     let stack = ServiceBuilder::new()
-        .layer(ErrorResponseLayer::new())
+        .layer(RespondLayer::new())
         .layer(
             FallbackLayer::builder([endpoint("only", mock.base_url(), 0)])
                 .build(HealthRegistry::new())
@@ -76,7 +76,7 @@ async fn a_retry_layer_outside_the_balancer_logs_every_attempt() {
         mock.set_default(Behavior::status(503));
     }
     let stack = ServiceBuilder::new()
-        .layer(ErrorResponseLayer::new())
+        .layer(RespondLayer::new())
         // The wrong order: each try of the retry layer is a whole run of the balancer.
         .layer(RetryLayer::new().default_policy(RetryPolicy::CountBased(CountBased { times: 2 })))
         .layer(
@@ -110,7 +110,7 @@ async fn a_hyper_util_client_of_ones_own_is_classified() {
     let raw = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<llm_tower::BufferedBody>();
     let stack = ServiceBuilder::new()
-        .layer(ErrorResponseLayer::new())
+        .layer(RespondLayer::new())
         .layer(
             FallbackLayer::builder([
                 endpoint("down", unreachable, 0),

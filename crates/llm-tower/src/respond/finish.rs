@@ -37,7 +37,7 @@ where
             drop_inconsistent_length(&mut response);
             response.map(ResponseBody::upstream)
         }
-        Err(err) => error_response(shared, err),
+        Err(err) => respond(shared, err),
     };
     let settings = shared.settings();
     let Some(attempts) = response.extensions().get::<Attempts>().cloned() else {
@@ -64,7 +64,7 @@ where
 
 /// An error as the client sees it: OpenAI-style JSON with the right status.
 #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
-fn error_response<RB>(shared: &Shared, err: BoxError) -> Response<ResponseBody<RB>> {
+fn respond<RB>(shared: &Shared, err: BoxError) -> Response<ResponseBody<RB>> {
     let err = Error::upstream(err);
     if err.kind() == ErrorKind::Local {
         // Not an upstream's fault: whoever runs this process must act (raise limits, add

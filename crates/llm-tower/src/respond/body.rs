@@ -1,4 +1,4 @@
-//! [`ResponseBody`] of [`ErrorResponse`](super::ErrorResponse).
+//! [`ResponseBody`] of [`Respond`](super::Respond).
 
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -18,7 +18,7 @@ pin_project! {
     /// ```
     /// use bytes::Bytes;
     /// use http_body_util::{BodyExt, Empty};
-    /// use llm_tower::error_response::ResponseBody;
+    /// use llm_tower::respond::ResponseBody;
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
@@ -79,7 +79,7 @@ impl<B> ResponseBody<B> {
 ///
 /// ```
 /// use http_body::Body;
-/// use llm_tower::error_response::ResponseBody;
+/// use llm_tower::respond::ResponseBody;
 ///
 /// let body = ResponseBody::<llm_tower::HttpClientBody>::default();
 /// assert!(body.is_end_stream());

@@ -1,4 +1,4 @@
-//! [`ResponseFuture`] of [`ErrorResponse`](super::ErrorResponse).
+//! [`ResponseFuture`] of [`Respond`](super::Respond).
 
 use std::convert::Infallible;
 use std::fmt;
@@ -16,18 +16,18 @@ use super::body::ResponseBody;
 use super::shared::Shared;
 
 pin_project! {
-    /// Future of [`ErrorResponse`](super::ErrorResponse): the inner future's result, or the
+    /// Future of [`Respond`](super::Respond): the inner future's result, or the
     /// error the inner service gave when polled for readiness, as a response.
     ///
     /// ```
     /// use http::Request;
-    /// use llm_tower::ErrorResponseLayer;
+    /// use llm_tower::RespondLayer;
     /// use tower::{Layer, Service, service_fn};
     ///
-    /// let mut service = ErrorResponseLayer::new().layer(service_fn(|_: Request<()>| async {
+    /// let mut service = RespondLayer::new().layer(service_fn(|_: Request<()>| async {
     ///     Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Empty::<bytes::Bytes>::new()))
     /// }));
-    /// let future: llm_tower::error_response::ResponseFuture<_> = service.call(Request::new(()));
+    /// let future: llm_tower::respond::ResponseFuture<_> = service.call(Request::new(()));
     /// # drop(future);
     /// ```
     pub struct ResponseFuture<F> {

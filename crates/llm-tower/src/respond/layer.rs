@@ -1,10 +1,10 @@
-//! [`ErrorResponseLayer`] and its settings.
+//! [`RespondLayer`] and its settings.
 
 use std::sync::Arc;
 
 use tower::Layer;
 
-use super::service::ErrorResponse;
+use super::service::Respond;
 use super::shared::Shared;
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -15,20 +15,20 @@ pub(crate) struct Settings {
     pub(crate) metrics: bool,
 }
 
-/// Layer for [`ErrorResponse`]: the outermost layer of the stack.
+/// Layer for [`Respond`]: the outermost layer of the stack.
 ///
 /// ```
-/// use llm_tower::ErrorResponseLayer;
+/// use llm_tower::RespondLayer;
 ///
-/// let layer = ErrorResponseLayer::new().response_headers(true).access_log(true);
+/// let layer = RespondLayer::new().response_headers(true).access_log(true);
 /// # let _ = layer;
 /// ```
 #[derive(Clone, Debug, Default)]
-pub struct ErrorResponseLayer {
+pub struct RespondLayer {
     settings: Settings,
 }
 
-impl ErrorResponseLayer {
+impl RespondLayer {
     /// Error responses and hop-by-hop stripping only.
     pub fn new() -> Self {
         Self::default()
@@ -60,10 +60,10 @@ impl ErrorResponseLayer {
     }
 }
 
-impl<S> Layer<S> for ErrorResponseLayer {
-    type Service = ErrorResponse<S>;
+impl<S> Layer<S> for RespondLayer {
+    type Service = Respond<S>;
 
-    fn layer(&self, inner: S) -> ErrorResponse<S> {
-        ErrorResponse::new(inner, Arc::new(Shared::new(self.settings)))
+    fn layer(&self, inner: S) -> Respond<S> {
+        Respond::new(inner, Arc::new(Shared::new(self.settings)))
     }
 }

@@ -1,4 +1,4 @@
-//! [`Shared`]: what every clone of an [`ErrorResponse`](super::ErrorResponse) shares, its
+//! [`Shared`]: what every clone of an [`Respond`](super::Respond) shares, its
 //! settings and metric handles.
 
 #[cfg(feature = "metrics")]
@@ -6,7 +6,7 @@ use llm_tower_core::{Attempts, Caller};
 
 use super::layer::Settings;
 
-/// What every clone of an [`ErrorResponse`](super::ErrorResponse) shares.
+/// What every clone of an [`Respond`](super::Respond) shares.
 pub(crate) struct Shared {
     settings: Settings,
     #[cfg(feature = "metrics")]

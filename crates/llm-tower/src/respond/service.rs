@@ -1,4 +1,4 @@
-//! [`ErrorResponse`], the service.
+//! [`Respond`], the service.
 
 use std::convert::Infallible;
 use std::fmt;
@@ -13,7 +13,8 @@ use super::body::ResponseBody;
 use super::future::ResponseFuture;
 use super::shared::Shared;
 
-/// The outermost service of the stack: turns errors into OpenAI-style JSON responses (so its
+/// The outermost service of the stack, which responds to the client whatever happened
+/// below: turns errors into OpenAI-style JSON responses (so its
 /// error type is [`Infallible`] and it fits axum's `nest_service`, `route_service` and
 /// `fallback_service`), strips hop-by-hop headers from responses, and adds optional response
 /// headers, an access log and metrics.
@@ -21,7 +22,7 @@ use super::shared::Shared;
 /// ```
 /// use std::convert::Infallible;
 /// use http::{Request, StatusCode};
-/// use llm_tower::{BoxError, Error, ErrorKind, ErrorResponseLayer};
+/// use llm_tower::{BoxError, Error, ErrorKind, RespondLayer};
 /// use tower::{Layer, ServiceExt, service_fn};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
@@ -29,19 +30,19 @@ use super::shared::Shared;
 /// let failing = service_fn(|_: Request<()>| async {
 ///     Err::<http::Response<String>, BoxError>(Error::new(ErrorKind::Timeout, "too slow").into())
 /// });
-/// let response = ErrorResponseLayer::new().layer(failing).oneshot(Request::new(())).await;
+/// let response = RespondLayer::new().layer(failing).oneshot(Request::new(())).await;
 /// let response = response.unwrap(); // Infallible
 /// assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
 /// assert_eq!(response.headers()["content-type"], "application/json");
 /// # }
 /// ```
-pub struct ErrorResponse<S> {
+pub struct Respond<S> {
     inner: S,
     shared: Arc<Shared>,
     not_ready: Option<BoxError>,
 }
 
-impl<S> ErrorResponse<S> {
+impl<S> Respond<S> {
     pub(crate) fn new(inner: S, shared: Arc<Shared>) -> Self {
         Self {
             inner,
@@ -53,22 +54,22 @@ impl<S> ErrorResponse<S> {
     llm_tower_core::define_inner_service_accessors!();
 }
 
-impl<S: fmt::Debug> fmt::Debug for ErrorResponse<S> {
+impl<S: fmt::Debug> fmt::Debug for Respond<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ErrorResponse")
+        f.debug_struct("Respond")
             .field("inner", &self.inner)
             .field("settings", &self.shared.settings())
             .finish_non_exhaustive()
     }
 }
 
-impl<S: Clone> Clone for ErrorResponse<S> {
+impl<S: Clone> Clone for Respond<S> {
     fn clone(&self) -> Self {
         Self::new(self.inner.clone(), self.shared.clone())
     }
 }
 
-impl<S, B, RB> tower::Service<Request<B>> for ErrorResponse<S>
+impl<S, B, RB> tower::Service<Request<B>> for Respond<S>
 where
     S: tower::Service<Request<B>, Response = Response<RB>>,
     S::Error: Into<BoxError>,

@@ -1,7 +1,9 @@
-//! [`ErrorResponse`]: the outermost layer of the stack. It turns every failure into an
-//! OpenAI-style JSON response (so the stack's error type is [`Infallible`](std::convert::Infallible)
-//! and it fits axum's `nest_service`), strips hop-by-hop headers from responses, and adds the
-//! optional `x-llm-tower-*` headers, access log line and metrics.
+//! [`Respond`]: the outermost layer of the stack, which makes the client's response out of
+//! whatever the stack ended with and reports it. It turns every failure into an OpenAI-style
+//! JSON response (so the stack's error type is [`Infallible`](std::convert::Infallible) and it
+//! fits axum's `nest_service`), strips hop-by-hop headers from responses, and adds the
+//! optional `x-llm-tower-*` headers, access log line and metrics. (Named `ErrorResponse`
+//! until it did more than errors: the name said a third of it.)
 
 mod body;
 mod completion;
@@ -15,8 +17,8 @@ mod shared;
 
 pub use body::ResponseBody;
 pub use future::ResponseFuture;
-pub use layer::ErrorResponseLayer;
-pub use service::ErrorResponse;
+pub use layer::RespondLayer;
+pub use service::Respond;
 
 /// Response header naming the deployment (the endpoint, or `endpoint/model`) whose response
 /// this is.
