@@ -278,5 +278,4 @@ fn decode(body: &[u8], span: &Range<usize>, escaped: bool) -> Option<ModelName> 
 }
 
 #[cfg(test)]
-#[path = "scan_tests.rs"]
 mod tests;
