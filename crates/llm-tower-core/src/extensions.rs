@@ -5,13 +5,13 @@
 //!
 //! | extension | on | written by | read by |
 //! |---|---|---|---|
-//! | [`Selected`] | request, response | the balancer, per attempt (and on the answer) | retry (policy, budget), auth (the key), the transport's check, error responses (headers) |
-//! | [`Deployment`] | request, response | the balancer, per attempt (and on the answer) | retry (tries recorded under its id), error responses (`x-llm-tower-endpoint`, `x-llm-tower-model`) |
-//! | [`Attempts`](crate::Attempts) | request, response | the balancer (or a retry layer outside it, which begins it) | retry (records each try), error responses (log, metrics, `x-llm-tower-attempts`) |
+//! | [`Selected`] | request, response | the balancer, per attempt (and on the answer) | retry (policy, budget), auth (the key), the transport's check, Respond (headers) |
+//! | [`Deployment`] | request, response | the balancer, per attempt (and on the answer) | retry (tries recorded under its id), Respond (`x-llm-tower-endpoint`, `x-llm-tower-model`) |
+//! | [`Attempts`](crate::Attempts) | request, response | the balancer (or a retry layer outside it, which begins it) | retry (records each try), Respond (log, metrics, `x-llm-tower-attempts`) |
 //! | [`Replay`] | request | the balancer | retry (makes the request again without a copy of its own) |
 //! | [`SingleTry`] | request | the balancer, on a half-open probe or on probation | retry (makes no retry) |
 //! | [`CredentialsSet`] | request | auth | the transport (`HttpClient` refuses a balancer's request without it) |
-//! | [`Caller`] | request | whoever authenticated the client (the gateway's client keys) | error responses (access log, metrics) |
+//! | [`Caller`] | request | whoever authenticated the client (the gateway's client keys) | Respond (access log, metrics) |
 //! | [`CooldownHint`] | response | retry, for a `Retry-After` it did not sleep | the balancer (cools the endpoint that long) |
 
 use std::fmt;
