@@ -14,7 +14,9 @@ use std::time::{Duration, SystemTime};
 use common::{CHAT, body, endpoint, error_json, header, refusing_base_url, start};
 use http::StatusCode;
 use http_body_util::BodyExt;
-use llm_tower::{Config, ExponentialBackoff, RetryBudget, RetryPolicy, WhenAllUnhealthy};
+use llm_tower::{
+    Config, ExponentialBackoff, RetryBudget, RetryOn, RetryPolicy, RetryReason, WhenAllUnhealthy,
+};
 use llm_tower_mock::{Behavior, MockProvider};
 
 async fn two_mocks() -> (MockProvider, MockProvider) {
@@ -83,12 +85,42 @@ async fn reset_mid_stream_fails_the_stream_and_is_not_retried() {
     assert_eq!(b.request_count(), 0);
 }
 
+/// A provider that accepts and never answers costs one per-try timeout, not three: a timed-out
+/// try moves to the next deployment at once (`retry_on` leaves timeouts out by default).
 #[tokio::test(start_paused = true)]
-async fn slow_head_beyond_the_per_try_timeout() {
+async fn a_silent_route_costs_one_per_try_timeout() {
+    let (a, b) = two_mocks().await;
+    a.set_default(Behavior::StallHead);
+    let mut config = pair(&a, &b);
+    config.endpoints[0].timeout = Some(Duration::from_secs(30));
+    let gw = start(config).await;
+    let started = tokio::time::Instant::now();
+    let response = gw.post(CHAT).await;
+    let elapsed = started.elapsed();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(header(&response, "x-llm-tower-endpoint"), "b");
+    assert_eq!(
+        header(&response, "x-llm-tower-attempts"),
+        "2",
+        "a once, then b"
+    );
+    assert_eq!(a.request_count(), 1, "the silent route is not tried again");
+    assert!(
+        elapsed >= Duration::from_secs(30) && elapsed <= Duration::from_secs(31),
+        "{elapsed:?}"
+    );
+    // It still counts against a's health (default threshold: one exhausted request).
+    assert_eq!(gw.upstream("a").await["status"], "ejected");
+}
+
+/// `retry_on: [timeout]` brings back retries of a slow head on the same deployment.
+#[tokio::test(start_paused = true)]
+async fn slow_head_beyond_the_per_try_timeout_is_retried_when_retry_on_says_so() {
     let (a, b) = two_mocks().await;
     a.set_default(Behavior::delay(Duration::from_secs(30), Behavior::Reply));
     let mut config = pair(&a, &b);
     config.endpoints[0].timeout = Some(Duration::from_secs(2));
+    config.endpoints[0].retry_on = RetryOn::of([RetryReason::Timeout]);
     let gw = start(config).await;
     let started = tokio::time::Instant::now();
     let response = gw.post(CHAT).await;
@@ -112,16 +144,25 @@ async fn stalled_body_with_first_byte_timeout() {
     let mut config = pair(&a, &b);
     config.endpoints[0].first_byte_timeout = Some(Duration::from_secs(1));
     let gw = start(config).await;
+    let started = tokio::time::Instant::now();
     let response = gw.post(r#"{"stream":true}"#).await;
     assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        started.elapsed() <= Duration::from_millis(1100),
+        "one first-byte timeout"
+    );
     assert_eq!(header(&response, "x-llm-tower-endpoint"), "b");
-    assert_eq!(header(&response, "x-llm-tower-attempts"), "3");
+    assert_eq!(
+        header(&response, "x-llm-tower-attempts"),
+        "2",
+        "a once, then b"
+    );
     let text = String::from_utf8(body(response).await.to_vec()).unwrap();
     assert!(
         text.trim_end().ends_with("data: [DONE]"),
         "the backup's stream arrives whole"
     );
-    assert_eq!(a.request_count(), 2);
+    assert_eq!(a.request_count(), 1);
     assert_eq!(gw.upstream("a").await["status"], "ejected");
 }
 
@@ -388,8 +429,8 @@ async fn a_head_then_nothing_is_a_failed_try_before_any_byte_reached_the_client(
     assert_eq!(header(&response, "x-llm-tower-endpoint"), "b");
     assert_eq!(
         header(&response, "x-llm-tower-attempts"),
-        "3",
-        "a, a again, b"
+        "2",
+        "a (its first byte late: not retried there), then b"
     );
     let text = String::from_utf8(body(response).await.to_vec()).unwrap();
     assert!(text.trim_end().ends_with("data: [DONE]"));
@@ -436,6 +477,8 @@ async fn a_probe_to_a_blackholed_endpoint_costs_one_timeout() {
     let (_listener, blackholed) = common::blackhole();
     let mut a = endpoint("a", blackholed, 0);
     a.timeout = Some(Duration::from_secs(1));
+    // Timeouts retried here, so that the probe's single try shows.
+    a.retry_on = RetryOn::ALL;
     a.health_check_interval = Duration::from_secs(5);
     a.retry_policy = RetryPolicy::ExponentialBackoff(ExponentialBackoff {
         times: 2,

@@ -54,6 +54,7 @@ mod model;
 mod percent;
 mod policy;
 mod retry_after;
+mod retry_on;
 mod transport;
 
 pub use attempt::{Attempt, AttemptKind, Attempts, Outcome};
@@ -81,6 +82,7 @@ pub use model::{ModelInBody, ModelName, ModelRoute, find_model, with_model};
 pub use percent::percent_decode;
 pub use policy::{CountBased, ExponentialBackoff, RetryPolicy};
 pub use retry_after::{retry_after, retry_after_at};
+pub use retry_on::{RetryOn, RetryReason};
 
 /// The `User-Agent` llm-tower sends upstream by default: `llm-tower/<version>`.
 pub const USER_AGENT: &str = concat!("llm-tower/", env!("CARGO_PKG_VERSION"));

@@ -8,8 +8,8 @@ use std::time::Duration;
 use http::{Request, Response};
 use http_body::Body;
 use llm_tower_core::{
-    Attempts, BoxError, CooldownHint, Deployment, EndpointId, Replay, RetryPolicy, Selected,
-    SingleTry, classify, retry_after,
+    Attempts, BoxError, CooldownHint, Deployment, Endpoint, EndpointId, Replay, RetryOn,
+    RetryPolicy, Selected, SingleTry, classify, retry_after,
 };
 use tower::Service;
 use tower::retry::budget::{Budget, TpsBudget};
@@ -49,6 +49,9 @@ where
     let policy = selected
         .as_deref()
         .map_or(&state.default_policy, |s| s.retry_policy());
+    let retry_on = selected
+        .as_deref()
+        .map_or_else(RetryOn::default, Endpoint::retry_on);
     // A half-open probe is tried once: nobody waits through retries on an endpoint that is
     // probably still down.
     let max_retries = if extensions.get::<SingleTry>().is_some() {
@@ -89,8 +92,15 @@ where
             budget.deposit();
             budget
         });
-        let Some(delay) = retry_delay(&state, policy, &mut result, retries, max_retries, budget)
-        else {
+        let Some(delay) = retry_delay(
+            &state,
+            policy,
+            retry_on,
+            &mut result,
+            retries,
+            max_retries,
+            budget,
+        ) else {
             return result;
         };
         retries += 1;
@@ -119,19 +129,21 @@ fn copy_of<B: Clone>(request: &Request<B>) -> Request<B> {
     copy
 }
 
-/// Whether to try again after `result`, and after how long: only a retryable outcome, within
-/// the policy's count and the budget, and never sooner than the upstream asked. A wait longer
-/// than `max_retry_after` is not slept: it goes on the response as a [`CooldownHint`] for
-/// the balancer.
+/// Whether to try again after `result`, and after how long: only a retryable outcome that
+/// the endpoint's `retry_on` names (a timeout, by default, moves to the next deployment at
+/// once instead), within the policy's count and the budget, and never sooner than the
+/// upstream asked. A wait longer than `max_retry_after` is not slept: it goes on the
+/// response as a [`CooldownHint`] for the balancer.
 fn retry_delay<RB>(
     state: &RetryState,
     policy: &RetryPolicy,
+    retry_on: RetryOn,
     result: &mut Result<Response<RB>, BoxError>,
     retries: u32,
     max_retries: u32,
     budget: &TpsBudget,
 ) -> Option<Duration> {
-    if !classify(result).retry_same_endpoint() {
+    if !classify(result).retry_same_endpoint() || !retry_on.allows(result) {
         return None;
     }
     let wait = result.as_ref().ok().and_then(|r| retry_after(r.headers()));

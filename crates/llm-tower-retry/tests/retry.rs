@@ -12,7 +12,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use llm_tower_core::{
     AttemptKind, Attempts, BoxError, BufferedBody, CooldownHint, CountBased, Endpoint, ErrorKind,
-    ExponentialBackoff, Outcome, RetryPolicy, Selected,
+    ExponentialBackoff, Outcome, RetryOn, RetryPolicy, RetryReason, Selected,
 };
 use llm_tower_mock::scripted::{DEFAULT_ENDPOINT, ScriptedUpstream, SingleFrame, Step};
 use llm_tower_retry::{RetryBudget, RetryLayer};
@@ -363,17 +363,36 @@ async fn budget_exhaustion_stops_retries() {
     assert_eq!(upstream.calls().len(), 5);
 }
 
+/// A silent route stays silent: by default a per-try timeout is not retried on the same
+/// endpoint (the balancer moves on at once); `retry_on: [timeout]` retries it.
 #[tokio::test(start_paused = true)]
-async fn per_try_timeout_is_retried() {
-    let ep = Endpoint::builder("ep", "http://127.0.0.1:9")
-        .retry_policy(count(1))
-        .timeout(Some(Duration::from_secs(1)))
+async fn per_try_timeout_is_retried_only_when_retry_on_names_it() {
+    let silent_then_ok = || {
+        scripted([
+            Step::delay(Duration::from_secs(10), Step::Status(200)),
+            Step::Status(200),
+        ])
+    };
+    let builder = || {
+        Endpoint::builder("ep", "http://127.0.0.1:9")
+            .retry_policy(count(1))
+            .timeout(Some(Duration::from_secs(1)))
+    };
+
+    let upstream = silent_then_ok();
+    let started = Instant::now();
+    let (result, log) = send(&RetryLayer::new(), &upstream, &builder().build().unwrap()).await;
+    let err = result.unwrap_err();
+    assert_eq!(ErrorKind::of(&*err), ErrorKind::Timeout);
+    assert_eq!(started.elapsed(), Duration::from_secs(1));
+    assert_eq!(upstream.calls().len(), 1, "not retried on itself");
+    assert_eq!(log.len(), 1);
+
+    let ep = builder()
+        .retry_on(RetryOn::of([RetryReason::Timeout]))
         .build()
         .unwrap();
-    let upstream = scripted([
-        Step::delay(Duration::from_secs(10), Step::Status(200)),
-        Step::Status(200),
-    ]);
+    let upstream = silent_then_ok();
     let started = Instant::now();
     let (result, log) = send(&RetryLayer::new(), &upstream, &ep).await;
     assert_eq!(result.unwrap().status(), StatusCode::OK);
@@ -406,15 +425,31 @@ async fn per_try_timeout_does_not_cut_a_started_body() {
 
 #[tokio::test(start_paused = true)]
 async fn first_byte_timeout_retries_and_delivers_the_first_frame_once() {
-    let ep = Endpoint::builder("ep", "http://127.0.0.1:9")
-        .retry_policy(count(2))
-        .first_byte_timeout(Some(Duration::from_secs(2)))
+    let builder = || {
+        Endpoint::builder("ep", "http://127.0.0.1:9")
+            .retry_policy(count(2))
+            .first_byte_timeout(Some(Duration::from_secs(2)))
+    };
+    let slow_then_ok = || {
+        scripted([
+            Step::SlowBody(Duration::from_secs(60)),
+            Step::SlowBody(Duration::from_millis(500)),
+        ])
+    };
+    // By default a late first byte moves on at once: one try here.
+    let upstream = slow_then_ok();
+    let (result, _) = send(&RetryLayer::new(), &upstream, &builder().build().unwrap()).await;
+    assert_eq!(
+        ErrorKind::of(&*result.unwrap_err()),
+        ErrorKind::FirstByteTimeout
+    );
+    assert_eq!(upstream.calls().len(), 1);
+
+    let ep = builder()
+        .retry_on(RetryOn::of([RetryReason::FirstByteTimeout]))
         .build()
         .unwrap();
-    let upstream = scripted([
-        Step::SlowBody(Duration::from_secs(60)),
-        Step::SlowBody(Duration::from_millis(500)),
-    ]);
+    let upstream = slow_then_ok();
     let (result, log) = send(&RetryLayer::new(), &upstream, &ep).await;
     let body = result
         .unwrap()

@@ -190,7 +190,8 @@ pub use llm_tower_core::{
     Classification, ClassifyErrors, ClassifyErrorsLayer, ConfigError, CooldownHint, CountBased,
     Deployment, Endpoint, EndpointBuilder, EndpointConfig, EndpointId, Error, ErrorKind,
     ExpectStatus, ExponentialBackoff, HOP_BY_HOP, HealthCheck, ModelName, ModelRoute, ModelsConfig,
-    Outcome, Provider, ProviderName, RetryPolicy, Secret, Selected, SingleTry, strip_hop_by_hop,
+    Outcome, Provider, ProviderName, RetryOn, RetryPolicy, RetryReason, Secret, Selected,
+    SingleTry, strip_hop_by_hop,
 };
 pub use llm_tower_fallback::{
     Fallback, FallbackBuilder, FallbackLayer, FallbackSettings, ModelFallbacks, Strategy,

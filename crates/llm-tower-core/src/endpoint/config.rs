@@ -9,6 +9,7 @@ use super::{ApiKey, Endpoint, HealthCheck, Provider, Secret};
 use crate::config_error::ConfigError;
 use crate::model::ModelRoute;
 use crate::policy::RetryPolicy;
+use crate::retry_on::RetryOn;
 
 /// Provider names accepted in configuration.
 ///
@@ -98,6 +99,11 @@ pub struct EndpointConfig {
     /// Retry policy (default `ExponentialBackoff` with its defaults).
     #[serde(default)]
     pub retry_policy: RetryPolicy,
+    /// The failures retried on this endpoint before falling back (`connect`, `reset`,
+    /// `timeout`, `first_byte_timeout`, `protocol`, `5xx`, `429`, `408`); default every one
+    /// but the two timeouts, which fall back at once.
+    #[serde(default)]
+    pub retry_on: RetryOn,
     /// The models it serves (default: any model): a list of names, or a map
     /// `name: upstream-name` for an endpoint that knows a model by another name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -186,6 +192,7 @@ impl EndpointConfig {
             first_byte_timeout: None,
             stream_idle_timeout: default_stream_idle_timeout(),
             retry_policy: RetryPolicy::default(),
+            retry_on: RetryOn::default(),
             models: None,
             health_check: None,
         }
@@ -241,7 +248,8 @@ impl EndpointConfig {
             .timeout(self.timeout)
             .first_byte_timeout(self.first_byte_timeout)
             .stream_idle_timeout(self.stream_idle_timeout)
-            .retry_policy(self.retry_policy.clone());
+            .retry_policy(self.retry_policy.clone())
+            .retry_on(self.retry_on);
         if let Some(models) = &self.models {
             builder = builder.models(
                 models

@@ -22,6 +22,7 @@ pub use provider::Provider;
 use crate::config_error::ConfigError;
 use crate::model::ModelRoute;
 use crate::policy::RetryPolicy;
+use crate::retry_on::RetryOn;
 
 /// One upstream: where it is, how to authenticate, and how to treat its failures.
 ///
@@ -58,6 +59,7 @@ pub struct Endpoint {
     first_byte_timeout: Option<Duration>,
     stream_idle_timeout: Option<Duration>,
     retry_policy: RetryPolicy,
+    retry_on: RetryOn,
     models: Option<Arc<[ModelRoute]>>,
     health_check: Option<Arc<HealthCheck>>,
 }
@@ -124,6 +126,7 @@ impl Endpoint {
             first_byte_timeout: None,
             stream_idle_timeout: Some(Self::DEFAULT_STREAM_IDLE_TIMEOUT),
             retry_policy: RetryPolicy::default(),
+            retry_on: RetryOn::default(),
             models: None,
             health_check: None,
         }
@@ -180,6 +183,12 @@ impl Endpoint {
     /// The retry policy for this endpoint.
     pub fn retry_policy(&self) -> &RetryPolicy {
         &self.retry_policy
+    }
+
+    /// The failures retried on this endpoint before the balancer moves on (by default every
+    /// retryable one but the timeouts).
+    pub fn retry_on(&self) -> RetryOn {
+        self.retry_on
     }
 
     /// The models this endpoint serves, or `None` when it serves any model (the request's
@@ -245,6 +254,7 @@ pub struct EndpointBuilder {
     first_byte_timeout: Option<Duration>,
     stream_idle_timeout: Option<Duration>,
     retry_policy: RetryPolicy,
+    retry_on: RetryOn,
     models: Option<Vec<ModelRoute>>,
     health_check: Option<HealthCheck>,
 }
@@ -309,6 +319,12 @@ impl EndpointBuilder {
     #[must_use]
     pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
         self.retry_policy = policy;
+        self
+    }
+    /// Sets the failures retried on this endpoint itself; the others fall back at once.
+    #[must_use]
+    pub fn retry_on(mut self, retry_on: RetryOn) -> Self {
+        self.retry_on = retry_on;
         self
     }
     /// Sets the models this endpoint serves (by default, any model): names, or aliases
@@ -394,6 +410,7 @@ impl EndpointBuilder {
             first_byte_timeout: self.first_byte_timeout,
             stream_idle_timeout: self.stream_idle_timeout,
             retry_policy: self.retry_policy,
+            retry_on: self.retry_on,
             models: self.models.map(Into::into),
             health_check: self.health_check.map(Arc::new),
         })

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use llm_tower_core::{CountBased, Endpoint, EndpointConfig, ExponentialBackoff, RetryPolicy};
+use llm_tower_core::{
+    CountBased, Endpoint, EndpointConfig, ExponentialBackoff, RetryOn, RetryPolicy, RetryReason,
+};
 use llm_tower_fallback::{Strategy, WhenAllUnhealthy};
 
 use super::*;
@@ -27,6 +29,7 @@ endpoints:
     health_check_interval: 2500
     timeout: 60s
     first_byte_timeout: 10s
+    retry_on: [connect, 429, first_byte_timeout]
     retry_policy:
       name: ExponentialBackoff
       config: { times: 3, initial_interval: 50ms, max_interval: 2s, multiplier: 1.5 }
@@ -67,6 +70,7 @@ fallback = true
 health_check_interval = 2500
 timeout = "60s"
 first_byte_timeout = "10s"
+retry_on = ["connect", 429, "first_byte_timeout"]
 retry_policy = { name = "ExponentialBackoff", config = { times = 3, initial_interval = "50ms", max_interval = "2s", multiplier = 1.5 } }
 
 [[endpoints]]
@@ -126,6 +130,15 @@ fn yaml_and_toml_read_the_same() {
     assert_eq!(eps[0].health_check_interval(), Duration::from_millis(2500));
     assert_eq!(eps[0].first_byte_timeout(), Some(Duration::from_secs(10)));
     assert_eq!(
+        eps[0].retry_on(),
+        RetryOn::of([
+            RetryReason::Connect,
+            RetryReason::TooManyRequests,
+            RetryReason::FirstByteTimeout
+        ])
+    );
+    assert_eq!(eps[1].retry_on(), RetryOn::default());
+    assert_eq!(
         eps[0].retry_policy(),
         &RetryPolicy::ExponentialBackoff(ExponentialBackoff {
             times: 3,
@@ -166,6 +179,7 @@ fn defaults() {
     let e = &c.build_endpoints().unwrap()[0];
     assert_eq!(e.health_check_interval(), Duration::from_secs(5));
     assert_eq!(e.retry_policy(), &RetryPolicy::default());
+    assert!(!e.retry_on().contains(RetryReason::Timeout));
     assert_eq!(e.timeout(), Some(Duration::from_secs(600)));
     assert!(e.credential().is_none());
     assert_eq!(c.fallback.max_body_bytes, 32 * 1024 * 1024);
@@ -177,6 +191,14 @@ fn err(text: &str) -> String {
 
 /// Configurations that must be refused, and what the error must say.
 const INVALID: &[(&str, &[&str])] = &[
+    (
+        "endpoints: [{ id: a, base_url: 'http://h', retry_on: [connect, sometimes] }]",
+        &[
+            "endpoints[0].retry_on",
+            "unknown `sometimes`",
+            "first_byte_timeout",
+        ],
+    ),
     (
         "endpoints: [{ id: a, base_url: 'http://h', timeout: 5000000000000000h }]",
         &["endpoint `a`: timeout", "24h"],
