@@ -6,47 +6,12 @@
 mod common;
 
 use bytes::Bytes;
-use common::{CHAT, body, endpoint, error_json, header, start};
+use common::{CHAT, body, chat, endpoint, error_json, header, models_seen, serving, start};
 use http::{Request, StatusCode};
 use http_body_util::Full;
-use llm_tower::{Config, EndpointConfig, ModelFallbacks, ModelsConfig};
+use llm_tower::{Config, ModelFallbacks};
 use llm_tower_mock::{Behavior, MockProvider};
 use serde_json::Value;
-
-/// `endpoint(id)` in front of `mock`, serving `models` (`(name, upstream name)`).
-fn serving(
-    id: &str,
-    mock: &MockProvider,
-    priority: u32,
-    models: &[(&str, &str)],
-) -> EndpointConfig {
-    EndpointConfig {
-        models: Some(ModelsConfig(
-            models
-                .iter()
-                .map(|(name, upstream)| ((*name).to_owned(), (*upstream).to_owned()))
-                .collect(),
-        )),
-        ..endpoint(id, mock.base_url(), priority)
-    }
-}
-
-fn chat(model: &str) -> String {
-    format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"hi"}}]}}"#)
-}
-
-/// The `model` each request a mock received asked for (`-` for none).
-fn models_seen(mock: &MockProvider) -> Vec<String> {
-    mock.requests()
-        .iter()
-        .map(|r| {
-            r.json().unwrap()["model"]
-                .as_str()
-                .unwrap_or("-")
-                .to_owned()
-        })
-        .collect()
-}
 
 fn status(code: u16) -> Behavior {
     Behavior::Status {

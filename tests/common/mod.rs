@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use llm_tower::{Config, CountBased, EndpointConfig, RetryPolicy, Secret};
+use llm_tower::{Config, CountBased, EndpointConfig, ModelsConfig, RetryPolicy, Secret};
 use llm_tower_gateway::{self as gateway, ClientAuth, ClientKey, GatewayConfig};
 use llm_tower_mock::MockProvider;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -244,4 +244,39 @@ pub fn header<'a>(response: &'a Response<Incoming>, name: &str) -> &'a str {
 
 pub async fn error_json(response: Response<Incoming>) -> Value {
     serde_json::from_slice(&body(response).await).unwrap()
+}
+
+/// `endpoint(id)` in front of `mock`, serving `models` (`(name, upstream name)`).
+pub fn serving(
+    id: &str,
+    mock: &MockProvider,
+    priority: u32,
+    models: &[(&str, &str)],
+) -> EndpointConfig {
+    EndpointConfig {
+        models: Some(ModelsConfig(
+            models
+                .iter()
+                .map(|(name, upstream)| ((*name).to_owned(), (*upstream).to_owned()))
+                .collect(),
+        )),
+        ..endpoint(id, mock.base_url(), priority)
+    }
+}
+
+pub fn chat(model: &str) -> String {
+    format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"hi"}}]}}"#)
+}
+
+/// The `model` each request a mock received asked for (`-` for none).
+pub fn models_seen(mock: &MockProvider) -> Vec<String> {
+    mock.requests()
+        .iter()
+        .map(|r| {
+            r.json().unwrap()["model"]
+                .as_str()
+                .unwrap_or("-")
+                .to_owned()
+        })
+        .collect()
 }

@@ -13,6 +13,7 @@
 //! | [`CredentialsSet`] | request | auth | the transport (`HttpClient` refuses a balancer's request without it) |
 //! | [`Caller`] | request | whoever authenticated the client (the gateway's client keys) | Respond (access log, metrics) |
 //! | [`CooldownHint`] | response | retry, for a `Retry-After` it did not sleep | the balancer (cools the endpoint that long) |
+//! | [`ContextOverflow`] | response | retry, from the 400 body it read ahead | the balancer (moves on to a `context_window_fallback` model) |
 
 use std::fmt;
 use std::ops::Deref;
@@ -195,3 +196,18 @@ impl fmt::Display for Deployment {
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CooldownHint(pub Duration);
+
+/// Response extension marking a 400 whose body says the prompt does not fit the model's
+/// context window ([`is_context_overflow`](crate::is_context_overflow)). The retry layer,
+/// which reads error bodies before passing their head on, sets it; the balancer then tries
+/// the model's `context_window_fallback` models, if it has any.
+///
+/// ```
+/// use llm_tower_core::ContextOverflow;
+///
+/// let mut response = http::Response::new(());
+/// response.extensions_mut().insert(ContextOverflow);
+/// assert!(response.extensions().get::<ContextOverflow>().is_some());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ContextOverflow;

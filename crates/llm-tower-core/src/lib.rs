@@ -44,6 +44,7 @@ mod body;
 mod classify;
 mod classify_errors;
 mod config_error;
+mod context_overflow;
 pub mod duration;
 mod endpoint;
 mod error;
@@ -67,13 +68,14 @@ pub use classify::{
 };
 pub use classify_errors::{ClassifyErrors, ClassifyErrorsFuture, ClassifyErrorsLayer};
 pub use config_error::{ConfigError, MAX_COOLDOWN_LIMIT};
+pub use context_overflow::is_context_overflow;
 pub use endpoint::{
     ApiKey, BaseUrl, Endpoint, EndpointBuilder, EndpointConfig, EndpointId, ExpectStatus,
     HealthCheck, ModelsConfig, Provider, ProviderName, Secret, port_is_valid,
 };
 pub use error::{BoxError, Error, ErrorKind};
 pub use extensions::{
-    Caller, CooldownHint, CredentialsSet, Deployment, Replay, Selected, SingleTry,
+    Caller, ContextOverflow, CooldownHint, CredentialsSet, Deployment, Replay, Selected, SingleTry,
 };
 pub use headers::{HOP_BY_HOP, HeaderNames, remove_where, strip_hop_by_hop, strip_hop_by_hop_and};
 #[doc(hidden)] // For `header_names!`.

@@ -25,12 +25,16 @@ pub(crate) struct Balancer {
     pub(crate) models: ModelFallbacks,
     /// The same, by model, resolved once.
     chains: HashMap<ModelName, Box<[ModelName]>>,
+    /// The models each model goes on to when a prompt does not fit it.
+    context: HashMap<ModelName, Box<[ModelName]>>,
     /// The health checker of its endpoints, once started: it stops with the balancer.
     checker: Mutex<Option<HealthChecker>>,
 }
 
 /// Where one request may go, in steps: the model it asked for (if any), then the models of
-/// that model's fallback chain, each with its group of deployments.
+/// that model's fallback chain, each with its group of deployments. When a model refuses the
+/// prompt as too long for its context window, the steps after it become its
+/// `context_window_fallback` models.
 pub(crate) struct Route<'a> {
     /// The model the request named, and where its value is in the body.
     pub(crate) requested: Option<(ModelName, std::ops::Range<usize>)>,
@@ -38,6 +42,8 @@ pub(crate) struct Route<'a> {
     first: &'a Group,
     /// Steps 1 and on (empty unless the model has a chain: no allocation).
     chain: Vec<(&'a ModelName, &'a Group)>,
+    /// The models that refused this prompt as too long: never sent it again.
+    overflowed: Vec<&'a ModelName>,
 }
 
 impl Route<'_> {
@@ -72,10 +78,20 @@ impl Balancer {
     ) -> Self {
         let chains: HashMap<ModelName, Box<[ModelName]>> = models
             .iter()
+            .filter(|(_, next)| !next.is_empty())
             .map(|(model, next)| (model, next.into()))
+            .collect();
+        let context: HashMap<ModelName, Box<[ModelName]>> = models
+            .iter()
+            .map(|(model, _)| {
+                let bigger = models.context_window_fallbacks(&model);
+                (model, bigger.into())
+            })
+            .filter(|(_, bigger): &(_, Box<[ModelName]>)| !bigger.is_empty())
             .collect();
         let mut chained: Vec<ModelName> = chains
             .iter()
+            .chain(&context)
             .flat_map(|(model, next)| std::iter::once(model).chain(next.iter()))
             .cloned()
             .collect();
@@ -87,6 +103,7 @@ impl Balancer {
             settings,
             models,
             chains,
+            context,
             checker: Mutex::new(None),
         }
     }
@@ -127,13 +144,18 @@ impl Balancer {
     /// The route of a request with this body: by its top-level `model`, read without
     /// building a document.
     pub(crate) fn route(&self, body: &[u8]) -> Result<Route<'_>, Error> {
-        if let Some(any) = self.pool.only_any().filter(|_| self.chains.is_empty()) {
+        if let Some(any) = self
+            .pool
+            .only_any()
+            .filter(|_| self.chains.is_empty() && self.context.is_empty())
+        {
             // No endpoint lists models and no model has a chain: the model decides nothing,
             // and the body is not read.
             return Ok(Route {
                 requested: None,
                 first: any,
                 chain: Vec::new(),
+                overflowed: Vec::new(),
             });
         }
         let requested = match find_model(body) {
@@ -164,6 +186,46 @@ impl Balancer {
             requested,
             first,
             chain,
+            overflowed: Vec::new(),
+        })
+    }
+
+    /// The model of the route's step `step` refused the prompt as longer than its context
+    /// window: the steps after it become that model's `context_window_fallback` models (none
+    /// that refused it already), and the first of them that admits a request is returned
+    /// with its step. `None`: the model has none, or none admits a request now.
+    pub(crate) fn context_window_pick<'a>(
+        &'a self,
+        route: &mut Route<'a>,
+        step: usize,
+        now: Instant,
+    ) -> Option<(usize, Pick)> {
+        let model = match step {
+            0 => {
+                let requested = &route.requested.as_ref()?.0;
+                self.context.get_key_value(requested)?.0
+            }
+            _ => route.chain[step - 1].0,
+        };
+        route.overflowed.push(model);
+        let bigger = self.context.get(model)?;
+        route.chain.truncate(step);
+        for next in bigger.iter().filter(|m| !route.overflowed.contains(m)) {
+            // Validated at build: every model named has deployments.
+            if let Ok(group) = self.pool.group(Some(next)) {
+                route.chain.push((next, group));
+            }
+        }
+        self.first_from(route, step + 1, now)
+    }
+
+    /// The first deployment that admits a request in the route's steps from `from` on.
+    fn first_from(&self, route: &Route<'_>, from: usize, now: Instant) -> Option<(usize, Pick)> {
+        (from..route.steps()).find_map(|step| {
+            let pick = self
+                .pool
+                .first(route.group(step), now, &mut Soonest::default())?;
+            Some((step, pick))
         })
     }
 
@@ -222,12 +284,9 @@ impl Balancer {
         {
             return Some((step, pick));
         }
-        for next in step + 1..route.steps() {
-            let group = route.group(next);
-            if let Some(pick) = self.pool.first(group, now, &mut Soonest::default()) {
-                tried.fill(false);
-                return Some((next, pick));
-            }
+        if let Some(next) = self.first_from(route, step + 1, now) {
+            tried.fill(false);
+            return Some(next);
         }
         (self.settings.when_all_unhealthy == WhenAllUnhealthy::TrySoonest)
             .then(|| soonest.pick())

@@ -32,6 +32,10 @@ struct ModelSettings {
     /// The models to try, in order, when every deployment of this one failed.
     #[serde(default)]
     fallback: Vec<String>,
+    /// The models to try, in order, when this one refused the prompt as longer than its
+    /// context window (bigger ones, as a rule).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    context_window_fallback: Vec<String>,
 }
 
 impl ModelFallbacks {
@@ -48,13 +52,40 @@ impl ModelFallbacks {
         fallbacks: impl IntoIterator<Item = impl Into<String>>,
     ) -> Self {
         let fallback = fallbacks.into_iter().map(Into::into).collect();
-        self.0.insert(model.into(), ModelSettings { fallback });
+        self.0.entry(model.into()).or_default().fallback = fallback;
+        self
+    }
+
+    /// Adds (or replaces) the models `model`'s requests go on to when it answers that the
+    /// prompt does not fit its context window (a 400 `context_length_exceeded`, "prompt is too
+    /// long"): `models: {gpt-4o: {context_window_fallback: [gpt-4.1]}}`.
+    ///
+    /// ```
+    /// use llm_tower_fallback::ModelFallbacks;
+    ///
+    /// let models = ModelFallbacks::new().context_window_fallback("gpt-4o", ["gpt-4.1"]);
+    /// assert_eq!(&*models.context_window_fallbacks("gpt-4o")[0], "gpt-4.1");
+    /// assert!(models.fallbacks("gpt-4o").is_empty(), "not an ordinary chain");
+    /// ```
+    #[must_use]
+    pub fn context_window_fallback(
+        mut self,
+        model: impl Into<String>,
+        bigger: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        let bigger = bigger.into_iter().map(Into::into).collect();
+        self.0
+            .entry(model.into())
+            .or_default()
+            .context_window_fallback = bigger;
         self
     }
 
     /// Whether there are no chains.
     pub fn is_empty(&self) -> bool {
-        self.0.values().all(|m| m.fallback.is_empty())
+        self.0
+            .values()
+            .all(|m| m.fallback.is_empty() && m.context_window_fallback.is_empty())
     }
 
     /// The chain of `model` (empty when it has none).
@@ -62,6 +93,19 @@ impl ModelFallbacks {
         self.0
             .get(model)
             .map(|m| m.fallback.iter().map(|name| name.as_str().into()).collect())
+            .unwrap_or_default()
+    }
+
+    /// The models `model` goes on to when the prompt does not fit it (empty when none).
+    pub fn context_window_fallbacks(&self, model: &str) -> Vec<ModelName> {
+        self.0
+            .get(model)
+            .map(|m| {
+                m.context_window_fallback
+                    .iter()
+                    .map(|name| name.as_str().into())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -93,18 +137,23 @@ impl ModelFallbacks {
             if !known(model) {
                 return Err(ConfigError::invalid(field, "no endpoint serves this model"));
             }
-            for (i, next) in settings.fallback.iter().enumerate() {
-                if !known(next) {
-                    return Err(ConfigError::invalid(
-                        format!("{field}.fallback"),
-                        format!("no endpoint serves `{next}`"),
-                    ));
-                }
-                if next == model || settings.fallback[..i].contains(next) {
-                    return Err(ConfigError::invalid(
-                        format!("{field}.fallback"),
-                        format!("`{next}` is named twice in the chain of `{model}`"),
-                    ));
+            for (key, list) in [
+                ("fallback", &settings.fallback),
+                ("context_window_fallback", &settings.context_window_fallback),
+            ] {
+                for (i, next) in list.iter().enumerate() {
+                    if !known(next) {
+                        return Err(ConfigError::invalid(
+                            format!("{field}.{key}"),
+                            format!("no endpoint serves `{next}`"),
+                        ));
+                    }
+                    if next == model || list[..i].contains(next) {
+                        return Err(ConfigError::invalid(
+                            format!("{field}.{key}"),
+                            format!("`{next}` is named twice in the chain of `{model}`"),
+                        ));
+                    }
                 }
             }
         }
@@ -174,6 +223,21 @@ mod tests {
         let endpoints = [endpoint("a", &["x", "y", "z"])];
         let check = |chains: ModelFallbacks| chains.validate(&endpoints).map_err(|e| e.to_string());
         assert!(check(ModelFallbacks::new().chain("x", ["y", "z"])).is_ok());
+        assert_eq!(
+            check(ModelFallbacks::new().context_window_fallback("x", ["y", "nope"])).unwrap_err(),
+            "models.x.context_window_fallback: no endpoint serves `nope`"
+        );
+        let both: ModelFallbacks =
+            serde_json::from_str(r#"{"x": {"fallback": ["y"], "context_window_fallback": ["z"]}}"#)
+                .unwrap();
+        assert!(check(both.clone()).is_ok());
+        assert_eq!(
+            (
+                &*both.fallbacks("x")[0],
+                &*both.context_window_fallbacks("x")[0]
+            ),
+            ("y", "z")
+        );
         assert_eq!(
             check(ModelFallbacks::new().chain("x", ["nope"])).unwrap_err(),
             "models.x.fallback: no endpoint serves `nope`"

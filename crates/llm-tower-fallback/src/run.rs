@@ -7,9 +7,9 @@ use http::request::Parts;
 use http::{Request, Response, Uri};
 use http_body::Body;
 use llm_tower_core::{
-    Attempts, BoxError, BufferedBody, Classification, Deployment, Endpoint, Error, ErrorKind,
-    ModelRoute, Outcome, Replay, Selected, SingleTry, buffer_request, classify, header_names,
-    informational_as_error, strip_hop_by_hop_and, with_model,
+    Attempts, BoxError, BufferedBody, Classification, ContextOverflow, Deployment, Endpoint, Error,
+    ErrorKind, ModelRoute, Outcome, Replay, Selected, SingleTry, buffer_request, classify,
+    header_names, informational_as_error, strip_hop_by_hop_and, with_model,
 };
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
@@ -42,7 +42,7 @@ where
             .await
             .map_err(fail)?,
     );
-    let route = balancer.route(&prepared.body.to_bytes()).map_err(fail)?;
+    let mut route = balancer.route(&prepared.body.to_bytes()).map_err(fail)?;
     let (mut step, mut pick) = balancer.first_pick(&route, Instant::now()).map_err(fail)?;
     let mut failed = Failed::new();
     loop {
@@ -86,6 +86,19 @@ where
                 return finish(result, member, &deployment, &log);
             }
             // None says anything about the endpoint: a probe slot is released on drop.
+            Classification::ClientError if overflowed(&result) => {
+                // The prompt is too long for this model: a bigger one may take it.
+                let Some(next) = balancer.context_window_pick(&mut route, step, Instant::now())
+                else {
+                    return finish(result, member, &deployment, &log);
+                };
+                let to = &balancer.pool.members[next.1.index];
+                moving_on(&route, member, to, next.0, "its context window fallback");
+                failed.keep(result, member, deployment);
+                failed.tried.fill(false);
+                (step, pick) = next;
+                continue;
+            }
             Classification::ClientError | Classification::Unrecognized => {
                 return finish(result, member, &deployment, &log);
             }
@@ -116,15 +129,28 @@ where
         if next_step == step {
             tracing::info!(from = %member.id(), to = %to.id(), "falling back");
         } else {
-            tracing::info!(
-                from = %member.id(),
-                to = %to.id(),
-                model = route.model(next_step).map_or("", |m| &**m),
-                "falling back to the next model of the chain"
-            );
+            moving_on(&route, member, to, next_step, "the next model of the chain");
         }
         (step, pick) = (next_step, next);
     }
+}
+
+/// Logs a move from `from` to `to`, a deployment of another model (the route's step `step`).
+fn moving_on(route: &Route<'_>, from: &Member, to: &Member, step: usize, why: &str) {
+    tracing::info!(
+        from = %from.id(),
+        to = %to.id(),
+        model = route.model(step).map_or("", |m| &**m),
+        "going on to {why}"
+    );
+}
+
+/// Whether a response is a 400 saying the prompt does not fit the model's context window (the
+/// retry layer read its body and said so).
+fn overflowed<RB>(result: &Result<Response<RB>, BoxError>) -> bool {
+    result
+        .as_ref()
+        .is_ok_and(|response| response.extensions().get::<ContextOverflow>().is_some())
 }
 
 /// Whether an outcome says how fast the deployment is, for `least_latency`: a success (its

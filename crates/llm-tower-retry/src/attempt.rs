@@ -8,12 +8,12 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Buf;
-use http::{Request, Response};
-use http_body::Body;
+use http::{Request, Response, StatusCode};
+use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use llm_tower_core::{
-    Attempts, BoxError, EndpointId, Error, ErrorKind, ModelName, Outcome, Selected,
-    informational_as_error,
+    Attempts, BoxError, ContextOverflow, EndpointId, Error, ErrorKind, ModelName, Outcome,
+    Selected, informational_as_error, is_context_overflow,
 };
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
@@ -161,6 +161,19 @@ impl<F: Future> Future for Within<F> {
     }
 }
 
+/// Whether a whole 400 body, read ahead, says the prompt does not fit the model's context.
+fn says_context_overflow<D: Buf>(frames: &VecDeque<Frame<D>>) -> bool {
+    let mut body = Vec::new();
+    for data in frames.iter().filter_map(Frame::data_ref) {
+        body.extend_from_slice(data.chunk());
+        // A `Buf` may hold its bytes in pieces; the bodies here are hyper's `Bytes`, one.
+        if data.chunk().len() < data.remaining() {
+            return false;
+        }
+    }
+    is_context_overflow(&body)
+}
+
 /// How much of a body to read before its head is passed on.
 #[derive(Clone, Copy, Debug)]
 enum ReadAhead {
@@ -210,10 +223,16 @@ where
         )
     })?;
     match ended {
-        Ok(ended) => Ok(Response::from_parts(
-            parts,
-            ResponseBody::read_ahead(ahead, (!ended).then_some(body)),
-        )),
+        Ok(ended) => {
+            let mut parts = parts;
+            if ended && parts.status == StatusCode::BAD_REQUEST && says_context_overflow(&ahead) {
+                parts.extensions.insert(ContextOverflow);
+            }
+            Ok(Response::from_parts(
+                parts,
+                ResponseBody::read_ahead(ahead, (!ended).then_some(body)),
+            ))
+        }
         Err(err) => Err(match ErrorKind::of(&*err) {
             ErrorKind::Unrecognized => Error::classified(ErrorKind::Protocol, err).into(),
             _ => err,

@@ -1,0 +1,153 @@
+//! Failover past the faults a retry cannot fix (issue 27), over loopback against
+//! llm-tower-mock, on paused time: a prompt too long for its model goes on to a bigger one
+//! (and only there), a content filter's refusal reaches the client as it came.
+
+mod common;
+
+use common::{body, chat, endpoint, error_json, header, models_seen, serving, start};
+use http::StatusCode;
+use llm_tower::{Config, ModelFallbacks};
+use llm_tower_mock::{Behavior, MockProvider};
+
+/// A 400 as OpenAI sends it for a prompt longer than the model's context window.
+fn context_length_exceeded() -> Behavior {
+    Behavior::Status {
+        status: 400,
+        retry_after: None,
+        headers: Vec::new(),
+        body: Some(
+            r#"{"error":{"message":"This model's maximum context length is 128000 tokens. However, your messages resulted in 130017 tokens. Please reduce the length of the messages.","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}"#
+                .into(),
+        ),
+    }
+}
+
+/// The same refusal in Anthropic's words.
+fn prompt_too_long() -> Behavior {
+    Behavior::Status {
+        status: 400,
+        retry_after: None,
+        headers: Vec::new(),
+        body: Some(
+            r#"{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 208310 tokens > 200000 maximum"}}"#
+                .into(),
+        ),
+    }
+}
+
+async fn mocks() -> (MockProvider, MockProvider) {
+    (
+        MockProvider::start().await.unwrap(),
+        MockProvider::start().await.unwrap(),
+    )
+}
+
+/// `small` serves gpt-4o, `big` serves gpt-4.1 (which it calls `gpt-4.1-long`).
+fn small_and_big(small: &MockProvider, big: &MockProvider) -> Config {
+    Config::with_endpoints(vec![
+        serving("small", small, 0, &[("gpt-4o", "gpt-4o")]),
+        serving("big", big, 0, &[("gpt-4.1", "gpt-4.1-long")]),
+    ])
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_prompt_too_long_goes_on_to_the_context_window_fallback() {
+    for refusal in [context_length_exceeded(), prompt_too_long()] {
+        let (small, big) = mocks().await;
+        small.set_default(refusal);
+        let mut config = small_and_big(&small, &big);
+        config.models = ModelFallbacks::new().context_window_fallback("gpt-4o", ["gpt-4.1"]);
+        let gw = start(config).await;
+
+        let response = gw.post(&chat("gpt-4o")).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(header(&response, "x-llm-tower-endpoint"), "big");
+        assert_eq!(header(&response, "x-llm-tower-model"), "gpt-4.1");
+        assert_eq!(header(&response, "x-llm-tower-attempts"), "2");
+        body(response).await;
+        assert_eq!(models_seen(&small), ["gpt-4o"], "refused once, not retried");
+        assert_eq!(models_seen(&big), ["gpt-4.1-long"], "the model rewritten");
+        // Not the deployment's fault: its health is untouched.
+        assert_eq!(gw.upstream("small").await["status"], "healthy");
+        assert_eq!(gw.upstream("small").await["consecutive_failures"], 0);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_context_window_fallback_the_refusal_is_returned_once() {
+    let (small, big) = mocks().await;
+    small.set_default(context_length_exceeded());
+    // An ordinary chain is for failures, not for a prompt that does not fit.
+    let mut config = small_and_big(&small, &big);
+    config.models = ModelFallbacks::new().chain("gpt-4o", ["gpt-4.1"]);
+    let gw = start(config).await;
+
+    let response = gw.post(&chat("gpt-4o")).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(header(&response, "x-llm-tower-attempts"), "1");
+    let error = error_json(response).await;
+    assert_eq!(error["error"]["code"], "context_length_exceeded");
+    assert_eq!(small.request_count(), 1);
+    assert_eq!(big.request_count(), 0);
+}
+
+/// Two models that name each other: each is sent the prompt once, and the second refusal is
+/// what the client gets.
+#[tokio::test(start_paused = true)]
+async fn the_same_prompt_is_never_resent_to_a_model_that_refused_it() {
+    let (small, big) = mocks().await;
+    small.set_default(context_length_exceeded());
+    big.set_default(prompt_too_long());
+    let mut config = small_and_big(&small, &big);
+    config.models = ModelFallbacks::new()
+        .context_window_fallback("gpt-4o", ["gpt-4.1"])
+        .context_window_fallback("gpt-4.1", ["gpt-4o"]);
+    let gw = start(config).await;
+
+    let response = gw.post(&chat("gpt-4o")).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(header(&response, "x-llm-tower-endpoint"), "big");
+    assert_eq!(header(&response, "x-llm-tower-attempts"), "2");
+    let error = error_json(response).await;
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("prompt is too long")
+    );
+    assert_eq!((small.request_count(), big.request_count()), (1, 1));
+}
+
+/// A content filter's 400 is the answer: not retried, not fallen back from, its reason kept.
+#[tokio::test(start_paused = true)]
+async fn a_content_filter_refusal_reaches_the_client_with_its_reason() {
+    let (a, b) = mocks().await;
+    a.set_default(Behavior::Status {
+        status: 400,
+        retry_after: None,
+        headers: Vec::new(),
+        body: Some(
+            r#"{"error":{"message":"Your request was rejected as a result of our safety system.","type":"invalid_request_error","param":null,"code":"content_policy_violation"}}"#
+                .into(),
+        ),
+    });
+    let mut config = Config::with_endpoints(vec![
+        endpoint("a", a.base_url(), 0),
+        endpoint("b", b.base_url(), 1),
+    ]);
+    config.models = ModelFallbacks::new();
+    let gw = start(config).await;
+    let response = gw.post(&chat("gpt-4o")).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(header(&response, "x-llm-tower-attempts"), "1");
+    let error = error_json(response).await;
+    assert_eq!(error["error"]["code"], "content_policy_violation");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("safety system")
+    );
+    assert_eq!((a.request_count(), b.request_count()), (1, 0));
+    assert_eq!(gw.upstream("a").await["status"], "healthy");
+}
