@@ -5,6 +5,8 @@
 mod common;
 
 use common::{body, chat, endpoint, error_json, header, models_seen, serving, start};
+use std::time::Duration;
+
 use http::StatusCode;
 use llm_tower::{Config, ModelFallbacks};
 use llm_tower_mock::{Behavior, MockProvider};
@@ -150,4 +152,48 @@ async fn a_content_filter_refusal_reaches_the_client_with_its_reason() {
     );
     assert_eq!((a.request_count(), b.request_count()), (1, 0));
     assert_eq!(gw.upstream("a").await["status"], "healthy");
+}
+
+/// A primary down for 60 s, asked every 4 s: its cooldown escalates (5, 10, 20, 40 s), but it
+/// is probed at least every `max_probe_interval` (10 s), so it is back in use within 15 s of
+/// recovering, and no request waits on it meanwhile.
+#[tokio::test(start_paused = true)]
+async fn a_recovered_primary_is_back_within_the_probe_interval() {
+    let (a, b) = mocks().await;
+    a.set_default(Behavior::status(503));
+    let gw = start(Config::with_endpoints(vec![
+        endpoint("a", a.base_url(), 0),
+        endpoint("b", b.base_url(), 1),
+    ]))
+    .await;
+    let started = tokio::time::Instant::now();
+    let recovery = Duration::from_secs(60);
+    let mut back_at = None;
+    for i in 0..20 {
+        let at = Duration::from_secs(4 * i);
+        tokio::time::advance((started + at).saturating_duration_since(tokio::time::Instant::now()))
+            .await;
+        if at == recovery {
+            a.set_default(Behavior::Reply);
+        }
+        let response = gw.post(&chat("gpt-4o")).await;
+        assert_eq!(response.status(), StatusCode::OK, "request at {at:?}");
+        if header(&response, "x-llm-tower-endpoint") == "a" && back_at.is_none() {
+            back_at = Some(at);
+        }
+        body(response).await;
+    }
+    let back_at = back_at.expect("the primary is used again");
+    assert!(
+        back_at >= recovery && back_at - recovery <= Duration::from_secs(15),
+        "back {:?} after recovering",
+        back_at - recovery
+    );
+    // While it was down: the first request (and its retry), then one probe at a time, at
+    // least 10 s apart.
+    let down = a.request_count() - (20 - usize::try_from(back_at.as_secs() / 4).unwrap());
+    assert!(
+        down <= 2 + 6,
+        "{down} requests reached the primary while it was down"
+    );
 }

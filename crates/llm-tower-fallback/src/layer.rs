@@ -74,6 +74,13 @@ impl FallbackBuilder {
         self
     }
 
+    /// The longest wait between two probes of an ejected deployment (default 10 s).
+    #[must_use]
+    pub fn max_probe_interval(mut self, max: Duration) -> Self {
+        self.settings.max_probe_interval = max;
+        self
+    }
+
     /// How fast `least_latency` forgets (default 10 s).
     #[must_use]
     pub fn latency_decay(mut self, decay: Duration) -> Self {

@@ -48,7 +48,7 @@ pub enum WhenAllUnhealthy {
 
 /// Everything the balancer can be told besides its endpoints. In a configuration file these
 /// are top-level keys (`strategy`, `when_all_unhealthy`, `max_body_bytes`,
-/// `unhealthy_threshold`, `max_cooldown`, `latency_decay`).
+/// `unhealthy_threshold`, `max_cooldown`, `max_probe_interval`, `latency_decay`).
 ///
 /// ```
 /// use std::time::Duration;
@@ -78,6 +78,12 @@ pub struct FallbackSettings {
     /// Cap for escalating cooldowns and `Retry-After` hints (default 60 s, at most 24 h).
     #[serde(with = "llm_tower_core::duration")]
     pub max_cooldown: Duration,
+    /// The longest wait between two probes of an ejected deployment (default 10 s), however
+    /// far its cooldown escalated: a deployment that recovered is back in use within about
+    /// this long, while failed probes still keep traffic away for the whole cooldown. An
+    /// upstream's `Retry-After` is waited out in full.
+    #[serde(with = "llm_tower_core::duration")]
+    pub max_probe_interval: Duration,
     /// How fast `least_latency` forgets (default 10 s): the time constant of its moving
     /// average, and of the decay that lets a slow endpoint that gets no traffic be tried
     /// again.
@@ -93,6 +99,7 @@ impl Default for FallbackSettings {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             unhealthy_threshold: 1,
             max_cooldown: Duration::from_secs(60),
+            max_probe_interval: Self::DEFAULT_MAX_PROBE_INTERVAL,
             latency_decay: Self::DEFAULT_LATENCY_DECAY,
         }
     }
@@ -101,6 +108,9 @@ impl Default for FallbackSettings {
 impl FallbackSettings {
     /// The default `latency_decay`: 10 s, as tower's and Finagle's peak-EWMA use.
     pub const DEFAULT_LATENCY_DECAY: Duration = Duration::from_secs(10);
+
+    /// The default `max_probe_interval`: 10 s.
+    pub const DEFAULT_MAX_PROBE_INTERVAL: Duration = Duration::from_secs(10);
 
     /// Checks every setting.
     ///
@@ -118,6 +128,7 @@ impl FallbackSettings {
             ));
         }
         ConfigError::check_cooldown("max_cooldown", self.max_cooldown)?;
+        ConfigError::check_cooldown("max_probe_interval", self.max_probe_interval)?;
         ConfigError::check_cooldown("latency_decay", self.latency_decay)
     }
 }

@@ -28,7 +28,7 @@ use crate::registry::HealthRegistry;
 /// # async fn main() {
 /// let registry = HealthRegistry::new();
 /// let endpoint = Endpoint::builder("a", "http://127.0.0.1:1").build().unwrap();
-/// let policy = HealthPolicy { unhealthy_threshold: 1, max_cooldown: Duration::from_secs(60) };
+/// let policy = HealthPolicy { unhealthy_threshold: 1, max_cooldown: Duration::from_secs(60), max_probe_interval: Duration::from_secs(10) };
 /// let a = DeploymentHealth::new(&registry, "a".into(), &endpoint, None, policy);
 /// assert!(matches!(a.admit(Instant::now()), Admission::Open));
 ///
@@ -77,11 +77,14 @@ impl DeploymentHealth {
         policy: HealthPolicy,
     ) -> Self {
         let cell = registry.cell(&id);
-        cell.place(Placement {
-            endpoint: endpoint.id().clone(),
-            model,
-            priority: endpoint.priority(),
-        });
+        cell.place(
+            Placement {
+                endpoint: endpoint.id().clone(),
+                model,
+                priority: endpoint.priority(),
+            },
+            policy.max_probe_interval,
+        );
         registry.set_max_cooldown(policy.max_cooldown);
         Self {
             id,
@@ -241,7 +244,7 @@ impl DeploymentHealth {
 /// # async fn main() {
 /// let registry = HealthRegistry::new();
 /// let endpoint = Endpoint::builder("a", "http://127.0.0.1:1").build().unwrap();
-/// let policy = HealthPolicy { unhealthy_threshold: 1, max_cooldown: Duration::from_secs(60) };
+/// let policy = HealthPolicy { unhealthy_threshold: 1, max_cooldown: Duration::from_secs(60), max_probe_interval: Duration::from_secs(10) };
 /// let a = Arc::new(DeploymentHealth::new(&registry, "a".into(), &endpoint, None, policy));
 /// let attempt = a.start_attempt();
 /// assert_eq!(a.in_flight(), 1);

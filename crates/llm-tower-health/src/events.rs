@@ -110,7 +110,7 @@ impl HealthEvent {
 /// # async fn main() {
 /// let registry = HealthRegistry::new();
 /// let endpoint = Endpoint::builder("a", "http://127.0.0.1:1").build().unwrap();
-/// let policy = HealthPolicy { unhealthy_threshold: 1, max_cooldown: std::time::Duration::from_secs(60) };
+/// let policy = HealthPolicy { unhealthy_threshold: 1, max_cooldown: std::time::Duration::from_secs(60), max_probe_interval: std::time::Duration::from_secs(10) };
 /// let _a = DeploymentHealth::new(&registry, "a".into(), &endpoint, None, policy);
 /// let mut events = registry.subscribe(64);
 /// // Another replica ejected `a`; applying that is not a local event.

@@ -29,7 +29,7 @@
 //! # async fn main() {
 //! let registry = HealthRegistry::new();
 //! let endpoint = Endpoint::builder("openai", "https://api.openai.com/v1").build().unwrap();
-//! let policy = HealthPolicy { unhealthy_threshold: 2, max_cooldown: Duration::from_secs(60) };
+//! let policy = HealthPolicy { unhealthy_threshold: 2, max_cooldown: Duration::from_secs(60), max_probe_interval: Duration::from_secs(10) };
 //! let openai = Arc::new(DeploymentHealth::new(&registry, "openai".into(), &endpoint, None, policy));
 //!
 //! let overloaded = Outcome::Status(http::StatusCode::TOO_MANY_REQUESTS);

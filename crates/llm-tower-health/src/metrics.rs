@@ -104,7 +104,7 @@ pub fn record_health_metrics(registry: &HealthRegistry) {
 ///
 /// let registry = HealthRegistry::new();
 /// let endpoint = Endpoint::builder("openai", "http://127.0.0.1:1").build().unwrap();
-/// let policy = HealthPolicy { unhealthy_threshold: 1, max_cooldown: std::time::Duration::from_secs(60) };
+/// let policy = HealthPolicy { unhealthy_threshold: 1, max_cooldown: std::time::Duration::from_secs(60), max_probe_interval: std::time::Duration::from_secs(10) };
 /// let _openai = DeploymentHealth::new(&registry, "openai".into(), &endpoint, None, policy);
 /// let text = llm_tower_health::metrics::render_health_metrics(&registry);
 /// assert!(text.contains("llm_tower_endpoint_healthy{endpoint=\"openai\"} 1\n"));

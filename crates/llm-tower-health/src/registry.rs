@@ -23,7 +23,7 @@ use crate::snapshot::EndpointSnapshot;
 ///
 /// let registry = HealthRegistry::new();
 /// let endpoint = Endpoint::builder("a", "http://127.0.0.1:1").build().unwrap();
-/// let policy = HealthPolicy { unhealthy_threshold: 1, max_cooldown: std::time::Duration::from_secs(60) };
+/// let policy = HealthPolicy { unhealthy_threshold: 1, max_cooldown: std::time::Duration::from_secs(60), max_probe_interval: std::time::Duration::from_secs(10) };
 /// let _a = DeploymentHealth::new(&registry, "a".into(), &endpoint, None, policy);
 /// assert_eq!(registry.get("a").unwrap().status, Status::Healthy);
 /// assert_eq!(registry.snapshot().len(), 1);
@@ -116,7 +116,7 @@ impl HealthRegistry {
     ///
     /// let registry = HealthRegistry::new();
     /// let endpoint = Endpoint::builder("a", "http://127.0.0.1:1").build().unwrap();
-    /// let policy = HealthPolicy { unhealthy_threshold: 1, max_cooldown: Duration::from_secs(90) };
+    /// let policy = HealthPolicy { unhealthy_threshold: 1, max_cooldown: Duration::from_secs(90), max_probe_interval: Duration::from_secs(10) };
     /// let _a = DeploymentHealth::new(&registry, "a".into(), &endpoint, None, policy);
     /// assert_eq!(registry.max_cooldown(), Duration::from_secs(90));
     /// ```
@@ -150,7 +150,7 @@ impl HealthRegistry {
     /// let registry = HealthRegistry::new();
     /// let mut events = registry.subscribe(64);
     /// let endpoint = Endpoint::builder("a", "http://127.0.0.1:1").build().unwrap();
-    /// let policy = HealthPolicy { unhealthy_threshold: 1, max_cooldown: Duration::from_secs(60) };
+    /// let policy = HealthPolicy { unhealthy_threshold: 1, max_cooldown: Duration::from_secs(60), max_probe_interval: Duration::from_secs(10) };
     /// let a = DeploymentHealth::new(&registry, "a".into(), &endpoint, None, policy);
     /// let too_many = Outcome::Status(http::StatusCode::TOO_MANY_REQUESTS);
     /// a.failed(Instant::now(), too_many, Some(Duration::from_secs(30)), None);
@@ -192,7 +192,7 @@ impl HealthRegistry {
     /// let registry = HealthRegistry::new();
     /// for id in ["a", "b"] {
     ///     let endpoint = Endpoint::builder(id, "http://127.0.0.1:1").build().unwrap();
-    ///     let policy = HealthPolicy { unhealthy_threshold: 1, max_cooldown: std::time::Duration::from_secs(60) };
+    ///     let policy = HealthPolicy { unhealthy_threshold: 1, max_cooldown: std::time::Duration::from_secs(60), max_probe_interval: std::time::Duration::from_secs(10) };
     ///     DeploymentHealth::new(&registry, id.into(), &endpoint, None, policy);
     /// }
     /// registry.retain(|id| id.as_str() == "a");
@@ -227,7 +227,7 @@ impl HealthRegistry {
     /// # async fn main() {
     /// let registry = HealthRegistry::new();
     /// let endpoint = Endpoint::builder("a", "http://127.0.0.1:1").build().unwrap();
-    /// let policy = HealthPolicy { unhealthy_threshold: 1, max_cooldown: std::time::Duration::from_secs(60) };
+    /// let policy = HealthPolicy { unhealthy_threshold: 1, max_cooldown: std::time::Duration::from_secs(60), max_probe_interval: std::time::Duration::from_secs(10) };
     /// let _a = DeploymentHealth::new(&registry, "a".into(), &endpoint, None, policy);
     /// let now = SystemTime::now();
     /// let until = now + Duration::from_secs(30);
@@ -307,6 +307,7 @@ mod tests {
     const POLICY: HealthPolicy = HealthPolicy {
         unhealthy_threshold: 1,
         max_cooldown: Duration::from_secs(60),
+        max_probe_interval: Duration::from_secs(10),
     };
 
     fn eject(registry: &HealthRegistry, id: &str, hint: Option<Duration>) {

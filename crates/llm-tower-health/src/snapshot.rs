@@ -33,7 +33,7 @@ pub enum Status {
 ///
 /// let registry = HealthRegistry::new();
 /// let endpoint = Endpoint::builder("a", "http://127.0.0.1:1").build().unwrap();
-/// let policy = HealthPolicy { unhealthy_threshold: 1, max_cooldown: std::time::Duration::from_secs(60) };
+/// let policy = HealthPolicy { unhealthy_threshold: 1, max_cooldown: std::time::Duration::from_secs(60), max_probe_interval: std::time::Duration::from_secs(10) };
 /// let _a = DeploymentHealth::new(&registry, "a".into(), &endpoint, None, policy);
 /// let snapshot = registry.get("a").unwrap();
 /// assert_eq!((snapshot.consecutive_failures, snapshot.in_flight), (0, 0));

@@ -127,6 +127,7 @@ impl Pool {
         let policy = HealthPolicy {
             unhealthy_threshold: settings.unhealthy_threshold,
             max_cooldown: settings.max_cooldown,
+            max_probe_interval: settings.max_probe_interval,
         };
         let mut endpoints = endpoints;
         endpoints.sort_by_key(Endpoint::priority);

@@ -21,18 +21,15 @@ impl EndpointHealth {
         self.checkers.fetch_sub(1, Ordering::AcqRel);
     }
 
-    /// The probe slot for a check, when the cooldown is over and no probe is out.
+    /// The probe slot for a check, when the probe is due (the cooldown is over, or
+    /// `max_probe_interval` passed) and no probe is out.
     pub(crate) fn admit_check(self: &Arc<Self>, now: Instant) -> Option<ProbeGuard> {
         if self.is_healthy() {
             return None;
         }
         let mut state = self.lock();
-        match state.until {
-            Some(until) if now >= until && state.probe.is_none() => {
-                Some(self.take_probe(&mut state))
-            }
-            _ => None,
-        }
+        let due = state.probe_due(self.max_probe_interval())?;
+        (now >= due && state.probe.is_none()).then(|| self.take_probe(&mut state, now))
     }
 
     /// Whether a check restored it, and since then no request has succeeded and nothing
@@ -44,14 +41,6 @@ impl EndpointHealth {
     /// Whether someone holds the probe slot.
     pub(crate) fn probe_in_flight(&self) -> bool {
         self.lock().probe.is_some()
-    }
-
-    /// When the cooldown ends, while ejected (or half-open).
-    pub(crate) fn cooldown_end(&self) -> Option<Instant> {
-        if self.is_healthy() {
-            return None;
-        }
-        self.lock().until
     }
 
     /// A check passed. As the probe (still the one in flight, and the deadline not pushed

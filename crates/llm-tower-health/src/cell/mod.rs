@@ -29,7 +29,7 @@ use crate::snapshot::{EndpointSnapshot, Status};
 /// use llm_tower_core::Endpoint;
 /// use llm_tower_health::{DeploymentHealth, HealthPolicy, HealthRegistry};
 ///
-/// let policy = HealthPolicy { unhealthy_threshold: 3, max_cooldown: Duration::from_secs(300) };
+/// let policy = HealthPolicy { unhealthy_threshold: 3, max_cooldown: Duration::from_secs(300), max_probe_interval: Duration::from_secs(10) };
 /// let registry = HealthRegistry::new();
 /// let endpoint = Endpoint::builder("a", "http://127.0.0.1:1").build().unwrap();
 /// let _a = DeploymentHealth::new(&registry, "a".into(), &endpoint, None, policy);
@@ -41,6 +41,10 @@ pub struct HealthPolicy {
     pub unhealthy_threshold: u32,
     /// The longest cooldown.
     pub max_cooldown: Duration,
+    /// The longest wait between two probes of an ejected deployment, whatever its escalated
+    /// cooldown (an upstream's `Retry-After` excepted): a recovered deployment is back
+    /// within it, while failed probes still keep user traffic away for the cooldown.
+    pub max_probe_interval: Duration,
 }
 
 #[derive(Default)]
@@ -68,6 +72,9 @@ struct State {
     /// The deadline in `until` was last set by another replica's ejection: not this
     /// replica's to tell again.
     remote: bool,
+    /// When the last probe slot was taken (by a request or a check): the next early probe
+    /// waits `max_probe_interval` from the later of this and `since`.
+    probed_at: Option<Instant>,
     /// The newest word that the deployment is out, of the cooldown in force: when it began,
     /// or when a later failure (here, or told by another replica) pushed its deadline. A
     /// restore from before then is stale.
@@ -82,6 +89,21 @@ struct State {
 }
 
 impl State {
+    /// When the half-open probe is due: at the end of the cooldown, or `interval` after the
+    /// newest word (or the last probe), whichever is first. An upstream's `Retry-After` is
+    /// honoured to its end: the provider asked for the pause.
+    fn probe_due(&self, interval: Duration) -> Option<Instant> {
+        let until = self.until?;
+        if self.retry_after {
+            return Some(until);
+        }
+        let early = self
+            .since
+            .max(self.probed_at)
+            .and_then(|last| last.checked_add(interval));
+        Some(early.map_or(until, |early| early.min(until)))
+    }
+
     /// Whether a request sent at `sent` left before the latest word on this deployment's
     /// health: before the cooldown in force began (or was last pushed out), or before a
     /// check put it on probation.
@@ -157,6 +179,9 @@ pub(crate) struct EndpointHealth {
     pub(crate) activity: Activity,
     /// Where the configuration in force puts it (the last pool built over it says).
     placement: Mutex<Option<Placement>>,
+    /// `max_probe_interval` of the configuration in force, in milliseconds (0: none, the
+    /// probe waits for the end of the cooldown).
+    max_probe_interval_ms: AtomicU64,
 }
 
 /// A deployment's place in the configuration: its endpoint, model and priority tier.
@@ -176,7 +201,7 @@ pub(crate) struct Placement {
 /// use tokio::time::Instant;
 ///
 /// let endpoint = Endpoint::builder("a", "http://127.0.0.1:1").build().unwrap();
-/// let policy = HealthPolicy { unhealthy_threshold: 1, max_cooldown: Duration::from_secs(60) };
+/// let policy = HealthPolicy { unhealthy_threshold: 1, max_cooldown: Duration::from_secs(60), max_probe_interval: Duration::from_secs(10) };
 /// let a = DeploymentHealth::new(&HealthRegistry::new(), "a".into(), &endpoint, None, policy);
 /// assert!(matches!(a.admit(Instant::now()), Admission::Open));
 /// ```
@@ -201,11 +226,29 @@ impl EndpointHealth {
         !self.unhealthy.load(Ordering::Acquire)
     }
 
-    pub(crate) fn place(&self, placement: Placement) {
+    pub(crate) fn place(&self, placement: Placement, max_probe_interval: Duration) {
         *self
             .placement
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some(placement);
+        let ms = u64::try_from(max_probe_interval.as_millis()).unwrap_or(u64::MAX);
+        self.max_probe_interval_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// The longest wait between probes while ejected (`Duration::MAX`: none).
+    fn max_probe_interval(&self) -> Duration {
+        match self.max_probe_interval_ms.load(Ordering::Relaxed) {
+            0 => Duration::MAX,
+            ms => Duration::from_millis(ms),
+        }
+    }
+
+    /// When the half-open probe is next due, while out.
+    pub(crate) fn probe_due(&self) -> Option<Instant> {
+        if self.is_healthy() {
+            return None;
+        }
+        self.lock().probe_due(self.max_probe_interval())
     }
 
     pub(crate) fn in_flight(&self) -> usize {
@@ -223,20 +266,23 @@ impl EndpointHealth {
             None if state.probation => Admission::Probation,
             None => Admission::Open,
             Some(until)
-                if now < until
-                    || state.probe.is_some()
-                    || self.checkers.load(Ordering::Acquire) > 0 =>
+                if state.probe.is_some()
+                    || self.checkers.load(Ordering::Acquire) > 0
+                    || state
+                        .probe_due(self.max_probe_interval())
+                        .is_some_and(|due| now < due) =>
             {
                 Admission::Closed(until)
             }
-            Some(_) => Admission::Probe(self.take_probe(&mut state)),
+            Some(_) => Admission::Probe(self.take_probe(&mut state, now)),
         }
     }
 
-    fn take_probe(self: &Arc<Self>, state: &mut State) -> ProbeGuard {
+    fn take_probe(self: &Arc<Self>, state: &mut State, now: Instant) -> ProbeGuard {
         state.next_token += 1;
         let token = state.next_token;
         state.probe = Some(token);
+        state.probed_at = Some(now);
         state.round = state.ejections;
         ProbeGuard {
             cell: Some(self.clone()),
@@ -446,7 +492,7 @@ fn extend(until: &mut Option<Instant>, deadline: Instant) {
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
 /// # async fn main() {
 /// let endpoint = Endpoint::builder("a", "http://127.0.0.1:1").build().unwrap();
-/// let policy = HealthPolicy { unhealthy_threshold: 1, max_cooldown: Duration::from_secs(60) };
+/// let policy = HealthPolicy { unhealthy_threshold: 1, max_cooldown: Duration::from_secs(60), max_probe_interval: Duration::from_secs(10) };
 /// let a = DeploymentHealth::new(&HealthRegistry::new(), "a".into(), &endpoint, None, policy);
 /// a.failed(Instant::now(), Outcome::Status(http::StatusCode::SERVICE_UNAVAILABLE), None, None);
 /// tokio::time::advance(Duration::from_secs(5)).await;

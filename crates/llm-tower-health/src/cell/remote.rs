@@ -108,6 +108,7 @@ mod tests {
     const POLICY: HealthPolicy = HealthPolicy {
         unhealthy_threshold: 1,
         max_cooldown: Duration::from_secs(60),
+        max_probe_interval: Duration::from_secs(10),
     };
 
     /// A restore's time by its replica's clock, never told before (each call is later).
@@ -132,7 +133,7 @@ mod tests {
         let cell = Arc::new(EndpointHealth::default());
         cell.record_failure(now, Duration::from_secs(20), None, None, POLICY);
         assert!(!cell.apply_remote_ejection(remote(now + Duration::from_secs(5)), now));
-        assert_eq!(cell.cooldown_end(), Some(now + Duration::from_secs(20)));
+        assert_eq!(cell.probe_due(), Some(now + Duration::from_secs(20)));
 
         assert!(cell.apply_remote_ejection(remote(now + Duration::from_secs(30)), now));
         let cooldown = cell.cooldown(now).unwrap();

@@ -7,6 +7,7 @@ use super::*;
 const POLICY: HealthPolicy = HealthPolicy {
     unhealthy_threshold: 1,
     max_cooldown: Duration::from_secs(60),
+    max_probe_interval: Duration::from_secs(10),
 };
 const FIVE: Duration = Duration::from_secs(5);
 
@@ -156,7 +157,7 @@ mod model {
             threshold in 1u32..4,
             interval_ms in 1u64..10_000,
         ) {
-            let policy = HealthPolicy { unhealthy_threshold: threshold, max_cooldown: Duration::from_secs(60) };
+            let policy = HealthPolicy { unhealthy_threshold: threshold, max_cooldown: Duration::from_secs(60), max_probe_interval: Duration::from_secs(10) };
             let interval = Duration::from_millis(interval_ms);
             let cell = Arc::new(EndpointHealth::default());
             let start = Instant::now();
@@ -294,4 +295,64 @@ mod model {
             }
         }
     }
+}
+
+/// While ejected, a deployment is probed at least every `max_probe_interval`, however far its
+/// cooldown escalated; a failed probe still escalates the cooldown. A `Retry-After` is
+/// waited out in full.
+#[tokio::test(start_paused = true)]
+async fn probes_come_every_max_probe_interval_within_a_long_cooldown() {
+    let ten = Duration::from_secs(10);
+    let placement = || Placement {
+        endpoint: "a".into(),
+        model: None,
+        priority: 0,
+    };
+    let cell = Arc::new(EndpointHealth::default());
+    cell.place(placement(), ten);
+    let t0 = Instant::now();
+    let long = Duration::from_secs(40);
+    assert_eq!(
+        cell.record_failure(t0, long, None, None, POLICY),
+        Some(long)
+    );
+    assert!(matches!(
+        cell.admit(t0 + Duration::from_secs(9)),
+        Admission::Closed(_)
+    ));
+    assert_eq!(cell.probe_due(), Some(t0 + ten));
+    let Admission::Probe(probe) = cell.admit(t0 + ten) else {
+        panic!("a probe after max_probe_interval, 30 s before the cooldown ends");
+    };
+    // One probe at a time.
+    assert!(matches!(cell.admit(t0 + ten), Admission::Closed(_)));
+    let cooldown = cell.record_failure(t0 + ten, long, None, Some(probe), POLICY);
+    assert_eq!(
+        cooldown,
+        Some(POLICY.max_cooldown.min(long * 2)),
+        "the failed probe escalates"
+    );
+    assert!(matches!(
+        cell.admit(t0 + ten * 2 - Duration::from_millis(1)),
+        Admission::Closed(_)
+    ));
+    let Admission::Probe(probe) = cell.admit(t0 + ten * 2) else {
+        panic!("the next probe another max_probe_interval later");
+    };
+    assert!(cell.record_success(Some(probe), t0 + ten * 2));
+    assert!(matches!(cell.admit(t0 + ten * 2), Admission::Open));
+
+    // The upstream asked for a pause: no early probe.
+    let cell = Arc::new(EndpointHealth::default());
+    cell.place(placement(), ten);
+    let t1 = Instant::now();
+    cell.record_failure(t1, FIVE, Some(Duration::from_secs(30)), None, POLICY);
+    assert!(matches!(
+        cell.admit(t1 + Duration::from_secs(29)),
+        Admission::Closed(_)
+    ));
+    assert!(matches!(
+        cell.admit(t1 + Duration::from_secs(30)),
+        Admission::Probe(_)
+    ));
 }

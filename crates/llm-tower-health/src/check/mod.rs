@@ -90,7 +90,7 @@ struct Plan {
 /// let check = HealthCheck { interval: Some(Duration::from_secs(10)), ..HealthCheck::default() };
 /// let endpoint = Arc::new(Endpoint::builder("a", "http://127.0.0.1:1/v1").health_check(check).build().unwrap());
 /// let registry = HealthRegistry::new();
-/// let policy = HealthPolicy { unhealthy_threshold: 1, max_cooldown: Duration::from_secs(60) };
+/// let policy = HealthPolicy { unhealthy_threshold: 1, max_cooldown: Duration::from_secs(60), max_probe_interval: Duration::from_secs(10) };
 /// let a = Arc::new(DeploymentHealth::new(&registry, "a".into(), &endpoint, None, policy));
 /// // A stand-in for auth over a client: every check answers 200.
 /// let probe = service_fn(|_: Request<BufferedBody>| async {
@@ -319,8 +319,9 @@ impl Target {
             .map(|interval| now + jitter(interval, 0.9..1.1));
     }
 
-    /// When this endpoint needs the checker next: its periodic check, or the end of a
-    /// deployment's cooldown. A cooldown already over whose probe slot someone else holds
+    /// When this endpoint needs the checker next: its periodic check, or when a deployment's
+    /// probe is due (the end of its cooldown, or `max_probe_interval` after the last word or
+    /// probe). A probe already due whose slot someone else holds
     /// (a request sent before this checker started, or another stack's checker on a shared
     /// registry) is looked at again after the check timeout, and at least a second later.
     fn next_due(&self, now: Instant) -> Option<Instant> {
@@ -328,7 +329,7 @@ impl Target {
             return None;
         }
         let cooldowns = self.shared.deployments.iter().filter_map(|deployment| {
-            let end = deployment.cell.cooldown_end()?;
+            let end = deployment.cell.probe_due()?;
             Some(if end > now || !deployment.cell.probe_in_flight() {
                 end
             } else {

@@ -16,6 +16,7 @@ when_all_unhealthy: fail
 max_body_bytes: 1048576
 unhealthy_threshold: 2
 max_cooldown: 30s
+max_probe_interval: 5s
 retry_budget: { percent: 25, min_per_second: 5, ttl: 5s }
 client: { connect_timeout: 2s, pool_idle_timeout: 30s }
 endpoints:
@@ -56,6 +57,7 @@ when_all_unhealthy = "fail"
 max_body_bytes = 1048576
 unhealthy_threshold = 2
 max_cooldown = "30s"
+max_probe_interval = "5s"
 retry_budget = { percent = 25, min_per_second = 5, ttl = "5s" }
 client = { connect_timeout = "2s", pool_idle_timeout = "30s" }
 
@@ -122,6 +124,7 @@ fn yaml_and_toml_read_the_same() {
     assert_eq!(c.fallback.strategy, Strategy::Weighted);
     assert_eq!(c.fallback.when_all_unhealthy, WhenAllUnhealthy::Fail);
     assert_eq!(c.fallback.max_cooldown, Duration::from_secs(30));
+    assert_eq!(c.fallback.max_probe_interval, Duration::from_secs(5));
     assert_eq!(c.retry.budget.ttl, Duration::from_secs(5));
     assert_eq!(c.client.connect_timeout, Duration::from_secs(2));
     assert_eq!(c.client.pool_max_idle_per_host, 64);
@@ -183,6 +186,7 @@ fn defaults() {
     assert_eq!(e.timeout(), Some(Duration::from_secs(600)));
     assert!(e.credential().is_none());
     assert_eq!(c.fallback.max_body_bytes, 32 * 1024 * 1024);
+    assert_eq!(c.fallback.max_probe_interval, Duration::from_secs(10));
 }
 
 fn err(text: &str) -> String {
