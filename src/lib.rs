@@ -34,7 +34,7 @@ mod config;
 mod demo;
 mod models;
 mod reload;
-mod router;
+mod routes;
 mod server;
 mod watch;
 
@@ -44,6 +44,6 @@ pub use client_auth::{ClientAuth, ClientKey};
 pub use config::{DEFAULT_LISTEN, DEFAULT_MOUNT, GatewayConfig};
 pub use demo::{Demo, demo};
 pub use reload::{Reloaded, Reloader};
-pub use router::{App, Routes, router};
+pub use routes::{App, Routes, router};
 pub use server::{LiveRoutes, ServerSettings, raise_descriptor_limit, serve, shutdown_signal};
 pub use watch::FileChanges;

@@ -21,7 +21,7 @@ use tracing::Instrument;
 use tracing::instrument::Instrumented;
 
 use crate::client_auth::ClientKeys;
-use crate::router::{REQUEST_ID, SequentialRequestId, request_span};
+use crate::routes::{REQUEST_ID, SequentialRequestId, request_span};
 
 /// What the stack answers with.
 pub(crate) type DirectBody =
