@@ -1,6 +1,7 @@
 //! The gateway's router: everything under the mount path goes through the llm-tower stack;
 //! beside it the admin routes, request ids, tracing and a body limit.
 
+pub(crate) mod client_auth;
 mod request_id;
 mod span;
 
@@ -19,9 +20,9 @@ use tracing::Level;
 use crate::GatewayConfig;
 use crate::admin::{self, Generation};
 use crate::browser::BrowserGuard;
-use crate::client_auth::ClientKeys;
 use crate::models;
 use crate::server::Direct;
+use client_auth::ClientKeys;
 pub(crate) use request_id::{REQUEST_ID, SequentialRequestId};
 pub(crate) use span::request_span;
 

@@ -20,7 +20,7 @@ use tower_http::validate_request::ValidateRequest;
 use tracing::Instrument;
 use tracing::instrument::Instrumented;
 
-use crate::client_auth::ClientKeys;
+use crate::routes::client_auth::ClientKeys;
 use crate::routes::{REQUEST_ID, SequentialRequestId, request_span};
 
 /// What the stack answers with.
