@@ -2,6 +2,7 @@
 //! beside it the admin routes, request ids, tracing and a body limit.
 
 pub(crate) mod client_auth;
+mod middleware;
 mod request_id;
 mod span;
 
@@ -11,11 +12,7 @@ use axum::Router;
 use llm_tower::health_store::HealthStore;
 use llm_tower::{ConfigError, EndpointId, HealthRegistry, Upstream};
 use metrics_exporter_prometheus::PrometheusHandle;
-use tower::ServiceBuilder;
-use tower_http::ServiceBuilderExt;
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tower_http::validate_request::ValidateRequestHeaderLayer;
-use tracing::Level;
 
 use crate::GatewayConfig;
 use crate::admin::{self, Generation};
@@ -23,6 +20,7 @@ use crate::browser::BrowserGuard;
 use crate::models;
 use crate::server::Direct;
 use client_auth::ClientKeys;
+use middleware::Middleware;
 pub(crate) use request_id::{REQUEST_ID, SequentialRequestId};
 pub(crate) use span::request_span;
 
@@ -237,14 +235,7 @@ pub(crate) fn build(
     let router = admin::healthz().merge(protected);
 
     // Credentials are marked sensitive by the server before routing (see `server::service`).
-    let middleware = ServiceBuilder::new()
-        .set_x_request_id(ids)
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(request_span)
-                .on_response(DefaultOnResponse::new().level(Level::DEBUG)),
-        )
-        .propagate_x_request_id();
+    let middleware = Middleware::new(ids);
     let main = Routes {
         router: router.layer(middleware),
         direct: Some(direct),
