@@ -12,14 +12,13 @@ use axum::Router;
 use llm_tower::health_store::HealthStore;
 use llm_tower::{ConfigError, EndpointId, HealthRegistry, Upstream};
 use metrics_exporter_prometheus::PrometheusHandle;
-use tower_http::validate_request::ValidateRequestHeaderLayer;
 
 use crate::GatewayConfig;
 use crate::admin::{self, Generation};
 use crate::browser::BrowserGuard;
 use crate::models;
 use crate::server::Direct;
-use client_auth::ClientKeys;
+use client_auth::{ClientKeyLayer, ClientKeys};
 use middleware::Middleware;
 pub(crate) use request_id::{REQUEST_ID, SequentialRequestId};
 pub(crate) use span::request_span;
@@ -230,7 +229,7 @@ pub(crate) fn build(
         protected.nest_service(mount, service)
     };
     if let Some(keys) = keys {
-        protected = protected.layer(ValidateRequestHeaderLayer::custom(keys));
+        protected = protected.layer(ClientKeyLayer::new(Some(keys)));
     }
     let router = admin::healthz().merge(protected);
 

@@ -16,7 +16,6 @@ use llm_tower::UpstreamService;
 use pin_project_lite::pin_project;
 use tower::Service;
 use tower::util::Oneshot;
-use tower_http::validate_request::ValidateRequest;
 use tracing::Instrument;
 use tracing::instrument::Instrumented;
 
@@ -105,10 +104,10 @@ impl Direct {
             id
         };
         if let Some(keys) = &self.keys
-            && let Err(refusal) = keys.clone().validate(&mut request)
+            && let Err(refusal) = keys.check(&mut request)
         {
             return DirectFuture::Refused {
-                response: Some(refusal),
+                response: Some(refusal.map(Body::from)),
                 id: Some(id),
             };
         }
