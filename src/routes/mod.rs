@@ -1,8 +1,24 @@
-//! The gateway's router: everything under the mount path goes through the llm-tower stack;
-//! beside it the admin routes, request ids, tracing and a body limit.
+//! The gateway's routes, and the one request path through them. Everything under the mount
+//! path goes to the llm-tower stack; beside it, the admin routes and `{mount}/models`.
+//!
+//! The request middleware is written here once, as layers, one concept a file:
+//!
+//! | file | what |
+//! |---|---|
+//! | `middleware.rs` | what every request goes through: `request_id.rs` (its id, kept or made, put on the response), then `span.rs` (its span) |
+//! | `client_auth/` | the client keys, and the check as a layer (`layer.rs`) |
+//! | `mount.rs` | which paths are the stack's, and the path it sees of them |
+//! | `proxied.rs` | the stack's route: the middleware, the key check and the mount over the stack |
+//!
+//! The router puts the middleware over its own routes and routes the mount's paths to the
+//! stack's route, which has the same middleware of its own. The server (`server/`, transport
+//! only) calls that route directly for the paths it claims, and the router for the rest: so
+//! a request to the stack goes through the same layers whichever way it comes.
 
 pub(crate) mod client_auth;
 mod middleware;
+mod mount;
+mod proxied;
 mod request_id;
 mod span;
 
@@ -17,11 +33,11 @@ use crate::GatewayConfig;
 use crate::admin::{self, Generation};
 use crate::browser::BrowserGuard;
 use crate::models;
-use crate::server::Direct;
 use client_auth::{ClientKeyLayer, ClientKeys};
 use middleware::Middleware;
-pub(crate) use request_id::{REQUEST_ID, SequentialRequestId};
-pub(crate) use span::request_span;
+use mount::Mount;
+pub(crate) use proxied::{Proxied, ProxiedBody, ProxiedFuture};
+use request_id::SequentialRequestId;
 
 /// The gateway's routers, and the health registry they report.
 ///
@@ -72,7 +88,8 @@ pub(crate) struct Process {
 }
 
 /// The main listener's routes: an axum [`Router`] that is complete on its own (serve it with
-/// anything), and the proxied path for [`serve`](crate::serve) to take without routing.
+/// anything), and the stack's route for [`serve`](crate::serve) to call without routing (the
+/// same route the router has at the mount).
 ///
 /// ```
 /// use llm_tower::{Config, EndpointConfig};
@@ -89,7 +106,8 @@ pub(crate) struct Process {
 #[derive(Clone, Debug)]
 pub struct Routes {
     pub(crate) router: Router,
-    pub(crate) direct: Option<Direct>,
+    /// The stack's route, for the requests it claims.
+    pub(crate) proxied: Option<Proxied>,
     /// What the listener allows of browsers (`Host`, `Origin`, CORS).
     pub(crate) browsers: BrowserGuard,
 }
@@ -105,7 +123,7 @@ impl From<Router> for Routes {
     fn from(router: Router) -> Self {
         Self {
             router,
-            direct: None,
+            proxied: None,
             browsers: BrowserGuard::default(),
         }
     }
@@ -182,7 +200,6 @@ pub(crate) fn build(
         }
         ClientKeys::new(auth)
     });
-    let ids = SequentialRequestId::new();
 
     let admin_routes = admin::routes(&registry, metrics, process.store.clone(), generation);
     let browsers = |listen, client_keys| {
@@ -198,46 +215,34 @@ pub(crate) fn build(
             Router::new(),
             Some(Routes {
                 router: admin::healthz().merge(admin_routes),
-                direct: None,
+                proxied: None,
                 browsers: browsers(listen, false),
             }),
         ),
         None => (admin_routes, None),
     };
-    // The paths the router serves itself, for the direct path to leave to it.
+    // The paths the router serves itself, for the server to leave to it.
     let mut others = vec!["/healthz"];
     if config.admin_listen.is_none() {
         others.extend(["/upstreams", "/ui", "/metrics"]);
     }
     // With models listed, `{mount}/models` is answered from the configuration.
     let models = models::listed(&config.upstream.build_endpoints()?);
-    let direct = Direct::new(
-        &config.mount,
-        others,
-        !models.is_empty(),
-        service.clone(),
-        keys.clone(),
-        ids.clone(),
-    );
-    let mount = config.mount.trim_end_matches('/');
+    let mount = Mount::new(&config.mount, others, !models.is_empty());
     if !models.is_empty() {
-        protected = protected.merge(models::routes(mount, models));
+        protected = protected.merge(models::routes(mount.prefix(), models));
     }
-    protected = if mount.is_empty() {
-        protected.fallback_service(service)
-    } else {
-        protected.nest_service(mount, service)
-    };
-    if let Some(keys) = keys {
-        protected = protected.layer(ClientKeyLayer::new(Some(keys)));
-    }
-    let router = admin::healthz().merge(protected);
-
+    let middleware = Middleware::new(SequentialRequestId::new());
+    let client_keys = ClientKeyLayer::new(keys);
+    // The router's own routes: `/healthz` for anyone, the rest behind the client keys.
+    let own = admin::healthz()
+        .merge(protected.layer(client_keys.clone()))
+        .layer(middleware.clone());
+    let proxied = Proxied::new(middleware, client_keys, mount, service);
     // Credentials are marked sensitive by the server before routing (see `server::service`).
-    let middleware = Middleware::new(ids);
     let main = Routes {
-        router: router.layer(middleware),
-        direct: Some(direct),
+        router: proxied.route(own),
+        proxied: Some(proxied),
         browsers: browsers(config.listen, config.client_auth.is_some()),
     };
     Ok(App {

@@ -14,7 +14,7 @@ use llm_tower::{Caller, ConfigError, Error, ErrorKind, Secret};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
-pub(crate) use layer::ClientKeyLayer;
+pub(crate) use layer::{ClientKeyLayer, RequireClientKey};
 
 /// One client key: a name for logs and metrics, and the key itself (usually `${ENV}`).
 ///
