@@ -6,11 +6,10 @@
 mod common;
 
 use std::fmt::Write as _;
-use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use common::{CHAT, body, endpoint, only, raw_upstream, refusing_base_url, start};
+use common::{CHAT, Captured, body, endpoint, only, raw_upstream, refusing_base_url, start};
 use http::{Request, Response, StatusCode};
 use http_body_util::{Empty, Full};
 use llm_tower::{
@@ -70,26 +69,6 @@ async fn client_credentials_never_reach_any_provider() {
         assert_eq!(seen.header(expected.0), Some(expected.1), "{provider:?}");
         assert_eq!(seen.headers.get_all(expected.0).iter().count(), 1);
         assert_eq!(seen.uri.query(), Some("alt=sse"));
-    }
-}
-
-/// A `MakeWriter` that keeps everything written to it.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
     }
 }
 

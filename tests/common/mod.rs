@@ -3,7 +3,9 @@
 
 pub mod browser;
 
+use std::io::Write;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -244,4 +246,24 @@ pub fn header<'a>(response: &'a Response<Incoming>, name: &str) -> &'a str {
 
 pub async fn error_json(response: Response<Incoming>) -> Value {
     serde_json::from_slice(&body(response).await).unwrap()
+}
+
+/// A `MakeWriter` that keeps everything written to it.
+#[derive(Clone, Default)]
+pub struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
 }
