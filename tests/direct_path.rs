@@ -121,14 +121,7 @@ async fn direct_path_answers_as_the_router_alone_does() {
 /// refused key) is logged in the request's span, with the path as the client sent it.
 #[tokio::test]
 async fn the_request_middleware_is_the_same_on_both_paths() {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = Captured::install(tracing::Level::INFO);
     let mock = MockProvider::start().await.unwrap();
     let direct = serve_exactly(with_keys(&mock), None, std::future::pending()).await;
     let router = serve_router_only(with_keys(&mock)).await;

@@ -74,14 +74,7 @@ async fn client_credentials_never_reach_any_provider() {
 
 #[tokio::test(start_paused = true)]
 async fn upstream_key_never_in_responses_or_trace_logs() {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = Captured::install(tracing::Level::TRACE);
 
     let mock = MockProvider::start().await.unwrap();
     let mut config = Config::with_endpoints(vec![
@@ -512,14 +505,7 @@ async fn expect_continue_is_answered_here_and_not_forwarded() {
 
 #[tokio::test(start_paused = true)]
 async fn the_access_log_records_how_each_response_ended() {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = Captured::install(tracing::Level::INFO);
     let mock = MockProvider::start().await.unwrap();
     let gw = start(only(&mock)).await;
     // A complete JSON answer, an empty one, and an error of the gateway's own.

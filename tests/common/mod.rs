@@ -263,6 +263,19 @@ impl Write for Captured {
 }
 
 impl Captured {
+    /// Keeps this thread's log lines at `level` and above while the guard lives (the tests'
+    /// servers run on the test's thread).
+    pub fn install(level: tracing::Level) -> (Self, tracing::subscriber::DefaultGuard) {
+        let logs = Self::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(level)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        (logs, tracing::subscriber::set_default(subscriber))
+    }
+
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
     }
