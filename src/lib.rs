@@ -29,21 +29,20 @@
 mod admin;
 mod browser;
 pub mod cli;
-mod client_auth;
 mod config;
 mod demo;
 mod models;
 mod reload;
-mod router;
+mod routes;
 mod server;
 mod watch;
 
 pub use admin::Generation;
 pub use browser::CorsSettings;
-pub use client_auth::{ClientAuth, ClientKey};
 pub use config::{DEFAULT_LISTEN, DEFAULT_MOUNT, GatewayConfig};
 pub use demo::{Demo, demo};
 pub use reload::{Reloaded, Reloader};
-pub use router::{App, Routes, router};
+pub use routes::client_auth::{ClientAuth, ClientKey};
+pub use routes::{App, Routes, router};
 pub use server::{LiveRoutes, ServerSettings, raise_descriptor_limit, serve, shutdown_signal};
 pub use watch::FileChanges;

@@ -19,7 +19,7 @@ use std::sync::{Mutex, PoisonError};
 use llm_tower::{ConfigError, EndpointId};
 
 use crate::admin::Generation;
-use crate::router::{App, Process, build};
+use crate::routes::{App, Process, build};
 use crate::{GatewayConfig, LiveRoutes};
 
 /// Re-reads a configuration file and replaces the routes of a running gateway.

@@ -6,11 +6,10 @@
 mod common;
 
 use std::fmt::Write as _;
-use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use common::{CHAT, body, endpoint, only, raw_upstream, refusing_base_url, start};
+use common::{CHAT, Captured, body, endpoint, only, raw_upstream, refusing_base_url, start};
 use http::{Request, Response, StatusCode};
 use http_body_util::{Empty, Full};
 use llm_tower::{
@@ -73,36 +72,9 @@ async fn client_credentials_never_reach_any_provider() {
     }
 }
 
-/// A `MakeWriter` that keeps everything written to it.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn upstream_key_never_in_responses_or_trace_logs() {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = Captured::install(tracing::Level::TRACE);
 
     let mock = MockProvider::start().await.unwrap();
     let mut config = Config::with_endpoints(vec![
@@ -533,14 +505,7 @@ async fn expect_continue_is_answered_here_and_not_forwarded() {
 
 #[tokio::test(start_paused = true)]
 async fn the_access_log_records_how_each_response_ended() {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = Captured::install(tracing::Level::INFO);
     let mock = MockProvider::start().await.unwrap();
     let gw = start(only(&mock)).await;
     // A complete JSON answer, an empty one, and an error of the gateway's own.

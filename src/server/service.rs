@@ -1,6 +1,7 @@
 //! [`TrackedService`]: the routes as one connection sees them, with the request body deadline,
-//! the Host check and the connection's busy/idle bookkeeping. Requests under the mount path go
-//! straight to the stack ([`Direct`]); everything else to the axum router.
+//! the Host check and the connection's busy/idle bookkeeping. Requests the stack's route
+//! claims go straight to it ([`Proxied`](crate::routes::Proxied): the route the router has
+//! at the mount, without the router's boxing); everything else to the axum router.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -24,9 +25,9 @@ use super::body::BodyDeadline;
 use super::budget::{BodyBudget, Budgeted, Share};
 use super::conn::ConnState;
 use super::descriptors::{RequestSlots, Slot, no_slot};
-use super::direct::{Answer, DirectBody, DirectFuture};
 use super::live::LiveRoutes;
 use crate::browser::{BrowserGuard, Verdict};
+use crate::routes::{ProxiedBody, ProxiedFuture};
 
 /// Cloned for every request (hyper-util's adapter does): it holds the routes' slot, not the
 /// routes, which each request loads as it starts.
@@ -81,11 +82,11 @@ impl Service<Request<Incoming>> for TrackedService {
         };
         // A request for the stack may hold an upstream connection, so a descriptor, while it
         // is in flight (the operator's routes hold none, and stay open to them).
-        let direct = routes
-            .direct
+        let proxied = routes
+            .proxied
             .as_ref()
-            .filter(|direct| direct.claims(request.uri().path()));
-        let slot = match direct.map(|_| RequestSlots::of_process().take()) {
+            .filter(|proxied| proxied.claims(request.uri().path()));
+        let slot = match proxied.map(|_| RequestSlots::of_process().take()) {
             Some(None) => {
                 let refusal = no_slot().to_response();
                 return TrackedFuture::refused(refusal, Done::new(&self.state, None));
@@ -110,9 +111,9 @@ impl Service<Request<Incoming>> for TrackedService {
             None => request.map(Body::new),
         };
         let done = Some(Done::new(&self.state, slot));
-        let state = match direct {
-            Some(direct) => State::Direct {
-                future: direct.call(request),
+        let state = match proxied {
+            Some(proxied) => State::Proxied {
+                future: proxied.oneshot(request),
             },
             None => State::Router {
                 future: routes.router.clone().call(request),
@@ -197,7 +198,7 @@ pin_project! {
     #[project = StateProjection]
     enum State {
         Router { #[pin] future: <Router as Service<Request<Body>>>::Future },
-        Direct { #[pin] future: DirectFuture },
+        Proxied { #[pin] future: ProxiedFuture },
         Refused { response: Option<Response<Body>> },
     }
 }
@@ -224,10 +225,9 @@ impl Future for TrackedFuture {
             StateProjection::Router { future } => {
                 ready!(future.poll(cx))?.map(|body| Inner::Router { body })
             }
-            StateProjection::Direct { future } => match ready!(future.poll(cx)) {
-                Answer::Stack(response) => response.map(|body| Inner::Direct { body }),
-                Answer::Refused(response) => response.map(|body| Inner::Router { body }),
-            },
+            StateProjection::Proxied { future } => {
+                ready!(future.poll(cx))?.map(|body| Inner::Proxied { body })
+            }
             // The front door's own answer (a preflight's included) is sent as it is.
             StateProjection::Refused { response } => {
                 let response = response
@@ -259,7 +259,7 @@ pin_project! {
     #[project = InnerProjection]
     enum Inner {
         Router { #[pin] body: Body },
-        Direct { #[pin] body: DirectBody },
+        Proxied { #[pin] body: ProxiedBody },
     }
 }
 
@@ -276,7 +276,7 @@ impl http_body::Body for TrackedBody {
             InnerProjection::Router { body } => {
                 ready!(body.poll_frame(cx)).map(|f| f.map_err(Into::into))
             }
-            InnerProjection::Direct { body } => ready!(body.poll_frame(cx)),
+            InnerProjection::Proxied { body } => ready!(body.poll_frame(cx)),
         };
         if !matches!(frame, Some(Ok(_))) {
             this.done.take();
@@ -287,14 +287,14 @@ impl http_body::Body for TrackedBody {
     fn is_end_stream(&self) -> bool {
         match &self.inner {
             Inner::Router { body } => body.is_end_stream(),
-            Inner::Direct { body } => body.is_end_stream(),
+            Inner::Proxied { body } => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
         match &self.inner {
             Inner::Router { body } => body.size_hint(),
-            Inner::Direct { body } => body.size_hint(),
+            Inner::Proxied { body } => body.size_hint(),
         }
     }
 }

@@ -1,28 +1,43 @@
-//! The gateway's router: everything under the mount path goes through the llm-tower stack;
-//! beside it the admin routes, request ids, tracing and a body limit.
+//! The gateway's routes, and the one request path through them. Everything under the mount
+//! path goes to the llm-tower stack; beside it, the admin routes and `{mount}/models`.
+//!
+//! The request middleware is written here once, as layers, one concept a file:
+//!
+//! | file | what |
+//! |---|---|
+//! | `middleware.rs` | what every request goes through: `request_id.rs` (its id, kept or made, put on the response), then `span.rs` (its span) |
+//! | `client_auth/` | the client keys, and the check as a layer (`layer.rs`) |
+//! | `mount.rs` | which paths are the stack's, and the path it sees of them |
+//! | `proxied.rs` | the stack's route: the middleware, the key check and the mount over the stack |
+//!
+//! The router puts the middleware over its own routes and routes the mount's paths to the
+//! stack's route, which has the same middleware of its own. The server (`server/`, transport
+//! only) calls that route directly for the paths it claims, and the router for the rest: so
+//! a request to the stack goes through the same layers whichever way it comes.
 
-use std::hash::BuildHasher;
+pub(crate) mod client_auth;
+mod middleware;
+mod mount;
+mod proxied;
+mod request_id;
+mod span;
+
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
-use http::{HeaderName, HeaderValue};
 use llm_tower::health_store::HealthStore;
 use llm_tower::{ConfigError, EndpointId, HealthRegistry, Upstream};
 use metrics_exporter_prometheus::PrometheusHandle;
-use tower::ServiceBuilder;
-use tower_http::ServiceBuilderExt;
-use tower_http::request_id::{MakeRequestId, RequestId};
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use tower_http::validate_request::ValidateRequestHeaderLayer;
-use tracing::Level;
 
 use crate::GatewayConfig;
 use crate::admin::{self, Generation};
 use crate::browser::BrowserGuard;
-use crate::client_auth::ClientKeys;
 use crate::models;
-use crate::server::Direct;
+use client_auth::{ClientKeyLayer, ClientKeys};
+use middleware::Middleware;
+use mount::Mount;
+pub(crate) use proxied::{Proxied, ProxiedBody, ProxiedFuture};
+use request_id::SequentialRequestId;
 
 /// The gateway's routers, and the health registry they report.
 ///
@@ -73,7 +88,8 @@ pub(crate) struct Process {
 }
 
 /// The main listener's routes: an axum [`Router`] that is complete on its own (serve it with
-/// anything), and the proxied path for [`serve`](crate::serve) to take without routing.
+/// anything), and the stack's route for [`serve`](crate::serve) to call without routing (the
+/// same route the router has at the mount).
 ///
 /// ```
 /// use llm_tower::{Config, EndpointConfig};
@@ -90,7 +106,8 @@ pub(crate) struct Process {
 #[derive(Clone, Debug)]
 pub struct Routes {
     pub(crate) router: Router,
-    pub(crate) direct: Option<Direct>,
+    /// The stack's route, for the requests it claims.
+    pub(crate) proxied: Option<Proxied>,
     /// What the listener allows of browsers (`Host`, `Origin`, CORS).
     pub(crate) browsers: BrowserGuard,
 }
@@ -106,7 +123,7 @@ impl From<Router> for Routes {
     fn from(router: Router) -> Self {
         Self {
             router,
-            direct: None,
+            proxied: None,
             browsers: BrowserGuard::default(),
         }
     }
@@ -183,7 +200,6 @@ pub(crate) fn build(
         }
         ClientKeys::new(auth)
     });
-    let ids = SequentialRequestId::new();
 
     let admin_routes = admin::routes(&registry, metrics, process.store.clone(), generation);
     let browsers = |listen, client_keys| {
@@ -199,53 +215,34 @@ pub(crate) fn build(
             Router::new(),
             Some(Routes {
                 router: admin::healthz().merge(admin_routes),
-                direct: None,
+                proxied: None,
                 browsers: browsers(listen, false),
             }),
         ),
         None => (admin_routes, None),
     };
-    // The paths the router serves itself, for the direct path to leave to it.
+    // The paths the router serves itself, for the server to leave to it.
     let mut others = vec!["/healthz"];
     if config.admin_listen.is_none() {
         others.extend(["/upstreams", "/ui", "/metrics"]);
     }
     // With models listed, `{mount}/models` is answered from the configuration.
     let models = models::listed(&config.upstream.build_endpoints()?);
-    let direct = Direct::new(
-        &config.mount,
-        others,
-        !models.is_empty(),
-        service.clone(),
-        keys.clone(),
-        ids.clone(),
-    );
-    let mount = config.mount.trim_end_matches('/');
+    let mount = Mount::new(&config.mount, others, !models.is_empty());
     if !models.is_empty() {
-        protected = protected.merge(models::routes(mount, models));
+        protected = protected.merge(models::routes(mount.prefix(), models));
     }
-    protected = if mount.is_empty() {
-        protected.fallback_service(service)
-    } else {
-        protected.nest_service(mount, service)
-    };
-    if let Some(keys) = keys {
-        protected = protected.layer(ValidateRequestHeaderLayer::custom(keys));
-    }
-    let router = admin::healthz().merge(protected);
-
+    let middleware = Middleware::new(SequentialRequestId::new());
+    let client_keys = ClientKeyLayer::new(keys);
+    // The router's own routes: `/healthz` for anyone, the rest behind the client keys.
+    let own = admin::healthz()
+        .merge(protected.layer(client_keys.clone()))
+        .layer(middleware.clone());
+    let proxied = Proxied::new(middleware, client_keys, mount, service);
     // Credentials are marked sensitive by the server before routing (see `server::service`).
-    let middleware = ServiceBuilder::new()
-        .set_x_request_id(ids)
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(request_span)
-                .on_response(DefaultOnResponse::new().level(Level::DEBUG)),
-        )
-        .propagate_x_request_id();
     let main = Routes {
-        router: router.layer(middleware),
-        direct: Some(direct),
+        router: proxied.route(own),
+        proxied: Some(proxied),
         browsers: browsers(config.listen, config.client_auth.is_some()),
     };
     Ok(App {
@@ -255,73 +252,4 @@ pub(crate) fn build(
         deployment_ids,
         process: process.clone(),
     })
-}
-
-/// The span every request's events are logged in: method and path only, since a query string
-/// may carry a client's `?key=`.
-pub(crate) fn request_span<B>(request: &http::Request<B>) -> tracing::Span {
-    tracing::info_span!(
-        "request",
-        method = %request.method(),
-        path = request.uri().path(),
-    )
-}
-
-/// The request id header.
-pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-/// `x-request-id` values: a random per-process prefix and a counter. Unique and cheap: no
-/// system call per request, unlike a fresh random UUID.
-#[derive(Clone, Debug)]
-pub(crate) struct SequentialRequestId {
-    /// 16 hex digits.
-    prefix: Arc<str>,
-    next: Arc<AtomicU64>,
-}
-
-impl SequentialRequestId {
-    /// The next id.
-    pub(crate) fn next(&self) -> HeaderValue {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        // Written by hand: `format!` costs more than the rest of the id's making.
-        let mut id = [0u8; 16 + 1 + 16];
-        id[..16].copy_from_slice(self.prefix.as_bytes());
-        id[16] = b'-';
-        let digits = (u64::BITS - n.leading_zeros()).div_ceil(4).max(1) as usize;
-        for (i, byte) in id[17..17 + digits].iter_mut().rev().enumerate() {
-            *byte = b"0123456789abcdef"[((n >> (4 * i)) & 0xf) as usize];
-        }
-        HeaderValue::from_bytes(&id[..17 + digits])
-            .expect("hex digits and a dash make a header value")
-    }
-
-    fn new() -> Self {
-        let seed = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
-        Self {
-            prefix: format!("{seed:016x}").into(),
-            next: Arc::new(AtomicU64::new(0)),
-        }
-    }
-}
-
-impl MakeRequestId for SequentialRequestId {
-    fn make_request_id<B>(&mut self, _: &http::Request<B>) -> Option<RequestId> {
-        Some(RequestId::new(self.next()))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn request_ids_are_the_prefix_and_the_counter_in_hex() {
-        let ids = SequentialRequestId::new();
-        let prefix = ids.prefix.to_string();
-        assert_eq!(prefix.len(), 16);
-        for n in [0, 1, 15, 16, 255, 0x1234_abcd, u64::MAX - 1, u64::MAX] {
-            ids.next.store(n, Ordering::Relaxed);
-            assert_eq!(ids.next().to_str().unwrap(), format!("{prefix}-{n:x}"));
-        }
-    }
 }

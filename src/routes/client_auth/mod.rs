@@ -1,15 +1,20 @@
-//! Client authentication: which clients may spend the operator's provider keys.
+//! Client authentication: which clients may spend the operator's provider keys. This file
+//! holds the keys and how a request's key is checked; [`layer`] puts the check on the request
+//! path.
+
+mod layer;
 
 use std::fmt;
 use std::sync::Arc;
 
-use axum::body::Body;
+use bytes::Bytes;
 use http::header::AUTHORIZATION;
 use http::{HeaderName, Method, Request, Response};
 use llm_tower::{Caller, ConfigError, Error, ErrorKind, Secret};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
-use tower_http::validate_request::ValidateRequest;
+
+pub(crate) use layer::{ClientKeyLayer, RequireClientKey};
 
 /// One client key: a name for logs and metrics, and the key itself (usually `${ENV}`).
 ///
@@ -275,10 +280,12 @@ fn base64_decode(text: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-impl<B> ValidateRequest<B> for ClientKeys {
-    type ResponseBody = Body;
-
-    fn validate(&mut self, request: &mut Request<B>) -> Result<(), Response<Body>> {
+impl ClientKeys {
+    /// Lets `request` through with its [`Caller`] when it presents one of the keys; otherwise
+    /// the 401 to answer it with (logged and counted).
+    // The refusal is the response itself, and rare: boxing it would only move it.
+    #[allow(clippy::result_large_err)]
+    pub(crate) fn check<B>(&self, request: &mut Request<B>) -> Result<(), Response<Bytes>> {
         let caller = presented(request)
             .filter(|key| key.serves(request))
             .and_then(|key| self.caller(key.key()))
@@ -306,7 +313,7 @@ impl<B> ValidateRequest<B> for ClientKeys {
             }
             Some(_) => "the key sent is not one of this gateway's keys",
         };
-        let mut response: Response<Body> =
+        let mut response: Response<Bytes> =
             Error::new(ErrorKind::Unauthorized, message).to_response();
         // Bearer for the SDKs; Basic so that a browser opening `/ui` asks for the key.
         let challenges = response.headers_mut();
