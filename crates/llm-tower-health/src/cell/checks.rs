@@ -44,7 +44,7 @@ impl EndpointHealth {
     }
 
     /// A check passed. As the probe (still the one in flight, and the deadline not pushed
-    /// out meanwhile by a `Retry-After`), it restores the deployment on probation: requests
+    /// out since it was taken), it restores the deployment on probation: requests
     /// go to it again, single tries until one succeeds, and a failure ejects it again with
     /// the cooldown doubled. Otherwise (a periodic check, or a probe overtaken by events) it
     /// only clears the failed checks in a row. Returns whether it restored the deployment.
@@ -52,7 +52,14 @@ impl EndpointHealth {
         let mut state = self.lock();
         let was_probe = resolve(&mut state, probe);
         self.check_failures.store(0, Ordering::Relaxed);
-        if !was_probe || state.until.is_some_and(|until| until > now) {
+        // An early probe (within the cooldown, after `max_probe_interval`) restores too,
+        // unless newer word came while it was out: a `Retry-After`, another replica's
+        // ejection, a late failure that pushed the deadline.
+        let overtaken = state.until.is_some_and(|until| until > now)
+            && state
+                .since
+                .is_some_and(|since| Some(since) > state.probed_at);
+        if !was_probe || overtaken {
             return false;
         }
         state.until = None;
