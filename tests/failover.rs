@@ -199,3 +199,107 @@ async fn a_recovered_primary_is_back_within_the_probe_interval() {
         "{down} requests reached the primary while it was down"
     );
 }
+
+/// Reads a response body to its end or its failure: the bytes that came, and whether it failed.
+async fn read_to_failure(response: http::Response<hyper::body::Incoming>) -> (String, bool) {
+    use http_body_util::BodyExt;
+    let mut body = response.into_body();
+    let mut text = Vec::new();
+    loop {
+        match body.frame().await {
+            Some(Ok(frame)) => text.extend_from_slice(frame.data_ref().map_or(&[][..], |d| d)),
+            Some(Err(_)) => return (String::from_utf8(text).unwrap(), true),
+            None => return (String::from_utf8(text).unwrap(), false),
+        }
+    }
+}
+
+/// An Anthropic messages stream (its documented events) cut after the first text delta: the
+/// chunked body stops without its last chunk, and the connection closes.
+async fn anthropic_stream_cut_after_a_delta() -> String {
+    let events = [
+        r#"{"type":"message_start","message":{"id":"msg_01","type":"message","role":"assistant","content":[],"model":"claude-3-5-haiku-20241022","stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":12,"output_tokens":1}}}"#,
+        r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
+        r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hello"}}"#,
+    ];
+    let mut reply = String::from(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n",
+    );
+    for data in events {
+        let name = &data[9..data[9..].find('"').unwrap() + 9];
+        let event = format!("event: {name}\ndata: {data}\n\n");
+        reply.push_str(&format!("{:x}\r\n{event}\r\n", event.len()));
+    }
+    common::raw_upstream(Box::leak(reply.into_bytes().into_boxed_slice())).await
+}
+
+/// A stream cut after bytes reached the client, with nowhere to continue: the client gets one
+/// error event in its API's stream format, then the abort; never a clean end, never `[DONE]`.
+#[tokio::test(start_paused = true)]
+async fn a_cut_stream_ends_with_an_error_event_in_the_client_s_format() {
+    let openai = MockProvider::start().await.unwrap();
+    openai.push(Behavior::ResetAfterChunks(2));
+    let cases = [
+        (
+            "/v1/chat/completions",
+            openai.base_url(),
+            "chat.completion.chunk",
+            "data: {\"error\":{",
+        ),
+        (
+            "/v1/messages",
+            anthropic_stream_cut_after_a_delta().await,
+            "content_block_delta",
+            "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\"",
+        ),
+    ];
+    for (path, base_url, delivered, event) in cases {
+        let backup = MockProvider::start().await.unwrap();
+        let gw = start(Config::with_endpoints(vec![
+            endpoint("a", base_url, 0),
+            endpoint("b", backup.base_url(), 1),
+        ]))
+        .await;
+        let request = http::Request::post(gw.url(path))
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                r#"{"model":"m","stream":true,"max_tokens":64,"messages":[{"role":"user","content":"hi"}]}"#,
+            )))
+            .unwrap();
+        let response = gw.send(request).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let (text, failed) = read_to_failure(response).await;
+        assert!(failed, "{path}: the stream is aborted after the event");
+        assert!(
+            text.contains(delivered),
+            "{path}: what came before the cut: {text}"
+        );
+        let at = text
+            .find(event)
+            .unwrap_or_else(|| panic!("{path}: no error event in {text}"));
+        let last = &text[at..];
+        assert!(
+            last.ends_with("\n\n") && last.matches("data:").count() == 1,
+            "{path}: {last}"
+        );
+        assert!(last.contains("incomplete"), "{path}: {last}");
+        assert!(
+            !text.contains("[DONE]") && !text.contains("message_stop"),
+            "{path}"
+        );
+        assert_eq!(backup.request_count(), 0, "bytes were out: no fallback");
+    }
+}
+
+/// An error status with an event-stream body, or a JSON answer, is not an event stream that
+/// broke: nothing is added to it.
+#[tokio::test(start_paused = true)]
+async fn a_json_answer_is_never_given_an_error_event() {
+    let (a, _b) = mocks().await;
+    let gw = start(Config::with_endpoints(vec![endpoint("a", a.base_url(), 0)])).await;
+    let response = gw.post(&chat("gpt-4o")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let (text, failed) = read_to_failure(response).await;
+    assert!(!failed && !text.contains("\"error\""), "{text}");
+    serde_json::from_str::<serde_json::Value>(&text).expect("the JSON answer as it came");
+}

@@ -10,7 +10,7 @@ use std::process::Command;
 use common::{only, serve_exactly};
 use llm_tower::{Config, EndpointConfig, ModelsConfig, Secret};
 use llm_tower_gateway::{ClientAuth, ClientKey, GatewayConfig};
-use llm_tower_mock::MockProvider;
+use llm_tower_mock::{Behavior, MockProvider};
 
 const CLIENT_KEY: &str = "gw-python-0123456789abcdef";
 
@@ -48,6 +48,22 @@ try:
     client.chat.completions.create(model="claude", messages=[{"role": "user", "content": "hi"}])
 except openai.NotFoundError as err:
     print("unknown:", err.status_code, err.code)
+"#;
+
+const CUT_STREAM_SCRIPT: &str = r#"
+import sys
+import openai
+
+client = openai.OpenAI(base_url=sys.argv[1], api_key=sys.argv[2], max_retries=0)
+text = ""
+try:
+    for chunk in client.chat.completions.create(
+        model="mock-model", messages=[{"role": "user", "content": "hi"}], stream=True
+    ):
+        text += chunk.choices[0].delta.content or ""
+    print("finished:", repr(text))
+except openai.APIError as err:
+    print("raised:", type(err).__name__, repr(text), err.message)
 "#;
 
 /// Runs `script` with the base URL and key as arguments; its standard output, once it
@@ -141,4 +157,21 @@ async fn the_openai_python_sdk_lists_and_uses_the_configured_models() {
     let seen = mock.requests();
     assert_eq!(seen.len(), 1, "models were listed by the gateway itself");
     assert_eq!(seen[0].json().unwrap()["model"], "gpt4o-prod");
+}
+
+/// A stream cut after its first chunks, with nowhere to continue: the SDK raises, with the
+/// gateway's word that the answer is incomplete, instead of returning the text so far as if
+/// it were the whole answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_python_sdk_raises_on_a_cut_stream() {
+    let Some(python) = python() else {
+        println!("{SKIPPED}");
+        return;
+    };
+    let mock = MockProvider::start().await.unwrap();
+    mock.push(Behavior::ResetAfterChunks(2));
+    let gw = serve_exactly(behind_key(only(&mock)), None, std::future::pending()).await;
+    let stdout = run(python, CUT_STREAM_SCRIPT, gw.url("/v1")).await;
+    assert!(stdout.starts_with("raised: APIError 'Hello from'"), "{stdout}");
+    assert!(stdout.contains("incomplete"), "{stdout}");
 }

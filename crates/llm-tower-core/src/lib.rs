@@ -43,6 +43,7 @@ mod attempt;
 mod body;
 mod classify;
 mod classify_errors;
+mod client_api;
 mod config_error;
 mod context_overflow;
 pub mod duration;
@@ -67,6 +68,7 @@ pub use classify::{
     informational_as_error,
 };
 pub use classify_errors::{ClassifyErrors, ClassifyErrorsFuture, ClassifyErrorsLayer};
+pub use client_api::ClientApi;
 pub use config_error::{ConfigError, MAX_COOLDOWN_LIMIT};
 pub use context_overflow::is_context_overflow;
 pub use endpoint::{

@@ -9,7 +9,7 @@ use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http::Response;
-use llm_tower_core::{BoxError, Caller};
+use llm_tower_core::{BoxError, Caller, ClientApi};
 use pin_project_lite::pin_project;
 
 use super::body::ResponseBody;
@@ -35,6 +35,7 @@ pin_project! {
         state: State<F>,
         shared: Arc<Shared>,
         caller: Option<Caller>,
+        api: ClientApi,
     }
 }
 
@@ -47,11 +48,17 @@ pin_project! {
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn inner(future: F, shared: Arc<Shared>, caller: Option<Caller>) -> Self {
+    pub(crate) fn inner(
+        future: F,
+        shared: Arc<Shared>,
+        caller: Option<Caller>,
+        api: ClientApi,
+    ) -> Self {
         Self {
             state: State::Inner { future },
             shared,
             caller,
+            api,
         }
     }
 
@@ -60,6 +67,7 @@ impl<F> ResponseFuture<F> {
             state: State::Failed { error: Some(error) },
             shared,
             caller,
+            api: ClientApi::default(),
         }
     }
 }
@@ -91,6 +99,7 @@ where
             this.shared,
             result,
             this.caller.take(),
+            *this.api,
         )))
     }
 }

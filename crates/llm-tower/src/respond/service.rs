@@ -7,7 +7,7 @@ use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http::{Request, Response};
-use llm_tower_core::{BoxError, Caller};
+use llm_tower_core::{BoxError, Caller, ClientApi};
 
 use super::body::ResponseBody;
 use super::future::ResponseFuture;
@@ -91,9 +91,13 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         // Request headers are cleaned by the balancer, which every attempt passes through.
         let caller = request.extensions().get::<Caller>().cloned();
+        // How a stream that breaks is told, in band: in the API the client speaks.
+        let api = ClientApi::of_path(request.uri().path());
         match self.not_ready.take() {
             Some(err) => ResponseFuture::failed(err, self.shared.clone(), caller),
-            None => ResponseFuture::inner(self.inner.call(request), self.shared.clone(), caller),
+            None => {
+                ResponseFuture::inner(self.inner.call(request), self.shared.clone(), caller, api)
+            }
         }
     }
 }
