@@ -5,6 +5,7 @@
 mod common;
 
 use common::{body, chat, endpoint, error_json, header, models_seen, serving, start};
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use http::StatusCode;
@@ -228,7 +229,7 @@ async fn anthropic_stream_cut_after_a_delta() -> String {
     for data in events {
         let name = &data[9..data[9..].find('"').unwrap() + 9];
         let event = format!("event: {name}\ndata: {data}\n\n");
-        reply.push_str(&format!("{:x}\r\n{event}\r\n", event.len()));
+        write!(reply, "{:x}\r\n{event}\r\n", event.len()).unwrap();
     }
     common::raw_upstream(Box::leak(reply.into_bytes().into_boxed_slice())).await
 }

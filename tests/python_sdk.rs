@@ -172,6 +172,9 @@ async fn the_openai_python_sdk_raises_on_a_cut_stream() {
     mock.push(Behavior::ResetAfterChunks(2));
     let gw = serve_exactly(behind_key(only(&mock)), None, std::future::pending()).await;
     let stdout = run(python, CUT_STREAM_SCRIPT, gw.url("/v1")).await;
-    assert!(stdout.starts_with("raised: APIError 'Hello from'"), "{stdout}");
+    assert!(
+        stdout.starts_with("raised: APIError 'Hello from'"),
+        "{stdout}"
+    );
     assert!(stdout.contains("incomplete"), "{stdout}");
 }
