@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::{body, chat, endpoint, error_json, header, models_seen, serving, start};
+use common::{
+    body, chat, continuing, endpoint, error_json, header, models_seen, serving, start, the_rest,
+};
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -303,4 +305,117 @@ async fn a_json_answer_is_never_given_an_error_event() {
     let (text, failed) = read_to_failure(response).await;
     assert!(!failed && !text.contains("\"error\""), "{text}");
     serde_json::from_str::<serde_json::Value>(&text).expect("the JSON answer as it came");
+}
+
+/// The `data:` chunks of an OpenAI chat stream, parsed (`[DONE]` aside).
+fn chunks(text: &str) -> Vec<serde_json::Value> {
+    text.split("\n\n")
+        .filter_map(|event| event.strip_prefix("data: "))
+        .filter(|data| *data != "[DONE]")
+        .map(|data| serde_json::from_str(data).unwrap())
+        .collect()
+}
+
+const STREAMED: &str =
+    r#"{"model":"mock-model","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+
+/// A stream cut after "Hello from", with a deployment that declares `continuation: prefill`:
+/// it is sent the request with "Hello from" as the assistant's last message, and the client
+/// reads one whole answer: one role chunk, one id, model and `created`, one `[DONE]`.
+#[tokio::test(start_paused = true)]
+async fn a_cut_stream_is_continued_where_it_broke_off() {
+    let (a, b) = mocks().await;
+    a.push(Behavior::ResetAfterChunks(2));
+    b.push(the_rest());
+    let plain = MockProvider::start().await.unwrap();
+    let gw = start(Config::with_endpoints(vec![
+        endpoint("a", a.base_url(), 0),
+        // Not declared: never sent a prefill, though it comes first.
+        endpoint("plain", plain.base_url(), 1),
+        continuing("b", &b, 2),
+    ]))
+    .await;
+    let response = gw.post(STREAMED).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let (text, failed) = read_to_failure(response).await;
+    assert!(!failed, "the client's stream ends cleanly: {text}");
+    let chunks = chunks(&text);
+    let content: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(content, "Hello from llm-tower-mock.");
+    assert_eq!(text.matches(r#""role":"assistant""#).count(), 1, "{text}");
+    assert_eq!(text.matches("data: [DONE]").count(), 1);
+    for chunk in &chunks {
+        assert_eq!(chunk["id"], "chatcmpl-llm-tower-mock", "{chunk}");
+        assert_eq!(chunk["model"], "mock-model");
+        assert_eq!(chunk["created"], chunks[0]["created"]);
+    }
+    let sent = b.requests()[0].json().unwrap();
+    let messages = sent["messages"].as_array().unwrap();
+    assert_eq!(
+        messages.last().unwrap(),
+        &serde_json::json!({"role": "assistant", "content": "Hello from"})
+    );
+    assert_eq!(sent["continue_final_message"], true);
+    assert_eq!((a.request_count(), plain.request_count()), (1, 0));
+}
+
+/// A stream that stalls past its idle timeout after text went out is continued too.
+#[tokio::test(start_paused = true)]
+async fn a_stalled_stream_is_continued() {
+    let (a, b) = mocks().await;
+    a.push(Behavior::Stream {
+        chunks: 3,
+        interval: Duration::from_secs(60),
+    });
+    b.push(the_rest());
+    let mut first = endpoint("a", a.base_url(), 0);
+    first.stream_idle_timeout = Some(Duration::from_secs(5));
+    let gw = start(Config::with_endpoints(vec![first, continuing("b", &b, 1)])).await;
+    let started = tokio::time::Instant::now();
+    let (text, failed) = read_to_failure(gw.post(STREAMED).await).await;
+    assert!(!failed, "{text}");
+    let content: String = chunks(&text)
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(content, "Hello llm-tower-mock.");
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+    let sent = b.requests()[0].json().unwrap();
+    assert_eq!(sent["messages"][1]["content"], "Hello");
+}
+
+/// A continuation that is refused never hides the failure it was to make good: the client is
+/// told of the broken stream, in band, and its stream is aborted.
+#[tokio::test(start_paused = true)]
+async fn a_refused_continuation_leaves_the_stream_s_own_failure() {
+    let (a, b) = mocks().await;
+    a.push(Behavior::ResetAfterChunks(2));
+    b.push(Behavior::Status {
+        status: 400,
+        retry_after: None,
+        headers: Vec::new(),
+        body: Some(
+            r#"{"error":{"message":"this model does not support assistant prefill","type":"invalid_request_error","code":null}}"#
+                .into(),
+        ),
+    });
+    let gw = start(Config::with_endpoints(vec![
+        endpoint("a", a.base_url(), 0),
+        continuing("b", &b, 1),
+    ]))
+    .await;
+    let (text, failed) = read_to_failure(gw.post(STREAMED).await).await;
+    assert!(failed, "{text}");
+    let last = text.rsplit("\n\n").find(|e| !e.is_empty()).unwrap();
+    assert!(last.starts_with("data: {\"error\":"), "{last}");
+    assert!(last.contains("upstream_connection_closed"), "{last}");
+    assert!(!last.contains("prefill"), "{last}");
+    assert_eq!(b.request_count(), 1, "asked once");
 }

@@ -7,7 +7,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{only, serve_exactly};
+use common::{continuing, endpoint, only, serve_exactly, the_rest};
 use llm_tower::{Config, EndpointConfig, ModelsConfig, Secret};
 use llm_tower_gateway::{ClientAuth, ClientKey, GatewayConfig};
 use llm_tower_mock::{Behavior, MockProvider};
@@ -64,6 +64,17 @@ try:
     print("finished:", repr(text))
 except openai.APIError as err:
     print("raised:", type(err).__name__, repr(text), err.message)
+"#;
+
+const CONTINUED_STREAM_SCRIPT: &str = r#"
+import sys
+import openai
+
+client = openai.OpenAI(base_url=sys.argv[1], api_key=sys.argv[2], max_retries=0)
+stream = client.chat.completions.create(
+    model="mock-model", messages=[{"role": "user", "content": "hi"}], stream=True
+)
+print("text:", repr("".join(chunk.choices[0].delta.content or "" for chunk in stream)))
 "#;
 
 /// Runs `script` with the base URL and key as arguments; its standard output, once it
@@ -177,4 +188,25 @@ async fn the_openai_python_sdk_raises_on_a_cut_stream() {
         "{stdout}"
     );
     assert!(stdout.contains("incomplete"), "{stdout}");
+}
+
+/// A stream cut after its first chunks and continued on a `continuation: prefill` deployment:
+/// the SDK reads one whole answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_python_sdk_reads_a_continued_stream_whole() {
+    let Some(python) = python() else {
+        println!("{SKIPPED}");
+        return;
+    };
+    let (a, b) = (
+        MockProvider::start().await.unwrap(),
+        MockProvider::start().await.unwrap(),
+    );
+    a.push(Behavior::ResetAfterChunks(2));
+    b.push(the_rest());
+    let config =
+        Config::with_endpoints(vec![endpoint("a", a.base_url(), 0), continuing("b", &b, 1)]);
+    let gw = serve_exactly(behind_key(config), None, std::future::pending()).await;
+    let stdout = run(python, CONTINUED_STREAM_SCRIPT, gw.url("/v1")).await;
+    assert_eq!(stdout, "text: 'Hello from llm-tower-mock.'\n");
 }

@@ -315,3 +315,30 @@ impl Captured {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
     }
 }
+
+/// The rest of the mock's answer ("Hello from llm-tower-mock."), as an OpenAI-compatible
+/// server streams it when asked to continue "Hello from": its own id, model and role chunk.
+pub fn the_rest() -> llm_tower_mock::Behavior {
+    let chunk = |delta: &str, finish: &str| {
+        format!(
+            r#"data: {{"id":"chatcmpl-other","object":"chat.completion.chunk","created":5,"model":"other-name","choices":[{{"index":0,"delta":{delta},"finish_reason":{finish}}}]}}"#
+        ) + "\n\n"
+    };
+    let body = chunk(r#"{"role":"assistant","content":""}"#, "null")
+        + &chunk(r#"{"content":" llm-tower-mock."}"#, r#""stop""#)
+        + "data: [DONE]\n\n";
+    llm_tower_mock::Behavior::Status {
+        status: 200,
+        retry_after: None,
+        headers: vec![("content-type".into(), "text/event-stream".into())],
+        body: Some(body),
+    }
+}
+
+/// `endpoint(id)` in front of `mock`, declaring `continuation: prefill`.
+pub fn continuing(id: &str, mock: &MockProvider, priority: u32) -> llm_tower::EndpointConfig {
+    llm_tower::EndpointConfig {
+        continuation: Some(llm_tower::Continuation::Prefill),
+        ..endpoint(id, mock.base_url(), priority)
+    }
+}

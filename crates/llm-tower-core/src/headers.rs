@@ -113,6 +113,27 @@ pub fn strip_hop_by_hop_and(headers: &mut HeaderMap, also: impl Fn(&HeaderName) 
     remove_where(headers, |name| HOP_BY_HOP.contains(name) || also(name));
 }
 
+/// Whether `headers` say the body is a stream of server-sent events (`text/event-stream`,
+/// parameters and case aside).
+///
+/// ```
+/// use http::HeaderMap;
+/// use llm_tower_core::is_event_stream;
+///
+/// let mut headers = HeaderMap::new();
+/// headers.insert("content-type", "Text/Event-Stream; charset=utf-8".parse().unwrap());
+/// assert!(is_event_stream(&headers));
+/// headers.insert("content-type", "application/json".parse().unwrap());
+/// assert!(!is_event_stream(&headers));
+/// ```
+pub fn is_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("text/event-stream"))
+}
+
 /// Removes every header for which `unwanted` says so. The message's headers (a handful) are
 /// asked once each; only the ones found are removed by name.
 ///

@@ -57,6 +57,7 @@ mod percent;
 mod policy;
 mod retry_after;
 mod retry_on;
+mod sse;
 mod transport;
 
 pub use attempt::{Attempt, AttemptKind, Attempts, Outcome};
@@ -72,14 +73,16 @@ pub use client_api::ClientApi;
 pub use config_error::{ConfigError, MAX_COOLDOWN_LIMIT};
 pub use context_overflow::is_context_overflow;
 pub use endpoint::{
-    ApiKey, BaseUrl, Endpoint, EndpointBuilder, EndpointConfig, EndpointId, ExpectStatus,
-    HealthCheck, ModelsConfig, Provider, ProviderName, Secret, port_is_valid,
+    ApiKey, BaseUrl, Continuation, Endpoint, EndpointBuilder, EndpointConfig, EndpointId,
+    ExpectStatus, HealthCheck, ModelsConfig, Provider, ProviderName, Secret, port_is_valid,
 };
 pub use error::{BoxError, Error, ErrorKind};
 pub use extensions::{
     Caller, ContextOverflow, CooldownHint, CredentialsSet, Deployment, Replay, Selected, SingleTry,
 };
-pub use headers::{HOP_BY_HOP, HeaderNames, remove_where, strip_hop_by_hop, strip_hop_by_hop_and};
+pub use headers::{
+    HOP_BY_HOP, HeaderNames, is_event_stream, remove_where, strip_hop_by_hop, strip_hop_by_hop_and,
+};
 #[doc(hidden)] // For `header_names!`.
 pub use http as __http;
 pub use model::{ModelInBody, ModelName, ModelRoute, find_model, with_model};
@@ -87,6 +90,7 @@ pub use percent::percent_decode;
 pub use policy::{CountBased, ExponentialBackoff, RetryPolicy};
 pub use retry_after::{retry_after, retry_after_at};
 pub use retry_on::{RetryOn, RetryReason};
+pub use sse::{SseEvent, SseSplitter};
 
 /// The `User-Agent` llm-tower sends upstream by default: `llm-tower/<version>`.
 pub const USER_AGENT: &str = concat!("llm-tower/", env!("CARGO_PKG_VERSION"));

@@ -7,14 +7,14 @@ use std::time::Duration;
 
 use http::Response;
 use llm_tower_core::{
-    BoxError, Classification, ConfigError, CooldownHint, Endpoint, Error, ErrorKind, ModelInBody,
-    ModelName, Outcome, classify, find_model, retry_after,
+    BoxError, Classification, ConfigError, Continuation, CooldownHint, Endpoint, Error, ErrorKind,
+    ModelInBody, ModelName, Outcome, classify, find_model, retry_after,
 };
 use llm_tower_health::{CheckService, HealthChecker, HealthRegistry, ProbeGuard};
 use tokio::time::Instant;
 
 use crate::models::ModelFallbacks;
-use crate::pool::{Group, NoGroup, Pick, Pool, Soonest};
+use crate::pool::{Group, Member, NoGroup, Pick, Pool, Soonest};
 use crate::settings::{FallbackSettings, WhenAllUnhealthy};
 
 pub(crate) struct Balancer {
@@ -29,6 +29,8 @@ pub(crate) struct Balancer {
     context: HashMap<ModelName, Box<[ModelName]>>,
     /// The health checker of its endpoints, once started: it stops with the balancer.
     checker: Mutex<Option<HealthChecker>>,
+    /// Whether some deployment may continue a broken stream (`continuation: prefill`).
+    continues: bool,
 }
 
 /// Where one request may go, in steps: the model it asked for (if any), then the models of
@@ -97,6 +99,8 @@ impl Balancer {
             .collect();
         chained.sort();
         chained.dedup();
+        let continues =
+            settings.max_continuations > 0 && endpoints.iter().any(|e| e.continuation().is_some());
         Self {
             pool: Pool::new(endpoints, &chained, &registry, &settings),
             registry,
@@ -105,6 +109,7 @@ impl Balancer {
             chains,
             context,
             checker: Mutex::new(None),
+            continues,
         }
     }
 
@@ -217,6 +222,31 @@ impl Balancer {
             }
         }
         self.first_from(route, step + 1, now)
+    }
+
+    /// Whether a broken stream may be continued here: some deployment declares
+    /// `continuation: prefill`, and `max_continuations` is not 0.
+    pub(crate) fn continues(&self) -> bool {
+        self.continues
+    }
+
+    /// The deployment to continue a stream that `broken` broke off at the route's step
+    /// `step`: one of the same model that declares `continuation: prefill` and admits a
+    /// request, else one of the chain's next models. Returns its step too.
+    pub(crate) fn continuation_pick(
+        &self,
+        route: &Route<'_>,
+        step: usize,
+        broken: usize,
+        now: Instant,
+    ) -> Option<(usize, Pick)> {
+        (step..route.steps()).find_map(|step| {
+            let allowed = |member: &Member, index: usize| {
+                index != broken && member.endpoint.continuation() == Some(Continuation::Prefill)
+            };
+            let pick = self.pool.first_allowed(route.group(step), now, allowed)?;
+            Some((step, pick))
+        })
     }
 
     /// The first deployment that admits a request in the route's steps from `from` on.

@@ -18,6 +18,7 @@ use llm_tower_core::Endpoint;
 use llm_tower_health::InFlight;
 
 use crate::mask::{KeyMask, mask_headers};
+use crate::resume::Resume;
 
 pin_project! {
     /// The response body of [`Fallback`](crate::Fallback): the upstream body, streamed
@@ -59,6 +60,8 @@ pin_project! {
         #[pin]
         inner: Option<B>,
         watch: Option<StreamWatch>,
+        // For a stream that a continuation may carry on when it breaks.
+        resume: Option<Box<Resume<B>>>,
     }
 }
 
@@ -122,7 +125,18 @@ impl<B> ResponseBody<B> {
             trailers: None,
             inner: Some(inner),
             watch: Some(watch),
+            resume: None,
         }
+    }
+
+    /// When this stream breaks after text reached the client, `resume` may carry it on.
+    pub(crate) fn resume_with(&mut self, resume: Resume<B>) {
+        self.resume = Some(Box::new(resume));
+    }
+
+    /// The upstream body and its watch, taken apart.
+    pub(crate) fn into_parts(self) -> (Option<B>, Option<StreamWatch>) {
+        (self.inner, self.watch)
     }
 
     /// Masks `key` in the body and its trailers.
@@ -218,7 +232,44 @@ where
             return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
         }
         loop {
-            let mut frame = ready!(poll_upstream(this.inner.as_mut(), this.watch, cx));
+            if let Some(resume) = this.resume.as_mut().filter(|r| r.asking()) {
+                match ready!(resume.poll_asked(cx)) {
+                    Ok((body, watch)) => {
+                        this.inner.set(Some(body));
+                        *this.watch = Some(watch);
+                        continue;
+                    }
+                    Err(err) => {
+                        *this.resume = None;
+                        return Poll::Ready(Some(Err(err)));
+                    }
+                }
+            }
+            let frame = ready!(poll_upstream(this.inner.as_mut(), this.watch, cx));
+            let mut frame = match (this.resume.as_mut(), frame) {
+                (Some(resume), Some(Ok(frame))) if frame.is_data() => {
+                    let data = frame.into_data().unwrap_or_default();
+                    let out = resume.pass(&data);
+                    if out.is_empty() {
+                        continue;
+                    }
+                    Some(Ok(Frame::data(out)))
+                }
+                (Some(resume), Some(Err(err))) => match resume.failed(err) {
+                    Ok(()) => continue,
+                    Err(err) => {
+                        *this.resume = None;
+                        Some(Err(err))
+                    }
+                },
+                (Some(resume), None) => {
+                    let rest = resume.end();
+                    *this.resume = None;
+                    this.inner.set(None);
+                    (!rest.is_empty()).then(|| Ok(Frame::data(rest)))
+                }
+                (_, frame) => frame,
+            };
             let Some(mask) = this.mask.as_mut() else {
                 // A success's body is not searched for the key, but its trailers are, as
                 // every header the client gets.
@@ -268,12 +319,13 @@ where
     fn is_end_stream(&self) -> bool {
         self.trailers.is_none()
             && self.mask.is_none()
+            && self.resume.is_none()
             && self.inner.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        if self.mask.is_some() {
-            // Masking changes the length.
+        if self.mask.is_some() || self.resume.is_some() {
+            // Masking changes the length, and so may a continuation.
             return SizeHint::new();
         }
         self.inner

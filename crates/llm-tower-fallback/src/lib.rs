@@ -64,6 +64,7 @@ mod layer;
 mod mask;
 mod models;
 mod pool;
+mod resume;
 mod run;
 mod service;
 mod settings;

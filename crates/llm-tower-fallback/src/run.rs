@@ -7,9 +7,10 @@ use http::request::Parts;
 use http::{Request, Response, Uri};
 use http_body::Body;
 use llm_tower_core::{
-    Attempts, BoxError, BufferedBody, Classification, ContextOverflow, Deployment, Endpoint, Error,
-    ErrorKind, ModelRoute, Outcome, Replay, Selected, SingleTry, buffer_request, classify,
-    header_names, informational_as_error, strip_hop_by_hop_and, with_model,
+    Attempts, BoxError, BufferedBody, Classification, ClientApi, ContextOverflow, Deployment,
+    Endpoint, Error, ErrorKind, ModelRoute, Outcome, Replay, Selected, SingleTry, buffer_request,
+    classify, header_names, informational_as_error, is_event_stream, strip_hop_by_hop_and,
+    with_model,
 };
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
@@ -18,6 +19,7 @@ use crate::balancer::{Balancer, Route};
 use crate::body::{ResponseBody, StreamWatch};
 use crate::mask::mask_headers;
 use crate::pool::Member;
+use crate::resume::{self, Asked, Resume, Start};
 
 /// One request: buffer, pick, call, judge, fall back. This is the future of
 /// [`Fallback`](crate::Fallback).
@@ -27,12 +29,12 @@ pub(crate) async fn run<S, B, RB>(
     request: Request<B>,
 ) -> Result<Response<ResponseBody<RB>>, BoxError>
 where
-    S: Service<Request<BufferedBody>, Response = Response<RB>> + Send,
+    S: Service<Request<BufferedBody>, Response = Response<RB>> + Clone + Send + 'static,
     S::Error: Into<BoxError>,
     S::Future: Send,
     B: Body + Send,
     B::Error: Into<BoxError>,
-    RB: http_body::Body<Data = bytes::Bytes>,
+    RB: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     RB::Error: Into<BoxError>,
 {
     let log = attempt_log(&request);
@@ -48,16 +50,10 @@ where
     loop {
         let member = &balancer.pool.members[pick.index];
         let deployment = deployment(&route, step, member);
-        let attempt = Prepared::attempt(
-            &prepared,
-            &route,
-            step,
-            member,
-            &deployment,
-            pick.single_try,
-            &log,
-        )
-        .map_err(fail)?;
+        let body = prepared.body_for(&route, step, member);
+        let attempt =
+            Prepared::attempt(&prepared, member, &deployment, pick.single_try, &log, body)
+                .map_err(fail)?;
         let tries_before = log.len();
         let result = send(
             &mut inner,
@@ -83,6 +79,15 @@ where
                 member
                     .health
                     .succeeded(at, latency, tries > tries_before + 1, pick.probe);
+                let mut result = result;
+                if balancer.continues()
+                    && let Ok(response) = &mut result
+                    && resumable(response, &prepared)
+                {
+                    let start = resume_start(&balancer, &inner, &prepared, pick.index, step, &log);
+                    let max = balancer.settings.max_continuations;
+                    response.body_mut().resume_with(Resume::new(start, max));
+                }
                 return finish(result, member, &deployment, &log);
             }
             // None says anything about the endpoint: a probe slot is released on drop.
@@ -133,6 +138,87 @@ where
         }
         (step, pick) = (next_step, next);
     }
+}
+
+/// Whether an answer is a stream a continuation can carry on: an OpenAI chat completion
+/// stream (the one format whose continuation is spliced so far).
+fn resumable<RB>(response: &Response<RB>, prepared: &Prepared) -> bool {
+    response.status().is_success()
+        && is_event_stream(response.headers())
+        && ClientApi::of_path(prepared.target.path()) == ClientApi::OpenAiChat
+}
+
+/// How the body asks for the continuation of a stream that `broken` broke off at the route's
+/// step `step`: a deployment that declares `continuation: prefill` (not `broken`, nor one
+/// whose own continuation broke) is sent the request with the text so far; its answer counts
+/// for its health like any attempt's.
+fn resume_start<S, RB>(
+    balancer: &Arc<Balancer>,
+    inner: &S,
+    prepared: &Arc<Prepared>,
+    broken: usize,
+    step: usize,
+    log: &Attempts,
+) -> Start<RB>
+where
+    S: Service<Request<BufferedBody>, Response = Response<RB>> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send,
+    RB: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    RB::Error: Into<BoxError>,
+{
+    let (balancer, inner, prepared, log) = (
+        balancer.clone(),
+        inner.clone(),
+        prepared.clone(),
+        log.clone(),
+    );
+    let mut broken = broken;
+    Box::new(move |delivered: &str| {
+        let request = prepared.body.to_bytes();
+        let route = balancer.route(&request).ok()?;
+        let (at, pick) = balancer.continuation_pick(&route, step, broken, Instant::now())?;
+        let member = &balancer.pool.members[pick.index];
+        let model = route
+            .model(at)
+            .map(|model| member.route.as_ref().map_or(model, ModelRoute::upstream));
+        let body = resume::openai::prefill(&request, delivered, model.map(|m| &**m))?;
+        let deployment = deployment(&route, at, member);
+        let attempt =
+            Prepared::attempt(&prepared, member, &deployment, true, &log, body.into()).ok()?;
+        broken = pick.index;
+        let (balancer, mut inner, log) = (balancer.clone(), inner.clone(), log.clone());
+        let asked: Asked<RB> = Box::pin(async move {
+            let result = send(
+                &mut inner,
+                attempt,
+                &balancer,
+                pick.index,
+                &deployment,
+                &log,
+            )
+            .await;
+            let streams = result.as_ref().is_ok_and(|response| {
+                response.status().is_success() && is_event_stream(response.headers())
+            });
+            if !streams {
+                // Refused or failed: the broken stream's failure is what the client hears.
+                if classify(&result).counts_against_health() {
+                    balancer.record_failure(pick.index, pick.probe, &result, Instant::now());
+                }
+                return None;
+            }
+            let (at, latency) = log
+                .latest()
+                .1
+                .map_or((Instant::now(), None), |(at, l)| (at, Some(l)));
+            let member = &balancer.pool.members[pick.index];
+            member.health.succeeded(at, latency, false, pick.probe);
+            let (body, watch) = result.ok()?.into_body().into_parts();
+            Some((body?, watch?))
+        });
+        Some(asked)
+    })
 }
 
 /// Logs a move from `from` to `to`, a deployment of another model (the route's step `step`).
@@ -227,12 +313,11 @@ impl Prepared {
     /// it for a retry, so the retry layer copies nothing up front.
     fn attempt(
         this: &Arc<Self>,
-        route: &Route<'_>,
-        step: usize,
         member: &Member,
         deployment: &Deployment,
         single_try: bool,
         log: &Attempts,
+        body: BufferedBody,
     ) -> Result<Request<BufferedBody>, Error> {
         let uri = member
             .endpoint
@@ -244,7 +329,6 @@ impl Prepared {
                     format!("cannot forward this request target: {err}"),
                 )
             })?;
-        let body = this.body_for(route, step, member);
         let replay = {
             let prepared = this.clone();
             let selected = Selected(member.endpoint.clone());

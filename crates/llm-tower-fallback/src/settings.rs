@@ -48,7 +48,8 @@ pub enum WhenAllUnhealthy {
 
 /// Everything the balancer can be told besides its endpoints. In a configuration file these
 /// are top-level keys (`strategy`, `when_all_unhealthy`, `max_body_bytes`,
-/// `unhealthy_threshold`, `max_cooldown`, `max_probe_interval`, `latency_decay`).
+/// `unhealthy_threshold`, `max_cooldown`, `max_probe_interval`, `max_continuations`,
+/// `latency_decay`).
 ///
 /// ```
 /// use std::time::Duration;
@@ -84,6 +85,10 @@ pub struct FallbackSettings {
     /// upstream's `Retry-After` is waited out in full.
     #[serde(with = "llm_tower_core::duration")]
     pub max_probe_interval: Duration,
+    /// How many times one streamed answer may be continued on another deployment after its
+    /// stream broke (default 1; 0: never). Only deployments with `continuation: prefill` are
+    /// asked.
+    pub max_continuations: u32,
     /// How fast `least_latency` forgets (default 10 s): the time constant of its moving
     /// average, and of the decay that lets a slow endpoint that gets no traffic be tried
     /// again.
@@ -100,6 +105,7 @@ impl Default for FallbackSettings {
             unhealthy_threshold: 1,
             max_cooldown: Duration::from_secs(60),
             max_probe_interval: Self::DEFAULT_MAX_PROBE_INTERVAL,
+            max_continuations: 1,
             latency_decay: Self::DEFAULT_LATENCY_DECAY,
         }
     }

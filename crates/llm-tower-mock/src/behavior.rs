@@ -65,7 +65,8 @@ pub enum Behavior {
     /// Read the whole request, then close the TCP connection without sending any response.
     CloseBeforeHead,
     /// Send a `200` SSE head and this many SSE chunks, then abort the connection abruptly
-    /// (the client sees an error while reading the body, not a clean end).
+    /// (the client sees an error while reading the body, not a clean end). The answer was cut
+    /// short: no chunk has a `finish_reason`.
     ResetAfterChunks(usize),
     /// Send a `200` head (SSE or JSON content type, as requested) and then never send any body
     /// bytes, until the client goes away or the mock shuts down.

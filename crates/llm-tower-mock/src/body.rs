@@ -157,7 +157,12 @@ impl Sse {
                 ready!(sleep.as_mut().poll(cx));
                 self.armed = false;
             }
-            let chunk = self.assets.chunk(self.next, self.total);
+            // A stream cut short never had its last chunk: none of its chunks says `stop`.
+            let of = match self.end {
+                SseEnd::Done => self.total,
+                SseEnd::Reset => self.total + 1,
+            };
+            let chunk = self.assets.chunk(self.next, of);
             self.next += 1;
             return Poll::Ready(Some(Ok(Frame::data(chunk))));
         }

@@ -187,11 +187,11 @@ pub use upstream::{Upstream, UpstreamBody, UpstreamLayer, UpstreamService};
 pub use llm_tower_auth::{Auth, AuthLayer};
 pub use llm_tower_core::{
     ApiKey, Attempt, AttemptKind, Attempts, BaseUrl, BoxError, BufferedBody, Caller,
-    Classification, ClassifyErrors, ClassifyErrorsLayer, ConfigError, CooldownHint, CountBased,
-    Deployment, Endpoint, EndpointBuilder, EndpointConfig, EndpointId, Error, ErrorKind,
-    ExpectStatus, ExponentialBackoff, HOP_BY_HOP, HealthCheck, ModelName, ModelRoute, ModelsConfig,
-    Outcome, Provider, ProviderName, RetryOn, RetryPolicy, RetryReason, Secret, Selected,
-    SingleTry, strip_hop_by_hop,
+    Classification, ClassifyErrors, ClassifyErrorsLayer, ConfigError, Continuation, CooldownHint,
+    CountBased, Deployment, Endpoint, EndpointBuilder, EndpointConfig, EndpointId, Error,
+    ErrorKind, ExpectStatus, ExponentialBackoff, HOP_BY_HOP, HealthCheck, ModelName, ModelRoute,
+    ModelsConfig, Outcome, Provider, ProviderName, RetryOn, RetryPolicy, RetryReason, Secret,
+    Selected, SingleTry, strip_hop_by_hop,
 };
 pub use llm_tower_fallback::{
     Fallback, FallbackBuilder, FallbackLayer, FallbackSettings, ModelFallbacks, Strategy,

@@ -5,7 +5,7 @@ use std::time::Duration;
 use http::HeaderName;
 use serde::{Deserialize, Serialize};
 
-use super::{ApiKey, Endpoint, HealthCheck, Provider, Secret};
+use super::{ApiKey, Continuation, Endpoint, HealthCheck, Provider, Secret};
 use crate::config_error::ConfigError;
 use crate::model::ModelRoute;
 use crate::policy::RetryPolicy;
@@ -104,6 +104,11 @@ pub struct EndpointConfig {
     /// but the two timeouts, which fall back at once.
     #[serde(default)]
     pub retry_on: RetryOn,
+    /// `prefill`: this endpoint may be sent the continuation of a stream that another
+    /// deployment of its model broke off (the original request, plus the assistant's text so
+    /// far as the last message). Default: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continuation: Option<Continuation>,
     /// The models it serves (default: any model): a list of names, or a map
     /// `name: upstream-name` for an endpoint that knows a model by another name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -193,6 +198,7 @@ impl EndpointConfig {
             stream_idle_timeout: default_stream_idle_timeout(),
             retry_policy: RetryPolicy::default(),
             retry_on: RetryOn::default(),
+            continuation: None,
             models: None,
             health_check: None,
         }
@@ -249,7 +255,8 @@ impl EndpointConfig {
             .first_byte_timeout(self.first_byte_timeout)
             .stream_idle_timeout(self.stream_idle_timeout)
             .retry_policy(self.retry_policy.clone())
-            .retry_on(self.retry_on);
+            .retry_on(self.retry_on)
+            .continuation(self.continuation);
         if let Some(models) = &self.models {
             builder = builder.models(
                 models

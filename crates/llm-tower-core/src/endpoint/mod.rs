@@ -3,6 +3,7 @@
 mod api_key;
 mod base_url;
 mod config;
+mod continuation;
 mod health_check;
 mod id;
 mod provider;
@@ -15,6 +16,7 @@ use http::{HeaderName, HeaderValue};
 pub use api_key::{ApiKey, Secret};
 pub use base_url::{BaseUrl, port_is_valid};
 pub use config::{EndpointConfig, ModelsConfig, ProviderName};
+pub use continuation::Continuation;
 pub use health_check::{ExpectStatus, HealthCheck};
 pub use id::EndpointId;
 pub use provider::Provider;
@@ -60,6 +62,7 @@ pub struct Endpoint {
     stream_idle_timeout: Option<Duration>,
     retry_policy: RetryPolicy,
     retry_on: RetryOn,
+    continuation: Option<Continuation>,
     models: Option<Arc<[ModelRoute]>>,
     health_check: Option<Arc<HealthCheck>>,
 }
@@ -127,6 +130,7 @@ impl Endpoint {
             stream_idle_timeout: Some(Self::DEFAULT_STREAM_IDLE_TIMEOUT),
             retry_policy: RetryPolicy::default(),
             retry_on: RetryOn::default(),
+            continuation: None,
             models: None,
             health_check: None,
         }
@@ -189,6 +193,11 @@ impl Endpoint {
     /// retryable one but the timeouts).
     pub fn retry_on(&self) -> RetryOn {
         self.retry_on
+    }
+
+    /// Whether this endpoint may continue a stream another one broke off, and how.
+    pub fn continuation(&self) -> Option<Continuation> {
+        self.continuation
     }
 
     /// The models this endpoint serves, or `None` when it serves any model (the request's
@@ -255,6 +264,7 @@ pub struct EndpointBuilder {
     stream_idle_timeout: Option<Duration>,
     retry_policy: RetryPolicy,
     retry_on: RetryOn,
+    continuation: Option<Continuation>,
     models: Option<Vec<ModelRoute>>,
     health_check: Option<HealthCheck>,
 }
@@ -325,6 +335,13 @@ impl EndpointBuilder {
     #[must_use]
     pub fn retry_on(mut self, retry_on: RetryOn) -> Self {
         self.retry_on = retry_on;
+        self
+    }
+    /// Lets this endpoint continue streams that another deployment of its model broke off
+    /// (by default none is sent such a request).
+    #[must_use]
+    pub fn continuation(mut self, continuation: Option<Continuation>) -> Self {
+        self.continuation = continuation;
         self
     }
     /// Sets the models this endpoint serves (by default, any model): names, or aliases
@@ -411,6 +428,7 @@ impl EndpointBuilder {
             stream_idle_timeout: self.stream_idle_timeout,
             retry_policy: self.retry_policy,
             retry_on: self.retry_on,
+            continuation: self.continuation,
             models: self.models.map(Into::into),
             health_check: self.health_check.map(Arc::new),
         })

@@ -356,6 +356,24 @@ impl Pool {
         })
     }
 
+    /// The first deployment of `group`, by priority, that `allowed` lets through and that
+    /// admits a request (rare paths only: it allocates).
+    pub(crate) fn first_allowed(
+        &self,
+        group: &Group,
+        now: Instant,
+        allowed: impl Fn(&Member, usize) -> bool,
+    ) -> Option<Pick> {
+        let refused: Vec<bool> = self
+            .members
+            .iter()
+            .enumerate()
+            .map(|(index, member)| !allowed(member, index))
+            .collect();
+        let slots = 0..group.members.len();
+        self.scan(group, slots, Some(&refused), now, &mut Soonest::default())
+    }
+
     /// The first of `slots` (positions in `group`) that admits a request.
     fn scan(
         &self,

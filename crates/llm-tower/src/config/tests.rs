@@ -17,6 +17,7 @@ max_body_bytes: 1048576
 unhealthy_threshold: 2
 max_cooldown: 30s
 max_probe_interval: 5s
+max_continuations: 2
 retry_budget: { percent: 25, min_per_second: 5, ttl: 5s }
 client: { connect_timeout: 2s, pool_idle_timeout: 30s }
 endpoints:
@@ -43,6 +44,7 @@ endpoints:
   - id: local
     base_url: http://127.0.0.1:11434/v1
     provider: custom
+    continuation: prefill
     auth_header: x-token
     auth_prefix: "Token "
     api_key: "${LLM_TOWER_UNSET_VAR:-fallback-key}"
@@ -58,6 +60,7 @@ max_body_bytes = 1048576
 unhealthy_threshold = 2
 max_cooldown = "30s"
 max_probe_interval = "5s"
+max_continuations = 2
 retry_budget = { percent = 25, min_per_second = 5, ttl = "5s" }
 client = { connect_timeout = "2s", pool_idle_timeout = "30s" }
 
@@ -87,6 +90,7 @@ retry_policy = { name = "CountBased", config = { times = 1 } }
 id = "local"
 base_url = "http://127.0.0.1:11434/v1"
 provider = "custom"
+continuation = "prefill"
 auth_header = "x-token"
 auth_prefix = "Token "
 api_key = "${LLM_TOWER_UNSET_VAR:-fallback-key}"
@@ -125,6 +129,7 @@ fn yaml_and_toml_read_the_same() {
     assert_eq!(c.fallback.when_all_unhealthy, WhenAllUnhealthy::Fail);
     assert_eq!(c.fallback.max_cooldown, Duration::from_secs(30));
     assert_eq!(c.fallback.max_probe_interval, Duration::from_secs(5));
+    assert_eq!(c.fallback.max_continuations, 2);
     assert_eq!(c.retry.budget.ttl, Duration::from_secs(5));
     assert_eq!(c.client.connect_timeout, Duration::from_secs(2));
     assert_eq!(c.client.pool_max_idle_per_host, 64);
@@ -163,6 +168,8 @@ fn yaml_and_toml_read_the_same() {
         ("x-token", "Token fallback-key")
     );
     assert!(!eps[2].fallback());
+    assert_eq!(eps[2].continuation(), Some(llm_tower_core::Continuation::Prefill));
+    assert_eq!(eps[0].continuation(), None);
     assert_eq!(eps[2].timeout(), None);
     assert_eq!(eps[2].retry_policy(), &RetryPolicy::NoRetry);
     // Nothing secret in Debug or serialisation.

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Response};
 use llm_tower_core::{
-    Attempts, BoxError, Caller, ClientApi, Deployment, Error, ErrorKind, Selected, strip_hop_by_hop,
+    Attempts, BoxError, Caller, ClientApi, Deployment, Error, ErrorKind, Selected, is_event_stream,
+    strip_hop_by_hop,
 };
 
 use super::body::ResponseBody;
@@ -36,7 +37,8 @@ where
                 .remove::<hyper::ext::ReasonPhrase>();
             strip_hop_by_hop(response.headers_mut());
             drop_inconsistent_length(&mut response);
-            let in_band = is_event_stream(&response).then_some(api);
+            // A stream of events that fails is told so in band.
+            let in_band = is_event_stream(response.headers()).then_some(api);
             response.map(|body| ResponseBody::upstream(body).with_in_band_errors(in_band))
         }
         Err(err) => respond(shared, err),
@@ -80,20 +82,6 @@ fn respond<RB>(shared: &Shared, err: BoxError) -> Response<ResponseBody<RB>> {
         tracing::warn!(kind = %err.kind(), detail = %err.detail(), "request failed");
     }
     err.to_response::<Bytes>().map(ResponseBody::error)
-}
-
-/// Whether the response is a stream of server-sent events: one that fails is told so in band.
-fn is_event_stream<B>(response: &Response<B>) -> bool {
-    response
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| {
-            value
-                .split(';')
-                .next()
-                .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("text/event-stream"))
-        })
 }
 
 /// Keeps `content-length` only when it matches what the body says about itself; hyper
