@@ -99,7 +99,7 @@ impl HealthEvent {
 }
 
 /// The local events of a registry, for one subscriber to send to other replicas; from
-/// [`HealthRegistry::subscribe`]. Events that found the queue full are counted in
+/// [`HealthRegistry::subscribe`](crate::HealthRegistry::subscribe). Events that found the queue full are counted in
 /// [`dropped`](Self::dropped).
 ///
 /// ```
