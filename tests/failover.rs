@@ -419,3 +419,86 @@ async fn a_refused_continuation_leaves_the_stream_s_own_failure() {
     assert!(!last.contains("prefill"), "{last}");
     assert_eq!(b.request_count(), 1, "asked once");
 }
+
+/// An Anthropic messages stream cut after "Hello", continued on an Anthropic deployment with
+/// `continuation: prefill`: it is sent the request with "Hello" as the assistant's last
+/// message, and the client reads one message: one `message_start`, one text block, the rest of
+/// the text, the stop.
+#[tokio::test(start_paused = true)]
+async fn an_anthropic_stream_is_continued_where_it_broke_off() {
+    let broken = anthropic_stream_cut_after_a_delta().await;
+    let rest = [
+        ("message_start", r#"{"type":"message_start","message":{"id":"msg_02","type":"message","role":"assistant","content":[],"model":"claude-b","stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":14,"output_tokens":1}}}"#),
+        ("content_block_start", r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#),
+        ("content_block_delta", r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":", world."}}"#),
+        ("content_block_stop", r#"{"type":"content_block_stop","index":0}"#),
+        ("message_delta", r#"{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":3}}"#),
+        ("message_stop", r#"{"type":"message_stop"}"#),
+    ]
+    .iter()
+    .map(|(name, data)| format!("event: {name}\ndata: {data}\n\n"))
+    .collect::<String>();
+    let reply = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\n\r\n{rest}",
+        rest.len()
+    );
+    let (continuing_url, seen) =
+        common::recording_raw_upstream(Box::leak(reply.into_bytes().into_boxed_slice())).await;
+    let mut b = endpoint("b", continuing_url, 1);
+    b.continuation = Some(llm_tower::Continuation::Prefill);
+    let gw = start(Config::with_endpoints(vec![endpoint("a", broken, 0), b])).await;
+    let request = http::Request::post(gw.url("/v1/messages"))
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            r#"{"model":"claude","max_tokens":64,"stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+        )))
+        .unwrap();
+    let (text, failed) = read_to_failure(gw.send(request).await).await;
+    assert!(!failed, "{text}");
+    let events: Vec<(String, serde_json::Value)> = text
+        .split("\n\n")
+        .filter(|e| !e.is_empty())
+        .map(|e| {
+            let (name, data) = e.split_once('\n').unwrap();
+            let name = name.strip_prefix("event: ").unwrap().to_owned();
+            (
+                name,
+                serde_json::from_str(data.strip_prefix("data: ").unwrap()).unwrap(),
+            )
+        })
+        .collect();
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "message_start",
+            "content_block_start",
+            "content_block_delta",
+            "content_block_delta",
+            "content_block_stop",
+            "message_delta",
+            "message_stop"
+        ]
+    );
+    assert_eq!(
+        events[0].1["message"]["id"], "msg_01",
+        "the first answer's message"
+    );
+    let said: String = events
+        .iter()
+        .filter_map(|(_, data)| data["delta"]["text"].as_str())
+        .collect();
+    assert_eq!(said, "Hello, world.");
+    assert_eq!(
+        events[5].1["usage"]["output_tokens"], 4,
+        "1 reported first, then 3"
+    );
+    let sent = seen.lock().unwrap()[0].clone();
+    let body: serde_json::Value =
+        serde_json::from_str(sent.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(
+        body["messages"][1],
+        serde_json::json!({"role": "assistant", "content": "Hello"})
+    );
+    assert!(sent.starts_with("POST /v1/messages "), "{sent}");
+}

@@ -72,18 +72,29 @@ pub fn with_keys(mock: &MockProvider) -> GatewayConfig {
 /// A base URL of an upstream that answers every request with `reply` (raw bytes, anything
 /// but well-formed HTTP if need be), then closes the connection.
 pub async fn raw_upstream(reply: &'static [u8]) -> String {
+    recording_raw_upstream(reply).await.0
+}
+
+/// [`raw_upstream`], and what it was sent: the first read of each connection (a small
+/// request on loopback arrives whole).
+pub async fn recording_raw_upstream(reply: &'static [u8]) -> (String, Arc<Mutex<Vec<String>>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
     tokio::spawn(async move {
         while let Ok((mut socket, _)) = listener.accept().await {
+            let record = record.clone();
             tokio::spawn(async move {
-                let mut request = [0u8; 4096];
-                let _ = socket.read(&mut request).await;
+                let mut request = vec![0u8; 65536];
+                let read = socket.read(&mut request).await.unwrap_or(0);
+                let text = String::from_utf8_lossy(&request[..read]).into_owned();
+                record.lock().unwrap().push(text);
                 let _ = socket.write_all(reply).await;
             });
         }
     });
-    format!("http://{addr}/v1")
+    (format!("http://{addr}/v1"), seen)
 }
 
 /// A base URL of an upstream that takes connections and never answers: the kernel accepts

@@ -82,11 +82,15 @@ where
                 let mut result = result;
                 if balancer.continues()
                     && let Ok(response) = &mut result
-                    && resumable(response, &prepared)
+                    && resumable(response)
                 {
-                    let start = resume_start(&balancer, &inner, &prepared, pick.index, step, &log);
+                    let api = ClientApi::of_path(prepared.target.path());
+                    let start =
+                        resume_start(&balancer, &inner, &prepared, pick.index, step, &log, api);
                     let max = balancer.settings.max_continuations;
-                    response.body_mut().resume_with(Resume::new(start, max));
+                    if let Some(resume) = Resume::new(api, start, max) {
+                        response.body_mut().resume_with(resume);
+                    }
                 }
                 return finish(result, member, &deployment, &log);
             }
@@ -140,12 +144,9 @@ where
     }
 }
 
-/// Whether an answer is a stream a continuation can carry on: an OpenAI chat completion
-/// stream (the one format whose continuation is spliced so far).
-fn resumable<RB>(response: &Response<RB>, prepared: &Prepared) -> bool {
-    response.status().is_success()
-        && is_event_stream(response.headers())
-        && ClientApi::of_path(prepared.target.path()) == ClientApi::OpenAiChat
+/// Whether an answer is a stream a continuation may carry on: a 2xx event stream.
+fn resumable<RB>(response: &Response<RB>) -> bool {
+    response.status().is_success() && is_event_stream(response.headers())
 }
 
 /// How the body asks for the continuation of a stream that `broken` broke off at the route's
@@ -159,6 +160,7 @@ fn resume_start<S, RB>(
     broken: usize,
     step: usize,
     log: &Attempts,
+    api: ClientApi,
 ) -> Start<RB>
 where
     S: Service<Request<BufferedBody>, Response = Response<RB>> + Clone + Send + 'static,
@@ -182,7 +184,7 @@ where
         let model = route
             .model(at)
             .map(|model| member.route.as_ref().map_or(model, ModelRoute::upstream));
-        let body = resume::openai::prefill(&request, delivered, model.map(|m| &**m))?;
+        let body = resume::prefill(api, &request, delivered, model.map(|m| &**m))?;
         let deployment = deployment(&route, at, member);
         let attempt =
             Prepared::attempt(&prepared, member, &deployment, true, &log, body.into()).ok()?;

@@ -12,7 +12,7 @@ pub(crate) struct Delivered {
     /// The assistant's text so far.
     pub(crate) text: String,
     /// `id`, `model` and `created` of the first chunk: the continuation's chunks carry them.
-    pub(crate) identity: Option<Identity>,
+    identity: Option<Identity>,
     /// The answer ended (a `finish_reason`, or `[DONE]`): nothing to continue.
     pub(crate) finished: bool,
     /// Something a prefill cannot carry on: tool calls, or more than one choice.
@@ -72,6 +72,11 @@ impl Delivered {
     pub(crate) fn continuable(&self) -> bool {
         !self.text.is_empty() && !self.finished && !self.not_text
     }
+
+    /// The splice of a continuation into this stream (once its first chunk named it).
+    pub(crate) fn splice(&self) -> Option<Splice> {
+        self.identity.clone().map(|identity| Splice { identity })
+    }
 }
 
 /// The request that continues `delivered` on another deployment: the client's request with
@@ -108,10 +113,6 @@ pub(crate) struct Splice {
 }
 
 impl Splice {
-    pub(crate) fn new(identity: Identity) -> Self {
-        Self { identity }
-    }
-
     /// The bytes the client gets for `event` (none for a chunk that says only the role).
     pub(crate) fn rewrite(&self, event: &SseEvent) -> Option<Bytes> {
         let Ok(Value::Object(mut chunk)) = serde_json::from_str::<Value>(&event.data) else {
@@ -208,7 +209,7 @@ mod tests {
         for event in events(FIRST) {
             delivered.saw(&event);
         }
-        let splice = Splice::new(delivered.identity.clone().unwrap());
+        let splice = delivered.splice().unwrap();
         let continued = events(concat!(
             r#"data: {"id":"other","created":7,"model":"llama","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}"#,
             "\n\n",

@@ -168,7 +168,10 @@ fn yaml_and_toml_read_the_same() {
         ("x-token", "Token fallback-key")
     );
     assert!(!eps[2].fallback());
-    assert_eq!(eps[2].continuation(), Some(llm_tower_core::Continuation::Prefill));
+    assert_eq!(
+        eps[2].continuation(),
+        Some(llm_tower_core::Continuation::Prefill)
+    );
     assert_eq!(eps[0].continuation(), None);
     assert_eq!(eps[2].timeout(), None);
     assert_eq!(eps[2].retry_policy(), &RetryPolicy::NoRetry);
