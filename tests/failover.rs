@@ -436,8 +436,10 @@ async fn an_anthropic_stream_is_continued_where_it_broke_off() {
         ("message_stop", r#"{"type":"message_stop"}"#),
     ]
     .iter()
-    .map(|(name, data)| format!("event: {name}\ndata: {data}\n\n"))
-    .collect::<String>();
+    .fold(String::new(), |mut all, (name, data)| {
+        write!(all, "event: {name}\ndata: {data}\n\n").unwrap();
+        all
+    });
     let reply = format!(
         "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\n\r\n{rest}",
         rest.len()

@@ -80,17 +80,10 @@ where
                     .health
                     .succeeded(at, latency, tries > tries_before + 1, pick.probe);
                 let mut result = result;
-                if balancer.continues()
-                    && let Ok(response) = &mut result
-                    && resumable(response)
-                {
-                    let api = ClientApi::of_path(prepared.target.path());
-                    let start =
-                        resume_start(&balancer, &inner, &prepared, pick.index, step, &log, api);
-                    let max = balancer.settings.max_continuations;
-                    if let Some(resume) = Resume::new(api, start, max) {
-                        response.body_mut().resume_with(resume);
-                    }
+                if let Ok(response) = &mut result {
+                    offer_continuation(
+                        &balancer, &inner, &prepared, pick.index, step, &log, response,
+                    );
                 }
                 return finish(result, member, &deployment, &log);
             }
@@ -144,9 +137,34 @@ where
     }
 }
 
-/// Whether an answer is a stream a continuation may carry on: a 2xx event stream.
-fn resumable<RB>(response: &Response<RB>) -> bool {
-    response.status().is_success() && is_event_stream(response.headers())
+/// When the balancer can continue streams and `response` (from `index`, at the route's step
+/// `step`) is one, its body is given what a continuation needs, should it break.
+fn offer_continuation<S, RB>(
+    balancer: &Arc<Balancer>,
+    inner: &S,
+    prepared: &Arc<Prepared>,
+    index: usize,
+    step: usize,
+    log: &Attempts,
+    response: &mut Response<ResponseBody<RB>>,
+) where
+    S: Service<Request<BufferedBody>, Response = Response<RB>> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send,
+    RB: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    RB::Error: Into<BoxError>,
+{
+    if !balancer.continues()
+        || !response.status().is_success()
+        || !is_event_stream(response.headers())
+    {
+        return;
+    }
+    let api = ClientApi::of_path(prepared.target.path());
+    let start = resume_start(balancer, inner, prepared, index, step, log, api);
+    if let Some(resume) = Resume::new(api, start, balancer.settings.max_continuations) {
+        response.body_mut().resume_with(resume);
+    }
 }
 
 /// How the body asks for the continuation of a stream that `broken` broke off at the route's
