@@ -504,3 +504,26 @@ async fn an_anthropic_stream_is_continued_where_it_broke_off() {
     );
     assert!(sent.starts_with("POST /v1/messages "), "{sent}");
 }
+
+/// A first token late beyond `first_byte_timeout: 10s` (the head comes at once, the body
+/// does not): the fallback answers within 11 s, and the late deployment is tried once.
+#[tokio::test(start_paused = true)]
+async fn a_late_first_token_costs_one_first_byte_timeout() {
+    let (a, b) = mocks().await;
+    a.set_default(Behavior::StallBody);
+    let mut late = endpoint("a", a.base_url(), 0);
+    late.first_byte_timeout = Some(Duration::from_secs(10));
+    let gw = start(Config::with_endpoints(vec![
+        late,
+        endpoint("b", b.base_url(), 1),
+    ]))
+    .await;
+    let started = tokio::time::Instant::now();
+    let response = gw.post(STREAMED).await;
+    let elapsed = started.elapsed();
+    assert_eq!(header(&response, "x-llm-tower-endpoint"), "b");
+    assert!(elapsed <= Duration::from_secs(11), "{elapsed:?}");
+    let (text, failed) = read_to_failure(response).await;
+    assert!(!failed && text.contains("data: [DONE]"));
+    assert_eq!(a.request_count(), 1);
+}
