@@ -527,3 +527,26 @@ async fn a_late_first_token_costs_one_first_byte_timeout() {
     assert!(!failed && text.contains("data: [DONE]"));
     assert_eq!(a.request_count(), 1);
 }
+
+/// Continuations are bounded: with `max_continuations: 1`, a continuation that breaks too is
+/// not continued again (another deployment that could is not asked), and the client is told.
+#[tokio::test(start_paused = true)]
+async fn a_broken_continuation_is_not_continued_past_max_continuations() {
+    let (a, b) = mocks().await;
+    let c = MockProvider::start().await.unwrap();
+    a.push(Behavior::ResetAfterChunks(2));
+    b.push(Behavior::ResetAfterChunks(2));
+    c.push(the_rest());
+    let gw = start(Config::with_endpoints(vec![
+        endpoint("a", a.base_url(), 0),
+        continuing("b", &b, 1),
+        continuing("c", &c, 2),
+    ]))
+    .await;
+    let (text, failed) = read_to_failure(gw.post(STREAMED).await).await;
+    assert!(failed, "{text}");
+    assert!(text.contains("data: {\"error\":"), "{text}");
+    assert_eq!((b.request_count(), c.request_count()), (1, 0));
+    // What went out before the second break is one answer so far: no second role chunk.
+    assert_eq!(text.matches(r#""role":"assistant""#).count(), 1, "{text}");
+}
