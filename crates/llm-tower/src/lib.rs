@@ -4,7 +4,7 @@
 //! works:
 //!
 //! ```text
-//! client ─▶ Respond ─▶ Fallback ─▶ Retry ─▶ Auth ─▶ HttpClient ─▶ provider
+//! client ─▶ Respond ─▶ Fallback ─▶ Translate ─▶ Retry ─▶ Auth ─▶ HttpClient ─▶ provider
 //!           errors become    buffer once, pick,   per-endpoint    strip client
 //!           OpenAI JSON,     fall back, health    policy, budget, credentials,
 //!           headers, metrics                      Retry-After     set the key
@@ -178,6 +178,7 @@ pub use llm_tower_health as health;
 /// the `redis` feature.
 pub use llm_tower_health::store as health_store;
 pub use llm_tower_retry as retry;
+pub use llm_tower_translate as translate;
 
 pub use client::{ClientSettings, HttpClient, HttpClientBody, HttpClientFuture};
 pub use config::Config;
@@ -199,3 +200,4 @@ pub use llm_tower_fallback::{
 };
 pub use llm_tower_health::{CheckService, CheckSnapshot, EndpointSnapshot, HealthRegistry, Status};
 pub use llm_tower_retry::{Retry, RetryBudget, RetryLayer, RetrySettings};
+pub use llm_tower_translate::{Translate, TranslateLayer};

@@ -7,6 +7,7 @@ use llm_tower_fallback::{
     CheckService, Fallback, FallbackLayer, FallbackSettings, HealthRegistry, ModelFallbacks,
 };
 use llm_tower_retry::{Retry, RetryLayer, RetrySettings};
+use llm_tower_translate::{Translate, TranslateLayer};
 use tower::Layer;
 
 use crate::client::{ClientSettings, HttpClient};
@@ -24,7 +25,7 @@ use crate::respond::{Respond, RespondLayer};
 /// # let _ = service;
 /// # }
 /// ```
-pub type UpstreamService = Respond<Fallback<Retry<Auth<HttpClient>>>>;
+pub type UpstreamService = Respond<Fallback<Translate<Retry<Auth<HttpClient>>>>>;
 
 /// The body of the responses of [`UpstreamService`]: one name for the bodies of the layers
 /// nested in it. It implements `Default` (an empty body), so layers that answer for the
@@ -39,11 +40,13 @@ pub type UpstreamService = Respond<Fallback<Retry<Auth<HttpClient>>>>;
 /// # drop(empty);
 /// ```
 pub type UpstreamBody = crate::respond::ResponseBody<
-    llm_tower_fallback::ResponseBody<llm_tower_retry::ResponseBody<crate::HttpClientBody>>,
+    llm_tower_fallback::ResponseBody<
+        llm_tower_translate::ResponseBody<llm_tower_retry::ResponseBody<crate::HttpClientBody>>,
+    >,
 >;
 
 /// Builder for the composed stack
-/// `Respond → Fallback → Retry → Auth → client`; see the [crate documentation](crate).
+/// `Respond → Fallback → Translate → Retry → Auth → client`; see the [crate documentation](crate).
 ///
 /// Everything a configuration file can say, this builder takes as typed values: endpoints
 /// built with [`Endpoint::builder`], and the settings structs of each layer.
@@ -292,7 +295,7 @@ impl Upstream {
     }
 }
 
-/// The whole stack as one [`Layer`]: `Respond → Fallback → Retry → Auth → S`.
+/// The whole stack as one [`Layer`]: `Respond → Fallback → Translate → Retry → Auth → S`.
 ///
 /// ```
 /// use llm_tower::{Endpoint, Upstream, UpstreamLayer};
@@ -355,12 +358,12 @@ impl UpstreamLayer {
 }
 
 impl<S> Layer<S> for UpstreamLayer {
-    type Service = Respond<Fallback<Retry<Auth<S>>>>;
+    type Service = Respond<Fallback<Translate<Retry<Auth<S>>>>>;
 
     fn layer(&self, inner: S) -> Self::Service {
         self.respond.layer(
             self.fallback
-                .layer(self.retry.layer(self.auth.layer(inner))),
+                .layer(TranslateLayer::new().layer(self.retry.layer(self.auth.layer(inner)))),
         )
     }
 }

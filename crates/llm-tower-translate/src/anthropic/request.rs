@@ -1,0 +1,264 @@
+//! An OpenAI chat completion request as an Anthropic messages request.
+
+use llm_tower_core::{Error, ErrorKind};
+use serde_json::{Map, Value, json};
+
+/// `max_tokens` when the client gave none: Anthropic requires one.
+pub(crate) const DEFAULT_MAX_TOKENS: u64 = 4096;
+
+/// OpenAI fields Anthropic has nothing for: a request that sets one is refused, naming it,
+/// rather than answered as if it had been honoured.
+const UNSUPPORTED: [&str; 8] = [
+    "logprobs",
+    "top_logprobs",
+    "logit_bias",
+    "presence_penalty",
+    "frequency_penalty",
+    "seed",
+    "audio",
+    "prediction",
+];
+
+/// The Anthropic request for `request`, an OpenAI chat completion request, on deployment
+/// `deployment` (named in errors); whether the client asked for usage in its stream.
+pub(crate) fn to_anthropic(request: &[u8], deployment: &str) -> Result<(Vec<u8>, bool), Error> {
+    let refuse = |field: &str, why: &str| {
+        Error::new(
+            ErrorKind::InvalidRequest,
+            format!("\"{field}\" {why} by deployment {deployment} (an Anthropic endpoint)"),
+        )
+    };
+    let Ok(Value::Object(mut openai)) = serde_json::from_slice::<Value>(request) else {
+        return Err(Error::new(
+            ErrorKind::InvalidRequest,
+            "the request body is not a JSON object",
+        ));
+    };
+    for field in UNSUPPORTED {
+        if openai
+            .get(field)
+            .is_some_and(|v| !v.is_null() && v != &Value::Bool(false))
+        {
+            return Err(refuse(field, "is not supported"));
+        }
+    }
+    if openai
+        .get("n")
+        .and_then(Value::as_u64)
+        .is_some_and(|n| n > 1)
+    {
+        return Err(refuse("n", "greater than 1 is not supported"));
+    }
+    if let Some(format) = openai.get("response_format")
+        && format.get("type").and_then(Value::as_str) != Some("text")
+    {
+        return Err(refuse(
+            "response_format",
+            "other than text is not supported",
+        ));
+    }
+    let usage_in_stream = openai
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+
+    let mut out = Map::new();
+    if let Some(model) = openai.remove("model") {
+        out.insert("model".into(), model);
+    }
+    let Some(Value::Array(messages)) = openai.remove("messages") else {
+        return Err(refuse("messages", "must be an array"));
+    };
+    let (system, messages) =
+        messages_to_anthropic(messages).map_err(|field| refuse(&field, "cannot be translated"))?;
+    if !system.is_empty() {
+        out.insert("system".into(), system.join("\n\n").into());
+    }
+    out.insert("messages".into(), messages.into());
+    let max_tokens = openai
+        .remove("max_completion_tokens")
+        .filter(|v| !v.is_null())
+        .or_else(|| openai.remove("max_tokens").filter(|v| !v.is_null()))
+        .unwrap_or_else(|| DEFAULT_MAX_TOKENS.into());
+    out.insert("max_tokens".into(), max_tokens);
+    options_to_anthropic(&mut openai, &mut out)
+        .map_err(|field| refuse(field, "cannot be translated"))?;
+    let body =
+        serde_json::to_vec(&Value::Object(out)).map_err(|_| refuse("body", "cannot be written"))?;
+    Ok((body, usage_in_stream))
+}
+
+/// The sampling, stop, user and tool options of `openai` into `out`; `Err` names a field that
+/// cannot be translated.
+fn options_to_anthropic(
+    openai: &mut Map<String, Value>,
+    out: &mut Map<String, Value>,
+) -> Result<(), &'static str> {
+    for (from, to) in [
+        ("temperature", "temperature"),
+        ("top_p", "top_p"),
+        ("stream", "stream"),
+    ] {
+        if let Some(value) = openai.remove(from).filter(|v| !v.is_null()) {
+            out.insert(to.into(), value);
+        }
+    }
+    match openai.remove("stop") {
+        Some(Value::String(stop)) => {
+            out.insert("stop_sequences".into(), json!([stop]));
+        }
+        Some(Value::Array(stops)) => {
+            out.insert("stop_sequences".into(), stops.into());
+        }
+        _ => {}
+    }
+    if let Some(Value::String(user)) = openai.remove("user") {
+        out.insert("metadata".into(), json!({ "user_id": user }));
+    }
+    if let Some(Value::Array(tools)) = openai.remove("tools") {
+        let tools: Option<Vec<Value>> = tools.iter().map(tool_to_anthropic).collect();
+        out.insert("tools".into(), tools.ok_or("tools")?.into());
+    }
+    if let Some(choice) = openai.remove("tool_choice") {
+        let choice = match &choice {
+            Value::String(s) if s == "auto" => json!({"type": "auto"}),
+            Value::String(s) if s == "required" => json!({"type": "any"}),
+            Value::String(s) if s == "none" => json!({"type": "none"}),
+            Value::Object(_) => match choice.pointer("/function/name") {
+                Some(name) => json!({"type": "tool", "name": name}),
+                None => return Err("tool_choice"),
+            },
+            _ => return Err("tool_choice"),
+        };
+        out.insert("tool_choice".into(), choice);
+    }
+    Ok(())
+}
+
+/// The system prompts, and the conversation as Anthropic messages; `Err` names a field that
+/// cannot be translated.
+fn messages_to_anthropic(messages: Vec<Value>) -> Result<(Vec<String>, Vec<Value>), String> {
+    let mut system = Vec::new();
+    let mut out: Vec<Value> = Vec::new();
+    for (i, message) in messages.into_iter().enumerate() {
+        let field = |what: &str| format!("messages[{i}].{what}");
+        let role = message
+            .get("role")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        match role {
+            "system" | "developer" => {
+                system.push(text_of(message.get("content")).ok_or_else(|| field("content"))?);
+            }
+            "user" => {
+                let content =
+                    content_to_anthropic(message.get("content")).ok_or_else(|| field("content"))?;
+                push(&mut out, "user", content);
+            }
+            "assistant" => {
+                let mut blocks = match message.get("content") {
+                    None | Some(Value::Null) => Vec::new(),
+                    content => content_to_anthropic(content).ok_or_else(|| field("content"))?,
+                };
+                if let Some(Value::Array(calls)) = message.get("tool_calls") {
+                    for call in calls {
+                        let arguments = call
+                            .pointer("/function/arguments")
+                            .and_then(Value::as_str)
+                            .unwrap_or("{}");
+                        let input: Value =
+                            serde_json::from_str(arguments).map_err(|_| field("tool_calls"))?;
+                        blocks.push(json!({
+                            "type": "tool_use",
+                            "id": call.get("id").cloned().unwrap_or(Value::Null),
+                            "name": call.pointer("/function/name").cloned().unwrap_or(Value::Null),
+                            "input": input,
+                        }));
+                    }
+                }
+                push(&mut out, "assistant", blocks);
+            }
+            "tool" => {
+                let result = json!({
+                    "type": "tool_result",
+                    "tool_use_id": message.get("tool_call_id").cloned().unwrap_or(Value::Null),
+                    "content": text_of(message.get("content")).ok_or_else(|| field("content"))?,
+                });
+                push(&mut out, "user", vec![result]);
+            }
+            _ => return Err(field("role")),
+        }
+    }
+    Ok((system, out))
+}
+
+/// Appends `blocks` as a `role` message, joined to the last one when it has the same role
+/// (Anthropic wants turns to alternate; OpenAI's tool results are one message each).
+fn push(out: &mut Vec<Value>, role: &str, blocks: Vec<Value>) {
+    if let Some(last) = out.last_mut()
+        && last.get("role").and_then(Value::as_str) == Some(role)
+        && let Some(Value::Array(content)) = last.get_mut("content")
+    {
+        content.extend(blocks);
+        return;
+    }
+    out.push(json!({ "role": role, "content": blocks }));
+}
+
+/// The text of a content that is a string or text parts.
+fn text_of(content: Option<&Value>) -> Option<String> {
+    match content? {
+        Value::String(text) => Some(text.clone()),
+        Value::Array(parts) => parts
+            .iter()
+            .map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Option<Vec<_>>>()
+            .map(|texts| texts.concat()),
+        _ => None,
+    }
+}
+
+/// An OpenAI content (a string, or text and image parts) as Anthropic content blocks.
+fn content_to_anthropic(content: Option<&Value>) -> Option<Vec<Value>> {
+    match content? {
+        Value::String(text) => Some(vec![json!({"type": "text", "text": text})]),
+        Value::Array(parts) => parts.iter().map(part_to_anthropic).collect(),
+        _ => None,
+    }
+}
+
+fn part_to_anthropic(part: &Value) -> Option<Value> {
+    match part.get("type")?.as_str()? {
+        "text" => Some(json!({"type": "text", "text": part.get("text")?})),
+        "image_url" => {
+            let url = part.pointer("/image_url/url")?.as_str()?;
+            let source = match url.strip_prefix("data:") {
+                Some(data) => {
+                    let (media_type, data) = data.split_once(";base64,")?;
+                    json!({"type": "base64", "media_type": media_type, "data": data})
+                }
+                None => json!({"type": "url", "url": url}),
+            };
+            Some(json!({"type": "image", "source": source}))
+        }
+        _ => None,
+    }
+}
+
+fn tool_to_anthropic(tool: &Value) -> Option<Value> {
+    let function = tool.get("function")?;
+    let mut out = Map::new();
+    out.insert("name".into(), function.get("name")?.clone());
+    if let Some(description) = function.get("description") {
+        out.insert("description".into(), description.clone());
+    }
+    out.insert(
+        "input_schema".into(),
+        function
+            .get("parameters")
+            .cloned()
+            .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+    );
+    Some(Value::Object(out))
+}

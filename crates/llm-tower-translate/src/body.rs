@@ -1,0 +1,172 @@
+//! [`ResponseBody`] of [`Translate`](crate::Translate): the answer, back in the client's API.
+
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+use llm_tower_core::{BoxError, Error, ErrorKind, SseSplitter};
+use pin_project_lite::pin_project;
+
+use crate::anthropic::response::{error_to_openai, message_to_openai};
+use crate::anthropic::stream::StreamToOpenAi;
+
+/// The most of a JSON answer or error gathered to translate it: answers are small, and a body
+/// larger than this is not one.
+const MAX_GATHERED: usize = 16 * 1024 * 1024;
+
+/// How a translated answer's body comes back.
+#[derive(Debug)]
+pub(crate) enum Translation {
+    /// A message, gathered whole, as a `chat.completion`.
+    Message { created: u64 },
+    /// An error body, gathered whole, in OpenAI's error shape.
+    Error,
+    /// A stream, event by event.
+    Stream(Box<(SseSplitter, StreamToOpenAi)>),
+}
+
+impl Translation {
+    pub(crate) fn stream(created: u64, usage_in_stream: bool) -> Self {
+        Self::Stream(Box::new((
+            SseSplitter::default(),
+            StreamToOpenAi::new(created, usage_in_stream),
+        )))
+    }
+}
+
+pin_project! {
+    /// The response body of [`Translate`](crate::Translate): the upstream body as it came
+    /// (a deployment that speaks the client's API), or translated back into the client's
+    /// API — a stream event by event as it arrives, a JSON answer or error once whole.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http_body_util::{BodyExt, Full};
+    /// use llm_tower_translate::ResponseBody;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let body = ResponseBody::passthrough(Full::new(Bytes::from_static(b"as it came")));
+    /// assert_eq!(body.collect().await.unwrap().to_bytes(), "as it came");
+    /// # }
+    /// ```
+    pub struct ResponseBody<B> {
+        #[pin]
+        inner: B,
+        translation: Option<Translation>,
+        gathered: BytesMut,
+        done: bool,
+    }
+}
+
+impl<B> ResponseBody<B> {
+    /// The upstream body, untouched.
+    pub fn passthrough(inner: B) -> Self {
+        Self {
+            inner,
+            translation: None,
+            gathered: BytesMut::new(),
+            done: false,
+        }
+    }
+
+    pub(crate) fn translated(inner: B, translation: Translation) -> Self {
+        Self {
+            translation: Some(translation),
+            ..Self::passthrough(inner)
+        }
+    }
+}
+
+impl<B: std::fmt::Debug> std::fmt::Debug for ResponseBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseBody")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B> Body for ResponseBody<B>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut this = self.project();
+        if *this.done {
+            return Poll::Ready(None);
+        }
+        loop {
+            let frame = ready!(this.inner.as_mut().poll_frame(cx));
+            let Some(translation) = this.translation.as_mut() else {
+                return Poll::Ready(frame.map(|f| {
+                    f.map(|frame| frame.map_data(|mut data| data.copy_to_bytes(data.remaining())))
+                        .map_err(Into::into)
+                }));
+            };
+            let data = match frame {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(mut data) => data.copy_to_bytes(data.remaining()),
+                    // Trailers of a translated answer mean nothing to the client's API.
+                    Err(_) => continue,
+                },
+                Some(Err(err)) => return Poll::Ready(Some(Err(err.into()))),
+                None => {
+                    *this.done = true;
+                    let gathered = std::mem::take(this.gathered).freeze();
+                    let out = match translation {
+                        Translation::Message { created } => message_to_openai(&gathered, *created),
+                        Translation::Error => error_to_openai(&gathered),
+                        Translation::Stream(_) => return Poll::Ready(None),
+                    };
+                    // What cannot be read as the provider's is passed on as it came.
+                    let out = out.map_or(gathered, Bytes::from);
+                    return Poll::Ready((!out.is_empty()).then(|| Ok(Frame::data(out))));
+                }
+            };
+            match translation {
+                Translation::Stream(stream) => {
+                    let (events, state) = &mut **stream;
+                    let mut out = BytesMut::new();
+                    for event in events.push(&data) {
+                        state.event(&event, &mut out);
+                    }
+                    if !out.is_empty() {
+                        return Poll::Ready(Some(Ok(Frame::data(out.freeze()))));
+                    }
+                }
+                Translation::Message { .. } | Translation::Error => {
+                    if this.gathered.len() + data.len() > MAX_GATHERED {
+                        return Poll::Ready(Some(Err(Error::new(
+                            ErrorKind::Protocol,
+                            "the answer is too large to translate",
+                        )
+                        .into())));
+                    }
+                    this.gathered.extend_from_slice(&data);
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self.translation {
+            None => self.inner.is_end_stream(),
+            Some(_) => self.done,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.translation {
+            None => self.inner.size_hint(),
+            Some(_) => SizeHint::new(),
+        }
+    }
+}

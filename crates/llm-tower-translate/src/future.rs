@@ -1,0 +1,118 @@
+//! [`ResponseFuture`] of [`Translate`](crate::Translate).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderValue, Response};
+use http_body::Body;
+use llm_tower_core::{BoxError, Error, is_event_stream};
+use pin_project_lite::pin_project;
+
+use crate::body::{ResponseBody, Translation};
+
+pin_project! {
+    /// Future of [`Translate`](crate::Translate): the inner service's response, its body set
+    /// to be translated back into the client's API when the request was translated.
+    ///
+    /// ```
+    /// use http::{Request, Response};
+    /// use llm_tower_core::BufferedBody;
+    /// use llm_tower_translate::{ResponseFuture, TranslateLayer};
+    /// use tower::{Layer, Service, service_fn};
+    ///
+    /// let mut service = TranslateLayer::new().layer(service_fn(|_: Request<BufferedBody>| async {
+    ///     Ok::<_, std::convert::Infallible>(Response::new(String::new()))
+    /// }));
+    /// let _future: ResponseFuture<_> = service.call(Request::new(BufferedBody::default()));
+    /// ```
+    #[project = Projection]
+    pub struct ResponseFuture<F> {
+        #[pin]
+        state: State<F>,
+    }
+}
+
+pin_project! {
+    #[project = StateProjection]
+    enum State<F> {
+        Passthrough { #[pin] future: F },
+        FromAnthropic { #[pin] future: F, usage_in_stream: bool, created: u64 },
+        Refused { error: Option<Error> },
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(crate) fn passthrough(future: F) -> Self {
+        Self {
+            state: State::Passthrough { future },
+        }
+    }
+
+    pub(crate) fn from_anthropic(future: F, usage_in_stream: bool, created: u64) -> Self {
+        Self {
+            state: State::FromAnthropic {
+                future,
+                usage_in_stream,
+                created,
+            },
+        }
+    }
+
+    pub(crate) fn refused(error: Error) -> Self {
+        Self {
+            state: State::Refused { error: Some(error) },
+        }
+    }
+}
+
+impl<F> std::fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<F, RB, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<RB>, E>>,
+    E: Into<BoxError>,
+    RB: Body,
+{
+    type Output = Result<Response<ResponseBody<RB>>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProjection::Passthrough { future } => {
+                let response = ready!(future.poll(cx)).map_err(Into::into)?;
+                Poll::Ready(Ok(response.map(ResponseBody::passthrough)))
+            }
+            StateProjection::FromAnthropic {
+                future,
+                usage_in_stream,
+                created,
+            } => {
+                let mut response = ready!(future.poll(cx)).map_err(Into::into)?;
+                let translation = if !response.status().is_success() {
+                    Translation::Error
+                } else if is_event_stream(response.headers()) {
+                    Translation::stream(*created, *usage_in_stream)
+                } else {
+                    Translation::Message { created: *created }
+                };
+                let headers = response.headers_mut();
+                headers.remove(CONTENT_LENGTH);
+                if !matches!(translation, Translation::Stream(_)) {
+                    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                }
+                Poll::Ready(Ok(
+                    response.map(|body| ResponseBody::translated(body, translation))
+                ))
+            }
+            StateProjection::Refused { error } => Poll::Ready(Err(error.take().map_or_else(
+                || "ResponseFuture polled after completion".into(),
+                Into::into,
+            ))),
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! [`Pair`]: which translation a request needs, from the API its client speaks and the
+//! provider of the deployment it goes to.
+
+use http::Request;
+use llm_tower_core::{ClientApi, Provider, Selected};
+
+/// What a request and its answer go through on their way to and from a deployment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Pair {
+    /// The deployment speaks the client's API (or nothing here knows better): not a byte is
+    /// touched.
+    Passthrough,
+    /// An OpenAI chat client on an Anthropic deployment.
+    OpenAiToAnthropic,
+}
+
+impl Pair {
+    /// The pair of `request`, an attempt the balancer addressed to a deployment.
+    pub(crate) fn of<B>(request: &Request<B>) -> Self {
+        let Some(selected) = request.extensions().get::<Selected>() else {
+            return Self::Passthrough;
+        };
+        match (
+            ClientApi::of_path(request.uri().path()),
+            selected.0.provider(),
+        ) {
+            (ClientApi::OpenAiChat, Provider::Anthropic) => Self::OpenAiToAnthropic,
+            _ => Self::Passthrough,
+        }
+    }
+}

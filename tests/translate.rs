@@ -1,0 +1,165 @@
+//! Fallback across providers (issue 28, first step): an OpenAI-format client whose chain moves
+//! from an OpenAI deployment that is down to an Anthropic one gets OpenAI-format answers —
+//! JSON, streams, and refusals of what Anthropic cannot honour — over loopback, against the
+//! mock (OpenAI) and a raw upstream that answers as Anthropic's API reference shows.
+
+mod common;
+
+use std::fmt::Write as _;
+
+use common::{body, endpoint, error_json, header, recording_raw_upstream, serving, start};
+use http::StatusCode;
+use llm_tower::{Config, EndpointConfig, ModelFallbacks, ModelsConfig, ProviderName};
+use llm_tower_mock::{Behavior, MockProvider};
+use serde_json::{Value, json};
+
+/// An HTTP/1.1 reply carrying `body` with `content_type`.
+fn reply(content_type: &str, body: &str) -> &'static [u8] {
+    let text = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    Box::leak(text.into_bytes().into_boxed_slice())
+}
+
+/// The chain gpt-4o → claude-3-5-haiku: `openai` (down) serves gpt-4o, `claude` (an Anthropic
+/// endpoint at `claude_url`) serves claude-3-5-haiku.
+async fn chain_to_claude(claude_url: String) -> (common::Gateway, MockProvider) {
+    let openai = MockProvider::start().await.unwrap();
+    openai.set_default(Behavior::status(503));
+    let claude = EndpointConfig {
+        provider: ProviderName::Anthropic,
+        models: Some(ModelsConfig(vec![(
+            "claude-3-5-haiku".into(),
+            "claude-3-5-haiku-20241022".into(),
+        )])),
+        ..endpoint("claude", claude_url, 1)
+    };
+    let mut config = Config::with_endpoints(vec![
+        serving("openai", &openai, 0, &[("gpt-4o", "gpt-4o")]),
+        claude,
+    ]);
+    config.models = ModelFallbacks::new().chain("gpt-4o", ["claude-3-5-haiku"]);
+    (start(config).await, openai)
+}
+
+/// The request an upstream was sent: its head, and its body as JSON.
+fn request_of(seen: &str) -> (String, Value) {
+    let (head, body) = seen.split_once("\r\n\r\n").unwrap();
+    (head.to_lowercase(), serde_json::from_str(body).unwrap())
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_openai_client_s_chain_to_claude_gets_an_openai_answer() {
+    let message = json!({
+        "id": "msg_01", "type": "message", "role": "assistant", "model": "claude-3-5-haiku-20241022",
+        "content": [{"type": "text", "text": "Bonjour."}],
+        "stop_reason": "end_turn", "stop_sequence": null,
+        "usage": {"input_tokens": 12, "output_tokens": 4}
+    });
+    let (url, seen) = recording_raw_upstream(reply("application/json", &message.to_string())).await;
+    let (gw, openai) = chain_to_claude(url).await;
+    let response = gw
+        .post(r#"{"model":"gpt-4o","max_tokens":50,"messages":[{"role":"system","content":"Answer in French."},{"role":"user","content":"Hello"}]}"#)
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(header(&response, "x-llm-tower-endpoint"), "claude");
+    assert_eq!(header(&response, "x-llm-tower-model"), "claude-3-5-haiku");
+    assert_eq!(header(&response, "content-type"), "application/json");
+    let completion: Value = serde_json::from_slice(&body(response).await).unwrap();
+    assert_eq!(completion["object"], "chat.completion");
+    assert_eq!(
+        completion["model"], "claude-3-5-haiku-20241022",
+        "names what answered"
+    );
+    assert_eq!(completion["choices"][0]["message"]["content"], "Bonjour.");
+    assert_eq!(completion["choices"][0]["finish_reason"], "stop");
+    assert_eq!(completion["usage"]["total_tokens"], 16);
+    assert!(
+        openai.request_count() >= 1,
+        "the first deployment was tried"
+    );
+
+    let (head, sent) = request_of(&seen.lock().unwrap()[0]);
+    assert!(head.starts_with("post /v1/messages "), "{head}");
+    assert!(head.contains("x-api-key: sk-upstream-claude"), "{head}");
+    assert!(head.contains("anthropic-version: "), "{head}");
+    assert!(!head.contains("authorization"), "{head}");
+    assert_eq!(
+        sent,
+        json!({
+            "model": "claude-3-5-haiku-20241022",
+            "system": "Answer in French.",
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "Hello"}]}],
+            "max_tokens": 50
+        })
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_claude_stream_reaches_an_openai_client_as_chunks() {
+    let events = [
+        json!({"type": "message_start", "message": {"id": "msg_02", "type": "message", "role": "assistant", "content": [], "model": "claude-3-5-haiku-20241022", "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 9, "output_tokens": 1}}}),
+        json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hi"}}),
+        json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": " there."}}),
+        json!({"type": "content_block_stop", "index": 0}),
+        json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": 3}}),
+        json!({"type": "message_stop"}),
+    ];
+    let stream = events.iter().fold(String::new(), |mut stream, e| {
+        let name = e["type"].as_str().unwrap();
+        writeln!(stream, "event: {name}\ndata: {e}\n").unwrap();
+        stream
+    });
+    let (url, _) = recording_raw_upstream(reply("text/event-stream", &stream)).await;
+    let (gw, _openai) = chain_to_claude(url).await;
+    let response = gw
+        .post(r#"{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Hello"}]}"#)
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(header(&response, "content-type"), "text/event-stream");
+    let text = String::from_utf8(body(response).await.to_vec()).unwrap();
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    let chunks: Vec<Value> = text
+        .split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let said: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(said, "Hi there.");
+    assert!(
+        chunks
+            .iter()
+            .all(|c| c["object"] == "chat.completion.chunk")
+    );
+    assert_eq!(chunks.last().unwrap()["usage"]["completion_tokens"], 3);
+}
+
+/// What Anthropic cannot honour is refused, naming the field and the deployment: never
+/// dropped without a word.
+#[tokio::test(start_paused = true)]
+async fn a_field_claude_cannot_honour_is_a_400_naming_it() {
+    let (url, seen) = recording_raw_upstream(reply("application/json", "{}")).await;
+    let (gw, _openai) = chain_to_claude(url).await;
+    let response = gw
+        .post(
+            r#"{"model":"gpt-4o","logprobs":true,"messages":[{"role":"user","content":"Hello"}]}"#,
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let error = error_json(response).await;
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("\"logprobs\"") && message.contains("claude"),
+        "{message}"
+    );
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "nothing was sent to Claude"
+    );
+}
