@@ -9,12 +9,10 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use common::{CHAT, Captured, body, endpoint, only, raw_upstream, refusing_base_url, start};
+use common::{CHAT, body, endpoint, everything, only, raw_upstream, start};
 use http::{Request, Response, StatusCode};
 use http_body_util::{Empty, Full};
-use llm_tower::{
-    BufferedBody, Config, ConfigError, EndpointConfig, ProviderName, Secret, WhenAllUnhealthy,
-};
+use llm_tower::{BufferedBody, Config, ConfigError, EndpointConfig, ProviderName, Secret};
 use llm_tower::{FallbackLayer, HealthRegistry, RetryLayer, Upstream};
 use llm_tower_gateway::GatewayConfig;
 use llm_tower_mock::{Behavior, MockProvider};
@@ -53,8 +51,14 @@ async fn client_credentials_never_reach_any_provider() {
             .header("Proxy-Authorization", format!("Basic {CLIENT_SECRET}"))
             .body(Full::new(Bytes::from(CHAT)))
             .unwrap();
-        assert_eq!(gw.send(request).await.status(), StatusCode::OK);
+        let status = gw.send(request).await.status();
         let seen = &mock.requests()[0];
+        if provider == ProviderName::Anthropic {
+            // Translated for Anthropic: the mock, which speaks OpenAI only, has no such path.
+            assert_eq!(seen.uri.path(), "/v1/messages");
+        } else {
+            assert_eq!(status, StatusCode::OK, "{provider:?}");
+        }
         let everything = format!("{:?} {}", seen.headers, seen.uri);
         assert!(
             !everything.contains(CLIENT_SECRET),
@@ -70,58 +74,6 @@ async fn client_credentials_never_reach_any_provider() {
         assert_eq!(seen.headers.get_all(expected.0).iter().count(), 1);
         assert_eq!(seen.uri.query(), Some("alt=sse"));
     }
-}
-
-#[tokio::test(start_paused = true)]
-async fn upstream_key_never_in_responses_or_trace_logs() {
-    let (logs, _guard) = Captured::install(tracing::Level::TRACE);
-
-    let mock = MockProvider::start().await.unwrap();
-    let mut config = Config::with_endpoints(vec![
-        endpoint("live", mock.base_url(), 0),
-        endpoint("dead", refusing_base_url(), 1),
-    ]);
-    config.fallback.max_body_bytes = 256;
-    config.fallback.when_all_unhealthy = WhenAllUnhealthy::Fail;
-    let gw = start(config).await;
-    let mut shown = String::new();
-    // Success, a 400 from upstream, 413, connect failures and "no endpoint available".
-    for behaviour in [Behavior::Reply, Behavior::status(400)] {
-        mock.push(behaviour);
-        shown.push_str(&everything(gw.post(CHAT).await).await);
-    }
-    // A client key in the query string is stripped before upstream and never logged.
-    let with_query = Request::post(gw.url("/v1/chat/completions?key=client-query-secret"))
-        .body(Full::new(Bytes::from(CHAT)))
-        .unwrap();
-    shown.push_str(&everything(gw.send(with_query).await).await);
-    let response = gw.post(&"x".repeat(300)).await;
-    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
-    shown.push_str(&everything(response).await);
-    mock.set_default(Behavior::CloseBeforeHead);
-    for _ in 0..3 {
-        shown.push_str(&everything(gw.post(CHAT).await).await);
-    }
-    assert!(shown.contains("upstream_connect_failed") || shown.contains("no_endpoint_available"));
-    let logs = logs.text();
-    assert!(
-        logs.contains("TRACE") || logs.contains("DEBUG"),
-        "captured at trace level"
-    );
-    for secret in [
-        "sk-upstream-live",
-        "sk-upstream-dead",
-        "client-query-secret",
-    ] {
-        assert!(!shown.contains(secret), "{secret} in a response: {shown}");
-        assert!(!logs.contains(secret), "{secret} in the logs");
-    }
-}
-
-/// The response as a client could see it: head (with `Debug`) and body.
-async fn everything(response: Response<hyper::body::Incoming>) -> String {
-    let head = format!("{response:?}");
-    head + &String::from_utf8_lossy(&body(response).await)
 }
 
 #[tokio::test]
@@ -502,42 +454,6 @@ async fn expect_continue_is_answered_here_and_not_forwarded() {
     assert_eq!(gw.send(request).await.status(), StatusCode::OK);
     assert!(mock.requests()[0].headers.get("expect").is_none());
 }
-
-#[tokio::test(start_paused = true)]
-async fn the_access_log_records_how_each_response_ended() {
-    let (logs, _guard) = Captured::install(tracing::Level::INFO);
-    let mock = MockProvider::start().await.unwrap();
-    let gw = start(only(&mock)).await;
-    // A complete JSON answer, an empty one, and an error of the gateway's own.
-    let response = gw.post(CHAT).await;
-    assert!(!body(response).await.is_empty());
-    mock.push(Behavior::Status {
-        status: 204,
-        retry_after: None,
-        headers: Vec::new(),
-        body: Some(String::new()),
-    });
-    let _ = body(gw.post(CHAT).await).await;
-    mock.push(Behavior::status(400));
-    let _ = body(gw.post(CHAT).await).await;
-    let text = logs.text();
-    let requests: Vec<&str> = text
-        .lines()
-        .filter(|line| line.contains("llm_tower::access"))
-        .collect();
-    assert_eq!(requests.len(), 3, "{text}");
-    for (line, status) in requests
-        .iter()
-        .zip(["status=200", "status=204", "status=400"])
-    {
-        assert!(line.contains(status), "{line}");
-        assert!(
-            !line.contains("dropped"),
-            "a delivered response logged as dropped: {line}"
-        );
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn a_key_echoed_in_a_long_chunked_error_body_is_masked_too() {
     // 100 KiB of error page with the key in the middle, split across two chunks.

@@ -255,6 +255,12 @@ pub fn header<'a>(response: &'a Response<Incoming>, name: &str) -> &'a str {
         .map_or("", |v| v.to_str().unwrap())
 }
 
+/// The response as a client could see it: head (with `Debug`) and body.
+pub async fn everything(response: Response<Incoming>) -> String {
+    let head = format!("{response:?}");
+    head + &String::from_utf8_lossy(&body(response).await)
+}
+
 pub async fn error_json(response: Response<Incoming>) -> Value {
     serde_json::from_slice(&body(response).await).unwrap()
 }
