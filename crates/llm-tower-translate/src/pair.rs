@@ -20,11 +20,10 @@ impl Pair {
         let Some(selected) = request.extensions().get::<Selected>() else {
             return Self::Passthrough;
         };
-        match (
-            ClientApi::of_path(request.uri().path()),
-            selected.0.provider(),
-        ) {
-            (ClientApi::OpenAiChat, Provider::Anthropic) => Self::OpenAiToAnthropic,
+        // The provider first: for most deployments that settles it without reading the path.
+        let openai_client = || ClientApi::of_path(request.uri().path()) == ClientApi::OpenAiChat;
+        match selected.0.provider() {
+            Provider::Anthropic if openai_client() => Self::OpenAiToAnthropic,
             _ => Self::Passthrough,
         }
     }
