@@ -163,3 +163,82 @@ async fn a_field_claude_cannot_honour_is_a_400_naming_it() {
         "nothing was sent to Claude"
     );
 }
+
+/// An Anthropic-format client on an OpenAI-compatible deployment: its request goes out as a
+/// chat completion, and it reads Anthropic answers — a message, a stream of events, an error.
+#[tokio::test(start_paused = true)]
+async fn an_anthropic_client_on_an_openai_deployment_gets_anthropic_answers() {
+    let mock = MockProvider::start().await.unwrap();
+    let gw = start(Config::with_endpoints(vec![endpoint(
+        "openai",
+        mock.base_url(),
+        0,
+    )]))
+    .await;
+    let messages = |body: &'static str| {
+        http::Request::post(gw.url("/v1/messages"))
+            .header("content-type", "application/json")
+            .header("anthropic-version", "2023-06-01")
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .unwrap()
+    };
+    let response = gw
+        .send(messages(
+            r#"{"model":"mock-model","max_tokens":64,"system":"Be brief.","messages":[{"role":"user","content":"hi"}]}"#,
+        ))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let message: Value = serde_json::from_slice(&body(response).await).unwrap();
+    assert_eq!(message["type"], "message");
+    assert_eq!(message["content"][0]["text"], "Hello from llm-tower-mock.");
+    assert_eq!(message["stop_reason"], "end_turn");
+    let sent = mock.requests()[0].clone();
+    assert_eq!(sent.uri.path(), "/v1/chat/completions");
+    let sent = sent.json().unwrap();
+    assert_eq!(
+        sent["messages"][0],
+        json!({"role": "system", "content": "Be brief."})
+    );
+    assert_eq!(sent["max_tokens"], 64);
+
+    let response = gw
+        .send(messages(
+            r#"{"model":"mock-model","max_tokens":64,"stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+        ))
+        .await;
+    let text = String::from_utf8(body(response).await.to_vec()).unwrap();
+    let names: Vec<&str> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("event: "))
+        .collect();
+    assert_eq!(names.first(), Some(&"message_start"), "{text}");
+    assert_eq!(names.last(), Some(&"message_stop"), "{text}");
+    let said: String = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .filter_map(|data| serde_json::from_str::<Value>(data).ok())
+        .filter_map(|event| event["delta"]["text"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(said, "Hello from llm-tower-mock.");
+
+    mock.set_default(Behavior::Status {
+        status: 404,
+        retry_after: None,
+        headers: Vec::new(),
+        body: Some(
+            r#"{"error":{"message":"The model `nope` does not exist","type":"invalid_request_error","param":null,"code":"model_not_found"}}"#
+                .into(),
+        ),
+    });
+    let response = gw
+        .send(messages(
+            r#"{"model":"nope","max_tokens":64,"messages":[{"role":"user","content":"hi"}]}"#,
+        ))
+        .await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let error: Value = serde_json::from_slice(&body(response).await).unwrap();
+    assert_eq!(
+        error,
+        json!({"type": "error", "error": {"type": "not_found_error", "message": "The model `nope` does not exist"}})
+    );
+}

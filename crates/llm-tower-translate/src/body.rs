@@ -10,6 +10,8 @@ use pin_project_lite::pin_project;
 
 use crate::anthropic::response::{error_to_openai, message_to_openai};
 use crate::anthropic::stream::StreamToOpenAi;
+use crate::openai::response::{completion_to_anthropic, error_to_anthropic};
+use crate::openai::stream::StreamToAnthropic;
 
 /// The most of a JSON answer or error gathered to translate it: answers are small, and a body
 /// larger than this is not one.
@@ -18,20 +20,28 @@ const MAX_GATHERED: usize = 16 * 1024 * 1024;
 /// How a translated answer's body comes back.
 #[derive(Debug)]
 pub(crate) enum Translation {
-    /// A message, gathered whole, as a `chat.completion`.
-    Message { created: u64 },
-    /// An error body, gathered whole, in OpenAI's error shape.
-    Error,
+    /// An Anthropic message, gathered whole, as a `chat.completion`.
+    AnthropicMessage { created: u64 },
+    /// An Anthropic error body, gathered whole, in OpenAI's error shape.
+    AnthropicError,
+    /// An OpenAI `chat.completion`, gathered whole, as an Anthropic message.
+    OpenAiCompletion,
+    /// An OpenAI error body of this status, gathered whole, in Anthropic's error shape.
+    OpenAiError(http::StatusCode),
     /// A stream, event by event.
-    Stream(Box<(SseSplitter, StreamToOpenAi)>),
+    Stream(Box<(SseSplitter, Events)>),
+}
+
+/// A stream's translation, by the format it comes in.
+#[derive(Debug)]
+pub(crate) enum Events {
+    FromAnthropic(StreamToOpenAi),
+    FromOpenAi(StreamToAnthropic),
 }
 
 impl Translation {
-    pub(crate) fn stream(created: u64, usage_in_stream: bool) -> Self {
-        Self::Stream(Box::new((
-            SseSplitter::default(),
-            StreamToOpenAi::new(created, usage_in_stream),
-        )))
+    pub(crate) fn stream(events: Events) -> Self {
+        Self::Stream(Box::new((SseSplitter::default(), events)))
     }
 }
 
@@ -122,8 +132,12 @@ where
                     *this.done = true;
                     let gathered = std::mem::take(this.gathered).freeze();
                     let out = match translation {
-                        Translation::Message { created } => message_to_openai(&gathered, *created),
-                        Translation::Error => error_to_openai(&gathered),
+                        Translation::AnthropicMessage { created } => {
+                            message_to_openai(&gathered, *created)
+                        }
+                        Translation::AnthropicError => error_to_openai(&gathered),
+                        Translation::OpenAiCompletion => completion_to_anthropic(&gathered),
+                        Translation::OpenAiError(status) => error_to_anthropic(&gathered, *status),
                         Translation::Stream(_) => return Poll::Ready(None),
                     };
                     // What cannot be read as the provider's is passed on as it came.
@@ -131,28 +145,29 @@ where
                     return Poll::Ready((!out.is_empty()).then(|| Ok(Frame::data(out))));
                 }
             };
-            match translation {
-                Translation::Stream(stream) => {
-                    let (events, state) = &mut **stream;
-                    let mut out = BytesMut::new();
-                    for event in events.push(&data) {
-                        state.event(&event, &mut out);
-                    }
-                    if !out.is_empty() {
-                        return Poll::Ready(Some(Ok(Frame::data(out.freeze()))));
+            if let Translation::Stream(stream) = translation {
+                let (events, state) = &mut **stream;
+                let mut out = BytesMut::new();
+                for event in events.push(&data) {
+                    match state {
+                        Events::FromAnthropic(state) => state.event(&event, &mut out),
+                        Events::FromOpenAi(state) => state.event(&event, &mut out),
                     }
                 }
-                Translation::Message { .. } | Translation::Error => {
-                    if this.gathered.len() + data.len() > MAX_GATHERED {
-                        return Poll::Ready(Some(Err(Error::new(
-                            ErrorKind::Protocol,
-                            "the answer is too large to translate",
-                        )
-                        .into())));
-                    }
-                    this.gathered.extend_from_slice(&data);
+                if !out.is_empty() {
+                    return Poll::Ready(Some(Ok(Frame::data(out.freeze()))));
                 }
+                continue;
             }
+            // A whole answer or error: gathered, within reason.
+            if this.gathered.len() + data.len() > MAX_GATHERED {
+                return Poll::Ready(Some(Err(Error::new(
+                    ErrorKind::Protocol,
+                    "the answer is too large to translate",
+                )
+                .into())));
+            }
+            this.gathered.extend_from_slice(&data);
         }
     }
 

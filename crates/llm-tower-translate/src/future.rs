@@ -10,7 +10,9 @@ use http_body::Body;
 use llm_tower_core::{BoxError, Error, is_event_stream};
 use pin_project_lite::pin_project;
 
-use crate::body::{ResponseBody, Translation};
+use crate::anthropic::stream::StreamToOpenAi;
+use crate::body::{Events, ResponseBody, Translation};
+use crate::openai::stream::StreamToAnthropic;
 
 pin_project! {
     /// Future of [`Translate`](crate::Translate): the inner service's response, its body set
@@ -39,6 +41,7 @@ pin_project! {
     enum State<F> {
         Passthrough { #[pin] future: F },
         FromAnthropic { #[pin] future: F, usage_in_stream: bool, created: u64 },
+        FromOpenAi { #[pin] future: F },
         Refused { error: Option<Error> },
     }
 }
@@ -57,6 +60,12 @@ impl<F> ResponseFuture<F> {
                 usage_in_stream,
                 created,
             },
+        }
+    }
+
+    pub(crate) fn from_openai(future: F) -> Self {
+        Self {
+            state: State::FromOpenAi { future },
         }
     }
 
@@ -92,22 +101,29 @@ where
                 usage_in_stream,
                 created,
             } => {
-                let mut response = ready!(future.poll(cx)).map_err(Into::into)?;
+                let response = ready!(future.poll(cx)).map_err(Into::into)?;
                 let translation = if !response.status().is_success() {
-                    Translation::Error
+                    Translation::AnthropicError
                 } else if is_event_stream(response.headers()) {
-                    Translation::stream(*created, *usage_in_stream)
+                    Translation::stream(Events::FromAnthropic(StreamToOpenAi::new(
+                        *created,
+                        *usage_in_stream,
+                    )))
                 } else {
-                    Translation::Message { created: *created }
+                    Translation::AnthropicMessage { created: *created }
                 };
-                let headers = response.headers_mut();
-                headers.remove(CONTENT_LENGTH);
-                if !matches!(translation, Translation::Stream(_)) {
-                    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                }
-                Poll::Ready(Ok(
-                    response.map(|body| ResponseBody::translated(body, translation))
-                ))
+                Poll::Ready(Ok(translated(response, translation)))
+            }
+            StateProjection::FromOpenAi { future } => {
+                let response = ready!(future.poll(cx)).map_err(Into::into)?;
+                let translation = if !response.status().is_success() {
+                    Translation::OpenAiError(response.status())
+                } else if is_event_stream(response.headers()) {
+                    Translation::stream(Events::FromOpenAi(StreamToAnthropic::default()))
+                } else {
+                    Translation::OpenAiCompletion
+                };
+                Poll::Ready(Ok(translated(response, translation)))
             }
             StateProjection::Refused { error } => Poll::Ready(Err(error.take().map_or_else(
                 || "ResponseFuture polled after completion".into(),
@@ -115,4 +131,15 @@ where
             ))),
         }
     }
+}
+
+/// `response` with its body to be translated as `translation`: its length is no longer known,
+/// and a whole answer is JSON.
+fn translated<B>(mut response: Response<B>, translation: Translation) -> Response<ResponseBody<B>> {
+    let headers = response.headers_mut();
+    headers.remove(CONTENT_LENGTH);
+    if !matches!(translation, Translation::Stream(_)) {
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    }
+    response.map(|body| ResponseBody::translated(body, translation))
 }

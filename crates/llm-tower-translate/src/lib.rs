@@ -6,6 +6,7 @@
 //! | OpenAI chat | OpenAI, Azure, OpenAI-compatible | untouched, not a byte parsed | untouched |
 //! | OpenAI chat | Anthropic | → `…/messages` | → `chat.completion` / `chat.completion.chunk` |
 //! | Anthropic messages | Anthropic | untouched | untouched |
+//! | Anthropic messages | OpenAI, Azure, custom (OpenAI-compatible) | → `…/chat/completions` | → `message` / Anthropic stream events |
 //!
 //! The client's API comes from the request path (`…/chat/completions`, `…/messages`), the
 //! deployment's from its endpoint's `provider`. Fields: messages and roles, system prompts,
@@ -26,6 +27,7 @@ mod anthropic;
 mod body;
 mod future;
 mod layer;
+mod openai;
 mod pair;
 mod service;
 

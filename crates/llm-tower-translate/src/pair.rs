@@ -12,6 +12,8 @@ pub(crate) enum Pair {
     Passthrough,
     /// An OpenAI chat client on an Anthropic deployment.
     OpenAiToAnthropic,
+    /// An Anthropic messages client on an OpenAI-compatible deployment.
+    AnthropicToOpenAi,
 }
 
 impl Pair {
@@ -21,9 +23,14 @@ impl Pair {
             return Self::Passthrough;
         };
         // The provider first: for most deployments that settles it without reading the path.
-        let openai_client = || ClientApi::of_path(request.uri().path()) == ClientApi::OpenAiChat;
+        let api = || ClientApi::of_path(request.uri().path());
         match selected.0.provider() {
-            Provider::Anthropic if openai_client() => Self::OpenAiToAnthropic,
+            Provider::Anthropic if api() == ClientApi::OpenAiChat => Self::OpenAiToAnthropic,
+            Provider::OpenAi | Provider::Azure | Provider::Custom { .. }
+                if api() == ClientApi::AnthropicMessages =>
+            {
+                Self::AnthropicToOpenAi
+            }
             _ => Self::Passthrough,
         }
     }

@@ -12,6 +12,7 @@ use tower::Service;
 use crate::anthropic::request::to_anthropic;
 use crate::body::ResponseBody;
 use crate::future::ResponseFuture;
+use crate::openai::request::to_openai;
 use crate::pair::Pair;
 
 /// Translates each attempt between the API its client speaks and the API of the deployment
@@ -92,6 +93,10 @@ where
                 }
                 Err(err) => ResponseFuture::refused(err),
             },
+            Pair::AnthropicToOpenAi => match to_chat_request(&mut request) {
+                Ok(()) => ResponseFuture::from_openai(self.inner.call(request)),
+                Err(err) => ResponseFuture::refused(err),
+            },
         }
     }
 }
@@ -100,14 +105,33 @@ where
 /// path (`…/chat/completions` → `…/messages`), and the [`Replay`] a retry remakes it from.
 /// Returns whether the client asked for usage in its stream.
 fn to_messages_request(request: &mut Request<BufferedBody>) -> Result<bool, Error> {
-    let deployment = request
+    let (body, usage_in_stream) = to_anthropic(&request.body().to_bytes(), &deployment(request))?;
+    let uri = with_path_end(request.uri(), "/chat/completions", "/messages")?;
+    rewrite(request, uri, body);
+    Ok(usage_in_stream)
+}
+
+/// Rewrites an Anthropic messages attempt into an OpenAI chat completion one (`…/messages` →
+/// `…/chat/completions`).
+fn to_chat_request(request: &mut Request<BufferedBody>) -> Result<(), Error> {
+    let body = to_openai(&request.body().to_bytes(), &deployment(request))?;
+    let uri = with_path_end(request.uri(), "/messages", "/chat/completions")?;
+    rewrite(request, uri, body);
+    Ok(())
+}
+
+/// The deployment an attempt goes to, for errors.
+fn deployment<B>(request: &Request<B>) -> String {
+    request
         .extensions()
         .get::<Selected>()
         .map(|s| s.id().to_string())
-        .unwrap_or_default();
-    let (body, usage_in_stream) = to_anthropic(&request.body().to_bytes(), &deployment)?;
+        .unwrap_or_default()
+}
+
+/// Gives the attempt `uri` and `body`, and the [`Replay`] a retry remakes it from the same.
+fn rewrite(request: &mut Request<BufferedBody>, uri: Uri, body: Vec<u8>) {
     let body = BufferedBody::from(bytes::Bytes::from(body));
-    let uri = messages_uri(request.uri())?;
     *request.uri_mut() = uri.clone();
     *request.body_mut() = body.clone();
     if let Some(replay) = request.extensions().get::<Replay<BufferedBody>>().cloned() {
@@ -118,24 +142,30 @@ fn to_messages_request(request: &mut Request<BufferedBody>) -> Result<bool, Erro
             again
         }));
     }
-    Ok(usage_in_stream)
 }
 
-/// `…/chat/completions` as `…/messages`, the query kept.
-fn messages_uri(uri: &Uri) -> Result<Uri, Error> {
+/// `uri` with its path's end `from` made `to` (`…/chat/completions` as `…/messages`), the
+/// query kept.
+fn with_path_end(uri: &Uri, from: &str, to: &str) -> Result<Uri, Error> {
     let path = uri.path();
-    let base = path.strip_suffix("/chat/completions").unwrap_or(path);
+    let base = path.strip_suffix(from).unwrap_or(path);
     let path_and_query = match uri.query() {
-        Some(query) => format!("{base}/messages?{query}"),
-        None => format!("{base}/messages"),
+        Some(query) => format!("{base}{to}?{query}"),
+        None => format!("{base}{to}"),
     };
     let mut parts = uri.clone().into_parts();
-    parts.path_and_query =
-        Some(PathAndQuery::try_from(path_and_query).map_err(|_| {
-            Error::new(ErrorKind::InvalidRequest, "cannot address the messages API")
-        })?);
-    Uri::from_parts(parts)
-        .map_err(|_| Error::new(ErrorKind::InvalidRequest, "cannot address the messages API"))
+    parts.path_and_query = Some(PathAndQuery::try_from(path_and_query).map_err(|_| {
+        Error::new(
+            ErrorKind::InvalidRequest,
+            "cannot address the deployment's API",
+        )
+    })?);
+    Uri::from_parts(parts).map_err(|_| {
+        Error::new(
+            ErrorKind::InvalidRequest,
+            "cannot address the deployment's API",
+        )
+    })
 }
 
 /// Now, in seconds since the epoch: the `created` of a translated answer.
