@@ -1,7 +1,7 @@
-//! The official OpenAI Python SDK against the gateway, unchanged but for its base URL and
-//! key. Optional: it runs when a Python with the `openai` package is found (`.ci/run`
-//! installs one in a venv and names it in `LLM_TOWER_PYTHON`), and says why it skipped when
-//! not.
+//! The official OpenAI and Anthropic Python SDKs against the gateway, unchanged but for their
+//! base URL and key. Optional: they run when a Python with the `openai` and `anthropic`
+//! packages is found (`.ci/run` installs one in a venv and names it in `LLM_TOWER_PYTHON`), and
+//! say why they skipped when not.
 
 mod common;
 
@@ -77,6 +77,22 @@ stream = client.chat.completions.create(
 print("text:", repr("".join(chunk.choices[0].delta.content or "" for chunk in stream)))
 "#;
 
+const ANTHROPIC_SCRIPT: &str = r#"
+import sys
+import anthropic
+
+client = anthropic.Anthropic(base_url=sys.argv[1], api_key=sys.argv[2], max_retries=0)
+ask = dict(model="mock-model", max_tokens=64, messages=[{"role": "user", "content": "hi"}])
+try:
+    client.messages.create(**ask)
+except anthropic.NotFoundError as err:
+    print("not found:", err.status_code, err.body["error"]["type"])
+message = client.messages.create(**ask)
+print("message:", message.content[0].text, message.stop_reason)
+with client.messages.stream(**ask) as stream:
+    print("streamed:", "".join(stream.text_stream), stream.get_final_message().stop_reason)
+"#;
+
 /// Runs `script` with the base URL and key as arguments; its standard output, once it
 /// succeeded.
 async fn run(python: String, script: &'static str, base_url: String) -> String {
@@ -106,21 +122,20 @@ fn behind_key(config: Config) -> GatewayConfig {
     config
 }
 
-const SKIPPED: &str =
-    "skipped: no Python with the `openai` package (set LLM_TOWER_PYTHON, or run .ci/run)";
+const SKIPPED: &str = "skipped: no Python with the `openai` and `anthropic` packages (set LLM_TOWER_PYTHON, or run .ci/run)";
 
-/// The Python to use, if one with the `openai` package is there. One named by
+/// The Python to use, if one with the `openai` and `anthropic` packages is there. One named by
 /// `LLM_TOWER_PYTHON` must work: CI installed it, and a broken one is a failure, not a skip.
 fn python() -> Option<String> {
     let named = std::env::var("LLM_TOWER_PYTHON").ok();
     let python = named.clone().unwrap_or_else(|| "python3".to_owned());
     let found = Command::new(&python)
-        .args(["-c", "import openai"])
+        .args(["-c", "import openai, anthropic"])
         .output()
         .is_ok_and(|out| out.status.success());
     assert!(
         found || named.is_none(),
-        "LLM_TOWER_PYTHON={python} cannot import openai"
+        "LLM_TOWER_PYTHON={python} cannot import openai and anthropic"
     );
     found.then_some(python)
 }
@@ -209,4 +224,35 @@ async fn the_openai_python_sdk_reads_a_continued_stream_whole() {
     let gw = serve_exactly(behind_key(config), None, std::future::pending()).await;
     let stdout = run(python, CONTINUED_STREAM_SCRIPT, gw.url("/v1")).await;
     assert_eq!(stdout, "text: 'Hello from llm-tower-mock.'\n");
+}
+
+/// The official Anthropic SDK against an OpenAI-compatible deployment: the gateway translates
+/// both ways, and the SDK reads messages, streams and errors as Anthropic's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_anthropic_python_sdk_works_on_an_openai_deployment() {
+    let Some(python) = python() else {
+        println!("{SKIPPED}");
+        return;
+    };
+    let mock = MockProvider::start().await.unwrap();
+    mock.push(Behavior::status(404));
+    let gw = serve_exactly(behind_key(only(&mock)), None, std::future::pending()).await;
+    let stdout = run(python, ANTHROPIC_SCRIPT, gw.url("")).await;
+    assert!(
+        stdout.contains("not found: 404 not_found_error\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("message: Hello from llm-tower-mock. end_turn\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("streamed: Hello from llm-tower-mock. end_turn\n"),
+        "{stdout}"
+    );
+    assert!(
+        mock.requests()
+            .iter()
+            .all(|r| r.uri.path() == "/v1/chat/completions")
+    );
 }
