@@ -242,3 +242,92 @@ async fn an_anthropic_client_on_an_openai_deployment_gets_anthropic_answers() {
         json!({"type": "error", "error": {"type": "not_found_error", "message": "The model `nope` does not exist"}})
     );
 }
+
+/// The chain gpt-4o (down) → gemini-2.0-flash on a Gemini endpoint at `gemini_url`.
+async fn chain_to_gemini(gemini_url: String) -> (common::Gateway, MockProvider) {
+    let openai = MockProvider::start().await.unwrap();
+    openai.set_default(Behavior::status(503));
+    let gemini = EndpointConfig {
+        provider: ProviderName::Gemini,
+        models: Some(ModelsConfig(vec![(
+            "gemini-2.0-flash".into(),
+            "gemini-2.0-flash".into(),
+        )])),
+        ..endpoint("gemini", gemini_url, 1)
+    };
+    let mut config = Config::with_endpoints(vec![
+        serving("openai", &openai, 0, &[("gpt-4o", "gpt-4o")]),
+        gemini,
+    ]);
+    config.models = ModelFallbacks::new().chain("gpt-4o", ["gemini-2.0-flash"]);
+    (start(config).await, openai)
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_openai_client_s_chain_to_gemini_gets_openai_answers() {
+    let response = json!({
+        "candidates": [{"content": {"role": "model", "parts": [{"text": "Hallo."}]}, "finishReason": "STOP", "index": 0}],
+        "usageMetadata": {"promptTokenCount": 6, "candidatesTokenCount": 2, "totalTokenCount": 8},
+        "modelVersion": "gemini-2.0-flash", "responseId": "resp-7"
+    });
+    let (url, seen) =
+        recording_raw_upstream(reply("application/json", &response.to_string())).await;
+    let (gw, _openai) = chain_to_gemini(url).await;
+    let answer = gw
+        .post(r#"{"model":"gpt-4o","messages":[{"role":"system","content":"German."},{"role":"user","content":"Hello"}]}"#)
+        .await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert_eq!(header(&answer, "x-llm-tower-model"), "gemini-2.0-flash");
+    let completion: Value = serde_json::from_slice(&body(answer).await).unwrap();
+    assert_eq!(completion["choices"][0]["message"]["content"], "Hallo.");
+    assert_eq!(completion["model"], "gemini-2.0-flash");
+    let (head, sent) = request_of(&seen.lock().unwrap()[0]);
+    assert!(
+        head.starts_with("post /v1/models/gemini-2.0-flash:generatecontent "),
+        "{head}"
+    );
+    assert!(
+        head.contains("x-goog-api-key: sk-upstream-gemini"),
+        "{head}"
+    );
+    assert_eq!(
+        sent["systemInstruction"],
+        json!({"parts": [{"text": "German."}]})
+    );
+    assert_eq!(
+        sent["contents"],
+        json!([{"role": "user", "parts": [{"text": "Hello"}]}])
+    );
+
+    let events = [
+        json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "Hal"}]}, "index": 0}], "modelVersion": "gemini-2.0-flash"}),
+        json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "lo."}]}, "finishReason": "STOP", "index": 0}]}),
+    ];
+    let stream = events.iter().fold(String::new(), |mut all, e| {
+        writeln!(all, "data: {e}\r\n\r").unwrap();
+        all
+    });
+    let (url, seen) = recording_raw_upstream(reply("text/event-stream", &stream)).await;
+    let (gw, _openai) = chain_to_gemini(url).await;
+    let answer = gw
+        .post(r#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"Hello"}]}"#)
+        .await;
+    let text = String::from_utf8(body(answer).await.to_vec()).unwrap();
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    let said: String = text
+        .split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(said, "Hallo.");
+    let (head, _) = request_of(&seen.lock().unwrap()[0]);
+    assert!(
+        head.starts_with("post /v1/models/gemini-2.0-flash:streamgeneratecontent?alt=sse "),
+        "{head}"
+    );
+}

@@ -10,6 +10,7 @@ use pin_project_lite::pin_project;
 
 use crate::anthropic::response::{error_to_openai, message_to_openai};
 use crate::anthropic::stream::StreamToOpenAi;
+use crate::gemini::response::{self as gemini, StreamToOpenAi as GeminiStream};
 use crate::openai::response::{completion_to_anthropic, error_to_anthropic};
 use crate::openai::stream::StreamToAnthropic;
 
@@ -28,15 +29,20 @@ pub(crate) enum Translation {
     OpenAiCompletion,
     /// An OpenAI error body of this status, gathered whole, in Anthropic's error shape.
     OpenAiError(http::StatusCode),
+    /// A Gemini response, gathered whole, as a `chat.completion`.
+    GeminiResponse { created: u64 },
+    /// A Gemini error body, gathered whole, in OpenAI's error shape.
+    GeminiError,
     /// A stream, event by event.
     Stream(Box<(SseSplitter, Events)>),
 }
 
-/// A stream's translation, by the format it comes in.
+/// A stream's translation, by the format the upstream streams in.
 #[derive(Debug)]
 pub(crate) enum Events {
-    FromAnthropic(StreamToOpenAi),
-    FromOpenAi(StreamToAnthropic),
+    Anthropic(StreamToOpenAi),
+    OpenAi(StreamToAnthropic),
+    Gemini(GeminiStream),
 }
 
 impl Translation {
@@ -138,7 +144,20 @@ where
                         Translation::AnthropicError => error_to_openai(&gathered),
                         Translation::OpenAiCompletion => completion_to_anthropic(&gathered),
                         Translation::OpenAiError(status) => error_to_anthropic(&gathered, *status),
-                        Translation::Stream(_) => return Poll::Ready(None),
+                        Translation::GeminiResponse { created } => {
+                            gemini::response_to_openai(&gathered, *created)
+                        }
+                        Translation::GeminiError => gemini::error_to_openai(&gathered),
+                        Translation::Stream(stream) => {
+                            // A Gemini stream ends with its body: its end is said now.
+                            let mut out = BytesMut::new();
+                            if let Events::Gemini(state) = &mut stream.1 {
+                                state.end(&mut out);
+                            }
+                            return Poll::Ready(
+                                (!out.is_empty()).then(|| Ok(Frame::data(out.freeze()))),
+                            );
+                        }
                     };
                     // What cannot be read as the provider's is passed on as it came.
                     let out = out.map_or(gathered, Bytes::from);
@@ -150,8 +169,9 @@ where
                 let mut out = BytesMut::new();
                 for event in events.push(&data) {
                     match state {
-                        Events::FromAnthropic(state) => state.event(&event, &mut out),
-                        Events::FromOpenAi(state) => state.event(&event, &mut out),
+                        Events::Anthropic(state) => state.event(&event, &mut out),
+                        Events::OpenAi(state) => state.event(&event, &mut out),
+                        Events::Gemini(state) => state.event(&event, &mut out),
                     }
                 }
                 if !out.is_empty() {

@@ -12,6 +12,7 @@ use pin_project_lite::pin_project;
 
 use crate::anthropic::stream::StreamToOpenAi;
 use crate::body::{Events, ResponseBody, Translation};
+use crate::gemini::response::StreamToOpenAi as GeminiStream;
 use crate::openai::stream::StreamToAnthropic;
 
 pin_project! {
@@ -42,6 +43,7 @@ pin_project! {
         Passthrough { #[pin] future: F },
         FromAnthropic { #[pin] future: F, usage_in_stream: bool, created: u64 },
         FromOpenAi { #[pin] future: F },
+        FromGemini { #[pin] future: F, usage_in_stream: bool, created: u64 },
         Refused { error: Option<Error> },
     }
 }
@@ -56,6 +58,16 @@ impl<F> ResponseFuture<F> {
     pub(crate) fn from_anthropic(future: F, usage_in_stream: bool, created: u64) -> Self {
         Self {
             state: State::FromAnthropic {
+                future,
+                usage_in_stream,
+                created,
+            },
+        }
+    }
+
+    pub(crate) fn from_gemini(future: F, usage_in_stream: bool, created: u64) -> Self {
+        Self {
+            state: State::FromGemini {
                 future,
                 usage_in_stream,
                 created,
@@ -105,7 +117,7 @@ where
                 let translation = if !response.status().is_success() {
                     Translation::AnthropicError
                 } else if is_event_stream(response.headers()) {
-                    Translation::stream(Events::FromAnthropic(StreamToOpenAi::new(
+                    Translation::stream(Events::Anthropic(StreamToOpenAi::new(
                         *created,
                         *usage_in_stream,
                     )))
@@ -114,12 +126,30 @@ where
                 };
                 Poll::Ready(Ok(translated(response, translation)))
             }
+            StateProjection::FromGemini {
+                future,
+                usage_in_stream,
+                created,
+            } => {
+                let response = ready!(future.poll(cx)).map_err(Into::into)?;
+                let translation = if !response.status().is_success() {
+                    Translation::GeminiError
+                } else if is_event_stream(response.headers()) {
+                    Translation::stream(Events::Gemini(GeminiStream::new(
+                        *created,
+                        *usage_in_stream,
+                    )))
+                } else {
+                    Translation::GeminiResponse { created: *created }
+                };
+                Poll::Ready(Ok(translated(response, translation)))
+            }
             StateProjection::FromOpenAi { future } => {
                 let response = ready!(future.poll(cx)).map_err(Into::into)?;
                 let translation = if !response.status().is_success() {
                     Translation::OpenAiError(response.status())
                 } else if is_event_stream(response.headers()) {
-                    Translation::stream(Events::FromOpenAi(StreamToAnthropic::default()))
+                    Translation::stream(Events::OpenAi(StreamToAnthropic::default()))
                 } else {
                     Translation::OpenAiCompletion
                 };

@@ -5,6 +5,7 @@
 //! |---|---|---|---|
 //! | OpenAI chat | OpenAI, Azure, OpenAI-compatible | untouched, not a byte parsed | untouched |
 //! | OpenAI chat | Anthropic | → `…/messages` | → `chat.completion` / `chat.completion.chunk` |
+//! | OpenAI chat | Gemini | → `…/models/{model}:generateContent` (`:streamGenerateContent?alt=sse`) | → `chat.completion` / `chat.completion.chunk` |
 //! | Anthropic messages | Anthropic | untouched | untouched |
 //! | Anthropic messages | OpenAI, Azure, custom (OpenAI-compatible) | → `…/chat/completions` | → `message` / Anthropic stream events |
 //!
@@ -26,6 +27,7 @@
 mod anthropic;
 mod body;
 mod future;
+mod gemini;
 mod layer;
 mod openai;
 mod pair;

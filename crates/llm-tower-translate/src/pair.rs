@@ -14,6 +14,8 @@ pub(crate) enum Pair {
     OpenAiToAnthropic,
     /// An Anthropic messages client on an OpenAI-compatible deployment.
     AnthropicToOpenAi,
+    /// An OpenAI chat client on a Gemini deployment.
+    OpenAiToGemini,
 }
 
 impl Pair {
@@ -26,6 +28,7 @@ impl Pair {
         let api = || ClientApi::of_path(request.uri().path());
         match selected.0.provider() {
             Provider::Anthropic if api() == ClientApi::OpenAiChat => Self::OpenAiToAnthropic,
+            Provider::Gemini if api() == ClientApi::OpenAiChat => Self::OpenAiToGemini,
             Provider::OpenAi | Provider::Azure | Provider::Custom { .. }
                 if api() == ClientApi::AnthropicMessages =>
             {

@@ -12,6 +12,7 @@ use tower::Service;
 use crate::anthropic::request::to_anthropic;
 use crate::body::ResponseBody;
 use crate::future::ResponseFuture;
+use crate::gemini::request::to_gemini;
 use crate::openai::request::to_openai;
 use crate::pair::Pair;
 
@@ -93,6 +94,12 @@ where
                 }
                 Err(err) => ResponseFuture::refused(err),
             },
+            Pair::OpenAiToGemini => match to_generate_request(&mut request) {
+                Ok(usage_in_stream) => {
+                    ResponseFuture::from_gemini(self.inner.call(request), usage_in_stream, now())
+                }
+                Err(err) => ResponseFuture::refused(err),
+            },
             Pair::AnthropicToOpenAi => match to_chat_request(&mut request) {
                 Ok(()) => ResponseFuture::from_openai(self.inner.call(request)),
                 Err(err) => ResponseFuture::refused(err),
@@ -118,6 +125,61 @@ fn to_chat_request(request: &mut Request<BufferedBody>) -> Result<(), Error> {
     let uri = with_path_end(request.uri(), "/messages", "/chat/completions")?;
     rewrite(request, uri, body);
     Ok(())
+}
+
+/// Rewrites an OpenAI chat completion attempt into a Gemini one: the body, the path
+/// (`…/chat/completions` → `…/models/{model}:generateContent`, or
+/// `:streamGenerateContent?alt=sse` for a stream). Returns whether the client asked for usage
+/// in its stream.
+fn to_generate_request(request: &mut Request<BufferedBody>) -> Result<bool, Error> {
+    let (body, model, usage_in_stream) =
+        to_gemini(&request.body().to_bytes(), &deployment(request))?;
+    if model.is_empty()
+        || !model
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._/".contains(&b))
+    {
+        return Err(Error::new(
+            ErrorKind::InvalidRequest,
+            format!("`{model}` cannot name a Gemini model"),
+        ));
+    }
+    let streams = serde_json::from_slice::<serde_json::Value>(&request.body().to_bytes())
+        .ok()
+        .and_then(|b| b.get("stream")?.as_bool())
+        .unwrap_or(false);
+    let method = if streams {
+        format!("/models/{model}:streamGenerateContent")
+    } else {
+        format!("/models/{model}:generateContent")
+    };
+    let mut uri = with_path_end(request.uri(), "/chat/completions", &method)?;
+    if streams {
+        uri = with_query(&uri, "alt=sse")?;
+    }
+    rewrite(request, uri, body);
+    Ok(usage_in_stream)
+}
+
+/// `uri` with `pair` added to its query.
+fn with_query(uri: &Uri, pair: &str) -> Result<Uri, Error> {
+    let path_and_query = match uri.query() {
+        Some(query) => format!("{}?{query}&{pair}", uri.path()),
+        None => format!("{}?{pair}", uri.path()),
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(PathAndQuery::try_from(path_and_query).map_err(|_| {
+        Error::new(
+            ErrorKind::InvalidRequest,
+            "cannot address the deployment's API",
+        )
+    })?);
+    Uri::from_parts(parts).map_err(|_| {
+        Error::new(
+            ErrorKind::InvalidRequest,
+            "cannot address the deployment's API",
+        )
+    })
 }
 
 /// The deployment an attempt goes to, for errors.

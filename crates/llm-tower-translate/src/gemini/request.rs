@@ -1,0 +1,271 @@
+//! An OpenAI chat completion request as a Gemini `generateContent` request.
+
+use std::collections::HashMap;
+
+use llm_tower_core::{Error, ErrorKind};
+use serde_json::{Map, Value, json};
+
+/// OpenAI fields Gemini has nothing for here: a request that sets one is refused, naming it.
+const UNSUPPORTED: [&str; 6] = [
+    "logprobs",
+    "top_logprobs",
+    "logit_bias",
+    "audio",
+    "prediction",
+    "seed",
+];
+
+/// The Gemini request for `request` (an OpenAI chat completion request) on deployment
+/// `deployment`: its body, the model it names (which goes in the URL), and whether the
+/// client asked for usage in its stream.
+pub(crate) fn to_gemini(
+    request: &[u8],
+    deployment: &str,
+) -> Result<(Vec<u8>, String, bool), Error> {
+    let refuse = |field: &str, why: &str| {
+        Error::new(
+            ErrorKind::InvalidRequest,
+            format!("\"{field}\" {why} by deployment {deployment} (a Gemini endpoint)"),
+        )
+    };
+    let Ok(Value::Object(mut openai)) = serde_json::from_slice::<Value>(request) else {
+        return Err(Error::new(
+            ErrorKind::InvalidRequest,
+            "the request body is not a JSON object",
+        ));
+    };
+    for field in UNSUPPORTED {
+        if openai
+            .get(field)
+            .is_some_and(|v| !v.is_null() && v != &Value::Bool(false))
+        {
+            return Err(refuse(field, "is not supported"));
+        }
+    }
+    if openai
+        .get("n")
+        .and_then(Value::as_u64)
+        .is_some_and(|n| n > 1)
+    {
+        return Err(refuse("n", "greater than 1 is not supported"));
+    }
+    let Some(Value::String(model)) = openai.remove("model") else {
+        return Err(refuse("model", "must name a model"));
+    };
+    let usage_in_stream = openai
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let Some(Value::Array(messages)) = openai.remove("messages") else {
+        return Err(refuse("messages", "must be an array"));
+    };
+    let mut out = Map::new();
+    let (system, contents) =
+        contents_of(&messages).map_err(|field| refuse(&field, "cannot be translated"))?;
+    if !system.is_empty() {
+        out.insert(
+            "systemInstruction".into(),
+            json!({"parts": [{"text": system.join("\n\n")}]}),
+        );
+    }
+    out.insert("contents".into(), contents.into());
+    let config =
+        generation_config(&mut openai).map_err(|field| refuse(field, "cannot be translated"))?;
+    if !config.is_empty() {
+        out.insert("generationConfig".into(), config.into());
+    }
+    if let Some(Value::Array(tools)) = openai.remove("tools") {
+        let declarations: Option<Vec<Value>> = tools.iter().map(declaration_of).collect();
+        let declarations = declarations.ok_or_else(|| refuse("tools", "must be functions"))?;
+        out.insert(
+            "tools".into(),
+            json!([{ "functionDeclarations": declarations }]),
+        );
+    }
+    if let Some(choice) = openai.remove("tool_choice") {
+        let calling = match &choice {
+            Value::String(s) if s == "auto" => json!({"mode": "AUTO"}),
+            Value::String(s) if s == "required" => json!({"mode": "ANY"}),
+            Value::String(s) if s == "none" => json!({"mode": "NONE"}),
+            Value::Object(_) => match choice.pointer("/function/name") {
+                Some(name) => json!({"mode": "ANY", "allowedFunctionNames": [name]}),
+                None => return Err(refuse("tool_choice", "cannot be translated")),
+            },
+            _ => return Err(refuse("tool_choice", "cannot be translated")),
+        };
+        out.insert(
+            "toolConfig".into(),
+            json!({ "functionCallingConfig": calling }),
+        );
+    }
+    let body =
+        serde_json::to_vec(&Value::Object(out)).map_err(|_| refuse("body", "cannot be written"))?;
+    Ok((body, model, usage_in_stream))
+}
+
+/// Gemini's `generationConfig` for the sampling, length, stop and format fields of `openai`;
+/// `Err` names a field that cannot be translated.
+fn generation_config(openai: &mut Map<String, Value>) -> Result<Map<String, Value>, &'static str> {
+    let mut config = Map::new();
+    for (from, to) in [
+        ("temperature", "temperature"),
+        ("top_p", "topP"),
+        ("max_completion_tokens", "maxOutputTokens"),
+        ("max_tokens", "maxOutputTokens"),
+        ("presence_penalty", "presencePenalty"),
+        ("frequency_penalty", "frequencyPenalty"),
+    ] {
+        if let Some(value) = openai.remove(from).filter(|v| !v.is_null()) {
+            config.entry(to).or_insert(value);
+        }
+    }
+    match openai.remove("stop") {
+        Some(Value::String(stop)) => {
+            config.insert("stopSequences".into(), json!([stop]));
+        }
+        Some(Value::Array(stops)) => {
+            config.insert("stopSequences".into(), stops.into());
+        }
+        _ => {}
+    }
+    match openai
+        .remove("response_format")
+        .as_ref()
+        .and_then(|f| f.get("type"))
+        .and_then(Value::as_str)
+    {
+        None | Some("text") => {}
+        Some("json_object") => {
+            config.insert("responseMimeType".into(), "application/json".into());
+        }
+        // Only these two: a schema is a Gemini `responseSchema`, not translated yet.
+        Some(_) => return Err("response_format"),
+    }
+    Ok(config)
+}
+
+/// The system instructions, and the conversation as Gemini contents; `Err` names a field
+/// that cannot be translated.
+fn contents_of(messages: &[Value]) -> Result<(Vec<String>, Vec<Value>), String> {
+    let mut system = Vec::new();
+    let mut contents: Vec<Value> = Vec::new();
+    // A tool result names its call by id; Gemini names the function.
+    let mut names: HashMap<&str, &Value> = HashMap::new();
+    for (i, message) in messages.iter().enumerate() {
+        let field = |what: &str| format!("messages[{i}].{what}");
+        match message
+            .get("role")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+        {
+            "system" | "developer" => {
+                system.push(text_of(message.get("content")).ok_or_else(|| field("content"))?);
+            }
+            "user" => {
+                let parts = parts_of(message.get("content")).ok_or_else(|| field("content"))?;
+                push(&mut contents, "user", parts);
+            }
+            "assistant" => {
+                let mut parts = match message.get("content") {
+                    None | Some(Value::Null) => Vec::new(),
+                    content => parts_of(content).ok_or_else(|| field("content"))?,
+                };
+                for call in message
+                    .get("tool_calls")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    let name = call
+                        .pointer("/function/name")
+                        .ok_or_else(|| field("tool_calls"))?;
+                    if let Some(id) = call.get("id").and_then(Value::as_str) {
+                        names.insert(id, name);
+                    }
+                    let arguments = call
+                        .pointer("/function/arguments")
+                        .and_then(Value::as_str)
+                        .unwrap_or("{}");
+                    let args: Value =
+                        serde_json::from_str(arguments).map_err(|_| field("tool_calls"))?;
+                    parts.push(json!({"functionCall": {"name": name, "args": args}}));
+                }
+                push(&mut contents, "model", parts);
+            }
+            "tool" => {
+                let id = message
+                    .get("tool_call_id")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let name = names.get(id).ok_or_else(|| field("tool_call_id"))?;
+                let text = text_of(message.get("content")).ok_or_else(|| field("content"))?;
+                let response = serde_json::from_str::<Value>(&text)
+                    .ok()
+                    .filter(Value::is_object)
+                    .unwrap_or_else(|| json!({ "content": text }));
+                let part = json!({"functionResponse": {"name": name, "response": response}});
+                push(&mut contents, "user", vec![part]);
+            }
+            _ => return Err(field("role")),
+        }
+    }
+    Ok((system, contents))
+}
+
+/// Appends `parts` as a `role` content, joined to the last one when it has the same role.
+fn push(contents: &mut Vec<Value>, role: &str, parts: Vec<Value>) {
+    if let Some(last) = contents.last_mut()
+        && last.get("role").and_then(Value::as_str) == Some(role)
+        && let Some(Value::Array(existing)) = last.get_mut("parts")
+    {
+        existing.extend(parts);
+        return;
+    }
+    contents.push(json!({ "role": role, "parts": parts }));
+}
+
+fn text_of(content: Option<&Value>) -> Option<String> {
+    match content? {
+        Value::String(text) => Some(text.clone()),
+        Value::Array(parts) => parts
+            .iter()
+            .map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Option<Vec<_>>>()
+            .map(|texts| texts.concat()),
+        _ => None,
+    }
+}
+
+/// An OpenAI content as Gemini parts: text, and images given inline (`data:` URLs). An image
+/// by URL is not one Gemini can fetch: refused.
+fn parts_of(content: Option<&Value>) -> Option<Vec<Value>> {
+    match content? {
+        Value::String(text) => Some(vec![json!({"text": text})]),
+        Value::Array(parts) => parts
+            .iter()
+            .map(|part| match part.get("type")?.as_str()? {
+                "text" => Some(json!({"text": part.get("text")?})),
+                "image_url" => {
+                    let url = part.pointer("/image_url/url")?.as_str()?;
+                    let (mime_type, data) = url.strip_prefix("data:")?.split_once(";base64,")?;
+                    Some(json!({"inlineData": {"mimeType": mime_type, "data": data}}))
+                }
+                _ => None,
+            })
+            .collect(),
+        _ => None,
+    }
+}
+
+fn declaration_of(tool: &Value) -> Option<Value> {
+    let function = tool.get("function")?;
+    let mut out = Map::new();
+    out.insert("name".into(), function.get("name")?.clone());
+    for field in ["description", "parameters"] {
+        if let Some(value) = function.get(field) {
+            out.insert(field.into(), value.clone());
+        }
+    }
+    Some(Value::Object(out))
+}
