@@ -258,8 +258,18 @@ async fn a_cut_stream_ends_with_an_error_event_in_the_client_s_format() {
     ];
     for (path, base_url, delivered, event) in cases {
         let backup = MockProvider::start().await.unwrap();
+        // Each upstream speaks the client's API: nothing is translated.
+        let provider = if path.ends_with("/messages") {
+            llm_tower::ProviderName::Anthropic
+        } else {
+            llm_tower::ProviderName::Openai
+        };
+        let first = llm_tower::EndpointConfig {
+            provider,
+            ..endpoint("a", base_url, 0)
+        };
         let gw = start(Config::with_endpoints(vec![
-            endpoint("a", base_url, 0),
+            first,
             endpoint("b", backup.base_url(), 1),
         ]))
         .await;
@@ -447,8 +457,11 @@ async fn an_anthropic_stream_is_continued_where_it_broke_off() {
     let (continuing_url, seen) =
         common::recording_raw_upstream(Box::leak(reply.into_bytes().into_boxed_slice())).await;
     let mut b = endpoint("b", continuing_url, 1);
+    b.provider = llm_tower::ProviderName::Anthropic;
     b.continuation = Some(llm_tower::Continuation::Prefill);
-    let gw = start(Config::with_endpoints(vec![endpoint("a", broken, 0), b])).await;
+    let mut a = endpoint("a", broken, 0);
+    a.provider = llm_tower::ProviderName::Anthropic;
+    let gw = start(Config::with_endpoints(vec![a, b])).await;
     let request = http::Request::post(gw.url("/v1/messages"))
         .header("content-type", "application/json")
         .body(http_body_util::Full::new(bytes::Bytes::from(
