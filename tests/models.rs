@@ -70,19 +70,24 @@ async fn anthropic_messages_bodies_are_routed_the_same_way() {
         MockProvider::start().await.unwrap(),
         MockProvider::start().await.unwrap(),
     );
+    // Anthropic endpoints: a messages request goes to them as it came.
+    let anthropic = |endpoint: llm_tower::EndpointConfig| llm_tower::EndpointConfig {
+        provider: llm_tower::ProviderName::Anthropic,
+        ..endpoint
+    };
     let gw = start(Config::with_endpoints(vec![
-        serving(
+        anthropic(serving(
             "sonnet",
             &sonnet,
             0,
             &[("claude-sonnet", "claude-sonnet-4-20250514")],
-        ),
-        serving(
+        )),
+        anthropic(serving(
             "opus",
             &opus,
             0,
             &[("claude-opus", "claude-opus-4-20250514")],
-        ),
+        )),
     ]))
     .await;
     let request = |model: &str| {

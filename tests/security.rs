@@ -56,6 +56,13 @@ async fn client_credentials_never_reach_any_provider() {
         if provider == ProviderName::Anthropic {
             // Translated for Anthropic: the mock, which speaks OpenAI only, has no such path.
             assert_eq!(seen.uri.path(), "/v1/messages");
+        } else if provider == ProviderName::Gemini {
+            // Translated for Gemini, the model in the path (the mock has none such either).
+            assert!(
+                seen.uri.path().ends_with(":generateContent"),
+                "{}",
+                seen.uri
+            );
         } else {
             assert_eq!(status, StatusCode::OK, "{provider:?}");
         }
