@@ -12,12 +12,14 @@
 //! The client's API comes from the request path (`…/chat/completions`, `…/messages`), the
 //! deployment's from its endpoint's `provider`. Fields: messages and roles, system prompts,
 //! text and image parts (URLs and base64), tools and `tool_choice`, tool calls and results (ids
-//! kept), `max_tokens` / `max_completion_tokens` (Anthropic requires one: 4096 when the client
-//! gave none), temperature, top_p, stop sequences, `stream` (and `stream_options.include_usage`),
+//! kept), `max_tokens` / `max_completion_tokens` (Anthropic requires one: the endpoint's
+//! `default_max_tokens` when the client gave none), temperature, top_p, stop sequences, `stream` (and `stream_options.include_usage`),
 //! `user`. Stop reasons, usage (cached tokens included) and errors (the provider's message
 //! kept) come back mapped. A field the deployment cannot honour (`logprobs`, `n > 1`, penalties,
 //! `seed`, a JSON `response_format`, ...) is a 400 that names it and the deployment, never
-//! silently dropped.
+//! silently dropped — unless the endpoint's [`Translation`](llm_tower_core::Translation)
+//! lists it in `drop_unsupported`. Its `default_max_tokens` is what a request that names none
+//! gets where the target requires one.
 //!
 //! Streams are translated event by event as they arrive; the balancer's first-byte and idle
 //! timeouts, and its mid-stream continuation, apply to the translated stream.
@@ -26,6 +28,7 @@
 
 mod anthropic;
 mod body;
+mod fields;
 mod future;
 mod gemini;
 mod layer;

@@ -112,7 +112,12 @@ where
 /// path (`…/chat/completions` → `…/messages`), and the [`Replay`] a retry remakes it from.
 /// Returns whether the client asked for usage in its stream.
 fn to_messages_request(request: &mut Request<BufferedBody>) -> Result<bool, Error> {
-    let (body, usage_in_stream) = to_anthropic(&request.body().to_bytes(), &deployment(request))?;
+    let endpoint = endpoint(request)?;
+    let (body, usage_in_stream) = to_anthropic(
+        &request.body().to_bytes(),
+        endpoint.id().as_str(),
+        endpoint.translation(),
+    )?;
     let uri = with_path_end(request.uri(), "/chat/completions", "/messages")?;
     rewrite(request, uri, body);
     Ok(usage_in_stream)
@@ -121,7 +126,12 @@ fn to_messages_request(request: &mut Request<BufferedBody>) -> Result<bool, Erro
 /// Rewrites an Anthropic messages attempt into an OpenAI chat completion one (`…/messages` →
 /// `…/chat/completions`).
 fn to_chat_request(request: &mut Request<BufferedBody>) -> Result<(), Error> {
-    let body = to_openai(&request.body().to_bytes(), &deployment(request))?;
+    let endpoint = endpoint(request)?;
+    let body = to_openai(
+        &request.body().to_bytes(),
+        endpoint.id().as_str(),
+        endpoint.translation(),
+    )?;
     let uri = with_path_end(request.uri(), "/messages", "/chat/completions")?;
     rewrite(request, uri, body);
     Ok(())
@@ -132,8 +142,12 @@ fn to_chat_request(request: &mut Request<BufferedBody>) -> Result<(), Error> {
 /// `:streamGenerateContent?alt=sse` for a stream). Returns whether the client asked for usage
 /// in its stream.
 fn to_generate_request(request: &mut Request<BufferedBody>) -> Result<bool, Error> {
-    let (body, model, usage_in_stream) =
-        to_gemini(&request.body().to_bytes(), &deployment(request))?;
+    let endpoint = endpoint(request)?;
+    let (body, model, usage_in_stream) = to_gemini(
+        &request.body().to_bytes(),
+        endpoint.id().as_str(),
+        endpoint.translation(),
+    )?;
     if model.is_empty()
         || !model
             .bytes()
@@ -182,13 +196,13 @@ fn with_query(uri: &Uri, pair: &str) -> Result<Uri, Error> {
     })
 }
 
-/// The deployment an attempt goes to, for errors.
-fn deployment<B>(request: &Request<B>) -> String {
+/// The endpoint an attempt goes to (its pair was found from it: it is there).
+fn endpoint<B>(request: &Request<B>) -> Result<std::sync::Arc<llm_tower_core::Endpoint>, Error> {
     request
         .extensions()
         .get::<Selected>()
-        .map(|s| s.id().to_string())
-        .unwrap_or_default()
+        .map(|selected| selected.0.clone())
+        .ok_or_else(|| Error::new(ErrorKind::Internal, "no endpoint was selected"))
 }
 
 /// Gives the attempt `uri` and `body`, and the [`Replay`] a retry remakes it from the same.

@@ -5,7 +5,7 @@ use std::time::Duration;
 use http::HeaderName;
 use serde::{Deserialize, Serialize};
 
-use super::{ApiKey, Continuation, Endpoint, HealthCheck, Provider, Secret};
+use super::{ApiKey, Continuation, Endpoint, HealthCheck, Provider, Secret, Translation};
 use crate::config_error::ConfigError;
 use crate::model::ModelRoute;
 use crate::policy::RetryPolicy;
@@ -109,6 +109,14 @@ pub struct EndpointConfig {
     /// far as the last message). Default: never.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub continuation: Option<Continuation>,
+    /// For requests translated into this endpoint's API: the `max_tokens` they get when the
+    /// client gave none (Anthropic requires one; default 4096).
+    #[serde(default = "default_max_tokens")]
+    pub default_max_tokens: u32,
+    /// For requests translated into this endpoint's API: fields it cannot honour that are
+    /// dropped rather than refused with a 400 naming them (`[logprobs, seed]`; default none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drop_unsupported: Vec<String>,
     /// The models it serves (default: any model): a list of names, or a map
     /// `name: upstream-name` for an endpoint that knows a model by another name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -199,6 +207,8 @@ impl EndpointConfig {
             retry_policy: RetryPolicy::default(),
             retry_on: RetryOn::default(),
             continuation: None,
+            default_max_tokens: default_max_tokens(),
+            drop_unsupported: Vec::new(),
             models: None,
             health_check: None,
         }
@@ -256,7 +266,11 @@ impl EndpointConfig {
             .stream_idle_timeout(self.stream_idle_timeout)
             .retry_policy(self.retry_policy.clone())
             .retry_on(self.retry_on)
-            .continuation(self.continuation);
+            .continuation(self.continuation)
+            .translation(Translation {
+                default_max_tokens: self.default_max_tokens,
+                drop_unsupported: self.drop_unsupported.clone(),
+            });
         if let Some(models) = &self.models {
             builder = builder.models(
                 models
@@ -275,6 +289,10 @@ impl EndpointConfig {
         }
         builder.build()
     }
+}
+
+fn default_max_tokens() -> u32 {
+    Translation::DEFAULT_MAX_TOKENS
 }
 
 fn default_one() -> u32 {

@@ -7,6 +7,7 @@ mod continuation;
 mod health_check;
 mod id;
 mod provider;
+mod translation;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +21,7 @@ pub use continuation::Continuation;
 pub use health_check::{ExpectStatus, HealthCheck};
 pub use id::EndpointId;
 pub use provider::Provider;
+pub use translation::Translation;
 
 use crate::config_error::ConfigError;
 use crate::model::ModelRoute;
@@ -63,6 +65,7 @@ pub struct Endpoint {
     retry_policy: RetryPolicy,
     retry_on: RetryOn,
     continuation: Option<Continuation>,
+    translation: Translation,
     models: Option<Arc<[ModelRoute]>>,
     health_check: Option<Arc<HealthCheck>>,
 }
@@ -131,6 +134,7 @@ impl Endpoint {
             retry_policy: RetryPolicy::default(),
             retry_on: RetryOn::default(),
             continuation: None,
+            translation: Translation::default(),
             models: None,
             health_check: None,
         }
@@ -200,6 +204,12 @@ impl Endpoint {
         self.continuation
     }
 
+    /// How requests translated for this endpoint's API fill what their client left out, and
+    /// which fields it cannot honour are dropped rather than refused.
+    pub fn translation(&self) -> &Translation {
+        &self.translation
+    }
+
     /// The models this endpoint serves, or `None` when it serves any model (the request's
     /// `model` is sent as it came).
     ///
@@ -265,6 +275,7 @@ pub struct EndpointBuilder {
     retry_policy: RetryPolicy,
     retry_on: RetryOn,
     continuation: Option<Continuation>,
+    translation: Translation,
     models: Option<Vec<ModelRoute>>,
     health_check: Option<HealthCheck>,
 }
@@ -342,6 +353,12 @@ impl EndpointBuilder {
     #[must_use]
     pub fn continuation(mut self, continuation: Option<Continuation>) -> Self {
         self.continuation = continuation;
+        self
+    }
+    /// Sets how requests translated for this endpoint fill in and drop fields.
+    #[must_use]
+    pub fn translation(mut self, translation: Translation) -> Self {
+        self.translation = translation;
         self
     }
     /// Sets the models this endpoint serves (by default, any model): names, or aliases
@@ -429,6 +446,7 @@ impl EndpointBuilder {
             retry_policy: self.retry_policy,
             retry_on: self.retry_on,
             continuation: self.continuation,
+            translation: self.translation,
             models: self.models.map(Into::into),
             health_check: self.health_check.map(Arc::new),
         })

@@ -1,10 +1,9 @@
 //! An OpenAI chat completion request as an Anthropic messages request.
 
-use llm_tower_core::{Error, ErrorKind};
-use serde_json::{Map, Value, json};
+use llm_tower_core::{Error, ErrorKind, Translation};
 
-/// `max_tokens` when the client gave none: Anthropic requires one.
-pub(crate) const DEFAULT_MAX_TOKENS: u64 = 4096;
+use crate::fields::cannot_honour;
+use serde_json::{Map, Value, json};
 
 /// OpenAI fields Anthropic has nothing for: a request that sets one is refused, naming it,
 /// rather than answered as if it had been honoured.
@@ -20,8 +19,13 @@ const UNSUPPORTED: [&str; 8] = [
 ];
 
 /// The Anthropic request for `request`, an OpenAI chat completion request, on deployment
-/// `deployment` (named in errors); whether the client asked for usage in its stream.
-pub(crate) fn to_anthropic(request: &[u8], deployment: &str) -> Result<(Vec<u8>, bool), Error> {
+/// `deployment` (named in errors; `options`: what its endpoint says of translated requests);
+/// whether the client asked for usage in its stream.
+pub(crate) fn to_anthropic(
+    request: &[u8],
+    deployment: &str,
+    options: &Translation,
+) -> Result<(Vec<u8>, bool), Error> {
     let refuse = |field: &str, why: &str| {
         Error::new(
             ErrorKind::InvalidRequest,
@@ -39,7 +43,7 @@ pub(crate) fn to_anthropic(request: &[u8], deployment: &str) -> Result<(Vec<u8>,
             .get(field)
             .is_some_and(|v| !v.is_null() && v != &Value::Bool(false))
         {
-            return Err(refuse(field, "is not supported"));
+            cannot_honour(&mut openai, field, "is not supported", options, refuse)?;
         }
     }
     if openai
@@ -47,15 +51,24 @@ pub(crate) fn to_anthropic(request: &[u8], deployment: &str) -> Result<(Vec<u8>,
         .and_then(Value::as_u64)
         .is_some_and(|n| n > 1)
     {
-        return Err(refuse("n", "greater than 1 is not supported"));
+        cannot_honour(
+            &mut openai,
+            "n",
+            "greater than 1 is not supported",
+            options,
+            refuse,
+        )?;
     }
     if let Some(format) = openai.get("response_format")
         && format.get("type").and_then(Value::as_str) != Some("text")
     {
-        return Err(refuse(
+        cannot_honour(
+            &mut openai,
             "response_format",
             "other than text is not supported",
-        ));
+            options,
+            refuse,
+        )?;
     }
     let usage_in_stream = openai
         .get("stream_options")
@@ -80,7 +93,7 @@ pub(crate) fn to_anthropic(request: &[u8], deployment: &str) -> Result<(Vec<u8>,
         .remove("max_completion_tokens")
         .filter(|v| !v.is_null())
         .or_else(|| openai.remove("max_tokens").filter(|v| !v.is_null()))
-        .unwrap_or_else(|| DEFAULT_MAX_TOKENS.into());
+        .unwrap_or_else(|| options.default_max_tokens.into());
     out.insert("max_tokens".into(), max_tokens);
     options_to_anthropic(&mut openai, &mut out)
         .map_err(|field| refuse(field, "cannot be translated"))?;

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use bytes::BytesMut;
-use llm_tower_core::SseSplitter;
+use llm_tower_core::{SseSplitter, Translation};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
@@ -14,7 +14,12 @@ use super::response::{error_to_openai, message_to_openai};
 use super::stream::StreamToOpenAi;
 
 fn anthropic_of(openai: &Value) -> (Value, bool) {
-    let (body, usage) = to_anthropic(openai.to_string().as_bytes(), "claude-main").unwrap();
+    let (body, usage) = to_anthropic(
+        openai.to_string().as_bytes(),
+        "claude-main",
+        &Translation::default(),
+    )
+    .unwrap();
     (serde_json::from_slice(&body).unwrap(), usage)
 }
 
@@ -100,7 +105,12 @@ fn fields_anthropic_cannot_honour_are_refused_by_name() {
     ] {
         let mut request = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
         request[field] = value;
-        let err = to_anthropic(request.to_string().as_bytes(), "claude-main").unwrap_err();
+        let err = to_anthropic(
+            request.to_string().as_bytes(),
+            "claude-main",
+            &Translation::default(),
+        )
+        .unwrap_err();
         let message = err.message();
         assert!(
             message.contains(&format!("\"{field}\"")) && message.contains("claude-main"),
@@ -110,9 +120,21 @@ fn fields_anthropic_cannot_honour_are_refused_by_name() {
     }
     // Values that ask for nothing are fine.
     let request = json!({"model": "m", "n": 1, "logprobs": false, "response_format": {"type": "text"}, "messages": [{"role": "user", "content": "hi"}]});
-    assert!(to_anthropic(request.to_string().as_bytes(), "claude-main").is_ok());
+    assert!(
+        to_anthropic(
+            request.to_string().as_bytes(),
+            "claude-main",
+            &Translation::default()
+        )
+        .is_ok()
+    );
     let bad_role = json!({"model": "m", "messages": [{"role": "narrator", "content": "hi"}]});
-    let err = to_anthropic(bad_role.to_string().as_bytes(), "claude-main").unwrap_err();
+    let err = to_anthropic(
+        bad_role.to_string().as_bytes(),
+        "claude-main",
+        &Translation::default(),
+    )
+    .unwrap_err();
     assert!(
         err.message().contains("messages[0].role"),
         "{}",
@@ -292,9 +314,9 @@ fn a_tool_call_stream_comes_back_as_tool_call_deltas() {
 proptest! {
     #[test]
     fn no_input_makes_translation_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256), text in ".{0,64}") {
-        let _ = to_anthropic(&bytes, "d");
+        let _ = to_anthropic(&bytes, "d", &Translation::default());
         let request = format!(r#"{{"model":"m","messages":[{{"role":"user","content":{text:?}}},{{"role":"tool","content":[1]}}],"stop":[{text:?}]}}"#);
-        let _ = to_anthropic(request.as_bytes(), "d");
+        let _ = to_anthropic(request.as_bytes(), "d", &Translation::default());
         let _ = message_to_openai(&bytes, 0);
         let _ = error_to_openai(&bytes);
         let mut stream = StreamToOpenAi::new(0, true);
@@ -303,4 +325,30 @@ proptest! {
             stream.event(&event, &mut out);
         }
     }
+}
+
+/// An endpoint that says so drops what it cannot honour instead of refusing it, and gives
+/// requests without `max_tokens` its own default.
+#[test]
+fn an_endpoint_may_drop_what_it_cannot_honour_and_set_its_max_tokens() {
+    let options = Translation {
+        default_max_tokens: 1024,
+        drop_unsupported: vec!["logprobs".into(), "seed".into(), "n".into()],
+    };
+    let request = json!({"model": "m", "logprobs": true, "seed": 3, "n": 2, "messages": [{"role": "user", "content": "hi"}]});
+    let (body, _) = to_anthropic(request.to_string().as_bytes(), "claude-main", &options).unwrap();
+    let anthropic: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(anthropic["max_tokens"], 1024);
+    for dropped in ["logprobs", "seed", "n"] {
+        assert!(anthropic.get(dropped).is_none(), "{dropped}");
+    }
+    // Not listed: still refused.
+    let request =
+        json!({"model": "m", "top_logprobs": 2, "messages": [{"role": "user", "content": "hi"}]});
+    let err = to_anthropic(request.to_string().as_bytes(), "claude-main", &options).unwrap_err();
+    assert!(
+        err.message().contains("\"top_logprobs\""),
+        "{}",
+        err.message()
+    );
 }

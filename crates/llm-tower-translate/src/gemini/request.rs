@@ -2,7 +2,9 @@
 
 use std::collections::HashMap;
 
-use llm_tower_core::{Error, ErrorKind};
+use llm_tower_core::{Error, ErrorKind, Translation};
+
+use crate::fields::cannot_honour;
 use serde_json::{Map, Value, json};
 
 /// OpenAI fields Gemini has nothing for here: a request that sets one is refused, naming it.
@@ -21,6 +23,7 @@ const UNSUPPORTED: [&str; 6] = [
 pub(crate) fn to_gemini(
     request: &[u8],
     deployment: &str,
+    options: &Translation,
 ) -> Result<(Vec<u8>, String, bool), Error> {
     let refuse = |field: &str, why: &str| {
         Error::new(
@@ -39,7 +42,7 @@ pub(crate) fn to_gemini(
             .get(field)
             .is_some_and(|v| !v.is_null() && v != &Value::Bool(false))
         {
-            return Err(refuse(field, "is not supported"));
+            cannot_honour(&mut openai, field, "is not supported", options, refuse)?;
         }
     }
     if openai
@@ -47,7 +50,13 @@ pub(crate) fn to_gemini(
         .and_then(Value::as_u64)
         .is_some_and(|n| n > 1)
     {
-        return Err(refuse("n", "greater than 1 is not supported"));
+        cannot_honour(
+            &mut openai,
+            "n",
+            "greater than 1 is not supported",
+            options,
+            refuse,
+        )?;
     }
     let Some(Value::String(model)) = openai.remove("model") else {
         return Err(refuse("model", "must name a model"));

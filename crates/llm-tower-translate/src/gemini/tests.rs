@@ -3,7 +3,7 @@
 //! transcript; and a property: no input makes translation panic.
 
 use bytes::BytesMut;
-use llm_tower_core::SseSplitter;
+use llm_tower_core::{SseSplitter, Translation};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
@@ -35,8 +35,12 @@ fn a_request_with_every_mapped_field() {
         "stream": true,
         "stream_options": {"include_usage": true}
     });
-    let (body, model, usage_in_stream) =
-        to_gemini(openai.to_string().as_bytes(), "gemini-main").unwrap();
+    let (body, model, usage_in_stream) = to_gemini(
+        openai.to_string().as_bytes(),
+        "gemini-main",
+        &Translation::default(),
+    )
+    .unwrap();
     assert_eq!(
         (model.as_str(), usage_in_stream),
         ("gemini-2.0-flash", true)
@@ -63,7 +67,12 @@ fn a_request_with_every_mapped_field() {
     ] {
         let mut request = json!({"model": "g", "messages": [{"role": "user", "content": "hi"}]});
         request[field] = value;
-        let err = to_gemini(request.to_string().as_bytes(), "gemini-main").unwrap_err();
+        let err = to_gemini(
+            request.to_string().as_bytes(),
+            "gemini-main",
+            &Translation::default(),
+        )
+        .unwrap_err();
         assert!(
             err.message().contains(&format!("\"{field}\""))
                 && err.message().contains("gemini-main"),
@@ -72,7 +81,12 @@ fn a_request_with_every_mapped_field() {
         );
     }
     let by_url = json!({"model": "g", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}]});
-    let err = to_gemini(by_url.to_string().as_bytes(), "gemini-main").unwrap_err();
+    let err = to_gemini(
+        by_url.to_string().as_bytes(),
+        "gemini-main",
+        &Translation::default(),
+    )
+    .unwrap_err();
     assert!(
         err.message().contains("messages[0].content"),
         "{}",
@@ -161,9 +175,9 @@ fn a_stream_comes_back_as_chunks_with_one_done() {
 proptest! {
     #[test]
     fn no_input_makes_translation_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256), text in ".{0,64}") {
-        let _ = to_gemini(&bytes, "d");
+        let _ = to_gemini(&bytes, "d", &Translation::default());
         let request = format!(r#"{{"model":"m","messages":[{{"role":"tool","tool_call_id":{text:?},"content":{text:?}}}]}}"#);
-        let _ = to_gemini(request.as_bytes(), "d");
+        let _ = to_gemini(request.as_bytes(), "d", &Translation::default());
         let _ = response_to_openai(&bytes, 0);
         let _ = error_to_openai(&bytes);
         let mut stream = StreamToOpenAi::new(0, true);

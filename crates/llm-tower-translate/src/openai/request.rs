@@ -1,6 +1,8 @@
 //! An Anthropic messages request as an OpenAI chat completion request.
 
-use llm_tower_core::{Error, ErrorKind};
+use llm_tower_core::{Error, ErrorKind, Translation};
+
+use crate::fields::cannot_honour;
 use serde_json::{Map, Value, json};
 
 /// Anthropic fields OpenAI-compatible servers have nothing for: refused by name.
@@ -8,7 +10,11 @@ const UNSUPPORTED: [&str; 2] = ["top_k", "thinking"];
 
 /// The OpenAI request for `request`, an Anthropic messages request, on deployment
 /// `deployment` (named in errors).
-pub(crate) fn to_openai(request: &[u8], deployment: &str) -> Result<Vec<u8>, Error> {
+pub(crate) fn to_openai(
+    request: &[u8],
+    deployment: &str,
+    options: &Translation,
+) -> Result<Vec<u8>, Error> {
     let refuse = |field: &str, why: &str| {
         Error::new(
             ErrorKind::InvalidRequest,
@@ -23,7 +29,7 @@ pub(crate) fn to_openai(request: &[u8], deployment: &str) -> Result<Vec<u8>, Err
     };
     for field in UNSUPPORTED {
         if anthropic.get(field).is_some_and(|v| !v.is_null()) {
-            return Err(refuse(field, "is not supported"));
+            cannot_honour(&mut anthropic, field, "is not supported", options, refuse)?;
         }
     }
     let mut out = Map::new();

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use bytes::BytesMut;
 use http::StatusCode;
-use llm_tower_core::SseSplitter;
+use llm_tower_core::{SseSplitter, Translation};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
@@ -41,9 +41,15 @@ fn a_request_with_every_mapped_field() {
         "metadata": {"user_id": "u-1"},
         "stream": true
     });
-    let openai: Value =
-        serde_json::from_slice(&to_openai(anthropic.to_string().as_bytes(), "gpt").unwrap())
-            .unwrap();
+    let openai: Value = serde_json::from_slice(
+        &to_openai(
+            anthropic.to_string().as_bytes(),
+            "gpt",
+            &Translation::default(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
     assert_eq!(
         openai,
         json!({
@@ -74,7 +80,12 @@ fn a_request_with_every_mapped_field() {
         let mut request =
             json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]});
         request[field] = json!(5);
-        let err = to_openai(request.to_string().as_bytes(), "gpt-main").unwrap_err();
+        let err = to_openai(
+            request.to_string().as_bytes(),
+            "gpt-main",
+            &Translation::default(),
+        )
+        .unwrap_err();
         assert!(
             err.message().contains(&format!("\"{field}\"")) && err.message().contains("gpt-main"),
             "{}",
@@ -226,9 +237,9 @@ fn a_tool_call_stream_comes_back_as_a_tool_use_block() {
 proptest! {
     #[test]
     fn no_input_makes_translation_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256), text in ".{0,64}") {
-        let _ = to_openai(&bytes, "d");
+        let _ = to_openai(&bytes, "d", &Translation::default());
         let request = format!(r#"{{"model":"m","system":[{{"type":"text","text":{text:?}}}],"messages":[{{"role":"user","content":[{{"type":"tool_result","content":7}}]}}]}}"#);
-        let _ = to_openai(request.as_bytes(), "d");
+        let _ = to_openai(request.as_bytes(), "d", &Translation::default());
         let _ = completion_to_anthropic(&bytes);
         let _ = error_to_anthropic(&bytes, StatusCode::BAD_GATEWAY);
         let mut stream = StreamToAnthropic::default();

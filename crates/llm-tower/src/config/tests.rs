@@ -39,6 +39,8 @@ endpoints:
     base_url: https://api.anthropic.com/v1
     provider: anthropic
     api_key: sk-ant-literal
+    default_max_tokens: 2048
+    drop_unsupported: [logprobs]
     priority: 1
     retry_policy: { name: CountBased, config: { times: 1 } }
   - id: local
@@ -82,6 +84,8 @@ retry_policy = { name = "ExponentialBackoff", config = { times = 3, initial_inte
 id = "claude"
 base_url = "https://api.anthropic.com/v1"
 provider = "anthropic"
+default_max_tokens = 2048
+drop_unsupported = ["logprobs"]
 api_key = "sk-ant-literal"
 priority = 1
 retry_policy = { name = "CountBased", config = { times = 1 } }
@@ -146,6 +150,12 @@ fn yaml_and_toml_read_the_same() {
         ])
     );
     assert_eq!(eps[1].retry_on(), RetryOn::default());
+    assert_eq!(eps[1].translation().default_max_tokens, 2048);
+    assert!(eps[1].translation().drops("logprobs"));
+    assert_eq!(
+        eps[0].translation(),
+        &llm_tower_core::Translation::default()
+    );
     assert_eq!(
         eps[0].retry_policy(),
         &RetryPolicy::ExponentialBackoff(ExponentialBackoff {
