@@ -7,7 +7,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{continuing, endpoint, only, serve_exactly, the_rest};
+use common::{continuing, endpoint, only, recording_raw_upstream, serve_exactly, the_rest};
 use llm_tower::{Config, EndpointConfig, ModelsConfig, Secret};
 use llm_tower_gateway::{ClientAuth, ClientKey, GatewayConfig};
 use llm_tower_mock::{Behavior, MockProvider};
@@ -91,6 +91,25 @@ message = client.messages.create(**ask)
 print("message:", message.content[0].text, message.stop_reason)
 with client.messages.stream(**ask) as stream:
     print("streamed:", "".join(stream.text_stream), stream.get_final_message().stop_reason)
+"#;
+
+const TOOLS_ON_CLAUDE_SCRIPT: &str = r#"
+import sys
+import openai
+
+client = openai.OpenAI(base_url=sys.argv[1], api_key=sys.argv[2], max_retries=0)
+tools = [{"type": "function", "function": {"name": "weather", "description": "Weather of a city",
+          "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+image = "data:image/png;base64,iVBORw0KGgo="
+messages = [{"role": "user", "content": [{"type": "text", "text": "Weather where this is?"},
+                                         {"type": "image_url", "image_url": {"url": image}}]}]
+first = client.chat.completions.create(model="claude-3-5-haiku", messages=messages, tools=tools)
+call = first.choices[0].message.tool_calls[0]
+print("called:", call.id, call.function.name, call.function.arguments, first.choices[0].finish_reason)
+messages.append(first.choices[0].message.model_dump(exclude_none=True))
+messages.append({"role": "tool", "tool_call_id": call.id, "content": "18 C"})
+client.chat.completions.create(model="claude-3-5-haiku", messages=messages, tools=tools)
+print("answered")
 "#;
 
 /// Runs `script` with the base URL and key as arguments; its standard output, once it
@@ -254,5 +273,61 @@ async fn the_anthropic_python_sdk_works_on_an_openai_deployment() {
         mock.requests()
             .iter()
             .all(|r| r.uri.path() == "/v1/chat/completions")
+    );
+}
+
+/// The official OpenAI SDK on an Anthropic deployment, a tool call's round trip and an image:
+/// the SDK reads Claude's `tool_use` as a tool call, and its answer goes back to Claude as a
+/// `tool_result` naming the same id, with the image sent as Anthropic's base64 source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_python_sdk_calls_tools_on_an_anthropic_deployment() {
+    let Some(python) = python() else {
+        println!("{SKIPPED}");
+        return;
+    };
+    let message = serde_json::json!({
+        "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-3-5-haiku-20241022",
+        "content": [{"type": "tool_use", "id": "toolu_01", "name": "weather", "input": {"city": "Paris"}}],
+        "stop_reason": "tool_use", "stop_sequence": null,
+        "usage": {"input_tokens": 30, "output_tokens": 12}
+    })
+    .to_string();
+    let reply = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{message}",
+        message.len()
+    );
+    let (url, seen) =
+        recording_raw_upstream(Box::leak(reply.into_bytes().into_boxed_slice())).await;
+    let claude = EndpointConfig {
+        provider: llm_tower::ProviderName::Anthropic,
+        ..endpoint("claude", url, 0)
+    };
+    let gw = serve_exactly(
+        behind_key(Config::with_endpoints(vec![claude])),
+        None,
+        std::future::pending(),
+    )
+    .await;
+    let stdout = run(python, TOOLS_ON_CLAUDE_SCRIPT, gw.url("/v1")).await;
+    assert_eq!(
+        stdout,
+        "called: toolu_01 weather {\"city\":\"Paris\"} tool_calls\nanswered\n"
+    );
+    let seen = seen.lock().unwrap().clone();
+    let body = |i: usize| -> serde_json::Value {
+        serde_json::from_str(seen[i].split("\r\n\r\n").nth(1).unwrap()).unwrap()
+    };
+    let first = body(0);
+    assert_eq!(
+        first["messages"][0]["content"][1],
+        serde_json::json!({"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}})
+    );
+    assert_eq!(first["tools"][0]["name"], "weather");
+    let second = body(1);
+    let turns = second["messages"].as_array().unwrap();
+    assert_eq!(turns[1]["content"][0]["type"], "tool_use");
+    assert_eq!(
+        turns[2]["content"][0],
+        serde_json::json!({"type": "tool_result", "tool_use_id": "toolu_01", "content": "18 C"})
     );
 }
