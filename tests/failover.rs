@@ -1,6 +1,10 @@
 //! Failover past the faults a retry cannot fix (issue 27), over loopback against
 //! llm-tower-mock, on paused time: a prompt too long for its model goes on to a bigger one
 //! (and only there), a content filter's refusal reaches the client as it came.
+//!
+//! Over 500 lines on purpose: one issue's rescues, each a short scenario with the fixtures of
+//! the provider formats it needs (an Anthropic stream cut short, the rest of an answer) beside
+//! the tests that read them.
 
 mod common;
 

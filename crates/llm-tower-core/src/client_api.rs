@@ -5,6 +5,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use crate::error::Error;
+use crate::sse::write_sse_event;
 
 /// The API a client speaks, from the end of its request path (a gateway mounts the APIs under
 /// any prefix: `/v1/chat/completions`, `/openai/v1/chat/completions`).
@@ -89,14 +90,7 @@ impl ClientApi {
             ),
         };
         let mut out = Vec::with_capacity(data.len() + 24);
-        if let Some(event) = event {
-            out.extend_from_slice(b"event: ");
-            out.extend_from_slice(event.as_bytes());
-            out.push(b'\n');
-        }
-        out.extend_from_slice(b"data: ");
-        out.extend_from_slice(&data);
-        out.extend_from_slice(b"\n\n");
+        write_sse_event(&mut out, event, &data);
         out.into()
     }
 }

@@ -91,7 +91,7 @@ pub use percent::percent_decode;
 pub use policy::{CountBased, ExponentialBackoff, RetryPolicy};
 pub use retry_after::{retry_after, retry_after_at};
 pub use retry_on::{RetryOn, RetryReason};
-pub use sse::{SseEvent, SseSplitter};
+pub use sse::{SseEvent, SseSplitter, write_sse_event};
 
 /// The `User-Agent` llm-tower sends upstream by default: `llm-tower/<version>`.
 pub const USER_AGENT: &str = concat!("llm-tower/", env!("CARGO_PKG_VERSION"));

@@ -3,7 +3,7 @@
 //! lines end at `\n`, `\r\n` or `\r`; `data:` lines are joined with `\n`; a line that starts
 //! with `:` is a comment).
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
 /// One event: its `event:` name (if any), its data, and its bytes as they came (blank line
 /// included), to pass on unchanged.
@@ -106,6 +106,29 @@ fn parse(raw: Bytes) -> SseEvent {
         data: data.unwrap_or_default(),
         raw,
     }
+}
+
+/// Writes one server-sent event to `out`: its `event:` line when it has a name, its `data:`
+/// line (`data` must be one line: JSON as `serde_json` writes it is), and the blank line that
+/// ends it.
+///
+/// ```
+/// use llm_tower_core::write_sse_event;
+///
+/// let mut out = Vec::new();
+/// write_sse_event(&mut out, Some("ping"), b"{}");
+/// write_sse_event(&mut out, None, b"[DONE]");
+/// assert_eq!(out, b"event: ping\ndata: {}\n\ndata: [DONE]\n\n");
+/// ```
+pub fn write_sse_event(out: &mut impl BufMut, event: Option<&str>, data: &[u8]) {
+    if let Some(event) = event {
+        out.put_slice(b"event: ");
+        out.put_slice(event.as_bytes());
+        out.put_u8(b'\n');
+    }
+    out.put_slice(b"data: ");
+    out.put_slice(data);
+    out.put_slice(b"\n\n");
 }
 
 #[cfg(test)]

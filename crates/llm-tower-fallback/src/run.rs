@@ -7,10 +7,9 @@ use http::request::Parts;
 use http::{Request, Response, Uri};
 use http_body::Body;
 use llm_tower_core::{
-    Attempts, BoxError, BufferedBody, Classification, ClientApi, ContextOverflow, Deployment,
-    Endpoint, Error, ErrorKind, ModelRoute, Outcome, Replay, Selected, SingleTry, buffer_request,
-    classify, header_names, informational_as_error, is_event_stream, strip_hop_by_hop_and,
-    with_model,
+    Attempts, BoxError, BufferedBody, Classification, ContextOverflow, Deployment, Endpoint, Error,
+    ErrorKind, ModelRoute, Outcome, Replay, Selected, SingleTry, buffer_request, classify,
+    header_names, informational_as_error, strip_hop_by_hop_and, with_model,
 };
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
@@ -19,7 +18,7 @@ use crate::balancer::{Balancer, Route};
 use crate::body::{ResponseBody, StreamWatch};
 use crate::mask::mask_headers;
 use crate::pool::Member;
-use crate::resume::{self, Asked, Resume, Start};
+use crate::resume::offer_continuation;
 
 /// One request: buffer, pick, call, judge, fall back. This is the future of
 /// [`Fallback`](crate::Fallback).
@@ -137,110 +136,6 @@ where
     }
 }
 
-/// When the balancer can continue streams and `response` (from `index`, at the route's step
-/// `step`) is one, its body is given what a continuation needs, should it break.
-fn offer_continuation<S, RB>(
-    balancer: &Arc<Balancer>,
-    inner: &S,
-    prepared: &Arc<Prepared>,
-    index: usize,
-    step: usize,
-    log: &Attempts,
-    response: &mut Response<ResponseBody<RB>>,
-) where
-    S: Service<Request<BufferedBody>, Response = Response<RB>> + Clone + Send + 'static,
-    S::Error: Into<BoxError>,
-    S::Future: Send,
-    RB: http_body::Body<Data = bytes::Bytes> + Send + 'static,
-    RB::Error: Into<BoxError>,
-{
-    if !balancer.continues()
-        || !response.status().is_success()
-        || !is_event_stream(response.headers())
-    {
-        return;
-    }
-    let api = ClientApi::of_path(prepared.target.path());
-    let start = resume_start(balancer, inner, prepared, index, step, log, api);
-    if let Some(resume) = Resume::new(api, start, balancer.settings.max_continuations) {
-        response.body_mut().resume_with(resume);
-    }
-}
-
-/// How the body asks for the continuation of a stream that `broken` broke off at the route's
-/// step `step`: a deployment that declares `continuation: prefill` (not `broken`, nor one
-/// whose own continuation broke) is sent the request with the text so far; its answer counts
-/// for its health like any attempt's.
-fn resume_start<S, RB>(
-    balancer: &Arc<Balancer>,
-    inner: &S,
-    prepared: &Arc<Prepared>,
-    broken: usize,
-    step: usize,
-    log: &Attempts,
-    api: ClientApi,
-) -> Start<RB>
-where
-    S: Service<Request<BufferedBody>, Response = Response<RB>> + Clone + Send + 'static,
-    S::Error: Into<BoxError>,
-    S::Future: Send,
-    RB: http_body::Body<Data = bytes::Bytes> + Send + 'static,
-    RB::Error: Into<BoxError>,
-{
-    let (balancer, inner, prepared, log) = (
-        balancer.clone(),
-        inner.clone(),
-        prepared.clone(),
-        log.clone(),
-    );
-    let mut broken = broken;
-    Box::new(move |delivered: &str| {
-        let request = prepared.body.to_bytes();
-        let route = balancer.route(&request).ok()?;
-        let (at, pick) = balancer.continuation_pick(&route, step, broken, Instant::now())?;
-        let member = &balancer.pool.members[pick.index];
-        let model = route
-            .model(at)
-            .map(|model| member.route.as_ref().map_or(model, ModelRoute::upstream));
-        let body = resume::prefill(api, &request, delivered, model.map(|m| &**m))?;
-        let deployment = deployment(&route, at, member);
-        let attempt =
-            Prepared::attempt(&prepared, member, &deployment, true, &log, body.into()).ok()?;
-        broken = pick.index;
-        let (balancer, mut inner, log) = (balancer.clone(), inner.clone(), log.clone());
-        let asked: Asked<RB> = Box::pin(async move {
-            let result = send(
-                &mut inner,
-                attempt,
-                &balancer,
-                pick.index,
-                &deployment,
-                &log,
-            )
-            .await;
-            let streams = result.as_ref().is_ok_and(|response| {
-                response.status().is_success() && is_event_stream(response.headers())
-            });
-            if !streams {
-                // Refused or failed: the broken stream's failure is what the client hears.
-                if classify(&result).counts_against_health() {
-                    balancer.record_failure(pick.index, pick.probe, &result, Instant::now());
-                }
-                return None;
-            }
-            let (at, latency) = log
-                .latest()
-                .1
-                .map_or((Instant::now(), None), |(at, l)| (at, Some(l)));
-            let member = &balancer.pool.members[pick.index];
-            member.health.succeeded(at, latency, false, pick.probe);
-            let (body, watch) = result.ok()?.into_body().into_parts();
-            Some((body?, watch?))
-        });
-        Some(asked)
-    })
-}
-
 /// Logs a move from `from` to `to`, a deployment of another model (the route's step `step`).
 fn moving_on(route: &Route<'_>, from: &Member, to: &Member, step: usize, why: &str) {
     tracing::info!(
@@ -275,7 +170,7 @@ fn answered_or_timed_out<R>(classification: Classification, result: &Result<R, B
 }
 
 /// The deployment an attempt goes to, for the model of its step of the route.
-fn deployment(route: &Route<'_>, step: usize, member: &Member) -> Deployment {
+pub(crate) fn deployment(route: &Route<'_>, step: usize, member: &Member) -> Deployment {
     let model = route.model(step).cloned();
     let mut deployment = Deployment::new(member.id().clone(), model);
     if step > 0 {
@@ -296,11 +191,11 @@ header_names! {
 
 /// The request as every attempt sends it: buffered once, with the client's connection
 /// headers removed.
-struct Prepared {
+pub(crate) struct Prepared {
     parts: Parts,
-    body: BufferedBody,
+    pub(crate) body: BufferedBody,
     /// The client's request target; each attempt joins it to its endpoint's base URL.
-    target: Uri,
+    pub(crate) target: Uri,
 }
 
 impl Prepared {
@@ -331,7 +226,7 @@ impl Prepared {
     /// (no user waits through retries on a deployment that is probably still down: on
     /// failure it falls back at once), and the [`Replay`] that remakes
     /// it for a retry, so the retry layer copies nothing up front.
-    fn attempt(
+    pub(crate) fn attempt(
         this: &Arc<Self>,
         member: &Member,
         deployment: &Deployment,
@@ -392,7 +287,7 @@ impl Prepared {
 /// Sends one attempt (which the retry layer inside may turn into several tries) and records
 /// it when no layer inside records tries itself. An informational or `101` answer is a
 /// protocol failure, never a response.
-async fn send<S, RB>(
+pub(crate) async fn send<S, RB>(
     inner: &mut S,
     attempt: Request<BufferedBody>,
     balancer: &Arc<Balancer>,

@@ -41,10 +41,53 @@ pin_project! {
     #[project = StateProjection]
     enum State<F> {
         Passthrough { #[pin] future: F },
-        FromAnthropic { #[pin] future: F, usage_in_stream: bool, created: u64 },
-        FromOpenAi { #[pin] future: F },
-        FromGemini { #[pin] future: F, usage_in_stream: bool, created: u64 },
+        Translated { #[pin] future: F, source: Source },
         Refused { error: Option<Error> },
+    }
+}
+
+/// The API a translated attempt's answer comes in, and what its translation back needs.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Source {
+    /// Anthropic messages, for an OpenAI chat client.
+    Anthropic { created: u64, usage_in_stream: bool },
+    /// Gemini, for an OpenAI chat client.
+    Gemini { created: u64, usage_in_stream: bool },
+    /// OpenAI chat, for an Anthropic messages client.
+    OpenAi,
+}
+
+impl Source {
+    /// How an answer with this head comes back: an error, a stream, or a whole answer.
+    fn translation<B>(self, response: &Response<B>) -> Translation {
+        let status = response.status();
+        let stream = is_event_stream(response.headers());
+        match self {
+            _ if !status.is_success() => match self {
+                Self::Anthropic { .. } => Translation::AnthropicError,
+                Self::Gemini { .. } => Translation::GeminiError,
+                Self::OpenAi => Translation::OpenAiError(status),
+            },
+            Self::Anthropic {
+                created,
+                usage_in_stream,
+            } if stream => Translation::stream(Events::Anthropic(StreamToOpenAi::new(
+                created,
+                usage_in_stream,
+            ))),
+            Self::Gemini {
+                created,
+                usage_in_stream,
+            } if stream => {
+                Translation::stream(Events::Gemini(GeminiStream::new(created, usage_in_stream)))
+            }
+            Self::OpenAi if stream => {
+                Translation::stream(Events::OpenAi(StreamToAnthropic::default()))
+            }
+            Self::Anthropic { created, .. } => Translation::AnthropicMessage { created },
+            Self::Gemini { created, .. } => Translation::GeminiResponse { created },
+            Self::OpenAi => Translation::OpenAiCompletion,
+        }
     }
 }
 
@@ -55,29 +98,9 @@ impl<F> ResponseFuture<F> {
         }
     }
 
-    pub(crate) fn from_anthropic(future: F, usage_in_stream: bool, created: u64) -> Self {
+    pub(crate) fn translated(future: F, source: Source) -> Self {
         Self {
-            state: State::FromAnthropic {
-                future,
-                usage_in_stream,
-                created,
-            },
-        }
-    }
-
-    pub(crate) fn from_gemini(future: F, usage_in_stream: bool, created: u64) -> Self {
-        Self {
-            state: State::FromGemini {
-                future,
-                usage_in_stream,
-                created,
-            },
-        }
-    }
-
-    pub(crate) fn from_openai(future: F) -> Self {
-        Self {
-            state: State::FromOpenAi { future },
+            state: State::Translated { future, source },
         }
     }
 
@@ -108,51 +131,9 @@ where
                 let response = ready!(future.poll(cx)).map_err(Into::into)?;
                 Poll::Ready(Ok(response.map(ResponseBody::passthrough)))
             }
-            StateProjection::FromAnthropic {
-                future,
-                usage_in_stream,
-                created,
-            } => {
+            StateProjection::Translated { future, source } => {
                 let response = ready!(future.poll(cx)).map_err(Into::into)?;
-                let translation = if !response.status().is_success() {
-                    Translation::AnthropicError
-                } else if is_event_stream(response.headers()) {
-                    Translation::stream(Events::Anthropic(StreamToOpenAi::new(
-                        *created,
-                        *usage_in_stream,
-                    )))
-                } else {
-                    Translation::AnthropicMessage { created: *created }
-                };
-                Poll::Ready(Ok(translated(response, translation)))
-            }
-            StateProjection::FromGemini {
-                future,
-                usage_in_stream,
-                created,
-            } => {
-                let response = ready!(future.poll(cx)).map_err(Into::into)?;
-                let translation = if !response.status().is_success() {
-                    Translation::GeminiError
-                } else if is_event_stream(response.headers()) {
-                    Translation::stream(Events::Gemini(GeminiStream::new(
-                        *created,
-                        *usage_in_stream,
-                    )))
-                } else {
-                    Translation::GeminiResponse { created: *created }
-                };
-                Poll::Ready(Ok(translated(response, translation)))
-            }
-            StateProjection::FromOpenAi { future } => {
-                let response = ready!(future.poll(cx)).map_err(Into::into)?;
-                let translation = if !response.status().is_success() {
-                    Translation::OpenAiError(response.status())
-                } else if is_event_stream(response.headers()) {
-                    Translation::stream(Events::OpenAi(StreamToAnthropic::default()))
-                } else {
-                    Translation::OpenAiCompletion
-                };
+                let translation = source.translation(&response);
                 Poll::Ready(Ok(translated(response, translation)))
             }
             StateProjection::Refused { error } => Poll::Ready(Err(error.take().map_or_else(

@@ -28,11 +28,13 @@
 
 mod anthropic;
 mod body;
+mod events;
 mod fields;
 mod future;
 mod gemini;
 mod layer;
 mod openai;
+mod openai_messages;
 mod pair;
 mod service;
 

@@ -11,7 +11,7 @@ use tower::Service;
 
 use crate::anthropic::request::to_anthropic;
 use crate::body::ResponseBody;
-use crate::future::ResponseFuture;
+use crate::future::{ResponseFuture, Source};
 use crate::gemini::request::to_gemini;
 use crate::openai::request::to_openai;
 use crate::pair::Pair;
@@ -90,18 +90,26 @@ where
             Pair::Passthrough => ResponseFuture::passthrough(self.inner.call(request)),
             Pair::OpenAiToAnthropic => match to_messages_request(&mut request) {
                 Ok(usage_in_stream) => {
-                    ResponseFuture::from_anthropic(self.inner.call(request), usage_in_stream, now())
+                    let source = Source::Anthropic {
+                        created: now(),
+                        usage_in_stream,
+                    };
+                    ResponseFuture::translated(self.inner.call(request), source)
                 }
                 Err(err) => ResponseFuture::refused(err),
             },
             Pair::OpenAiToGemini => match to_generate_request(&mut request) {
                 Ok(usage_in_stream) => {
-                    ResponseFuture::from_gemini(self.inner.call(request), usage_in_stream, now())
+                    let source = Source::Gemini {
+                        created: now(),
+                        usage_in_stream,
+                    };
+                    ResponseFuture::translated(self.inner.call(request), source)
                 }
                 Err(err) => ResponseFuture::refused(err),
             },
             Pair::AnthropicToOpenAi => match to_chat_request(&mut request) {
-                Ok(()) => ResponseFuture::from_openai(self.inner.call(request)),
+                Ok(()) => ResponseFuture::translated(self.inner.call(request), Source::OpenAi),
                 Err(err) => ResponseFuture::refused(err),
             },
         }
@@ -118,7 +126,7 @@ fn to_messages_request(request: &mut Request<BufferedBody>) -> Result<bool, Erro
         endpoint.id().as_str(),
         endpoint.translation(),
     )?;
-    let uri = with_path_end(request.uri(), "/chat/completions", "/messages")?;
+    let uri = with_path_end(request.uri(), "/chat/completions", "/messages", None)?;
     rewrite(request, uri, body);
     Ok(usage_in_stream)
 }
@@ -132,7 +140,7 @@ fn to_chat_request(request: &mut Request<BufferedBody>) -> Result<(), Error> {
         endpoint.id().as_str(),
         endpoint.translation(),
     )?;
-    let uri = with_path_end(request.uri(), "/messages", "/chat/completions")?;
+    let uri = with_path_end(request.uri(), "/messages", "/chat/completions", None)?;
     rewrite(request, uri, body);
     Ok(())
 }
@@ -143,7 +151,7 @@ fn to_chat_request(request: &mut Request<BufferedBody>) -> Result<(), Error> {
 /// in its stream.
 fn to_generate_request(request: &mut Request<BufferedBody>) -> Result<bool, Error> {
     let endpoint = endpoint(request)?;
-    let (body, model, usage_in_stream) = to_gemini(
+    let (body, model, stream, usage_in_stream) = to_gemini(
         &request.body().to_bytes(),
         endpoint.id().as_str(),
         endpoint.translation(),
@@ -158,42 +166,18 @@ fn to_generate_request(request: &mut Request<BufferedBody>) -> Result<bool, Erro
             format!("`{model}` cannot name a Gemini model"),
         ));
     }
-    let streams = serde_json::from_slice::<serde_json::Value>(&request.body().to_bytes())
-        .ok()
-        .and_then(|b| b.get("stream")?.as_bool())
-        .unwrap_or(false);
-    let method = if streams {
-        format!("/models/{model}:streamGenerateContent")
+    // Gemini names a stream by its method, and wants it as server-sent events.
+    let (method, query) = if stream {
+        (
+            format!("/models/{model}:streamGenerateContent"),
+            Some("alt=sse"),
+        )
     } else {
-        format!("/models/{model}:generateContent")
+        (format!("/models/{model}:generateContent"), None)
     };
-    let mut uri = with_path_end(request.uri(), "/chat/completions", &method)?;
-    if streams {
-        uri = with_query(&uri, "alt=sse")?;
-    }
+    let uri = with_path_end(request.uri(), "/chat/completions", &method, query)?;
     rewrite(request, uri, body);
     Ok(usage_in_stream)
-}
-
-/// `uri` with `pair` added to its query.
-fn with_query(uri: &Uri, pair: &str) -> Result<Uri, Error> {
-    let path_and_query = match uri.query() {
-        Some(query) => format!("{}?{query}&{pair}", uri.path()),
-        None => format!("{}?{pair}", uri.path()),
-    };
-    let mut parts = uri.clone().into_parts();
-    parts.path_and_query = Some(PathAndQuery::try_from(path_and_query).map_err(|_| {
-        Error::new(
-            ErrorKind::InvalidRequest,
-            "cannot address the deployment's API",
-        )
-    })?);
-    Uri::from_parts(parts).map_err(|_| {
-        Error::new(
-            ErrorKind::InvalidRequest,
-            "cannot address the deployment's API",
-        )
-    })
 }
 
 /// The endpoint an attempt goes to (its pair was found from it: it is there).
@@ -221,27 +205,25 @@ fn rewrite(request: &mut Request<BufferedBody>, uri: Uri, body: Vec<u8>) {
 }
 
 /// `uri` with its path's end `from` made `to` (`…/chat/completions` as `…/messages`), the
-/// query kept.
-fn with_path_end(uri: &Uri, from: &str, to: &str) -> Result<Uri, Error> {
+/// query kept, and `more` added to it.
+fn with_path_end(uri: &Uri, from: &str, to: &str, more: Option<&str>) -> Result<Uri, Error> {
     let path = uri.path();
     let base = path.strip_suffix(from).unwrap_or(path);
-    let path_and_query = match uri.query() {
-        Some(query) => format!("{base}{to}?{query}"),
-        None => format!("{base}{to}"),
+    let query: Vec<&str> = uri.query().into_iter().chain(more).collect();
+    let path_and_query = match query.as_slice() {
+        [] => format!("{base}{to}"),
+        query => format!("{base}{to}?{}", query.join("&")),
+    };
+    let unaddressable = || {
+        Error::new(
+            ErrorKind::InvalidRequest,
+            "cannot address the deployment's API",
+        )
     };
     let mut parts = uri.clone().into_parts();
-    parts.path_and_query = Some(PathAndQuery::try_from(path_and_query).map_err(|_| {
-        Error::new(
-            ErrorKind::InvalidRequest,
-            "cannot address the deployment's API",
-        )
-    })?);
-    Uri::from_parts(parts).map_err(|_| {
-        Error::new(
-            ErrorKind::InvalidRequest,
-            "cannot address the deployment's API",
-        )
-    })
+    parts.path_and_query =
+        Some(PathAndQuery::try_from(path_and_query).map_err(|_| unaddressable())?);
+    Uri::from_parts(parts).map_err(|_| unaddressable())
 }
 
 /// Now, in seconds since the epoch: the `created` of a translated answer.

@@ -8,7 +8,7 @@
 //! output usage) and `message_stop`; `ping`s anywhere.
 
 use bytes::Bytes;
-use llm_tower_core::SseEvent;
+use llm_tower_core::{SseEvent, write_sse_event};
 use serde_json::{Map, Value};
 
 /// What a client has been sent of a messages stream.
@@ -142,14 +142,11 @@ impl Splice {
             _ => return Some(event.raw.clone()),
         }
         let mut out = Vec::with_capacity(event.raw.len());
-        if let Some(name) = &event.event {
-            out.extend_from_slice(b"event: ");
-            out.extend_from_slice(name.as_bytes());
-            out.push(b'\n');
-        }
-        out.extend_from_slice(b"data: ");
-        out.extend_from_slice(&serde_json::to_vec(&data).ok()?);
-        out.extend_from_slice(b"\n\n");
+        write_sse_event(
+            &mut out,
+            event.event.as_deref(),
+            &serde_json::to_vec(&data).ok()?,
+        );
         Some(out.into())
     }
 }

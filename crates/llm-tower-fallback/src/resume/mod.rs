@@ -18,6 +18,9 @@
 
 mod anthropic;
 mod openai;
+mod start;
+
+pub(crate) use start::offer_continuation;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -3,7 +3,7 @@
 //! goes on with them ([`Splice`]).
 
 use bytes::Bytes;
-use llm_tower_core::SseEvent;
+use llm_tower_core::{SseEvent, write_sse_event};
 use serde_json::{Map, Value};
 
 /// What a client has been sent of a `chat.completion.chunk` stream.
@@ -140,9 +140,8 @@ impl Splice {
                 return None;
             }
         }
-        let mut out = b"data: ".to_vec();
-        out.extend_from_slice(&serde_json::to_vec(&chunk).ok()?);
-        out.extend_from_slice(b"\n\n");
+        let mut out = Vec::new();
+        write_sse_event(&mut out, None, &serde_json::to_vec(&chunk).ok()?);
         Some(out.into())
     }
 }

@@ -1,6 +1,10 @@
 //! Per-deployment health: the state machine of one deployment (healthy → ejected →
 //! half-open → healthy), its probe slot and in-flight count. What the health checker does to
 //! it is in `checks.rs`; the property test of the whole is in `tests.rs`.
+//!
+//! Over 500 lines on purpose: every transition takes the one `State` under the one lock, and
+//! reads as a step of one machine; about a fifth of the file is the runnable examples of the
+//! crate's public `HealthPolicy`, `Admission` and `ProbeGuard`.
 
 mod checks;
 mod remote;

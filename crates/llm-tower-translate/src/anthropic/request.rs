@@ -1,8 +1,9 @@
 //! An OpenAI chat completion request as an Anthropic messages request.
 
-use llm_tower_core::{Error, ErrorKind, Translation};
+use llm_tower_core::{Error, Translation};
 
-use crate::fields::cannot_honour;
+use crate::fields::{cannot_honour, check_unsupported, refuser, request_object};
+use crate::openai_messages::{push_turn, text_of};
 use serde_json::{Map, Value, json};
 
 /// OpenAI fields Anthropic has nothing for: a request that sets one is refused, naming it,
@@ -26,39 +27,9 @@ pub(crate) fn to_anthropic(
     deployment: &str,
     options: &Translation,
 ) -> Result<(Vec<u8>, bool), Error> {
-    let refuse = |field: &str, why: &str| {
-        Error::new(
-            ErrorKind::InvalidRequest,
-            format!("\"{field}\" {why} by deployment {deployment} (an Anthropic endpoint)"),
-        )
-    };
-    let Ok(Value::Object(mut openai)) = serde_json::from_slice::<Value>(request) else {
-        return Err(Error::new(
-            ErrorKind::InvalidRequest,
-            "the request body is not a JSON object",
-        ));
-    };
-    for field in UNSUPPORTED {
-        if openai
-            .get(field)
-            .is_some_and(|v| !v.is_null() && v != &Value::Bool(false))
-        {
-            cannot_honour(&mut openai, field, "is not supported", options, refuse)?;
-        }
-    }
-    if openai
-        .get("n")
-        .and_then(Value::as_u64)
-        .is_some_and(|n| n > 1)
-    {
-        cannot_honour(
-            &mut openai,
-            "n",
-            "greater than 1 is not supported",
-            options,
-            refuse,
-        )?;
-    }
+    let refuse = refuser(deployment, "an Anthropic endpoint");
+    let mut openai = request_object(request)?;
+    check_unsupported(&mut openai, &UNSUPPORTED, true, options, refuse)?;
     if let Some(format) = openai.get("response_format")
         && format.get("type").and_then(Value::as_str) != Some("text")
     {
@@ -167,7 +138,7 @@ fn messages_to_anthropic(messages: Vec<Value>) -> Result<(Vec<String>, Vec<Value
             "user" => {
                 let content =
                     content_to_anthropic(message.get("content")).ok_or_else(|| field("content"))?;
-                push(&mut out, "user", content);
+                push_turn(&mut out, "user", "content", content);
             }
             "assistant" => {
                 let mut blocks = match message.get("content") {
@@ -190,7 +161,7 @@ fn messages_to_anthropic(messages: Vec<Value>) -> Result<(Vec<String>, Vec<Value
                         }));
                     }
                 }
-                push(&mut out, "assistant", blocks);
+                push_turn(&mut out, "assistant", "content", blocks);
             }
             "tool" => {
                 let result = json!({
@@ -198,38 +169,12 @@ fn messages_to_anthropic(messages: Vec<Value>) -> Result<(Vec<String>, Vec<Value
                     "tool_use_id": message.get("tool_call_id").cloned().unwrap_or(Value::Null),
                     "content": text_of(message.get("content")).ok_or_else(|| field("content"))?,
                 });
-                push(&mut out, "user", vec![result]);
+                push_turn(&mut out, "user", "content", vec![result]);
             }
             _ => return Err(field("role")),
         }
     }
     Ok((system, out))
-}
-
-/// Appends `blocks` as a `role` message, joined to the last one when it has the same role
-/// (Anthropic wants turns to alternate; OpenAI's tool results are one message each).
-fn push(out: &mut Vec<Value>, role: &str, blocks: Vec<Value>) {
-    if let Some(last) = out.last_mut()
-        && last.get("role").and_then(Value::as_str) == Some(role)
-        && let Some(Value::Array(content)) = last.get_mut("content")
-    {
-        content.extend(blocks);
-        return;
-    }
-    out.push(json!({ "role": role, "content": blocks }));
-}
-
-/// The text of a content that is a string or text parts.
-fn text_of(content: Option<&Value>) -> Option<String> {
-    match content? {
-        Value::String(text) => Some(text.clone()),
-        Value::Array(parts) => parts
-            .iter()
-            .map(|p| p.get("text").and_then(Value::as_str))
-            .collect::<Option<Vec<_>>>()
-            .map(|texts| texts.concat()),
-        _ => None,
-    }
 }
 
 /// An OpenAI content (a string, or text and image parts) as Anthropic content blocks.

@@ -1,8 +1,10 @@
 //! An Anthropic messages stream as an OpenAI `chat.completion.chunk` stream, event by event.
 
 use bytes::BytesMut;
-use llm_tower_core::SseEvent;
+use llm_tower_core::{SseEvent, write_sse_event};
 use serde_json::{Value, json};
+
+use crate::events::write_json_event;
 
 use super::response::{error_to_openai, finish_reason, usage};
 
@@ -100,15 +102,13 @@ impl StreamToOpenAi {
                         "id": self.id, "object": "chat.completion.chunk", "created": self.created,
                         "model": self.model, "choices": [], "usage": usage(&total),
                     });
-                    data_event(out, &chunk);
+                    write_json_event(out, None, &chunk);
                 }
             }
             Some("message_stop") => out.extend_from_slice(b"data: [DONE]\n\n"),
             Some("error") => {
                 if let Some(error) = error_to_openai(event.data.as_bytes()) {
-                    out.extend_from_slice(b"data: ");
-                    out.extend_from_slice(&error);
-                    out.extend_from_slice(b"\n\n");
+                    write_sse_event(out, None, &error);
                 }
             }
             _ => {}
@@ -123,12 +123,6 @@ impl StreamToOpenAi {
             "model": self.model,
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": null}],
         });
-        data_event(out, &chunk);
+        write_json_event(out, None, &chunk);
     }
-}
-
-fn data_event(out: &mut BytesMut, value: &Value) {
-    out.extend_from_slice(b"data: ");
-    out.extend_from_slice(&serde_json::to_vec(value).unwrap_or_default());
-    out.extend_from_slice(b"\n\n");
 }

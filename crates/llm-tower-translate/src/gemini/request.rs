@@ -2,9 +2,10 @@
 
 use std::collections::HashMap;
 
-use llm_tower_core::{Error, ErrorKind, Translation};
+use llm_tower_core::{Error, Translation};
 
-use crate::fields::cannot_honour;
+use crate::fields::{check_unsupported, refuser, request_object};
+use crate::openai_messages::{push_turn, text_of};
 use serde_json::{Map, Value, json};
 
 /// OpenAI fields Gemini has nothing for here: a request that sets one is refused, naming it.
@@ -18,49 +19,24 @@ const UNSUPPORTED: [&str; 6] = [
 ];
 
 /// The Gemini request for `request` (an OpenAI chat completion request) on deployment
-/// `deployment`: its body, the model it names (which goes in the URL), and whether the
-/// client asked for usage in its stream.
+/// `deployment`: its body, the model it names (which goes in the URL), whether it asks for a
+/// stream, and whether the client asked for usage in its stream.
 pub(crate) fn to_gemini(
     request: &[u8],
     deployment: &str,
     options: &Translation,
-) -> Result<(Vec<u8>, String, bool), Error> {
-    let refuse = |field: &str, why: &str| {
-        Error::new(
-            ErrorKind::InvalidRequest,
-            format!("\"{field}\" {why} by deployment {deployment} (a Gemini endpoint)"),
-        )
-    };
-    let Ok(Value::Object(mut openai)) = serde_json::from_slice::<Value>(request) else {
-        return Err(Error::new(
-            ErrorKind::InvalidRequest,
-            "the request body is not a JSON object",
-        ));
-    };
-    for field in UNSUPPORTED {
-        if openai
-            .get(field)
-            .is_some_and(|v| !v.is_null() && v != &Value::Bool(false))
-        {
-            cannot_honour(&mut openai, field, "is not supported", options, refuse)?;
-        }
-    }
-    if openai
-        .get("n")
-        .and_then(Value::as_u64)
-        .is_some_and(|n| n > 1)
-    {
-        cannot_honour(
-            &mut openai,
-            "n",
-            "greater than 1 is not supported",
-            options,
-            refuse,
-        )?;
-    }
+) -> Result<(Vec<u8>, String, bool, bool), Error> {
+    let refuse = refuser(deployment, "a Gemini endpoint");
+    let mut openai = request_object(request)?;
+    check_unsupported(&mut openai, &UNSUPPORTED, true, options, refuse)?;
     let Some(Value::String(model)) = openai.remove("model") else {
         return Err(refuse("model", "must name a model"));
     };
+    // `stream` is not a body field for Gemini: its method says it.
+    let stream = openai
+        .remove("stream")
+        .and_then(|s| s.as_bool())
+        .unwrap_or(false);
     let usage_in_stream = openai
         .get("stream_options")
         .and_then(|o| o.get("include_usage"))
@@ -110,7 +86,7 @@ pub(crate) fn to_gemini(
     }
     let body =
         serde_json::to_vec(&Value::Object(out)).map_err(|_| refuse("body", "cannot be written"))?;
-    Ok((body, model, usage_in_stream))
+    Ok((body, model, stream, usage_in_stream))
 }
 
 /// Gemini's `generationConfig` for the sampling, length, stop and format fields of `openai`;
@@ -173,7 +149,7 @@ fn contents_of(messages: &[Value]) -> Result<(Vec<String>, Vec<Value>), String> 
             }
             "user" => {
                 let parts = parts_of(message.get("content")).ok_or_else(|| field("content"))?;
-                push(&mut contents, "user", parts);
+                push_turn(&mut contents, "user", "parts", parts);
             }
             "assistant" => {
                 let mut parts = match message.get("content") {
@@ -200,7 +176,7 @@ fn contents_of(messages: &[Value]) -> Result<(Vec<String>, Vec<Value>), String> 
                         serde_json::from_str(arguments).map_err(|_| field("tool_calls"))?;
                     parts.push(json!({"functionCall": {"name": name, "args": args}}));
                 }
-                push(&mut contents, "model", parts);
+                push_turn(&mut contents, "model", "parts", parts);
             }
             "tool" => {
                 let id = message
@@ -214,36 +190,12 @@ fn contents_of(messages: &[Value]) -> Result<(Vec<String>, Vec<Value>), String> 
                     .filter(Value::is_object)
                     .unwrap_or_else(|| json!({ "content": text }));
                 let part = json!({"functionResponse": {"name": name, "response": response}});
-                push(&mut contents, "user", vec![part]);
+                push_turn(&mut contents, "user", "parts", vec![part]);
             }
             _ => return Err(field("role")),
         }
     }
     Ok((system, contents))
-}
-
-/// Appends `parts` as a `role` content, joined to the last one when it has the same role.
-fn push(contents: &mut Vec<Value>, role: &str, parts: Vec<Value>) {
-    if let Some(last) = contents.last_mut()
-        && last.get("role").and_then(Value::as_str) == Some(role)
-        && let Some(Value::Array(existing)) = last.get_mut("parts")
-    {
-        existing.extend(parts);
-        return;
-    }
-    contents.push(json!({ "role": role, "parts": parts }));
-}
-
-fn text_of(content: Option<&Value>) -> Option<String> {
-    match content? {
-        Value::String(text) => Some(text.clone()),
-        Value::Array(parts) => parts
-            .iter()
-            .map(|p| p.get("text").and_then(Value::as_str))
-            .collect::<Option<Vec<_>>>()
-            .map(|texts| texts.concat()),
-        _ => None,
-    }
 }
 
 /// An OpenAI content as Gemini parts: text, and images given inline (`data:` URLs). An image

@@ -3,6 +3,8 @@
 
 use bytes::BytesMut;
 use llm_tower_core::SseEvent;
+
+use crate::events::write_json_event;
 use serde_json::{Value, json};
 
 /// OpenAI's `finish_reason` for a Gemini `finishReason`; `called` when the answer called a tool.
@@ -144,7 +146,11 @@ impl StreamToOpenAi {
         };
         if response.get("error").is_some() {
             if let Some(error) = error_to_openai(event.data.as_bytes()) {
-                data(out, &serde_json::from_slice(&error).unwrap_or(Value::Null));
+                write_json_event(
+                    out,
+                    None,
+                    &serde_json::from_slice(&error).unwrap_or(Value::Null),
+                );
             }
             return;
         }
@@ -194,7 +200,7 @@ impl StreamToOpenAi {
                 "id": self.id, "object": "chat.completion.chunk", "created": self.created,
                 "model": self.model, "choices": [], "usage": usage(&self.usage),
             });
-            data(out, &chunk);
+            write_json_event(out, None, &chunk);
         }
         out.extend_from_slice(b"data: [DONE]\n\n");
     }
@@ -204,12 +210,6 @@ impl StreamToOpenAi {
             "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": null}],
         });
-        data(out, &chunk);
+        write_json_event(out, None, &chunk);
     }
-}
-
-fn data(out: &mut BytesMut, value: &Value) {
-    out.extend_from_slice(b"data: ");
-    out.extend_from_slice(&serde_json::to_vec(value).unwrap_or_default());
-    out.extend_from_slice(b"\n\n");
 }

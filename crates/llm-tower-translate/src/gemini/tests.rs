@@ -35,15 +35,15 @@ fn a_request_with_every_mapped_field() {
         "stream": true,
         "stream_options": {"include_usage": true}
     });
-    let (body, model, usage_in_stream) = to_gemini(
+    let (body, model, stream, usage_in_stream) = to_gemini(
         openai.to_string().as_bytes(),
         "gemini-main",
         &Translation::default(),
     )
     .unwrap();
     assert_eq!(
-        (model.as_str(), usage_in_stream),
-        ("gemini-2.0-flash", true)
+        (model.as_str(), stream, usage_in_stream),
+        ("gemini-2.0-flash", true, true)
     );
     let gemini: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(

@@ -1,8 +1,8 @@
 //! An Anthropic messages request as an OpenAI chat completion request.
 
-use llm_tower_core::{Error, ErrorKind, Translation};
+use llm_tower_core::{Error, Translation};
 
-use crate::fields::cannot_honour;
+use crate::fields::{check_unsupported, refuser, request_object};
 use serde_json::{Map, Value, json};
 
 /// Anthropic fields OpenAI-compatible servers have nothing for: refused by name.
@@ -15,23 +15,9 @@ pub(crate) fn to_openai(
     deployment: &str,
     options: &Translation,
 ) -> Result<Vec<u8>, Error> {
-    let refuse = |field: &str, why: &str| {
-        Error::new(
-            ErrorKind::InvalidRequest,
-            format!("\"{field}\" {why} by deployment {deployment} (an OpenAI-compatible endpoint)"),
-        )
-    };
-    let Ok(Value::Object(mut anthropic)) = serde_json::from_slice::<Value>(request) else {
-        return Err(Error::new(
-            ErrorKind::InvalidRequest,
-            "the request body is not a JSON object",
-        ));
-    };
-    for field in UNSUPPORTED {
-        if anthropic.get(field).is_some_and(|v| !v.is_null()) {
-            cannot_honour(&mut anthropic, field, "is not supported", options, refuse)?;
-        }
-    }
+    let refuse = refuser(deployment, "an OpenAI-compatible endpoint");
+    let mut anthropic = request_object(request)?;
+    check_unsupported(&mut anthropic, &UNSUPPORTED, false, options, refuse)?;
     let mut out = Map::new();
     if let Some(model) = anthropic.remove("model") {
         out.insert("model".into(), model);

@@ -5,6 +5,8 @@ use http::StatusCode;
 use llm_tower_core::SseEvent;
 use serde_json::{Value, json};
 
+use crate::events::write_json_event;
+
 use super::response::{error_to_anthropic, stop_reason, usage};
 
 /// The state of one stream's translation.
@@ -34,9 +36,9 @@ impl StreamToAnthropic {
         if chunk.get("error").is_some() {
             if let Some(error) = error_to_anthropic(event.data.as_bytes(), StatusCode::BAD_GATEWAY)
             {
-                send(
+                write_json_event(
                     out,
-                    "error",
+                    Some("error"),
                     &serde_json::from_slice(&error).unwrap_or(Value::Null),
                 );
             }
@@ -49,9 +51,9 @@ impl StreamToAnthropic {
                 "model": chunk.get("model"), "stop_reason": null, "stop_sequence": null,
                 "usage": {"input_tokens": 0, "output_tokens": 0},
             });
-            send(
+            write_json_event(
                 out,
-                "message_start",
+                Some("message_start"),
                 &json!({"type": "message_start", "message": message}),
             );
         }
@@ -69,9 +71,9 @@ impl StreamToAnthropic {
         {
             let index = self.open_block(out, None, &json!({"type": "text", "text": ""}));
             let delta = json!({"type": "text_delta", "text": text});
-            send(
+            write_json_event(
                 out,
-                "content_block_delta",
+                Some("content_block_delta"),
                 &json!({"type": "content_block_delta", "index": index, "delta": delta}),
             );
         }
@@ -93,9 +95,9 @@ impl StreamToAnthropic {
                 .filter(|a| !a.is_empty())
             {
                 let delta = json!({"type": "input_json_delta", "partial_json": arguments});
-                send(
+                write_json_event(
                     out,
-                    "content_block_delta",
+                    Some("content_block_delta"),
                     &json!({"type": "content_block_delta", "index": index, "delta": delta}),
                 );
             }
@@ -118,9 +120,9 @@ impl StreamToAnthropic {
         let index = self.next_block;
         self.next_block += 1;
         self.open = Some((index, call));
-        send(
+        write_json_event(
             out,
-            "content_block_start",
+            Some("content_block_start"),
             &json!({"type": "content_block_start", "index": index, "content_block": block}),
         );
         index
@@ -128,9 +130,9 @@ impl StreamToAnthropic {
 
     fn close_block(&mut self, out: &mut BytesMut) {
         if let Some((index, _)) = self.open.take() {
-            send(
+            write_json_event(
                 out,
-                "content_block_stop",
+                Some("content_block_stop"),
                 &json!({"type": "content_block_stop", "index": index}),
             );
         }
@@ -141,19 +143,11 @@ impl StreamToAnthropic {
         self.close_block(out);
         let delta = json!({"stop_reason": stop_reason(self.finish_reason.as_deref()), "stop_sequence": null});
         let output = usage(&self.usage)["output_tokens"].clone();
-        send(
+        write_json_event(
             out,
-            "message_delta",
+            Some("message_delta"),
             &json!({"type": "message_delta", "delta": delta, "usage": {"output_tokens": output}}),
         );
-        send(out, "message_stop", &json!({"type": "message_stop"}));
+        write_json_event(out, Some("message_stop"), &json!({"type": "message_stop"}));
     }
-}
-
-fn send(out: &mut BytesMut, name: &str, data: &Value) {
-    out.extend_from_slice(b"event: ");
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(b"\ndata: ");
-    out.extend_from_slice(&serde_json::to_vec(data).unwrap_or_default());
-    out.extend_from_slice(b"\n\n");
 }
