@@ -7,10 +7,14 @@ mod common;
 
 use std::process::Command;
 
-use common::{continuing, endpoint, only, recording_raw_upstream, serve_exactly, the_rest};
+use common::{
+    continuing, endpoint, json_reply, only, scripted_raw_upstream, serve_exactly, sse_reply,
+    the_rest,
+};
 use llm_tower::{Config, EndpointConfig, ModelsConfig, Secret};
 use llm_tower_gateway::{ClientAuth, ClientKey, GatewayConfig};
 use llm_tower_mock::{Behavior, MockProvider};
+use serde_json::json;
 
 const CLIENT_KEY: &str = "gw-python-0123456789abcdef";
 
@@ -93,31 +97,78 @@ with client.messages.stream(**ask) as stream:
     print("streamed:", "".join(stream.text_stream), stream.get_final_message().stop_reason)
 "#;
 
-const TOOLS_ON_CLAUDE_SCRIPT: &str = r#"
+/// The OpenAI SDK's chat on a deployment of another provider, model `sys.argv[3]`: a tool call
+/// with reasoning and an image, its round trip, a stream with usage, and a refusal.
+const OPENAI_ON_ANOTHER_PROVIDER_SCRIPT: &str = r#"
 import sys
 import openai
 
 client = openai.OpenAI(base_url=sys.argv[1], api_key=sys.argv[2], max_retries=0)
+model = sys.argv[3]
 tools = [{"type": "function", "function": {"name": "weather", "description": "Weather of a city",
           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
 image = "data:image/png;base64,iVBORw0KGgo="
 messages = [{"role": "user", "content": [{"type": "text", "text": "Weather where this is?"},
                                          {"type": "image_url", "image_url": {"url": image}}]}]
-first = client.chat.completions.create(model="claude-3-5-haiku", messages=messages, tools=tools)
-call = first.choices[0].message.tool_calls[0]
-print("called:", call.id, call.function.name, call.function.arguments, first.choices[0].finish_reason)
-messages.append(first.choices[0].message.model_dump(exclude_none=True))
+first = client.chat.completions.create(model=model, messages=messages, tools=tools,
+                                       reasoning_effort="low")
+reply = first.choices[0].message
+call = reply.tool_calls[0]
+print("called:", call.function.name, call.function.arguments, first.choices[0].finish_reason,
+      reply.reasoning_content)
+messages.append(reply.model_dump(exclude_none=True))
 messages.append({"role": "tool", "tool_call_id": call.id, "content": "18 C"})
-client.chat.completions.create(model="claude-3-5-haiku", messages=messages, tools=tools)
-print("answered")
+answer = client.chat.completions.create(model=model, messages=messages, tools=tools)
+print("answered:", answer.choices[0].message.content, answer.usage.completion_tokens)
+text, usage = "", None
+for chunk in client.chat.completions.create(model=model, messages=messages, stream=True,
+                                            stream_options={"include_usage": True}):
+    if chunk.choices:
+        text += chunk.choices[0].delta.content or ""
+    if chunk.usage:
+        usage = chunk.usage.completion_tokens
+print("streamed:", text, usage)
+try:
+    client.chat.completions.create(model=model, messages=messages)
+except openai.APIStatusError as err:
+    print("refused:", err.status_code, type(err).__name__, err.body["message"])
+"#;
+
+const ANTHROPIC_TOOLS_SCRIPT: &str = r#"
+import sys
+import anthropic
+
+client = anthropic.Anthropic(base_url=sys.argv[1], api_key=sys.argv[2], max_retries=0)
+tools = [{"name": "weather", "description": "Weather of a city",
+          "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}]
+image = {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}
+messages = [{"role": "user", "content": [{"type": "text", "text": "Weather where this is?"},
+                                         {"type": "image", "source": image}]}]
+first = client.messages.create(model="gpt-4o", max_tokens=2048, messages=messages, tools=tools,
+                               thinking={"type": "enabled", "budget_tokens": 1024})
+use = next(b for b in first.content if b.type == "tool_use")
+thought = next(b for b in first.content if b.type == "thinking")
+print("called:", use.id, use.name, use.input, first.stop_reason, thought.thinking)
+messages.append({"role": "assistant", "content": [b.model_dump() for b in first.content]})
+messages.append({"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id,
+                                              "content": "3 C"}]})
+second = client.messages.create(model="gpt-4o", max_tokens=2048, messages=messages, tools=tools)
+print("answered:", second.content[0].text, second.usage.output_tokens)
 "#;
 
 /// Runs `script` with the base URL and key as arguments; its standard output, once it
 /// succeeded.
 async fn run(python: String, script: &'static str, base_url: String) -> String {
+    run_with(python, script, base_url, &[]).await
+}
+
+/// [`run`], with `more` arguments after the key.
+async fn run_with(python: String, script: &'static str, base_url: String, more: &[&str]) -> String {
+    let more: Vec<String> = more.iter().map(|m| (*m).to_owned()).collect();
     let output = tokio::task::spawn_blocking(move || {
         Command::new(python)
             .args(["-c", script, &base_url, CLIENT_KEY])
+            .args(more)
             .output()
             .unwrap()
     })
@@ -276,58 +327,339 @@ async fn the_anthropic_python_sdk_works_on_an_openai_deployment() {
     );
 }
 
-/// The official OpenAI SDK on an Anthropic deployment, a tool call's round trip and an image:
-/// the SDK reads Claude's `tool_use` as a tool call, and its answer goes back to Claude as a
-/// `tool_result` naming the same id, with the image sent as Anthropic's base64 source.
+/// What a request an upstream was sent says: its request line, and its body as JSON.
+fn request_of(seen: &str) -> (String, serde_json::Value) {
+    let (head, body) = seen.split_once("\r\n\r\n").unwrap();
+    let line = head.lines().next().unwrap().to_owned();
+    (line, serde_json::from_str(body).unwrap())
+}
+
+/// The official OpenAI SDK on a deployment of `provider` (model `model`) answering `replies` in
+/// turn: what the script printed, and the requests the deployment was sent.
+async fn openai_sdk_on(
+    python: String,
+    provider: llm_tower::ProviderName,
+    model: &str,
+    replies: Vec<Vec<u8>>,
+) -> (String, Vec<(String, serde_json::Value)>) {
+    let (url, seen) = scripted_raw_upstream(replies).await;
+    let deployment = EndpointConfig {
+        provider,
+        ..endpoint("other", url, 0)
+    };
+    let gw = serve_exactly(
+        behind_key(Config::with_endpoints(vec![deployment])),
+        None,
+        std::future::pending(),
+    )
+    .await;
+    let stdout = run_with(
+        python,
+        OPENAI_ON_ANOTHER_PROVIDER_SCRIPT,
+        gw.url("/v1"),
+        &[model],
+    )
+    .await;
+    let seen = seen.lock().unwrap().iter().map(|r| request_of(r)).collect();
+    (stdout, seen)
+}
+
+/// The official OpenAI SDK on an Anthropic deployment: Claude's thinking and `tool_use` read
+/// as reasoning and a tool call, whose answer goes back as a `tool_result` with the same id
+/// after Claude's signed thinking block; the image as a base64 source; a stream with usage;
+/// Claude's rate-limit error as OpenAI's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openai_python_sdk_calls_tools_on_an_anthropic_deployment() {
     let Some(python) = python() else {
         println!("{SKIPPED}");
         return;
     };
-    let message = serde_json::json!({
-        "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-3-5-haiku-20241022",
-        "content": [{"type": "tool_use", "id": "toolu_01", "name": "weather", "input": {"city": "Paris"}}],
-        "stop_reason": "tool_use", "stop_sequence": null,
-        "usage": {"input_tokens": 30, "output_tokens": 12}
-    })
-    .to_string();
-    let reply = format!(
-        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{message}",
-        message.len()
-    );
-    let (url, seen) =
-        recording_raw_upstream(Box::leak(reply.into_bytes().into_boxed_slice())).await;
-    let claude = EndpointConfig {
-        provider: llm_tower::ProviderName::Anthropic,
-        ..endpoint("claude", url, 0)
+    let thinking =
+        json!({"type": "thinking", "thinking": "Paris, by the look of it.", "signature": "sig-1"});
+    let message = |content: serde_json::Value, stop: &str, output: u64| {
+        json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-3-5-haiku-20241022",
+            "content": content, "stop_reason": stop, "stop_sequence": null,
+            "usage": {"input_tokens": 30, "output_tokens": output}})
     };
+    let replies = vec![
+        json_reply(
+            200,
+            &message(
+                json!([thinking, {"type": "tool_use", "id": "toolu_01", "name": "weather", "input": {"city": "Paris"}}]),
+                "tool_use",
+                12,
+            ),
+        ),
+        json_reply(
+            200,
+            &message(
+                json!([{"type": "text", "text": "18 C in Paris."}]),
+                "end_turn",
+                6,
+            ),
+        ),
+        sse_reply(&[
+            (
+                Some("message_start"),
+                json!({"type": "message_start", "message": message(json!([]), "end_turn", 1)}),
+            ),
+            (
+                Some("content_block_start"),
+                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            ),
+            (
+                Some("content_block_delta"),
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "18 C"}}),
+            ),
+            (
+                Some("content_block_delta"),
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": " in Paris."}}),
+            ),
+            (
+                Some("content_block_stop"),
+                json!({"type": "content_block_stop", "index": 0}),
+            ),
+            (
+                Some("message_delta"),
+                json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": 6}}),
+            ),
+            (Some("message_stop"), json!({"type": "message_stop"})),
+        ]),
+        json_reply(
+            429,
+            &json!({"type": "error", "error": {"type": "rate_limit_error", "message": "Number of request tokens has exceeded your per-minute rate limit"}}),
+        ),
+    ];
+    let (stdout, seen) = openai_sdk_on(
+        python,
+        llm_tower::ProviderName::Anthropic,
+        "claude-3-5-haiku",
+        replies,
+    )
+    .await;
+    assert_eq!(
+        stdout,
+        "called: weather {\"city\":\"Paris\"} tool_calls Paris, by the look of it.\n\
+         answered: 18 C in Paris. 6\n\
+         streamed: 18 C in Paris. 6\n\
+         refused: 429 RateLimitError Number of request tokens has exceeded your per-minute rate limit\n"
+    );
+    let (line, first) = &seen[0];
+    assert!(line.starts_with("POST /v1/messages "), "{line}");
+    assert_eq!(
+        first["messages"][0]["content"][1],
+        json!({"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}})
+    );
+    assert_eq!(first["tools"][0]["name"], "weather");
+    assert_eq!(
+        first["thinking"],
+        json!({"type": "enabled", "budget_tokens": 1024})
+    );
+    let turns = seen[1].1["messages"].as_array().unwrap().clone();
+    assert_eq!(turns[1]["content"][0], thinking, "signed, as it came");
+    assert_eq!(turns[1]["content"][1]["type"], "tool_use");
+    assert_eq!(
+        turns[2]["content"][0],
+        json!({"type": "tool_result", "tool_use_id": "toolu_01", "content": "18 C"})
+    );
+    assert_eq!(seen[2].1["stream"], true);
+}
+
+/// The official OpenAI SDK on a Gemini deployment: the same conversation, Gemini's thought
+/// summary read as reasoning, its call's thought signature carried back, the stream from
+/// `streamGenerateContent?alt=sse`, Gemini's quota error as OpenAI's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_python_sdk_calls_tools_on_a_gemini_deployment() {
+    let Some(python) = python() else {
+        println!("{SKIPPED}");
+        return;
+    };
+    let response = |parts: serde_json::Value, output: u64| {
+        json!({"candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": "STOP", "index": 0}],
+            "usageMetadata": {"promptTokenCount": 30, "candidatesTokenCount": output, "totalTokenCount": 30 + output},
+            "modelVersion": "gemini-2.5-flash", "responseId": "resp-1"})
+    };
+    let call = json!({"functionCall": {"name": "weather", "args": {"city": "Paris"}}, "thoughtSignature": "c2lnbmF0dXJl"});
+    let replies = vec![
+        json_reply(
+            200,
+            &response(
+                json!([{"text": "Paris, by the look of it.", "thought": true}, call]),
+                12,
+            ),
+        ),
+        json_reply(200, &response(json!([{"text": "18 C in Paris."}]), 6)),
+        sse_reply(&[
+            (
+                None,
+                json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "18 C"}]}, "index": 0}], "modelVersion": "gemini-2.5-flash", "responseId": "resp-2"}),
+            ),
+            (None, response(json!([{"text": " in Paris."}]), 6)),
+        ]),
+        json_reply(
+            429,
+            &json!({"error": {"code": 429, "message": "Resource has been exhausted (e.g. check quota).", "status": "RESOURCE_EXHAUSTED"}}),
+        ),
+    ];
+    let (stdout, seen) = openai_sdk_on(
+        python,
+        llm_tower::ProviderName::Gemini,
+        "gemini-2.5-flash",
+        replies,
+    )
+    .await;
+    assert_eq!(
+        stdout,
+        "called: weather {\"city\":\"Paris\"} tool_calls Paris, by the look of it.\n\
+         answered: 18 C in Paris. 6\n\
+         streamed: 18 C in Paris. 6\n\
+         refused: 429 RateLimitError Resource has been exhausted (e.g. check quota).\n"
+    );
+    let (line, first) = &seen[0];
+    assert!(
+        line.starts_with("POST /v1/models/gemini-2.5-flash:generateContent "),
+        "{line}"
+    );
+    assert_eq!(
+        first["contents"][0]["parts"][1],
+        json!({"inlineData": {"mimeType": "image/png", "data": "iVBORw0KGgo="}})
+    );
+    assert_eq!(
+        first["generationConfig"]["thinkingConfig"],
+        json!({"thinkingBudget": 1024, "includeThoughts": true})
+    );
+    let turns = seen[1].1["contents"].as_array().unwrap().clone();
+    assert_eq!(
+        turns[1]["parts"][0], call,
+        "the signature back with its call"
+    );
+    assert_eq!(
+        turns[2]["parts"][0]["functionResponse"],
+        json!({"name": "weather", "response": {"content": "18 C"}})
+    );
+    assert!(
+        seen[2]
+            .0
+            .starts_with("POST /v1/models/gemini-2.5-flash:streamGenerateContent?alt=sse "),
+        "{}",
+        seen[2].0
+    );
+}
+
+/// The official Anthropic SDK on an OpenAI-compatible deployment with tools, an image and
+/// thinking: the server's tool call and reasoning read as `tool_use` and `thinking` blocks,
+/// the image sent as a data URL, the budget as a `reasoning_effort`, the tool result back
+/// under its call's id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_anthropic_python_sdk_calls_tools_on_an_openai_deployment() {
+    let Some(python) = python() else {
+        println!("{SKIPPED}");
+        return;
+    };
+    let completion = |message: serde_json::Value, finish: &str| {
+        json!({"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o",
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+            "usage": {"prompt_tokens": 30, "completion_tokens": 7, "total_tokens": 37}})
+    };
+    let replies = vec![
+        json_reply(
+            200,
+            &completion(
+                json!({"role": "assistant", "content": null, "reasoning_content": "Oslo, it seems.",
+                    "tool_calls": [{"id": "call_7", "type": "function", "function": {"name": "weather", "arguments": "{\"city\":\"Oslo\"}"}}]}),
+                "tool_calls",
+            ),
+        ),
+        json_reply(
+            200,
+            &completion(
+                json!({"role": "assistant", "content": "3 C in Oslo."}),
+                "stop",
+            ),
+        ),
+    ];
+    let (url, seen) = scripted_raw_upstream(replies).await;
     let gw = serve_exactly(
-        behind_key(Config::with_endpoints(vec![claude])),
+        behind_key(Config::with_endpoints(vec![endpoint("gpt", url, 0)])),
         None,
         std::future::pending(),
     )
     .await;
-    let stdout = run(python, TOOLS_ON_CLAUDE_SCRIPT, gw.url("/v1")).await;
+    let stdout = run(python, ANTHROPIC_TOOLS_SCRIPT, gw.url("")).await;
     assert_eq!(
         stdout,
-        "called: toolu_01 weather {\"city\":\"Paris\"} tool_calls\nanswered\n"
+        "called: call_7 weather {'city': 'Oslo'} tool_use Oslo, it seems.\nanswered: 3 C in Oslo. 7\n"
     );
-    let seen = seen.lock().unwrap().clone();
-    let body = |i: usize| -> serde_json::Value {
-        serde_json::from_str(seen[i].split("\r\n\r\n").nth(1).unwrap()).unwrap()
-    };
-    let first = body(0);
+    let seen: Vec<_> = seen.lock().unwrap().iter().map(|r| request_of(r)).collect();
+    let first = &seen[0].1;
     assert_eq!(
         first["messages"][0]["content"][1],
-        serde_json::json!({"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}})
+        json!({"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}})
     );
-    assert_eq!(first["tools"][0]["name"], "weather");
-    let second = body(1);
-    let turns = second["messages"].as_array().unwrap();
-    assert_eq!(turns[1]["content"][0]["type"], "tool_use");
+    assert_eq!(first["reasoning_effort"], "low");
+    assert_eq!(first["tools"][0]["function"]["name"], "weather");
+    let turns = seen[1].1["messages"].as_array().unwrap().clone();
+    assert_eq!(turns[1]["tool_calls"][0]["id"], "call_7");
     assert_eq!(
-        turns[2]["content"][0],
-        serde_json::json!({"type": "tool_result", "tool_use_id": "toolu_01", "content": "18 C"})
+        turns[2],
+        json!({"role": "tool", "tool_call_id": "call_7", "content": "3 C"})
     );
+}
+
+/// The official Anthropic SDK on a Gemini deployment (translated through OpenAI's shape): an
+/// error, a message and a stream read as Anthropic's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_anthropic_python_sdk_works_on_a_gemini_deployment() {
+    let Some(python) = python() else {
+        println!("{SKIPPED}");
+        return;
+    };
+    let text = |text: &str, finish: Option<&str>| {
+        json!({"candidates": [{"content": {"role": "model", "parts": [{"text": text}]}, "finishReason": finish, "index": 0}],
+            "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 5, "totalTokenCount": 8},
+            "modelVersion": "gemini-2.5-flash", "responseId": "resp-1"})
+    };
+    let replies = vec![
+        json_reply(
+            404,
+            &json!({"error": {"code": 404, "message": "models/mock-model is not found", "status": "NOT_FOUND"}}),
+        ),
+        json_reply(200, &text("Hello from llm-tower-mock.", Some("STOP"))),
+        sse_reply(&[
+            (None, text("Hello from ", None)),
+            (None, text("llm-tower-mock.", Some("STOP"))),
+        ]),
+    ];
+    let (url, seen) = scripted_raw_upstream(replies).await;
+    let gemini = EndpointConfig {
+        provider: llm_tower::ProviderName::Gemini,
+        ..endpoint("gemini", url, 0)
+    };
+    let gw = serve_exactly(
+        behind_key(Config::with_endpoints(vec![gemini])),
+        None,
+        std::future::pending(),
+    )
+    .await;
+    let stdout = run(python, ANTHROPIC_SCRIPT, gw.url("")).await;
+    assert_eq!(
+        stdout,
+        "not found: 404 not_found_error\n\
+         message: Hello from llm-tower-mock. end_turn\n\
+         streamed: Hello from llm-tower-mock. end_turn\n"
+    );
+    let seen: Vec<_> = seen.lock().unwrap().iter().map(|r| request_of(r)).collect();
+    assert!(
+        seen[1]
+            .0
+            .starts_with("POST /v1/models/mock-model:generateContent "),
+        "{}",
+        seen[1].0
+    );
+    assert_eq!(
+        seen[1].1["generationConfig"]["maxOutputTokens"], 64,
+        "{:?}",
+        seen[1].1
+    );
+    assert!(seen[2].0.contains(":streamGenerateContent?alt=sse "));
 }

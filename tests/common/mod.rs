@@ -75,26 +75,82 @@ pub async fn raw_upstream(reply: &'static [u8]) -> String {
     recording_raw_upstream(reply).await.0
 }
 
-/// [`raw_upstream`], and what it was sent: the first read of each connection (a small
-/// request on loopback arrives whole).
+/// [`raw_upstream`], and what it was sent: each request, whole.
 pub async fn recording_raw_upstream(reply: &'static [u8]) -> (String, Arc<Mutex<Vec<String>>>) {
+    scripted_raw_upstream(vec![reply.to_vec()]).await
+}
+
+/// An upstream that answers its n-th connection with `replies[n]` (the last one again once
+/// they run out), then closes it; and what it was sent: each request, whole.
+pub async fn scripted_raw_upstream(replies: Vec<Vec<u8>>) -> (String, Arc<Mutex<Vec<String>>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let record = seen.clone();
+    let replies: Arc<[Vec<u8>]> = replies.into();
     tokio::spawn(async move {
+        let mut served = 0;
         while let Ok((mut socket, _)) = listener.accept().await {
             let record = record.clone();
+            let reply = replies.clone();
+            let turn = served.min(reply.len() - 1);
+            served += 1;
             tokio::spawn(async move {
-                let mut request = vec![0u8; 65536];
-                let read = socket.read(&mut request).await.unwrap_or(0);
-                let text = String::from_utf8_lossy(&request[..read]).into_owned();
-                record.lock().unwrap().push(text);
-                let _ = socket.write_all(reply).await;
+                let request = read_request(&mut socket).await;
+                record.lock().unwrap().push(request);
+                let _ = socket.write_all(&reply[turn]).await;
             });
         }
     });
     (format!("http://{addr}/v1"), seen)
+}
+
+/// One HTTP/1.1 request off `socket`: its head, and as much body as its `content-length` says.
+async fn read_request(socket: &mut tokio::net::TcpStream) -> String {
+    let mut request = Vec::new();
+    let mut buf = vec![0u8; 16384];
+    while let Ok(read @ 1..) = socket.read(&mut buf).await {
+        request.extend_from_slice(&buf[..read]);
+        let text = String::from_utf8_lossy(&request);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            if body.len() >= length {
+                break;
+            }
+        }
+    }
+    String::from_utf8_lossy(&request).into_owned()
+}
+
+/// A raw HTTP/1.1 answer of `status` with a JSON `body`, closing its connection.
+pub fn json_reply(status: u16, body: &serde_json::Value) -> Vec<u8> {
+    let body = body.to_string();
+    format!(
+        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// A raw HTTP/1.1 `200` event stream of `events` (each `(event name, data)`; no name: none),
+/// closing its connection at its end.
+pub fn sse_reply(events: &[(Option<&str>, serde_json::Value)]) -> Vec<u8> {
+    let mut reply =
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n".to_vec();
+    for (name, data) in events {
+        if let Some(name) = name {
+            writeln!(reply, "event: {name}").unwrap();
+        }
+        write!(reply, "data: {data}\n\n").unwrap();
+    }
+    reply
 }
 
 /// A base URL of an upstream that takes connections and never answers: the kernel accepts

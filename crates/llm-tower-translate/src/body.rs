@@ -5,7 +5,7 @@ use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
-use llm_tower_core::{BoxError, Error, ErrorKind, SseSplitter};
+use llm_tower_core::{BoxError, Error, ErrorKind, SseEvent, SseSplitter};
 use pin_project_lite::pin_project;
 
 use crate::anthropic::response::{error_to_openai, message_to_openai};
@@ -13,6 +13,9 @@ use crate::anthropic::stream::StreamToOpenAi;
 use crate::gemini::response::{self as gemini, StreamToOpenAi as GeminiStream};
 use crate::openai::response::{completion_to_anthropic, error_to_anthropic};
 use crate::openai::stream::StreamToAnthropic;
+use crate::through_openai::{
+    GeminiToAnthropic, error_to_anthropic_from_gemini, response_to_anthropic,
+};
 
 /// The most of a JSON answer or error gathered to translate it: answers are small, and a body
 /// larger than this is not one.
@@ -33,6 +36,10 @@ pub(crate) enum Translation {
     GeminiResponse { created: u64 },
     /// A Gemini error body, gathered whole, in OpenAI's error shape.
     GeminiError,
+    /// A Gemini response, gathered whole, as an Anthropic message.
+    GeminiResponseForAnthropic { created: u64 },
+    /// A Gemini error body of this status, gathered whole, in Anthropic's error shape.
+    GeminiErrorForAnthropic(http::StatusCode),
     /// A stream, event by event.
     Stream(Box<(SseSplitter, Events)>),
 }
@@ -43,6 +50,29 @@ pub(crate) enum Events {
     Anthropic(StreamToOpenAi),
     OpenAi(StreamToAnthropic),
     Gemini(GeminiStream),
+    GeminiForAnthropic(GeminiToAnthropic),
+}
+
+impl Events {
+    /// The client's bytes for one upstream event.
+    fn event(&mut self, event: &SseEvent, out: &mut BytesMut) {
+        match self {
+            Self::Anthropic(state) => state.event(event, out),
+            Self::OpenAi(state) => state.event(event, out),
+            Self::Gemini(state) => state.event(event, out),
+            Self::GeminiForAnthropic(state) => state.event(event, out),
+        }
+    }
+
+    /// The upstream body ended. Gemini streams end with their body, so their end is said now;
+    /// the others said it in their last event.
+    fn end(&mut self, out: &mut BytesMut) {
+        match self {
+            Self::Gemini(state) => state.end(out),
+            Self::GeminiForAnthropic(state) => state.end(out),
+            Self::Anthropic(_) | Self::OpenAi(_) => {}
+        }
+    }
 }
 
 impl Translation {
@@ -148,12 +178,15 @@ where
                             gemini::response_to_openai(&gathered, *created)
                         }
                         Translation::GeminiError => gemini::error_to_openai(&gathered),
+                        Translation::GeminiResponseForAnthropic { created } => {
+                            response_to_anthropic(&gathered, *created)
+                        }
+                        Translation::GeminiErrorForAnthropic(status) => {
+                            error_to_anthropic_from_gemini(&gathered, *status)
+                        }
                         Translation::Stream(stream) => {
-                            // A Gemini stream ends with its body: its end is said now.
                             let mut out = BytesMut::new();
-                            if let Events::Gemini(state) = &mut stream.1 {
-                                state.end(&mut out);
-                            }
+                            stream.1.end(&mut out);
                             return Poll::Ready(
                                 (!out.is_empty()).then(|| Ok(Frame::data(out.freeze()))),
                             );
@@ -168,11 +201,7 @@ where
                 let (events, state) = &mut **stream;
                 let mut out = BytesMut::new();
                 for event in events.push(&data) {
-                    match state {
-                        Events::Anthropic(state) => state.event(&event, &mut out),
-                        Events::OpenAi(state) => state.event(&event, &mut out),
-                        Events::Gemini(state) => state.event(&event, &mut out),
-                    }
+                    state.event(&event, &mut out);
                 }
                 if !out.is_empty() {
                     return Poll::Ready(Some(Ok(Frame::data(out.freeze()))));

@@ -14,6 +14,7 @@ use crate::anthropic::stream::StreamToOpenAi;
 use crate::body::{Events, ResponseBody, Translation};
 use crate::gemini::response::StreamToOpenAi as GeminiStream;
 use crate::openai::stream::StreamToAnthropic;
+use crate::through_openai::GeminiToAnthropic;
 
 pin_project! {
     /// Future of [`Translate`](crate::Translate): the inner service's response, its body set
@@ -55,6 +56,8 @@ pub(crate) enum Source {
     Gemini { created: u64, usage_in_stream: bool },
     /// OpenAI chat, for an Anthropic messages client.
     OpenAi,
+    /// Gemini, for an Anthropic messages client.
+    GeminiForAnthropic { created: u64 },
 }
 
 impl Source {
@@ -67,6 +70,7 @@ impl Source {
                 Self::Anthropic { .. } => Translation::AnthropicError,
                 Self::Gemini { .. } => Translation::GeminiError,
                 Self::OpenAi => Translation::OpenAiError(status),
+                Self::GeminiForAnthropic { .. } => Translation::GeminiErrorForAnthropic(status),
             },
             Self::Anthropic {
                 created,
@@ -84,9 +88,15 @@ impl Source {
             Self::OpenAi if stream => {
                 Translation::stream(Events::OpenAi(StreamToAnthropic::default()))
             }
+            Self::GeminiForAnthropic { created } if stream => {
+                Translation::stream(Events::GeminiForAnthropic(GeminiToAnthropic::new(created)))
+            }
             Self::Anthropic { created, .. } => Translation::AnthropicMessage { created },
             Self::Gemini { created, .. } => Translation::GeminiResponse { created },
             Self::OpenAi => Translation::OpenAiCompletion,
+            Self::GeminiForAnthropic { created } => {
+                Translation::GeminiResponseForAnthropic { created }
+            }
         }
     }
 }

@@ -8,14 +8,17 @@
 //! | OpenAI chat | Gemini | → `…/models/{model}:generateContent` (`:streamGenerateContent?alt=sse`) | → `chat.completion` / `chat.completion.chunk` |
 //! | Anthropic messages | Anthropic | untouched | untouched |
 //! | Anthropic messages | OpenAI, Azure, custom (OpenAI-compatible) | → `…/chat/completions` | → `message` / Anthropic stream events |
+//! | Anthropic messages | gemini | → OpenAI's shape → Gemini's, as above | → OpenAI's → `message` / Anthropic stream events |
 //!
 //! The client's API comes from the request path (`…/chat/completions`, `…/messages`), the
 //! deployment's from its endpoint's `provider`. Fields: messages and roles, system prompts,
 //! text and image parts (URLs and base64), tools and `tool_choice`, tool calls and results (ids
 //! kept), `max_tokens` / `max_completion_tokens` (Anthropic requires one: the endpoint's
 //! `default_max_tokens` when the client gave none), temperature, top_p, stop sequences, `stream` (and `stream_options.include_usage`),
-//! `user`. Stop reasons, usage (cached tokens included) and errors (the provider's message
-//! kept) come back mapped. A field the deployment cannot honour (`logprobs`, `n > 1`, penalties,
+//! `user`, `reasoning_effort` ↔ Anthropic's `thinking` and Gemini's `thinkingConfig`, a JSON
+//! schema as Gemini's `responseJsonSchema`. Stop reasons, usage (cached and reasoning tokens
+//! included), reasoning text (`reasoning_content` ↔ `thinking` blocks) and errors (the
+//! provider's message kept) come back mapped. A field the deployment cannot honour (`logprobs`, `n > 1`, penalties,
 //! `seed`, a JSON `response_format`, ...) is a 400 that names it and the deployment, never
 //! silently dropped — unless the endpoint's [`Translation`](llm_tower_core::Translation)
 //! lists it in `drop_unsupported`. Its `default_max_tokens` is what a request that names none
@@ -36,7 +39,9 @@ mod layer;
 mod openai;
 mod openai_messages;
 mod pair;
+mod reasoning;
 mod service;
+mod through_openai;
 
 pub use body::ResponseBody;
 pub use future::ResponseFuture;

@@ -16,6 +16,8 @@ pub(crate) enum Pair {
     AnthropicToOpenAi,
     /// An OpenAI chat client on a Gemini deployment.
     OpenAiToGemini,
+    /// An Anthropic messages client on a Gemini deployment (through OpenAI's shape).
+    AnthropicToGemini,
 }
 
 impl Pair {
@@ -28,7 +30,11 @@ impl Pair {
         let api = || ClientApi::of_path(request.uri().path());
         match selected.0.provider() {
             Provider::Anthropic if api() == ClientApi::OpenAiChat => Self::OpenAiToAnthropic,
-            Provider::Gemini if api() == ClientApi::OpenAiChat => Self::OpenAiToGemini,
+            Provider::Gemini => match api() {
+                ClientApi::OpenAiChat => Self::OpenAiToGemini,
+                ClientApi::AnthropicMessages => Self::AnthropicToGemini,
+                _ => Self::Passthrough,
+            },
             Provider::OpenAi | Provider::Azure | Provider::Custom { .. }
                 if api() == ClientApi::AnthropicMessages =>
             {

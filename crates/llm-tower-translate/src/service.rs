@@ -98,12 +98,19 @@ where
                 }
                 Err(err) => ResponseFuture::refused(err),
             },
-            Pair::OpenAiToGemini => match to_generate_request(&mut request) {
+            Pair::OpenAiToGemini => match to_generate_request(&mut request, false) {
                 Ok(usage_in_stream) => {
                     let source = Source::Gemini {
                         created: now(),
                         usage_in_stream,
                     };
+                    ResponseFuture::translated(self.inner.call(request), source)
+                }
+                Err(err) => ResponseFuture::refused(err),
+            },
+            Pair::AnthropicToGemini => match to_generate_request(&mut request, true) {
+                Ok(_) => {
+                    let source = Source::GeminiForAnthropic { created: now() };
                     ResponseFuture::translated(self.inner.call(request), source)
                 }
                 Err(err) => ResponseFuture::refused(err),
@@ -145,17 +152,23 @@ fn to_chat_request(request: &mut Request<BufferedBody>) -> Result<(), Error> {
     Ok(())
 }
 
-/// Rewrites an OpenAI chat completion attempt into a Gemini one: the body, the path
-/// (`…/chat/completions` → `…/models/{model}:generateContent`, or
-/// `:streamGenerateContent?alt=sse` for a stream). Returns whether the client asked for usage
-/// in its stream.
-fn to_generate_request(request: &mut Request<BufferedBody>) -> Result<bool, Error> {
+/// Rewrites an OpenAI chat completion attempt (an Anthropic messages one, `from_anthropic`,
+/// through OpenAI's shape) into a Gemini one: the body, the path (`…/chat/completions` or
+/// `…/messages` → `…/models/{model}:generateContent`, or `:streamGenerateContent?alt=sse` for
+/// a stream). Returns whether the client asked for usage in its stream.
+fn to_generate_request(
+    request: &mut Request<BufferedBody>,
+    from_anthropic: bool,
+) -> Result<bool, Error> {
     let endpoint = endpoint(request)?;
-    let (body, model, stream, usage_in_stream) = to_gemini(
-        &request.body().to_bytes(),
-        endpoint.id().as_str(),
-        endpoint.translation(),
-    )?;
+    let (id, options) = (endpoint.id().as_str(), endpoint.translation());
+    let client = request.body().to_bytes();
+    let (openai, path) = if from_anthropic {
+        (to_openai(&client, id, options)?.into(), "/messages")
+    } else {
+        (client, "/chat/completions")
+    };
+    let (body, model, stream, usage_in_stream) = to_gemini(&openai, id, options)?;
     if model.is_empty()
         || !model
             .bytes()
@@ -175,7 +188,7 @@ fn to_generate_request(request: &mut Request<BufferedBody>) -> Result<bool, Erro
     } else {
         (format!("/models/{model}:generateContent"), None)
     };
-    let uri = with_path_end(request.uri(), "/chat/completions", &method, query)?;
+    let uri = with_path_end(request.uri(), path, &method, query)?;
     rewrite(request, uri, body);
     Ok(usage_in_stream)
 }

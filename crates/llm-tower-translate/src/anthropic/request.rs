@@ -4,6 +4,7 @@ use llm_tower_core::{Error, Translation};
 
 use crate::fields::{cannot_honour, check_unsupported, refuser, request_object};
 use crate::openai_messages::{push_turn, text_of};
+use crate::reasoning::budget_of;
 use serde_json::{Map, Value, json};
 
 /// OpenAI fields Anthropic has nothing for: a request that sets one is refused, naming it,
@@ -63,14 +64,60 @@ pub(crate) fn to_anthropic(
     let max_tokens = openai
         .remove("max_completion_tokens")
         .filter(|v| !v.is_null())
-        .or_else(|| openai.remove("max_tokens").filter(|v| !v.is_null()))
-        .unwrap_or_else(|| options.default_max_tokens.into());
+        .or_else(|| openai.remove("max_tokens").filter(|v| !v.is_null()));
+    let (thinking, max_tokens) = thinking_of(
+        openai.remove("reasoning_effort").as_ref(),
+        max_tokens,
+        options.default_max_tokens,
+        refuse,
+    )?;
     out.insert("max_tokens".into(), max_tokens);
+    if let Some(thinking) = thinking {
+        out.insert("thinking".into(), thinking);
+    }
     options_to_anthropic(&mut openai, &mut out)
         .map_err(|field| refuse(field, "cannot be translated"))?;
     let body =
         serde_json::to_vec(&Value::Object(out)).map_err(|_| refuse("body", "cannot be written"))?;
     Ok((body, usage_in_stream))
+}
+
+/// Anthropic's `thinking` for OpenAI's `reasoning_effort`, and the `max_tokens` to send. OpenAI's
+/// limit counts the reasoning, as Anthropic's does, so the budget must fit under the client's
+/// limit; with no limit given, the endpoint's default is what the answer gets beside it.
+/// Anthropic wants a budget of at least 1 024 tokens.
+fn thinking_of(
+    effort: Option<&Value>,
+    max_tokens: Option<Value>,
+    default_max_tokens: u32,
+    refuse: impl Fn(&str, &str) -> Error,
+) -> Result<(Option<Value>, Value), Error> {
+    let budget = match effort {
+        None | Some(Value::Null) => 0,
+        Some(Value::String(effort)) => {
+            budget_of(effort).ok_or_else(|| refuse("reasoning_effort", "is not a level known"))?
+        }
+        Some(_) => return Err(refuse("reasoning_effort", "must be a string")),
+    };
+    let default = u64::from(default_max_tokens);
+    if budget == 0 {
+        return Ok((None, max_tokens.unwrap_or_else(|| default.into())));
+    }
+    let max = match max_tokens {
+        None => default + budget,
+        Some(max) => max
+            .as_u64()
+            .ok_or_else(|| refuse("max_tokens", "must be a whole number"))?,
+    };
+    let budget = budget.min(max.saturating_sub(1));
+    if budget < 1024 {
+        return Err(refuse(
+            "reasoning_effort",
+            "needs max_completion_tokens above 1024 (Anthropic's least thinking budget)",
+        ));
+    }
+    let thinking = json!({"type": "enabled", "budget_tokens": budget});
+    Ok((Some(thinking), max.into()))
 }
 
 /// The sampling, stop, user and tool options of `openai` into `out`; `Err` names a field that
@@ -141,10 +188,17 @@ fn messages_to_anthropic(messages: Vec<Value>) -> Result<(Vec<String>, Vec<Value
                 push_turn(&mut out, "user", "content", content);
             }
             "assistant" => {
-                let mut blocks = match message.get("content") {
-                    None | Some(Value::Null) => Vec::new(),
-                    content => content_to_anthropic(content).ok_or_else(|| field("content"))?,
+                // The thinking blocks of an earlier answer (LiteLLM's `thinking_blocks`, which
+                // the answer carried), signed: Anthropic wants them back before a tool use.
+                let mut blocks: Vec<Value> = match message.get("thinking_blocks") {
+                    Some(Value::Array(thinking)) => thinking.clone(),
+                    _ => Vec::new(),
                 };
+                match message.get("content") {
+                    None | Some(Value::Null) => {}
+                    content => blocks
+                        .extend(content_to_anthropic(content).ok_or_else(|| field("content"))?),
+                }
                 if let Some(Value::Array(calls)) = message.get("tool_calls") {
                     for call in calls {
                         let arguments = call

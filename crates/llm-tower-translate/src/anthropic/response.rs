@@ -32,10 +32,18 @@ pub(crate) fn usage(usage: &Value) -> Value {
 pub(crate) fn message_to_openai(message: &[u8], created: u64) -> Option<Vec<u8>> {
     let message: Value = serde_json::from_slice(message).ok()?;
     let mut text = String::new();
+    let mut reasoning = String::new();
+    let mut thinking_blocks = Vec::new();
     let mut calls = Vec::new();
     for block in message.get("content")?.as_array()? {
         match block.get("type").and_then(Value::as_str) {
             Some("text") => text.push_str(block.get("text").and_then(Value::as_str).unwrap_or_default()),
+            Some(kind @ ("thinking" | "redacted_thinking")) => {
+                if kind == "thinking" {
+                    reasoning.push_str(block.get("thinking").and_then(Value::as_str).unwrap_or_default());
+                }
+                thinking_blocks.push(block.clone());
+            }
             Some("tool_use") => calls.push(json!({
                 "id": block.get("id"),
                 "type": "function",
@@ -59,6 +67,14 @@ pub(crate) fn message_to_openai(message: &[u8], created: u64) -> Option<Vec<u8>>
     );
     if !calls.is_empty() {
         reply.insert("tool_calls".into(), calls.into());
+    }
+    if !reasoning.is_empty() {
+        reply.insert("reasoning_content".into(), reasoning.into());
+    }
+    if !thinking_blocks.is_empty() {
+        // Signed, as they came: a client that sends this message back (as the SDKs' tool loops
+        // do) gives Claude the blocks it wants before a tool result.
+        reply.insert("thinking_blocks".into(), thinking_blocks.into());
     }
     let completion = json!({
         "id": message.get("id"),

@@ -73,6 +73,10 @@ impl StreamToOpenAi {
                         let text = delta.get("text").cloned().unwrap_or(Value::Null);
                         self.chunk(out, &json!({ "content": text }), &Value::Null);
                     }
+                    Some("thinking_delta") => {
+                        let text = delta.get("thinking").cloned().unwrap_or(Value::Null);
+                        self.chunk(out, &json!({ "reasoning_content": text }), &Value::Null);
+                    }
                     Some("input_json_delta") => {
                         let block = data.get("index").and_then(Value::as_u64).unwrap_or(0);
                         let Some(&(_, index)) = self.tool_calls.iter().find(|(b, _)| *b == block)

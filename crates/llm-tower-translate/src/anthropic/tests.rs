@@ -352,3 +352,133 @@ fn an_endpoint_may_drop_what_it_cannot_honour_and_set_its_max_tokens() {
         err.message()
     );
 }
+
+#[test]
+fn reasoning_effort_is_a_thinking_budget_under_the_client_s_limit() {
+    let ask = |extra: Value| {
+        let mut request = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+        request
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        to_anthropic(
+            request.to_string().as_bytes(),
+            "claude-main",
+            &Translation::default(),
+        )
+        .map(|(body, _)| serde_json::from_slice::<Value>(&body).unwrap())
+    };
+    // No limit given: the endpoint's default beside the budget.
+    let high = ask(json!({"reasoning_effort": "high"})).unwrap();
+    assert_eq!(
+        (high["thinking"].clone(), high["max_tokens"].clone()),
+        (
+            json!({"type": "enabled", "budget_tokens": 24576}),
+            json!(4096 + 24576)
+        )
+    );
+    // The client's limit counts the reasoning: the budget fits under it.
+    let capped = ask(json!({"reasoning_effort": "medium", "max_completion_tokens": 3000})).unwrap();
+    assert_eq!(
+        (
+            capped["thinking"]["budget_tokens"].clone(),
+            capped["max_tokens"].clone()
+        ),
+        (json!(2999), json!(3000))
+    );
+    let none = ask(json!({"reasoning_effort": "none"})).unwrap();
+    assert_eq!(none.get("thinking"), None);
+    assert_eq!(none["max_tokens"], 4096);
+    let err = ask(json!({"reasoning_effort": "low", "max_tokens": 500})).unwrap_err();
+    assert!(
+        err.message()
+            .contains("\"reasoning_effort\" needs max_completion_tokens above 1024"),
+        "{}",
+        err.message()
+    );
+    let err = ask(json!({"reasoning_effort": "extreme"})).unwrap_err();
+    assert!(
+        err.message().contains("\"reasoning_effort\""),
+        "{}",
+        err.message()
+    );
+}
+
+#[test]
+fn claude_s_thinking_comes_back_as_reasoning_and_goes_back_signed() {
+    let thinking =
+        json!({"type": "thinking", "thinking": "Paris is in France.", "signature": "sig-1"});
+    let message = json!({
+        "id": "msg_02", "type": "message", "role": "assistant", "model": "claude-x",
+        "content": [
+            thinking,
+            {"type": "tool_use", "id": "toolu_2", "name": "weather", "input": {"city": "Paris"}}
+        ],
+        "stop_reason": "tool_use", "stop_sequence": null,
+        "usage": {"input_tokens": 20, "output_tokens": 10}
+    });
+    let completion: Value =
+        serde_json::from_slice(&message_to_openai(message.to_string().as_bytes(), 1).unwrap())
+            .unwrap();
+    let reply = &completion["choices"][0]["message"];
+    assert_eq!(reply["reasoning_content"], "Paris is in France.");
+    assert_eq!(reply["thinking_blocks"], json!([thinking]));
+    // The SDKs' tool loop sends the message back as it came: Claude gets its block back first.
+    let follow_up = json!({"model": "m", "reasoning_effort": "low", "messages": [
+        {"role": "user", "content": "Weather in Paris?"},
+        reply,
+        {"role": "tool", "tool_call_id": "toolu_2", "content": "18 C"}
+    ]});
+    let (anthropic, _) = anthropic_of(&follow_up);
+    let blocks = &anthropic["messages"][1]["content"];
+    assert_eq!(blocks[0], thinking);
+    assert_eq!(blocks[1]["type"], "tool_use");
+}
+
+#[test]
+fn a_thinking_stream_comes_back_as_reasoning_deltas() {
+    let chunks = transcript(
+        &[
+            (
+                "message_start",
+                json!({"type": "message_start", "message": {"id": "msg_3", "type": "message", "role": "assistant", "content": [], "model": "claude-x", "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 5, "output_tokens": 1}}}),
+            ),
+            (
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}}),
+            ),
+            (
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "Let me see."}}),
+            ),
+            (
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "sig"}}),
+            ),
+            (
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": 0}),
+            ),
+            (
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": "Yes."}}),
+            ),
+            (
+                "message_delta",
+                json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": 9}}),
+            ),
+            ("message_stop", json!({"type": "message_stop"})),
+        ],
+        false,
+    );
+    let deltas: Vec<&Value> = chunks.iter().map(|c| &c["choices"][0]["delta"]).collect();
+    assert_eq!(
+        deltas,
+        [
+            &json!({"role": "assistant", "content": ""}),
+            &json!({"reasoning_content": "Let me see."}),
+            &json!({"content": "Yes."}),
+            &json!({})
+        ]
+    );
+}

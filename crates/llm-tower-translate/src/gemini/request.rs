@@ -6,6 +6,9 @@ use llm_tower_core::{Error, Translation};
 
 use crate::fields::{check_unsupported, refuser, request_object};
 use crate::openai_messages::{push_turn, text_of};
+use crate::reasoning::budget_of;
+
+use super::response::signature_of;
 use serde_json::{Map, Value, json};
 
 /// OpenAI fields Gemini has nothing for here: a request that sets one is refused, naming it.
@@ -55,8 +58,18 @@ pub(crate) fn to_gemini(
         );
     }
     out.insert("contents".into(), contents.into());
-    let config =
+    let mut config =
         generation_config(&mut openai).map_err(|field| refuse(field, "cannot be translated"))?;
+    match openai.remove("reasoning_effort") {
+        None | Some(Value::Null) => {}
+        Some(effort) => {
+            let thinking = effort
+                .as_str()
+                .and_then(|effort| thinking_config(effort, &model))
+                .ok_or_else(|| refuse("reasoning_effort", "is not a level known"))?;
+            config.insert("thinkingConfig".into(), thinking);
+        }
+    }
     if !config.is_empty() {
         out.insert("generationConfig".into(), config.into());
     }
@@ -114,8 +127,8 @@ fn generation_config(openai: &mut Map<String, Value>) -> Result<Map<String, Valu
         }
         _ => {}
     }
-    match openai
-        .remove("response_format")
+    let format = openai.remove("response_format");
+    match format
         .as_ref()
         .and_then(|f| f.get("type"))
         .and_then(Value::as_str)
@@ -124,10 +137,34 @@ fn generation_config(openai: &mut Map<String, Value>) -> Result<Map<String, Valu
         Some("json_object") => {
             config.insert("responseMimeType".into(), "application/json".into());
         }
-        // Only these two: a schema is a Gemini `responseSchema`, not translated yet.
+        Some("json_schema") => {
+            // Gemini takes a JSON Schema as is in `responseJsonSchema` (its `responseSchema` is
+            // an OpenAPI subset that would need rewriting).
+            let schema = format
+                .as_ref()
+                .and_then(|f| f.pointer("/json_schema/schema"))
+                .ok_or("response_format")?;
+            config.insert("responseMimeType".into(), "application/json".into());
+            config.insert("responseJsonSchema".into(), schema.clone());
+        }
         Some(_) => return Err("response_format"),
     }
     Ok(config)
+}
+
+/// Gemini's `thinkingConfig` for an OpenAI `reasoning_effort` on `model` (`None`: not a level).
+/// Gemini 2.x takes a budget of tokens, later models a level (and refuse a budget); the thought
+/// summaries are asked for, to come back as the answer's `reasoning_content`.
+fn thinking_config(effort: &str, model: &str) -> Option<Value> {
+    let budget = budget_of(effort)?;
+    let model = model.strip_prefix("models/").unwrap_or(model);
+    Some(if model.starts_with("gemini-2") {
+        json!({"thinkingBudget": budget, "includeThoughts": budget > 0})
+    } else {
+        // Gemini 3 cannot stop thinking: `minimal` is its least.
+        let level = if effort == "none" { "minimal" } else { effort };
+        json!({"thinkingLevel": level, "includeThoughts": effort != "none"})
+    })
 }
 
 /// The system instructions, and the conversation as Gemini contents; `Err` names a field
@@ -165,7 +202,8 @@ fn contents_of(messages: &[Value]) -> Result<(Vec<String>, Vec<Value>), String> 
                     let name = call
                         .pointer("/function/name")
                         .ok_or_else(|| field("tool_calls"))?;
-                    if let Some(id) = call.get("id").and_then(Value::as_str) {
+                    let id = call.get("id").and_then(Value::as_str);
+                    if let Some(id) = id {
                         names.insert(id, name);
                     }
                     let arguments = call
@@ -174,7 +212,11 @@ fn contents_of(messages: &[Value]) -> Result<(Vec<String>, Vec<Value>), String> 
                         .unwrap_or("{}");
                     let args: Value =
                         serde_json::from_str(arguments).map_err(|_| field("tool_calls"))?;
-                    parts.push(json!({"functionCall": {"name": name, "args": args}}));
+                    let mut part = json!({"functionCall": {"name": name, "args": args}});
+                    if let Some(signature) = id.and_then(signature_of) {
+                        part["thoughtSignature"] = signature.into();
+                    }
+                    parts.push(part);
                 }
                 push_turn(&mut contents, "model", "parts", parts);
             }

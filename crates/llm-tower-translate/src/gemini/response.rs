@@ -21,10 +21,12 @@ fn finish_reason(reason: Option<&str>, called: bool) -> Value {
     }
 }
 
-/// OpenAI's `usage` for Gemini's `usageMetadata`.
+/// OpenAI's `usage` for Gemini's `usageMetadata`. OpenAI's completion tokens count the
+/// reasoning; Gemini counts its thoughts apart from the candidates.
 fn usage(metadata: &Value) -> Value {
     let tokens = |field: &str| metadata.get(field).and_then(Value::as_u64).unwrap_or(0);
-    let (prompt, completion) = (tokens("promptTokenCount"), tokens("candidatesTokenCount"));
+    let prompt = tokens("promptTokenCount");
+    let completion = tokens("candidatesTokenCount") + tokens("thoughtsTokenCount");
     json!({
         "prompt_tokens": prompt,
         "completion_tokens": completion,
@@ -34,11 +36,28 @@ fn usage(metadata: &Value) -> Value {
     })
 }
 
-/// The text and tool calls of a candidate's parts (`first_call`: the index of its first call
-/// in the answer).
-fn parts_of(candidate: &Value, first_call: usize) -> (String, Vec<Value>) {
-    let mut text = String::new();
-    let mut calls = Vec::new();
+/// What joins a tool call's id and the thought signature Gemini gave its call. Gemini 3
+/// refuses a conversation whose function calls come back without their signatures, and OpenAI
+/// has no field for one; the client echoes the id, so the id carries it.
+const SIGNATURE_MARK: &str = "__thought__";
+
+/// The thought signature a tool call's id carries (see [`SIGNATURE_MARK`]).
+pub(crate) fn signature_of(id: &str) -> Option<&str> {
+    id.split_once(SIGNATURE_MARK)
+        .map(|(_, signature)| signature)
+}
+
+/// A candidate's parts, read: its answer's text, its thought summaries' text, its tool calls.
+#[derive(Default)]
+struct Parts {
+    text: String,
+    reasoning: String,
+    calls: Vec<Value>,
+}
+
+/// The parts of a candidate (`first_call`: the index of its first call in the answer).
+fn parts_of(candidate: &Value, first_call: usize) -> Parts {
+    let mut parts = Parts::default();
     for part in candidate
         .pointer("/content/parts")
         .and_then(Value::as_array)
@@ -46,13 +65,24 @@ fn parts_of(candidate: &Value, first_call: usize) -> (String, Vec<Value>) {
         .flatten()
     {
         if let Some(piece) = part.get("text").and_then(Value::as_str) {
-            text.push_str(piece);
+            if part.get("thought").and_then(Value::as_bool) == Some(true) {
+                parts.reasoning.push_str(piece);
+            } else {
+                parts.text.push_str(piece);
+            }
         }
         if let Some(call) = part.get("functionCall") {
-            let index = first_call + calls.len();
-            calls.push(json!({
+            let index = first_call + parts.calls.len();
+            let mut id = call
+                .get("id")
+                .and_then(Value::as_str)
+                .map_or_else(|| format!("call_{index}"), str::to_owned);
+            if let Some(signature) = part.get("thoughtSignature").and_then(Value::as_str) {
+                id = format!("{id}{SIGNATURE_MARK}{signature}");
+            }
+            parts.calls.push(json!({
                 "index": index,
-                "id": call.get("id").cloned().unwrap_or_else(|| format!("call_{index}").into()),
+                "id": id,
                 "type": "function",
                 "function": {
                     "name": call.get("name"),
@@ -61,14 +91,18 @@ fn parts_of(candidate: &Value, first_call: usize) -> (String, Vec<Value>) {
             }));
         }
     }
-    (text, calls)
+    parts
 }
 
 /// The `chat.completion` for a Gemini response (`created`: now, in seconds).
 pub(crate) fn response_to_openai(response: &[u8], created: u64) -> Option<Vec<u8>> {
     let response: Value = serde_json::from_slice(response).ok()?;
     let candidate = response.get("candidates")?.get(0)?;
-    let (text, mut calls) = parts_of(candidate, 0);
+    let Parts {
+        text,
+        reasoning,
+        mut calls,
+    } = parts_of(candidate, 0);
     for call in &mut calls {
         if let Some(call) = call.as_object_mut() {
             call.remove("index");
@@ -78,6 +112,9 @@ pub(crate) fn response_to_openai(response: &[u8], created: u64) -> Option<Vec<u8
     let mut message = json!({"role": "assistant", "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { text.into() }});
     if !calls.is_empty() {
         message["tool_calls"] = calls.clone().into();
+    }
+    if !reasoning.is_empty() {
+        message["reasoning_content"] = reasoning.into();
     }
     let completion = json!({
         "id": response.get("responseId").cloned().unwrap_or_else(|| "gemini".into()),
@@ -173,8 +210,19 @@ impl StreamToOpenAi {
         let Some(candidate) = response.get("candidates").and_then(|c| c.get(0)) else {
             return;
         };
-        let (text, calls) = parts_of(candidate, self.calls);
+        let Parts {
+            text,
+            reasoning,
+            calls,
+        } = parts_of(candidate, self.calls);
         self.calls += calls.len();
+        if !reasoning.is_empty() {
+            self.chunk(
+                out,
+                &json!({ "reasoning_content": reasoning }),
+                &Value::Null,
+            );
+        }
         if !text.is_empty() {
             self.chunk(out, &json!({ "content": text }), &Value::Null);
         }

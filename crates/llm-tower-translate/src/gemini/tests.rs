@@ -188,3 +188,90 @@ proptest! {
         stream.end(&mut out);
     }
 }
+
+fn gemini_of(request: &Value) -> Value {
+    let (body, ..) = to_gemini(
+        request.to_string().as_bytes(),
+        "gemini-main",
+        &Translation::default(),
+    )
+    .unwrap();
+    serde_json::from_slice(&body).unwrap()
+}
+
+#[test]
+fn reasoning_effort_is_a_budget_on_gemini_2_and_a_level_after() {
+    let config = |model: &str, effort: &str| {
+        let request = json!({"model": model, "reasoning_effort": effort,
+            "messages": [{"role": "user", "content": "hi"}]});
+        gemini_of(&request)["generationConfig"]["thinkingConfig"].clone()
+    };
+    assert_eq!(
+        config("gemini-2.5-flash", "medium"),
+        json!({"thinkingBudget": 8192, "includeThoughts": true})
+    );
+    assert_eq!(
+        config("gemini-2.5-flash", "none"),
+        json!({"thinkingBudget": 0, "includeThoughts": false})
+    );
+    assert_eq!(
+        config("gemini-3-pro-preview", "high"),
+        json!({"thinkingLevel": "high", "includeThoughts": true})
+    );
+    assert_eq!(
+        config("gemini-3-pro-preview", "none"),
+        json!({"thinkingLevel": "minimal", "includeThoughts": false})
+    );
+}
+
+#[test]
+fn a_json_schema_is_gemini_s_response_json_schema() {
+    let schema =
+        json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]});
+    let request = json!({"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": "hi"}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "place", "strict": true, "schema": schema}}});
+    let config = &gemini_of(&request)["generationConfig"];
+    assert_eq!(config["responseMimeType"], "application/json");
+    assert_eq!(config["responseJsonSchema"], schema);
+}
+
+#[test]
+fn thoughts_come_back_as_reasoning_and_signatures_go_back_with_their_calls() {
+    let response = json!({
+        "candidates": [{"content": {"role": "model", "parts": [
+            {"text": "The user wants weather.", "thought": true},
+            {"functionCall": {"name": "weather", "args": {"city": "Oslo"}}, "thoughtSignature": "c2lnbmF0dXJl"}
+        ]}, "finishReason": "STOP", "index": 0}],
+        "usageMetadata": {"promptTokenCount": 7, "candidatesTokenCount": 5, "thoughtsTokenCount": 20, "totalTokenCount": 32},
+        "modelVersion": "gemini-3-pro-preview", "responseId": "resp-3"
+    });
+    let completion: Value =
+        serde_json::from_slice(&response_to_openai(response.to_string().as_bytes(), 3).unwrap())
+            .unwrap();
+    let message = &completion["choices"][0]["message"];
+    assert_eq!(message["reasoning_content"], "The user wants weather.");
+    assert_eq!(message["content"], Value::Null, "no thought in the answer");
+    // Reasoning counts in OpenAI's completion tokens, as it does in Gemini's total.
+    assert_eq!(
+        (
+            completion["usage"]["completion_tokens"].as_u64(),
+            completion["usage"]["total_tokens"].as_u64()
+        ),
+        (Some(25), Some(32))
+    );
+    let id = message["tool_calls"][0]["id"].as_str().unwrap().to_owned();
+    let follow_up = json!({"model": "gemini-3-pro-preview", "messages": [
+        {"role": "user", "content": "Weather in Oslo?"},
+        message,
+        {"role": "tool", "tool_call_id": id, "content": "{\"c\": 3}"}
+    ]});
+    let contents = &gemini_of(&follow_up)["contents"];
+    assert_eq!(
+        contents[1]["parts"][0],
+        json!({"functionCall": {"name": "weather", "args": {"city": "Oslo"}}, "thoughtSignature": "c2lnbmF0dXJl"})
+    );
+    assert_eq!(
+        contents[2]["parts"][0]["functionResponse"]["name"],
+        "weather"
+    );
+}

@@ -3,10 +3,11 @@
 use llm_tower_core::{Error, Translation};
 
 use crate::fields::{check_unsupported, refuser, request_object};
+use crate::reasoning::effort_of;
 use serde_json::{Map, Value, json};
 
 /// Anthropic fields OpenAI-compatible servers have nothing for: refused by name.
-const UNSUPPORTED: [&str; 2] = ["top_k", "thinking"];
+const UNSUPPORTED: [&str; 1] = ["top_k"];
 
 /// The OpenAI request for `request`, an Anthropic messages request, on deployment
 /// `deployment` (named in errors).
@@ -47,6 +48,18 @@ pub(crate) fn to_openai(
         // Usage comes last in an OpenAI stream, and only when asked for: the Anthropic
         // stream's `message_delta` reports it.
         out.insert("stream_options".into(), json!({"include_usage": true}));
+    }
+    match anthropic.remove("thinking") {
+        None | Some(Value::Null) => {}
+        Some(thinking) => match thinking.get("type").and_then(Value::as_str) {
+            Some("enabled") => {
+                let budget = thinking.get("budget_tokens").and_then(Value::as_u64);
+                let budget = budget.ok_or_else(|| refuse("thinking", "needs budget_tokens"))?;
+                out.insert("reasoning_effort".into(), effort_of(budget).into());
+            }
+            Some("disabled") => {}
+            _ => return Err(refuse("thinking", "cannot be translated")),
+        },
     }
     if let Some(stops) = anthropic.remove("stop_sequences").filter(|v| !v.is_null()) {
         out.insert("stop".into(), stops);
@@ -115,6 +128,8 @@ fn turn_to_openai(turn: &Value, messages: &mut Vec<Value>) -> Option<()> {
                 "type": "function",
                 "function": {"name": block.get("name")?, "arguments": block.get("input")?.to_string()},
             })),
+            // Signed for Claude alone: an OpenAI-compatible server has no place for them.
+            "thinking" | "redacted_thinking" => {}
             "tool_result" => messages.push(json!({
                 "role": "tool",
                 "tool_call_id": block.get("tool_use_id")?,

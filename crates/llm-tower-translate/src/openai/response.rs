@@ -3,6 +3,8 @@
 use http::StatusCode;
 use serde_json::{Value, json};
 
+use crate::reasoning::reasoning_text;
+
 /// Anthropic's `stop_reason` for an OpenAI `finish_reason`.
 pub(crate) fn stop_reason(finish_reason: Option<&str>) -> Value {
     match finish_reason {
@@ -32,6 +34,10 @@ pub(crate) fn completion_to_anthropic(completion: &[u8]) -> Option<Vec<u8>> {
     let choice = completion.get("choices")?.get(0)?;
     let message = choice.get("message")?;
     let mut content = Vec::new();
+    if let Some(reasoning) = reasoning_text(message) {
+        // Unsigned: a thinking block Claude itself did not write.
+        content.push(json!({"type": "thinking", "thinking": reasoning, "signature": ""}));
+    }
     if let Some(text) = message
         .get("content")
         .and_then(Value::as_str)

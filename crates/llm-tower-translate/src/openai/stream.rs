@@ -6,8 +6,18 @@ use llm_tower_core::SseEvent;
 use serde_json::{Value, json};
 
 use crate::events::write_json_event;
+use crate::reasoning::reasoning_text;
 
 use super::response::{error_to_anthropic, stop_reason, usage};
+
+/// What an Anthropic content block holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Block {
+    Thinking,
+    Text,
+    /// The tool call of this index in OpenAI's deltas.
+    Call(u64),
+}
 
 /// The state of one stream's translation.
 #[derive(Debug, Default)]
@@ -15,8 +25,8 @@ pub(crate) struct StreamToAnthropic {
     started: bool,
     /// The index of the next content block.
     next_block: u64,
-    /// The open content block: its index, and the tool call it is (`None`: text).
-    open: Option<(u64, Option<u64>)>,
+    /// The open content block: its index, and what it holds.
+    open: Option<(u64, Block)>,
     /// OpenAI's `finish_reason`, said when the stream ends.
     finish_reason: Option<String>,
     /// OpenAI's usage (the chunk after the last choice's, with `include_usage`).
@@ -64,12 +74,22 @@ impl StreamToAnthropic {
             return;
         };
         let delta = choice.get("delta").unwrap_or(&Value::Null);
+        if let Some(reasoning) = reasoning_text(delta) {
+            let block = json!({"type": "thinking", "thinking": "", "signature": ""});
+            let index = self.open_block(out, Block::Thinking, &block);
+            let delta = json!({"type": "thinking_delta", "thinking": reasoning});
+            write_json_event(
+                out,
+                Some("content_block_delta"),
+                &json!({"type": "content_block_delta", "index": index, "delta": delta}),
+            );
+        }
         if let Some(text) = delta
             .get("content")
             .and_then(Value::as_str)
             .filter(|t| !t.is_empty())
         {
-            let index = self.open_block(out, None, &json!({"type": "text", "text": ""}));
+            let index = self.open_block(out, Block::Text, &json!({"type": "text", "text": ""}));
             let delta = json!({"type": "text_delta", "text": text});
             write_json_event(
                 out,
@@ -88,7 +108,7 @@ impl StreamToAnthropic {
                 "type": "tool_use", "id": call.get("id"),
                 "name": call.pointer("/function/name"), "input": {},
             });
-            let index = self.open_block(out, Some(call_index), &block);
+            let index = self.open_block(out, Block::Call(call_index), &block);
             if let Some(arguments) = call
                 .pointer("/function/arguments")
                 .and_then(Value::as_str)
@@ -108,18 +128,18 @@ impl StreamToAnthropic {
         }
     }
 
-    /// The block for text (`call: None`) or tool call `call`, opened (the one before closed)
-    /// unless it is the open one. Returns its index.
-    fn open_block(&mut self, out: &mut BytesMut, call: Option<u64>, block: &Value) -> u64 {
+    /// The block for `kind`, opened (the one before closed) unless it is the open one; `block`
+    /// is how it starts. Returns its index.
+    fn open_block(&mut self, out: &mut BytesMut, kind: Block, block: &Value) -> u64 {
         if let Some((index, open)) = self.open
-            && open == call
+            && open == kind
         {
             return index;
         }
         self.close_block(out);
         let index = self.next_block;
         self.next_block += 1;
-        self.open = Some((index, call));
+        self.open = Some((index, kind));
         write_json_event(
             out,
             Some("content_block_start"),

@@ -76,10 +76,13 @@ fn a_request_with_every_mapped_field() {
             "tool_choice": {"type": "function", "function": {"name": "weather"}}
         })
     );
-    for field in ["top_k", "thinking"] {
+    for (field, value) in [
+        ("top_k", json!(5)),
+        ("thinking", json!({"type": "adaptive"})),
+    ] {
         let mut request =
             json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]});
-        request[field] = json!(5);
+        request[field] = value;
         let err = to_openai(
             request.to_string().as_bytes(),
             "gpt-main",
@@ -248,4 +251,96 @@ proptest! {
             stream.event(&event, &mut out);
         }
     }
+}
+
+#[test]
+fn thinking_is_a_reasoning_effort_and_reasoning_comes_back_as_thinking() {
+    let ask = |budget: u64| {
+        let request = json!({"model": "m", "max_tokens": 30000,
+        "thinking": {"type": "enabled", "budget_tokens": budget},
+        "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": [
+                {"type": "thinking", "thinking": "…", "signature": "sig"},
+                {"type": "redacted_thinking", "data": "opaque"},
+                {"type": "text", "text": "Hello."}
+            ]},
+            {"role": "user", "content": "and?"}
+        ]});
+        let body = to_openai(
+            request.to_string().as_bytes(),
+            "gpt-main",
+            &Translation::default(),
+        )
+        .unwrap();
+        serde_json::from_slice::<Value>(&body).unwrap()
+    };
+    let efforts: Vec<Value> = [1024, 2048, 8192, 16000, 24576]
+        .into_iter()
+        .map(|budget| ask(budget)["reasoning_effort"].clone())
+        .collect();
+    assert_eq!(efforts, ["low", "low", "medium", "high", "high"]);
+    // Claude's signed blocks have no place on an OpenAI-compatible server: the text goes on.
+    assert_eq!(
+        ask(1024)["messages"][1],
+        json!({"role": "assistant", "content": "Hello."})
+    );
+
+    let completion = json!({
+        "id": "c-2", "object": "chat.completion", "created": 1, "model": "deepseek-reasoner",
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant",
+            "reasoning_content": "Think first.", "content": "Done."}}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
+    });
+    let message: Value = serde_json::from_slice(
+        &completion_to_anthropic(completion.to_string().as_bytes()).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        message["content"],
+        json!([
+            {"type": "thinking", "thinking": "Think first.", "signature": ""},
+            {"type": "text", "text": "Done."}
+        ])
+    );
+}
+
+#[test]
+fn a_reasoning_stream_comes_back_as_a_thinking_block_then_text() {
+    let events = transcript(&[
+        chunk(&json!({"role": "assistant", "content": ""}), &Value::Null),
+        chunk(&json!({"reasoning_content": "Hmm"}), &Value::Null),
+        chunk(&json!({"reasoning": ", yes."}), &Value::Null),
+        chunk(&json!({"content": "Yes."}), &Value::Null),
+        chunk(&json!({}), &json!("stop")),
+    ]);
+    let names: Vec<&str> = events.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "message_start",
+            "content_block_start",
+            "content_block_delta",
+            "content_block_delta",
+            "content_block_stop",
+            "content_block_start",
+            "content_block_delta",
+            "content_block_stop",
+            "message_delta",
+            "message_stop"
+        ]
+    );
+    assert_eq!(events[1].1["content_block"]["type"], "thinking");
+    assert_eq!(
+        (events[2].1["delta"].clone(), events[3].1["index"].clone()),
+        (
+            json!({"type": "thinking_delta", "thinking": "Hmm"}),
+            json!(0)
+        )
+    );
+    assert_eq!(events[5].1["index"], 1);
+    assert_eq!(
+        events[6].1["delta"],
+        json!({"type": "text_delta", "text": "Yes."})
+    );
 }
