@@ -67,8 +67,18 @@ impl BufferedBody {
         }
     }
 
-    /// A body of these pieces, one after the other, each sent without a copy.
-    pub(crate) fn spliced(pieces: [Bytes; 3]) -> Self {
+    /// A body of these pieces, one after the other, each sent without a copy: a body with a
+    /// few bytes replaced or inserted, the rest of it shared.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use llm_tower_core::BufferedBody;
+    ///
+    /// let body = Bytes::from_static(br#"{"stream":true}"#);
+    /// let spliced = BufferedBody::spliced([body.slice(..1), Bytes::from_static(br#""n":1,"#), body.slice(1..)]);
+    /// assert_eq!(spliced.to_bytes(), r#"{"n":1,"stream":true}"#);
+    /// ```
+    pub fn spliced(pieces: [Bytes; 3]) -> Self {
         Self {
             data: Data::Spliced {
                 pieces: Arc::new(pieces),

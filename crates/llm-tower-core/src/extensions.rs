@@ -12,6 +12,7 @@
 //! | [`SingleTry`] | request | the balancer, on a half-open probe or on probation | retry (makes no retry) |
 //! | [`CredentialsSet`] | request | auth | the transport (`HttpClient` refuses a balancer's request without it) |
 //! | [`Caller`] | request | whoever authenticated the client (the gateway's client keys) | Respond (access log, metrics) |
+//! | [`UsageRecord`](crate::UsageRecord) | request, response | the layer accounting for tokens (the facade's `Respond`) | the usage layer, per attempt (adds what the answer reported); Respond (log, metrics, cost) |
 //! | [`CooldownHint`] | response | retry, for a `Retry-After` it did not sleep | the balancer (cools the endpoint that long) |
 //! | [`ContextOverflow`] | response | retry, from the 400 body it read ahead | the balancer (moves on to a `context_window_fallback` model) |
 
@@ -132,6 +133,37 @@ impl<B> fmt::Debug for Replay<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Replay").finish_non_exhaustive()
     }
+}
+
+/// Gives an attempt `uri` and `body` in place of its own, and the [`Replay`] it carries (if
+/// any) the same change, so that a retry resends the attempt as changed: what a layer between
+/// the balancer and retry does that rewrites requests (translation, asking a stream for its
+/// usage).
+///
+/// ```
+/// use llm_tower_core::{Replay, rewrite_attempt};
+///
+/// let mut attempt = http::Request::new("as sent");
+/// attempt.extensions_mut().insert(Replay::new(|| http::Request::new("as sent")));
+/// rewrite_attempt(&mut attempt, "http://127.0.0.1:1/v1/messages".parse().unwrap(), "rewritten");
+/// let again = attempt.extensions().get::<Replay<&str>>().unwrap().request();
+/// assert_eq!((*again.body(), again.uri().path()), ("rewritten", "/v1/messages"));
+/// ```
+pub fn rewrite_attempt<B>(request: &mut http::Request<B>, uri: http::Uri, body: B)
+where
+    B: Clone + Send + Sync + 'static,
+{
+    if let Some(replay) = request.extensions().get::<Replay<B>>().cloned() {
+        let (uri, body) = (uri.clone(), body.clone());
+        request.extensions_mut().insert(Replay::new(move || {
+            let mut again = replay.request();
+            *again.uri_mut() = uri.clone();
+            *again.body_mut() = body.clone();
+            again
+        }));
+    }
+    *request.uri_mut() = uri;
+    *request.body_mut() = body;
 }
 
 impl Deref for Selected {

@@ -59,6 +59,7 @@ mod retry_after;
 mod retry_on;
 mod sse;
 mod transport;
+mod usage;
 
 pub use attempt::{Attempt, AttemptKind, Attempts, Outcome};
 pub use body::{
@@ -80,18 +81,20 @@ pub use endpoint::{
 pub use error::{BoxError, Error, ErrorKind};
 pub use extensions::{
     Caller, ContextOverflow, CooldownHint, CredentialsSet, Deployment, Replay, Selected, SingleTry,
+    rewrite_attempt,
 };
 pub use headers::{
     HOP_BY_HOP, HeaderNames, is_event_stream, remove_where, strip_hop_by_hop, strip_hop_by_hop_and,
 };
 #[doc(hidden)] // For `header_names!`.
 pub use http as __http;
-pub use model::{ModelInBody, ModelName, ModelRoute, find_model, with_model};
+pub use model::{ModelInBody, ModelName, ModelRoute, find_model, find_top_level, with_model};
 pub use percent::percent_decode;
 pub use policy::{CountBased, ExponentialBackoff, RetryPolicy};
 pub use retry_after::{retry_after, retry_after_at};
 pub use retry_on::{RetryOn, RetryReason};
 pub use sse::{SseEvent, SseSplitter, write_sse_event};
+pub use usage::{Usage, UsageRecord};
 
 /// The `User-Agent` llm-tower sends upstream by default: `llm-tower/<version>`.
 pub const USER_AGENT: &str = concat!("llm-tower/", env!("CARGO_PKG_VERSION"));

@@ -1,5 +1,6 @@
 //! What one deployment has been doing lately, for operators (`/upstreams`, the gateway's
-//! `/ui`): the last minute of requests by outcome, their latency, and the last failure.
+//! `/ui`): the last minute of requests by outcome, their latency and tokens, and the last
+//! failure.
 //!
 //! The request path writes it with a few relaxed atomic adds on the deployment's own cell;
 //! nothing is locked but on a failure. The minute is a ring of [`SLOTS`] slots of
@@ -42,6 +43,9 @@ struct Slot {
     failed: AtomicU32,
     /// Microseconds to the first byte, summed over the answered requests.
     latency_us: AtomicU64,
+    /// Tokens of the answers that ended in the slot, in and out.
+    input_tokens: AtomicU64,
+    output_tokens: AtomicU64,
 }
 
 /// The recent activity of one deployment.
@@ -70,6 +74,13 @@ impl Activity {
         }
     }
 
+    /// An answer from here that ended at `now` used these tokens.
+    pub(crate) fn record_tokens(&self, now: Instant, input: u64, output: u64) {
+        let slot = self.slot(now);
+        slot.input_tokens.fetch_add(input, Ordering::Relaxed);
+        slot.output_tokens.fetch_add(output, Ordering::Relaxed);
+    }
+
     /// A request failed here at `now` with `outcome` (counted as [`Ended::Failed`]).
     pub(crate) fn record_failure(&self, now: Instant, outcome: Outcome) {
         self.record(now, Ended::Failed, None);
@@ -94,7 +105,9 @@ impl Activity {
             for counter in [&slot.success, &slot.retried, &slot.failed] {
                 counter.store(0, Ordering::Relaxed);
             }
-            slot.latency_us.store(0, Ordering::Relaxed);
+            for counter in [&slot.latency_us, &slot.input_tokens, &slot.output_tokens] {
+                counter.store(0, Ordering::Relaxed);
+            }
         }
         slot
     }
@@ -112,24 +125,26 @@ impl Activity {
         if self.epoch.get().is_some() {
             let current = self.number(now);
             for back in (0..SLOTS as u64).rev() {
-                let (success, retried, failed) = match current.checked_sub(back) {
-                    Some(number) => {
-                        let slot = &self.slots[(number % SLOTS as u64) as usize];
-                        if slot.tag.load(Ordering::Acquire) == number + 1 {
-                            let counts = [&slot.success, &slot.retried, &slot.failed]
-                                .map(|c| c.load(Ordering::Relaxed));
-                            answered += u64::from(counts[0] + counts[1]);
-                            latency_us += slot.latency_us.load(Ordering::Relaxed);
-                            (counts[0], counts[1], counts[2])
-                        } else {
-                            (0, 0, 0)
-                        }
-                    }
-                    None => (0, 0, 0),
-                };
-                minute.success.push(success);
-                minute.retried.push(retried);
-                minute.failed.push(failed);
+                let slot = current
+                    .checked_sub(back)
+                    .map(|number| (number, &self.slots[(number % SLOTS as u64) as usize]))
+                    .filter(|(number, slot)| slot.tag.load(Ordering::Acquire) == number + 1)
+                    .map(|(_, slot)| slot);
+                let counts = slot.map_or([0; 3], |slot| {
+                    [&slot.success, &slot.retried, &slot.failed].map(|c| c.load(Ordering::Relaxed))
+                });
+                let tokens = slot.map_or([0; 2], |slot| {
+                    [&slot.input_tokens, &slot.output_tokens].map(|c| c.load(Ordering::Relaxed))
+                });
+                if let Some(slot) = slot {
+                    answered += u64::from(counts[0] + counts[1]);
+                    latency_us += slot.latency_us.load(Ordering::Relaxed);
+                }
+                minute.success.push(counts[0]);
+                minute.retried.push(counts[1]);
+                minute.failed.push(counts[2]);
+                minute.input_tokens.push(tokens[0]);
+                minute.output_tokens.push(tokens[1]);
             }
         } else {
             minute = LastMinute::empty();
@@ -191,6 +206,10 @@ pub struct LastMinute {
     pub retried: Vec<u32>,
     /// Failed here (and fell back, or failed the request).
     pub failed: Vec<u32>,
+    /// Input tokens of the answers that ended here (with usage accounting on).
+    pub input_tokens: Vec<u64>,
+    /// Output tokens of the answers that ended here.
+    pub output_tokens: Vec<u64>,
 }
 
 impl LastMinute {
@@ -205,6 +224,8 @@ impl LastMinute {
             success: vec![0; SLOTS],
             retried: vec![0; SLOTS],
             failed: vec![0; SLOTS],
+            input_tokens: vec![0; SLOTS],
+            output_tokens: vec![0; SLOTS],
         }
     }
 

@@ -6,7 +6,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use dashmap::DashMap;
-use llm_tower_core::EndpointId;
+use llm_tower_core::{EndpointId, Usage};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -200,6 +200,31 @@ impl HealthRegistry {
     /// ```
     pub fn retain(&self, mut keep: impl FnMut(&EndpointId) -> bool) {
         self.map.retain(|id, _| keep(id));
+    }
+
+    /// Counts the tokens of an answer of deployment `id` in its last minute (a deployment this
+    /// registry does not know is ignored).
+    ///
+    /// ```
+    /// use llm_tower_core::{Endpoint, Usage};
+    /// use llm_tower_health::{DeploymentHealth, HealthPolicy, HealthRegistry};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let registry = HealthRegistry::new();
+    /// let endpoint = Endpoint::builder("a", "http://127.0.0.1:1").build().unwrap();
+    /// let policy = HealthPolicy { unhealthy_threshold: 1, max_cooldown: std::time::Duration::from_secs(60), max_probe_interval: std::time::Duration::from_secs(10) };
+    /// let _a = DeploymentHealth::new(&registry, "a".into(), &endpoint, None, policy);
+    /// registry.record_usage("a", &Usage { input: 120, output: 30, ..Usage::default() });
+    /// let minute = registry.get("a").unwrap().last_minute;
+    /// assert_eq!((minute.input_tokens.iter().sum::<u64>(), minute.output_tokens.iter().sum::<u64>()), (120, 30));
+    /// # }
+    /// ```
+    pub fn record_usage(&self, id: &str, usage: &Usage) {
+        if let Some(cell) = self.map.get(id) {
+            cell.activity
+                .record_tokens(Instant::now(), usage.input, usage.output);
+        }
     }
 
     /// The state of one endpoint, if it is known.

@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use http::uri::PathAndQuery;
 use http::{Request, Response, Uri};
 use http_body::Body;
-use llm_tower_core::{BoxError, BufferedBody, Error, ErrorKind, Replay, Selected};
+use llm_tower_core::{BoxError, BufferedBody, Error, ErrorKind, Selected, rewrite_attempt};
 use tower::Service;
 
 use crate::anthropic::request::to_anthropic;
@@ -124,7 +124,7 @@ where
 }
 
 /// Rewrites an OpenAI chat completion attempt into an Anthropic messages one: the body, the
-/// path (`…/chat/completions` → `…/messages`), and the [`Replay`] a retry remakes it from.
+/// path (`…/chat/completions` → `…/messages`), and the `Replay` a retry remakes it from.
 /// Returns whether the client asked for usage in its stream.
 fn to_messages_request(request: &mut Request<BufferedBody>) -> Result<bool, Error> {
     let endpoint = endpoint(request)?;
@@ -202,19 +202,9 @@ fn endpoint<B>(request: &Request<B>) -> Result<std::sync::Arc<llm_tower_core::En
         .ok_or_else(|| Error::new(ErrorKind::Internal, "no endpoint was selected"))
 }
 
-/// Gives the attempt `uri` and `body`, and the [`Replay`] a retry remakes it from the same.
+/// Gives the attempt `uri` and `body`, and the `Replay` a retry remakes it from the same.
 fn rewrite(request: &mut Request<BufferedBody>, uri: Uri, body: Vec<u8>) {
-    let body = BufferedBody::from(bytes::Bytes::from(body));
-    *request.uri_mut() = uri.clone();
-    *request.body_mut() = body.clone();
-    if let Some(replay) = request.extensions().get::<Replay<BufferedBody>>().cloned() {
-        request.extensions_mut().insert(Replay::new(move || {
-            let mut again = replay.request();
-            *again.uri_mut() = uri.clone();
-            *again.body_mut() = body.clone();
-            again
-        }));
-    }
+    rewrite_attempt(request, uri, BufferedBody::from(bytes::Bytes::from(body)));
 }
 
 /// `uri` with its path's end `from` made `to` (`…/chat/completions` as `…/messages`), the

@@ -4,10 +4,11 @@
 //! works:
 //!
 //! ```text
-//! client ─▶ Respond ─▶ Fallback ─▶ Translate ─▶ Retry ─▶ Auth ─▶ HttpClient ─▶ provider
-//!           errors become    buffer once, pick,   per-endpoint    strip client
-//!           OpenAI JSON,     fall back, health    policy, budget, credentials,
-//!           headers, metrics                      Retry-After     set the key
+//! client ─▶ Respond ─▶ Fallback ─▶ Translate ─▶ Usage ─▶ Retry ─▶ Auth ─▶ HttpClient ─▶ provider
+//!           errors become    buffer once, pick,   client API ↔   tokens of     per-endpoint    strip client
+//!           OpenAI JSON,     fall back, health    provider API   the answer    policy, budget, credentials,
+//!           headers, log,                                                      Retry-After     set the key
+//!           metrics, cost
 //! ```
 //!
 //! - [`Upstream`] builds the whole stack from a [`Config`] or from typed values (endpoints
@@ -20,7 +21,8 @@
 //!   [`RespondLayer`]; a layer used in a wrong order fails loudly (an [`AuthLayer`] that
 //!   sees no [`Selected`] endpoint refuses the request rather than send it without a key);
 //! - every response carries the [`Attempts`] made and the [`Selected`] endpoint that answered
-//!   in its extensions.
+//!   in its extensions, and with [`Upstream::usage`] the [`UsageRecord`] its tokens are in
+//!   once its body has ended.
 //!
 //! Features, all off by default except the TLS roots:
 //!
@@ -179,6 +181,7 @@ pub use llm_tower_health as health;
 pub use llm_tower_health::store as health_store;
 pub use llm_tower_retry as retry;
 pub use llm_tower_translate as translate;
+pub use llm_tower_usage as usage;
 
 pub use client::{ClientSettings, HttpClient, HttpClientBody, HttpClientFuture};
 pub use config::Config;
@@ -192,7 +195,7 @@ pub use llm_tower_core::{
     CountBased, Deployment, Endpoint, EndpointBuilder, EndpointConfig, EndpointId, Error,
     ErrorKind, ExpectStatus, ExponentialBackoff, HOP_BY_HOP, HealthCheck, ModelName, ModelRoute,
     ModelsConfig, Outcome, Provider, ProviderName, RetryOn, RetryPolicy, RetryReason, Secret,
-    Selected, SingleTry, strip_hop_by_hop,
+    Selected, SingleTry, Usage, UsageRecord, strip_hop_by_hop,
 };
 pub use llm_tower_fallback::{
     Fallback, FallbackBuilder, FallbackLayer, FallbackSettings, ModelFallbacks, Strategy,
@@ -201,3 +204,4 @@ pub use llm_tower_fallback::{
 pub use llm_tower_health::{CheckService, CheckSnapshot, EndpointSnapshot, HealthRegistry, Status};
 pub use llm_tower_retry::{Retry, RetryBudget, RetryLayer, RetrySettings};
 pub use llm_tower_translate::{Translate, TranslateLayer};
+pub use llm_tower_usage::{Price, Prices, ReadUsage, UsageLayer};

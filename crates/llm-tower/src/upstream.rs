@@ -8,6 +8,7 @@ use llm_tower_fallback::{
 };
 use llm_tower_retry::{Retry, RetryLayer, RetrySettings};
 use llm_tower_translate::{Translate, TranslateLayer};
+use llm_tower_usage::{Prices, ReadUsage, UsageLayer};
 use tower::Layer;
 
 use crate::client::{ClientSettings, HttpClient};
@@ -25,7 +26,7 @@ use crate::respond::{Respond, RespondLayer};
 /// # let _ = service;
 /// # }
 /// ```
-pub type UpstreamService = Respond<Fallback<Translate<Retry<Auth<HttpClient>>>>>;
+pub type UpstreamService = Respond<Fallback<Translate<ReadUsage<Retry<Auth<HttpClient>>>>>>;
 
 /// The body of the responses of [`UpstreamService`]: one name for the bodies of the layers
 /// nested in it. It implements `Default` (an empty body), so layers that answer for the
@@ -41,12 +42,15 @@ pub type UpstreamService = Respond<Fallback<Translate<Retry<Auth<HttpClient>>>>>
 /// ```
 pub type UpstreamBody = crate::respond::ResponseBody<
     llm_tower_fallback::ResponseBody<
-        llm_tower_translate::ResponseBody<llm_tower_retry::ResponseBody<crate::HttpClientBody>>,
+        llm_tower_translate::ResponseBody<
+            llm_tower_usage::ResponseBody<llm_tower_retry::ResponseBody<crate::HttpClientBody>>,
+        >,
     >,
 >;
 
 /// Builder for the composed stack
-/// `Respond → Fallback → Translate → Retry → Auth → client`; see the [crate documentation](crate).
+/// `Respond → Fallback → Translate → Usage → Retry → Auth → client`; see the
+/// [crate documentation](crate).
 ///
 /// Everything a configuration file can say, this builder takes as typed values: endpoints
 /// built with [`Endpoint::builder`], and the settings structs of each layer.
@@ -117,7 +121,9 @@ impl Upstream {
             .fallback(config.fallback)
             .model_fallbacks(config.models.clone())
             .retry(config.retry)
-            .client(config.client))
+            .client(config.client)
+            .usage(config.usage)
+            .prices(config.prices.clone()))
     }
 
     /// The balancer's settings.
@@ -181,6 +187,31 @@ impl Upstream {
     #[must_use]
     pub fn access_log(mut self, on: bool) -> Self {
         self.respond = self.respond.access_log(on);
+        self
+    }
+
+    /// Accounts for the tokens of every answer (see [`RespondLayer::usage`]): on the
+    /// access log line, in the metrics, in each deployment's last minute, and as a
+    /// [`UsageRecord`](crate::UsageRecord) on the response (default off).
+    ///
+    /// ```
+    /// use llm_tower::{Endpoint, Prices, Upstream};
+    ///
+    /// let prices: Prices = serde_json::from_str(r#"{"gpt-4o": {"input": 2.5, "output": 10}}"#).unwrap();
+    /// let endpoints = vec![Endpoint::builder("a", "http://127.0.0.1:1/v1").build().unwrap()];
+    /// let upstream = Upstream::new(endpoints).usage(true).prices(prices);
+    /// # let _ = upstream;
+    /// ```
+    #[must_use]
+    pub fn usage(mut self, on: bool) -> Self {
+        self.respond = self.respond.usage(on);
+        self
+    }
+
+    /// The price table usage is priced with (default none).
+    #[must_use]
+    pub fn prices(mut self, prices: Prices) -> Self {
+        self.respond = self.respond.prices(prices);
         self
     }
 
@@ -269,7 +300,7 @@ impl Upstream {
             .model_fallbacks(self.models.clone())
             .build(self.registry.clone())?;
         Ok(UpstreamLayer {
-            respond: self.respond.clone(),
+            respond: self.respond.clone().health_registry(self.registry.clone()),
             fallback,
             retry: RetryLayer::with_settings(self.retry)?,
             auth: self.auth.clone(),
@@ -295,7 +326,8 @@ impl Upstream {
     }
 }
 
-/// The whole stack as one [`Layer`]: `Respond → Fallback → Translate → Retry → Auth → S`.
+/// The whole stack as one [`Layer`]: `Respond → Fallback → Translate → Usage → Retry → Auth →
+/// S`.
 ///
 /// ```
 /// use llm_tower::{Endpoint, Upstream, UpstreamLayer};
@@ -358,12 +390,11 @@ impl UpstreamLayer {
 }
 
 impl<S> Layer<S> for UpstreamLayer {
-    type Service = Respond<Fallback<Translate<Retry<Auth<S>>>>>;
+    type Service = Respond<Fallback<Translate<ReadUsage<Retry<Auth<S>>>>>>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        self.respond.layer(
-            self.fallback
-                .layer(TranslateLayer::new().layer(self.retry.layer(self.auth.layer(inner)))),
-        )
+        let attempt = UsageLayer::new().layer(self.retry.layer(self.auth.layer(inner)));
+        self.respond
+            .layer(self.fallback.layer(TranslateLayer::new().layer(attempt)))
     }
 }

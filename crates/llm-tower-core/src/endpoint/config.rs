@@ -109,6 +109,12 @@ pub struct EndpointConfig {
     /// far as the last message). Default: never.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub continuation: Option<Continuation>,
+    /// OpenAI-format streams are asked for their usage (`stream_options.include_usage`) when
+    /// their client did not ask, so that their tokens are counted; the extra usage chunk is
+    /// taken out of the client's stream. `false` for a server that refuses the option.
+    /// Default `true`.
+    #[serde(default = "default_true")]
+    pub stream_usage: bool,
     /// For requests translated into this endpoint's API: the `max_tokens` they get when the
     /// client gave none (Anthropic requires one; default 4096).
     #[serde(default = "default_max_tokens")]
@@ -207,6 +213,7 @@ impl EndpointConfig {
             retry_policy: RetryPolicy::default(),
             retry_on: RetryOn::default(),
             continuation: None,
+            stream_usage: true,
             default_max_tokens: default_max_tokens(),
             drop_unsupported: Vec::new(),
             models: None,
@@ -267,6 +274,7 @@ impl EndpointConfig {
             .retry_policy(self.retry_policy.clone())
             .retry_on(self.retry_on)
             .continuation(self.continuation)
+            .stream_usage(self.stream_usage)
             .translation(Translation {
                 default_max_tokens: self.default_max_tokens,
                 drop_unsupported: self.drop_unsupported.clone(),

@@ -65,6 +65,7 @@ pub struct Endpoint {
     retry_policy: RetryPolicy,
     retry_on: RetryOn,
     continuation: Option<Continuation>,
+    stream_usage: bool,
     translation: Translation,
     models: Option<Arc<[ModelRoute]>>,
     health_check: Option<Arc<HealthCheck>>,
@@ -134,6 +135,7 @@ impl Endpoint {
             retry_policy: RetryPolicy::default(),
             retry_on: RetryOn::default(),
             continuation: None,
+            stream_usage: true,
             translation: Translation::default(),
             models: None,
             health_check: None,
@@ -202,6 +204,12 @@ impl Endpoint {
     /// Whether this endpoint may continue a stream another one broke off, and how.
     pub fn continuation(&self) -> Option<Continuation> {
         self.continuation
+    }
+
+    /// Whether OpenAI-format streams sent here are asked for their usage when their client did
+    /// not ask (see [`EndpointBuilder::stream_usage`]).
+    pub fn stream_usage(&self) -> bool {
+        self.stream_usage
     }
 
     /// How requests translated for this endpoint's API fill what their client left out, and
@@ -275,6 +283,7 @@ pub struct EndpointBuilder {
     retry_policy: RetryPolicy,
     retry_on: RetryOn,
     continuation: Option<Continuation>,
+    stream_usage: bool,
     translation: Translation,
     models: Option<Vec<ModelRoute>>,
     health_check: Option<HealthCheck>,
@@ -353,6 +362,14 @@ impl EndpointBuilder {
     #[must_use]
     pub fn continuation(mut self, continuation: Option<Continuation>) -> Self {
         self.continuation = continuation;
+        self
+    }
+    /// Whether OpenAI-format streams are asked for their usage (`stream_options.include_usage`)
+    /// when their client did not ask, so that a usage layer can count their tokens (default
+    /// `true`; `false` for a server that refuses the option).
+    #[must_use]
+    pub fn stream_usage(mut self, ask: bool) -> Self {
+        self.stream_usage = ask;
         self
     }
     /// Sets how requests translated for this endpoint fill in and drop fields.
@@ -446,6 +463,7 @@ impl EndpointBuilder {
             retry_policy: self.retry_policy,
             retry_on: self.retry_on,
             continuation: self.continuation,
+            stream_usage: self.stream_usage,
             translation: self.translation,
             models: self.models.map(Into::into),
             health_check: self.health_check.map(Arc::new),

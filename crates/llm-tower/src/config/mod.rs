@@ -11,6 +11,7 @@ use std::path::Path;
 use llm_tower_core::{ConfigError, Endpoint, EndpointConfig};
 use llm_tower_fallback::{FallbackSettings, ModelFallbacks};
 use llm_tower_retry::RetrySettings;
+use llm_tower_usage::Prices;
 use serde::{Deserialize, Serialize};
 
 pub use document::{Document, Format};
@@ -59,6 +60,12 @@ pub struct Config {
     /// registry). Started by whoever runs the stack, with
     /// `llm_tower::health_store::HealthStore::start` (feature `redis`).
     pub health_store: Option<HealthStoreSettings>,
+    /// Whether the tokens of every answer are accounted for (`usage`, default `true`; see
+    /// [`Upstream::usage`](crate::Upstream::usage)).
+    pub usage: bool,
+    /// The price table, USD per million tokens by model (`prices: {gpt-4o: {input: 2.5,
+    /// output: 10, cached_input: 1.25}}`; default none).
+    pub prices: Prices,
 }
 
 /// The keys [`Config`] itself owns.
@@ -72,6 +79,14 @@ struct OwnKeys {
     endpoints: Vec<EndpointConfig>,
     #[serde(default)]
     health_store: Option<HealthStoreSettings>,
+    #[serde(default = "yes")]
+    usage: bool,
+    #[serde(default)]
+    prices: Prices,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Config {
@@ -84,6 +99,8 @@ impl Config {
             models: ModelFallbacks::default(),
             endpoints,
             health_store: None,
+            usage: true,
+            prices: Prices::default(),
         }
     }
 
@@ -139,6 +156,8 @@ impl Config {
             models,
             endpoints,
             health_store,
+            usage,
+            prices,
         } = document.take()?;
         let config = Self {
             fallback,
@@ -147,6 +166,8 @@ impl Config {
             models,
             endpoints,
             health_store,
+            usage,
+            prices,
         };
         config.validate()?;
         Ok(config)
@@ -170,6 +191,7 @@ impl Config {
         if let Some(store) = &self.health_store {
             store.validate()?;
         }
+        self.prices.validate()?;
         let endpoints = self.build_endpoints()?;
         self.models.validate(&endpoints)
     }

@@ -1,12 +1,14 @@
 //! What is logged and counted once a response has gone to the client: at the end of its
 //! body, so that a stream that broke after its head is recorded as the failure it was, not
-//! as the status it started with.
+//! as the status it started with, and with the tokens its answer reported by then.
 
 use std::sync::Arc;
 
 use http::StatusCode;
-use llm_tower_core::{Attempts, BoxError, Caller, ErrorKind};
+use llm_tower_core::{Attempts, BoxError, Caller, ErrorKind, UsageRecord};
+use tracing::field::display;
 
+use super::accounting::{Accounted, Answered};
 use super::shared::Shared;
 
 /// How a response body ended.
@@ -26,6 +28,8 @@ pub(crate) struct Completion {
     status: StatusCode,
     attempts: Attempts,
     caller: Option<Caller>,
+    /// With usage on: where the answer's usage is, and who answered.
+    usage: Option<(UsageRecord, Answered)>,
     done: bool,
 }
 
@@ -35,12 +39,14 @@ impl Completion {
         status: StatusCode,
         attempts: Attempts,
         caller: Option<Caller>,
+        usage: Option<(UsageRecord, Answered)>,
     ) -> Self {
         Self {
             shared,
             status,
             attempts,
             caller,
+            usage,
             done: false,
         }
     }
@@ -56,20 +62,38 @@ impl Completion {
         if std::mem::replace(&mut self.done, true) {
             return;
         }
+        // The layers further in have recorded the answer's usage by now: their bodies ended
+        // before this one did, or were dropped before it (they are its fields' fields).
+        let accounted: Option<Accounted> = self
+            .usage
+            .as_ref()
+            .zip(self.shared.accounting())
+            .and_then(|((record, answered), accounting)| accounting.account(record, answered));
         let settings = self.shared.settings();
         #[cfg(feature = "metrics")]
         if settings.metrics {
+            let usage = accounted
+                .as_ref()
+                .zip(self.usage.as_ref().map(|(_, answered)| &answered.deployment));
             self.shared
-                .record_metrics(self.status, &self.attempts, self.caller.as_ref());
+                .record_metrics(self.status, &self.attempts, self.caller.as_ref(), usage);
         }
         if settings.access_log {
             let client = self.caller.as_ref().map_or("-", Caller::name);
+            let tokens = accounted.as_ref().map(|a| display(a.usage));
+            let cost = accounted.as_ref().and_then(|a| a.cost);
+            let estimated = accounted
+                .as_ref()
+                .and_then(|a| a.usage.estimated.then_some(true));
             match ending {
                 Ending::Complete => tracing::info!(
                     target: "llm_tower::access",
                     status = self.status.as_u16(),
                     client,
                     attempts = %self.attempts,
+                    tokens,
+                    cost,
+                    estimated,
                     "request"
                 ),
                 Ending::Failed(kind) => tracing::warn!(
@@ -78,6 +102,9 @@ impl Completion {
                     client,
                     stream = %kind,
                     attempts = %self.attempts,
+                    tokens,
+                    cost,
+                    estimated,
                     "request failed after its response head was sent"
                 ),
                 Ending::Dropped => tracing::info!(
@@ -86,6 +113,9 @@ impl Completion {
                     client,
                     stream = "dropped",
                     attempts = %self.attempts,
+                    tokens,
+                    cost,
+                    estimated,
                     "request ended before its response did"
                 ),
             }

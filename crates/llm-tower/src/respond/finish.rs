@@ -7,9 +7,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Response};
 use llm_tower_core::{
-    Attempts, BoxError, Caller, ClientApi, Deployment, Error, ErrorKind, Selected, is_event_stream,
-    strip_hop_by_hop,
+    Attempts, BoxError, Caller, ClientApi, Deployment, Error, ErrorKind, Selected, UsageRecord,
+    is_event_stream, strip_hop_by_hop,
 };
+
+use super::accounting::Answered;
 
 use super::body::ResponseBody;
 use super::completion::Completion;
@@ -22,6 +24,7 @@ pub(crate) fn finish<RB>(
     result: Result<Response<RB>, BoxError>,
     caller: Option<Caller>,
     api: ClientApi,
+    usage: Option<UsageRecord>,
 ) -> Response<ResponseBody<RB>>
 where
     RB: http_body::Body<Data = Bytes>,
@@ -54,16 +57,37 @@ where
     let record_metrics = settings.metrics;
     #[cfg(not(feature = "metrics"))]
     let record_metrics = false;
-    if !(settings.access_log || record_metrics) {
+    // Who answered, for the usage accounting (an error response has no usage).
+    let usage = usage.and_then(|record| {
+        let answered = answered(&response)?;
+        response.extensions_mut().insert(record.clone());
+        Some((record, answered))
+    });
+    if !(settings.access_log || record_metrics || usage.is_some()) {
         return response;
     }
-    let completion = Completion::new(shared.clone(), response.status(), attempts, caller);
+    let completion = Completion::new(shared.clone(), response.status(), attempts, caller, usage);
     if http_body::Body::is_end_stream(response.body()) {
         // An empty body is never polled: the response is complete as it is.
         completion.ended(None);
         return response;
     }
     response.map(|body| body.with_completion(Some(completion)))
+}
+
+/// The deployment whose answer `response` is, and the model it answered as.
+fn answered<B>(response: &Response<B>) -> Option<Answered> {
+    let extensions = response.extensions();
+    match extensions.get::<Deployment>() {
+        Some(deployment) => Some(Answered {
+            deployment: deployment.id.clone(),
+            model: deployment.model.clone(),
+        }),
+        None => extensions.get::<Selected>().map(|selected| Answered {
+            deployment: selected.id().clone(),
+            model: None,
+        }),
+    }
 }
 
 /// An error as the client sees it: OpenAI-style JSON with the right status.

@@ -9,7 +9,7 @@ use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http::Response;
-use llm_tower_core::{BoxError, Caller, ClientApi};
+use llm_tower_core::{BoxError, Caller, ClientApi, UsageRecord};
 use pin_project_lite::pin_project;
 
 use super::body::ResponseBody;
@@ -36,6 +36,7 @@ pin_project! {
         shared: Arc<Shared>,
         caller: Option<Caller>,
         api: ClientApi,
+        usage: Option<UsageRecord>,
     }
 }
 
@@ -53,12 +54,14 @@ impl<F> ResponseFuture<F> {
         shared: Arc<Shared>,
         caller: Option<Caller>,
         api: ClientApi,
+        usage: Option<UsageRecord>,
     ) -> Self {
         Self {
             state: State::Inner { future },
             shared,
             caller,
             api,
+            usage,
         }
     }
 
@@ -68,6 +71,7 @@ impl<F> ResponseFuture<F> {
             shared,
             caller,
             api: ClientApi::default(),
+            usage: None,
         }
     }
 }
@@ -100,6 +104,7 @@ where
             result,
             this.caller.take(),
             *this.api,
+            this.usage.take(),
         )))
     }
 }

@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use llm_tower_fallback::HealthRegistry;
+use llm_tower_usage::Prices;
 use tower::Layer;
 
 use super::service::Respond;
@@ -13,6 +15,7 @@ pub(crate) struct Settings {
     pub(crate) access_log: bool,
     #[cfg(feature = "metrics")]
     pub(crate) metrics: bool,
+    pub(crate) usage: bool,
 }
 
 /// Layer for [`Respond`]: the outermost layer of the stack.
@@ -26,6 +29,8 @@ pub(crate) struct Settings {
 #[derive(Clone, Debug, Default)]
 pub struct RespondLayer {
     settings: Settings,
+    prices: Arc<Prices>,
+    registry: Option<HealthRegistry>,
 }
 
 impl RespondLayer {
@@ -58,12 +63,45 @@ impl RespondLayer {
         self.settings.access_log = on;
         self
     }
+
+    /// Accounts for the tokens of every answer: puts a [`UsageRecord`](crate::UsageRecord)
+    /// on each request (for the usage layer further in to fill) and on its response, and once
+    /// the answer has ended adds its tokens and cost ([`prices`](Self::prices)) to the access
+    /// log line, the metrics (`llm_tower_tokens_total`, `llm_tower_cost_usd_total`) and its
+    /// deployment's last minute.
+    #[must_use]
+    pub fn usage(mut self, on: bool) -> Self {
+        self.settings.usage = on;
+        self
+    }
+
+    /// The price table usage is priced with (default none: no cost is recorded). A model
+    /// that answers without a price is said once in the log.
+    #[must_use]
+    pub fn prices(mut self, prices: Prices) -> Self {
+        self.prices = Arc::new(prices);
+        self
+    }
+
+    /// Where each deployment's tokens of the last minute are counted: the balancer's.
+    #[must_use]
+    pub(crate) fn health_registry(mut self, registry: HealthRegistry) -> Self {
+        self.registry = Some(registry);
+        self
+    }
 }
 
 impl<S> Layer<S> for RespondLayer {
     type Service = Respond<S>;
 
     fn layer(&self, inner: S) -> Respond<S> {
-        Respond::new(inner, Arc::new(Shared::new(self.settings)))
+        Respond::new(
+            inner,
+            Arc::new(Shared::new(
+                self.settings,
+                self.prices.clone(),
+                self.registry.clone(),
+            )),
+        )
     }
 }

@@ -7,6 +7,8 @@ use dashmap::DashMap;
 use http::StatusCode;
 use llm_tower_core::{Attempt, AttemptKind, Caller, EndpointId, Outcome};
 
+use super::accounting::Accounted;
+
 /// Metric handles, registered once per endpoint (and outcome) instead of once per request.
 /// Looked up by reference: recording a request clones no id and no handle.
 pub(crate) struct MetricHandles {
@@ -14,6 +16,11 @@ pub(crate) struct MetricHandles {
     /// Requests by client name (`-` for none) and status.
     requests: DashMap<(Option<Caller>, StatusCode), metrics::Counter>,
     local_failures: metrics::Counter,
+    /// Tokens by client, model and deployment: input, output, cached input, reasoning.
+    tokens: DashMap<(Option<Caller>, String, EndpointId), [metrics::Counter; 4]>,
+    /// Spend by client and model, in USD. A gauge only added to: the `metrics` facade's
+    /// counters count whole numbers, and a cost is a fraction of a cent.
+    costs: DashMap<(Option<Caller>, String), metrics::Gauge>,
 }
 
 impl Default for MetricHandles {
@@ -22,6 +29,8 @@ impl Default for MetricHandles {
             endpoints: DashMap::new(),
             requests: DashMap::new(),
             local_failures: metrics::counter!("llm_tower_local_failures_total"),
+            tokens: DashMap::new(),
+            costs: DashMap::new(),
         }
     }
 }
@@ -91,6 +100,51 @@ impl MetricHandles {
     }
 
     /// A request failed because this process ran out of a resource.
+    /// Counts a request's tokens and spend.
+    pub(crate) fn usage(
+        &self,
+        caller: Option<&Caller>,
+        accounted: &Accounted,
+        deployment: &EndpointId,
+    ) {
+        let client = || caller.map_or_else(|| "-".to_owned(), |c| c.name().to_owned());
+        let model = accounted.model.as_deref().unwrap_or("-").to_owned();
+        let usage = &accounted.usage;
+        let key = (caller.cloned(), model.clone(), deployment.clone());
+        let counters = self.tokens.entry(key).or_insert_with(|| {
+            ["input", "output", "cached_input", "reasoning"].map(|kind| {
+                metrics::counter!(
+                    "llm_tower_tokens_total",
+                    "client" => client(),
+                    "model" => model.clone(),
+                    "deployment" => deployment.to_string(),
+                    "kind" => kind
+                )
+            })
+        });
+        for (counter, tokens) in counters.iter().zip([
+            usage.input,
+            usage.output,
+            usage.cached_input,
+            usage.reasoning,
+        ]) {
+            counter.increment(tokens);
+        }
+        drop(counters);
+        if let Some(cost) = accounted.cost {
+            self.costs
+                .entry((caller.cloned(), model.clone()))
+                .or_insert_with(|| {
+                    metrics::gauge!(
+                        "llm_tower_cost_usd_total",
+                        "client" => client(),
+                        "model" => model.clone()
+                    )
+                })
+                .increment(cost);
+        }
+    }
+
     pub(crate) fn local_failure(&self) {
         self.local_failures.increment(1);
     }

@@ -5,6 +5,7 @@
 //! optional `x-llm-tower-*` headers, access log line and metrics. (Named `ErrorResponse`
 //! until it did more than errors: the name said a third of it.)
 
+mod accounting;
 mod body;
 mod completion;
 mod finish;

@@ -7,7 +7,7 @@ use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http::{Request, Response};
-use llm_tower_core::{BoxError, Caller, ClientApi};
+use llm_tower_core::{BoxError, Caller, ClientApi, UsageRecord};
 
 use super::body::ResponseBody;
 use super::future::ResponseFuture;
@@ -88,7 +88,7 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
         // Request headers are cleaned by the balancer, which every attempt passes through.
         let caller = request.extensions().get::<Caller>().cloned();
         // How a stream that breaks is told, in band: in the API the client speaks.
@@ -96,7 +96,14 @@ where
         match self.not_ready.take() {
             Some(err) => ResponseFuture::failed(err, self.shared.clone(), caller),
             None => {
-                ResponseFuture::inner(self.inner.call(request), self.shared.clone(), caller, api)
+                // Where the attempts leave the usage of their answers.
+                let usage = self.shared.accounting().map(|_| {
+                    let record = UsageRecord::default();
+                    request.extensions_mut().insert(record.clone());
+                    record
+                });
+                let future = self.inner.call(request);
+                ResponseFuture::inner(future, self.shared.clone(), caller, api, usage)
             }
         }
     }

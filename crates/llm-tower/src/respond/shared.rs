@@ -1,22 +1,36 @@
 //! [`Shared`]: what every clone of an [`Respond`](super::Respond) shares, its
-//! settings and metric handles.
+//! settings, usage accounting and metric handles.
+
+use std::sync::Arc;
 
 #[cfg(feature = "metrics")]
 use llm_tower_core::{Attempts, Caller};
+use llm_tower_fallback::HealthRegistry;
+use llm_tower_usage::Prices;
 
+use super::accounting::Accounting;
 use super::layer::Settings;
 
 /// What every clone of an [`Respond`](super::Respond) shares.
 pub(crate) struct Shared {
     settings: Settings,
+    /// With usage on.
+    accounting: Option<Accounting>,
     #[cfg(feature = "metrics")]
     metrics: super::metrics::MetricHandles,
 }
 
 impl Shared {
-    pub(crate) fn new(settings: Settings) -> Self {
+    pub(crate) fn new(
+        settings: Settings,
+        prices: Arc<Prices>,
+        registry: Option<HealthRegistry>,
+    ) -> Self {
         Self {
             settings,
+            accounting: settings
+                .usage
+                .then(|| Accounting::new(prices, registry)),
             #[cfg(feature = "metrics")]
             metrics: super::metrics::MetricHandles::default(),
         }
@@ -26,21 +40,30 @@ impl Shared {
         self.settings
     }
 
+    /// The usage accounting, when usage is on.
+    pub(crate) fn accounting(&self) -> Option<&Accounting> {
+        self.accounting.as_ref()
+    }
+
     /// Counts a failure of this process's own resources.
     #[cfg(feature = "metrics")]
     pub(crate) fn record_local_failure(&self) {
         self.metrics.local_failure();
     }
 
-    /// Counts a finished request and every attempt it made.
+    /// Counts a finished request and every attempt it made, and its usage.
     #[cfg(feature = "metrics")]
     pub(crate) fn record_metrics(
         &self,
         status: http::StatusCode,
         attempts: &Attempts,
         caller: Option<&Caller>,
+        usage: Option<(&super::accounting::Accounted, &llm_tower_core::EndpointId)>,
     ) {
         self.metrics.request(status, caller);
         attempts.for_each(|attempt| self.metrics.record(attempt));
+        if let Some((accounted, deployment)) = usage {
+            self.metrics.usage(caller, accounted, deployment);
+        }
     }
 }

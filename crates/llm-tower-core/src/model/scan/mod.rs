@@ -53,7 +53,12 @@ pub enum ModelInBody {
 /// assert_eq!(find_model(br#"{"model": "a", "model": "b"}"#), ModelInBody::Duplicate);
 /// ```
 pub fn find_model(body: &[u8]) -> ModelInBody {
-    let mut scanner = Scanner { body, at: 0 };
+    let mut scanner = Scanner {
+        body,
+        at: 0,
+        key: b"model",
+        raw: false,
+    };
     let mut found = None;
     // A body that is not well-formed names no model: past the fault, a lenient parser
     // upstream (comments, JSON5) could read another `model` than the one found before it.
@@ -66,7 +71,35 @@ pub fn find_model(body: &[u8]) -> ModelInBody {
             Some(name) => ModelInBody::Named { name, span },
             None => ModelInBody::Absent,
         },
-        Some(Found::NotString) | None => ModelInBody::Absent,
+        Some(Found::NotString | Found::Value(_)) | None => ModelInBody::Absent,
+    }
+}
+
+/// Where the value of the top-level `key` of a JSON object `body` is, as it is written (a
+/// string with its quotes), found in one pass as [`find_model`] finds the model: `None` when
+/// the body is not a well-formed object, has no such key or has it twice. Keys are matched
+/// exactly (and written without escapes).
+///
+/// ```
+/// use llm_tower_core::find_top_level;
+///
+/// let body = br#"{"messages": [{"content": ""stream": true"}], "stream" : true}"#;
+/// let at = find_top_level(body, "stream").unwrap();
+/// assert_eq!(&body[at], b"true");
+/// assert_eq!(find_top_level(br#"{"meta": {"stream": true}}"#, "stream"), None);
+/// ```
+pub fn find_top_level(body: &[u8], key: &str) -> Option<Range<usize>> {
+    let mut scanner = Scanner {
+        body,
+        at: 0,
+        key: key.as_bytes(),
+        raw: true,
+    };
+    let mut found = None;
+    scanner.top_level(&mut found).ok()?;
+    match found? {
+        Found::Value(at) => Some(at),
+        _ => None,
     }
 }
 
@@ -97,6 +130,8 @@ pub fn with_model(body: &Bytes, span: Range<usize>, name: &str) -> BufferedBody 
 
 enum Found {
     String(Range<usize>, bool),
+    /// The value as written (with `raw`).
+    Value(Range<usize>),
     NotString,
     Duplicate,
 }
@@ -104,8 +139,9 @@ enum Found {
 /// What a top-level key is to the scan.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Key {
-    Model,
-    /// `model` in other letter cases.
+    /// The key looked for.
+    Wanted,
+    /// The key looked for in other letter cases.
     OtherCase,
     Other,
 }
@@ -116,6 +152,11 @@ struct Malformed;
 struct Scanner<'a> {
     body: &'a [u8],
     at: usize,
+    /// The key looked for.
+    key: &'a [u8],
+    /// Its value is wanted as written, whatever it is; and other letter cases of the key are
+    /// other keys.
+    raw: bool,
 }
 
 impl Scanner<'_> {
@@ -143,7 +184,11 @@ impl Scanner<'_> {
                 // duplicate; alone, it is a key to skip, noted.
                 self.skip_value()?;
                 *found = Some(Found::NotString);
-            } else if key == Key::Model {
+            } else if key == Key::Wanted && self.raw {
+                let start = self.at;
+                self.skip_value()?;
+                *found = Some(Found::Value(start..self.at));
+            } else if key == Key::Wanted {
                 if self.peek() == Some(b'"') {
                     let (value, escaped) = self.string()?;
                     *found = Some(Found::String(value, escaped));
@@ -165,9 +210,9 @@ impl Scanner<'_> {
 
     fn key_kind(&self, key: &Range<usize>, escaped: bool) -> Key {
         let kind = |name: &[u8]| {
-            if name == b"model" {
-                Key::Model
-            } else if name.eq_ignore_ascii_case(b"model") {
+            if name == self.key {
+                Key::Wanted
+            } else if !self.raw && name.eq_ignore_ascii_case(self.key) {
                 Key::OtherCase
             } else {
                 Key::Other

@@ -1,0 +1,87 @@
+//! Asking an OpenAI-format stream for its usage. OpenAI reports a stream's usage only when
+//! asked (`stream_options.include_usage`); a client that did not ask is asked for, and the
+//! extra chunk taken out of its stream again ([`strip`](crate::strip)).
+
+use std::sync::LazyLock;
+
+use bytes::Bytes;
+use llm_tower_core::{BufferedBody, find_top_level};
+use memchr::memmem::Finder;
+use serde_json::{Map, Value};
+
+static STREAM: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"stream\""));
+
+/// What is inserted in a request that sets no `stream_options`.
+const ASK: &[u8] = br#""stream_options":{"include_usage":true},"#;
+
+/// `body`, an OpenAI request, asking for its stream's usage; `None` when it does not stream,
+/// asks already, or cannot be read (it goes as it came).
+pub(crate) fn asking_for_usage(body: &Bytes) -> Option<BufferedBody> {
+    // Most requests do not stream: their top level is not scanned unless a key might say so.
+    STREAM.find(body)?;
+    let stream = find_top_level(body, "stream")?;
+    if &body[stream] != b"true" {
+        return None;
+    }
+    let Some(options) = find_top_level(body, "stream_options") else {
+        // Right after the opening brace; the client's bytes otherwise untouched. The object
+        // has a member (`stream`): the comma is right.
+        let open = body.iter().position(|b| *b == b'{')?;
+        return Some(BufferedBody::spliced([
+            body.slice(..=open),
+            Bytes::from_static(ASK),
+            body.slice(open + 1..),
+        ]));
+    };
+    // The client set other options: they are rewritten with it.
+    let mut value = match serde_json::from_slice::<Value>(&body[options.clone()]).ok()? {
+        Value::Object(value) => value,
+        Value::Null => Map::new(),
+        _ => return None,
+    };
+    if value.get("include_usage") == Some(&Value::Bool(true)) {
+        return None;
+    }
+    value.insert("include_usage".into(), Value::Bool(true));
+    let written = serde_json::to_vec(&value).ok()?;
+    Some(BufferedBody::spliced([
+        body.slice(..options.start),
+        Bytes::from(written),
+        body.slice(options.end..),
+    ]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn asked(body: &str) -> Option<String> {
+        asking_for_usage(&Bytes::copy_from_slice(body.as_bytes()))
+            .map(|body| String::from_utf8(body.to_bytes().to_vec()).unwrap())
+    }
+
+    #[test]
+    fn a_stream_that_did_not_ask_is_asked_and_nothing_else_changes() {
+        assert_eq!(
+            asked(r#"{"model":"m","stream":true,"messages":[]}"#).as_deref(),
+            Some(r#"{"stream_options":{"include_usage":true},"model":"m","stream":true,"messages":[]}"#)
+        );
+        assert_eq!(
+            asked(r#"{"stream": true, "stream_options": {"include_obfuscation": false}}"#)
+                .as_deref(),
+            Some(
+                r#"{"stream": true, "stream_options": {"include_obfuscation":false,"include_usage":true}}"#
+            )
+        );
+        for unchanged in [
+            r#"{"model":"m","messages":[]}"#,
+            r#"{"model":"m","stream":false}"#,
+            r#"{"stream":true,"stream_options":{"include_usage":true}}"#,
+            r#"{"metadata":{"stream":true}}"#,
+            r#"{"stream":true,"stream":true}"#,
+            "not json",
+        ] {
+            assert_eq!(asked(unchanged), None, "{unchanged}");
+        }
+    }
+}
