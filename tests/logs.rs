@@ -150,3 +150,40 @@ async fn the_access_log_records_how_each_response_ended() {
         );
     }
 }
+
+/// The access log line says each request's tokens (`input/output`) and cost; a model without
+/// a price is said once, however often it answers.
+#[tokio::test]
+async fn the_access_log_says_tokens_and_cost_and_an_unpriced_model_once() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let (logs, _guard) = Captured::install(tracing::Level::INFO);
+    let mock = MockProvider::start().await.unwrap();
+    let mut config = only(&mock);
+    config.prices =
+        serde_json::from_value(serde_json::json!({"mock-model": {"input": 2.5, "output": 10.0}}))
+            .unwrap();
+    let gw = start(config).await;
+    let _ = body(gw.post(CHAT).await).await;
+    for _ in 0..2 {
+        let _ = body(gw.post(&common::chat("unpriced-model")).await).await;
+    }
+    let text = logs.text();
+    let requests: Vec<&str> = text
+        .lines()
+        .filter(|line| line.contains("llm_tower::access"))
+        .collect();
+    assert_eq!(requests.len(), 3, "{text}");
+    // 9 × $2.50 + 6 × $10 per million.
+    assert!(
+        requests[0].contains("tokens=9/6 cost=0.0000825"),
+        "{}",
+        requests[0]
+    );
+    assert!(
+        requests[1].contains("tokens=9/6") && !requests[1].contains("cost="),
+        "{}",
+        requests[1]
+    );
+    assert_eq!(text.matches("no price for this model").count(), 1, "{text}");
+    assert!(text.contains(r#"model="unpriced-model""#), "{text}");
+}

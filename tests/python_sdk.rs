@@ -156,6 +156,19 @@ second = client.messages.create(model="gpt-4o", max_tokens=2048, messages=messag
 print("answered:", second.content[0].text, second.usage.output_tokens)
 "#;
 
+const USAGE_SCRIPT: &str = r#"
+import sys
+import openai
+
+client = openai.OpenAI(base_url=sys.argv[1], api_key=sys.argv[2], max_retries=0)
+ask = dict(model="mock-model", messages=[{"role": "user", "content": "hi"}], stream=True)
+chunks = list(client.chat.completions.create(**ask))
+print("unasked:", len(chunks), sum(1 for c in chunks if c.usage is not None))
+chunks = list(client.chat.completions.create(**ask, stream_options={"include_usage": True}))
+usage = [c.usage for c in chunks if c.usage is not None]
+print("asked:", len(chunks), len(usage), usage[0].prompt_tokens, usage[0].completion_tokens)
+"#;
+
 /// Runs `script` with the base URL and key as arguments; its standard output, once it
 /// succeeded.
 async fn run(python: String, script: &'static str, base_url: String) -> String {
@@ -662,4 +675,35 @@ async fn the_anthropic_python_sdk_works_on_a_gemini_deployment() {
         seen[1].1
     );
     assert!(seen[2].0.contains(":streamGenerateContent?alt=sse "));
+}
+
+/// The official OpenAI SDK streaming through a gateway that counts tokens: without
+/// `include_usage` it sees no usage chunk (the gateway asked for one, and took it out), with
+/// it exactly one; the metrics count the upstream's tokens of both.
+#[tokio::test]
+async fn the_openai_python_sdk_sees_usage_only_when_it_asks() {
+    let Some(python) = python() else {
+        println!("{SKIPPED}");
+        return;
+    };
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    // The gateway's tasks run on this (current-thread) runtime: a local recorder sees them.
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    let mock = MockProvider::start().await.unwrap();
+    let gw = serve_exactly(
+        behind_key(only(&mock)),
+        Some(handle.clone()),
+        std::future::pending(),
+    )
+    .await;
+    let stdout = run(python, USAGE_SCRIPT, gw.url("/v1")).await;
+    assert_eq!(stdout, "unasked: 3 0\nasked: 4 1 9 6\n");
+    let metrics = handle.render();
+    for (kind, count) in [("input", 18), ("output", 12)] {
+        let line = format!(
+            r#"llm_tower_tokens_total{{client="python",model="mock-model",deployment="only",kind="{kind}"}} {count}"#
+        );
+        assert!(metrics.contains(&line), "missing {line} in\n{metrics}");
+    }
 }

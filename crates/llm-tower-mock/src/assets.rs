@@ -17,16 +17,21 @@ pub(crate) struct Assets {
     pub(crate) completion: Bytes,
     /// The whole default SSE reply (3 chunks and `[DONE]`).
     pub(crate) sse_default: Bytes,
+    /// The same for a request that asked for usage (`stream_options.include_usage`): every
+    /// chunk with `"usage": null`, and a usage chunk before `[DONE]`, as OpenAI streams.
+    pub(crate) sse_default_usage: Bytes,
     /// `data: [DONE]\n\n`.
     pub(crate) done: Bytes,
     /// `GET …/models` JSON.
     pub(crate) models: Bytes,
     /// 404 error JSON for unknown routes.
     pub(crate) not_found: Bytes,
-    /// First SSE chunk (carries the assistant role), not last / last.
-    first: [Bytes; 2],
-    /// Later SSE chunks per piece, not last / last.
-    later: [[Bytes; 2]; PIECES.len()],
+    /// First SSE chunk (carries the assistant role), not last / last; without and with
+    /// `"usage": null`.
+    first: [[Bytes; 2]; 2],
+    /// Later SSE chunks per piece, not last / last; without and with `"usage": null`.
+    later: [[[Bytes; 2]; PIECES.len()]; 2],
+    created: u64,
 }
 
 impl Assets {
@@ -57,13 +62,13 @@ impl Assets {
                 "owned_by": "llm-tower-mock",
             }],
         });
-        let chunk = |piece: &str, role: bool, last: bool| -> Bytes {
+        let chunk = |piece: &str, role: bool, last: bool, usage: bool| -> Bytes {
             let delta = if role {
                 json!({ "role": "assistant", "content": piece })
             } else {
                 json!({ "content": piece })
             };
-            let value = json!({
+            let mut value = json!({
                 "id": "chatcmpl-llm-tower-mock",
                 "object": "chat.completion.chunk",
                 "created": created,
@@ -75,37 +80,70 @@ impl Assets {
                     "finish_reason": if last { Value::from("stop") } else { Value::Null },
                 }],
             });
+            if usage {
+                value["usage"] = Value::Null;
+            }
             sse_event(&to_vec(&value))
         };
-        let first = [chunk(PIECES[0], true, false), chunk(PIECES[0], true, true)];
-        let later = PIECES.map(|p| [chunk(p, false, false), chunk(p, false, true)]);
+        let first = [false, true]
+            .map(|usage| [false, true].map(|last| chunk(PIECES[0], true, last, usage)));
+        let later = [false, true]
+            .map(|usage| PIECES.map(|p| [false, true].map(|last| chunk(p, false, last, usage))));
         let mut assets = Assets {
             completion: Bytes::from(to_vec(&completion)),
             sse_default: Bytes::new(),
+            sse_default_usage: Bytes::new(),
             done: Bytes::from_static(b"data: [DONE]\n\n"),
             models: Bytes::from(to_vec(&models)),
             not_found: Bytes::new(),
             first,
             later,
+            created,
         };
-        let mut sse = BytesMut::new();
-        for i in 0..DEFAULT_SSE_CHUNKS {
-            sse.extend_from_slice(&assets.chunk(i, DEFAULT_SSE_CHUNKS));
+        for usage in [false, true] {
+            let mut sse = BytesMut::new();
+            for i in 0..DEFAULT_SSE_CHUNKS {
+                sse.extend_from_slice(&assets.chunk(i, DEFAULT_SSE_CHUNKS, usage));
+            }
+            if usage {
+                sse.extend_from_slice(&assets.usage_chunk(DEFAULT_SSE_CHUNKS));
+            }
+            sse.extend_from_slice(&assets.done);
+            if usage {
+                assets.sse_default_usage = sse.freeze();
+            } else {
+                assets.sse_default = sse.freeze();
+            }
         }
-        sse.extend_from_slice(&assets.done);
-        assets.sse_default = sse.freeze();
         assets.not_found = Bytes::from(not_found_body());
         assets
     }
 
-    /// SSE event for content chunk `index` of a stream of `total` chunks.
-    pub(crate) fn chunk(&self, index: usize, total: usize) -> Bytes {
+    /// SSE event for content chunk `index` of a stream of `total` chunks (`usage`: the
+    /// request asked for usage).
+    pub(crate) fn chunk(&self, index: usize, total: usize, usage: bool) -> Bytes {
         let last = usize::from(index + 1 == total);
+        let usage = usize::from(usage);
         if index == 0 {
-            self.first[last].clone()
+            self.first[usage][last].clone()
         } else {
-            self.later[index % PIECES.len()][last].clone()
+            self.later[usage][index % PIECES.len()][last].clone()
         }
+    }
+
+    /// The usage chunk of a stream of `total` content chunks: 9 prompt tokens, as the JSON
+    /// reply says, and 2 completion tokens a chunk (the default reply's 3 chunks: 6).
+    pub(crate) fn usage_chunk(&self, total: usize) -> Bytes {
+        let completion = 2 * total;
+        let value = json!({
+            "id": "chatcmpl-llm-tower-mock",
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": MODEL,
+            "choices": [],
+            "usage": {"prompt_tokens": 9, "completion_tokens": completion, "total_tokens": 9 + completion},
+        });
+        sse_event(&to_vec(&value))
     }
 }
 

@@ -74,6 +74,15 @@ pub(crate) enum SseEnd {
     Reset,
 }
 
+/// OpenAI's usage chunk, for a stream whose request asked for usage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UsageChunk {
+    NotAsked,
+    /// Asked: chunks carry `"usage": null`, and the usage chunk ends them.
+    Due,
+    Sent,
+}
+
 struct Sse {
     assets: Arc<Assets>,
     total: usize,
@@ -83,6 +92,8 @@ struct Sse {
     armed: bool,
     shutdown: Option<ShutdownWait>,
     end: SseEnd,
+    /// Whether the request asked for usage, and the usage chunk's progress.
+    usage: UsageChunk,
     /// `[DONE]` sent (for `Done`) or the flush yield happened (for `Reset`).
     finished: bool,
 }
@@ -97,13 +108,15 @@ impl MockBody {
         MockBody(Kind::Stall(shutdown))
     }
 
-    /// `total` content chunks, `interval` apart, then `end`. `shutdown` is required only when
-    /// `interval` is non-zero (it lets a paced stream stop promptly at shutdown).
+    /// `total` content chunks, `interval` apart, then `end` (with `usage`, OpenAI's usage
+    /// chunk before a clean end). `shutdown` is required only when `interval` is non-zero (it
+    /// lets a paced stream stop promptly at shutdown).
     pub(crate) fn sse(
         assets: Arc<Assets>,
         total: usize,
         interval: Duration,
         end: SseEnd,
+        usage: bool,
         shutdown: Option<ShutdownWait>,
     ) -> MockBody {
         MockBody(Kind::Sse(Box::new(Sse {
@@ -115,6 +128,11 @@ impl MockBody {
             armed: false,
             shutdown,
             end,
+            usage: if usage {
+                UsageChunk::Due
+            } else {
+                UsageChunk::NotAsked
+            },
             finished: false,
         })))
     }
@@ -162,11 +180,16 @@ impl Sse {
                 SseEnd::Done => self.total,
                 SseEnd::Reset => self.total + 1,
             };
-            let chunk = self.assets.chunk(self.next, of);
+            let asked = self.usage != UsageChunk::NotAsked;
+            let chunk = self.assets.chunk(self.next, of, asked);
             self.next += 1;
             return Poll::Ready(Some(Ok(Frame::data(chunk))));
         }
         match self.end {
+            SseEnd::Done if self.usage == UsageChunk::Due => {
+                self.usage = UsageChunk::Sent;
+                Poll::Ready(Some(Ok(Frame::data(self.assets.usage_chunk(self.total)))))
+            }
             SseEnd::Done if !self.finished => {
                 self.finished = true;
                 Poll::Ready(Some(Ok(Frame::data(self.assets.done.clone()))))

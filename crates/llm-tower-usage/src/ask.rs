@@ -64,7 +64,9 @@ mod tests {
     fn a_stream_that_did_not_ask_is_asked_and_nothing_else_changes() {
         assert_eq!(
             asked(r#"{"model":"m","stream":true,"messages":[]}"#).as_deref(),
-            Some(r#"{"stream_options":{"include_usage":true},"model":"m","stream":true,"messages":[]}"#)
+            Some(
+                r#"{"stream_options":{"include_usage":true},"model":"m","stream":true,"messages":[]}"#
+            )
         );
         assert_eq!(
             asked(r#"{"stream": true, "stream_options": {"include_obfuscation": false}}"#)

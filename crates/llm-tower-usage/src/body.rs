@@ -132,12 +132,21 @@ where
                     );
                 }
             };
+            // The last frame: the usage is recorded before it goes, for whoever stops reading
+            // at the end the body says it has (a layer further out records its own end then).
+            let last = this.inner.is_end_stream();
             if !reading.strip {
                 reading.scanner.push(&data);
+                if last && let Some(reading) = this.reading.take() {
+                    reading.end(true);
+                }
                 return Poll::Ready(Some(Ok(Frame::data(data))));
             }
             let mut out = BytesMut::new();
             reading.scanner.push_stripped(&data, &mut out);
+            if last && let Some(reading) = this.reading.take() {
+                out.extend_from_slice(&reading.end(true));
+            }
             if !out.is_empty() {
                 return Poll::Ready(Some(Ok(Frame::data(out.freeze()))));
             }
@@ -145,7 +154,8 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream() && self.reading.as_ref().is_none_or(|r| !r.strip)
+        // Not while something read is still to be recorded: the end is read first.
+        self.inner.is_end_stream() && self.reading.as_ref().is_none_or(|r| !r.scanner.seen())
     }
 
     fn size_hint(&self) -> SizeHint {

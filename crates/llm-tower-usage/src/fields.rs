@@ -88,8 +88,7 @@ impl Fields {
             Format::OpenAiChat => (
                 self.prompt_tokens,
                 // Embeddings generate nothing: their usage has prompt tokens alone.
-                self.completion_tokens
-                    .or(self.prompt_tokens.map(|_| 0)),
+                self.completion_tokens.or(self.prompt_tokens.map(|_| 0)),
                 detail(&self.prompt_tokens_details, |d| d.cached_tokens),
                 detail(&self.completion_tokens_details, |d| d.reasoning_tokens),
             ),
@@ -101,9 +100,9 @@ impl Fields {
             ),
             Format::Anthropic => {
                 let cached = self.cache_read_input_tokens.unwrap_or(0);
-                let input = self.input_tokens.map(|input| {
-                    input + cached + self.cache_creation_input_tokens.unwrap_or(0)
-                });
+                let input = self
+                    .input_tokens
+                    .map(|input| input + cached + self.cache_creation_input_tokens.unwrap_or(0));
                 (input, self.output_tokens, cached, 0)
             }
             Format::Gemini => {

@@ -34,8 +34,7 @@ impl Format {
             Some(Self::Responses)
         } else if path.ends_with("/messages") {
             Some(Self::Anthropic)
-        } else if path.ends_with(":generateContent") || path.ends_with(":streamGenerateContent")
-        {
+        } else if path.ends_with(":generateContent") || path.ends_with(":streamGenerateContent") {
             Some(Self::Gemini)
         } else {
             None

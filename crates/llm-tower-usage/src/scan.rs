@@ -21,12 +21,19 @@ const MAX_LINE: usize = 1024 * 1024;
 /// Roughly how many characters of text make a token, for estimates.
 const CHARS_PER_TOKEN: u64 = 4;
 
+/// How an answer is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Events,
+    Json,
+}
+
 /// The state of reading one answer.
 #[derive(Debug)]
 pub(crate) struct Scanner {
     format: Format,
-    /// A stream of events (line by line), or a JSON answer (its end).
-    events: bool,
+    /// A stream of events (read line by line), or a JSON answer (read at its end).
+    mode: Mode,
     /// A stream's line cut by the end of a frame, or a JSON answer's last bytes.
     kept: Vec<u8>,
     /// A stream's kept line is too long to be read.
@@ -45,7 +52,7 @@ impl Scanner {
     pub(crate) fn new(format: Format, events: bool) -> Self {
         Self {
             format,
-            events,
+            mode: if events { Mode::Events } else { Mode::Json },
             kept: Vec::new(),
             skipping: false,
             fields: Fields::default(),
@@ -55,14 +62,19 @@ impl Scanner {
         }
     }
 
+    /// Whether any of the answer was read.
+    pub(crate) fn seen(&self) -> bool {
+        self.seen
+    }
+
     /// Reads `data`, the answer's next bytes (passed on as they are).
     pub(crate) fn push(&mut self, data: &[u8]) {
         self.seen |= !data.is_empty();
-        if !self.events {
+        if self.mode == Mode::Json {
             self.keep_end(data);
             return;
         }
-        self.lines(data, |scanner, line| scanner.line(line));
+        self.lines(data, Self::line);
     }
 
     /// Reads `data` as [`push`](Self::push) does, and writes to `out` the complete lines the
@@ -80,7 +92,7 @@ impl Scanner {
     /// line, for a stripped stream to pass on.
     pub(crate) fn finish(&mut self) -> Vec<u8> {
         let kept = std::mem::take(&mut self.kept);
-        if self.events {
+        if self.mode == Mode::Events {
             if !self.skipping {
                 self.line(&kept);
             }
@@ -249,7 +261,11 @@ fn string_chars(json: &[u8]) -> u64 {
         }
         // An escape: one character (`\uXXXX` too), whatever follows counted after it.
         chars += 1;
-        at += if string.get(at + 1) == Some(&b'u') { 6 } else { 2 };
+        at += if string.get(at + 1) == Some(&b'u') {
+            6
+        } else {
+            2
+        };
         if at >= string.len() {
             return chars;
         }
@@ -257,9 +273,9 @@ fn string_chars(json: &[u8]) -> u64 {
     chars + utf8_chars(&string[at..])
 }
 
-/// The characters of UTF-8 `bytes`: those that do not continue one.
+/// The characters of UTF-8 `bytes`: the bytes that do not continue one (`10xxxxxx`).
 fn utf8_chars(bytes: &[u8]) -> u64 {
-    bytes.iter().filter(|b| (**b as i8) >= -0x40).count() as u64
+    bytes.iter().filter(|b| **b & 0xC0 != 0x80).count() as u64
 }
 
 #[cfg(test)]

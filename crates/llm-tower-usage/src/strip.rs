@@ -58,9 +58,7 @@ fn value_of(key: &Finder<'_>, json: &[u8]) -> Option<(usize, usize)> {
 /// The member `json[start..end]` widened to take one of the commas beside it (the one before
 /// it, else the one after it), so that the object stays well-formed without it.
 fn with_its_comma(json: &[u8], start: usize, end: usize) -> (usize, usize) {
-    let before = json[..start]
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace());
+    let before = json[..start].iter().rposition(|b| !b.is_ascii_whitespace());
     if let Some(comma) = before.filter(|&at| json[at] == b',') {
         return (comma, end);
     }

@@ -35,10 +35,19 @@ fn route(method: &Method, path: &str) -> Route {
 /// Whether a JSON body has `"stream": true` at the top level (a cheap byte scan; a key
 /// `"stream"` can't appear unescaped inside a JSON string).
 fn wants_stream(body: &[u8]) -> bool {
-    const KEY: &[u8] = b"\"stream\"";
+    is_true(body, b"\"stream\"")
+}
+
+/// Whether a streaming request asks for its usage (`stream_options.include_usage`).
+fn wants_usage(body: &[u8]) -> bool {
+    is_true(body, b"\"include_usage\"")
+}
+
+/// Whether the first key `key` (quoted) of `body` is `true`.
+fn is_true(body: &[u8], key: &[u8]) -> bool {
     let mut rest = body;
-    while let Some(pos) = rest.windows(KEY.len()).position(|w| w == KEY) {
-        rest = &rest[pos + KEY.len()..];
+    while let Some(pos) = rest.windows(key.len()).position(|w| w == key) {
+        rest = &rest[pos + key.len()..];
         let after = skip_ws(rest);
         if let Some(value) = after.strip_prefix(b":") {
             return skip_ws(value).starts_with(b"true");
@@ -108,6 +117,7 @@ pub(super) async fn handle(
     let body = read_body(body).await.map_err(|_| Abort::BadRequest)?;
     let route = route(&parts.method, parts.uri.path());
     let stream = route == Route::Chat && wants_stream(&body);
+    let usage = stream && wants_usage(&body);
     if shared.record {
         lock(&shared.recorded).push(RecordedRequest {
             method: parts.method,
@@ -133,7 +143,7 @@ pub(super) async fn handle(
         )),
         Route::Chat => {
             let plan = lock(&shared.script).next();
-            serve_plan(&shared, &plan, stream, index).await
+            serve_plan(&shared, &plan, stream, usage, index).await
         }
     }
 }
@@ -142,6 +152,7 @@ async fn serve_plan(
     shared: &Shared,
     mut plan: &Plan,
     stream: bool,
+    usage: bool,
     index: usize,
 ) -> Result<Response<MockBody>, Abort> {
     let assets = &shared.assets;
@@ -156,14 +167,18 @@ async fn serve_plan(
     }
     let sse = |total: usize, interval: Duration, end: SseEnd| {
         let wait = (!interval.is_zero()).then(|| shutdown_wait(&shared.shutdown));
-        let body = MockBody::sse(Arc::clone(assets), total, interval, end, wait);
+        let body = MockBody::sse(Arc::clone(assets), total, interval, end, usage, wait);
         response(StatusCode::OK, EVENT_STREAM, body, index)
     };
     match plan {
         Plan::Reply if stream => Ok(response(
             StatusCode::OK,
             EVENT_STREAM,
-            MockBody::full(assets.sse_default.clone()),
+            MockBody::full(if usage {
+                assets.sse_default_usage.clone()
+            } else {
+                assets.sse_default.clone()
+            }),
             index,
         )),
         Plan::Reply => Ok(response(

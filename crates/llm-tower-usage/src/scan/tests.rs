@@ -18,14 +18,15 @@ fn read(format: Format, events: bool, frames: &[&[u8]]) -> Option<Usage> {
     scanner.usage(400, true)
 }
 
-fn usage(input: u64, output: u64, cached_input: u64, reasoning: u64) -> Option<Usage> {
-    Some(Usage {
+/// An answer's usage, as reported.
+fn exact(input: u64, output: u64, cached_input: u64, reasoning: u64) -> Usage {
+    Usage {
         input,
         output,
         cached_input,
         reasoning,
         estimated: false,
-    })
+    }
 }
 
 const OPENAI_COMPLETION: &str = r#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"o4-mini","choices":[{"index":0,"message":{"role":"assistant","content":"The \"usage\": {\"prompt_tokens\": 1} is text."},"finish_reason":"stop"}],"usage":{"prompt_tokens":1200,"completion_tokens":300,"total_tokens":1500,"prompt_tokens_details":{"cached_tokens":1024,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":256,"audio_tokens":0}}}"#;
@@ -60,26 +61,26 @@ event: response.completed\ndata: {\"type\":\"response.completed\",\"sequence_num
 fn every_api_s_answer_and_stream() {
     assert_eq!(
         read(Format::OpenAiChat, false, &[OPENAI_COMPLETION.as_bytes()]),
-        usage(1200, 300, 1024, 256),
+        Some(exact(1200, 300, 1024, 256)),
         "a usage in a message's text is text"
     );
     assert_eq!(
         read(Format::OpenAiChat, true, &[OPENAI_STREAM.as_bytes()]),
-        usage(12, 3, 0, 0)
+        Some(exact(12, 3, 0, 0))
     );
     let embeddings = br#"{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.0023,-0.0093]}],"model":"text-embedding-3-small","usage":{"prompt_tokens":8,"total_tokens":8}}"#;
     assert_eq!(
         read(Format::OpenAiChat, false, &[embeddings]),
-        usage(8, 0, 0, 0)
+        Some(exact(8, 0, 0, 0))
     );
     let message = br#"{"id":"msg_1","type":"message","role":"assistant","content":[{"type":"text","text":"Hi"}],"model":"claude-sonnet-4-5","stop_reason":"end_turn","usage":{"input_tokens":10,"cache_creation_input_tokens":0,"cache_read_input_tokens":500,"output_tokens":7}}"#;
     assert_eq!(
         read(Format::Anthropic, false, &[message]),
-        usage(510, 7, 500, 0)
+        Some(exact(510, 7, 500, 0))
     );
     assert_eq!(
         read(Format::Anthropic, true, &[ANTHROPIC_STREAM.as_bytes()]),
-        usage(2125, 15, 2000, 0)
+        Some(exact(2125, 15, 2000, 0))
     );
     let gemini = br#"{
   "candidates": [{"content": {"parts": [{"text": "Hi"}], "role": "model"}, "finishReason": "STOP"}],
@@ -90,19 +91,22 @@ fn every_api_s_answer_and_stream() {
     "thoughtsTokenCount": 20
   }
 }"#;
-    assert_eq!(read(Format::Gemini, false, &[gemini]), usage(5, 22, 0, 20));
+    assert_eq!(
+        read(Format::Gemini, false, &[gemini]),
+        Some(exact(5, 22, 0, 20))
+    );
     assert_eq!(
         read(Format::Gemini, true, &[GEMINI_STREAM.as_bytes()]),
-        usage(8, 43, 4, 40)
+        Some(exact(8, 43, 4, 40))
     );
     let response = br#"{"id":"resp_1","object":"response","status":"completed","output":[],"usage":{"input_tokens":328,"input_tokens_details":{"cached_tokens":128},"output_tokens":52,"output_tokens_details":{"reasoning_tokens":0},"total_tokens":380}}"#;
     assert_eq!(
         read(Format::Responses, false, &[response]),
-        usage(328, 52, 128, 0)
+        Some(exact(328, 52, 128, 0))
     );
     assert_eq!(
         read(Format::Responses, true, &[RESPONSES_STREAM.as_bytes()]),
-        usage(36, 87, 0, 64)
+        Some(exact(36, 87, 0, 64))
     );
 }
 
@@ -110,7 +114,11 @@ fn every_api_s_answer_and_stream() {
 fn an_answer_without_usage_is_estimated_and_nothing_read_is_nothing() {
     // 12 characters of text: 3 tokens; the request's 400 bytes: 100.
     assert_eq!(
-        read(Format::OpenAiChat, true, &[OPENAI_STREAM_UNASKED.as_bytes()]),
+        read(
+            Format::OpenAiChat,
+            true,
+            &[OPENAI_STREAM_UNASKED.as_bytes()]
+        ),
         Some(Usage {
             input: 100,
             output: 3,
@@ -153,7 +161,7 @@ fn stripped(frames: &[&[u8]]) -> (String, Option<Usage>) {
 fn a_stream_asked_for_usage_is_the_stream_unasked_and_its_usage() {
     let (stream, usage) = stripped(&[OPENAI_STREAM.as_bytes()]);
     assert_eq!(stream, OPENAI_STREAM_UNASKED);
-    assert_eq!(usage, self::usage(12, 3, 0, 0));
+    assert_eq!(usage, Some(exact(12, 3, 0, 0)));
     // Spaces after colons, as Python servers write them; `usage` before the rest.
     let spaced = "data: {\"usage\": null, \"id\": \"c\", \"choices\": [{\"index\": 0, \"delta\": {\"content\": \"Hi\"}}]}\n\ndata: {\"id\": \"c\", \"choices\": [ ], \"usage\": {\"prompt_tokens\": 4, \"completion_tokens\": 1}}\n\ndata: [DONE]\n\n";
     let (stream, usage) = stripped(&[spaced.as_bytes()]);
@@ -161,17 +169,17 @@ fn a_stream_asked_for_usage_is_the_stream_unasked_and_its_usage() {
         stream,
         "data: {\"id\": \"c\", \"choices\": [{\"index\": 0, \"delta\": {\"content\": \"Hi\"}}]}\n\ndata: [DONE]\n\n"
     );
-    assert_eq!(usage, self::usage(4, 1, 0, 0));
+    assert_eq!(usage, Some(exact(4, 1, 0, 0)));
 }
 
 proptest! {
     #[test]
     fn frames_cut_anywhere_read_the_same(cuts in proptest::collection::vec(0usize..1000, 0..6)) {
         for (format, text, want) in [
-            (Format::OpenAiChat, OPENAI_STREAM, usage(12, 3, 0, 0)),
-            (Format::Anthropic, ANTHROPIC_STREAM, usage(2125, 15, 2000, 0)),
-            (Format::Gemini, GEMINI_STREAM, usage(8, 43, 4, 40)),
-            (Format::Responses, RESPONSES_STREAM, usage(36, 87, 0, 64)),
+            (Format::OpenAiChat, OPENAI_STREAM, Some(exact(12, 3, 0, 0))),
+            (Format::Anthropic, ANTHROPIC_STREAM, Some(exact(2125, 15, 2000, 0))),
+            (Format::Gemini, GEMINI_STREAM, Some(exact(8, 43, 4, 40))),
+            (Format::Responses, RESPONSES_STREAM, Some(exact(36, 87, 0, 64))),
         ] {
             let bytes = text.as_bytes();
             let mut cuts: Vec<usize> = cuts.iter().map(|c| c % bytes.len()).collect();

@@ -72,16 +72,20 @@ impl Completion {
         let settings = self.shared.settings();
         #[cfg(feature = "metrics")]
         if settings.metrics {
-            let usage = accounted
-                .as_ref()
-                .zip(self.usage.as_ref().map(|(_, answered)| &answered.deployment));
+            let usage = accounted.as_ref().zip(
+                self.usage
+                    .as_ref()
+                    .map(|(_, answered)| &answered.deployment),
+            );
             self.shared
                 .record_metrics(self.status, &self.attempts, self.caller.as_ref(), usage);
         }
         if settings.access_log {
             let client = self.caller.as_ref().map_or("-", Caller::name);
             let tokens = accounted.as_ref().map(|a| display(a.usage));
-            let cost = accounted.as_ref().and_then(|a| a.cost);
+            let model = accounted.as_ref().and_then(|a| a.model.as_deref());
+            // Displayed: `Debug` writes small costs with an exponent (`8.25e-5`).
+            let cost = accounted.as_ref().and_then(|a| a.cost).map(display);
             let estimated = accounted
                 .as_ref()
                 .and_then(|a| a.usage.estimated.then_some(true));
@@ -91,6 +95,7 @@ impl Completion {
                     status = self.status.as_u16(),
                     client,
                     attempts = %self.attempts,
+                    model,
                     tokens,
                     cost,
                     estimated,
@@ -102,6 +107,7 @@ impl Completion {
                     client,
                     stream = %kind,
                     attempts = %self.attempts,
+                    model,
                     tokens,
                     cost,
                     estimated,
@@ -113,6 +119,7 @@ impl Completion {
                     client,
                     stream = "dropped",
                     attempts = %self.attempts,
+                    model,
                     tokens,
                     cost,
                     estimated,

@@ -9,6 +9,8 @@ use tower::Layer;
 use super::service::Respond;
 use super::shared::Shared;
 
+// Independent switches, each set by a builder method of its own.
+#[allow(clippy::struct_excessive_bools)]
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Settings {
     pub(crate) response_headers: bool,

@@ -93,18 +93,16 @@ where
         let caller = request.extensions().get::<Caller>().cloned();
         // How a stream that breaks is told, in band: in the API the client speaks.
         let api = ClientApi::of_path(request.uri().path());
-        match self.not_ready.take() {
-            Some(err) => ResponseFuture::failed(err, self.shared.clone(), caller),
-            None => {
-                // Where the attempts leave the usage of their answers.
-                let usage = self.shared.accounting().map(|_| {
-                    let record = UsageRecord::default();
-                    request.extensions_mut().insert(record.clone());
-                    record
-                });
-                let future = self.inner.call(request);
-                ResponseFuture::inner(future, self.shared.clone(), caller, api, usage)
-            }
+        if let Some(err) = self.not_ready.take() {
+            return ResponseFuture::failed(err, self.shared.clone(), caller);
         }
+        // Where the attempts leave the usage of their answers.
+        let usage = self.shared.accounting().map(|_| {
+            let record = UsageRecord::default();
+            request.extensions_mut().insert(record.clone());
+            record
+        });
+        let future = self.inner.call(request);
+        ResponseFuture::inner(future, self.shared.clone(), caller, api, usage)
     }
 }

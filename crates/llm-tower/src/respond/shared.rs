@@ -28,9 +28,7 @@ impl Shared {
     ) -> Self {
         Self {
             settings,
-            accounting: settings
-                .usage
-                .then(|| Accounting::new(prices, registry)),
+            accounting: settings.usage.then(|| Accounting::new(prices, registry)),
             #[cfg(feature = "metrics")]
             metrics: super::metrics::MetricHandles::default(),
         }
