@@ -10,6 +10,7 @@
 #
 #   bash benches/instructions.sh            # WARMUP=1000 REQUESTS=4000 C=4
 #   KEEP=1 bash benches/instructions.sh     # keep the dumps in target/instructions (callgrind_annotate)
+#   GATEWAY_EXTRA='usage: false' bash benches/instructions.sh   # top-level keys added to the gateway's file
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)"; exit 2; }
@@ -50,6 +51,7 @@ endpoints:
     base_url: http://$UP2/v1
     api_key: sk-bench-second
     retry_policy: { name: ExponentialBackoff, config: { times: 2 } }
+${GATEWAY_EXTRA:-}
 EOF
 
 wait_for() { # ip:port

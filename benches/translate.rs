@@ -7,17 +7,18 @@
 //! cargo bench --bench translate -- --warm-up-time 1 --measurement-time 3
 //! ```
 
-use std::convert::Infallible;
-use std::hint::black_box;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use criterion::{BatchSize, Criterion, Throughput, criterion_main};
-use http::{Request, Response};
-use http_body_util::{BodyExt, Full};
+use http::Request;
 use llm_tower_core::{BufferedBody, Endpoint, Provider, Selected};
 use llm_tower_translate::TranslateLayer;
-use tower::{Layer, Service, ServiceExt, service_fn};
+use tower::Layer;
+
+#[path = "support/attempt.rs"]
+mod attempt;
+use attempt::{answer, replying};
 
 /// An OpenAI chat request of about 4 KiB.
 fn openai_request() -> Bytes {
@@ -67,23 +68,6 @@ fn attempt(endpoint: &Arc<Endpoint>, body: &Bytes) -> Request<BufferedBody> {
     request
 }
 
-/// Sends `request` through `service` and reads the whole answer.
-async fn answer<S, B>(mut service: S, request: Request<BufferedBody>) -> Bytes
-where
-    S: Service<Request<BufferedBody>, Response = Response<B>>,
-    S::Error: std::fmt::Debug,
-    B: http_body::Body,
-    B::Error: std::fmt::Debug,
-{
-    let ready = service.ready().await.expect("ready");
-    let response = ready.call(request).await.expect("a response");
-    response
-        .into_body()
-        .collect()
-        .await
-        .expect("a body")
-        .to_bytes()
-}
 
 fn endpoint(provider: Provider) -> Arc<Endpoint> {
     Arc::new(
@@ -100,18 +84,6 @@ fn translate(c: &mut Criterion) {
         .build()
         .expect("tokio runtime");
     let request = openai_request();
-    let replying = |reply: Bytes, event_stream: bool| {
-        service_fn(move |request: Request<BufferedBody>| {
-            black_box(request);
-            let mut response = Response::new(Full::new(reply.clone()));
-            if event_stream {
-                response
-                    .headers_mut()
-                    .insert("content-type", "text/event-stream".parse().expect("valid"));
-            }
-            async move { Ok::<_, Infallible>(response) }
-        })
-    };
     let answer_json = anthropic_answer();
     let (openai, anthropic) = (endpoint(Provider::OpenAi), endpoint(Provider::Anthropic));
 

@@ -154,6 +154,7 @@ impl Browser {
                  status: row.querySelector('.status').textContent,
                  countdown: row.querySelector('.countdown').textContent,
                  failure: row.querySelector('.last-failure').textContent,
+                 tokens: row.querySelector('.tokens').textContent,
                  bars: row.querySelectorAll('svg rect').length,
                };
              }
@@ -231,6 +232,9 @@ async fn the_page_in_a_browser_follows_an_ejection_and_a_recovery() {
         "{shown}"
     );
     assert_eq!(shown["backup"]["status"], "healthy", "{shown}");
+    // The answer's tokens (the mock's 9 in, 6 out), on the deployment that gave it.
+    assert_eq!(shown["backup"]["tokens"], "9 / 6 tok", "{shown}");
+    assert_eq!(shown["primary"]["tokens"], "0 / 0 tok", "{shown}");
     assert!(
         shown["primary"]["failure"]
             .as_str()

@@ -88,7 +88,9 @@ pub use headers::{
 };
 #[doc(hidden)] // For `header_names!`.
 pub use http as __http;
-pub use model::{ModelInBody, ModelName, ModelRoute, find_model, find_top_level, with_model};
+pub use model::{
+    ModelInBody, ModelName, ModelRoute, find_model, find_top_level, for_each_member, with_model,
+};
 pub use percent::percent_decode;
 pub use policy::{CountBased, ExponentialBackoff, RetryPolicy};
 pub use retry_after::{retry_after, retry_after_at};

@@ -136,7 +136,7 @@ where
             // at the end the body says it has (a layer further out records its own end then).
             let last = this.inner.is_end_stream();
             if !reading.strip {
-                reading.scanner.push(&data);
+                reading.scanner.push(&data, last);
                 if last && let Some(reading) = this.reading.take() {
                     reading.end(true);
                 }

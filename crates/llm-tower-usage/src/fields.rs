@@ -1,108 +1,134 @@
 //! A usage object as any of the APIs writes it, read leniently (a field that is missing or
-//! not a count is left out), and merged over a stream: every API reports running totals, so
-//! a later report of a field replaces the earlier one.
+//! not a whole number is left out) and without a document: its members are walked once
+//! (core's [`for_each_member`]) and the counts taken by name. Over a stream they merge: every
+//! API reports running totals, so a later report of a field replaces the earlier one.
 
-use llm_tower_core::Usage;
-use serde::Deserialize;
+use llm_tower_core::{Usage, for_each_member};
 
 use crate::format::Format;
 
-/// The fields of a usage object, every API's names side by side.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+/// The counts of a usage object, every API's names side by side.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Fields {
     // OpenAI chat, completions and embeddings.
     prompt_tokens: Option<u64>,
     completion_tokens: Option<u64>,
-    prompt_tokens_details: Option<Details>,
-    completion_tokens_details: Option<Details>,
+    /// `prompt_tokens_details.cached_tokens`.
+    prompt_cached: Option<u64>,
+    /// `completion_tokens_details.reasoning_tokens`.
+    completion_reasoning: Option<u64>,
     // The Responses API, and Anthropic.
     input_tokens: Option<u64>,
     output_tokens: Option<u64>,
-    input_tokens_details: Option<Details>,
-    output_tokens_details: Option<Details>,
+    /// `input_tokens_details.cached_tokens`.
+    input_cached: Option<u64>,
+    /// `output_tokens_details.reasoning_tokens`.
+    output_reasoning: Option<u64>,
     // Anthropic's cache, apart from its `input_tokens`.
     cache_read_input_tokens: Option<u64>,
     cache_creation_input_tokens: Option<u64>,
     // Gemini.
-    #[serde(rename = "promptTokenCount")]
     prompt_token_count: Option<u64>,
-    #[serde(rename = "candidatesTokenCount")]
     candidates_token_count: Option<u64>,
-    #[serde(rename = "cachedContentTokenCount")]
     cached_content_token_count: Option<u64>,
-    #[serde(rename = "thoughtsTokenCount")]
     thoughts_token_count: Option<u64>,
-}
-
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
-struct Details {
-    cached_tokens: Option<u64>,
-    reasoning_tokens: Option<u64>,
-}
-
-macro_rules! merge {
-    ($into:ident, $from:ident, $($field:ident),*) => {
-        $( if $from.$field.is_some() { $into.$field = $from.$field; } )*
-    };
 }
 
 impl Fields {
     /// The usage object at the start of `json` (and whatever follows it), if it is one.
     pub(crate) fn read(json: &[u8]) -> Option<Self> {
-        serde_json::Deserializer::from_slice(json)
-            .into_iter::<Self>()
-            .next()?
-            .ok()
+        let mut fields = Self::default();
+        for_each_member(json, |key, value| {
+            let value = &json[value];
+            if value.first() == Some(&b'{') {
+                for_each_member(value, |detail, count| {
+                    fields.set(key, detail, &value[count]);
+                });
+            } else {
+                fields.set(b"", key, value);
+            }
+        })?;
+        Some(fields)
+    }
+
+    /// Takes the count `value` of `key` (in the object `parent`; `b""`: the usage object).
+    fn set(&mut self, parent: &[u8], key: &[u8], value: &[u8]) {
+        let slot = match (parent, key) {
+            (b"", b"prompt_tokens") => &mut self.prompt_tokens,
+            (b"", b"completion_tokens") => &mut self.completion_tokens,
+            (b"prompt_tokens_details", b"cached_tokens") => &mut self.prompt_cached,
+            (b"completion_tokens_details", b"reasoning_tokens") => &mut self.completion_reasoning,
+            (b"", b"input_tokens") => &mut self.input_tokens,
+            (b"", b"output_tokens") => &mut self.output_tokens,
+            (b"input_tokens_details", b"cached_tokens") => &mut self.input_cached,
+            (b"output_tokens_details", b"reasoning_tokens") => &mut self.output_reasoning,
+            (b"", b"cache_read_input_tokens") => &mut self.cache_read_input_tokens,
+            (b"", b"cache_creation_input_tokens") => &mut self.cache_creation_input_tokens,
+            (b"", b"promptTokenCount") => &mut self.prompt_token_count,
+            (b"", b"candidatesTokenCount") => &mut self.candidates_token_count,
+            (b"", b"cachedContentTokenCount") => &mut self.cached_content_token_count,
+            (b"", b"thoughtsTokenCount") => &mut self.thoughts_token_count,
+            _ => return,
+        };
+        if let Some(count) = count_of(value) {
+            *slot = Some(count);
+        }
     }
 
     /// Takes the fields `later` reports: running totals, the later the truer.
     pub(crate) fn merge(&mut self, later: Self) {
-        let this = self;
-        merge!(
-            this,
-            later,
-            prompt_tokens,
-            completion_tokens,
-            prompt_tokens_details,
-            completion_tokens_details,
-            input_tokens,
-            output_tokens,
-            input_tokens_details,
-            output_tokens_details,
-            cache_read_input_tokens,
-            cache_creation_input_tokens,
-            prompt_token_count,
-            candidates_token_count,
-            cached_content_token_count,
-            thoughts_token_count
-        );
+        let pairs = [
+            (&mut self.prompt_tokens, later.prompt_tokens),
+            (&mut self.completion_tokens, later.completion_tokens),
+            (&mut self.prompt_cached, later.prompt_cached),
+            (&mut self.completion_reasoning, later.completion_reasoning),
+            (&mut self.input_tokens, later.input_tokens),
+            (&mut self.output_tokens, later.output_tokens),
+            (&mut self.input_cached, later.input_cached),
+            (&mut self.output_reasoning, later.output_reasoning),
+            (&mut self.cache_read_input_tokens, later.cache_read_input_tokens),
+            (
+                &mut self.cache_creation_input_tokens,
+                later.cache_creation_input_tokens,
+            ),
+            (&mut self.prompt_token_count, later.prompt_token_count),
+            (&mut self.candidates_token_count, later.candidates_token_count),
+            (
+                &mut self.cached_content_token_count,
+                later.cached_content_token_count,
+            ),
+            (&mut self.thoughts_token_count, later.thoughts_token_count),
+        ];
+        for (field, later) in pairs {
+            if later.is_some() {
+                *field = later;
+            }
+        }
     }
 
     /// The input and output this reports in `format` (each `None` when not reported), and
     /// the cached input and reasoning.
     pub(crate) fn reported(&self, format: Format) -> (Option<u64>, Option<u64>, u64, u64) {
-        let detail = |details: &Option<Details>, pick: fn(&Details) -> Option<u64>| {
-            details.as_ref().and_then(pick).unwrap_or(0)
-        };
         match format {
             Format::OpenAiChat => (
                 self.prompt_tokens,
                 // Embeddings generate nothing: their usage has prompt tokens alone.
-                self.completion_tokens.or(self.prompt_tokens.map(|_| 0)),
-                detail(&self.prompt_tokens_details, |d| d.cached_tokens),
-                detail(&self.completion_tokens_details, |d| d.reasoning_tokens),
+                self.completion_tokens
+                    .or(self.prompt_tokens.map(|_| 0)),
+                self.prompt_cached.unwrap_or(0),
+                self.completion_reasoning.unwrap_or(0),
             ),
             Format::Responses => (
                 self.input_tokens,
                 self.output_tokens,
-                detail(&self.input_tokens_details, |d| d.cached_tokens),
-                detail(&self.output_tokens_details, |d| d.reasoning_tokens),
+                self.input_cached.unwrap_or(0),
+                self.output_reasoning.unwrap_or(0),
             ),
             Format::Anthropic => {
                 let cached = self.cache_read_input_tokens.unwrap_or(0);
-                let input = self
-                    .input_tokens
-                    .map(|input| input + cached + self.cache_creation_input_tokens.unwrap_or(0));
+                let input = self.input_tokens.map(|input| {
+                    input + cached + self.cache_creation_input_tokens.unwrap_or(0)
+                });
                 (input, self.output_tokens, cached, 0)
             }
             Format::Gemini => {
@@ -132,4 +158,12 @@ impl Fields {
             estimated: false,
         })
     }
+}
+
+/// A whole, non-negative number as JSON writes it (`None`: anything else).
+fn count_of(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
 }

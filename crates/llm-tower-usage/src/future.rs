@@ -23,6 +23,18 @@ pub(crate) struct Plan {
     pub(crate) request_len: usize,
 }
 
+impl Plan {
+    /// Reading an answer in `format` to a request of `request_len` bytes, not asked for usage.
+    pub(crate) fn reading(record: UsageRecord, format: Format, request_len: usize) -> Self {
+        Self {
+            record,
+            format,
+            asked: false,
+            request_len,
+        }
+    }
+}
+
 pin_project! {
     /// Future of [`ReadUsage`](crate::ReadUsage): the inner service's response, its body read
     /// for usage when it is a success of an API that reports usage.

@@ -67,11 +67,17 @@ impl Scanner {
         self.seen
     }
 
-    /// Reads `data`, the answer's next bytes (passed on as they are).
-    pub(crate) fn push(&mut self, data: &[u8]) {
+    /// Reads `data`, the answer's next bytes (passed on as they are); `last`: the answer ends
+    /// with them.
+    pub(crate) fn push(&mut self, data: &[u8], last: bool) {
         self.seen |= !data.is_empty();
         if self.mode == Mode::Json {
-            self.keep_end(data);
+            if last && self.kept.is_empty() {
+                // A whole answer in one frame, the common case: read where it is.
+                self.read_json(data);
+            } else {
+                self.keep_end(data);
+            }
             return;
         }
         self.lines(data, Self::line);
@@ -98,10 +104,16 @@ impl Scanner {
             }
             return kept;
         }
-        for at in self.format.usage_key().find_iter(&kept) {
-            self.usage_at(&kept, at);
-        }
+        self.read_json(&kept);
         Vec::new()
+    }
+
+    /// Reads the usage objects of a JSON answer (or its end): every one, merged, so that an
+    /// event stream sent as JSON is read whole too.
+    fn read_json(&mut self, json: &[u8]) {
+        for at in self.format.usage_key().find_iter(json) {
+            self.usage_at(json, at);
+        }
     }
 
     /// The usage of what was read: as reported, when the answer ended (`complete`) and

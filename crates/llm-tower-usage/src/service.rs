@@ -97,31 +97,30 @@ where
 fn plan(request: &mut Request<BufferedBody>) -> Option<Plan> {
     let record = request.extensions().get::<UsageRecord>()?.clone();
     let format = Format::of_path(request.uri().path())?;
-    let body = request.body().to_bytes();
+    let request_len = request.body().len();
     let routed_by_model = request
         .extensions()
         .get::<Deployment>()
         .is_some_and(|deployment| deployment.model.is_some());
+    let may_ask = format == Format::OpenAiChat
+        && request
+            .extensions()
+            .get::<Selected>()
+            .is_some_and(|selected| selected.stream_usage());
+    if routed_by_model && !may_ask {
+        return Some(Plan::reading(record, format, request_len));
+    }
+    // One piece (a copy only for a body whose model an alias rewrote).
+    let body = request.body().to_bytes();
     if !routed_by_model && let ModelInBody::Named { name, .. } = find_model(&body) {
         // What the accounting prices: the model asked for, when no balancer routed by it.
         record.set_model(name);
     }
-    let mut asked = false;
-    if format == Format::OpenAiChat
-        && request
-            .extensions()
-            .get::<Selected>()
-            .is_some_and(|selected| selected.stream_usage())
-        && let Some(asking) = asking_for_usage(&body)
-    {
+    let mut plan = Plan::reading(record, format, request_len);
+    if may_ask && let Some(asking) = asking_for_usage(&body) {
         let uri = request.uri().clone();
         rewrite_attempt(request, uri, asking);
-        asked = true;
+        plan.asked = true;
     }
-    Some(Plan {
-        record,
-        format,
-        asked,
-        request_len: body.len(),
-    })
+    Some(plan)
 }

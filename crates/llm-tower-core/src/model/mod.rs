@@ -6,7 +6,7 @@ mod scan;
 
 use std::sync::Arc;
 
-pub use scan::{ModelInBody, find_model, find_top_level, with_model};
+pub use scan::{ModelInBody, find_model, find_top_level, for_each_member, with_model};
 
 /// A model name: cheap to clone.
 ///

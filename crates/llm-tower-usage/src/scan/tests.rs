@@ -11,8 +11,8 @@ use crate::format::Format;
 
 fn read(format: Format, events: bool, frames: &[&[u8]]) -> Option<Usage> {
     let mut scanner = Scanner::new(format, events);
-    for frame in frames {
-        scanner.push(frame);
+    for (i, frame) in frames.iter().enumerate() {
+        scanner.push(frame, i + 1 == frames.len());
     }
     scanner.finish();
     scanner.usage(400, true)
@@ -129,7 +129,7 @@ fn an_answer_without_usage_is_estimated_and_nothing_read_is_nothing() {
     // Broken off after the text: Anthropic said its input at the start.
     let cut = ANTHROPIC_STREAM.find("event: content_block_stop").unwrap();
     let mut scanner = Scanner::new(Format::Anthropic, true);
-    scanner.push(&ANTHROPIC_STREAM.as_bytes()[..cut]);
+    scanner.push(&ANTHROPIC_STREAM.as_bytes()[..cut], false);
     scanner.finish();
     assert_eq!(
         scanner.usage(400, false),

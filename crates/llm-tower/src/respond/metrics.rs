@@ -5,7 +5,7 @@ use std::sync::PoisonError;
 
 use dashmap::DashMap;
 use http::StatusCode;
-use llm_tower_core::{Attempt, AttemptKind, Caller, EndpointId, Outcome};
+use llm_tower_core::{Attempt, AttemptKind, Caller, EndpointId, ModelName, Outcome};
 
 use super::accounting::Accounted;
 
@@ -16,11 +16,12 @@ pub(crate) struct MetricHandles {
     /// Requests by client name (`-` for none) and status.
     requests: DashMap<(Option<Caller>, StatusCode), metrics::Counter>,
     local_failures: metrics::Counter,
-    /// Tokens by client, model and deployment: input, output, cached input, reasoning.
-    tokens: DashMap<(Option<Caller>, String, EndpointId), [metrics::Counter; 4]>,
+    /// Tokens by client, model and deployment: input, output, cached input, reasoning. Keys of
+    /// shared names, cloned without a copy.
+    tokens: DashMap<(Option<Caller>, Option<ModelName>, EndpointId), [metrics::Counter; 4]>,
     /// Spend by client and model, in USD. A gauge only added to: the `metrics` facade's
     /// counters count whole numbers, and a cost is a fraction of a cent.
-    costs: DashMap<(Option<Caller>, String), metrics::Gauge>,
+    costs: DashMap<(Option<Caller>, Option<ModelName>), metrics::Gauge>,
 }
 
 impl Default for MetricHandles {
@@ -108,20 +109,28 @@ impl MetricHandles {
         deployment: &EndpointId,
     ) {
         let client = || caller.map_or_else(|| "-".to_owned(), |c| c.name().to_owned());
-        let model = accounted.model.as_deref().unwrap_or("-").to_owned();
+        let model = || accounted.model.as_deref().unwrap_or("-").to_owned();
         let usage = &accounted.usage;
-        let key = (caller.cloned(), model.clone(), deployment.clone());
-        let counters = self.tokens.entry(key).or_insert_with(|| {
-            ["input", "output", "cached_input", "reasoning"].map(|kind| {
-                metrics::counter!(
-                    "llm_tower_tokens_total",
-                    "client" => client(),
-                    "model" => model.clone(),
-                    "deployment" => deployment.to_string(),
-                    "kind" => kind
-                )
-            })
-        });
+        let key = (caller.cloned(), accounted.model.clone(), deployment.clone());
+        // A read lock on the way every request after a key's first takes.
+        let counters = match self.tokens.get(&key) {
+            Some(counters) => counters,
+            None => self
+                .tokens
+                .entry(key)
+                .or_insert_with(|| {
+                    ["input", "output", "cached_input", "reasoning"].map(|kind| {
+                        metrics::counter!(
+                            "llm_tower_tokens_total",
+                            "client" => client(),
+                            "model" => model(),
+                            "deployment" => deployment.to_string(),
+                            "kind" => kind
+                        )
+                    })
+                })
+                .downgrade(),
+        };
         for (counter, tokens) in counters.iter().zip([
             usage.input,
             usage.output,
@@ -132,16 +141,21 @@ impl MetricHandles {
         }
         drop(counters);
         if let Some(cost) = accounted.cost {
-            self.costs
-                .entry((caller.cloned(), model.clone()))
-                .or_insert_with(|| {
-                    metrics::gauge!(
-                        "llm_tower_cost_usd_total",
-                        "client" => client(),
-                        "model" => model.clone()
-                    )
-                })
-                .increment(cost);
+            let key = (caller.cloned(), accounted.model.clone());
+            match self.costs.get(&key) {
+                Some(gauge) => gauge.increment(cost),
+                None => self
+                    .costs
+                    .entry(key)
+                    .or_insert_with(|| {
+                        metrics::gauge!(
+                            "llm_tower_cost_usd_total",
+                            "client" => client(),
+                            "model" => model()
+                        )
+                    })
+                    .increment(cost),
+            }
         }
     }
 

@@ -103,6 +103,54 @@ pub fn find_top_level(body: &[u8], key: &str) -> Option<Range<usize>> {
     }
 }
 
+/// Calls `each` with every member of the JSON object at the start of `json` (after spaces): its
+/// key as written between the quotes (escapes left as they are), and where its value is in
+/// `json`. One pass, without building a document, as [`find_model`] reads a body; what
+/// follows the object is not read. Returns where the object ends, or `None` when `json` does
+/// not start with a well-formed object (`each` may have seen some of its members).
+///
+/// ```
+/// use llm_tower_core::for_each_member;
+///
+/// let json = br#"{"prompt_tokens": 9, "details": {"cached_tokens": 0}} and more"#;
+/// let mut members = Vec::new();
+/// let end = for_each_member(json, |key, value| members.push((key.to_vec(), value)));
+/// assert_eq!(end, Some(53));
+/// assert_eq!(members[0], (b"prompt_tokens".to_vec(), 18..19));
+/// assert_eq!(&json[members[1].1.clone()], br#"{"cached_tokens": 0}"#);
+/// assert_eq!(for_each_member(b"[1, 2]", |_, _| {}), None);
+/// ```
+pub fn for_each_member(json: &[u8], mut each: impl FnMut(&[u8], Range<usize>)) -> Option<usize> {
+    let mut scanner = Scanner {
+        body: json,
+        at: 0,
+        key: b"",
+        raw: true,
+    };
+    scanner.whitespace();
+    scanner.expect(b'{').ok()?;
+    scanner.whitespace();
+    if scanner.peek() == Some(b'}') {
+        return Some(scanner.at + 1);
+    }
+    loop {
+        scanner.whitespace();
+        let (key, _) = scanner.string().ok()?;
+        scanner.whitespace();
+        scanner.expect(b':').ok()?;
+        scanner.whitespace();
+        let start = scanner.at;
+        scanner.skip_value().ok()?;
+        each(&json[key], start..scanner.at);
+        scanner.whitespace();
+        match scanner.next()? {
+            b',' => {}
+            b'}' => return Some(scanner.at),
+            _ => return None,
+        }
+    }
+}
+
 /// `body` with the characters of the `model` value at `span` (from [`find_model`]) replaced
 /// by `name`, JSON-escaped. Every other byte is the same, and none is copied: the result is
 /// the bytes before, the new value and the bytes after.
