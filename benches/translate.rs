@@ -68,7 +68,6 @@ fn attempt(endpoint: &Arc<Endpoint>, body: &Bytes) -> Request<BufferedBody> {
     request
 }
 
-
 fn endpoint(provider: Provider) -> Arc<Endpoint> {
     Arc::new(
         Endpoint::builder("e", "https://upstream.example/v1")

@@ -59,7 +59,6 @@ fn attempt(endpoint: &Arc<Endpoint>, body: &'static str, usage: bool) -> Request
     request
 }
 
-
 fn usage(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -111,13 +110,16 @@ fn usage(c: &mut Criterion) {
         );
     });
     let layered = UsageLayer::new().layer(replying(events, true));
-    group.bench_function("stream read, asked for usage and the chunk taken out", |b| {
-        b.to_async(&runtime).iter_batched(
-            || attempt(&endpoint, STREAM_REQUEST, true),
-            |request| answer(layered.clone(), request),
-            BatchSize::SmallInput,
-        );
-    });
+    group.bench_function(
+        "stream read, asked for usage and the chunk taken out",
+        |b| {
+            b.to_async(&runtime).iter_batched(
+                || attempt(&endpoint, STREAM_REQUEST, true),
+                |request| answer(layered.clone(), request),
+                BatchSize::SmallInput,
+            );
+        },
+    );
     group.finish();
 }
 

@@ -86,13 +86,19 @@ impl Fields {
             (&mut self.output_tokens, later.output_tokens),
             (&mut self.input_cached, later.input_cached),
             (&mut self.output_reasoning, later.output_reasoning),
-            (&mut self.cache_read_input_tokens, later.cache_read_input_tokens),
+            (
+                &mut self.cache_read_input_tokens,
+                later.cache_read_input_tokens,
+            ),
             (
                 &mut self.cache_creation_input_tokens,
                 later.cache_creation_input_tokens,
             ),
             (&mut self.prompt_token_count, later.prompt_token_count),
-            (&mut self.candidates_token_count, later.candidates_token_count),
+            (
+                &mut self.candidates_token_count,
+                later.candidates_token_count,
+            ),
             (
                 &mut self.cached_content_token_count,
                 later.cached_content_token_count,
@@ -113,8 +119,7 @@ impl Fields {
             Format::OpenAiChat => (
                 self.prompt_tokens,
                 // Embeddings generate nothing: their usage has prompt tokens alone.
-                self.completion_tokens
-                    .or(self.prompt_tokens.map(|_| 0)),
+                self.completion_tokens.or(self.prompt_tokens.map(|_| 0)),
                 self.prompt_cached.unwrap_or(0),
                 self.completion_reasoning.unwrap_or(0),
             ),
@@ -126,9 +131,9 @@ impl Fields {
             ),
             Format::Anthropic => {
                 let cached = self.cache_read_input_tokens.unwrap_or(0);
-                let input = self.input_tokens.map(|input| {
-                    input + cached + self.cache_creation_input_tokens.unwrap_or(0)
-                });
+                let input = self
+                    .input_tokens
+                    .map(|input| input + cached + self.cache_creation_input_tokens.unwrap_or(0));
                 (input, self.output_tokens, cached, 0)
             }
             Format::Gemini => {
