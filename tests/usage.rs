@@ -305,3 +305,42 @@ async fn a_stream_abandoned_by_its_client_is_recorded_estimated() {
     );
     assert_eq!(record.model().as_deref(), Some("mock-model"));
 }
+
+/// An OpenAI client on Gemini: the tokens read from Gemini's `usageMetadata` (its thoughts
+/// counted as output), under the model the path names (Gemini's body names none).
+#[tokio::test]
+async fn an_openai_client_s_tokens_on_gemini_are_counted_under_its_model() {
+    let (metrics, _guard) = recorder();
+    let response = json!({
+        "candidates": [{"content": {"role": "model", "parts": [{"text": "Hi."}]}, "finishReason": "STOP", "index": 0}],
+        "usageMetadata": {"promptTokenCount": 11, "candidatesTokenCount": 2, "thoughtsTokenCount": 30, "totalTokenCount": 43},
+        "modelVersion": "gemini-2.5-flash"
+    });
+    let (url, _) = scripted_raw_upstream(vec![json_reply(200, &response)]).await;
+    let gemini = EndpointConfig {
+        provider: ProviderName::Gemini,
+        ..endpoint("gemini", url, 0)
+    };
+    let mut config = GatewayConfig::new(Config::with_endpoints(vec![gemini]));
+    config.client_auth = with_keys(&MockProvider::start().await.unwrap()).client_auth;
+    let gw = common::serve(config, Some(metrics), std::future::pending()).await;
+    let response = gw
+        .send(as_team_a(&gw, &common::chat("gemini-2.5-flash")))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    body(response).await;
+    let text = admin(&gw, "/metrics").await;
+    let series = |kind: &str| {
+        metric(
+            &text,
+            &format!(
+                r#"llm_tower_tokens_total{{client="team-a",model="gemini-2.5-flash",deployment="gemini",kind="{kind}"}}"#
+            ),
+        )
+    };
+    assert_eq!(
+        (series("input"), series("output"), series("reasoning")),
+        (Some(11.0), Some(32.0), Some(30.0)),
+        "{text}"
+    );
+}

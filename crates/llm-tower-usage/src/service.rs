@@ -112,9 +112,21 @@ fn plan(request: &mut Request<BufferedBody>) -> Option<Plan> {
     }
     // One piece (a copy only for a body whose model an alias rewrote).
     let body = request.body().to_bytes();
-    if !routed_by_model && let ModelInBody::Named { name, .. } = find_model(&body) {
-        // What the accounting prices: the model asked for, when no balancer routed by it.
-        record.set_model(name);
+    if !routed_by_model {
+        // What the accounting prices: the model asked for, when no balancer routed by it
+        // (Gemini names it in the path, `…/models/{model}:generateContent`).
+        let gemini = || {
+            let (_, model) = request.uri().path().rsplit_once("/models/")?;
+            Some(model.split_once(':')?.0.into())
+        };
+        let model = match find_model(&body) {
+            ModelInBody::Named { name, .. } => Some(name),
+            _ if format == Format::Gemini => gemini(),
+            _ => None,
+        };
+        if let Some(model) = model {
+            record.set_model(model);
+        }
     }
     let mut plan = Plan::reading(record, format, request_len);
     if may_ask && let Some(asking) = asking_for_usage(&body) {

@@ -207,6 +207,8 @@ fn defaults() {
     assert!(e.credential().is_none());
     assert_eq!(c.fallback.max_body_bytes, 32 * 1024 * 1024);
     assert_eq!(c.fallback.max_probe_interval, Duration::from_secs(10));
+    assert!(c.usage, "tokens are counted unless a file says not to");
+    assert!(c.prices.is_empty());
 }
 
 fn err(text: &str) -> String {
@@ -215,6 +217,18 @@ fn err(text: &str) -> String {
 
 /// Configurations that must be refused, and what the error must say.
 const INVALID: &[(&str, &[&str])] = &[
+    (
+        "prices: { gpt-4o: { input: -2.5, output: 10 } }\nendpoints: [{ id: a, base_url: 'http://h' }]",
+        &["prices.gpt-4o.input", "non-negative"],
+    ),
+    (
+        "prices: { gpt-4o: { input: 2.5, ouput: 10 } }\nendpoints: [{ id: a, base_url: 'http://h' }]",
+        &["prices.gpt-4o", "ouput"],
+    ),
+    (
+        "usage: sometimes\nendpoints: [{ id: a, base_url: 'http://h' }]",
+        &["usage"],
+    ),
     (
         "endpoints: [{ id: a, base_url: 'http://h', retry_on: [connect, sometimes] }]",
         &[
