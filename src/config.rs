@@ -180,6 +180,12 @@ impl GatewayConfig {
         }
         if let Some(auth) = &self.client_auth {
             auth.validate()?;
+            if !self.upstream.usage && auth.limits_tokens_or_spend() {
+                return Err(ConfigError::invalid(
+                    "usage",
+                    "is false, but client_auth limits tokens or spend, which are counted from                      each answer's usage: set usage: true",
+                ));
+            }
         } else if !is_loopback(self.listen) && !self.allow_unauthenticated {
             return Err(ConfigError::invalid(
                 "client_auth",

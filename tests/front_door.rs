@@ -350,17 +350,21 @@ fn a_public_listen_address_needs_client_keys_or_an_explicit_opt_out() {
     config.validate().unwrap();
     config.allow_unauthenticated = false;
     config.client_auth = Some(ClientAuth {
+        default_limits: None,
         keys: vec![ClientKey {
             name: "ops".into(),
             key: Secret::new("gw-ops-0123456789abcdef"),
+            limits: None,
         }],
     });
     config.validate().unwrap();
     // Weak or repeated keys are refused, without echoing them.
     config.client_auth = Some(ClientAuth {
+        default_limits: None,
         keys: vec![ClientKey {
             name: "ops".into(),
             key: Secret::new("short"),
+            limits: None,
         }],
     });
     let err = config.validate().unwrap_err().to_string();

@@ -197,9 +197,11 @@ async fn run_with(python: String, script: &'static str, base_url: String, more: 
 fn behind_key(config: Config) -> GatewayConfig {
     let mut config = GatewayConfig::new(config);
     config.client_auth = Some(ClientAuth {
+        default_limits: None,
         keys: vec![ClientKey {
             name: "python".into(),
             key: Secret::new(CLIENT_KEY),
+            limits: None,
         }],
     });
     config

@@ -26,6 +26,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use llm_tower::health_store::HealthStore;
+use llm_tower::limits::Limiter;
 use llm_tower::{ConfigError, EndpointId, HealthRegistry, Upstream};
 use metrics_exporter_prometheus::PrometheusHandle;
 
@@ -33,7 +34,7 @@ use crate::GatewayConfig;
 use crate::admin::{self, Generation};
 use crate::browser::BrowserGuard;
 use crate::models;
-use client_auth::{ClientKeyLayer, ClientKeys};
+use client_auth::{ClientAuth, ClientKeyLayer, ClientKeys};
 use middleware::Middleware;
 use mount::Mount;
 pub(crate) use proxied::{Proxied, ProxiedBody, ProxiedFuture};
@@ -85,6 +86,8 @@ pub(crate) struct Process {
     pub(crate) metrics: Option<PrometheusHandle>,
     pub(crate) registry: HealthRegistry,
     pub(crate) store: Option<Arc<HealthStore>>,
+    /// Every client's counts against its limits: a reload keeps them.
+    pub(crate) limiter: Arc<Limiter>,
 }
 
 /// The main listener's routes: an axum [`Router`] that is complete on its own (serve it with
@@ -163,6 +166,7 @@ pub fn router(
         metrics,
         registry,
         store,
+        limiter: Arc::default(),
     };
     let app = build(config, &process, Generation::first())?;
     if let Some(store) = &process.store {
@@ -183,13 +187,25 @@ pub(crate) fn build(
     config.validate()?;
     let registry = process.registry.clone();
     let metrics = process.metrics.clone();
+    let limits = config
+        .client_auth
+        .as_ref()
+        .map(ClientAuth::limits)
+        .unwrap_or_default();
     let upstream = Upstream::from_config(&config.upstream)?
         .registry(registry.clone())
         .response_headers(true)
         .metrics(metrics.is_some())
-        .access_log(true);
+        .access_log(true)
+        .limits(limits)
+        .limiter(process.limiter.clone());
     let service = upstream.build()?;
-    let deployment_ids = service.get_ref().deployment_ids().cloned().collect();
+    let deployment_ids = service
+        .get_ref()
+        .get_ref()
+        .deployment_ids()
+        .cloned()
+        .collect();
     let keys = config.client_auth.as_ref().map(|auth| {
         for name in auth.weak_keys() {
             tracing::warn!(

@@ -55,14 +55,17 @@ pub fn only(mock: &MockProvider) -> Config {
 pub fn with_keys(mock: &MockProvider) -> GatewayConfig {
     let mut config = GatewayConfig::new(only(mock));
     config.client_auth = Some(ClientAuth {
+        default_limits: None,
         keys: vec![
             ClientKey {
                 name: "team-a".into(),
                 key: Secret::new("gw-team-a-0123456789abcdef"),
+                limits: None,
             },
             ClientKey {
                 name: "team-b".into(),
                 key: Secret::new("gw-team-b-0123456789abcdef"),
+                limits: None,
             },
         ],
     });

@@ -88,7 +88,9 @@ pub fn classify_error_kind(kind: ErrorKind) -> Classification {
         | ErrorKind::ModelNotFound
         | ErrorKind::RequestTimeout
         | ErrorKind::Unauthorized
-        | ErrorKind::Forbidden => Classification::ClientError,
+        | ErrorKind::Forbidden
+        | ErrorKind::RateLimited
+        | ErrorKind::QuotaExceeded => Classification::ClientError,
         ErrorKind::Unrecognized | ErrorKind::Internal | ErrorKind::NoEndpointAvailable => {
             Classification::Unrecognized
         }

@@ -46,6 +46,27 @@ impl ClientApi {
         }
     }
 
+    /// The JSON body of an error answer in this API's shape: Anthropic's `{"type": "error",
+    /// "error": {"type", "message"}}` to an Anthropic messages client (its SDKs read the
+    /// message from there), OpenAI's `{"error": {"message", "type", "code"}}` to the others.
+    ///
+    /// ```
+    /// use llm_tower_core::{ClientApi, Error, ErrorKind};
+    ///
+    /// let err = Error::new(ErrorKind::RateLimited, "rate limit reached");
+    /// let anthropic: serde_json::Value =
+    ///     serde_json::from_slice(&ClientApi::AnthropicMessages.error_body(&err)).unwrap();
+    /// assert_eq!(anthropic["error"]["type"], "rate_limit_error");
+    /// let openai: serde_json::Value = serde_json::from_slice(&ClientApi::OpenAiChat.error_body(&err)).unwrap();
+    /// assert_eq!(openai["error"]["code"], "rate_limit_exceeded");
+    /// ```
+    pub fn error_body(self, error: &Error) -> Bytes {
+        match self {
+            Self::AnthropicMessages => json_bytes(&anthropic_error(error)),
+            Self::OpenAiChat | Self::OpenAiResponses | Self::Other => error.to_json(),
+        }
+    }
+
     /// One server-sent event saying `error` in this API's stream format, for a stream that
     /// fails after its head was sent: SDKs raise it as an error instead of presenting the
     /// text so far as a complete answer.
@@ -69,16 +90,7 @@ impl ClientApi {
     pub fn stream_error_event(self, error: &Error) -> Bytes {
         let (event, data) = match self {
             Self::OpenAiChat | Self::Other => (None, error.to_json()),
-            Self::AnthropicMessages => (
-                Some("error"),
-                json_bytes(&AnthropicError {
-                    kind: "error",
-                    error: AnthropicDetail {
-                        kind: "api_error",
-                        message: error.message(),
-                    },
-                }),
-            ),
+            Self::AnthropicMessages => (Some("error"), json_bytes(&anthropic_error(error))),
             Self::OpenAiResponses => (
                 Some("error"),
                 json_bytes(&ResponsesError {
@@ -108,6 +120,27 @@ struct AnthropicDetail<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
     message: &'a str,
+}
+
+/// Anthropic's error document for `error`, its type the one Anthropic gives that status.
+fn anthropic_error(error: &Error) -> AnthropicError<'_> {
+    let kind = match error.status().as_u16() {
+        400 => "invalid_request_error",
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        503 | 529 => "overloaded_error",
+        _ => "api_error",
+    };
+    AnthropicError {
+        kind: "error",
+        error: AnthropicDetail {
+            kind,
+            message: error.message(),
+        },
+    }
 }
 
 /// The Responses API's `error` event.

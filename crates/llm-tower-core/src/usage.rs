@@ -101,6 +101,12 @@ impl UsageRecord {
         self.lock().model.get_or_insert(model);
     }
 
+    /// The model a request's usage is priced as: `answered`, the model the balancer routed
+    /// it to (after aliases and chains), else the one named with [`set_model`](Self::set_model).
+    pub fn priced_model(&self, answered: Option<&ModelName>) -> Option<ModelName> {
+        answered.cloned().or_else(|| self.model())
+    }
+
     /// The model named with [`set_model`](Self::set_model).
     pub fn model(&self) -> Option<ModelName> {
         self.lock().model.clone()

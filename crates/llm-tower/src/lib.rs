@@ -4,11 +4,11 @@
 //! works:
 //!
 //! ```text
-//! client ─▶ Respond ─▶ Fallback ─▶ Translate ─▶ Usage ─▶ Retry ─▶ Auth ─▶ HttpClient ─▶ provider
-//!           errors become    buffer once, pick,   client API ↔   tokens of     per-endpoint    strip client
-//!           OpenAI JSON,     fall back, health    provider API   the answer    policy, budget, credentials,
-//!           headers, log,                                                      Retry-After     set the key
-//!           metrics, cost
+//! client ─▶ Respond ─▶ Limits ─▶ Fallback ─▶ Translate ─▶ Usage ─▶ Retry ─▶ Auth ─▶ HttpClient ─▶ provider
+//!           errors become    per client:  buffer once, pick,   client API ↔   tokens of     per-endpoint    strip client
+//!           OpenAI JSON,     rpm, tpm,    fall back, health    provider API   the answer    policy, budget, credentials,
+//!           headers, log,    budget,                                                        Retry-After     set the key
+//!           metrics, cost    models
 //! ```
 //!
 //! - [`Upstream`] builds the whole stack from a [`Config`] or from typed values (endpoints
@@ -179,6 +179,7 @@ pub use llm_tower_health as health;
 /// Health shared between replicas (`health_store`): the settings, and the Redis store with
 /// the `redis` feature.
 pub use llm_tower_health::store as health_store;
+pub use llm_tower_limits as limits;
 pub use llm_tower_retry as retry;
 pub use llm_tower_translate as translate;
 pub use llm_tower_usage as usage;

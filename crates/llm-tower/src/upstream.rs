@@ -6,9 +6,11 @@ use llm_tower_core::{ConfigError, Endpoint};
 use llm_tower_fallback::{
     CheckService, Fallback, FallbackLayer, FallbackSettings, HealthRegistry, ModelFallbacks,
 };
+use llm_tower_limits::{Limit, Limiter, LimitsLayer, LimitsTable};
 use llm_tower_retry::{Retry, RetryLayer, RetrySettings};
 use llm_tower_translate::{Translate, TranslateLayer};
 use llm_tower_usage::{Prices, ReadUsage, UsageLayer};
+use std::sync::Arc;
 use tower::Layer;
 
 use crate::client::{ClientSettings, HttpClient};
@@ -26,7 +28,7 @@ use crate::respond::{Respond, RespondLayer};
 /// # let _ = service;
 /// # }
 /// ```
-pub type UpstreamService = Respond<Fallback<Translate<ReadUsage<Retry<Auth<HttpClient>>>>>>;
+pub type UpstreamService = Respond<Limit<Fallback<Translate<ReadUsage<Retry<Auth<HttpClient>>>>>>>;
 
 /// The body of the responses of [`UpstreamService`]: one name for the bodies of the layers
 /// nested in it. It implements `Default` (an empty body), so layers that answer for the
@@ -41,15 +43,17 @@ pub type UpstreamService = Respond<Fallback<Translate<ReadUsage<Retry<Auth<HttpC
 /// # drop(empty);
 /// ```
 pub type UpstreamBody = crate::respond::ResponseBody<
-    llm_tower_fallback::ResponseBody<
-        llm_tower_translate::ResponseBody<
-            llm_tower_usage::ResponseBody<llm_tower_retry::ResponseBody<crate::HttpClientBody>>,
+    llm_tower_limits::ResponseBody<
+        llm_tower_fallback::ResponseBody<
+            llm_tower_translate::ResponseBody<
+                llm_tower_usage::ResponseBody<llm_tower_retry::ResponseBody<crate::HttpClientBody>>,
+            >,
         >,
     >,
 >;
 
 /// Builder for the composed stack
-/// `Respond → Fallback → Translate → Usage → Retry → Auth → client`; see the
+/// `Respond → Limits → Fallback → Translate → Usage → Retry → Auth → client`; see the
 /// [crate documentation](crate).
 ///
 /// Everything a configuration file can say, this builder takes as typed values: endpoints
@@ -90,6 +94,9 @@ pub struct Upstream {
     client: ClientSettings,
     registry: HealthRegistry,
     respond: RespondLayer,
+    prices: Arc<Prices>,
+    limits: LimitsTable,
+    limiter: Arc<Limiter>,
     auth: AuthLayer,
     inner_speaks_tls: bool,
 }
@@ -105,6 +112,9 @@ impl Upstream {
             client: ClientSettings::default(),
             registry: HealthRegistry::new(),
             respond: RespondLayer::new(),
+            prices: Arc::default(),
+            limits: LimitsTable::default(),
+            limiter: Arc::default(),
             auth: AuthLayer::new(),
             inner_speaks_tls: false,
         }
@@ -208,10 +218,38 @@ impl Upstream {
         self
     }
 
-    /// The price table usage is priced with (default none).
+    /// The price table usage and budgets are priced with (default none).
     #[must_use]
     pub fn prices(mut self, prices: Prices) -> Self {
-        self.respond = self.respond.prices(prices);
+        self.prices = Arc::new(prices);
+        self
+    }
+
+    /// Holds each client (the request's [`Caller`](crate::Caller)) to its limits: requests
+    /// and tokens per minute, spend per day or month (priced with [`prices`](Self::prices);
+    /// tokens and spend need [`usage`](Self::usage) to be settled), and the models it may ask
+    /// for (see [`Limit`]). Default: no client has limits.
+    ///
+    /// ```
+    /// use llm_tower::{Endpoint, Upstream};
+    /// use llm_tower::limits::{Limits, LimitsTable};
+    ///
+    /// let table = LimitsTable::new([("team-a".into(), Limits { rpm: Some(600), ..Limits::default() })], None);
+    /// let endpoints = vec![Endpoint::builder("a", "http://127.0.0.1:1/v1").build().unwrap()];
+    /// let upstream = Upstream::new(endpoints).limits(table);
+    /// # let _ = upstream;
+    /// ```
+    #[must_use]
+    pub fn limits(mut self, table: LimitsTable) -> Self {
+        self.limits = table;
+        self
+    }
+
+    /// Counts the limits with `limiter` (default: one of this builder's own). Give the stack
+    /// built by a reload the one before it had, and every client keeps its counts.
+    #[must_use]
+    pub fn limiter(mut self, limiter: Arc<Limiter>) -> Self {
+        self.limiter = limiter;
         self
     }
 
@@ -299,8 +337,17 @@ impl Upstream {
             .settings(self.fallback)
             .model_fallbacks(self.models.clone())
             .build(self.registry.clone())?;
+        let limits = LimitsLayer::new(self.limits.clone())
+            .limiter(self.limiter.clone())
+            .prices(self.prices.clone())
+            .max_body_bytes(self.fallback.max_body_bytes);
         Ok(UpstreamLayer {
-            respond: self.respond.clone().health_registry(self.registry.clone()),
+            respond: self
+                .respond
+                .clone()
+                .health_registry(self.registry.clone())
+                .shared_prices(self.prices.clone()),
+            limits,
             fallback,
             retry: RetryLayer::with_settings(self.retry)?,
             auth: self.auth.clone(),
@@ -326,8 +373,8 @@ impl Upstream {
     }
 }
 
-/// The whole stack as one [`Layer`]: `Respond → Fallback → Translate → Usage → Retry → Auth →
-/// S`.
+/// The whole stack as one [`Layer`]: `Respond → Limits → Fallback → Translate → Usage → Retry
+/// → Auth → S`.
 ///
 /// ```
 /// use llm_tower::{Endpoint, Upstream, UpstreamLayer};
@@ -339,6 +386,7 @@ impl Upstream {
 #[derive(Clone, Debug)]
 pub struct UpstreamLayer {
     respond: RespondLayer,
+    limits: LimitsLayer,
     fallback: FallbackLayer,
     retry: RetryLayer,
     auth: AuthLayer,
@@ -390,11 +438,11 @@ impl UpstreamLayer {
 }
 
 impl<S> Layer<S> for UpstreamLayer {
-    type Service = Respond<Fallback<Translate<ReadUsage<Retry<Auth<S>>>>>>;
+    type Service = Respond<Limit<Fallback<Translate<ReadUsage<Retry<Auth<S>>>>>>>;
 
     fn layer(&self, inner: S) -> Self::Service {
         let attempt = UsageLayer::new().layer(self.retry.layer(self.auth.layer(inner)));
-        self.respond
-            .layer(self.fallback.layer(TranslateLayer::new().layer(attempt)))
+        let balancer = self.fallback.layer(TranslateLayer::new().layer(attempt));
+        self.respond.layer(self.limits.layer(balancer))
     }
 }

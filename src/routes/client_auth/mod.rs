@@ -10,6 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::header::AUTHORIZATION;
 use http::{HeaderName, Method, Request, Response};
+use llm_tower::limits::{Limits, LimitsTable};
 use llm_tower::{Caller, ConfigError, Error, ErrorKind, Secret};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
@@ -21,17 +22,34 @@ pub(crate) use layer::{ClientKeyLayer, RequireClientKey};
 /// ```
 /// use llm_tower_gateway::ClientKey;
 ///
-/// let key: ClientKey = serde_json::from_str(r#"{"name": "team-a", "key": "gw-team-a-0123456789abcdef"}"#).unwrap();
+/// let key: ClientKey = serde_json::from_str(
+///     r#"{"name": "team-a", "key": "gw-team-a-0123456789abcdef", "limits": {"rpm": 600}}"#,
+/// ).unwrap();
 /// assert_eq!(key.name, "team-a");
+/// assert_eq!(key.limits.unwrap().rpm, Some(600));
 /// assert!(!format!("{key:?}").contains("gw-team-a"));
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientKey {
     /// Shown in the access log and as the `client` metrics label.
     pub name: String,
     /// What the client sends. Never logged, shown or echoed.
     pub key: Secret,
+    /// What the key may do (default: `client_auth.default_limits`, else anything).
+    #[serde(default)]
+    pub limits: Option<Limits>,
+}
+
+impl ClientKey {
+    /// A key `key` named `name`, held to the default limits.
+    pub fn new(name: impl Into<String>, key: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            key: Secret::new(key.into()),
+            limits: None,
+        }
+    }
 }
 
 /// `client_auth:` in the file: the keys clients must present, in `Authorization: Bearer`,
@@ -44,16 +62,19 @@ pub struct ClientKey {
 /// use llm_tower_gateway::{ClientAuth, ClientKey};
 ///
 /// let auth = ClientAuth {
-///     keys: vec![ClientKey { name: "team-a".into(), key: Secret::new("gw-key-team-a-0123456789") }],
+///     keys: vec![ClientKey { name: "team-a".into(), key: Secret::new("gw-key-team-a-0123456789"), limits: None, }],
 /// };
 /// auth.validate().unwrap();
 /// assert!(!format!("{auth:?}").contains("gw-key"));
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientAuth {
     /// The accepted keys (at least one).
     pub keys: Vec<ClientKey>,
+    /// The limits of keys without their own (default: none).
+    #[serde(default)]
+    pub default_limits: Option<Limits>,
 }
 
 /// Shorter keys can be guessed.
@@ -90,8 +111,34 @@ impl ClientAuth {
             if earlier.iter().any(|e| e.key == entry.key) {
                 return Err(ConfigError::invalid(field("key"), "is used twice"));
             }
+            if let Some(limits) = &entry.limits {
+                limits.validate(&field("limits"))?;
+            }
+        }
+        if let Some(limits) = &self.default_limits {
+            limits.validate("client_auth.default_limits")?;
         }
         Ok(())
+    }
+
+    /// Every key's limits, by its name.
+    pub fn limits(&self) -> LimitsTable {
+        LimitsTable::new(
+            self.keys
+                .iter()
+                .filter_map(|entry| Some((entry.name.as_str().into(), entry.limits.clone()?))),
+            self.default_limits.clone(),
+        )
+    }
+
+    /// Whether some key is limited in tokens or spend (which are settled from the usage of
+    /// each answer).
+    pub(crate) fn limits_tokens_or_spend(&self) -> bool {
+        self.keys
+            .iter()
+            .filter_map(|entry| entry.limits.as_ref())
+            .chain(&self.default_limits)
+            .any(|limits| limits.tpm.is_some() || limits.budget.is_some())
     }
 }
 
@@ -107,7 +154,7 @@ impl ClientAuth {
     /// use llm_tower::Secret;
     /// use llm_tower_gateway::{ClientAuth, ClientKey};
     ///
-    /// let key = |name: &str, key: &str| ClientKey { name: name.into(), key: Secret::new(key) };
+    /// let key = |name: &str, key: &str| ClientKey { name: name.into(), key: Secret::new(key), limits: None, };
     /// let auth = ClientAuth {
     ///     keys: vec![key("weak", "aaaaaaaaaaaaaaaa"), key("strong", "gw-7Hq2xLp9Vc4Rt8Zm")],
     /// };

@@ -71,6 +71,13 @@ pub enum ErrorKind {
     /// bodies is spent): the request is refused before its body is read, with a
     /// `Retry-After`. 503; nothing was sent upstream.
     Overloaded,
+    /// The client is over one of its rate limits (requests or tokens per minute). 429
+    /// (`rate_limit_exceeded`, as OpenAI answers) with `Retry-After`; nothing was sent
+    /// upstream.
+    RateLimited,
+    /// The client has spent its budget for the period. 429 (`insufficient_quota`) with
+    /// `Retry-After` (the period's end); nothing was sent upstream.
+    QuotaExceeded,
     /// A bug or misuse inside the stack. 500.
     Internal,
 }
@@ -95,6 +102,7 @@ impl ErrorKind {
             Self::NoEndpointAvailable | Self::Local | Self::Overloaded => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            Self::RateLimited | Self::QuotaExceeded => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -119,6 +127,8 @@ impl ErrorKind {
             Self::Forbidden => "forbidden",
             Self::NoEndpointAvailable => "no_endpoint_available",
             Self::Overloaded => "gateway_overloaded",
+            Self::RateLimited => "rate_limit_exceeded",
+            Self::QuotaExceeded => "insufficient_quota",
             Self::Internal => "internal_error",
         }
     }
@@ -131,6 +141,8 @@ impl ErrorKind {
             | Self::RequestTimeout
             | Self::Unauthorized => "invalid_request_error",
             Self::Forbidden => "permission_error",
+            Self::RateLimited => "rate_limit_error",
+            Self::QuotaExceeded => "insufficient_quota",
             Self::NoEndpointAvailable | Self::Overloaded => "service_unavailable",
             Self::Internal | Self::Local => "server_error",
             _ => "upstream_error",

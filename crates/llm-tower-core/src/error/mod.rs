@@ -215,7 +215,13 @@ impl Error {
     /// A complete response: status, `content-type: application/json`, `Retry-After` when
     /// known, the JSON body, and the [`Attempts`] in the extensions.
     pub fn to_response<B: From<Bytes>>(&self) -> Response<B> {
-        let mut response = Response::new(B::from(self.to_json()));
+        self.to_response_in(crate::ClientApi::Other)
+    }
+
+    /// [`to_response`](Self::to_response), its body in the shape of the API the client
+    /// speaks ([`ClientApi::error_body`](crate::ClientApi::error_body)).
+    pub fn to_response_in<B: From<Bytes>>(&self, api: crate::ClientApi) -> Response<B> {
+        let mut response = Response::new(B::from(api.error_body(self)));
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
         headers.insert(

@@ -48,7 +48,7 @@ impl Accounting {
             registry.record_usage(answered.deployment.as_str(), &usage);
         }
         // The model that answered (after aliases and chains), else the one the body named.
-        let model = answered.model.clone().or_else(|| record.model());
+        let model = record.priced_model(answered.model.as_ref());
         let cost = model.as_deref().and_then(|model| self.cost(model, &usage));
         Some(Accounted { usage, model, cost })
     }

@@ -44,7 +44,7 @@ where
             let in_band = is_event_stream(response.headers()).then_some(api);
             response.map(|body| ResponseBody::upstream(body).with_in_band_errors(in_band))
         }
-        Err(err) => respond(shared, err),
+        Err(err) => respond(shared, err, api),
     };
     let settings = shared.settings();
     let Some(attempts) = response.extensions().get::<Attempts>().cloned() else {
@@ -90,9 +90,10 @@ fn answered<B>(response: &Response<B>) -> Option<Answered> {
     }
 }
 
-/// An error as the client sees it: OpenAI-style JSON with the right status.
+/// An error as the client sees it: JSON in its API's shape (OpenAI's, or Anthropic's to an
+/// Anthropic client), with the right status.
 #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
-fn respond<RB>(shared: &Shared, err: BoxError) -> Response<ResponseBody<RB>> {
+fn respond<RB>(shared: &Shared, err: BoxError, api: ClientApi) -> Response<ResponseBody<RB>> {
     let err = Error::upstream(err);
     if err.kind() == ErrorKind::Local {
         // Not an upstream's fault: whoever runs this process must act (raise limits, add
@@ -105,7 +106,7 @@ fn respond<RB>(shared: &Shared, err: BoxError) -> Response<ResponseBody<RB>> {
     } else if err.status().is_server_error() {
         tracing::warn!(kind = %err.kind(), detail = %err.detail(), "request failed");
     }
-    err.to_response::<Bytes>().map(ResponseBody::error)
+    err.to_response_in::<Bytes>(api).map(ResponseBody::error)
 }
 
 /// Keeps `content-length` only when it matches what the body says about itself; hyper

@@ -85,6 +85,13 @@ impl RespondLayer {
         self
     }
 
+    /// The price table, shared with the limits' budgets.
+    #[must_use]
+    pub(crate) fn shared_prices(mut self, prices: Arc<Prices>) -> Self {
+        self.prices = prices;
+        self
+    }
+
     /// Where each deployment's tokens of the last minute are counted: the balancer's.
     #[must_use]
     pub(crate) fn health_registry(mut self, registry: HealthRegistry) -> Self {
