@@ -1,6 +1,7 @@
 //! The admin routes: `/healthz`, `/upstreams` (health as JSON), `/ui` (the page that draws
-//! `/upstreams` for the person on call) and `/metrics` (Prometheus: the recorder's series,
-//! then the health of the deployments the registry has now).
+//! `/upstreams` for the person on call), `/limits` (each client key against its limits) and
+//! `/metrics` (Prometheus: the recorder's series, then the health of the deployments the
+//! registry has now).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +16,7 @@ use http::{HeaderValue, Response};
 use llm_tower::HealthRegistry;
 use llm_tower::health::metrics::render_health_metrics;
 use llm_tower::health_store::{HealthStore, HealthStoreStatus};
+use llm_tower::limits::{ClientStanding, Limiter, Limits};
 use metrics_exporter_prometheus::PrometheusHandle;
 
 /// `GET /healthz`: 200 while the process serves.
@@ -30,6 +32,7 @@ pub(crate) fn routes(
     metrics: Option<PrometheusHandle>,
     store: Option<Arc<HealthStore>>,
     generation: Generation,
+    limited: Limited,
 ) -> Router {
     let snapshot_registry = registry.clone();
     let mut router = Router::new().route(
@@ -47,6 +50,14 @@ pub(crate) fn routes(
         }),
     );
     router = router.route("/ui", get(|| async { ui_page() }));
+    let limited = Arc::new(limited);
+    router = router.route(
+        "/limits",
+        get(move || {
+            let limited = limited.clone();
+            async move { json_response(&limited.standings()) }
+        }),
+    );
     if let Some(handle) = metrics {
         spawn_metrics_upkeep(handle.clone());
         let metrics_registry = registry.clone();
@@ -71,6 +82,43 @@ pub(crate) fn routes(
         );
     }
     router
+}
+
+/// The client keys with limits, and where their counts are.
+pub(crate) struct Limited {
+    pub(crate) clients: Vec<(Arc<str>, Arc<Limits>)>,
+    pub(crate) limiter: Arc<Limiter>,
+}
+
+/// `GET /limits`: each client key with limits, its limits, and where it stands.
+#[derive(serde::Serialize)]
+struct LimitsPage<'a> {
+    limits: Vec<KeyStanding<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct KeyStanding<'a> {
+    client: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    models: Option<&'a [llm_tower::ModelName]>,
+    #[serde(flatten)]
+    standing: ClientStanding,
+}
+
+impl Limited {
+    fn standings(&self) -> LimitsPage<'_> {
+        LimitsPage {
+            limits: self
+                .clients
+                .iter()
+                .map(|(client, limits)| KeyStanding {
+                    client,
+                    models: limits.models.as_deref(),
+                    standing: self.limiter.standing(client, limits),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// `GET /upstreams`: which configuration is in force, and the health of its deployments.

@@ -80,6 +80,16 @@ async fn requests_per_minute_admit_exactly_the_limit() {
     let other = send(&gw, TEAM_B, CHAT, &request).await;
     assert_eq!(other.status(), StatusCode::OK);
     assert!(other.headers().get("x-ratelimit-limit-requests").is_none());
+    // `/limits` says where each limited key stands (team B has no limits: not listed).
+    let page = Request::get(gw.url("/limits"))
+        .header("authorization", TEAM_B)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let page = json(gw.send(page).await).await;
+    assert_eq!(
+        page["limits"],
+        json!([{"client": "team-a", "requests": {"limit": 3, "remaining": 0, "reset_seconds": 60.0}}])
+    );
     // Twenty seconds on, one more.
     tokio::time::advance(std::time::Duration::from_secs(20)).await;
     assert_eq!(

@@ -197,7 +197,7 @@ pub(crate) fn build(
         .response_headers(true)
         .metrics(metrics.is_some())
         .access_log(true)
-        .limits(limits)
+        .limits(limits.clone())
         .limiter(process.limiter.clone());
     let service = upstream.build()?;
     let deployment_ids = service
@@ -217,7 +217,22 @@ pub(crate) fn build(
         ClientKeys::new(auth)
     });
 
-    let admin_routes = admin::routes(&registry, metrics, process.store.clone(), generation);
+    let limited = admin::Limited {
+        clients: config
+            .client_auth
+            .iter()
+            .flat_map(|auth| &auth.keys)
+            .filter_map(|key| Some((key.name.as_str().into(), limits.of(&key.name)?.clone())))
+            .collect(),
+        limiter: process.limiter.clone(),
+    };
+    let admin_routes = admin::routes(
+        &registry,
+        metrics,
+        process.store.clone(),
+        generation,
+        limited,
+    );
     let browsers = |listen, client_keys| {
         BrowserGuard::new(
             listen,
@@ -240,7 +255,7 @@ pub(crate) fn build(
     // The paths the router serves itself, for the server to leave to it.
     let mut others = vec!["/healthz"];
     if config.admin_listen.is_none() {
-        others.extend(["/upstreams", "/ui", "/metrics"]);
+        others.extend(["/upstreams", "/ui", "/limits", "/metrics"]);
     }
     // With models listed, `{mount}/models` is answered from the configuration.
     let models = models::listed(&config.upstream.build_endpoints()?);

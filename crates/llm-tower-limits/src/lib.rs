@@ -15,6 +15,6 @@ mod settings;
 
 pub use body::{RequestBody, ResponseBody};
 pub use estimate::DEFAULT_OUTPUT;
-pub use limiter::Limiter;
+pub use limiter::{BudgetStanding, ClientStanding, Limiter, Standing};
 pub use service::{Limit, LimitsLayer, ResponseFuture};
 pub use settings::{Budget, Limits, LimitsTable, Period};

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
+use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::bucket::Bucket;
@@ -28,12 +29,24 @@ pub(crate) enum Refusal {
     Budget(Duration),
 }
 
-/// One limit's standing after an admission, for the response headers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Standing {
-    pub(crate) limit: u64,
-    pub(crate) remaining: u64,
-    pub(crate) reset: Duration,
+/// Where a client stands against one per-minute limit.
+///
+/// ```
+/// use std::time::Duration;
+/// use llm_tower_limits::Standing;
+///
+/// let standing = Standing { limit: 600, remaining: 590, reset: Duration::from_secs(1) };
+/// assert_eq!(serde_json::to_value(standing).unwrap()["reset_seconds"], 1.0);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Standing {
+    /// The limit.
+    pub limit: u64,
+    /// What may be taken now.
+    pub remaining: u64,
+    /// How long until all of it may be taken again.
+    #[serde(rename = "reset_seconds", serialize_with = "seconds")]
+    pub reset: Duration,
 }
 
 /// The requests and tokens standings of an admitted request.
@@ -41,6 +54,38 @@ pub(crate) struct Standing {
 pub(crate) struct Standings {
     pub(crate) requests: Option<Standing>,
     pub(crate) tokens: Option<Standing>,
+}
+
+/// Where a client stands against its budget.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct BudgetStanding {
+    /// The budget, USD.
+    pub usd: f64,
+    /// What was spent in the period (reservations of requests under way included).
+    pub spent: f64,
+    /// What is left.
+    pub remaining: f64,
+    /// How long until the period ends.
+    #[serde(rename = "reset_seconds", serialize_with = "seconds")]
+    pub reset: Duration,
+}
+
+/// Where a client stands against each of its limits (`/limits`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ClientStanding {
+    /// Requests per minute.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requests: Option<Standing>,
+    /// Tokens per minute.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<Standing>,
+    /// The budget.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetStanding>,
+}
+
+fn seconds<S: serde::Serializer>(wait: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_f64(wait.as_secs_f64())
 }
 
 #[derive(Debug, Default)]
@@ -156,17 +201,47 @@ impl Limiter {
         }
     }
 
-    /// What `client` spent in the current period of its budget.
-    pub fn spent(&self, client: &str, limits: &Limits) -> f64 {
-        let Some(budget) = &limits.budget else {
-            return 0.0;
+    /// Where `client` (held to `limits`) stands now.
+    ///
+    /// ```
+    /// use llm_tower_limits::{Limiter, Limits};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let limits = Limits { rpm: Some(600), ..Limits::default() };
+    /// let standing = Limiter::default().standing("team-a", &limits);
+    /// assert_eq!(standing.requests.unwrap().remaining, 600);
+    /// assert!(standing.tokens.is_none() && standing.budget.is_none());
+    /// # }
+    /// ```
+    pub fn standing(&self, client: &str, limits: &Limits) -> ClientStanding {
+        let now = Instant::now();
+        let clients = self.lock();
+        let state = clients.get(client);
+        let per_minute = |limit: Option<u64>, bucket: Option<Bucket>| {
+            let limit = limit?;
+            let mut bucket = bucket.unwrap_or_else(|| Bucket::full(limit, now));
+            bucket.refill(limit, now);
+            Some(standing(&bucket, limit))
         };
-        let (period, _) = period_at(budget.per, SystemTime::now());
-        self.lock()
-            .get(client)
-            .and_then(|state| state.spent)
-            .filter(|(of, _)| *of == period)
-            .map_or(0.0, |(_, spent)| spent)
+        let budget = limits.budget.map(|budget| {
+            let (period, reset) = period_at(budget.per, SystemTime::now());
+            let spent = state
+                .and_then(|state| state.spent)
+                .filter(|(of, _)| *of == period)
+                .map_or(0.0, |(_, spent)| spent);
+            BudgetStanding {
+                usd: budget.usd,
+                spent,
+                remaining: (budget.usd - spent).max(0.0),
+                reset,
+            }
+        });
+        ClientStanding {
+            requests: per_minute(limits.rpm, state.and_then(|s| s.requests)),
+            tokens: per_minute(limits.tpm, state.and_then(|s| s.tokens)),
+            budget,
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Client>> {

@@ -285,7 +285,7 @@ impl Presented<'_> {
 }
 
 /// The pages a Basic password opens.
-const BASIC_PATHS: [&str; 3] = ["/ui", "/upstreams", "/metrics"];
+const BASIC_PATHS: [&str; 4] = ["/ui", "/upstreams", "/limits", "/metrics"];
 
 /// The password of a Basic credential: base64 of `user:password` (RFC 7617).
 fn basic_password(token: &[u8]) -> Option<Vec<u8>> {
