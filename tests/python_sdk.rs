@@ -169,6 +169,20 @@ usage = [c.usage for c in chunks if c.usage is not None]
 print("asked:", len(chunks), len(usage), usage[0].prompt_tokens, usage[0].completion_tokens)
 "#;
 
+const LIMITS_SCRIPT: &str = r#"
+import sys
+import openai
+
+client = openai.OpenAI(base_url=sys.argv[1], api_key=sys.argv[2], max_retries=0)
+ask = dict(model="mock-model", messages=[{"role": "user", "content": "hi"}])
+raw = client.chat.completions.with_raw_response.create(**ask)
+print("paced:", raw.headers["x-ratelimit-limit-requests"], raw.headers["x-ratelimit-remaining-requests"], raw.parse().choices[0].message.role)
+try:
+    client.chat.completions.create(**ask)
+except openai.RateLimitError as err:
+    print("limited:", err.status_code, err.code, err.response.headers["retry-after"])
+"#;
+
 /// Runs `script` with the base URL and key as arguments; its standard output, once it
 /// succeeded.
 async fn run(python: String, script: &'static str, base_url: String) -> String {
@@ -708,4 +722,27 @@ async fn the_openai_python_sdk_sees_usage_only_when_it_asks() {
         );
         assert!(metrics.contains(&line), "missing {line} in\n{metrics}");
     }
+}
+
+/// The official OpenAI SDK against a key held to one request a minute: the rate-limit headers
+/// on the answer it can read, then `RateLimitError` with OpenAI's code and a `Retry-After`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_python_sdk_reads_the_key_s_limits() {
+    let Some(python) = python() else {
+        println!("{SKIPPED}");
+        return;
+    };
+    let mock = MockProvider::start().await.unwrap();
+    let mut config = behind_key(only(&mock));
+    config.client_auth.as_mut().unwrap().keys[0].limits = Some(llm_tower::limits::Limits {
+        rpm: Some(1),
+        ..llm_tower::limits::Limits::default()
+    });
+    let gw = serve_exactly(config, None, std::future::pending()).await;
+    let stdout = run(python, LIMITS_SCRIPT, gw.url("/v1")).await;
+    // A minute less the moments between the two requests, rounded up.
+    let wait = stdout
+        .strip_prefix("paced: 1 0 assistant\nlimited: 429 rate_limit_exceeded ")
+        .and_then(|rest| rest.trim_end().parse::<u64>().ok());
+    assert!(matches!(wait, Some(59 | 60)), "{stdout}");
 }

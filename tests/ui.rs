@@ -291,3 +291,53 @@ async fn the_page_in_a_browser_follows_an_ejection_and_a_recovery() {
     assert!(text.contains("Gateway unreachable"), "{text}");
     assert_eq!(browser.deployments().await["backup"]["status"], "healthy");
 }
+
+/// The page shows each client key against its limits, from `/limits` (here on the admin
+/// listener, which asks no key): team A's requests left after two requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_in_a_browser_shows_each_key_against_its_limits() {
+    let browser = match Browser::start().await {
+        Ok(browser) => browser,
+        Err(reason) => return eprintln!("skipped: {reason}"),
+    };
+    let mock = MockProvider::start().await.unwrap();
+    let mut config = with_keys(&mock);
+    config.client_auth.as_mut().unwrap().keys[0].limits = Some(llm_tower::limits::Limits {
+        rpm: Some(5),
+        ..llm_tower::limits::Limits::default()
+    });
+    config.admin_listen = Some("127.0.0.1:0".parse().unwrap());
+    let gw: Gateway = serve(config, None, std::future::pending()).await;
+    for _ in 0..2 {
+        let request = Request::post(gw.url("/v1/chat/completions"))
+            .header("authorization", "Bearer gw-team-a-0123456789abcdef")
+            .body(Full::new(Bytes::from(CHAT)))
+            .unwrap();
+        assert_eq!(gw.send(request).await.status(), StatusCode::OK);
+    }
+    browser
+        .open(&format!("http://{}/ui", gw.admin.unwrap()))
+        .await;
+    let started = Instant::now();
+    let row = loop {
+        let row = browser
+            .eval(
+                "const row = document.querySelector('#limits tr[data-client=\"team-a\"]');
+                 return row && !document.getElementById('limits').hidden
+                   ? [...row.children].map(cell => cell.textContent) : null;",
+            )
+            .await;
+        if !row.is_null() {
+            break row;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no limits shown"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Refilled a little by the time the page asks: 3 of 5 left, or 4.
+    let requests = row[1].as_str().unwrap();
+    assert!(requests == "3 / 5" || requests == "4 / 5", "{row}");
+    assert_eq!(row[2], "—", "no tokens limit");
+}

@@ -26,7 +26,7 @@ pub(crate) use layer::{ClientKeyLayer, RequireClientKey};
 ///     r#"{"name": "team-a", "key": "gw-team-a-0123456789abcdef", "limits": {"rpm": 600}}"#,
 /// ).unwrap();
 /// assert_eq!(key.name, "team-a");
-/// assert_eq!(key.limits.unwrap().rpm, Some(600));
+/// assert_eq!(key.limits.as_ref().unwrap().rpm, Some(600));
 /// assert!(!format!("{key:?}").contains("gw-team-a"));
 /// ```
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -58,11 +58,11 @@ impl ClientKey {
 /// user name is ignored).
 ///
 /// ```
-/// use llm_tower::Secret;
 /// use llm_tower_gateway::{ClientAuth, ClientKey};
 ///
 /// let auth = ClientAuth {
-///     keys: vec![ClientKey { name: "team-a".into(), key: Secret::new("gw-key-team-a-0123456789"), limits: None, }],
+///     keys: vec![ClientKey::new("team-a", "gw-key-team-a-0123456789")],
+///     default_limits: None,
 /// };
 /// auth.validate().unwrap();
 /// assert!(!format!("{auth:?}").contains("gw-key"));
@@ -151,12 +151,11 @@ impl ClientAuth {
     /// accepted (a key is the operator's to choose), and the gateway warns about them.
     ///
     /// ```
-    /// use llm_tower::Secret;
     /// use llm_tower_gateway::{ClientAuth, ClientKey};
     ///
-    /// let key = |name: &str, key: &str| ClientKey { name: name.into(), key: Secret::new(key), limits: None, };
     /// let auth = ClientAuth {
-    ///     keys: vec![key("weak", "aaaaaaaaaaaaaaaa"), key("strong", "gw-7Hq2xLp9Vc4Rt8Zm")],
+    ///     keys: vec![ClientKey::new("weak", "aaaaaaaaaaaaaaaa"), ClientKey::new("strong", "gw-7Hq2xLp9Vc4Rt8Zm")],
+    ///     default_limits: None,
     /// };
     /// assert_eq!(auth.weak_keys().collect::<Vec<_>>(), ["weak"]);
     /// ```
