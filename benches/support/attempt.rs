@@ -1,4 +1,4 @@
-//! What the per-attempt benches (translate, usage) share: an inner service that answers every
+//! What the per-layer benches (translate, usage, limits) share: an inner service that answers every
 //! attempt with the same reply, and the call that reads an answer whole.
 
 use std::convert::Infallible;
@@ -7,20 +7,20 @@ use std::hint::black_box;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
-use llm_tower_core::BufferedBody;
 use tower::{Service, ServiceExt, service_fn};
 
-/// An inner service answering `reply` (an event stream when `event_stream`).
-pub(crate) fn replying(
+/// An inner service answering `reply` (an event stream when `event_stream`) to requests of
+/// any body.
+pub(crate) fn replying<T>(
     reply: Bytes,
     event_stream: bool,
 ) -> impl Service<
-    Request<BufferedBody>,
+    Request<T>,
     Response = Response<Full<Bytes>>,
     Error = Infallible,
     Future = impl Future<Output = Result<Response<Full<Bytes>>, Infallible>>,
 > + Clone {
-    service_fn(move |request: Request<BufferedBody>| {
+    service_fn(move |request: Request<T>| {
         black_box(request);
         let mut response = Response::new(Full::new(reply.clone()));
         if event_stream {
@@ -33,9 +33,9 @@ pub(crate) fn replying(
 }
 
 /// Sends `request` through `service` and reads the whole answer.
-pub(crate) async fn answer<S, B>(mut service: S, request: Request<BufferedBody>) -> Bytes
+pub(crate) async fn answer<S, T, B>(mut service: S, request: Request<T>) -> Bytes
 where
-    S: Service<Request<BufferedBody>, Response = Response<B>>,
+    S: Service<Request<T>, Response = Response<B>>,
     S::Error: std::fmt::Debug,
     B: http_body::Body,
     B::Error: std::fmt::Debug,
