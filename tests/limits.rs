@@ -205,6 +205,8 @@ async fn a_model_the_key_may_not_use_is_refused_naming_it() {
             .contains("`gpt-4o`"),
         "{error}"
     );
+    let unnamed = send(&gw, TEAM_A, CHAT, r#"{"messages":[]}"#).await;
+    assert_eq!(unnamed.status(), StatusCode::FORBIDDEN);
     assert_eq!(
         send(&gw, TEAM_A, CHAT, &common::chat("mock-model"))
             .await
@@ -268,4 +270,35 @@ fn limits_are_checked_at_load() {
         assert!(err.contains(says), "{limits}: {err}");
     }
     std::fs::remove_file(&path).unwrap();
+}
+
+/// A request that gets no answer (its only deployment refuses connections) gives back the
+/// tokens it reserved: only the request itself is counted.
+#[tokio::test(start_paused = true)]
+async fn a_request_without_an_answer_gives_back_its_tokens() {
+    let mock = MockProvider::start().await.unwrap();
+    let mut config = limited(
+        &mock,
+        Limits {
+            rpm: Some(10),
+            tpm: Some(10_000),
+            ..Limits::default()
+        },
+    );
+    config.upstream = llm_tower::Config::with_endpoints(vec![common::endpoint(
+        "down",
+        common::refusing_base_url(),
+        0,
+    )]);
+    let gw = common::serve(config, None, std::future::pending()).await;
+    let failed = send(&gw, TEAM_A, CHAT, &common::chat("mock-model")).await;
+    assert_eq!(failed.status(), StatusCode::BAD_GATEWAY);
+    body(failed).await;
+    let page = Request::get(gw.url("/limits"))
+        .header("authorization", TEAM_A)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let page = json(gw.send(page).await).await;
+    assert_eq!(page["limits"][0]["tokens"]["remaining"], 10_000, "{page}");
+    assert_eq!(page["limits"][0]["requests"]["remaining"], 9, "{page}");
 }

@@ -113,7 +113,8 @@ pub(crate) struct Settlement {
 }
 
 impl Settlement {
-    fn settle(self) {
+    /// Settles the reservation against the usage the answer reported (none: all given back).
+    pub(crate) fn settle(self) {
         let used = self.record.as_ref().and_then(|record| {
             let usage: Usage = record.usage()?;
             let model = record.priced_model(self.answered.as_ref().and_then(|d| d.model.as_ref()));

@@ -281,14 +281,24 @@ where
             ModelInBody::Named { name, .. } => Some(name),
             _ => None,
         };
-        if let Some(model) = &model
-            && !limits.allows_model(model)
-        {
-            return Err(Error::new(
-                ErrorKind::Forbidden,
-                format!("model `{model}` is not allowed for this key"),
-            )
-            .into());
+        match &model {
+            Some(model) if !limits.allows_model(model) => {
+                return Err(Error::new(
+                    ErrorKind::Forbidden,
+                    format!("model `{model}` is not allowed for this key"),
+                )
+                .into());
+            }
+            // A key held to some models names one: a request that names none could be
+            // served any (a provider's default).
+            None if limits.models.is_some() => {
+                return Err(Error::new(
+                    ErrorKind::Forbidden,
+                    "this key may use only some models, and the request names none",
+                )
+                .into());
+            }
+            _ => {}
         }
         let reserved = estimate(&body, model.as_deref(), &shared.prices);
         (request.map(RequestBody::buffered), reserved)
@@ -305,17 +315,24 @@ where
             SystemTime::now(),
         )
         .map_err(|refusal| refused(refusal, &limits))?;
-    let record = request.extensions().get::<UsageRecord>().cloned();
-    let mut response = inner.call(request).await.map_err(Into::into)?;
-    headers::write(response.headers_mut(), &standings);
-    let settlement = Settlement {
+    let mut settlement = Settlement {
         shared,
         client,
         limits,
         reserved,
-        record,
-        answered: response.extensions().get::<Deployment>().cloned(),
+        record: request.extensions().get::<UsageRecord>().cloned(),
+        answered: None,
     };
+    let mut response = match inner.call(request).await {
+        Ok(response) => response,
+        Err(err) => {
+            // No answer: what was reserved is given back at once.
+            settlement.settle();
+            return Err(err.into());
+        }
+    };
+    headers::write(response.headers_mut(), &standings);
+    settlement.answered = response.extensions().get::<Deployment>().cloned();
     Ok(response.map(|body| ResponseBody::settling(body, settlement)))
 }
 
