@@ -2,6 +2,10 @@
 //! base URL and key. Optional: they run when a Python with the `openai` and `anthropic`
 //! packages is found (`.ci/run` installs one in a venv and names it in `LLM_TOWER_PYTHON`), and
 //! say why they skipped when not.
+//!
+//! Longer than the 500 lines a file should keep to: each test's Python script sits here beside
+//! the test that runs it, so that what the SDK did and what the test expects of it read
+//! together.
 
 mod common;
 
