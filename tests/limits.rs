@@ -302,3 +302,56 @@ async fn a_request_without_an_answer_gives_back_its_tokens() {
     assert_eq!(page["limits"][0]["tokens"]["remaining"], 10_000, "{page}");
     assert_eq!(page["limits"][0]["requests"]["remaining"], 9, "{page}");
 }
+
+/// A stream its client abandons after the first chunk keeps the tokens it delivered counted:
+/// the reservation is settled against what was read, not given back whole.
+#[tokio::test(start_paused = true)]
+async fn an_abandoned_stream_keeps_what_it_delivered_counted() {
+    use http_body_util::BodyExt;
+    use std::sync::Arc;
+    use tower::ServiceExt;
+
+    let mock = MockProvider::start().await.unwrap();
+    mock.push(llm_tower_mock::Behavior::Stream {
+        chunks: 5,
+        interval: std::time::Duration::from_secs(1),
+    });
+    let limits = Limits {
+        tpm: Some(100_000),
+        ..Limits::default()
+    };
+    let limiter = Arc::new(llm_tower::limits::Limiter::default());
+    let table = llm_tower::limits::LimitsTable::new([("team-a".into(), limits.clone())], None);
+    let service = llm_tower::Upstream::from_config(&common::only(&mock))
+        .unwrap()
+        .usage(true)
+        .limits(table)
+        .limiter(limiter.clone())
+        .build()
+        .unwrap();
+    let ask = r#"{"model":"mock-model","stream":true,"max_tokens":20000,"messages":[]}"#;
+    let mut request = Request::post(format!("{}/chat/completions", mock.base_url()))
+        .body(Full::new(Bytes::from(ask)))
+        .unwrap();
+    request
+        .extensions_mut()
+        .insert(llm_tower::Caller::new("team-a"));
+    let response = service.oneshot(request).await.unwrap();
+    let reserved = ask.len() as u64 / 4 + 20_000;
+    let during = limiter
+        .standing("team-a", &limits)
+        .tokens
+        .unwrap()
+        .remaining;
+    assert_eq!(during, 100_000 - reserved);
+    let mut stream = response.into_body();
+    stream.frame().await.unwrap().unwrap();
+    drop(stream);
+    // "Hello" delivered: 2 tokens, and the request's own, estimated; the rest given back.
+    let after = limiter
+        .standing("team-a", &limits)
+        .tokens
+        .unwrap()
+        .remaining;
+    assert_eq!(after, 100_000 - (ask.len() as u64 / 4 + 2));
+}

@@ -40,10 +40,10 @@ impl std::ops::Add for Usage {
 
     fn add(self, more: Self) -> Self {
         Self {
-            input: self.input + more.input,
-            output: self.output + more.output,
-            cached_input: self.cached_input + more.cached_input,
-            reasoning: self.reasoning + more.reasoning,
+            input: self.input.saturating_add(more.input),
+            output: self.output.saturating_add(more.output),
+            cached_input: self.cached_input.saturating_add(more.cached_input),
+            reasoning: self.reasoning.saturating_add(more.reasoning),
             estimated: self.estimated || more.estimated,
         }
     }

@@ -12,7 +12,7 @@ use llm_tower_core::{BoxError, BufferedBody, Deployment, Usage, UsageRecord};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 
-use crate::limiter::Estimate;
+use crate::limiter::{Admission, Estimate};
 use crate::service::Shared;
 use crate::settings::Limits;
 
@@ -105,7 +105,7 @@ pub(crate) struct Settlement {
     pub(crate) shared: Arc<Shared>,
     pub(crate) client: Arc<str>,
     pub(crate) limits: Arc<Limits>,
-    pub(crate) reserved: Estimate,
+    pub(crate) admission: Admission,
     /// Where the answer's usage is (usage accounting on).
     pub(crate) record: Option<UsageRecord>,
     /// The model that answered, for its price.
@@ -119,14 +119,14 @@ impl Settlement {
             let usage: Usage = record.usage()?;
             let model = record.priced_model(self.answered.as_ref().and_then(|d| d.model.as_ref()));
             Some(Estimate {
-                tokens: usage.input + usage.output,
+                tokens: usage.input.saturating_add(usage.output),
                 usd: model.and_then(|model| self.shared.prices.cost(&model, &usage)),
             })
         });
         self.shared.limiter.settle(
             &self.client,
             &self.limits,
-            self.reserved,
+            &self.admission,
             used,
             Instant::now(),
             SystemTime::now(),
@@ -151,14 +151,19 @@ pin_project! {
     /// # }
     /// ```
     pub struct ResponseBody<B> {
+        // An `Option` only so that it can go before the settlement does (see the drop).
         #[pin]
-        inner: B,
+        inner: Option<B>,
         settlement: Option<Settlement>,
     }
 
     impl<B> PinnedDrop for ResponseBody<B> {
         fn drop(this: Pin<&mut Self>) {
-            if let Some(settlement) = this.project().settlement.take() {
+            let mut this = this.project();
+            // The bodies further in first: the usage layer's records what its answer had
+            // delivered when it goes (a stream the client abandoned), and the settlement reads it.
+            this.inner.set(None);
+            if let Some(settlement) = this.settlement.take() {
                 settlement.settle();
             }
         }
@@ -169,14 +174,14 @@ impl<B> ResponseBody<B> {
     /// The inner body, with nothing to settle.
     pub fn plain(inner: B) -> Self {
         Self {
-            inner,
+            inner: Some(inner),
             settlement: None,
         }
     }
 
     pub(crate) fn settling(inner: B, settlement: Settlement) -> Self {
         Self {
-            inner,
+            inner: Some(inner),
             settlement: Some(settlement),
         }
     }
@@ -199,22 +204,28 @@ impl<B: Body> Body for ResponseBody<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
         let mut this = self.project();
-        let frame = std::task::ready!(this.inner.as_mut().poll_frame(cx));
+        let Some(mut inner) = this.inner.as_mut().as_pin_mut() else {
+            return Poll::Ready(None);
+        };
+        let frame = std::task::ready!(inner.as_mut().poll_frame(cx));
         // Settled with the last frame, before the client can have it: a client that sends its
-        // next request once it has read this answer finds its tokens given back.
-        if (frame.is_none() || this.inner.is_end_stream())
-            && let Some(settlement) = this.settlement.take()
-        {
+        // next request once it has read this answer finds its tokens given back. A failure is
+        // settled when the body goes (see the drop).
+        let ended =
+            matches!(frame, None | Some(Ok(_))) && (frame.is_none() || inner.is_end_stream());
+        if ended && let Some(settlement) = this.settlement.take() {
             settlement.settle();
         }
         Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
     }
 }

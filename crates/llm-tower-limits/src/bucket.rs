@@ -51,7 +51,10 @@ impl Bucket {
     /// How long until `amount` may be taken.
     pub(crate) fn wait_for(&self, amount: f64, limit: u64) -> Duration {
         let missing = (amount.min(limit as f64) - self.level).max(0.0);
-        Duration::from_secs_f64(missing / per_second(limit))
+        // Overdrawn past measure (a request that reported absurd usage): a day, not a panic.
+        Duration::try_from_secs_f64(missing / per_second(limit))
+            .unwrap_or(MAX_WAIT)
+            .min(MAX_WAIT)
     }
 
     /// How long until the bucket is full again (OpenAI's `x-ratelimit-reset-*`).
@@ -60,8 +63,12 @@ impl Bucket {
     }
 }
 
+/// The longest wait a bucket tells of.
+const MAX_WAIT: Duration = Duration::from_secs(86_400);
+
+/// The fill rate (a limit of 0, which validation refuses, fills as a limit of 1).
 fn per_second(limit: u64) -> f64 {
-    limit as f64 / 60.0
+    limit.max(1) as f64 / 60.0
 }
 
 #[cfg(test)]

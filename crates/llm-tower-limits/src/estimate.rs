@@ -29,7 +29,7 @@ pub(crate) fn estimate(body: &[u8], model: Option<&str>, prices: &Prices) -> Est
         ..Usage::default()
     };
     Estimate {
-        tokens: input + output,
+        tokens: input.saturating_add(output),
         usd: model.and_then(|model| prices.cost(model, &usage)),
     }
 }

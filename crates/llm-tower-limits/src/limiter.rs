@@ -27,6 +27,17 @@ pub(crate) enum Refusal {
     Requests(Duration),
     Tokens(Duration),
     Budget(Duration),
+    /// Its estimated cost alone is above the budget: it never fits.
+    Unaffordable(f64),
+}
+
+/// What an admitted request took: its standings, what it reserved (tokens at most the
+/// limit), and the budget period it was charged to.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Admission {
+    pub(crate) standings: Standings,
+    pub(crate) reserved: Estimate,
+    pub(crate) period: Option<u64>,
 }
 
 /// Where a client stands against one per-minute limit.
@@ -120,7 +131,7 @@ impl Limiter {
         estimate: Estimate,
         now: Instant,
         wall: SystemTime,
-    ) -> Result<Standings, Refusal> {
+    ) -> Result<Admission, Refusal> {
         let mut clients = self.lock();
         if !clients.contains_key(client) {
             clients.insert(client.into(), Client::default());
@@ -139,19 +150,30 @@ impl Limiter {
         let tokens = limits
             .tpm
             .map(|tpm| (tpm, bucket(&mut state.tokens, tpm, now)));
-        let needs = estimate.tokens as f64;
+        // A request estimated above the whole limit (a large image counted as text) takes the
+        // limit, not more: it waits for a full bucket, and does not hold the key back longer.
+        let reserved_tokens = limits
+            .tpm
+            .map_or(estimate.tokens, |tpm| estimate.tokens.min(tpm));
+        let needs = reserved_tokens as f64;
         if let Some((tpm, bucket)) = &tokens
             && !bucket.holds(needs, *tpm)
         {
             return Err(Refusal::Tokens(bucket.wait_for(needs, *tpm)));
         }
+        let mut charged = None;
         if let Some(budget) = &limits.budget {
+            let cost = estimate.usd.unwrap_or(0.0);
+            if cost > budget.usd {
+                return Err(Refusal::Unaffordable(cost));
+            }
             let (period, left) = period_at(budget.per, wall);
             let spent = spent_in(&mut state.spent, period);
-            if spent + estimate.usd.unwrap_or(0.0) > budget.usd {
+            if spent + cost > budget.usd {
                 return Err(Refusal::Budget(left));
             }
-            state.spent = Some((period, spent + estimate.usd.unwrap_or(0.0)));
+            state.spent = Some((period, spent + cost));
+            charged = Some(period);
         }
         let mut standings = Standings::default();
         if let Some((rpm, mut bucket)) = requests {
@@ -164,7 +186,14 @@ impl Limiter {
             standings.tokens = Some(standing(&bucket, tpm));
             state.tokens = Some(bucket);
         }
-        Ok(standings)
+        Ok(Admission {
+            standings,
+            reserved: Estimate {
+                tokens: reserved_tokens,
+                usd: estimate.usd,
+            },
+            period: charged,
+        })
     }
 
     /// Settles a request admitted with `reserved` once its usage is known (`None`: it used
@@ -174,11 +203,12 @@ impl Limiter {
         &self,
         client: &str,
         limits: &Limits,
-        reserved: Estimate,
+        admission: &Admission,
         used: Option<Estimate>,
         now: Instant,
         wall: SystemTime,
     ) {
+        let reserved = admission.reserved;
         let used = used.unwrap_or_default();
         let mut clients = self.lock();
         let Some(state) = clients.get_mut(client) else {
@@ -196,8 +226,16 @@ impl Limiter {
         if let Some(budget) = &limits.budget {
             let (period, _) = period_at(budget.per, wall);
             let spent = spent_in(&mut state.spent, period);
-            let delta = used.usd.unwrap_or(0.0) - reserved.usd.unwrap_or(0.0);
-            state.spent = Some((period, (spent + delta).max(0.0)));
+            let used = used.usd.unwrap_or(0.0);
+            // Settled in the period it was charged to; in a later one (it crossed midnight),
+            // what it used is spent there, and its reservation, an earlier period's, is not
+            // taken off.
+            let spent = if admission.period == Some(period) {
+                spent + used - reserved.usd.unwrap_or(0.0)
+            } else {
+                spent + used
+            };
+            state.spent = Some((period, spent.max(0.0)));
         }
     }
 

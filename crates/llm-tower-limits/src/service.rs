@@ -290,8 +290,9 @@ where
                 .into());
             }
             // A key held to some models names one: a request that names none could be
-            // served any (a provider's default).
-            None if limits.models.is_some() => {
+            // served any (a provider's default). A request without a body (`GET …/models`)
+            // asks for no model.
+            None if limits.models.is_some() && !body.is_empty() => {
                 return Err(Error::new(
                     ErrorKind::Forbidden,
                     "this key may use only some models, and the request names none",
@@ -305,7 +306,15 @@ where
     } else {
         (request.map(RequestBody::streaming), Estimate::default())
     };
-    let standings = shared
+    if limits.budget.is_some() && reserved.usd.is_none() {
+        // Spend cannot be counted against a budget at no price.
+        return Err(Error::new(
+            ErrorKind::Forbidden,
+            "this key has a budget, and the model it asks for has no price in the price table",
+        )
+        .into());
+    }
+    let admission = shared
         .limiter
         .admit(
             &client,
@@ -319,7 +328,7 @@ where
         shared,
         client,
         limits,
-        reserved,
+        admission,
         record: request.extensions().get::<UsageRecord>().cloned(),
         answered: None,
     };
@@ -331,7 +340,7 @@ where
             return Err(err.into());
         }
     };
-    headers::write(response.headers_mut(), &standings);
+    headers::write(response.headers_mut(), &settlement.admission.standings);
     settlement.answered = response.extensions().get::<Deployment>().cloned();
     Ok(response.map(|body| ResponseBody::settling(body, settlement)))
 }
@@ -355,6 +364,17 @@ fn refused(refusal: Refusal, limits: &Limits) -> BoxError {
             ),
             wait,
         ),
+        Refusal::Unaffordable(cost) => {
+            return Error::new(
+                ErrorKind::InvalidRequest,
+                format!(
+                    "this request may cost up to {cost:.2} USD, more than this key's budget of \
+                     {} USD: lower its max_tokens",
+                    limits.budget.map_or(0.0, |b| b.usd)
+                ),
+            )
+            .into();
+        }
         Refusal::Budget(wait) => (
             ErrorKind::QuotaExceeded,
             format!(

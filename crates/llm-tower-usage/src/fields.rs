@@ -140,7 +140,7 @@ impl Fields {
                 let thoughts = self.thoughts_token_count.unwrap_or(0);
                 let output = self
                     .candidates_token_count
-                    .map(|candidates| candidates + thoughts)
+                    .map(|candidates| candidates.saturating_add(thoughts))
                     .or(self.thoughts_token_count);
                 (
                     self.prompt_token_count,

@@ -52,6 +52,24 @@ impl Format {
         }
     }
 
+    /// What a stream's last event holds (`[DONE]`, `message_stop`, `response.completed`, a
+    /// Gemini `finishReason`): a stream that ended without it broke off, however cleanly its
+    /// connection closed.
+    pub(crate) fn end_marker(self) -> &'static Finder<'static> {
+        static DONE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"[DONE]"));
+        static STOP: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"message_stop\""));
+        static COMPLETED: LazyLock<Finder<'static>> =
+            LazyLock::new(|| Finder::new(b"response.completed"));
+        static FINISHED: LazyLock<Finder<'static>> =
+            LazyLock::new(|| Finder::new(b"\"finishReason\""));
+        match self {
+            Self::OpenAiChat => &DONE,
+            Self::Anthropic => &STOP,
+            Self::Responses => &COMPLETED,
+            Self::Gemini => &FINISHED,
+        }
+    }
+
     /// The keys of a stream event's generated text (what an estimate counts).
     pub(crate) fn text_keys(self) -> &'static [Finder<'static>] {
         static OPENAI: LazyLock<[Finder<'static>; 3]> = LazyLock::new(|| {

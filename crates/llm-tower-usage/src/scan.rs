@@ -37,15 +37,24 @@ pub(crate) struct Scanner {
     /// A stream's line cut by the end of a frame, or a JSON answer's last bytes.
     kept: Vec<u8>,
     /// A stream's kept line is too long to be read.
-    skipping: bool,
+    cut_head: bool,
     /// The usage reported so far.
     fields: Fields,
     /// Characters of generated text seen, for an estimate when no usage comes.
     text_chars: u64,
-    /// Some of the answer was seen.
-    seen: bool,
+    /// How much of the answer was read.
+    progress: Progress,
     /// A rewritten stream is dropping an event (the usage chunk) up to its blank line.
     dropping: bool,
+}
+
+/// How much of an answer was read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Progress {
+    Nothing,
+    Some,
+    /// A stream's last event (see [`Format::end_marker`]).
+    LastEvent,
 }
 
 impl Scanner {
@@ -54,23 +63,23 @@ impl Scanner {
             format,
             mode: if events { Mode::Events } else { Mode::Json },
             kept: Vec::new(),
-            skipping: false,
+            cut_head: false,
             fields: Fields::default(),
             text_chars: 0,
-            seen: false,
+            progress: Progress::Nothing,
             dropping: false,
         }
     }
 
     /// Whether any of the answer was read.
     pub(crate) fn seen(&self) -> bool {
-        self.seen
+        self.progress > Progress::Nothing
     }
 
     /// Reads `data`, the answer's next bytes (passed on as they are); `last`: the answer ends
     /// with them.
     pub(crate) fn push(&mut self, data: &[u8], last: bool) {
-        self.seen |= !data.is_empty();
+        self.read_some(data);
         if self.mode == Mode::Json {
             if last && self.kept.is_empty() {
                 // A whole answer in one frame, the common case: read where it is.
@@ -80,14 +89,14 @@ impl Scanner {
             }
             return;
         }
-        self.lines(data, Self::line);
+        self.lines(data);
     }
 
     /// Reads `data` as [`push`](Self::push) does, and writes to `out` the complete lines the
     /// client gets: OpenAI's stream as it would have been without the usage the gateway asked
     /// for (see [`strip`]).
     pub(crate) fn push_stripped(&mut self, data: &[u8], out: &mut BytesMut) {
-        self.seen |= !data.is_empty();
+        self.read_some(data);
         self.lines_whole(data, |scanner, line| {
             scanner.line(line);
             strip::line(line, &mut scanner.dropping, out);
@@ -99,20 +108,30 @@ impl Scanner {
     pub(crate) fn finish(&mut self) -> Vec<u8> {
         let kept = std::mem::take(&mut self.kept);
         if self.mode == Mode::Events {
-            if !self.skipping {
-                self.line(&kept);
-            }
+            self.kept_line(&kept);
             return kept;
         }
         self.read_json(&kept);
         Vec::new()
     }
 
-    /// Reads the usage objects of a JSON answer (or its end): every one, merged, so that an
-    /// event stream sent as JSON is read whole too.
+    /// Reads the usage object of a JSON answer (or its end).
     fn read_json(&mut self, json: &[u8]) {
-        for at in self.format.usage_key().find_iter(json) {
-            self.usage_at(json, at);
+        self.read_last_usage(json);
+    }
+
+    /// Reads the last usage object of `json` (an answer, or one event): the provider writes
+    /// its own after the content, so a usage key before it is in what the model wrote (a tool
+    /// call's arguments) and is not the provider's word. A key whose value is not an object
+    /// (`"usage": null`) is passed over for the one before it.
+    fn read_last_usage(&mut self, json: &[u8]) {
+        let key = self.format.usage_key().needle();
+        let mut end = json.len();
+        while let Some(at) = memchr::memmem::rfind(&json[..end], key) {
+            if self.usage_at(json, at) {
+                return;
+            }
+            end = at;
         }
     }
 
@@ -121,10 +140,13 @@ impl Scanner {
     /// seen — or as reported, if more: Anthropic reports a placeholder at the start —, input
     /// from the request's `request_len` bytes). `None` when nothing was read.
     pub(crate) fn usage(&self, request_len: usize, complete: bool) -> Option<Usage> {
+        // A stream is complete when its last event came, not when its connection closed.
+        let complete =
+            complete && (self.mode == Mode::Json || self.progress == Progress::LastEvent);
         if complete && let Some(usage) = self.fields.usage(self.format) {
             return Some(usage);
         }
-        if !self.seen {
+        if self.progress == Progress::Nothing {
             return None;
         }
         let (input, output, cached_input, reasoning) = self.fields.reported(self.format);
@@ -136,6 +158,12 @@ impl Scanner {
             reasoning,
             estimated: true,
         })
+    }
+
+    fn read_some(&mut self, data: &[u8]) {
+        if !data.is_empty() {
+            self.progress = self.progress.max(Progress::Some);
+        }
     }
 
     /// Keeps the last [`WINDOW`] bytes of a JSON answer (copying each byte once, and the
@@ -155,29 +183,36 @@ impl Scanner {
     /// Calls `each` with every complete line of the stream in `data`, the line cut by the
     /// last frame's end first completed; keeps the one `data` ends in the middle of. Lines
     /// are read in place: only a cut line is copied.
-    fn lines(&mut self, data: &[u8], mut each: impl FnMut(&mut Self, &[u8])) {
+    fn lines(&mut self, data: &[u8]) {
         let mut rest = data;
-        if !self.kept.is_empty() || self.skipping {
+        if !self.kept.is_empty() {
             let Some(end) = memchr::memchr(b'\n', rest) else {
                 self.keep_cut(rest);
                 return;
             };
-            let skipping = std::mem::take(&mut self.skipping);
             let mut line = std::mem::take(&mut self.kept);
-            if !skipping {
-                line.extend_from_slice(&rest[..end]);
-                each(self, &line);
-            }
+            line.extend_from_slice(&rest[..end]);
+            self.kept_line(&line);
             line.clear();
             self.kept = line;
             rest = &rest[end + 1..];
         }
         let mut start = 0;
         for end in memchr::memchr_iter(b'\n', rest) {
-            each(self, &rest[start..end]);
+            self.line(&rest[start..end]);
             start = end + 1;
         }
         self.keep_cut(&rest[start..]);
+    }
+
+    /// Reads a line that was kept across frames: whole, or only its end when it was too long
+    /// to keep (see [`keep_cut`](Self::keep_cut)).
+    fn kept_line(&mut self, line: &[u8]) {
+        if std::mem::take(&mut self.cut_head) {
+            self.data(line);
+        } else {
+            self.line(line);
+        }
     }
 
     /// [`lines`](Self::lines), each line given with its `\n` (the last one's kept back until
@@ -205,47 +240,57 @@ impl Scanner {
         self.kept.extend_from_slice(&rest[start..]);
     }
 
-    /// Keeps a cut line to complete with the next frame, unless it grew too long to read.
+    /// Keeps a cut line to complete with the next frame. One that grows past [`MAX_LINE`]
+    /// keeps only its last [`WINDOW`] bytes, where an event's usage is (a Responses API
+    /// `response.completed` carrying a generated image can be megabytes long).
     fn keep_cut(&mut self, cut: &[u8]) {
-        if self.skipping {
-            return;
-        }
-        if self.kept.len() + cut.len() > MAX_LINE {
-            self.kept.clear();
-            self.skipping = true;
-            return;
-        }
         self.kept.extend_from_slice(cut);
+        if self.kept.len() > MAX_LINE {
+            self.cut_head |= self.kept.starts_with(b"data:");
+            self.kept.drain(..self.kept.len() - WINDOW);
+        }
     }
 
     /// Reads one line of a stream: a `data:` line's usage, and its text for an estimate.
     fn line(&mut self, line: &[u8]) {
-        let Some(data) = line.strip_prefix(b"data:") else {
-            return;
-        };
-        for at in self.format.usage_key().find_iter(data) {
-            self.usage_at(data, at);
+        if let Some(data) = line.strip_prefix(b"data:") {
+            self.data(data);
+        } else if line.starts_with(b"event:") && self.format.end_marker().find(line).is_some() {
+            // `event: response.completed`: said before its data, which may be too long to
+            // keep whole.
+            self.progress = Progress::LastEvent;
+        }
+    }
+
+    /// Reads the data of an event (or the end of it).
+    fn data(&mut self, data: &[u8]) {
+        // The event's own usage object is its last: a usage key earlier in the line is in
+        // what the model wrote (a tool call's arguments), and is not the provider's word.
+        self.read_last_usage(data);
+        if self.format.end_marker().find(data).is_some() {
+            self.progress = Progress::LastEvent;
         }
         for key in self.format.text_keys() {
             for at in key.find_iter(data) {
-                self.text_chars += string_chars(&data[at + key.needle().len()..]);
+                let chars = string_chars(&data[at + key.needle().len()..]);
+                self.text_chars = self.text_chars.saturating_add(chars);
             }
         }
     }
 
-    /// Reads the usage object whose key starts at `at` in `json`, if its value is one.
-    fn usage_at(&mut self, json: &[u8], at: usize) {
+    /// Reads the usage object whose key starts at `at` in `json`, if its value is one; returns
+    /// whether it was.
+    fn usage_at(&mut self, json: &[u8], at: usize) -> bool {
         let key = self.format.usage_key().needle().len();
         let value = skip_space(&json[at + key..]);
         let Some(value) = value.strip_prefix(b":") else {
-            return;
+            return false;
         };
         let value = skip_space(value);
-        if value.first() == Some(&b'{')
-            && let Some(fields) = Fields::read(value)
-        {
-            self.fields.merge(fields);
-        }
+        let read = (value.first() == Some(&b'{'))
+            .then(|| Fields::read(value))
+            .flatten();
+        read.map(|fields| self.fields.merge(fields)).is_some()
     }
 }
 

@@ -193,7 +193,11 @@ proptest! {
             }
             frames.push(&bytes[start..]);
             prop_assert_eq!(read(format, true, &frames), want);
-            prop_assert_eq!(read(format, false, &frames), want, "a stream read as JSON");
+            if format != Format::Anthropic {
+                // A stream sent as JSON is read by its last usage object, which is whole but
+                // for Anthropic's (its input came in the first).
+                prop_assert_eq!(read(format, false, &frames), want, "a stream read as JSON");
+            }
             if format == Format::OpenAiChat {
                 let (stream, usage) = stripped(&frames);
                 prop_assert_eq!(stream, OPENAI_STREAM_UNASKED);
@@ -210,4 +214,48 @@ proptest! {
             let _ = stripped(&[&bytes]);
         }
     }
+}
+
+/// A usage object the model wrote (a tool call's arguments, before the provider's own) is not
+/// read: only the last one of an event or answer is the provider's.
+#[test]
+fn a_usage_written_by_the_model_is_not_read() {
+    let event = "data: {\"candidates\": [{\"content\": {\"parts\": [{\"functionCall\": {\"name\": \"f\", \"args\": {\"usageMetadata\": {\"cachedContentTokenCount\": 1000000, \"thoughtsTokenCount\": 18446744073709551000}}}}]}, \"finishReason\": \"STOP\"}], \"usageMetadata\": {\"promptTokenCount\": 8, \"candidatesTokenCount\": 3}}\n\n";
+    assert_eq!(
+        read(Format::Gemini, true, &[event.as_bytes()]),
+        Some(exact(8, 3, 0, 0))
+    );
+    let message = br#"{"content":[{"type":"tool_use","id":"t","name":"f","input":{"usage":{"input_tokens":1,"cache_read_input_tokens":999999}}}],"usage":{"input_tokens":10,"output_tokens":2}}"#;
+    assert_eq!(
+        read(Format::Anthropic, false, &[message]),
+        Some(exact(10, 2, 0, 0))
+    );
+}
+
+/// An Anthropic stream that says it failed (an `error` event) and then closes cleanly broke
+/// off: its output is estimated from its text, not taken from `message_start`'s placeholder.
+#[test]
+fn a_stream_without_its_last_event_is_estimated() {
+    let cut = ANTHROPIC_STREAM.find("event: content_block_stop").unwrap();
+    let failed = format!(
+        "{}event: error\ndata: {{\"type\":\"error\",\"error\":{{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}}}\n\n",
+        &ANTHROPIC_STREAM[..cut]
+    );
+    let usage = read(Format::Anthropic, true, &[failed.as_bytes()]).unwrap();
+    assert_eq!((usage.output, usage.estimated), (6, true));
+}
+
+/// An event longer than a line is kept whole (a `response.completed` carrying a generated
+/// image) is still read for its usage, from its end.
+#[test]
+fn a_very_long_event_is_read_for_its_usage() {
+    let image = "A".repeat(3 * 1024 * 1024);
+    let event = format!(
+        "event: response.completed\ndata: {{\"type\":\"response.completed\",\"response\":{{\"output\":[{{\"type\":\"image_generation_call\",\"result\":\"{image}\"}}],\"usage\":{{\"input_tokens\":50,\"output_tokens\":1600,\"total_tokens\":1650}}}}}}\n\n"
+    );
+    let frames: Vec<&[u8]> = event.as_bytes().chunks(64 * 1024).collect();
+    assert_eq!(
+        read(Format::Responses, true, &frames),
+        Some(exact(50, 1600, 0, 0))
+    );
 }

@@ -181,8 +181,8 @@ where
             Some(Ok(_)) | None => None,
             Some(Err(err)) => Some(err),
         };
-        if let Some(completion) = this.completion.take() {
-            completion.ended(ended);
+        if let Some(completion) = this.completion.as_mut() {
+            completion.end(ended);
         }
         Poll::Ready(frame)
     }

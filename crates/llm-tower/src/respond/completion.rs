@@ -30,6 +30,8 @@ pub(crate) struct Completion {
     caller: Option<Caller>,
     /// With usage on: where the answer's usage is, and who answered.
     usage: Option<(UsageRecord, Answered)>,
+    /// How the body failed, recorded when this is dropped.
+    failed: Option<Ending>,
     done: bool,
 }
 
@@ -47,15 +49,25 @@ impl Completion {
             attempts,
             caller,
             usage,
+            failed: None,
             done: false,
         }
     }
 
     pub(crate) fn ended(mut self, error: Option<&BoxError>) {
-        let ending = error.map_or(Ending::Complete, |err| {
-            Ending::Failed(ErrorKind::of(&**err))
-        });
-        self.record(ending);
+        self.end(error);
+    }
+
+    /// The body ended, or failed. A complete answer is recorded now (every body further in
+    /// has recorded its usage with its last frame); a failure when this completion is dropped,
+    /// after the bodies further in (declared before it): one that failed above them (an
+    /// idle stream timed out by the balancer) still holds them, and they record what they read
+    /// when they go.
+    pub(crate) fn end(&mut self, error: Option<&BoxError>) {
+        match error {
+            None => self.record(Ending::Complete),
+            Some(err) => self.failed = Some(Ending::Failed(ErrorKind::of(&**err))),
+        }
     }
 
     fn record(&mut self, ending: Ending) {
@@ -132,6 +144,6 @@ impl Completion {
 
 impl Drop for Completion {
     fn drop(&mut self) {
-        self.record(Ending::Dropped);
+        self.record(self.failed.unwrap_or(Ending::Dropped));
     }
 }

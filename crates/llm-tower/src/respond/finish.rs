@@ -47,9 +47,13 @@ where
         Err(err) => respond(shared, err, api),
     };
     let settings = shared.settings();
-    let Some(attempts) = response.extensions().get::<Attempts>().cloned() else {
-        return response;
-    };
+    // None for an answer made before any attempt (a client over its limits): it is logged
+    // and counted all the same.
+    let attempts = response
+        .extensions()
+        .get::<Attempts>()
+        .cloned()
+        .unwrap_or_default();
     if settings.response_headers {
         add_attempt_headers(&mut response, &attempts);
     }
