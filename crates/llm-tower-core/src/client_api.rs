@@ -122,10 +122,19 @@ struct AnthropicDetail<'a> {
     message: &'a str,
 }
 
-/// Anthropic's error document for `error`, its type the one Anthropic gives that status.
-fn anthropic_error(error: &Error) -> AnthropicError<'_> {
-    let kind = match error.status().as_u16() {
-        400 => "invalid_request_error",
+/// The error `type` Anthropic gives an answer of `status` (`rate_limit_error` for 429, ...):
+/// what an Anthropic client's SDK expects whoever made the error.
+///
+/// ```
+/// use http::StatusCode;
+/// use llm_tower_core::anthropic_error_type;
+///
+/// assert_eq!(anthropic_error_type(StatusCode::TOO_MANY_REQUESTS), "rate_limit_error");
+/// assert_eq!(anthropic_error_type(StatusCode::BAD_GATEWAY), "api_error");
+/// ```
+pub fn anthropic_error_type(status: http::StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 | 422 => "invalid_request_error",
         401 => "authentication_error",
         403 => "permission_error",
         404 => "not_found_error",
@@ -133,11 +142,15 @@ fn anthropic_error(error: &Error) -> AnthropicError<'_> {
         429 => "rate_limit_error",
         503 | 529 => "overloaded_error",
         _ => "api_error",
-    };
+    }
+}
+
+/// Anthropic's error document for `error`.
+fn anthropic_error(error: &Error) -> AnthropicError<'_> {
     AnthropicError {
         kind: "error",
         error: AnthropicDetail {
-            kind,
+            kind: anthropic_error_type(error.status()),
             message: error.message(),
         },
     }

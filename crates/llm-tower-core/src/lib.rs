@@ -70,7 +70,7 @@ pub use classify::{
     informational_as_error,
 };
 pub use classify_errors::{ClassifyErrors, ClassifyErrorsFuture, ClassifyErrorsLayer};
-pub use client_api::ClientApi;
+pub use client_api::{ClientApi, anthropic_error_type};
 pub use config_error::{ConfigError, MAX_COOLDOWN_LIMIT};
 pub use context_overflow::is_context_overflow;
 pub use endpoint::{

@@ -1,6 +1,7 @@
 //! An OpenAI chat completion answer (a completion, or an error) as an Anthropic one.
 
 use http::StatusCode;
+use llm_tower_core::anthropic_error_type;
 use serde_json::{Value, json};
 
 use crate::reasoning::reasoning_text;
@@ -75,20 +76,6 @@ pub(crate) fn completion_to_anthropic(completion: &[u8]) -> Option<Vec<u8>> {
     serde_json::to_vec(&message).ok()
 }
 
-/// Anthropic's error type for a status.
-fn error_type(status: StatusCode) -> &'static str {
-    match status.as_u16() {
-        400 | 422 => "invalid_request_error",
-        401 => "authentication_error",
-        403 => "permission_error",
-        404 => "not_found_error",
-        413 => "request_too_large",
-        429 => "rate_limit_error",
-        503 | 529 => "overloaded_error",
-        _ => "api_error",
-    }
-}
-
 /// Anthropic's error body for an OpenAI error body of `status`, the provider's message kept
 /// (`None`: not OpenAI's error shape; it goes on as it came).
 pub(crate) fn error_to_anthropic(body: &[u8], status: StatusCode) -> Option<Vec<u8>> {
@@ -99,6 +86,6 @@ pub(crate) fn error_to_anthropic(body: &[u8], status: StatusCode) -> Option<Vec<
         .and_then(Value::as_str)
         .or_else(|| error.as_str())
         .unwrap_or("the upstream failed");
-    let out = json!({"type": "error", "error": {"type": error_type(status), "message": message}});
+    let out = json!({"type": "error", "error": {"type": anthropic_error_type(status), "message": message}});
     serde_json::to_vec(&out).ok()
 }
