@@ -16,6 +16,7 @@ use http::{HeaderValue, Response};
 use llm_tower::HealthRegistry;
 use llm_tower::health::metrics::render_health_metrics;
 use llm_tower::health_store::{HealthStore, HealthStoreStatus};
+use llm_tower::limits::store::{LimitsStore, LimitsStoreStatus};
 use llm_tower::limits::{ClientStanding, Limiter, Limits};
 use metrics_exporter_prometheus::PrometheusHandle;
 
@@ -55,7 +56,7 @@ pub(crate) fn routes(
         "/limits",
         get(move || {
             let limited = limited.clone();
-            async move { json_response(&limited.standings()) }
+            async move { json_response(&limited.standings().await) }
         }),
     );
     if let Some(handle) = metrics {
@@ -90,9 +91,12 @@ pub(crate) struct Limited {
     pub(crate) limiter: Arc<Limiter>,
 }
 
-/// `GET /limits`: each client key with limits, its limits, and where it stands.
+/// `GET /limits`: each client key with limits, its limits, and where it stands; and the
+/// store's status when replicas share them.
 #[derive(serde::Serialize)]
 struct LimitsPage<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    store: Option<LimitsStoreStatus>,
     limits: Vec<KeyStanding<'a>>,
 }
 
@@ -106,17 +110,18 @@ struct KeyStanding<'a> {
 }
 
 impl Limited {
-    fn standings(&self) -> LimitsPage<'_> {
+    async fn standings(&self) -> LimitsPage<'_> {
+        let mut limits = Vec::with_capacity(self.clients.len());
+        for (client, of) in &self.clients {
+            limits.push(KeyStanding {
+                client,
+                models: of.models.as_deref(),
+                standing: self.limiter.standing(client, of).await,
+            });
+        }
         LimitsPage {
-            limits: self
-                .clients
-                .iter()
-                .map(|(client, limits)| KeyStanding {
-                    client,
-                    models: limits.models.as_deref(),
-                    standing: self.limiter.standing(client, limits),
-                })
-                .collect(),
+            store: self.limiter.store().map(LimitsStore::status),
+            limits,
         }
     }
 }

@@ -1,11 +1,13 @@
 //! The gateway's configuration file: the library's [`Config`] plus the gateway's own keys
-//! (`listen`, `mount`, `admin_listen`, `server`, `client_auth`, `allow_unauthenticated`,
-//! `allowed_hosts`, `cors`), all at the top level of one YAML, TOML or JSON file.
+//! (`listen`, `mount`, `admin_listen`, `server`, `client_auth`, `limits_store`,
+//! `allow_unauthenticated`, `allowed_hosts`, `cors`), all at the top level of one YAML, TOML
+//! or JSON file.
 
 use std::net::SocketAddr;
 use std::path::Path;
 
 use llm_tower::config::Document;
+use llm_tower::limits::store::LimitsStoreSettings;
 use llm_tower::{Config, ConfigError};
 use serde::Deserialize;
 
@@ -45,6 +47,9 @@ pub struct GatewayConfig {
     /// The keys clients must present; `None` lets anyone in (refused on a non-loopback
     /// `listen` unless `allow_unauthenticated`).
     pub client_auth: Option<ClientAuth>,
+    /// Where replicas share the client keys' limits (default none: each process counts its
+    /// own).
+    pub limits_store: Option<LimitsStoreSettings>,
     /// Serve a non-loopback `listen` without `client_auth` anyway.
     pub allow_unauthenticated: bool,
     /// Host names (or addresses) clients reach the gateway by, besides `localhost`,
@@ -74,6 +79,8 @@ struct GatewayKeys {
     #[serde(default)]
     client_auth: Option<ClientAuth>,
     #[serde(default)]
+    limits_store: Option<LimitsStoreSettings>,
+    #[serde(default)]
     allow_unauthenticated: bool,
     #[serde(default)]
     allowed_hosts: Vec<String>,
@@ -90,6 +97,7 @@ impl GatewayConfig {
             admin_listen: None,
             server: ServerSettings::default(),
             client_auth: None,
+            limits_store: None,
             allow_unauthenticated: false,
             allowed_hosts: Vec::new(),
             cors: None,
@@ -110,6 +118,7 @@ impl GatewayConfig {
         let mut config = Self {
             server: keys.server,
             client_auth: keys.client_auth,
+            limits_store: keys.limits_store,
             allow_unauthenticated: keys.allow_unauthenticated,
             allowed_hosts: keys.allowed_hosts,
             cors: keys.cors,
@@ -151,6 +160,9 @@ impl GatewayConfig {
             ));
         }
         self.server.validate()?;
+        if let Some(store) = &self.limits_store {
+            store.validate()?;
+        }
         validate_hosts(&self.allowed_hosts)?;
         if let Some(cors) = &self.cors {
             cors.validate()?;
@@ -183,7 +195,8 @@ impl GatewayConfig {
             if !self.upstream.usage && auth.limits_tokens_or_spend() {
                 return Err(ConfigError::invalid(
                     "usage",
-                    "is false, but client_auth limits tokens or spend, which are counted from                      each answer's usage: set usage: true",
+                    "is false, but client_auth limits tokens or spend, which are counted from \
+                     each answer's usage: set usage: true",
                 ));
             }
         } else if !is_loopback(self.listen) && !self.allow_unauthenticated {

@@ -185,6 +185,10 @@ impl Reloader {
                 .health_store
                 .clone_from(&old.upstream.health_store);
         }
+        if config.limits_store != old.limits_store {
+            needs_restart.push("limits_store");
+            config.limits_store.clone_from(&old.limits_store);
+        }
         if config == *old {
             // Touched, or rewritten the same: nothing to rebuild (no new client, no new
             // checker, no new generation).

@@ -340,6 +340,7 @@ async fn an_abandoned_stream_keeps_what_it_delivered_counted() {
     let reserved = ask.len() as u64 / 4 + 20_000;
     let during = limiter
         .standing("team-a", &limits)
+        .await
         .tokens
         .unwrap()
         .remaining;
@@ -350,6 +351,7 @@ async fn an_abandoned_stream_keeps_what_it_delivered_counted() {
     // "Hello" delivered: 2 tokens, and the request's own, estimated; the rest given back.
     let after = limiter
         .standing("team-a", &limits)
+        .await
         .tokens
         .unwrap()
         .remaining;

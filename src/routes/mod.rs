@@ -27,6 +27,7 @@ use std::sync::Arc;
 use axum::Router;
 use llm_tower::health_store::HealthStore;
 use llm_tower::limits::Limiter;
+use llm_tower::limits::store::LimitsStore;
 use llm_tower::{ConfigError, EndpointId, HealthRegistry, Upstream};
 use metrics_exporter_prometheus::PrometheusHandle;
 
@@ -151,7 +152,8 @@ impl From<Router> for Routes {
 ///
 /// # Errors
 ///
-/// Any configuration error; with `health_store`, also a call outside a Tokio runtime.
+/// Any configuration error; with `health_store` or `limits_store`, also a call outside a
+/// Tokio runtime.
 pub fn router(
     config: &GatewayConfig,
     metrics: Option<PrometheusHandle>,
@@ -162,11 +164,15 @@ pub fn router(
         Some(settings) => Some(Arc::new(HealthStore::start(settings, &registry)?)),
         None => None,
     };
+    let limiter = match &config.limits_store {
+        Some(settings) => Limiter::shared(LimitsStore::start(settings)?),
+        None => Limiter::default(),
+    };
     let process = Process {
         metrics,
         registry,
         store,
-        limiter: Arc::default(),
+        limiter: Arc::new(limiter),
     };
     let app = build(config, &process, Generation::first())?;
     if let Some(store) = &process.store {

@@ -94,7 +94,9 @@ pub fn classify_error_kind(kind: ErrorKind) -> Classification {
         ErrorKind::Unrecognized | ErrorKind::Internal | ErrorKind::NoEndpointAvailable => {
             Classification::Unrecognized
         }
-        ErrorKind::Local | ErrorKind::Overloaded => Classification::Local,
+        ErrorKind::Local | ErrorKind::Overloaded | ErrorKind::LimitsUnavailable => {
+            Classification::Local
+        }
         ErrorKind::Connect
         | ErrorKind::Closed
         | ErrorKind::Timeout

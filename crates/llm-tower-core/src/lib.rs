@@ -55,6 +55,7 @@ mod macros;
 mod model;
 mod percent;
 mod policy;
+mod redis_url;
 mod retry_after;
 mod retry_on;
 mod sse;
@@ -93,6 +94,7 @@ pub use model::{
 };
 pub use percent::percent_decode;
 pub use policy::{CountBased, ExponentialBackoff, RetryPolicy};
+pub use redis_url::{RedisUrl, validate_key_prefix};
 pub use retry_after::{retry_after, retry_after_at};
 pub use retry_on::{RetryOn, RetryReason};
 pub use sse::{SseEvent, SseSplitter, write_sse_event};

@@ -4,13 +4,11 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::SystemTime;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use llm_tower_core::{BoxError, BufferedBody, Deployment, Usage, UsageRecord};
 use pin_project_lite::pin_project;
-use tokio::time::Instant;
 
 use crate::limiter::{Admission, Estimate};
 use crate::service::Shared;
@@ -123,14 +121,9 @@ impl Settlement {
                 usd: model.and_then(|model| self.shared.prices.cost(&model, &usage)),
             })
         });
-        self.shared.limiter.settle(
-            &self.client,
-            &self.limits,
-            &self.admission,
-            used,
-            Instant::now(),
-            SystemTime::now(),
-        );
+        self.shared
+            .limiter
+            .settle(&self.client, &self.limits, &self.admission, used);
     }
 }
 

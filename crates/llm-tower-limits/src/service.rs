@@ -4,7 +4,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::SystemTime;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -15,7 +15,6 @@ use llm_tower_core::{
 };
 use llm_tower_usage::Prices;
 use pin_project_lite::pin_project;
-use tokio::time::Instant;
 use tower::{Layer, Service};
 
 use crate::body::{RequestBody, ResponseBody, Settlement};
@@ -316,13 +315,8 @@ where
     }
     let admission = shared
         .limiter
-        .admit(
-            &client,
-            &limits,
-            reserved,
-            Instant::now(),
-            SystemTime::now(),
-        )
+        .admit(&client, &limits, reserved)
+        .await
         .map_err(|refusal| refused(refusal, &limits))?;
     let mut settlement = Settlement {
         shared,
@@ -344,6 +338,9 @@ where
     settlement.answered = response.extensions().get::<Deployment>().cloned();
     Ok(response.map(|body| ResponseBody::settling(body, settlement)))
 }
+
+/// When a client refused because the store is down may try again.
+const STORE_DOWN_RETRY: Duration = Duration::from_secs(1);
 
 /// The error a refusal is answered with.
 fn refused(refusal: Refusal, limits: &Limits) -> BoxError {
@@ -375,6 +372,13 @@ fn refused(refusal: Refusal, limits: &Limits) -> BoxError {
             )
             .into();
         }
+        Refusal::StoreDown => (
+            ErrorKind::LimitsUnavailable,
+            "this key's limits cannot be checked now: the store they are kept in is \
+             unreachable"
+                .to_owned(),
+            STORE_DOWN_RETRY,
+        ),
         Refusal::Budget(wait) => (
             ErrorKind::QuotaExceeded,
             format!(

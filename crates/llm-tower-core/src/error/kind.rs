@@ -78,6 +78,10 @@ pub enum ErrorKind {
     /// The client has spent its budget for the period. 429 (`insufficient_quota`) with
     /// `Retry-After` (the period's end); nothing was sent upstream.
     QuotaExceeded,
+    /// The client's limits could not be checked: the store they are shared through is
+    /// unreachable, and it is configured to refuse then (`on_store_down: deny`). 503
+    /// (`limits_unavailable`) with `Retry-After`; nothing was sent upstream.
+    LimitsUnavailable,
     /// A bug or misuse inside the stack. 500.
     Internal,
 }
@@ -99,9 +103,10 @@ impl ErrorKind {
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden => StatusCode::FORBIDDEN,
-            Self::NoEndpointAvailable | Self::Local | Self::Overloaded => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::NoEndpointAvailable
+            | Self::Local
+            | Self::Overloaded
+            | Self::LimitsUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::RateLimited | Self::QuotaExceeded => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -129,6 +134,7 @@ impl ErrorKind {
             Self::Overloaded => "gateway_overloaded",
             Self::RateLimited => "rate_limit_exceeded",
             Self::QuotaExceeded => "insufficient_quota",
+            Self::LimitsUnavailable => "limits_unavailable",
             Self::Internal => "internal_error",
         }
     }
@@ -143,7 +149,9 @@ impl ErrorKind {
             Self::Forbidden => "permission_error",
             Self::RateLimited => "rate_limit_error",
             Self::QuotaExceeded => "insufficient_quota",
-            Self::NoEndpointAvailable | Self::Overloaded => "service_unavailable",
+            Self::NoEndpointAvailable | Self::Overloaded | Self::LimitsUnavailable => {
+                "service_unavailable"
+            }
             Self::Internal | Self::Local => "server_error",
             _ => "upstream_error",
         }

@@ -21,7 +21,6 @@ mod scripts;
 mod handle;
 #[cfg(feature = "redis")]
 mod task;
-mod url;
 #[cfg(feature = "redis")]
 mod wire;
 
@@ -30,9 +29,9 @@ use std::fmt;
 use llm_tower_core::{ConfigError, Secret};
 use serde::{Deserialize, Serialize};
 
-pub use self::url::RedisUrl;
 #[cfg(feature = "redis")]
 pub use handle::{HealthStore, HealthStoreStatus};
+pub use llm_tower_core::RedisUrl;
 
 /// The shortest `health_store.secret` accepted: 32 bytes, as many as HMAC-SHA256's output
 /// (`openssl rand -hex 32` gives 64).
@@ -89,7 +88,7 @@ impl HealthStoreSettings {
     /// ```
     pub fn new(url: impl Into<String>) -> Self {
         Self {
-            redis: RedisUrl(url.into()),
+            redis: RedisUrl::from(url.into()),
             prefix: default_prefix(),
             secret: None,
         }
@@ -123,45 +122,8 @@ impl HealthStoreSettings {
                 "this build cannot share health: it was built without llm-tower's `redis` feature",
             ));
         }
-        let rest = self.redis.0.strip_prefix("redis://").ok_or_else(|| {
-            ConfigError::invalid(
-                "health_store.redis",
-                format!(
-                    "`{}` is not a redis:// URL (TLS, rediss://, and Redis Cluster are not supported)",
-                    self.redis
-                ),
-            )
-        })?;
-        let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
-        if host.is_empty() || host.starts_with(['/', ':']) {
-            return Err(ConfigError::invalid(
-                "health_store.redis",
-                format!("`{}` names no host", self.redis),
-            ));
-        }
-        let authority = host.split(['/', '?', '#']).next().unwrap_or(host);
-        let port_ok = authority
-            .parse::<http::uri::Authority>()
-            .is_ok_and(|a| llm_tower_core::port_is_valid(&a));
-        if !port_ok {
-            return Err(ConfigError::invalid(
-                "health_store.redis",
-                format!(
-                    "`{}` is not host[:port] with a port from 1 to 65535",
-                    self.redis
-                ),
-            ));
-        }
-        let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':');
-        if self.prefix.is_empty() || !self.prefix.chars().all(allowed) {
-            return Err(ConfigError::invalid(
-                "health_store.prefix",
-                format!(
-                    "`{}` must be letters, digits, `.`, `_`, `-` or `:`, and not empty",
-                    self.prefix
-                ),
-            ));
-        }
+        self.redis.validate("health_store.redis")?;
+        llm_tower_core::validate_key_prefix("health_store.prefix", &self.prefix)?;
         if let Some(secret) = &self.secret {
             // A short secret can be guessed offline from one signed event read off Redis.
             let len = secret.expose_secret().len();

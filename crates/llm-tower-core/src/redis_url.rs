@@ -1,4 +1,5 @@
-//! [`RedisUrl`]: the server's URL, which may hold a password, and how it is shown without it.
+//! [`RedisUrl`]: a Redis server's URL (the health store's, the limits store's), which may hold
+//! a password; how it is shown without it, and what is checked of its form.
 //!
 //! The `redis` client reads a password from the user info (`redis://user:pw@host`) and, in
 //! a `redis+unix://` URL, from the query (`?pass=pw`). Operators also write `?password=`,
@@ -10,11 +11,13 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::ConfigError;
+
 /// A Redis URL, which may hold a password: shown (`Display`, `Debug`) and serialised with
 /// the password replaced by `***`, wherever the URL has it.
 ///
 /// ```
-/// use llm_tower_health::store::RedisUrl;
+/// use llm_tower_core::RedisUrl;
 ///
 /// let url = RedisUrl::from("redis://app:hunter2@cache:6379");
 /// assert_eq!(url.to_string(), "redis://app:***@cache:6379");
@@ -25,7 +28,7 @@ use serde::{Deserialize, Serialize};
 /// ```
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
-pub struct RedisUrl(pub(super) String);
+pub struct RedisUrl(String);
 
 impl Serialize for RedisUrl {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -44,6 +47,81 @@ impl From<&str> for RedisUrl {
     fn from(url: &str) -> Self {
         Self(url.to_owned())
     }
+}
+
+impl From<String> for RedisUrl {
+    fn from(url: String) -> Self {
+        Self(url)
+    }
+}
+
+impl RedisUrl {
+    /// Checks the URL's form, for the configuration path `field`: `redis://`, a host, and a
+    /// port from 1 to 65535 when one is written.
+    ///
+    /// ```
+    /// use llm_tower_core::RedisUrl;
+    ///
+    /// assert!(RedisUrl::from("redis://:pw@10.0.0.5:6379/2").validate("store.redis").is_ok());
+    /// let err = RedisUrl::from("rediss://:pw@h").validate("store.redis").unwrap_err();
+    /// assert!(err.to_string().contains("store.redis") && !err.to_string().contains("pw"));
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] naming `field`, the URL shown without its password.
+    pub fn validate(&self, field: &str) -> Result<(), ConfigError> {
+        let rest = self.0.strip_prefix("redis://").ok_or_else(|| {
+            ConfigError::invalid(
+                field,
+                format!(
+                    "`{self}` is not a redis:// URL (TLS, rediss://, and Redis Cluster are not supported)"
+                ),
+            )
+        })?;
+        let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+        if host.is_empty() || host.starts_with(['/', ':']) {
+            return Err(ConfigError::invalid(
+                field,
+                format!("`{self}` names no host"),
+            ));
+        }
+        let authority = host.split(['/', '?', '#']).next().unwrap_or(host);
+        let port_ok = authority
+            .parse::<http::uri::Authority>()
+            .is_ok_and(|a| crate::port_is_valid(&a));
+        if !port_ok {
+            return Err(ConfigError::invalid(
+                field,
+                format!("`{self}` is not host[:port] with a port from 1 to 65535"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Checks the prefix of a store's keys (configuration path `field`): letters, digits, `.`,
+/// `_`, `-` or `:`, not empty, so that it cannot run into what follows it.
+///
+/// ```
+/// use llm_tower_core::validate_key_prefix;
+///
+/// assert!(validate_key_prefix("store.prefix", "llm-tower:eu").is_ok());
+/// assert!(validate_key_prefix("store.prefix", "two words").is_err());
+/// ```
+///
+/// # Errors
+///
+/// [`ConfigError::Invalid`] naming `field`.
+pub fn validate_key_prefix(field: &str, prefix: &str) -> Result<(), ConfigError> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':');
+    if prefix.is_empty() || !prefix.chars().all(allowed) {
+        return Err(ConfigError::invalid(
+            field,
+            format!("`{prefix}` must be letters, digits, `.`, `_`, `-` or `:`, and not empty"),
+        ));
+    }
+    Ok(())
 }
 
 impl fmt::Display for RedisUrl {
