@@ -1,7 +1,9 @@
 //! Cost of [`LimitsLayer`]: a client without limits (passes through), one held to requests per
 //! minute only (admitted without reading its body), and one held to requests, tokens, a
 //! budget and models (its 1 KiB body read for the model and the estimate, the reservation
-//! settled when the answer ends). The limits are high enough never to refuse.
+//! settled when the answer ends). The limits are high enough never to refuse. With a
+//! `redis-server` (on `PATH`, or `LLM_TOWER_REDIS_SERVER`), the last two again counted in a
+//! Redis of the bench's own on loopback: one script per admission, one per settlement.
 //!
 //! ```text
 //! cargo bench --bench limits -- --warm-up-time 1 --measurement-time 3
@@ -14,7 +16,10 @@ use criterion::{BatchSize, Criterion, criterion_main};
 use http::Request;
 use http_body_util::Full;
 use llm_tower_core::{Caller, UsageRecord};
-use llm_tower_limits::{Budget, Limits, LimitsLayer, LimitsTable, Period};
+use std::time::Duration;
+
+use llm_tower_limits::store::{LimitsStore, LimitsStoreSettings};
+use llm_tower_limits::{Budget, Limiter, Limits, LimitsLayer, LimitsTable, Period};
 use llm_tower_usage::Prices;
 use tower::Layer;
 
@@ -74,10 +79,37 @@ fn limits(c: &mut Criterion) {
     let prices: Prices =
         serde_json::from_str(r#"{"gpt-4o": {"input": 2.5, "output": 10}}"#).expect("prices");
     let body = request_body();
-    let service = LimitsLayer::new(table)
-        .prices(Arc::new(prices))
+    let prices = Arc::new(prices);
+    let service = LimitsLayer::new(table.clone())
+        .prices(prices.clone())
         .layer(replying(Bytes::from_static(b"{}"), false));
     let mut group = c.benchmark_group("limits");
+    let redis = llm_tower_mock::RedisServer::start()
+        .map_err(|reason| eprintln!("the Redis cases are skipped: {reason}"))
+        .ok();
+    if let Some(redis) = &redis {
+        let store = runtime.block_on(async {
+            let store = LimitsStore::start(&LimitsStoreSettings::new(redis.url())).expect("store");
+            assert!(store.connected(Duration::from_secs(10)).await, "connects");
+            store
+        });
+        let shared = LimitsLayer::new(table)
+            .prices(prices)
+            .limiter(Arc::new(Limiter::shared(store)))
+            .layer(replying(Bytes::from_static(b"{}"), false));
+        for (client, case) in [
+            ("rpm", "requests per minute only, in Redis"),
+            ("all", "requests, tokens, budget and models, in Redis"),
+        ] {
+            group.bench_function(case, |b| {
+                b.to_async(&runtime).iter_batched(
+                    || request(client, &body),
+                    |request| answer(shared.clone(), request),
+                    BatchSize::SmallInput,
+                );
+            });
+        }
+    }
     for (client, case) in [
         ("nobody", "a client without limits"),
         ("rpm", "requests per minute only"),

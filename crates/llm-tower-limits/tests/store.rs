@@ -272,6 +272,52 @@ async fn redis_gone_or_stalled_is_decided_at_once_as_configured() {
     assert_eq!(deny.send(body).await.unwrap_err(), ErrorKind::RateLimited);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_round_trip_per_admission_and_one_per_settlement() {
+    let Some(redis) = redis() else { return };
+    let rpm = Limits {
+        rpm: Some(1000),
+        ..Limits::default()
+    };
+    let tokens = Limits {
+        tpm: Some(1_000_000),
+        ..Limits::default()
+    };
+    let only_rpm = Replica::start(&redis.url(), "trips", OnStoreDown::Deny, rpm).await;
+    let with_tpm = Replica::start(&redis.url(), "trips", OnStoreDown::Deny, tokens).await;
+    let mut control = connect(&redis.url());
+    assert!(command(&mut control, &["CONFIG", "RESETSTAT"]).starts_with("+OK"));
+    for _ in 0..10 {
+        only_rpm.send(r#"{"model":"m"}"#).await.unwrap();
+    }
+    // Requests per minute need no settling: one script each.
+    assert_eq!(scripts_run(&mut control), 10);
+    for _ in 0..10 {
+        with_tpm.send(r#"{"model":"m"}"#).await.unwrap();
+    }
+    // Read through the same connection: after its settlements.
+    with_tpm.limiter.standing("team", &with_tpm.limits).await;
+    assert_eq!(scripts_run(&mut control), 10 + 10 * 2 + 1);
+}
+
+/// How many scripts Redis has run since its statistics were reset (`INFO commandstats`).
+fn scripts_run(control: &mut std::net::TcpStream) -> u64 {
+    use std::io::Read as _;
+    let header = command(control, &["INFO", "commandstats"]);
+    let len: usize = header.trim_start_matches('$').trim().parse().unwrap();
+    let mut text = vec![0; len + 2];
+    control.read_exact(&mut text).unwrap();
+    let text = String::from_utf8(text).unwrap();
+    ["cmdstat_evalsha:", "cmdstat_eval:"]
+        .iter()
+        .filter_map(|name| {
+            let line = text.lines().find(|line| line.starts_with(name))?;
+            let calls = line.split("calls=").nth(1)?.split(',').next()?;
+            calls.parse::<u64>().ok()
+        })
+        .sum()
+}
+
 fn connect(url: &str) -> std::net::TcpStream {
     std::net::TcpStream::connect(url.strip_prefix("redis://").unwrap()).unwrap()
 }
