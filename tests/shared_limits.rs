@@ -212,20 +212,16 @@ async fn redis_killed_mid_run_is_decided_as_on_store_down_says() {
         assert_eq!(retry_after.as_deref(), Some("1"));
     }
     allow.connected(false).await;
-    let metrics = allow.get("/metrics").await;
-    assert!(
-        metrics.lines().any(|l| l
-            .starts_with("llm_tower_limits_store_unreachable_total{decision=\"allowed\"}")
-            && !l.ends_with(" 0")),
-        "{metrics}"
-    );
-    let metrics = deny.get("/metrics").await;
-    assert!(
-        metrics.lines().any(|l| l
-            .starts_with("llm_tower_limits_store_unreachable_total{decision=\"denied\"}")
-            && !l.ends_with(" 0")),
-        "{metrics}"
-    );
+    for (replica, decision) in [(&allow, "allowed"), (&deny, "denied")] {
+        let metrics = replica.get("/metrics").await;
+        let series = format!("llm_tower_limits_store_unreachable_total{{decision=\"{decision}\"}}");
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with(&series) && !l.ends_with(" 0")),
+            "{metrics}"
+        );
+    }
 
     // Back: counted in Redis again.
     redis.restart().unwrap();

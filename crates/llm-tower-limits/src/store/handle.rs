@@ -16,8 +16,8 @@ use std::task::{Context, Waker};
 use std::time::{Duration, SystemTime};
 
 use llm_tower_core::ConfigError;
-use redis::Client;
 use redis::aio::MultiplexedConnection;
+use redis::{Client, Script, ScriptInvocation};
 use serde::Serialize;
 use tokio::time::{Instant, timeout};
 
@@ -29,7 +29,7 @@ use crate::limiter::{
     usd_to_settle,
 };
 use crate::period::period_at;
-use crate::settings::{Limits, Period};
+use crate::settings::{Budget, Limits, Period};
 
 /// How long a standing (`/limits`) or a settlement may wait for Redis.
 const SLOW_CALL: Duration = Duration::from_secs(2);
@@ -165,22 +165,11 @@ impl LimitsStore {
         estimate: Estimate,
         wall: SystemTime,
     ) -> Option<Result<Admission, Refusal>> {
-        let prefix = &self.shared.prefix;
-        let keys = Keys::new(prefix, client);
         let budget = limits
             .budget
             .map(|budget| (budget, period_at(budget.per, wall)));
-        let mut invocation = ADMIT_SCRIPT.prepare_invoke();
+        let mut invocation = self.on_client(&ADMIT_SCRIPT, client, limits, budget);
         invocation
-            .key(&keys.requests)
-            .key(&keys.tokens)
-            .key(Keys::budget(
-                prefix,
-                client,
-                budget.map(|(b, (period, _))| (marker(b.per), period)),
-            ))
-            .arg(limits.rpm.unwrap_or(0))
-            .arg(limits.tpm.unwrap_or(0))
             .arg(estimate.tokens)
             .arg(budget.map_or(0.0, |(b, _)| b.usd))
             .arg(estimate.usd.unwrap_or(0.0))
@@ -291,22 +280,10 @@ impl LimitsStore {
         limits: &Limits,
         wall: SystemTime,
     ) -> Option<ClientStanding> {
-        let prefix = &self.shared.prefix;
-        let keys = Keys::new(prefix, client);
         let budget = limits
             .budget
             .map(|budget| (budget, period_at(budget.per, wall)));
-        let mut invocation = STANDING_SCRIPT.prepare_invoke();
-        invocation
-            .key(&keys.requests)
-            .key(&keys.tokens)
-            .key(Keys::budget(
-                prefix,
-                client,
-                budget.map(|(b, (period, _))| (marker(b.per), period)),
-            ))
-            .arg(limits.rpm.unwrap_or(0))
-            .arg(limits.tpm.unwrap_or(0));
+        let invocation = self.on_client(&STANDING_SCRIPT, client, limits, budget);
         let (requests, requests_reset, tokens, tokens_reset, spent): (i64, i64, i64, i64, String) =
             self.call(&invocation, SLOW_CALL).await?;
         Some(ClientStanding {
@@ -318,11 +295,36 @@ impl LimitsStore {
         })
     }
 
+    /// `script` on `client`'s keys — its buckets, and its budget's in the period `budget`
+    /// is in — with its rpm and tpm (0: none) as its first arguments.
+    fn on_client<'a>(
+        &self,
+        script: &'a Script,
+        client: &str,
+        limits: &Limits,
+        budget: Option<(Budget, (u64, Duration))>,
+    ) -> ScriptInvocation<'a> {
+        let prefix = &self.shared.prefix;
+        let keys = Keys::new(prefix, client);
+        let mut invocation = script.prepare_invoke();
+        invocation
+            .key(keys.requests)
+            .key(keys.tokens)
+            .key(Keys::budget(
+                prefix,
+                client,
+                budget.map(|(b, (period, _))| (marker(b.per), period)),
+            ))
+            .arg(limits.rpm.unwrap_or(0))
+            .arg(limits.tpm.unwrap_or(0));
+        invocation
+    }
+
     /// Runs `invocation` on the connection within `limit`: `None` without a connection, an
     /// answer in time, or with an error (a lost connection is made again).
     async fn call<T: redis::FromRedisValue>(
         &self,
-        invocation: &redis::ScriptInvocation<'_>,
+        invocation: &ScriptInvocation<'_>,
         limit: Duration,
     ) -> Option<T> {
         let (number, mut connection) = self.shared.connection.get()?;
@@ -363,7 +365,7 @@ impl LimitsStore {
 }
 
 async fn invoke<T: redis::FromRedisValue>(
-    invocation: &redis::ScriptInvocation<'_>,
+    invocation: &ScriptInvocation<'_>,
     connection: &mut MultiplexedConnection,
 ) -> redis::RedisResult<T> {
     invocation.invoke_async(connection).await
