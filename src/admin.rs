@@ -110,15 +110,17 @@ struct KeyStanding<'a> {
 }
 
 impl Limited {
+    /// Every key's standing, read at once (from Redis, with `limits_store`).
     async fn standings(&self) -> LimitsPage<'_> {
-        let mut limits = Vec::with_capacity(self.clients.len());
-        for (client, of) in &self.clients {
-            limits.push(KeyStanding {
-                client,
-                models: of.models.as_deref(),
-                standing: self.limiter.standing(client, of).await,
-            });
-        }
+        let limits =
+            futures_util::future::join_all(self.clients.iter().map(|(client, of)| async move {
+                KeyStanding {
+                    client,
+                    models: of.models.as_deref(),
+                    standing: self.limiter.standing(client, of).await,
+                }
+            }))
+            .await;
         LimitsPage {
             store: self.limiter.store().map(LimitsStore::status),
             limits,

@@ -98,7 +98,8 @@ where
     }
 }
 
-/// A reservation to settle when the answer has ended.
+/// A reservation, settled when it is dropped: when the answer has ended, when the request
+/// failed, or when the request went before its answer came (its client left).
 pub(crate) struct Settlement {
     pub(crate) shared: Arc<Shared>,
     pub(crate) client: Arc<str>,
@@ -110,9 +111,9 @@ pub(crate) struct Settlement {
     pub(crate) answered: Option<Deployment>,
 }
 
-impl Settlement {
+impl Drop for Settlement {
     /// Settles the reservation against the usage the answer reported (none: all given back).
-    pub(crate) fn settle(self) {
+    fn drop(&mut self) {
         let used = self.record.as_ref().and_then(|record| {
             let usage: Usage = record.usage()?;
             let model = record.priced_model(self.answered.as_ref().and_then(|d| d.model.as_ref()));
@@ -156,9 +157,8 @@ pin_project! {
             // The bodies further in first: the usage layer's records what its answer had
             // delivered when it goes (a stream the client abandoned), and the settlement reads it.
             this.inner.set(None);
-            if let Some(settlement) = this.settlement.take() {
-                settlement.settle();
-            }
+            // Settles.
+            drop(this.settlement.take());
         }
     }
 }
@@ -206,8 +206,9 @@ impl<B: Body> Body for ResponseBody<B> {
         // settled when the body goes (see the drop).
         let ended =
             matches!(frame, None | Some(Ok(_))) && (frame.is_none() || inner.is_end_stream());
-        if ended && let Some(settlement) = this.settlement.take() {
-            settlement.settle();
+        if ended {
+            // Settles.
+            drop(this.settlement.take());
         }
         Poll::Ready(frame)
     }

@@ -188,7 +188,10 @@ impl Limiter {
         let wall = SystemTime::now();
         #[cfg(feature = "redis")]
         if let Some(store) = &self.store {
-            if let Some(decided) = store.admit(client, limits, estimate, wall).await {
+            if let Some(decided) = store
+                .admit(client, limits, estimate, wall, &self.here)
+                .await
+            {
                 return decided;
             }
             let decision = store.on_store_down();

@@ -128,6 +128,20 @@ impl Counts {
         }
     }
 
+    /// Takes `spent` in `period` (what the store counted) as `client`'s spend, unless more
+    /// was counted here.
+    #[cfg(feature = "redis")]
+    pub(crate) fn note_spent(&self, client: &str, period: u64, spent: f64) {
+        let mut clients = self.lock();
+        if !clients.contains_key(client) {
+            clients.insert(client.into(), Client::default());
+        }
+        if let Some(state) = clients.get_mut(client) {
+            let here = spent_in(&mut state.spent, period);
+            state.spent = Some((period, here.max(spent)));
+        }
+    }
+
     /// Where `client` (held to `limits`) stands now.
     pub(crate) fn standing(&self, client: &str, limits: &Limits) -> ClientStanding {
         let now = Instant::now();

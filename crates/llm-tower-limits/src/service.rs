@@ -329,8 +329,9 @@ where
     let mut response = match inner.call(request).await {
         Ok(response) => response,
         Err(err) => {
-            // No answer: what was reserved is given back at once.
-            settlement.settle();
+            // No answer: what was reserved is given back at once (as it is when this future
+            // is dropped, its client gone, before an answer came).
+            drop(settlement);
             return Err(err.into());
         }
     };

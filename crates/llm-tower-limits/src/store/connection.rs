@@ -18,6 +18,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often a connection is checked with `PING` (a server that vanished without closing
 /// the connection is found within this and the timeout).
 const PING_EVERY: Duration = Duration::from_secs(5);
+/// How long an answer is waited for at most (a call's own timeout is shorter; the answer
+/// of an admission nobody waited for is awaited this long, to give it back).
+const LATE_ANSWER: Duration = Duration::from_secs(30);
+/// Calls that may wait to be written to the connection.
+const PIPELINE_BUFFER: usize = 1024;
 const BACKOFF_FIRST: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
@@ -161,9 +166,13 @@ pub(super) async fn keep(holder: Weak<Shared>, client: Client, wake: Arc<Notify>
 /// made (a script Redis does not have costs a second round trip, sent later, and would lose
 /// a settlement its place before the requests that follow it).
 async fn connect(client: &Client) -> Result<MultiplexedConnection, RedisError> {
+    // Calls have timeouts of their own; an admission nobody waited for is still answered
+    // (within this) so that it can be given back. Room for many calls at once, so that a
+    // settlement goes out when it is made.
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
-        .set_response_timeout(Some(CONNECT_TIMEOUT));
+        .set_response_timeout(Some(LATE_ANSWER))
+        .set_pipeline_buffer_size(PIPELINE_BUFFER);
     let mut connection = client
         .get_multiplexed_async_connection_with_config(&config)
         .await?;

@@ -5,11 +5,16 @@
 //!   `on_store_down` says, counted in `llm_tower_limits_store_unreachable_total{decision}`,
 //!   and warned of (once per outage when the connection goes, at most once a minute for
 //!   calls that fail on a live connection).
+//! - The admission's call runs in a task of its own: one that Redis makes after nobody waits
+//!   for it any more (the timeout passed, or the request went) is given back when its answer
+//!   comes, request, tokens and cost.
 //! - A settlement is sent at once, in the order of the requests that end (its script is on
-//!   the connection before the client can have read the answer that settles it), and
-//!   finished in the background; one that fails is counted
-//!   (`llm_tower_limits_store_settle_failed_total`) and its reservation stays: a client is
-//!   charged its estimate, never less than it used.
+//!   the connection before the client can have read the answer that settles it, unless the
+//!   connection's buffer of calls waiting to be written is full), and finished in the
+//!   background; one that fails is counted (`llm_tower_limits_store_settle_failed_total`)
+//!   and not replayed: the key stays charged its reservation, whatever it used.
+//! - Each admission's answer says what the key has spent; the process's own counts keep it,
+//!   so that while Redis is down (`allow`) a budget is counted from there, not from 0.
 
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Waker};
@@ -19,6 +24,7 @@ use llm_tower_core::ConfigError;
 use redis::aio::MultiplexedConnection;
 use redis::{Client, Script, ScriptInvocation};
 use serde::Serialize;
+use tokio::sync::oneshot;
 use tokio::time::{Instant, timeout};
 
 use super::connection::{Connection, keep};
@@ -28,6 +34,7 @@ use crate::limiter::{
     Admission, BudgetStanding, ClientStanding, Counted, Estimate, Refusal, Standing, Standings,
     usd_to_settle,
 };
+use crate::local::Counts;
 use crate::period::period_at;
 use crate::settings::{Budget, Limits, Period};
 
@@ -157,14 +164,18 @@ impl LimitsStore {
     }
 
     /// Admits a request in Redis: `Some` with the decision, or `None` when Redis did not
-    /// decide in time (see `on_store_down`).
+    /// decide in time (see `on_store_down`). The call runs in a task of its own: an
+    /// admission nobody waits for any more (it took too long, or its request went) that
+    /// Redis makes all the same is given back when its answer comes.
     pub(crate) async fn admit(
         &self,
         client: &str,
         limits: &Limits,
         estimate: Estimate,
         wall: SystemTime,
+        here: &Counts,
     ) -> Option<Result<Admission, Refusal>> {
+        let (number, mut connection) = self.shared.connection.get()?;
         let budget = limits
             .budget
             .map(|budget| (budget, period_at(budget.per, wall)));
@@ -174,22 +185,65 @@ impl LimitsStore {
             .arg(budget.map_or(0.0, |(b, _)| b.usd))
             .arg(estimate.usd.unwrap_or(0.0))
             .arg(ttl_ms(budget.map(|(_, (_, left))| left)));
-        let reply: Vec<i64> = self.call(&invocation, self.shared.timeout).await?;
+        let (answer, mut answered) = oneshot::channel();
+        let late = Late {
+            store: self.clone(),
+            client: client.to_owned(),
+            limits: limits.clone(),
+            estimate,
+            budget,
+        };
+        tokio::spawn(async move {
+            let reply = invocation.invoke_async::<Vec<i64>>(&mut connection).await;
+            if let Err(Ok(reply)) = answer.send(reply)
+                && reply.first() == Some(&0)
+            {
+                late.give_back();
+            }
+        });
+        let reply = match timeout(self.shared.timeout, &mut answered).await {
+            Ok(Ok(reply)) => reply,
+            // Too late; unless the answer came as the wait ended, it is given back.
+            Err(_) => {
+                answered.close();
+                let Ok(reply) = answered.try_recv() else {
+                    self.warn(&format!("no answer within {:?}", self.shared.timeout));
+                    return None;
+                };
+                reply
+            }
+            Ok(Err(_)) => return None,
+        };
+        let reply = match reply {
+            Ok(reply) => reply,
+            Err(err) => {
+                self.shared.connection.failed(number, &err);
+                self.warn(&err.to_string());
+                return None;
+            }
+        };
+        let period = budget.map(|(_, (period, _))| period);
         let decided = match reply.as_slice() {
-            [0, requests, requests_reset, tokens, tokens_reset] => Ok(Admission {
-                standings: Standings {
-                    requests: standing(limits.rpm, *requests, *requests_reset),
-                    tokens: standing(limits.tpm, *tokens, *tokens_reset),
-                },
-                reserved: estimate,
-                period: budget.map(|(_, (period, _))| period),
-                counted: Counted::Store,
-            }),
+            [0, requests, requests_reset, tokens, tokens_reset, spent] => {
+                note_spent(here, client, period, *spent);
+                Ok(Admission {
+                    standings: Standings {
+                        requests: standing(limits.rpm, *requests, *requests_reset),
+                        tokens: standing(limits.tpm, *tokens, *tokens_reset),
+                    },
+                    reserved: estimate,
+                    period,
+                    counted: Counted::Store,
+                })
+            }
             [1, wait] => Err(Refusal::Requests(millis(*wait))),
             [2, wait] => Err(Refusal::Tokens(millis(*wait))),
-            [3, _] => Err(Refusal::Budget(
-                budget.map_or(Duration::ZERO, |(_, (_, left))| left),
-            )),
+            [3, spent] => {
+                note_spent(here, client, period, *spent);
+                Err(Refusal::Budget(
+                    budget.map_or(Duration::ZERO, |(_, (_, left))| left),
+                ))
+            }
             _ => {
                 self.warn(&format!("the admission script answered {reply:?}"));
                 return None;
@@ -207,41 +261,49 @@ impl LimitsStore {
         used: Estimate,
         wall: SystemTime,
     ) {
-        let tokens = if limits.tpm.is_some() {
-            i128::from(used.tokens) - i128::from(admission.reserved.tokens)
-        } else {
-            0
-        };
-        let budget = limits.budget.map(|budget| {
-            let (period, left) = period_at(budget.per, wall);
-            (
-                budget.per,
-                period,
-                left,
-                usd_to_settle(admission, used, period),
-            )
+        let budget = limits
+            .budget
+            .map(|budget| (budget, period_at(budget.per, wall)));
+        let usd = budget.map_or(0.0, |(_, (period, _))| {
+            usd_to_settle(admission, used, period)
         });
-        let usd = budget.map_or(0.0, |(.., usd)| usd);
-        if tokens == 0 && usd == 0.0 {
+        let tokens = i128::from(used.tokens) - i128::from(admission.reserved.tokens);
+        self.send_settlement(client, limits, budget, false, tokens, usd);
+    }
+
+    /// Sends the settlement script: `request` given back, `tokens` and `usd` taken (or given
+    /// back, negative) in the period of `budget`. Polled once here, which puts the script on
+    /// the connection now, ahead of any request this answer's client sends next (best
+    /// effort: past the connection's buffer of pending commands, it waits its turn); its reply
+    /// is awaited in the background.
+    fn send_settlement(
+        &self,
+        client: &str,
+        limits: &Limits,
+        budget: Option<(Budget, (u64, Duration))>,
+        request: bool,
+        tokens: i128,
+        usd: f64,
+    ) {
+        let tokens = if limits.tpm.is_some() { tokens } else { 0 };
+        let request = request && limits.rpm.is_some();
+        if tokens == 0 && usd == 0.0 && !request {
             return;
         }
         let Some((number, connection)) = self.shared.connection.get() else {
             count_settle_failed();
             return;
         };
-        let prefix = &self.shared.prefix;
-        let mut invocation = SETTLE_SCRIPT.prepare_invoke();
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            count_settle_failed();
+            return;
+        };
+        let mut invocation = self.on_client(&SETTLE_SCRIPT, client, limits, budget);
         invocation
-            .key(Keys::new(prefix, client).tokens)
-            .key(Keys::budget(
-                prefix,
-                client,
-                budget.map(|(per, period, ..)| (marker(per), period)),
-            ))
-            .arg(limits.tpm.unwrap_or(0))
+            .arg(u8::from(request))
             .arg(i64::try_from(tokens).unwrap_or(if tokens > 0 { i64::MAX } else { i64::MIN }))
             .arg(usd)
-            .arg(ttl_ms(budget.map(|(_, _, left, _)| left)));
+            .arg(ttl_ms(budget.map(|(_, (_, left))| left)));
         let shared = self.shared.clone();
         // Unconstrained: a task that has used its budget would find even a free channel
         // busy on the first poll below.
@@ -257,12 +319,6 @@ impl LimitsStore {
                 Err(_) => count_settle_failed(),
             }
         }));
-        // Polled once here, which puts the script on the connection now, ahead of any
-        // request this answer's client sends next; the rest (its reply) in the background.
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            count_settle_failed();
-            return;
-        };
         let _entered = runtime.enter();
         if settling
             .as_mut()
@@ -379,6 +435,36 @@ impl std::fmt::Debug for LimitsStore {
             .field("on_store_down", &self.shared.on_store_down)
             .field("status", &self.status())
             .finish_non_exhaustive()
+    }
+}
+
+/// Keeps in `here` what Redis says `client` has spent in `period`, for this replica's own
+/// counts to start from should Redis go (`on_store_down: allow`): a fleet then overspends a
+/// budget by what is left of it per replica, not by a whole budget.
+fn note_spent(here: &Counts, client: &str, period: Option<u64>, micro_usd: i64) {
+    if let Some(period) = period {
+        here.note_spent(client, period, micro_usd as f64 / 1e6);
+    }
+}
+
+/// An admission being made in Redis, to give back if nobody waits for it any more.
+struct Late {
+    store: LimitsStore,
+    client: String,
+    limits: Limits,
+    estimate: Estimate,
+    budget: Option<(Budget, (u64, Duration))>,
+}
+
+impl Late {
+    /// Gives back all the admission took: the request, its tokens and its cost, in the
+    /// period it was charged to.
+    fn give_back(&self) {
+        let tokens = -i128::from(self.estimate.tokens);
+        let usd = -self.estimate.usd.unwrap_or(0.0);
+        let usd = if self.budget.is_some() { usd } else { 0.0 };
+        self.store
+            .send_settlement(&self.client, &self.limits, self.budget, true, tokens, usd);
     }
 }
 

@@ -40,12 +40,16 @@ end
 local function standing(lvl, limit)
   return math.floor(math.max(lvl, 0)), wait(lvl, limit, limit)
 end
+local function micro(usd)
+  return math.floor(usd * 1000000 + 0.5)
+end
 ";
 
 /// KEYS: the requests bucket, the tokens bucket, the budget's key. ARGV: rpm, tpm, the
 /// tokens to reserve (at most tpm), the budget (0: none), the cost to reserve, the budget
-/// key's TTL (ms). Returns `{0, requests left, ms to full, tokens left, ms to full}` (-1: no
-/// such limit), or a refusal: `{1, ms}` requests, `{2, ms}` tokens, `{3, 0}` budget.
+/// key's TTL (ms). Returns `{0, requests left, ms to full, tokens left, ms to full, spent}`
+/// (-1: no such limit; spent in millionths of a USD, after the reservation), or a refusal:
+/// `{1, ms}` requests, `{2, ms}` tokens, `{3, spent}` budget.
 const ADMIT: &str = r"
 local rpm, tpm, tokens = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local budget, cost = tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -58,13 +62,14 @@ if tpm > 0 then
   tokens_level = level(KEYS[2], tpm)
   if tokens_level < math.min(tokens, tpm) then return {2, wait(tokens_level, tokens, tpm)} end
 end
+local spent = 0
 if budget > 0 then
-  local spent = tonumber(redis.call('GET', KEYS[3])) or 0
-  if spent + cost > budget then return {3, 0} end
-  redis.call('INCRBYFLOAT', KEYS[3], ARGV[5])
+  spent = tonumber(redis.call('GET', KEYS[3])) or 0
+  if spent + cost > budget then return {3, micro(spent)} end
+  spent = tonumber(redis.call('INCRBYFLOAT', KEYS[3], ARGV[5]))
   redis.call('PEXPIRE', KEYS[3], ARGV[6])
 end
-local reply = {0, -1, 0, -1, 0}
+local reply = {0, -1, 0, -1, 0, micro(spent)}
 if rpm > 0 then
   save(KEYS[1], requests - 1, rpm)
   reply[2], reply[3] = standing(requests - 1, rpm)
@@ -76,19 +81,24 @@ end
 return reply
 ";
 
-/// KEYS: the tokens bucket, the budget's key of the period to charge. ARGV: tpm (0: none),
+/// KEYS: the requests bucket, the tokens bucket, the budget's key of the period to charge.
+/// ARGV: rpm, tpm (0: none), 1 to give the request back (an admission nobody waited for),
 /// the tokens used beyond the reservation (negative: given back), the USD likewise, the
 /// budget key's TTL (ms).
 const SETTLE: &str = r"
-local tpm, tokens, usd = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local rpm, tpm, request = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local tokens, usd = tonumber(ARGV[4]), tonumber(ARGV[5])
+if rpm > 0 and request > 0 then
+  save(KEYS[1], math.min(rpm, level(KEYS[1], rpm) + request), rpm)
+end
 if tpm > 0 and tokens ~= 0 then
-  save(KEYS[1], math.min(tpm, level(KEYS[1], tpm) - tokens), tpm)
+  save(KEYS[2], math.min(tpm, level(KEYS[2], tpm) - tokens), tpm)
 end
 if usd ~= 0 then
-  if tonumber(redis.call('INCRBYFLOAT', KEYS[2], ARGV[3])) < 0 then
-    redis.call('SET', KEYS[2], '0')
+  if tonumber(redis.call('INCRBYFLOAT', KEYS[3], ARGV[5])) < 0 then
+    redis.call('SET', KEYS[3], '0')
   end
-  redis.call('PEXPIRE', KEYS[2], ARGV[4])
+  redis.call('PEXPIRE', KEYS[3], ARGV[6])
 end
 return 1
 ";
