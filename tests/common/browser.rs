@@ -140,8 +140,28 @@ async fn body_of(response: http::Response<hyper::body::Incoming>) -> Bytes {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        // Ending the driver ends its browser.
+        // The session is ended first, which quits its browser: killing the driver alone
+        // leaves Chromium's processes running, orphaned. A drop cannot await, so this one
+        // request is plain blocking HTTP.
+        if !self.session.is_empty() {
+            let _ = quit(&self.base, &self.session);
+        }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
+}
+
+/// `DELETE /session/{session}` on the driver at `base`, waiting for its answer (at most 10 s).
+fn quit(base: &str, session: &str) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    let addr = base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "DELETE /session/{session} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer)?;
+    Ok(())
 }
