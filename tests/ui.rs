@@ -154,7 +154,8 @@ impl Browser {
                  status: row.querySelector('.status').textContent,
                  countdown: row.querySelector('.countdown').textContent,
                  failure: row.querySelector('.last-failure').textContent,
-                 tokens: row.querySelector('.tokens').textContent,
+                 tokens: row.querySelector('.tokens').firstChild.textContent,
+                 provider: row.querySelector('.provider-limits')?.textContent ?? null,
                  bars: row.querySelectorAll('svg rect').length,
                };
              }
@@ -215,8 +216,19 @@ async fn the_page_in_a_browser_follows_an_ejection_and_a_recovery() {
         })
         .await;
 
-    // The primary fails both tries: the request falls back, the primary is out for 3 s.
+    // The primary fails both tries: the request falls back, the primary is out for 3 s. The
+    // backup's answer tells its rate limits.
     primary.script([Behavior::status(503), Behavior::status(503)]);
+    backup.push(Behavior::Status {
+        status: 200,
+        retry_after: None,
+        headers: vec![
+            ("x-ratelimit-limit-requests".into(), "60".into()),
+            ("x-ratelimit-remaining-requests".into(), "59".into()),
+            ("x-ratelimit-reset-requests".into(), "1s".into()),
+        ],
+        body: None,
+    });
     assert_eq!(
         header(&gw.post(CHAT).await, "x-llm-tower-endpoint"),
         "backup"
@@ -235,6 +247,9 @@ async fn the_page_in_a_browser_follows_an_ejection_and_a_recovery() {
     // The answer's tokens (the mock's 9 in, 6 out), on the deployment that gave it.
     assert_eq!(shown["backup"]["tokens"], "9 / 6 tok", "{shown}");
     assert_eq!(shown["primary"]["tokens"], "0 / 0 tok", "{shown}");
+    // What the backup's provider said is left of its rate limits; nothing of the primary's.
+    assert_eq!(shown["backup"]["provider"], "59/60 req left", "{shown}");
+    assert_eq!(shown["primary"]["provider"], Value::Null, "{shown}");
     assert!(
         shown["primary"]["failure"]
             .as_str()

@@ -41,6 +41,7 @@
 
 mod attempt;
 mod body;
+pub mod civil;
 mod classify;
 mod classify_errors;
 mod client_api;
@@ -55,6 +56,7 @@ mod macros;
 mod model;
 mod percent;
 mod policy;
+mod rate_limits;
 mod redis_url;
 mod retry_after;
 mod retry_on;
@@ -94,6 +96,7 @@ pub use model::{
 };
 pub use percent::percent_decode;
 pub use policy::{CountBased, ExponentialBackoff, RetryPolicy};
+pub use rate_limits::{RateLimits, RateWindow, cooldown_hint};
 pub use redis_url::{RedisUrl, validate_key_prefix};
 pub use retry_after::{retry_after, retry_after_at};
 pub use retry_on::{RetryOn, RetryReason};

@@ -3,12 +3,12 @@
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use http::Response;
 use llm_tower_core::{
     BoxError, Classification, ConfigError, Continuation, CooldownHint, Endpoint, Error, ErrorKind,
-    ModelInBody, ModelName, Outcome, classify, find_model, retry_after,
+    ModelInBody, ModelName, Outcome, classify, cooldown_hint, find_model,
 };
 use llm_tower_health::{CheckService, HealthChecker, HealthRegistry, ProbeGuard};
 use tokio::time::Instant;
@@ -338,7 +338,7 @@ impl Balancer {
                 .extensions()
                 .get::<CooldownHint>()
                 .map(|h| h.0)
-                .or_else(|| retry_after(response.headers()))
+                .or_else(|| cooldown_hint(response.status(), response.headers(), SystemTime::now()))
         });
         let member = &self.pool.members[index];
         member.health.failed(now, Outcome::of(result), hint, probe);

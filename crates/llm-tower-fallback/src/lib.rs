@@ -60,6 +60,7 @@
 
 mod balancer;
 mod body;
+mod headroom;
 mod layer;
 mod mask;
 mod models;
@@ -70,6 +71,7 @@ mod service;
 mod settings;
 
 pub use body::ResponseBody;
+pub use headroom::{HeadroomSettings, Share};
 pub use layer::{FallbackBuilder, FallbackLayer};
 pub use models::ModelFallbacks;
 pub use service::{Fallback, ResponseFuture};

@@ -313,6 +313,13 @@ where
         Ok(future) => future.await.map_err(Into::into),
         Err(err) => Err(err),
     });
+    if let Ok(response) = &result {
+        // Every answer's rate-limit headers, whatever its status: a deployment nearly out of
+        // its window is skipped before it answers 429.
+        member
+            .health
+            .read_rate_limits(response.headers(), Instant::now());
+    }
     if !log.is_recorded_inside() {
         log.record(
             &deployment.id,

@@ -5,6 +5,8 @@ use std::time::Duration;
 use llm_tower_core::{ConfigError, DEFAULT_MAX_BODY_BYTES};
 use serde::{Deserialize, Serialize};
 
+use crate::headroom::HeadroomSettings;
+
 /// How the balancer picks among the available endpoints of the best priority tier.
 ///
 /// ```
@@ -49,7 +51,7 @@ pub enum WhenAllUnhealthy {
 /// Everything the balancer can be told besides its endpoints. In a configuration file these
 /// are top-level keys (`strategy`, `when_all_unhealthy`, `max_body_bytes`,
 /// `unhealthy_threshold`, `max_cooldown`, `max_probe_interval`, `max_continuations`,
-/// `latency_decay`).
+/// `latency_decay`, `headroom`).
 ///
 /// ```
 /// use std::time::Duration;
@@ -94,6 +96,9 @@ pub struct FallbackSettings {
     /// again.
     #[serde(with = "llm_tower_core::duration")]
     pub latency_decay: Duration,
+    /// How little of a provider's rate-limit window may be left before a deployment is
+    /// skipped until it resets (default 5 %).
+    pub headroom: HeadroomSettings,
 }
 
 impl Default for FallbackSettings {
@@ -107,6 +112,7 @@ impl Default for FallbackSettings {
             max_probe_interval: Self::DEFAULT_MAX_PROBE_INTERVAL,
             max_continuations: 1,
             latency_decay: Self::DEFAULT_LATENCY_DECAY,
+            headroom: HeadroomSettings::default(),
         }
     }
 }

@@ -7,7 +7,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use llm_tower_core::{Endpoint, EndpointId, ErrorKind, ModelName, Outcome, classify_error_kind};
+use llm_tower_core::{
+    Endpoint, EndpointId, ErrorKind, ModelName, Outcome, RateLimits, classify_error_kind,
+};
 use tokio::time::Instant;
 
 use crate::activity::Ended;
@@ -52,6 +54,8 @@ pub struct DeploymentHealth {
     /// The first cooldown of an ejection (its endpoint's `health_check_interval`).
     base_cooldown: Duration,
     policy: HealthPolicy,
+    /// Below this fraction of a rate-limit window left, it is skipped until the reset.
+    headroom_min: f64,
 }
 
 impl fmt::Debug for DeploymentHealth {
@@ -92,6 +96,25 @@ impl DeploymentHealth {
             registry: registry.clone(),
             base_cooldown: endpoint.health_check_interval(),
             policy,
+            headroom_min: crate::DEFAULT_HEADROOM_MIN,
+        }
+    }
+
+    /// Skipped, like a cooling deployment, while its provider's answers say less than `min`
+    /// (a fraction) of a rate-limit window is left, until the window resets (default
+    /// [`DEFAULT_HEADROOM_MIN`](crate::DEFAULT_HEADROOM_MIN); 0: only while nothing is left).
+    #[must_use]
+    pub fn headroom_min(mut self, min: f64) -> Self {
+        self.headroom_min = min;
+        self
+    }
+
+    /// Keeps what an answer's headers say of the deployment's rate limits (read at `now`).
+    /// A window below the headroom threshold keeps requests away until it resets; an answer
+    /// without such headers changes nothing.
+    pub fn read_rate_limits(&self, headers: &http::HeaderMap, now: Instant) {
+        if let Some(limits) = RateLimits::read(headers) {
+            self.cell.headroom.observe(&limits, now, self.headroom_min);
         }
     }
 
@@ -103,6 +126,9 @@ impl DeploymentHealth {
     /// Whether a request may go here now. When the cooldown is over and no probe is out (and
     /// no health checker probes it), the request is the half-open probe and holds its slot.
     pub fn admit(&self, now: Instant) -> Admission {
+        if let Some(reset) = self.cell.headroom.skip_until(now, self.headroom_min) {
+            return Admission::Closed(reset);
+        }
         self.cell.admit(now)
     }
 

@@ -45,6 +45,7 @@ mod latency;
 
 mod activity;
 mod check_log;
+mod headroom;
 mod snapshot;
 
 mod cell;
@@ -66,5 +67,6 @@ pub use check::{CheckService, HealthChecker};
 pub use check_log::CheckSnapshot;
 pub use deployment::{DeploymentHealth, InFlight};
 pub use events::{HealthEvent, HealthEvents};
+pub use headroom::{DEFAULT_HEADROOM_MIN, RateLimitsSnapshot, WindowSnapshot};
 pub use registry::HealthRegistry;
 pub use snapshot::{EndpointSnapshot, Status};

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::activity::{LastFailure, LastMinute};
 use crate::check_log::CheckSnapshot;
+use crate::headroom::RateLimitsSnapshot;
 
 /// Health status of an endpoint.
 ///
@@ -92,4 +93,7 @@ pub struct EndpointSnapshot {
     /// Healthy again by a passing health check, but not yet by a request: its requests get
     /// a single try, and the first failure ejects it again with the cooldown doubled.
     pub on_probation: bool,
+    /// Its rate limits as its provider last told them (absent until an answer told them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limits: Option<RateLimitsSnapshot>,
 }

@@ -2,6 +2,8 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use llm_tower_core::civil::{civil_from_days, days_from_civil};
+
 use crate::settings::Period;
 
 const DAY: u64 = 86_400;
@@ -14,42 +16,19 @@ pub(crate) fn period_at(per: Period, now: SystemTime) -> (u64, Duration) {
     match per {
         Period::Day => (day, Duration::from_secs(DAY - into_day)),
         Period::Month => {
-            let (year, month, _) = civil_from_days(day);
+            let (year, month, _) = civil_from_days(day.cast_signed());
             let next = if month == 12 {
-                days_from_civil(year + 1, 1)
+                days_from_civil(year + 1, 1, 1)
             } else {
-                days_from_civil(year, month + 1)
+                days_from_civil(year, month + 1, 1)
             };
-            let left = (next - day) * DAY - into_day;
-            (year * 12 + month - 1, Duration::from_secs(left))
+            let left = (next.cast_unsigned() - day) * DAY - into_day;
+            (
+                (year * 12 + month - 1).cast_unsigned(),
+                Duration::from_secs(left),
+            )
         }
     }
-}
-
-/// The date (year, month 1–12, day 1–31) of `days` since 1970-01-01 (Howard Hinnant's
-/// `civil_from_days`, for the years after 1970).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
-}
-
-/// The days since 1970-01-01 of the first of `month` in `year` (`days_from_civil`).
-fn days_from_civil(year: u64, month: u64) -> u64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year / 400;
-    let yoe = year - era * 400;
-    let mp = if month > 2 { month - 3 } else { month + 9 };
-    let doy = (153 * mp + 2) / 5;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]
@@ -64,7 +43,7 @@ mod tests {
     fn days_and_months_end_where_the_calendar_says() {
         // 2026-12-06T11:00:00Z.
         let now = at(1_796_554_800);
-        assert_eq!(civil_from_days(1_796_554_800 / DAY), (2026, 12, 6));
+        assert_eq!(civil_from_days(1_796_554_800 / 86_400), (2026, 12, 6));
         assert_eq!(
             period_at(Period::Day, now).1,
             Duration::from_secs(13 * 3600)
@@ -74,11 +53,11 @@ mod tests {
         assert_eq!(month, 2026 * 12 + 11);
         assert_eq!(left, Duration::from_secs(25 * DAY + 13 * 3600));
         // February of a leap year has 29 days.
-        let feb = days_from_civil(2028, 2) * DAY;
+        let feb = days_from_civil(2028, 2, 1).cast_unsigned() * DAY;
         assert_eq!(
             period_at(Period::Month, at(feb)).1,
             Duration::from_secs(29 * DAY)
         );
-        assert_eq!(civil_from_days(days_from_civil(2000, 3)), (2000, 3, 1));
+        assert_eq!(civil_from_days(days_from_civil(2000, 3, 1)), (2000, 3, 1));
     }
 }

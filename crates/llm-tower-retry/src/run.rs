@@ -3,13 +3,13 @@
 //! request; tries and waits are steps of the same future, not futures of their own.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use http::{Request, Response};
 use http_body::Body;
 use llm_tower_core::{
     Attempts, BoxError, CooldownHint, Deployment, Endpoint, EndpointId, Replay, RetryOn,
-    RetryPolicy, Selected, SingleTry, classify, retry_after,
+    RetryPolicy, Selected, SingleTry, classify, cooldown_hint,
 };
 use tower::Service;
 use tower::retry::budget::{Budget, TpsBudget};
@@ -146,13 +146,18 @@ fn retry_delay<RB>(
     if !classify(result).retry_same_endpoint() || !retry_on.allows(result) {
         return None;
     }
-    let wait = result.as_ref().ok().and_then(|r| retry_after(r.headers()));
+    // A 429 without Retry-After asks, through its rate-limit headers, to wait until the
+    // windows it spent reset.
+    let wait = result
+        .as_ref()
+        .ok()
+        .and_then(|r| cooldown_hint(r.status(), r.headers(), SystemTime::now()));
     let max_wait = state.max_retry_after(policy);
     if let Some(wait) = wait.filter(|w| *w > max_wait) {
         tracing::debug!(
             ?wait,
             ?max_wait,
-            "Retry-After longer than allowed; not retrying here"
+            "the wait asked for is longer than allowed; not retrying here"
         );
         if let Ok(response) = result {
             response.extensions_mut().insert(CooldownHint(wait));

@@ -149,7 +149,8 @@ impl Pool {
                     _ => endpoint.id().clone(),
                 };
                 let model = route.as_ref().map(|r| r.name().clone());
-                let health = DeploymentHealth::new(registry, id, &endpoint, model, policy);
+                let health = DeploymentHealth::new(registry, id, &endpoint, model, policy)
+                    .headroom_min(settings.headroom.min.fraction());
                 members.push(Member {
                     health: Arc::new(health),
                     endpoint: endpoint.clone(),

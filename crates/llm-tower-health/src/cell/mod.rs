@@ -21,6 +21,7 @@ use tokio::time::Instant;
 
 use crate::activity::Activity;
 use crate::check_log::CheckLog;
+use crate::headroom::Headroom;
 use crate::latency::PeakEwma;
 use crate::snapshot::{EndpointSnapshot, Status};
 
@@ -181,6 +182,8 @@ pub(crate) struct EndpointHealth {
     pub(crate) checks: CheckLog,
     /// The last minute of requests, and the last failure, for operators.
     pub(crate) activity: Activity,
+    /// Its rate-limit windows, as its provider last told them.
+    pub(crate) headroom: Headroom,
     /// Where the configuration in force puts it (the last pool built over it says).
     placement: Mutex<Option<Placement>>,
     /// `max_probe_interval` of the configuration in force, in milliseconds (0: none, the
@@ -459,6 +462,7 @@ impl EndpointHealth {
             last_failure: activity.last_failure,
             last_minute: activity.last_minute,
             on_probation,
+            rate_limits: self.headroom.snapshot(now),
         }
     }
 }

@@ -1,14 +1,14 @@
 //! One health check: the request, its timeout, and what its answer means.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Buf;
 use http::{Request, StatusCode};
 use http_body::Body;
 use http_body_util::BodyExt;
 use llm_tower_core::{
-    BoxError, BufferedBody, ERROR_BODY_LIMIT, ErrorKind, Outcome, Selected, informational_as_error,
-    retry_after,
+    BoxError, BufferedBody, ERROR_BODY_LIMIT, ErrorKind, Outcome, Selected, cooldown_hint,
+    informational_as_error,
 };
 use tokio::time::Instant;
 use tower::ServiceExt;
@@ -121,7 +121,10 @@ pub(crate) async fn check<P: CheckService>(target: &Checked, mut probe: P) -> Ve
             status: parts.status,
             latency,
         },
-        Ok(Ok(parts)) => failed(Outcome::Status(parts.status), retry_after(&parts.headers)),
+        Ok(Ok(parts)) => failed(
+            Outcome::Status(parts.status),
+            cooldown_hint(parts.status, &parts.headers, SystemTime::now()),
+        ),
     }
 }
 

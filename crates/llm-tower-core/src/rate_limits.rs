@@ -1,0 +1,426 @@
+//! [`RateLimits`]: what a provider's answer says of its rate limits — OpenAI's and Azure's
+//! `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` (resets as durations: `6m0s`,
+//! `1s`, `20ms`), Anthropic's `anthropic-ratelimit-{requests,tokens,input-tokens,
+//! output-tokens}-{limit,remaining,reset}` (resets as RFC 3339 instants) — and
+//! [`cooldown_hint`], the wait a failed answer asks for: its `Retry-After`, or for a 429
+//! without one, until the reset of the window it spent.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::{HeaderMap, StatusCode};
+
+use crate::retry_after_at;
+
+/// One rate-limit window of a deployment, as an answer told it.
+///
+/// ```
+/// use std::time::Duration;
+/// use llm_tower_core::RateWindow;
+///
+/// let window = RateWindow { limit: Some(100), remaining: 4, reset: Duration::from_secs(6) };
+/// assert!(window.below(0.05) && !window.below(0.01));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateWindow {
+    /// The window's size, when told.
+    pub limit: Option<u64>,
+    /// What is left of it.
+    pub remaining: u64,
+    /// How long until it is full again.
+    pub reset: Duration,
+}
+
+impl RateWindow {
+    /// Whether what is left is below `fraction` of the limit (or nothing is left, when the
+    /// limit is not told).
+    pub fn below(&self, fraction: f64) -> bool {
+        match self.limit {
+            Some(limit) => (self.remaining as f64) < fraction * limit as f64 || self.remaining == 0,
+            None => self.remaining == 0,
+        }
+    }
+
+    /// What is left, as a fraction of the limit (0 or 1 when the limit is not told).
+    fn left(&self) -> f64 {
+        match self.limit {
+            Some(limit) if limit > 0 => self.remaining as f64 / limit as f64,
+            _ => f64::from(u8::from(self.remaining > 0)),
+        }
+    }
+}
+
+/// What an answer's headers say of a deployment's rate limits: its requests window and its
+/// tokens window (Anthropic's input and output token windows count as tokens: the one with
+/// the least left).
+///
+/// ```
+/// use std::time::Duration;
+/// use http::HeaderMap;
+/// use llm_tower_core::RateLimits;
+///
+/// let mut headers = HeaderMap::new();
+/// headers.insert("x-ratelimit-limit-requests", "60".parse().unwrap());
+/// headers.insert("x-ratelimit-remaining-requests", "0".parse().unwrap());
+/// headers.insert("x-ratelimit-reset-requests", "6m0s".parse().unwrap());
+/// let limits = RateLimits::read(&headers).unwrap();
+/// let requests = limits.requests.unwrap();
+/// assert_eq!((requests.limit, requests.remaining), (Some(60), 0));
+/// assert_eq!(requests.reset, Duration::from_secs(360));
+/// assert_eq!(limits.spent_until(), Some(Duration::from_secs(360)));
+/// assert!(RateLimits::read(&HeaderMap::new()).is_none());
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RateLimits {
+    /// Requests.
+    pub requests: Option<RateWindow>,
+    /// Tokens.
+    pub tokens: Option<RateWindow>,
+}
+
+/// Which window a header speaks of, and of what.
+#[derive(Clone, Copy)]
+enum Part {
+    Limit,
+    Remaining,
+    Reset,
+}
+
+/// A window being read: its parts as they are found.
+#[derive(Clone, Copy, Default)]
+struct Parts {
+    limit: Option<u64>,
+    remaining: Option<u64>,
+    reset: Option<Duration>,
+}
+
+impl Parts {
+    fn window(self) -> Option<RateWindow> {
+        Some(RateWindow {
+            limit: self.limit,
+            remaining: self.remaining?,
+            reset: self.reset.unwrap_or_default(),
+        })
+    }
+}
+
+impl RateLimits {
+    /// Reads `headers` now; `None` when they say nothing of rate limits.
+    pub fn read(headers: &HeaderMap) -> Option<Self> {
+        Self::read_at(headers, SystemTime::now())
+    }
+
+    /// Reads `headers` as of `now` (Anthropic's resets are instants). One pass over the
+    /// headers, comparing each name's first bytes: an answer without these headers costs a
+    /// few compares per header.
+    pub fn read_at(headers: &HeaderMap, now: SystemTime) -> Option<Self> {
+        // requests, tokens, input tokens, output tokens.
+        let mut windows = [Parts::default(); 4];
+        let mut any = false;
+        for (name, value) in headers {
+            let name = name.as_str();
+            let Some((window, part, anthropic)) = classify(name) else {
+                continue;
+            };
+            let Ok(value) = value.to_str() else { continue };
+            let value = value.trim();
+            let slot = &mut windows[window];
+            match part {
+                Part::Limit => slot.limit = value.parse().ok(),
+                Part::Remaining => slot.remaining = value.parse().ok(),
+                Part::Reset if anthropic => slot.reset = until_instant(value, now),
+                Part::Reset => slot.reset = go_duration(value),
+            }
+            any = true;
+        }
+        if !any {
+            return None;
+        }
+        let [requests, tokens, input, output] = windows.map(Parts::window);
+        let tokens = [tokens, input, output]
+            .into_iter()
+            .flatten()
+            .min_by(|a, b| a.left().total_cmp(&b.left()));
+        let limits = Self { requests, tokens };
+        (limits.requests.is_some() || limits.tokens.is_some()).then_some(limits)
+    }
+
+    /// How long until every spent window (nothing left) is full again: what a 429 without
+    /// `Retry-After` asks for. `None` when no window is spent.
+    pub fn spent_until(&self) -> Option<Duration> {
+        [self.requests, self.tokens]
+            .into_iter()
+            .flatten()
+            .filter(|window| window.remaining == 0)
+            .map(|window| window.reset)
+            .max()
+    }
+
+    /// The windows below `fraction` of their limit (see [`RateWindow::below`]), and how long
+    /// until the last of them resets: `None` when none is.
+    pub fn low_for(&self, fraction: f64) -> Option<Duration> {
+        [self.requests, self.tokens]
+            .into_iter()
+            .flatten()
+            .filter(|window| window.below(fraction))
+            .map(|window| window.reset)
+            .max()
+    }
+}
+
+/// The window (requests 0, tokens 1, input 2, output 3), the part, and whether it is
+/// Anthropic's, of a rate-limit header's name.
+fn classify(name: &str) -> Option<(usize, Part, bool)> {
+    if let Some(rest) = name.strip_prefix("x-ratelimit-") {
+        let (part, window) = rest.split_once('-')?;
+        let part = match part {
+            "limit" => Part::Limit,
+            "remaining" => Part::Remaining,
+            "reset" => Part::Reset,
+            _ => return None,
+        };
+        let window = match window {
+            "requests" => 0,
+            "tokens" => 1,
+            _ => return None,
+        };
+        return Some((window, part, false));
+    }
+    let rest = name.strip_prefix("anthropic-ratelimit-")?;
+    let (window, part) = rest.rsplit_once('-')?;
+    let part = match part {
+        "limit" => Part::Limit,
+        "remaining" => Part::Remaining,
+        "reset" => Part::Reset,
+        _ => return None,
+    };
+    let window = match window {
+        "requests" => 0,
+        "tokens" => 1,
+        "input-tokens" => 2,
+        "output-tokens" => 3,
+        _ => return None,
+    };
+    Some((window, part, true))
+}
+
+/// A duration as OpenAI writes its resets (Go's form): `6m0s`, `1s`, `20ms`, `1.5s`,
+/// `1h2m3s`; a bare number is seconds.
+fn go_duration(text: &str) -> Option<Duration> {
+    if let Ok(seconds) = text.parse::<f64>() {
+        return Duration::try_from_secs_f64(seconds).ok();
+    }
+    if text.is_empty() {
+        return None;
+    }
+    let mut total = 0.0;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .filter(|&at| at > 0)?;
+        let (number, after) = rest.split_at(digits);
+        let number: f64 = number.parse().ok()?;
+        let unit = after
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(after.len());
+        let (unit, after) = after.split_at(unit);
+        total += number
+            * match unit {
+                "h" => 3600.0,
+                "m" => 60.0,
+                "s" => 1.0,
+                "ms" => 0.001,
+                "us" | "µs" => 0.000_001,
+                "ns" => 0.000_000_001,
+                _ => return None,
+            };
+        rest = after;
+    }
+    Duration::try_from_secs_f64(total).ok()
+}
+
+/// The time from `now` to an RFC 3339 instant (`2026-12-06T14:00:30Z`, fractions and
+/// offsets allowed); zero for one past.
+fn until_instant(text: &str, now: SystemTime) -> Option<Duration> {
+    let at = rfc3339(text)?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+fn rfc3339(text: &str) -> Option<SystemTime> {
+    let bytes = text.as_bytes();
+    let number = |range: std::ops::Range<usize>| -> Option<i64> {
+        let part = text.get(range)?;
+        part.bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| part.parse().ok())?
+    };
+    if bytes.len() < 20
+        || bytes[4] != b'-'
+        || bytes[7] != b'-'
+        || !matches!(bytes[10], b'T' | b't' | b' ')
+    {
+        return None;
+    }
+    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    let mut rest = &text[19..];
+    let mut nanos = 0u32;
+    if let Some(fraction) = rest.strip_prefix('.') {
+        let digits = fraction
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(fraction.len());
+        let (fraction, after) = fraction.split_at(digits);
+        let scaled = format!("{fraction:0<9}");
+        nanos = scaled.get(..9)?.parse().ok()?;
+        rest = after;
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        _ => {
+            let sign = match rest.as_bytes().first()? {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            let (hours, minutes) = rest.get(1..)?.split_once(':')?;
+            sign * (hours.parse::<i64>().ok()? * 3600 + minutes.parse::<i64>().ok()? * 60)
+        }
+    };
+    let days = crate::civil::days_from_civil(year, month, day);
+    let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset;
+    let secs = u64::try_from(secs).ok()?;
+    Some(UNIX_EPOCH + Duration::new(secs, nanos))
+}
+
+/// The wait a failed answer (`status`, `headers`) asks for, as of `now`: its `Retry-After`
+/// (see [`retry_after_at`]), or, for a 429 without one, until the windows it spent are full
+/// again ([`RateLimits::spent_until`]). `None`: it asks for none.
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use http::{HeaderMap, StatusCode};
+/// use llm_tower_core::cooldown_hint;
+///
+/// let mut headers = HeaderMap::new();
+/// headers.insert("x-ratelimit-remaining-tokens", "0".parse().unwrap());
+/// headers.insert("x-ratelimit-reset-tokens", "20s".parse().unwrap());
+/// let now = SystemTime::now();
+/// assert_eq!(cooldown_hint(StatusCode::TOO_MANY_REQUESTS, &headers, now), Some(Duration::from_secs(20)));
+/// // A Retry-After says it first; and only a 429 speaks through its windows.
+/// assert_eq!(cooldown_hint(StatusCode::SERVICE_UNAVAILABLE, &headers, now), None);
+/// headers.insert("retry-after", "3".parse().unwrap());
+/// assert_eq!(cooldown_hint(StatusCode::TOO_MANY_REQUESTS, &headers, now), Some(Duration::from_secs(3)));
+/// ```
+pub fn cooldown_hint(status: StatusCode, headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    retry_after_at(headers, now).or_else(|| {
+        (status == StatusCode::TOO_MANY_REQUESTS)
+            .then(|| RateLimits::read_at(headers, now)?.spent_until())
+            .flatten()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.insert(*name, value.parse().unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn openai_durations_as_go_writes_them() {
+        for (text, secs) in [
+            ("6m0s", 360.0),
+            ("1s", 1.0),
+            ("20ms", 0.02),
+            ("1.5s", 1.5),
+            ("1h2m3s", 3723.0),
+            ("59.946s", 59.946),
+            ("7", 7.0),
+        ] {
+            assert_eq!(
+                go_duration(text),
+                Duration::try_from_secs_f64(secs).ok(),
+                "{text}"
+            );
+        }
+        for bad in ["", "s", "1x", "-1s", "1s2"] {
+            assert_eq!(go_duration(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn anthropic_windows_with_instants() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_796_565_600); // 2026-12-06T14:00:00Z
+        let limits = RateLimits::read_at(
+            &headers(&[
+                ("anthropic-ratelimit-requests-limit", "50"),
+                ("anthropic-ratelimit-requests-remaining", "49"),
+                ("anthropic-ratelimit-requests-reset", "2026-12-06T14:00:01Z"),
+                ("anthropic-ratelimit-input-tokens-limit", "40000"),
+                ("anthropic-ratelimit-input-tokens-remaining", "1000"),
+                (
+                    "anthropic-ratelimit-input-tokens-reset",
+                    "2026-12-06T15:00:30+01:00",
+                ),
+                ("anthropic-ratelimit-output-tokens-limit", "8000"),
+                ("anthropic-ratelimit-output-tokens-remaining", "7000"),
+                (
+                    "anthropic-ratelimit-output-tokens-reset",
+                    "2026-12-06T14:00:02.5Z",
+                ),
+            ]),
+            now,
+        )
+        .unwrap();
+        let requests = limits.requests.unwrap();
+        assert_eq!(
+            (requests.remaining, requests.reset),
+            (49, Duration::from_secs(1))
+        );
+        // Input tokens have the least left (2.5 %): they speak for tokens.
+        let tokens = limits.tokens.unwrap();
+        assert_eq!((tokens.limit, tokens.remaining), (Some(40_000), 1000));
+        assert_eq!(tokens.reset, Duration::from_secs(30));
+        assert_eq!(limits.low_for(0.05), Some(Duration::from_secs(30)));
+        assert_eq!(limits.low_for(0.01), None);
+        assert_eq!(limits.spent_until(), None);
+        // A reset in the past is now.
+        assert_eq!(
+            until_instant("2026-12-06T13:00:00Z", now),
+            Some(Duration::ZERO)
+        );
+        for bad in [
+            "2026-12-06",
+            "2026-13-06T14:00:00Z",
+            "2026-12-06T14:00:00",
+            "yesterday",
+        ] {
+            assert_eq!(rfc3339(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn other_headers_say_nothing() {
+        assert_eq!(
+            RateLimits::read(&headers(&[
+                ("content-type", "application/json"),
+                ("x-ratelimit-remaining-requests", "many"),
+                ("x-ratelimit-other-requests", "1"),
+            ])),
+            None
+        );
+    }
+}
