@@ -142,6 +142,20 @@ async fn upstreams_shows_the_last_minute_and_the_last_failure() {
     assert_eq!(backup["priority"], 1);
 }
 
+/// A 200 whose headers say 59 of 60 requests are left.
+fn telling_its_rate_limits() -> Behavior {
+    Behavior::Status {
+        status: 200,
+        retry_after: None,
+        headers: vec![
+            ("x-ratelimit-limit-requests".into(), "60".into()),
+            ("x-ratelimit-remaining-requests".into(), "59".into()),
+            ("x-ratelimit-reset-requests".into(), "1s".into()),
+        ],
+        body: None,
+    }
+}
+
 /// A WebDriver session with headless Chromium, ended when dropped.
 impl Browser {
     /// What the page shows per deployment: `{id: {status, countdown}}`, read from the
@@ -219,16 +233,7 @@ async fn the_page_in_a_browser_follows_an_ejection_and_a_recovery() {
     // The primary fails both tries: the request falls back, the primary is out for 3 s. The
     // backup's answer tells its rate limits.
     primary.script([Behavior::status(503), Behavior::status(503)]);
-    backup.push(Behavior::Status {
-        status: 200,
-        retry_after: None,
-        headers: vec![
-            ("x-ratelimit-limit-requests".into(), "60".into()),
-            ("x-ratelimit-remaining-requests".into(), "59".into()),
-            ("x-ratelimit-reset-requests".into(), "1s".into()),
-        ],
-        body: None,
-    });
+    backup.push(telling_its_rate_limits());
     assert_eq!(
         header(&gw.post(CHAT).await, "x-llm-tower-endpoint"),
         "backup"

@@ -96,7 +96,7 @@ pub use model::{
 };
 pub use percent::percent_decode;
 pub use policy::{CountBased, ExponentialBackoff, RetryPolicy};
-pub use rate_limits::{RateLimits, RateWindow, cooldown_hint};
+pub use rate_limits::{MAX_RESET, RateLimits, RateWindow, cooldown_hint};
 pub use redis_url::{RedisUrl, validate_key_prefix};
 pub use retry_after::{retry_after, retry_after_at};
 pub use retry_on::{RetryOn, RetryReason};

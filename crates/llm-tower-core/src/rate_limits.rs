@@ -26,7 +26,7 @@ pub struct RateWindow {
     pub limit: Option<u64>,
     /// What is left of it.
     pub remaining: u64,
-    /// How long until it is full again.
+    /// How long until it is full again (at most [`MAX_RESET`]).
     pub reset: Duration,
 }
 
@@ -93,12 +93,16 @@ struct Parts {
     reset: Option<Duration>,
 }
 
+/// The longest reset taken from a header: a day. An upstream's header is not trusted to
+/// name a wait that would overflow a clock.
+pub const MAX_RESET: Duration = Duration::from_secs(86_400);
+
 impl Parts {
     fn window(self) -> Option<RateWindow> {
         Some(RateWindow {
             limit: self.limit,
             remaining: self.remaining?,
-            reset: self.reset.unwrap_or_default(),
+            reset: self.reset.unwrap_or_default().min(MAX_RESET),
         })
     }
 }

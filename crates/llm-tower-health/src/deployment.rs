@@ -113,7 +113,14 @@ impl DeploymentHealth {
     /// A window below the headroom threshold keeps requests away until it resets; an answer
     /// without such headers changes nothing.
     pub fn read_rate_limits(&self, headers: &http::HeaderMap, now: Instant) {
-        if let Some(limits) = RateLimits::read(headers) {
+        if let Some(mut limits) = RateLimits::read(headers) {
+            // Skipped at most as long as a cooldown may last.
+            for window in [&mut limits.requests, &mut limits.tokens]
+                .into_iter()
+                .flatten()
+            {
+                window.reset = window.reset.min(self.policy.max_cooldown);
+            }
             self.cell.headroom.observe(&limits, now, self.headroom_min);
         }
     }
