@@ -204,3 +204,20 @@ async fn when_every_deployment_is_low_the_one_that_resets_first_is_tried() {
     assert_eq!(header(&response, "x-llm-tower-endpoint"), "b");
     assert_eq!((a.request_count(), b.request_count()), (1, 2));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_reset_far_off_keeps_a_deployment_away_no_longer_than_a_cooldown() {
+    let (a, b) = (
+        MockProvider::start().await.unwrap(),
+        MockProvider::start().await.unwrap(),
+    );
+    a.push(ok_with(openai(0, "1000h")));
+    let gw = gateway(&a, &b).await;
+    assert_eq!(chat(&gw).await, StatusCode::OK);
+    assert_eq!(chat(&gw).await, StatusCode::OK);
+    assert_eq!((a.request_count(), b.request_count()), (1, 1));
+    // `max_cooldown` (60 s by default) bounds the skip, as it bounds any Retry-After.
+    tokio::time::advance(Duration::from_secs(61)).await;
+    assert_eq!(chat(&gw).await, StatusCode::OK);
+    assert_eq!(a.request_count(), 2);
+}

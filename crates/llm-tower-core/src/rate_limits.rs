@@ -140,10 +140,12 @@ impl RateLimits {
             return None;
         }
         let [requests, tokens, input, output] = windows.map(Parts::window);
+        // The window with the least left speaks for tokens; of spent ones, the one that is
+        // spent longest (a wait is until every spent window is back).
         let tokens = [tokens, input, output]
             .into_iter()
             .flatten()
-            .min_by(|a, b| a.left().total_cmp(&b.left()));
+            .min_by(|a, b| a.left().total_cmp(&b.left()).then(b.reset.cmp(&a.reset)));
         let limits = Self { requests, tokens };
         (limits.requests.is_some() || limits.tokens.is_some()).then_some(limits)
     }
@@ -210,8 +212,9 @@ fn classify(name: &str) -> Option<(usize, Part, bool)> {
 /// A duration as OpenAI writes its resets (Go's form): `6m0s`, `1s`, `20ms`, `1.5s`,
 /// `1h2m3s`; a bare number is seconds.
 fn go_duration(text: &str) -> Option<Duration> {
-    if let Ok(seconds) = text.parse::<f64>() {
-        return Duration::try_from_secs_f64(seconds).ok();
+    // A bare number of seconds: digits and a point only (no sign, exponent, `inf`).
+    if text.bytes().all(|b| b.is_ascii_digit() || b == b'.') && !text.is_empty() {
+        return Duration::try_from_secs_f64(text.parse().ok()?).ok();
     }
     if text.is_empty() {
         return None;
@@ -282,6 +285,9 @@ fn rfc3339(text: &str) -> Option<SystemTime> {
             .find(|c: char| !c.is_ascii_digit())
             .unwrap_or(fraction.len());
         let (fraction, after) = fraction.split_at(digits);
+        if fraction.is_empty() {
+            return None;
+        }
         let scaled = format!("{fraction:0<9}");
         nanos = scaled.get(..9)?.parse().ok()?;
         rest = after;
@@ -294,8 +300,21 @@ fn rfc3339(text: &str) -> Option<SystemTime> {
                 b'-' => -1,
                 _ => return None,
             };
-            let (hours, minutes) = rest.get(1..)?.split_once(':')?;
-            sign * (hours.parse::<i64>().ok()? * 3600 + minutes.parse::<i64>().ok()? * 60)
+            // `+HH:MM`, at most 23:59: nothing an upstream writes can overflow the sum.
+            let offset = rest.get(1..)?;
+            if offset.len() != 5 || offset.as_bytes()[2] != b':' {
+                return None;
+            }
+            let digits = |part: &str| -> Option<i64> {
+                part.bytes()
+                    .all(|b| b.is_ascii_digit())
+                    .then(|| part.parse().ok())?
+            };
+            let (hours, minutes) = (digits(&offset[..2])?, digits(&offset[3..])?);
+            if hours > 23 || minutes > 59 {
+                return None;
+            }
+            sign * (hours * 3600 + minutes * 60)
         }
     };
     let days = crate::civil::days_from_civil(year, month, day);
@@ -360,7 +379,7 @@ mod tests {
                 "{text}"
             );
         }
-        for bad in ["", "s", "1x", "-1s", "1s2"] {
+        for bad in ["", "s", "1x", "-1s", "1s2", "+5", "1e19", "inf"] {
             assert_eq!(go_duration(bad), None, "{bad}");
         }
     }
@@ -406,7 +425,16 @@ mod tests {
             until_instant("2026-12-06T13:00:00Z", now),
             Some(Duration::ZERO)
         );
+        assert_eq!(
+            until_instant("2026-12-06T13:00:30-01:00", now),
+            Some(Duration::from_secs(30)),
+            "a negative offset"
+        );
         for bad in [
+            "2026-12-06T14:00:00+-01:00",
+            "2026-12-06T14:00:00+99:99",
+            "2026-12-06T14:00:00.Z",
+            "2026-12-06T14:00:00+99999999999999:00",
             "2026-12-06",
             "2026-13-06T14:00:00Z",
             "2026-12-06T14:00:00",
@@ -414,6 +442,49 @@ mod tests {
         ] {
             assert_eq!(rfc3339(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn a_hostile_reset_is_a_day_at_most() {
+        for reset in ["99999999999999h", "1e300", "9999-12-31T23:59:59Z"] {
+            let name = if reset.contains('T') {
+                "anthropic-ratelimit-requests-reset"
+            } else {
+                "x-ratelimit-reset-requests"
+            };
+            let remaining = if reset.contains('T') {
+                "anthropic-ratelimit-requests-remaining"
+            } else {
+                "x-ratelimit-remaining-requests"
+            };
+            let limits = RateLimits::read(&headers(&[(remaining, "0"), (name, reset)])).unwrap();
+            let window = limits.requests.unwrap();
+            assert!(window.reset <= MAX_RESET, "{reset}: {window:?}");
+        }
+    }
+
+    #[test]
+    fn of_two_spent_token_windows_the_later_reset_is_waited_for() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_796_565_600); // 2026-12-06T14:00:00Z
+        let limits = RateLimits::read_at(
+            &headers(&[
+                ("anthropic-ratelimit-input-tokens-limit", "1000"),
+                ("anthropic-ratelimit-input-tokens-remaining", "0"),
+                (
+                    "anthropic-ratelimit-input-tokens-reset",
+                    "2026-12-06T14:00:05Z",
+                ),
+                ("anthropic-ratelimit-output-tokens-limit", "1000"),
+                ("anthropic-ratelimit-output-tokens-remaining", "0"),
+                (
+                    "anthropic-ratelimit-output-tokens-reset",
+                    "2026-12-06T14:00:50Z",
+                ),
+            ]),
+            now,
+        )
+        .unwrap();
+        assert_eq!(limits.spent_until(), Some(Duration::from_secs(50)));
     }
 
     #[test]

@@ -371,7 +371,8 @@ impl Balancer {
                     .max(Duration::from_secs(1));
                 Err(Error::new(
                     ErrorKind::NoEndpointAvailable,
-                    "every upstream endpoint is cooling down after failures; retry later",
+                    "every upstream endpoint is cooling down after failures or out of its \
+                     provider's rate limit; retry later",
                 )
                 .with_retry_after(wait))
             }

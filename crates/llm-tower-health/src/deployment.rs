@@ -132,11 +132,20 @@ impl DeploymentHealth {
 
     /// Whether a request may go here now. When the cooldown is over and no probe is out (and
     /// no health checker probes it), the request is the half-open probe and holds its slot.
+    ///
+    /// A deployment whose provider said it is nearly out of a rate-limit window is closed
+    /// until the window resets, or until its cooldown ends if that is later (a probe slot it
+    /// would have taken is given back).
     pub fn admit(&self, now: Instant) -> Admission {
-        if let Some(reset) = self.cell.headroom.skip_until(now, self.headroom_min) {
-            return Admission::Closed(reset);
+        let admission = self.cell.admit(now);
+        match (
+            self.cell.headroom.skip_until(now, self.headroom_min),
+            admission,
+        ) {
+            (None, admission) => admission,
+            (Some(reset), Admission::Closed(until)) => Admission::Closed(reset.max(until)),
+            (Some(reset), _) => Admission::Closed(reset),
         }
-        self.cell.admit(now)
     }
 
     /// Counts an attempt in flight here until the returned guard drops; the guard also

@@ -188,5 +188,10 @@ mod tests {
         // A threshold of 0 skips only a window with nothing left.
         headroom.observe(&requests(100, 1, 10), later, 0.0);
         assert_eq!(headroom.skip_until(later, 0.0), None);
+        headroom.observe(&requests(100, 0, 10), later, 0.0);
+        assert_eq!(
+            headroom.skip_until(later, 0.0),
+            Some(later + Duration::from_secs(10))
+        );
     }
 }
