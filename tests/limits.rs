@@ -214,6 +214,24 @@ async fn a_model_the_key_may_not_use_is_refused_naming_it() {
         StatusCode::OK
     );
     assert_eq!(mock.requests().len(), 1);
+    // Gemini's own API names the model in the path: held to the same list.
+    let gemini = r#"{"contents":[{"role":"user","parts":[{"text":"hi"}]}]}"#;
+    let other = send(&gw, TEAM_A, "/v1/models/gemini-pro:generateContent", gemini).await;
+    assert_eq!(other.status(), StatusCode::FORBIDDEN);
+    assert!(
+        json(other).await["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`gemini-pro`")
+    );
+    let allowed = send(&gw, TEAM_A, "/v1/models/mock-model:generateContent", gemini).await;
+    assert_ne!(allowed.status(), StatusCode::FORBIDDEN);
+    body(allowed).await;
+    assert_eq!(
+        mock.requests().len(),
+        2,
+        "only the allowed model's was sent"
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -11,7 +11,7 @@ use http::{Request, Response};
 use http_body::Body;
 use llm_tower_core::{
     BoxError, Caller, DEFAULT_MAX_BODY_BYTES, Deployment, Error, ErrorKind, ModelInBody,
-    UsageRecord, buffer_request, find_model,
+    UsageRecord, buffer_request, find_model, model_in_path,
 };
 use llm_tower_usage::Prices;
 use pin_project_lite::pin_project;
@@ -276,9 +276,10 @@ where
     let (request, reserved) = if limits.reads_body() {
         let request = buffer_request(request, shared.max_body_bytes).await?;
         let body = request.body().to_bytes();
+        // Gemini's own API names the model in the path, not the body.
         let model = match find_model(&body) {
             ModelInBody::Named { name, .. } => Some(name),
-            _ => None,
+            _ => model_in_path(request.uri().path()).map(Into::into),
         };
         match &model {
             Some(model) if !limits.allows_model(model) => {

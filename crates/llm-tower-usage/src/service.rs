@@ -5,7 +5,8 @@ use std::task::{Context, Poll};
 use http::{Request, Response};
 use http_body::Body;
 use llm_tower_core::{
-    BufferedBody, Deployment, ModelInBody, Selected, UsageRecord, find_model, rewrite_attempt,
+    BufferedBody, Deployment, ModelInBody, Selected, UsageRecord, find_model, model_in_path,
+    rewrite_attempt,
 };
 use tower::Service;
 
@@ -115,13 +116,9 @@ fn plan(request: &mut Request<BufferedBody>) -> Option<Plan> {
     if !routed_by_model {
         // What the accounting prices: the model asked for, when no balancer routed by it
         // (Gemini names it in the path, `…/models/{model}:generateContent`).
-        let gemini = || {
-            let (_, model) = request.uri().path().rsplit_once("/models/")?;
-            Some(model.split_once(':')?.0.into())
-        };
         let model = match find_model(&body) {
             ModelInBody::Named { name, .. } => Some(name),
-            _ if format == Format::Gemini => gemini(),
+            _ if format == Format::Gemini => model_in_path(request.uri().path()).map(Into::into),
             _ => None,
         };
         if let Some(model) = model {

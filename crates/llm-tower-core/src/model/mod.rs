@@ -8,6 +8,26 @@ use std::sync::Arc;
 
 pub use scan::{ModelInBody, find_model, find_top_level, for_each_member, with_model};
 
+/// The model a Gemini-style path names: `…/models/{model}:{method}`
+/// (`/v1beta/models/gemini-2.0-flash:generateContent`). `None` for any other path, and for
+/// one that is ambiguous (two `/models/`, a `/` in the model or the method): a check
+/// against an allow-list then fails closed.
+///
+/// ```
+/// use llm_tower_core::model_in_path;
+///
+/// assert_eq!(model_in_path("/v1beta/models/gemini-2.0-flash:streamGenerateContent"), Some("gemini-2.0-flash"));
+/// assert_eq!(model_in_path("/v1/chat/completions"), None);
+/// assert_eq!(model_in_path("/v1beta/models/a/models/b:generateContent"), None);
+/// assert_eq!(model_in_path("/v1beta/models/gemini-pro"), None);
+/// ```
+pub fn model_in_path(path: &str) -> Option<&str> {
+    let (_, rest) = path.split_once("/models/")?;
+    let (model, method) = rest.split_once(':')?;
+    let plain = |part: &str| !part.is_empty() && !part.contains('/');
+    (plain(model) && plain(method)).then_some(model)
+}
+
 /// A model name: cheap to clone.
 ///
 /// ```
