@@ -13,7 +13,10 @@ use crate::endpoint::EndpointId;
 use crate::error::{BoxError, ErrorKind};
 use crate::model::ModelName;
 
-/// Why an attempt was made.
+/// Why an attempt was made. Also a request extension: a layer that records tries records an
+/// attempt's first try as the kind its request carries (the balancer knows whether it sends a
+/// first attempt, a fallback or a hedge; the order tries end in does not tell, once two are
+/// out at once).
 ///
 /// ```
 /// use llm_tower_core::AttemptKind;
@@ -29,6 +32,9 @@ pub enum AttemptKind {
     Retry,
     /// The first attempt on another endpoint after the previous one failed.
     Fallback,
+    /// The same request sent to another deployment as well, because the first answer was
+    /// late (see [`Hedge`](crate::Hedge)).
+    Hedge,
 }
 
 /// How an attempt ended.
@@ -61,6 +67,11 @@ impl Outcome {
             Ok(response) => Self::Status(response.status()),
             Err(err) => Self::Error(ErrorKind::of(&**err)),
         }
+    }
+
+    /// Whether a 2xx answer came.
+    pub fn is_success(self) -> bool {
+        matches!(self, Self::Status(status) if status.is_success())
     }
 }
 
@@ -117,6 +128,7 @@ impl fmt::Display for Attempt {
             AttemptKind::First => "first",
             AttemptKind::Retry => "retry",
             AttemptKind::Fallback => "fallback",
+            AttemptKind::Hedge => "hedge",
         };
         write!(f, "{}({kind}", self.endpoint)?;
         if let Some(model) = &self.model {
@@ -225,15 +237,32 @@ impl Attempts {
         started: Instant,
         outcome: Outcome,
     ) -> Attempt {
+        self.record_as(
+            endpoint,
+            model,
+            retry.then_some(AttemptKind::Retry),
+            started,
+            outcome,
+        )
+    }
+
+    /// Records an attempt as [`record`](Self::record) does, of `kind` when it is given (a
+    /// hedge, or its first attempt given up on), else of the kind derived.
+    pub fn record_as(
+        &self,
+        endpoint: &EndpointId,
+        model: Option<&ModelName>,
+        kind: Option<AttemptKind>,
+        started: Instant,
+        outcome: Outcome,
+    ) -> Attempt {
         let now = Instant::now();
         let mut list = self.lock();
-        let kind = if retry {
-            AttemptKind::Retry
-        } else if list.first.is_none() {
+        let kind = kind.unwrap_or(if list.first.is_none() {
             AttemptKind::First
         } else {
             AttemptKind::Fallback
-        };
+        });
         let attempt = Attempt {
             endpoint: endpoint.clone(),
             model: model.cloned(),

@@ -91,9 +91,10 @@ pub fn classify_error_kind(kind: ErrorKind) -> Classification {
         | ErrorKind::Forbidden
         | ErrorKind::RateLimited
         | ErrorKind::QuotaExceeded => Classification::ClientError,
-        ErrorKind::Unrecognized | ErrorKind::Internal | ErrorKind::NoEndpointAvailable => {
-            Classification::Unrecognized
-        }
+        ErrorKind::Unrecognized
+        | ErrorKind::Internal
+        | ErrorKind::NoEndpointAvailable
+        | ErrorKind::HedgeLost => Classification::Unrecognized,
         ErrorKind::Local | ErrorKind::Overloaded | ErrorKind::LimitsUnavailable => {
             Classification::Local
         }

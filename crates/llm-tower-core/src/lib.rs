@@ -78,7 +78,7 @@ pub use config_error::{ConfigError, MAX_COOLDOWN_LIMIT};
 pub use context_overflow::is_context_overflow;
 pub use endpoint::{
     ApiKey, BaseUrl, Continuation, Endpoint, EndpointBuilder, EndpointConfig, EndpointId,
-    ExpectStatus, HealthCheck, ModelsConfig, Provider, ProviderName, Secret, Translation,
+    ExpectStatus, HealthCheck, Hedge, ModelsConfig, Provider, ProviderName, Secret, Translation,
     port_is_valid,
 };
 pub use error::{BoxError, Error, ErrorKind};

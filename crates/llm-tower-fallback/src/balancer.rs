@@ -324,6 +324,21 @@ impl Balancer {
             .map(|pick| (step, pick))
     }
 
+    /// The deployment a late attempt on `pick` is hedged on: the next of its step by
+    /// fallback's order that admits a request now (never one cooling down, tried, or low on
+    /// headroom).
+    pub(crate) fn hedge_pick(
+        &self,
+        route: &Route<'_>,
+        step: usize,
+        pick: &Pick,
+        tried: &[bool],
+        now: Instant,
+    ) -> Option<Pick> {
+        self.pool
+            .next(route.group(step), pick, tried, now, &mut Soonest::default())
+    }
+
     /// Counts a failed request against the deployment, with the upstream's cooldown hint. A
     /// rejected key (401/403) counts against every deployment of the endpoint: they share it.
     pub(crate) fn record_failure<RB>(

@@ -61,6 +61,7 @@
 mod balancer;
 mod body;
 mod headroom;
+mod hedge;
 mod layer;
 mod mask;
 mod models;

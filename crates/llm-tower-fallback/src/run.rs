@@ -7,15 +7,16 @@ use http::request::Parts;
 use http::{Request, Response, Uri};
 use http_body::Body;
 use llm_tower_core::{
-    Attempts, BoxError, BufferedBody, Classification, ContextOverflow, Deployment, Endpoint, Error,
-    ErrorKind, ModelRoute, Outcome, Replay, Selected, SingleTry, buffer_request, classify,
-    header_names, informational_as_error, strip_hop_by_hop_and, with_model,
+    AttemptKind, Attempts, BoxError, BufferedBody, Classification, ContextOverflow, Deployment,
+    Endpoint, Error, ErrorKind, ModelRoute, Outcome, Replay, Selected, SingleTry, buffer_request,
+    classify, header_names, informational_as_error, strip_hop_by_hop_and, with_model,
 };
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 
 use crate::balancer::{Balancer, Route};
 use crate::body::{ResponseBody, StreamWatch};
+use crate::hedge::race;
 use crate::mask::mask_headers;
 use crate::pool::Member;
 use crate::resume::offer_continuation;
@@ -47,23 +48,27 @@ where
     let (mut step, mut pick) = balancer.first_pick(&route, Instant::now()).map_err(fail)?;
     let mut failed = Failed::new();
     loop {
-        let member = &balancer.pool.members[pick.index];
-        let deployment = deployment(&route, step, member);
-        let body = prepared.body_for(&route, step, member);
-        let attempt =
-            Prepared::attempt(&prepared, member, &deployment, pick.single_try, &log, body)
+        let mut member = &balancer.pool.members[pick.index];
+        let (mut deployment, attempt) =
+            Prepared::attempt_at(&prepared, (&route, step), member, pick.single_try, &log)
                 .map_err(fail)?;
         let tries_before = log.len();
-        let result = send(
+        let racing = (&balancer, &prepared, (&route, step), &log);
+        let raced = race(
+            racing,
             &mut inner,
             attempt,
-            &balancer,
-            pick.index,
+            &mut pick,
             &deployment,
-            &log,
+            &mut failed,
         )
         .await;
-
+        if let Some((hedge, hedge_deployment)) = raced.hedge {
+            // The hedge answered (or failed last): it is the attempt judged below.
+            (pick, deployment) = (hedge, hedge_deployment);
+            member = &balancer.pool.members[pick.index];
+        }
+        let result = raced.result;
         let classification = classify(&result);
         if balancer.pool.scores_latency()
             && answered_or_timed_out(classification, &result)
@@ -265,8 +270,29 @@ impl Prepared {
             })
         };
         let mut attempt = replay.request();
+        let kind = if log.is_empty() {
+            AttemptKind::First
+        } else {
+            AttemptKind::Fallback
+        };
+        attempt.extensions_mut().insert(kind);
         attempt.extensions_mut().insert(replay);
         Ok(attempt)
+    }
+
+    /// The attempt at the route's step `step` on `member`: its deployment, and its request
+    /// (see [`attempt`](Self::attempt)).
+    pub(crate) fn attempt_at(
+        this: &Arc<Self>,
+        (route, step): (&Route<'_>, usize),
+        member: &Member,
+        single_try: bool,
+        log: &Attempts,
+    ) -> Result<(Deployment, Request<BufferedBody>), Error> {
+        let deployment = deployment(route, step, member);
+        let body = this.body_for(route, step, member);
+        let attempt = Self::attempt(this, member, &deployment, single_try, log, body)?;
+        Ok((deployment, attempt))
     }
 
     /// The body as `member` is to get it at the route's step `step`: the client's, unless the
@@ -343,12 +369,14 @@ where
 }
 
 /// The failures of one request so far, and which endpoints it tried.
-struct Failed<RB> {
+pub(crate) struct Failed<RB> {
     /// The latest upstream response and who sent it: what the client gets if nothing succeeds.
     response: Option<(Response<ResponseBody<RB>>, Selected, Deployment)>,
     /// The latest error; it only matters while no response arrived.
     error: Option<BoxError>,
     tried: Vec<bool>,
+    /// Whether a hedge was sent (a request gets one at most).
+    pub(crate) hedged: bool,
 }
 
 impl<RB> Failed<RB> {
@@ -357,10 +385,11 @@ impl<RB> Failed<RB> {
             response: None,
             error: None,
             tried: Vec::new(),
+            hedged: false,
         }
     }
 
-    fn keep(
+    pub(crate) fn keep(
         &mut self,
         result: Result<Response<ResponseBody<RB>>, BoxError>,
         member: &Member,
@@ -375,7 +404,7 @@ impl<RB> Failed<RB> {
         }
     }
 
-    fn mark_tried(&mut self, balancer: &Balancer, index: usize) -> &mut [bool] {
+    pub(crate) fn mark_tried(&mut self, balancer: &Balancer, index: usize) -> &mut [bool] {
         if self.tried.is_empty() {
             self.tried = vec![false; balancer.pool.members.len()];
         }

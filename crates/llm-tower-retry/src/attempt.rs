@@ -12,8 +12,8 @@ use http::{Request, Response, StatusCode};
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use llm_tower_core::{
-    Attempts, BoxError, ContextOverflow, EndpointId, Error, ErrorKind, ModelName, Outcome,
-    Selected, informational_as_error, is_context_overflow,
+    AttemptKind, Attempts, BoxError, ContextOverflow, EndpointId, Error, ErrorKind, ModelName,
+    Outcome, Selected, informational_as_error, is_context_overflow,
 };
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
@@ -30,6 +30,9 @@ pub(crate) struct Target<'a> {
     pub(crate) recorded_as: &'a EndpointId,
     pub(crate) model: Option<&'a ModelName>,
     pub(crate) log: Option<&'a Attempts>,
+    /// What the attempt is, as its request says (see [`AttemptKind`]): its first try is
+    /// recorded so. `None`: derived from the log.
+    pub(crate) kind: Option<AttemptKind>,
 }
 
 /// Sends one try (`retry` is 0 for the first) and records it.
@@ -105,13 +108,12 @@ where
             "attempt finished"
         );
         if let Some(log) = target.log {
-            log.record(
-                target.recorded_as,
-                target.model,
-                retry > 0,
-                started,
-                outcome,
-            );
+            let kind = if retry > 0 {
+                Some(AttemptKind::Retry)
+            } else {
+                target.kind
+            };
+            log.record_as(target.recorded_as, target.model, kind, started, outcome);
         }
         result
     }

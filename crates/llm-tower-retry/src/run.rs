@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime};
 use http::{Request, Response};
 use http_body::Body;
 use llm_tower_core::{
-    Attempts, BoxError, CooldownHint, Deployment, Endpoint, EndpointId, Replay, RetryOn,
-    RetryPolicy, Selected, SingleTry, classify, cooldown_hint,
+    AttemptKind, Attempts, BoxError, CooldownHint, Deployment, Endpoint, EndpointId, Replay,
+    RetryOn, RetryPolicy, Selected, SingleTry, classify, cooldown_hint,
 };
 use tower::Service;
 use tower::retry::budget::{Budget, TpsBudget};
@@ -74,6 +74,7 @@ where
         recorded_as: deployment.as_ref().map_or(id, |d| &d.id),
         model: deployment.as_ref().and_then(|d| d.model.as_ref()),
         log: log.as_ref(),
+        kind: extensions.get::<AttemptKind>().copied(),
     };
 
     let mut next = Some(request);

@@ -194,13 +194,13 @@ pub use llm_tower_core::{
     ApiKey, Attempt, AttemptKind, Attempts, BaseUrl, BoxError, BufferedBody, Caller,
     Classification, ClassifyErrors, ClassifyErrorsLayer, ConfigError, Continuation, CooldownHint,
     CountBased, Deployment, Endpoint, EndpointBuilder, EndpointConfig, EndpointId, Error,
-    ErrorKind, ExpectStatus, ExponentialBackoff, HOP_BY_HOP, HealthCheck, ModelName, ModelRoute,
-    ModelsConfig, Outcome, Provider, ProviderName, RetryOn, RetryPolicy, RetryReason, Secret,
-    Selected, SingleTry, Usage, UsageRecord, strip_hop_by_hop,
+    ErrorKind, ExpectStatus, ExponentialBackoff, HOP_BY_HOP, HealthCheck, Hedge, ModelName,
+    ModelRoute, ModelsConfig, Outcome, Provider, ProviderName, RetryOn, RetryPolicy, RetryReason,
+    Secret, Selected, SingleTry, Usage, UsageRecord, strip_hop_by_hop,
 };
 pub use llm_tower_fallback::{
-    Fallback, FallbackBuilder, FallbackLayer, FallbackSettings, ModelFallbacks, Strategy,
-    WhenAllUnhealthy,
+    Fallback, FallbackBuilder, FallbackLayer, FallbackSettings, HeadroomSettings, ModelFallbacks,
+    Share, Strategy, WhenAllUnhealthy,
 };
 pub use llm_tower_health::{CheckService, CheckSnapshot, EndpointSnapshot, HealthRegistry, Status};
 pub use llm_tower_retry::{Retry, RetryBudget, RetryLayer, RetrySettings};

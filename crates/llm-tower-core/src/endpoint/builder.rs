@@ -6,7 +6,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue};
 
 use super::{
-    ApiKey, BaseUrl, Continuation, Endpoint, EndpointId, HealthCheck, Provider, Translation,
+    ApiKey, BaseUrl, Continuation, Endpoint, EndpointId, HealthCheck, Hedge, Provider, Translation,
 };
 use crate::config_error::ConfigError;
 use crate::model::ModelRoute;
@@ -37,6 +37,7 @@ pub struct EndpointBuilder {
     retry_policy: RetryPolicy,
     retry_on: RetryOn,
     continuation: Option<Continuation>,
+    hedge: Option<Hedge>,
     stream_usage: bool,
     translation: Translation,
     models: Option<Vec<ModelRoute>>,
@@ -61,6 +62,7 @@ impl EndpointBuilder {
             retry_policy: RetryPolicy::default(),
             retry_on: RetryOn::default(),
             continuation: None,
+            hedge: None,
             stream_usage: true,
             translation: Translation::default(),
             models: None,
@@ -142,6 +144,12 @@ impl EndpointBuilder {
         self.continuation = continuation;
         self
     }
+    /// Hedges a late first byte here on another deployment (see [`Hedge`]; default never).
+    #[must_use]
+    pub fn hedge(mut self, hedge: Option<Hedge>) -> Self {
+        self.hedge = hedge;
+        self
+    }
     /// Whether OpenAI-format streams are asked for their usage (`stream_options.include_usage`)
     /// when their client did not ask, so that a usage layer can count their tokens (default
     /// `true`; `false` for a server that refuses the option).
@@ -194,6 +202,9 @@ impl EndpointBuilder {
         ConfigError::check_timeout(field("timeout"), self.timeout)?;
         ConfigError::check_timeout(field("first_byte_timeout"), self.first_byte_timeout)?;
         ConfigError::check_timeout(field("stream_idle_timeout"), self.stream_idle_timeout)?;
+        if let Some(hedge) = &self.hedge {
+            hedge.validate(&field("hedge"))?;
+        }
         self.retry_policy
             .validate()
             .map_err(|msg| ConfigError::invalid(field("retry_policy"), msg))?;
@@ -241,6 +252,7 @@ impl EndpointBuilder {
             retry_policy: self.retry_policy,
             retry_on: self.retry_on,
             continuation: self.continuation,
+            hedge: self.hedge,
             stream_usage: self.stream_usage,
             translation: self.translation,
             models: self.models.map(Into::into),

@@ -5,7 +5,7 @@ use std::time::Duration;
 use http::HeaderName;
 use serde::{Deserialize, Serialize};
 
-use super::{ApiKey, Continuation, Endpoint, HealthCheck, Provider, Secret, Translation};
+use super::{ApiKey, Continuation, Endpoint, HealthCheck, Hedge, Provider, Secret, Translation};
 use crate::config_error::ConfigError;
 use crate::model::ModelRoute;
 use crate::policy::RetryPolicy;
@@ -109,6 +109,10 @@ pub struct EndpointConfig {
     /// far as the last message). Default: never.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub continuation: Option<Continuation>,
+    /// `{after: 2s, max_percent: 5}`: a request whose first byte is later than `after` here
+    /// is sent to the next deployment too, and the first to answer wins (default never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hedge: Option<Hedge>,
     /// OpenAI-format streams are asked for their usage (`stream_options.include_usage`) when
     /// their client did not ask, so that their tokens are counted; the extra usage chunk is
     /// taken out of the client's stream. `false` for a server that refuses the option.
@@ -213,6 +217,7 @@ impl EndpointConfig {
             retry_policy: RetryPolicy::default(),
             retry_on: RetryOn::default(),
             continuation: None,
+            hedge: None,
             stream_usage: true,
             default_max_tokens: default_max_tokens(),
             drop_unsupported: Vec::new(),
@@ -274,6 +279,7 @@ impl EndpointConfig {
             .retry_policy(self.retry_policy.clone())
             .retry_on(self.retry_on)
             .continuation(self.continuation)
+            .hedge(self.hedge)
             .stream_usage(self.stream_usage)
             .translation(Translation {
                 default_max_tokens: self.default_max_tokens,

@@ -6,6 +6,7 @@ mod builder;
 mod config;
 mod continuation;
 mod health_check;
+mod hedge;
 mod id;
 mod provider;
 mod translation;
@@ -21,6 +22,7 @@ pub use builder::EndpointBuilder;
 pub use config::{EndpointConfig, ModelsConfig, ProviderName};
 pub use continuation::Continuation;
 pub use health_check::{ExpectStatus, HealthCheck};
+pub use hedge::Hedge;
 pub use id::EndpointId;
 pub use provider::Provider;
 pub use translation::Translation;
@@ -67,6 +69,7 @@ pub struct Endpoint {
     retry_policy: RetryPolicy,
     retry_on: RetryOn,
     continuation: Option<Continuation>,
+    hedge: Option<Hedge>,
     stream_usage: bool,
     translation: Translation,
     models: Option<Arc<[ModelRoute]>>,
@@ -187,6 +190,11 @@ impl Endpoint {
     /// Whether this endpoint may continue a stream another one broke off, and how.
     pub fn continuation(&self) -> Option<Continuation> {
         self.continuation
+    }
+
+    /// When a late first byte here is hedged on another deployment (default never).
+    pub fn hedge(&self) -> Option<Hedge> {
+        self.hedge
     }
 
     /// Whether OpenAI-format streams sent here are asked for their usage when their client did

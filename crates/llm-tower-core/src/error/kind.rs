@@ -82,6 +82,10 @@ pub enum ErrorKind {
     /// unreachable, and it is configured to refuse then (`on_store_down: deny`). 503
     /// (`limits_unavailable`) with `Retry-After`; nothing was sent upstream.
     LimitsUnavailable,
+    /// The attempt was given up because another one, sent as a hedge, answered first (or the
+    /// hedge, because the first answered). Only in the attempt log: never a client's answer,
+    /// never against the deployment's health.
+    HedgeLost,
     /// A bug or misuse inside the stack. 500.
     Internal,
 }
@@ -93,7 +97,7 @@ impl ErrorKind {
             Self::Connect | Self::Closed | Self::Upstream | Self::Unrecognized => {
                 StatusCode::BAD_GATEWAY
             }
-            Self::Protocol => StatusCode::BAD_GATEWAY,
+            Self::Protocol | Self::HedgeLost => StatusCode::BAD_GATEWAY,
             Self::Timeout | Self::FirstByteTimeout | Self::StreamIdleTimeout => {
                 StatusCode::GATEWAY_TIMEOUT
             }
@@ -135,6 +139,7 @@ impl ErrorKind {
             Self::RateLimited => "rate_limit_exceeded",
             Self::QuotaExceeded => "insufficient_quota",
             Self::LimitsUnavailable => "limits_unavailable",
+            Self::HedgeLost => "hedge_lost",
             Self::Internal => "internal_error",
         }
     }

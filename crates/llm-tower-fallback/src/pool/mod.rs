@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use llm_tower_health::{Admission, DeploymentHealth, HealthPolicy, HealthRegistry, ProbeGuard};
 
+use crate::hedge::HedgePolicy;
 use crate::settings::{FallbackSettings, Strategy};
 
 /// Longest weighted schedule; larger weight totals are scaled down proportionally.
@@ -27,6 +28,8 @@ pub(crate) struct Member {
     /// The model, for an endpoint that lists models; `None` for one that serves any.
     pub(crate) route: Option<ModelRoute>,
     pub(crate) health: Arc<DeploymentHealth>,
+    /// Its endpoint's hedging, when it hedges (per deployment: each counts its own share).
+    pub(crate) hedge: Option<HedgePolicy>,
 }
 
 impl Member {
@@ -152,6 +155,7 @@ impl Pool {
                 let health = DeploymentHealth::new(registry, id, &endpoint, model, policy)
                     .headroom_min(settings.headroom.min.fraction());
                 members.push(Member {
+                    hedge: endpoint.hedge().map(HedgePolicy::new),
                     health: Arc::new(health),
                     endpoint: endpoint.clone(),
                     route,

@@ -40,6 +40,10 @@ struct EndpointMetrics {
     latency: metrics::Histogram,
     retries: metrics::Counter,
     fallbacks: metrics::Counter,
+    /// Hedges sent here, and those that answered first (the attempts given up on are the
+    /// outcome `hedge_lost`).
+    hedges: metrics::Counter,
+    hedges_won: metrics::Counter,
     /// Attempts by outcome: a handful per endpoint, so a list beats a map.
     outcomes: std::sync::RwLock<Vec<(Outcome, metrics::Counter)>>,
 }
@@ -51,6 +55,8 @@ impl EndpointMetrics {
             latency: metrics::histogram!("llm_tower_upstream_latency_seconds", &[label()]),
             retries: metrics::counter!("llm_tower_retries_total", &[label()]),
             fallbacks: metrics::counter!("llm_tower_fallbacks_total", &[label()]),
+            hedges: metrics::counter!("llm_tower_hedges_total", &[label()]),
+            hedges_won: metrics::counter!("llm_tower_hedges_won_total", &[label()]),
             outcomes: std::sync::RwLock::default(),
         }
     }
@@ -177,6 +183,12 @@ impl MetricHandles {
         match attempt.kind {
             AttemptKind::Retry => endpoint.retries.increment(1),
             AttemptKind::Fallback => endpoint.fallbacks.increment(1),
+            AttemptKind::Hedge => {
+                endpoint.hedges.increment(1);
+                if attempt.outcome.is_success() {
+                    endpoint.hedges_won.increment(1);
+                }
+            }
             AttemptKind::First => {}
         }
         endpoint.count(id, attempt.outcome);
