@@ -107,12 +107,72 @@ async fn nothing_is_hedged_once_bytes_were_sent() {
         interval: Duration::from_secs(5),
     });
     let service = stack(&a, &b, Duration::from_secs(1), 100);
-    let response = service.oneshot(chat(true)).await.unwrap();
+    let response = service.clone().oneshot(chat(true)).await.unwrap();
     let kinds = attempts(&response);
     let body = response.into_body().collect().await.unwrap().to_bytes();
     assert!(body.ends_with(b"data: [DONE]\n\n"));
     assert_eq!(kinds.len(), 1, "{kinds:?}");
     assert_eq!(b.request_count(), 0);
+    // The same stream with its first chunk late is hedged.
+    a.push(Behavior::delay(
+        Duration::from_secs(3),
+        Behavior::Stream {
+            chunks: 3,
+            interval: Duration::from_secs(5),
+        },
+    ));
+    let response = service.clone().oneshot(chat(true)).await.unwrap();
+    assert_eq!(attempts(&response).len(), 2);
+    response.into_body().collect().await.unwrap();
+    assert_eq!(b.request_count(), 1);
+    // Nor is a request that is not a generation: sending it twice would do it twice.
+    a.push(Behavior::delay(Duration::from_secs(3), Behavior::Reply));
+    let upload = Request::post("/files")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = service.oneshot(upload).await.unwrap();
+    assert_eq!(attempts(&response).len(), 1);
+    assert_eq!(b.request_count(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_error_while_the_hedge_is_out_is_the_answer_at_once() {
+    let (a, b) = (
+        MockProvider::start().await.unwrap(),
+        MockProvider::start().await.unwrap(),
+    );
+    let service = stack(&a, &b, Duration::from_secs(1), 100);
+    a.push(Behavior::delay(
+        Duration::from_secs(2),
+        Behavior::status(400),
+    ));
+    b.push(Behavior::delay(Duration::from_secs(10), Behavior::Reply));
+    let started = Instant::now();
+    let response = service.clone().oneshot(chat(false)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "not waiting for the hedge"
+    );
+    assert_eq!(
+        attempts(&response),
+        [
+            (
+                "a".into(),
+                AttemptKind::First,
+                Outcome::Status(StatusCode::BAD_REQUEST)
+            ),
+            (
+                "b".into(),
+                AttemptKind::Hedge,
+                Outcome::Error(ErrorKind::HedgeLost)
+            ),
+        ]
+    );
+    response.into_body().collect().await.unwrap();
+    // The client's error is not held against A.
+    let response = service.oneshot(chat(false)).await.unwrap();
+    assert_eq!(attempts(&response)[0].0, "a");
 }
 
 #[tokio::test(start_paused = true)]
@@ -137,6 +197,26 @@ async fn the_budget_caps_hedges_at_their_share_of_requests() {
     assert_eq!(b.request_count(), hedged, "B only ever got hedges");
     assert!(hedged > 0, "some were");
     assert!(hedged <= 1000 * 5 / 100, "at most 5 %: {hedged}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_share_above_half_is_a_share_and_not_all() {
+    let (a, b) = (
+        MockProvider::start().await.unwrap(),
+        MockProvider::start().await.unwrap(),
+    );
+    // Every request slow, 60 % may be hedged: 60 %, not every one (a share rounded to one in
+    // a whole number of requests would allow all).
+    a.set_default(Behavior::delay(Duration::from_secs(2), Behavior::Reply));
+    let service = stack(&a, &b, Duration::from_secs(1), 60);
+    let mut hedged = 0;
+    for _ in 0..100 {
+        let response = service.clone().oneshot(chat(false)).await.unwrap();
+        hedged += usize::from(attempts(&response).len() > 1);
+        response.into_body().collect().await.unwrap();
+    }
+    // Hedged requests are quicker, so fewer of them fit the ten seconds the share is over.
+    assert!((30..=60).contains(&hedged), "{hedged} of 100");
 }
 
 #[tokio::test(start_paused = true)]
@@ -169,8 +249,12 @@ async fn a_failure_of_either_while_the_other_is_out_waits_for_the_other() {
     assert_eq!(attempts(&response)[0].0, "b", "A is cooling down");
     response.into_body().collect().await.unwrap();
 
-    // After A's cooldown: the hedge fails first, and A's late answer is the answer.
+    // After A's cooldown, its probe (never hedged: its answer decides A's health) restores
+    // it. Then the hedge fails first, and A's late answer is the answer.
     tokio::time::advance(Duration::from_secs(10)).await;
+    let response = service.clone().oneshot(chat(false)).await.unwrap();
+    assert_eq!(attempts(&response), [("a".into(), AttemptKind::First, ok)]);
+    response.into_body().collect().await.unwrap();
     a.push(Behavior::delay(Duration::from_secs(3), Behavior::Reply));
     b.push(Behavior::delay(
         Duration::from_millis(500),
@@ -195,7 +279,10 @@ async fn the_gateway_hedges_from_its_file_and_counts_hedges() {
     let handle = recorder.handle();
     // A current-thread runtime runs every task on this thread, so a local recorder sees all.
     let _guard = metrics::set_default_local_recorder(&recorder);
-    let (a, b) = (MockProvider::start().await.unwrap(), MockProvider::start().await.unwrap());
+    let (a, b) = (
+        MockProvider::start().await.unwrap(),
+        MockProvider::start().await.unwrap(),
+    );
     a.push(Behavior::delay(Duration::from_secs(20), Behavior::Reply));
     let file = std::env::temp_dir().join(format!("hedging-{}.yaml", std::process::id()));
     std::fs::write(

@@ -122,6 +122,14 @@ fn ser_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64() * 1000.0)
 }
 
+impl Attempt {
+    /// Whether it was not given up because the other of a hedged pair answered first: the
+    /// latest attempt and its latency are those of the ones that were not.
+    fn answered(&self) -> bool {
+        self.outcome != Outcome::Error(ErrorKind::HedgeLost)
+    }
+}
+
 impl fmt::Display for Attempt {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match self.kind {
@@ -346,14 +354,19 @@ impl Attempts {
     /// ```
     pub fn latest(&self) -> (usize, Option<(Instant, Duration)>) {
         let attempts = self.lock();
-        let latest = attempts.last().map(|attempt| {
-            let answered = self.0.start + attempt.started + attempt.latency;
-            (answered, attempt.latency)
-        });
-        (attempts.len(), latest)
+        let latest = attempts
+            .iter()
+            .filter(|a| a.answered())
+            .last()
+            .map(|attempt| {
+                let answered = self.0.start + attempt.started + attempt.latency;
+                (answered, attempt.latency)
+            });
+        (attempts.iter().filter(|a| a.answered()).count(), latest)
     }
 
-    /// The latency of the latest attempt, without copying it.
+    /// The latency of the latest attempt (of those that were not given up for a hedged
+    /// other), without copying it.
     ///
     /// ```
     /// use llm_tower_core::{Attempts, EndpointId, Outcome};
@@ -365,7 +378,9 @@ impl Attempts {
     /// assert_eq!(log.last_latency(), Some(attempt.latency));
     /// ```
     pub fn last_latency(&self) -> Option<Duration> {
-        self.lock().last().map(|attempt| attempt.latency)
+        let attempts = self.lock();
+        let latest = attempts.iter().filter(|a| a.answered()).last();
+        latest.map(|attempt| attempt.latency)
     }
 }
 
@@ -403,6 +418,34 @@ impl Serialize for Attempts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_latest_attempt_is_one_that_was_not_given_up_for_a_hedge() {
+        let log = Attempts::new();
+        let (a, b) = (EndpointId::from("a"), EndpointId::from("b"));
+        let started = Instant::now();
+        let won = log.record_as(
+            &b,
+            None,
+            Some(AttemptKind::Hedge),
+            started,
+            Outcome::Status(StatusCode::OK),
+        );
+        log.record_as(
+            &a,
+            None,
+            Some(AttemptKind::First),
+            started,
+            Outcome::Error(ErrorKind::HedgeLost),
+        );
+        assert_eq!(log.last_latency(), Some(won.latency));
+        let (tries, latest) = log.latest();
+        assert_eq!(
+            (tries, latest.map(|(_, latency)| latency)),
+            (1, Some(won.latency))
+        );
+        assert_eq!(log.to_vec().len(), 2, "both are in the log");
+    }
 
     #[tokio::test(start_paused = true)]
     async fn kinds_indexes_and_timing() {

@@ -92,8 +92,8 @@ pub use headers::{
 #[doc(hidden)] // For `header_names!`.
 pub use http as __http;
 pub use model::{
-    ModelInBody, ModelName, ModelRoute, find_model, find_top_level, for_each_member, model_in_path,
-    with_model,
+    ModelInBody, ModelName, ModelRoute, find_model, find_top_level, for_each_member,
+    is_generation_path, model_in_path, with_model,
 };
 pub use percent::percent_decode;
 pub use policy::{CountBased, ExponentialBackoff, RetryPolicy};

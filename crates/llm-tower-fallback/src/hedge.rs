@@ -2,46 +2,118 @@
 //! deployment as well; the first of the two to answer is the answer, and the other is
 //! cancelled (its connection dropped, recorded as `hedge_lost`, nothing held against its
 //! health). At most one hedge per request, and at most `max_percent` of an endpoint's
-//! requests (a budget like the retry budget, tower's `TpsBudget`).
+//! requests over the last ten seconds (a budget like the retry budget).
 //!
 //! An attempt's future ends when its answer's head and first body frame are in (the retry
 //! layer reads that far ahead), so the race is over before any byte reaches the client: a
 //! request is never hedged once its client has bytes.
 
 use std::pin::pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::{Request, Response};
 use llm_tower_core::{
-    AttemptKind, Attempts, BoxError, BufferedBody, Classification, Deployment, ErrorKind, Hedge,
-    Outcome, classify,
+    AttemptKind, Attempts, BoxError, BufferedBody, Deployment, ErrorKind, Hedge, Outcome, classify,
+    is_generation_path,
 };
 use tokio::time::Instant;
 use tower::Service;
-use tower::retry::budget::{Budget, TpsBudget};
 
 use crate::balancer::{Balancer, Route};
 use crate::body::ResponseBody;
 use crate::pool::Pick;
 use crate::run::{Failed, Prepared, send};
 
-/// How long the budget remembers requests.
-const BUDGET_WINDOW: Duration = Duration::from_secs(10);
+/// How long the budget remembers requests, in one-second buckets.
+const BUDGET_SECONDS: usize = 10;
 
 /// One endpoint's hedging: when, and how much of its traffic may be hedged.
 pub(crate) struct HedgePolicy {
     after: Duration,
-    budget: TpsBudget,
+    budget: HedgeBudget,
 }
 
 impl HedgePolicy {
     pub(crate) fn new(hedge: Hedge) -> Self {
         Self {
             after: hedge.after,
-            // No floor: a quiet endpoint is not hedged more than the share allows.
-            budget: TpsBudget::new(BUDGET_WINDOW, 0, hedge.max_percent as f32 / 100.0),
+            budget: HedgeBudget::new(hedge.max_percent),
         }
+    }
+}
+
+/// Requests and hedges over the last ten seconds, per second: a hedge is allowed while the
+/// hedges stay within `max_percent` of the requests (exactly: tower's `TpsBudget` rounds the
+/// share to one in a whole number of requests). No floor: a quiet endpoint is hedged no
+/// more than its share.
+struct HedgeBudget {
+    max_percent: u64,
+    window: Mutex<Window>,
+}
+
+#[derive(Default)]
+struct Window {
+    /// The second the last bucket is of, since `origin`.
+    second: u64,
+    origin: Option<Instant>,
+    requests: [u64; BUDGET_SECONDS],
+    hedges: [u64; BUDGET_SECONDS],
+}
+
+impl Window {
+    /// Moves the window to `now`, emptying the buckets of the seconds gone by.
+    fn advance(&mut self, now: Instant) -> usize {
+        let origin = *self.origin.get_or_insert(now);
+        let second = now.saturating_duration_since(origin).as_secs();
+        let gone = second
+            .saturating_sub(self.second)
+            .min(BUDGET_SECONDS as u64);
+        for past in 1..=gone {
+            let bucket = ((self.second + past) % BUDGET_SECONDS as u64) as usize;
+            self.requests[bucket] = 0;
+            self.hedges[bucket] = 0;
+        }
+        self.second = self.second.max(second);
+        (self.second % BUDGET_SECONDS as u64) as usize
+    }
+}
+
+impl HedgeBudget {
+    fn new(max_percent: u32) -> Self {
+        Self {
+            max_percent: u64::from(max_percent),
+            window: Mutex::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Window> {
+        self.window
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A request came.
+    fn deposit(&self, now: Instant) {
+        let mut window = self.lock();
+        let bucket = window.advance(now);
+        window.requests[bucket] += 1;
+    }
+
+    /// Whether one more hedge stays within the share.
+    fn allows(&self, now: Instant) -> bool {
+        let mut window = self.lock();
+        window.advance(now);
+        let (requests, hedges): (u64, u64) =
+            (window.requests.iter().sum(), window.hedges.iter().sum());
+        (hedges + 1) * 100 <= requests * self.max_percent
+    }
+
+    /// A hedge was sent.
+    fn withdraw(&self, now: Instant) {
+        let mut window = self.lock();
+        let bucket = window.advance(now);
+        window.hedges[bucket] += 1;
     }
 }
 
@@ -85,7 +157,16 @@ where
     S::Error: Into<BoxError>,
 {
     let member = &balancer.pool.members[pick.index];
-    let policy = member.hedge.as_ref().filter(|_| !failed.hedged);
+    // Not a probe (its answer, late or not, is what restores or ejects the deployment), not
+    // from an endpoint that may not fall back, and only for the APIs that generate (a
+    // request with effects of its own, a file upload, must not be made twice).
+    let policy = member.hedge.as_ref().filter(|_| {
+        !failed.hedged
+            && pick.probe.is_none()
+            && !pick.single_try
+            && member.endpoint.fallback()
+            && is_generation_path(prepared.target.path())
+    });
     let Some(policy) = policy else {
         let result = send(inner, attempt, balancer, pick.index, deployment, log).await;
         return Raced {
@@ -104,7 +185,7 @@ where
         started: Instant::now(),
     };
     let mut first = pin!(send(inner, attempt, balancer, pick.index, deployment, log));
-    policy.budget.deposit();
+    policy.budget.deposit(first_sent.started);
     tokio::select! {
         biased;
         result = &mut first => return Raced { result, hedge: None },
@@ -136,24 +217,24 @@ where
     loop {
         tokio::select! {
             result = &mut first, if !first_out => {
-                if classify(&result) == Classification::Success || second_out {
+                // A failure another deployment may mend waits for the hedge; any other
+                // answer (a success, the client's error) is the answer.
+                if second_out || !classify(&result).falls_back() {
                     if !second_out {
                         lost(log, &second_sent);
                     }
                     return Raced { result, hedge: None };
                 }
-                // The first failed; the hedge is still out.
                 first_out = true;
                 judge(balancer, failed, pick, result, deployment);
             }
             result = &mut second, if !second_out => {
-                if classify(&result) == Classification::Success || first_out {
+                if first_out || !classify(&result).falls_back() {
                     if !first_out {
                         lost(log, &first_sent);
                     }
                     return Raced { result, hedge: Some((next, to_deployment.clone())) };
                 }
-                // The hedge failed; the first is still out.
                 second_out = true;
                 judge(balancer, failed, &mut next, result, &to_deployment);
             }
@@ -173,15 +254,23 @@ fn hedge_for<RB>(
     log: &Attempts,
     failed: &mut Failed<RB>,
 ) -> Option<(Pick, Deployment, Request<BufferedBody>)> {
-    let tried = failed.mark_tried(balancer, pick.index);
-    let next = balancer.hedge_pick(route, step, pick, tried, Instant::now());
-    tried[pick.index] = false;
     let member = &balancer.pool.members[pick.index];
-    let next = next.filter(|_| member.hedge.as_ref().is_some_and(|p| p.budget.withdraw()))?;
+    let now = Instant::now();
+    let budget = &member.hedge.as_ref()?.budget;
+    if !budget.allows(now) {
+        return None;
+    }
+    // Never the deployment the attempt is on; what was tried stays as it was.
+    let was_tried = failed.is_tried(pick.index);
+    let tried = failed.mark_tried(balancer, pick.index);
+    let next = balancer.hedge_pick(route, step, pick, tried, now);
+    tried[pick.index] = was_tried;
+    let next = next?;
     let to = &balancer.pool.members[next.index];
     let (to_deployment, mut attempt) =
         Prepared::attempt_at(prepared, (route, step), to, next.single_try, log).ok()?;
     attempt.extensions_mut().insert(AttemptKind::Hedge);
+    budget.withdraw(now);
     tracing::info!(from = %member.id(), to = %to.id(), "hedging a late answer");
     Some((next, to_deployment, attempt))
 }

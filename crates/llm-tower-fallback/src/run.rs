@@ -326,6 +326,7 @@ where
     S::Error: Into<BoxError>,
 {
     let started = Instant::now();
+    let kind = attempt.extensions().get::<AttemptKind>().copied();
     let member = &balancer.pool.members[member];
     // The attempt counts as in flight until its response body ends (streams included).
     let in_flight = member.health.start_attempt();
@@ -347,10 +348,10 @@ where
             .read_rate_limits(response.headers(), Instant::now());
     }
     if !log.is_recorded_inside() {
-        log.record(
+        log.record_as(
             &deployment.id,
             deployment.model.as_ref(),
-            false,
+            kind,
             started,
             Outcome::of(&result),
         );
@@ -402,6 +403,10 @@ impl<RB> Failed<RB> {
             }
             Err(err) => self.error = Some(err),
         }
+    }
+
+    pub(crate) fn is_tried(&self, index: usize) -> bool {
+        self.tried.get(index).copied().unwrap_or(false)
     }
 
     pub(crate) fn mark_tried(&mut self, balancer: &Balancer, index: usize) -> &mut [bool] {

@@ -8,6 +8,33 @@ use std::sync::Arc;
 
 pub use scan::{ModelInBody, find_model, find_top_level, for_each_member, with_model};
 
+/// Whether `path` is one of the APIs that generate (and do nothing else): chat and text
+/// completions, embeddings, Anthropic's messages, OpenAI's Responses, Gemini's
+/// `generateContent`. Only these are hedged: sending anything else twice (a file upload, a
+/// run) would do it twice.
+///
+/// ```
+/// use llm_tower_core::is_generation_path;
+///
+/// assert!(is_generation_path("/v1/chat/completions"));
+/// assert!(is_generation_path("/v1beta/models/gemini-2.0-flash:streamGenerateContent"));
+/// assert!(!is_generation_path("/v1/files"));
+/// ```
+pub fn is_generation_path(path: &str) -> bool {
+    let path = path.trim_end_matches('/');
+    [
+        "/chat/completions",
+        "/completions",
+        "/embeddings",
+        "/messages",
+        "/responses",
+    ]
+    .iter()
+    .any(|api| path.ends_with(api))
+        || path.ends_with(":generateContent")
+        || path.ends_with(":streamGenerateContent")
+}
+
 /// The model a Gemini-style path names: `…/models/{model}:{method}`
 /// (`/v1beta/models/gemini-2.0-flash:generateContent`). `None` for any other path, and for
 /// one that is ambiguous (two `/models/`, a `/` in the model or the method): a check
