@@ -168,7 +168,7 @@ where
             && is_generation_path(prepared.target.path())
     });
     let Some(policy) = policy else {
-        let result = send(inner, attempt, balancer, pick.index, deployment, log).await;
+        let result = send(inner, attempt, balancer, pick.index, deployment, log, None).await;
         return Raced {
             result,
             hedge: None,
@@ -184,7 +184,15 @@ where
         },
         started: Instant::now(),
     };
-    let mut first = pin!(send(inner, attempt, balancer, pick.index, deployment, log));
+    let mut first = pin!(send(
+        inner,
+        attempt,
+        balancer,
+        pick.index,
+        deployment,
+        log,
+        Some(first_sent.kind)
+    ));
     policy.budget.deposit(first_sent.started);
     tokio::select! {
         biased;
@@ -211,7 +219,8 @@ where
         balancer,
         next.index,
         &to_deployment,
-        log
+        log,
+        Some(AttemptKind::Hedge)
     ));
     let (mut first_out, mut second_out) = (false, false);
     loop {

@@ -270,12 +270,16 @@ impl Prepared {
             })
         };
         let mut attempt = replay.request();
-        let kind = if log.is_empty() {
-            AttemptKind::First
-        } else {
-            AttemptKind::Fallback
-        };
-        attempt.extensions_mut().insert(kind);
+        if member.hedge.is_some() {
+            // It may be out beside a hedge, which may end first: its kind is said, not
+            // derived from the order attempts end in (as it is, for free, elsewhere).
+            let kind = if log.is_empty() {
+                AttemptKind::First
+            } else {
+                AttemptKind::Fallback
+            };
+            attempt.extensions_mut().insert(kind);
+        }
         attempt.extensions_mut().insert(replay);
         Ok(attempt)
     }
@@ -311,8 +315,9 @@ impl Prepared {
 }
 
 /// Sends one attempt (which the retry layer inside may turn into several tries) and records
-/// it when no layer inside records tries itself. An informational or `101` answer is a
+/// it, as `kind` when given (else derived), when no layer inside records tries itself. An informational or `101` answer is a
 /// protocol failure, never a response.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn send<S, RB>(
     inner: &mut S,
     attempt: Request<BufferedBody>,
@@ -320,13 +325,13 @@ pub(crate) async fn send<S, RB>(
     member: usize,
     deployment: &Deployment,
     log: &Attempts,
+    kind: Option<AttemptKind>,
 ) -> Result<Response<ResponseBody<RB>>, BoxError>
 where
     S: Service<Request<BufferedBody>, Response = Response<RB>>,
     S::Error: Into<BoxError>,
 {
     let started = Instant::now();
-    let kind = attempt.extensions().get::<AttemptKind>().copied();
     let member = &balancer.pool.members[member];
     // The attempt counts as in flight until its response body ends (streams included).
     let in_flight = member.health.start_attempt();

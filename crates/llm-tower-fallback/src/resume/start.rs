@@ -95,6 +95,7 @@ where
                 pick.index,
                 &deployment,
                 &log,
+                None,
             )
             .await;
             let streams = result.as_ref().is_ok_and(|response| {
