@@ -176,37 +176,29 @@ impl RateLimits {
 /// The window (requests 0, tokens 1, input 2, output 3), the part, and whether it is
 /// Anthropic's, of a rate-limit header's name.
 fn classify(name: &str) -> Option<(usize, Part, bool)> {
+    let part = |part: &str| match part {
+        "limit" => Some(Part::Limit),
+        "remaining" => Some(Part::Remaining),
+        "reset" => Some(Part::Reset),
+        _ => None,
+    };
+    let window = |window: &str| match window {
+        "requests" => Some(0),
+        "tokens" => Some(1),
+        "input-tokens" => Some(2),
+        "output-tokens" => Some(3),
+        _ => None,
+    };
     if let Some(rest) = name.strip_prefix("x-ratelimit-") {
-        let (part, window) = rest.split_once('-')?;
-        let part = match part {
-            "limit" => Part::Limit,
-            "remaining" => Part::Remaining,
-            "reset" => Part::Reset,
-            _ => return None,
-        };
-        let window = match window {
-            "requests" => 0,
-            "tokens" => 1,
-            _ => return None,
-        };
-        return Some((window, part, false));
+        // `x-ratelimit-{part}-{window}`, requests or tokens only.
+        let (which, of) = rest.split_once('-')?;
+        return Some((window(of).filter(|&w| w < 2)?, part(which)?, false));
     }
-    let rest = name.strip_prefix("anthropic-ratelimit-")?;
-    let (window, part) = rest.rsplit_once('-')?;
-    let part = match part {
-        "limit" => Part::Limit,
-        "remaining" => Part::Remaining,
-        "reset" => Part::Reset,
-        _ => return None,
-    };
-    let window = match window {
-        "requests" => 0,
-        "tokens" => 1,
-        "input-tokens" => 2,
-        "output-tokens" => 3,
-        _ => return None,
-    };
-    Some((window, part, true))
+    // `anthropic-ratelimit-{window}-{part}`.
+    let (of, which) = name
+        .strip_prefix("anthropic-ratelimit-")?
+        .rsplit_once('-')?;
+    Some((window(of)?, part(which)?, true))
 }
 
 /// A duration as OpenAI writes its resets (Go's form): `6m0s`, `1s`, `20ms`, `1.5s`,
