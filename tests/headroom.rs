@@ -221,3 +221,30 @@ async fn a_reset_far_off_keeps_a_deployment_away_no_longer_than_a_cooldown() {
     assert_eq!(chat(&gw).await, StatusCode::OK);
     assert_eq!(a.request_count(), 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_request_larger_than_what_is_left_of_a_tokens_window_goes_elsewhere() {
+    let (a, b) = (
+        MockProvider::start().await.unwrap(),
+        MockProvider::start().await.unwrap(),
+    );
+    // 10 000 of 100 000 tokens left: above the 5 % share.
+    a.set_default(ok_with(vec![
+        ("x-ratelimit-limit-tokens".into(), "100000".into()),
+        ("x-ratelimit-remaining-tokens".into(), "10000".into()),
+        ("x-ratelimit-reset-tokens".into(), "30s".into()),
+    ]));
+    let gw = gateway(&a, &b).await;
+    assert_eq!(chat(&gw).await, StatusCode::OK);
+    assert_eq!(a.request_count(), 1);
+    // A small request fits what is left.
+    assert_eq!(chat(&gw).await, StatusCode::OK);
+    assert_eq!(a.request_count(), 2);
+    // One that may use 20 000 does not: it goes to B, and no 429 has to happen.
+    let big =
+        r#"{"model":"mock-model","max_tokens":20000,"messages":[{"role":"user","content":"hi"}]}"#;
+    let response = gw.send(gw.chat(big)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(header(&response, "x-llm-tower-endpoint"), "b");
+    assert_eq!((a.request_count(), b.request_count()), (2, 1));
+}

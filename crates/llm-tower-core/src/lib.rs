@@ -50,6 +50,7 @@ mod context_overflow;
 pub mod duration;
 mod endpoint;
 mod error;
+mod estimate;
 mod extensions;
 mod headers;
 mod macros;
@@ -82,6 +83,7 @@ pub use endpoint::{
     port_is_valid,
 };
 pub use error::{BoxError, Error, ErrorKind};
+pub use estimate::{DEFAULT_OUTPUT, estimate_usage};
 pub use extensions::{
     Caller, ContextOverflow, CooldownHint, CredentialsSet, Deployment, Replay, Selected, SingleTry,
     rewrite_attempt,

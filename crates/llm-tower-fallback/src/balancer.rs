@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use http::Response;
 use llm_tower_core::{
     BoxError, Classification, ConfigError, Continuation, CooldownHint, Endpoint, Error, ErrorKind,
@@ -14,7 +15,7 @@ use llm_tower_health::{CheckService, HealthChecker, HealthRegistry, ProbeGuard};
 use tokio::time::Instant;
 
 use crate::models::ModelFallbacks;
-use crate::pool::{Group, Member, NoGroup, Pick, Pool, Soonest};
+use crate::pool::{Asking, Group, Member, Needs, NoGroup, Pick, Pool, Soonest};
 use crate::settings::{FallbackSettings, WhenAllUnhealthy};
 
 pub(crate) struct Balancer {
@@ -46,9 +47,19 @@ pub(crate) struct Route<'a> {
     chain: Vec<(&'a ModelName, &'a Group)>,
     /// The models that refused this prompt as too long: never sent it again.
     overflowed: Vec<&'a ModelName>,
+    /// What the request is expected to use, read only if a deployment asks.
+    needs: Needs,
 }
 
 impl Route<'_> {
+    /// A deployment asked at `now` to admit this request.
+    pub(crate) fn asking(&self, now: Instant) -> Asking<'_> {
+        Asking {
+            now,
+            needs: &self.needs,
+        }
+    }
+
     /// The number of steps.
     pub(crate) fn steps(&self) -> usize {
         1 + self.chain.len()
@@ -148,7 +159,7 @@ impl Balancer {
 
     /// The route of a request with this body: by its top-level `model`, read without
     /// building a document.
-    pub(crate) fn route(&self, body: &[u8]) -> Result<Route<'_>, Error> {
+    pub(crate) fn route(&self, body: &Bytes) -> Result<Route<'_>, Error> {
         if let Some(any) = self
             .pool
             .only_any()
@@ -161,6 +172,7 @@ impl Balancer {
                 first: any,
                 chain: Vec::new(),
                 overflowed: Vec::new(),
+                needs: Needs::new(body.clone()),
             });
         }
         let requested = match find_model(body) {
@@ -192,6 +204,7 @@ impl Balancer {
             first,
             chain,
             overflowed: Vec::new(),
+            needs: Needs::new(body.clone()),
         })
     }
 
@@ -244,7 +257,9 @@ impl Balancer {
             let allowed = |member: &Member, index: usize| {
                 index != broken && member.endpoint.continuation() == Some(Continuation::Prefill)
             };
-            let pick = self.pool.first_allowed(route.group(step), now, allowed)?;
+            let pick = self
+                .pool
+                .first_allowed(route.group(step), &route.asking(now), allowed)?;
             Some((step, pick))
         })
     }
@@ -252,9 +267,11 @@ impl Balancer {
     /// The first deployment that admits a request in the route's steps from `from` on.
     fn first_from(&self, route: &Route<'_>, from: usize, now: Instant) -> Option<(usize, Pick)> {
         (from..route.steps()).find_map(|step| {
-            let pick = self
-                .pool
-                .first(route.group(step), now, &mut Soonest::default())?;
+            let pick = self.pool.first(
+                route.group(step),
+                &route.asking(now),
+                &mut Soonest::default(),
+            )?;
             Some((step, pick))
         })
     }
@@ -285,7 +302,10 @@ impl Balancer {
         let mut asked = Soonest::default();
         for step in 0..route.steps() {
             let mut soonest = Soonest::default();
-            if let Some(pick) = self.pool.first(route.group(step), now, &mut soonest) {
+            if let Some(pick) = self
+                .pool
+                .first(route.group(step), &route.asking(now), &mut soonest)
+            {
                 return Ok((step, pick));
             }
             if step == 0 {
@@ -308,10 +328,13 @@ impl Balancer {
         now: Instant,
     ) -> Option<(usize, Pick)> {
         let mut soonest = Soonest::default();
-        if let Some(pick) = self
-            .pool
-            .next(route.group(step), failed, tried, now, &mut soonest)
-        {
+        if let Some(pick) = self.pool.next(
+            route.group(step),
+            failed,
+            tried,
+            &route.asking(now),
+            &mut soonest,
+        ) {
             return Some((step, pick));
         }
         if let Some(next) = self.first_from(route, step + 1, now) {
@@ -335,8 +358,13 @@ impl Balancer {
         tried: &[bool],
         now: Instant,
     ) -> Option<Pick> {
-        self.pool
-            .next(route.group(step), pick, tried, now, &mut Soonest::default())
+        self.pool.next(
+            route.group(step),
+            pick,
+            tried,
+            &route.asking(now),
+            &mut Soonest::default(),
+        )
     }
 
     /// Counts a failed request against the deployment, with the upstream's cooldown hint. A

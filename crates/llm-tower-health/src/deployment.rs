@@ -137,9 +137,16 @@ impl DeploymentHealth {
     /// until the window resets, or until its cooldown ends if that is later (a probe slot it
     /// would have taken is given back).
     pub fn admit(&self, now: Instant) -> Admission {
+        self.admit_needing(now, &|| 0)
+    }
+
+    /// [`admit`](Self::admit) for a request expected to use `needs()` tokens: closed too
+    /// while its provider's tokens window has less than that left, until it resets.
+    /// `needs` is asked only of a deployment whose provider told a tokens window.
+    pub fn admit_needing(&self, now: Instant, needs: &dyn Fn() -> u64) -> Admission {
         let admission = self.cell.admit(now);
         match (
-            self.cell.headroom.skip_until(now, self.headroom_min),
+            self.cell.headroom.skip_until(now, self.headroom_min, needs),
             admission,
         ) {
             (None, admission) => admission,

@@ -9,11 +9,13 @@ use llm_tower_core::{RateLimits, RateWindow};
 use serde::Serialize;
 use tokio::time::Instant;
 
-/// The last reading, and a flag read without locking on every admission: whether a window
-/// was below the threshold when it was read.
+/// The last reading, and flags read without locking on every admission: whether a window
+/// was below the threshold when it was read, and whether a tokens window was told (which a
+/// request larger than what is left of it does not fit).
 #[derive(Debug, Default)]
 pub(crate) struct Headroom {
     low: AtomicBool,
+    tokens_told: AtomicBool,
     reading: Mutex<Reading>,
 }
 
@@ -58,24 +60,41 @@ impl Headroom {
             .windows()
             .any(|kept| kept.window.below(min) && kept.resets_at > now);
         self.low.store(low, Ordering::Relaxed);
+        let tokens_told = reading.tokens.is_some_and(|kept| kept.resets_at > now);
+        self.tokens_told.store(tokens_told, Ordering::Relaxed);
     }
 
     /// Until when the deployment is to be skipped: the latest reset of its windows that are
-    /// below `min` and not reset yet. `None` (one load) when none is.
-    pub(crate) fn skip_until(&self, now: Instant, min: f64) -> Option<Instant> {
-        if !self.low.load(Ordering::Relaxed) {
+    /// below `min`, or of its tokens window when less than `needs()` is left of it, not
+    /// reset yet. `None` (two loads) when nothing was told that could skip it.
+    pub(crate) fn skip_until(
+        &self,
+        now: Instant,
+        min: f64,
+        needs: &dyn Fn() -> u64,
+    ) -> Option<Instant> {
+        let low = self.low.load(Ordering::Relaxed);
+        let tokens_told = self.tokens_told.load(Ordering::Relaxed);
+        if !low && !tokens_told {
             return None;
         }
         let reading = self.lock();
-        let until = reading
+        let below = reading
             .windows()
             .filter(|kept| kept.window.below(min) && kept.resets_at > now)
             .map(|kept| kept.resets_at)
             .max();
-        if until.is_none() {
+        if low && below.is_none() {
             self.low.store(false, Ordering::Relaxed);
         }
-        until
+        let tokens = reading.tokens.filter(|kept| kept.resets_at > now);
+        if tokens.is_none() {
+            self.tokens_told.store(false, Ordering::Relaxed);
+        }
+        let short = tokens
+            .filter(|kept| kept.window.remaining < needs())
+            .map(|kept| kept.resets_at);
+        below.max(short)
     }
 
     /// What operators see: each window as last told, its reset counted down to `now`.
@@ -156,14 +175,38 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_request_larger_than_what_is_left_of_the_tokens_window_does_not_fit() {
+        let headroom = Headroom::default();
+        let now = Instant::now();
+        let tokens = RateLimits {
+            requests: None,
+            tokens: requests(100_000, 10_000, 20).requests,
+        };
+        headroom.observe(&tokens, now, 0.05);
+        // 10 % left: above the share, so a small request fits and a large one waits.
+        assert_eq!(headroom.skip_until(now, 0.05, &|| 500), None);
+        assert_eq!(
+            headroom.skip_until(now, 0.05, &|| 20_000),
+            Some(now + Duration::from_secs(20))
+        );
+        // Once the window reset, anything fits again, and nothing is asked.
+        let later = now + Duration::from_secs(20);
+        assert_eq!(headroom.skip_until(later, 0.05, &|| 20_000), None);
+        assert_eq!(
+            headroom.skip_until(later, 0.05, &|| unreachable!("not asked")),
+            None
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn skipped_while_low_until_the_window_resets() {
         let headroom = Headroom::default();
         let now = Instant::now();
         headroom.observe(&requests(100, 50, 10), now, 0.05);
-        assert_eq!(headroom.skip_until(now, 0.05), None);
+        assert_eq!(headroom.skip_until(now, 0.05, &|| 0), None);
         headroom.observe(&requests(100, 4, 10), now, 0.05);
         assert_eq!(
-            headroom.skip_until(now, 0.05),
+            headroom.skip_until(now, 0.05, &|| 0),
             Some(now + Duration::from_secs(10))
         );
         // A later answer that speaks of tokens only keeps the word on requests.
@@ -176,21 +219,21 @@ mod tests {
             0.05,
         );
         assert_eq!(
-            headroom.skip_until(now, 0.05),
+            headroom.skip_until(now, 0.05, &|| 0),
             Some(now + Duration::from_secs(10))
         );
         let later = now + Duration::from_secs(10);
-        assert_eq!(headroom.skip_until(later, 0.05), None, "reset");
+        assert_eq!(headroom.skip_until(later, 0.05, &|| 0), None, "reset");
         assert!(!headroom.low.load(Ordering::Relaxed), "the flag is cleared");
         let shown = headroom.snapshot(now + Duration::from_secs(4)).unwrap();
         assert!((shown.requests.unwrap().reset_seconds - 6.0).abs() < 1e-9);
         assert_eq!(shown.tokens.unwrap().remaining, 900);
         // A threshold of 0 skips only a window with nothing left.
         headroom.observe(&requests(100, 1, 10), later, 0.0);
-        assert_eq!(headroom.skip_until(later, 0.0), None);
+        assert_eq!(headroom.skip_until(later, 0.0, &|| 0), None);
         headroom.observe(&requests(100, 0, 10), later, 0.0);
         assert_eq!(
-            headroom.skip_until(later, 0.0),
+            headroom.skip_until(later, 0.0, &|| 0),
             Some(later + Duration::from_secs(10))
         );
     }

@@ -16,7 +16,7 @@ mod settings;
 pub mod store;
 
 pub use body::{RequestBody, ResponseBody};
-pub use estimate::DEFAULT_OUTPUT;
 pub use limiter::{BudgetStanding, ClientStanding, Limiter, Standing};
+pub use llm_tower_core::DEFAULT_OUTPUT;
 pub use service::{Limit, LimitsLayer, ResponseFuture};
 pub use settings::{Budget, Limits, LimitsTable, Period};

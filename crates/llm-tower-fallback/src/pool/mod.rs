@@ -6,11 +6,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use llm_tower_core::{Endpoint, EndpointId, ModelName, ModelRoute};
+use bytes::Bytes;
+use llm_tower_core::{Endpoint, EndpointId, ModelName, ModelRoute, estimate_usage};
 use tokio::time::Instant;
 
 use llm_tower_health::{Admission, DeploymentHealth, HealthPolicy, HealthRegistry, ProbeGuard};
@@ -90,6 +91,37 @@ pub(crate) struct Pool {
     /// Whether any deployment has a latency estimate yet: until then, there is no median
     /// to look for.
     scored: AtomicBool,
+}
+
+/// When a deployment is asked to admit a request, and what the request is expected to use
+/// (a deployment whose provider told it a tokens window that cannot hold that is skipped).
+pub(crate) struct Asking<'a> {
+    pub(crate) now: Instant,
+    pub(crate) needs: &'a Needs,
+}
+
+/// The tokens a request is expected to use, read from its body only when a deployment asks
+/// (one whose provider told a tokens window): other requests never pay the scan.
+#[derive(Debug, Default)]
+pub(crate) struct Needs {
+    body: Bytes,
+    tokens: OnceLock<u64>,
+}
+
+impl Needs {
+    pub(crate) fn new(body: Bytes) -> Self {
+        Self {
+            body,
+            tokens: OnceLock::new(),
+        }
+    }
+
+    fn tokens(&self) -> u64 {
+        *self.tokens.get_or_init(|| {
+            let usage = estimate_usage(&self.body);
+            usage.input.saturating_add(usage.output)
+        })
+    }
 }
 
 /// Tracks the member whose cooldown ends first among those that refused a request.
@@ -251,12 +283,17 @@ impl Pool {
 
     /// The first deployment for a request in `group`: the best available tier, then the
     /// strategy. On the healthy path this reads one atomic counter and one health flag.
-    pub(crate) fn first(&self, group: &Group, now: Instant, soonest: &mut Soonest) -> Option<Pick> {
+    pub(crate) fn first(
+        &self,
+        group: &Group,
+        at: &Asking<'_>,
+        soonest: &mut Soonest,
+    ) -> Option<Pick> {
         let start = group.counter.fetch_add(1, Ordering::Relaxed);
         group
             .tiers
             .iter()
-            .find_map(|tier| self.pick_in_tier(group, tier, start, now, soonest))
+            .find_map(|tier| self.pick_in_tier(group, tier, start, at, soonest))
     }
 
     fn pick_in_tier(
@@ -264,9 +301,10 @@ impl Pool {
         group: &Group,
         tier: &Tier,
         start: usize,
-        now: Instant,
+        at: &Asking<'_>,
         soonest: &mut Soonest,
     ) -> Option<Pick> {
+        let now = at.now;
         let len = tier.range.len();
         let two_choices = matches!(
             self.strategy,
@@ -289,7 +327,7 @@ impl Pool {
                 group,
                 [first, second].into_iter().chain(tier.range.clone()),
                 None,
-                now,
+                at,
                 soonest,
             );
         }
@@ -299,7 +337,7 @@ impl Pool {
             .iter()
             .chain(&schedule[..offset])
             .copied();
-        self.scan(group, order, None, now, soonest)
+        self.scan(group, order, None, at, soonest)
     }
 
     /// `least_latency`'s cost of the member at `slot`: its latency estimate (plus a
@@ -345,7 +383,7 @@ impl Pool {
         group: &Group,
         failed: &Pick,
         tried: &[bool],
-        now: Instant,
+        at: &Asking<'_>,
         soonest: &mut Soonest,
     ) -> Option<Pick> {
         let start = group.counter.fetch_add(1, Ordering::Relaxed);
@@ -357,7 +395,7 @@ impl Pool {
                 range.start + start % range.len()
             };
             let order = (pivot..range.end).chain(range.start..pivot);
-            self.scan(group, order, Some(tried), now, soonest)
+            self.scan(group, order, Some(tried), at, soonest)
         })
     }
 
@@ -366,7 +404,7 @@ impl Pool {
     pub(crate) fn first_allowed(
         &self,
         group: &Group,
-        now: Instant,
+        at: &Asking<'_>,
         allowed: impl Fn(&Member, usize) -> bool,
     ) -> Option<Pick> {
         let refused: Vec<bool> = self
@@ -376,7 +414,7 @@ impl Pool {
             .map(|(index, member)| !allowed(member, index))
             .collect();
         let slots = 0..group.members.len();
-        self.scan(group, slots, Some(&refused), now, &mut Soonest::default())
+        self.scan(group, slots, Some(&refused), at, &mut Soonest::default())
     }
 
     /// The first of `slots` (positions in `group`) that admits a request.
@@ -385,7 +423,7 @@ impl Pool {
         group: &Group,
         slots: impl Iterator<Item = usize>,
         tried: Option<&[bool]>,
-        now: Instant,
+        at: &Asking<'_>,
         soonest: &mut Soonest,
     ) -> Option<Pick> {
         // Members already found closed in this scan (weighted schedules repeat members).
@@ -395,7 +433,9 @@ impl Pool {
             if tried.is_some_and(|t| t[index]) || closed.contains(&index) {
                 continue;
             }
-            let admission = self.members[index].health.admit(now);
+            let admission = self.members[index]
+                .health
+                .admit_needing(at.now, &|| at.needs.tokens());
             match admission {
                 Admission::Open | Admission::Probation => {
                     let single_try = matches!(admission, Admission::Probation);
