@@ -5,13 +5,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use http::{Response, StatusCode};
 use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::endpoint::EndpointId;
-use crate::error::{BoxError, ErrorKind};
+use crate::error::ErrorKind;
 use crate::model::ModelName;
+use crate::outcome::Outcome;
 
 /// Why an attempt was made. Also a request extension: a layer that records tries records an
 /// attempt's first try as the kind its request carries (the balancer knows whether it sends a
@@ -35,53 +35,6 @@ pub enum AttemptKind {
     /// The same request sent to another deployment as well, because the first answer was
     /// late (see [`Hedge`](crate::Hedge)).
     Hedge,
-}
-
-/// How an attempt ended.
-///
-/// ```
-/// use http::StatusCode;
-/// use llm_tower_core::{ErrorKind, Outcome};
-///
-/// assert_eq!(Outcome::Status(StatusCode::TOO_MANY_REQUESTS).to_string(), "429");
-/// assert_eq!(Outcome::Error(ErrorKind::Connect).to_string(), "upstream_connect_failed");
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    /// A response head arrived with this status.
-    Status(#[serde(serialize_with = "ser_status")] StatusCode),
-    /// No response: a transport failure of this kind.
-    Error(ErrorKind),
-}
-
-#[allow(clippy::trivially_copy_pass_by_ref)]
-fn ser_status<S: serde::Serializer>(status: &StatusCode, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_u16(status.as_u16())
-}
-
-impl Outcome {
-    /// The outcome of a result from an inner service.
-    pub fn of<B>(result: &Result<Response<B>, BoxError>) -> Self {
-        match result {
-            Ok(response) => Self::Status(response.status()),
-            Err(err) => Self::Error(ErrorKind::of(&**err)),
-        }
-    }
-
-    /// Whether a 2xx answer came.
-    pub fn is_success(self) -> bool {
-        matches!(self, Self::Status(status) if status.is_success())
-    }
-}
-
-impl fmt::Display for Outcome {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Status(status) => write!(f, "{}", status.as_u16()),
-            Self::Error(kind) => write!(f, "{kind}"),
-        }
-    }
 }
 
 /// One upstream attempt.
@@ -417,6 +370,8 @@ impl Serialize for Attempts {
 
 #[cfg(test)]
 mod tests {
+    use http::StatusCode;
+
     use super::*;
 
     #[test]

@@ -55,6 +55,7 @@ mod extensions;
 mod headers;
 mod macros;
 mod model;
+mod outcome;
 mod percent;
 mod policy;
 mod rate_limits;
@@ -65,7 +66,7 @@ mod sse;
 mod transport;
 mod usage;
 
-pub use attempt::{Attempt, AttemptKind, Attempts, Outcome};
+pub use attempt::{Attempt, AttemptKind, Attempts};
 pub use body::{
     BufferedBody, DEFAULT_MAX_BODY_BYTES, ERROR_BODY_LIMIT, buffer_body, buffer_request,
 };
@@ -97,6 +98,7 @@ pub use model::{
     ModelInBody, ModelName, ModelRoute, find_model, find_top_level, for_each_member,
     is_generation_path, model_in_path, with_model,
 };
+pub use outcome::Outcome;
 pub use percent::percent_decode;
 pub use policy::{CountBased, ExponentialBackoff, RetryPolicy};
 pub use rate_limits::{MAX_RESET, RateLimits, RateWindow, cooldown_hint};

@@ -60,6 +60,7 @@
 
 mod balancer;
 mod body;
+mod failed;
 mod headroom;
 mod hedge;
 mod layer;

@@ -16,6 +16,7 @@ use tower::{Service, ServiceExt};
 
 use crate::balancer::{Balancer, Route};
 use crate::body::{ResponseBody, StreamWatch};
+pub(crate) use crate::failed::Failed;
 use crate::hedge::race;
 use crate::mask::mask_headers;
 use crate::pool::Member;
@@ -374,69 +375,6 @@ where
     result.map(|response| response.map(|body| ResponseBody::new(body, watch)))
 }
 
-/// The failures of one request so far, and which endpoints it tried.
-pub(crate) struct Failed<RB> {
-    /// The latest upstream response and who sent it: what the client gets if nothing succeeds.
-    response: Option<(Response<ResponseBody<RB>>, Selected, Deployment)>,
-    /// The latest error; it only matters while no response arrived.
-    error: Option<BoxError>,
-    tried: Vec<bool>,
-    /// Whether a hedge was sent (a request gets one at most).
-    pub(crate) hedged: bool,
-}
-
-impl<RB> Failed<RB> {
-    fn new() -> Self {
-        Self {
-            response: None,
-            error: None,
-            tried: Vec::new(),
-            hedged: false,
-        }
-    }
-
-    pub(crate) fn keep(
-        &mut self,
-        result: Result<Response<ResponseBody<RB>>, BoxError>,
-        member: &Member,
-        deployment: Deployment,
-    ) {
-        match result {
-            Ok(mut response) => {
-                response.body_mut().failure_counted();
-                self.response = Some((response, Selected(member.endpoint.clone()), deployment));
-            }
-            Err(err) => self.error = Some(err),
-        }
-    }
-
-    pub(crate) fn is_tried(&self, index: usize) -> bool {
-        self.tried.get(index).copied().unwrap_or(false)
-    }
-
-    pub(crate) fn mark_tried(&mut self, balancer: &Balancer, index: usize) -> &mut [bool] {
-        if self.tried.is_empty() {
-            self.tried = vec![false; balancer.pool.members.len()];
-        }
-        self.tried[index] = true;
-        &mut self.tried
-    }
-
-    /// Every attempt failed: the last upstream response as it came, else the last error.
-    fn into_result(self, log: &Attempts) -> Result<Response<ResponseBody<RB>>, BoxError> {
-        match (self.response, self.error) {
-            (Some((response, selected, deployment)), _) => {
-                Ok(annotate(response, selected, &deployment, log))
-            }
-            (None, Some(err)) => Err(upstream_error(err, log)),
-            (None, None) => Err(Box::new(
-                Error::new(ErrorKind::Internal, "no upstream attempt was made")
-                    .with_attempts(log.clone()),
-            )),
-        }
-    }
-}
-
 /// The request's attempt log: the one a layer further out began, if any (a retry layer
 /// put outside the balancer sends it the same request again, and every attempt goes in that
 /// one log), else a new one.
@@ -451,7 +389,7 @@ fn attempt_log<B>(request: &Request<B>) -> Attempts {
 /// The response carries the attempt log and the endpoint that answered; the headers of an
 /// endpoint with a key (and the body of an error response) are checked for that key, which
 /// the client must never see.
-fn annotate<RB>(
+pub(crate) fn annotate<RB>(
     mut response: Response<ResponseBody<RB>>,
     selected: Selected,
     deployment: &Deployment,
@@ -480,7 +418,7 @@ fn deployment_extension(deployment: &Deployment, endpoint: &Endpoint) -> Option<
     (deployment.model.is_some() || deployment.id != *endpoint.id()).then(|| deployment.clone())
 }
 
-fn upstream_error(err: BoxError, log: &Attempts) -> BoxError {
+pub(crate) fn upstream_error(err: BoxError, log: &Attempts) -> BoxError {
     Box::new(Error::upstream(err).with_attempts(log.clone()))
 }
 

@@ -6,21 +6,21 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use bytes::Bytes;
-use llm_tower_core::{Endpoint, EndpointId, ModelName, ModelRoute, estimate_usage};
+use llm_tower_core::{Endpoint, EndpointId, ModelName, ModelRoute};
 use tokio::time::Instant;
 
 use llm_tower_health::{Admission, DeploymentHealth, HealthPolicy, HealthRegistry, ProbeGuard};
 
+pub(crate) use self::asking::{Asking, Needs};
+#[cfg(test)]
+use self::schedule::MAX_SCHEDULE;
+use self::schedule::smooth_weighted_schedule;
 use crate::hedge::HedgePolicy;
 use crate::settings::{FallbackSettings, Strategy};
-
-/// Longest weighted schedule; larger weight totals are scaled down proportionally.
-const MAX_SCHEDULE: u64 = 4096;
 
 /// One deployment: an endpoint, and the model it serves when the endpoint lists several (or
 /// one). Health is kept per deployment; the endpoint (its key, its URL) is shared.
@@ -91,37 +91,6 @@ pub(crate) struct Pool {
     /// Whether any deployment has a latency estimate yet: until then, there is no median
     /// to look for.
     scored: AtomicBool,
-}
-
-/// When a deployment is asked to admit a request, and what the request is expected to use
-/// (a deployment whose provider told it a tokens window that cannot hold that is skipped).
-pub(crate) struct Asking<'a> {
-    pub(crate) now: Instant,
-    pub(crate) needs: &'a Needs,
-}
-
-/// The tokens a request is expected to use, read from its body only when a deployment asks
-/// (one whose provider told a tokens window): other requests never pay the scan.
-#[derive(Debug, Default)]
-pub(crate) struct Needs {
-    body: Bytes,
-    tokens: OnceLock<u64>,
-}
-
-impl Needs {
-    pub(crate) fn new(body: Bytes) -> Self {
-        Self {
-            body,
-            tokens: OnceLock::new(),
-        }
-    }
-
-    fn tokens(&self) -> u64 {
-        *self.tokens.get_or_init(|| {
-            let usage = estimate_usage(&self.body);
-            usage.input.saturating_add(usage.output)
-        })
-    }
 }
 
 /// Tracks the member whose cooldown ends first among those that refused a request.
@@ -506,38 +475,7 @@ impl Group {
     }
 }
 
-/// Smooth weighted round-robin (nginx): a sequence in which each index appears in proportion
-/// to its weight, spread out evenly.
-fn smooth_weighted_schedule(weights: &[u64]) -> Vec<usize> {
-    let divisor = weights.iter().copied().fold(0, gcd).max(1);
-    let mut weights: Vec<u64> = weights.iter().map(|w| w / divisor).collect();
-    let total: u64 = weights.iter().sum();
-    if total > MAX_SCHEDULE {
-        for w in &mut weights {
-            *w = (*w * MAX_SCHEDULE / total).max(1);
-        }
-    }
-    let total: u64 = weights.iter().sum();
-    let total_signed = i64::try_from(total).unwrap_or(i64::MAX);
-    let mut current = vec![0i64; weights.len()];
-    (0..total)
-        .map(|_| {
-            let mut best = 0;
-            for (i, w) in weights.iter().enumerate() {
-                current[i] += i64::try_from(*w).unwrap_or(i64::MAX);
-                if current[i] > current[best] {
-                    best = i;
-                }
-            }
-            current[best] -= total_signed;
-            best
-        })
-        .collect()
-}
-
-fn gcd(a: u64, b: u64) -> u64 {
-    if b == 0 { a } else { gcd(b, a % b) }
-}
-
+mod asking;
+mod schedule;
 #[cfg(test)]
 mod tests;

@@ -8,7 +8,7 @@
 //! - The admission's call runs in a task of its own: one that Redis makes after nobody waits
 //!   for it any more (the timeout passed, or the request went) is given back when its answer
 //!   comes, request, tokens and cost.
-//! - A settlement is sent at once, in the order of the requests that end (its script is on
+//! - A settlement is sent at once (`settle.rs`), in the order of the requests that end (its script is on
 //!   the connection before the client can have read the answer that settles it, unless the
 //!   connection's buffer of calls waiting to be written is full), and finished in the
 //!   background; one that fails is counted (`llm_tower_limits_store_settle_failed_total`)
@@ -17,7 +17,6 @@
 //!   so that while Redis is down (`allow`) a budget is counted from there, not from 0.
 
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Waker};
 use std::time::{Duration, SystemTime};
 
 use llm_tower_core::ConfigError;
@@ -28,18 +27,18 @@ use tokio::sync::oneshot;
 use tokio::time::{Instant, timeout};
 
 use super::connection::{Connection, keep};
-use super::scripts::{ADMIT_SCRIPT, Keys, SETTLE_SCRIPT, STANDING_SCRIPT};
+use super::scripts::{ADMIT_SCRIPT, Keys, STANDING_SCRIPT};
+use super::settle::Late;
 use super::{LimitsStoreSettings, OnStoreDown};
 use crate::limiter::{
     Admission, BudgetStanding, ClientStanding, Counted, Estimate, Refusal, Standing, Standings,
-    usd_to_settle,
 };
 use crate::local::Counts;
 use crate::period::period_at;
 use crate::settings::{Budget, Limits, Period};
 
 /// How long a standing (`/limits`) or a settlement may wait for Redis.
-const SLOW_CALL: Duration = Duration::from_secs(2);
+pub(super) const SLOW_CALL: Duration = Duration::from_secs(2);
 /// The least time between two warnings of calls that failed on a live connection.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 /// How long a budget's key outlives its period (a settlement that comes late finds it).
@@ -67,14 +66,14 @@ const BUDGET_KEPT_AFTER: Duration = Duration::from_secs(3600);
 /// ```
 #[derive(Clone)]
 pub struct LimitsStore {
-    shared: Arc<Shared>,
+    pub(super) shared: Arc<Shared>,
 }
 
 pub(super) struct Shared {
     pub(super) connection: Connection,
     /// The server, for logs: the password replaced.
     pub(super) url: String,
-    prefix: String,
+    pub(super) prefix: String,
     on_store_down: OnStoreDown,
     timeout: Duration,
     last_warned: Mutex<Option<Instant>>,
@@ -252,83 +251,6 @@ impl LimitsStore {
         Some(decided)
     }
 
-    /// Settles in Redis a request it admitted.
-    pub(crate) fn settle(
-        &self,
-        client: &str,
-        limits: &Limits,
-        admission: &Admission,
-        used: Estimate,
-        wall: SystemTime,
-    ) {
-        let budget = limits
-            .budget
-            .map(|budget| (budget, period_at(budget.per, wall)));
-        let usd = budget.map_or(0.0, |(_, (period, _))| {
-            usd_to_settle(admission, used, period)
-        });
-        let tokens = i128::from(used.tokens) - i128::from(admission.reserved.tokens);
-        self.send_settlement(client, limits, budget, false, tokens, usd);
-    }
-
-    /// Sends the settlement script: `request` given back, `tokens` and `usd` taken (or given
-    /// back, negative) in the period of `budget`. Polled once here, which puts the script on
-    /// the connection now, ahead of any request this answer's client sends next (best
-    /// effort: past the connection's buffer of pending commands, it waits its turn); its reply
-    /// is awaited in the background.
-    fn send_settlement(
-        &self,
-        client: &str,
-        limits: &Limits,
-        budget: Option<(Budget, (u64, Duration))>,
-        request: bool,
-        tokens: i128,
-        usd: f64,
-    ) {
-        let tokens = if limits.tpm.is_some() { tokens } else { 0 };
-        let request = request && limits.rpm.is_some();
-        if tokens == 0 && usd == 0.0 && !request {
-            return;
-        }
-        let Some((number, connection)) = self.shared.connection.get() else {
-            count_settle_failed();
-            return;
-        };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            count_settle_failed();
-            return;
-        };
-        let mut invocation = self.on_client(&SETTLE_SCRIPT, client, limits, budget);
-        invocation
-            .arg(u8::from(request))
-            .arg(i64::try_from(tokens).unwrap_or(if tokens > 0 { i64::MAX } else { i64::MIN }))
-            .arg(usd)
-            .arg(ttl_ms(budget.map(|(_, (_, left))| left)));
-        let shared = self.shared.clone();
-        // Unconstrained: a task that has used its budget would find even a free channel
-        // busy on the first poll below.
-        let mut settling = Box::pin(tokio::task::unconstrained(async move {
-            let mut connection = connection;
-            match timeout(SLOW_CALL, invocation.invoke_async::<i64>(&mut connection)).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(err)) => {
-                    shared.connection.failed(number, &err);
-                    tracing::debug!(error = %err, "a settlement with the limits store failed");
-                    count_settle_failed();
-                }
-                Err(_) => count_settle_failed(),
-            }
-        }));
-        let _entered = runtime.enter();
-        if settling
-            .as_mut()
-            .poll(&mut Context::from_waker(Waker::noop()))
-            .is_pending()
-        {
-            runtime.spawn(settling);
-        }
-    }
-
     /// Where `client` stands in Redis, or `None` when Redis does not answer.
     pub(crate) async fn standing(
         &self,
@@ -353,7 +275,7 @@ impl LimitsStore {
 
     /// `script` on `client`'s keys — its buckets, and its budget's in the period `budget`
     /// is in — with its rpm and tpm (0: none) as its first arguments.
-    fn on_client<'a>(
+    pub(super) fn on_client<'a>(
         &self,
         script: &'a Script,
         client: &str,
@@ -447,29 +369,8 @@ fn note_spent(here: &Counts, client: &str, period: Option<u64>, micro_usd: i64) 
     }
 }
 
-/// An admission being made in Redis, to give back if nobody waits for it any more.
-struct Late {
-    store: LimitsStore,
-    client: String,
-    limits: Limits,
-    estimate: Estimate,
-    budget: Option<(Budget, (u64, Duration))>,
-}
-
-impl Late {
-    /// Gives back all the admission took: the request, its tokens and its cost, in the
-    /// period it was charged to.
-    fn give_back(&self) {
-        let tokens = -i128::from(self.estimate.tokens);
-        let usd = -self.estimate.usd.unwrap_or(0.0);
-        let usd = if self.budget.is_some() { usd } else { 0.0 };
-        self.store
-            .send_settlement(&self.client, &self.limits, self.budget, true, tokens, usd);
-    }
-}
-
 /// Which kind of period a budget key counts in.
-fn marker(per: Period) -> char {
+pub(super) fn marker(per: Period) -> char {
     match per {
         Period::Day => 'd',
         Period::Month => 'm',
@@ -477,7 +378,7 @@ fn marker(per: Period) -> char {
 }
 
 /// How long a budget key is kept: past its period's end (`left`).
-fn ttl_ms(left: Option<Duration>) -> u64 {
+pub(super) fn ttl_ms(left: Option<Duration>) -> u64 {
     left.map_or(1, |left| {
         u64::try_from((left + BUDGET_KEPT_AFTER).as_millis()).unwrap_or(u64::MAX)
     })
@@ -509,11 +410,6 @@ pub(crate) fn count_unreachable(decision: OnStoreDown) {
     .increment(1);
     #[cfg(not(feature = "metrics"))]
     let _ = decision;
-}
-
-fn count_settle_failed() {
-    #[cfg(feature = "metrics")]
-    metrics::counter!("llm_tower_limits_store_settle_failed_total").increment(1);
 }
 
 /// The store's series, at 0 from the start (a dashboard shows them before the first outage).

@@ -15,6 +15,8 @@ mod connection;
 mod handle;
 #[cfg(feature = "redis")]
 mod scripts;
+#[cfg(feature = "redis")]
+mod settle;
 
 use std::time::Duration;
 
