@@ -209,6 +209,54 @@ async fn two_gateways_share_ejections_through_redis_and_outlive_it() {
     assert_eq!(a.backup.request_count(), 2, "A's two requests before");
 }
 
+/// A's primary answers saying its requests window is spent for 30 s: B, which never sent
+/// it a request, skips it too, and shows in `/upstreams` what A's provider told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_window_one_gateway_sees_spent_is_skipped_by_the_other() {
+    let redis = match RedisServer::start() {
+        Ok(redis) => redis,
+        Err(reason) => return eprintln!("skipped: {reason}"),
+    };
+    let a = Replica::start("headroom-a", &redis.url()).await;
+    let b = Replica::start("headroom-b", &redis.url()).await;
+    a.connected(true).await;
+    b.connected(true).await;
+
+    let spent = [
+        ("x-ratelimit-limit-requests", "100"),
+        ("x-ratelimit-remaining-requests", "2"),
+        ("x-ratelimit-reset-requests", "30s"),
+    ];
+    a.primary.push(Behavior::Status {
+        status: 200,
+        retry_after: None,
+        headers: spent.map(|(k, v)| (k.to_owned(), v.to_owned())).to_vec(),
+        body: None,
+    });
+    assert_eq!(a.chat().await, 200);
+    let told = |u: &Value| deployment(u, "primary")["rate_limits"]["requests"]["remaining"] == 2;
+    let took = b.until(WITHIN, told).await;
+    eprintln!("B heard of the spent window {took:?} after A read it");
+    let upstreams = b.upstreams().await;
+    let requests = &deployment(&upstreams, "primary")["rate_limits"]["requests"];
+    assert_eq!(requests["limit"], 100, "{upstreams}");
+    assert!(
+        requests["reset_seconds"].as_f64().unwrap() > 25.0,
+        "{upstreams}"
+    );
+    assert_eq!(
+        status(&upstreams, "primary"),
+        "healthy",
+        "skipped, not ejected"
+    );
+
+    for _ in 0..3 {
+        assert_eq!(b.chat().await, 200);
+    }
+    assert_eq!(b.primary.request_count(), 0, "B skipped its primary");
+    assert_eq!(b.backup.request_count(), 3);
+}
+
 /// With `health_store.secret` (from the environment): an ejection one gateway makes reaches
 /// the other, and an unsigned one PUBLISHed by someone else is rejected, counted in
 /// `/upstreams` and `/metrics`, and logged without its content.

@@ -150,6 +150,25 @@ impl RateLimits {
         (limits.requests.is_some() || limits.tokens.is_some()).then_some(limits)
     }
 
+    /// The same windows, none resetting later than `max` from now.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use llm_tower_core::{RateLimits, RateWindow};
+    ///
+    /// let hour = RateWindow { limit: None, remaining: 0, reset: Duration::from_secs(3600) };
+    /// let limits = RateLimits { requests: Some(hour), tokens: None };
+    /// let capped = limits.capped(Duration::from_secs(60));
+    /// assert_eq!(capped.requests.unwrap().reset, Duration::from_secs(60));
+    /// ```
+    #[must_use]
+    pub fn capped(mut self, max: Duration) -> Self {
+        for window in [&mut self.requests, &mut self.tokens].into_iter().flatten() {
+            window.reset = window.reset.min(max);
+        }
+        self
+    }
+
     /// How long until every spent window (nothing left) is full again: what a 429 without
     /// `Retry-After` asks for. `None` when no window is spent.
     pub fn spent_until(&self) -> Option<Duration> {

@@ -54,8 +54,6 @@ pub struct DeploymentHealth {
     /// The first cooldown of an ejection (its endpoint's `health_check_interval`).
     base_cooldown: Duration,
     policy: HealthPolicy,
-    /// Below this fraction of a rate-limit window left, it is skipped until the reset.
-    headroom_min: f64,
 }
 
 impl fmt::Debug for DeploymentHealth {
@@ -96,7 +94,6 @@ impl DeploymentHealth {
             registry: registry.clone(),
             base_cooldown: endpoint.health_check_interval(),
             policy,
-            headroom_min: crate::DEFAULT_HEADROOM_MIN,
         }
     }
 
@@ -104,24 +101,22 @@ impl DeploymentHealth {
     /// (a fraction) of a rate-limit window is left, until the window resets (default
     /// [`DEFAULT_HEADROOM_MIN`](crate::DEFAULT_HEADROOM_MIN); 0: only while nothing is left).
     #[must_use]
-    pub fn headroom_min(mut self, min: f64) -> Self {
-        self.headroom_min = min;
+    pub fn headroom_min(self, min: f64) -> Self {
+        self.cell.headroom.set_min(min, Instant::now());
         self
     }
 
     /// Keeps what an answer's headers say of the deployment's rate limits (read at `now`).
     /// A window below the headroom threshold keeps requests away until it resets; an answer
-    /// without such headers changes nothing.
+    /// without such headers changes nothing. Other replicas hear of it (see
+    /// [`HealthEvent::RateLimits`](crate::HealthEvent::RateLimits)).
     pub fn read_rate_limits(&self, headers: &http::HeaderMap, now: Instant) {
-        if let Some(mut limits) = RateLimits::read(headers) {
+        if let Some(limits) = RateLimits::read(headers) {
             // Skipped at most as long as a cooldown may last.
-            for window in [&mut limits.requests, &mut limits.tokens]
-                .into_iter()
-                .flatten()
-            {
-                window.reset = window.reset.min(self.policy.max_cooldown);
+            let limits = limits.capped(self.policy.max_cooldown);
+            if self.cell.headroom.observe(&limits, now) {
+                self.registry.read_rate_limits(&self.id, &self.cell);
             }
-            self.cell.headroom.observe(&limits, now, self.headroom_min);
         }
     }
 
@@ -145,10 +140,7 @@ impl DeploymentHealth {
     /// `needs` is asked only of a deployment whose provider told a tokens window.
     pub fn admit_needing(&self, now: Instant, needs: &dyn Fn() -> u64) -> Admission {
         let admission = self.cell.admit(now);
-        match (
-            self.cell.headroom.skip_until(now, self.headroom_min, needs),
-            admission,
-        ) {
+        match (self.cell.headroom.skip_until(now, needs), admission) {
             (None, admission) => admission,
             (Some(reset), Admission::Closed(until)) => Admission::Closed(reset.max(until)),
             (Some(reset), _) => Admission::Closed(reset),

@@ -1,17 +1,18 @@
 //! Health shared between replicas: the events a [`HealthRegistry`] emits when one of its
-//! deployments is ejected or restored ([`HealthRegistry::subscribe`]), and how it applies
-//! the same events from other replicas ([`HealthRegistry::apply`]). The transport (Redis, in
+//! deployments is ejected or restored, or its provider tells its rate limits
+//! ([`HealthRegistry::subscribe`]), and how it applies the same events from other replicas
+//! ([`HealthRegistry::apply`]). The transport (Redis, in
 //! the `llm-tower` crate's `redis` feature) is someone else's: this is what travels.
 //!
 //! Nothing on the request path waits for a subscriber: an event is handed to a bounded queue
-//! with `try_send`, only when a deployment changes state, and one that does not fit is
-//! counted and dropped.
+//! with `try_send`, only when a deployment changes state (or, for rate limits, at most
+//! every second per deployment), and one that does not fit is counted and dropped.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use llm_tower_core::EndpointId;
+use llm_tower_core::{EndpointId, RateLimits};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -58,24 +59,39 @@ pub enum HealthEvent {
         /// When it answered.
         at: SystemTime,
     },
+    /// What the deployment's provider last said of its rate limits (its headroom): every
+    /// replica spends the same windows, so one that is nearly spent is skipped by all.
+    RateLimits {
+        /// The deployment.
+        id: EndpointId,
+        /// When the answer that told it was read; each window's `reset` counts from then.
+        at: SystemTime,
+        /// The windows.
+        limits: RateLimits,
+    },
 }
 
 impl HealthEvent {
     /// The deployment it is about.
     pub fn id(&self) -> &EndpointId {
         match self {
-            Self::Ejected { id, .. } | Self::Restored { id, .. } => id,
+            Self::Ejected { id, .. } | Self::Restored { id, .. } | Self::RateLimits { id, .. } => {
+                id
+            }
         }
     }
 
     /// When it happened.
     pub fn at(&self) -> SystemTime {
         match self {
-            Self::Ejected { at, .. } | Self::Restored { at, .. } => *at,
+            Self::Ejected { at, .. } | Self::Restored { at, .. } | Self::RateLimits { at, .. } => {
+                *at
+            }
         }
     }
 
-    /// How long an ejection has left at `now` (zero when over; `None` for a restore).
+    /// How long what it tells holds at `now`: an ejection's cooldown, rate limits until
+    /// their last window resets (zero when over; `None` for a restore).
     ///
     /// ```
     /// use std::time::{Duration, SystemTime};
@@ -87,15 +103,34 @@ impl HealthEvent {
     /// };
     /// assert_eq!(event.remaining(now), Some(Duration::from_secs(5)));
     /// assert_eq!(event.remaining(now + Duration::from_secs(9)), Some(Duration::ZERO));
+    ///
+    /// // Rate limits hold until their last window resets, counted from when they were read.
+    /// use llm_tower_core::{RateLimits, RateWindow};
+    /// let window = RateWindow { limit: Some(60), remaining: 0, reset: Duration::from_secs(20) };
+    /// let limits = RateLimits { requests: Some(window), tokens: None };
+    /// let event = HealthEvent::RateLimits { id: "a".into(), at: now, limits };
+    /// assert_eq!(event.remaining(now + Duration::from_secs(5)), Some(Duration::from_secs(15)));
     /// ```
     pub fn remaining(&self, now: SystemTime) -> Option<Duration> {
         match self {
-            Self::Ejected { until, .. } => {
-                Some(until.duration_since(now).unwrap_or(Duration::ZERO))
+            Self::Ejected { until, .. } => Some(left(*until, now)),
+            Self::RateLimits { at, limits, .. } => {
+                let reset = [limits.requests, limits.tokens]
+                    .into_iter()
+                    .flatten()
+                    .map(|window| window.reset)
+                    .max()
+                    .unwrap_or_default();
+                Some(left(*at + reset, now))
             }
             Self::Restored { .. } => None,
         }
     }
+}
+
+/// How long from `now` until `until` (zero when past).
+fn left(until: SystemTime, now: SystemTime) -> Duration {
+    until.duration_since(now).unwrap_or(Duration::ZERO)
 }
 
 /// The local events of a registry, for one subscriber to send to other replicas; from
@@ -184,6 +219,18 @@ pub(crate) fn ejection(id: &EndpointId, cell: &EndpointHealth) -> Option<HealthE
         until: clocks.wall(cooldown.until),
         retry_after: cooldown.retry_after,
         ejections: cooldown.ejections,
+    })
+}
+
+/// The event telling others what `cell`'s provider last said of its rate limits, while a
+/// window has not reset.
+pub(crate) fn rate_limits(id: &EndpointId, cell: &EndpointHealth) -> Option<HealthEvent> {
+    let clocks = Clocks::now();
+    let (read_at, limits) = cell.headroom.reading(clocks.instant)?;
+    Some(HealthEvent::RateLimits {
+        id: id.clone(),
+        at: clocks.wall(read_at),
+        limits,
     })
 }
 

@@ -1,9 +1,16 @@
 //! [`Headroom`]: a deployment's rate-limit windows as its provider's last answer told them
 //! (`x-ratelimit-*`, `anthropic-ratelimit-*`), with when each is full again; and whether the
 //! deployment is to be skipped, like a cooling one, until then — before a 429 has to happen.
+//!
+//! Every replica sending to a deployment spends the same provider's windows, so a reading
+//! is worth telling the others (`health_store`): [`Headroom::observe`] says when — at once
+//! when the deployment turns low or stops being low, otherwise at most every
+//! [`TELL_EVERY`] — and [`Headroom::apply_remote`] takes another replica's reading unless
+//! this one's is newer.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
 use llm_tower_core::{RateLimits, RateWindow};
 use serde::Serialize;
@@ -19,11 +26,34 @@ pub(crate) struct Headroom {
     reading: Mutex<Reading>,
 }
 
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 struct Reading {
+    /// The fraction of a window below which the deployment is skipped (`headroom.min`).
+    min: f64,
     requests: Option<Kept>,
     tokens: Option<Kept>,
+    /// When the newest answer told anything (here, or at the replica that told it).
+    read_at: Option<Instant>,
+    /// When the other replicas last heard of it, and whether it was low then.
+    told: Option<(Instant, bool)>,
 }
+
+impl Default for Reading {
+    fn default() -> Self {
+        Self {
+            min: DEFAULT_HEADROOM_MIN,
+            requests: None,
+            tokens: None,
+            read_at: None,
+            told: None,
+        }
+    }
+}
+
+/// How often, at most, a reading that does not change whether the deployment is low is
+/// told to the other replicas: they steer on it, so a second stale is fine, and a busy
+/// deployment's every answer is not a write to Redis.
+pub(crate) const TELL_EVERY: Duration = Duration::from_secs(1);
 
 /// A window, with its reset as an instant.
 #[derive(Clone, Copy, Debug)]
@@ -36,43 +66,98 @@ impl Reading {
     fn windows(&self) -> impl Iterator<Item = &Kept> {
         self.requests.iter().chain(self.tokens.iter())
     }
-}
 
-impl Headroom {
-    /// Keeps what an answer read at `now` said, `min` being the fraction of a window below
-    /// which the deployment is skipped. An answer that says nothing of a window keeps the
-    /// last word on it.
-    pub(crate) fn observe(&self, limits: &RateLimits, now: Instant, min: f64) {
+    /// What an answer read at `at` told, over what was known.
+    fn merge(&mut self, limits: &RateLimits, at: Instant) {
         let kept = |window: Option<RateWindow>| {
             window.map(|window| Kept {
                 window,
-                resets_at: now + window.reset,
+                resets_at: at + window.reset,
             })
         };
-        let mut reading = self.lock();
         if let Some(requests) = kept(limits.requests) {
-            reading.requests = Some(requests);
+            self.requests = Some(requests);
         }
         if let Some(tokens) = kept(limits.tokens) {
-            reading.tokens = Some(tokens);
+            self.tokens = Some(tokens);
         }
+        self.read_at = Some(self.read_at.map_or(at, |read_at| read_at.max(at)));
+    }
+}
+
+impl Headroom {
+    /// Skips the deployment while less than `min` (a fraction) of a window is left.
+    pub(crate) fn set_min(&self, min: f64, now: Instant) {
+        let mut reading = self.lock();
+        reading.min = min;
+        self.set_flags(&reading, now);
+    }
+
+    /// Keeps what an answer read at `now` said. An answer that says nothing of a window
+    /// keeps the last word on it. Returns whether the other replicas are to hear of it now.
+    pub(crate) fn observe(&self, limits: &RateLimits, now: Instant) -> bool {
+        let mut reading = self.lock();
+        reading.merge(limits, now);
+        let low = self.set_flags(&reading, now);
+        let tell = reading.told.is_none_or(|(told_at, was_low)| {
+            was_low != low || now.saturating_duration_since(told_at) >= TELL_EVERY
+        });
+        if tell {
+            reading.told = Some((now, low));
+        }
+        tell
+    }
+
+    /// Another replica's reading, read there at `at`: taken unless this one's is as new.
+    /// Returns whether it was taken.
+    pub(crate) fn apply_remote(&self, limits: &RateLimits, at: Instant, now: Instant) -> bool {
+        let mut reading = self.lock();
+        if reading.read_at.is_some_and(|read_at| read_at >= at) {
+            return false;
+        }
+        reading.merge(limits, at);
+        let low = self.set_flags(&reading, now);
+        // Heard, so not to be told back.
+        reading.told = Some((now, low));
+        true
+    }
+
+    /// What was last told, as read at its `read_at`: each window's reset counted from then.
+    /// `None` once every window has reset.
+    pub(crate) fn reading(&self, now: Instant) -> Option<(Instant, RateLimits)> {
+        let reading = *self.lock();
+        let read_at = reading.read_at?;
+        let told = |kept: Option<Kept>| {
+            kept.map(|kept| RateWindow {
+                reset: kept.resets_at.saturating_duration_since(read_at),
+                ..kept.window
+            })
+        };
+        let in_force = reading.windows().any(|kept| kept.resets_at > now);
+        in_force.then(|| {
+            let limits = RateLimits {
+                requests: told(reading.requests),
+                tokens: told(reading.tokens),
+            };
+            (read_at, limits)
+        })
+    }
+
+    /// Sets the flags admissions read from `reading` at `now`; returns whether it is low.
+    fn set_flags(&self, reading: &Reading, now: Instant) -> bool {
         let low = reading
             .windows()
-            .any(|kept| kept.window.below(min) && kept.resets_at > now);
+            .any(|kept| kept.window.below(reading.min) && kept.resets_at > now);
         self.low.store(low, Ordering::Relaxed);
         let tokens_told = reading.tokens.is_some_and(|kept| kept.resets_at > now);
         self.tokens_told.store(tokens_told, Ordering::Relaxed);
+        low
     }
 
     /// Until when the deployment is to be skipped: the latest reset of its windows that are
-    /// below `min`, or of its tokens window when less than `needs()` is left of it, not
-    /// reset yet. `None` (two loads) when nothing was told that could skip it.
-    pub(crate) fn skip_until(
-        &self,
-        now: Instant,
-        min: f64,
-        needs: &dyn Fn() -> u64,
-    ) -> Option<Instant> {
+    /// below the threshold, or of its tokens window when less than `needs()` is left of it,
+    /// not reset yet. `None` (two loads) when nothing was told that could skip it.
+    pub(crate) fn skip_until(&self, now: Instant, needs: &dyn Fn() -> u64) -> Option<Instant> {
         let low = self.low.load(Ordering::Relaxed);
         let tokens_told = self.tokens_told.load(Ordering::Relaxed);
         if !low && !tokens_told {
@@ -81,7 +166,7 @@ impl Headroom {
         let reading = self.lock();
         let below = reading
             .windows()
-            .filter(|kept| kept.window.below(min) && kept.resets_at > now)
+            .filter(|kept| kept.window.below(reading.min) && kept.resets_at > now)
             .map(|kept| kept.resets_at)
             .max();
         if low && below.is_none() {
@@ -182,18 +267,18 @@ mod tests {
             requests: None,
             tokens: requests(100_000, 10_000, 20).requests,
         };
-        headroom.observe(&tokens, now, 0.05);
+        headroom.observe(&tokens, now);
         // 10 % left: above the share, so a small request fits and a large one waits.
-        assert_eq!(headroom.skip_until(now, 0.05, &|| 500), None);
+        assert_eq!(headroom.skip_until(now, &|| 500), None);
         assert_eq!(
-            headroom.skip_until(now, 0.05, &|| 20_000),
+            headroom.skip_until(now, &|| 20_000),
             Some(now + Duration::from_secs(20))
         );
         // Once the window reset, anything fits again, and nothing is asked.
         let later = now + Duration::from_secs(20);
-        assert_eq!(headroom.skip_until(later, 0.05, &|| 20_000), None);
+        assert_eq!(headroom.skip_until(later, &|| 20_000), None);
         assert_eq!(
-            headroom.skip_until(later, 0.05, &|| unreachable!("not asked")),
+            headroom.skip_until(later, &|| unreachable!("not asked")),
             None
         );
     }
@@ -202,11 +287,11 @@ mod tests {
     async fn skipped_while_low_until_the_window_resets() {
         let headroom = Headroom::default();
         let now = Instant::now();
-        headroom.observe(&requests(100, 50, 10), now, 0.05);
-        assert_eq!(headroom.skip_until(now, 0.05, &|| 0), None);
-        headroom.observe(&requests(100, 4, 10), now, 0.05);
+        headroom.observe(&requests(100, 50, 10), now);
+        assert_eq!(headroom.skip_until(now, &|| 0), None);
+        headroom.observe(&requests(100, 4, 10), now);
         assert_eq!(
-            headroom.skip_until(now, 0.05, &|| 0),
+            headroom.skip_until(now, &|| 0),
             Some(now + Duration::from_secs(10))
         );
         // A later answer that speaks of tokens only keeps the word on requests.
@@ -216,25 +301,71 @@ mod tests {
                 tokens: requests(1000, 900, 1).requests,
             },
             now,
-            0.05,
         );
         assert_eq!(
-            headroom.skip_until(now, 0.05, &|| 0),
+            headroom.skip_until(now, &|| 0),
             Some(now + Duration::from_secs(10))
         );
         let later = now + Duration::from_secs(10);
-        assert_eq!(headroom.skip_until(later, 0.05, &|| 0), None, "reset");
+        assert_eq!(headroom.skip_until(later, &|| 0), None, "reset");
         assert!(!headroom.low.load(Ordering::Relaxed), "the flag is cleared");
         let shown = headroom.snapshot(now + Duration::from_secs(4)).unwrap();
         assert!((shown.requests.unwrap().reset_seconds - 6.0).abs() < 1e-9);
         assert_eq!(shown.tokens.unwrap().remaining, 900);
         // A threshold of 0 skips only a window with nothing left.
-        headroom.observe(&requests(100, 1, 10), later, 0.0);
-        assert_eq!(headroom.skip_until(later, 0.0, &|| 0), None);
-        headroom.observe(&requests(100, 0, 10), later, 0.0);
+        headroom.set_min(0.0, later);
+        headroom.observe(&requests(100, 1, 10), later);
+        assert_eq!(headroom.skip_until(later, &|| 0), None);
+        headroom.observe(&requests(100, 0, 10), later);
         assert_eq!(
-            headroom.skip_until(later, 0.0, &|| 0),
+            headroom.skip_until(later, &|| 0),
             Some(later + Duration::from_secs(10))
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn others_hear_at_once_when_it_turns_low_or_back_and_otherwise_every_second() {
+        let headroom = Headroom::default();
+        let now = Instant::now();
+        let at = |ms| now + Duration::from_millis(ms);
+        assert!(headroom.observe(&requests(100, 50, 10), now), "the first");
+        assert!(!headroom.observe(&requests(100, 40, 10), at(500)));
+        assert!(headroom.observe(&requests(100, 4, 10), at(600)), "low");
+        assert!(!headroom.observe(&requests(100, 3, 10), at(700)));
+        assert!(headroom.observe(&requests(100, 90, 10), at(800)), "not low");
+        assert!(!headroom.observe(&requests(100, 80, 10), at(1_700)));
+        assert!(
+            headroom.observe(&requests(100, 70, 10), at(1_800)),
+            "a second on"
+        );
+        // What is told: the newest reading, each reset counted from when it was read.
+        let (read_at, limits) = headroom.reading(at(1_900)).unwrap();
+        assert_eq!(read_at, at(1_800));
+        assert_eq!(limits, requests(100, 70, 10));
+        assert_eq!(headroom.reading(at(11_800)), None, "reset");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn another_replicas_reading_is_taken_unless_this_ones_is_newer() {
+        let headroom = Headroom::default();
+        let now = Instant::now();
+        let later = now + Duration::from_secs(1);
+        headroom.observe(&requests(100, 50, 10), later);
+        assert!(
+            !headroom.apply_remote(&requests(100, 0, 10), now, later),
+            "older"
+        );
+        assert_eq!(headroom.skip_until(later, &|| 0), None);
+        let newer = later + Duration::from_millis(1);
+        assert!(headroom.apply_remote(&requests(100, 0, 10), newer, newer));
+        // Skipped until the reset the other replica read, counted from when it read it.
+        assert_eq!(
+            headroom.skip_until(newer, &|| 0),
+            Some(newer + Duration::from_secs(10))
+        );
+        // Heard, not to be told back: the next local answer a moment later is not told,
+        // unless it changes whether the deployment is low.
+        assert!(!headroom.observe(&requests(100, 0, 10), newer));
+        assert!(headroom.observe(&requests(100, 99, 10), newer));
     }
 }

@@ -90,6 +90,11 @@ impl HealthRegistry {
         self.publish(|| Some(events::restore(id)));
     }
 
+    /// An answer told deployment `id`'s rate limits, worth telling the others.
+    pub(crate) fn read_rate_limits(&self, id: &EndpointId, cell: &EndpointHealth) {
+        self.publish(|| events::rate_limits(id, cell));
+    }
+
     fn publish(&self, event: impl FnOnce() -> Option<HealthEvent>) {
         let publisher = self
             .publisher
@@ -295,6 +300,16 @@ impl HealthRegistry {
             HealthEvent::Restored { at, .. } => {
                 cell.apply_remote_restore(clocks.instant(*at).min(now), *at, now)
             }
+            HealthEvent::RateLimits { at, limits, .. } => {
+                if event.remaining(clocks.wall) == Some(Duration::ZERO) {
+                    return false;
+                }
+                // Skipped at most as long as a cooldown may last, as for a local reading.
+                let limits = limits.capped(self.max_cooldown());
+                let at = clocks.instant(*at).min(now);
+                // No checker probes a deployment for its headroom: none to wake.
+                return cell.headroom.apply_remote(&limits, at, now);
+            }
         };
         if changed {
             // A new deadline (or one that is over) for the checker that probes it.
@@ -317,6 +332,22 @@ impl HealthRegistry {
             .into_iter()
             .filter(|(_, cell)| cell.cooldown(now).is_some_and(|c| !c.remote))
             .filter_map(|(id, cell)| events::ejection(&id, &cell))
+            .collect()
+    }
+
+    /// What every deployment's provider last said of its rate limits, while a window has
+    /// not reset, as events: what a replica tells the others when it (re)connects to them
+    /// (an older word than theirs changes nothing there).
+    ///
+    /// ```
+    /// use llm_tower_health::HealthRegistry;
+    ///
+    /// assert!(HealthRegistry::new().rate_limits().is_empty());
+    /// ```
+    pub fn rate_limits(&self) -> Vec<HealthEvent> {
+        self.cells()
+            .into_iter()
+            .filter_map(|(id, cell)| events::rate_limits(&id, &cell))
             .collect()
     }
 }

@@ -56,6 +56,59 @@ mod shared {
         assert!(a.store.status().published >= 1);
     }
 
+    /// A's primary answers 200 saying its requests window is spent for 20 s: A skips it from
+    /// then on, and so does B, which never sent it a request; a replica that starts later
+    /// reads the word from Redis, where it is kept until the window resets.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_spent_rate_limit_window_one_replica_read_is_skipped_by_all() {
+        let Some(redis) = redis() else { return };
+        let (a, b) = connected_pair(&redis).await;
+        let spent = [
+            ("x-ratelimit-limit-requests", "3"),
+            ("x-ratelimit-remaining-requests", "0"),
+            ("x-ratelimit-reset-requests", "20s"),
+        ];
+        a.primary.push(Behavior::Status {
+            status: 200,
+            retry_after: None,
+            headers: spent.map(|(k, v)| (k.to_owned(), v.to_owned())).to_vec(),
+            body: None,
+        });
+        let before = b.store.status().applied;
+        assert_eq!(a.chat().await, StatusCode::OK);
+        b.applied(before).await;
+        let told = b.registry.get("primary").unwrap().rate_limits.unwrap();
+        let requests = told.requests.unwrap();
+        assert_eq!((requests.limit, requests.remaining), (Some(3), 0));
+        assert!((19.0..=20.0).contains(&requests.reset_seconds), "{told:?}");
+
+        for replica in [&a, &b] {
+            assert_eq!(replica.chat().await, StatusCode::OK);
+        }
+        assert_eq!(
+            a.primary.request_count(),
+            1,
+            "A sent nothing after the word"
+        );
+        assert_eq!(b.primary.request_count(), 0, "B never sent to its primary");
+        assert_eq!(b.backup.request_count(), 1);
+        assert_eq!(b.status("primary"), Status::Healthy, "skipped, not ejected");
+
+        let ttl = command(&redis, &["PTTL", "test:rate_limits:primary"]).await;
+        let redis::Value::Int(ttl) = ttl else {
+            panic!("{ttl:?}")
+        };
+        assert!(
+            (15_000..=20_000).contains(&ttl),
+            "kept until the reset: {ttl}"
+        );
+        let late = Replica::connected_to(&redis).await;
+        assert_eq!(late.chat().await, StatusCode::OK);
+        assert_eq!(late.primary.request_count(), 0, "read on connecting");
+        // What B heard it does not tell back.
+        assert_eq!(a.store.status().applied, 0);
+    }
+
     /// A replica that starts after the ejection reads it from Redis; a restore elsewhere lets
     /// its probe through at once.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

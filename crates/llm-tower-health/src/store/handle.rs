@@ -1,5 +1,6 @@
 //! [`HealthStore`]: one background task that tells other replicas, through Redis, what this
-//! replica's registry ejects and restores, and applies what they tell it.
+//! replica's registry ejects and restores and what its providers say of their rate limits,
+//! and applies what they tell it.
 //!
 //! - Each cooldown is a key (`{prefix}:ejected:{deployment}`) that lives as long as the
 //!   cooldown (`PX`), and every change is also published on `{prefix}:events`. A replica
@@ -12,13 +13,19 @@
 //!   replica that was cut off when it was published reads it on reconnecting. A key that is
 //!   missing is never taken for a restore (Redis may have restarted empty, evicted it, or
 //!   failed over to a replica that never had it).
+//! - What a provider's answer says of a deployment's rate limits (its headroom) is told at
+//!   once when it turns the deployment low or no longer low, otherwise at most every second
+//!   per deployment, and kept in `{prefix}:rate_limits:{deployment}` until its last window
+//!   resets. A reading replaces only an older one, in Redis and in every registry. So a
+//!   deployment nearly spent by one replica's traffic is skipped by all of them, before any
+//!   sees a 429; a replica that starts late reads it with the cooldowns.
 //! - Nothing on the request path waits on Redis: the registry queues its events with
 //!   `try_send` (a full queue drops and counts them), and only this task talks to Redis.
 //! - Redis down or unreachable: requests go on with local health. The task logs once per
 //!   outage, reconnects with backoff (250 ms doubling to 5 s, jittered), remembers which
 //!   deployments were restored meanwhile, and on reconnecting reads the restores and the
-//!   cooldowns in force, then publishes those restores and every cooldown this replica found itself (a Redis
-//!   that restarted empty learns them again). Events carry when they happened, so one that
+//!   cooldowns in force, then publishes those restores, every cooldown this replica found
+//!   itself and the rate limits it knows (a Redis that restarted empty learns them again). Events carry when they happened, so one that
 //!   comes late (kept over an outage, read back from a key) cannot undo a newer one: the
 //!   registry ignores it, and a restore deletes a key only if its ejection is older.
 //! - A command Redis refuses (out of memory, a read-only replica, no permission) is logged
@@ -48,8 +55,8 @@ use tokio::task::JoinHandle;
 use super::HealthStoreSettings;
 
 use super::mac::Signer;
+use super::names::Names;
 use super::task::Task;
-use super::wire::Names;
 
 /// Shares a [`HealthRegistry`]'s ejections and restores with the other replicas that use the
 /// same Redis server and prefix, and applies theirs. Started with [`HealthStore::start`]; it

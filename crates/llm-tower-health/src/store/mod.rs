@@ -11,6 +11,8 @@ mod calls;
 #[cfg(feature = "redis")]
 mod mac;
 #[cfg(feature = "redis")]
+mod names;
+#[cfg(feature = "redis")]
 mod outage;
 #[cfg(feature = "redis")]
 mod rejected;

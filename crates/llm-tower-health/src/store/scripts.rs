@@ -11,7 +11,8 @@ use std::time::{Duration, SystemTime};
 
 use crate::HealthEvent;
 
-use super::wire::{self, MAX_LEN, Names};
+use super::names::Names;
+use super::wire::{self, MAX_LEN};
 
 /// What both scripts start with. `stored`: the event in a key, or `nil` when the value is
 /// not one of ours (anything may be there). `kept`: sets a key, saying whether Redis took it
@@ -38,8 +39,8 @@ end
 ";
 
 /// What the scripts answer, but for 1 (told and kept): EJECT did not tell an ejection
-/// because its key holds a later deadline; a script told an event but Redis refused to
-/// keep it.
+/// because its key holds a later deadline (RATE_LIMITS, a reading as new); a script told
+/// an event but Redis refused to keep it.
 pub(super) const NOT_TOLD: i64 = 0;
 pub(super) const NOT_KEPT: i64 = 2;
 
@@ -78,6 +79,19 @@ if kept(KEYS[3], ARGV[1], keep) then return 1 end
 return 2
 ";
 
+/// Unless the key holds a reading as new, publishes another word on a deployment's rate
+/// limits and keeps it until its last window resets. KEYS: the key, the channel; ARGV: the
+/// event, when it was read (ms since the epoch), the key's TTL (ms).
+const RATE_LIMITS: &str = r"
+local current = stored(KEYS[1])
+if current and tonumber(current['at_ms']) and tonumber(current['at_ms']) >= tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('PUBLISH', KEYS[2], ARGV[1])
+if kept(KEYS[1], ARGV[1], ARGV[3]) then return 1 end
+return 2
+";
+
 /// The least time a restore is kept for replicas that did not hear it, whatever the
 /// configuration's `max_cooldown`.
 const RESTORE_KEPT_AT_LEAST: Duration = Duration::from_secs(1);
@@ -111,6 +125,14 @@ pub(super) fn command(
             .arg(text)
             .arg(wire::unix_ms(*at))
             .arg(max_cooldown.max(RESTORE_KEPT_AT_LEAST).as_millis() as u64),
+        HealthEvent::RateLimits { at, .. } => script
+            .arg(format!("{PRELUDE}{RATE_LIMITS}"))
+            .arg(2)
+            .arg(names.rate_limits(id))
+            .arg(&names.channel)
+            .arg(text)
+            .arg(wire::unix_ms(*at))
+            .arg(wire::ttl_ms(event, now)),
     };
     script
 }

@@ -17,10 +17,11 @@ use tokio::time::{Instant, MissedTickBehavior, sleep};
 use super::calls::{Lost, Subscription, TIMEOUT, bounded, query, refused};
 use super::handle::HealthStoreStatus;
 use super::mac::Signer;
+use super::names::Names;
 use super::outage::Outage;
 use super::rejected::{Source, Warnings};
 use super::scripts::{self, NOT_KEPT, NOT_TOLD};
-use super::wire::{self, Names, Rejected};
+use super::wire::{self, Rejected};
 
 /// Local events waiting for the task: enough for every deployment of a large fleet to
 /// change state at once.
@@ -183,10 +184,15 @@ impl Task {
         for event in self.registry.ejections() {
             self.publish(connection, &event).await?;
         }
+        // Readings taken while cut off: a deployment skipped for its headroom gets no
+        // request here to read it again from.
+        for event in self.registry.rate_limits() {
+            self.publish(connection, &event).await?;
+        }
         Ok(())
     }
 
-    /// Applies every restore and cooldown kept in Redis, restores first. A command Redis
+    /// Applies every restore, cooldown and rate-limit reading kept in Redis, restores first. A command Redis
     /// refused is logged, and what was read so far applied.
     async fn read_cooldowns(&mut self, connection: &mut MultiplexedConnection) -> Result<(), Lost> {
         if let Some(refused) = refused(self.scan(connection).await)? {
@@ -321,12 +327,17 @@ impl Task {
                     endpoint = %id,
                     "endpoint restored by another replica; probing it now"
                 ),
+                // Told every second per busy deployment: not worth a line each.
+                HealthEvent::RateLimits { id, .. } => tracing::debug!(
+                    endpoint = %id,
+                    "rate limits read by another replica"
+                ),
             }
         }
     }
 
     /// A local event that could not be published: a restore is remembered for the next
-    /// connection (a cooldown is read from the registry then anyway).
+    /// connection (cooldowns and rate limits are read from the registry then anyway).
     fn keep(&mut self, event: HealthEvent) {
         match event {
             HealthEvent::Restored { id, at } => {
@@ -335,6 +346,7 @@ impl Task {
             HealthEvent::Ejected { id, .. } => {
                 self.restored.remove(&id);
             }
+            HealthEvent::RateLimits { .. } => {}
         }
     }
 

@@ -4,7 +4,11 @@
 //! ```text
 //! {"event":"ejected","origin":"5f0c…","id":"azure-east/gpt-4o","at_ms":1764662370000,"until_ms":1764662400000,"retry_after":true,"ejections":1}
 //! {"event":"restored","origin":"5f0c…","id":"azure-east/gpt-4o","at_ms":1764662401000}
+//! {"event":"rate_limits","origin":"5f0c…","id":"azure-east/gpt-4o","at_ms":1764662402000,"requests":{"limit":60,"remaining":2,"reset_ms":1500},"tokens":{"limit":150000,"remaining":9000,"reset_ms":6000}}
 //! ```
+//!
+//! A rate-limit window's `reset_ms` counts from `at_ms` (when the answer was read);
+//! `limit`, and either window, are left out when the provider did not tell them.
 //!
 //! `origin` names the replica that sent it (random per process), so that a replica skips its
 //! own events when they come back on the channel. Deployment ids are names from the
@@ -37,6 +41,7 @@ use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::HealthEvent;
+use llm_tower_core::{RateLimits, RateWindow};
 use serde::{Deserialize, Serialize};
 
 use super::mac::{MAC_LEN, Signer};
@@ -47,53 +52,6 @@ pub(super) const MAX_LEN: usize = 64 * 1024;
 /// What ends a signed event, before and after the MAC's hex digits.
 const MAC_FIELD: &str = ",\"mac\":\"";
 const MAC_END: &str = "\"}";
-
-/// Keys and channel under a prefix.
-#[derive(Clone, Debug)]
-pub(super) struct Names {
-    /// Before the deployment id in the key of a cooldown.
-    ejected: String,
-    /// Before the deployment id in the key of its last restore.
-    restored: String,
-    /// Where events are published.
-    pub(super) channel: String,
-}
-
-impl Names {
-    pub(super) fn new(prefix: &str) -> Self {
-        Self {
-            ejected: format!("{prefix}:ejected:"),
-            restored: format!("{prefix}:restored:"),
-            channel: format!("{prefix}:events"),
-        }
-    }
-
-    /// The key holding `id`'s cooldown while it lasts.
-    pub(super) fn ejected(&self, id: &str) -> String {
-        format!("{}{id}", self.ejected)
-    }
-
-    /// The key holding `id`'s last restore, for replicas that were not listening when it
-    /// was published.
-    pub(super) fn restored(&self, id: &str) -> String {
-        format!("{}{id}", self.restored)
-    }
-
-    /// The key that keeps `event`.
-    pub(super) fn key_of(&self, event: &HealthEvent) -> String {
-        match event {
-            HealthEvent::Ejected { id, .. } => self.ejected(id.as_str()),
-            HealthEvent::Restored { id, .. } => self.restored(id.as_str()),
-        }
-    }
-
-    /// Match every key of a restore, and every key of a cooldown (the prefix has no glob
-    /// characters: validated), in the order they are read: restores first, so that a
-    /// restore read late cannot end a cooldown that began after it and was read first.
-    pub(super) fn patterns(&self) -> [String; 2] {
-        [format!("{}*", self.restored), format!("{}*", self.ejected)]
-    }
-}
 
 #[derive(Serialize, Deserialize, Debug, PartialEq)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -111,6 +69,44 @@ enum Wire {
         id: String,
         at_ms: u64,
     },
+    RateLimits {
+        origin: String,
+        id: String,
+        at_ms: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        requests: Option<Window>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tokens: Option<Window>,
+    },
+}
+
+/// A [`RateWindow`] on the wire.
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+struct Window {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    limit: Option<u64>,
+    remaining: u64,
+    reset_ms: u64,
+}
+
+impl From<RateWindow> for Window {
+    fn from(window: RateWindow) -> Self {
+        Self {
+            limit: window.limit,
+            remaining: window.remaining,
+            reset_ms: window.reset.as_millis() as u64,
+        }
+    }
+}
+
+impl From<Window> for RateWindow {
+    fn from(window: Window) -> Self {
+        Self {
+            limit: window.limit,
+            remaining: window.remaining,
+            reset: Duration::from_millis(window.reset_ms),
+        }
+    }
 }
 
 /// Milliseconds since the Unix epoch (0 before it).
@@ -171,6 +167,13 @@ fn unsigned(origin: &str, event: &HealthEvent) -> String {
             origin,
             id: id.to_string(),
             at_ms: unix_ms(*at),
+        },
+        HealthEvent::RateLimits { id, at, limits } => Wire::RateLimits {
+            origin,
+            id: id.to_string(),
+            at_ms: unix_ms(*at),
+            requests: limits.requests.map(Window::from),
+            tokens: limits.tokens.map(Window::from),
         },
     };
     serde_json::to_string(&wire).expect("plain fields serialise")
@@ -269,11 +272,28 @@ fn decode(text: &[u8]) -> Option<(String, HealthEvent)> {
                 at: from_unix_ms(at_ms),
             },
         ),
+        Wire::RateLimits {
+            origin,
+            id,
+            at_ms,
+            requests,
+            tokens,
+        } => (
+            origin,
+            HealthEvent::RateLimits {
+                id: id.into(),
+                at: from_unix_ms(at_ms),
+                limits: RateLimits {
+                    requests: requests.map(RateWindow::from),
+                    tokens: tokens.map(RateWindow::from),
+                },
+            },
+        ),
     })
 }
 
-/// How long the key of an ejection lives: what is left of its cooldown, at least 1 ms (a
-/// `PX` of zero is an error).
+/// How long the key of an ejection or of rate limits lives: what is left of its cooldown,
+/// or until its last window resets; at least 1 ms (a `PX` of zero is an error).
 pub(super) fn ttl_ms(event: &HealthEvent, now: SystemTime) -> u64 {
     let left = event.remaining(now).unwrap_or_default();
     (left.as_millis() as u64).max(1)
@@ -307,6 +327,27 @@ mod tests {
                 ejections: 3,
             },
             HealthEvent::Restored { id: "a".into(), at },
+            HealthEvent::RateLimits {
+                id: "a".into(),
+                at,
+                limits: RateLimits {
+                    requests: Some(RateWindow {
+                        limit: Some(60),
+                        remaining: 2,
+                        reset: Duration::from_millis(1_500),
+                    }),
+                    tokens: Some(RateWindow {
+                        limit: None,
+                        remaining: 0,
+                        reset: Duration::from_secs(6),
+                    }),
+                },
+            },
+            HealthEvent::RateLimits {
+                id: "a".into(),
+                at,
+                limits: RateLimits::default(),
+            },
         ];
         for event in events {
             for signer in [None, Some(&signer())] {
@@ -319,6 +360,9 @@ mod tests {
             encode("r1", &restored(), None),
             r#"{"event":"restored","origin":"r1","id":"a","at_ms":1764662370456}"#
         );
+        let told = r#"{"event":"rate_limits","origin":"r1","id":"a","at_ms":1,"requests":{"remaining":0,"reset_ms":20}}"#;
+        let (_, event) = open(told.as_bytes(), None).unwrap();
+        assert_eq!(encode("r1", &event, None), told);
     }
 
     #[test]
@@ -405,23 +449,6 @@ mod tests {
     }
 
     #[test]
-    fn names_live_under_the_prefix() {
-        let names = Names::new("llm-tower");
-        assert_eq!(names.ejected("a/gpt-4o"), "llm-tower:ejected:a/gpt-4o");
-        assert_eq!(names.restored("a/gpt-4o"), "llm-tower:restored:a/gpt-4o");
-        assert_eq!(
-            names.patterns(),
-            ["llm-tower:restored:*", "llm-tower:ejected:*"]
-        );
-        assert_eq!(names.channel, "llm-tower:events");
-        let restored = HealthEvent::Restored {
-            id: "a".into(),
-            at: SystemTime::now(),
-        };
-        assert_eq!(names.key_of(&restored), "llm-tower:restored:a");
-    }
-
-    #[test]
     fn an_ejection_key_lives_as_long_as_its_cooldown() {
         let now = SystemTime::now();
         let event = |left| HealthEvent::Ejected {
@@ -433,5 +460,20 @@ mod tests {
         };
         assert_eq!(ttl_ms(&event(Duration::from_secs(30)), now), 30_000);
         assert_eq!(ttl_ms(&event(Duration::ZERO), now), 1);
+        // Rate limits: until the last window resets, counted from when they were read.
+        let window = |secs| RateWindow {
+            limit: None,
+            remaining: 0,
+            reset: Duration::from_secs(secs),
+        };
+        let limits = HealthEvent::RateLimits {
+            id: "a".into(),
+            at: now - Duration::from_secs(2),
+            limits: RateLimits {
+                requests: Some(window(5)),
+                tokens: Some(window(20)),
+            },
+        };
+        assert_eq!(ttl_ms(&limits, now), 18_000);
     }
 }
