@@ -5,11 +5,13 @@
 //! the `llm-tower` crate's `redis` feature) is someone else's: this is what travels.
 //!
 //! Nothing on the request path waits for a subscriber: an event is handed to a bounded queue
-//! with `try_send`, only when a deployment changes state (or, for rate limits, at most
-//! every second per deployment), and one that does not fit is counted and dropped.
+//! with `try_send`, only when a deployment changes state (for rate limits: when a reading
+//! turns it low or back, otherwise at most every second per deployment, in a queue of their
+//! own), and one that does not fit is counted and dropped.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
 use llm_tower_core::{EndpointId, RateLimits};
@@ -121,7 +123,11 @@ impl HealthEvent {
                     .map(|window| window.reset)
                     .max()
                     .unwrap_or_default();
-                Some(left(*at + reset, now))
+                // A reset beyond what a clock can say never comes.
+                Some(
+                    at.checked_add(reset)
+                        .map_or(Duration::MAX, |until| left(until, now)),
+                )
             }
             Self::Restored { .. } => None,
         }
@@ -163,21 +169,38 @@ fn left(until: SystemTime, now: SystemTime) -> Duration {
 #[derive(Debug)]
 pub struct HealthEvents {
     receiver: mpsc::Receiver<HealthEvent>,
+    /// Rate-limit readings, in a queue of their own: however many there are, they never
+    /// crowd an ejection or a restore out of the other, and never go before one.
+    readings: mpsc::Receiver<HealthEvent>,
     dropped: Arc<AtomicU64>,
 }
 
 impl HealthEvents {
-    /// The next event; `None` once the registry has a newer subscriber or is gone.
+    /// The next event, ejections and restores before rate-limit readings; `None` once the
+    /// registry has a newer subscriber or is gone.
     pub async fn recv(&mut self) -> Option<HealthEvent> {
-        self.receiver.recv().await
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(event) = self.receiver.poll_recv(cx) {
+                return Poll::Ready(event);
+            }
+            // Both senders go together: the first queue's end says the registry's.
+            match self.readings.poll_recv(cx) {
+                Poll::Ready(Some(reading)) => Poll::Ready(Some(reading)),
+                _ => Poll::Pending,
+            }
+        })
+        .await
     }
 
-    /// The next event if one is queued.
+    /// The next event if one is queued (ejections and restores first).
     pub fn try_recv(&mut self) -> Option<HealthEvent> {
-        self.receiver.try_recv().ok()
+        self.receiver
+            .try_recv()
+            .or_else(|_| self.readings.try_recv())
+            .ok()
     }
 
-    /// Events dropped so far because the queue was full.
+    /// Events dropped so far because their queue was full.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
@@ -187,23 +210,36 @@ impl HealthEvents {
 #[derive(Debug)]
 pub(crate) struct Publisher {
     sender: mpsc::Sender<HealthEvent>,
+    readings: mpsc::Sender<HealthEvent>,
     dropped: Arc<AtomicU64>,
 }
 
 impl Publisher {
+    /// Queues of `capacity` events each: one for ejections and restores, one for readings.
     pub(crate) fn channel(capacity: usize) -> (Self, HealthEvents) {
         let (sender, receiver) = mpsc::channel(capacity.max(1));
+        let (readings_sender, readings) = mpsc::channel(capacity.max(1));
         let dropped = Arc::new(AtomicU64::new(0));
         let events = HealthEvents {
             receiver,
+            readings,
             dropped: dropped.clone(),
         };
-        (Self { sender, dropped }, events)
+        let publisher = Self {
+            sender,
+            readings: readings_sender,
+            dropped,
+        };
+        (publisher, events)
     }
 
     /// Never waits: a full queue drops the event and counts it.
     pub(crate) fn publish(&self, event: HealthEvent) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.sender.try_send(event) {
+        let queue = match event {
+            HealthEvent::RateLimits { .. } => &self.readings,
+            HealthEvent::Ejected { .. } | HealthEvent::Restored { .. } => &self.sender,
+        };
+        if let Err(mpsc::error::TrySendError::Full(_)) = queue.try_send(event) {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }

@@ -5,12 +5,12 @@
 //! Every replica sending to a deployment spends the same provider's windows, so a reading
 //! is worth telling the others (`health_store`): [`Headroom::observe`] says when — at once
 //! when the deployment turns low or stops being low, otherwise at most every
-//! [`TELL_EVERY`] — and [`Headroom::apply_remote`] takes another replica's reading unless
-//! this one's is newer.
+//! [`TELL_EVERY`] — and [`Headroom::apply_remote`] takes each window of another replica's
+//! reading unless this one's is as new.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use llm_tower_core::{RateLimits, RateWindow};
 use serde::Serialize;
@@ -32,10 +32,11 @@ struct Reading {
     min: f64,
     requests: Option<Kept>,
     tokens: Option<Kept>,
-    /// When the newest answer told anything (here, or at the replica that told it).
-    read_at: Option<Instant>,
     /// When the other replicas last heard of it, and whether it was low then.
     told: Option<(Instant, bool)>,
+    /// The stamp of the latest reading taken from another replica: the same reading read
+    /// again (from Redis, after a reconnect or a reload) is not taken twice.
+    heard: Option<SystemTime>,
 }
 
 impl Default for Reading {
@@ -44,8 +45,8 @@ impl Default for Reading {
             min: DEFAULT_HEADROOM_MIN,
             requests: None,
             tokens: None,
-            read_at: None,
             told: None,
+            heard: None,
         }
     }
 }
@@ -55,11 +56,14 @@ impl Default for Reading {
 /// deployment's every answer is not a write to Redis.
 pub(crate) const TELL_EVERY: Duration = Duration::from_secs(1);
 
-/// A window, with its reset as an instant.
+/// A window, with when it was read and its reset, as instants.
 #[derive(Clone, Copy, Debug)]
 struct Kept {
     window: RateWindow,
+    read_at: Instant,
     resets_at: Instant,
+    /// Read from this replica's own answer (what it tells the others), not heard.
+    here: bool,
 }
 
 impl Reading {
@@ -67,21 +71,28 @@ impl Reading {
         self.requests.iter().chain(self.tokens.iter())
     }
 
-    /// What an answer read at `at` told, over what was known.
-    fn merge(&mut self, limits: &RateLimits, at: Instant) {
-        let kept = |window: Option<RateWindow>| {
-            window.map(|window| Kept {
+    /// What an answer read at `at` told, over what was known: each window it tells
+    /// replaces the one known, unless that was heard from another replica as late (an
+    /// answer read here is read now, which is never earlier). Returns whether any did.
+    fn merge(&mut self, limits: &RateLimits, at: Instant, here: bool) -> bool {
+        let mut merged = false;
+        for (kept, told) in [
+            (&mut self.requests, limits.requests),
+            (&mut self.tokens, limits.tokens),
+        ] {
+            let Some(window) = told else { continue };
+            if !here && kept.is_some_and(|kept| kept.read_at >= at) {
+                continue;
+            }
+            *kept = Some(Kept {
                 window,
+                read_at: at,
                 resets_at: at + window.reset,
-            })
-        };
-        if let Some(requests) = kept(limits.requests) {
-            self.requests = Some(requests);
+                here,
+            });
+            merged = true;
         }
-        if let Some(tokens) = kept(limits.tokens) {
-            self.tokens = Some(tokens);
-        }
-        self.read_at = Some(self.read_at.map_or(at, |read_at| read_at.max(at)));
+        merged
     }
 }
 
@@ -97,7 +108,7 @@ impl Headroom {
     /// keeps the last word on it. Returns whether the other replicas are to hear of it now.
     pub(crate) fn observe(&self, limits: &RateLimits, now: Instant) -> bool {
         let mut reading = self.lock();
-        reading.merge(limits, now);
+        reading.merge(limits, now, true);
         let low = self.set_flags(&reading, now);
         let tell = reading.told.is_none_or(|(told_at, was_low)| {
             was_low != low || now.saturating_duration_since(told_at) >= TELL_EVERY
@@ -108,39 +119,52 @@ impl Headroom {
         tell
     }
 
-    /// Another replica's reading, read there at `at`: taken unless this one's is as new.
-    /// Returns whether it was taken.
-    pub(crate) fn apply_remote(&self, limits: &RateLimits, at: Instant, now: Instant) -> bool {
+    /// Another replica's reading, stamped `stamp` there and read at `at` here (its stamp
+    /// on this clock, no later than now): each window it tells is taken unless this one's
+    /// is as new. Returns whether any was.
+    pub(crate) fn apply_remote(
+        &self,
+        limits: &RateLimits,
+        stamp: SystemTime,
+        at: Instant,
+        now: Instant,
+    ) -> bool {
         let mut reading = self.lock();
-        if reading.read_at.is_some_and(|read_at| read_at >= at) {
+        if reading.heard.is_some_and(|heard| heard >= stamp) {
             return false;
         }
-        reading.merge(limits, at);
+        reading.heard = Some(stamp);
+        if !reading.merge(limits, at, false) {
+            return false;
+        }
         let low = self.set_flags(&reading, now);
         // Heard, so not to be told back.
         reading.told = Some((now, low));
         true
     }
 
-    /// What was last told, as read at its `read_at`: each window's reset counted from then.
-    /// `None` once every window has reset.
+    /// What this replica's newest answer told, as read then (each window's reset counted
+    /// from then), while a window of it has not reset: what the others are told. `None`
+    /// when there is none, or when the newest word is another replica's.
     pub(crate) fn reading(&self, now: Instant) -> Option<(Instant, RateLimits)> {
         let reading = *self.lock();
-        let read_at = reading.read_at?;
+        let newest = reading.windows().map(|kept| kept.read_at).max()?;
         let told = |kept: Option<Kept>| {
-            kept.map(|kept| RateWindow {
-                reset: kept.resets_at.saturating_duration_since(read_at),
-                ..kept.window
-            })
+            kept.filter(|kept| kept.here && kept.read_at == newest)
+                .map(|kept| RateWindow {
+                    reset: kept.resets_at.saturating_duration_since(newest),
+                    ..kept.window
+                })
         };
-        let in_force = reading.windows().any(|kept| kept.resets_at > now);
-        in_force.then(|| {
-            let limits = RateLimits {
-                requests: told(reading.requests),
-                tokens: told(reading.tokens),
-            };
-            (read_at, limits)
-        })
+        let limits = RateLimits {
+            requests: told(reading.requests),
+            tokens: told(reading.tokens),
+        };
+        let in_force = [limits.requests, limits.tokens]
+            .into_iter()
+            .flatten()
+            .any(|window| newest + window.reset > now);
+        in_force.then_some((newest, limits))
     }
 
     /// Sets the flags admissions read from `reading` at `now`; returns whether it is low.
@@ -243,7 +267,7 @@ pub const DEFAULT_HEADROOM_MIN: f64 = 0.05;
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
+    use std::time::{Duration, SystemTime};
 
     use super::*;
 
@@ -351,13 +375,13 @@ mod tests {
         let now = Instant::now();
         let later = now + Duration::from_secs(1);
         headroom.observe(&requests(100, 50, 10), later);
-        assert!(
-            !headroom.apply_remote(&requests(100, 0, 10), now, later),
-            "older"
-        );
+        let wall = SystemTime::now();
+        let older = headroom.apply_remote(&requests(100, 0, 10), wall, now, later);
+        assert!(!older, "older");
         assert_eq!(headroom.skip_until(later, &|| 0), None);
         let newer = later + Duration::from_millis(1);
-        assert!(headroom.apply_remote(&requests(100, 0, 10), newer, newer));
+        let stamp = wall + Duration::from_secs(1);
+        assert!(headroom.apply_remote(&requests(100, 0, 10), stamp, newer, newer));
         // Skipped until the reset the other replica read, counted from when it read it.
         assert_eq!(
             headroom.skip_until(newer, &|| 0),
@@ -367,5 +391,44 @@ mod tests {
         // unless it changes whether the deployment is low.
         assert!(!headroom.observe(&requests(100, 0, 10), newer));
         assert!(headroom.observe(&requests(100, 99, 10), newer));
+        // The same reading read again (a reconnect reads the key back), its time clamped
+        // to a later now, is not taken again over the newer local one.
+        let again = newer + Duration::from_secs(1);
+        assert!(!headroom.apply_remote(&requests(100, 0, 10), stamp, again, again));
+        assert_eq!(headroom.skip_until(again, &|| 0), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_window_keeps_its_newest_word_and_only_this_replicas_newest_is_told() {
+        let headroom = Headroom::default();
+        let now = Instant::now();
+        let at = |ms| now + Duration::from_millis(ms);
+        let tokens = |remaining| RateLimits {
+            requests: None,
+            tokens: requests(1000, remaining, 10).requests,
+        };
+        let both = |r: u64, t: u64| RateLimits {
+            requests: requests(100, r, 10).requests,
+            tokens: tokens(t).tokens,
+        };
+        headroom.observe(&requests(100, 50, 10), at(0));
+        // Another replica read both windows later: both are taken.
+        let wall = SystemTime::now();
+        assert!(headroom.apply_remote(&both(40, 900), wall, at(10), at(10)));
+        // This replica reads requests again, later still; a third replica's word on both,
+        // read in between, changes only the window it is newer on: tokens.
+        headroom.observe(&requests(100, 30, 10), at(20));
+        let between = wall + Duration::from_millis(5);
+        assert!(headroom.apply_remote(&both(99, 999), between, at(15), at(21)));
+        let shown = headroom.snapshot(at(21)).unwrap();
+        assert_eq!(shown.requests.unwrap().remaining, 30);
+        assert_eq!(shown.tokens.unwrap().remaining, 999);
+        // Told: only the window this replica's newest answer read.
+        let (read_at, limits) = headroom.reading(at(21)).unwrap();
+        assert_eq!((read_at, limits), (at(20), requests(100, 30, 10)));
+        // Once the newest word is heard, not read here, nothing is told.
+        let later = wall + Duration::from_secs(1);
+        assert!(headroom.apply_remote(&both(20, 800), later, at(30), at(30)));
+        assert_eq!(headroom.reading(at(30)), None);
     }
 }

@@ -34,7 +34,8 @@ pub struct HealthRegistry {
     /// Tells every health checker over this registry that a deployment was ejected (a new
     /// deadline to wait for), whichever stack ejected it.
     ejections: Arc<watch::Sender<()>>,
-    /// Where local ejections and restores go for other replicas, once someone subscribed.
+    /// Where local ejections, restores and rate-limit readings go for other replicas, once
+    /// someone subscribed.
     /// Read only when a deployment changes state.
     publisher: Arc<RwLock<Option<Publisher>>>,
     /// The `max_cooldown` of the last balancer built over it, in milliseconds: the most
@@ -100,7 +101,10 @@ impl HealthRegistry {
             .publisher
             .read()
             .unwrap_or_else(PoisonError::into_inner);
-        if let (Some(publisher), Some(event)) = (publisher.as_ref(), event()) {
+        // The event is made only for a subscriber.
+        if let Some(publisher) = publisher.as_ref()
+            && let Some(event) = event()
+        {
             publisher.publish(event);
         }
     }
@@ -140,9 +144,10 @@ impl HealthRegistry {
         self.ejections.subscribe()
     }
 
-    /// From now on, every ejection and restore that a stack over this registry records is
-    /// also queued (up to `capacity`, then dropped and counted) for the returned receiver, to
-    /// be told to other replicas. One subscriber at a time: a new one ends the last one's.
+    /// From now on, every ejection and restore that a stack over this registry records, and
+    /// the rate-limit readings worth telling, are also queued (up to `capacity` in each of
+    /// two queues, then dropped and counted) for the returned receiver, to be told to other
+    /// replicas. One subscriber at a time: a new one ends the last one's.
     ///
     /// ```
     /// use std::time::Duration;
@@ -245,7 +250,8 @@ impl HealthRegistry {
     /// pushes the local deadline out, and never beyond this configuration's `max_cooldown`
     /// from now (a replica with a wrong clock, or a bad message, cannot shut a deployment
     /// out for longer than a local failure could); a restore ends the local cooldown now,
-    /// so that the half-open probe decides. Returns whether anything changed. Applied
+    /// so that the half-open probe decides; rate limits replace each window they are newer
+    /// on (capped at `max_cooldown` too). Returns whether anything changed. Applied
     /// events are not local events: a subscriber does not see them.
     ///
     /// ```
@@ -306,9 +312,9 @@ impl HealthRegistry {
                 }
                 // Skipped at most as long as a cooldown may last, as for a local reading.
                 let limits = limits.capped(self.max_cooldown());
-                let at = clocks.instant(*at).min(now);
+                let read = clocks.instant(*at).min(now);
                 // No checker probes a deployment for its headroom: none to wake.
-                return cell.headroom.apply_remote(&limits, at, now);
+                return cell.headroom.apply_remote(&limits, *at, read, now);
             }
         };
         if changed {

@@ -63,17 +63,7 @@ mod shared {
     async fn a_spent_rate_limit_window_one_replica_read_is_skipped_by_all() {
         let Some(redis) = redis() else { return };
         let (a, b) = connected_pair(&redis).await;
-        let spent = [
-            ("x-ratelimit-limit-requests", "3"),
-            ("x-ratelimit-remaining-requests", "0"),
-            ("x-ratelimit-reset-requests", "20s"),
-        ];
-        a.primary.push(Behavior::Status {
-            status: 200,
-            retry_after: None,
-            headers: spent.map(|(k, v)| (k.to_owned(), v.to_owned())).to_vec(),
-            body: None,
-        });
+        a.primary.push(spent("0", "20s"));
         let before = b.store.status().applied;
         assert_eq!(a.chat().await, StatusCode::OK);
         b.applied(before).await;
@@ -105,8 +95,48 @@ mod shared {
         let late = Replica::connected_to(&redis).await;
         assert_eq!(late.chat().await, StatusCode::OK);
         assert_eq!(late.primary.request_count(), 0, "read on connecting");
-        // What B heard it does not tell back.
-        assert_eq!(a.store.status().applied, 0);
+        // What a replica heard it does not tell again: not on an answer of its own (B's
+        // backup said nothing of rate limits), nor on connecting.
+        assert_eq!(b.store.status().published, 0);
+        assert_eq!(late.store.status().published, 0);
+    }
+
+    /// A reading kept in Redis from a clock 30 s ahead does not silence the others: A's
+    /// newer word (on its own clock) still reaches B.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reading_from_a_clock_ahead_does_not_silence_the_others() {
+        let Some(redis) = redis() else { return };
+        let (a, b) = connected_pair(&redis).await;
+        let ahead = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+            + 30_000;
+        let planted = format!(
+            r#"{{"event":"rate_limits","origin":"skewed","id":"primary","at_ms":{ahead},"requests":{{"remaining":50,"reset_ms":60000}}}}"#
+        );
+        command(&redis, &["SET", "test:rate_limits:primary", &planted]).await;
+        a.primary.push(spent("0", "20s"));
+        let before = b.store.status().applied;
+        assert_eq!(a.chat().await, StatusCode::OK);
+        b.applied(before).await;
+        assert_eq!(b.chat().await, StatusCode::OK);
+        assert_eq!(b.primary.request_count(), 0, "B heard A's spent window");
+    }
+
+    /// A 200 saying `remaining` of 3 requests are left until `reset`.
+    fn spent(remaining: &str, reset: &str) -> Behavior {
+        let headers = [
+            ("x-ratelimit-limit-requests", "3"),
+            ("x-ratelimit-remaining-requests", remaining),
+            ("x-ratelimit-reset-requests", reset),
+        ];
+        Behavior::Status {
+            status: 200,
+            retry_after: None,
+            headers: headers.map(|(k, v)| (k.to_owned(), v.to_owned())).to_vec(),
+            body: None,
+        }
     }
 
     /// A replica that starts after the ejection reads it from Redis; a restore elsewhere lets

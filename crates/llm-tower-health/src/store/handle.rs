@@ -58,8 +58,8 @@ use super::mac::Signer;
 use super::names::Names;
 use super::task::Task;
 
-/// Shares a [`HealthRegistry`]'s ejections and restores with the other replicas that use the
-/// same Redis server and prefix, and applies theirs. Started with [`HealthStore::start`]; it
+/// Shares a [`HealthRegistry`]'s ejections, restores and rate-limit readings with the other
+/// replicas that use the same Redis server and prefix, and applies theirs. Started with [`HealthStore::start`]; it
 /// works in the background until dropped. Redis being down never fails a request: the
 /// replica serves on its own health meanwhile.
 ///

@@ -38,9 +38,9 @@ local function kept(key, value, ttl)
 end
 ";
 
-/// What the scripts answer, but for 1 (told and kept): EJECT did not tell an ejection
-/// because its key holds a later deadline (RATE_LIMITS, a reading as new); a script told
-/// an event but Redis refused to keep it.
+/// What the scripts answer, but for 1 (told, and kept unless a newer word is): EJECT did not
+/// tell an ejection because its key holds a later deadline; a script told an event but
+/// Redis refused to keep it.
 pub(super) const NOT_TOLD: i64 = 0;
 pub(super) const NOT_KEPT: i64 = 2;
 
@@ -79,15 +79,20 @@ if kept(KEYS[3], ARGV[1], keep) then return 1 end
 return 2
 ";
 
-/// Unless the key holds a reading as new, publishes another word on a deployment's rate
-/// limits and keeps it until its last window resets. KEYS: the key, the channel; ARGV: the
-/// event, when it was read (ms since the epoch), the key's TTL (ms).
+/// Publishes another word on a deployment's rate limits, and keeps it until its last window
+/// resets unless the key holds one read as late. Every reading is published, whatever is
+/// kept: a replica whose clock runs ahead must not silence the others, and each registry
+/// compares what it hears itself. A stored word more than a minute ahead of Redis's clock
+/// is taken for absent (planted, or from a clock far off). KEYS: the key, the channel;
+/// ARGV: the event, when it was read (ms since the epoch), the key's TTL (ms).
 const RATE_LIMITS: &str = r"
-local current = stored(KEYS[1])
-if current and tonumber(current['at_ms']) and tonumber(current['at_ms']) >= tonumber(ARGV[2]) then
-  return 0
-end
 redis.call('PUBLISH', KEYS[2], ARGV[1])
+local current = stored(KEYS[1])
+local at = current and tonumber(current['at_ms'])
+if at and at >= tonumber(ARGV[2]) then
+  local time = redis.call('TIME')
+  if at <= tonumber(time[1]) * 1000 + 60000 then return 1 end
+end
 if kept(KEYS[1], ARGV[1], ARGV[3]) then return 1 end
 return 2
 ";

@@ -29,6 +29,8 @@ const QUEUE: usize = 4096;
 /// How often a quiet connection is checked with `PING` (a peer that vanished without
 /// closing the connection is found within this plus the timeout).
 const PING_EVERY: Duration = Duration::from_secs(5);
+/// How often, at most, Redis refusing rate-limit readings is logged.
+const READINGS_WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// This process's name on the channel: random, so that a restarted replica reads what its
 /// previous life published like anyone else's.
@@ -56,6 +58,8 @@ pub(super) struct Task {
     status: watch::Sender<HealthStoreStatus>,
     /// Asks for the cooldowns in force to be read again.
     refresh: Arc<Notify>,
+    /// When a refused rate-limit reading was last logged.
+    readings_warned: Option<Instant>,
 }
 
 impl Task {
@@ -80,6 +84,7 @@ impl Task {
             restored: HashMap::new(),
             status,
             refresh,
+            readings_warned: None,
         }
     }
 
@@ -234,7 +239,7 @@ impl Task {
     /// no permission) is logged and the event dropped: the connection is fine, and
     /// tearing it down would stop this replica hearing the others.
     async fn publish(
-        &self,
+        &mut self,
         connection: &mut MultiplexedConnection,
         event: &HealthEvent,
     ) -> Result<(), Lost> {
@@ -247,7 +252,9 @@ impl Task {
         let answer = match query::<i64>(&script, connection).await {
             Ok(answer) => answer,
             result => {
-                if let Some(refused) = refused(result)? {
+                if let Some(refused) = refused(result)?
+                    && self.worth_warning(event)
+                {
                     tracing::warn!(
                         endpoint = %event.id(),
                         error = %refused,
@@ -260,7 +267,7 @@ impl Task {
         if answer == NOT_TOLD {
             return Ok(());
         }
-        if answer == NOT_KEPT {
+        if answer == NOT_KEPT && self.worth_warning(event) {
             tracing::warn!(
                 endpoint = %event.id(),
                 "health store told an event but could not keep it (Redis refused the write: \
@@ -270,6 +277,22 @@ impl Task {
         self.status.send_modify(|status| status.published += 1);
         count("llm_tower_health_store_published_total");
         Ok(())
+    }
+
+    /// Whether a refusal of `event` is to be logged: always for an ejection or a restore;
+    /// for rate-limit readings, told every second per busy deployment, once a minute.
+    fn worth_warning(&mut self, event: &HealthEvent) -> bool {
+        if !matches!(event, HealthEvent::RateLimits { .. }) {
+            return true;
+        }
+        let now = Instant::now();
+        let due = self
+            .readings_warned
+            .is_none_or(|warned| now.duration_since(warned) >= READINGS_WARN_EVERY);
+        if due {
+            self.readings_warned = Some(now);
+        }
+        due
     }
 
     /// An event on the channel.
