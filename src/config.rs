@@ -1,5 +1,5 @@
 //! The gateway's configuration file: the library's [`Config`] plus the gateway's own keys
-//! (`listen`, `mount`, `admin_listen`, `server`, `client_auth`, `limits_store`,
+//! (`listen`, `mount`, `admin_listen`, `server`, `client_auth`, `limits_store`, `otel`,
 //! `allow_unauthenticated`, `allowed_hosts`, `cors`), all at the top level of one YAML, TOML
 //! or JSON file.
 
@@ -8,6 +8,7 @@ use std::path::Path;
 
 use llm_tower::config::Document;
 use llm_tower::limits::store::LimitsStoreSettings;
+use llm_tower::otel::OtelSettings;
 use llm_tower::{Config, ConfigError};
 use serde::Deserialize;
 
@@ -50,6 +51,9 @@ pub struct GatewayConfig {
     /// Where replicas share the client keys' limits (default none: each process counts its
     /// own).
     pub limits_store: Option<LimitsStoreSettings>,
+    /// Where spans and the GenAI metrics go over OTLP (default none: no tracing work at
+    /// all). Changing it takes a restart.
+    pub otel: Option<OtelSettings>,
     /// Serve a non-loopback `listen` without `client_auth` anyway.
     pub allow_unauthenticated: bool,
     /// Host names (or addresses) clients reach the gateway by, besides `localhost`,
@@ -81,6 +85,8 @@ struct GatewayKeys {
     #[serde(default)]
     limits_store: Option<LimitsStoreSettings>,
     #[serde(default)]
+    otel: Option<OtelSettings>,
+    #[serde(default)]
     allow_unauthenticated: bool,
     #[serde(default)]
     allowed_hosts: Vec<String>,
@@ -98,6 +104,7 @@ impl GatewayConfig {
             server: ServerSettings::default(),
             client_auth: None,
             limits_store: None,
+            otel: None,
             allow_unauthenticated: false,
             allowed_hosts: Vec::new(),
             cors: None,
@@ -119,6 +126,7 @@ impl GatewayConfig {
             server: keys.server,
             client_auth: keys.client_auth,
             limits_store: keys.limits_store,
+            otel: keys.otel,
             allow_unauthenticated: keys.allow_unauthenticated,
             allowed_hosts: keys.allowed_hosts,
             cors: keys.cors,
@@ -162,6 +170,9 @@ impl GatewayConfig {
         self.server.validate()?;
         if let Some(store) = &self.limits_store {
             store.validate()?;
+        }
+        if let Some(otel) = &self.otel {
+            otel.validate()?;
         }
         validate_hosts(&self.allowed_hosts)?;
         if let Some(cors) = &self.cors {

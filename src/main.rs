@@ -15,10 +15,13 @@ use std::process::ExitCode;
 
 use std::sync::Arc;
 
+use llm_tower::otel::Telemetry;
 use llm_tower_gateway::cli::{Command, USAGE};
 use llm_tower_gateway::{DEFAULT_LISTEN, GatewayConfig, LiveRoutes, Reloader};
 use metrics_exporter_prometheus::PrometheusBuilder;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 // A faster allocator than glibc's for many small, short-lived allocations per request.
 #[global_allocator]
@@ -62,13 +65,6 @@ fn main() -> ExitCode {
             listen,
             watch,
         } => {
-            tracing_subscriber::fmt()
-                // Colours for a terminal, not for a file or a log collector.
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-                .with_env_filter(
-                    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-                )
-                .init();
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(runtime) => runtime,
                 Err(err) => {
@@ -76,8 +72,66 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            runtime.block_on(serve(config, listen, watch))
+            let telemetry = match start_telemetry(&runtime, config.as_deref()) {
+                Ok(telemetry) => telemetry,
+                Err(err) => {
+                    eprintln!("error: {err}");
+                    return ExitCode::from(2);
+                }
+            };
+            init_logging(telemetry.as_ref());
+            let code = runtime.block_on(serve(config, listen, watch));
+            if let Some(telemetry) = telemetry {
+                // What is still waiting is sent before the process ends.
+                let _ = runtime.block_on(tokio::task::spawn_blocking(move || telemetry.shutdown()));
+            }
+            code
         }
+    }
+}
+
+/// The OpenTelemetry pipeline, when the file sets `otel`. The file is read for it before
+/// logging starts (the pipeline is part of it); `serve` reads it again and reports any
+/// problem with it then.
+fn start_telemetry(
+    runtime: &tokio::runtime::Runtime,
+    config: Option<&str>,
+) -> Result<Option<Telemetry>, llm_tower::ConfigError> {
+    let Some(settings) = config
+        .and_then(|path| GatewayConfig::from_path(path).ok())
+        .and_then(|config| config.otel)
+    else {
+        return Ok(None);
+    };
+    let _runtime = runtime.enter();
+    Telemetry::start(&settings).map(Some)
+}
+
+/// Log lines on stdout, filtered by `RUST_LOG` (default `info`); with `telemetry`, the
+/// stack's spans exported beside them. Those spans never show in log lines.
+fn init_logging(telemetry: Option<&Telemetry>) {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info"))
+        .add_directive(
+            format!("{}=off", llm_tower::TELEMETRY_TARGET)
+                .parse()
+                .expect("a valid directive"),
+        );
+    // Colours for a terminal, not for a file or a log collector.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    match telemetry {
+        None => tracing_subscriber::fmt()
+            .with_ansi(ansi)
+            .with_env_filter(filter)
+            .init(),
+        Some(telemetry) => tracing_subscriber::registry()
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(ansi)
+                    .with_filter(filter),
+            )
+            .with(telemetry.layer())
+            .init(),
     }
 }
 

@@ -189,6 +189,10 @@ impl Reloader {
             needs_restart.push("limits_store");
             config.limits_store.clone_from(&old.limits_store);
         }
+        if config.otel != old.otel {
+            needs_restart.push("otel");
+            config.otel.clone_from(&old.otel);
+        }
         if config == *old {
             // Touched, or rewritten the same: nothing to rebuild (no new client, no new
             // checker, no new generation).

@@ -203,6 +203,7 @@ pub(crate) fn build(
         .response_headers(true)
         .metrics(metrics.is_some())
         .access_log(true)
+        .mounted_at(&config.mount)
         .limits(limits.clone())
         .limiter(process.limiter.clone());
     let service = upstream.build()?;

@@ -35,6 +35,28 @@ pub enum AttemptKind {
     /// The same request sent to another deployment as well, because the first answer was
     /// late (see [`Hedge`](crate::Hedge)).
     Hedge,
+    /// The rest of an answer whose stream broke, asked of another deployment (mid-stream
+    /// continuation).
+    Continuation,
+}
+
+impl AttemptKind {
+    /// Its name in the attempt log, and on an attempt's span.
+    ///
+    /// ```
+    /// use llm_tower_core::AttemptKind;
+    ///
+    /// assert_eq!(AttemptKind::Continuation.as_str(), "continuation");
+    /// ```
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::First => "first",
+            Self::Retry => "retry",
+            Self::Fallback => "fallback",
+            Self::Hedge => "hedge",
+            Self::Continuation => "continuation",
+        }
+    }
 }
 
 /// One upstream attempt.
@@ -85,13 +107,7 @@ impl Attempt {
 
 impl fmt::Display for Attempt {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = match self.kind {
-            AttemptKind::First => "first",
-            AttemptKind::Retry => "retry",
-            AttemptKind::Fallback => "fallback",
-            AttemptKind::Hedge => "hedge",
-        };
-        write!(f, "{}({kind}", self.endpoint)?;
+        write!(f, "{}({}", self.endpoint, self.kind.as_str())?;
         if let Some(model) = &self.model {
             write!(f, ", {model}")?;
         }

@@ -63,6 +63,7 @@ mod redis_url;
 mod retry_after;
 mod retry_on;
 mod sse;
+mod telemetry;
 mod transport;
 mod usage;
 
@@ -106,6 +107,10 @@ pub use redis_url::{RedisUrl, validate_key_prefix};
 pub use retry_after::{retry_after, retry_after_at};
 pub use retry_on::{RetryOn, RetryReason};
 pub use sse::{SseEvent, SseSplitter, write_sse_event};
+pub use telemetry::{
+    AttemptSpan, HeldSpan, TARGET as TELEMETRY_TARGET, continue_trace, inject_context,
+    operation_name, provider_name, set_propagation,
+};
 pub use usage::{Usage, UsageRecord};
 
 /// The `User-Agent` llm-tower sends upstream by default: `llm-tower/<version>`.

@@ -1,5 +1,5 @@
 //! One try: the per-try timeout, the read-ahead before the head is passed on, the record
-//! and the span.
+//! and the span (`span.rs`), whose trace context the request carries upstream.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -12,8 +12,8 @@ use http::{Request, Response, StatusCode};
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use llm_tower_core::{
-    AttemptKind, Attempts, BoxError, ContextOverflow, EndpointId, Error, ErrorKind, ModelName,
-    Outcome, Selected, informational_as_error, is_context_overflow,
+    AttemptKind, AttemptSpan, Attempts, BoxError, ContextOverflow, EndpointId, Error, ErrorKind,
+    ModelName, Outcome, Selected, informational_as_error, inject_context, is_context_overflow,
 };
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
@@ -22,6 +22,7 @@ use tracing::Instrument;
 
 use crate::DRAIN_LIMIT;
 use crate::body::ResponseBody;
+use crate::span::{attempt_span, record_outcome};
 
 /// What every try of one request shares.
 pub(crate) struct Target<'a> {
@@ -49,12 +50,10 @@ where
     RB: Body,
     RB::Error: Into<BoxError>,
 {
-    let span = tracing::debug_span!(
-        "upstream_attempt",
-        endpoint = %target.recorded_as,
-        retry,
-        outcome = tracing::field::Empty,
-    );
+    let span = attempt_span(&request, target, retry);
+    let recorder = span.clone();
+    let mut request = request;
+    inject_context(&span, request.headers_mut());
     // Not an `async fn`: the request is moved into the instrumented block once, not kept as
     // an argument beside it.
     async move {
@@ -102,11 +101,28 @@ where
             Err(err) => Err(err),
         };
         let outcome = Outcome::of(&result);
-        tracing::Span::current().record("outcome", tracing::field::display(outcome));
         tracing::debug!(
+            endpoint = %target.recorded_as,
+            retry,
+            %outcome,
             latency_ms = started.elapsed().as_secs_f64() * 1000.0,
             "attempt finished"
         );
+        record_outcome(&recorder, outcome);
+        let result = match result {
+            // The span lasts as long as the answer does, and its first chunk was just read.
+            Ok(mut response) if !recorder.is_disabled() => {
+                recorder.record(
+                    "gen_ai.response.time_to_first_chunk",
+                    started.elapsed().as_secs_f64(),
+                );
+                response
+                    .extensions_mut()
+                    .insert(AttemptSpan(recorder.clone()));
+                Ok(response.map(|body| body.in_span(recorder)))
+            }
+            result => result,
+        };
         if let Some(log) = target.log {
             let kind = if retry > 0 {
                 Some(AttemptKind::Retry)

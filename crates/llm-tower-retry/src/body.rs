@@ -7,13 +7,16 @@ use std::task::{Context, Poll};
 
 use bytes::Buf;
 use http_body::{Body, Frame, SizeHint};
+use llm_tower_core::HeldSpan;
 use pin_project_lite::pin_project;
+use tracing::Span;
 
 pin_project! {
     /// The response body of [`Retry`](crate::Retry): the upstream body, streamed through
     /// unbuffered. The frames read ahead before the head was passed on (the first frame of a
     /// 2xx, an error body up to [`DRAIN_LIMIT`](crate::DRAIN_LIMIT)) are put back in front;
-    /// a body that had to be polled before it was handed on is boxed.
+    /// a body that had to be polled before it was handed on is boxed. When a tracing backend
+    /// listens, it holds the try's span, which ends with it.
     ///
     /// ```
     /// use bytes::Bytes;
@@ -31,6 +34,7 @@ pin_project! {
         ahead: VecDeque<Frame<B::Data>>,
         #[pin]
         inner: Inner<B>,
+        span: Option<Box<HeldSpan>>,
     }
 }
 
@@ -49,6 +53,7 @@ impl<B: Body> ResponseBody<B> {
         Self {
             ahead: VecDeque::new(),
             inner: Inner::Streaming { body },
+            span: None,
         }
     }
 
@@ -57,6 +62,7 @@ impl<B: Body> ResponseBody<B> {
         Self {
             ahead: VecDeque::new(),
             inner: Inner::Empty,
+            span: None,
         }
     }
 
@@ -65,7 +71,15 @@ impl<B: Body> ResponseBody<B> {
         Self {
             ahead,
             inner: rest.map_or(Inner::Empty, |body| Inner::ReadAhead { body }),
+            span: None,
         }
+    }
+
+    /// Keeps `span` open until the body ends or is dropped, and records on it a body that
+    /// breaks off.
+    pub(crate) fn in_span(mut self, span: Span) -> Self {
+        self.span = Some(Box::new(HeldSpan::new(span)));
+        self
     }
 }
 
@@ -73,6 +87,7 @@ impl<B: Body> fmt::Debug for ResponseBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseBody")
             .field("read_ahead", &self.ahead.len())
+            .field("span", &self.span)
             .field("empty", &matches!(self.inner, Inner::Empty))
             .finish()
     }
@@ -90,11 +105,21 @@ impl<B: Body> Body for ResponseBody<B> {
         if let Some(frame) = this.ahead.pop_front() {
             return Poll::Ready(Some(Ok(frame)));
         }
-        match this.inner.project() {
+        let polled = match this.inner.project() {
             InnerProjection::Streaming { body } => body.poll_frame(cx),
             InnerProjection::ReadAhead { body } => body.as_mut().poll_frame(cx),
             InnerProjection::Empty => Poll::Ready(None),
+        };
+        match (&polled, this.span.as_deref()) {
+            (Poll::Ready(Some(Err(_))), Some(held)) => {
+                held.span().record("error.type", "stream_broken");
+                held.span().record("otel.status_code", "error");
+            }
+            // The end of the answer is the end of its try.
+            (Poll::Ready(None), Some(_)) => *this.span = None,
+            _ => {}
         }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

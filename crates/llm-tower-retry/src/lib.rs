@@ -73,6 +73,7 @@ mod layer;
 mod run;
 mod service;
 mod settings;
+mod span;
 mod state;
 
 pub use body::ResponseBody;

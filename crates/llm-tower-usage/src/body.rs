@@ -6,7 +6,7 @@ use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
-use llm_tower_core::UsageRecord;
+use llm_tower_core::{AttemptSpan, UsageRecord};
 use pin_project_lite::pin_project;
 
 use crate::scan::Scanner;
@@ -20,6 +20,8 @@ pub(crate) struct Reading {
     pub(crate) strip: bool,
     /// The request's length, for an estimate of its tokens when the answer says none.
     pub(crate) request_len: usize,
+    /// The attempt's span, when a tracing backend listens: the usage is recorded on it.
+    pub(crate) span: Option<AttemptSpan>,
 }
 
 impl Reading {
@@ -28,6 +30,12 @@ impl Reading {
     fn end(mut self: Box<Self>, complete: bool) -> Vec<u8> {
         let rest = self.scanner.finish();
         if let Some(usage) = self.scanner.usage(self.request_len, complete) {
+            if let Some(AttemptSpan(span)) = &self.span {
+                // As `i64`: the exporter takes unsigned values for text.
+                let tokens = |count: u64| i64::try_from(count).unwrap_or(i64::MAX);
+                span.record("gen_ai.usage.input_tokens", tokens(usage.input));
+                span.record("gen_ai.usage.output_tokens", tokens(usage.output));
+            }
             self.record.add(usage);
         }
         rest

@@ -6,7 +6,7 @@ use std::task::{Context, Poll, ready};
 
 use http::Response;
 use http::header::CONTENT_LENGTH;
-use llm_tower_core::{UsageRecord, is_event_stream};
+use llm_tower_core::{AttemptSpan, UsageRecord, is_event_stream};
 use pin_project_lite::pin_project;
 
 use crate::body::{Reading, ResponseBody};
@@ -92,6 +92,7 @@ where
             record: plan.record,
             strip,
             request_len: plan.request_len,
+            span: response.extensions().get::<AttemptSpan>().cloned(),
         };
         Poll::Ready(Ok(response.map(|body| ResponseBody::reading(body, reading))))
     }

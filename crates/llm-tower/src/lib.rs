@@ -167,6 +167,7 @@
 
 mod client;
 pub mod config;
+pub mod otel;
 pub mod respond;
 mod upstream;
 
@@ -196,7 +197,7 @@ pub use llm_tower_core::{
     CountBased, Deployment, Endpoint, EndpointBuilder, EndpointConfig, EndpointId, Error,
     ErrorKind, ExpectStatus, ExponentialBackoff, HOP_BY_HOP, HealthCheck, Hedge, ModelName,
     ModelRoute, ModelsConfig, Outcome, Provider, ProviderName, RetryOn, RetryPolicy, RetryReason,
-    Secret, Selected, SingleTry, Usage, UsageRecord, strip_hop_by_hop,
+    Secret, Selected, SingleTry, TELEMETRY_TARGET, Usage, UsageRecord, strip_hop_by_hop,
 };
 pub use llm_tower_fallback::{
     Fallback, FallbackBuilder, FallbackLayer, FallbackSettings, HeadroomSettings, ModelFallbacks,

@@ -200,6 +200,13 @@ impl Upstream {
         self
     }
 
+    /// Where the stack is mounted (see [`RespondLayer::mounted_at`]).
+    #[must_use]
+    pub fn mounted_at(mut self, prefix: &str) -> Self {
+        self.respond = self.respond.mounted_at(prefix);
+        self
+    }
+
     /// Accounts for the tokens of every answer (see [`RespondLayer::usage`]): on the
     /// access log line, in the metrics, in each deployment's last minute, and as a
     /// [`UsageRecord`](crate::UsageRecord) on the response (default off).

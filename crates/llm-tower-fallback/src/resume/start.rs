@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use http::{Request, Response};
 use llm_tower_core::{
-    Attempts, BoxError, BufferedBody, ClientApi, ModelRoute, classify, is_event_stream,
+    AttemptKind, Attempts, BoxError, BufferedBody, ClientApi, ModelRoute, classify, is_event_stream,
 };
 use tokio::time::Instant;
 use tower::Service;
@@ -83,8 +83,9 @@ where
             .map(|model| member.route.as_ref().map_or(model, ModelRoute::upstream));
         let body = prefill(api, &request, delivered, model.map(|m| &**m))?;
         let deployment = deployment(&route, at, member);
-        let attempt =
+        let mut attempt =
             Prepared::attempt(&prepared, member, &deployment, true, &log, body.into()).ok()?;
+        attempt.extensions_mut().insert(AttemptKind::Continuation);
         broken = pick.index;
         let (balancer, mut inner, log) = (balancer.clone(), inner.clone(), log.clone());
         let asked: Asked<RB> = Box::pin(async move {

@@ -5,11 +5,13 @@
 use std::sync::Arc;
 
 use http::StatusCode;
-use llm_tower_core::{Attempts, BoxError, Caller, ErrorKind, UsageRecord};
+use llm_tower_core::{Attempts, BoxError, Caller, ErrorKind, HeldSpan, UsageRecord};
+use tracing::Span;
 use tracing::field::display;
 
 use super::accounting::{Accounted, Answered};
 use super::shared::Shared;
+use super::span::record_failure;
 
 /// How a response body ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,6 +35,8 @@ pub(crate) struct Completion {
     /// How the body failed, recorded when this is dropped.
     failed: Option<Ending>,
     done: bool,
+    /// The request's span, when a tracing backend listens: it ends with the body.
+    span: Option<HeldSpan>,
 }
 
 impl Completion {
@@ -51,7 +55,14 @@ impl Completion {
             usage,
             failed: None,
             done: false,
+            span: None,
         }
+    }
+
+    /// Keeps the request's `span` open until the body ends.
+    pub(crate) fn in_span(mut self, span: Option<Span>) -> Self {
+        self.span = span.map(HeldSpan::new);
+        self
     }
 
     pub(crate) fn ended(mut self, error: Option<&BoxError>) {
@@ -74,6 +85,11 @@ impl Completion {
         if std::mem::replace(&mut self.done, true) {
             return;
         }
+        if let (Some(held), Ending::Failed(kind)) = (&self.span, ending) {
+            record_failure(held.span(), kind);
+        }
+        // The span ends here, with the response.
+        self.span = None;
         // The layers further in have recorded the answer's usage by now: their bodies ended
         // before this one did, or were dropped before it (they are its fields' fields).
         let accounted: Option<Accounted> = self

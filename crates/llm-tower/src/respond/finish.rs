@@ -10,12 +10,14 @@ use llm_tower_core::{
     Attempts, BoxError, Caller, ClientApi, Deployment, Error, ErrorKind, Selected, UsageRecord,
     is_event_stream, strip_hop_by_hop,
 };
+use tracing::Span;
 
 use super::accounting::Answered;
 
 use super::body::ResponseBody;
 use super::completion::Completion;
 use super::shared::Shared;
+use super::span::record_status;
 use super::{ATTEMPTS_HEADER, ENDPOINT_HEADER, MODEL_HEADER};
 
 /// The response the client gets for `result`.
@@ -25,6 +27,7 @@ pub(crate) fn finish<RB>(
     caller: Option<Caller>,
     api: ClientApi,
     usage: Option<UsageRecord>,
+    span: Span,
 ) -> Response<ResponseBody<RB>>
 where
     RB: http_body::Body<Data = Bytes>,
@@ -67,10 +70,14 @@ where
         response.extensions_mut().insert(record.clone());
         Some((record, answered))
     });
-    if !(settings.access_log || record_metrics || usage.is_some()) {
+    record_status(&span, response.status());
+    // The span ends with the body: kept by the completion, when a tracing backend listens.
+    let span = (!span.is_disabled()).then_some(span);
+    if !(settings.access_log || record_metrics || usage.is_some() || span.is_some()) {
         return response;
     }
-    let completion = Completion::new(shared.clone(), response.status(), attempts, caller, usage);
+    let completion =
+        Completion::new(shared.clone(), response.status(), attempts, caller, usage).in_span(span);
     if http_body::Body::is_end_stream(response.body()) {
         // An empty body is never polled: the response is complete as it is.
         completion.ended(None);

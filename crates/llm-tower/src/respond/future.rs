@@ -11,6 +11,7 @@ use bytes::Bytes;
 use http::Response;
 use llm_tower_core::{BoxError, Caller, ClientApi, UsageRecord};
 use pin_project_lite::pin_project;
+use tracing::Span;
 
 use super::body::ResponseBody;
 use super::shared::Shared;
@@ -37,6 +38,8 @@ pin_project! {
         caller: Option<Caller>,
         api: ClientApi,
         usage: Option<UsageRecord>,
+        // Entered while polled; handed to the response's completion.
+        span: Span,
     }
 }
 
@@ -55,6 +58,7 @@ impl<F> ResponseFuture<F> {
         caller: Option<Caller>,
         api: ClientApi,
         usage: Option<UsageRecord>,
+        span: Span,
     ) -> Self {
         Self {
             state: State::Inner { future },
@@ -62,16 +66,23 @@ impl<F> ResponseFuture<F> {
             caller,
             api,
             usage,
+            span,
         }
     }
 
-    pub(crate) fn failed(error: BoxError, shared: Arc<Shared>, caller: Option<Caller>) -> Self {
+    pub(crate) fn failed(
+        error: BoxError,
+        shared: Arc<Shared>,
+        caller: Option<Caller>,
+        span: Span,
+    ) -> Self {
         Self {
             state: State::Failed { error: Some(error) },
             shared,
             caller,
             api: ClientApi::default(),
             usage: None,
+            span,
         }
     }
 }
@@ -93,11 +104,14 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let result = match this.state.project() {
-            StateProjection::Inner { future } => ready!(future.poll(cx)).map_err(Into::into),
-            StateProjection::Failed { error } => Err(error
-                .take()
-                .unwrap_or_else(|| "ResponseFuture polled after completion".into())),
+        let result = {
+            let _entered = this.span.enter();
+            match this.state.project() {
+                StateProjection::Inner { future } => ready!(future.poll(cx)).map_err(Into::into),
+                StateProjection::Failed { error } => Err(error
+                    .take()
+                    .unwrap_or_else(|| "ResponseFuture polled after completion".into())),
+            }
         };
         Poll::Ready(Ok(super::finish::finish(
             this.shared,
@@ -105,6 +119,7 @@ where
             this.caller.take(),
             *this.api,
             this.usage.take(),
+            std::mem::replace(this.span, Span::none()),
         )))
     }
 }

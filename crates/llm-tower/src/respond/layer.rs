@@ -33,6 +33,7 @@ pub struct RespondLayer {
     settings: Settings,
     prices: Arc<Prices>,
     registry: Option<HealthRegistry>,
+    mounted_at: Arc<str>,
 }
 
 impl RespondLayer {
@@ -55,6 +56,15 @@ impl RespondLayer {
     #[must_use]
     pub fn metrics(mut self, on: bool) -> Self {
         self.settings.metrics = on;
+        self
+    }
+
+    /// Says where the stack is mounted: the prefix a router strips from paths before the
+    /// stack sees them (axum's `nest_service("/v1", …)`, the gateway's `mount`), so that the
+    /// request's span names the path the client asked for (`url.path`).
+    #[must_use]
+    pub fn mounted_at(mut self, prefix: &str) -> Self {
+        self.mounted_at = prefix.trim_end_matches('/').into();
         self
     }
 
@@ -110,6 +120,7 @@ impl<S> Layer<S> for RespondLayer {
                 self.settings,
                 self.prices.clone(),
                 self.registry.clone(),
+                self.mounted_at.clone(),
             )),
         )
     }

@@ -182,7 +182,8 @@ impl MetricHandles {
         endpoint.latency.record(attempt.latency.as_secs_f64());
         match attempt.kind {
             AttemptKind::Retry => endpoint.retries.increment(1),
-            AttemptKind::Fallback => endpoint.fallbacks.increment(1),
+            // A continuation is a fallback of the stream's tail.
+            AttemptKind::Fallback | AttemptKind::Continuation => endpoint.fallbacks.increment(1),
             AttemptKind::Hedge => {
                 endpoint.hedges.increment(1);
                 if attempt.outcome.is_success() {

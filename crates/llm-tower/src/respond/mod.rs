@@ -15,6 +15,7 @@ mod layer;
 mod metrics;
 mod service;
 mod shared;
+mod span;
 
 pub use body::ResponseBody;
 pub use future::ResponseFuture;

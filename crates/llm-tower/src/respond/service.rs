@@ -12,6 +12,7 @@ use llm_tower_core::{BoxError, Caller, ClientApi, UsageRecord};
 use super::body::ResponseBody;
 use super::future::ResponseFuture;
 use super::shared::Shared;
+use super::span::request_span;
 
 /// The outermost service of the stack, which responds to the client whatever happened
 /// below: turns errors into OpenAI-style JSON responses (so its
@@ -91,10 +92,11 @@ where
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         // Request headers are cleaned by the balancer, which every attempt passes through.
         let caller = request.extensions().get::<Caller>().cloned();
+        let span = request_span(&request, caller.as_ref(), self.shared.mounted_at());
         // How a stream that breaks is told, in band: in the API the client speaks.
         let api = ClientApi::of_path(request.uri().path());
         if let Some(err) = self.not_ready.take() {
-            return ResponseFuture::failed(err, self.shared.clone(), caller);
+            return ResponseFuture::failed(err, self.shared.clone(), caller, span);
         }
         // Where the attempts leave the usage of their answers.
         let usage = self.shared.accounting().map(|_| {
@@ -102,7 +104,8 @@ where
             request.extensions_mut().insert(record.clone());
             record
         });
-        let future = self.inner.call(request);
-        ResponseFuture::inner(future, self.shared.clone(), caller, api, usage)
+        // The attempts' spans are its children, whether made now or when polled.
+        let future = span.in_scope(|| self.inner.call(request));
+        ResponseFuture::inner(future, self.shared.clone(), caller, api, usage, span)
     }
 }

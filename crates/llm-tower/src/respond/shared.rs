@@ -16,19 +16,27 @@ pub(crate) struct Shared {
     settings: Settings,
     /// With usage on.
     accounting: Option<Accounting>,
+    /// Where the stack is mounted (a prefix stripped before it), for the request span.
+    mounted_at: Arc<str>,
     #[cfg(feature = "metrics")]
     metrics: super::metrics::MetricHandles,
 }
 
 impl Shared {
+    pub(crate) fn mounted_at(&self) -> &str {
+        &self.mounted_at
+    }
+
     pub(crate) fn new(
         settings: Settings,
         prices: Arc<Prices>,
         registry: Option<HealthRegistry>,
+        mounted_at: Arc<str>,
     ) -> Self {
         Self {
             settings,
             accounting: settings.usage.then(|| Accounting::new(prices, registry)),
+            mounted_at,
             #[cfg(feature = "metrics")]
             metrics: super::metrics::MetricHandles::default(),
         }
