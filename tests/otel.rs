@@ -28,6 +28,8 @@ const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT_ID: &str = "00f067aa0ba902b7";
 /// What the client asks: never in a span.
 const PROMPT: &str = "the secret plans of the prompt";
+/// The client's key (named `team-a`): never in a span.
+const KEY: &str = "otel-test-client-key-7c41d9e2a8";
 
 /// The gateway on `primary` (one retry) then `backup`, exporting to `endpoint`.
 fn gateway(primary: &MockProvider, backup: &MockProvider, endpoint: &str) -> (Running, String) {
@@ -36,6 +38,7 @@ fn gateway(primary: &MockProvider, backup: &MockProvider, endpoint: &str) -> (Ru
         &format!(
             "listen: 127.0.0.1:0\n\
              otel: {{ endpoint: '{endpoint}', service_name: gateway-under-test }}\n\
+             client_auth: {{ keys: [ {{ name: team-a, key: {KEY} }} ] }}\n\
              endpoints:\n\
              \x20 - id: primary\n\
              \x20   base_url: '{}'\n\
@@ -58,6 +61,7 @@ fn gateway(primary: &MockProvider, backup: &MockProvider, endpoint: &str) -> (Ru
 
 async fn send(url: &str, body: String, traceparent: Option<&str>) -> (u16, String) {
     let mut request = http::Request::post(format!("{url}/chat/completions"))
+        .header("authorization", format!("Bearer {KEY}"))
         .header("content-type", "application/json");
     if let Some(traceparent) = traceparent {
         request = request.header("traceparent", traceparent);
@@ -215,6 +219,10 @@ async fn a_request_that_retried_and_fell_back_is_one_server_span_and_three_attem
     };
     assert!(usage("gen_ai.usage.input_tokens") > 0);
     assert!(usage("gen_ai.usage.output_tokens") > 0);
+    assert_eq!(
+        attribute(winner, "gen_ai.response.model"),
+        Some(text("mock-model"))
+    );
 
     // The upstream saw the attempt's context: the client's trace, the attempt as parent.
     let seen = backup.requests();
@@ -224,9 +232,9 @@ async fn a_request_that_retried_and_fell_back_is_one_server_span_and_three_attem
         format!("00-{TRACE_ID}-{}-01", hex(&attempts[2].span_id))
     );
 
-    // Names, counts and outcomes: never the prompt.
+    // Names, counts and outcomes: never the prompt, never the key.
     let shown = format!("{spans:?}");
-    assert!(!shown.contains(PROMPT), "{shown}");
+    assert!(!shown.contains(PROMPT) && !shown.contains(KEY), "{shown}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -335,7 +343,11 @@ async fn an_unreachable_receiver_changes_nothing_for_clients_and_its_spans_are_c
     let metrics_url = format!("{}/metrics", url.trim_end_matches("/v1"));
     let deadline = std::time::Instant::now() + ARRIVES;
     loop {
-        let response = client().get(metrics_url.parse().unwrap()).await.unwrap();
+        let request = http::Request::get(&metrics_url)
+            .header("authorization", format!("Bearer {KEY}"))
+            .body(Full::default())
+            .unwrap();
+        let response = client().request(request).await.unwrap();
         let body = response.into_body().collect().await.unwrap().to_bytes();
         let metrics = String::from_utf8_lossy(&body).into_owned();
         let dropped = metrics

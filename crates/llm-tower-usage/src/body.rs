@@ -9,6 +9,7 @@ use http_body::{Body, Frame, SizeHint};
 use llm_tower_core::{AttemptSpan, UsageRecord};
 use pin_project_lite::pin_project;
 
+use crate::response_model::response_model;
 use crate::scan::Scanner;
 
 /// What reading one answer needs.
@@ -20,11 +21,24 @@ pub(crate) struct Reading {
     pub(crate) strip: bool,
     /// The request's length, for an estimate of its tokens when the answer says none.
     pub(crate) request_len: usize,
-    /// The attempt's span, when a tracing backend listens: the usage is recorded on it.
+    /// The attempt's span, when a tracing backend listens: the usage is recorded on it,
+    /// and the model the answer names, looked for until found.
     pub(crate) span: Option<AttemptSpan>,
+    pub(crate) model_named: bool,
 }
 
 impl Reading {
+    /// Records on the span the model `data` names, if it is the first to name one.
+    fn look_for_model(&mut self, data: &[u8]) {
+        if let Some(AttemptSpan(span)) = &self.span
+            && !self.model_named
+            && let Some(model) = response_model(data)
+        {
+            span.record("gen_ai.response.model", model);
+            self.model_named = true;
+        }
+    }
+
     /// The answer ended (`complete`), broke off or was dropped: reads what was kept for its
     /// end and records its usage. Returns a stream's unfinished last line.
     fn end(mut self: Box<Self>, complete: bool) -> Vec<u8> {
@@ -143,6 +157,7 @@ where
             // The last frame: the usage is recorded before it goes, for whoever stops reading
             // at the end the body says it has (a layer further out records its own end then).
             let last = this.inner.is_end_stream();
+            reading.look_for_model(&data);
             if !reading.strip {
                 reading.scanner.push(&data, last);
                 if last && let Some(reading) = this.reading.take() {

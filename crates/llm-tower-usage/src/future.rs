@@ -93,6 +93,7 @@ where
             strip,
             request_len: plan.request_len,
             span: response.extensions().get::<AttemptSpan>().cloned(),
+            model_named: false,
         };
         Poll::Ready(Ok(response.map(|body| ResponseBody::reading(body, reading))))
     }

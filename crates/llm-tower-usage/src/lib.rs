@@ -33,6 +33,7 @@ mod format;
 mod future;
 mod layer;
 mod prices;
+mod response_model;
 mod scan;
 mod service;
 mod strip;
