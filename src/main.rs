@@ -80,7 +80,7 @@ fn main() -> ExitCode {
                 }
             };
             init_logging(telemetry.as_ref());
-            let code = runtime.block_on(serve(config, listen, watch));
+            let code = runtime.block_on(serve(config, listen, watch, telemetry.as_ref()));
             if let Some(telemetry) = telemetry {
                 // What is still waiting is sent before the process ends.
                 let _ = runtime.block_on(tokio::task::spawn_blocking(move || telemetry.shutdown()));
@@ -135,7 +135,27 @@ fn init_logging(telemetry: Option<&Telemetry>) {
     }
 }
 
-async fn serve(config_path: Option<String>, listen: Option<String>, watch: bool) -> ExitCode {
+/// The Prometheus recorder `/metrics` renders, with the telemetry's series shown from the
+/// start.
+fn install_metrics(
+    telemetry: Option<&Telemetry>,
+) -> Option<metrics_exporter_prometheus::PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
+        .install_recorder()
+        .inspect_err(|err| tracing::warn!("metrics disabled: {err}"))
+        .ok()?;
+    if let Some(telemetry) = telemetry {
+        telemetry.describe_metrics();
+    }
+    Some(handle)
+}
+
+async fn serve(
+    config_path: Option<String>,
+    listen: Option<String>,
+    watch: bool,
+    telemetry: Option<&Telemetry>,
+) -> ExitCode {
     // Every connection, client or upstream, takes a descriptor: the soft limit (often
     // 1 024) is raised to the hard one, which the connection cap is then derived from.
     if let Some(limit) = llm_tower_gateway::raise_descriptor_limit() {
@@ -155,13 +175,7 @@ async fn serve(config_path: Option<String>, listen: Option<String>, watch: bool)
         Err(code) => return code,
     };
 
-    let metrics = match PrometheusBuilder::new().install_recorder() {
-        Ok(handle) => Some(handle),
-        Err(err) => {
-            tracing::warn!("metrics disabled: {err}");
-            None
-        }
-    };
+    let metrics = install_metrics(telemetry);
     let app = match llm_tower_gateway::router(&config, metrics.clone()) {
         Ok(app) => app,
         Err(err) => {

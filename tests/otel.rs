@@ -33,6 +33,16 @@ const KEY: &str = "otel-test-client-key-7c41d9e2a8";
 
 /// The gateway on `primary` (one retry) then `backup`, exporting to `endpoint`.
 fn gateway(primary: &MockProvider, backup: &MockProvider, endpoint: &str) -> (Running, String) {
+    gateway_with(primary, backup, endpoint, ["", ""])
+}
+
+/// [`gateway`], with more settings for each endpoint (`, key: value`).
+fn gateway_with(
+    primary: &MockProvider,
+    backup: &MockProvider,
+    endpoint: &str,
+    [primary_extra, backup_extra]: [&str; 2],
+) -> (Running, String) {
     let config = temp_file(
         &format!("otel-{}.yaml", primary.addr().port()),
         &format!(
@@ -40,11 +50,9 @@ fn gateway(primary: &MockProvider, backup: &MockProvider, endpoint: &str) -> (Ru
              otel: {{ endpoint: '{endpoint}', service_name: gateway-under-test }}\n\
              client_auth: {{ keys: [ {{ name: team-a, key: {KEY} }} ] }}\n\
              endpoints:\n\
-             \x20 - id: primary\n\
-             \x20   base_url: '{}'\n\
-             \x20   priority: 0\n\
-             \x20   retry_policy: {{ name: CountBased, config: {{ times: 1 }} }}\n\
-             \x20 - {{ id: backup, base_url: '{}', priority: 1 }}\n",
+             \x20 - {{ id: primary, base_url: '{}', priority: 0, \
+                      retry_policy: {{ name: CountBased, config: {{ times: 1 }} }}{primary_extra} }}\n\
+             \x20 - {{ id: backup, base_url: '{}', priority: 1{backup_extra} }}\n",
             primary.base_url(),
             backup.base_url()
         ),
@@ -275,7 +283,7 @@ async fn a_streamed_answers_spans_end_when_the_stream_ends_and_the_metrics_arriv
             [server, attempt].map(duration)
         );
     }
-    let first_chunk = match attribute(&attempt.attributes, "gen_ai.response.time_to_first_chunk") {
+    let first_chunk = match attribute(&attempt.attributes, "llm_tower.time_to_first_chunk") {
         Some(any_value::Value::DoubleValue(seconds)) => seconds,
         other => panic!("{other:?}"),
     };
@@ -302,10 +310,12 @@ async fn a_streamed_answers_spans_end_when_the_stream_ends_and_the_metrics_arriv
             .into_iter()
             .flat_map(|r| r.scope_metrics)
         {
+            // Cumulative: each export counts everything so far, so the last one is the count.
             for metric in scope.metrics {
                 let Some(metric::Data::Histogram(histogram)) = metric.data else {
                     continue;
                 };
+                let mut count = 0;
                 for point in histogram.data_points {
                     let attrs = &point.attributes;
                     assert_eq!(
@@ -315,8 +325,9 @@ async fn a_streamed_answers_spans_end_when_the_stream_ends_and_the_metrics_arriv
                     if metric.name == "gen_ai.client.token.usage" {
                         assert!(attribute(attrs, "gen_ai.token.type").is_some());
                     }
-                    *seen.entry(metric.name.clone()).or_default() += point.count as usize;
+                    count += point.count as usize;
                 }
+                seen.insert(metric.name, count);
             }
         }
     }
@@ -363,4 +374,108 @@ async fn an_unreachable_receiver_changes_nothing_for_clients_and_its_spans_are_c
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The attempts' spans of one request: (deployment, kind, error.type), in the order made,
+/// each checked to be a child of the request's span.
+fn attempts_of(spans: &[Span]) -> Vec<(String, String, Option<any_value::Value>)> {
+    let server = spans
+        .iter()
+        .find(|s| s.kind == SpanKind::Server as i32)
+        .unwrap();
+    let mut attempts: Vec<_> = spans
+        .iter()
+        .filter(|s| s.kind == SpanKind::Client as i32)
+        .collect();
+    attempts.sort_by_key(|s| s.start_time_unix_nano);
+    attempts
+        .into_iter()
+        .map(|span| {
+            assert_eq!(span.trace_id, server.trace_id, "{span:#?}");
+            assert_eq!(span.parent_span_id, server.span_id, "{span:#?}");
+            let text = |key| match attribute(&span.attributes, key) {
+                Some(any_value::Value::StringValue(value)) => value,
+                other => panic!("{key}: {other:?}"),
+            };
+            (
+                text("llm_tower.deployment"),
+                text("llm_tower.attempt.kind"),
+                attribute(&span.attributes, "error.type"),
+            )
+        })
+        .collect()
+}
+
+/// A hedge and the attempt it raced are both the request's; the one that lost was cancelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hedge_and_the_attempt_it_beat_are_both_children_of_the_request() {
+    let mut receiver = Receiver::start().await;
+    let (primary, backup) = (
+        MockProvider::start().await.unwrap(),
+        MockProvider::start().await.unwrap(),
+    );
+    primary.push(Behavior::delay(Duration::from_secs(20), Behavior::Reply));
+    let hedge = ", hedge: { after: 100ms, max_percent: 100 }";
+    let (_gateway, url) = gateway_with(&primary, &backup, &receiver.endpoint(), [hedge, ""]);
+    assert_eq!(send(&url, chat(false), None).await.0, 200);
+    let spans = spans_until(&mut receiver, |spans| spans.len() >= 3).await;
+    assert_eq!(
+        attempts_of(&spans),
+        [
+            ("primary".into(), "first".into(), Some(text("cancelled"))),
+            ("backup".into(), "hedge".into(), None),
+        ]
+    );
+}
+
+/// A stream that broke and was continued on another deployment: the continuation is the
+/// request's too, not a trace of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_continuation_of_a_broken_stream_is_a_child_of_the_request() {
+    let mut receiver = Receiver::start().await;
+    let (primary, backup) = (
+        MockProvider::start().await.unwrap(),
+        MockProvider::start().await.unwrap(),
+    );
+    primary.push(Behavior::ResetAfterChunks(2));
+    backup.set_default(Behavior::Stream {
+        chunks: 2,
+        interval: Duration::ZERO,
+    });
+    let continuing = ", continuation: prefill";
+    let (_gateway, url) = gateway_with(&primary, &backup, &receiver.endpoint(), ["", continuing]);
+    let (status, body) = send(&url, chat(true), None).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("[DONE]"), "continued to the end: {body}");
+    let spans = spans_until(&mut receiver, |spans| spans.len() >= 3).await;
+    assert_eq!(
+        attempts_of(&spans),
+        [
+            (
+                "primary".into(),
+                "first".into(),
+                Some(text("stream_broken"))
+            ),
+            ("backup".into(), "continuation".into(), None),
+        ]
+    );
+}
+
+/// Without `otel`, nothing is traced and nothing is injected: the upstream gets the
+/// client's own `traceparent`, or none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_otel_trace_context_passes_through_untouched() {
+    let upstream = MockProvider::start().await.unwrap();
+    let (_gateway, url) = binary::start_binary(&format!(
+        "listen: 127.0.0.1:0\n\
+         client_auth: {{ keys: [ {{ name: team-a, key: {KEY} }} ] }}\n\
+         endpoints: [ {{ id: a, base_url: '{}' }} ]\n",
+        upstream.base_url()
+    ));
+    let traceparent = format!("00-{TRACE_ID}-{PARENT_ID}-01");
+    assert_eq!(send(&url, chat(false), Some(&traceparent)).await.0, 200);
+    assert_eq!(send(&url, chat(false), None).await.0, 200);
+    let seen = upstream.requests();
+    assert_eq!(seen[0].header("traceparent"), Some(traceparent.as_str()));
+    assert_eq!(seen[1].header("traceparent"), None);
 }

@@ -14,6 +14,7 @@ use http_body_util::BodyExt;
 use llm_tower_core::{
     AttemptKind, AttemptSpan, Attempts, BoxError, ContextOverflow, EndpointId, Error, ErrorKind,
     ModelName, Outcome, Selected, informational_as_error, inject_context, is_context_overflow,
+    is_event_stream,
 };
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
@@ -22,7 +23,7 @@ use tracing::Instrument;
 
 use crate::DRAIN_LIMIT;
 use crate::body::ResponseBody;
-use crate::span::{attempt_span, record_outcome};
+use crate::span::{Unfinished, attempt_span, record_outcome};
 
 /// What every try of one request shares.
 pub(crate) struct Target<'a> {
@@ -51,7 +52,7 @@ where
     RB::Error: Into<BoxError>,
 {
     let span = attempt_span(&request, target, retry);
-    let recorder = span.clone();
+    let unfinished = Unfinished::new(&span);
     let mut request = request;
     inject_context(&span, request.headers_mut());
     // Not an `async fn`: the request is moved into the instrumented block once, not kept as
@@ -108,14 +109,16 @@ where
             latency_ms = started.elapsed().as_secs_f64() * 1000.0,
             "attempt finished"
         );
+        let recorder = unfinished.finish();
         record_outcome(&recorder, outcome);
         let result = match result {
-            // The span lasts as long as the answer does, and its first chunk was just read.
-            Ok(mut response) if !recorder.is_disabled() => {
-                recorder.record(
-                    "gen_ai.response.time_to_first_chunk",
-                    started.elapsed().as_secs_f64(),
-                );
+            // An answer's span lasts as long as the answer does (a failure's ends here), and
+            // a stream's first chunk was just read.
+            Ok(mut response) if response.status().is_success() && !recorder.is_disabled() => {
+                if is_event_stream(response.headers()) {
+                    let first_chunk = started.elapsed().as_secs_f64();
+                    recorder.record("llm_tower.time_to_first_chunk", first_chunk);
+                }
                 response
                     .extensions_mut()
                     .insert(AttemptSpan(recorder.clone()));

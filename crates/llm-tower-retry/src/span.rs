@@ -18,7 +18,7 @@ pub(crate) fn attempt_span<B>(request: &Request<B>, target: &Target<'_>, retry: 
     // The values are worked out only for an enabled span: the macro evaluates them then.
     let endpoint = || target.selected.map(|selected| &selected.0);
     let model = || requested_model(request, target);
-    tracing::info_span!(
+    tracing::trace_span!(
         target: TELEMETRY_TARGET,
         "upstream_attempt",
         otel.name = %SpanName(operation_name(request.uri().path()), model().as_deref()),
@@ -30,7 +30,7 @@ pub(crate) fn attempt_span<B>(request: &Request<B>, target: &Target<'_>, retry: 
         gen_ai.response.model = Empty,
         gen_ai.usage.input_tokens = Empty,
         gen_ai.usage.output_tokens = Empty,
-        gen_ai.response.time_to_first_chunk = Empty,
+        llm_tower.time_to_first_chunk = Empty,
         server.address = endpoint().map(|endpoint| endpoint.base_url().authority().host()),
         server.port = endpoint()
             .and_then(|endpoint| endpoint.base_url().authority().port_u16())
@@ -54,22 +54,49 @@ fn requested_model<B>(request: &Request<B>, target: &Target<'_>) -> Option<Model
 }
 
 /// `first`, `retry`, `fallback`, `hedge`, `continuation` or `probe` (the half-open probe of
-/// a deployment that was cooling down).
+/// a deployment that was cooling down: a single try that continues nothing).
 fn kind<B>(request: &Request<B>, target: &Target<'_>, retry: u32) -> &'static str {
     if retry > 0 {
         return AttemptKind::Retry.as_str();
     }
+    let continuation = target.kind == Some(AttemptKind::Continuation);
+    if !continuation && request.extensions().get::<SingleTry>().is_some() {
+        return "probe";
+    }
     if let Some(kind) = target.kind {
         return kind.as_str();
-    }
-    if request.extensions().get::<SingleTry>().is_some() {
-        return "probe";
     }
     let first = target.log.is_none_or(Attempts::is_empty);
     if first {
         AttemptKind::First.as_str()
     } else {
         AttemptKind::Fallback.as_str()
+    }
+}
+
+/// The try's span until its outcome is known: dropped before (a hedge that lost, a client
+/// gone before the head, an outer timeout), it says the try was cancelled.
+pub(crate) struct Unfinished(Option<Span>);
+
+impl Unfinished {
+    pub(crate) fn new(span: &Span) -> Self {
+        Self(Some(span.clone()))
+    }
+
+    /// The outcome is known: the span, to record it on.
+    pub(crate) fn finish(mut self) -> Span {
+        self.0.take().unwrap_or_else(Span::none)
+    }
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if let Some(span) = self.0.take()
+            && !span.is_disabled()
+        {
+            span.record("error.type", "cancelled");
+            span.record("otel.status_code", "error");
+        }
     }
 }
 

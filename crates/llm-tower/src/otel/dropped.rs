@@ -32,7 +32,7 @@ impl Dropped {
     fn add(&self, spans: usize) {
         self.dropped.fetch_add(spans as u64, Ordering::Relaxed);
         #[cfg(feature = "metrics")]
-        metrics::counter!("llm_tower_otel_spans_dropped_total").increment(spans as u64);
+        metrics::counter!(super::telemetry::SPANS_DROPPED).increment(spans as u64);
     }
 }
 

@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | `gen_ai.client.operation.duration` | s | an attempt, from its request to its answer's end |
 //! | `gen_ai.client.token.usage` | `{token}` | an answer's tokens, by `gen_ai.token.type` (`input`, `output`) |
-//! | `gen_ai.server.time_to_first_token` | s | until an answer's first chunk |
+//! | `gen_ai.server.time_to_first_token` | s | until a streamed answer's first chunk |
 //!
 //! Each with `gen_ai.operation.name`, `gen_ai.provider.name`, `gen_ai.request.model`,
 //! `gen_ai.response.model` and `server.address` when known; the duration with `error.type`
@@ -137,6 +137,10 @@ struct AttemptFields {
 
 impl AttemptFields {
     fn record(self, metrics: &GenAiMetrics) {
+        // Only GenAI operations (not `/models`, `/files`): the name is required.
+        if self.operation.is_none() {
+            return;
+        }
         let mut attributes = Vec::with_capacity(6);
         for (key, value) in [
             ("gen_ai.operation.name", &self.operation),
@@ -194,7 +198,7 @@ impl Visit for AttemptFields {
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
-        if field.name() == "gen_ai.response.time_to_first_chunk" {
+        if field.name() == "llm_tower.time_to_first_chunk" {
             self.first_chunk = Some(value);
         }
     }

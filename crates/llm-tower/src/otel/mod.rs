@@ -22,4 +22,4 @@ mod telemetry;
 
 pub use settings::OtelSettings;
 #[cfg(feature = "otel")]
-pub use telemetry::Telemetry;
+pub use telemetry::{SPANS_DROPPED, Telemetry};

@@ -14,9 +14,10 @@ use serde::{Deserialize, Serialize};
 /// variables, then the defaults: `OTEL_EXPORTER_OTLP_ENDPOINT` (else
 /// `http://localhost:4318`), `OTEL_SERVICE_NAME` (else `llm-tower`),
 /// `OTEL_TRACES_SAMPLER`/`OTEL_TRACES_SAMPLER_ARG` (else every trace, or as the client's
-/// `traceparent` says), `OTEL_EXPORTER_OTLP_HEADERS`; and `OTEL_RESOURCE_ATTRIBUTES`,
-/// `OTEL_EXPORTER_OTLP_TIMEOUT`, `OTEL_METRIC_EXPORT_INTERVAL` and `OTEL_BSP_*` as the
-/// OpenTelemetry SDK reads them.
+/// `traceparent` says); `OTEL_EXPORTER_OTLP_HEADERS` is added to `headers` (and wins on a
+/// name both give); and `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_EXPORTER_OTLP_TIMEOUT`,
+/// `OTEL_METRIC_EXPORT_INTERVAL`, `OTEL_BSP_SCHEDULE_DELAY` and
+/// `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` are read as the OpenTelemetry SDK reads them.
 ///
 /// ```
 /// use llm_tower::otel::OtelSettings;
@@ -87,6 +88,20 @@ impl OtelSettings {
             return Err(ConfigError::invalid(
                 "otel.endpoint",
                 "must not have a query",
+            ));
+        }
+        if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+            // It would show wherever the settings do, and OTLP does not read it: a token
+            // goes in `headers`.
+            return Err(ConfigError::invalid(
+                "otel.endpoint",
+                "must not hold a user or password: put a token in otel.headers",
+            ));
+        }
+        if scheme == Some("https") && !crate::HttpClient::SUPPORTS_HTTPS {
+            return Err(ConfigError::invalid(
+                "otel.endpoint",
+                "is https://, and this build has no TLS (a `rustls-*` feature of llm-tower)",
             ));
         }
         Ok(Some(format!(
@@ -167,6 +182,10 @@ mod tests {
             (r#"{"endpoint": "collector:4318"}"#, "otel.endpoint"),
             (r#"{"endpoint": "grpc://collector:4317"}"#, "otel.endpoint"),
             (r#"{"endpoint": "http://c:4318/?x=1"}"#, "otel.endpoint"),
+            (
+                r#"{"endpoint": "http://user:secret@c:4318"}"#,
+                "otel.endpoint",
+            ),
             (r#"{"sample_ratio": 1.5}"#, "otel.sample_ratio"),
             (r#"{"sample_ratio": -0.1}"#, "otel.sample_ratio"),
             (r#"{"service_name": " "}"#, "otel.service_name"),

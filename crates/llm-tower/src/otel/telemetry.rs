@@ -28,8 +28,19 @@ use super::export::ExportClient;
 use super::genai_metrics::GenAiMetrics;
 use crate::{ClientSettings, HttpClient};
 
-/// How long an export may take (`OTEL_EXPORTER_OTLP_TIMEOUT`'s default).
+/// How long an export may take, unless `OTEL_EXPORTER_OTLP_TIMEOUT` (ms) says.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The metric counting spans that never reached the receiver.
+pub const SPANS_DROPPED: &str = "llm_tower_otel_spans_dropped_total";
+
+/// `OTEL_EXPORTER_OTLP_TIMEOUT`, else [`EXPORT_TIMEOUT`].
+fn export_timeout() -> Duration {
+    std::env::var("OTEL_EXPORTER_OTLP_TIMEOUT")
+        .ok()
+        .and_then(|ms| ms.trim().parse().ok())
+        .map_or(EXPORT_TIMEOUT, Duration::from_millis)
+}
 
 /// The OpenTelemetry pipeline: started from [`OtelSettings`], added to a `tracing`
 /// subscriber with [`layer`](Self::layer), flushed with [`shutdown`](Self::shutdown).
@@ -71,7 +82,8 @@ impl Telemetry {
             ConfigError::invalid("otel", "telemetry must be started within a Tokio runtime")
         })?;
         let client = HttpClient::new(&ClientSettings::default())?;
-        let export = || ExportClient::new(client.clone(), runtime.clone(), EXPORT_TIMEOUT);
+        let timeout = export_timeout();
+        let export = || ExportClient::new(client.clone(), runtime.clone(), timeout);
         let headers: std::collections::HashMap<String, String> = settings
             .headers
             .iter()
@@ -128,8 +140,6 @@ impl Telemetry {
             .build();
 
         set_propagation(inject, extract);
-        #[cfg(feature = "metrics")]
-        metrics::counter!("llm_tower_otel_spans_dropped_total").increment(0);
         Ok(Self {
             tracer,
             meter,
@@ -157,10 +167,16 @@ impl Telemetry {
     }
 
     /// Spans that never reached the receiver: dropped because too many waited for it, or
-    /// in a batch it did not take (also `llm_tower_otel_spans_dropped_total`, with the
-    /// `metrics` feature).
+    /// in a batch it did not take (also [`SPANS_DROPPED`], with the `metrics` feature).
     pub fn spans_dropped(&self) -> u64 {
         self.dropped.count()
+    }
+
+    /// Shows [`SPANS_DROPPED`] at zero, for a rate over it to have a first sample: call it
+    /// once the `metrics` recorder is installed.
+    #[cfg(feature = "metrics")]
+    pub fn describe_metrics(&self) {
+        metrics::counter!(SPANS_DROPPED).increment(0);
     }
 
     /// Sends what is waiting and stops. It blocks until then (at most the export timeout

@@ -147,6 +147,10 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut this = self.project();
+        // What the body does is the request's: an attempt it makes (a continuation of a
+        // broken stream) is a child of the request's span.
+        let span = this.completion.as_ref().and_then(|c| c.span()).cloned();
+        let _entered = span.as_ref().map(tracing::Span::enter);
         let frame = if let Some((err, flushed)) = this.failed.take() {
             if !flushed {
                 // One turn for the writer before the error: hyper writes the frames it has

@@ -59,6 +59,11 @@ impl Completion {
         }
     }
 
+    /// The request's span, while the body has not ended.
+    pub(crate) fn span(&self) -> Option<&Span> {
+        self.span.as_ref().map(HeldSpan::span)
+    }
+
     /// Keeps the request's `span` open until the body ends.
     pub(crate) fn in_span(mut self, span: Option<Span>) -> Self {
         self.span = span.map(HeldSpan::new);

@@ -16,7 +16,7 @@ pub(crate) fn request_span<B>(
     mounted_at: &str,
 ) -> Span {
     let path = request.uri().path();
-    let span = tracing::info_span!(
+    let span = tracing::trace_span!(
         target: TELEMETRY_TARGET,
         "request",
         otel.name = %format_args!("{} {mounted_at}{path}", request.method()),
