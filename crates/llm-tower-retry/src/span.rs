@@ -37,7 +37,7 @@ pub(crate) fn attempt_span<B>(request: &Request<B>, target: &Target<'_>, retry: 
             .map(i64::from),
         http.response.status_code = Empty,
         error.type = Empty,
-        llm_tower.deployment = %target.recorded_as,
+        llm_tower.deployment = target.recorded_as.as_str(),
         llm_tower.attempt.kind = kind(request, target, retry),
         llm_tower.attempt.outcome = Empty,
     )

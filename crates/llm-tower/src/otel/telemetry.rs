@@ -3,12 +3,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName, HeaderValue};
 use llm_tower_core::{ConfigError, TELEMETRY_TARGET, set_propagation};
 use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
-use opentelemetry_http::{HeaderExtractor, HeaderInjector};
+use opentelemetry_http::HeaderExtractor;
 use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
@@ -212,9 +212,49 @@ fn exporter_error(err: &dyn std::fmt::Display) -> ConfigError {
     ConfigError::invalid("otel", format!("cannot make the OTLP exporter: {err}"))
 }
 
-/// Writes the span's context as `traceparent` (and `tracestate`) into an upstream request.
+/// Writes the span's context as `traceparent` (and `tracestate`) into an upstream request:
+/// what `TraceContextPropagator` writes, on the stack rather than through `format!` and a
+/// header name parsed per call (this runs for every attempt).
 fn inject(span: &tracing::Span, headers: &mut HeaderMap) {
-    TraceContextPropagator::new().inject_context(&span.context(), &mut HeaderInjector(headers));
+    let context = span.context();
+    let span = context.span();
+    let span_context = span.span_context();
+    if !span_context.is_valid() {
+        return;
+    }
+    // `00-{trace id}-{span id}-{flags}`, lowercase hex.
+    let mut traceparent = [b'-'; 55];
+    traceparent[..2].copy_from_slice(b"00");
+    write_hex(&mut traceparent[3..35], &span_context.trace_id().to_bytes());
+    write_hex(&mut traceparent[36..52], &span_context.span_id().to_bytes());
+    write_hex(
+        &mut traceparent[53..],
+        &[span_context.trace_flags().to_u8() & 1],
+    );
+    if let Ok(value) = HeaderValue::from_bytes(&traceparent) {
+        headers.insert(TRACEPARENT, value);
+    }
+    let state = span_context.trace_state().header();
+    match HeaderValue::try_from(state) {
+        Ok(value) if !value.is_empty() => {
+            headers.insert(TRACESTATE, value);
+        }
+        _ => {
+            // The client's, which the trace no longer carries.
+            headers.remove(TRACESTATE);
+        }
+    }
+}
+
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+
+fn write_hex(out: &mut [u8], bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (pair, byte) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX[usize::from(byte >> 4)];
+        pair[1] = HEX[usize::from(byte & 0xf)];
+    }
 }
 
 /// Makes the span continue the trace a client's `traceparent` names.

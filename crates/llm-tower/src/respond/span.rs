@@ -22,7 +22,7 @@ pub(crate) fn request_span<B>(
         otel.name = %format_args!("{} {mounted_at}{path}", request.method()),
         otel.kind = "server",
         otel.status_code = Empty,
-        http.request.method = %request.method(),
+        http.request.method = request.method().as_str(),
         url.path = %format_args!("{mounted_at}{path}"),
         http.response.status_code = Empty,
         error.type = Empty,
