@@ -9,7 +9,8 @@
 mod common;
 
 use common::{
-    body, chat, continuing, endpoint, error_json, header, models_seen, serving, start, the_rest,
+    body, chat, continuing, endpoint, error_json, header, models_seen, read_to_failure, serving,
+    start, the_rest,
 };
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -205,20 +206,6 @@ async fn a_recovered_primary_is_back_within_the_probe_interval() {
         down <= 2 + 6,
         "{down} requests reached the primary while it was down"
     );
-}
-
-/// Reads a response body to its end or its failure: the bytes that came, and whether it failed.
-async fn read_to_failure(response: http::Response<hyper::body::Incoming>) -> (String, bool) {
-    use http_body_util::BodyExt;
-    let mut body = response.into_body();
-    let mut text = Vec::new();
-    loop {
-        match body.frame().await {
-            Some(Ok(frame)) => text.extend_from_slice(frame.data_ref().map_or(&[][..], |d| d)),
-            Some(Err(_)) => return (String::from_utf8(text).unwrap(), true),
-            None => return (String::from_utf8(text).unwrap(), false),
-        }
-    }
 }
 
 /// An Anthropic messages stream (its documented events) cut after the first text delta: the

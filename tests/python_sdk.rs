@@ -187,6 +187,17 @@ except openai.RateLimitError as err:
     print("limited:", err.status_code, err.code, err.response.headers["retry-after"])
 "#;
 
+const RESPONSES_SCRIPT: &str = r#"
+import sys
+import openai
+
+client = openai.OpenAI(base_url=sys.argv[1], api_key=sys.argv[2], max_retries=0)
+reply = client.responses.create(model="gpt-4o", input="Say hello.")
+print("text:", reply.output_text, reply.usage.input_tokens, reply.usage.output_tokens)
+stream = client.responses.create(model="gpt-4o", input="Say hello.", stream=True)
+print("events:", ",".join(event.type for event in stream))
+"#;
+
 /// Runs `script` with the base URL and key as arguments; its standard output, once it
 /// succeeded.
 async fn run(python: String, script: &'static str, base_url: String) -> String {
@@ -749,4 +760,52 @@ async fn the_openai_python_sdk_reads_the_key_s_limits() {
         .strip_prefix("paced: 1 0 assistant\nlimited: 429 rate_limit_exceeded ")
         .and_then(|rest| rest.trim_end().parse::<u64>().ok());
     assert!(matches!(wait, Some(59 | 60)), "{stdout}");
+}
+
+/// The official OpenAI SDK's Responses API through the gateway, streamed and not: its
+/// `output_text` and usage read, every event of the stream parsed, the tokens counted.
+#[tokio::test]
+async fn the_openai_python_sdk_uses_the_responses_api() {
+    use common::responses::{completed, first_events, response};
+    let Some(python) = python() else {
+        println!("{SKIPPED}");
+        return;
+    };
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    // The gateway's tasks run on this (current-thread) runtime: a local recorder sees them.
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    let mut events = first_events("gpt-4o-2024-08-06");
+    events.push(completed("gpt-4o-2024-08-06"));
+    let (url, seen) = scripted_raw_upstream(vec![
+        common::json_reply(200, &response("gpt-4o-2024-08-06")),
+        sse_reply(&events),
+    ])
+    .await;
+    let config = Config::with_endpoints(vec![endpoint("openai", url, 0)]);
+    let gw = serve_exactly(
+        behind_key(config),
+        Some(handle.clone()),
+        std::future::pending(),
+    )
+    .await;
+    let stdout = run(python, RESPONSES_SCRIPT, gw.url("/v1")).await;
+    assert_eq!(
+        stdout,
+        "text: Hello there. 36 87\n\
+         events: response.created,response.output_text.delta,response.completed\n"
+    );
+    assert!(
+        seen.lock()
+            .unwrap()
+            .iter()
+            .all(|r| r.starts_with("POST /v1/responses "))
+    );
+    let metrics = handle.render();
+    for (kind, count) in [("input", 72), ("output", 174)] {
+        let line = format!(
+            r#"llm_tower_tokens_total{{client="python",model="gpt-4o",deployment="openai",kind="{kind}"}} {count}"#
+        );
+        assert!(metrics.contains(&line), "missing {line} in\n{metrics}");
+    }
 }

@@ -2,6 +2,7 @@
 #![allow(dead_code, unreachable_pub)] // each test file uses a different part
 
 pub mod browser;
+pub mod responses;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -416,5 +417,19 @@ pub fn continuing(id: &str, mock: &MockProvider, priority: u32) -> llm_tower::En
     llm_tower::EndpointConfig {
         continuation: Some(llm_tower::Continuation::Prefill),
         ..endpoint(id, mock.base_url(), priority)
+    }
+}
+
+/// Reads a response body to its end or its failure: the bytes that came, and whether it failed.
+pub async fn read_to_failure(response: http::Response<hyper::body::Incoming>) -> (String, bool) {
+    use http_body_util::BodyExt;
+    let mut body = response.into_body();
+    let mut text = Vec::new();
+    loop {
+        match body.frame().await {
+            Some(Ok(frame)) => text.extend_from_slice(frame.data_ref().map_or(&[][..], |d| d)),
+            Some(Err(_)) => return (String::from_utf8(text).unwrap(), true),
+            None => return (String::from_utf8(text).unwrap(), false),
+        }
     }
 }
