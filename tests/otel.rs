@@ -31,6 +31,14 @@ const PROMPT: &str = "the secret plans of the prompt";
 /// The client's key (named `team-a`): never in a span.
 const KEY: &str = "otel-test-client-key-7c41d9e2a8";
 
+/// A receiver, and the two upstreams of [`gateway`].
+async fn started() -> (Receiver, MockProvider, MockProvider) {
+    let receiver = Receiver::start().await;
+    let primary = MockProvider::start().await.unwrap();
+    let backup = MockProvider::start().await.unwrap();
+    (receiver, primary, backup)
+}
+
 /// The gateway on `primary` (one retry) then `backup`, exporting to `endpoint`.
 fn gateway(primary: &MockProvider, backup: &MockProvider, endpoint: &str) -> (Running, String) {
     gateway_with(primary, backup, endpoint, ["", ""])
@@ -147,11 +155,7 @@ fn of_trace(spans: &[Span]) -> Vec<&Span> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_that_retried_and_fell_back_is_one_server_span_and_three_attempt_spans() {
-    let mut receiver = Receiver::start().await;
-    let (primary, backup) = (
-        MockProvider::start().await.unwrap(),
-        MockProvider::start().await.unwrap(),
-    );
+    let (mut receiver, primary, backup) = started().await;
     primary.script([Behavior::status(503), Behavior::status(503)]);
     let (_gateway, url) = gateway(&primary, &backup, &receiver.endpoint());
 
@@ -247,11 +251,7 @@ async fn a_request_that_retried_and_fell_back_is_one_server_span_and_three_attem
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_streamed_answers_spans_end_when_the_stream_ends_and_the_metrics_arrive() {
-    let mut receiver = Receiver::start().await;
-    let (primary, backup) = (
-        MockProvider::start().await.unwrap(),
-        MockProvider::start().await.unwrap(),
-    );
+    let (mut receiver, primary, backup) = started().await;
     let interval = Duration::from_millis(60);
     primary.set_default(Behavior::Stream {
         chunks: 5,
@@ -409,11 +409,7 @@ fn attempts_of(spans: &[Span]) -> Vec<(String, String, Option<any_value::Value>)
 /// A hedge and the attempt it raced are both the request's; the one that lost was cancelled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hedge_and_the_attempt_it_beat_are_both_children_of_the_request() {
-    let mut receiver = Receiver::start().await;
-    let (primary, backup) = (
-        MockProvider::start().await.unwrap(),
-        MockProvider::start().await.unwrap(),
-    );
+    let (mut receiver, primary, backup) = started().await;
     primary.push(Behavior::delay(Duration::from_secs(20), Behavior::Reply));
     let hedge = ", hedge: { after: 100ms, max_percent: 100 }";
     let (_gateway, url) = gateway_with(&primary, &backup, &receiver.endpoint(), [hedge, ""]);
@@ -432,11 +428,7 @@ async fn a_hedge_and_the_attempt_it_beat_are_both_children_of_the_request() {
 /// request's too, not a trace of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_continuation_of_a_broken_stream_is_a_child_of_the_request() {
-    let mut receiver = Receiver::start().await;
-    let (primary, backup) = (
-        MockProvider::start().await.unwrap(),
-        MockProvider::start().await.unwrap(),
-    );
+    let (mut receiver, primary, backup) = started().await;
     primary.push(Behavior::ResetAfterChunks(2));
     backup.set_default(Behavior::Stream {
         chunks: 2,

@@ -717,10 +717,7 @@ async fn the_openai_python_sdk_sees_usage_only_when_it_asks() {
         println!("{SKIPPED}");
         return;
     };
-    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
-    let handle = recorder.handle();
-    // The gateway's tasks run on this (current-thread) runtime: a local recorder sees them.
-    let _guard = metrics::set_default_local_recorder(&recorder);
+    let (handle, _guard) = common::local_recorder();
     let mock = MockProvider::start().await.unwrap();
     let gw = serve_exactly(
         behind_key(only(&mock)),
@@ -771,10 +768,7 @@ async fn the_openai_python_sdk_uses_the_responses_api() {
         println!("{SKIPPED}");
         return;
     };
-    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
-    let handle = recorder.handle();
-    // The gateway's tasks run on this (current-thread) runtime: a local recorder sees them.
-    let _guard = metrics::set_default_local_recorder(&recorder);
+    let (handle, _guard) = common::local_recorder();
     let mut events = first_events("gpt-4o-2024-08-06");
     events.push(completed("gpt-4o-2024-08-06"));
     let (url, seen) = scripted_raw_upstream(vec![

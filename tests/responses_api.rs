@@ -10,8 +10,8 @@ mod common;
 use bytes::Bytes;
 use common::responses::{completed, first_events, response};
 use common::{
-    Gateway, body, continuing, endpoint, json_reply, read_to_failure, scripted_raw_upstream,
-    sse_reply, with_keys,
+    Gateway, body, continuing, endpoint, json_reply, local_recorder, read_to_failure,
+    scripted_raw_upstream, sse_reply, with_keys,
 };
 use http::{Request, StatusCode};
 use http_body_util::Full;
@@ -21,15 +21,6 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{Value, json};
 
 const TEAM_A: &str = "Bearer gw-team-a-0123456789abcdef";
-
-/// A metrics recorder for this test's (current-thread) runtime, and its handle.
-fn recorder() -> (PrometheusHandle, metrics::LocalRecorderGuard<'static>) {
-    let recorder = Box::leak(Box::new(
-        metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder(),
-    ));
-    let handle = recorder.handle();
-    (handle, metrics::set_default_local_recorder(recorder))
-}
 
 fn ask(gw: &Gateway, body: &Value) -> Request<Full<Bytes>> {
     Request::post(gw.url("/v1/responses"))
@@ -68,7 +59,7 @@ async fn metrics_of(gw: &Gateway) -> String {
 /// serves), and the answer's usage is counted under the model asked for.
 #[tokio::test]
 async fn a_response_is_routed_by_its_alias_and_its_usage_counted() {
-    let (metrics, _recorder) = recorder();
+    let (metrics, _recorder) = local_recorder();
     let answer = json_reply(200, &response("gpt-4o-mini-2024-07-18"));
     let (url, seen) = scripted_raw_upstream(vec![answer]).await;
     let mut a = endpoint("a", url, 0);
@@ -92,7 +83,7 @@ async fn a_response_is_routed_by_its_alias_and_its_usage_counted() {
 /// A streamed answer's usage is the one `response.completed` carries.
 #[tokio::test]
 async fn a_streamed_response_s_usage_comes_from_response_completed() {
-    let (metrics, _recorder) = recorder();
+    let (metrics, _recorder) = local_recorder();
     let mut events = first_events("gpt-4o");
     events.push(completed("gpt-4o"));
     let (url, _) = scripted_raw_upstream(vec![sse_reply(&events)]).await;

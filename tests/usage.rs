@@ -6,26 +6,17 @@ mod common;
 
 use bytes::Bytes;
 use common::{
-    Gateway, body, endpoint, json_reply, only, scripted_raw_upstream, sse_reply, with_keys,
+    Gateway, body, endpoint, json_reply, local_recorder, only, scripted_raw_upstream, sse_reply,
+    with_keys,
 };
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use llm_tower::{Config, EndpointConfig, ProviderName};
 use llm_tower_gateway::GatewayConfig;
 use llm_tower_mock::{Behavior, MockProvider};
-use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 
 const TEAM_A: &str = "Bearer gw-team-a-0123456789abcdef";
-
-/// A metrics recorder for this test's (current-thread) runtime, and its handle.
-fn recorder() -> (PrometheusHandle, metrics::LocalRecorderGuard<'static>) {
-    let recorder = Box::leak(Box::new(
-        metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder(),
-    ));
-    let handle = recorder.handle();
-    (handle, metrics::set_default_local_recorder(recorder))
-}
 
 fn as_team_a(gw: &Gateway, body: &str) -> Request<Full<Bytes>> {
     let mut request = gw.chat(body);
@@ -64,7 +55,7 @@ const STREAM: &str =
 
 #[tokio::test]
 async fn a_stream_that_did_not_ask_for_usage_is_counted_and_left_as_it_was() {
-    let (metrics, _guard) = recorder();
+    let (metrics, _guard) = local_recorder();
     let mock = MockProvider::start().await.unwrap();
     // What the provider streams to a client that does not ask for usage.
     let direct = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
@@ -116,7 +107,7 @@ async fn a_stream_that_did_not_ask_for_usage_is_counted_and_left_as_it_was() {
 
 #[tokio::test]
 async fn a_stream_that_asked_for_usage_sees_it_once() {
-    let (metrics, _guard) = recorder();
+    let (metrics, _guard) = local_recorder();
     let mock = MockProvider::start().await.unwrap();
     let gw = common::serve(with_keys(&mock), Some(metrics), std::future::pending()).await;
     let asked = r#"{"model":"mock-model","stream":true,"stream_options":{"include_usage":true},"messages":[]}"#;
@@ -141,7 +132,7 @@ async fn a_stream_that_asked_for_usage_sees_it_once() {
 
 #[tokio::test]
 async fn an_endpoint_that_refuses_the_option_is_not_asked() {
-    let (metrics, _guard) = recorder();
+    let (metrics, _guard) = local_recorder();
     let mock = MockProvider::start().await.unwrap();
     let mut config = with_keys(&mock);
     config.upstream.endpoints[0].stream_usage = false;
@@ -156,7 +147,7 @@ async fn an_endpoint_that_refuses_the_option_is_not_asked() {
 
 #[tokio::test]
 async fn a_fallback_after_a_503_bills_only_the_answer() {
-    let (metrics, _guard) = recorder();
+    let (metrics, _guard) = local_recorder();
     let (a, b) = (
         MockProvider::start().await.unwrap(),
         MockProvider::start().await.unwrap(),
@@ -181,7 +172,7 @@ async fn a_fallback_after_a_503_bills_only_the_answer() {
 
 #[tokio::test]
 async fn cost_is_the_price_table_s_to_the_cent() {
-    let (metrics, _guard) = recorder();
+    let (metrics, _guard) = local_recorder();
     let mock = MockProvider::start().await.unwrap();
     let mut config = with_keys(&mock);
     // $2.50 and $10 per million tokens, as OpenAI prices gpt-4o; 1 000 requests of 9 tokens
@@ -203,7 +194,7 @@ async fn cost_is_the_price_table_s_to_the_cent() {
 
 #[tokio::test]
 async fn an_openai_client_s_tokens_on_claude_are_counted_from_claude_s_stream() {
-    let (metrics, _guard) = recorder();
+    let (metrics, _guard) = local_recorder();
     let message = |output: u64| {
         json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x", "content": [],
             "stop_reason": null, "stop_sequence": null,
@@ -251,7 +242,7 @@ async fn an_openai_client_s_tokens_on_claude_are_counted_from_claude_s_stream() 
 
 #[tokio::test]
 async fn usage_off_counts_nothing_and_sends_the_request_as_it_came() {
-    let (metrics, _guard) = recorder();
+    let (metrics, _guard) = local_recorder();
     let mock = MockProvider::start().await.unwrap();
     let mut config = with_keys(&mock);
     config.upstream.usage = false;
@@ -310,7 +301,7 @@ async fn a_stream_abandoned_by_its_client_is_recorded_estimated() {
 /// counted as output), under the model the path names (Gemini's body names none).
 #[tokio::test]
 async fn an_openai_client_s_tokens_on_gemini_are_counted_under_its_model() {
-    let (metrics, _guard) = recorder();
+    let (metrics, _guard) = local_recorder();
     let response = json!({
         "candidates": [{"content": {"role": "model", "parts": [{"text": "Hi."}]}, "finishReason": "STOP", "index": 0}],
         "usageMetadata": {"promptTokenCount": 11, "candidatesTokenCount": 2, "thoughtsTokenCount": 30, "totalTokenCount": 43},

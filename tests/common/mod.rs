@@ -433,3 +433,16 @@ pub async fn read_to_failure(response: http::Response<hyper::body::Incoming>) ->
         }
     }
 }
+
+/// A metrics recorder for the calling test's runtime (current-thread: the gateway's tasks run
+/// on it, so a local recorder sees them), and its handle; it records until the guard drops.
+pub fn local_recorder() -> (
+    metrics_exporter_prometheus::PrometheusHandle,
+    metrics::LocalRecorderGuard<'static>,
+) {
+    let recorder = Box::leak(Box::new(
+        metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder(),
+    ));
+    let handle = recorder.handle();
+    (handle, metrics::set_default_local_recorder(recorder))
+}
