@@ -1,6 +1,6 @@
 //! The gateway's configuration file: the library's [`Config`] plus the gateway's own keys
 //! (`listen`, `mount`, `admin_listen`, `server`, `client_auth`, `limits_store`, `otel`,
-//! `allow_unauthenticated`, `allowed_hosts`, `cors`), all at the top level of one YAML, TOML
+//! `websocket`, `allow_unauthenticated`, `allowed_hosts`, `cors`), all at the top level of one YAML, TOML
 //! or JSON file.
 
 use std::net::SocketAddr;
@@ -13,7 +13,7 @@ use llm_tower::{Config, ConfigError};
 use serde::Deserialize;
 
 use crate::browser::validate_hosts;
-use crate::{ClientAuth, CorsSettings, ServerSettings};
+use crate::{ClientAuth, CorsSettings, ServerSettings, WebSocketSettings};
 
 /// Default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -54,6 +54,9 @@ pub struct GatewayConfig {
     /// Where spans and the GenAI metrics go over OTLP (default none: no tracing work at
     /// all). Changing it takes a restart.
     pub otel: Option<OtelSettings>,
+    /// The routes under the mount where a WebSocket upgrade is relayed to a deployment
+    /// (default none: upgrades are never forwarded).
+    pub websocket: Option<WebSocketSettings>,
     /// Serve a non-loopback `listen` without `client_auth` anyway.
     pub allow_unauthenticated: bool,
     /// Host names (or addresses) clients reach the gateway by, besides `localhost`,
@@ -87,6 +90,8 @@ struct GatewayKeys {
     #[serde(default)]
     otel: Option<OtelSettings>,
     #[serde(default)]
+    websocket: Option<WebSocketSettings>,
+    #[serde(default)]
     allow_unauthenticated: bool,
     #[serde(default)]
     allowed_hosts: Vec<String>,
@@ -105,6 +110,7 @@ impl GatewayConfig {
             client_auth: None,
             limits_store: None,
             otel: None,
+            websocket: None,
             allow_unauthenticated: false,
             allowed_hosts: Vec::new(),
             cors: None,
@@ -127,6 +133,7 @@ impl GatewayConfig {
             client_auth: keys.client_auth,
             limits_store: keys.limits_store,
             otel: keys.otel,
+            websocket: keys.websocket,
             allow_unauthenticated: keys.allow_unauthenticated,
             allowed_hosts: keys.allowed_hosts,
             cors: keys.cors,
@@ -173,6 +180,9 @@ impl GatewayConfig {
         }
         if let Some(otel) = &self.otel {
             otel.validate()?;
+        }
+        if let Some(websocket) = &self.websocket {
+            websocket.validate()?;
         }
         validate_hosts(&self.allowed_hosts)?;
         if let Some(cors) = &self.cors {

@@ -36,6 +36,7 @@ mod reload;
 mod routes;
 mod server;
 mod watch;
+mod websocket;
 
 pub use admin::Generation;
 pub use browser::CorsSettings;
@@ -46,3 +47,4 @@ pub use routes::client_auth::{ClientAuth, ClientKey};
 pub use routes::{App, Routes, router};
 pub use server::{LiveRoutes, ServerSettings, raise_descriptor_limit, serve, shutdown_signal};
 pub use watch::FileChanges;
+pub use websocket::{DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_MESSAGE_BYTES, WebSocketSettings};

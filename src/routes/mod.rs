@@ -276,7 +276,8 @@ pub(crate) fn build(
     let own = admin::healthz()
         .merge(protected.layer(client_keys.clone()))
         .layer(middleware.clone());
-    let proxied = Proxied::new(middleware, client_keys, mount, service);
+    let websocket = config.websocket.as_ref();
+    let proxied = Proxied::new(middleware, client_keys, mount, service, websocket);
     // Credentials are marked sensitive by the server before routing (see `server::service`).
     let main = Routes {
         router: proxied.route(own),

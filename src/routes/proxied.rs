@@ -4,6 +4,8 @@
 //! per request). It is the same service either way, so whatever the request path does (the
 //! request middleware, client keys, the mount) it does once, for both.
 
+use std::sync::Arc;
+
 use axum::Router;
 use axum::body::Body;
 use http::Request;
@@ -14,6 +16,7 @@ use tower::{Layer, ServiceBuilder, ServiceExt};
 use super::client_auth::{ClientKeyLayer, RequireClientKey};
 use super::middleware::Middleware;
 use super::mount::{Mount, Mounted};
+use crate::WebSocketSettings;
 
 /// The stack under the request middleware, client keys and the mount, outermost first.
 pub(crate) type ProxiedService =
@@ -30,6 +33,8 @@ pub(crate) type ProxiedBody = llm_tower::UpstreamBody;
 pub(crate) struct Proxied {
     service: ProxiedService,
     mount: Mount,
+    /// Where WebSocket upgrades are relayed (`websocket`).
+    websocket: Option<Arc<WebSocketSettings>>,
 }
 
 impl Proxied {
@@ -38,13 +43,26 @@ impl Proxied {
         client_keys: ClientKeyLayer,
         mount: Mount,
         stack: UpstreamService,
+        websocket: Option<&WebSocketSettings>,
     ) -> Self {
         let service = ServiceBuilder::new()
             .layer(middleware)
             .layer(client_keys)
             .layer(mount.clone())
             .service(stack);
-        Self { service, mount }
+        Self {
+            service,
+            mount,
+            websocket: websocket.cloned().map(Arc::new),
+        }
+    }
+
+    /// The WebSocket settings, when `request` asks to upgrade on one of their routes.
+    pub(crate) fn upgrades<B>(&self, request: &Request<B>) -> Option<&Arc<WebSocketSettings>> {
+        self.websocket.as_ref().filter(|settings| {
+            crate::websocket::asks_to_upgrade(request)
+                && settings.allows(self.mount.prefix(), request.uri().path())
+        })
     }
 
     /// `router` with this route at the mount. It is added after the router's own

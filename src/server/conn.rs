@@ -45,6 +45,8 @@ pub(crate) struct ConnState {
     /// HTTP/2 serves each request in a task of its own: when the last one finishes outside
     /// the connection's poll, the watchdog must be woken to time the idle connection.
     watchdog: Mutex<Option<std::task::Waker>>,
+    /// A WebSocket this connection upgraded to, for its task to relay once hyper lets go.
+    relay: Mutex<Option<crate::websocket::Relay>>,
 }
 
 /// The connection timers of [`ServerSettings`](super::ServerSettings).
@@ -63,7 +65,21 @@ impl ConnState {
             http2: std::sync::atomic::AtomicBool::new(false),
             stalled: WriteStall::default(),
             watchdog: Mutex::new(None),
+            relay: Mutex::new(None),
         })
+    }
+
+    /// Hands the connection's task a WebSocket to relay once hyper lets go of it.
+    pub(crate) fn upgrade_to(&self, relay: crate::websocket::Relay) {
+        *self.relay.lock().unwrap_or_else(PoisonError::into_inner) = Some(relay);
+    }
+
+    /// The WebSocket to relay, if the connection upgraded to one.
+    pub(crate) fn upgraded(&self) -> Option<crate::websocket::Relay> {
+        self.relay
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
     }
 
     /// Since when no request has been in flight, and no new one begun, if so.

@@ -70,6 +70,8 @@ pub async fn serve(
     let open = OpenConnections::default();
     let budget = BodyBudget::new(settings.max_buffered_bytes);
     let graceful = GracefulShutdown::new();
+    // Tells relayed WebSockets to close: hyper's graceful shutdown no longer sees them.
+    let (closing, closing_sockets) = tokio::sync::watch::channel(false);
     let mut connections = JoinSet::new();
     let mut accept_errors = AcceptErrors::default();
     tokio::pin!(shutdown);
@@ -117,6 +119,7 @@ pub async fn serve(
             state.clone(),
             settings.body_read_timeout,
             budget.clone(),
+            closing_sockets.clone(),
         ));
         let builder = builder.clone();
         let watcher = graceful.watcher();
@@ -125,9 +128,17 @@ pub async fn serve(
         let task = connections.spawn({
             let state = state.clone();
             async move {
-                let connection = watcher.watch(builder.serve_connection(io, service).into_owned());
+                let connection = watcher.watch(
+                    builder
+                        .serve_connection_with_upgrades(io, service)
+                        .into_owned(),
+                );
                 if state.watch(connection, timeouts).await {
                     tracing::debug!("closed a connection that was idle or slow to send its head");
+                }
+                // A WebSocket lives on in this task, under the connection's permit.
+                if let Some(relay) = state.upgraded() {
+                    relay.run().await;
                 }
                 drop((counted, permit));
             }
@@ -137,6 +148,7 @@ pub async fn serve(
     }
     // New clients are refused from now on, so they can go elsewhere at once.
     drop(listener);
+    closing.send_replace(true);
     drain(graceful, connections, settings.shutdown_grace).await;
     Ok(())
 }

@@ -13,12 +13,16 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response};
+use http::{HeaderValue, Request, Response, StatusCode};
 use http_body::Frame;
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 use llm_tower::auth::{ACCOUNT_HEADERS, CREDENTIAL_HEADERS};
+use llm_tower::llm_tower_core::WebSocketUpgrade;
+use llm_tower::respond::ENDPOINT_HEADER;
 use llm_tower::{BoxError, Error, ErrorKind};
 use pin_project_lite::pin_project;
+use tokio::sync::watch;
 use tower::Service;
 
 use super::body::BodyDeadline;
@@ -28,6 +32,7 @@ use super::descriptors::{RequestSlots, Slot, no_slot};
 use super::live::LiveRoutes;
 use crate::browser::{BrowserGuard, Verdict};
 use crate::routes::{ProxiedBody, ProxiedFuture};
+use crate::websocket::{self, Relay, WebSocketSettings};
 
 /// Cloned for every request (hyper-util's adapter does): it holds the routes' slot, not the
 /// routes, which each request loads as it starts.
@@ -37,6 +42,8 @@ pub(crate) struct TrackedService {
     state: Arc<ConnState>,
     body_read_timeout: Option<Duration>,
     budget: Arc<BodyBudget>,
+    /// Set when the server shuts down: relayed WebSockets close then.
+    closing: watch::Receiver<bool>,
 }
 
 impl TrackedService {
@@ -45,12 +52,14 @@ impl TrackedService {
         state: Arc<ConnState>,
         body_read_timeout: Option<Duration>,
         budget: Arc<BodyBudget>,
+        closing: watch::Receiver<bool>,
     ) -> Self {
         Self {
             routes,
             state,
             body_read_timeout,
             budget,
+            closing,
         }
     }
 }
@@ -86,6 +95,18 @@ impl Service<Request<Incoming>> for TrackedService {
             .proxied
             .as_ref()
             .filter(|proxied| proxied.claims(request.uri().path()));
+        // A WebSocket upgrade on a route that relays them: the stack is told, and the client's
+        // half of the socket kept for the relay.
+        let upgrade = proxied
+            .and_then(|proxied| proxied.upgrades(&request))
+            .map(|settings| {
+                request.extensions_mut().insert(WebSocketUpgrade);
+                Upgrade {
+                    client: hyper::upgrade::on(&mut request),
+                    settings: settings.clone(),
+                    closing: self.closing.clone(),
+                }
+            });
         let slot = match proxied.map(|_| RequestSlots::of_process().take()) {
             Some(None) => {
                 let refusal = no_slot().to_response();
@@ -124,8 +145,17 @@ impl Service<Request<Incoming>> for TrackedService {
             done,
             share: Some(share),
             origin,
+            upgrade,
+            conn: self.state.clone(),
         }
     }
+}
+
+/// What a relay needs of a WebSocket upgrade besides the deployment's answer.
+struct Upgrade {
+    client: OnUpgrade,
+    settings: Arc<WebSocketSettings>,
+    closing: watch::Receiver<bool>,
 }
 
 /// Whatever the auth layer strips is hidden from traces and `Debug` output from the start: one
@@ -191,6 +221,9 @@ pin_project! {
         share: Option<Arc<Share>>,
         // An allowed cross-origin request's `Origin`, for the CORS headers of its answer.
         origin: Option<HeaderValue>,
+        // A WebSocket upgrade the stack may answer with `101`.
+        upgrade: Option<Upgrade>,
+        conn: Arc<ConnState>,
     }
 }
 
@@ -209,9 +242,11 @@ impl TrackedFuture {
             state: State::Refused {
                 response: Some(response),
             },
+            conn: done.state.clone(),
             done: Some(done),
             share: None,
             origin: None,
+            upgrade: None,
         }
     }
 }
@@ -241,8 +276,30 @@ impl Future for TrackedFuture {
         };
         let mut response = response;
         BrowserGuard::finish(response.headers_mut(), this.origin.take());
-        let done = this.done.take();
+        let mut done = this.done.take();
         this.share.take();
+        if let Some(upgrade) = this.upgrade.take()
+            && response.status() == StatusCode::SWITCHING_PROTOCOLS
+            && let Some(upstream) = response.extensions_mut().remove::<OnUpgrade>()
+        {
+            // The socket holds the request's descriptor (and keeps the connection busy)
+            // until it ends.
+            let deployment = response
+                .headers()
+                .get(ENDPOINT_HEADER)
+                .and_then(|id| id.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            websocket::switching(&mut response);
+            this.conn.upgrade_to(Relay {
+                client: upgrade.client,
+                upstream,
+                settings: upgrade.settings,
+                deployment,
+                shutdown: upgrade.closing,
+                hold: Box::new(done.take()),
+            });
+        }
         Poll::Ready(Ok(response.map(|inner| TrackedBody { inner, done })))
     }
 }

@@ -10,8 +10,8 @@ use crate::error::{BoxError, Error, ErrorKind};
 ///
 /// | outcome | retry same endpoint | counts against health | fall back |
 /// |---|---|---|---|
-/// | 2xx, 3xx | no (success) | resets | no |
-/// | connect error, timeout, reset before the head, protocol fault (1xx/101 as the answer, malformed head), 408, 429, 500, 502, 503, 504, 529 | yes | yes | yes |
+/// | 2xx, 3xx, a `101` to an upgrade asked for | no (success) | resets | no |
+/// | connect error, timeout, reset before the head, protocol fault (1xx, or a 101 nobody asked for, as the answer; malformed head), 408, 429, 500, 502, 503, 504, 529 | yes | yes | yes |
 /// | 401, 403 | no | yes | yes |
 /// | other 4xx and 5xx | no | no | no |
 /// | an inner error no classifier recognised ([`ErrorKind::Unrecognized`]) | no | no | no |
@@ -65,8 +65,10 @@ impl Classification {
 /// Classifies a response status.
 pub fn classify_status(status: StatusCode) -> Classification {
     match status.as_u16() {
-        200..=399 => Classification::Success,
-        // An informational status (or a 101 upgrade nobody asked for) is not an answer.
+        // A `101` reaches a classification only as the answer to an upgrade that was asked
+        // for (`WebSocketUpgrade`): any other is made an error first (`informational_as_error`).
+        101 | 200..=399 => Classification::Success,
+        // Another informational status is not an answer.
         100..=199 | 408 | 429 | 500 | 502 | 503 | 504 | 529 => Classification::Retryable,
         401 | 403 => Classification::BadCredentials,
         _ => Classification::ClientError,
@@ -106,6 +108,21 @@ pub fn classify_error_kind(kind: ErrorKind) -> Classification {
         | ErrorKind::Protocol
         | ErrorKind::Upstream => Classification::Retryable,
     }
+}
+
+/// Whether `response` is the `101 Switching Protocols` that answers an upgrade the request
+/// asked for (`asked`: it carries [`WebSocketUpgrade`](crate::WebSocketUpgrade)): the one
+/// informational answer that is not made an error.
+///
+/// ```
+/// use llm_tower_core::is_upgrade_answer;
+///
+/// let switching = http::Response::builder().status(101).body(()).unwrap();
+/// assert!(is_upgrade_answer(&switching, true));
+/// assert!(!is_upgrade_answer(&switching, false));
+/// ```
+pub fn is_upgrade_answer<B>(response: &Response<B>, asked: bool) -> bool {
+    asked && response.status() == StatusCode::SWITCHING_PROTOCOLS
 }
 
 /// Turns an informational (1xx) or `101 Switching Protocols` response into an
@@ -152,14 +169,14 @@ mod tests {
     #[test]
     fn every_row_of_the_table() {
         use Classification::*;
-        for code in [200, 201, 204, 301, 302, 304] {
+        for code in [101, 200, 201, 204, 301, 302, 304] {
             assert_eq!(
                 classify_status(StatusCode::from_u16(code).unwrap()),
                 Success,
                 "{code}"
             );
         }
-        for code in [100, 101, 102, 103, 408, 429, 500, 502, 503, 504, 529] {
+        for code in [100, 102, 103, 408, 429, 500, 502, 503, 504, 529] {
             let c = classify_status(StatusCode::from_u16(code).unwrap());
             assert_eq!(c, Retryable, "{code}");
             assert!(c.retry_same_endpoint() && c.counts_against_health() && c.falls_back());

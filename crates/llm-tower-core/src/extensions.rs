@@ -15,6 +15,7 @@
 //! | [`UsageRecord`](crate::UsageRecord) | request, response | the layer accounting for tokens (the facade's `Respond`) | the usage layer, per attempt (adds what the answer reported); Respond (log, metrics, cost) |
 //! | [`CooldownHint`] | response | retry, for a `Retry-After` it did not sleep | the balancer (cools the endpoint that long) |
 //! | [`ContextOverflow`] | response | retry, from the 400 body it read ahead | the balancer (moves on to a `context_window_fallback` model) |
+//! | [`WebSocketUpgrade`] | request | whoever may relay a WebSocket (the gateway, on its `websocket` routes) | the balancer (keeps the upgrade headers, reads `?model=`), retry (takes the `101` as the answer) |
 
 use std::fmt;
 use std::ops::Deref;
@@ -243,3 +244,20 @@ pub struct CooldownHint(pub Duration);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ContextOverflow;
+
+/// Request extension saying that this request may upgrade to a WebSocket: whoever inserts it
+/// relays the socket after the `101` (the gateway does, on the routes its `websocket` setting
+/// names). The balancer then keeps the client's `Upgrade` and `Connection` headers, routes by
+/// the `model` query parameter (the request has no body), and rewrites it for an alias; the
+/// retry layer takes a `101 Switching Protocols` as the answer, with the upstream's socket in
+/// its extensions (`hyper::upgrade::OnUpgrade`). Without it, an upgrade is never forwarded.
+///
+/// ```
+/// use llm_tower_core::WebSocketUpgrade;
+///
+/// let mut request = http::Request::new(());
+/// request.extensions_mut().insert(WebSocketUpgrade);
+/// assert!(request.extensions().get::<WebSocketUpgrade>().is_some());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WebSocketUpgrade;

@@ -73,7 +73,7 @@ pub use body::{
 };
 pub use classify::{
     Classification, classify, classify_error, classify_error_kind, classify_status,
-    informational_as_error,
+    informational_as_error, is_upgrade_answer,
 };
 pub use classify_errors::{ClassifyErrors, ClassifyErrorsFuture, ClassifyErrorsLayer};
 pub use client_api::{ClientApi, anthropic_error_type};
@@ -88,7 +88,7 @@ pub use error::{BoxError, Error, ErrorKind};
 pub use estimate::{DEFAULT_OUTPUT, estimate_usage};
 pub use extensions::{
     Caller, ContextOverflow, CooldownHint, CredentialsSet, Deployment, Replay, Selected, SingleTry,
-    rewrite_attempt,
+    WebSocketUpgrade, rewrite_attempt,
 };
 pub use headers::{
     HOP_BY_HOP, HeaderNames, is_event_stream, remove_where, strip_hop_by_hop, strip_hop_by_hop_and,
@@ -97,7 +97,7 @@ pub use headers::{
 pub use http as __http;
 pub use model::{
     ModelInBody, ModelName, ModelRoute, find_model, find_top_level, for_each_member,
-    is_generation_path, model_in_path, with_model,
+    is_generation_path, model_in_path, model_in_query, with_model, with_query_model,
 };
 pub use outcome::Outcome;
 pub use percent::percent_decode;

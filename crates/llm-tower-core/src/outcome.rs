@@ -41,7 +41,9 @@ impl Outcome {
 
     /// Whether a 2xx answer came.
     pub fn is_success(self) -> bool {
-        matches!(self, Self::Status(status) if status.is_success())
+        // A `101` is recorded only as the answer to an upgrade that was asked for.
+        matches!(self, Self::Status(status)
+            if status.is_success() || status == StatusCode::SWITCHING_PROTOCOLS)
     }
 }
 

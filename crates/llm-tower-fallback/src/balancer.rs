@@ -2,14 +2,15 @@
 //! it makes between attempts: which endpoint first, which next, and what a failure costs.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::Response;
+use http::{Response, Uri};
 use llm_tower_core::{
     BoxError, Classification, ConfigError, Continuation, CooldownHint, Endpoint, Error, ErrorKind,
-    ModelInBody, ModelName, Outcome, classify, cooldown_hint, find_model,
+    ModelInBody, ModelName, Outcome, classify, cooldown_hint, find_model, model_in_query,
 };
 use llm_tower_health::{CheckService, HealthChecker, HealthRegistry, ProbeGuard};
 use tokio::time::Instant;
@@ -40,7 +41,7 @@ pub(crate) struct Balancer {
 /// `context_window_fallback` models.
 pub(crate) struct Route<'a> {
     /// The model the request named, and where its value is in the body.
-    pub(crate) requested: Option<(ModelName, std::ops::Range<usize>)>,
+    pub(crate) requested: Option<(ModelName, Range<usize>)>,
     /// The group of step 0: the model asked for, or the endpoints that serve any model.
     first: &'a Group,
     /// Steps 1 and on (empty unless the model has a chain: no allocation).
@@ -160,20 +161,8 @@ impl Balancer {
     /// The route of a request with this body: by its top-level `model`, read without
     /// building a document.
     pub(crate) fn route(&self, body: &Bytes) -> Result<Route<'_>, Error> {
-        if let Some(any) = self
-            .pool
-            .only_any()
-            .filter(|_| self.chains.is_empty() && self.context.is_empty())
-        {
-            // No endpoint lists models and no model has a chain: the model decides nothing,
-            // and the body is not read.
-            return Ok(Route {
-                requested: None,
-                first: any,
-                chain: Vec::new(),
-                overflowed: Vec::new(),
-                needs: Needs::new(body.clone()),
-            });
+        if let Some(route) = self.route_by_nothing(body) {
+            return Ok(route);
         }
         let requested = match find_model(body) {
             ModelInBody::Named { name, span } => Some((name, span)),
@@ -185,6 +174,45 @@ impl Balancer {
                 ));
             }
         };
+        self.route_to(requested, body)
+    }
+
+    /// The route of a WebSocket upgrade to `target`: by its `model` query parameter (it has
+    /// no body). Its span is empty: an alias is rewritten in the query, not the body.
+    pub(crate) fn route_by_query(&self, target: &Uri) -> Result<Route<'_>, Error> {
+        let empty = Bytes::new();
+        if let Some(route) = self.route_by_nothing(&empty) {
+            return Ok(route);
+        }
+        let requested = target
+            .query()
+            .and_then(model_in_query)
+            .map(|name| (name, 0..0));
+        self.route_to(requested, &empty)
+    }
+
+    /// When no endpoint lists models and no model has a chain, the model decides nothing:
+    /// the route to every deployment, the request not read.
+    fn route_by_nothing(&self, body: &Bytes) -> Option<Route<'_>> {
+        let any = self
+            .pool
+            .only_any()
+            .filter(|_| self.chains.is_empty() && self.context.is_empty())?;
+        Some(Route {
+            requested: None,
+            first: any,
+            chain: Vec::new(),
+            overflowed: Vec::new(),
+            needs: Needs::new(body.clone()),
+        })
+    }
+
+    /// The route of a request for `requested` (the name, and where the body has it).
+    fn route_to(
+        &self,
+        requested: Option<(ModelName, Range<usize>)>,
+        body: &Bytes,
+    ) -> Result<Route<'_>, Error> {
         let model = requested.as_ref().map(|(name, _)| &**name);
         let first = self
             .pool

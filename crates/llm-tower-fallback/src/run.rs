@@ -3,13 +3,15 @@
 
 use std::sync::Arc;
 
+use http::header::{CONNECTION, UPGRADE};
 use http::request::Parts;
-use http::{Request, Response, Uri};
+use http::{HeaderValue, Request, Response, Uri};
 use http_body::Body;
 use llm_tower_core::{
     AttemptKind, Attempts, BoxError, BufferedBody, Classification, ContextOverflow, Deployment,
-    Endpoint, Error, ErrorKind, ModelRoute, Outcome, Replay, Selected, SingleTry, buffer_request,
-    classify, header_names, informational_as_error, strip_hop_by_hop_and, with_model,
+    Endpoint, Error, ErrorKind, ModelName, ModelRoute, Outcome, Replay, Selected, SingleTry,
+    WebSocketUpgrade, buffer_request, classify, header_names, informational_as_error,
+    is_upgrade_answer, model_in_query, strip_hop_by_hop_and, with_model, with_query_model,
 };
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
@@ -45,7 +47,7 @@ where
             .await
             .map_err(fail)?,
     );
-    let mut route = balancer.route(&prepared.body.to_bytes()).map_err(fail)?;
+    let mut route = prepared.route(&balancer).map_err(fail)?;
     let (mut step, mut pick) = balancer.first_pick(&route, Instant::now()).map_err(fail)?;
     let mut failed = Failed::new();
     loop {
@@ -202,6 +204,9 @@ pub(crate) struct Prepared {
     pub(crate) body: BufferedBody,
     /// The client's request target; each attempt joins it to its endpoint's base URL.
     pub(crate) target: Uri,
+    /// A WebSocket upgrade ([`WebSocketUpgrade`]): routed by its `?model=`, which each
+    /// attempt rewrites instead of the (empty) body's.
+    pub(crate) upgrade: bool,
 }
 
 impl Prepared {
@@ -213,6 +218,16 @@ impl Prepared {
         let request = buffer_request(request, max_body_bytes).await?;
         let (mut parts, body) = request.into_parts();
         strip_hop_by_hop_and(&mut parts.headers, |name| NOT_FORWARDED.contains(name));
+        let upgrade = parts.extensions.get::<WebSocketUpgrade>().is_some();
+        if upgrade {
+            // The one exchange that asks the upstream for the connection itself.
+            parts
+                .headers
+                .insert(CONNECTION, HeaderValue::from_static("upgrade"));
+            parts
+                .headers
+                .insert(UPGRADE, HeaderValue::from_static("websocket"));
+        }
         // The client's HTTP version says nothing about the upstream's: the pool picks HTTP/1.1
         // or HTTP/2 per connection (ALPN). Forwarding an h2 client's version to an HTTP/1-only
         // endpoint would fail every attempt.
@@ -222,6 +237,7 @@ impl Prepared {
             parts,
             body,
             target,
+            upgrade,
         })
     }
 
@@ -240,10 +256,11 @@ impl Prepared {
         log: &Attempts,
         body: BufferedBody,
     ) -> Result<Request<BufferedBody>, Error> {
+        let target = this.target_for(member, deployment);
         let uri = member
             .endpoint
             .base_url()
-            .join(&this.target)
+            .join(target.as_ref().unwrap_or(&this.target))
             .map_err(|err| {
                 Error::new(
                     ErrorKind::InvalidRequest,
@@ -307,17 +324,45 @@ impl Prepared {
         let (Some((asked, span)), Some(model)) = (&route.requested, route.model(step)) else {
             return self.body.clone();
         };
-        let send = member.route.as_ref().map_or(model, ModelRoute::upstream);
-        if send == asked {
+        let send = upstream_name(member, model);
+        if send == asked || self.upgrade {
             return self.body.clone();
         }
         with_model(&self.body.to_bytes(), span.clone(), send)
     }
+
+    /// The request's route: by its body's `model`, or an upgrade's `?model=`.
+    fn route<'b>(&self, balancer: &'b Balancer) -> Result<Route<'b>, Error> {
+        if self.upgrade {
+            balancer.route_by_query(&self.target)
+        } else {
+            balancer.route(&self.body.to_bytes())
+        }
+    }
+
+    /// An upgrade's target with the `?model=` the deployment knows the model by, when that is
+    /// not the one asked for; `None`: the client's target as it is.
+    fn target_for(&self, member: &Member, deployment: &Deployment) -> Option<Uri> {
+        let model = deployment.model.as_ref().filter(|_| self.upgrade)?;
+        let send = upstream_name(member, model);
+        let query = self.target.query()?;
+        if model_in_query(query).as_deref() == Some(&**send) {
+            return None;
+        }
+        let target = format!("{}?{}", self.target.path(), with_query_model(query, send));
+        target.parse().ok()
+    }
+}
+
+/// The name `member` knows `model` by (its alias's upstream name, else the same).
+fn upstream_name<'a>(member: &'a Member, model: &'a ModelName) -> &'a ModelName {
+    member.route.as_ref().map_or(model, ModelRoute::upstream)
 }
 
 /// Sends one attempt (which the retry layer inside may turn into several tries) and records
-/// it, as `kind` when given (else derived), when no layer inside records tries itself. An informational or `101` answer is a
-/// protocol failure, never a response.
+/// it, as `kind` when given (else derived), when no layer inside records tries itself. An
+/// informational answer is a protocol failure, never a response, but for the `101` to a
+/// WebSocket upgrade asked for.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn send<S, RB>(
     inner: &mut S,
@@ -338,14 +383,19 @@ where
     let in_flight = member.health.start_attempt();
     // The readiness error is converted before the call is awaited: `S::Error` need not be
     // `Send`.
+    let upgrade = attempt.extensions().get::<WebSocketUpgrade>().is_some();
     let call = match inner.ready().await {
         Ok(service) => Ok(service.call(attempt)),
         Err(err) => Err(err.into()),
     };
-    let result = informational_as_error(match call {
+    let result = match call {
         Ok(future) => future.await.map_err(Into::into),
         Err(err) => Err(err),
-    });
+    };
+    let result = match result {
+        Ok(response) if is_upgrade_answer(&response, upgrade) => Ok(response),
+        result => informational_as_error(result),
+    };
     if let Ok(response) = &result {
         // Every answer's rate-limit headers, whatever its status: a deployment nearly out of
         // its window is skipped before it answers 429.

@@ -13,8 +13,8 @@ use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use llm_tower_core::{
     AttemptKind, AttemptSpan, Attempts, BoxError, ContextOverflow, EndpointId, Error, ErrorKind,
-    ModelName, Outcome, Selected, informational_as_error, inject_context, is_context_overflow,
-    is_event_stream,
+    ModelName, Outcome, Selected, WebSocketUpgrade, informational_as_error, inject_context,
+    is_context_overflow, is_event_stream, is_upgrade_answer,
 };
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
@@ -55,6 +55,7 @@ where
     let unfinished = Unfinished::new(&span);
     let mut request = request;
     inject_context(&span, request.headers_mut());
+    let upgrade = request.extensions().get::<WebSocketUpgrade>().is_some();
     // Not an `async fn`: the request is moved into the instrumented block once, not kept as
     // an argument beside it.
     async move {
@@ -87,19 +88,26 @@ where
             ),
             Err(err) => Err(err),
         };
-        let result = match informational_as_error(head) {
-            // Until the head is passed on, nothing reached the client: the first frame of a
-            // success, and the body of an error, are read here so that a stall or a broken
-            // body fails this try instead of the client's response.
-            Ok(response) => {
-                let until = if response.status().is_success() {
-                    ReadAhead::FirstFrame
-                } else {
-                    ReadAhead::Bytes(DRAIN_LIMIT)
-                };
-                read_ahead(response, until, first_byte).await
+        let result = match head {
+            // An upgrade asked for is answered by a `101`, whose body is the socket: nothing
+            // to read ahead.
+            Ok(response) if is_upgrade_answer(&response, upgrade) => {
+                Ok(response.map(ResponseBody::new))
             }
-            Err(err) => Err(err),
+            head => match informational_as_error(head) {
+                // Until the head is passed on, nothing reached the client: the first frame of a
+                // success, and the body of an error, are read here so that a stall or a broken
+                // body fails this try instead of the client's response.
+                Ok(response) => {
+                    let until = if response.status().is_success() {
+                        ReadAhead::FirstFrame
+                    } else {
+                        ReadAhead::Bytes(DRAIN_LIMIT)
+                    };
+                    read_ahead(response, until, first_byte).await
+                }
+                Err(err) => Err(err),
+            },
         };
         let outcome = Outcome::of(&result);
         tracing::debug!(

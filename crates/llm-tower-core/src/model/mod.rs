@@ -2,10 +2,12 @@
 //! ([`find_model`]), and the request's body rewritten for a deployment that calls it by
 //! another name ([`with_model`]).
 
+mod query;
 mod scan;
 
 use std::sync::Arc;
 
+pub use query::{model_in_query, with_query_model};
 pub use scan::{ModelInBody, find_model, find_top_level, for_each_member, with_model};
 
 /// Whether `path` is one of the APIs that generate (and do nothing else): chat and text

@@ -1,0 +1,184 @@
+//! [`Relay`]: one WebSocket, relayed between the client and the deployment that answered its
+//! upgrade with `101`, message by message and untouched (text, binary, ping and pong as
+//! they come, in order), until one side closes it.
+//!
+//! - **Limits.** A message over `max_message_bytes`, either way, closes both sides with
+//!   1009 (message too big). A socket quiet both ways for `idle_timeout` is closed with 1001.
+//! - **A broken upstream** (its connection gone, a protocol fault) closes the client's
+//!   socket with 1011 and a reason: the upgrade was answered, so there is no falling back now.
+//! - **Shutdown** closes both sides with 1001, so that clients reconnect elsewhere.
+//!
+//! It runs in its connection's task (the server awaits it after hyper hands the connection
+//! over): the connection's slot under `max_connections` and its request's descriptor are
+//! held until the socket ends, and a drain waits for it like any connection.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use futures_util::{SinkExt, StreamExt};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio::sync::watch;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+
+use super::WebSocketSettings;
+
+/// A socket to relay once hyper hands over both connections.
+pub(crate) struct Relay {
+    pub(crate) client: OnUpgrade,
+    pub(crate) upstream: OnUpgrade,
+    pub(crate) settings: Arc<WebSocketSettings>,
+    /// The deployment that answered, for the log.
+    pub(crate) deployment: String,
+    /// Set when the server shuts down.
+    pub(crate) shutdown: watch::Receiver<bool>,
+    /// Held while the socket lives (the request's descriptor and its connection's phase).
+    pub(crate) hold: Box<dyn Any + Send>,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay")
+            .field("deployment", &self.deployment)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a relay ended, as the side that did not end it is told.
+struct Ending {
+    code: CloseCode,
+    reason: &'static str,
+}
+
+impl Relay {
+    pub(crate) async fn run(self) {
+        let (client, upstream) = match tokio::try_join!(self.client, self.upstream) {
+            Ok(both) => both,
+            Err(err) => {
+                tracing::debug!(error = %err, "a WebSocket upgrade did not complete");
+                return;
+            }
+        };
+        let max = self.settings.max_message_bytes;
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(max))
+            .max_frame_size(Some(max));
+        let mut client =
+            WebSocketStream::from_raw_socket(TokioIo::new(client), Role::Server, Some(config))
+                .await;
+        let mut upstream =
+            WebSocketStream::from_raw_socket(TokioIo::new(upstream), Role::Client, Some(config))
+                .await;
+        let mut shutdown = self.shutdown;
+        let ended = loop {
+            let idle = tokio::time::sleep(self.settings.idle_timeout);
+            tokio::select! {
+                message = client.next() => match forward(message, &mut upstream).await {
+                    Step::Go => {}
+                    Step::Closed(frame) => {
+                        let _ = upstream.close(frame).await;
+                        break None;
+                    }
+                    Step::TooBig => break Some((TOO_BIG, Side::Neither)),
+                    Step::Broken => break Some((Ending {
+                        code: CloseCode::Error,
+                        reason: "the client's connection broke",
+                    }, Side::Client)),
+                },
+                message = upstream.next() => match forward(message, &mut client).await {
+                    Step::Go => {}
+                    Step::Closed(frame) => {
+                        let _ = client.close(frame).await;
+                        break None;
+                    }
+                    Step::TooBig => break Some((TOO_BIG, Side::Neither)),
+                    Step::Broken => break Some((Ending {
+                        code: CloseCode::Error,
+                        reason: "the upstream connection broke",
+                    }, Side::Upstream)),
+                },
+                () = idle => break Some((Ending {
+                    code: CloseCode::Away,
+                    reason: "idle for longer than websocket.idle_timeout",
+                }, Side::Neither)),
+                () = closing(&mut shutdown) => break Some((Ending {
+                    code: CloseCode::Away,
+                    reason: "the gateway is shutting down",
+                }, Side::Neither)),
+            }
+        };
+        if let Some((ending, from)) = ended {
+            tracing::info!(
+                deployment = %self.deployment,
+                code = u16::from(ending.code),
+                reason = ending.reason,
+                "WebSocket closed by the gateway"
+            );
+            let frame = || {
+                Some(CloseFrame {
+                    code: ending.code,
+                    reason: ending.reason.into(),
+                })
+            };
+            // Both sides are told, but one whose connection is what broke.
+            if !matches!(from, Side::Upstream) {
+                let _ = upstream.close(frame()).await;
+            }
+            if !matches!(from, Side::Client) {
+                let _ = client.close(frame()).await;
+            }
+        }
+        drop(self.hold);
+    }
+}
+
+const TOO_BIG: Ending = Ending {
+    code: CloseCode::Size,
+    reason: "a message was larger than websocket.max_message_bytes",
+};
+
+/// Until the server shuts down (or is gone).
+async fn closing(shutdown: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns is not kept: it is not `Send`.
+    let _ = shutdown.wait_for(|down| *down).await.map(|_| ());
+}
+
+/// Which side's connection broke, ending the relay.
+enum Side {
+    Client,
+    Upstream,
+    Neither,
+}
+
+/// What one side's next message does.
+enum Step {
+    /// Relayed.
+    Go,
+    /// The side closed: its close frame goes to the other.
+    Closed(Option<CloseFrame>),
+    /// A message over the limit, read or to be sent.
+    TooBig,
+    /// The connection it came from, or the one it was sent to, broke.
+    Broken,
+}
+
+/// Relays `message` (read from one side) to `to`.
+async fn forward<S>(message: Option<Result<Message, WsError>>, to: &mut WebSocketStream<S>) -> Step
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    match message {
+        Some(Ok(Message::Close(frame))) => Step::Closed(frame),
+        Some(Ok(message)) => match to.send(message).await {
+            Ok(()) => Step::Go,
+            Err(WsError::Capacity(_)) => Step::TooBig,
+            Err(_) => Step::Broken,
+        },
+        Some(Err(WsError::Capacity(CapacityError::MessageTooLong { .. }))) => Step::TooBig,
+        Some(Err(_)) | None => Step::Broken,
+    }
+}

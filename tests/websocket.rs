@@ -1,0 +1,284 @@
+//! WebSocket passthrough, black-box: a client speaking WebSocket to the gateway (with
+//! `tokio-tungstenite`, as a Realtime client would) and WebSocket upstreams of the test's own.
+//! The upgrade goes through the stack: client keys, the deployment chosen by `?model=`, its
+//! key in place of the client's, fallback while a handshake is refused; then the messages
+//! are relayed untouched both ways, until a side closes, a message is too large, the socket
+//! idles, or the gateway shuts down — each told with a close code.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{endpoint, json_reply, scripted_raw_upstream, with_keys};
+use futures_util::{SinkExt, StreamExt};
+use llm_tower::{Config, ModelsConfig};
+use llm_tower_gateway::{GatewayConfig, WebSocketSettings};
+use llm_tower_mock::MockProvider;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{ClientRequestBuilder, Message};
+
+const KEY: &str = "gw-team-a-0123456789abcdef";
+
+/// A WebSocket upstream: on each connection it records the handshake's request line and
+/// `authorization`, greets with `session.created`, echoes every text and binary message,
+/// and on `break` drops the connection without a close frame.
+#[allow(clippy::result_large_err)] // the handshake callback's type is tungstenite's
+async fn ws_upstream() -> (String, Arc<Mutex<Vec<(String, String)>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let record = record.clone();
+            tokio::spawn(async move {
+                let callback = |request: &Request, response: Response| {
+                    let auth = request
+                        .headers()
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned();
+                    record
+                        .lock()
+                        .unwrap()
+                        .push((request.uri().to_string(), auth));
+                    Ok(response)
+                };
+                let Ok(mut socket) = tokio_tungstenite::accept_hdr_async(stream, callback).await
+                else {
+                    return;
+                };
+                let _ = socket
+                    .send(Message::text(r#"{"type":"session.created"}"#))
+                    .await;
+                while let Some(Ok(message)) = socket.next().await {
+                    match &message {
+                        Message::Text(text) if text.as_str() == "break" => return,
+                        Message::Close(_) => return,
+                        _ => {}
+                    }
+                    let echoed = matches!(message, Message::Text(_) | Message::Binary(_));
+                    if echoed && socket.send(message).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (format!("http://{addr}/v1"), seen)
+}
+
+/// The gateway with `config`'s endpoints, WebSockets on `/realtime` with `settings`.
+async fn gateway(config: Config, settings: &str) -> common::Gateway {
+    gateway_until(config, settings, std::future::pending()).await
+}
+
+async fn gateway_until(
+    config: Config,
+    settings: &str,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> common::Gateway {
+    let mut gateway: GatewayConfig = with_keys(&MockProvider::start().await.unwrap());
+    gateway.upstream = config;
+    gateway.websocket = Some(serde_json::from_str::<WebSocketSettings>(settings).unwrap());
+    common::serve(gateway, None, shutdown).await
+}
+
+type Client = WebSocketStream<TcpStream>;
+
+/// A client's socket to `path` on the gateway, with its key (or none).
+async fn connect(
+    gw: &common::Gateway,
+    path: &str,
+    key: Option<&str>,
+) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
+    let uri = format!("ws://{}{path}", gw.addr).parse().unwrap();
+    let mut request = ClientRequestBuilder::new(uri);
+    if let Some(key) = key {
+        request = request.with_header("authorization", format!("Bearer {key}"));
+    }
+    let stream = TcpStream::connect(gw.addr).await.unwrap();
+    let (socket, _) = tokio_tungstenite::client_async(request, stream).await?;
+    Ok(socket)
+}
+
+/// The next message that is not a ping or pong.
+async fn next(socket: &mut Client) -> Message {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("a message within 10 s")
+            .expect("the socket is open")
+            .expect("a message, not an error");
+        if !matches!(message, Message::Ping(_) | Message::Pong(_)) {
+            return message;
+        }
+    }
+}
+
+/// The close code the gateway sent.
+async fn closed_with(socket: &mut Client) -> (CloseCode, String) {
+    match next(socket).await {
+        Message::Close(Some(frame)) => (frame.code, frame.reason.to_string()),
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+}
+
+fn realtime(url: String, models: &[(&str, &str)]) -> llm_tower::EndpointConfig {
+    let mut a = endpoint("a", url, 0);
+    let models = models.iter().map(|(n, u)| ((*n).into(), (*u).into()));
+    a.models = Some(ModelsConfig(models.collect()));
+    a
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_are_relayed_in_order_both_ways_with_the_deployment_s_key() {
+    let (url, seen) = ws_upstream().await;
+    let endpoints = vec![realtime(url, &[("realtime", "gpt-4o-realtime-preview")])];
+    let gw = gateway(Config::with_endpoints(endpoints), r#"["/realtime"]"#).await;
+
+    let mut socket = connect(&gw, "/v1/realtime?model=realtime", Some(KEY))
+        .await
+        .unwrap();
+    assert_eq!(
+        next(&mut socket).await,
+        Message::text(r#"{"type":"session.created"}"#)
+    );
+    let sent = [
+        Message::text(r#"{"type":"response.create"}"#),
+        Message::binary(vec![0u8, 159, 146, 150]),
+        Message::text("second"),
+    ];
+    for message in &sent {
+        socket.send(message.clone()).await.unwrap();
+    }
+    for message in sent {
+        assert_eq!(next(&mut socket).await, message);
+    }
+    socket.close(None).await.unwrap();
+
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let (target, auth) = &seen[0];
+    // The alias's upstream name, in the query the deployment reads.
+    assert_eq!(target, "/v1/realtime?model=gpt-4o-realtime-preview");
+    assert_eq!(
+        auth, "Bearer sk-upstream-a",
+        "the deployment's key, never the client's"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_handshake_falls_back_and_a_broken_upstream_after_the_101_is_told() {
+    // `a` refuses the upgrade with a 503; `b` takes it.
+    let busy = json_reply(503, &serde_json::json!({"error": {"message": "busy"}}));
+    let (refusing, refused) = scripted_raw_upstream(vec![busy]).await;
+    let (url, seen) = ws_upstream().await;
+    let mut b = endpoint("b", url, 1);
+    b.models = Some(ModelsConfig(vec![(
+        "gpt-4o-realtime".into(),
+        "gpt-4o-realtime".into(),
+    )]));
+    let endpoints = vec![
+        realtime(refusing, &[("gpt-4o-realtime", "gpt-4o-realtime")]),
+        b,
+    ];
+    let gw = gateway(Config::with_endpoints(endpoints), r#"["/realtime"]"#).await;
+
+    let mut socket = connect(&gw, "/v1/realtime?model=gpt-4o-realtime", Some(KEY))
+        .await
+        .unwrap();
+    assert_eq!(
+        refused.lock().unwrap().len(),
+        2,
+        "a was asked first (and retried once)"
+    );
+    assert_eq!(seen.lock().unwrap()[0].1, "Bearer sk-upstream-b");
+    assert_eq!(
+        next(&mut socket).await,
+        Message::text(r#"{"type":"session.created"}"#)
+    );
+
+    // After the 101 there is no falling back: the client is told the upstream broke.
+    socket.send(Message::text("break")).await.unwrap();
+    let (code, reason) = closed_with(&mut socket).await;
+    assert_eq!(code, CloseCode::Error, "{reason}");
+    assert!(reason.contains("upstream"), "{reason}");
+    assert_eq!(seen.lock().unwrap().len(), 1, "b was not asked again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_over_the_limit_and_an_idle_socket_are_closed() {
+    let (url, _) = ws_upstream().await;
+    let endpoints = vec![realtime(url, &[("m", "m")])];
+    let settings =
+        r#"{ "paths": ["/realtime"], "max_message_bytes": 1024, "idle_timeout": "300ms" }"#;
+    let gw = gateway(Config::with_endpoints(endpoints), settings).await;
+
+    let mut socket = connect(&gw, "/v1/realtime?model=m", Some(KEY))
+        .await
+        .unwrap();
+    next(&mut socket).await;
+    socket.send(Message::text("x".repeat(2048))).await.unwrap();
+    let (code, reason) = closed_with(&mut socket).await;
+    assert_eq!(code, CloseCode::Size, "{reason}");
+
+    let mut quiet = connect(&gw, "/v1/realtime?model=m", Some(KEY))
+        .await
+        .unwrap();
+    next(&mut quiet).await;
+    let (code, reason) = closed_with(&mut quiet).await;
+    assert_eq!(code, CloseCode::Away, "{reason}");
+    assert!(reason.contains("idle"), "{reason}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_needs_a_client_key_and_a_websocket_route() {
+    let (url, seen) = ws_upstream().await;
+    let endpoints = vec![realtime(url, &[("m", "m")])];
+    let gw = gateway(Config::with_endpoints(endpoints), r#"["/realtime"]"#).await;
+
+    let refused = connect(&gw, "/v1/realtime?model=m", None)
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("401"), "{refused}");
+    // Not a WebSocket route: the upgrade is not forwarded.
+    let elsewhere = connect(&gw, "/v1/other?model=m", Some(KEY))
+        .await
+        .unwrap_err();
+    assert!(!elsewhere.to_string().contains("101"), "{elsewhere}");
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "nothing reached the upstream as a socket"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutting_down_closes_relayed_sockets_with_a_close_frame() {
+    let (url, _) = ws_upstream().await;
+    let endpoints = vec![realtime(url, &[("m", "m")])];
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        let _ = stopped.await;
+    };
+    let gw = gateway_until(
+        Config::with_endpoints(endpoints),
+        r#"["/realtime"]"#,
+        shutdown,
+    )
+    .await;
+
+    let mut socket = connect(&gw, "/v1/realtime?model=m", Some(KEY))
+        .await
+        .unwrap();
+    next(&mut socket).await;
+    stop.send(()).unwrap();
+    let (code, reason) = closed_with(&mut socket).await;
+    assert_eq!(code, CloseCode::Away, "{reason}");
+    assert!(reason.contains("shutting down"), "{reason}");
+}
