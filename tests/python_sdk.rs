@@ -12,8 +12,8 @@ mod common;
 use std::process::Command;
 
 use common::{
-    continuing, endpoint, json_reply, only, scripted_raw_upstream, serve_exactly, sse_reply,
-    the_rest,
+    SKIPPED, continuing, endpoint, json_reply, only, python, scripted_raw_upstream, serve_exactly,
+    sse_reply, the_rest,
 };
 use llm_tower::{Config, EndpointConfig, ModelsConfig, Secret};
 use llm_tower_gateway::{ClientAuth, ClientKey, GatewayConfig};
@@ -234,24 +234,6 @@ fn behind_key(config: Config) -> GatewayConfig {
         }],
     });
     config
-}
-
-const SKIPPED: &str = "skipped: no Python with the `openai` and `anthropic` packages (set LLM_TOWER_PYTHON, or run .ci/run)";
-
-/// The Python to use, if one with the `openai` and `anthropic` packages is there. One named by
-/// `LLM_TOWER_PYTHON` must work: CI installed it, and a broken one is a failure, not a skip.
-fn python() -> Option<String> {
-    let named = std::env::var("LLM_TOWER_PYTHON").ok();
-    let python = named.clone().unwrap_or_else(|| "python3".to_owned());
-    let found = Command::new(&python)
-        .args(["-c", "import openai, anthropic"])
-        .output()
-        .is_ok_and(|out| out.status.success());
-    assert!(
-        found || named.is_none(),
-        "LLM_TOWER_PYTHON={python} cannot import openai and anthropic"
-    );
-    found.then_some(python)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -282,3 +282,46 @@ async fn shutting_down_closes_relayed_sockets_with_a_close_frame() {
     assert_eq!(code, CloseCode::Away, "{reason}");
     assert!(reason.contains("shutting down"), "{reason}");
 }
+
+const REALTIME_SCRIPT: &str = r#"
+import sys
+import openai
+
+client = openai.OpenAI(base_url=sys.argv[1], api_key=sys.argv[2], max_retries=0)
+with client.realtime.connect(model="gpt-realtime") as connection:
+    print("received:", connection.recv().type)
+    connection.send({"type": "response.create"})
+    print("echoed:", connection.recv().type)
+"#;
+
+/// The official OpenAI SDK's Realtime client, through the gateway to a WebSocket upstream:
+/// one event each way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_python_sdk_s_realtime_client_talks_through_the_gateway() {
+    let Some(python) = common::python() else {
+        println!("{}", common::SKIPPED);
+        return;
+    };
+    let (url, seen) = ws_upstream().await;
+    let endpoints = vec![realtime(url, &[("gpt-realtime", "gpt-realtime")])];
+    let gw = gateway(Config::with_endpoints(endpoints), r#"["/realtime"]"#).await;
+    let base_url = gw.url("/v1");
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python)
+            .args(["-c", REALTIME_SCRIPT, &base_url, KEY])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert_eq!(
+        stdout,
+        "received: session.created\nechoed: response.create\n"
+    );
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen[0].0, "/v1/realtime?model=gpt-realtime");
+    assert_eq!(seen[0].1, "Bearer sk-upstream-a");
+}

@@ -446,3 +446,22 @@ pub fn local_recorder() -> (
     let handle = recorder.handle();
     (handle, metrics::set_default_local_recorder(recorder))
 }
+
+pub const SKIPPED: &str = "skipped: no Python with the `openai[realtime]` and `anthropic` packages (set LLM_TOWER_PYTHON, or run .ci/run)";
+
+/// The Python to use, if one with the `openai` (and its Realtime client's `websockets`) and
+/// `anthropic` packages is there. One named by
+/// `LLM_TOWER_PYTHON` must work: CI installed it, and a broken one is a failure, not a skip.
+pub fn python() -> Option<String> {
+    let named = std::env::var("LLM_TOWER_PYTHON").ok();
+    let python = named.clone().unwrap_or_else(|| "python3".to_owned());
+    let found = std::process::Command::new(&python)
+        .args(["-c", "import openai, anthropic, websockets"])
+        .output()
+        .is_ok_and(|out| out.status.success());
+    assert!(
+        found || named.is_none(),
+        "LLM_TOWER_PYTHON={python} cannot import openai, anthropic and websockets"
+    );
+    found.then_some(python)
+}
