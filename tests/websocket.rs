@@ -86,7 +86,20 @@ async fn gateway_until(
     let mut gateway: GatewayConfig = with_keys(&MockProvider::start().await.unwrap());
     gateway.upstream = config;
     gateway.websocket = Some(serde_json::from_str::<WebSocketSettings>(settings).unwrap());
-    common::serve(gateway, None, shutdown).await
+    common::serve(gateway, Some(metrics()), shutdown).await
+}
+
+/// The process's metrics recorder (the relays run on any of the runtime's threads), once.
+fn metrics() -> metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            metrics_exporter_prometheus::PrometheusBuilder::new()
+                .install_recorder()
+                .unwrap()
+        })
+        .clone()
 }
 
 type Client = WebSocketStream<TcpStream>;
@@ -130,7 +143,11 @@ async fn closed_with(socket: &mut Client) -> (CloseCode, String) {
 }
 
 fn realtime(url: String, models: &[(&str, &str)]) -> llm_tower::EndpointConfig {
-    let mut a = endpoint("a", url, 0);
+    realtime_as("a", url, models)
+}
+
+fn realtime_as(id: &str, url: String, models: &[(&str, &str)]) -> llm_tower::EndpointConfig {
+    let mut a = endpoint(id, url, 0);
     let models = models.iter().map(|(n, u)| ((*n).into(), (*u).into()));
     a.models = Some(ModelsConfig(models.collect()));
     a
@@ -256,6 +273,46 @@ async fn an_upgrade_needs_a_client_key_and_a_websocket_route() {
         seen.lock().unwrap().is_empty(),
         "nothing reached the upstream as a socket"
     );
+}
+
+/// Sessions opened, open, and closed by code, per deployment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_are_counted_per_deployment_and_close_code() {
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    let (url, _) = ws_upstream().await;
+    let endpoints = vec![realtime_as("metered", url, &[("m", "m")])];
+    let gw = gateway(Config::with_endpoints(endpoints), r#"["/realtime"]"#).await;
+    let series = |text: &str, name: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.trim().parse::<f64>().ok())
+    };
+    let mut socket = connect(&gw, "/v1/realtime?model=m", Some(KEY))
+        .await
+        .unwrap();
+    next(&mut socket).await;
+    let during = metrics().render();
+    let open = r#"llm_tower_websocket_open{deployment="metered"}"#;
+    assert_eq!(series(&during, open), Some(1.0), "{during}");
+    let normal = CloseFrame {
+        code: CloseCode::Normal,
+        reason: "done".into(),
+    };
+    socket.close(Some(normal)).await.unwrap();
+    // The upstream answers the close frame the gateway relayed; the gateway's count follows.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let closed = r#"llm_tower_websocket_closed_total{deployment="metered",code="1000"}"#;
+    while series(&metrics().render(), closed).is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            metrics().render()
+        );
+        tokio::task::yield_now().await;
+    }
+    let after = metrics().render();
+    let opened = r#"llm_tower_websocket_sessions_total{deployment="metered"}"#;
+    assert_eq!(series(&after, opened), Some(1.0), "{after}");
+    assert_eq!(series(&after, open), Some(0.0), "{after}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

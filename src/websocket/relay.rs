@@ -74,65 +74,116 @@ impl Relay {
             WebSocketStream::from_raw_socket(TokioIo::new(upstream), Role::Client, Some(config))
                 .await;
         let mut shutdown = self.shutdown;
+        let sessions = Sessions::opened(&self.deployment);
         let ended = loop {
             let idle = tokio::time::sleep(self.settings.idle_timeout);
             tokio::select! {
                 message = client.next() => match forward(message, &mut upstream).await {
                     Step::Go => {}
-                    Step::Closed(frame) => {
-                        let _ = upstream.close(frame).await;
-                        break None;
-                    }
-                    Step::TooBig => break Some((TOO_BIG, Side::Neither)),
-                    Step::Broken => break Some((Ending {
+                    Step::Closed(frame) => break Ended::ByPeer(frame, Side::Client),
+                    Step::TooBig => break Ended::ByGateway(TOO_BIG, Side::Neither),
+                    Step::Broken => break Ended::ByGateway(Ending {
                         code: CloseCode::Error,
                         reason: "the client's connection broke",
-                    }, Side::Client)),
+                    }, Side::Client),
                 },
                 message = upstream.next() => match forward(message, &mut client).await {
                     Step::Go => {}
-                    Step::Closed(frame) => {
-                        let _ = client.close(frame).await;
-                        break None;
-                    }
-                    Step::TooBig => break Some((TOO_BIG, Side::Neither)),
-                    Step::Broken => break Some((Ending {
+                    Step::Closed(frame) => break Ended::ByPeer(frame, Side::Upstream),
+                    Step::TooBig => break Ended::ByGateway(TOO_BIG, Side::Neither),
+                    Step::Broken => break Ended::ByGateway(Ending {
                         code: CloseCode::Error,
                         reason: "the upstream connection broke",
-                    }, Side::Upstream)),
+                    }, Side::Upstream),
                 },
-                () = idle => break Some((Ending {
+                () = idle => break Ended::ByGateway(Ending {
                     code: CloseCode::Away,
                     reason: "idle for longer than websocket.idle_timeout",
-                }, Side::Neither)),
-                () = closing(&mut shutdown) => break Some((Ending {
+                }, Side::Neither),
+                () = closing(&mut shutdown) => break Ended::ByGateway(Ending {
                     code: CloseCode::Away,
                     reason: "the gateway is shutting down",
-                }, Side::Neither)),
+                }, Side::Neither),
             }
         };
-        if let Some((ending, from)) = ended {
-            tracing::info!(
-                deployment = %self.deployment,
-                code = u16::from(ending.code),
-                reason = ending.reason,
-                "WebSocket closed by the gateway"
-            );
-            let frame = || {
-                Some(CloseFrame {
-                    code: ending.code,
-                    reason: ending.reason.into(),
-                })
-            };
-            // Both sides are told, but one whose connection is what broke.
-            if !matches!(from, Side::Upstream) {
-                let _ = upstream.close(frame()).await;
+        let code = match ended {
+            // Its close frame goes to the other side as it came.
+            Ended::ByPeer(frame, from) => {
+                let code = frame
+                    .as_ref()
+                    .map_or(NO_STATUS, |frame| u16::from(frame.code));
+                let other = if matches!(from, Side::Client) {
+                    upstream.close(frame).await
+                } else {
+                    client.close(frame).await
+                };
+                drop(other);
+                code
             }
-            if !matches!(from, Side::Client) {
-                let _ = client.close(frame()).await;
+            Ended::ByGateway(ending, from) => {
+                tracing::info!(
+                    deployment = %self.deployment,
+                    code = u16::from(ending.code),
+                    reason = ending.reason,
+                    "WebSocket closed by the gateway"
+                );
+                let frame = || {
+                    Some(CloseFrame {
+                        code: ending.code,
+                        reason: ending.reason.into(),
+                    })
+                };
+                // Both sides are told, but one whose connection is what broke.
+                if !matches!(from, Side::Upstream) {
+                    let _ = upstream.close(frame()).await;
+                }
+                if !matches!(from, Side::Client) {
+                    let _ = client.close(frame()).await;
+                }
+                u16::from(ending.code)
             }
-        }
+        };
+        sessions.closed(code);
         drop(self.hold);
+    }
+}
+
+/// The close code of a close frame without one (RFC 6455, 7.4.1).
+const NO_STATUS: u16 = 1005;
+
+/// How a relay ended.
+enum Ended {
+    /// A side closed (with this frame, if any).
+    ByPeer(Option<CloseFrame>, Side),
+    /// The gateway ended it, and tells the sides why.
+    ByGateway(Ending, Side),
+}
+
+/// The sessions of one deployment, in the metrics: `llm_tower_websocket_sessions_total`
+/// (opened), `llm_tower_websocket_open`, `llm_tower_websocket_closed_total{code}`.
+struct Sessions {
+    deployment: String,
+}
+
+impl Sessions {
+    fn opened(deployment: &str) -> Self {
+        let deployment = deployment.to_owned();
+        metrics::counter!("llm_tower_websocket_sessions_total", "deployment" => deployment.clone())
+            .increment(1);
+        metrics::gauge!("llm_tower_websocket_open", "deployment" => deployment.clone())
+            .increment(1.0);
+        Self { deployment }
+    }
+
+    fn closed(self, code: u16) {
+        metrics::gauge!("llm_tower_websocket_open", "deployment" => self.deployment.clone())
+            .decrement(1.0);
+        metrics::counter!(
+            "llm_tower_websocket_closed_total",
+            "deployment" => self.deployment,
+            "code" => code.to_string()
+        )
+        .increment(1);
     }
 }
 
@@ -147,7 +198,7 @@ async fn closing(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|down| *down).await.map(|_| ());
 }
 
-/// Which side's connection broke, ending the relay.
+/// Which side closed, or whose connection broke.
 enum Side {
     Client,
     Upstream,
