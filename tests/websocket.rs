@@ -23,8 +23,8 @@ use tokio_tungstenite::tungstenite::{ClientRequestBuilder, Message};
 
 const KEY: &str = "gw-team-a-0123456789abcdef";
 
-/// A WebSocket upstream: on each connection it records the handshake's request line and
-/// `authorization`, greets with `session.created`, echoes every text and binary message,
+/// A WebSocket upstream: on each connection it records the handshake's target and
+/// credential, greets with `session.created`, echoes every text and binary message,
 /// and on `break` drops the connection without a close frame.
 #[allow(clippy::result_large_err)] // the handshake callback's type is tungstenite's
 async fn ws_upstream() -> (String, Arc<Mutex<Vec<(String, String)>>>) {
@@ -37,12 +37,12 @@ async fn ws_upstream() -> (String, Arc<Mutex<Vec<(String, String)>>>) {
             let record = record.clone();
             tokio::spawn(async move {
                 let callback = |request: &Request, response: Response| {
-                    let auth = request
-                        .headers()
-                        .get("authorization")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or_default()
-                        .to_owned();
+                    // The credential, in whichever scheme it came (Azure's `api-key`).
+                    let header = |name| request.headers().get(name)?.to_str().ok();
+                    let auth = header("authorization")
+                        .map(str::to_owned)
+                        .or_else(|| Some(format!("api-key {}", header("api-key")?)))
+                        .unwrap_or_default();
                     record
                         .lock()
                         .unwrap()
@@ -187,6 +187,27 @@ async fn messages_are_relayed_in_order_both_ways_with_the_deployment_s_key() {
     assert_eq!(
         auth, "Bearer sk-upstream-a",
         "the deployment's key, never the client's"
+    );
+}
+
+/// An Azure OpenAI deployment gets its key as `api-key`, and its Realtime URL's
+/// `deployment=` naming the model as Azure knows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_azure_deployment_gets_its_key_and_deployment_in_azure_s_scheme() {
+    let (url, seen) = ws_upstream().await;
+    let mut azure = realtime(url, &[("gpt-realtime", "my-realtime-deployment")]);
+    azure.provider = llm_tower::ProviderName::Azure;
+    let gw = gateway(Config::with_endpoints(vec![azure]), r#"["/realtime"]"#).await;
+    let path = "/v1/realtime?api-version=2025-04-01-preview&model=gpt-realtime";
+    let mut socket = connect(&gw, path, Some(KEY)).await.unwrap();
+    next(&mut socket).await;
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen[0],
+        (
+            "/v1/realtime?api-version=2025-04-01-preview&model=my-realtime-deployment&deployment=my-realtime-deployment".to_owned(),
+            "api-key sk-upstream-a".to_owned()
+        )
     );
 }
 

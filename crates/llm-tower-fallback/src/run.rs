@@ -9,9 +9,9 @@ use http::{HeaderValue, Request, Response, Uri};
 use http_body::Body;
 use llm_tower_core::{
     AttemptKind, Attempts, BoxError, BufferedBody, Classification, ContextOverflow, Deployment,
-    Endpoint, Error, ErrorKind, ModelName, ModelRoute, Outcome, Replay, Selected, SingleTry,
-    WebSocketUpgrade, buffer_request, classify, header_names, informational_as_error,
-    is_upgrade_answer, model_in_query, strip_hop_by_hop_and, with_model, with_query_model,
+    Endpoint, Error, ErrorKind, ModelName, ModelRoute, Outcome, Provider, Replay, Selected,
+    SingleTry, WebSocketUpgrade, buffer_request, classify, header_names, informational_as_error,
+    is_upgrade_answer, model_in_query, strip_hop_by_hop_and, with_model, with_query_param,
 };
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
@@ -341,16 +341,21 @@ impl Prepared {
     }
 
     /// An upgrade's target with the `?model=` the deployment knows the model by, when that is
-    /// not the one asked for; `None`: the client's target as it is.
+    /// not the one asked for, and for Azure OpenAI the `deployment=` its Realtime URL names
+    /// the model by; `None`: the client's target as it is.
     fn target_for(&self, member: &Member, deployment: &Deployment) -> Option<Uri> {
         let model = deployment.model.as_ref().filter(|_| self.upgrade)?;
         let send = upstream_name(member, model);
         let query = self.target.query()?;
-        if model_in_query(query).as_deref() == Some(&**send) {
+        let azure = matches!(member.endpoint.provider(), Provider::Azure);
+        if model_in_query(query).as_deref() == Some(&**send) && !azure {
             return None;
         }
-        let target = format!("{}?{}", self.target.path(), with_query_model(query, send));
-        target.parse().ok()
+        let mut query = with_query_param(query, "model", send);
+        if azure {
+            query = with_query_param(&query, "deployment", send);
+        }
+        format!("{}?{query}", self.target.path()).parse().ok()
     }
 }
 

@@ -7,7 +7,7 @@ mod scan;
 
 use std::sync::Arc;
 
-pub use query::{model_in_query, with_query_model};
+pub use query::{model_in_query, with_query_param};
 pub use scan::{ModelInBody, find_model, find_top_level, for_each_member, with_model};
 
 /// Whether `path` is one of the APIs that generate (and do nothing else): chat and text

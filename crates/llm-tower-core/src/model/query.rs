@@ -29,32 +29,56 @@ pub fn model_in_query(query: &str) -> Option<ModelName> {
     (!name.is_empty()).then(|| name.into())
 }
 
-/// `query` with its `model` parameter's value `model` (percent-encoded where it must be).
+/// `query` with its parameter `name` set to `value` (percent-encoded where it must be): in
+/// place where it is, else added at the end.
 ///
 /// ```
-/// use llm_tower_core::with_query_model;
+/// use llm_tower_core::with_query_param;
 ///
-/// assert_eq!(with_query_model("api-version=1&model=fast", "gpt-4o-mini"), "api-version=1&model=gpt-4o-mini");
-/// assert_eq!(with_query_model("model=fast", "a b/c"), "model=a%20b%2Fc");
+/// assert_eq!(with_query_param("api-version=1&model=fast", "model", "gpt-4o-mini"), "api-version=1&model=gpt-4o-mini");
+/// assert_eq!(with_query_param("model=fast", "model", "a b/c&d"), "model=a%20b%2Fc%26d");
+/// assert_eq!(with_query_param("model=m", "deployment", "m"), "model=m&deployment=m");
 /// ```
-pub fn with_query_model(query: &str, model: &str) -> String {
-    let mut out = String::with_capacity(query.len() + model.len());
-    for (i, pair) in query.split('&').enumerate() {
-        if i > 0 {
+pub fn with_query_param(query: &str, name: &str, value: &str) -> String {
+    let mut out = String::with_capacity(query.len() + name.len() + value.len() + 2);
+    let mut set = false;
+    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+        if !out.is_empty() {
             out.push('&');
         }
-        if pair.starts_with("model=") {
-            out.push_str("model=");
-            for byte in model.bytes() {
-                if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-                    out.push(char::from(byte));
-                } else {
-                    let _ = write!(out, "%{byte:02X}");
-                }
+        match pair
+            .strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix('='))
+        {
+            Some(_) if !set => {
+                push_param(&mut out, name, value);
+                set = true;
             }
-        } else {
-            out.push_str(pair);
+            // A second one is dropped: the value is ours.
+            Some(_) => {
+                out.pop();
+            }
+            None => out.push_str(pair),
         }
     }
+    if !set {
+        if !out.is_empty() {
+            out.push('&');
+        }
+        push_param(&mut out, name, value);
+    }
     out
+}
+
+/// `name=value`, the value percent-encoded but for unreserved characters (RFC 3986).
+fn push_param(out: &mut String, name: &str, value: &str) {
+    out.push_str(name);
+    out.push('=');
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            let _ = write!(out, "%{byte:02X}");
+        }
+    }
 }
