@@ -23,11 +23,21 @@ use tokio_tungstenite::tungstenite::{ClientRequestBuilder, Message};
 
 const KEY: &str = "gw-team-a-0123456789abcdef";
 
-/// A WebSocket upstream: on each connection it records the handshake's target and
-/// credential, greets with `session.created`, echoes every text and binary message,
-/// and on `break` drops the connection without a close frame.
+/// What a WebSocket upstream saw of a handshake.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Seen {
+    target: String,
+    /// `authorization`, or `api-key …` (Azure's scheme).
+    credential: String,
+    protocols: Option<String>,
+    extensions: Option<String>,
+}
+
+/// A WebSocket upstream: on each connection it records the handshake ([`Seen`]), takes the
+/// first subprotocol offered, greets with `session.created`, echoes every text and binary
+/// message, and on `break` drops the connection without a close frame.
 #[allow(clippy::result_large_err)] // the handshake callback's type is tungstenite's
-async fn ws_upstream() -> (String, Arc<Mutex<Vec<(String, String)>>>) {
+async fn ws_upstream() -> (String, Arc<Mutex<Vec<Seen>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -36,17 +46,24 @@ async fn ws_upstream() -> (String, Arc<Mutex<Vec<(String, String)>>>) {
         while let Ok((stream, _)) = listener.accept().await {
             let record = record.clone();
             tokio::spawn(async move {
-                let callback = |request: &Request, response: Response| {
-                    // The credential, in whichever scheme it came (Azure's `api-key`).
-                    let header = |name| request.headers().get(name)?.to_str().ok();
-                    let auth = header("authorization")
-                        .map(str::to_owned)
+                let callback = |request: &Request, mut response: Response| {
+                    let header =
+                        |name| Some(request.headers().get(name)?.to_str().ok()?.to_owned());
+                    let credential = header("authorization")
                         .or_else(|| Some(format!("api-key {}", header("api-key")?)))
                         .unwrap_or_default();
-                    record
-                        .lock()
-                        .unwrap()
-                        .push((request.uri().to_string(), auth));
+                    let protocols = header("sec-websocket-protocol");
+                    if let Some(first) = protocols.as_deref().and_then(|p| p.split(',').next()) {
+                        response
+                            .headers_mut()
+                            .insert("sec-websocket-protocol", first.trim().parse().unwrap());
+                    }
+                    record.lock().unwrap().push(Seen {
+                        target: request.uri().to_string(),
+                        credential,
+                        protocols,
+                        extensions: header("sec-websocket-extensions"),
+                    });
                     Ok(response)
                 };
                 let Ok(mut socket) = tokio_tungstenite::accept_hdr_async(stream, callback).await
@@ -110,10 +127,23 @@ async fn connect(
     path: &str,
     key: Option<&str>,
 ) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
+    connect_with(gw, path, key, &[]).await
+}
+
+/// [`connect`], with more headers.
+async fn connect_with(
+    gw: &common::Gateway,
+    path: &str,
+    key: Option<&str>,
+    headers: &[(&str, &str)],
+) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
     let uri = format!("ws://{}{path}", gw.addr).parse().unwrap();
     let mut request = ClientRequestBuilder::new(uri);
     if let Some(key) = key {
         request = request.with_header("authorization", format!("Bearer {key}"));
+    }
+    for (name, value) in headers {
+        request = request.with_header(*name, *value);
     }
     let stream = TcpStream::connect(gw.addr).await.unwrap();
     let (socket, _) = tokio_tungstenite::client_async(request, stream).await?;
@@ -159,7 +189,18 @@ async fn messages_are_relayed_in_order_both_ways_with_the_deployment_s_key() {
     let endpoints = vec![realtime(url, &[("realtime", "gpt-4o-realtime-preview")])];
     let gw = gateway(Config::with_endpoints(endpoints), r#"["/realtime"]"#).await;
 
-    let mut socket = connect(&gw, "/v1/realtime?model=realtime", Some(KEY))
+    // As a browser would send them: a key among the subprotocols, compression offered.
+    let offered = [
+        (
+            "sec-websocket-protocol",
+            "realtime, openai-insecure-api-key.gw-team-a-0123456789abcdef",
+        ),
+        (
+            "sec-websocket-extensions",
+            "permessage-deflate; client_max_window_bits",
+        ),
+    ];
+    let mut socket = connect_with(&gw, "/v1/realtime?model=realtime", Some(KEY), &offered)
         .await
         .unwrap();
     assert_eq!(
@@ -180,13 +221,16 @@ async fn messages_are_relayed_in_order_both_ways_with_the_deployment_s_key() {
     socket.close(None).await.unwrap();
 
     let seen = seen.lock().unwrap().clone();
-    assert_eq!(seen.len(), 1, "{seen:?}");
-    let (target, auth) = &seen[0];
-    // The alias's upstream name, in the query the deployment reads.
-    assert_eq!(target, "/v1/realtime?model=gpt-4o-realtime-preview");
     assert_eq!(
-        auth, "Bearer sk-upstream-a",
-        "the deployment's key, never the client's"
+        seen,
+        [Seen {
+            // The alias's upstream name, in the query the deployment reads.
+            target: "/v1/realtime?model=gpt-4o-realtime-preview".into(),
+            credential: "Bearer sk-upstream-a".into(),
+            // No key among the subprotocols, no compression: never the client's key.
+            protocols: Some("realtime".into()),
+            extensions: None,
+        }]
     );
 }
 
@@ -201,14 +245,12 @@ async fn an_azure_deployment_gets_its_key_and_deployment_in_azure_s_scheme() {
     let path = "/v1/realtime?api-version=2025-04-01-preview&model=gpt-realtime";
     let mut socket = connect(&gw, path, Some(KEY)).await.unwrap();
     next(&mut socket).await;
-    let seen = seen.lock().unwrap().clone();
+    let seen = &seen.lock().unwrap()[0];
     assert_eq!(
-        seen[0],
-        (
-            "/v1/realtime?api-version=2025-04-01-preview&model=my-realtime-deployment&deployment=my-realtime-deployment".to_owned(),
-            "api-key sk-upstream-a".to_owned()
-        )
+        seen.target,
+        "/v1/realtime?api-version=2025-04-01-preview&model=my-realtime-deployment&deployment=my-realtime-deployment"
     );
+    assert_eq!(seen.credential, "api-key sk-upstream-a");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -236,7 +278,7 @@ async fn a_refused_handshake_falls_back_and_a_broken_upstream_after_the_101_is_t
         2,
         "a was asked first (and retried once)"
     );
-    assert_eq!(seen.lock().unwrap()[0].1, "Bearer sk-upstream-b");
+    assert_eq!(seen.lock().unwrap()[0].credential, "Bearer sk-upstream-b");
     assert_eq!(
         next(&mut socket).await,
         Message::text(r#"{"type":"session.created"}"#)
@@ -293,6 +335,45 @@ async fn an_upgrade_needs_a_client_key_and_a_websocket_route() {
     assert!(
         seen.lock().unwrap().is_empty(),
         "nothing reached the upstream as a socket"
+    );
+}
+
+/// A key held to some models may open sockets to those only (the model read from the
+/// query), a key held to tokens or spend none (a socket's tokens are not metered), and a
+/// query that names its model ambiguously is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_s_limits_hold_for_sockets() {
+    use llm_tower::limits::Limits;
+    let (url, seen) = ws_upstream().await;
+    let endpoints = vec![realtime(url, &[("m", "m"), ("other", "other")])];
+    let mut config: GatewayConfig = with_keys(&MockProvider::start().await.unwrap());
+    config.upstream = Config::with_endpoints(endpoints);
+    config.websocket = Some(serde_json::from_str(r#"["/realtime"]"#).unwrap());
+    let auth = config.client_auth.as_mut().unwrap();
+    auth.keys[0].limits = Some(Limits {
+        models: Some(vec!["m".into()]),
+        ..Limits::default()
+    });
+    auth.keys[1].limits = Some(Limits {
+        tpm: Some(1000),
+        ..Limits::default()
+    });
+    let gw = common::serve(config, None, std::future::pending()).await;
+
+    let allowed = connect(&gw, "/v1/realtime?model=m", Some(KEY)).await;
+    assert!(allowed.is_ok());
+    for (path, key) in [
+        ("/v1/realtime?model=other", KEY),
+        ("/v1/realtime?model=m&MODEL=other", KEY),
+        ("/v1/realtime?model=m", "gw-team-b-0123456789abcdef"),
+    ] {
+        let refused = connect(&gw, path, Some(key)).await.unwrap_err();
+        assert!(refused.to_string().contains("403"), "{path}: {refused}");
+    }
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        1,
+        "only the allowed socket reached it"
     );
 }
 
@@ -399,7 +480,7 @@ async fn the_openai_python_sdk_s_realtime_client_talks_through_the_gateway() {
         stdout,
         "received: session.created\nechoed: response.create\n"
     );
-    let seen = seen.lock().unwrap().clone();
-    assert_eq!(seen[0].0, "/v1/realtime?model=gpt-realtime");
-    assert_eq!(seen[0].1, "Bearer sk-upstream-a");
+    let seen = &seen.lock().unwrap()[0];
+    assert_eq!(seen.target, "/v1/realtime?model=gpt-realtime");
+    assert_eq!(seen.credential, "Bearer sk-upstream-a");
 }

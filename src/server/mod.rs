@@ -184,14 +184,21 @@ async fn drain(graceful: GracefulShutdown, mut connections: JoinSet<()>, grace: 
             "draining connections"
         );
     }
-    tokio::select! {
-        () = graceful.shutdown() => {}
-        () = tokio::time::sleep(grace) => {
-            while connections.try_join_next().is_some() {}
-            let cut = connections.len();
-            tracing::warn!(cut, "shutdown grace over; closing the connections still open");
-            connections.abort_all();
-        }
+    let deadline = Instant::now() + grace;
+    // Relayed WebSockets are past hyper's graceful shutdown: they close themselves
+    // (`closing`), and are waited for within the same grace.
+    let finished = async {
+        graceful.shutdown().await;
+        while connections.join_next().await.is_some() {}
+    };
+    if tokio::time::timeout_at(deadline, finished).await.is_err() {
+        while connections.try_join_next().is_some() {}
+        let cut = connections.len();
+        tracing::warn!(
+            cut,
+            "shutdown grace over; closing the connections still open"
+        );
+        connections.abort_all();
     }
     while connections.join_next().await.is_some() {}
 }

@@ -19,8 +19,7 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use llm_tower::auth::{ACCOUNT_HEADERS, CREDENTIAL_HEADERS};
 use llm_tower::llm_tower_core::WebSocketUpgrade;
-use llm_tower::respond::ENDPOINT_HEADER;
-use llm_tower::{BoxError, Error, ErrorKind};
+use llm_tower::{BoxError, Deployment, Error, ErrorKind};
 use pin_project_lite::pin_project;
 use tokio::sync::watch;
 use tower::Service;
@@ -285,11 +284,10 @@ impl Future for TrackedFuture {
             // The socket holds the request's descriptor (and keeps the connection busy)
             // until it ends.
             let deployment = response
-                .headers()
-                .get(ENDPOINT_HEADER)
-                .and_then(|id| id.to_str().ok())
-                .unwrap_or_default()
-                .to_owned();
+                .extensions()
+                .get::<Deployment>()
+                .map(|deployment| deployment.id.to_string())
+                .unwrap_or_default();
             websocket::switching(&mut response);
             this.conn.upgrade_to(Relay {
                 client: upgrade.client,

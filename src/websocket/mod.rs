@@ -14,8 +14,8 @@ use http::{HeaderValue, Request, Response};
 pub(crate) use relay::Relay;
 pub use settings::{DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_MESSAGE_BYTES, WebSocketSettings};
 
-/// Whether `request` asks to upgrade to a WebSocket (RFC 6455, 4.1): a `GET` with
-/// `Upgrade: websocket` and `Connection: upgrade`.
+/// Whether `request` asks to upgrade to a WebSocket (RFC 6455, 4.1): an HTTP/1.1 `GET`
+/// with `Upgrade: websocket` and `Connection: upgrade`.
 pub(crate) fn asks_to_upgrade<B>(request: &Request<B>) -> bool {
     let has = |name, token: &str| {
         request.headers().get_all(name).iter().any(|value| {
@@ -24,7 +24,10 @@ pub(crate) fn asks_to_upgrade<B>(request: &Request<B>) -> bool {
                 .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
         })
     };
-    request.method() == http::Method::GET && has(UPGRADE, "websocket") && has(CONNECTION, "upgrade")
+    request.version() == http::Version::HTTP_11
+        && request.method() == http::Method::GET
+        && has(UPGRADE, "websocket")
+        && has(CONNECTION, "upgrade")
 }
 
 /// The `101` the client gets: the deployment's, with the connection headers the stack

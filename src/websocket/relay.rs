@@ -1,11 +1,14 @@
 //! [`Relay`]: one WebSocket, relayed between the client and the deployment that answered its
-//! upgrade with `101`, message by message and untouched (text, binary, ping and pong as
-//! they come, in order), until one side closes it.
+//! upgrade with `101`, message by message and untouched (text and binary as they come, in
+//! order), until one side closes it: its close frame goes to the other.
 //!
 //! - **Limits.** A message over `max_message_bytes`, either way, closes both sides with
 //!   1009 (message too big). A socket quiet both ways for `idle_timeout` is closed with 1001.
-//! - **A broken upstream** (its connection gone, a protocol fault) closes the client's
-//!   socket with 1011 and a reason: the upgrade was answered, so there is no falling back now.
+//! - **A broken upstream** (its connection gone, a protocol fault, or not taking a message
+//!   within the idle timeout) closes the client's socket with 1011 and a reason: the
+//!   upgrade was answered, so there is no falling back now.
+//! - **Pings and pongs** are answered at each hop (tungstenite does it), not relayed: each
+//!   connection's liveness is its own.
 //! - **Shutdown** closes both sides with 1001, so that clients reconnect elsewhere.
 //!
 //! It runs in its connection's task (the server awaits it after hyper hands the connection
@@ -14,6 +17,7 @@
 
 use std::any::Any;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::OnUpgrade;
@@ -56,12 +60,17 @@ struct Ending {
 
 impl Relay {
     pub(crate) async fn run(self) {
-        let (client, upstream) = match tokio::try_join!(self.client, self.upstream) {
-            Ok(both) => both,
-            Err(err) => {
+        // A client that never finishes its side of the upgrade holds nothing for long.
+        let both = tokio::time::timeout(HANDOVER, async {
+            tokio::try_join!(self.client, self.upstream)
+        });
+        let (client, upstream) = match both.await {
+            Ok(Ok(both)) => both,
+            Ok(Err(err)) => {
                 tracing::debug!(error = %err, "a WebSocket upgrade did not complete");
                 return;
             }
+            Err(_) => return,
         };
         let max = self.settings.max_message_bytes;
         let config = WebSocketConfig::default()
@@ -75,26 +84,29 @@ impl Relay {
                 .await;
         let mut shutdown = self.shutdown;
         let sessions = Sessions::opened(&self.deployment);
+        // Every send is bounded too: a side that stops reading cannot hold the relay (and
+        // its permit) beyond the idle timeout.
+        let patience = self.settings.idle_timeout;
         let ended = loop {
             let idle = tokio::time::sleep(self.settings.idle_timeout);
             tokio::select! {
-                message = client.next() => match forward(message, &mut upstream).await {
+                message = client.next() => match forward(message, &mut upstream, patience).await {
                     Step::Go => {}
                     Step::Closed(frame) => break Ended::ByPeer(frame, Side::Client),
                     Step::TooBig => break Ended::ByGateway(TOO_BIG, Side::Neither),
-                    Step::Broken => break Ended::ByGateway(Ending {
-                        code: CloseCode::Error,
-                        reason: "the client's connection broke",
-                    }, Side::Client),
+                    Step::SourceBroke => break Ended::ByGateway(CLIENT_BROKE, Side::Client),
+                    Step::DestinationBroke => {
+                        break Ended::ByGateway(UPSTREAM_BROKE, Side::Upstream);
+                    }
                 },
-                message = upstream.next() => match forward(message, &mut client).await {
+                message = upstream.next() => match forward(message, &mut client, patience).await {
                     Step::Go => {}
                     Step::Closed(frame) => break Ended::ByPeer(frame, Side::Upstream),
                     Step::TooBig => break Ended::ByGateway(TOO_BIG, Side::Neither),
-                    Step::Broken => break Ended::ByGateway(Ending {
-                        code: CloseCode::Error,
-                        reason: "the upstream connection broke",
-                    }, Side::Upstream),
+                    Step::SourceBroke => break Ended::ByGateway(UPSTREAM_BROKE, Side::Upstream),
+                    Step::DestinationBroke => {
+                        break Ended::ByGateway(CLIENT_BROKE, Side::Client);
+                    }
                 },
                 () = idle => break Ended::ByGateway(Ending {
                     code: CloseCode::Away,
@@ -107,17 +119,18 @@ impl Relay {
             }
         };
         let code = match ended {
-            // Its close frame goes to the other side as it came.
+            // Its close frame goes to the other side as it came; the side that closed gets
+            // the reply its stream queued.
             Ended::ByPeer(frame, from) => {
                 let code = frame
                     .as_ref()
                     .map_or(NO_STATUS, |frame| u16::from(frame.code));
-                let other = if matches!(from, Side::Client) {
-                    upstream.close(frame).await
-                } else {
-                    client.close(frame).await
+                let (closed, other) = match from {
+                    Side::Client => (&mut client, &mut upstream),
+                    _ => (&mut upstream, &mut client),
                 };
-                drop(other);
+                let _ = tokio::time::timeout(CLOSING, other.close(frame)).await;
+                let _ = tokio::time::timeout(CLOSING, closed.flush()).await;
                 code
             }
             Ended::ByGateway(ending, from) => {
@@ -135,16 +148,42 @@ impl Relay {
                 };
                 // Both sides are told, but one whose connection is what broke.
                 if !matches!(from, Side::Upstream) {
-                    let _ = upstream.close(frame()).await;
+                    let _ = tokio::time::timeout(CLOSING, upstream.close(frame())).await;
                 }
                 if !matches!(from, Side::Client) {
-                    let _ = client.close(frame()).await;
+                    let _ = tokio::time::timeout(CLOSING, client.close(frame())).await;
                 }
                 u16::from(ending.code)
             }
         };
         sessions.closed(code);
         drop(self.hold);
+    }
+}
+
+/// How long the client and the upstream have to finish their sides of the upgrade.
+const HANDOVER: Duration = Duration::from_secs(10);
+/// How long a close frame may take to go out.
+const CLOSING: Duration = Duration::from_secs(1);
+
+const CLIENT_BROKE: Ending = Ending {
+    code: CloseCode::Error,
+    reason: "the client's connection broke",
+};
+const UPSTREAM_BROKE: Ending = Ending {
+    code: CloseCode::Error,
+    reason: "the upstream connection broke",
+};
+
+/// A close code as a metric label: the protocol's own codes (1000–1015) as they are, the
+/// ranges applications and libraries may use as `3xxx` and `4xxx`: a peer cannot make a
+/// series per code it invents.
+fn code_label(code: u16) -> String {
+    match code {
+        1000..=1015 => code.to_string(),
+        3000..=3999 => "3xxx".to_owned(),
+        4000..=4999 => "4xxx".to_owned(),
+        _ => "other".to_owned(),
     }
 }
 
@@ -160,7 +199,8 @@ enum Ended {
 }
 
 /// The sessions of one deployment, in the metrics: `llm_tower_websocket_sessions_total`
-/// (opened), `llm_tower_websocket_open`, `llm_tower_websocket_closed_total{code}`.
+/// (opened), `llm_tower_websocket_open`, `llm_tower_websocket_closed_total{code}` (see
+/// [`code_label`]).
 struct Sessions {
     deployment: String,
 }
@@ -181,7 +221,7 @@ impl Sessions {
         metrics::counter!(
             "llm_tower_websocket_closed_total",
             "deployment" => self.deployment,
-            "code" => code.to_string()
+            "code" => code_label(code)
         )
         .increment(1);
     }
@@ -207,29 +247,38 @@ enum Side {
 
 /// What one side's next message does.
 enum Step {
-    /// Relayed.
+    /// Relayed (or, a ping or pong, answered here: each hop keeps its own connection alive).
     Go,
     /// The side closed: its close frame goes to the other.
     Closed(Option<CloseFrame>),
     /// A message over the limit, read or to be sent.
     TooBig,
-    /// The connection it came from, or the one it was sent to, broke.
-    Broken,
+    /// The connection the message came from broke.
+    SourceBroke,
+    /// The connection it was sent to broke, or did not take it within `patience`.
+    DestinationBroke,
 }
 
-/// Relays `message` (read from one side) to `to`.
-async fn forward<S>(message: Option<Result<Message, WsError>>, to: &mut WebSocketStream<S>) -> Step
+/// Relays `message` (read from one side) to `to`, waiting at most `patience` for `to` to
+/// take it.
+async fn forward<S>(
+    message: Option<Result<Message, WsError>>,
+    to: &mut WebSocketStream<S>,
+    patience: Duration,
+) -> Step
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     match message {
         Some(Ok(Message::Close(frame))) => Step::Closed(frame),
-        Some(Ok(message)) => match to.send(message).await {
-            Ok(()) => Step::Go,
-            Err(WsError::Capacity(_)) => Step::TooBig,
-            Err(_) => Step::Broken,
+        // tungstenite answers a ping itself: relayed too, it would be answered twice.
+        Some(Ok(Message::Ping(_) | Message::Pong(_))) => Step::Go,
+        Some(Ok(message)) => match tokio::time::timeout(patience, to.send(message)).await {
+            Ok(Ok(())) => Step::Go,
+            Ok(Err(WsError::Capacity(_))) => Step::TooBig,
+            Ok(Err(_)) | Err(_) => Step::DestinationBroke,
         },
         Some(Err(WsError::Capacity(CapacityError::MessageTooLong { .. }))) => Step::TooBig,
-        Some(Err(_)) | None => Step::Broken,
+        Some(Err(_)) | None => Step::SourceBroke,
     }
 }

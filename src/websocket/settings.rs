@@ -6,14 +6,15 @@ use std::time::Duration;
 use llm_tower::ConfigError;
 use serde::Deserialize;
 
-/// The default most bytes of one message, either way: 16 MiB (a Realtime session sends audio
-/// in messages of a few hundred KiB).
-pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+/// The default most bytes of one message, either way: 4 MiB (a Realtime session sends audio
+/// in messages of a few hundred KiB). A socket may hold one message being read and one being
+/// written each way: about four times this, at most, per socket.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 /// The default longest quiet spell, both ways, before a socket is closed.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The WebSocket routes: `websocket: [/realtime]`, or with its limits
-/// `websocket: { paths: [/realtime], idle_timeout: 5m, max_message_bytes: 16777216 }`. Off
+/// `websocket: { paths: [/realtime], idle_timeout: 5m, max_message_bytes: 4194304 }`. Off
 /// when absent: an upgrade is never forwarded.
 ///
 /// ```

@@ -159,12 +159,14 @@ where
     let member = &balancer.pool.members[pick.index];
     // Not a probe (its answer, late or not, is what restores or ejects the deployment), not
     // from an endpoint that may not fall back, and only for the APIs that generate (a
-    // request with effects of its own, a file upload, must not be made twice).
+    // request with effects of its own, a file upload, must not be made twice) over HTTP (a
+    // WebSocket session is opened once).
     let policy = member.hedge.as_ref().filter(|_| {
         !failed.hedged
             && pick.probe.is_none()
             && !pick.single_try
             && member.endpoint.fallback()
+            && !prepared.upgrade
             && is_generation_path(prepared.target.path())
     });
     let Some(policy) = policy else {

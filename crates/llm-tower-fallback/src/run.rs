@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use http::header::{CONNECTION, UPGRADE};
+use http::header::{CONNECTION, SEC_WEBSOCKET_EXTENSIONS, SEC_WEBSOCKET_PROTOCOL, UPGRADE};
 use http::request::Parts;
 use http::{HeaderValue, Request, Response, Uri};
 use http_body::Body;
@@ -220,13 +220,7 @@ impl Prepared {
         strip_hop_by_hop_and(&mut parts.headers, |name| NOT_FORWARDED.contains(name));
         let upgrade = parts.extensions.get::<WebSocketUpgrade>().is_some();
         if upgrade {
-            // The one exchange that asks the upstream for the connection itself.
-            parts
-                .headers
-                .insert(CONNECTION, HeaderValue::from_static("upgrade"));
-            parts
-                .headers
-                .insert(UPGRADE, HeaderValue::from_static("websocket"));
+            upgrade_headers(&mut parts.headers);
         }
         // The client's HTTP version says nothing about the upstream's: the pool picks HTTP/1.1
         // or HTTP/2 per connection (ALPN). Forwarding an h2 client's version to an HTTP/1-only
@@ -356,6 +350,31 @@ impl Prepared {
             query = with_query_param(&query, "deployment", send);
         }
         format!("{}?{query}", self.target.path()).parse().ok()
+    }
+}
+
+/// The headers of a WebSocket upgrade to a deployment: the one exchange that asks the
+/// upstream for the connection itself. Compression is not offered (the relay passes
+/// messages as they are, and takes no compressed frame), and a key a browser client put in
+/// its subprotocols (`openai-insecure-api-key.<key>`, a gateway key here) never goes on.
+fn upgrade_headers(headers: &mut http::HeaderMap) {
+    headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+    headers.remove(SEC_WEBSOCKET_EXTENSIONS);
+    let kept: Vec<String> = headers
+        .get_all(SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .filter(|token| !token.is_empty() && !token.starts_with("openai-insecure-api-key."))
+        .map(str::to_owned)
+        .collect();
+    headers.remove(SEC_WEBSOCKET_PROTOCOL);
+    if let Ok(value) = HeaderValue::try_from(kept.join(", "))
+        && !kept.is_empty()
+    {
+        headers.insert(SEC_WEBSOCKET_PROTOCOL, value);
     }
 }
 

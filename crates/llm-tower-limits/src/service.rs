@@ -11,7 +11,7 @@ use http::{Request, Response};
 use http_body::Body;
 use llm_tower_core::{
     BoxError, Caller, DEFAULT_MAX_BODY_BYTES, Deployment, Error, ErrorKind, ModelInBody,
-    UsageRecord, buffer_request, find_model, model_in_path,
+    UsageRecord, WebSocketUpgrade, buffer_request, find_model, model_in_path, model_in_query,
 };
 use llm_tower_usage::Prices;
 use pin_project_lite::pin_project;
@@ -273,12 +273,22 @@ where
     B::Error: Into<BoxError>,
 {
     let client: Arc<str> = caller.name().into();
+    let upgrade = request.extensions().get::<WebSocketUpgrade>().is_some();
+    if upgrade && (limits.tpm.is_some() || limits.budget.is_some()) {
+        // A socket's tokens are not metered: a key held to tokens or spend could use any.
+        return Err(Error::new(
+            ErrorKind::Forbidden,
+            "this key has token or spend limits, which WebSocket sessions cannot be held to",
+        )
+        .into());
+    }
     let (request, reserved) = if limits.reads_body() {
         let request = buffer_request(request, shared.max_body_bytes).await?;
         let body = request.body().to_bytes();
-        // Gemini's own API names the model in the path, not the body.
+        // Gemini's own API names the model in the path, a WebSocket upgrade in its query.
         let model = match find_model(&body) {
             ModelInBody::Named { name, .. } => Some(name),
+            _ if upgrade => request.uri().query().and_then(model_in_query),
             _ => model_in_path(request.uri().path()).map(Into::into),
         };
         match &model {
@@ -292,7 +302,7 @@ where
             // A key held to some models names one: a request that names none could be
             // served any (a provider's default). A request without a body (`GET …/models`)
             // asks for no model.
-            None if limits.models.is_some() && !body.is_empty() => {
+            None if limits.models.is_some() && (!body.is_empty() || upgrade) => {
                 return Err(Error::new(
                     ErrorKind::Forbidden,
                     "this key may use only some models, and the request names none",

@@ -7,25 +7,40 @@ use super::ModelName;
 use crate::percent_decode;
 
 /// The `model` parameter of `query` (percent-decoded); `None` when absent, empty, not UTF-8,
-/// or given twice (which one an upstream reads is anyone's guess: none is taken).
+/// or ambiguous: given twice, or also under a name some server may read as `model`
+/// (`%6Dodel`, `MODEL`, `model[]`). Which one an upstream would read is anyone's guess, so
+/// none is taken (a route by model, or a key's allow-list, then refuses the request).
 ///
 /// ```
 /// use llm_tower_core::model_in_query;
 ///
 /// assert_eq!(model_in_query("model=gpt-4o-realtime").as_deref(), Some("gpt-4o-realtime"));
 /// assert_eq!(model_in_query("api-version=1&model=my%20model").as_deref(), Some("my model"));
-/// assert_eq!(model_in_query("model=a&model=b"), None);
-/// assert_eq!(model_in_query("models=a"), None);
+/// for ambiguous in ["model=a&model=b", "model=a&MODEL=b", "model=a&%6Dodel=b", "model[]=a", "Model=a"] {
+///     assert_eq!(model_in_query(ambiguous), None, "{ambiguous}");
+/// }
+/// assert_eq!(model_in_query("models=a&model=b").as_deref(), Some("b"));
 /// ```
 pub fn model_in_query(query: &str) -> Option<ModelName> {
-    let mut values = query
-        .split('&')
-        .filter_map(|pair| pair.strip_prefix("model="));
-    let value = values.next()?;
-    if values.next().is_some() {
-        return None;
+    let mut found = None;
+    for pair in query.split(['&', ';']) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let decoded = percent_decode(&name.replace('+', " "));
+        // `model`, whatever its case or escapes, and anything after it but letters and digits
+        // (`model[]`, `model.x`): what a lenient server may take for it.
+        let looks_like = decoded
+            .get(..5)
+            .is_some_and(|start| start.eq_ignore_ascii_case(b"model"))
+            && !decoded[5..].iter().any(u8::is_ascii_alphanumeric);
+        if !looks_like {
+            continue;
+        }
+        if name != "model" || found.is_some() {
+            return None;
+        }
+        found = Some(value);
     }
-    let name = String::from_utf8(percent_decode(&value.replace('+', " "))).ok()?;
+    let name = String::from_utf8(percent_decode(&found?.replace('+', " "))).ok()?;
     (!name.is_empty()).then(|| name.into())
 }
 

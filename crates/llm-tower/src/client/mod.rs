@@ -15,7 +15,9 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::{self, Client};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use llm_tower_core::{BufferedBody, ConfigError, CredentialsSet, Error, Selected};
+use llm_tower_core::{
+    BufferedBody, ConfigError, CredentialsSet, Error, Selected, WebSocketUpgrade,
+};
 use pin_project_lite::pin_project;
 use tower::Service;
 
@@ -52,6 +54,9 @@ pub struct HttpClient {
     // Shared: the stack clones its inner service for every request, and hyper-util's client
     // is a large value of many `Arc`s.
     inner: Arc<Client<Connector, BufferedBody>>,
+    /// WebSocket upgrades' own: HTTP/1.1 only, since an upgrade is an HTTP/1.1 exchange (an
+    /// `https://` upstream offering HTTP/2 would otherwise get a plain `GET`).
+    upgrades: Arc<Client<Connector, BufferedBody>>,
 }
 
 impl fmt::Debug for HttpClient {
@@ -76,18 +81,22 @@ impl HttpClient {
         http.enforce_http(!Self::SUPPORTS_HTTPS);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(settings.connect_timeout));
-        let connector = tls_connector(http)?;
-        let inner = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(settings.pool_idle_timeout)
-            .pool_max_idle_per_host(settings.pool_max_idle_per_host)
-            // The read buffer must hold the whole head: a larger one is a parse error.
-            .http1_max_buf_size(settings.max_response_head_bytes)
-            .http2_only(settings.http2_only)
-            .pool_timer(TokioTimer::new())
-            .build(connector);
+        let client = |connector, http2_only| {
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(settings.pool_idle_timeout)
+                .pool_max_idle_per_host(settings.pool_max_idle_per_host)
+                // The read buffer must hold the whole head: a larger one is a parse error.
+                .http1_max_buf_size(settings.max_response_head_bytes)
+                .http2_only(http2_only)
+                .pool_timer(TokioTimer::new())
+                .build(connector)
+        };
+        let inner = client(tls_connector(http.clone(), true)?, settings.http2_only);
+        let upgrades = client(tls_connector(http, false)?, false);
         Ok(Self {
             max_head_bytes: settings.max_response_head_bytes,
             inner: Arc::new(inner),
+            upgrades: Arc::new(upgrades),
         })
     }
 
@@ -116,9 +125,13 @@ impl HttpClient {
                 refusal: Some(refusal),
             };
         }
+        // Only a `GET` may be an upgrade: nothing else looks further.
+        let upgrade = request.method() == http::Method::GET
+            && request.extensions().get::<WebSocketUpgrade>().is_some();
+        let client = if upgrade { &self.upgrades } else { &self.inner };
         HttpClientFuture {
             max_head_bytes: self.max_head_bytes,
-            inner: Some(self.inner.request(request)),
+            inner: Some(client.request(request)),
             refusal: None,
         }
     }
@@ -188,8 +201,9 @@ pub(crate) const NO_TLS: &str = "https needs llm-tower's `rustls-webpki-roots` o
      `rustls-native-roots` feature (this build has no TLS, and a key must never go out in \
      clear text)";
 
+/// The connector over `http`: TLS for `https://` (offering HTTP/2 by ALPN when `http2`).
 #[cfg(feature = "tls")]
-fn tls_connector(http: HttpConnector) -> Result<Connector, ConfigError> {
+fn tls_connector(http: HttpConnector, http2: bool) -> Result<Connector, ConfigError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = hyper_rustls::HttpsConnectorBuilder::new();
     #[cfg(feature = "rustls-native-roots")]
@@ -205,16 +219,17 @@ fn tls_connector(http: HttpConnector) -> Result<Connector, ConfigError> {
     let builder = builder
         .with_provider_and_webpki_roots(provider)
         .map_err(|err| ConfigError::invalid("client", format!("TLS setup failed: {err}")))?;
-    Ok(builder
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(http))
+    let builder = builder.https_or_http().enable_http1();
+    Ok(if http2 {
+        builder.enable_http2().wrap_connector(http)
+    } else {
+        builder.wrap_connector(http)
+    })
 }
 
 #[cfg(not(feature = "tls"))]
 #[allow(clippy::unnecessary_wraps)]
-fn tls_connector(http: HttpConnector) -> Result<Connector, ConfigError> {
+fn tls_connector(http: HttpConnector, _http2: bool) -> Result<Connector, ConfigError> {
     Ok(http)
 }
 
