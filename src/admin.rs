@@ -3,6 +3,7 @@
 //! `/metrics` (Prometheus: the recorder's series, then the health of the deployments the
 //! registry has now).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +21,8 @@ use llm_tower::limits::store::{LimitsStore, LimitsStoreStatus};
 use llm_tower::limits::{ClientStanding, Limiter, Limits};
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use crate::websocket::{DeploymentSockets, Sockets};
+
 /// `GET /healthz`: 200 while the process serves.
 pub(crate) fn healthz() -> Router {
     Router::new().route("/healthz", get(|| async { "ok\n" }))
@@ -34,6 +37,7 @@ pub(crate) fn routes(
     store: Option<Arc<HealthStore>>,
     generation: Generation,
     limited: Limited,
+    sockets: Option<Arc<Sockets>>,
 ) -> Router {
     let snapshot_registry = registry.clone();
     let mut router = Router::new().route(
@@ -41,10 +45,12 @@ pub(crate) fn routes(
         get(move || {
             let registry = snapshot_registry.clone();
             let health_store = store.as_ref().map(|store| store.status());
+            let websocket = sockets.as_ref().map(|sockets| sockets.snapshot());
             async move {
                 json_response(&Upstreams {
                     config: generation,
                     health_store,
+                    websocket,
                     upstreams: registry.snapshot(),
                 })
             }
@@ -136,6 +142,9 @@ struct Upstreams {
     /// Present with `health_store`.
     #[serde(skip_serializing_if = "Option::is_none")]
     health_store: Option<HealthStoreStatus>,
+    /// Present with `websocket`: each deployment's sessions (opened, open, closed by code).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    websocket: Option<BTreeMap<String, DeploymentSockets>>,
     upstreams: Vec<llm_tower::EndpointSnapshot>,
 }
 

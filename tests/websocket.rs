@@ -415,6 +415,18 @@ async fn sessions_are_counted_per_deployment_and_close_code() {
     let opened = r#"llm_tower_websocket_sessions_total{deployment="metered"}"#;
     assert_eq!(series(&after, opened), Some(1.0), "{after}");
     assert_eq!(series(&after, open), Some(0.0), "{after}");
+    // And in `/upstreams`, beside the deployments' health.
+    let request = http::Request::get(gw.url("/upstreams"))
+        .header("authorization", format!("Bearer {KEY}"))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let upstreams: serde_json::Value =
+        serde_json::from_slice(&common::body(gw.send(request).await).await).unwrap();
+    assert_eq!(
+        upstreams["websocket"]["metered"],
+        serde_json::json!({ "opened": 1, "open": 0, "closed": { "1000": 1 } }),
+        "{upstreams}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -35,6 +35,7 @@ use crate::GatewayConfig;
 use crate::admin::{self, Generation};
 use crate::browser::BrowserGuard;
 use crate::models;
+use crate::websocket::{Sockets, WebSocketRoute};
 use client_auth::{ClientAuth, ClientKeyLayer, ClientKeys};
 use middleware::Middleware;
 use mount::Mount;
@@ -89,6 +90,19 @@ pub(crate) struct Process {
     pub(crate) store: Option<Arc<HealthStore>>,
     /// Every client's counts against its limits: a reload keeps them.
     pub(crate) limiter: Arc<Limiter>,
+    /// Every deployment's WebSocket sessions: a reload keeps them.
+    pub(crate) sockets: Arc<Sockets>,
+}
+
+impl Process {
+    /// The stack route's WebSockets under `config`, counted in this process's sessions.
+    fn websocket(&self, config: &GatewayConfig) -> Option<WebSocketRoute> {
+        let settings = config.websocket.clone()?;
+        Some(WebSocketRoute {
+            settings,
+            sockets: self.sockets.clone(),
+        })
+    }
 }
 
 /// The main listener's routes: an axum [`Router`] that is complete on its own (serve it with
@@ -173,6 +187,7 @@ pub fn router(
         registry,
         store,
         limiter: Arc::new(limiter),
+        sockets: Arc::default(),
     };
     let app = build(config, &process, Generation::first())?;
     if let Some(store) = &process.store {
@@ -233,12 +248,14 @@ pub(crate) fn build(
             .collect(),
         limiter: process.limiter.clone(),
     };
+    let sockets = config.websocket.is_some().then(|| process.sockets.clone());
     let admin_routes = admin::routes(
         &registry,
         metrics,
         process.store.clone(),
         generation,
         limited,
+        sockets,
     );
     let browsers = |listen, client_keys| {
         BrowserGuard::new(
@@ -276,7 +293,7 @@ pub(crate) fn build(
     let own = admin::healthz()
         .merge(protected.layer(client_keys.clone()))
         .layer(middleware.clone());
-    let websocket = config.websocket.as_ref();
+    let websocket = process.websocket(config);
     let proxied = Proxied::new(middleware, client_keys, mount, service, websocket);
     // Credentials are marked sensitive by the server before routing (see `server::service`).
     let main = Routes {

@@ -16,7 +16,7 @@ use tower::{Layer, ServiceBuilder, ServiceExt};
 use super::client_auth::{ClientKeyLayer, RequireClientKey};
 use super::middleware::Middleware;
 use super::mount::{Mount, Mounted};
-use crate::WebSocketSettings;
+use crate::websocket::WebSocketRoute;
 
 /// The stack under the request middleware, client keys and the mount, outermost first.
 pub(crate) type ProxiedService =
@@ -34,7 +34,7 @@ pub(crate) struct Proxied {
     service: ProxiedService,
     mount: Mount,
     /// Where WebSocket upgrades are relayed (`websocket`).
-    websocket: Option<Arc<WebSocketSettings>>,
+    websocket: Option<Arc<WebSocketRoute>>,
 }
 
 impl Proxied {
@@ -43,7 +43,7 @@ impl Proxied {
         client_keys: ClientKeyLayer,
         mount: Mount,
         stack: UpstreamService,
-        websocket: Option<&WebSocketSettings>,
+        websocket: Option<WebSocketRoute>,
     ) -> Self {
         let service = ServiceBuilder::new()
             .layer(middleware)
@@ -53,15 +53,17 @@ impl Proxied {
         Self {
             service,
             mount,
-            websocket: websocket.cloned().map(Arc::new),
+            websocket: websocket.map(Arc::new),
         }
     }
 
-    /// The WebSocket settings, when `request` asks to upgrade on one of their routes.
-    pub(crate) fn upgrades<B>(&self, request: &Request<B>) -> Option<&Arc<WebSocketSettings>> {
-        self.websocket.as_ref().filter(|settings| {
+    /// The WebSocket route, when `request` asks to upgrade on one of its paths.
+    pub(crate) fn upgrades<B>(&self, request: &Request<B>) -> Option<&Arc<WebSocketRoute>> {
+        self.websocket.as_ref().filter(|route| {
             crate::websocket::asks_to_upgrade(request)
-                && settings.allows(self.mount.prefix(), request.uri().path())
+                && route
+                    .settings
+                    .allows(self.mount.prefix(), request.uri().path())
         })
     }
 

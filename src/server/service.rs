@@ -31,7 +31,7 @@ use super::descriptors::{RequestSlots, Slot, no_slot};
 use super::live::LiveRoutes;
 use crate::browser::{BrowserGuard, Verdict};
 use crate::routes::{ProxiedBody, ProxiedFuture};
-use crate::websocket::{self, Relay, WebSocketSettings};
+use crate::websocket::{self, Relay, WebSocketRoute};
 
 /// Cloned for every request (hyper-util's adapter does): it holds the routes' slot, not the
 /// routes, which each request loads as it starts.
@@ -98,11 +98,11 @@ impl Service<Request<Incoming>> for TrackedService {
         // half of the socket kept for the relay.
         let upgrade = proxied
             .and_then(|proxied| proxied.upgrades(&request))
-            .map(|settings| {
+            .map(|route| {
                 request.extensions_mut().insert(WebSocketUpgrade);
                 Upgrade {
                     client: hyper::upgrade::on(&mut request),
-                    settings: settings.clone(),
+                    route: route.clone(),
                     closing: self.closing.clone(),
                 }
             });
@@ -153,7 +153,7 @@ impl Service<Request<Incoming>> for TrackedService {
 /// What a relay needs of a WebSocket upgrade besides the deployment's answer.
 struct Upgrade {
     client: OnUpgrade,
-    settings: Arc<WebSocketSettings>,
+    route: Arc<WebSocketRoute>,
     closing: watch::Receiver<bool>,
 }
 
@@ -292,7 +292,7 @@ impl Future for TrackedFuture {
             this.conn.upgrade_to(Relay {
                 client: upgrade.client,
                 upstream,
-                settings: upgrade.settings,
+                route: upgrade.route,
                 deployment,
                 shutdown: upgrade.closing,
                 hold: Box::new(done.take()),

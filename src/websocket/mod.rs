@@ -6,12 +6,16 @@
 //! [`WebSocketUpgrade`](llm_tower::llm_tower_core::WebSocketUpgrade) for what the stack does.
 
 mod relay;
+mod sessions;
 mod settings;
+
+use std::sync::Arc;
 
 use http::header::{CONNECTION, UPGRADE};
 use http::{HeaderValue, Request, Response};
 
 pub(crate) use relay::Relay;
+pub(crate) use sessions::{DeploymentSockets, Sockets};
 pub use settings::{DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_MESSAGE_BYTES, WebSocketSettings};
 
 /// Whether `request` asks to upgrade to a WebSocket (RFC 6455, 4.1): an HTTP/1.1 `GET`
@@ -36,4 +40,12 @@ pub(crate) fn switching<B>(response: &mut Response<B>) {
     let headers = response.headers_mut();
     headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
     headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+}
+
+/// A stack route's WebSockets: its settings, and where its sessions are counted (the
+/// process's, across reloads).
+#[derive(Debug)]
+pub(crate) struct WebSocketRoute {
+    pub(crate) settings: WebSocketSettings,
+    pub(crate) sockets: Arc<Sockets>,
 }

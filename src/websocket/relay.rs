@@ -29,13 +29,14 @@ use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 
-use super::WebSocketSettings;
+use super::WebSocketRoute;
+use super::sessions::Session;
 
 /// A socket to relay once hyper hands over both connections.
 pub(crate) struct Relay {
     pub(crate) client: OnUpgrade,
     pub(crate) upstream: OnUpgrade,
-    pub(crate) settings: Arc<WebSocketSettings>,
+    pub(crate) route: Arc<WebSocketRoute>,
     /// The deployment that answered, for the log.
     pub(crate) deployment: String,
     /// Set when the server shuts down.
@@ -72,7 +73,7 @@ impl Relay {
             }
             Err(_) => return,
         };
-        let max = self.settings.max_message_bytes;
+        let max = self.route.settings.max_message_bytes;
         let config = WebSocketConfig::default()
             .max_message_size(Some(max))
             .max_frame_size(Some(max));
@@ -83,12 +84,12 @@ impl Relay {
             WebSocketStream::from_raw_socket(TokioIo::new(upstream), Role::Client, Some(config))
                 .await;
         let mut shutdown = self.shutdown;
-        let sessions = Sessions::opened(&self.deployment);
+        let session = Session::opened(&self.deployment, &self.route.sockets);
         // Every send is bounded too: a side that stops reading cannot hold the relay (and
         // its permit) beyond the idle timeout.
-        let patience = self.settings.idle_timeout;
+        let patience = self.route.settings.idle_timeout;
         let ended = loop {
-            let idle = tokio::time::sleep(self.settings.idle_timeout);
+            let idle = tokio::time::sleep(self.route.settings.idle_timeout);
             tokio::select! {
                 message = client.next() => match forward(message, &mut upstream, patience).await {
                     Step::Go => {}
@@ -156,7 +157,7 @@ impl Relay {
                 u16::from(ending.code)
             }
         };
-        sessions.closed(code);
+        session.closed(code);
         drop(self.hold);
     }
 }
@@ -175,18 +176,6 @@ const UPSTREAM_BROKE: Ending = Ending {
     reason: "the upstream connection broke",
 };
 
-/// A close code as a metric label: the protocol's own codes (1000–1015) as they are, the
-/// ranges applications and libraries may use as `3xxx` and `4xxx`: a peer cannot make a
-/// series per code it invents.
-fn code_label(code: u16) -> String {
-    match code {
-        1000..=1015 => code.to_string(),
-        3000..=3999 => "3xxx".to_owned(),
-        4000..=4999 => "4xxx".to_owned(),
-        _ => "other".to_owned(),
-    }
-}
-
 /// The close code of a close frame without one (RFC 6455, 7.4.1).
 const NO_STATUS: u16 = 1005;
 
@@ -196,35 +185,6 @@ enum Ended {
     ByPeer(Option<CloseFrame>, Side),
     /// The gateway ended it, and tells the sides why.
     ByGateway(Ending, Side),
-}
-
-/// The sessions of one deployment, in the metrics: `llm_tower_websocket_sessions_total`
-/// (opened), `llm_tower_websocket_open`, `llm_tower_websocket_closed_total{code}` (see
-/// [`code_label`]).
-struct Sessions {
-    deployment: String,
-}
-
-impl Sessions {
-    fn opened(deployment: &str) -> Self {
-        let deployment = deployment.to_owned();
-        metrics::counter!("llm_tower_websocket_sessions_total", "deployment" => deployment.clone())
-            .increment(1);
-        metrics::gauge!("llm_tower_websocket_open", "deployment" => deployment.clone())
-            .increment(1.0);
-        Self { deployment }
-    }
-
-    fn closed(self, code: u16) {
-        metrics::gauge!("llm_tower_websocket_open", "deployment" => self.deployment.clone())
-            .decrement(1.0);
-        metrics::counter!(
-            "llm_tower_websocket_closed_total",
-            "deployment" => self.deployment,
-            "code" => code_label(code)
-        )
-        .increment(1);
-    }
 }
 
 const TOO_BIG: Ending = Ending {
