@@ -104,6 +104,7 @@ impl Service<Request<Incoming>> for TrackedService {
                     client: hyper::upgrade::on(&mut request),
                     route: route.clone(),
                     closing: self.closing.clone(),
+                    conn: self.state.clone(),
                 }
             });
         let slot = match proxied.map(|_| RequestSlots::of_process().take()) {
@@ -145,7 +146,6 @@ impl Service<Request<Incoming>> for TrackedService {
             share: Some(share),
             origin,
             upgrade,
-            conn: self.state.clone(),
         }
     }
 }
@@ -155,6 +155,8 @@ struct Upgrade {
     client: OnUpgrade,
     route: Arc<WebSocketRoute>,
     closing: watch::Receiver<bool>,
+    /// Where the relay goes once hyper lets go of the connection.
+    conn: Arc<ConnState>,
 }
 
 /// Whatever the auth layer strips is hidden from traces and `Debug` output from the start: one
@@ -222,7 +224,6 @@ pin_project! {
         origin: Option<HeaderValue>,
         // A WebSocket upgrade the stack may answer with `101`.
         upgrade: Option<Upgrade>,
-        conn: Arc<ConnState>,
     }
 }
 
@@ -241,7 +242,6 @@ impl TrackedFuture {
             state: State::Refused {
                 response: Some(response),
             },
-            conn: done.state.clone(),
             done: Some(done),
             share: None,
             origin: None,
@@ -289,7 +289,7 @@ impl Future for TrackedFuture {
                 .map(|deployment| deployment.id.to_string())
                 .unwrap_or_default();
             websocket::switching(&mut response);
-            this.conn.upgrade_to(Relay {
+            upgrade.conn.upgrade_to(Relay {
                 client: upgrade.client,
                 upstream,
                 route: upgrade.route,
