@@ -97,7 +97,8 @@ pub use headers::{
 pub use http as __http;
 pub use model::{
     ModelInBody, ModelName, ModelRoute, find_model, find_top_level, for_each_member,
-    is_generation_path, model_in_path, model_in_query, with_model, with_query_param,
+    is_generation_path, model_in_path, model_in_query, requested_model, with_model,
+    with_query_param,
 };
 pub use outcome::Outcome;
 pub use percent::percent_decode;

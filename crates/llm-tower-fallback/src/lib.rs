@@ -71,6 +71,7 @@ mod resume;
 mod run;
 mod service;
 mod settings;
+mod upgrade;
 
 pub use body::ResponseBody;
 pub use headroom::{HeadroomSettings, Share};

@@ -3,15 +3,14 @@
 
 use std::sync::Arc;
 
-use http::header::{CONNECTION, SEC_WEBSOCKET_EXTENSIONS, SEC_WEBSOCKET_PROTOCOL, UPGRADE};
 use http::request::Parts;
-use http::{HeaderValue, Request, Response, Uri};
+use http::{Request, Response, Uri};
 use http_body::Body;
 use llm_tower_core::{
     AttemptKind, Attempts, BoxError, BufferedBody, Classification, ContextOverflow, Deployment,
-    Endpoint, Error, ErrorKind, ModelName, ModelRoute, Outcome, Provider, Replay, Selected,
-    SingleTry, WebSocketUpgrade, buffer_request, classify, header_names, informational_as_error,
-    is_upgrade_answer, model_in_query, strip_hop_by_hop_and, with_model, with_query_param,
+    Endpoint, Error, ErrorKind, ModelName, ModelRoute, Outcome, Replay, Selected, SingleTry,
+    WebSocketUpgrade, buffer_request, classify, header_names, informational_as_error,
+    is_upgrade_answer, strip_hop_by_hop_and, with_model,
 };
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
@@ -23,6 +22,7 @@ use crate::hedge::race;
 use crate::mask::mask_headers;
 use crate::pool::Member;
 use crate::resume::offer_continuation;
+use crate::upgrade;
 
 /// One request: buffer, pick, call, judge, fall back. This is the future of
 /// [`Fallback`](crate::Fallback).
@@ -220,7 +220,7 @@ impl Prepared {
         strip_hop_by_hop_and(&mut parts.headers, |name| NOT_FORWARDED.contains(name));
         let upgrade = parts.extensions.get::<WebSocketUpgrade>().is_some();
         if upgrade {
-            upgrade_headers(&mut parts.headers);
+            upgrade::headers(&mut parts.headers);
         }
         // The client's HTTP version says nothing about the upstream's: the pool picks HTTP/1.1
         // or HTTP/2 per connection (ALPN). Forwarding an h2 client's version to an HTTP/1-only
@@ -334,47 +334,15 @@ impl Prepared {
         }
     }
 
-    /// An upgrade's target with the `?model=` the deployment knows the model by, when that is
-    /// not the one asked for, and for Azure OpenAI the `deployment=` its Realtime URL names
-    /// the model by; `None`: the client's target as it is.
+    /// An upgrade's target as the deployment is asked (see [`upgrade::target`]); `None`:
+    /// the client's target as it is.
     fn target_for(&self, member: &Member, deployment: &Deployment) -> Option<Uri> {
         let model = deployment.model.as_ref().filter(|_| self.upgrade)?;
-        let send = upstream_name(member, model);
-        let query = self.target.query()?;
-        let azure = matches!(member.endpoint.provider(), Provider::Azure);
-        if model_in_query(query).as_deref() == Some(&**send) && !azure {
-            return None;
-        }
-        let mut query = with_query_param(query, "model", send);
-        if azure {
-            query = with_query_param(&query, "deployment", send);
-        }
-        format!("{}?{query}", self.target.path()).parse().ok()
-    }
-}
-
-/// The headers of a WebSocket upgrade to a deployment: the one exchange that asks the
-/// upstream for the connection itself. Compression is not offered (the relay passes
-/// messages as they are, and takes no compressed frame), and a key a browser client put in
-/// its subprotocols (`openai-insecure-api-key.<key>`, a gateway key here) never goes on.
-fn upgrade_headers(headers: &mut http::HeaderMap) {
-    headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
-    headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
-    headers.remove(SEC_WEBSOCKET_EXTENSIONS);
-    let kept: Vec<String> = headers
-        .get_all(SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .map(str::trim)
-        .filter(|token| !token.is_empty() && !token.starts_with("openai-insecure-api-key."))
-        .map(str::to_owned)
-        .collect();
-    headers.remove(SEC_WEBSOCKET_PROTOCOL);
-    if let Ok(value) = HeaderValue::try_from(kept.join(", "))
-        && !kept.is_empty()
-    {
-        headers.insert(SEC_WEBSOCKET_PROTOCOL, value);
+        upgrade::target(
+            &self.target,
+            upstream_name(member, model),
+            member.endpoint.provider(),
+        )
     }
 }
 

@@ -10,8 +10,8 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
 use llm_tower_core::{
-    BoxError, Caller, DEFAULT_MAX_BODY_BYTES, Deployment, Error, ErrorKind, ModelInBody,
-    UsageRecord, WebSocketUpgrade, buffer_request, find_model, model_in_path, model_in_query,
+    BoxError, Caller, DEFAULT_MAX_BODY_BYTES, Deployment, Error, ErrorKind, UsageRecord,
+    WebSocketUpgrade, buffer_request, requested_model,
 };
 use llm_tower_usage::Prices;
 use pin_project_lite::pin_project;
@@ -285,12 +285,7 @@ where
     let (request, reserved) = if limits.reads_body() {
         let request = buffer_request(request, shared.max_body_bytes).await?;
         let body = request.body().to_bytes();
-        // Gemini's own API names the model in the path, a WebSocket upgrade in its query.
-        let model = match find_model(&body) {
-            ModelInBody::Named { name, .. } => Some(name),
-            _ if upgrade => request.uri().query().and_then(model_in_query),
-            _ => model_in_path(request.uri().path()).map(Into::into),
-        };
+        let model = requested_model(&body, request.uri(), upgrade);
         match &model {
             Some(model) if !limits.allows_model(model) => {
                 return Err(Error::new(

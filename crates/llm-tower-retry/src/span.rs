@@ -17,7 +17,7 @@ use crate::attempt::Target;
 pub(crate) fn attempt_span<B>(request: &Request<B>, target: &Target<'_>, retry: u32) -> Span {
     // The values are worked out only for an enabled span: the macro evaluates them then.
     let endpoint = || target.selected.map(|selected| &selected.0);
-    let model = || requested_model(request, target);
+    let model = || model_asked(request, target);
     tracing::trace_span!(
         target: TELEMETRY_TARGET,
         "upstream_attempt",
@@ -45,7 +45,7 @@ pub(crate) fn attempt_span<B>(request: &Request<B>, target: &Target<'_>, retry: 
 
 /// The model asked for: the one the balancer routed the request to, else the one the usage
 /// layer read from its body, else the one its path names (Gemini's API).
-fn requested_model<B>(request: &Request<B>, target: &Target<'_>) -> Option<ModelName> {
+fn model_asked<B>(request: &Request<B>, target: &Target<'_>) -> Option<ModelName> {
     target
         .model
         .cloned()

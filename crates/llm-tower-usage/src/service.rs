@@ -5,8 +5,7 @@ use std::task::{Context, Poll};
 use http::{Request, Response};
 use http_body::Body;
 use llm_tower_core::{
-    BufferedBody, Deployment, ModelInBody, Selected, UsageRecord, find_model, model_in_path,
-    rewrite_attempt,
+    BufferedBody, Deployment, Selected, UsageRecord, requested_model, rewrite_attempt,
 };
 use tower::Service;
 
@@ -116,12 +115,7 @@ fn plan(request: &mut Request<BufferedBody>) -> Option<Plan> {
     if !routed_by_model {
         // What the accounting prices: the model asked for, when no balancer routed by it
         // (Gemini names it in the path, `…/models/{model}:generateContent`).
-        let model = match find_model(&body) {
-            ModelInBody::Named { name, .. } => Some(name),
-            _ if format == Format::Gemini => model_in_path(request.uri().path()).map(Into::into),
-            _ => None,
-        };
-        if let Some(model) = model {
+        if let Some(model) = requested_model(&body, request.uri(), false) {
             record.set_model(model);
         }
     }

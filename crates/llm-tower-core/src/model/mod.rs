@@ -57,6 +57,29 @@ pub fn model_in_path(path: &str) -> Option<&str> {
     (plain(model) && plain(method)).then_some(model)
 }
 
+/// The model a request asks for: its body's top-level `model`; else, for Gemini's own API,
+/// the one its path names (`…/models/{model}:generateContent`); else, for a WebSocket
+/// upgrade (`upgrade`), its `?model=`. `None`: it names none, or names it ambiguously.
+///
+/// ```
+/// use llm_tower_core::requested_model;
+///
+/// let chat: http::Uri = "/v1/chat/completions".parse().unwrap();
+/// assert_eq!(requested_model(br#"{"model":"gpt-4o"}"#, &chat, false).as_deref(), Some("gpt-4o"));
+/// let gemini: http::Uri = "/v1beta/models/gemini-2.5-flash:generateContent".parse().unwrap();
+/// assert_eq!(requested_model(b"{}", &gemini, false).as_deref(), Some("gemini-2.5-flash"));
+/// let socket: http::Uri = "/v1/realtime?model=gpt-realtime".parse().unwrap();
+/// assert_eq!(requested_model(b"", &socket, true).as_deref(), Some("gpt-realtime"));
+/// assert_eq!(requested_model(b"", &socket, false), None);
+/// ```
+pub fn requested_model(body: &[u8], uri: &http::Uri, upgrade: bool) -> Option<ModelName> {
+    match find_model(body) {
+        ModelInBody::Named { name, .. } => Some(name),
+        _ if upgrade => uri.query().and_then(model_in_query),
+        _ => model_in_path(uri.path()).map(Into::into),
+    }
+}
+
 /// A model name: cheap to clone.
 ///
 /// ```
