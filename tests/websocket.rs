@@ -327,6 +327,14 @@ async fn an_upgrade_needs_a_client_key_and_a_websocket_route() {
         .await
         .unwrap_err();
     assert!(refused.to_string().contains("401"), "{refused}");
+    // Models are routed: a socket that names none is told how to name one.
+    let unnamed = connect(&gw, "/v1/realtime", Some(KEY)).await.unwrap_err();
+    let tokio_tungstenite::tungstenite::Error::Http(answer) = unnamed else {
+        panic!("{unnamed}")
+    };
+    let body = String::from_utf8_lossy(answer.body().as_deref().unwrap_or_default());
+    assert_eq!(answer.status(), 400, "{body}");
+    assert!(body.contains("?model="), "{body}");
     // Not a WebSocket route: the upgrade is not forwarded.
     let elsewhere = connect(&gw, "/v1/other?model=m", Some(KEY))
         .await
@@ -370,6 +378,7 @@ async fn a_key_s_limits_hold_for_sockets() {
         let refused = connect(&gw, path, Some(key)).await.unwrap_err();
         assert!(refused.to_string().contains("403"), "{path}: {refused}");
     }
+
     assert_eq!(
         seen.lock().unwrap().len(),
         1,

@@ -311,8 +311,9 @@ impl Balancer {
             NoGroup::ModelRequired => Error::new(
                 ErrorKind::InvalidRequest,
                 format!(
-                    "`model` is required: the request body names no model (a JSON object with a \
-                     top-level `model` string). Available models: {}",
+                    "`model` is required: the request names no model (a JSON body with a \
+                     top-level `model` string; a WebSocket, one `?model=` in its query). \
+                     Available models: {}",
                     known.join(", ")
                 ),
             ),
