@@ -53,10 +53,12 @@ pin_project! {
     /// # }
     /// ```
     pub struct ResponseBody<B> {
-        // While set, the endpoint's key is masked in the body.
-        mask: Option<KeyMask>,
+        // While set, the endpoint's key is masked in the body. Boxed, as the trailers below:
+        // only error bodies are masked, and every response is moved whole through the
+        // futures outside, so what most never use is kept out of line.
+        mask: Option<Box<KeyMask>>,
         // Trailers that wait for the bytes the mask kept back.
-        trailers: Option<HeaderMap>,
+        trailers: Option<Box<HeaderMap>>,
         #[pin]
         inner: Option<B>,
         watch: Option<StreamWatch>,
@@ -141,7 +143,7 @@ impl<B> ResponseBody<B> {
 
     /// Masks `key` in the body and its trailers.
     pub(crate) fn mask_key(&mut self, key: ApiKey) {
-        self.mask = Some(KeyMask::new(key));
+        self.mask = Some(Box::new(KeyMask::new(key)));
     }
 
     /// This response was counted as a failure when its head was judged.
@@ -229,7 +231,7 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut this = self.project();
         if let Some(trailers) = this.trailers.take() {
-            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+            return Poll::Ready(Some(Ok(Frame::trailers(*trailers))));
         }
         loop {
             if let Some(resume) = this.resume.as_mut().filter(|r| r.asking()) {
@@ -287,7 +289,7 @@ where
                     return Poll::Ready(Some(Err(err)));
                 }
                 None => {
-                    let rest = this.mask.take().map(KeyMask::finish).unwrap_or_default();
+                    let rest = this.mask.take().map(|m| m.finish()).unwrap_or_default();
                     this.inner.set(None);
                     return Poll::Ready((!rest.is_empty()).then(|| Ok(Frame::data(rest))));
                 }
@@ -305,11 +307,11 @@ where
                         continue;
                     };
                     mask.mask_trailers(&mut trailers);
-                    let rest = this.mask.take().map(KeyMask::finish).unwrap_or_default();
+                    let rest = this.mask.take().map(|m| m.finish()).unwrap_or_default();
                     if rest.is_empty() {
                         return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
                     }
-                    *this.trailers = Some(trailers);
+                    *this.trailers = Some(Box::new(trailers));
                     return Poll::Ready(Some(Ok(Frame::data(rest))));
                 }
             }

@@ -148,7 +148,9 @@ pin_project! {
         // An `Option` only so that it can go before the settlement does (see the drop).
         #[pin]
         inner: Option<B>,
-        settlement: Option<Settlement>,
+        // Boxed: only limited clients settle, and the body is moved whole through the
+        // futures outside.
+        settlement: Option<Box<Settlement>>,
     }
 
     impl<B> PinnedDrop for ResponseBody<B> {
@@ -175,7 +177,7 @@ impl<B> ResponseBody<B> {
     pub(crate) fn settling(inner: B, settlement: Settlement) -> Self {
         Self {
             inner: Some(inner),
-            settlement: Some(settlement),
+            settlement: Some(Box::new(settlement)),
         }
     }
 }

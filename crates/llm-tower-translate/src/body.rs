@@ -100,10 +100,19 @@ pin_project! {
     pub struct ResponseBody<B> {
         #[pin]
         inner: B,
-        translation: Option<Translation>,
-        gathered: BytesMut,
-        done: bool,
+        // Boxed: most answers pass through, and every response is moved whole through the
+        // futures outside.
+        translating: Option<Box<Translating>>,
     }
+}
+
+/// A translated answer's state: how it is translated, the answer gathered so far (a whole
+/// JSON document), and whether the translation went out.
+#[derive(Debug)]
+struct Translating {
+    translation: Translation,
+    gathered: BytesMut,
+    done: bool,
 }
 
 impl<B> ResponseBody<B> {
@@ -111,16 +120,18 @@ impl<B> ResponseBody<B> {
     pub fn passthrough(inner: B) -> Self {
         Self {
             inner,
-            translation: None,
-            gathered: BytesMut::new(),
-            done: false,
+            translating: None,
         }
     }
 
     pub(crate) fn translated(inner: B, translation: Translation) -> Self {
         Self {
-            translation: Some(translation),
-            ..Self::passthrough(inner)
+            inner,
+            translating: Some(Box::new(Translating {
+                translation,
+                gathered: BytesMut::new(),
+                done: false,
+            })),
         }
     }
 }
@@ -146,17 +157,22 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut this = self.project();
-        if *this.done {
+        if this.translating.as_ref().is_some_and(|t| t.done) {
             return Poll::Ready(None);
         }
         loop {
             let frame = ready!(this.inner.as_mut().poll_frame(cx));
-            let Some(translation) = this.translation.as_mut() else {
+            let Some(translating) = this.translating.as_deref_mut() else {
                 return Poll::Ready(frame.map(|f| {
                     f.map(|frame| frame.map_data(|mut data| data.copy_to_bytes(data.remaining())))
                         .map_err(Into::into)
                 }));
             };
+            let Translating {
+                translation,
+                gathered,
+                done,
+            } = translating;
             let data = match frame {
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(mut data) => data.copy_to_bytes(data.remaining()),
@@ -165,8 +181,8 @@ where
                 },
                 Some(Err(err)) => return Poll::Ready(Some(Err(err.into()))),
                 None => {
-                    *this.done = true;
-                    let gathered = std::mem::take(this.gathered).freeze();
+                    *done = true;
+                    let gathered = std::mem::take(gathered).freeze();
                     let out = match translation {
                         Translation::AnthropicMessage { created } => {
                             message_to_openai(&gathered, *created)
@@ -209,26 +225,26 @@ where
                 continue;
             }
             // A whole answer or error: gathered, within reason.
-            if this.gathered.len() + data.len() > MAX_GATHERED {
+            if gathered.len() + data.len() > MAX_GATHERED {
                 return Poll::Ready(Some(Err(Error::new(
                     ErrorKind::Protocol,
                     "the answer is too large to translate",
                 )
                 .into())));
             }
-            this.gathered.extend_from_slice(&data);
+            gathered.extend_from_slice(&data);
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        match self.translation {
+        match &self.translating {
             None => self.inner.is_end_stream(),
-            Some(_) => self.done,
+            Some(translating) => translating.done,
         }
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self.translation {
+        match self.translating {
             None => self.inner.size_hint(),
             Some(_) => SizeHint::new(),
         }
