@@ -156,10 +156,42 @@ fn add_attempt_headers<B>(response: &mut Response<B>, attempts: &Attempts) {
     if let Some(model) = model {
         headers.insert(MODEL_NAME.clone(), model);
     }
-    headers.insert(ATTEMPTS_NAME.clone(), HeaderValue::from(attempts.len()));
+    headers.insert(ATTEMPTS_NAME.clone(), attempts_value(attempts.len()));
+}
+
+/// The `x-llm-tower-attempts` value: made once for the counts nearly every response has (a
+/// number is otherwise formatted into a new allocation per response).
+fn attempts_value(count: usize) -> HeaderValue {
+    static FEW: [HeaderValue; 10] = [
+        HeaderValue::from_static("0"),
+        HeaderValue::from_static("1"),
+        HeaderValue::from_static("2"),
+        HeaderValue::from_static("3"),
+        HeaderValue::from_static("4"),
+        HeaderValue::from_static("5"),
+        HeaderValue::from_static("6"),
+        HeaderValue::from_static("7"),
+        HeaderValue::from_static("8"),
+        HeaderValue::from_static("9"),
+    ];
+    FEW.get(count)
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from(count))
 }
 
 // Parsed once: a `&str` name is parsed again on every insert.
 static ENDPOINT_NAME: HeaderName = HeaderName::from_static(ENDPOINT_HEADER);
 static ATTEMPTS_NAME: HeaderName = HeaderName::from_static(ATTEMPTS_HEADER);
 static MODEL_NAME: HeaderName = HeaderName::from_static(MODEL_HEADER);
+
+#[cfg(test)]
+mod tests {
+    use super::attempts_value;
+
+    #[test]
+    fn attempt_counts_are_written_in_decimal() {
+        for count in [0, 1, 4, 9, 10, 11, 123] {
+            assert_eq!(attempts_value(count), count.to_string().as_str());
+        }
+    }
+}
