@@ -20,7 +20,8 @@ pub(crate) struct RetryState(Arc<Shared>);
 pub(crate) struct Shared {
     pub(crate) settings: RetrySettings,
     pub(crate) default_policy: RetryPolicy,
-    budgets: DashMap<EndpointId, Arc<TpsBudget>>,
+    // Looked up per request, by ids from the configuration: foldhash, not SipHash.
+    budgets: DashMap<EndpointId, Arc<TpsBudget>, foldhash::fast::RandomState>,
 }
 
 impl std::ops::Deref for RetryState {
@@ -59,7 +60,7 @@ impl RetryState {
         Self(Arc::new(Shared {
             settings,
             default_policy,
-            budgets: DashMap::new(),
+            budgets: DashMap::default(),
         }))
     }
 }

@@ -32,7 +32,8 @@ mod replicas;
 /// ```
 #[derive(Clone, Default)]
 pub struct HealthRegistry {
-    map: Arc<DashMap<EndpointId, Arc<EndpointHealth>>>,
+    // Looked up per answer (its usage), by ids from the configuration: foldhash, not SipHash.
+    map: Arc<DashMap<EndpointId, Arc<EndpointHealth>, foldhash::fast::RandomState>>,
     /// Tells every health checker over this registry that a deployment was ejected (a new
     /// deadline to wait for), whichever stack ejected it.
     ejections: Arc<watch::Sender<()>>,
