@@ -96,7 +96,7 @@ fn fallback(c: &mut Criterion) {
     }
     // The first endpoint tried answers 503 (NoRetry inside), the next one 200.
     let flaky = service_fn(|request: Request<BufferedBody>| async move {
-        let selected = request.extensions().get::<Selected>().expect("selected");
+        let selected = Selected::of(request.extensions()).expect("selected");
         let status = if selected.id().as_str() == "ep-0" {
             503
         } else {

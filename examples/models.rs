@@ -85,9 +85,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     azure.set_default(failing.clone());
     openai.set_default(failing);
     let response = stack.clone().oneshot(ask("gpt-4o")).await?;
-    let attempts = response
-        .extensions()
-        .get::<Attempts>()
+    let attempts = Attempts::of(response.extensions())
         .map(ToString::to_string)
         .unwrap_or_default();
     println!(

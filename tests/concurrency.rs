@@ -57,7 +57,7 @@ async fn thousands_of_requests_against_flapping_endpoints() {
                     .unwrap();
                 let response = service.oneshot(request).await.unwrap();
                 let status = response.status();
-                let attempts = response.extensions().get::<Attempts>().unwrap().to_vec();
+                let attempts = Attempts::of(response.extensions()).unwrap().to_vec();
                 let body = response.into_body().collect().await.unwrap().to_bytes();
                 (id, status, attempts, body)
             })

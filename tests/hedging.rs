@@ -51,9 +51,7 @@ fn chat(stream: bool) -> Request<Full<Bytes>> {
 
 /// The kinds and outcomes of a response's attempts, by deployment.
 fn attempts(response: &http::Response<impl Sized>) -> Vec<(String, AttemptKind, Outcome)> {
-    response
-        .extensions()
-        .get::<Attempts>()
+    Attempts::of(response.extensions())
         .unwrap()
         .to_vec()
         .into_iter()

@@ -98,7 +98,7 @@ async fn a_model_chain_is_followed_and_each_attempt_logs_its_model() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["x-llm-tower-model"], "gpt-4o-mini");
-    let deployment = response.extensions().get::<Deployment>().unwrap();
+    let deployment = Deployment::of(response.extensions()).unwrap();
     assert_eq!(
         (
             deployment.id.as_str(),
@@ -107,7 +107,7 @@ async fn a_model_chain_is_followed_and_each_attempt_logs_its_model() {
         ),
         ("backup", Some("gpt-4o-mini"), Some("gpt-4o"))
     );
-    let log = response.extensions().get::<Attempts>().unwrap().to_vec();
+    let log = Attempts::of(response.extensions()).unwrap().to_vec();
     let tried: Vec<_> = log
         .iter()
         .map(|a| {
@@ -161,10 +161,7 @@ async fn the_answering_endpoint_is_on_the_response() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    let selected = response
-        .extensions()
-        .get::<Selected>()
-        .expect("Selected on the response");
+    let selected = Selected::of(response.extensions()).expect("Selected on the response");
     assert_eq!(selected.id().as_str(), "backup");
     // The primary was tried twice (one retry), then the backup: each with its own key.
     let seen = seen.lock().unwrap().clone();

@@ -283,9 +283,7 @@ impl Future for TrackedFuture {
         {
             // The socket holds the request's descriptor (and keeps the connection busy)
             // until it ends.
-            let deployment = response
-                .extensions()
-                .get::<Deployment>()
+            let deployment = Deployment::of(response.extensions())
                 .map(|deployment| deployment.id.to_string())
                 .unwrap_or_default();
             websocket::switching(&mut response);

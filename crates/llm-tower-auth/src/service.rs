@@ -49,7 +49,7 @@ where
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let settings = &*self.settings;
-        let selected = request.extensions().get::<Selected>().map(|s| s.0.clone());
+        let selected = Selected::of(request.extensions()).map(|s| s.0.clone());
         let endpoint = selected.as_deref().or(settings.endpoint.as_deref());
         let keep_client = settings.forward_client_credentials
             && endpoint.is_none_or(|e| e.credential().is_none());
@@ -65,7 +65,7 @@ where
         if !keep_client {
             strip_key_query(request.uri_mut());
         }
-        request.extensions_mut().insert(CredentialsSet);
+        CredentialsSet::mark(request.extensions_mut());
         ResponseFuture::inner(self.inner.call(request))
     }
 }

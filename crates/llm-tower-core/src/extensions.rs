@@ -5,12 +5,18 @@
 //!
 //! | extension | on | written by | read by |
 //! |---|---|---|---|
-//! | [`Selected`] | request, response | the balancer, per attempt (and on the answer) | retry (policy, budget), auth (the key), the transport's check, Respond (headers) |
-//! | [`Deployment`] | request, response | the balancer, per attempt (and on the answer) | retry (tries recorded under its id), Respond (`x-llm-tower-endpoint`, `x-llm-tower-model`) |
-//! | [`Attempts`](crate::Attempts) | request, response | the balancer (or a retry layer outside it, which begins it) | retry (records each try), Respond (log, metrics, `x-llm-tower-attempts`) |
+//! | [`AttemptContext`](crate::AttemptContext) | request, response | the balancer, per attempt (and on the answer) | through the accessors of its parts, below |
+//! | [`Selected`] | request, response | the balancer, per attempt (and on the answer), in the context | retry (policy, budget), auth (the key), the transport's check, Respond (headers) |
+//! | [`Deployment`] | request, response | the balancer, per attempt (and on the answer), in the context | retry (tries recorded under its id), Respond (`x-llm-tower-endpoint`, `x-llm-tower-model`) |
+//! | [`Attempts`](crate::Attempts) | request, response | the balancer, in the context (or a retry layer outside it, which begins it) | retry (records each try), Respond (log, metrics, `x-llm-tower-attempts`) |
 //! | [`Replay`] | request | the balancer | retry (makes the request again without a copy of its own) |
-//! | [`SingleTry`] | request | the balancer, on a half-open probe or on probation | retry (makes no retry) |
-//! | [`CredentialsSet`] | request | auth | the transport (`HttpClient` refuses a balancer's request without it) |
+//! | [`SingleTry`] | request | the balancer, in the context, on a half-open probe or on probation | retry (makes no retry) |
+//! | [`AttemptKind`](crate::AttemptKind) | request | the balancer, in the context, for hedges, continuations and attempts on hedging deployments | retry (the first try's kind in the log) |
+//! | [`CredentialsSet`] | request | auth (in the context, when there is one) | the transport (`HttpClient` refuses a balancer's request without it) |
+//!
+//! The balancer's parts travel together in one [`AttemptContext`](crate::AttemptContext):
+//! every entry of the map is an allocation, and a fourth makes it grow. Each part is read
+//! through its accessor (`Selected::of`, ...), which also finds it inserted on its own.
 //! | [`Caller`] | request | whoever authenticated the client (the gateway's client keys) | Respond (access log, metrics) |
 //! | [`UsageRecord`](crate::UsageRecord) | request, response | the layer accounting for tokens (the facade's `Respond`) | the usage layer, per attempt (adds what the answer reported); Respond (log, metrics, cost) |
 //! | [`CooldownHint`] | response | retry, for a `Retry-After` it did not sleep | the balancer (cools the endpoint that long) |

@@ -40,6 +40,7 @@
 //! ```
 
 mod attempt;
+mod attempt_context;
 mod body;
 pub mod civil;
 mod classify;
@@ -68,6 +69,7 @@ mod transport;
 mod usage;
 
 pub use attempt::{Attempt, AttemptKind, Attempts};
+pub use attempt_context::AttemptContext;
 pub use body::{
     BufferedBody, DEFAULT_MAX_BODY_BYTES, ERROR_BODY_LIMIT, buffer_body, buffer_request,
 };

@@ -280,7 +280,7 @@ fn hedge_for<RB>(
     let to = &balancer.pool.members[next.index];
     let (to_deployment, mut attempt) =
         Prepared::attempt_at(prepared, (route, step), to, next.single_try, log).ok()?;
-    attempt.extensions_mut().insert(AttemptKind::Hedge);
+    AttemptKind::Hedge.mark(attempt.extensions_mut());
     budget.withdraw(now);
     tracing::info!(from = %member.id(), to = %to.id(), "hedging a late answer");
     Some((next, to_deployment, attempt))

@@ -43,7 +43,7 @@
 //!
 //! // A stand-in upstream: the primary is down, the backup answers.
 //! let upstream = service_fn(|req: Request<BufferedBody>| async move {
-//!     let endpoint = req.extensions().get::<Selected>().unwrap().id().to_string();
+//!     let endpoint = Selected::of(req.extensions()).unwrap().id().to_string();
 //!     let status = if endpoint == "primary" { 503 } else { 200 };
 //!     let response = Response::builder().status(status).body(endpoint).unwrap();
 //!     Ok::<_, std::convert::Infallible>(response)

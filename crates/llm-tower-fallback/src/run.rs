@@ -7,8 +7,8 @@ use http::request::Parts;
 use http::{Request, Response, Uri};
 use http_body::Body;
 use llm_tower_core::{
-    AttemptKind, Attempts, BoxError, BufferedBody, Classification, ContextOverflow, Deployment,
-    Endpoint, Error, ErrorKind, ModelName, ModelRoute, Outcome, Replay, Selected, SingleTry,
+    AttemptContext, AttemptKind, Attempts, BoxError, BufferedBody, Classification, ContextOverflow,
+    Deployment, Endpoint, Error, ErrorKind, ModelName, ModelRoute, Outcome, Replay, Selected,
     WebSocketUpgrade, buffer_request, classify, header_names, informational_as_error,
     is_upgrade_answer, strip_hop_by_hop_and, with_model,
 };
@@ -237,10 +237,10 @@ impl Prepared {
 
     /// The request for one attempt on `member`: its URI, its body (with the `model` this
     /// deployment knows the step's model by, when that differs from what the client sent),
-    /// [`Selected`], the [`Deployment`], the shared log, [`SingleTry`] when it is the
-    /// deployment's half-open probe or the deployment is on probation after a health check
-    /// (no user waits through retries on a deployment that is probably still down: on
-    /// failure it falls back at once), and the [`Replay`] that remakes
+    /// its [`AttemptContext`] (the endpoint, the [`Deployment`], the shared log, and
+    /// `single_try` when it is the deployment's half-open probe or the deployment is on
+    /// probation after a health check: no user waits through retries on a deployment that is
+    /// probably still down, on failure it falls back at once), and the [`Replay`] that remakes
     /// it for a retry, so the retry layer copies nothing up front.
     pub(crate) fn attempt(
         this: &Arc<Self>,
@@ -263,21 +263,13 @@ impl Prepared {
             })?;
         let replay = {
             let prepared = this.clone();
-            let selected = Selected(member.endpoint.clone());
-            let deployment = deployment_extension(deployment, &member.endpoint);
-            let log = log.clone();
+            let mut context = AttemptContext::new(Selected(member.endpoint.clone()), log.clone());
+            context.deployment = deployment_extension(deployment, &member.endpoint);
+            context.single_try = single_try;
             Replay::new(move || {
                 let mut attempt = Request::from_parts(prepared.parts.clone(), body.clone());
                 *attempt.uri_mut() = uri.clone();
-                let extensions = attempt.extensions_mut();
-                extensions.insert(selected.clone());
-                if let Some(deployment) = &deployment {
-                    extensions.insert(deployment.clone());
-                }
-                extensions.insert(log.clone());
-                if single_try {
-                    extensions.insert(SingleTry);
-                }
+                attempt.extensions_mut().insert(context.clone());
                 attempt
             })
         };
@@ -290,7 +282,7 @@ impl Prepared {
             } else {
                 AttemptKind::Fallback
             };
-            attempt.extensions_mut().insert(kind);
+            kind.mark(attempt.extensions_mut());
         }
         attempt.extensions_mut().insert(replay);
         Ok(attempt)
@@ -421,9 +413,7 @@ where
 /// put outside the balancer sends it the same request again, and every attempt goes in that
 /// one log), else a new one.
 fn attempt_log<B>(request: &Request<B>) -> Attempts {
-    request
-        .extensions()
-        .get::<Attempts>()
+    Attempts::of(request.extensions())
         .cloned()
         .unwrap_or_default()
 }
@@ -444,18 +434,14 @@ pub(crate) fn annotate<RB>(
             response.body_mut().mask_key(key.clone());
         }
     }
-    let extensions = response.extensions_mut();
-    extensions.insert(log.clone());
-    if let Some(deployment) = deployment_extension(deployment, &selected) {
-        extensions.insert(deployment);
-    }
-    extensions.insert(selected);
+    let mut context = AttemptContext::new(selected, log.clone());
+    context.deployment = deployment_extension(deployment, &context.selected);
+    response.extensions_mut().insert(context);
     response
 }
 
-/// The [`Deployment`] extension, when it says more than [`Selected`] does (a model, or an id
-/// that is not the endpoint's): readers fall back to `Selected`, and a request without models
-/// keeps one extension fewer (a fourth entry makes the extensions map grow).
+/// The [`Deployment`] of an [`AttemptContext`], when it says more than [`Selected`] does (a
+/// model, or an id that is not the endpoint's): readers fall back to `Selected`.
 fn deployment_extension(deployment: &Deployment, endpoint: &Endpoint) -> Option<Deployment> {
     (deployment.model.is_some() || deployment.id != *endpoint.id()).then(|| deployment.clone())
 }

@@ -162,7 +162,7 @@ async fn no_request_is_a_probe_during_a_recovery_when_checks_run() {
         }
         let before = stack.status("primary");
         let response = stack.ok().await;
-        let attempts = response.extensions().get::<Attempts>().unwrap().to_vec();
+        let attempts = Attempts::of(response.extensions()).unwrap().to_vec();
         let primary: Vec<_> = attempts
             .iter()
             .filter(|a| a.endpoint.as_str() == "primary")
@@ -206,7 +206,7 @@ async fn periodic_checks_eject_a_dead_endpoint_before_any_request_reaches_it() {
     );
     for _ in 0..10 {
         let response = stack.ok().await;
-        let attempts = response.extensions().get::<Attempts>().unwrap().to_vec();
+        let attempts = Attempts::of(response.extensions()).unwrap().to_vec();
         assert_eq!(attempts.len(), 1);
         assert_eq!(attempts[0].endpoint.as_str(), "backup");
     }
@@ -416,7 +416,7 @@ async fn after_a_check_restores_an_endpoint_its_first_failure_ejects_it_again_es
     let response = send().await;
     // A single try (no retries on a deployment a check just vouched for), then the backup.
     assert_eq!(requests_to(&upstream, "primary"), 5);
-    let attempts = response.extensions().get::<Attempts>().unwrap().to_vec();
+    let attempts = Attempts::of(response.extensions()).unwrap().to_vec();
     assert_eq!(attempts.len(), 2, "{attempts:?}");
     let snapshot = registry.get("primary").unwrap();
     assert_eq!(snapshot.status, Status::Ejected);

@@ -27,7 +27,7 @@ async fn fallback_order_wraps_around() {
     let response = stack.ok().await;
     assert_eq!(response.body(), "a:200");
     assert_eq!(stack.upstream.order(), ["b", "c", "a"]);
-    let attempts = response.extensions().get::<Attempts>().unwrap().to_vec();
+    let attempts = Attempts::of(response.extensions()).unwrap().to_vec();
     let kinds: Vec<_> = attempts.iter().map(|a| a.kind).collect();
     assert_eq!(
         kinds,
@@ -137,9 +137,7 @@ async fn last_upstream_response_is_returned_intact() {
     let response = stack.ok().await;
     assert_eq!(response.headers()["x-detail"], "overloaded");
     assert_eq!(response.body(), "a:503");
-    let outcomes: Vec<_> = response
-        .extensions()
-        .get::<Attempts>()
+    let outcomes: Vec<_> = Attempts::of(response.extensions())
         .unwrap()
         .to_vec()
         .into_iter()
@@ -181,7 +179,7 @@ async fn attempts_across_retries_and_fallbacks() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let attempts = response.extensions().get::<Attempts>().unwrap().to_vec();
+    let attempts = Attempts::of(response.extensions()).unwrap().to_vec();
     let summary: Vec<_> = attempts
         .iter()
         .map(|a| (a.endpoint.to_string(), a.kind, a.outcome))

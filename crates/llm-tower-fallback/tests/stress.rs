@@ -54,7 +54,7 @@ async fn stress_flapping_endpoints() {
                         .oneshot(Request::new(String::from("s")))
                         .await
                         .unwrap();
-                    let attempts = response.extensions().get::<Attempts>().unwrap().to_vec();
+                    let attempts = Attempts::of(response.extensions()).unwrap().to_vec();
                     let last = attempts.last().unwrap();
                     assert_eq!(last.outcome, Outcome::Status(response.status()));
                     assert!(

@@ -342,7 +342,7 @@ where
         }
     };
     headers::write(response.headers_mut(), &settlement.admission.standings);
-    settlement.answered = response.extensions().get::<Deployment>().cloned();
+    settlement.answered = Deployment::of(response.extensions()).cloned();
     Ok(response.map(|body| ResponseBody::settling(body, settlement)))
 }
 

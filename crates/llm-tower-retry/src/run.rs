@@ -32,7 +32,7 @@ where
     RB::Data: Send,
     RB::Error: Into<BoxError>,
 {
-    let log = request.extensions().get::<Attempts>().cloned();
+    let log = Attempts::of(request.extensions()).cloned();
     match &log {
         // Every try of this request is recorded here, not by the balancer.
         Some(log) => log.record_inside(),
@@ -44,8 +44,8 @@ where
         }
     }
     let extensions = request.extensions();
-    let selected = extensions.get::<Selected>().cloned();
-    let deployment = extensions.get::<Deployment>().cloned();
+    let selected = Selected::of(extensions).cloned();
+    let deployment = Deployment::of(extensions).cloned();
     let policy = selected
         .as_deref()
         .map_or(&state.default_policy, |s| s.retry_policy());
@@ -54,7 +54,7 @@ where
         .map_or_else(RetryOn::default, Endpoint::retry_on);
     // A half-open probe is tried once: nobody waits through retries on an endpoint that is
     // probably still down.
-    let max_retries = if extensions.get::<SingleTry>().is_some() {
+    let max_retries = if SingleTry::of(extensions) {
         0
     } else {
         policy.max_retries()
@@ -74,7 +74,7 @@ where
         recorded_as: deployment.as_ref().map_or(id, |d| &d.id),
         model: deployment.as_ref().and_then(|d| d.model.as_ref()),
         log: log.as_ref(),
-        kind: extensions.get::<AttemptKind>().copied(),
+        kind: AttemptKind::of(extensions),
     };
 
     let mut next = Some(request);

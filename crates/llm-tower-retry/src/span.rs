@@ -60,7 +60,7 @@ fn kind<B>(request: &Request<B>, target: &Target<'_>, retry: u32) -> &'static st
         return AttemptKind::Retry.as_str();
     }
     let continuation = target.kind == Some(AttemptKind::Continuation);
-    if !continuation && request.extensions().get::<SingleTry>().is_some() {
+    if !continuation && SingleTry::of(request.extensions()) {
         return "probe";
     }
     if let Some(kind) = target.kind {

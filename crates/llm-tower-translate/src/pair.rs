@@ -23,7 +23,7 @@ pub(crate) enum Pair {
 impl Pair {
     /// The pair of `request`, an attempt the balancer addressed to a deployment.
     pub(crate) fn of<B>(request: &Request<B>) -> Self {
-        let Some(selected) = request.extensions().get::<Selected>() else {
+        let Some(selected) = Selected::of(request.extensions()) else {
             return Self::Passthrough;
         };
         // The provider first: for most deployments that settles it without reading the path.

@@ -195,9 +195,7 @@ fn to_generate_request(
 
 /// The endpoint an attempt goes to (its pair was found from it: it is there).
 fn endpoint<B>(request: &Request<B>) -> Result<std::sync::Arc<llm_tower_core::Endpoint>, Error> {
-    request
-        .extensions()
-        .get::<Selected>()
+    Selected::of(request.extensions())
         .map(|selected| selected.0.clone())
         .ok_or_else(|| Error::new(ErrorKind::Internal, "no endpoint was selected"))
 }

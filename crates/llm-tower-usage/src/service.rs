@@ -98,15 +98,10 @@ fn plan(request: &mut Request<BufferedBody>) -> Option<Plan> {
     let record = request.extensions().get::<UsageRecord>()?.clone();
     let format = Format::of_path(request.uri().path())?;
     let request_len = request.body().len();
-    let routed_by_model = request
-        .extensions()
-        .get::<Deployment>()
-        .is_some_and(|deployment| deployment.model.is_some());
+    let routed_by_model =
+        Deployment::of(request.extensions()).is_some_and(|deployment| deployment.model.is_some());
     let may_ask = format == Format::OpenAiChat
-        && request
-            .extensions()
-            .get::<Selected>()
-            .is_some_and(|selected| selected.stream_usage());
+        && Selected::of(request.extensions()).is_some_and(|selected| selected.stream_usage());
     if routed_by_model && !may_ask {
         return Some(Plan::reading(record, format, request_len));
     }

@@ -91,7 +91,7 @@ async fn a_retry_layer_outside_the_balancer_logs_every_attempt() {
         .service(client());
     let response = stack.oneshot(chat("Bearer client")).await.unwrap();
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let log = response.extensions().get::<Attempts>().unwrap().clone();
+    let log = Attempts::of(response.extensions()).unwrap().clone();
     let sent = a.request_count() + b.request_count();
     assert!(sent > 2, "the retry layer tried again: {sent}");
     assert_eq!(log.len(), sent, "{log}");
@@ -124,7 +124,7 @@ async fn a_hyper_util_client_of_ones_own_is_classified() {
         .service(raw);
     let response = stack.oneshot(chat("Bearer client")).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    let log = response.extensions().get::<Attempts>().unwrap().to_string();
+    let log = Attempts::of(response.extensions()).unwrap().to_string();
     assert!(
         log.starts_with("down(first)=upstream_connect_failed"),
         "{log}"

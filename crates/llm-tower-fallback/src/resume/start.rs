@@ -85,7 +85,7 @@ where
         let deployment = deployment(&route, at, member);
         let mut attempt =
             Prepared::attempt(&prepared, member, &deployment, true, &log, body.into()).ok()?;
-        attempt.extensions_mut().insert(AttemptKind::Continuation);
+        AttemptKind::Continuation.mark(attempt.extensions_mut());
         broken = pick.index;
         let (balancer, mut inner, log) = (balancer.clone(), inner.clone(), log.clone());
         let asked: Asked<RB> = Box::pin(async move {

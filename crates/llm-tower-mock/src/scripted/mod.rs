@@ -258,9 +258,7 @@ impl tower::Service<Request<BufferedBody>> for ScriptedUpstream {
     }
 
     fn call(&mut self, request: Request<BufferedBody>) -> CallFuture {
-        let endpoint = request
-            .extensions()
-            .get::<Selected>()
+        let endpoint = Selected::of(request.extensions())
             .map_or_else(|| DEFAULT_ENDPOINT.to_owned(), |s| s.id().to_string());
         let step = self.next_step(&endpoint);
         lock(&self.shared.calls).push(Call {

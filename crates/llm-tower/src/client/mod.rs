@@ -111,8 +111,8 @@ impl HttpClient {
         let refusal =
             if !Self::SUPPORTS_HTTPS && request.uri().scheme() == Some(&http::uri::Scheme::HTTPS) {
                 Some(Refusal::NoTls)
-            } else if request.extensions().get::<CredentialsSet>().is_none()
-                && request.extensions().get::<Selected>().is_some()
+            } else if !CredentialsSet::of(request.extensions())
+                && Selected::of(request.extensions()).is_some()
             {
                 Some(Refusal::NoAuth)
             } else {

@@ -52,9 +52,7 @@ where
     let settings = shared.settings();
     // None for an answer made before any attempt (a client over its limits): it is logged
     // and counted all the same.
-    let attempts = response
-        .extensions()
-        .get::<Attempts>()
+    let attempts = Attempts::of(response.extensions())
         .cloned()
         .unwrap_or_default();
     if settings.response_headers {
@@ -89,12 +87,12 @@ where
 /// The deployment whose answer `response` is, and the model it answered as.
 fn answered<B>(response: &Response<B>) -> Option<Answered> {
     let extensions = response.extensions();
-    match extensions.get::<Deployment>() {
+    match Deployment::of(extensions) {
         Some(deployment) => Some(Answered {
             deployment: deployment.id.clone(),
             model: deployment.model.clone(),
         }),
-        None => extensions.get::<Selected>().map(|selected| Answered {
+        None => Selected::of(extensions).map(|selected| Answered {
             deployment: selected.id().clone(),
             model: None,
         }),
@@ -138,8 +136,8 @@ fn add_attempt_headers<B>(response: &mut Response<B>, attempts: &Attempts) {
     // The deployment whose response this is: a failed response returned after a later
     // attempt failed without one is not the last attempt's.
     let extensions = response.extensions();
-    let deployment = extensions.get::<Deployment>();
-    let endpoint = match (deployment, extensions.get::<Selected>()) {
+    let deployment = Deployment::of(extensions);
+    let endpoint = match (deployment, Selected::of(extensions)) {
         (Some(deployment), _) => Some(deployment.id.clone()),
         (None, Some(selected)) => Some(selected.id().clone()),
         (None, None) => attempts.last().map(|last| last.endpoint),

@@ -1,0 +1,208 @@
+//! [`AttemptContext`]: what the balancer tells the layers inside about one attempt, in one
+//! extension, and the accessors that read each part of it.
+
+use http::Extensions;
+
+use crate::attempt::{AttemptKind, Attempts};
+use crate::extensions::{CredentialsSet, Deployment, Selected, SingleTry};
+
+/// Request and response extension: one attempt as the balancer sends it. The endpoint
+/// ([`Selected`]), the [`Deployment`] when it says more than the endpoint does, the request's
+/// attempt log ([`Attempts`]), whether it is tried once only ([`SingleTry`]), its
+/// [`AttemptKind`] when the balancer says it, and whether the auth layer set its credentials
+/// ([`CredentialsSet`]).
+///
+/// They travel together because every entry of a request's extensions is an allocation of
+/// its own, and a fourth entry makes the map grow: the balancer makes a request per attempt
+/// and per retry, and the answer carries the same facts back. Each part is read through its
+/// own accessor ([`Selected::of`], [`Deployment::of`], [`Attempts::of`], [`SingleTry::of`],
+/// [`AttemptKind::of`], [`CredentialsSet::of`]), which also finds the part inserted on its own,
+/// as a layer used without the balancer is given it.
+///
+/// ```
+/// use std::sync::Arc;
+/// use llm_tower_core::{AttemptContext, Attempts, Endpoint, Selected, SingleTry};
+///
+/// let endpoint = Arc::new(Endpoint::builder("a", "http://127.0.0.1:1").build().unwrap());
+/// let mut request = http::Request::new(());
+/// request.extensions_mut().insert(AttemptContext::new(Selected(endpoint), Attempts::new()));
+/// assert_eq!(Selected::of(request.extensions()).unwrap().id().as_str(), "a");
+/// assert!(!SingleTry::of(request.extensions()));
+/// ```
+#[derive(Clone, Debug)]
+pub struct AttemptContext {
+    /// The endpoint the attempt goes to.
+    pub selected: Selected,
+    /// The deployment, when it is not just the endpoint (a model, or an id of its own).
+    pub deployment: Option<Deployment>,
+    /// The request's attempt log.
+    pub log: Attempts,
+    /// Tried once only (see [`SingleTry`]).
+    pub single_try: bool,
+    /// What the attempt is, when the balancer says it (see [`AttemptKind`]).
+    pub kind: Option<AttemptKind>,
+    /// The auth layer set the credentials (see [`CredentialsSet`]).
+    pub credentials_set: bool,
+}
+
+impl AttemptContext {
+    /// An attempt on `selected`, recorded in `log`; the rest unsaid.
+    pub fn new(selected: Selected, log: Attempts) -> Self {
+        Self {
+            selected,
+            deployment: None,
+            log,
+            single_try: false,
+            kind: None,
+            credentials_set: false,
+        }
+    }
+
+    /// The context among `extensions`.
+    pub fn of(extensions: &Extensions) -> Option<&Self> {
+        extensions.get::<Self>()
+    }
+}
+
+impl Selected {
+    /// The endpoint a request goes to (or a response came from), from its
+    /// [`AttemptContext`] or a `Selected` of its own.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use llm_tower_core::{Endpoint, Selected};
+    ///
+    /// let endpoint = Endpoint::builder("a", "http://127.0.0.1:1").build().unwrap();
+    /// let mut request = http::Request::new(());
+    /// assert!(Selected::of(request.extensions()).is_none());
+    /// request.extensions_mut().insert(Selected(Arc::new(endpoint)));
+    /// assert_eq!(Selected::of(request.extensions()).unwrap().id().as_str(), "a");
+    /// ```
+    pub fn of(extensions: &Extensions) -> Option<&Self> {
+        match AttemptContext::of(extensions) {
+            Some(context) => Some(&context.selected),
+            None => extensions.get::<Self>(),
+        }
+    }
+}
+
+impl Deployment {
+    /// The deployment a request goes to (or a response came from), when it says more than its
+    /// endpoint does: from its [`AttemptContext`] or a `Deployment` of its own.
+    ///
+    /// ```
+    /// use llm_tower_core::{Deployment, EndpointId};
+    ///
+    /// let mut response = http::Response::new(());
+    /// response.extensions_mut().insert(Deployment::new(EndpointId::from("a/gpt-4o"), Some("gpt-4o".into())));
+    /// assert_eq!(Deployment::of(response.extensions()).unwrap().id.as_str(), "a/gpt-4o");
+    /// ```
+    pub fn of(extensions: &Extensions) -> Option<&Self> {
+        match AttemptContext::of(extensions) {
+            Some(context) => context.deployment.as_ref(),
+            None => extensions.get::<Self>(),
+        }
+    }
+}
+
+impl Attempts {
+    /// The attempt log a request or response carries: from its [`AttemptContext`] or an
+    /// `Attempts` of its own.
+    ///
+    /// ```
+    /// use llm_tower_core::Attempts;
+    ///
+    /// let mut response = http::Response::new(());
+    /// assert!(Attempts::of(response.extensions()).is_none());
+    /// response.extensions_mut().insert(Attempts::new());
+    /// assert!(Attempts::of(response.extensions()).unwrap().is_empty());
+    /// ```
+    pub fn of(extensions: &Extensions) -> Option<&Self> {
+        match AttemptContext::of(extensions) {
+            Some(context) => Some(&context.log),
+            None => extensions.get::<Self>(),
+        }
+    }
+}
+
+impl SingleTry {
+    /// Whether a request is to be tried once only: said by its [`AttemptContext`] or a
+    /// `SingleTry` of its own.
+    ///
+    /// ```
+    /// use llm_tower_core::SingleTry;
+    ///
+    /// let mut request = http::Request::new(());
+    /// assert!(!SingleTry::of(request.extensions()));
+    /// request.extensions_mut().insert(SingleTry);
+    /// assert!(SingleTry::of(request.extensions()));
+    /// ```
+    pub fn of(extensions: &Extensions) -> bool {
+        match AttemptContext::of(extensions) {
+            Some(context) => context.single_try,
+            None => extensions.get::<Self>().is_some(),
+        }
+    }
+}
+
+impl AttemptKind {
+    /// What an attempt is, when its request says: from its [`AttemptContext`] or an
+    /// `AttemptKind` of its own.
+    ///
+    /// ```
+    /// use llm_tower_core::AttemptKind;
+    ///
+    /// let mut request = http::Request::new(());
+    /// assert_eq!(AttemptKind::of(request.extensions()), None);
+    /// AttemptKind::Hedge.mark(request.extensions_mut());
+    /// assert_eq!(AttemptKind::of(request.extensions()), Some(AttemptKind::Hedge));
+    /// ```
+    pub fn of(extensions: &Extensions) -> Option<Self> {
+        match AttemptContext::of(extensions) {
+            Some(context) => context.kind,
+            None => extensions.get::<Self>().copied(),
+        }
+    }
+
+    /// Says on a request that it is this kind of attempt (in its [`AttemptContext`], when it
+    /// has one).
+    pub fn mark(self, extensions: &mut Extensions) {
+        match extensions.get_mut::<AttemptContext>() {
+            Some(context) => context.kind = Some(self),
+            None => {
+                extensions.insert(self);
+            }
+        }
+    }
+}
+
+impl CredentialsSet {
+    /// Whether the auth layer set a request's credentials: said by its [`AttemptContext`] or
+    /// a `CredentialsSet` of its own.
+    ///
+    /// ```
+    /// use llm_tower_core::CredentialsSet;
+    ///
+    /// let mut request = http::Request::new(());
+    /// assert!(!CredentialsSet::of(request.extensions()));
+    /// CredentialsSet::mark(request.extensions_mut());
+    /// assert!(CredentialsSet::of(request.extensions()));
+    /// ```
+    pub fn of(extensions: &Extensions) -> bool {
+        match AttemptContext::of(extensions) {
+            Some(context) => context.credentials_set,
+            None => extensions.get::<Self>().is_some(),
+        }
+    }
+
+    /// Says on a request that its credentials are set (in its [`AttemptContext`], when it has
+    /// one).
+    pub fn mark(extensions: &mut Extensions) {
+        match extensions.get_mut::<AttemptContext>() {
+            Some(context) => context.credentials_set = true,
+            None => {
+                extensions.insert(Self);
+            }
+        }
+    }
+}
