@@ -12,12 +12,21 @@ use crate::run::{annotate, upstream_error};
 /// The failures of one request so far, and which endpoints it tried.
 pub(crate) struct Failed<RB> {
     /// The latest upstream response and who sent it: what the client gets if nothing succeeds.
-    response: Option<(Response<ResponseBody<RB>>, Selected, Deployment)>,
+    /// Boxed: most requests fail nothing, and this lives in the request's future, which is
+    /// moved whole.
+    response: Option<Box<Kept<RB>>>,
     /// The latest error; it only matters while no response arrived.
     error: Option<BoxError>,
     pub(crate) tried: Vec<bool>,
     /// Whether a hedge was sent (a request gets one at most).
     pub(crate) hedged: bool,
+}
+
+/// A failed answer kept, and who sent it.
+struct Kept<RB> {
+    response: Response<ResponseBody<RB>>,
+    selected: Selected,
+    deployment: Deployment,
 }
 
 impl<RB> Failed<RB> {
@@ -39,7 +48,11 @@ impl<RB> Failed<RB> {
         match result {
             Ok(mut response) => {
                 response.body_mut().failure_counted();
-                self.response = Some((response, Selected(member.endpoint.clone()), deployment));
+                self.response = Some(Box::new(Kept {
+                    response,
+                    selected: Selected(member.endpoint.clone()),
+                    deployment,
+                }));
             }
             Err(err) => self.error = Some(err),
         }
@@ -63,7 +76,12 @@ impl<RB> Failed<RB> {
         log: &Attempts,
     ) -> Result<Response<ResponseBody<RB>>, BoxError> {
         match (self.response, self.error) {
-            (Some((response, selected, deployment)), _) => {
+            (Some(kept), _) => {
+                let Kept {
+                    response,
+                    selected,
+                    deployment,
+                } = *kept;
                 Ok(annotate(response, selected, &deployment, log))
             }
             (None, Some(err)) => Err(upstream_error(err, log)),

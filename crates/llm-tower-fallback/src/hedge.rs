@@ -140,11 +140,34 @@ struct Sent<'a> {
     started: Instant,
 }
 
-/// Sends `attempt` on `pick` (its `deployment`); unless the request was `hedged` already,
-/// hedged when the deployment's endpoint hedges and the answer is late. A failure of one of
-/// the two while the other is still out is judged here (its health, `failed`); the result
-/// is the first success, else the later failure.
+/// The hedging of the attempt on `pick`, when it may be hedged: its endpoint hedges, the
+/// request was not hedged already, it is not a probe (its answer, late or not, is what
+/// restores or ejects the deployment), nor from an endpoint that may not fall back, and
+/// only for the APIs that generate (a request with effects of its own, a file upload, must
+/// not be made twice) over HTTP (a WebSocket session is opened once).
+pub(crate) fn policy<'b, RB>(
+    balancer: &'b Balancer,
+    prepared: &Prepared,
+    pick: &Pick,
+    failed: &Failed<RB>,
+) -> Option<&'b HedgePolicy> {
+    let member = &balancer.pool.members[pick.index];
+    member.hedge.as_ref().filter(|_| {
+        !failed.hedged
+            && pick.probe.is_none()
+            && !pick.single_try
+            && member.endpoint.fallback()
+            && !prepared.upgrade
+            && is_generation_path(prepared.target.path())
+    })
+}
+
+/// Sends `attempt` on `pick` (its `deployment`), hedged by `policy` when the answer is late.
+/// A failure of one of the two while the other is still out is judged here (its health,
+/// `failed`); the result is the first success, else the later failure.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn race<S, RB>(
+    policy: &HedgePolicy,
     (balancer, prepared, (route, step), log): Racing<'_, '_>,
     inner: &mut S,
     attempt: Request<BufferedBody>,
@@ -156,26 +179,6 @@ where
     S: Service<Request<BufferedBody>, Response = Response<RB>> + Clone,
     S::Error: Into<BoxError>,
 {
-    let member = &balancer.pool.members[pick.index];
-    // Not a probe (its answer, late or not, is what restores or ejects the deployment), not
-    // from an endpoint that may not fall back, and only for the APIs that generate (a
-    // request with effects of its own, a file upload, must not be made twice) over HTTP (a
-    // WebSocket session is opened once).
-    let policy = member.hedge.as_ref().filter(|_| {
-        !failed.hedged
-            && pick.probe.is_none()
-            && !pick.single_try
-            && member.endpoint.fallback()
-            && !prepared.upgrade
-            && is_generation_path(prepared.target.path())
-    });
-    let Some(policy) = policy else {
-        let result = send(inner, attempt, balancer, pick.index, deployment, log, None).await;
-        return Raced {
-            result,
-            hedge: None,
-        };
-    };
     let mut hedge_inner = inner.clone();
     let first_sent = Sent {
         deployment,

@@ -114,6 +114,6 @@ where
         // The ready service goes into the future; this one keeps a fresh clone.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        Box::pin(crate::run::run(self.balancer.clone(), inner, request))
+        crate::run::run(self.balancer.clone(), inner, request)
     }
 }

@@ -69,45 +69,53 @@ where
             };
             (s.timeout(), first_byte)
         });
-        // The readiness error is converted before anything is awaited: `S::Error` need not
-        // be `Send`.
-        let call = match inner.ready().await {
-            Ok(service) => Ok(service.call(request)),
-            Err(err) => Err(err.into()),
-        };
-        let head = match call {
-            Ok(future) => within(timeout, future).await.map_or_else(
-                |limit| {
-                    Err(Error::new(
-                        ErrorKind::Timeout,
-                        format!("no response head within the per-try timeout of {limit:?}"),
-                    )
-                    .into())
-                },
-                |result| result.map_err(Into::into),
-            ),
-            Err(err) => Err(err),
-        };
-        let result = match head {
-            // An upgrade asked for is answered by a `101`, whose body is the socket: nothing
-            // to read ahead.
-            Ok(response) if is_upgrade_answer(&response, upgrade) => {
-                Ok(response.map(ResponseBody::new))
-            }
-            head => match informational_as_error(head) {
-                // Until the head is passed on, nothing reached the client: the first frame of a
-                // success, and the body of an error, are read here so that a stall or a broken
-                // body fails this try instead of the client's response.
-                Ok(response) => {
-                    let until = if response.status().is_success() {
-                        ReadAhead::FirstFrame
-                    } else {
-                        ReadAhead::Bytes(DRAIN_LIMIT)
-                    };
-                    read_ahead(response, until, first_byte).await
-                }
+        // In a block of its own: what it holds (the call, the head) is gone before the read
+        // ahead below is awaited, instead of kept beside the read's future.
+        let next = {
+            // The readiness error is converted before anything is awaited: `S::Error` need not
+            // be `Send`.
+            let call = match inner.ready().await {
+                Ok(service) => Ok(service.call(request)),
+                Err(err) => Err(err.into()),
+            };
+            let head = match call {
+                Ok(future) => within(timeout, future).await.map_or_else(
+                    |limit| {
+                        Err(Error::new(
+                            ErrorKind::Timeout,
+                            format!("no response head within the per-try timeout of {limit:?}"),
+                        )
+                        .into())
+                    },
+                    |result| result.map_err(Into::into),
+                ),
                 Err(err) => Err(err),
-            },
+            };
+            match head {
+                // An upgrade asked for is answered by a `101`, whose body is the socket: nothing
+                // to read ahead.
+                Ok(response) if is_upgrade_answer(&response, upgrade) => {
+                    AfterHead::Done(Ok(response.map(ResponseBody::new)))
+                }
+                head => match informational_as_error(head) {
+                    // Until the head is passed on, nothing reached the client: the first frame of a
+                    // success, and the body of an error, are read here so that a stall or a broken
+                    // body fails this try instead of the client's response.
+                    Ok(response) => {
+                        let until = if response.status().is_success() {
+                            ReadAhead::FirstFrame
+                        } else {
+                            ReadAhead::Bytes(DRAIN_LIMIT)
+                        };
+                        AfterHead::Read(response, until)
+                    }
+                    Err(err) => AfterHead::Done(Err(err)),
+                },
+            }
+        };
+        let result = match next {
+            AfterHead::Done(result) => result,
+            AfterHead::Read(response, until) => read_ahead(response, until, first_byte).await,
         };
         let outcome = Outcome::of(&result);
         tracing::debug!(
@@ -203,6 +211,12 @@ fn says_context_overflow<D: Buf>(frames: &VecDeque<Frame<D>>) -> bool {
     is_context_overflow(&body)
 }
 
+/// What a try does once its head is in: done, or read the body's start first.
+enum AfterHead<RB: Body> {
+    Done(Result<Response<ResponseBody<RB>>, BoxError>),
+    Read(Response<RB>, ReadAhead),
+}
+
 /// How much of a body to read before its head is passed on.
 #[derive(Clone, Copy, Debug)]
 enum ReadAhead {
@@ -213,58 +227,63 @@ enum ReadAhead {
 
 /// Reads the start of a response body (within `limit`) and puts it back in front of the
 /// rest. A stall or a body error here fails the try: [`ErrorKind::FirstByteTimeout`], or the
-/// body error's kind ([`ErrorKind::Protocol`] when it has none of its own).
-async fn read_ahead<RB>(
+/// body error's kind ([`ErrorKind::Protocol`] when it has none of its own). Not an `async
+/// fn`, so that the future holds the head and the body once, not also the response they
+/// came in.
+fn read_ahead<RB>(
     response: Response<RB>,
     until: ReadAhead,
     limit: Option<Duration>,
-) -> Result<Response<ResponseBody<RB>>, BoxError>
+) -> impl Future<Output = Result<Response<ResponseBody<RB>>, BoxError>>
 where
     RB: Body,
     RB::Error: Into<BoxError>,
 {
-    if response.body().is_end_stream() {
-        return Ok(response.map(ResponseBody::new));
-    }
     let (parts, body) = response.into_parts();
-    let mut body = Box::pin(body);
-    let mut ahead = VecDeque::new();
-    let reading = async {
-        let mut read = 0;
-        loop {
-            let Some(frame) = body.as_mut().frame().await else {
-                return Ok(true);
-            };
-            let frame = frame.map_err(Into::into)?;
-            read += frame.data_ref().map_or(0, Buf::remaining);
-            ahead.push_back(frame);
-            match until {
-                ReadAhead::FirstFrame => return Ok(false),
-                ReadAhead::Bytes(max) if read > max => return Ok(false),
-                ReadAhead::Bytes(_) => {}
-            }
+    async move {
+        if body.is_end_stream() {
+            return Ok(Response::from_parts(parts, ResponseBody::new(body)));
         }
-    };
-    let ended: Result<bool, BoxError> = within(limit, reading).await.map_err(|limit| {
-        Error::new(
-            ErrorKind::FirstByteTimeout,
-            format!("the response body stalled within the first-byte timeout of {limit:?}"),
-        )
-    })?;
-    match ended {
-        Ok(ended) => {
-            let mut parts = parts;
-            if ended && parts.status == StatusCode::BAD_REQUEST && says_context_overflow(&ahead) {
-                parts.extensions.insert(ContextOverflow);
+        let mut body = Box::pin(body);
+        let mut ahead = VecDeque::new();
+        let reading = async {
+            let mut read = 0;
+            loop {
+                let Some(frame) = body.as_mut().frame().await else {
+                    return Ok(true);
+                };
+                let frame = frame.map_err(Into::into)?;
+                read += frame.data_ref().map_or(0, Buf::remaining);
+                ahead.push_back(frame);
+                match until {
+                    ReadAhead::FirstFrame => return Ok(false),
+                    ReadAhead::Bytes(max) if read > max => return Ok(false),
+                    ReadAhead::Bytes(_) => {}
+                }
             }
-            Ok(Response::from_parts(
-                parts,
-                ResponseBody::read_ahead(ahead, (!ended).then_some(body)),
-            ))
+        };
+        let ended: Result<bool, BoxError> = within(limit, reading).await.map_err(|limit| {
+            Error::new(
+                ErrorKind::FirstByteTimeout,
+                format!("the response body stalled within the first-byte timeout of {limit:?}"),
+            )
+        })?;
+        match ended {
+            Ok(ended) => {
+                let mut parts = parts;
+                if ended && parts.status == StatusCode::BAD_REQUEST && says_context_overflow(&ahead)
+                {
+                    parts.extensions.insert(ContextOverflow);
+                }
+                Ok(Response::from_parts(
+                    parts,
+                    ResponseBody::read_ahead(ahead, (!ended).then_some(body)),
+                ))
+            }
+            Err(err) => Err(match ErrorKind::of(&*err) {
+                ErrorKind::Unrecognized => Error::classified(ErrorKind::Protocol, err).into(),
+                _ => err,
+            }),
         }
-        Err(err) => Err(match ErrorKind::of(&*err) {
-            ErrorKind::Unrecognized => Error::classified(ErrorKind::Protocol, err).into(),
-            _ => err,
-        }),
     }
 }

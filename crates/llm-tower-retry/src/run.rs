@@ -1,6 +1,11 @@
 //! The retry loop of one request, as named steps: find out what the request may do, try,
 //! judge, wait, try again. It is the future of [`Retry`](crate::Retry), boxed once per
 //! request; tries and waits are steps of the same future, not futures of their own.
+//!
+//! Not an `async fn`: what the request may do is read before the future is made, and the
+//! future keeps one copy of the request and of each argument (an `async fn` keeps its
+//! arguments, and again what it moves them into). The future is moved whole into its box:
+//! its size is copied.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -17,16 +22,18 @@ use tower::retry::budget::{Budget, TpsBudget};
 use crate::attempt::{Target, try_once};
 use crate::backoff::backoff;
 use crate::body::ResponseBody;
+use crate::service::ResponseFuture;
 use crate::state::RetryState;
 
-pub(crate) async fn run<S, B, RB>(
+pub(crate) fn run<S, B, RB>(
     state: RetryState,
     mut inner: S,
     mut request: Request<B>,
-) -> Result<Response<ResponseBody<RB>>, BoxError>
+) -> ResponseFuture<ResponseBody<RB>>
 where
-    S: Service<Request<B>, Response = Response<RB>>,
+    S: Service<Request<B>, Response = Response<RB>> + Send + 'static,
     S::Error: Into<BoxError>,
+    S::Future: Send,
     B: Clone + Send + Sync + 'static,
     RB: Body + Send + 'static,
     RB::Data: Send,
@@ -46,68 +53,74 @@ where
     let extensions = request.extensions();
     let selected = Selected::of(extensions).cloned();
     let deployment = Deployment::of(extensions).cloned();
-    let policy = selected
-        .as_deref()
-        .map_or(&state.default_policy, |s| s.retry_policy());
-    let retry_on = selected
-        .as_deref()
-        .map_or_else(RetryOn::default, Endpoint::retry_on);
+    let kind = AttemptKind::of(extensions);
     // A half-open probe is tried once: nobody waits through retries on an endpoint that is
     // probably still down.
     let max_retries = if SingleTry::of(extensions) {
         0
     } else {
-        policy.max_retries()
+        policy_of(&state, selected.as_ref()).max_retries()
     };
     let replay = (max_retries > 0).then(|| replay_of(&request));
-    let default_id;
-    let id = if let Some(selected) = &selected {
-        selected.id()
-    } else {
-        default_id = EndpointId::from(crate::DEFAULT_ENDPOINT);
-        &default_id
-    };
-    let target = Target {
-        selected: selected.as_ref(),
-        // Tries are recorded under the deployment the balancer chose (an endpoint, or one of
-        // its models); the budget stays the endpoint's.
-        recorded_as: deployment.as_ref().map_or(id, |d| &d.id),
-        model: deployment.as_ref().and_then(|d| d.model.as_ref()),
-        log: log.as_ref(),
-        kind: AttemptKind::of(extensions),
-    };
-
     let mut next = Some(request);
-    let mut budget: Option<Arc<TpsBudget>> = None;
-    let mut retries = 0;
-    loop {
-        let request = match (next.take(), &replay) {
-            (Some(request), _) => request,
-            (None, Some(replay)) => replay.request(),
-            (None, None) => unreachable!("a retry is decided only when a replay exists"),
+    Box::pin(async move {
+        let policy = policy_of(&state, selected.as_ref());
+        let retry_on = selected
+            .as_deref()
+            .map_or_else(RetryOn::default, Endpoint::retry_on);
+        let default_id;
+        let id = if let Some(selected) = &selected {
+            selected.id()
+        } else {
+            default_id = EndpointId::from(crate::DEFAULT_ENDPOINT);
+            &default_id
         };
-        let mut result = try_once(&mut inner, request, &target, retries).await;
-        let budget = budget.get_or_insert_with(|| {
-            let budget = state.budget_for(id);
-            // One deposit per request, made when its first try has finished.
-            budget.deposit();
-            budget
-        });
-        let Some(delay) = retry_delay(
-            &state,
-            policy,
-            retry_on,
-            &mut result,
-            retries,
-            max_retries,
-            budget,
-        ) else {
-            return result;
+        let target = Target {
+            selected: selected.as_ref(),
+            // Tries are recorded under the deployment the balancer chose (an endpoint, or one of
+            // its models); the budget stays the endpoint's.
+            recorded_as: deployment.as_ref().map_or(id, |d| &d.id),
+            model: deployment.as_ref().and_then(|d| d.model.as_ref()),
+            log: log.as_ref(),
+            kind,
         };
-        retries += 1;
-        let discarded = result.ok().map(Response::into_body);
-        backoff(delay, discarded).await;
-    }
+
+        let mut budget: Option<Arc<TpsBudget>> = None;
+        let mut retries = 0;
+        loop {
+            let request = match (next.take(), &replay) {
+                (Some(request), _) => request,
+                (None, Some(replay)) => replay.request(),
+                (None, None) => unreachable!("a retry is decided only when a replay exists"),
+            };
+            let mut result = try_once(&mut inner, request, &target, retries).await;
+            let budget = budget.get_or_insert_with(|| {
+                let budget = state.budget_for(id);
+                // One deposit per request, made when its first try has finished.
+                budget.deposit();
+                budget
+            });
+            let Some(delay) = retry_delay(
+                &state,
+                policy,
+                retry_on,
+                &mut result,
+                retries,
+                max_retries,
+                budget,
+            ) else {
+                return result;
+            };
+            retries += 1;
+            let discarded = result.ok().map(Response::into_body);
+            backoff(delay, discarded).await;
+        }
+    })
+}
+
+/// The retry policy of the endpoint a request goes to, else the layer's.
+fn policy_of<'a>(state: &'a RetryState, selected: Option<&'a Selected>) -> &'a RetryPolicy {
+    selected.map_or(&state.default_policy, |s| s.retry_policy())
 }
 
 /// How the request is made again: from the balancer's [`Replay`] when there is one (no copy

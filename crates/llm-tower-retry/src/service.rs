@@ -86,6 +86,6 @@ where
         // The ready service goes into the future; this one keeps a fresh clone.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        Box::pin(crate::run::run(self.state.clone(), inner, request))
+        crate::run::run(self.state.clone(), inner, request)
     }
 }
