@@ -4,21 +4,30 @@
 //! ```text
 //! cargo run --release --example bench_upstream -- 127.0.0.1:18081 127.0.0.1:18082
 //! ```
+//!
+//! With `--slow-streams` first, every answer is a stream whose first chunk comes at once and
+//! whose second comes an hour later (`benches/memory.sh`: streams held in flight).
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
-use llm_tower_mock::MockProvider;
+use llm_tower_mock::{Behavior, MockProvider};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut providers = Vec::new();
-    for arg in std::env::args().skip(1) {
+    let mut args = std::env::args().skip(1).peekable();
+    let slow = args.next_if(|arg| arg == "--slow-streams").is_some();
+    for arg in args {
         let addr: SocketAddr = arg.parse().map_err(|_| format!("`{arg}` is not IP:PORT"))?;
-        let provider = MockProvider::builder()
-            .record(false)
-            .bind(addr)
-            .start()
-            .await?;
+        let mut builder = MockProvider::builder().record(false).bind(addr);
+        if slow {
+            builder = builder.default_behavior(Behavior::Stream {
+                chunks: 2,
+                interval: Duration::from_secs(3600),
+            });
+        }
+        let provider = builder.start().await?;
         println!("mock provider on {}", provider.base_url());
         providers.push(provider);
     }
