@@ -55,18 +55,16 @@ impl SseSplitter {
 }
 
 /// The length of the first complete event in `bytes` (its blank line included), if one is.
+/// Line ends are found with `memchr`: an event's bytes are mostly one long `data:` line.
 fn event_end(bytes: &[u8]) -> Option<usize> {
     let mut i = 0;
-    while i < bytes.len() {
-        let line_end = match bytes[i] {
-            b'\r' if bytes.get(i + 1) == Some(&b'\n') => i + 2,
+    while let Some(found) = memchr::memchr2(b'\n', b'\r', &bytes[i..]) {
+        let at = i + found;
+        let line_end = match bytes[at] {
+            b'\r' if bytes.get(at + 1) == Some(&b'\n') => at + 2,
             // A lone `\r` at the end may be the first half of `\r\n`: wait for more.
-            b'\r' if i + 1 == bytes.len() => return None,
-            b'\n' | b'\r' => i + 1,
-            _ => {
-                i += 1;
-                continue;
-            }
+            b'\r' if at + 1 == bytes.len() => return None,
+            _ => at + 1,
         };
         // A line ended at `line_end`: the event ends there if the next line is empty.
         match bytes.get(line_end) {
@@ -83,7 +81,7 @@ fn parse(raw: Bytes) -> SseEvent {
     let text = String::from_utf8_lossy(&raw);
     let mut event = None;
     let mut data: Option<String> = None;
-    for line in text.split(['\n', '\r']).filter(|line| !line.is_empty()) {
+    for line in lines(&text).filter(|line| !line.is_empty()) {
         if line.starts_with(':') {
             continue;
         }
@@ -106,6 +104,23 @@ fn parse(raw: Bytes) -> SseEvent {
         data: data.unwrap_or_default(),
         raw,
     }
+}
+
+/// The lines of `text`, split at every `\n` and `\r` (found with `memchr`, not decoded
+/// character by character).
+fn lines(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(text);
+    std::iter::from_fn(move || {
+        let text = rest?;
+        // An ASCII byte: both halves are whole characters.
+        if let Some(end) = memchr::memchr2(b'\n', b'\r', text.as_bytes()) {
+            rest = Some(&text[end + 1..]);
+            Some(&text[..end])
+        } else {
+            rest = None;
+            Some(text)
+        }
+    })
 }
 
 /// Writes one server-sent event to `out`: its `event:` line when it has a name, its `data:`
