@@ -2,8 +2,12 @@
 //! that continues it ([`prefill`]), and the continuation's events as the client's stream
 //! goes on with them ([`Splice`]).
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use llm_tower_core::{SseEvent, write_sse_event};
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
 /// What a client has been sent of a `chat.completion.chunk` stream.
@@ -17,6 +21,44 @@ pub(crate) struct Delivered {
     pub(crate) finished: bool,
     /// Something a prefill cannot carry on: tool calls, or more than one choice.
     pub(crate) not_text: bool,
+}
+
+/// A chunk as [`Delivered::saw`] reads it: the names of the completion (as `Names`: values
+/// for the first chunk, skipped after it) and its choices.
+#[derive(Deserialize)]
+struct Chunk<'a, Names> {
+    id: Option<Names>,
+    model: Option<Names>,
+    created: Option<Names>,
+    #[serde(borrow)]
+    choices: Vec<Choice<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Choice<'a> {
+    #[serde(default)]
+    index: u64,
+    #[serde(borrow, default)]
+    delta: Option<Delta<'a>>,
+    /// Present and not null.
+    #[serde(default)]
+    finish_reason: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct Delta<'a> {
+    #[serde(borrow, default)]
+    content: Option<Cow<'a, str>>,
+    /// Present, whatever its value (`null` included).
+    #[serde(default, deserialize_with = "present")]
+    tool_calls: bool,
+    #[serde(default, deserialize_with = "present")]
+    function_call: bool,
+}
+
+/// `true` for a field that is there, whatever it holds.
+fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    IgnoredAny::deserialize(deserializer).map(|_| true)
 }
 
 /// The fields that name a completion.
@@ -34,6 +76,40 @@ impl Delivered {
             self.finished = true;
             return;
         }
+        // Read into borrowed structs, a few hundred instructions per event where a whole
+        // `Value` costs about ten thousand; the first chunk's names are kept as values, later
+        // ones skipped. What the structs cannot read (a field of another type, a key twice)
+        // is read as a `Value` below, as before.
+        let choices = if !event.data.trim_start().starts_with('{') {
+            None
+        } else if self.identity.is_none() {
+            serde_json::from_str::<Chunk<'_, Value>>(&event.data)
+                .ok()
+                .map(|chunk| {
+                    self.identity = Some(Identity {
+                        id: chunk.id.unwrap_or(Value::Null),
+                        model: chunk.model.unwrap_or(Value::Null),
+                        created: chunk.created.unwrap_or(Value::Null),
+                    });
+                    chunk.choices
+                })
+        } else {
+            serde_json::from_str::<Chunk<'_, IgnoredAny>>(&event.data)
+                .ok()
+                .map(|chunk| chunk.choices)
+        };
+        if let Some(choices) = choices {
+            for choice in choices {
+                let delta = choice.delta.as_ref();
+                self.saw_choice(
+                    choice.index,
+                    delta.is_some_and(|d| d.tool_calls || d.function_call),
+                    delta.and_then(|d| d.content.as_deref()),
+                    choice.finish_reason.is_some(),
+                );
+            }
+            return;
+        }
         let Ok(Value::Object(chunk)) = serde_json::from_str::<Value>(&event.data) else {
             return;
         };
@@ -48,22 +124,32 @@ impl Delivered {
             return;
         };
         for choice in choices {
-            if choice.get("index").and_then(Value::as_u64).unwrap_or(0) != 0 {
-                self.not_text = true;
-                continue;
-            }
             let delta = choice.get("delta");
-            if delta.and_then(|d| d.get("tool_calls")).is_some()
-                || delta.and_then(|d| d.get("function_call")).is_some()
-            {
-                self.not_text = true;
-            }
-            if let Some(text) = delta.and_then(|d| d.get("content")).and_then(Value::as_str) {
-                self.text.push_str(text);
-            }
-            if choice.get("finish_reason").is_some_and(|r| !r.is_null()) {
-                self.finished = true;
-            }
+            self.saw_choice(
+                choice.get("index").and_then(Value::as_u64).unwrap_or(0),
+                delta.and_then(|d| d.get("tool_calls")).is_some()
+                    || delta.and_then(|d| d.get("function_call")).is_some(),
+                delta.and_then(|d| d.get("content")).and_then(Value::as_str),
+                choice.get("finish_reason").is_some_and(|r| !r.is_null()),
+            );
+        }
+    }
+
+    /// One choice of a chunk: its index, whether its delta has tool or function calls, its
+    /// text, whether it has a finish reason.
+    fn saw_choice(&mut self, index: u64, calls: bool, text: Option<&str>, finished: bool) {
+        if index != 0 {
+            self.not_text = true;
+            return;
+        }
+        if calls {
+            self.not_text = true;
+        }
+        if let Some(text) = text {
+            self.text.push_str(text);
+        }
+        if finished {
+            self.finished = true;
         }
     }
 
@@ -184,6 +270,40 @@ mod tests {
             done.saw(&event);
         }
         assert!(!done.continuable());
+    }
+
+    #[test]
+    fn chunks_after_the_first_are_read_as_a_whole_value_would_read_them() {
+        let seen = |chunks: &[&str]| {
+            let mut delivered = Delivered::default();
+            for event in events(FIRST) {
+                delivered.saw(&event);
+            }
+            for chunk in chunks {
+                for event in events(&format!("data: {chunk}\n\n")) {
+                    delivered.saw(&event);
+                }
+            }
+            (delivered.text, delivered.not_text, delivered.finished)
+        };
+        let escaped =
+            r#"{"choices":[{"index":0,"delta":{"content":" is \"42\""},"finish_reason":null}]}"#;
+        assert_eq!(
+            seen(&[escaped]),
+            ("The answer is \"42\"".to_owned(), false, false)
+        );
+        // A tool call's key counts even when it holds `null`.
+        let calls = r#"{"choices":[{"index":0,"delta":{"content":"!","tool_calls":null}}]}"#;
+        assert_eq!(seen(&[calls]), ("The answer!".to_owned(), true, false));
+        let other = r#"{"choices":[{"index":1,"delta":{"content":"other"}}]}"#;
+        assert_eq!(seen(&[other]), ("The answer".to_owned(), true, false));
+        // Not a string: what the structs cannot read, the `Value` reads (and skips).
+        let number = r#"{"choices":[{"index":0,"delta":{"content":5}}]}"#;
+        assert_eq!(seen(&[number]), ("The answer".to_owned(), false, false));
+        let stop = r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#;
+        assert_eq!(seen(&[stop]), ("The answer".to_owned(), false, true));
+        let twice = r#"{"choices":[{"index":0,"delta":{"content":"a","content":"b"}}]}"#;
+        assert_eq!(seen(&[twice]), ("The answerb".to_owned(), false, false));
     }
 
     #[test]
