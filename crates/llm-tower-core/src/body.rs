@@ -231,6 +231,30 @@ fn is_length_limit(err: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// Refuses a request whose `content-length` says it is longer than `limit`, before a byte of
+/// its body is read (a body that says nothing, or less, is held to the limit as it is read).
+///
+/// ```
+/// use http::HeaderMap;
+/// use llm_tower_core::check_declared_length;
+///
+/// let mut headers = HeaderMap::new();
+/// headers.insert("content-length", "2048".parse().unwrap());
+/// assert!(check_declared_length(&headers, 4096).is_ok());
+/// assert_eq!(check_declared_length(&headers, 1024).unwrap_err().status(), 413);
+/// assert!(check_declared_length(&HeaderMap::new(), 0).is_ok());
+/// ```
+pub fn check_declared_length(headers: &http::HeaderMap, limit: usize) -> Result<(), Error> {
+    let declared = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(Error::body_too_large(limit));
+    }
+    Ok(())
+}
+
 /// Buffers a request's body (see [`buffer_body`]), rejecting a declared `content-length`
 /// over the limit before reading anything.
 pub async fn buffer_request<B>(
@@ -241,14 +265,7 @@ where
     B: Body,
     B::Error: Into<BoxError>,
 {
-    let declared = request
-        .headers()
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit as u64) {
-        return Err(Error::body_too_large(limit));
-    }
+    check_declared_length(request.headers(), limit)?;
     let (parts, body) = request.into_parts();
     let body = buffer_body(body, limit).await?;
     Ok(Request::from_parts(parts, body))

@@ -72,6 +72,7 @@ pub use attempt::{Attempt, AttemptKind, Attempts};
 pub use attempt_context::AttemptContext;
 pub use body::{
     BufferedBody, DEFAULT_MAX_BODY_BYTES, ERROR_BODY_LIMIT, buffer_body, buffer_request,
+    check_declared_length,
 };
 pub use classify::{
     Classification, classify, classify_error, classify_error_kind, classify_status,

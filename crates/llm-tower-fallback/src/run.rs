@@ -10,8 +10,8 @@ use http_body::Body;
 use llm_tower_core::{
     AttemptContext, AttemptKind, Attempts, BoxError, BufferedBody, Classification, ContextOverflow,
     Deployment, Endpoint, Error, ErrorKind, ModelName, ModelRoute, Outcome, Replay, Selected,
-    WebSocketUpgrade, buffer_body, classify, header_names, informational_as_error,
-    is_upgrade_answer, strip_hop_by_hop_and, with_model,
+    WebSocketUpgrade, buffer_body, check_declared_length, classify, header_names,
+    informational_as_error, is_upgrade_answer, strip_hop_by_hop_and, with_model,
 };
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
@@ -261,14 +261,7 @@ impl Prepared {
     /// The request's head as attempts send it, and its body to buffer; a body longer than
     /// `max_body_bytes` by its `content-length` is refused before it is read.
     fn head<B>(request: Request<B>, max_body_bytes: usize) -> Result<(Head, B), Error> {
-        let declared = request
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|len| len > max_body_bytes as u64) {
-            return Err(Error::body_too_large(max_body_bytes));
-        }
+        check_declared_length(request.headers(), max_body_bytes)?;
         let (mut parts, body) = request.into_parts();
         strip_hop_by_hop_and(&mut parts.headers, |name| NOT_FORWARDED.contains(name));
         let upgrade = parts.extensions.get::<WebSocketUpgrade>().is_some();
