@@ -11,6 +11,8 @@
 #   bash benches/instructions.sh            # WARMUP=1000 REQUESTS=4000 C=4
 #   KEEP=1 bash benches/instructions.sh     # keep the dumps in target/instructions (callgrind_annotate)
 #   GATEWAY_EXTRA='usage: false' bash benches/instructions.sh   # top-level keys added to the gateway's file
+#   ENDPOINT_EXTRA='hedge: { after: 2s }' bash benches/instructions.sh   # keys added to each endpoint
+#   STREAM=1 bash benches/instructions.sh   # the requests ask for a stream (the mock's: 3 chunks)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)"; exit 2; }
@@ -22,7 +24,11 @@ UP1=127.0.0.1:18281 # ports apart from e2e.sh's, so both can run on one machine
 UP2=127.0.0.1:18282
 BARE=127.0.0.1:18290
 GATEWAY=127.0.0.1:18291
-BODY='{"model":"mock-model","messages":[{"role":"user","content":"Say hello."}]}'
+if [ -n "${STREAM:-}" ]; then
+    BODY='{"model":"mock-model","stream":true,"messages":[{"role":"user","content":"Say hello."}]}'
+else
+    BODY='{"model":"mock-model","messages":[{"role":"user","content":"Say hello."}]}'
+fi
 OUT=${CARGO_TARGET_DIR:-target}/instructions
 R=${CARGO_TARGET_DIR:-target}/release
 mkdir -p "$OUT"
@@ -47,21 +53,17 @@ endpoints:
     base_url: http://$UP1/v1
     api_key: sk-bench-first
     retry_policy: { name: ExponentialBackoff, config: { times: 2 } }
+    ${ENDPOINT_EXTRA:-}
   - id: second
     base_url: http://$UP2/v1
     api_key: sk-bench-second
     retry_policy: { name: ExponentialBackoff, config: { times: 2 } }
+    ${ENDPOINT_EXTRA:-}
 ${GATEWAY_EXTRA:-}
 EOF
 
-wait_for() { # ip:port
-    for _ in $(seq 600); do
-        if (exec 3<>"/dev/tcp/${1%:*}/${1#*:}") 2>/dev/null; then return; fi
-        sleep 0.1
-    done
-    echo "nothing listens on $1" >&2
-    exit 1
-}
+# shellcheck source=support/wait_for.sh
+. benches/support/wait_for.sh
 
 "$R/examples/bench_upstream" "$UP1" "$UP2" >"$OUT/upstream.log" 2>&1 &
 PIDS+=($!)

@@ -53,14 +53,8 @@ EOF
 config "$GATEWAY" "$UP1" "$UP2" >"$OUT/gateway.yaml"
 config "$STREAMING" "$SLOW1" "$SLOW2" >"$OUT/streaming.yaml"
 
-wait_for() { # ip:port
-    for _ in $(seq 600); do
-        if (exec 3<>"/dev/tcp/${1%:*}/${1#*:}") 2>/dev/null; then return; fi
-        sleep 0.1
-    done
-    echo "nothing listens on $1" >&2
-    exit 1
-}
+# shellcheck source=support/wait_for.sh
+. benches/support/wait_for.sh
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 
 "$R/examples/bench_upstream" "$UP1" "$UP2" >"$OUT/upstream.log" 2>&1 &
