@@ -3,10 +3,11 @@
 //! goes on with them ([`Splice`]).
 
 use std::borrow::Cow;
+use std::marker::PhantomData;
 
 use bytes::Bytes;
 use llm_tower_core::{SseEvent, write_sse_event};
-use serde::de::IgnoredAny;
+use serde::de::{IgnoredAny, MapAccess, Visitor, value::MapAccessDeserializer};
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
@@ -31,7 +32,7 @@ struct Chunk<'a, Names> {
     model: Option<Names>,
     created: Option<Names>,
     #[serde(borrow)]
-    choices: Vec<Choice<'a>>,
+    choices: Vec<MapOnly<Choice<'a>>>,
 }
 
 #[derive(Deserialize)]
@@ -39,7 +40,7 @@ struct Choice<'a> {
     #[serde(default)]
     index: u64,
     #[serde(borrow, default)]
-    delta: Option<Delta<'a>>,
+    delta: Option<MapOnly<Delta<'a>>>,
     /// Present and not null.
     #[serde(default)]
     finish_reason: Option<IgnoredAny>,
@@ -54,6 +55,28 @@ struct Delta<'a> {
     tool_calls: bool,
     #[serde(default, deserialize_with = "present")]
     function_call: bool,
+}
+
+/// A struct read from a JSON object only: serde's derived structs also take an array (by
+/// position), where the `Value` reading finds no fields.
+struct MapOnly<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for MapOnly<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Object<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for Object<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(MapAccessDeserializer::new(map))
+            }
+        }
+        deserializer
+            .deserialize_map(Object(PhantomData))
+            .map(MapOnly)
+    }
 }
 
 /// `true` for a field that is there, whatever it holds.
@@ -99,8 +122,8 @@ impl Delivered {
                 .map(|chunk| chunk.choices)
         };
         if let Some(choices) = choices {
-            for choice in choices {
-                let delta = choice.delta.as_ref();
+            for MapOnly(choice) in choices {
+                let delta = choice.delta.as_ref().map(|MapOnly(delta)| delta);
                 self.saw_choice(
                     choice.index,
                     delta.is_some_and(|d| d.tool_calls || d.function_call),
@@ -304,6 +327,17 @@ mod tests {
         assert_eq!(seen(&[stop]), ("The answer".to_owned(), false, true));
         let twice = r#"{"choices":[{"index":0,"delta":{"content":"a","content":"b"}}]}"#;
         assert_eq!(seen(&[twice]), ("The answerb".to_owned(), false, false));
+        // An array where an object belongs has no fields for the `Value`, nor here.
+        let array_choice = r#"{"choices":[[0,{"content":"x"},"stop"]]}"#;
+        assert_eq!(
+            seen(&[array_choice]),
+            ("The answer".to_owned(), false, false)
+        );
+        let array_delta = r#"{"choices":[{"index":0,"delta":["x"]}]}"#;
+        assert_eq!(
+            seen(&[array_delta]),
+            ("The answer".to_owned(), false, false)
+        );
     }
 
     #[test]
