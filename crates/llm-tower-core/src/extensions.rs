@@ -31,8 +31,9 @@ use std::time::Duration;
 use crate::endpoint::{Endpoint, EndpointId};
 use crate::model::ModelName;
 
-/// Request extension naming the endpoint a request is sent to. The balancer inserts it; the
-/// retry and auth layers read it.
+/// Request extension naming the endpoint a request is sent to. The balancer sets it, in the
+/// attempt's [`AttemptContext`](crate::AttemptContext); the retry and auth layers read it,
+/// with [`Selected::of`], which also finds one inserted on its own.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -41,7 +42,7 @@ use crate::model::ModelName;
 /// let endpoint = Endpoint::builder("a", "http://127.0.0.1:1").build().unwrap();
 /// let mut request = http::Request::new(());
 /// request.extensions_mut().insert(Selected(Arc::new(endpoint)));
-/// assert_eq!(request.extensions().get::<Selected>().unwrap().id().as_str(), "a");
+/// assert_eq!(Selected::of(request.extensions()).unwrap().id().as_str(), "a");
 /// ```
 #[derive(Clone, Debug)]
 pub struct Selected(pub Arc<Endpoint>);
@@ -56,7 +57,7 @@ pub struct Selected(pub Arc<Endpoint>);
 ///
 /// let mut request = http::Request::new(());
 /// request.extensions_mut().insert(SingleTry);
-/// assert!(request.extensions().get::<SingleTry>().is_some());
+/// assert!(SingleTry::of(request.extensions()));
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SingleTry;
@@ -72,7 +73,7 @@ pub struct SingleTry;
 ///
 /// let mut request = http::Request::new(());
 /// request.extensions_mut().insert(CredentialsSet);
-/// assert!(request.extensions().get::<CredentialsSet>().is_some());
+/// assert!(CredentialsSet::of(request.extensions()));
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CredentialsSet;

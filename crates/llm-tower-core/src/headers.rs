@@ -127,6 +127,9 @@ pub fn strip_hop_by_hop_and(headers: &mut HeaderMap, also: impl Fn(&HeaderName) 
 /// assert!(is_event_stream(&headers));
 /// headers.insert("content-type", "text/event-streams".parse().unwrap());
 /// assert!(!is_event_stream(&headers));
+/// let not_ascii = http::HeaderValue::from_bytes(b"text/event-stream; charset=\xe9").unwrap();
+/// headers.insert("content-type", not_ascii);
+/// assert!(!is_event_stream(&headers));
 /// headers.insert("content-type", "application/json".parse().unwrap());
 /// assert!(!is_event_stream(&headers));
 /// ```
@@ -136,12 +139,13 @@ pub fn is_event_stream(headers: &HeaderMap) -> bool {
     headers
         .get(http::header::CONTENT_TYPE)
         .is_some_and(|value| {
-            let value = value.as_bytes();
-            let mime = value
+            let bytes = value.as_bytes();
+            let mime = bytes
                 .iter()
                 .position(|&b| b == b';')
-                .map_or(value, |end| &value[..end]);
-            mime.trim_ascii().eq_ignore_ascii_case(b"text/event-stream")
+                .map_or(bytes, |end| &bytes[..end]);
+            // A value that is not all visible ASCII names no type, whatever it starts with.
+            mime.trim_ascii().eq_ignore_ascii_case(b"text/event-stream") && value.to_str().is_ok()
         })
 }
 

@@ -9,9 +9,9 @@ use http::{Request, Response, Uri};
 use http_body::Body;
 use llm_tower_core::{
     AttemptContext, AttemptKind, Attempts, BoxError, BufferedBody, Classification, ContextOverflow,
-    Deployment, Endpoint, Error, ErrorKind, ModelName, ModelRoute, Outcome, Replay, Selected,
-    WebSocketUpgrade, buffer_body, check_declared_length, classify, header_names,
-    informational_as_error, is_upgrade_answer, strip_hop_by_hop_and, with_model,
+    CredentialsSet, Deployment, Endpoint, Error, ErrorKind, ModelName, ModelRoute, Outcome, Replay,
+    Selected, SingleTry, WebSocketUpgrade, buffer_body, check_declared_length, classify,
+    header_names, informational_as_error, is_upgrade_answer, strip_hop_by_hop_and, with_model,
 };
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
@@ -247,6 +247,30 @@ pub(crate) struct Prepared {
     /// A WebSocket upgrade ([`WebSocketUpgrade`]): routed by its `?model=`, which each
     /// attempt rewrites instead of the (empty) body's.
     pub(crate) upgrade: bool,
+    /// What the request said of its attempts before the balancer: kept in theirs.
+    carried: Carried,
+}
+
+/// What a request said of its attempts before it reached the balancer (a layer outside, or
+/// the caller, inserted the part on its own; or a balancer outside this one sent it): each
+/// attempt's [`AttemptContext`] keeps it where this balancer says nothing, as the parts copied
+/// into each attempt always were.
+struct Carried {
+    deployment: Option<Deployment>,
+    single_try: bool,
+    kind: Option<AttemptKind>,
+    credentials_set: bool,
+}
+
+impl Carried {
+    fn of(extensions: &http::Extensions) -> Self {
+        Self {
+            deployment: Deployment::of(extensions).cloned(),
+            single_try: SingleTry::of(extensions),
+            kind: AttemptKind::of(extensions),
+            credentials_set: CredentialsSet::of(extensions),
+        }
+    }
 }
 
 /// The request's head as every attempt sends it (see [`Prepared`]), before its body is
@@ -287,11 +311,13 @@ impl Prepared {
             target,
             upgrade,
         } = head;
+        let carried = Carried::of(&parts.extensions);
         Self {
             parts,
             body,
             target,
             upgrade,
+            carried,
         }
     }
 
@@ -323,9 +349,13 @@ impl Prepared {
             })?;
         let replay = {
             let prepared = this.clone();
+            let carried = &prepared.carried;
             let mut context = AttemptContext::new(Selected(member.endpoint.clone()), log.clone());
-            context.deployment = deployment_extension(deployment, &member.endpoint);
-            context.single_try = single_try;
+            context.deployment = deployment_extension(deployment, &member.endpoint)
+                .or_else(|| carried.deployment.clone());
+            context.single_try = single_try || carried.single_try;
+            context.kind = carried.kind;
+            context.credentials_set = carried.credentials_set;
             Replay::new(move || {
                 let mut attempt = Request::from_parts(prepared.parts.clone(), body.clone());
                 *attempt.uri_mut() = uri.clone();
@@ -499,7 +529,9 @@ pub(crate) fn annotate<RB>(
         }
     }
     let mut context = AttemptContext::new(selected, log.clone());
-    context.deployment = deployment_extension(deployment, &context.selected);
+    // Where this balancer says nothing, what the answer said on its own stays.
+    context.deployment = deployment_extension(deployment, &context.selected)
+        .or_else(|| Deployment::of(response.extensions()).cloned());
     response.extensions_mut().insert(context);
     response
 }

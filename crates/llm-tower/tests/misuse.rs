@@ -9,7 +9,7 @@ use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use llm_tower::{
     ApiKey, Attempts, AuthLayer, ClientSettings, CountBased, Endpoint, FallbackLayer,
-    HealthRegistry, HttpClient, RespondLayer, RetryLayer, RetryPolicy,
+    HealthRegistry, HttpClient, RespondLayer, RetryLayer, RetryPolicy, SingleTry,
 };
 use llm_tower_mock::{Behavior, MockProvider};
 use tower::{ServiceBuilder, ServiceExt};
@@ -95,6 +95,59 @@ async fn a_retry_layer_outside_the_balancer_logs_every_attempt() {
     let sent = a.request_count() + b.request_count();
     assert!(sent > 2, "the retry layer tried again: {sent}");
     assert_eq!(log.len(), sent, "{log}");
+}
+
+/// An auth layer outside the balancer, forwarding the client's own credentials to endpoints
+/// without keys of their own: its mark travels with every attempt, so the transport sends
+/// them, as it always did.
+#[tokio::test]
+async fn an_auth_layer_outside_the_balancer_is_heard_by_the_transport() {
+    let mock = MockProvider::start().await.unwrap();
+    let keyless = Endpoint::builder("keyless", mock.base_url())
+        .build()
+        .unwrap();
+    let stack = ServiceBuilder::new()
+        .layer(RespondLayer::new())
+        .layer(AuthLayer::new().forward_client_credentials(true))
+        .layer(
+            FallbackLayer::builder([keyless])
+                .build(HealthRegistry::new())
+                .unwrap(),
+        )
+        .layer(RetryLayer::new())
+        .service(client());
+    let response = stack.oneshot(chat("Bearer client-own")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(mock.request_count(), 1);
+    assert_eq!(
+        mock.requests()[0].header("authorization"),
+        Some("Bearer client-own")
+    );
+}
+
+/// A request marked [`SingleTry`] before the balancer (by a layer of one's own) is tried once
+/// on each deployment: the mark travels with every attempt.
+#[tokio::test]
+async fn a_single_try_said_before_the_balancer_holds_for_its_attempts() {
+    let mock = MockProvider::start().await.unwrap();
+    mock.set_default(Behavior::status(503));
+    let stack = ServiceBuilder::new()
+        .layer(RespondLayer::new())
+        .map_request(|mut request: Request<Full<Bytes>>| {
+            request.extensions_mut().insert(SingleTry);
+            request
+        })
+        .layer(
+            FallbackLayer::builder([endpoint("only", mock.base_url(), 0)])
+                .build(HealthRegistry::new())
+                .unwrap(),
+        )
+        .layer(RetryLayer::new())
+        .layer(AuthLayer::new())
+        .service(client());
+    let response = stack.oneshot(chat("Bearer client")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(mock.request_count(), 1, "retried despite SingleTry");
 }
 
 /// A hyper-util client of one's own below the stack: its errors are classified like

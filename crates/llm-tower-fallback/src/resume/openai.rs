@@ -338,6 +338,11 @@ mod tests {
             seen(&[array_delta]),
             ("The answer".to_owned(), false, false)
         );
+        // The one place the readings part: a field nobody reads that a `Value` cannot hold (a
+        // number past `f64`, a lone surrogate). The whole chunk was dropped; its text counts
+        // now, as the client was sent it.
+        let huge = r#"{"created":1e400,"choices":[{"index":0,"delta":{"content":"!"}}]}"#;
+        assert_eq!(seen(&[huge]), ("The answer!".to_owned(), false, false));
     }
 
     #[test]
