@@ -3,6 +3,7 @@
 
 pub mod browser;
 pub mod responses;
+pub mod websocket;
 
 use std::io::Write;
 use std::net::SocketAddr;
