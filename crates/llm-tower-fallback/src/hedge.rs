@@ -23,7 +23,8 @@ use tower::Service;
 use crate::balancer::{Balancer, Route};
 use crate::body::ResponseBody;
 use crate::pool::Pick;
-use crate::run::{Failed, Prepared, send};
+use crate::prepared::Prepared;
+use crate::run::{Failed, send};
 
 /// How long the budget remembers requests, in one-second buckets.
 const BUDGET_SECONDS: usize = 10;

@@ -67,6 +67,7 @@ mod layer;
 mod mask;
 mod models;
 mod pool;
+mod prepared;
 mod resume;
 mod run;
 mod service;

@@ -14,7 +14,8 @@ use tower::Service;
 use super::{Asked, Resume, Start, prefill};
 use crate::balancer::Balancer;
 use crate::body::ResponseBody;
-use crate::run::{Prepared, deployment, send};
+use crate::prepared::{Prepared, deployment};
+use crate::run::send;
 
 /// When the balancer can continue streams and `response` (from `index`, at the route's step
 /// `step`) is one, its body is given what a continuation needs, should it break.
