@@ -64,6 +64,96 @@ impl AttemptContext {
     }
 }
 
+/// What the extensions of an attempt (or of its answer) say of it: the parts of its
+/// [`AttemptContext`], found with one lookup, or where there is none (a layer used without
+/// the balancer) each part inserted on its own. For a layer that reads several parts: each
+/// accessor ([`Selected::of`], ...) looks the context up again.
+///
+/// ```
+/// use std::sync::Arc;
+/// use llm_tower_core::{AttemptContext, AttemptFacts, Attempts, Endpoint, Selected, SingleTry};
+///
+/// let endpoint = Arc::new(Endpoint::builder("a", "http://127.0.0.1:1").build().unwrap());
+/// let mut request = http::Request::new(());
+/// let mut context = AttemptContext::new(Selected(endpoint.clone()), Attempts::new());
+/// context.single_try = true;
+/// request.extensions_mut().insert(context);
+/// let facts = AttemptFacts::of(request.extensions());
+/// assert_eq!(facts.selected().unwrap().id().as_str(), "a");
+/// assert!(facts.single_try() && facts.deployment().is_none());
+///
+/// // Without a context, each part as it was inserted.
+/// let mut alone = http::Request::new(());
+/// alone.extensions_mut().insert(Selected(endpoint));
+/// alone.extensions_mut().insert(SingleTry);
+/// let facts = AttemptFacts::of(alone.extensions());
+/// assert_eq!(facts.selected().unwrap().id().as_str(), "a");
+/// assert!(facts.single_try() && facts.log().is_none());
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct AttemptFacts<'a> {
+    context: Option<&'a AttemptContext>,
+    extensions: &'a Extensions,
+}
+
+impl<'a> AttemptFacts<'a> {
+    /// What `extensions` say of their attempt.
+    pub fn of(extensions: &'a Extensions) -> Self {
+        Self {
+            context: extensions.get(),
+            extensions,
+        }
+    }
+
+    /// The endpoint ([`Selected`]).
+    pub fn selected(self) -> Option<&'a Selected> {
+        match self.context {
+            Some(context) => Some(&context.selected),
+            None => self.extensions.get(),
+        }
+    }
+
+    /// The [`Deployment`], when it says more than the endpoint does.
+    pub fn deployment(self) -> Option<&'a Deployment> {
+        match self.context {
+            Some(context) => context.deployment.as_ref(),
+            None => self.extensions.get(),
+        }
+    }
+
+    /// The request's attempt log ([`Attempts`]).
+    pub fn log(self) -> Option<&'a Attempts> {
+        match self.context {
+            Some(context) => Some(&context.log),
+            None => self.extensions.get(),
+        }
+    }
+
+    /// Tried once only ([`SingleTry`]).
+    pub fn single_try(self) -> bool {
+        match self.context {
+            Some(context) => context.single_try,
+            None => self.extensions.get::<SingleTry>().is_some(),
+        }
+    }
+
+    /// What the attempt is, when it is said ([`AttemptKind`]).
+    pub fn kind(self) -> Option<AttemptKind> {
+        match self.context {
+            Some(context) => context.kind,
+            None => self.extensions.get().copied(),
+        }
+    }
+
+    /// The auth layer set the credentials ([`CredentialsSet`]).
+    pub fn credentials_set(self) -> bool {
+        match self.context {
+            Some(context) => context.credentials_set,
+            None => self.extensions.get::<CredentialsSet>().is_some(),
+        }
+    }
+}
+
 impl Selected {
     /// The endpoint a request goes to (or a response came from), from its
     /// [`AttemptContext`] or a `Selected` of its own.
@@ -79,10 +169,7 @@ impl Selected {
     /// assert_eq!(Selected::of(request.extensions()).unwrap().id().as_str(), "a");
     /// ```
     pub fn of(extensions: &Extensions) -> Option<&Self> {
-        match AttemptContext::of(extensions) {
-            Some(context) => Some(&context.selected),
-            None => extensions.get::<Self>(),
-        }
+        AttemptFacts::of(extensions).selected()
     }
 }
 
@@ -98,10 +185,7 @@ impl Deployment {
     /// assert_eq!(Deployment::of(response.extensions()).unwrap().id.as_str(), "a/gpt-4o");
     /// ```
     pub fn of(extensions: &Extensions) -> Option<&Self> {
-        match AttemptContext::of(extensions) {
-            Some(context) => context.deployment.as_ref(),
-            None => extensions.get::<Self>(),
-        }
+        AttemptFacts::of(extensions).deployment()
     }
 }
 
@@ -118,10 +202,7 @@ impl Attempts {
     /// assert!(Attempts::of(response.extensions()).unwrap().is_empty());
     /// ```
     pub fn of(extensions: &Extensions) -> Option<&Self> {
-        match AttemptContext::of(extensions) {
-            Some(context) => Some(&context.log),
-            None => extensions.get::<Self>(),
-        }
+        AttemptFacts::of(extensions).log()
     }
 }
 
@@ -138,10 +219,7 @@ impl SingleTry {
     /// assert!(SingleTry::of(request.extensions()));
     /// ```
     pub fn of(extensions: &Extensions) -> bool {
-        match AttemptContext::of(extensions) {
-            Some(context) => context.single_try,
-            None => extensions.get::<Self>().is_some(),
-        }
+        AttemptFacts::of(extensions).single_try()
     }
 }
 
@@ -158,10 +236,7 @@ impl AttemptKind {
     /// assert_eq!(AttemptKind::of(request.extensions()), Some(AttemptKind::Hedge));
     /// ```
     pub fn of(extensions: &Extensions) -> Option<Self> {
-        match AttemptContext::of(extensions) {
-            Some(context) => context.kind,
-            None => extensions.get::<Self>().copied(),
-        }
+        AttemptFacts::of(extensions).kind()
     }
 
     /// Says on a request that it is this kind of attempt (in its [`AttemptContext`], when it
@@ -189,10 +264,7 @@ impl CredentialsSet {
     /// assert!(CredentialsSet::of(request.extensions()));
     /// ```
     pub fn of(extensions: &Extensions) -> bool {
-        match AttemptContext::of(extensions) {
-            Some(context) => context.credentials_set,
-            None => extensions.get::<Self>().is_some(),
-        }
+        AttemptFacts::of(extensions).credentials_set()
     }
 
     /// Says on a request that its credentials are set (in its [`AttemptContext`], when it has

@@ -69,7 +69,7 @@ mod transport;
 mod usage;
 
 pub use attempt::{Attempt, AttemptKind, Attempts};
-pub use attempt_context::AttemptContext;
+pub use attempt_context::{AttemptContext, AttemptFacts};
 pub use body::{
     BufferedBody, DEFAULT_MAX_BODY_BYTES, ERROR_BODY_LIMIT, buffer_body, buffer_request,
     check_declared_length,

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use http::request::Parts;
 use http::{Request, Uri};
 use llm_tower_core::{
-    AttemptContext, AttemptKind, Attempts, BufferedBody, CredentialsSet, Deployment, Endpoint,
-    Error, ErrorKind, ModelName, ModelRoute, Replay, Selected, SingleTry, WebSocketUpgrade,
-    check_declared_length, header_names, strip_hop_by_hop_and, with_model,
+    AttemptContext, AttemptFacts, AttemptKind, Attempts, BufferedBody, Deployment, Endpoint, Error,
+    ErrorKind, ModelName, ModelRoute, Replay, Selected, WebSocketUpgrade, check_declared_length,
+    header_names, strip_hop_by_hop_and, with_model,
 };
 
 use crate::balancer::{Balancer, Route};
@@ -62,11 +62,12 @@ struct Carried {
 
 impl Carried {
     fn of(extensions: &http::Extensions) -> Self {
+        let facts = AttemptFacts::of(extensions);
         Self {
-            deployment: Deployment::of(extensions).cloned(),
-            single_try: SingleTry::of(extensions),
-            kind: AttemptKind::of(extensions),
-            credentials_set: CredentialsSet::of(extensions),
+            deployment: facts.deployment().cloned(),
+            single_try: facts.single_try(),
+            kind: facts.kind(),
+            credentials_set: facts.credentials_set(),
         }
     }
 }

@@ -13,8 +13,8 @@ use std::time::{Duration, SystemTime};
 use http::{Request, Response};
 use http_body::Body;
 use llm_tower_core::{
-    AttemptKind, Attempts, BoxError, CooldownHint, Deployment, Endpoint, EndpointId, Replay,
-    RetryOn, RetryPolicy, Selected, SingleTry, classify, cooldown_hint,
+    AttemptFacts, Attempts, BoxError, CooldownHint, Endpoint, EndpointId, Replay, RetryOn,
+    RetryPolicy, Selected, classify, cooldown_hint,
 };
 use tower::Service;
 use tower::retry::budget::{Budget, TpsBudget};
@@ -39,7 +39,18 @@ where
     RB::Data: Send,
     RB::Error: Into<BoxError>,
 {
-    let log = Attempts::of(request.extensions()).cloned();
+    let facts = AttemptFacts::of(request.extensions());
+    let log = facts.log().cloned();
+    let selected = facts.selected().cloned();
+    let deployment = facts.deployment().cloned();
+    let kind = facts.kind();
+    // A half-open probe is tried once: nobody waits through retries on an endpoint that is
+    // probably still down.
+    let max_retries = if facts.single_try() {
+        0
+    } else {
+        policy_of(&state, selected.as_ref()).max_retries()
+    };
     match &log {
         // Every try of this request is recorded here, not by the balancer.
         Some(log) => log.record_inside(),
@@ -50,17 +61,6 @@ where
             request.extensions_mut().insert(Attempts::new());
         }
     }
-    let extensions = request.extensions();
-    let selected = Selected::of(extensions).cloned();
-    let deployment = Deployment::of(extensions).cloned();
-    let kind = AttemptKind::of(extensions);
-    // A half-open probe is tried once: nobody waits through retries on an endpoint that is
-    // probably still down.
-    let max_retries = if SingleTry::of(extensions) {
-        0
-    } else {
-        policy_of(&state, selected.as_ref()).max_retries()
-    };
     let replay = (max_retries > 0).then(|| replay_of(&request));
     let mut next = Some(request);
     Box::pin(async move {

@@ -14,6 +14,10 @@ use crate::strip;
 /// How much of the end of a JSON answer is kept to find its usage in.
 pub(crate) const WINDOW: usize = 64 * 1024;
 
+/// How much of the end of an answer is searched for its usage first (see
+/// [`Scanner::read_last_usage`]).
+const TAIL: usize = 4 * 1024;
+
 /// The longest stream line kept whole across frames: longer ones are not read (no event a
 /// usage or text is read from is that long; a line of a megabyte is not held for it).
 const MAX_LINE: usize = 1024 * 1024;
@@ -124,14 +128,31 @@ impl Scanner {
     /// its own after the content, so a usage key before it is in what the model wrote (a tool
     /// call's arguments) and is not the provider's word. A key whose value is not an object
     /// (`"usage": null`) is passed over for the one before it.
+    ///
+    /// The key is searched forwards (a vector search, several times faster per byte than one
+    /// backwards, and most events have no usage at all), in the answer's last [`TAIL`] bytes
+    /// first, where the usage is; the bytes before them only if those hold none.
     fn read_last_usage(&mut self, json: &[u8]) {
-        let key = self.format.usage_key().needle();
+        let key = self.format.usage_key();
         let mut end = json.len();
-        while let Some(at) = memchr::memmem::rfind(&json[..end], key) {
-            if self.usage_at(json, at) {
+        loop {
+            let start = end.saturating_sub(TAIL);
+            // Keys found in order; tried from the last. Rarely more than one.
+            let mut last = None;
+            let mut earlier = Vec::new();
+            for at in key.find_iter(&json[start..end]) {
+                earlier.extend(last.replace(start + at));
+            }
+            for at in last.into_iter().chain(earlier.into_iter().rev()) {
+                if self.usage_at(json, at) {
+                    return;
+                }
+            }
+            if start == 0 {
                 return;
             }
-            end = at;
+            // A key cut by `start` is whole in what comes before it.
+            end = start + key.needle().len() - 1;
         }
     }
 

@@ -4,9 +4,7 @@ use std::task::{Context, Poll};
 
 use http::{Request, Response};
 use http_body::Body;
-use llm_tower_core::{
-    BufferedBody, Deployment, Selected, UsageRecord, requested_model, rewrite_attempt,
-};
+use llm_tower_core::{AttemptFacts, BufferedBody, UsageRecord, requested_model, rewrite_attempt};
 use tower::Service;
 
 use crate::ask::asking_for_usage;
@@ -98,10 +96,14 @@ fn plan(request: &mut Request<BufferedBody>) -> Option<Plan> {
     let record = request.extensions().get::<UsageRecord>()?.clone();
     let format = Format::of_path(request.uri().path())?;
     let request_len = request.body().len();
-    let routed_by_model =
-        Deployment::of(request.extensions()).is_some_and(|deployment| deployment.model.is_some());
+    let facts = AttemptFacts::of(request.extensions());
+    let routed_by_model = facts
+        .deployment()
+        .is_some_and(|deployment| deployment.model.is_some());
     let may_ask = format == Format::OpenAiChat
-        && Selected::of(request.extensions()).is_some_and(|selected| selected.stream_usage());
+        && facts
+            .selected()
+            .is_some_and(|selected| selected.stream_usage());
     if routed_by_model && !may_ask {
         return Some(Plan::reading(record, format, request_len));
     }

@@ -232,6 +232,25 @@ fn a_usage_written_by_the_model_is_not_read() {
     );
 }
 
+/// The usage is searched for in the answer's end first: one written far before the end is
+/// found still, whichever way the search's first stretch cuts it, and a `"usage": null`
+/// after it (or the model's own usage before it) changes nothing.
+#[test]
+fn a_usage_far_from_the_end_is_found() {
+    let usage = r#""usage":{"input_tokens":7,"output_tokens":5}"#;
+    for after in 0..super::TAIL + 64 {
+        let answer = format!(
+            r#"{{"output":[{{"arguments":{{"usage":{{"input_tokens":1}}}}}}],{usage},"metadata":{{"usage":null,"pad":"{}"}}}}"#,
+            "x".repeat(after)
+        );
+        assert_eq!(
+            read(Format::Responses, false, &[answer.as_bytes()]),
+            Some(exact(7, 5, 0, 0)),
+            "{after} bytes after"
+        );
+    }
+}
+
 /// An Anthropic stream that says it failed (an `error` event) and then closes cleanly broke
 /// off: its output is estimated from its text, not taken from `message_start`'s placeholder.
 #[test]

@@ -15,9 +15,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::{self, Client};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use llm_tower_core::{
-    BufferedBody, ConfigError, CredentialsSet, Error, Selected, WebSocketUpgrade,
-};
+use llm_tower_core::{AttemptFacts, BufferedBody, ConfigError, Error, WebSocketUpgrade};
 use pin_project_lite::pin_project;
 use tower::Service;
 
@@ -105,15 +103,14 @@ impl HttpClient {
 
     /// Sends one request. Two requests fail at once, with nothing sent: an `https://` one in
     /// a build without TLS (its key would go out in clear text), and one the balancer chose
-    /// an endpoint for ([`Selected`]) that no [`AuthLayer`](crate::AuthLayer) set the
-    /// credentials of ([`CredentialsSet`]: the client's own would go out).
+    /// an endpoint for ([`Selected`](llm_tower_core::Selected)) that no [`AuthLayer`](crate::AuthLayer) set the
+    /// credentials of ([`CredentialsSet`](llm_tower_core::CredentialsSet): the client's own would go out).
     pub fn request(&self, request: Request<BufferedBody>) -> HttpClientFuture {
+        let facts = AttemptFacts::of(request.extensions());
         let refusal =
             if !Self::SUPPORTS_HTTPS && request.uri().scheme() == Some(&http::uri::Scheme::HTTPS) {
                 Some(Refusal::NoTls)
-            } else if !CredentialsSet::of(request.extensions())
-                && Selected::of(request.extensions()).is_some()
-            {
+            } else if !facts.credentials_set() && facts.selected().is_some() {
                 Some(Refusal::NoAuth)
             } else {
                 None

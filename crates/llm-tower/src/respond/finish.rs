@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Response};
 use llm_tower_core::{
-    Attempts, BoxError, Caller, ClientApi, Deployment, Error, ErrorKind, Selected, UsageRecord,
+    AttemptFacts, Attempts, BoxError, Caller, ClientApi, Error, ErrorKind, UsageRecord,
     is_event_stream, strip_hop_by_hop,
 };
 use tracing::Span;
@@ -52,11 +52,11 @@ where
     let settings = shared.settings();
     // None for an answer made before any attempt (a client over its limits): it is logged
     // and counted all the same.
-    let attempts = Attempts::of(response.extensions())
-        .cloned()
-        .unwrap_or_default();
+    let facts = AttemptFacts::of(response.extensions());
+    let attempts = facts.log().cloned().unwrap_or_default();
+    let answered = answered(facts);
     if settings.response_headers {
-        add_attempt_headers(&mut response, &attempts);
+        add_attempt_headers(&mut response, &attempts, answered.as_ref());
     }
     #[cfg(feature = "metrics")]
     let record_metrics = settings.metrics;
@@ -64,7 +64,7 @@ where
     let record_metrics = false;
     // Who answered, for the usage accounting (an error response has no usage).
     let usage = usage.and_then(|record| {
-        let answered = answered(&response)?;
+        let (answered, _) = answered?;
         response.extensions_mut().insert(record.clone());
         Some((record, answered))
     });
@@ -84,17 +84,25 @@ where
     response.map(|body| body.with_completion(Some(completion)))
 }
 
-/// The deployment whose answer `response` is, and the model it answered as.
-fn answered<B>(response: &Response<B>) -> Option<Answered> {
-    let extensions = response.extensions();
-    match Deployment::of(extensions) {
-        Some(deployment) => Some(Answered {
-            deployment: deployment.id.clone(),
-            model: deployment.model.clone(),
-        }),
-        None => Selected::of(extensions).map(|selected| Answered {
-            deployment: selected.id().clone(),
-            model: None,
+/// The deployment whose answer a response is (what its extensions say, `facts`), the model
+/// it answered as, and whether a fallback chain moved on to that model from the one asked
+/// for. A failed response returned after a later attempt failed without one is not the last
+/// attempt's.
+fn answered(facts: AttemptFacts<'_>) -> Option<(Answered, bool)> {
+    match facts.deployment() {
+        Some(deployment) => Some((
+            Answered {
+                deployment: deployment.id.clone(),
+                model: deployment.model.clone(),
+            },
+            deployment.fell_back_from.is_some(),
+        )),
+        None => facts.selected().map(|selected| {
+            let answered = Answered {
+                deployment: selected.id().clone(),
+                model: None,
+            };
+            (answered, false)
         }),
     }
 }
@@ -132,20 +140,21 @@ fn drop_inconsistent_length<B: http_body::Body>(response: &mut Response<B>) {
     }
 }
 
-fn add_attempt_headers<B>(response: &mut Response<B>, attempts: &Attempts) {
-    // The deployment whose response this is: a failed response returned after a later
-    // attempt failed without one is not the last attempt's.
-    let extensions = response.extensions();
-    let deployment = Deployment::of(extensions);
-    let endpoint = match (deployment, Selected::of(extensions)) {
-        (Some(deployment), _) => Some(deployment.id.clone()),
-        (None, Some(selected)) => Some(selected.id().clone()),
-        (None, None) => attempts.last().map(|last| last.endpoint),
+/// The attempt headers: who answered (`answered`, else the last attempt's deployment), the
+/// model that answered when a fallback chain moved on from the one asked for, and how many
+/// attempts were made.
+fn add_attempt_headers<B>(
+    response: &mut Response<B>,
+    attempts: &Attempts,
+    answered: Option<&(Answered, bool)>,
+) {
+    let endpoint = match answered {
+        Some((answered, _)) => Some(answered.deployment.clone()),
+        None => attempts.last().map(|last| last.endpoint),
     };
-    // The model that answered, when a fallback chain moved on from the one asked for.
-    let model = deployment
-        .filter(|d| d.fell_back_from.is_some())
-        .and_then(|d| d.model.as_deref())
+    let model = answered
+        .filter(|(_, fell_back)| *fell_back)
+        .and_then(|(answered, _)| answered.model.as_deref())
         .and_then(|model| HeaderValue::from_str(model).ok());
     let headers = response.headers_mut();
     if let Some(value) = endpoint.and_then(|id| HeaderValue::from_str(id.as_str()).ok()) {
