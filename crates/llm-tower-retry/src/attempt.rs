@@ -1,7 +1,6 @@
 //! One try: the per-try timeout, the read-ahead before the head is passed on, the record
 //! and the span (`span.rs`), whose trace context the request carries upstream.
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -9,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Buf;
 use http::{Request, Response, StatusCode};
-use http_body::{Body, Frame};
+use http_body::Body;
 use http_body_util::BodyExt;
 use llm_tower_core::{
     AttemptKind, AttemptSpan, Attempts, BoxError, ContextOverflow, EndpointId, Error, ErrorKind,
@@ -22,6 +21,7 @@ use tower::{Service, ServiceExt};
 use tracing::Instrument;
 
 use crate::DRAIN_LIMIT;
+use crate::ahead::Ahead;
 use crate::body::ResponseBody;
 use crate::span::{Unfinished, attempt_span, record_outcome};
 
@@ -199,9 +199,9 @@ impl<F: Future> Future for Within<F> {
 }
 
 /// Whether a whole 400 body, read ahead, says the prompt does not fit the model's context.
-fn says_context_overflow<D: Buf>(frames: &VecDeque<Frame<D>>) -> bool {
+fn says_context_overflow<D: Buf>(frames: &Ahead<D>) -> bool {
     let mut body = Vec::new();
-    for data in frames.iter().filter_map(Frame::data_ref) {
+    for data in frames.data() {
         body.extend_from_slice(data.chunk());
         // A `Buf` may hold its bytes in pieces; the bodies here are hyper's `Bytes`, one.
         if data.chunk().len() < data.remaining() {
@@ -245,7 +245,7 @@ where
             return Ok(Response::from_parts(parts, ResponseBody::new(body)));
         }
         let mut body = Box::pin(body);
-        let mut ahead = VecDeque::new();
+        let mut ahead = Ahead::default();
         let reading = async {
             let mut read = 0;
             loop {
@@ -254,7 +254,7 @@ where
                 };
                 let frame = frame.map_err(Into::into)?;
                 read += frame.data_ref().map_or(0, Buf::remaining);
-                ahead.push_back(frame);
+                ahead.push(frame);
                 match until {
                     ReadAhead::FirstFrame => return Ok(false),
                     ReadAhead::Bytes(max) if read > max => return Ok(false),

@@ -1,6 +1,5 @@
 //! [`ResponseBody`] of [`Retry`](crate::Retry).
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -9,6 +8,8 @@ use bytes::Buf;
 use http_body::{Body, Frame, SizeHint};
 use llm_tower_core::HeldSpan;
 use pin_project_lite::pin_project;
+
+use crate::ahead::Ahead;
 use tracing::Span;
 
 pin_project! {
@@ -31,7 +32,7 @@ pin_project! {
     /// ```
     #[project = Projection]
     pub struct ResponseBody<B: Body> {
-        ahead: VecDeque<Frame<B::Data>>,
+        ahead: Ahead<B::Data>,
         #[pin]
         inner: Inner<B>,
         span: Option<Box<HeldSpan>>,
@@ -51,7 +52,7 @@ impl<B: Body> ResponseBody<B> {
     /// Wraps a body.
     pub fn new(body: B) -> Self {
         Self {
-            ahead: VecDeque::new(),
+            ahead: Ahead::default(),
             inner: Inner::Streaming { body },
             span: None,
         }
@@ -60,14 +61,14 @@ impl<B: Body> ResponseBody<B> {
     /// A body with nothing in it.
     pub fn empty() -> Self {
         Self {
-            ahead: VecDeque::new(),
+            ahead: Ahead::default(),
             inner: Inner::Empty,
             span: None,
         }
     }
 
     /// A body whose first frames were already read from `rest` (`None` when it ended).
-    pub(crate) fn read_ahead(ahead: VecDeque<Frame<B::Data>>, rest: Option<Pin<Box<B>>>) -> Self {
+    pub(crate) fn read_ahead(ahead: Ahead<B::Data>, rest: Option<Pin<Box<B>>>) -> Self {
         Self {
             ahead,
             inner: rest.map_or(Inner::Empty, |body| Inner::ReadAhead { body }),
@@ -102,7 +103,7 @@ impl<B: Body> Body for ResponseBody<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
         let this = self.project();
-        if let Some(frame) = this.ahead.pop_front() {
+        if let Some(frame) = this.ahead.pop() {
             return Poll::Ready(Some(Ok(frame)));
         }
         let polled = match this.inner.project() {
@@ -137,12 +138,7 @@ impl<B: Body> Body for ResponseBody<B> {
             Inner::ReadAhead { body } => body.size_hint(),
             Inner::Empty => SizeHint::with_exact(0),
         };
-        let extra: u64 = self
-            .ahead
-            .iter()
-            .filter_map(Frame::data_ref)
-            .map(|data| data.remaining() as u64)
-            .sum();
+        let extra: u64 = self.ahead.data().map(|data| data.remaining() as u64).sum();
         if extra == 0 {
             return hint;
         }

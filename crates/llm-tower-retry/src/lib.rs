@@ -66,6 +66,7 @@
 //! # }
 //! ```
 
+mod ahead;
 mod attempt;
 mod backoff;
 mod body;
