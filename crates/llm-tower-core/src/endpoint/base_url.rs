@@ -2,8 +2,8 @@
 
 use std::fmt;
 
-use http::Uri;
 use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderValue, Uri};
 use unicode_normalization::UnicodeNormalization;
 
 /// A parsed endpoint base URL: scheme, authority and a path prefix without trailing slash.
@@ -23,6 +23,8 @@ pub struct BaseUrl {
     scheme: Scheme,
     authority: Authority,
     path: String,
+    /// The `host` header of requests to it, made once (see [`host`](Self::host)).
+    host: HeaderValue,
 }
 
 impl BaseUrl {
@@ -60,10 +62,12 @@ impl BaseUrl {
             return Err(format!("`{url}` must not have a query string"));
         }
         let path = uri.path().trim_end_matches('/').to_owned();
+        let host = host_header(&scheme, &authority);
         Ok(Self {
             scheme,
             authority,
             path,
+            host,
         })
     }
 
@@ -75,6 +79,25 @@ impl BaseUrl {
     /// Host and port.
     pub fn authority(&self) -> &Authority {
         &self.authority
+    }
+
+    /// The `host` header of an HTTP/1.1 request to this URL: its host, and its port unless it
+    /// is the scheme's own, as hyper-util's client writes it (with a `format!` per request).
+    ///
+    /// ```
+    /// use llm_tower_core::BaseUrl;
+    ///
+    /// for (url, host) in [
+    ///     ("http://127.0.0.1:8000/v1", "127.0.0.1:8000"),
+    ///     ("http://models.internal:80", "models.internal"),
+    ///     ("https://api.openai.com/v1", "api.openai.com"),
+    ///     ("https://[::1]:8443", "[::1]:8443"),
+    /// ] {
+    ///     assert_eq!(BaseUrl::parse(url).unwrap().host(), host, "{url}");
+    /// }
+    /// ```
+    pub fn host(&self) -> &HeaderValue {
+        &self.host
     }
 
     /// The path prefix, without trailing slash (empty for the root).
@@ -111,6 +134,17 @@ impl BaseUrl {
             .build()
             .map_err(|e| e.to_string())
     }
+}
+
+/// The `host` header for `authority` reached over `scheme`: the port left out when it is the
+/// scheme's default.
+fn host_header(scheme: &Scheme, authority: &Authority) -> HeaderValue {
+    let default_port = if *scheme == Scheme::HTTPS { 443 } else { 80 };
+    let host = match authority.port_u16() {
+        Some(port) if port != default_port => format!("{}:{port}", authority.host()),
+        _ => authority.host().to_owned(),
+    };
+    HeaderValue::try_from(host).expect("a URI's host and port make a header value")
 }
 
 /// Whether `authority` has no port, or a port from 1 to 65535 (`http` parses `host:abc` and

@@ -55,6 +55,9 @@ pub struct HttpClient {
     /// WebSocket upgrades' own: HTTP/1.1 only, since an upgrade is an HTTP/1.1 exchange (an
     /// `https://` upstream offering HTTP/2 would otherwise get a plain `GET`).
     upgrades: Arc<Client<Connector, BufferedBody>>,
+    /// `http://` requests go out over HTTP/1.1 (no `http2_only`): they are given their
+    /// endpoint's `host` header, made once (see [`request`](Self::request)).
+    plain_http1: bool,
 }
 
 impl fmt::Debug for HttpClient {
@@ -95,6 +98,7 @@ impl HttpClient {
             max_head_bytes: settings.max_response_head_bytes,
             inner: Arc::new(inner),
             upgrades: Arc::new(upgrades),
+            plain_http1: !settings.http2_only,
         })
     }
 
@@ -105,8 +109,20 @@ impl HttpClient {
     /// a build without TLS (its key would go out in clear text), and one the balancer chose
     /// an endpoint for ([`Selected`](llm_tower_core::Selected)) that no [`AuthLayer`](crate::AuthLayer) set the
     /// credentials of ([`CredentialsSet`](llm_tower_core::CredentialsSet): the client's own would go out).
-    pub fn request(&self, request: Request<BufferedBody>) -> HttpClientFuture {
+    pub fn request(&self, mut request: Request<BufferedBody>) -> HttpClientFuture {
         let facts = AttemptFacts::of(request.extensions());
+        // hyper-util writes an HTTP/1.1 request's `host` with a `format!` per request. A
+        // request to its endpoint's `http://` URL goes out over HTTP/1.1 (nothing negotiates
+        // HTTP/2 over plain TCP unless `http2_only`), and its endpoint made the value once.
+        let host = facts
+            .selected()
+            .map(|selected| selected.base_url())
+            .filter(|base| {
+                self.plain_http1
+                    && *base.scheme() == http::uri::Scheme::HTTP
+                    && request.uri().authority() == Some(base.authority())
+            })
+            .map(|base| base.host().clone());
         let refusal =
             if !Self::SUPPORTS_HTTPS && request.uri().scheme() == Some(&http::uri::Scheme::HTTPS) {
                 Some(Refusal::NoTls)
@@ -121,6 +137,12 @@ impl HttpClient {
                 inner: None,
                 refusal: Some(refusal),
             };
+        }
+        if let Some(host) = host {
+            request
+                .headers_mut()
+                .entry(http::header::HOST)
+                .or_insert(host);
         }
         // Only a `GET` may be an upgrade: nothing else looks further.
         let upgrade = request.method() == http::Method::GET
