@@ -137,11 +137,15 @@ impl Scanner {
         let mut end = json.len();
         loop {
             let start = end.saturating_sub(TAIL);
-            // Keys found in order; tried from the last. Rarely more than one.
+            // Keys found in order, overlapping ones too (`"usage"usage":`, whose quote is
+            // shared, as a backward search finds them); tried from the last. Rarely more than
+            // one.
             let mut last = None;
             let mut earlier = Vec::new();
-            for at in key.find_iter(&json[start..end]) {
-                earlier.extend(last.replace(start + at));
+            let mut from = start;
+            while let Some(at) = key.find(&json[from..end]) {
+                earlier.extend(last.replace(from + at));
+                from += at + 1;
             }
             for at in last.into_iter().chain(earlier.into_iter().rev()) {
                 if self.usage_at(json, at) {

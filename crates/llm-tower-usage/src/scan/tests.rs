@@ -249,6 +249,12 @@ fn a_usage_far_from_the_end_is_found() {
             "{after} bytes after"
         );
     }
+    // Keys that overlap (malformed, sharing a quote): the later one is the usage.
+    let overlapping = br#"{"usage"usage":{"input_tokens":7,"output_tokens":5}}"#;
+    assert_eq!(
+        read(Format::Responses, false, &[overlapping]),
+        Some(exact(7, 5, 0, 0))
+    );
 }
 
 /// An Anthropic stream that says it failed (an `error` event) and then closes cleanly broke

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
+use http::uri::Authority;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -118,9 +119,12 @@ impl HttpClient {
             .selected()
             .map(|selected| selected.base_url())
             .filter(|base| {
+                let uri = request.uri();
                 self.plain_http1
+                    && uri.scheme() == Some(&http::uri::Scheme::HTTP)
                     && *base.scheme() == http::uri::Scheme::HTTP
-                    && request.uri().authority() == Some(base.authority())
+                    // As written, not up to case: the header is the URI's host.
+                    && uri.authority().map(Authority::as_str) == Some(base.authority().as_str())
             })
             .map(|base| base.host().clone());
         let refusal =
