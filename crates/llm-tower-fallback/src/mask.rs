@@ -11,6 +11,9 @@ use llm_tower_core::ApiKey;
 /// holds it (names are lower case: an all-lower-case key would come back whole).
 pub(crate) fn mask_headers(headers: &mut HeaderMap, key: &ApiKey) {
     let secret = key.expose_secret();
+    let Some(first) = secret.first() else {
+        return;
+    };
     let named: Vec<HeaderName> = headers
         .keys()
         .filter(|name| {
@@ -19,7 +22,8 @@ pub(crate) fn mask_headers(headers: &mut HeaderMap, key: &ApiKey) {
                     .as_str()
                     .as_bytes()
                     .windows(secret.len())
-                    .any(|w| w.eq_ignore_ascii_case(secret))
+                    // The first byte first: most windows differ there.
+                    .any(|w| w[0].eq_ignore_ascii_case(first) && w.eq_ignore_ascii_case(secret))
         })
         .cloned()
         .collect();
