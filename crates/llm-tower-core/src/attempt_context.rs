@@ -16,8 +16,8 @@ use crate::extensions::{CredentialsSet, Deployment, Selected, SingleTry};
 /// its own, and a fourth entry makes the map grow: the balancer makes a request per attempt
 /// and per retry, and the answer carries the same facts back. Each part is read through its
 /// own accessor ([`Selected::of`], [`Deployment::of`], [`Attempts::of`], [`SingleTry::of`],
-/// [`AttemptKind::of`], [`CredentialsSet::of`]), which also finds the part inserted on its own,
-/// as a layer used without the balancer is given it.
+/// [`AttemptKind::of`], [`CredentialsSet::of`]), or several through one [`AttemptFacts`]; both
+/// also find a part inserted on its own, as a layer used without the balancer is given it.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -100,7 +100,7 @@ impl<'a> AttemptFacts<'a> {
     /// What `extensions` say of their attempt.
     pub fn of(extensions: &'a Extensions) -> Self {
         Self {
-            context: extensions.get(),
+            context: AttemptContext::of(extensions),
             extensions,
         }
     }

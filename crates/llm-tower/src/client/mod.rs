@@ -108,8 +108,9 @@ impl HttpClient {
 
     /// Sends one request. Two requests fail at once, with nothing sent: an `https://` one in
     /// a build without TLS (its key would go out in clear text), and one the balancer chose
-    /// an endpoint for ([`Selected`](llm_tower_core::Selected)) that no [`AuthLayer`](crate::AuthLayer) set the
-    /// credentials of ([`CredentialsSet`](llm_tower_core::CredentialsSet): the client's own would go out).
+    /// an endpoint for ([`Selected`](llm_tower_core::Selected)) that no
+    /// [`AuthLayer`](crate::AuthLayer) set the credentials of
+    /// ([`CredentialsSet`](llm_tower_core::CredentialsSet): the client's own would go out).
     pub fn request(&self, mut request: Request<BufferedBody>) -> HttpClientFuture {
         let facts = AttemptFacts::of(request.extensions());
         // hyper-util writes an HTTP/1.1 request's `host` with a `format!` per request. A
