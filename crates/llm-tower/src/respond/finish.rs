@@ -54,7 +54,10 @@ where
     // and counted all the same.
     let facts = AttemptFacts::of(response.extensions());
     let attempts = facts.log().cloned().unwrap_or_default();
-    let answered = answered(facts);
+    // Who answered: for the attempt headers and the usage accounting, when either is on.
+    let answered = (settings.response_headers || usage.is_some())
+        .then(|| answered(facts))
+        .flatten();
     if settings.response_headers {
         add_attempt_headers(&mut response, &attempts, answered.as_ref());
     }
