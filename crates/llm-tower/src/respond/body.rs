@@ -10,23 +10,30 @@ use pin_project_lite::pin_project;
 
 use super::completion::Completion;
 
+/// The body a client receives from the stack: the upstream body streamed through
+/// untouched, or the JSON of an error. Its error type is [`BoxError`], so it fits axum and
+/// hyper servers as it is.
+///
+/// ```
+/// use bytes::Bytes;
+/// use http_body_util::{BodyExt, Empty};
+/// use llm_tower::respond::ResponseBody;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let body: ResponseBody<Empty<Bytes>> = ResponseBody::error(Bytes::from_static(b"{}"));
+/// assert_eq!(body.collect().await.unwrap().to_bytes(), "{}");
+/// # }
+/// ```
+pub struct ResponseBody<B> {
+    // Out of line: the response is moved whole through every future outside the stack (a
+    // server's, a router's, each middleware's), and the layers' bodies nested here are a few
+    // hundred bytes; boxed, each of those moves is of the head and one pointer.
+    inner: Pin<Box<Inner<B>>>,
+}
+
 pin_project! {
-    /// The body a client receives from the stack: the upstream body streamed through
-    /// untouched, or the JSON of an error. Its error type is [`BoxError`], so it fits axum and
-    /// hyper servers as it is.
-    ///
-    /// ```
-    /// use bytes::Bytes;
-    /// use http_body_util::{BodyExt, Empty};
-    /// use llm_tower::respond::ResponseBody;
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() {
-    /// let body: ResponseBody<Empty<Bytes>> = ResponseBody::error(Bytes::from_static(b"{}"));
-    /// assert_eq!(body.collect().await.unwrap().to_bytes(), "{}");
-    /// # }
-    /// ```
-    pub struct ResponseBody<B> {
+    struct Inner<B> {
         #[pin]
         state: State<B>,
         // Logs and counts the response when the body ends.
@@ -41,7 +48,7 @@ pin_project! {
 impl<B: std::fmt::Debug> std::fmt::Debug for ResponseBody<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResponseBody")
-            .field("state", &self.state)
+            .field("state", &self.inner.state)
             .finish_non_exhaustive()
     }
 }
@@ -56,28 +63,29 @@ pin_project! {
 }
 
 impl<B> ResponseBody<B> {
+    fn new(state: State<B>) -> Self {
+        Self {
+            inner: Box::pin(Inner {
+                state,
+                completion: None,
+                in_band: None,
+                failed: None,
+            }),
+        }
+    }
+
     /// Wraps the upstream's body.
     pub fn upstream(body: B) -> Self {
-        Self {
-            state: State::Upstream { body },
-            completion: None,
-            in_band: None,
-            failed: None,
-        }
+        Self::new(State::Upstream { body })
     }
 
     /// A body of one error document.
     pub fn error(json: Bytes) -> Self {
-        Self {
-            state: State::Error { json: Some(json) },
-            completion: None,
-            in_band: None,
-            failed: None,
-        }
+        Self::new(State::Error { json: Some(json) })
     }
 
     pub(crate) fn with_completion(mut self, completion: Option<Completion>) -> Self {
-        self.completion = completion;
+        *self.inner.as_mut().project().completion = completion;
         self
     }
 
@@ -85,7 +93,7 @@ impl<B> ResponseBody<B> {
     /// the body's error (which aborts the response): SDKs raise the event, clients that read
     /// the transport see the abort, and nobody takes the text so far for a whole answer.
     pub(crate) fn with_in_band_errors(mut self, api: Option<ClientApi>) -> Self {
-        self.in_band = api;
+        *self.inner.as_mut().project().in_band = api;
         self
     }
 }
@@ -102,12 +110,7 @@ impl<B> ResponseBody<B> {
 /// ```
 impl<B> Default for ResponseBody<B> {
     fn default() -> Self {
-        Self {
-            state: State::Error { json: None },
-            completion: None,
-            in_band: None,
-            failed: None,
-        }
+        Self::new(State::Error { json: None })
     }
 }
 
@@ -146,7 +149,7 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let mut this = self.project();
+        let mut this = self.get_mut().inner.as_mut().project();
         // What the body does is the request's: an attempt it makes (a continuation of a
         // broken stream) is a child of the request's span.
         let span = this.completion.as_ref().and_then(|c| c.span()).cloned();
@@ -192,11 +195,11 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        self.failed.is_none() && self.state.is_end()
+        self.inner.failed.is_none() && self.inner.state.is_end()
     }
 
     fn size_hint(&self) -> SizeHint {
-        match &self.state {
+        match &self.inner.state {
             State::Upstream { body } => body.size_hint(),
             State::Error { json } => {
                 SizeHint::with_exact(json.as_ref().map_or(0, |j| j.len() as u64))
