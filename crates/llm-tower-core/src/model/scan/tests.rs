@@ -235,3 +235,34 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn a_string_ends_where_memchr_says_for_every_position() {
+    // Every position of the first quote or backslash in and past the words read in a
+    // register, with the bytes that could fool a zero-byte test (0x00, 0x01, 0x80, 0xff,
+    // and the neighbours of `"` and `\`) before it, and a second match after it.
+    for len in 0..80 {
+        for target in [None, Some(b'"'), Some(b'\\')] {
+            for filler in [
+                b'a', 0x00, 0x01, 0x21, 0x23, 0x5b, 0x5d, 0x80, 0xa2, 0xdc, 0xff,
+            ] {
+                for first in 0..=len {
+                    let mut bytes = vec![filler; len];
+                    if let Some(target) = target
+                        && first < len
+                    {
+                        bytes[first] = target;
+                        if first + 3 < len {
+                            bytes[first + 3] = b'"';
+                        }
+                    }
+                    assert_eq!(
+                        quote_or_backslash(&bytes),
+                        memchr::memchr2(b'"', b'\\', &bytes),
+                        "{bytes:?}"
+                    );
+                }
+            }
+        }
+    }
+}
