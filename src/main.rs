@@ -25,7 +25,7 @@ use tracing_subscriber::{EnvFilter, Layer};
 
 // A faster allocator than glibc's for many small, short-lived allocations per request.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: llm_tower_alloc::MiMalloc = llm_tower_alloc::MiMalloc;
 
 fn main() -> ExitCode {
     let command = match Command::parse(std::env::args().skip(1)) {

@@ -33,7 +33,7 @@ async fn forward(
 
 // A faster allocator than glibc's for many small, short-lived allocations per request.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: llm_tower_alloc::MiMalloc = llm_tower_alloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -17,7 +17,7 @@ use llm_tower::{ApiKey, Endpoint, ExponentialBackoff, RetryPolicy, Upstream};
 
 // The same allocator as the gateway and the bare proxy.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: llm_tower_alloc::MiMalloc = llm_tower_alloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
