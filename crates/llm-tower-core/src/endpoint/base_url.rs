@@ -131,12 +131,12 @@ impl BaseUrl {
             PathAndQuery::try_from(joined)
         }
         .map_err(|e| e.to_string())?;
-        Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(path_and_query)
-            .build()
-            .map_err(|e| e.to_string())
+        // From parts rather than `Uri::builder()`, whose every step re-wraps a `Result`.
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(path_and_query);
+        Uri::from_parts(parts).map_err(|e| e.to_string())
     }
 }
 
@@ -185,7 +185,11 @@ pub fn port_is_valid(authority: &Authority) -> bool {
 /// `%e2%84%80` for `a/c`, ...), Unicode spaces around a dot segment (`..%c2%a0`), and
 /// invisible characters (`.%e2%80%8b.`).
 fn check_path(path: &str) -> Result<(), &'static str> {
-    if !path.contains(['.', '%', ';', '\\']) {
+    // Bytes, not chars: a `char` pattern decodes the path's UTF-8 to look for four ASCII bytes.
+    if !path
+        .bytes()
+        .any(|b| matches!(b, b'.' | b'%' | b';' | b'\\'))
+    {
         // The healthy path: nothing to decode.
         return Ok(());
     }
