@@ -112,10 +112,16 @@ mod tests {
                 // SAFETY: non-zero sizes; each block is used within its size and freed once.
                 unsafe {
                     let block = MiMalloc.alloc(layout);
-                    assert!(!block.is_null() && block.addr().is_multiple_of(align), "{layout:?}");
+                    assert!(
+                        !block.is_null() && block.addr().is_multiple_of(align),
+                        "{layout:?}"
+                    );
                     block.write_bytes(0xa5, size);
                     let grown = MiMalloc.realloc(block, layout, size * 2 + 1);
-                    assert!(!grown.is_null() && grown.addr().is_multiple_of(align), "{layout:?}");
+                    assert!(
+                        !grown.is_null() && grown.addr().is_multiple_of(align),
+                        "{layout:?}"
+                    );
                     assert!(
                         std::slice::from_raw_parts(grown, size)
                             .iter()
