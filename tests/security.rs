@@ -415,6 +415,8 @@ async fn path_forms_that_upstreams_normalise_are_refused() {
         "/v1/..%20/admin",
         "/v1/%u002e%u002e/admin",
         "/v1/%ef%bc%8e%ef%bc%8e/admin",
+        // The full-width dots again, sent as UTF-8 rather than percent-encoded.
+        "/v1/\u{ff0e}\u{ff0e}/admin",
     ] {
         let answer = gw
             .raw(&format!(

@@ -185,10 +185,12 @@ pub fn port_is_valid(authority: &Authority) -> bool {
 /// `%e2%84%80` for `a/c`, ...), Unicode spaces around a dot segment (`..%c2%a0`), and
 /// invisible characters (`.%e2%80%8b.`).
 fn check_path(path: &str) -> Result<(), &'static str> {
-    // Bytes, not chars: a `char` pattern decodes the path's UTF-8 to look for four ASCII bytes.
+    // Bytes, not chars: a `char` pattern decodes the path's UTF-8 to look for four ASCII
+    // bytes. Characters beyond ASCII written as they are (servers accept them unencoded) are
+    // read as the encoded ones are.
     if !path
         .bytes()
-        .any(|b| matches!(b, b'.' | b'%' | b';' | b'\\'))
+        .any(|b| matches!(b, b'.' | b'%' | b';' | b'\\') || !b.is_ascii())
     {
         // The healthy path: nothing to decode.
         return Ok(());
@@ -373,6 +375,11 @@ mod tests {
             ("/..%e3%80%80/admin", "segments"),
             ("/..%ef%bb%bf/admin", "invisible"),
             ("/.%e2%80%8b./admin", "invisible"),
+            // The same characters written unencoded: no ASCII byte of them says `.` or `%`.
+            ("/\u{ff0e}\u{ff0e}/admin", "normalisation"),
+            ("/\u{fe30}/admin", "normalisation"),
+            ("/a\u{ff0f}b", "normalisation"),
+            ("/\u{ff0e}\u{200b}\u{ff0e}/admin", "invisible"),
         ] {
             let uri: Uri = path.parse().unwrap();
             let err = base.join(&uri).unwrap_err();
@@ -386,6 +393,7 @@ mod tests {
             // Letters NFKC changes, with no separator in what they become.
             "/models/%EF%BD%87pt",
             "/caf%C3%A9.json",
+            "/caf\u{e9}",
         ] {
             let uri: Uri = path.parse().unwrap();
             assert!(
