@@ -13,6 +13,8 @@
 #   GATEWAY_EXTRA='usage: false' bash benches/instructions.sh   # top-level keys added to the gateway's file
 #   ENDPOINT_EXTRA='hedge: { after: 2s }' bash benches/instructions.sh   # keys added to each endpoint
 #   STREAM=1 bash benches/instructions.sh   # the requests ask for a stream (the mock's: 3 chunks)
+#   SDK_HEADERS=1 bash benches/instructions.sh   # each request carries the headers the OpenAI
+#                                           # Python SDK sends (16 in all, a key among them), not 4
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)"; exit 2; }
@@ -77,16 +79,34 @@ wait_for "$UP2"
 # measured requests, whatever the timing (without it, runs differ by up to 2 %).
 SETTLE=${SETTLE:-6}
 load() { # url, pid
-    python3 - "$1" "$WARMUP" "$REQUESTS" "$C" "$BODY" "$2" "$SETTLE" <<'PY'
+    python3 - "$1" "$WARMUP" "$REQUESTS" "$C" "$BODY" "$2" "$SETTLE" "${SDK_HEADERS:-}" <<'PY'
 import http.client, subprocess, sys, threading, time, urllib.parse
-url, warmup, requests, c, body, pid, settle = sys.argv[1:8]
+url, warmup, requests, c, body, pid, settle, sdk = sys.argv[1:9]
 warmup, requests, c, settle = int(warmup), int(requests), int(c), float(settle)
+headers = {"Content-Type": "application/json"}
+if sdk:
+    # What openai-python 1.x sends with each request (its _base_client.py and
+    # _build_headers), http.client adding Host, Accept-Encoding and Content-Length.
+    headers.update({
+        "Accept": "application/json",
+        "User-Agent": "OpenAI/Python 1.99.9",
+        "X-Stainless-Lang": "python",
+        "X-Stainless-Package-Version": "1.99.9",
+        "X-Stainless-OS": "Linux",
+        "X-Stainless-Arch": "x64",
+        "X-Stainless-Runtime": "CPython",
+        "X-Stainless-Runtime-Version": "3.12.3",
+        "X-Stainless-Async": "false",
+        "x-stainless-retry-count": "0",
+        "x-stainless-read-timeout": "600",
+        "Authorization": "Bearer sk-client-not-a-real-key",
+    })
 target = urllib.parse.urlsplit(url)
 conns = [http.client.HTTPConnection(target.hostname, target.port) for _ in range(c)]
 bad = []
 def send(conn, n):
     for _ in range(n):
-        conn.request("POST", target.path, body, {"Content-Type": "application/json"})
+        conn.request("POST", target.path, body, headers)
         response = conn.getresponse()
         response.read()
         if response.status != 200:
