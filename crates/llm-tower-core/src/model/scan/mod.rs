@@ -298,7 +298,9 @@ impl Scanner<'_> {
     }
 
     /// A string starting at its opening quote: the range of its characters, and whether it
-    /// has escapes.
+    /// has escapes. Inlined: most strings are short keys, and a call's saving and restoring
+    /// of registers cost more than finding their end.
+    #[inline(always)]
     fn string(&mut self) -> Result<(Range<usize>, bool), Malformed> {
         self.expect(b'"')?;
         let start = self.at;
@@ -361,6 +363,7 @@ impl Scanner<'_> {
 /// Where the first `"` or `\\` of `bytes` is. Most strings a scan meets are keys and short
 /// values: their end is found eight bytes at a time in a register, where `memchr2` would pay
 /// its setup for each; past the first 32 bytes (message text) it is `memchr2`'s.
+#[inline(always)]
 fn quote_or_backslash(bytes: &[u8]) -> Option<usize> {
     const ONES: u64 = u64::from_ne_bytes([1; 8]);
     const HIGHS: u64 = ONES << 7;
@@ -379,6 +382,14 @@ fn quote_or_backslash(bytes: &[u8]) -> Option<usize> {
         }
         at += 8;
     }
+    quote_or_backslash_past(bytes, at)
+}
+
+/// [`quote_or_backslash`] past the first `at` bytes: out of line, so that the short strings'
+/// way keeps its registers.
+#[cold]
+#[inline(never)]
+fn quote_or_backslash_past(bytes: &[u8], at: usize) -> Option<usize> {
     memchr::memchr2(b'"', b'\\', &bytes[at..]).map(|offset| at + offset)
 }
 
