@@ -362,7 +362,7 @@ impl Scanner<'_> {
     }
 }
 
-/// Where the first `"` or `\\` of `bytes` is. Most strings a scan meets are keys and short
+/// Where the first `"` or `\` of `bytes` is. Most strings a scan meets are keys and short
 /// values: their end is found eight bytes at a time in a register, where `memchr2` would pay
 /// its setup for each; past the first 32 bytes (message text) it is `memchr2`'s.
 #[allow(clippy::inline_always)] // as `Scanner::string`, which it is the heart of
