@@ -53,8 +53,9 @@ fn plain(size: usize, align: usize) -> bool {
     align <= BLOCK_ALIGN && size.is_multiple_of(align)
 }
 
-// SAFETY: each method passes the layout's size (and, when more than `BLOCK_ALIGN`, its
-// alignment) to the mimalloc call that returns a block of at least that size and alignment,
+// SAFETY: each method passes the layout's size (and, unless `plain` says a plain block is
+// aligned enough, its alignment) to the mimalloc call that returns a block of at least that
+// size and alignment,
 // or null on failure; every block is freed or resized by mimalloc, which finds its page from
 // the pointer alone (`mi_free`, `mi_realloc` take no layout).
 #[allow(unsafe_code)]
