@@ -19,7 +19,7 @@ use llm_tower::health::metrics::render_health_metrics;
 use llm_tower::health_store::{HealthStore, HealthStoreStatus};
 use llm_tower::limits::store::{LimitsStore, LimitsStoreStatus};
 use llm_tower::limits::{ClientStanding, Limiter, Limits};
-use metrics_exporter_prometheus::PrometheusHandle;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::websocket::{DeploymentSockets, Sockets};
 
@@ -191,6 +191,31 @@ fn unix_now() -> u64 {
     std::time::SystemTime::UNIX_EPOCH
         .elapsed()
         .map_or(0, |since| since.as_secs())
+}
+
+/// The Prometheus recorder whose handle `/metrics` renders: every histogram in seconds (the
+/// upstream latency) in the [`DURATION_BUCKETS`](llm_tower::llm_tower_core::DURATION_BUCKETS)
+/// buckets, as `_bucket{le=..}`, `_sum` and `_count` series. Buckets, not the exporter's
+/// default summaries: a histogram's buckets add up across replicas, where quantiles cannot,
+/// and a sample costs a search of fourteen bounds where a summary's sketch costs several
+/// times that.
+///
+/// ```
+/// let recorder = llm_tower_gateway::prometheus_builder().build_recorder();
+/// let handle = recorder.handle();
+/// metrics::with_local_recorder(&recorder, || {
+///     metrics::histogram!("llm_tower_upstream_latency_seconds").record(0.03);
+/// });
+/// handle.run_upkeep();
+/// assert!(handle.render().contains(r#"llm_tower_upstream_latency_seconds_bucket{le="0.04"} 1"#));
+/// ```
+pub fn prometheus_builder() -> PrometheusBuilder {
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Suffix("_seconds".to_owned()),
+            &llm_tower::llm_tower_core::DURATION_BUCKETS,
+        )
+        .expect("the buckets are not empty")
 }
 
 /// Histogram samples are kept until upkeep folds them into buckets; without it they pile up.

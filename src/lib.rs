@@ -38,7 +38,7 @@ mod server;
 mod watch;
 mod websocket;
 
-pub use admin::Generation;
+pub use admin::{Generation, prometheus_builder};
 pub use browser::CorsSettings;
 pub use config::{DEFAULT_LISTEN, DEFAULT_MOUNT, GatewayConfig};
 pub use demo::{Demo, demo};

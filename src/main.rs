@@ -18,7 +18,6 @@ use std::sync::Arc;
 use llm_tower::otel::Telemetry;
 use llm_tower_gateway::cli::{Command, USAGE};
 use llm_tower_gateway::{DEFAULT_LISTEN, GatewayConfig, LiveRoutes, Reloader};
-use metrics_exporter_prometheus::PrometheusBuilder;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -140,7 +139,7 @@ fn init_logging(telemetry: Option<&Telemetry>) {
 fn install_metrics(
     telemetry: Option<&Telemetry>,
 ) -> Option<metrics_exporter_prometheus::PrometheusHandle> {
-    let handle = PrometheusBuilder::new()
+    let handle = llm_tower_gateway::prometheus_builder()
         .install_recorder()
         .inspect_err(|err| tracing::warn!("metrics disabled: {err}"))
         .ok()?;

@@ -416,10 +416,8 @@ fn gateway_config_file_with_listen_and_mount() {
 
 #[tokio::test]
 async fn metrics_route_reports_attempts_and_health() {
-    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
-    let handle = recorder.handle();
     // A current-thread runtime runs every task on this thread, so a local recorder sees all.
-    let _guard = metrics::set_default_local_recorder(&recorder);
+    let (handle, _guard) = common::local_recorder();
     let mock = MockProvider::start().await.unwrap();
     mock.push(Behavior::status(503));
     let config = GatewayConfig::new(only(&mock));
@@ -435,10 +433,16 @@ async fn metrics_route_reports_attempts_and_health() {
     ] {
         assert!(text.contains(line), "missing {line} in\n{text}");
     }
-    assert!(
-        text.contains("llm_tower_upstream_latency_seconds"),
-        "{text}"
-    );
+    // Both attempts' latencies, in buckets that add up across replicas (a summary's
+    // quantiles do not): every sample is under the last bound, none under zero.
+    for line in [
+        r#"llm_tower_upstream_latency_seconds_bucket{endpoint="only",le="81.92"} 2"#,
+        r#"llm_tower_upstream_latency_seconds_bucket{endpoint="only",le="+Inf"} 2"#,
+        r#"llm_tower_upstream_latency_seconds_count{endpoint="only"} 2"#,
+    ] {
+        assert!(text.contains(line), "missing {line} in\n{text}");
+    }
+    assert!(!text.contains("quantile="), "{text}");
 }
 
 #[tokio::test(start_paused = true)]

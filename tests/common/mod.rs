@@ -442,7 +442,7 @@ pub fn local_recorder() -> (
     metrics::LocalRecorderGuard<'static>,
 ) {
     let recorder = Box::leak(Box::new(
-        metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder(),
+        llm_tower_gateway::prometheus_builder().build_recorder(),
     ));
     let handle = recorder.handle();
     (handle, metrics::set_default_local_recorder(recorder))

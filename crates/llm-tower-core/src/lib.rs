@@ -112,8 +112,8 @@ pub use retry_after::{retry_after, retry_after_at};
 pub use retry_on::{RetryOn, RetryReason};
 pub use sse::{SseEvent, SseSplitter, write_sse_event};
 pub use telemetry::{
-    AttemptSpan, HeldSpan, TARGET as TELEMETRY_TARGET, continue_trace, inject_context,
-    operation_name, provider_name, set_propagation,
+    AttemptSpan, DURATION_BUCKETS, HeldSpan, TARGET as TELEMETRY_TARGET, continue_trace,
+    inject_context, operation_name, provider_name, set_propagation,
 };
 pub use usage::{Usage, UsageRecord};
 

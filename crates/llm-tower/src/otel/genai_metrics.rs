@@ -14,6 +14,7 @@
 
 use std::time::Instant;
 
+use llm_tower_core::DURATION_BUCKETS;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Histogram, Meter};
 use tracing::Subscriber;
@@ -26,10 +27,7 @@ use tracing_subscriber::registry::LookupSpan;
 /// The name of the attempt spans (`llm-tower-retry`'s `span.rs`).
 const ATTEMPT: &str = "upstream_attempt";
 
-/// The conventions' advised bucket boundaries: for durations in seconds, and for tokens.
-const SECONDS: [f64; 14] = [
-    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
-];
+/// The conventions' advised bucket boundaries for tokens (for seconds: [`DURATION_BUCKETS`]).
 const TOKENS: [f64; 14] = [
     1.0,
     4.0,
@@ -61,7 +59,7 @@ impl GenAiMetrics {
                 .f64_histogram("gen_ai.client.operation.duration")
                 .with_unit("s")
                 .with_description("GenAI operation duration")
-                .with_boundaries(SECONDS.to_vec())
+                .with_boundaries(DURATION_BUCKETS.to_vec())
                 .build(),
             tokens: meter
                 .u64_histogram("gen_ai.client.token.usage")
@@ -73,7 +71,7 @@ impl GenAiMetrics {
                 .f64_histogram("gen_ai.server.time_to_first_token")
                 .with_unit("s")
                 .with_description("Time to generate first token for successful responses")
-                .with_boundaries(SECONDS.to_vec())
+                .with_boundaries(DURATION_BUCKETS.to_vec())
                 .build(),
         }
     }
