@@ -106,15 +106,15 @@ impl DeploymentHealth {
         self
     }
 
-    /// Keeps what an answer's headers say of the deployment's rate limits (read at `now`).
-    /// A window below the headroom threshold keeps requests away until it resets; an answer
-    /// without such headers changes nothing. Other replicas hear of it (see
-    /// [`HealthEvent::RateLimits`](crate::HealthEvent::RateLimits)).
-    pub fn read_rate_limits(&self, headers: &http::HeaderMap, now: Instant) {
+    /// Keeps what an answer's headers say of the deployment's rate limits, as of now. A
+    /// window below the headroom threshold keeps requests away until it resets; an answer
+    /// without such headers changes nothing, and costs no clock read. Other replicas hear of
+    /// it (see [`HealthEvent::RateLimits`](crate::HealthEvent::RateLimits)).
+    pub fn read_rate_limits(&self, headers: &http::HeaderMap) {
         if let Some(limits) = RateLimits::read(headers) {
             // Skipped at most as long as a cooldown may last.
             let limits = limits.capped(self.policy.max_cooldown);
-            if self.cell.headroom.observe(&limits, now) {
+            if self.cell.headroom.observe(&limits, Instant::now()) {
                 self.registry.read_rate_limits(&self.id, &self.cell);
             }
         }

@@ -113,13 +113,18 @@ impl Parts {
 impl RateLimits {
     /// Reads `headers` now; `None` when they say nothing of rate limits.
     pub fn read(headers: &HeaderMap) -> Option<Self> {
-        Self::read_at(headers, SystemTime::now())
+        // The clock is read only for a reset given as an instant: most answers have none.
+        Self::read_with(headers, SystemTime::now)
     }
 
     /// Reads `headers` as of `now` (Anthropic's resets are instants). One pass over the
     /// headers, comparing each name's first bytes: an answer without these headers costs a
     /// few compares per header.
     pub fn read_at(headers: &HeaderMap, now: SystemTime) -> Option<Self> {
+        Self::read_with(headers, || now)
+    }
+
+    fn read_with(headers: &HeaderMap, now: impl Fn() -> SystemTime) -> Option<Self> {
         // requests, tokens, input tokens, output tokens.
         let mut windows = [Parts::default(); 4];
         let mut any = false;
@@ -134,7 +139,7 @@ impl RateLimits {
             match part {
                 Part::Limit => slot.limit = value.parse().ok(),
                 Part::Remaining => slot.remaining = value.parse().ok(),
-                Part::Reset if anthropic => slot.reset = until_instant(value, now),
+                Part::Reset if anthropic => slot.reset = until_instant(value, now()),
                 Part::Reset => slot.reset = go_duration(value),
             }
             any = true;
