@@ -55,8 +55,11 @@ impl SequentialRequestId {
         for (i, byte) in id[17..17 + digits].iter_mut().rev().enumerate() {
             *byte = b"0123456789abcdef"[((n >> (4 * i)) & 0xf) as usize];
         }
-        HeaderValue::from_bytes(&id[..17 + digits])
-            .expect("hex digits and a dash make a header value")
+        // Owned by one shared allocation: the request and the response each hold the id,
+        // and a clone of it is then a count, where a copied value's first clone allocates
+        // again to share it.
+        let id = bytes::Bytes::from_owner(id).slice(..17 + digits);
+        HeaderValue::from_maybe_shared(id).expect("hex digits and a dash make a header value")
     }
 }
 
