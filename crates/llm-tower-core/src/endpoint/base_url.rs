@@ -118,6 +118,47 @@ impl BaseUrl {
     ///
     /// A message for a path with dot segments, or one that does not make a valid URI.
     pub fn join(&self, uri: &Uri) -> Result<Uri, String> {
+        // Nearly every request of a gateway has the same target on one of a few endpoints:
+        // each thread keeps the last join of each base (a few slots, picked by the base's
+        // address), and a request whose base and target are byte for byte a kept one's gets
+        // a clone of it: its path passed the checks below, which depend on nothing else.
+        let Some(target) = uri.path_and_query() else {
+            return self.join_checked(uri);
+        };
+        // Fibonacci hashing: the address's bits mixed into the top ones, which pick the slot.
+        let slot = (std::ptr::from_ref(self) as usize)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15_u64 as usize)
+            >> (usize::BITS - SLOTS.trailing_zeros());
+        // (`try_with`: a join in a thread-local destructor, after this one's, goes without.)
+        let kept = LAST_JOINED.try_with(|kept| {
+            kept.borrow()[slot]
+                .as_ref()
+                .filter(|(joined, target_at)| self.joined(joined, *target_at, target.as_str()))
+                .map(|(joined, _)| joined.clone())
+        });
+        if let Ok(Some(joined)) = kept {
+            return Ok(joined);
+        }
+        let joined = self.join_checked(uri)?;
+        let keep = (joined.clone(), self.path.len());
+        let _ = LAST_JOINED.try_with(|kept| kept.borrow_mut()[slot] = Some(keep));
+        Ok(joined)
+    }
+
+    /// Whether `joined`, whose target began at `target_at`, is what this base and the request
+    /// target `target` join into: the same scheme, authority and path as written (not up to
+    /// case), then `target`. The split is compared too: `/v1` + `/v2/x` and `/v1/v2` + `/x`
+    /// make one URI, but only the first target was checked.
+    fn joined(&self, joined: &Uri, target_at: usize, target: &str) -> bool {
+        target_at == self.path.len()
+            && joined.scheme_str() == Some(self.scheme.as_str())
+            && joined.authority().map(Authority::as_str) == Some(self.authority.as_str())
+            && joined.path_and_query().is_some_and(|joined| {
+                joined.as_str().strip_prefix(self.path.as_str()) == Some(target)
+            })
+    }
+
+    fn join_checked(&self, uri: &Uri) -> Result<Uri, String> {
         if let Err(what) = check_path(uri.path()) {
             return Err(format!("the request path `{}` has {what}", uri.path()));
         }
@@ -138,6 +179,16 @@ impl BaseUrl {
         parts.path_and_query = Some(path_and_query);
         Uri::from_parts(parts).map_err(|e| e.to_string())
     }
+}
+
+/// How many bases' last joins each thread keeps (a power of two).
+const SLOTS: usize = 8;
+
+thread_local! {
+    /// The last URIs [`BaseUrl::join`] made on this thread, in the slots of their bases, and
+    /// where their request targets begin in their paths.
+    static LAST_JOINED: std::cell::RefCell<[Option<(Uri, usize)>; SLOTS]> =
+        const { std::cell::RefCell::new([const { None }; SLOTS]) };
 }
 
 /// The `host` header for `authority` reached over `scheme`: the port left out when it is the
@@ -301,6 +352,95 @@ impl fmt::Display for BaseUrl {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kept_join_is_reused_only_for_the_same_base_and_target() {
+        let bases = [
+            "http://h:1/v1",
+            "http://h:1/v1/",
+            "http://H:1/v1",
+            "http://h:2/v1",
+            "https://h:1/v1",
+            "http://h:1/v",
+            "http://h:1",
+            "http://h:1/v1/v2",
+        ]
+        .map(|base| BaseUrl::parse(base).unwrap());
+        let targets = [
+            "/chat/completions",
+            "/chat/completions?a=1",
+            "/1/chat/completions",
+            "/v2/x",
+            "/x",
+        ]
+        .map(|target| target.parse::<Uri>().unwrap());
+        let written = |base: &BaseUrl| {
+            (
+                base.scheme.as_str().to_owned(),
+                base.authority.as_str().to_owned(),
+                base.path.clone(),
+            )
+        };
+        for kept_base in &bases {
+            for kept_target in &targets {
+                let joined = kept_base.join_checked(kept_target).unwrap();
+                for base in &bases {
+                    for target in &targets {
+                        let same = written(base) == written(kept_base) && target == kept_target;
+                        let target = target.path_and_query().unwrap().as_str();
+                        assert_eq!(
+                            base.joined(&joined, kept_base.path.len(), target),
+                            same,
+                            "{joined} kept, {base:?} + {target}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_join_made_before_is_reused_only_for_the_same_base_and_target() {
+        let v1 = BaseUrl::parse("http://h:1/v1").unwrap();
+        let v1_upper = BaseUrl::parse("http://H:1/v1").unwrap();
+        let other_port = BaseUrl::parse("http://h:2/v1").unwrap();
+        let tls = BaseUrl::parse("https://h:1/v1").unwrap();
+        let prefix = BaseUrl::parse("http://h:1/v").unwrap();
+        let root = BaseUrl::parse("http://h:1").unwrap();
+        let chat: Uri = "/chat/completions".parse().unwrap();
+        let query: Uri = "/chat/completions?a=1".parse().unwrap();
+        let one: Uri = "/1/chat/completions".parse().unwrap();
+        // Each join right after another, so that each finds the one before it kept.
+        for (base, target, expected) in [
+            (&v1, &chat, "http://h:1/v1/chat/completions"),
+            (&v1, &chat, "http://h:1/v1/chat/completions"),
+            (&v1_upper, &chat, "http://H:1/v1/chat/completions"),
+            (&v1, &chat, "http://h:1/v1/chat/completions"),
+            (&tls, &chat, "https://h:1/v1/chat/completions"),
+            (&other_port, &chat, "http://h:2/v1/chat/completions"),
+            (&v1, &query, "http://h:1/v1/chat/completions?a=1"),
+            (&v1, &chat, "http://h:1/v1/chat/completions"),
+            (&prefix, &one, "http://h:1/v/1/chat/completions"),
+            (&v1, &one, "http://h:1/v1/1/chat/completions"),
+            (&root, &chat, "http://h:1/chat/completions"),
+        ] {
+            assert_eq!(base.join(target).unwrap().to_string(), expected);
+        }
+        // One URI from two splits of base and target.
+        let v1_v2 = BaseUrl::parse("http://h:1/v1/v2").unwrap();
+        assert_eq!(
+            v1.join(&"/v2/x".parse().unwrap()).unwrap().to_string(),
+            "http://h:1/v1/v2/x"
+        );
+        assert_eq!(
+            v1_v2.join(&"/x".parse().unwrap()).unwrap().to_string(),
+            "http://h:1/v1/v2/x"
+        );
+        // A target the checks refuse is refused right after an accepted one.
+        v1.join(&chat).unwrap();
+        assert!(v1.join(&"/chat/../admin".parse().unwrap()).is_err());
+        assert!(v1.join(&"/chat/%2e%2e/admin".parse().unwrap()).is_err());
+    }
 
     #[test]
     fn join_ignores_client_scheme_and_authority() {
