@@ -134,18 +134,22 @@ pub fn strip_hop_by_hop_and(headers: &mut HeaderMap, also: impl Fn(&HeaderName) 
 /// assert!(!is_event_stream(&headers));
 /// ```
 pub fn is_event_stream(headers: &HeaderMap) -> bool {
-    // Compared as bytes: every answer is asked, by several layers, and a UTF-8 check and a
-    // character search cost more than the comparison.
+    const EVENT_STREAM: &[u8] = b"text/event-stream";
+    // Compared as bytes, from the front: every answer is asked, by several layers, and most
+    // are `application/json`, told apart by their first letter; a search for the parameters'
+    // `;` or a UTF-8 check would cost more than the comparison.
     headers
         .get(http::header::CONTENT_TYPE)
         .is_some_and(|value| {
-            let bytes = value.as_bytes();
-            let mime = bytes
-                .iter()
-                .position(|&b| b == b';')
-                .map_or(bytes, |end| &bytes[..end]);
-            // A value that is not all visible ASCII names no type, whatever it starts with.
-            mime.trim_ascii().eq_ignore_ascii_case(b"text/event-stream") && value.to_str().is_ok()
+            let bytes = value.as_bytes().trim_ascii_start();
+            let Some((mime, rest)) = bytes.split_at_checked(EVENT_STREAM.len()) else {
+                return false;
+            };
+            let rest = rest.trim_ascii_start();
+            mime.eq_ignore_ascii_case(EVENT_STREAM)
+                && (rest.is_empty() || rest[0] == b';')
+                // A value that is not all visible ASCII names no type, whatever it starts with.
+                && value.to_str().is_ok()
         })
 }
 
@@ -173,6 +177,52 @@ pub fn remove_where(headers: &mut HeaderMap, unwanted: impl Fn(&HeaderName) -> b
 mod tests {
     use super::*;
     use http::HeaderValue;
+
+    #[test]
+    fn an_event_stream_is_its_type_before_any_parameters_in_any_case() {
+        // What the type means, written plainly: the part before the first `;`, trimmed.
+        let plainly = |value: &HeaderValue| {
+            let text = value.to_str().ok()?;
+            Some(
+                text.split(';')
+                    .next()?
+                    .trim()
+                    .eq_ignore_ascii_case("text/event-stream"),
+            )
+        };
+        for value in [
+            "text/event-stream",
+            "TEXT/Event-Stream",
+            "text/event-stream;charset=utf-8",
+            "text/event-stream ; charset=utf-8",
+            "text/event-stream\t;x=y",
+            " \ttext/event-stream  ",
+            "text/event-stream;",
+            "text/event-streams",
+            "text/event-stream x",
+            "text/event-stream, text/plain",
+            "text/event-strea",
+            "text/event",
+            "application/json",
+            "",
+            ";text/event-stream",
+            "x text/event-stream",
+        ] {
+            let value = HeaderValue::from_str(value).unwrap();
+            let mut headers = HeaderMap::new();
+            headers.insert(http::header::CONTENT_TYPE, value.clone());
+            assert_eq!(
+                Some(is_event_stream(&headers)),
+                plainly(&value),
+                "{value:?}"
+            );
+        }
+        let mut headers = HeaderMap::new();
+        let not_ascii = HeaderValue::from_bytes(b"text/event-stream;x=\xff").unwrap();
+        headers.insert(http::header::CONTENT_TYPE, not_ascii);
+        assert!(!is_event_stream(&headers));
+        assert!(!is_event_stream(&HeaderMap::new()));
+    }
 
     #[test]
     fn strips_hop_by_hop_and_named_headers() {

@@ -167,8 +167,43 @@ impl Fields {
 
 /// A whole, non-negative number as JSON writes it (`None`: anything else).
 fn count_of(value: &[u8]) -> Option<u64> {
-    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+    if value.is_empty() {
         return None;
     }
-    std::str::from_utf8(value).ok()?.parse().ok()
+    // Digit by digit: the bytes are already at hand, and `str::parse` would check them again.
+    value.iter().try_fold(0u64, |count, &byte| {
+        let digit = byte.checked_sub(b'0').filter(|digit| *digit < 10)?;
+        count.checked_mul(10)?.checked_add(u64::from(digit))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::count_of;
+
+    #[test]
+    fn counts_are_whole_non_negative_numbers_that_fit() {
+        for (value, count) in [
+            ("0", Some(0)),
+            ("9", Some(9)),
+            ("1234", Some(1234)),
+            ("007", Some(7)),
+            ("18446744073709551615", Some(u64::MAX)),
+            ("18446744073709551616", None),
+            ("99999999999999999999", None),
+            ("", None),
+            ("-1", None),
+            ("+1", None),
+            ("1.5", None),
+            ("1e3", None),
+            (" 1", None),
+            ("1 ", None),
+            ("null", None),
+            ("\"12\"", None),
+            ("/", None),
+            (":", None),
+        ] {
+            assert_eq!(count_of(value.as_bytes()), count, "{value}");
+        }
+    }
 }
