@@ -235,6 +235,7 @@ where
     S::Error: Into<BoxError>,
     RB: 'a,
 {
+    let started = Instant::now();
     let member = &balancer.pool.members[member];
     // The attempt counts as in flight until its response body ends (streams included).
     let in_flight = member.health.start_attempt();
@@ -246,9 +247,6 @@ where
             Ok(service) => Ok(service.call(attempt)),
             Err(err) => Err(err.into()),
         };
-        // This balancer records the attempt unless a layer inside records each of its tries
-        // (a retry layer's call, just made, says so): only then is the clock read for it.
-        let started = (!log.is_recorded_inside()).then(Instant::now);
         let result = match call {
             Ok(future) => future.await.map_err(Into::into),
             Err(err) => Err(err),
@@ -262,7 +260,7 @@ where
             // its window is skipped before it answers 429.
             member.health.read_rate_limits(response.headers());
         }
-        if let Some(started) = started {
+        if !log.is_recorded_inside() {
             log.record_as(
                 &deployment.id,
                 deployment.model.as_ref(),

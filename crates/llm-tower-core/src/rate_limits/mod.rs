@@ -113,7 +113,8 @@ impl Parts {
 impl RateLimits {
     /// Reads `headers` now; `None` when they say nothing of rate limits.
     pub fn read(headers: &HeaderMap) -> Option<Self> {
-        // The clock is read only for a reset given as an instant: most answers have none.
+        // The clock is read only for a reset given as an instant (once, however many there
+        // are): most answers have none.
         Self::read_with(headers, SystemTime::now)
     }
 
@@ -125,6 +126,7 @@ impl RateLimits {
     }
 
     fn read_with(headers: &HeaderMap, now: impl Fn() -> SystemTime) -> Option<Self> {
+        let at = std::cell::OnceCell::new();
         // requests, tokens, input tokens, output tokens.
         let mut windows = [Parts::default(); 4];
         let mut any = false;
@@ -139,7 +141,9 @@ impl RateLimits {
             match part {
                 Part::Limit => slot.limit = value.parse().ok(),
                 Part::Remaining => slot.remaining = value.parse().ok(),
-                Part::Reset if anthropic => slot.reset = until_instant(value, now()),
+                Part::Reset if anthropic => {
+                    slot.reset = until_instant(value, *at.get_or_init(&now))
+                }
                 Part::Reset => slot.reset = go_duration(value),
             }
             any = true;
