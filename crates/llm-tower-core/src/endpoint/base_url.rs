@@ -121,8 +121,10 @@ impl BaseUrl {
         // Nearly every request of a gateway has the same target on one of a few endpoints:
         // each thread keeps the last join of each base (a few slots, picked by the base's
         // address), and a request whose base and target are byte for byte a kept one's gets
-        // a clone of it: its path passed the checks below, which depend on nothing else.
-        let Some(target) = uri.path_and_query() else {
+        // a clone of it: its path passed the checks below, which depend on nothing else. A
+        // target with a query is joined anew and not kept: a query may carry a credential
+        // (`?key=`), which must not outlive its request in a thread's memory.
+        let Some(target) = uri.path_and_query().filter(|_| uri.query().is_none()) else {
             return self.join_checked(uri);
         };
         // Fibonacci hashing: the address's bits mixed into the top ones, which pick the slot.
@@ -419,6 +421,7 @@ mod tests {
             (&tls, &chat, "https://h:1/v1/chat/completions"),
             (&other_port, &chat, "http://h:2/v1/chat/completions"),
             (&v1, &query, "http://h:1/v1/chat/completions?a=1"),
+            (&v1, &query, "http://h:1/v1/chat/completions?a=1"),
             (&v1, &chat, "http://h:1/v1/chat/completions"),
             (&prefix, &one, "http://h:1/v/1/chat/completions"),
             (&v1, &one, "http://h:1/v1/1/chat/completions"),
@@ -436,6 +439,15 @@ mod tests {
             v1_v2.join(&"/x".parse().unwrap()).unwrap().to_string(),
             "http://h:1/v1/v2/x"
         );
+        // A target with a query is not kept (it may carry a credential).
+        v1.join(&"/x?key=secret".parse().unwrap()).unwrap();
+        LAST_JOINED.with_borrow(|kept| {
+            assert!(
+                kept.iter()
+                    .flatten()
+                    .all(|(joined, _)| joined.query().is_none())
+            );
+        });
         // A target the checks refuse is refused right after an accepted one.
         v1.join(&chat).unwrap();
         assert!(v1.join(&"/chat/../admin".parse().unwrap()).is_err());
