@@ -197,7 +197,7 @@ fn unix_now() -> u64 {
 /// upstream latency) in the [`DURATION_BUCKETS`](llm_tower::llm_tower_core::DURATION_BUCKETS)
 /// buckets, as `_bucket{le=..}`, `_sum` and `_count` series. Buckets, not the exporter's
 /// default summaries: a histogram's buckets add up across replicas, where quantiles cannot,
-/// and a sample costs a search of fourteen bounds where a summary's sketch costs several
+/// and a sample costs a search of seventeen bounds where a summary's sketch costs several
 /// times that.
 ///
 /// ```

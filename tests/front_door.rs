@@ -261,7 +261,7 @@ async fn at_the_connection_cap_a_newcomer_takes_the_place_of_the_connection_idle
 #[tokio::test]
 async fn client_keys_are_required_and_never_forwarded() {
     let mock = MockProvider::start().await.unwrap();
-    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let recorder = llm_tower_gateway::prometheus_builder().build_recorder();
     let handle = recorder.handle();
     let _guard = metrics::set_default_local_recorder(&recorder);
     let gw = serve_exactly(with_keys(&mock), Some(handle), std::future::pending()).await;
@@ -444,7 +444,7 @@ async fn admin_listen_moves_upstreams_and_metrics_off_the_main_listener() {
     let mock = MockProvider::start().await.unwrap();
     let mut config = GatewayConfig::new(only(&mock));
     config.admin_listen = Some("127.0.0.1:0".parse().unwrap());
-    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let recorder = llm_tower_gateway::prometheus_builder().build_recorder();
     let handle = recorder.handle();
     let gw = serve_exactly(config, Some(handle), std::future::pending()).await;
     let admin = gw.admin.expect("an admin listener");

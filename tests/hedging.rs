@@ -273,7 +273,7 @@ async fn a_failure_of_either_while_the_other_is_out_waits_for_the_other() {
 /// sent and won on B, and A's attempt given up.
 #[tokio::test(start_paused = true)]
 async fn the_gateway_hedges_from_its_file_and_counts_hedges() {
-    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let recorder = llm_tower_gateway::prometheus_builder().build_recorder();
     let handle = recorder.handle();
     // A current-thread runtime runs every task on this thread, so a local recorder sees all.
     let _guard = metrics::set_default_local_recorder(&recorder);

@@ -51,7 +51,7 @@ impl Reloading {
         let config = GatewayConfig::from_path(&path).unwrap();
         // A recorder of the test's own, never installed: `/metrics` renders health from the
         // registry.
-        let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        let metrics = llm_tower_gateway::prometheus_builder()
             .build_recorder()
             .handle();
         let app = gateway::router(&config, Some(metrics)).unwrap();

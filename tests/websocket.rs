@@ -42,7 +42,7 @@ fn metrics() -> metrics_exporter_prometheus::PrometheusHandle {
         std::sync::OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            metrics_exporter_prometheus::PrometheusBuilder::new()
+            llm_tower_gateway::prometheus_builder()
                 .install_recorder()
                 .unwrap()
         })

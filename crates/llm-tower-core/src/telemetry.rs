@@ -25,18 +25,22 @@ pub const TARGET: &str = "llm_tower::otel";
 
 /// Bucket bounds, in seconds, for histograms of request and attempt durations: the ones
 /// OpenTelemetry's GenAI conventions advise for `gen_ai.client.operation.duration`, from
-/// 10 ms doubling up to 82 s (an LLM call spans both ends). Histograms with fixed buckets,
-/// unlike summaries, add up across replicas, and recording into one is a search of these
-/// bounds.
+/// 10 ms doubling up to 82 s (an LLM call spans both ends), then doubled on to 655 s, so
+/// that an answer that takes up to the default per-try timeout (600 s: a reasoning model,
+/// not streamed) lands in a bucket of its own, not only in `+Inf`. Histograms with fixed
+/// buckets, unlike summaries, add up across replicas, and recording into one is a search of
+/// these bounds.
 ///
 /// ```
 /// use llm_tower_core::DURATION_BUCKETS;
 ///
 /// assert_eq!(DURATION_BUCKETS.first(), Some(&0.01));
 /// assert!(DURATION_BUCKETS.windows(2).all(|pair| pair[1] == pair[0] * 2.0));
+/// assert!(DURATION_BUCKETS.last().unwrap() > &600.0);
 /// ```
-pub const DURATION_BUCKETS: [f64; 14] = [
-    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+pub const DURATION_BUCKETS: [f64; 17] = [
+    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92, 163.84,
+    327.68, 655.36,
 ];
 
 /// The span of one attempt, as a response extension: the usage layer records the tokens it
