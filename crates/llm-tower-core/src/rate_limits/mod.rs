@@ -142,7 +142,7 @@ impl RateLimits {
                 Part::Limit => slot.limit = value.parse().ok(),
                 Part::Remaining => slot.remaining = value.parse().ok(),
                 Part::Reset if anthropic => {
-                    slot.reset = until_instant(value, *at.get_or_init(&now))
+                    slot.reset = until_instant(value, *at.get_or_init(&now));
                 }
                 Part::Reset => slot.reset = go_duration(value),
             }
