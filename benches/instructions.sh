@@ -15,6 +15,7 @@
 #   STREAM=1 bash benches/instructions.sh   # the requests ask for a stream (the mock's: 3 chunks)
 #   SDK_HEADERS=1 bash benches/instructions.sh   # each request carries the headers the OpenAI
 #                                           # Python SDK sends (16 in all, a key among them), not 4
+#                                           # (STREAM and SDK_HEADERS: 0 or empty is off)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)"; exit 2; }
@@ -26,7 +27,9 @@ UP1=127.0.0.1:18281 # ports apart from e2e.sh's, so both can run on one machine
 UP2=127.0.0.1:18282
 BARE=127.0.0.1:18290
 GATEWAY=127.0.0.1:18291
-if [ -n "${STREAM:-}" ]; then
+# A switch is on when set to anything but empty or 0.
+on() { [ -n "${1:-}" ] && [ "$1" != 0 ]; }
+if on "${STREAM:-}"; then
     BODY='{"model":"mock-model","stream":true,"messages":[{"role":"user","content":"Say hello."}]}'
 else
     BODY='{"model":"mock-model","messages":[{"role":"user","content":"Say hello."}]}'
@@ -79,7 +82,9 @@ wait_for "$UP2"
 # measured requests, whatever the timing (without it, runs differ by up to 2 %).
 SETTLE=${SETTLE:-6}
 load() { # url, pid
-    python3 - "$1" "$WARMUP" "$REQUESTS" "$C" "$BODY" "$2" "$SETTLE" "${SDK_HEADERS:-}" <<'PY'
+    local sdk=
+    if on "${SDK_HEADERS:-}"; then sdk=1; fi
+    python3 - "$1" "$WARMUP" "$REQUESTS" "$C" "$BODY" "$2" "$SETTLE" "$sdk" <<'PY'
 import http.client, subprocess, sys, threading, time, urllib.parse
 url, warmup, requests, c, body, pid, settle, sdk = sys.argv[1:9]
 warmup, requests, c, settle = int(warmup), int(requests), int(c), float(settle)
