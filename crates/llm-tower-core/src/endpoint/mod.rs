@@ -8,6 +8,7 @@ mod continuation;
 mod health_check;
 mod hedge;
 mod id;
+mod path_check;
 mod provider;
 mod translation;
 
