@@ -5,19 +5,21 @@ use http::Extensions;
 
 use crate::attempt::{AttemptKind, Attempts};
 use crate::extensions::{CredentialsSet, Deployment, Selected, SingleTry};
+use crate::usage::UsageRecord;
 
 /// Request and response extension: one attempt as the balancer sends it. The endpoint
 /// ([`Selected`]), the [`Deployment`] when it says more than the endpoint does, the request's
 /// attempt log ([`Attempts`]), whether it is tried once only ([`SingleTry`]), its
-/// [`AttemptKind`] when the balancer says it, and whether the auth layer set its credentials
-/// ([`CredentialsSet`]).
+/// [`AttemptKind`] when the balancer says it, whether the auth layer set its credentials
+/// ([`CredentialsSet`]), and the request's [`UsageRecord`] when a layer outside wants usage.
 ///
 /// They travel together because every entry of a request's extensions is an allocation of
 /// its own, and a fourth entry makes the map grow: the balancer makes a request per attempt
 /// and per retry, and the answer carries the same facts back. Each part is read through its
 /// own accessor ([`Selected::of`], [`Deployment::of`], [`Attempts::of`], [`SingleTry::of`],
-/// [`AttemptKind::of`], [`CredentialsSet::of`]), or several through one [`AttemptFacts`]; both
-/// also find a part inserted on its own, as a layer used without the balancer is given it.
+/// [`AttemptKind::of`], [`CredentialsSet::of`], [`UsageRecord::of`]), or several through one
+/// [`AttemptFacts`]; both also find a part inserted on its own, as a layer used without the
+/// balancer is given it.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -43,6 +45,10 @@ pub struct AttemptContext {
     pub kind: Option<AttemptKind>,
     /// The auth layer set the credentials (see [`CredentialsSet`]).
     pub credentials_set: bool,
+    /// Where the answer's usage goes, when a layer outside the balancer wants it (see
+    /// [`UsageRecord`]): the balancer takes it off the request's own extensions, so that an
+    /// attempt's map holds one entry fewer to copy.
+    pub usage: Option<UsageRecord>,
 }
 
 impl AttemptContext {
@@ -55,6 +61,7 @@ impl AttemptContext {
             single_try: false,
             kind: None,
             credentials_set: false,
+            usage: None,
         }
     }
 
@@ -152,6 +159,14 @@ impl<'a> AttemptFacts<'a> {
             None => self.extensions.get::<CredentialsSet>().is_some(),
         }
     }
+
+    /// Where the answer's usage goes ([`UsageRecord`]): the context's, else one inserted on
+    /// its own (as the layer that wants usage inserts it, and as a response carries it).
+    pub fn usage(self) -> Option<&'a UsageRecord> {
+        self.context
+            .and_then(|context| context.usage.as_ref())
+            .or_else(|| self.extensions.get())
+    }
 }
 
 impl Selected {
@@ -248,6 +263,32 @@ impl AttemptKind {
                 extensions.insert(self);
             }
         }
+    }
+}
+
+impl UsageRecord {
+    /// Where the answers to a request (or this response) leave their usage, if anyone wants
+    /// it: from its [`AttemptContext`] or a `UsageRecord` of its own.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use llm_tower_core::{AttemptContext, Attempts, Endpoint, Selected, UsageRecord};
+    ///
+    /// let mut request = http::Request::new(());
+    /// assert!(UsageRecord::of(request.extensions()).is_none());
+    /// request.extensions_mut().insert(UsageRecord::default());
+    /// assert!(UsageRecord::of(request.extensions()).is_some());
+    ///
+    /// // An attempt of the balancer's carries it in its context.
+    /// let endpoint = Arc::new(Endpoint::builder("a", "http://127.0.0.1:1").build().unwrap());
+    /// let mut context = AttemptContext::new(Selected(endpoint), Attempts::new());
+    /// context.usage = Some(UsageRecord::default());
+    /// let mut attempt = http::Request::new(());
+    /// attempt.extensions_mut().insert(context);
+    /// assert!(UsageRecord::of(attempt.extensions()).is_some());
+    /// ```
+    pub fn of(extensions: &Extensions) -> Option<&Self> {
+        AttemptFacts::of(extensions).usage()
     }
 }
 

@@ -58,8 +58,9 @@ impl fmt::Display for Usage {
 
 /// Request and response extension: where the answers to a request leave their [`Usage`]. A
 /// layer that accounts for tokens (the facade's `Respond`, with usage on) puts one on the
-/// request; every attempt carries it (the balancer makes attempts from the request's parts),
-/// and the usage layer of the attempt that answered adds what its answer reported once the
+/// request; every attempt carries it (the balancer moves it into each attempt's
+/// [`AttemptContext`](crate::AttemptContext); read it with [`UsageRecord::of`]), and the
+/// usage layer of the attempt that answered adds what its answer reported once the
 /// answer's body has ended, broken off or been dropped. Failed attempts add nothing. The same
 /// record is on the response, for a library user to read once the body is done.
 ///

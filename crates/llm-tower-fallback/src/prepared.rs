@@ -7,8 +7,8 @@ use http::request::Parts;
 use http::{Request, Uri};
 use llm_tower_core::{
     AttemptContext, AttemptFacts, AttemptKind, Attempts, BufferedBody, Deployment, Endpoint, Error,
-    ErrorKind, ModelName, ModelRoute, Replay, Selected, WebSocketUpgrade, check_declared_length,
-    header_names, strip_hop_by_hop_and, with_model,
+    ErrorKind, ModelName, ModelRoute, Replay, Selected, UsageRecord, WebSocketUpgrade,
+    check_declared_length, header_names, strip_hop_by_hop_and, with_model,
 };
 
 use crate::balancer::{Balancer, Route};
@@ -58,17 +58,26 @@ struct Carried {
     single_try: bool,
     kind: Option<AttemptKind>,
     credentials_set: bool,
+    usage: Option<UsageRecord>,
 }
 
 impl Carried {
-    fn of(extensions: &http::Extensions) -> Self {
+    /// What `extensions` say of the attempts. The [`UsageRecord`] moves from the map into each
+    /// attempt's context: the map is copied into every attempt, and without the record it is
+    /// most often empty, which copies for free.
+    fn take(extensions: &mut http::Extensions) -> Self {
         let facts = AttemptFacts::of(extensions);
-        Self {
+        let carried = Self {
             deployment: facts.deployment().cloned(),
             single_try: facts.single_try(),
             kind: facts.kind(),
             credentials_set: facts.credentials_set(),
+            usage: facts.usage().cloned(),
+        };
+        if extensions.remove::<UsageRecord>().is_some() && extensions.is_empty() {
+            *extensions = http::Extensions::new();
         }
+        carried
     }
 }
 
@@ -106,11 +115,11 @@ impl Prepared {
 
     pub(crate) fn new(head: Head, body: BufferedBody) -> Self {
         let Head {
-            parts,
+            mut parts,
             target,
             upgrade,
         } = head;
-        let carried = Carried::of(&parts.extensions);
+        let carried = Carried::take(&mut parts.extensions);
         Self {
             parts,
             body,
@@ -155,6 +164,7 @@ impl Prepared {
             context.single_try = single_try || carried.single_try;
             context.kind = carried.kind;
             context.credentials_set = carried.credentials_set;
+            context.usage.clone_from(&carried.usage);
             Replay::new(move || {
                 let mut attempt = Request::from_parts(prepared.parts.clone(), body.clone());
                 *attempt.uri_mut() = uri.clone();

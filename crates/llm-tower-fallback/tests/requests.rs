@@ -2,10 +2,14 @@
 
 mod common;
 
+use std::sync::{Arc, Mutex};
+
 use http::header::HOST;
-use http::{Request, StatusCode};
-use llm_tower_core::ErrorKind;
+use http::{Request, Response, StatusCode};
+use llm_tower_core::{BoxError, BufferedBody, ErrorKind, Selected, Usage, UsageRecord};
+use llm_tower_fallback::{FallbackLayer, HealthRegistry};
 use llm_tower_mock::scripted::Step;
+use tower::{Layer, ServiceExt};
 
 use common::{Stack, ep, error_of};
 
@@ -49,4 +53,75 @@ async fn body_cap_and_identical_replay() {
     assert_eq!(error_of(&err).kind(), ErrorKind::BodyTooLarge);
     assert_eq!(error_of(&err).status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert!(stack.upstream.calls().is_empty(), "nothing sent upstream");
+}
+
+/// Every attempt carries the request's own extensions, and the usage record a layer outside
+/// put on it: one record for all attempts, in each attempt's context rather than beside it.
+#[tokio::test(start_paused = true)]
+async fn attempts_carry_the_extensions_and_one_usage_record() {
+    #[derive(Clone, Debug, PartialEq)]
+    struct Mine(u32);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let layer = FallbackLayer::builder(vec![ep("a"), ep("b")])
+        .build(HealthRegistry::new())
+        .unwrap();
+    let service = layer.layer(tower::service_fn({
+        let seen = seen.clone();
+        move |request: Request<BufferedBody>| {
+            let extensions = request.extensions();
+            let endpoint = Selected::of(extensions).unwrap().id().to_string();
+            if let Some(record) = UsageRecord::of(extensions) {
+                record.add(Usage {
+                    input: 1,
+                    ..Usage::default()
+                });
+            }
+            seen.lock().unwrap().push((
+                endpoint.clone(),
+                UsageRecord::of(extensions).is_some(),
+                extensions.get::<UsageRecord>().is_some(),
+                extensions.get::<Mine>().cloned(),
+            ));
+            let status = if endpoint == "a" { 503 } else { 200 };
+            let response = Response::builder()
+                .status(status)
+                .body(BufferedBody::default())
+                .unwrap();
+            async move { Ok::<_, BoxError>(response) }
+        }
+    }));
+
+    let record = UsageRecord::default();
+    let mut request = Request::post("/chat/completions")
+        .body(String::new())
+        .unwrap();
+    request.extensions_mut().insert(record.clone());
+    request.extensions_mut().insert(Mine(7));
+    let response = service.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            ("a".to_owned(), true, false, Some(Mine(7))),
+            ("b".to_owned(), true, false, Some(Mine(7))),
+        ]
+    );
+    assert_eq!(
+        record.usage().unwrap().input,
+        2,
+        "both attempts add to one record"
+    );
+
+    // Without a record (usage off), none appears; with nothing else, nothing else either.
+    seen.lock().unwrap().clear();
+    let request = Request::post("/chat/completions")
+        .body(String::new())
+        .unwrap();
+    service.oneshot(request).await.unwrap();
+    let seen = seen.lock().unwrap();
+    assert!(!seen.is_empty());
+    assert!(
+        seen.iter()
+            .all(|(_, record, _, mine)| !record && mine.is_none())
+    );
 }

@@ -329,7 +329,7 @@ where
         client,
         limits,
         admission,
-        record: request.extensions().get::<UsageRecord>().cloned(),
+        record: UsageRecord::of(request.extensions()).cloned(),
         answered: None,
     };
     let mut response = match inner.call(request).await {

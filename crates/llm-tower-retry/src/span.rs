@@ -49,7 +49,7 @@ fn model_asked<B>(request: &Request<B>, target: &Target<'_>) -> Option<ModelName
     target
         .model
         .cloned()
-        .or_else(|| request.extensions().get::<UsageRecord>()?.model())
+        .or_else(|| UsageRecord::of(request.extensions())?.model())
         .or_else(|| model_in_path(request.uri().path()).map(ModelName::from))
 }
 

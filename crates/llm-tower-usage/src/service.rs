@@ -4,7 +4,7 @@ use std::task::{Context, Poll};
 
 use http::{Request, Response};
 use http_body::Body;
-use llm_tower_core::{AttemptFacts, BufferedBody, UsageRecord, requested_model, rewrite_attempt};
+use llm_tower_core::{AttemptFacts, BufferedBody, requested_model, rewrite_attempt};
 use tower::Service;
 
 use crate::ask::asking_for_usage;
@@ -93,10 +93,10 @@ where
 /// What reading the answer to `request` takes (`None`: nothing to read), the request asking
 /// its stream for usage when it must.
 fn plan(request: &mut Request<BufferedBody>) -> Option<Plan> {
-    let record = request.extensions().get::<UsageRecord>()?.clone();
+    let facts = AttemptFacts::of(request.extensions());
+    let record = facts.usage()?.clone();
     let format = Format::of_path(request.uri().path())?;
     let request_len = request.body().len();
-    let facts = AttemptFacts::of(request.extensions());
     let routed_by_model = facts
         .deployment()
         .is_some_and(|deployment| deployment.model.is_some());
