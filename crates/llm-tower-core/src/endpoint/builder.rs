@@ -236,7 +236,11 @@ impl EndpointBuilder {
                 Some((self.provider.credential_header(), value))
             }
         };
+        // The id was checked above: letters, digits, `.`, `_` and `-` only.
+        let id_value = HeaderValue::from_str(self.id.as_str())
+            .map_err(|_| ConfigError::invalid(field("id"), "is not a valid header value"))?;
         Ok(Endpoint {
+            id_value,
             id: self.id,
             base_url,
             provider: self.provider,

@@ -56,6 +56,8 @@ use crate::retry_on::RetryOn;
 #[derive(Clone, Debug)]
 pub struct Endpoint {
     id: EndpointId,
+    /// The id as a header value, made once: responses name the endpoint that answered.
+    id_value: HeaderValue,
     base_url: BaseUrl,
     provider: Provider,
     api_key: Option<ApiKey>,
@@ -132,6 +134,19 @@ impl Endpoint {
     /// The endpoint's id.
     pub fn id(&self) -> &EndpointId {
         &self.id
+    }
+
+    /// The id as a header value, made when the endpoint was built: a response names the
+    /// endpoint that answered it, and cloning this value copies nothing.
+    ///
+    /// ```
+    /// use llm_tower_core::Endpoint;
+    ///
+    /// let endpoint = Endpoint::builder("azure-east", "http://127.0.0.1:1").build().unwrap();
+    /// assert_eq!(endpoint.id_value(), "azure-east");
+    /// ```
+    pub fn id_value(&self) -> &HeaderValue {
+        &self.id_value
     }
     /// The base URL requests are sent under.
     pub fn base_url(&self) -> &BaseUrl {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Response};
 use llm_tower_core::{
-    AttemptFacts, Attempts, BoxError, Caller, ClientApi, Error, ErrorKind, UsageRecord,
+    AttemptFacts, Attempts, BoxError, Caller, ClientApi, Error, ErrorKind, Selected, UsageRecord,
     is_event_stream, strip_hop_by_hop,
 };
 use tracing::Span;
@@ -59,7 +59,8 @@ where
         .then(|| answered(facts))
         .flatten();
     if settings.response_headers {
-        add_attempt_headers(&mut response, &attempts, answered.as_ref());
+        let endpoint = answered_by(answered.as_ref(), &attempts, facts.selected());
+        add_attempt_headers(&mut response, endpoint, &attempts, answered.as_ref());
     }
     #[cfg(feature = "metrics")]
     let record_metrics = settings.metrics;
@@ -143,24 +144,42 @@ fn drop_inconsistent_length<B: http_body::Body>(response: &mut Response<B>) {
     }
 }
 
-/// The attempt headers: who answered (`answered`, else the last attempt's deployment), the
-/// model that answered when a fallback chain moved on from the one asked for, and how many
-/// attempts were made.
+/// Who answered, as the attempt header names it: `answered`, else the last attempt's
+/// deployment. `selected`: the endpoint the response came from, whose id is a header value
+/// already.
+fn answered_by(
+    answered: Option<&(Answered, bool)>,
+    attempts: &Attempts,
+    selected: Option<&Selected>,
+) -> Option<HeaderValue> {
+    let last;
+    let id = if let Some((answered, _)) = answered {
+        &answered.deployment
+    } else {
+        last = attempts.last()?;
+        &last.endpoint
+    };
+    match selected {
+        Some(selected) if selected.id() == id => Some(selected.id_value().clone()),
+        _ => HeaderValue::from_str(id.as_str()).ok(),
+    }
+}
+
+/// The attempt headers: who answered (`endpoint`, from [`answered_by`]), the model that
+/// answered when a fallback chain moved on from the one asked for, and how many attempts
+/// were made.
 fn add_attempt_headers<B>(
     response: &mut Response<B>,
+    endpoint: Option<HeaderValue>,
     attempts: &Attempts,
     answered: Option<&(Answered, bool)>,
 ) {
-    let endpoint = match answered {
-        Some((answered, _)) => Some(answered.deployment.clone()),
-        None => attempts.last().map(|last| last.endpoint),
-    };
     let model = answered
         .filter(|(_, fell_back)| *fell_back)
         .and_then(|(answered, _)| answered.model.as_deref())
         .and_then(|model| HeaderValue::from_str(model).ok());
     let headers = response.headers_mut();
-    if let Some(value) = endpoint.and_then(|id| HeaderValue::from_str(id.as_str()).ok()) {
+    if let Some(value) = endpoint {
         headers.insert(ENDPOINT_NAME.clone(), value);
     }
     if let Some(model) = model {
