@@ -72,7 +72,7 @@ pub use attempt::{Attempt, AttemptKind, Attempts};
 pub use attempt_context::{AttemptContext, AttemptFacts};
 pub use body::{
     BufferedBody, DEFAULT_MAX_BODY_BYTES, ERROR_BODY_LIMIT, buffer_body, buffer_request,
-    check_declared_length,
+    check_declared_length, check_declared_size,
 };
 pub use classify::{
     Classification, classify, classify_error, classify_error_kind, classify_status,

@@ -8,7 +8,7 @@ use http::{Request, Uri};
 use llm_tower_core::{
     AttemptContext, AttemptFacts, AttemptKind, Attempts, BufferedBody, Deployment, Endpoint, Error,
     ErrorKind, ModelName, ModelRoute, Replay, Selected, UsageRecord, WebSocketUpgrade,
-    check_declared_length, header_names, strip_hop_by_hop_and, with_model,
+    check_declared_size, header_names, strip_hop_by_hop_and, with_model,
 };
 
 use crate::balancer::{Balancer, Route};
@@ -91,9 +91,12 @@ pub(crate) struct Head {
 
 impl Prepared {
     /// The request's head as attempts send it, and its body to buffer; a body longer than
-    /// `max_body_bytes` by its `content-length` is refused before it is read.
-    pub(crate) fn head<B>(request: Request<B>, max_body_bytes: usize) -> Result<(Head, B), Error> {
-        check_declared_length(request.headers(), max_body_bytes)?;
+    /// `max_body_bytes` by what it says of its length is refused before it is read.
+    pub(crate) fn head<B: http_body::Body>(
+        request: Request<B>,
+        max_body_bytes: usize,
+    ) -> Result<(Head, B), Error> {
+        check_declared_size(&request, max_body_bytes)?;
         let (mut parts, body) = request.into_parts();
         strip_hop_by_hop_and(&mut parts.headers, |name| NOT_FORWARDED.contains(name));
         let upgrade = parts.extensions.get::<WebSocketUpgrade>().is_some();
