@@ -160,12 +160,15 @@ impl<'a> AttemptFacts<'a> {
         }
     }
 
-    /// Where the answer's usage goes ([`UsageRecord`]): the context's, else one inserted on
-    /// its own (as the layer that wants usage inserts it, and as a response carries it).
+    /// Where the answer's usage goes ([`UsageRecord`]): one inserted on its own (as the layer
+    /// that wants usage inserts it, and as a response carries it), else the context's. The
+    /// one on its own goes first: a stack nested in a balancer's attempt (a deployment that
+    /// is a whole stack of its own, with usage on) puts its own record beside the outer
+    /// attempt's context, and its layers must count into that one.
     pub fn usage(self) -> Option<&'a UsageRecord> {
-        self.context
-            .and_then(|context| context.usage.as_ref())
-            .or_else(|| self.extensions.get())
+        self.extensions
+            .get()
+            .or_else(|| self.context.and_then(|context| context.usage.as_ref()))
     }
 }
 
@@ -285,7 +288,13 @@ impl UsageRecord {
     /// context.usage = Some(UsageRecord::default());
     /// let mut attempt = http::Request::new(());
     /// attempt.extensions_mut().insert(context);
-    /// assert!(UsageRecord::of(attempt.extensions()).is_some());
+    /// assert_eq!(UsageRecord::of(attempt.extensions()).unwrap().usage(), None);
+    ///
+    /// // A stack nested in that attempt puts its own beside it: that one is read.
+    /// let inner = UsageRecord::default();
+    /// inner.add(llm_tower_core::Usage { input: 3, ..Default::default() });
+    /// attempt.extensions_mut().insert(inner);
+    /// assert_eq!(UsageRecord::of(attempt.extensions()).unwrap().usage().unwrap().input, 3);
     /// ```
     pub fn of(extensions: &Extensions) -> Option<&Self> {
         AttemptFacts::of(extensions).usage()

@@ -280,8 +280,8 @@ pub fn check_declared_size<B: Body>(request: &Request<B>, limit: usize) -> Resul
     }
 }
 
-/// Buffers a request's body (see [`buffer_body`]), rejecting a declared `content-length`
-/// over the limit before reading anything.
+/// Buffers a request's body (see [`buffer_body`]), rejecting a body that says it is longer
+/// than the limit ([`check_declared_size`]) before reading anything.
 pub async fn buffer_request<B>(
     request: Request<B>,
     limit: usize,

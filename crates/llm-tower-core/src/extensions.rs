@@ -18,7 +18,7 @@
 //! every entry of the map is an allocation, and a fourth makes it grow. Each part is read
 //! through its accessor (`Selected::of`, ...), which also finds it inserted on its own.
 //! | [`Caller`] | request | whoever authenticated the client (the gateway's client keys) | Respond (access log, metrics) |
-//! | [`UsageRecord`](crate::UsageRecord) | request, response | the layer accounting for tokens (the facade's `Respond`) | the usage layer, per attempt (adds what the answer reported); Respond (log, metrics, cost) |
+//! | [`UsageRecord`](crate::UsageRecord) | request (in the context, once the balancer made the attempt), response | the layer accounting for tokens (the facade's `Respond`) | the usage layer, per attempt (adds what the answer reported); Respond (log, metrics, cost) |
 //! | [`CooldownHint`] | response | retry, for a `Retry-After` it did not sleep | the balancer (cools the endpoint that long) |
 //! | [`ContextOverflow`] | response | retry, from the 400 body it read ahead | the balancer (moves on to a `context_window_fallback` model) |
 //! | [`WebSocketUpgrade`] | request | whoever may relay a WebSocket (the gateway, on its `websocket` routes) | the balancer (keeps the upgrade headers, reads `?model=`), retry (takes the `101` as the answer) |

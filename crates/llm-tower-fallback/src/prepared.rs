@@ -64,20 +64,22 @@ struct Carried {
 impl Carried {
     /// What `extensions` say of the attempts. The [`UsageRecord`] moves from the map into each
     /// attempt's context: the map is copied into every attempt, and without the record it is
-    /// most often empty, which copies for free.
+    /// most often empty, which copies for free. (A record on its own is the one a layer
+    /// outside wants filled, even beside a context that carries another: see
+    /// [`AttemptFacts::usage`].)
     fn take(extensions: &mut http::Extensions) -> Self {
+        let own = extensions.remove::<UsageRecord>();
+        if own.is_some() && extensions.is_empty() {
+            *extensions = http::Extensions::new();
+        }
         let facts = AttemptFacts::of(extensions);
-        let carried = Self {
+        Self {
             deployment: facts.deployment().cloned(),
             single_try: facts.single_try(),
             kind: facts.kind(),
             credentials_set: facts.credentials_set(),
-            usage: facts.usage().cloned(),
-        };
-        if extensions.remove::<UsageRecord>().is_some() && extensions.is_empty() {
-            *extensions = http::Extensions::new();
+            usage: own.or_else(|| facts.usage().cloned()),
         }
-        carried
     }
 }
 

@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 
 use http::header::HOST;
 use http::{Request, Response, StatusCode};
-use llm_tower_core::{BoxError, BufferedBody, ErrorKind, Selected, Usage, UsageRecord};
+use llm_tower_core::{
+    AttemptContext, Attempts, BoxError, BufferedBody, ErrorKind, Selected, Usage, UsageRecord,
+};
 use llm_tower_fallback::{FallbackLayer, HealthRegistry};
 use llm_tower_mock::scripted::Step;
 use tower::{Layer, ServiceExt};
@@ -110,6 +112,24 @@ async fn attempts_carry_the_extensions_and_one_usage_record() {
         record.usage().unwrap().input,
         2,
         "both attempts add to one record"
+    );
+
+    // A balancer nested in another's attempt, under a layer of its own that wants usage:
+    // the record put beside the outer attempt's context is the one its attempts fill.
+    let (outer, inner) = (UsageRecord::default(), UsageRecord::default());
+    let mut context = AttemptContext::new(Selected(Arc::new(ep("outer"))), Attempts::new());
+    context.usage = Some(outer.clone());
+    let mut request = Request::post("/chat/completions")
+        .body(String::new())
+        .unwrap();
+    request.extensions_mut().insert(context);
+    request.extensions_mut().insert(inner.clone());
+    service.clone().oneshot(request).await.unwrap();
+    assert!(inner.usage().is_some_and(|usage| usage.input > 0));
+    assert_eq!(
+        outer.usage(),
+        None,
+        "the outer attempt's record is its own usage layer's"
     );
 
     // Without a record (usage off), none appears; with nothing else, nothing else either.

@@ -148,6 +148,7 @@ impl Endpoint {
     pub fn id_value(&self) -> &HeaderValue {
         &self.id_value
     }
+
     /// The base URL requests are sent under.
     pub fn base_url(&self) -> &BaseUrl {
         &self.base_url
