@@ -11,7 +11,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -182,6 +182,7 @@ impl ConnState {
             connection,
             timer: Box::pin(tokio::time::sleep_until(Instant::now())),
             armed_for: None,
+            waker: None,
             state: self.clone(),
             timeouts,
         }
@@ -196,6 +197,8 @@ pin_project_lite::pin_project! {
         timer: Pin<Box<Sleep>>,
         // The deadline the timer is set for, if it is set.
         armed_for: Option<Instant>,
+        // The waker the timer will wake, once it has been polled since it was set.
+        waker: Option<Waker>,
         state: Arc<ConnState>,
         timeouts: Timeouts,
     }
@@ -225,8 +228,22 @@ impl<F: Future> Future for Watched<F> {
             if this.armed_for.is_none_or(|armed| deadline < armed) {
                 this.timer.as_mut().reset(deadline);
                 *this.armed_for = Some(deadline);
+                *this.waker = None;
             }
+            // The connection's task polls this on every request: a timer that will wake it
+            // already, and has not fired, need not be polled again.
+            let registered = this
+                .waker
+                .as_ref()
+                .is_some_and(|waker| waker.will_wake(cx.waker()));
+            if registered && !this.timer.is_elapsed() {
+                return Poll::Pending;
+            }
+            // A task out of budget gets `Pending` from the timer, which then keeps no waker: it
+            // is asked to run again, and the timer is polled again then.
+            let budget = tokio::task::coop::has_budget_remaining();
             if this.timer.as_mut().poll(cx).is_pending() {
+                *this.waker = budget.then(|| cx.waker().clone());
                 return Poll::Pending;
             }
             if Instant::now() >= deadline {
@@ -234,6 +251,7 @@ impl<F: Future> Future for Watched<F> {
             }
             // The timer was set for an earlier deadline that has since moved on.
             *this.armed_for = None;
+            *this.waker = None;
         }
     }
 }
@@ -405,5 +423,43 @@ mod tests {
         let started = Instant::now();
         assert!(state.watch(finished, TIMEOUTS).await);
         assert_eq!(started.elapsed(), Duration::from_secs(3600) + IDLE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_polled_often_is_still_closed_on_time() {
+        // Its task woken every second (as by each request's bytes): the timer, set once,
+        // is not polled again until it fires, and then it closes the connection.
+        let state = ConnState::new();
+        state.request_started();
+        state.request_finished();
+        let started = Instant::now();
+        let ticking = async {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        };
+        let closed = tokio::time::timeout(2 * IDLE, state.watch(ticking, TIMEOUTS)).await;
+        assert_eq!(closed, Ok(true));
+        assert_eq!(started.elapsed(), IDLE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_that_spent_its_tasks_budget_is_still_timed() {
+        // The connection's first poll spends the task's budget (tokio gives each poll 128
+        // operations), as a burst of work can: the timer, polled then, takes no waker, and
+        // must be polled again when the task runs again.
+        let state = ConnState::new();
+        let started = Instant::now();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        for _ in 0..512 {
+            tx.send(()).unwrap();
+        }
+        let busy = std::future::poll_fn(move |cx| {
+            while rx.poll_recv(cx).is_ready() {}
+            Poll::<()>::Pending
+        });
+        let closed = tokio::time::timeout(2 * HEADER_READ, state.watch(busy, TIMEOUTS)).await;
+        assert_eq!(closed, Ok(true));
+        assert_eq!(started.elapsed(), HEADER_READ);
     }
 }
