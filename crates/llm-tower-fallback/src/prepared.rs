@@ -64,14 +64,12 @@ struct Carried {
 impl Carried {
     /// What `extensions` say of the attempts. The [`UsageRecord`] moves from the map into each
     /// attempt's context: the map is copied into every attempt, and without the record it is
-    /// most often empty, which copies for free. (A record on its own is the one a layer
-    /// outside wants filled, even beside a context that carries another: see
-    /// [`AttemptFacts::usage`].)
+    /// most often empty, which copies no entry (its table stays: the attempt's own entries fit
+    /// in it, where a map made anew would grow on its first). A record on its own is the one a
+    /// layer outside wants filled, even beside a context that carries another (see
+    /// [`AttemptFacts::usage`]).
     fn take(extensions: &mut http::Extensions) -> Self {
         let own = extensions.remove::<UsageRecord>();
-        if own.is_some() && extensions.is_empty() {
-            *extensions = http::Extensions::new();
-        }
         let facts = AttemptFacts::of(extensions);
         Self {
             deployment: facts.deployment().cloned(),
