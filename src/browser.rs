@@ -257,14 +257,16 @@ fn request_host<B>(request: &Request<B>) -> Option<&str> {
     }
 }
 
-/// `name` of `name:port`, `[v6]:port` or `[v6]`, without the brackets.
+/// `name` of `name:port`, `[v6]:port` or `[v6]`, without the brackets. Every request's host is
+/// read so: a plain look at its bytes, not `str`'s pattern searches.
 fn bare_host(host: &str) -> &str {
     if let Some(rest) = host.strip_prefix('[') {
         return rest.split(']').next().unwrap_or(rest);
     }
-    match host.rsplit_once(':') {
+    let bytes = host.as_bytes();
+    match bytes.iter().rposition(|&b| b == b':') {
         // One colon: a port. More: an IPv6 address without brackets.
-        Some((name, _)) if !name.contains(':') => name,
+        Some(colon) if !bytes[..colon].contains(&b':') => &host[..colon],
         _ => host,
     }
 }
@@ -351,6 +353,10 @@ mod tests {
         assert_eq!(bare_host("[::1]"), "::1");
         assert_eq!(bare_host("::1"), "::1");
         assert_eq!(bare_host("example.com"), "example.com");
+        assert_eq!(bare_host("example.com:"), "example.com");
+        assert_eq!(bare_host("::1:8080"), "::1:8080");
+        assert_eq!(bare_host(""), "");
+        assert_eq!(bare_host(":80"), "");
         assert!(is_loopback_ip("127.0.0.2"));
         assert!(is_loopback_ip("::ffff:127.0.0.1"));
         assert!(!is_loopback_ip("localhost.evil.example"));
