@@ -271,7 +271,8 @@ impl AttemptKind {
 
 impl UsageRecord {
     /// Where the answers to a request (or this response) leave their usage, if anyone wants
-    /// it: from its [`AttemptContext`] or a `UsageRecord` of its own.
+    /// it: a `UsageRecord` of its own, else its [`AttemptContext`]'s (see
+    /// [`AttemptFacts::usage`]).
     ///
     /// ```
     /// use std::sync::Arc;
