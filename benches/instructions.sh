@@ -15,7 +15,16 @@
 #   STREAM=1 bash benches/instructions.sh   # the requests ask for a stream (the mock's: 3 chunks)
 #   SDK_HEADERS=1 bash benches/instructions.sh   # each request carries the headers the OpenAI
 #                                           # Python SDK sends (16 in all, a key among them), not 4
-#                                           # (STREAM and SDK_HEADERS: 0 or empty is off)
+#   CACHE=1 bash benches/instructions.sh    # also simulate the caches and branch predictor, and
+#                                           # print estimated cycles per request (below)
+#                                           # (STREAM, SDK_HEADERS and CACHE: 0 or empty is off)
+#
+# Estimated cycles (CACHE=1): instructions + 10 per first-level cache miss (instructions or
+# data) + 100 per last-level miss + 15 per mispredicted branch, the usual weights of
+# `cg_annotate`'s cycle estimate. Instructions alone undercount what a request costs on the
+# hardware: the gateway runs more distinct code per request than the bare proxy (instruction
+# cache misses) and moves larger futures (data cache misses). The estimate's ratio is the one
+# `benches/e2e.sh` measures as CPU time per request (BENCHMARKS.md, issue 34's sixth step).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)"; exit 2; }
@@ -131,10 +140,14 @@ subprocess.run(["callgrind_control", "-d", pid], check=True, stdout=subprocess.D
 PY
 }
 
+SIMULATE=()
+if on "${CACHE:-}"; then SIMULATE=(--cache-sim=yes --branch-sim=yes); fi
+
 measure() { # name, listen address, url, command...
     local name=$1 addr=$2 url=$3 pid
     shift 3
-    valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.$name" "$@" >"$OUT/$name.log" 2>&1 &
+    valgrind --tool=callgrind "${SIMULATE[@]}" --callgrind-out-file="$OUT/callgrind.$name" "$@" \
+        >"$OUT/$name.log" 2>&1 &
     pid=$!
     PIDS+=("$pid")
     wait_for "$addr"
@@ -154,4 +167,21 @@ GATEWAY_IR=$(RUST_LOG=warn measure gateway "$GATEWAY" "http://$GATEWAY/v1/chat/c
 printf '%-12s %26s\n' proxy "instructions per request"
 printf '%-12s %26d\n' bare "$BARE_IR" gateway "$GATEWAY_IR"
 awk -v g="$GATEWAY_IR" -v b="$BARE_IR" 'BEGIN { printf "gateway / bare: %.3f\n", g / b }'
+if on "${CACHE:-}"; then
+    # The summary's events, in the order of its `events:` line: Ir Dr Dw I1mr D1mr D1mw ILmr
+    # DLmr DLmw Bc Bcm Bi Bim.
+    estimate() {
+        awk -v n="$REQUESTS" '/^summary:/ {
+            printf "%d %d %d %d %d\n", ($2 + 10 * ($5 + $6 + $7) + 100 * ($8 + $9 + $10) \
+                + 15 * ($12 + $14)) / n, ($5) / n, ($6 + $7) / n, ($8 + $9 + $10) / n, ($12 + $14) / n
+        }' "$OUT/callgrind.$1.1"
+    }
+    printf '\n%-12s %16s %8s %8s %8s %8s\n' proxy "cycles (est.)" "I1 miss" "D1 miss" "LL miss" mispred
+    for name in bare gateway; do
+        # shellcheck disable=SC2046 # the five numbers, one per column
+        printf '%-12s %16d %8d %8d %8d %8d\n' "$name" $(estimate "$name")
+    done
+    awk -v g="$(estimate gateway | cut -d' ' -f1)" -v b="$(estimate bare | cut -d' ' -f1)" \
+        'BEGIN { printf "estimated cycles, gateway / bare: %.3f\n", g / b }'
+fi
 [ -n "${KEEP:-}" ] || rm -f "$OUT"/callgrind.*
