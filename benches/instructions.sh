@@ -25,6 +25,9 @@
 # hardware: the gateway runs more distinct code per request than the bare proxy (instruction
 # cache misses) and moves larger futures (data cache misses). The estimate's ratio is the one
 # `benches/e2e.sh` measures as CPU time per request (BENCHMARKS.md, issue 34's sixth step).
+# The caches are set, not taken from the machine: 32 KiB 8-way first level, 8 MiB 16-way last
+# level (valgrind's default last level copies the host's, here a direct-mapped one whose
+# conflicts came and went between runs of the same binary).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)"; exit 2; }
@@ -141,7 +144,7 @@ PY
 }
 
 SIMULATE=()
-if on "${CACHE:-}"; then SIMULATE=(--cache-sim=yes --branch-sim=yes); fi
+if on "${CACHE:-}"; then SIMULATE=(--cache-sim=yes --branch-sim=yes --I1=32768,8,64 --D1=32768,8,64 --LL=8388608,16,64); fi
 
 measure() { # name, listen address, url, command...
     local name=$1 addr=$2 url=$3 pid
