@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 
+use http::header::Entry;
 use http::{HeaderName, HeaderValue, Request, Response};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
@@ -107,12 +108,10 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        let id = if let Some(id) = request.headers().get(REQUEST_ID) {
-            id.clone()
-        } else {
-            let id = self.ids.next();
-            request.headers_mut().insert(REQUEST_ID, id.clone());
-            id
+        // One look for the header, whether it is there or not.
+        let id = match request.headers_mut().entry(REQUEST_ID) {
+            Entry::Occupied(sent) => sent.get().clone(),
+            Entry::Vacant(none) => none.insert(self.ids.next()).clone(),
         };
         RequestIdFuture {
             inner: self.inner.call(request),
