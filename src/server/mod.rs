@@ -10,6 +10,7 @@ mod live;
 mod open;
 mod service;
 mod settings;
+mod woken;
 
 use std::future::Future;
 use std::io;

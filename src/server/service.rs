@@ -29,6 +29,7 @@ use super::budget::{BodyBudget, Budgeted, Share};
 use super::conn::ConnState;
 use super::descriptors::{RequestSlots, Slot, no_slot};
 use super::live::LiveRoutes;
+use super::woken::WokenOnly;
 use crate::browser::{BrowserGuard, Verdict};
 use crate::routes::{ProxiedBody, ProxiedFuture};
 use crate::websocket::{self, Relay, WebSocketRoute};
@@ -135,9 +136,11 @@ impl Service<Request<Incoming>> for TrackedService {
         let state = match proxied {
             Some(proxied) => State::Proxied {
                 future: proxied.oneshot(request),
+                woken: WokenOnly::new(),
             },
             None => State::Router {
                 future: routes.router.clone().call(request),
+                woken: WokenOnly::new(),
             },
         };
         TrackedFuture {
@@ -230,8 +233,8 @@ pin_project! {
 pin_project! {
     #[project = StateProjection]
     enum State {
-        Router { #[pin] future: <Router as Service<Request<Body>>>::Future },
-        Proxied { #[pin] future: ProxiedFuture },
+        Router { #[pin] future: <Router as Service<Request<Body>>>::Future, woken: WokenOnly },
+        Proxied { #[pin] future: ProxiedFuture, woken: WokenOnly },
         Refused { response: Option<Response<Body>> },
     }
 }
@@ -256,11 +259,11 @@ impl Future for TrackedFuture {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let response = match this.state.project() {
-            StateProjection::Router { future } => {
-                ready!(future.poll(cx))?.map(|body| Inner::Router { body })
+            StateProjection::Router { future, woken } => {
+                ready!(woken.poll(future, cx))?.map(|body| Inner::Router { body })
             }
-            StateProjection::Proxied { future } => {
-                ready!(future.poll(cx))?.map(|body| Inner::Proxied { body })
+            StateProjection::Proxied { future, woken } => {
+                ready!(woken.poll(future, cx))?.map(|body| Inner::Proxied { body })
             }
             // The front door's own answer (a preflight's included) is sent as it is.
             StateProjection::Refused { response } => {
