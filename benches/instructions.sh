@@ -20,8 +20,7 @@
 #                                           # (STREAM, SDK_HEADERS and CACHE: 0 or empty is off)
 #
 # Estimated cycles (CACHE=1): instructions + 10 per first-level cache miss (instructions or
-# data) + 100 per last-level miss + 15 per mispredicted branch, the usual weights of
-# `cg_annotate`'s cycle estimate. Instructions alone undercount what a request costs on the
+# data) + 100 per last-level miss (KCachegrind's weights) + 15 per mispredicted branch. Instructions alone undercount what a request costs on the
 # hardware: the gateway runs more distinct code per request than the bare proxy (instruction
 # cache misses) and moves larger futures (data cache misses). The estimate's ratio is the one
 # `benches/e2e.sh` measures as CPU time per request (BENCHMARKS.md, issue 34's sixth step).

@@ -146,8 +146,9 @@ impl MetricHandles {
             };
             (key, counter)
         };
-        let slot =
-            usize::from(status.as_u16()) ^ caller.map_or(0, |c| memo::slot(c.name().as_ptr()));
+        // Statuses spread over the slots (200, 400 and 504 are all 0 modulo 8).
+        let spread = usize::from(status.as_u16()).wrapping_mul(0x9E37_79B9) >> 16;
+        let slot = spread ^ caller.map_or(0, |c| memo::slot(c.name().as_ptr()));
         memo::with(&REQUESTS, (self.owner, slot), is_key, find, |counter| {
             counter.increment(1);
         });
@@ -193,7 +194,11 @@ impl MetricHandles {
             };
             (key, counters)
         };
-        let slot = memo::slot(deployment.as_str().as_ptr());
+        // Clients and models on one deployment take different slots: the client by its
+        // name's address, the model (a new name on each request) by its length.
+        let slot = memo::slot(deployment.as_str().as_ptr())
+            ^ caller.map_or(0, |c| memo::slot(c.name().as_ptr()))
+            ^ accounted.model.as_ref().map_or(0, |m| m.len());
         memo::with(&TOKENS, (self.owner, slot), is_key, find, |counters| {
             for (counter, tokens) in counters.iter().zip([
                 usage.input,
