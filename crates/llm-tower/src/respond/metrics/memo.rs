@@ -36,9 +36,9 @@ pub(super) fn slot(address: *const u8) -> usize {
 }
 
 /// Runs `use_it` with the handle in `memo`'s slot `slot` (any number: it is taken modulo the
-/// slots) when `owner`'s and its key is the one
-/// `is_key` looks for; otherwise with `find()`'s, which then takes the slot. A thread whose
-/// memo is gone (it is ending) finds the handle every time.
+/// slots) when the handle is `owner`'s and its key is the one `is_key` looks for; otherwise
+/// with `find()`'s, which then takes the slot. A memo out of reach (borrowed further up, or
+/// gone with its ending thread) leaves `find` to find it every time.
 pub(super) fn with<K, V, R>(
     memo: &'static std::thread::LocalKey<RefCell<Memo<K, V>>>,
     (owner, slot): (u64, usize),

@@ -8,9 +8,9 @@ use std::sync::{Arc, PoisonError};
 
 use dashmap::DashMap;
 
-/// The maps below are looked up on every request, by names from the configuration (endpoints,
-/// clients) and the models that answered: foldhash, seeded per process, is several times
-/// faster than SipHash on such short keys.
+/// The maps below are looked up when a thread's memo (`memo.rs`) misses, by names from the
+/// configuration (endpoints, clients) and the models that answered: foldhash, seeded per
+/// process, is several times faster than SipHash on such short keys.
 type Map<K, V> = DashMap<K, V, foldhash::fast::RandomState>;
 use http::StatusCode;
 use llm_tower_core::{Attempt, AttemptKind, Caller, EndpointId, ModelName, Outcome};
@@ -40,7 +40,8 @@ type TokensKey = (Option<Caller>, Option<ModelName>, EndpointId);
 type RequestsKey = (Option<Caller>, StatusCode);
 
 /// Metric handles, registered once per endpoint (and outcome) instead of once per request.
-/// Looked up by reference: recording a request clones no id and no handle.
+/// Each thread keeps the ones it used last: a request that finds them there clones no id and
+/// no handle.
 pub(crate) struct MetricHandles {
     /// Tells these handles apart from another stack's in the threads' memos.
     owner: u64,
@@ -130,20 +131,13 @@ impl MetricHandles {
         };
         let find = || {
             let key = (caller.cloned(), status);
-            let counter = match self.requests.get(&key) {
-                Some(counter) => counter.clone(),
-                None => self
-                    .requests
-                    .entry(key.clone())
-                    .or_insert_with(|| {
-                        metrics::counter!(
-                            "llm_tower_requests_total",
-                            "client" => caller.map_or_else(|| "-".to_owned(), |c| c.name().to_owned()),
-                            "status" => status.as_str().to_owned()
-                        )
-                    })
-                    .clone(),
-            };
+            let counter = registered(&self.requests, &key, || {
+                metrics::counter!(
+                    "llm_tower_requests_total",
+                    "client" => caller.map_or_else(|| "-".to_owned(), |c| c.name().to_owned()),
+                    "status" => status.as_str().to_owned()
+                )
+            });
             (key, counter)
         };
         // Statuses spread over the slots (200, 400 and 504 are all 0 modulo 8).
@@ -171,27 +165,19 @@ impl MetricHandles {
         };
         let find = || {
             let key = (caller.cloned(), accounted.model.clone(), deployment.clone());
-            // A read lock on the way every request after a key's first takes.
-            let counters = match self.tokens.get(&key) {
-                Some(counters) => counters.clone(),
-                None => self
-                    .tokens
-                    .entry(key.clone())
-                    .or_insert_with(|| {
-                        Arc::new(
-                            ["input", "output", "cached_input", "reasoning"].map(|kind| {
-                                metrics::counter!(
-                                    "llm_tower_tokens_total",
-                                    "client" => client(),
-                                    "model" => model(),
-                                    "deployment" => deployment.to_string(),
-                                    "kind" => kind
-                                )
-                            }),
+            let counters = registered(&self.tokens, &key, || {
+                Arc::new(
+                    ["input", "output", "cached_input", "reasoning"].map(|kind| {
+                        metrics::counter!(
+                            "llm_tower_tokens_total",
+                            "client" => client(),
+                            "model" => model(),
+                            "deployment" => deployment.to_string(),
+                            "kind" => kind
                         )
-                    })
-                    .clone(),
-            };
+                    }),
+                )
+            });
             (key, counters)
         };
         // Clients and models on one deployment take different slots: the client by its
@@ -236,14 +222,7 @@ impl MetricHandles {
     pub(crate) fn record(&self, attempt: &Attempt) {
         let id = &attempt.endpoint;
         let find = || {
-            let endpoint = match self.endpoints.get(id) {
-                Some(endpoint) => endpoint.clone(),
-                None => self
-                    .endpoints
-                    .entry(id.clone())
-                    .or_insert_with(|| Arc::new(EndpointMetrics::new(id)))
-                    .clone(),
-            };
+            let endpoint = registered(&self.endpoints, id, || Arc::new(EndpointMetrics::new(id)));
             (id.clone(), endpoint)
         };
         let is_key = |seen: &EndpointId| same_name(seen.as_str(), id.as_str());
@@ -252,6 +231,19 @@ impl MetricHandles {
             endpoint.record(attempt);
         });
     }
+}
+
+/// The handle of `key` in `map`, registered with `make` the first time: a read lock on the way
+/// every look-up after a key's first takes.
+fn registered<K, V>(map: &Map<K, V>, key: &K, make: impl FnOnce() -> V) -> V
+where
+    K: std::hash::Hash + Eq + Clone,
+    V: Clone,
+{
+    if let Some(handle) = map.get(key) {
+        return handle.clone();
+    }
+    map.entry(key.clone()).or_insert_with(make).clone()
 }
 
 /// Whether two names are equal: at once when they are one (shared from the configuration, as
@@ -279,3 +271,6 @@ impl EndpointMetrics {
         self.count(&attempt.endpoint, attempt.outcome);
     }
 }
+
+#[cfg(test)]
+mod tests;
