@@ -20,13 +20,15 @@
 #                                           # (STREAM, SDK_HEADERS and CACHE: 0 or empty is off)
 #
 # Estimated cycles (CACHE=1): instructions + 10 per first-level cache miss (instructions or
-# data) + 100 per last-level miss (KCachegrind's weights) + 15 per mispredicted branch. Instructions alone undercount what a request costs on the
-# hardware: the gateway runs more distinct code per request than the bare proxy (instruction
-# cache misses) and moves larger futures (data cache misses). The estimate's ratio is the one
-# `benches/e2e.sh` measures as CPU time per request (BENCHMARKS.md, issue 34's sixth step).
-# The caches are set, not taken from the machine: 32 KiB 8-way first level, 8 MiB 16-way last
-# level (valgrind's default last level copies the host's, here a direct-mapped one whose
-# conflicts came and went between runs of the same binary).
+# data) + 100 per last-level miss (KCachegrind's weights) + 15 per mispredicted branch.
+# Instructions alone undercount what a request costs on the hardware: the gateway runs more
+# distinct code per request than the bare proxy (instruction cache misses) and moves larger
+# futures (data cache misses). `benches/e2e.sh`'s CPU time per request follows the estimate,
+# its ratio pulled towards 1 by the kernel's time (the same system calls for both):
+# BENCHMARKS.md, issue 34's sixth step. The caches are set, not taken from the machine:
+# 32 KiB 8-way first level, 8 MiB 16-way last level (valgrind's default last level copies
+# the host's, here a direct-mapped one whose conflicts came and went between runs of the same
+# binary).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)"; exit 2; }
