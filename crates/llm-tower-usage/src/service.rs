@@ -15,9 +15,9 @@ use crate::future::{Plan, ResponseFuture};
 /// Reads the usage of each attempt's answer as it passes — OpenAI chat completions and
 /// embeddings, the Responses API, Anthropic messages and Gemini, JSON and streams — and adds
 /// it to the request's [`UsageRecord`](llm_tower_core::UsageRecord) when the answer ends (or
-/// breaks off, or is dropped: then what was read, the rest estimated). Requests without a record pass untouched: a layer
-/// further out that accounts for usage puts one on the request (the facade's `Respond`, with
-/// usage on). A failed attempt records nothing.
+/// breaks off, or is dropped: then what was read, the rest estimated). Requests without a
+/// record pass untouched: a layer further out that accounts for usage puts one on the
+/// request (the facade's `Respond`, with usage on). A failed attempt records nothing.
 ///
 /// An OpenAI-format stream whose client did not ask for its usage is asked for it
 /// (`stream_options.include_usage`, unless its endpoint says
