@@ -118,8 +118,9 @@ where
             match classification {
                 Classification::Success => {
                     let (tries, latest) = log.latest();
+                    // The clock is read only when no try was recorded.
                     let (at, latency) =
-                        latest.map_or((Instant::now(), None), |(at, l)| (at, Some(l)));
+                        latest.map_or_else(|| (Instant::now(), None), |(at, l)| (at, Some(l)));
                     member
                         .health
                         .succeeded(at, latency, tries > tries_before + 1, pick.probe);
