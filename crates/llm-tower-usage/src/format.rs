@@ -1,8 +1,15 @@
 //! [`Format`]: which API an attempt's answer is in, from the path it was sent to (after any
 //! translation: the deployment's own API), and what that API calls its usage and its text.
 
+use aho_corasick::{AhoCorasick, Input, Match, MatchKind, Span, packed};
 use memchr::memmem::Finder;
 use std::sync::LazyLock;
+
+/// The pattern of [`Format::event_keys`] that is the usage key; [`END_MARKER`] the end marker;
+/// the text keys follow.
+pub(crate) const USAGE_KEY: usize = 0;
+/// See [`USAGE_KEY`].
+pub(crate) const END_MARKER: usize = 1;
 
 /// The API of an answer, as far as its usage goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,31 +77,80 @@ impl Format {
         }
     }
 
-    /// The keys of a stream event's generated text (what an estimate counts).
-    pub(crate) fn text_keys(self) -> &'static [Finder<'static>] {
-        static OPENAI: LazyLock<[Finder<'static>; 3]> = LazyLock::new(|| {
-            [
-                Finder::new(b"\"content\":"),
-                Finder::new(b"\"arguments\":"),
-                Finder::new(b"\"reasoning_content\":"),
-            ]
-        });
-        static RESPONSES: LazyLock<[Finder<'static>; 1]> =
-            LazyLock::new(|| [Finder::new(b"\"delta\":")]);
-        static ANTHROPIC: LazyLock<[Finder<'static>; 3]> = LazyLock::new(|| {
-            [
-                Finder::new(b"\"text\":"),
-                Finder::new(b"\"partial_json\":"),
-                Finder::new(b"\"thinking\":"),
-            ]
-        });
-        static GEMINI: LazyLock<[Finder<'static>; 1]> =
-            LazyLock::new(|| [Finder::new(b"\"text\":")]);
+    /// Every key a stream event is read for, searched in one pass: the usage key (pattern
+    /// [`USAGE_KEY`]), the end marker ([`END_MARKER`]), then the text keys. An event is
+    /// searched once instead of once per key: most events are text, where the search is
+    /// most of the cost of reading them.
+    ///
+    /// No key of a format is the start of another, so no two begin at one place: a search
+    /// that resumes a byte after the last key's start finds every occurrence of each (see
+    /// [`Scanner`](crate::scan::Scanner)'s `data`).
+    pub(crate) fn event_keys(self) -> &'static EventKeys {
+        static OPENAI: LazyLock<EventKeys> = LazyLock::new(|| EventKeys::of(Format::OpenAiChat));
+        static RESPONSES: LazyLock<EventKeys> = LazyLock::new(|| EventKeys::of(Format::Responses));
+        static ANTHROPIC: LazyLock<EventKeys> = LazyLock::new(|| EventKeys::of(Format::Anthropic));
+        static GEMINI: LazyLock<EventKeys> = LazyLock::new(|| EventKeys::of(Format::Gemini));
         match self {
-            Self::OpenAiChat => &*OPENAI,
-            Self::Responses => &*RESPONSES,
-            Self::Anthropic => &*ANTHROPIC,
-            Self::Gemini => &*GEMINI,
+            Self::OpenAiChat => &OPENAI,
+            Self::Responses => &RESPONSES,
+            Self::Anthropic => &ANTHROPIC,
+            Self::Gemini => &GEMINI,
+        }
+    }
+
+    /// The keys of a stream event's generated text (what an estimate counts).
+    pub(crate) fn text_keys(self) -> &'static [&'static [u8]] {
+        match self {
+            Self::OpenAiChat => &[
+                b"\"content\":",
+                b"\"arguments\":",
+                b"\"reasoning_content\":",
+            ],
+            Self::Responses => &[b"\"delta\":"],
+            Self::Anthropic => &[b"\"text\":", b"\"partial_json\":", b"\"thinking\":"],
+            Self::Gemini => &[b"\"text\":"],
+        }
+    }
+}
+
+/// The searcher of [`Format::event_keys`]. SIMD "Teddy", which tells the keys apart by their
+/// first bytes together, where the CPU has it; else an automaton. (Left to choose, the crate
+/// filters candidates by the keys' first bytes alone: `"`, at every JSON string.)
+pub(crate) enum EventKeys {
+    Packed(packed::Searcher),
+    Automaton(AhoCorasick),
+}
+
+impl EventKeys {
+    fn of(format: Format) -> Self {
+        let keys = [format.usage_key().needle(), format.end_marker().needle()]
+            .into_iter()
+            .chain(format.text_keys().iter().copied());
+        match packed::Searcher::new(keys) {
+            Some(searcher) => Self::Packed(searcher),
+            None => Self::automaton(format),
+        }
+    }
+
+    /// The searcher where the CPU has no Teddy.
+    pub(crate) fn automaton(format: Format) -> Self {
+        let keys = [format.usage_key().needle(), format.end_marker().needle()]
+            .into_iter()
+            .chain(format.text_keys().iter().copied());
+        Self::Automaton(
+            AhoCorasick::builder()
+                .match_kind(MatchKind::LeftmostFirst)
+                .build(keys)
+                .expect("a few short keys make a searcher"),
+        )
+    }
+
+    /// The first key in `haystack` that starts at `from` or after.
+    pub(crate) fn find(&self, haystack: &[u8], from: usize) -> Option<Match> {
+        let span = Span::from(from..haystack.len());
+        match self {
+            Self::Packed(searcher) => searcher.find_in(haystack, span),
+            Self::Automaton(searcher) => searcher.find(Input::new(haystack).span(span)),
         }
     }
 }
@@ -122,6 +178,42 @@ mod tests {
             ("/v1/responses/resp_1/cancel", None),
         ] {
             assert_eq!(Format::of_path(path), format, "{path}");
+        }
+    }
+
+    /// What the one-pass search of an event relies on to find every key: no two keys of a
+    /// format begin at one place, which only a key that starts another could.
+    #[test]
+    fn no_key_of_an_event_is_the_start_of_another() {
+        for format in [
+            Format::OpenAiChat,
+            Format::Responses,
+            Format::Anthropic,
+            Format::Gemini,
+        ] {
+            let keys: Vec<&[u8]> = [format.usage_key().needle(), format.end_marker().needle()]
+                .into_iter()
+                .chain(format.text_keys().iter().copied())
+                .collect();
+            // Each key is found as itself: the pattern numbers are the keys' places.
+            for (i, key) in keys.iter().enumerate() {
+                let found = format
+                    .event_keys()
+                    .find(key, 0)
+                    .expect("a key finds itself");
+                assert_eq!(
+                    (found.pattern().as_usize(), found.span()),
+                    (i, (0..key.len()).into())
+                );
+            }
+            for (i, a) in keys.iter().enumerate() {
+                for (j, b) in keys.iter().enumerate() {
+                    assert!(
+                        i == j || !b.starts_with(a),
+                        "{format:?}: {a:?} starts {b:?}"
+                    );
+                }
+            }
         }
     }
 }

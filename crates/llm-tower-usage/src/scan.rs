@@ -8,7 +8,7 @@ use bytes::BytesMut;
 use llm_tower_core::Usage;
 
 use crate::fields::Fields;
-use crate::format::Format;
+use crate::format::{END_MARKER, Format, USAGE_KEY};
 use crate::strip;
 
 /// How much of the end of a JSON answer is kept to find its usage in.
@@ -138,26 +138,25 @@ impl Scanner {
         loop {
             let start = end.saturating_sub(TAIL);
             // Keys found in order, overlapping ones too (`"usage"usage":`, whose quote is
-            // shared, as a backward search finds them); tried from the last. Rarely more than
-            // one.
-            let mut last = None;
-            let mut earlier = Vec::new();
+            // shared, as a backward search finds them).
+            let mut keys = KeysAt::default();
             let mut from = start;
             while let Some(at) = key.find(&json[from..end]) {
-                earlier.extend(last.replace(from + at));
+                keys.push(from + at);
                 from += at + 1;
             }
-            for at in last.into_iter().chain(earlier.into_iter().rev()) {
-                if self.usage_at(json, at) {
-                    return;
-                }
-            }
-            if start == 0 {
+            if self.read_usage_at_last(json, keys) || start == 0 {
                 return;
             }
             // A key cut by `start` is whole in what comes before it.
             end = start + key.needle().len() - 1;
         }
+    }
+
+    /// Reads the last of the usage objects whose keys are at `keys` that is one; returns
+    /// whether one was.
+    fn read_usage_at_last(&mut self, json: &[u8], keys: KeysAt) -> bool {
+        keys.last_first().any(|at| self.usage_at(json, at))
     }
 
     /// The usage of what was read: as reported, when the answer ended (`complete`) and
@@ -287,20 +286,27 @@ impl Scanner {
         }
     }
 
-    /// Reads the data of an event (or the end of it).
+    /// Reads the data of an event (or the end of it), in one search for all its keys.
     fn data(&mut self, data: &[u8]) {
+        let keys = self.format.event_keys();
         // The event's own usage object is its last: a usage key earlier in the line is in
         // what the model wrote (a tool call's arguments), and is not the provider's word.
-        self.read_last_usage(data);
-        if self.format.end_marker().find(data).is_some() {
-            self.progress = Progress::LastEvent;
-        }
-        for key in self.format.text_keys() {
-            for at in key.find_iter(data) {
-                let chars = string_chars(&data[at + key.needle().len()..]);
-                self.text_chars = self.text_chars.saturating_add(chars);
+        let mut usage_keys = KeysAt::default();
+        let mut from = 0;
+        // Each search resumes a byte after the last key's start, so that keys sharing a quote
+        // (`"usage"usage":`) are all found.
+        while let Some(found) = keys.find(data, from) {
+            match found.pattern().as_usize() {
+                USAGE_KEY => usage_keys.push(found.start()),
+                END_MARKER => self.progress = Progress::LastEvent,
+                _text => {
+                    let chars = string_chars(&data[found.end()..]);
+                    self.text_chars = self.text_chars.saturating_add(chars);
+                }
             }
+            from = found.start() + 1;
         }
+        self.read_usage_at_last(data, usage_keys);
     }
 
     /// Reads the usage object whose key starts at `at` in `json`, if its value is one; returns
@@ -316,6 +322,24 @@ impl Scanner {
             .then(|| Fields::read(value))
             .flatten();
         read.map(|fields| self.fields.merge(fields)).is_some()
+    }
+}
+
+/// Where a key was found, in order; rarely more than once, so only a second place allocates.
+#[derive(Default)]
+struct KeysAt {
+    last: Option<usize>,
+    earlier: Vec<usize>,
+}
+
+impl KeysAt {
+    fn push(&mut self, at: usize) {
+        self.earlier.extend(self.last.replace(at));
+    }
+
+    /// The places, the last first.
+    fn last_first(self) -> impl Iterator<Item = usize> {
+        self.last.into_iter().chain(self.earlier.into_iter().rev())
     }
 }
 

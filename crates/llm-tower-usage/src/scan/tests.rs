@@ -284,3 +284,95 @@ fn a_very_long_event_is_read_for_its_usage() {
         Some(exact(50, 1600, 0, 0))
     );
 }
+
+/// An event read key by key, as it was before one search found them all: the usage (the
+/// answer's way, whose search is its own), then the end marker, then each text key.
+fn read_key_by_key(format: Format, data: &[u8]) -> Scanner {
+    let mut scanner = Scanner::new(format, true);
+    scanner.read_last_usage(data);
+    let end_marker = memchr::memmem::find(data, format.end_marker().needle());
+    if end_marker.is_some() {
+        scanner.progress = super::Progress::LastEvent;
+    }
+    for key in format.text_keys() {
+        for at in memchr::memmem::find_iter(data, key) {
+            let chars = super::string_chars(&data[at + key.len()..]);
+            scanner.text_chars = scanner.text_chars.saturating_add(chars);
+        }
+    }
+    scanner
+}
+
+/// Pieces events are made of: every format's keys, JSON's punctuation, strings with escapes,
+/// usage objects and values that are not.
+const PIECES: &[&str] = &[
+    "\"usage\"",
+    "\"usageMetadata\"",
+    ":",
+    "{",
+    "}",
+    "[",
+    "]",
+    ",",
+    " ",
+    "null",
+    "7",
+    "\"content\":",
+    "\"arguments\":",
+    "\"reasoning_content\":",
+    "\"delta\":",
+    "\"text\":",
+    "\"partial_json\":",
+    "\"thinking\":",
+    "[DONE]",
+    "\"message_stop\"",
+    "response.completed",
+    "\"finishReason\"",
+    "\"héllo\"",
+    "\"a\\\"b\\u00e9\"",
+    "\"",
+    "\\",
+    "{\"prompt_tokens\":3,\"completion_tokens\":4}",
+    "{\"input_tokens\":5,\"output_tokens\":6}",
+    "{\"promptTokenCount\":8,\"candidatesTokenCount\":9}",
+    "usage",
+    "content",
+];
+
+proptest! {
+    /// One search for every key reads an event as a search per key did: the same usage, the
+    /// same end, the same text counted, however the keys overlap, repeat or break the JSON.
+    #[test]
+    fn one_search_reads_an_event_as_one_search_per_key(
+        picks in proptest::collection::vec(0..PIECES.len(), 0..40),
+    ) {
+        let data: String = picks.iter().map(|&i| PIECES[i]).collect();
+        for format in [Format::OpenAiChat, Format::Anthropic, Format::Gemini, Format::Responses] {
+            let mut scanner = Scanner::new(format, true);
+            scanner.data(data.as_bytes());
+            let oracle = read_key_by_key(format, data.as_bytes());
+            prop_assert_eq!(scanner.fields, oracle.fields, "{:?} {}", format, data);
+            prop_assert_eq!(scanner.progress, oracle.progress, "{:?} {}", format, data);
+            prop_assert_eq!(scanner.text_chars, oracle.text_chars, "{:?} {}", format, data);
+        }
+    }
+}
+
+proptest! {
+    /// Where the CPU has no Teddy, the automaton finds the same keys at the same places.
+    #[test]
+    fn the_fallback_searcher_finds_what_teddy_finds(
+        picks in proptest::collection::vec(0..PIECES.len(), 0..40),
+        from in 0usize..400,
+    ) {
+        let data: String = picks.iter().map(|&i| PIECES[i]).collect();
+        let from = from.min(data.len());
+        for format in [Format::OpenAiChat, Format::Anthropic, Format::Gemini, Format::Responses] {
+            let automaton = crate::format::EventKeys::automaton(format);
+            prop_assert_eq!(
+                format.event_keys().find(data.as_bytes(), from),
+                automaton.find(data.as_bytes(), from)
+            );
+        }
+    }
+}
