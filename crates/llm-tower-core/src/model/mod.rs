@@ -8,7 +8,9 @@ mod scan;
 use std::sync::Arc;
 
 pub use query::{model_in_query, with_query_param};
-pub use scan::{ModelInBody, find_model, find_top_level, for_each_member, with_model};
+pub use scan::{
+    ModelInBody, find_model, find_model_and, find_top_level, for_each_member, with_model,
+};
 
 /// Whether `path` is one of the APIs that generate (and do nothing else): chat and text
 /// completions, embeddings, Anthropic's messages, OpenAI's Responses, Gemini's
@@ -73,7 +75,22 @@ pub fn model_in_path(path: &str) -> Option<&str> {
 /// assert_eq!(requested_model(b"", &socket, false), None);
 /// ```
 pub fn requested_model(body: &[u8], uri: &http::Uri, upgrade: bool) -> Option<ModelName> {
-    match find_model(body) {
+    requested_model_in(find_model(body), uri, upgrade)
+}
+
+/// [`requested_model`] of a body already read: `found` is what [`find_model`] (or
+/// [`find_model_and`]) found in it.
+///
+/// ```
+/// use llm_tower_core::{find_model_and, requested_model_in};
+///
+/// let gemini: http::Uri = "/v1beta/models/gemini-2.5-flash:streamGenerateContent".parse().unwrap();
+/// let (found, [stream]) = find_model_and(br#"{"stream": true}"#, ["stream"]);
+/// assert_eq!(requested_model_in(found, &gemini, false).as_deref(), Some("gemini-2.5-flash"));
+/// assert!(stream.is_some());
+/// ```
+pub fn requested_model_in(found: ModelInBody, uri: &http::Uri, upgrade: bool) -> Option<ModelName> {
+    match found {
         ModelInBody::Named { name, .. } => Some(name),
         _ if upgrade => uri.query().and_then(model_in_query),
         _ => model_in_path(uri.path()).map(Into::into),

@@ -53,26 +53,53 @@ pub enum ModelInBody {
 /// assert_eq!(find_model(br#"{"model": "a", "model": "b"}"#), ModelInBody::Duplicate);
 /// ```
 pub fn find_model(body: &[u8]) -> ModelInBody {
-    let mut scanner = Scanner {
-        body,
-        at: 0,
-        key: b"model",
-        raw: false,
-    };
-    let mut found = None;
+    find_model_and(body, []).0
+}
+
+/// [`find_model`] and [`find_top_level`] of each of `keys`, in one pass over the body: what
+/// each would find on its own (a body that is malformed after a key's second place still has
+/// that key twice).
+///
+/// ```
+/// use llm_tower_core::{ModelInBody, find_model_and};
+///
+/// let body = br#"{"model": "gpt-4o", "messages": [], "stream": true}"#;
+/// let (model, [stream, options]) = find_model_and(body, ["stream", "stream_options"]);
+/// assert!(matches!(model, ModelInBody::Named { name, .. } if &*name == "gpt-4o"));
+/// assert_eq!(stream.map(|at| &body[at]), Some(&b"true"[..]));
+/// assert_eq!(options, None);
+/// ```
+pub fn find_model_and<const N: usize>(
+    body: &[u8],
+    keys: [&str; N],
+) -> (ModelInBody, [Option<Range<usize>>; N]) {
+    const { assert!(N < 63, "a want is a bit of a u64, the model's the highest") };
+    let mut model = Wanted::new(b"model", false);
+    let mut wanted = keys.map(|key| Wanted::new(key.as_bytes(), true));
+    let mut scanner = Scanner { body, at: 0 };
     // A body that is not well-formed names no model: past the fault, a lenient parser
     // upstream (comments, JSON5) could read another `model` than the one found before it.
-    if scanner.top_level(&mut found).is_err() {
-        return ModelInBody::Absent;
+    // What was found twice before the fault stays so: a scan for that key alone stops there.
+    if scanner.top_level(Some(&mut model), &mut wanted).is_err() {
+        for wanted in std::iter::once(&mut model).chain(&mut wanted) {
+            if !matches!(wanted.found, Some(Found::Duplicate)) {
+                wanted.found = None;
+            }
+        }
     }
-    match found {
+    let model = match model.found {
         Some(Found::Duplicate) => ModelInBody::Duplicate,
         Some(Found::String(span, escaped)) => match decode(body, &span, escaped) {
             Some(name) => ModelInBody::Named { name, span },
             None => ModelInBody::Absent,
         },
         Some(Found::NotString | Found::Value(_)) | None => ModelInBody::Absent,
-    }
+    };
+    let values = wanted.map(|wanted| match wanted.found {
+        Some(Found::Value(at)) => Some(at),
+        _ => None,
+    });
+    (model, values)
 }
 
 /// Where the value of the top-level `key` of a JSON object `body` is, as it is written (a
@@ -89,15 +116,9 @@ pub fn find_model(body: &[u8]) -> ModelInBody {
 /// assert_eq!(find_top_level(br#"{"meta": {"stream": true}}"#, "stream"), None);
 /// ```
 pub fn find_top_level(body: &[u8], key: &str) -> Option<Range<usize>> {
-    let mut scanner = Scanner {
-        body,
-        at: 0,
-        key: key.as_bytes(),
-        raw: true,
-    };
-    let mut found = None;
-    scanner.top_level(&mut found).ok()?;
-    match found? {
+    let mut wanted = [Wanted::new(key.as_bytes(), true)];
+    Scanner { body, at: 0 }.top_level(None, &mut wanted).ok()?;
+    match wanted[0].found.take()? {
         Found::Value(at) => Some(at),
         _ => None,
     }
@@ -121,12 +142,7 @@ pub fn find_top_level(body: &[u8], key: &str) -> Option<Range<usize>> {
 /// assert_eq!(for_each_member(b"[1, 2]", |_, _| {}), None);
 /// ```
 pub fn for_each_member(json: &[u8], mut each: impl FnMut(&[u8], Range<usize>)) -> Option<usize> {
-    let mut scanner = Scanner {
-        body: json,
-        at: 0,
-        key: b"",
-        raw: true,
-    };
+    let mut scanner = Scanner { body: json, at: 0 };
     scanner.whitespace();
     scanner.expect(b'{').ok()?;
     scanner.whitespace();
@@ -197,18 +213,54 @@ enum Key {
 /// The body is malformed here; the scan stops.
 struct Malformed;
 
-struct Scanner<'a> {
-    body: &'a [u8],
-    at: usize,
-    /// The key looked for.
-    key: &'a [u8],
+/// A key a scan looks for, and what it found of it.
+struct Wanted<'k> {
+    key: &'k [u8],
     /// Its value is wanted as written, whatever it is; and other letter cases of the key are
     /// other keys.
     raw: bool,
+    found: Option<Found>,
+}
+
+impl<'k> Wanted<'k> {
+    fn new(key: &'k [u8], raw: bool) -> Self {
+        Self {
+            key,
+            raw,
+            found: None,
+        }
+    }
+
+    /// What the key `name` (`None`: escaped past decoding) is to this want.
+    fn kind(&self, name: Option<&[u8]>) -> Key {
+        match name {
+            Some(name) if name == self.key => Key::Wanted,
+            Some(name) if !self.raw && name.eq_ignore_ascii_case(self.key) => Key::OtherCase,
+            _ => Key::Other,
+        }
+    }
+
+    fn settled(&self) -> bool {
+        matches!(self.found, Some(Found::Duplicate))
+    }
+}
+
+/// The bit of the model's want, among the others' (see [`Scanner::top_level`]).
+const MODEL_BIT: u64 = 1 << 63;
+
+struct Scanner<'a> {
+    body: &'a [u8],
+    at: usize,
 }
 
 impl Scanner<'_> {
-    fn top_level(&mut self, found: &mut Option<Found>) -> Result<(), Malformed> {
+    /// Reads the top-level object's members, noting in each want where its key is. Stops when
+    /// every want has its key twice (nothing more to learn).
+    fn top_level<'k>(
+        &mut self,
+        mut model: Option<&mut Wanted<'k>>,
+        wanted: &mut [Wanted<'k>],
+    ) -> Result<(), Malformed> {
         self.whitespace();
         self.expect(b'{')?;
         self.whitespace();
@@ -221,31 +273,40 @@ impl Scanner<'_> {
             self.whitespace();
             self.expect(b':')?;
             self.whitespace();
-            let key = self.key_kind(&key, escaped);
-            if key != Key::Other && found.is_some() {
-                *found = Some(Found::Duplicate);
+            let decoded = escaped.then(|| decode(self.body, &key, true));
+            let name = match &decoded {
+                Some(decoded) => decoded.as_deref().map(str::as_bytes),
+                None => Some(&self.body[key]),
+            };
+            // The wants this member is new to (one bit each, the model's the highest); a want
+            // that had its key already has it twice.
+            let mut new = 0u64;
+            let mut again = false;
+            let mut meet = |want: &mut Wanted<'_>, bit: u64| match want.kind(name) {
+                Key::Other => {}
+                _ if want.found.is_some() => {
+                    want.found = Some(Found::Duplicate);
+                    again = true;
+                }
+                _ => new |= bit,
+            };
+            if let Some(model) = model.as_deref_mut() {
+                meet(model, MODEL_BIT);
+            }
+            for (i, want) in wanted.iter_mut().enumerate() {
+                meet(want, 1 << i);
+            }
+            if again
+                && model.as_deref().is_none_or(Wanted::settled)
+                && wanted.iter().all(Wanted::settled)
+            {
                 return Ok(());
             }
-            if key == Key::OtherCase {
-                // `MODEL`, `Model`: no model for a strict parser, the model for the parsers
-                // that match keys without case (Go's, ASP.NET's). With `model` too, it is a
-                // duplicate; alone, it is a key to skip, noted.
+            // Most members are no want's: their value is skipped.
+            if new == 0 {
                 self.skip_value()?;
-                *found = Some(Found::NotString);
-            } else if key == Key::Wanted && self.raw {
-                let start = self.at;
-                self.skip_value()?;
-                *found = Some(Found::Value(start..self.at));
-            } else if key == Key::Wanted {
-                if self.peek() == Some(b'"') {
-                    let (value, escaped) = self.string()?;
-                    *found = Some(Found::String(value, escaped));
-                } else {
-                    self.skip_value()?;
-                    *found = Some(Found::NotString);
-                }
             } else {
-                self.skip_value()?;
+                self.note_value(name, new, model.as_deref_mut(), wanted)?;
             }
             self.whitespace();
             match self.next() {
@@ -256,21 +317,43 @@ impl Scanner<'_> {
         }
     }
 
-    fn key_kind(&self, key: &Range<usize>, escaped: bool) -> Key {
-        let kind = |name: &[u8]| {
-            if name == self.key {
-                Key::Wanted
-            } else if !self.raw && name.eq_ignore_ascii_case(self.key) {
-                Key::OtherCase
-            } else {
-                Key::Other
-            }
-        };
-        if escaped {
-            decode(self.body, key, true).map_or(Key::Other, |k| kind(k.as_bytes()))
+    /// Reads the value of the member called `name`, and notes it in the wants it is new to
+    /// (the bits of `new`, as [`top_level`](Self::top_level) numbers them).
+    fn note_value<'k>(
+        &mut self,
+        name: Option<&[u8]>,
+        new: u64,
+        model: Option<&mut Wanted<'k>>,
+        wanted: &mut [Wanted<'k>],
+    ) -> Result<(), Malformed> {
+        // Skipping a string and reading it end in the same place.
+        let start = self.at;
+        let string = if self.peek() == Some(b'"') {
+            Some(self.string()?)
         } else {
-            kind(&self.body[key.clone()])
+            self.skip_value()?;
+            None
+        };
+        let value = start..self.at;
+        let note = |want: &mut Wanted<'_>| {
+            want.found = Some(match (want.kind(name), &string) {
+                (Key::Wanted, _) if want.raw => Found::Value(value.clone()),
+                (Key::Wanted, Some((value, escaped))) => Found::String(value.clone(), *escaped),
+                // `MODEL`, `Model`: no model for a strict parser, the model for the parsers
+                // that match keys without case (Go's, ASP.NET's). With `model` too, it is a
+                // duplicate; alone, it is a key to skip, noted.
+                _ => Found::NotString,
+            });
+        };
+        if let Some(model) = model.filter(|_| new & MODEL_BIT != 0) {
+            note(model);
         }
+        for (i, want) in wanted.iter_mut().enumerate() {
+            if new & (1 << i) != 0 {
+                note(want);
+            }
+        }
+        Ok(())
     }
 
     fn peek(&self) -> Option<u8> {

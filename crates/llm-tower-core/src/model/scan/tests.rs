@@ -167,6 +167,7 @@ mod properties {
     use super::*;
     use proptest::prelude::*;
     use serde_json::{Map, Value};
+    use std::fmt::Write as _;
 
     /// Any JSON value, strings with quotes, backslashes, brackets and non-ASCII in them.
     fn value() -> impl Strategy<Value = Value> {
@@ -222,6 +223,34 @@ mod properties {
                 (ModelInBody::Absent, expected) => prop_assert!(!expected.is_string()),
                 (found, expected) => prop_assert!(false, "{found:?} for {expected:?}"),
             }
+        }
+
+        /// One pass for the model and other keys finds what a pass for each finds: top
+        /// levels with keys repeated, in other cases and escaped, and cut or broken anywhere.
+        #[test]
+        fn one_pass_for_several_keys_finds_what_one_per_key_finds(
+            members in prop::collection::vec((0usize..7, value()), 0..8),
+            fault in prop::option::of((0usize..400, "[,:{}\"\\\\x]")),
+        ) {
+            const KEYS: [&str; 7] =
+                ["model", "stream", "stream_options", "Model", "STREAM", "str\\u0065am", "n"];
+            let mut text = String::from("{");
+            for (i, (key, value)) in members.iter().enumerate() {
+                if i > 0 {
+                    text.push(',');
+                }
+                write!(text, "\"{}\": {value}", KEYS[*key]).unwrap();
+            }
+            text.push('}');
+            if let Some((at, broken)) = fault {
+                let at = (0..=at.min(text.len())).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+                text.replace_range(at..at, &broken);
+            }
+            let body = text.as_bytes();
+            let (model, [stream, options]) = find_model_and(body, ["stream", "stream_options"]);
+            prop_assert_eq!(model, find_model(body), "{}", text);
+            prop_assert_eq!(stream, find_top_level(body, "stream"), "{}", text);
+            prop_assert_eq!(options, find_top_level(body, "stream_options"), "{}", text);
         }
 
         /// Any bytes at all: no panic, and a span found is inside the body.
