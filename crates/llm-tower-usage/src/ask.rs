@@ -5,7 +5,9 @@
 use std::sync::LazyLock;
 
 use bytes::Bytes;
-use llm_tower_core::{BufferedBody, find_top_level};
+use std::ops::Range;
+
+use llm_tower_core::BufferedBody;
 use memchr::memmem::Finder;
 use serde_json::{Map, Value};
 
@@ -14,16 +16,25 @@ static STREAM: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"stre
 /// What is inserted in a request that sets no `stream_options`.
 const ASK: &[u8] = br#""stream_options":{"include_usage":true},"#;
 
-/// `body`, an OpenAI request, asking for its stream's usage; `None` when it does not stream,
-/// asks already, or cannot be read (it goes as it came).
-pub(crate) fn asking_for_usage(body: &Bytes) -> Option<BufferedBody> {
-    // Most requests do not stream: their top level is not scanned unless a key might say so.
-    STREAM.find(body)?;
-    let stream = find_top_level(body, "stream")?;
-    if &body[stream] != b"true" {
+/// Whether `body` might say it streams: most requests do not, and a search for the key is
+/// cheaper than reading their top level for it (a key written with escapes is missed: its
+/// stream is not asked, and its usage is estimated).
+pub(crate) fn might_stream(body: &[u8]) -> bool {
+    STREAM.find(body).is_some()
+}
+
+/// `body`, an OpenAI request whose top-level `stream` and `stream_options` are at `stream` and
+/// `options` (core's `find_model_and`), asking for its stream's usage; `None` when it does not
+/// stream, asks already, or cannot be read (it goes as it came).
+pub(crate) fn asking_for_usage(
+    body: &Bytes,
+    stream: Option<Range<usize>>,
+    options: Option<Range<usize>>,
+) -> Option<BufferedBody> {
+    if &body[stream?] != b"true" {
         return None;
     }
-    let Some(options) = find_top_level(body, "stream_options") else {
+    let Some(options) = options else {
         // Right after the opening brace; the client's bytes otherwise untouched. The object
         // has a member (`stream`): the comma is right.
         let open = body.iter().position(|b| *b == b'{')?;
@@ -56,7 +67,9 @@ mod tests {
     use super::*;
 
     fn asked(body: &str) -> Option<String> {
-        asking_for_usage(&Bytes::copy_from_slice(body.as_bytes()))
+        let (_, [stream, options]) =
+            llm_tower_core::find_model_and(body.as_bytes(), ["stream", "stream_options"]);
+        asking_for_usage(&Bytes::copy_from_slice(body.as_bytes()), stream, options)
             .map(|body| String::from_utf8(body.to_bytes().to_vec()).unwrap())
     }
 

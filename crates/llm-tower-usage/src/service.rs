@@ -4,10 +4,13 @@ use std::task::{Context, Poll};
 
 use http::{Request, Response};
 use http_body::Body;
-use llm_tower_core::{AttemptFacts, BufferedBody, requested_model, rewrite_attempt};
+use llm_tower_core::{
+    AttemptFacts, BufferedBody, ModelInBody, find_model, find_model_and, requested_model_in,
+    rewrite_attempt,
+};
 use tower::Service;
 
-use crate::ask::asking_for_usage;
+use crate::ask::{asking_for_usage, might_stream};
 use crate::body::ResponseBody;
 use crate::format::Format;
 use crate::future::{Plan, ResponseFuture};
@@ -109,15 +112,22 @@ fn plan(request: &mut Request<BufferedBody>) -> Option<Plan> {
     }
     // One piece (a copy only for a body whose model an alias rewrote).
     let body = request.body().to_bytes();
-    if !routed_by_model {
-        // What the accounting prices: the model asked for, when no balancer routed by it
-        // (Gemini names it in the path, `…/models/{model}:generateContent`).
-        if let Some(model) = requested_model(&body, request.uri(), false) {
-            record.set_model(model);
-        }
+    // The top level is read once for all it is read for: the model asked for, what the
+    // accounting prices when no balancer routed by it; and, when the request might stream,
+    // whether its stream asks for its usage.
+    let (model, [stream, options]) = if may_ask && might_stream(&body) {
+        find_model_and(&body, ["stream", "stream_options"])
+    } else if !routed_by_model {
+        (find_model(&body), [None, None])
+    } else {
+        (ModelInBody::Absent, [None, None])
+    };
+    // Gemini names the model in the path, `…/models/{model}:generateContent`.
+    if !routed_by_model && let Some(model) = requested_model_in(model, request.uri(), false) {
+        record.set_model(model);
     }
     let mut plan = Plan::reading(record, format, request_len);
-    if may_ask && let Some(asking) = asking_for_usage(&body) {
+    if may_ask && let Some(asking) = asking_for_usage(&body, stream, options) {
         let uri = request.uri().clone();
         rewrite_attempt(request, uri, asking);
         plan.asked = true;
