@@ -165,7 +165,9 @@ where
                 }
                 return Poll::Ready(Some(Ok(Frame::data(data))));
             }
-            let mut out = BytesMut::new();
+            // Lines only lose bytes: the frame's size is room enough but for a line the last
+            // frame cut, completed here.
+            let mut out = BytesMut::with_capacity(data.len());
             reading.scanner.push_stripped(&data, &mut out);
             if last && let Some(reading) = this.reading.take() {
                 out.extend_from_slice(&reading.end(true));

@@ -102,8 +102,8 @@ impl Scanner {
     pub(crate) fn push_stripped(&mut self, data: &[u8], out: &mut BytesMut) {
         self.read_some(data);
         self.lines_whole(data, |scanner, line| {
-            scanner.line(line);
-            strip::line(line, &mut scanner.dropping, out);
+            let usage_key = scanner.line(line);
+            strip::line(line, usage_key, &mut scanner.dropping, out);
         });
     }
 
@@ -276,18 +276,22 @@ impl Scanner {
     }
 
     /// Reads one line of a stream: a `data:` line's usage, and its text for an estimate.
-    fn line(&mut self, line: &[u8]) {
-        if let Some(data) = line.strip_prefix(b"data:") {
-            self.data(data);
+    /// Returns where in the line its first usage key is, for [`strip`] not to search again.
+    fn line(&mut self, line: &[u8]) -> Option<usize> {
+        const DATA: &[u8] = b"data:";
+        if let Some(data) = line.strip_prefix(DATA) {
+            return self.data(data).map(|at| DATA.len() + at);
         } else if line.starts_with(b"event:") && self.format.end_marker().find(line).is_some() {
             // `event: response.completed`: said before its data, which may be too long to
             // keep whole.
             self.progress = Progress::LastEvent;
         }
+        None
     }
 
     /// Reads the data of an event (or the end of it), in one search for all its keys.
-    fn data(&mut self, data: &[u8]) {
+    /// Returns where its first usage key is.
+    fn data(&mut self, data: &[u8]) -> Option<usize> {
         let keys = self.format.event_keys();
         // The event's own usage object is its last: a usage key earlier in the line is in
         // what the model wrote (a tool call's arguments), and is not the provider's word.
@@ -306,7 +310,9 @@ impl Scanner {
             }
             from = found.start() + 1;
         }
+        let first = usage_keys.first();
         self.read_usage_at_last(data, usage_keys);
+        first
     }
 
     /// Reads the usage object whose key starts at `at` in `json`, if its value is one; returns
@@ -335,6 +341,10 @@ struct KeysAt {
 impl KeysAt {
     fn push(&mut self, at: usize) {
         self.earlier.extend(self.last.replace(at));
+    }
+
+    fn first(&self) -> Option<usize> {
+        self.earlier.first().copied().or(self.last)
     }
 
     /// The places, the last first.

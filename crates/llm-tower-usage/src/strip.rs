@@ -7,14 +7,15 @@ use bytes::BytesMut;
 use memchr::memmem::Finder;
 use std::sync::LazyLock;
 
+use crate::format::Format;
 use crate::scan::skip_space;
 
-static USAGE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\""));
 static CHOICES: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"choices\""));
 
-/// Writes `line` (with its `\n`) to `out` as the client would have had it; `dropping` says,
+/// Writes `line` (with its `\n`) to `out` as the client would have had it; `usage_key` is
+/// where in the line its first `"usage"` is (the scanner's search found it); `dropping` says,
 /// from one line to the next, that an event is being dropped up to its blank line.
-pub(crate) fn line(line: &[u8], dropping: &mut bool, out: &mut BytesMut) {
+pub(crate) fn line(line: &[u8], usage_key: Option<usize>, dropping: &mut bool, out: &mut BytesMut) {
     if std::mem::take(dropping) && line.iter().all(u8::is_ascii_whitespace) {
         return;
     }
@@ -23,7 +24,8 @@ pub(crate) fn line(line: &[u8], dropping: &mut bool, out: &mut BytesMut) {
         return;
     };
     let offset = line.len() - data.len();
-    let Some((key, value)) = value_of(&USAGE, data) else {
+    let key_len = Format::OpenAiChat.usage_key().needle().len();
+    let Some((key, value)) = usage_key.and_then(|at| value_at(data, at - offset, key_len)) else {
         out.extend_from_slice(line);
         return;
     };
@@ -48,8 +50,12 @@ pub(crate) fn line(line: &[u8], dropping: &mut bool, out: &mut BytesMut) {
 
 /// Where `key` is in `json`, and where its value starts.
 fn value_of(key: &Finder<'_>, json: &[u8]) -> Option<(usize, usize)> {
-    let at = key.find(json)?;
-    let after = &json[at + key.needle().len()..];
+    value_at(json, key.find(json)?, key.needle().len())
+}
+
+/// Where the value of the key of `key_len` bytes at `at` in `json` starts (`at` with it).
+fn value_at(json: &[u8], at: usize, key_len: usize) -> Option<(usize, usize)> {
+    let after = &json[at + key_len..];
     let colon = skip_space(after).strip_prefix(b":")?;
     let value = skip_space(colon);
     Some((at, json.len() - value.len()))
