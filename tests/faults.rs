@@ -416,6 +416,31 @@ async fn a_stalled_stream_ends_in_an_error_within_the_idle_timeout() {
     assert_eq!(b.request_count(), 0, "bytes were out: no fallback");
 }
 
+/// The idle limit counts from the last frame, not from the start: a stream slower in all than
+/// the limit, but never silent that long, goes to its end.
+#[tokio::test(start_paused = true)]
+async fn a_stream_never_idle_for_the_limit_ends_cleanly_however_long_it_lasts() {
+    let (a, b) = two_mocks().await;
+    a.push(Behavior::Stream {
+        chunks: 5,
+        interval: Duration::from_secs(3),
+    });
+    let mut config = pair(&a, &b);
+    config.endpoints[0].stream_idle_timeout = Some(Duration::from_secs(5));
+    let gw = start(config).await;
+    let started = tokio::time::Instant::now();
+    let response = gw.post(r#"{"stream":true}"#).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = String::from_utf8(body(response).await.to_vec()).unwrap();
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(12),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(gw.upstream("a").await["status"], "healthy");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_head_then_nothing_is_a_failed_try_before_any_byte_reached_the_client() {
     let (a, b) = two_mocks().await;

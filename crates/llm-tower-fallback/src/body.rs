@@ -80,8 +80,10 @@ pub(crate) struct StreamWatch {
     /// does not count it again.
     pub(crate) counted: bool,
     pub(crate) idle_timeout: Option<Duration>,
-    /// Armed on the first wait for a frame; reset by every frame.
+    /// Armed on the first wait for a frame; when it runs out, moved on past the last frame.
     pub(crate) idle: Option<Pin<Box<Sleep>>>,
+    /// When the last frame came, if one came since the timer was armed or moved on.
+    pub(crate) last_frame: Option<Instant>,
 }
 
 impl StreamWatch {
@@ -100,7 +102,8 @@ impl StreamWatch {
         self.in_flight.stream_failed(kind);
     }
 
-    /// Polls the idle timer while the upstream has nothing; `Ready` when it expired.
+    /// Polls the idle timer while the upstream has nothing; `Ready` when no frame came for
+    /// the limit.
     fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<Duration> {
         let Some(limit) = self.idle_timeout else {
             return Poll::Pending;
@@ -108,14 +111,22 @@ impl StreamWatch {
         let idle = self
             .idle
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
-        ready!(idle.as_mut().poll(cx));
-        Poll::Ready(limit)
+        loop {
+            ready!(idle.as_mut().poll(cx));
+            // Run out: idle, unless a frame came since; the limit then counts from that one.
+            match self.last_frame.take() {
+                Some(at) => idle.as_mut().reset(at + limit),
+                None => return Poll::Ready(limit),
+            }
+        }
     }
 
-    /// A frame arrived: the idle timer starts over.
+    /// A frame arrived: the idle limit counts from now. Noted, not set on the timer: a
+    /// stream's frames come far more often than its limit runs out, and moving a timer takes
+    /// the timer wheel's lock where reading the clock takes nothing.
     fn progressed(&mut self) {
-        if let (Some(idle), Some(limit)) = (&mut self.idle, self.idle_timeout) {
-            idle.as_mut().reset(Instant::now() + limit);
+        if self.idle.is_some() {
+            self.last_frame = Some(Instant::now());
         }
     }
 }

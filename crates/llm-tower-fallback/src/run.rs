@@ -279,6 +279,7 @@ where
             counted: false,
             idle_timeout: member.endpoint.stream_idle_timeout(),
             idle: None,
+            last_frame: None,
         };
         result.map(|response| response.map(|body| ResponseBody::new(body, watch)))
     }
