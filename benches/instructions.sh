@@ -13,6 +13,11 @@
 #   GATEWAY_EXTRA='usage: false' bash benches/instructions.sh   # top-level keys added to the gateway's file
 #   ENDPOINT_EXTRA='hedge: { after: 2s }' bash benches/instructions.sh   # keys added to each endpoint
 #   STREAM=1 bash benches/instructions.sh   # the requests ask for a stream (the mock's: 3 chunks)
+#   FRAMES=50 bash benches/instructions.sh  # streams of 50 chunks, each its own frame, a
+#                                           # millisecond apart (WARMUP=100 REQUESTS=400 unless
+#                                           # set): two runs' difference over the chunks'
+#                                           # difference is the gateway's cost per event (the
+#                                           # bare proxy buffers the whole stream)
 #   SDK_HEADERS=1 bash benches/instructions.sh   # each request carries the headers the OpenAI
 #                                           # Python SDK sends (16 in all, a key among them), not 4
 #   CACHE=1 bash benches/instructions.sh    # also simulate the caches and branch predictor, and
@@ -33,6 +38,15 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)"; exit 2; }
 
+# A switch is on when set to anything but empty or 0.
+on() { [ -n "${1:-}" ] && [ "$1" != 0 ]; }
+UPSTREAM_ARGS=()
+if on "${FRAMES:-}"; then
+    STREAM=1
+    UPSTREAM_ARGS=(--stream-chunks "$FRAMES")
+    WARMUP=${WARMUP:-100}
+    REQUESTS=${REQUESTS:-400}
+fi
 WARMUP=${WARMUP:-1000}
 REQUESTS=${REQUESTS:-4000}
 C=${C:-4}
@@ -40,8 +54,6 @@ UP1=127.0.0.1:18281 # ports apart from e2e.sh's, so both can run on one machine
 UP2=127.0.0.1:18282
 BARE=127.0.0.1:18290
 GATEWAY=127.0.0.1:18291
-# A switch is on when set to anything but empty or 0.
-on() { [ -n "${1:-}" ] && [ "$1" != 0 ]; }
 if on "${STREAM:-}"; then
     BODY='{"model":"mock-model","stream":true,"messages":[{"role":"user","content":"Say hello."}]}'
 else
@@ -83,7 +95,7 @@ EOF
 # shellcheck source=support/wait_for.sh
 . benches/support/wait_for.sh
 
-"$R/examples/bench_upstream" "$UP1" "$UP2" >"$OUT/upstream.log" 2>&1 &
+"$R/examples/bench_upstream" "${UPSTREAM_ARGS[@]}" "$UP1" "$UP2" >"$OUT/upstream.log" 2>&1 &
 PIDS+=($!)
 wait_for "$UP1"
 wait_for "$UP2"
