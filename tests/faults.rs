@@ -11,9 +11,10 @@ mod common;
 
 use std::time::{Duration, SystemTime};
 
-use common::{CHAT, body, endpoint, error_json, header, refusing_base_url, start};
-use http::StatusCode;
+use common::{CHAT, Gateway, body, endpoint, error_json, header, refusing_base_url, start};
+use http::{Response, StatusCode};
 use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use llm_tower::{
     Config, ExponentialBackoff, RetryBudget, RetryOn, RetryPolicy, RetryReason, WhenAllUnhealthy,
 };
@@ -380,20 +381,33 @@ async fn futures_join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Out
     results.into_iter().map(Option::unwrap).collect()
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_stalled_stream_ends_in_an_error_within_the_idle_timeout() {
+/// A stream asked of a gateway whose endpoint `a` answers with `chunks` chunks `interval`
+/// apart, under a stream idle timeout of 5 s: the gateway, the mocks (`a`, `b`), when the
+/// request was sent, and its answer (a 200).
+async fn streamed(
+    chunks: usize,
+    interval: Duration,
+) -> (
+    Gateway,
+    [MockProvider; 2],
+    tokio::time::Instant,
+    Response<Incoming>,
+) {
     let (a, b) = two_mocks().await;
-    // The first event, then nothing for far longer than the idle timeout.
-    a.push(Behavior::Stream {
-        chunks: 3,
-        interval: Duration::from_secs(3600),
-    });
+    a.push(Behavior::Stream { chunks, interval });
     let mut config = pair(&a, &b);
     config.endpoints[0].stream_idle_timeout = Some(Duration::from_secs(5));
     let gw = start(config).await;
     let started = tokio::time::Instant::now();
     let response = gw.post(r#"{"stream":true}"#).await;
     assert_eq!(response.status(), StatusCode::OK);
+    (gw, [a, b], started, response)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stalled_stream_ends_in_an_error_within_the_idle_timeout() {
+    // The first event, then nothing for far longer than the idle timeout.
+    let (gw, [_a, b], started, response) = streamed(3, Duration::from_secs(3600)).await;
     let mut stream = response.into_body();
     let first = stream.frame().await.unwrap().unwrap();
     assert!(first.is_data());
@@ -420,17 +434,7 @@ async fn a_stalled_stream_ends_in_an_error_within_the_idle_timeout() {
 /// the limit, but never silent that long, goes to its end.
 #[tokio::test(start_paused = true)]
 async fn a_stream_never_idle_for_the_limit_ends_cleanly_however_long_it_lasts() {
-    let (a, b) = two_mocks().await;
-    a.push(Behavior::Stream {
-        chunks: 5,
-        interval: Duration::from_secs(3),
-    });
-    let mut config = pair(&a, &b);
-    config.endpoints[0].stream_idle_timeout = Some(Duration::from_secs(5));
-    let gw = start(config).await;
-    let started = tokio::time::Instant::now();
-    let response = gw.post(r#"{"stream":true}"#).await;
-    assert_eq!(response.status(), StatusCode::OK);
+    let (gw, _mocks, started, response) = streamed(5, Duration::from_secs(3)).await;
     let text = String::from_utf8(body(response).await.to_vec()).unwrap();
     assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
     assert!(

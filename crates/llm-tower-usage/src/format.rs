@@ -114,8 +114,9 @@ impl Format {
 }
 
 /// The searcher of [`Format::event_keys`]. SIMD "Teddy", which tells the keys apart by their
-/// first bytes together, where the CPU has it; else an automaton. (Left to choose, the crate
-/// filters candidates by the keys' first bytes alone: `"`, at every JSON string.)
+/// first four bytes at once, where the target has it (x86-64 with SSSE3 or AVX2, aarch64 with
+/// NEON); else an automaton. (Left to choose, the crate filters candidates by the keys' first
+/// byte, which is `"` for most of them: it stepped byte by byte at every JSON string.)
 pub(crate) enum EventKeys {
     Packed(packed::Searcher),
     Automaton(AhoCorasick),
@@ -132,7 +133,7 @@ impl EventKeys {
         }
     }
 
-    /// The searcher where the CPU has no Teddy.
+    /// The searcher where the target has no Teddy.
     pub(crate) fn automaton(format: Format) -> Self {
         let keys = [format.usage_key().needle(), format.end_marker().needle()]
             .into_iter()

@@ -2,7 +2,8 @@
 //! stream is read line by line (every provider writes an event's JSON on one `data:` line),
 //! keeping only a line cut by a frame's end; a JSON answer keeps its last [`WINDOW`] bytes,
 //! where every API puts its usage, and is read when it ends. Either way the usage object is
-//! found by its key (`memchr`'s `memmem`) and only that object is parsed.
+//! found by its key and only that object is parsed: in an answer with `memchr`'s `memmem`, in
+//! an event in the one search for all the keys it is read for (`Format::event_keys`).
 
 use bytes::BytesMut;
 use llm_tower_core::Usage;
@@ -124,14 +125,15 @@ impl Scanner {
         self.read_last_usage(json);
     }
 
-    /// Reads the last usage object of `json` (an answer, or one event): the provider writes
-    /// its own after the content, so a usage key before it is in what the model wrote (a tool
-    /// call's arguments) and is not the provider's word. A key whose value is not an object
-    /// (`"usage": null`) is passed over for the one before it.
+    /// Reads the last usage object of `json`, a JSON answer: the provider writes its own after
+    /// the content, so a usage key before it is in what the model wrote (a tool call's
+    /// arguments) and is not the provider's word. A key whose value is not an object
+    /// (`"usage": null`) is passed over for the one before it. (An event's is read the same
+    /// way, from the keys its one search found: see [`data`](Self::data).)
     ///
     /// The key is searched forwards (a vector search, several times faster per byte than one
-    /// backwards, and most events have no usage at all), in the answer's last [`TAIL`] bytes
-    /// first, where the usage is; the bytes before them only if those hold none.
+    /// backwards), in the answer's last [`TAIL`] bytes first, where the usage is; the bytes
+    /// before them only if those hold none.
     fn read_last_usage(&mut self, json: &[u8]) {
         let key = self.format.usage_key();
         let mut end = json.len();

@@ -73,7 +73,7 @@ pub fn find_model_and<const N: usize>(
     body: &[u8],
     keys: [&str; N],
 ) -> (ModelInBody, [Option<Range<usize>>; N]) {
-    const { assert!(N < 63, "a want is a bit of a u64, the model's the highest") };
+    const { assert!(N < 64, "each want is a bit below the model's") };
     let mut model = Wanted::new(b"model", false);
     let mut wanted = keys.map(|key| Wanted::new(key.as_bytes(), true));
     let mut scanner = Scanner { body, at: 0 };

@@ -187,6 +187,65 @@ mod properties {
         })
     }
 
+    /// How often a scan for `key` alone meets it (`raw`: exactly; else in any case), walked
+    /// with `for_each_member` rather than the scanner's own top-level walk: `None` when the
+    /// body is malformed before the key's second place.
+    enum Met {
+        Never,
+        Once(Range<usize>, bool),
+        Twice,
+    }
+
+    fn met(body: &[u8], key: &str, raw: bool) -> Option<Met> {
+        let mut met = Met::Never;
+        let whole = for_each_member(body, |name, value| {
+            let name = if name.contains(&b'\\') {
+                serde_json::from_slice::<String>(&[b"\"", name, b"\""].concat()).ok()
+            } else {
+                std::str::from_utf8(name).ok().map(String::from)
+            };
+            let Some(name) = name else { return };
+            let exact = name == key;
+            if exact || (!raw && name.eq_ignore_ascii_case(key)) {
+                met = match met {
+                    Met::Never => Met::Once(value, exact),
+                    _ => Met::Twice,
+                };
+            }
+        });
+        match met {
+            Met::Twice => Some(Met::Twice),
+            _ if whole.is_none() => None,
+            met => Some(met),
+        }
+    }
+
+    /// [`find_model`] as a scan for the model alone finds it.
+    fn model_alone(body: &[u8]) -> ModelInBody {
+        match met(body, "model", false) {
+            Some(Met::Twice) => ModelInBody::Duplicate,
+            Some(Met::Once(value, true)) if body[value.clone()].starts_with(b"\"") => {
+                let span = value.start + 1..value.end - 1;
+                match serde_json::from_slice::<String>(&body[value]) {
+                    Ok(name) => ModelInBody::Named {
+                        name: name.into(),
+                        span,
+                    },
+                    Err(_) => ModelInBody::Absent,
+                }
+            }
+            _ => ModelInBody::Absent,
+        }
+    }
+
+    /// [`find_top_level`] as a scan for `key` alone finds it.
+    fn value_alone(body: &[u8], key: &str) -> Option<Range<usize>> {
+        match met(body, key, true)? {
+            Met::Once(value, _) => Some(value),
+            _ => None,
+        }
+    }
+
     proptest! {
         /// On valid JSON without duplicate keys, the scan agrees with a real parser, and a
         /// rewrite changes the value and nothing else.
@@ -248,9 +307,12 @@ mod properties {
             }
             let body = text.as_bytes();
             let (model, [stream, options]) = find_model_and(body, ["stream", "stream_options"]);
-            prop_assert_eq!(model, find_model(body), "{}", text);
-            prop_assert_eq!(stream, find_top_level(body, "stream"), "{}", text);
-            prop_assert_eq!(options, find_top_level(body, "stream_options"), "{}", text);
+            prop_assert_eq!(&model, &find_model(body), "{}", text);
+            prop_assert_eq!(model, model_alone(body), "{}", text);
+            for (found, key) in [(stream, "stream"), (options, "stream_options")] {
+                prop_assert_eq!(&found, &find_top_level(body, key), "{}", text);
+                prop_assert_eq!(found, value_alone(body, key), "{} {}", text, key);
+            }
         }
 
         /// Any bytes at all: no panic, and a span found is inside the body.
