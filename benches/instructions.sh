@@ -95,7 +95,8 @@ EOF
 # shellcheck source=support/wait_for.sh
 . benches/support/wait_for.sh
 
-"$R/examples/bench_upstream" "${UPSTREAM_ARGS[@]}" "$UP1" "$UP2" >"$OUT/upstream.log" 2>&1 &
+# (The `+` form: an empty array is "unbound" to `set -u` in bash before 4.4.)
+"$R/examples/bench_upstream" ${UPSTREAM_ARGS[@]+"${UPSTREAM_ARGS[@]}"} "$UP1" "$UP2" >"$OUT/upstream.log" 2>&1 &
 PIDS+=($!)
 wait_for "$UP1"
 wait_for "$UP2"
