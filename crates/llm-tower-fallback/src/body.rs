@@ -4,7 +4,7 @@
 use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -84,6 +84,10 @@ pub(crate) struct StreamWatch {
     pub(crate) idle: Option<Pin<Box<Sleep>>>,
     /// When the last frame came, if one came since the timer was armed or moved on.
     pub(crate) last_frame: Option<Instant>,
+    /// The waker the timer was last polled with. While the body is polled with it and the
+    /// timer has not run out, polling the timer again would only register it again (the
+    /// timer's lock, at every wait for an event).
+    pub(crate) idle_waker: Option<Waker>,
 }
 
 impl StreamWatch {
@@ -111,8 +115,15 @@ impl StreamWatch {
         let idle = self
             .idle
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        let registered = self.idle_waker.as_ref();
+        if !idle.is_elapsed() && registered.is_some_and(|waker| waker.will_wake(cx.waker())) {
+            return Poll::Pending;
+        }
         loop {
-            ready!(idle.as_mut().poll(cx));
+            if idle.as_mut().poll(cx).is_pending() {
+                self.idle_waker = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
             // Run out: idle, unless a frame came since; the limit then counts from that one.
             match self.last_frame.take() {
                 Some(at) => idle.as_mut().reset(at + limit),

@@ -280,6 +280,7 @@ where
             idle_timeout: member.endpoint.stream_idle_timeout(),
             idle: None,
             last_frame: None,
+            idle_waker: None,
         };
         result.map(|response| response.map(|body| ResponseBody::new(body, watch)))
     }
