@@ -2,11 +2,10 @@
 //! asked (`stream_options.include_usage`); a client that did not ask is asked for, and the
 //! extra chunk taken out of its stream again ([`strip`](crate::strip)).
 
+use std::ops::Range;
 use std::sync::LazyLock;
 
 use bytes::Bytes;
-use std::ops::Range;
-
 use llm_tower_core::BufferedBody;
 use memchr::memmem::Finder;
 use serde_json::{Map, Value};
