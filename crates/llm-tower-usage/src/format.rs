@@ -98,6 +98,13 @@ impl Format {
         }
     }
 
+    /// The keys of [`event_keys`](Self::event_keys), in the order of their pattern numbers.
+    fn event_keys_in_order(self) -> impl Iterator<Item = &'static [u8]> {
+        [self.usage_key().needle(), self.end_marker().needle()]
+            .into_iter()
+            .chain(self.text_keys().iter().copied())
+    }
+
     /// The keys of a stream event's generated text (what an estimate counts).
     pub(crate) fn text_keys(self) -> &'static [&'static [u8]] {
         match self {
@@ -124,10 +131,7 @@ pub(crate) enum EventKeys {
 
 impl EventKeys {
     fn of(format: Format) -> Self {
-        let keys = [format.usage_key().needle(), format.end_marker().needle()]
-            .into_iter()
-            .chain(format.text_keys().iter().copied());
-        match packed::Searcher::new(keys) {
+        match packed::Searcher::new(format.event_keys_in_order()) {
             Some(searcher) => Self::Packed(searcher),
             None => Self::automaton(format),
         }
@@ -135,13 +139,10 @@ impl EventKeys {
 
     /// The searcher where the target has no Teddy.
     pub(crate) fn automaton(format: Format) -> Self {
-        let keys = [format.usage_key().needle(), format.end_marker().needle()]
-            .into_iter()
-            .chain(format.text_keys().iter().copied());
         Self::Automaton(
             AhoCorasick::builder()
                 .match_kind(MatchKind::LeftmostFirst)
-                .build(keys)
+                .build(format.event_keys_in_order())
                 .expect("a few short keys make a searcher"),
         )
     }
@@ -192,10 +193,7 @@ mod tests {
             Format::Anthropic,
             Format::Gemini,
         ] {
-            let keys: Vec<&[u8]> = [format.usage_key().needle(), format.end_marker().needle()]
-                .into_iter()
-                .chain(format.text_keys().iter().copied())
-                .collect();
+            let keys: Vec<&[u8]> = format.event_keys_in_order().collect();
             // Each key is found as itself: the pattern numbers are the keys' places.
             for (i, key) in keys.iter().enumerate() {
                 let found = format
