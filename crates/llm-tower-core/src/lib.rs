@@ -99,7 +99,7 @@ pub use headers::{
 #[doc(hidden)] // For `header_names!`.
 pub use http as __http;
 pub use model::{
-    ModelInBody, ModelName, ModelRoute, find_model, find_model_and, find_top_level,
+    ModelInBody, ModelName, ModelRoute, TopLevel, find_model, find_model_and, find_top_level,
     for_each_member, is_generation_path, model_in_path, model_in_query, requested_model,
     requested_model_in, with_model, with_query_param,
 };

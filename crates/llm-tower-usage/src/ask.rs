@@ -2,11 +2,10 @@
 //! asked (`stream_options.include_usage`); a client that did not ask is asked for, and the
 //! extra chunk taken out of its stream again ([`strip`](crate::strip)).
 
-use std::ops::Range;
 use std::sync::LazyLock;
 
 use bytes::Bytes;
-use llm_tower_core::BufferedBody;
+use llm_tower_core::{BufferedBody, TopLevel};
 use memchr::memmem::Finder;
 use serde_json::{Map, Value};
 
@@ -22,26 +21,32 @@ pub(crate) fn might_stream(body: &[u8]) -> bool {
     STREAM.find(body).is_some()
 }
 
-/// `body`, an OpenAI request whose top-level `stream` and `stream_options` are at `stream` and
+/// `body`, an OpenAI request whose top-level `stream` and `stream_options` are `stream` and
 /// `options` (core's `find_model_and`), asking for its stream's usage; `None` when it does not
 /// stream, asks already, or cannot be read (it goes as it came).
 pub(crate) fn asking_for_usage(
     body: &Bytes,
-    stream: Option<Range<usize>>,
-    options: Option<Range<usize>>,
+    stream: TopLevel,
+    options: TopLevel,
 ) -> Option<BufferedBody> {
-    if &body[stream?] != b"true" {
+    if &body[stream.at()?] != b"true" {
         return None;
     }
-    let Some(options) = options else {
-        // Right after the opening brace; the client's bytes otherwise untouched. The object
-        // has a member (`stream`): the comma is right.
-        let open = body.iter().position(|b| *b == b'{')?;
-        return Some(BufferedBody::spliced([
-            body.slice(..=open),
-            Bytes::from_static(ASK),
-            body.slice(open + 1..),
-        ]));
+    let options = match options {
+        TopLevel::At(options) => options,
+        // Which one the provider reads is its parser's choice: the client may have asked in
+        // it. Nothing is added, so nothing is taken out of the stream the client gets.
+        TopLevel::Repeated => return None,
+        TopLevel::Absent => {
+            // Right after the opening brace; the client's bytes otherwise untouched. The
+            // object has a member (`stream`): the comma is right.
+            let open = body.iter().position(|b| *b == b'{')?;
+            return Some(BufferedBody::spliced([
+                body.slice(..=open),
+                Bytes::from_static(ASK),
+                body.slice(open + 1..),
+            ]));
+        }
     };
     // The client set other options: they are rewritten with it.
     let mut value = match serde_json::from_slice::<Value>(&body[options.clone()]).ok()? {
@@ -93,6 +98,9 @@ mod tests {
             r#"{"stream":true,"stream_options":{"include_usage":true}}"#,
             r#"{"metadata":{"stream":true}}"#,
             r#"{"stream":true,"stream":true}"#,
+            // Either could be the one the provider reads, and the client asked in one.
+            r#"{"stream":true,"stream_options":{"include_usage":true},"stream_options":{}}"#,
+            r#"{"stream":true,"stream_options":{},"stream_options":{"include_usage":true}}"#,
             "not json",
         ] {
             assert_eq!(asked(unchanged), None, "{unchanged}");

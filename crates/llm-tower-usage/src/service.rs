@@ -5,8 +5,8 @@ use std::task::{Context, Poll};
 use http::{Request, Response};
 use http_body::Body;
 use llm_tower_core::{
-    AttemptFacts, BufferedBody, ModelInBody, find_model, find_model_and, requested_model_in,
-    rewrite_attempt,
+    AttemptFacts, BufferedBody, ModelInBody, TopLevel, find_model, find_model_and,
+    requested_model_in, rewrite_attempt,
 };
 use tower::Service;
 
@@ -118,9 +118,9 @@ fn plan(request: &mut Request<BufferedBody>) -> Option<Plan> {
     let (model, [stream, options]) = if may_ask && might_stream(&body) {
         find_model_and(&body, ["stream", "stream_options"])
     } else if !routed_by_model {
-        (find_model(&body), [None, None])
+        (find_model(&body), [TopLevel::Absent, TopLevel::Absent])
     } else {
-        (ModelInBody::Absent, [None, None])
+        (ModelInBody::Absent, [TopLevel::Absent, TopLevel::Absent])
     };
     // Gemini names the model in the path, `…/models/{model}:generateContent`.
     if !routed_by_model && let Some(model) = requested_model_in(model, request.uri(), false) {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 pub use query::{model_in_query, with_query_param};
 pub use scan::{
-    ModelInBody, find_model, find_model_and, find_top_level, for_each_member, with_model,
+    ModelInBody, TopLevel, find_model, find_model_and, find_top_level, for_each_member, with_model,
 };
 
 /// Whether `path` is one of the APIs that generate (and do nothing else): chat and text
@@ -87,7 +87,7 @@ pub fn requested_model(body: &[u8], uri: &http::Uri, upgrade: bool) -> Option<Mo
 /// let gemini: http::Uri = "/v1beta/models/gemini-2.5-flash:streamGenerateContent".parse().unwrap();
 /// let (found, [stream]) = find_model_and(br#"{"stream": true}"#, ["stream"]);
 /// assert_eq!(requested_model_in(found, &gemini, false).as_deref(), Some("gemini-2.5-flash"));
-/// assert!(stream.is_some());
+/// assert!(stream.at().is_some());
 /// ```
 pub fn requested_model_in(found: ModelInBody, uri: &http::Uri, upgrade: bool) -> Option<ModelName> {
     match found {

@@ -5,37 +5,12 @@ use std::ops::Range;
 
 use bytes::Bytes;
 
+pub use found::{ModelInBody, TopLevel};
+
 use super::ModelName;
 use crate::body::BufferedBody;
 
-/// What a request body says about its model (see [`find_model`]).
-///
-/// ```
-/// use llm_tower_core::{ModelInBody, find_model};
-///
-/// let body = br#"{"model": "claude-sonnet-4", "max_tokens": 64, "messages": []}"#;
-/// match find_model(body) {
-///     ModelInBody::Named { name, .. } => assert_eq!(&*name, "claude-sonnet-4"),
-///     other => panic!("{other:?}"),
-/// }
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ModelInBody {
-    /// The top-level `model` is this string; `span` is where its value's characters are in the
-    /// body, between the quotes.
-    Named {
-        /// The name, JSON escapes decoded.
-        name: ModelName,
-        /// The value's bytes in the body, quotes excluded.
-        span: Range<usize>,
-    },
-    /// Not a JSON object, or no top-level `model` string in it (absent, `null`, a number).
-    Absent,
-    /// The top-level object has `model` more than once. Parsers disagree on which one counts
-    /// (most take the last), so such a request could be routed by one name and served by
-    /// another: it is refused.
-    Duplicate,
-}
+mod found;
 
 /// Finds the top-level `model` of a JSON body in one pass over its bytes, without building a
 /// document: nested values are skipped by their brackets and strings (found with `memchr`),
@@ -56,30 +31,32 @@ pub fn find_model(body: &[u8]) -> ModelInBody {
     find_model_and(body, []).0
 }
 
-/// [`find_model`] and [`find_top_level`] of each of `keys`, in one pass over the body: what
-/// each would find on its own (a body that is malformed after a key's second place still has
-/// that key twice).
+/// [`find_model`], and each of `keys` as [`find_top_level`] finds it, in one pass over the
+/// body: what each would find on its own, and for each key whether it is there more than once
+/// (a body that is malformed past a key's second value still has that key twice; one broken
+/// inside it does not).
 ///
 /// ```
-/// use llm_tower_core::{ModelInBody, find_model_and};
+/// use llm_tower_core::{ModelInBody, TopLevel, find_model_and};
 ///
 /// let body = br#"{"model": "gpt-4o", "messages": [], "stream": true}"#;
 /// let (model, [stream, options]) = find_model_and(body, ["stream", "stream_options"]);
 /// assert!(matches!(model, ModelInBody::Named { name, .. } if &*name == "gpt-4o"));
-/// assert_eq!(stream.map(|at| &body[at]), Some(&b"true"[..]));
-/// assert_eq!(options, None);
+/// assert_eq!(stream.at().map(|at| &body[at]), Some(&b"true"[..]));
+/// assert_eq!(options, TopLevel::Absent);
 /// ```
 pub fn find_model_and<const N: usize>(
     body: &[u8],
     keys: [&str; N],
-) -> (ModelInBody, [Option<Range<usize>>; N]) {
+) -> (ModelInBody, [TopLevel; N]) {
     const { assert!(N < 64, "each want is a bit below the model's") };
     let mut model = Wanted::new(b"model", false);
     let mut wanted = keys.map(|key| Wanted::new(key.as_bytes(), true));
     let mut scanner = Scanner { body, at: 0 };
     // A body that is not well-formed names no model: past the fault, a lenient parser
     // upstream (comments, JSON5) could read another `model` than the one found before it.
-    // What was found twice before the fault stays so: a scan for that key alone stops there.
+    // What was found twice before the fault stays so: a scan for that key alone stops at
+    // its second value.
     if scanner.top_level(Some(&mut model), &mut wanted).is_err() {
         for wanted in std::iter::once(&mut model).chain(&mut wanted) {
             if !matches!(wanted.found, Some(Found::Duplicate)) {
@@ -96,8 +73,9 @@ pub fn find_model_and<const N: usize>(
         Some(Found::NotString | Found::Value(_)) | None => ModelInBody::Absent,
     };
     let values = wanted.map(|wanted| match wanted.found {
-        Some(Found::Value(at)) => Some(at),
-        _ => None,
+        Some(Found::Value(at)) => TopLevel::At(at),
+        Some(Found::Duplicate) => TopLevel::Repeated,
+        _ => TopLevel::Absent,
     });
     (model, values)
 }
@@ -278,35 +256,46 @@ impl Scanner<'_> {
                 Some(decoded) => decoded.as_deref().map(str::as_bytes),
                 None => Some(&self.body[key]),
             };
-            // The wants this member is new to (one bit each, the model's the highest); a want
-            // that had its key already has it twice.
+            // The wants this member is new to, and those that had its key already (one bit
+            // each, the model's the highest).
             let mut new = 0u64;
-            let mut again = false;
-            let mut meet = |want: &mut Wanted<'_>, bit: u64| match want.kind(name) {
+            let mut again = 0u64;
+            let mut meet = |want: &Wanted<'_>, bit: u64| match want.kind(name) {
                 Key::Other => {}
-                _ if want.found.is_some() => {
-                    want.found = Some(Found::Duplicate);
-                    again = true;
-                }
+                _ if want.found.is_some() => again |= bit,
                 _ => new |= bit,
             };
-            if let Some(model) = model.as_deref_mut() {
+            if let Some(model) = model.as_deref() {
                 meet(model, MODEL_BIT);
             }
-            for (i, want) in wanted.iter_mut().enumerate() {
+            for (i, want) in wanted.iter().enumerate() {
                 meet(want, 1 << i);
-            }
-            if again
-                && model.as_deref().is_none_or(Wanted::settled)
-                && wanted.iter().all(Wanted::settled)
-            {
-                return Ok(());
             }
             // Most members are no want's: their value is skipped.
             if new == 0 {
                 self.skip_value()?;
             } else {
                 self.note_value(name, new, model.as_deref_mut(), wanted)?;
+            }
+            // A key met again is there twice once its value is read whole: a body broken
+            // inside that value names nothing, as one broken anywhere else.
+            if again != 0 {
+                let twice = |want: &mut Wanted<'_>, bit: u64| {
+                    if again & bit != 0 {
+                        want.found = Some(Found::Duplicate);
+                    }
+                };
+                if let Some(model) = model.as_deref_mut() {
+                    twice(model, MODEL_BIT);
+                }
+                for (i, want) in wanted.iter_mut().enumerate() {
+                    twice(want, 1 << i);
+                }
+                if model.as_deref().is_none_or(Wanted::settled)
+                    && wanted.iter().all(Wanted::settled)
+                {
+                    return Ok(());
+                }
             }
             self.whitespace();
             match self.next() {
