@@ -22,7 +22,11 @@
 #                                           # Python SDK sends (16 in all, a key among them), not 4
 #   CACHE=1 bash benches/instructions.sh    # also simulate the caches and branch predictor, and
 #                                           # print estimated cycles per request (below)
-#                                           # (STREAM, SDK_HEADERS and CACHE: 0 or empty is off)
+#   STACK=1 bash benches/instructions.sh    # also the library's stack alone (benches/e2e/stack_proxy.rs:
+#                                           # Upstream with response headers, on the bare proxy's
+#                                           # server; no front door, request ids, metrics or usage):
+#                                           # what the layers cost, apart from the product around them
+#                                           # (STREAM, SDK_HEADERS, CACHE and STACK: 0 or empty is off)
 #
 # Estimated cycles (CACHE=1): instructions + 10 per first-level cache miss (instructions or
 # data) + 100 per last-level miss (KCachegrind's weights) + 15 per mispredicted branch.
@@ -54,6 +58,7 @@ UP1=127.0.0.1:18281 # ports apart from e2e.sh's, so both can run on one machine
 UP2=127.0.0.1:18282
 BARE=127.0.0.1:18290
 GATEWAY=127.0.0.1:18291
+STACK_ADDR=127.0.0.1:18292
 if on "${STREAM:-}"; then
     BODY='{"model":"mock-model","stream":true,"messages":[{"role":"user","content":"Say hello."}]}'
 else
@@ -64,7 +69,8 @@ R=${CARGO_TARGET_DIR:-target}/release
 mkdir -p "$OUT"
 rm -f "$OUT"/callgrind.*
 
-cargo build --release --bin llm-tower-gateway --example bare_proxy --example bench_upstream
+cargo build --release --bin llm-tower-gateway --example bare_proxy --example bench_upstream \
+    --example stack_proxy
 
 PIDS=()
 cleanup() {
@@ -183,6 +189,12 @@ GATEWAY_IR=$(RUST_LOG=warn measure gateway "$GATEWAY" "http://$GATEWAY/v1/chat/c
 
 printf '%-12s %26s\n' proxy "instructions per request"
 printf '%-12s %26d\n' bare "$BARE_IR" gateway "$GATEWAY_IR"
+if on "${STACK:-}"; then
+    STACK_IR=$(measure stack "$STACK_ADDR" "http://$STACK_ADDR/v1/chat/completions" \
+        "$R/examples/stack_proxy" "$STACK_ADDR" "http://$UP1/v1" "http://$UP2/v1")
+    printf '%-12s %26d\n' "library stack" "$STACK_IR"
+    awk -v s="$STACK_IR" -v b="$BARE_IR" 'BEGIN { printf "library stack / bare: %.3f\n", s / b }'
+fi
 awk -v g="$GATEWAY_IR" -v b="$BARE_IR" 'BEGIN { printf "gateway / bare: %.3f\n", g / b }'
 if on "${CACHE:-}"; then
     # The summary's events, in the order of its `events:` line: Ir Dr Dw I1mr D1mr D1mw ILmr
